@@ -1,0 +1,33 @@
+"""cffi build script for pyckpt's native helper (run by `pip install .`)."""
+
+from pathlib import Path
+
+from cffi import FFI
+
+ffibuilder = FFI()
+
+ffibuilder.cdef(
+    """
+    long ck_ptrace(long request, int pid, unsigned long addr, unsigned long data);
+    int ck_wait(int pid, int *status);
+    long ck_getregset(int pid, int note, void *buf, size_t len);
+    long ck_setregset(int pid, int note, void *buf, size_t len);
+    int ck_inject(int pid, const void *tmpl, unsigned long site, long nr,
+                  const long *args, long *result, int *status);
+    long ck_clone_stopped(int pid);
+    long ck_pagemap_runs(int pagemap_fd, unsigned long start, unsigned long npages,
+                         int mode, unsigned long *out, long max_runs, unsigned long *stored);
+    long ck_vm_read(int pid, unsigned long addr, void *buf, size_t len);
+    long ck_vm_read_to_file(int pid, unsigned long addr, size_t len, int fd,
+                            void *buf, size_t buflen);
+    """
+)
+
+ffibuilder.set_source(
+    "pyckpt._native._ck",
+    (Path(__file__).parent / "ck.c").read_text(),
+    extra_compile_args=["-O2", "-Wall"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

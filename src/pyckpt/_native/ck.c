@@ -1,0 +1,250 @@
+/* pyckpt native helper: the parts Python cannot do, or cannot do fast.
+ *
+ * Everything here is a thin, stateless wrapper: ptrace requests, the
+ * single-step loop that runs one syscall inside a stopped task, the
+ * clone3(set_tid) that makes a restored task, pagemap scanning and page
+ * copies.  Errors are returned as -errno; Python turns them into typed
+ * exceptions (pyckpt.errors).  No function keeps state between calls.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <linux/elf.h>
+#include <linux/sched.h>
+
+#ifndef PTRACE_GET_RSEQ_CONFIGURATION
+#define PTRACE_GET_RSEQ_CONFIGURATION 0x420f
+#endif
+
+/* Raw ptrace: returns the kernel's result or -errno. */
+long ck_ptrace(long request, int pid, unsigned long addr, unsigned long data)
+{
+    long r = syscall(SYS_ptrace, request, pid, addr, data);
+    return r < 0 ? -errno : r;
+}
+
+/* waitpid(pid, __WALL) retried on EINTR; returns pid or -errno. */
+int ck_wait(int pid, int *status)
+{
+    for (;;) {
+        int r = waitpid(pid, status, __WALL);
+        if (r >= 0)
+            return r;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+/* PTRACE_GETREGSET / SETREGSET for one note type; returns the size moved or -errno. */
+long ck_getregset(int pid, int note, void *buf, size_t len)
+{
+    struct iovec iov = { buf, len };
+    if (syscall(SYS_ptrace, PTRACE_GETREGSET, pid, (unsigned long)note, &iov) < 0)
+        return -errno;
+    return (long)iov.iov_len;
+}
+
+long ck_setregset(int pid, int note, void *buf, size_t len)
+{
+    struct iovec iov = { buf, len };
+    if (syscall(SYS_ptrace, PTRACE_SETREGSET, pid, (unsigned long)note, &iov) < 0)
+        return -errno;
+    return (long)iov.iov_len;
+}
+
+/* Run one syscall inside a stopped tracee.
+ *
+ * `tmpl` is the register set the call starts from (the task's own saved
+ * registers); rip is pointed at a `syscall` instruction at `site`, orig_rax
+ * is -1 so the kernel does no restart fix-up on the way out of the stop.
+ * The task single-steps over the instruction and stops again with SIGTRAP.
+ *
+ * Returns 0 and stores the syscall's return value in *result; -errno when a
+ * ptrace request failed; 1 when the task stopped for another reason (then
+ * *status holds the wait status and the caller decides what it means).
+ * The caller puts the task's own registers back when it is done.
+ */
+int ck_inject(int pid, const void *tmpl, unsigned long site, long nr,
+              const long *args, long *result, int *status)
+{
+    struct user_regs_struct regs;
+    struct iovec iov = { &regs, sizeof(regs) };
+
+    memcpy(&regs, tmpl, sizeof(regs));
+    regs.rip = site;
+    regs.rax = nr;
+    regs.orig_rax = (unsigned long)-1;
+    regs.rdi = args[0];
+    regs.rsi = args[1];
+    regs.rdx = args[2];
+    regs.r10 = args[3];
+    regs.r8 = args[4];
+    regs.r9 = args[5];
+    if (syscall(SYS_ptrace, PTRACE_SETREGSET, pid, (unsigned long)NT_PRSTATUS, &iov) < 0)
+        return -errno;
+    if (syscall(SYS_ptrace, PTRACE_SINGLESTEP, pid, 0, 0) < 0)
+        return -errno;
+    int r = ck_wait(pid, status);
+    if (r < 0)
+        return r;
+    if (!WIFSTOPPED(*status) || WSTOPSIG(*status) != SIGTRAP || (*status >> 16) != 0)
+        return 1;
+    iov.iov_len = sizeof(regs);
+    if (syscall(SYS_ptrace, PTRACE_GETREGSET, pid, (unsigned long)NT_PRSTATUS, &iov) < 0)
+        return -errno;
+    if (regs.rip != site + 2)
+        return 1;
+    *result = (long)regs.rax;
+    return 0;
+}
+
+/* Create the task a restore fills in: a fork-like clone3 whose child gets
+ * exactly `pid` (set_tid), asks to be traced and stops itself.  The child
+ * runs only raw syscalls: it is a copy of the Python process and must not
+ * touch libc state.  Returns the child's pid or -errno (EEXIST: pid taken). */
+long ck_clone_stopped(int pid)
+{
+    pid_t tid = pid;
+    struct clone_args args;
+    memset(&args, 0, sizeof(args));
+    args.exit_signal = SIGCHLD;
+    args.set_tid = (uint64_t)(uintptr_t)&tid;
+    args.set_tid_size = 1;
+    long r = syscall(SYS_clone3, &args, sizeof(args));
+    if (r < 0)
+        return -errno;
+    if (r == 0) {
+        syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0);
+        syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
+        /* Reached only if the tracer let the copy of pyckpt run: never do. */
+        syscall(SYS_exit_group, 127);
+    }
+    return r;
+}
+
+/* Scan /proc/PID/pagemap for `npages` pages from `start` and return runs of
+ * pages whose content must be stored, as (first page index, page count)
+ * pairs in `out` (room for `max_runs` pairs).
+ *
+ * mode 0: private anonymous memory — present or swapped pages.
+ * mode 1: private file mapping — swapped pages, and present pages that are
+ *         not page-cache pages (bit 61 clear: copy-on-write copies).
+ * mode 2: shared memory — present or swapped pages.
+ * Returns the number of runs, -ENOSPC when `out` is too small, or -errno.
+ * *stored receives the number of pages in all runs.
+ */
+long ck_pagemap_runs(int pagemap_fd, unsigned long start, unsigned long npages,
+                     int mode, unsigned long *out, long max_runs, unsigned long *stored)
+{
+    enum { CHUNK = 8192 };
+    uint64_t ents[CHUNK];
+    long nruns = 0;
+    unsigned long run_start = 0, run_len = 0, total = 0;
+
+    for (unsigned long done = 0; done < npages;) {
+        unsigned long n = npages - done;
+        if (n > CHUNK)
+            n = CHUNK;
+        off_t off = (off_t)((start >> 12) + done) * 8;
+        ssize_t got = pread(pagemap_fd, ents, n * 8, off);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (got == 0)
+            return -EIO;
+        n = (unsigned long)got / 8;
+        for (unsigned long i = 0; i < n; i++) {
+            uint64_t e = ents[i];
+            int present = (e >> 63) & 1, swapped = (e >> 62) & 1, filepg = (e >> 61) & 1;
+            int keep;
+            if (mode == 1)
+                keep = swapped || (present && !filepg);
+            else
+                keep = present || swapped;
+            unsigned long idx = done + i;
+            if (keep) {
+                if (run_len && run_start + run_len == idx) {
+                    run_len++;
+                } else {
+                    if (run_len) {
+                        if (nruns >= max_runs)
+                            return -ENOSPC;
+                        out[2 * nruns] = run_start;
+                        out[2 * nruns + 1] = run_len;
+                        nruns++;
+                    }
+                    run_start = idx;
+                    run_len = 1;
+                }
+                total++;
+            }
+        }
+        done += n;
+    }
+    if (run_len) {
+        if (nruns >= max_runs)
+            return -ENOSPC;
+        out[2 * nruns] = run_start;
+        out[2 * nruns + 1] = run_len;
+        nruns++;
+    }
+    *stored = total;
+    return nruns;
+}
+
+/* process_vm_readv of [addr, addr+len) into buf, looping over partial reads.
+ * Returns bytes read (== len on success) or -errno. */
+long ck_vm_read(int pid, unsigned long addr, void *buf, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        struct iovec local = { (char *)buf + done, len - done };
+        struct iovec remote = { (void *)(addr + done), len - done };
+        ssize_t r = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return done ? (long)done : -errno;
+        }
+        if (r == 0)
+            break;
+        done += (size_t)r;
+    }
+    return (long)done;
+}
+
+/* Bench reference (the dump floor): copy [addr, addr+len) of a process into
+ * a file with process_vm_readv and write, through one reused buffer. */
+long ck_vm_read_to_file(int pid, unsigned long addr, size_t len, int fd, void *buf, size_t buflen)
+{
+    size_t done = 0;
+    while (done < len) {
+        size_t n = len - done < buflen ? len - done : buflen;
+        long r = ck_vm_read(pid, addr + done, buf, n);
+        if (r < 0)
+            return r;
+        if ((size_t)r != n)
+            return -EFAULT;
+        for (size_t w = 0; w < n;) {
+            ssize_t k = write(fd, (char *)buf + w, n - w);
+            if (k < 0) {
+                if (errno == EINTR)
+                    continue;
+                return -errno;
+            }
+            w += (size_t)k;
+        }
+        done += n;
+    }
+    return (long)done;
+}

@@ -1,0 +1,122 @@
+"""Dump orchestration: check -> seize -> inject -> each kind -> image.
+
+The target is stopped only between seize and detach.  Whatever happens —
+an unsupported fd, a full disk, Ctrl-C — the injector cures the task and
+the seize block detaches it, so a failed dump leaves the target running as
+before and the image directory marked INCOMPLETE with the reason.  With
+`kill=True` the target is killed only after the image is complete on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+
+from . import __version__, proc
+from .errors import MultiThreadedError, PyckptError, UnsupportedError
+from .image import Header, ImageWriter
+from .inject import Injector, injection_site_from
+from .kinds import cpu, files, memory, mm, signals, task, thread
+from .kinds.context import DumpContext
+from .progress import Progress
+from .seize import Seized, check_dumpable, pinned_to_cpu
+from .signals import deferred_signals
+
+# Kinds in the order their records are written; each returns its records.
+DUMP_KINDS = (task.dump, mm.dump, thread.dump, signals.dump, files.dump, memory.dump, cpu.dump)
+
+
+@dataclass
+class DumpStats:
+    """Where the time of one dump went (seconds) and how much was stored."""
+
+    freeze: float = 0.0  # target stopped: seize to detach (or kill)
+    total: float = 0.0
+    pages_bytes: int = 0
+    injected_calls: int = 0
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None):
+    """Write an image of process `pid` into directory `path` (see pyckpt.dump)."""
+    from . import Image
+
+    progress = progress or Progress()
+    stats = DumpStats()
+    t0 = time.perf_counter()
+    with deferred_signals():
+        stat = check_dumpable(pid)
+        writer = ImageWriter(path)
+        try:
+            _dump_frozen(pid, stat, writer, kill, progress, stats)
+        except BaseException as e:
+            writer.abandon(_reason(e))
+            raise
+    stats.total = time.perf_counter() - t0
+    image = Image(path)
+    image.dump_stats = stats
+    return image
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted"
+    return str(e) or type(e).__name__
+
+
+def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStats) -> None:
+    with pinned_to_cpu(stat.processor):
+        t_seize = time.perf_counter()
+        with Seized(pid) as seized:
+            try:
+                records = _collect(pid, writer, progress, stats)
+                t = time.perf_counter()
+                writer.write_header(Header(
+                    format_version=1, pyckpt_version=__version__,
+                    kernel_release=platform.release(), machine=platform.machine(),
+                    created=time.time(), root_pid=pid, comm=stat.comm,
+                ))
+                for rec in records:
+                    writer.write_record(rec)
+                stats.phases["write records"] = time.perf_counter() - t
+                if kill:
+                    # The image is the only copy of the process from now on.
+                    t = time.perf_counter()
+                    writer.finish(sync_pages=True)
+                    stats.phases["finish"] = time.perf_counter() - t
+                    seized.kill_on_exit = True
+            finally:
+                stats.freeze = time.perf_counter() - t_seize
+    if not kill:
+        t = time.perf_counter()
+        writer.finish(sync_pages=False)
+        stats.phases["finish"] = time.perf_counter() - t
+
+
+def _collect(pid: int, writer: ImageWriter, progress: Progress, stats: DumpStats) -> list:
+    t = time.perf_counter()
+    status = proc.read_status(pid)
+    threads = int(status.get("Threads", "1"))
+    if threads != 1:  # a thread may have been born between the check and the seize
+        raise MultiThreadedError(pid, threads)
+    stat = proc.read_stat(pid)
+    maps = proc.read_maps(pid)
+    smaps_flags = proc.read_smaps_flags(pid)
+    vdso = [m for m in maps if m.path == "[vdso]"]
+    if not vdso:
+        raise UnsupportedError(f"process {pid} has no [vdso]; cannot run code inside it")
+    site = injection_site_from(pid, vdso[0].start, vdso[0].size)
+    stats.phases["read /proc"] = time.perf_counter() - t
+    records: list = []
+    with Injector(pid, site) as inj:
+        scratch = inj.map_scratch()
+        ctx = DumpContext(pid, stat, status, maps, smaps_flags, inj, scratch, writer.pages, progress)
+        for kind_dump in DUMP_KINDS:
+            t = time.perf_counter()
+            records += kind_dump(ctx)
+            stats.phases[kind_dump.__module__.rsplit(".", 1)[-1]] = time.perf_counter() - t
+        stats.injected_calls = inj.calls
+    stats.pages_bytes = writer.pages.offset
+    return records

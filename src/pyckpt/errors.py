@@ -1,0 +1,150 @@
+"""Typed errors.  Every message says what failed, on which object, and what to do.
+
+Each class carries an `exit_code` that the CLI returns, so scripts can tell
+failures apart without parsing messages.
+"""
+
+from __future__ import annotations
+
+
+class PyckptError(Exception):
+    """Base class of every error pyckpt raises on purpose."""
+
+    exit_code = 1
+
+
+class NoSuchProcessError(PyckptError):
+    """The PID names no process."""
+
+    exit_code = 3
+
+
+class UnsuitableProcessError(PyckptError):
+    """The process exists but cannot be dumped (kernel thread, zombie, pyckpt itself...)."""
+
+    exit_code = 4
+
+
+class MultiThreadedError(UnsuitableProcessError):
+    """The process has more than one thread; threads are not supported yet."""
+
+    def __init__(self, pid: int, threads: int):
+        self.pid = pid
+        self.threads = threads
+        super().__init__(
+            f"process {pid} has {threads} threads; pyckpt can dump only "
+            "single-threaded processes for now"
+        )
+
+
+class AlreadyTracedError(UnsuitableProcessError):
+    """Another tracer (a debugger, strace, another pyckpt) holds the process."""
+
+    def __init__(self, pid: int, tracer: int):
+        self.pid = pid
+        self.tracer = tracer
+        super().__init__(
+            f"process {pid} is already traced by process {tracer}; "
+            "detach that tracer (debugger, strace) and try again"
+        )
+
+
+class UnsupportedError(PyckptError):
+    """The process holds state pyckpt cannot save yet; nothing was changed."""
+
+    exit_code = 5
+
+
+class UnsupportedFdError(UnsupportedError):
+    """An open file descriptor of a kind pyckpt cannot save yet."""
+
+    def __init__(self, pid: int, fd: int, kind: str, target: str):
+        self.pid = pid
+        self.fd = fd
+        self.kind = kind
+        super().__init__(
+            f"process {pid}: fd {fd} is a {kind} ({target}); pyckpt cannot "
+            "save this kind of file yet — close it in the target or wait for full file support"
+        )
+
+
+class ImageError(PyckptError):
+    """The image is missing, incomplete, corrupted, foreign or of another version."""
+
+    exit_code = 6
+
+
+class ImageWriteError(PyckptError):
+    """The image directory cannot be created or written."""
+
+    exit_code = 7
+
+
+class PidInUseError(PyckptError):
+    """The PID the image needs is taken by a live process."""
+
+    exit_code = 8
+
+    def __init__(self, pid: int, detail: str = ""):
+        self.pid = pid
+        super().__init__(
+            f"PID {pid} is in use{detail}; the restored process needs it — "
+            "end (and reap) the process holding it, or restore elsewhere"
+        )
+
+
+class FileChangedError(PyckptError):
+    """A file the image refers to is not the one that was open at dump time."""
+
+    exit_code = 9
+
+    def __init__(self, path: str, what: str):
+        self.path = path
+        self.what = what
+        super().__init__(f"file {path!r} changed since the dump: {what}")
+
+
+class KernelMismatchError(PyckptError):
+    """The running kernel differs from the dump's in a way restore cannot bridge yet."""
+
+    exit_code = 10
+
+
+class RestoreError(PyckptError):
+    """Restore failed part-way; the half-made process was removed."""
+
+    exit_code = 11
+
+
+class DumpError(PyckptError):
+    """Dump failed part-way; the target was left running as before."""
+
+    exit_code = 12
+
+
+class PtraceError(PyckptError):
+    """A ptrace request failed on a task (it may have died or been killed)."""
+
+    exit_code = 13
+
+    def __init__(self, what: str, pid: int, errno_: int):
+        import os
+
+        self.pid = pid
+        self.errno = errno_
+        super().__init__(f"{what} failed on process {pid}: {os.strerror(errno_)}")
+
+
+class Interrupted(PyckptError):
+    """pyckpt was interrupted (SIGINT/SIGTERM); the work was undone."""
+
+    exit_code = 130
+
+
+def describe(pid: int) -> str:
+    """`pid=N, name=comm` for messages; tolerant of a vanished process."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f"pid={pid}, name={f.read().strip()}"
+    except OSError:
+        return f"pid={pid}"

@@ -1,0 +1,31 @@
+"""x86-64 syscall numbers used by injection (names from python-ptrace for messages)."""
+
+from ptrace.syscall import SYSCALL_NAMES
+
+read = 0
+close = 3
+mmap = 9
+mprotect = 10
+munmap = 11
+brk = 12
+rt_sigaction = 13
+pread64 = 17
+madvise = 28
+dup3 = 292
+getpid = 39
+setpgid = 109
+setsid = 112
+sigaltstack = 131
+personality = 135
+prctl = 157
+arch_prctl = 158
+umask = 95
+fchdir = 81
+set_tid_address = 218
+set_robust_list = 273
+rseq = 334
+close_range = 436
+
+
+def name(number: int) -> str:
+    return SYSCALL_NAMES.get(number, f"syscall {number}")

@@ -1,0 +1,8 @@
+"""One module per kind of process state: its record, its dump and its restore.
+
+Each kind module defines its record dataclasses (registered with
+`image.record`), a `dump(ctx)` that returns records, and restore functions
+that restore.py calls in its stage order.  A kind never reaches into
+another kind's internals; what two kinds share goes through the contexts
+(`DumpContext`, `RestoreContext` in kinds/context.py).
+"""

@@ -1,0 +1,61 @@
+"""What a kind sees while it dumps or restores."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .. import proc
+from ..image import ImageReader, PageStoreWriter
+from ..inject import Injector
+from ..progress import Progress
+
+
+@dataclass
+class DumpContext:
+    pid: int
+    stat: proc.ProcStat
+    status: dict[str, str]
+    maps: list[proc.MapEntry]
+    smaps_flags: dict[int, list[str]]
+    inj: Injector
+    scratch: int  # one read-write page inside the target for injected calls
+    pages: PageStoreWriter
+    progress: Progress
+
+
+@dataclass
+class RestoreContext:
+    image: ImageReader
+    pid: int
+    progress: Progress
+    inj: Injector | None = None
+    scratch: int = 0
+    # File descriptors pyckpt opened for the new task.  The task is cloned
+    # from pyckpt, so it inherits them at the same numbers: no path has to
+    # be opened from inside it.  key -> fd number (in pyckpt and the task).
+    passed: dict[object, int] = field(default_factory=dict)
+    lowest_passed: int = 0  # every passed fd is >= this; every image fd is below
+    deferred: list[Callable[[], None]] = field(default_factory=list)
+
+    def pass_fd(self, key: object, opener: Callable[[], int]) -> int:
+        """Open a file once (cached by key) and hand it to the new task."""
+        if key not in self.passed:
+            fd = opener()
+            try:
+                moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, self.lowest_passed)
+            finally:
+                os.close(fd)
+            self.passed[key] = moved
+        return self.passed[key]
+
+    def close_passed(self) -> None:
+        for fd in self.passed.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.passed.clear()
+

@@ -1,0 +1,63 @@
+"""CPU state: general registers (with fs/gs base) and the full xstate.
+
+Registers are restored last.  A task stopped inside a syscall carries the
+kernel's restart code in rax; the fix-up below makes it re-enter the call
+(ERESTARTSYS/NOINTR/NOHAND) or see EINTR (ERESTART_RESTARTBLOCK, whose
+kernel-side restart block cannot be carried over).  orig_rax is always -1 so
+the kernel does no second fix-up on release.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import ptrace_ops as pt
+from ..errors import KernelMismatchError
+from ..image import record
+from .context import DumpContext, RestoreContext
+
+ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
+EINTR = 4
+U64 = (1 << 64) - 1
+
+
+@record(20)
+@dataclass
+class CpuRecord:
+    tid: int
+    regs: bytes  # struct user_regs_struct (NT_PRSTATUS), 216 bytes
+    xstate: bytes  # NT_X86_XSTATE as the kernel gave it
+
+
+def dump(ctx: DumpContext) -> list:
+    return [CpuRecord(ctx.pid, ctx.inj.regs, pt.get_xstate(ctx.pid))]
+
+
+def fixup_restart(raw: bytes) -> bytes:
+    """Registers for a fresh task from those of a task stopped in a syscall."""
+    regs = pt.decode_regs(raw)
+    if regs.orig_rax != U64:  # stopped inside a syscall
+        err = (-regs.rax) & U64 if regs.rax & (1 << 63) else 0
+        if err in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND):
+            regs.rax = regs.orig_rax
+            regs.rip -= 2
+        elif err == ERESTART_RESTARTBLOCK:
+            regs.rax = (-EINTR) & U64
+    regs.orig_rax = U64
+    return pt.encode_regs(regs)
+
+
+def check_compatible(rctx: RestoreContext, current_xstate_size: int) -> None:
+    rec = rctx.image.one(CpuRecord)
+    if len(rec.xstate) != current_xstate_size:
+        raise KernelMismatchError(
+            f"the image's xstate is {len(rec.xstate)} bytes, this CPU/kernel uses "
+            f"{current_xstate_size}; restore on another CPU is not supported yet"
+        )
+
+
+def restore(rctx: RestoreContext) -> None:
+    rec = rctx.image.one(CpuRecord)
+    check_compatible(rctx, len(pt.get_xstate(rctx.pid)))
+    pt.set_xstate(rctx.pid, rec.xstate)
+    pt.set_regs(rctx.pid, fixup_restart(rec.regs))

@@ -1,0 +1,326 @@
+"""Memory: every VMA, the pages that must be stored, and the vDSO block.
+
+Dump decides per page from /proc/PID/pagemap *before* reading, so untouched
+pages are never faulted in: private anonymous and shared memory store their
+present or swapped pages; private file mappings store only the pages that
+differ from the file (not page-cache pages: copy-on-write copies such as
+RELRO); shared file mappings store nothing (the file holds them).
+
+Restore maps every VMA at its address with its protection and flags, then
+the new task itself `pread`s each stored run from pages.img — one copy, no
+bounce through pyckpt.  Read-only VMAs are written first and mprotect'ed
+after.  The vDSO block is put back with arch_prctl(ARCH_MAP_VDSO_64).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import xxhash
+
+from .._native._ck import ffi, lib
+from ..errors import KernelMismatchError, PyckptError, UnsupportedError
+from ..image import PAGES_FILE, record
+from ..inject import RemoteCallError, nr
+from ..proc import read_maps
+from .context import DumpContext, RestoreContext
+from .fileid import FileIdentity, identify, open_checked
+
+PAGE = 4096
+CHUNK = 4 << 20  # pages are read, stored and checksummed in runs of at most this
+VDSO_NAMES = ("[vvar]", "[vvar_vclock]", "[vdso]")
+PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
+MAP_GROWSDOWN, MAP_NORESERVE = 0x100, 0x4000
+ARCH_MAP_VDSO_64 = 0x2003
+# smaps VmFlags restored with madvise
+MADVISE_FOR_FLAG = {"hg": 14, "nh": 15, "dc": 10, "dd": 16, "wf": 18}
+# pagemap scan modes (see ck_pagemap_runs)
+SCAN_ANON, SCAN_PRIVATE_FILE, SCAN_SHARED = 0, 1, 2
+
+
+@dataclass
+class PageRun:
+    addr: int
+    npages: int
+    offset: int  # in pages.img
+    xxh3: int
+
+
+@record(10)
+@dataclass
+class VmaRecord:
+    start: int
+    end: int
+    prot: int
+    shared: bool
+    kind: str  # "anon", "shared_anon" or "file"
+    name: str  # as /proc/PID/maps shows it
+    offset: int
+    file: FileIdentity | None
+    vmflags: list[str]
+    pages: list[PageRun]
+
+
+@dataclass
+class VdsoBlock:
+    name: str
+    start: int
+    end: int
+
+
+@record(11)
+@dataclass
+class VdsoRecord:
+    blocks: list[VdsoBlock]
+    vdso_xxh3: int  # digest of the [vdso] text: restore needs the same kernel's vDSO
+
+
+def _prot(perms: str) -> int:
+    return (
+        (PROT_READ if perms[0] == "r" else 0)
+        | (PROT_WRITE if perms[1] == "w" else 0)
+        | (PROT_EXEC if perms[2] == "x" else 0)
+    )
+
+
+def _classify(pid: int, m) -> tuple[str, int | None]:
+    """(kind, pagemap scan mode or None) for one VMA; refuses what is not supported."""
+    name = m.path
+    if name in ("", "[heap]", "[stack]") or name.startswith("[anon:"):
+        return ("shared_anon", SCAN_SHARED) if m.shared else ("anon", SCAN_ANON)
+    if name.startswith("[anon_shmem:") or (name == "/dev/zero (deleted)" and m.shared):
+        return "shared_anon", SCAN_SHARED
+    if name == "/dev/zero" and not m.shared:
+        return "anon", SCAN_ANON
+    if name.endswith(" (deleted)"):
+        raise UnsupportedError(
+            f"process {pid}: memory at {m.start:#x}-{m.end:#x} maps a deleted file "
+            f"({name}); deleted and memfd mappings are not supported yet"
+        )
+    if name.startswith("/"):
+        return "file", (None if m.shared else SCAN_PRIVATE_FILE)
+    raise UnsupportedError(
+        f"process {pid}: memory at {m.start:#x}-{m.end:#x} is a special mapping "
+        f"{name!r} that pyckpt cannot save yet"
+    )
+
+
+def _vdso_text(pid: int, start: int, end: int) -> bytes:
+    buf = ffi.new("char[]", end - start)
+    if lib.ck_vm_read(pid, start, buf, end - start) != end - start:
+        raise PyckptError(f"cannot read the vDSO of process {pid}")
+    return bytes(ffi.buffer(buf, end - start))
+
+
+def dump(ctx: DumpContext) -> list:
+    pid = ctx.pid
+    vmas: list[tuple[VmaRecord, int | None]] = []
+    blocks = []
+    for m in ctx.maps:
+        if m.path == "[vsyscall]":
+            continue  # the kernel's fixed page, present in every process
+        if m.path in VDSO_NAMES:
+            blocks.append(VdsoBlock(m.path, m.start, m.end))
+            continue
+        kind, mode = _classify(pid, m)
+        ident = None
+        if kind == "file":
+            ident = identify(m.path, f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}")
+            try:
+                on_disk = os.stat(m.path)
+            except OSError:
+                on_disk = None
+            if on_disk is None or (on_disk.st_dev, on_disk.st_ino) != (ident.dev, ident.ino):
+                raise UnsupportedError(
+                    f"process {pid}: {m.path} mapped at {m.start:#x} was replaced or removed "
+                    "on disk after it was mapped; pyckpt cannot reopen it"
+                )
+        rec = VmaRecord(
+            start=m.start, end=m.end, prot=_prot(m.perms), shared=m.shared, kind=kind,
+            name=m.path, offset=m.offset, file=ident,
+            vmflags=ctx.smaps_flags.get(m.start, []), pages=[],
+        )
+        vmas.append((rec, mode))
+
+    vdso = [b for b in blocks if b.name == "[vdso]"]
+    if len(vdso) != 1:
+        raise UnsupportedError(f"process {pid} has no single [vdso] mapping; cannot dump it")
+    vdso_rec = VdsoRecord(blocks, xxhash.xxh3_64_intdigest(_vdso_text(pid, vdso[0].start, vdso[0].end)))
+
+    # Decide what to store from pagemap before reading anything.
+    pm = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        plans = []
+        total = 0
+        for rec, mode in vmas:
+            if mode is None:
+                continue
+            runs = _scan(pm, rec.start, (rec.end - rec.start) // PAGE, mode)
+            plans.append((rec, runs))
+            total += sum(n for _, n in runs) * PAGE
+    finally:
+        os.close(pm)
+
+    buf = ffi.new("char[]", CHUNK)
+    view = ffi.buffer(buf, CHUNK)
+    mem_fd = -1
+    try:
+        with ctx.progress.bar(total, "dump memory") as bar:
+            for rec, runs in plans:
+                readable = bool(rec.prot & PROT_READ)
+                for first, count in runs:
+                    addr = rec.start + first * PAGE
+                    end = addr + count * PAGE
+                    while addr < end:
+                        n = min(CHUNK, end - addr)
+                        if readable:
+                            got = lib.ck_vm_read(pid, addr, buf, n)
+                        else:
+                            # process_vm_readv honours protections; /proc/PID/mem does not.
+                            if mem_fd < 0:
+                                mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+                            got = os.preadv(mem_fd, [memoryview(view)[:n]], addr)
+                        if got != n:
+                            raise PyckptError(
+                                f"process {pid}: cannot read memory at {addr:#x} ({n} bytes)"
+                            )
+                        off, digest = ctx.pages.append(memoryview(view)[:n])
+                        rec.pages.append(PageRun(addr, n // PAGE, off, digest))
+                        bar.update(n)
+                        addr += n
+    finally:
+        if mem_fd >= 0:
+            os.close(mem_fd)
+    return [vdso_rec] + [rec for rec, _ in vmas]
+
+
+def _scan(pm_fd: int, start: int, npages: int, mode: int) -> list[tuple[int, int]]:
+    cap = 256
+    stored = ffi.new("unsigned long *")
+    while True:
+        out = ffi.new("unsigned long[]", 2 * cap)
+        n = lib.ck_pagemap_runs(pm_fd, start, npages, mode, out, cap, stored)
+        if n == -28:  # ENOSPC: more runs than room
+            cap *= 8
+            continue
+        if n < 0:
+            raise PyckptError(f"reading pagemap at {start:#x} failed: {os.strerror(-n)}")
+        return [(int(out[2 * i]), int(out[2 * i + 1])) for i in range(n)]
+
+
+# --- restore ---------------------------------------------------------------
+
+
+def page_runs(image) -> list[tuple[int, int, int]]:
+    """(offset, length, digest) of every stored run, for verification."""
+    return [
+        (p.offset, p.npages * PAGE, p.xxh3)
+        for v in image.of_type(VmaRecord)
+        for p in v.pages
+    ]
+
+
+def own_vdso() -> tuple[dict[str, int], int, int]:
+    """This process's vDSO block sizes, [vdso] text digest, and [vdso] start."""
+    sizes, digest, start = {}, 0, 0
+    for m in read_maps(os.getpid()):
+        if m.path in VDSO_NAMES:
+            sizes[m.path] = m.size
+            if m.path == "[vdso]":
+                start = m.start
+                digest = xxhash.xxh3_64_intdigest(_vdso_text(os.getpid(), m.start, m.end))
+    return sizes, digest, start
+
+
+def prepare(rctx: RestoreContext) -> None:
+    """Before the task exists: check the kernel's vDSO and open every file to map."""
+    vd = rctx.image.one(VdsoRecord)
+    sizes, digest, _ = own_vdso()
+    want = {b.name: b.end - b.start for b in vd.blocks}
+    if want != sizes or digest != vd.vdso_xxh3:
+        raise KernelMismatchError(
+            f"the running kernel's vDSO ({sizes}) differs from the image's ({want}"
+            f"{', same sizes but other code' if want == sizes else ''}); restore on another "
+            "kernel is not supported yet"
+        )
+    rctx.pass_fd("pages", lambda: os.open(rctx.image.path / PAGES_FILE, os.O_RDONLY))
+    for v in rctx.image.of_type(VmaRecord):
+        if v.kind == "file":
+            mode = os.O_RDWR if (v.shared and v.prot & PROT_WRITE) else os.O_RDONLY
+            rctx.pass_fd(("map", v.file.path, mode),
+                         lambda v=v, mode=mode: open_checked(v.file, mode, content=True))
+
+
+def vdso_start(rctx: RestoreContext) -> int:
+    blocks = rctx.image.one(VdsoRecord).blocks
+    return min(b.start for b in blocks)
+
+
+def target_ranges(image) -> list[tuple[int, int]]:
+    """Every address range the restored task will occupy."""
+    rs = [(v.start, v.end) for v in image.of_type(VmaRecord)]
+    rs += [(b.start, b.end) for b in image.one(VdsoRecord).blocks]
+    return rs
+
+
+def restore_layout(rctx: RestoreContext) -> None:
+    """Put the vDSO block back and map every VMA (writable where pages will land)."""
+    inj = rctx.inj
+    vd = rctx.image.one(VdsoRecord)
+    start = vdso_start(rctx)
+    size = inj.call(nr.arch_prctl, ARCH_MAP_VDSO_64, start)
+    text = next(b for b in vd.blocks if b.name == "[vdso]")
+    if size != text.end - text.start:
+        raise KernelMismatchError(
+            f"arch_prctl(ARCH_MAP_VDSO_64, {start:#x}) returned {size}; "
+            f"expected the vDSO size {text.end - text.start}"
+        )
+    for v in rctx.image.of_type(VmaRecord):
+        prot = v.prot | (PROT_READ | PROT_WRITE if v.pages else 0)
+        flags = MAP_FIXED | (MAP_SHARED if v.shared else MAP_PRIVATE)
+        if "gd" in v.vmflags:
+            flags |= MAP_GROWSDOWN
+        if "nr" in v.vmflags:
+            flags |= MAP_NORESERVE
+        if v.kind == "file":
+            mode = os.O_RDWR if (v.shared and v.prot & PROT_WRITE) else os.O_RDONLY
+            fd, off = rctx.passed[("map", v.file.path, mode)], v.offset
+        else:
+            flags |= MAP_ANONYMOUS
+            fd, off = -1, 0
+        got = inj.check(nr.mmap, v.start, v.end - v.start, prot, flags, fd, off,
+                        what=f"mmap of {v.name or 'anonymous memory'} at {v.start:#x}")
+        if got != v.start:
+            raise PyckptError(f"mmap at {v.start:#x} landed at {got:#x}")
+        for flag in v.vmflags:
+            advice = MADVISE_FOR_FLAG.get(flag)
+            if advice is not None:
+                inj.call(nr.madvise, v.start, v.end - v.start, advice)
+
+
+def restore_pages(rctx: RestoreContext) -> None:
+    """The task preads its own pages from pages.img, then protections are set."""
+    inj = rctx.inj
+    pages_fd = rctx.passed["pages"]
+    vmas = rctx.image.of_type(VmaRecord)
+    total = sum(p.npages for v in vmas for p in v.pages) * PAGE
+    with rctx.progress.bar(total, "restore memory") as bar:
+        for v in vmas:
+            for p in v.pages:
+                length = p.npages * PAGE
+                done = 0
+                while done < length:
+                    n = inj.call(nr.pread64, pages_fd, p.addr + done, length - done,
+                                 p.offset + done)
+                    if n <= 0:
+                        raise RemoteCallError(
+                            f"pread of {length} bytes of pages into {p.addr:#x}", rctx.pid,
+                            -n if n < 0 else 5,
+                        )
+                    done += n
+                bar.update(length)
+            if v.pages and v.prot != v.prot | PROT_READ | PROT_WRITE:
+                inj.check(nr.mprotect, v.start, v.end - v.start, v.prot,
+                          what=f"mprotect of {v.start:#x}")

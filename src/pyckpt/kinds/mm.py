@@ -1,0 +1,76 @@
+"""The mm's own fields: code/data/brk/stack/arg/env bounds, auxv and the exe link.
+
+brk is not shown in /proc: dump asks with an injected brk(0).  Restore sets
+everything at once with PR_SET_MM_MAP (the single-field PR_SET_MM_* calls
+need CAP_SYS_RESOURCE).  The exe link can change only once no mapping of
+the old exe is left; when the target runs the same binary as pyckpt (a
+CPython target) the link is already right and is left alone.
+mmap_base cannot be set back: later mmaps of the restored task may land
+elsewhere than they would have (harmless).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+from .. import proc
+from ..image import record
+from ..inject import nr
+from .context import DumpContext, RestoreContext
+from .fileid import FileIdentity, identify, open_checked
+
+PR_SET_MM, PR_SET_MM_MAP = 35, 14
+PRCTL_MM_MAP = struct.Struct("<11QQII")  # struct prctl_mm_map, 104 bytes
+
+
+@record(50)
+@dataclass
+class MmRecord:
+    start_code: int
+    end_code: int
+    start_data: int
+    end_data: int
+    start_brk: int
+    brk: int
+    start_stack: int
+    arg_start: int
+    arg_end: int
+    env_start: int
+    env_end: int
+    auxv: list[int]  # flat key, value pairs, ending with AT_NULL
+    exe: FileIdentity
+
+
+def dump(ctx: DumpContext) -> list:
+    s = ctx.stat
+    brk = ctx.inj.check(nr.brk, 0, what="brk(0)")
+    auxv = [x for pair in proc.read_auxv(ctx.pid) for x in pair]
+    exe_path = os.readlink(f"/proc/{ctx.pid}/exe")
+    exe = identify(exe_path, f"/proc/{ctx.pid}/exe")
+    return [MmRecord(s.start_code, s.end_code, s.start_data, s.end_data, s.start_brk, brk,
+                     s.start_stack, s.arg_start, s.arg_end, s.env_start, s.env_end, auxv, exe)]
+
+
+def prepare(rctx: RestoreContext) -> None:
+    rec = rctx.image.one(MmRecord)
+    own = os.stat("/proc/self/exe")
+    if (own.st_dev, own.st_ino) != (rec.exe.dev, rec.exe.ino):
+        rctx.pass_fd("exe", lambda: open_checked(rec.exe, os.O_RDONLY, content=True))
+
+
+def restore(rctx: RestoreContext) -> None:
+    rec = rctx.image.one(MmRecord)
+    auxv = struct.pack(f"<{len(rec.auxv)}Q", *rec.auxv)
+    auxv_addr = rctx.scratch + 256
+    exe_fd = rctx.passed.get("exe", 0xFFFFFFFF)
+    mm_map = PRCTL_MM_MAP.pack(
+        rec.start_code, rec.end_code, rec.start_data, rec.end_data, rec.start_brk, rec.brk,
+        rec.start_stack, rec.arg_start, rec.arg_end, rec.env_start, rec.env_end,
+        auxv_addr, len(auxv), exe_fd,
+    )
+    rctx.inj.write(rctx.scratch, mm_map)
+    rctx.inj.write(auxv_addr, auxv)
+    rctx.inj.check(nr.prctl, PR_SET_MM, PR_SET_MM_MAP, rctx.scratch, PRCTL_MM_MAP.size, 0,
+                   what="prctl(PR_SET_MM_MAP)")

@@ -1,0 +1,80 @@
+"""Process-wide basics: session and group, cwd, umask, personality, rlimits, CPU affinity."""
+
+from __future__ import annotations
+
+import os
+import resource
+from dataclasses import dataclass
+
+from ..errors import UnsupportedError
+from ..image import record
+from ..inject import nr
+from .context import DumpContext, RestoreContext
+
+RLIMIT_COUNT = 16
+
+
+@record(1)
+@dataclass
+class TaskRecord:
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    cwd: str
+    umask: int
+    personality: int
+    rlimits: list[tuple[int, int, int]]  # resource, soft, hard (-1: unlimited)
+    affinity: list[int]
+
+
+def dump(ctx: DumpContext) -> list:
+    pid = ctx.pid
+    cwd = os.readlink(f"/proc/{pid}/cwd")
+    if cwd.endswith(" (deleted)"):
+        raise UnsupportedError(f"process {pid}: its working directory {cwd} was removed")
+    with open(f"/proc/{pid}/personality") as f:
+        personality = int(f.read(), 16)
+    rlimits = [(r, *resource.prlimit(pid, r)) for r in range(RLIMIT_COUNT)]
+    return [TaskRecord(
+        pid=pid, ppid=ctx.stat.ppid, pgid=ctx.stat.pgrp, sid=ctx.stat.session, cwd=cwd,
+        umask=int(ctx.status.get("Umask", "0022"), 8), personality=personality,
+        rlimits=rlimits, affinity=sorted(os.sched_getaffinity(pid)),
+    )]
+
+
+def prepare(rctx: RestoreContext) -> None:
+    rec = rctx.image.one(TaskRecord)
+
+    def open_cwd():
+        try:
+            return os.open(rec.cwd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            from ..errors import FileChangedError
+
+            raise FileChangedError(rec.cwd, f"the working directory cannot be opened: {e.strerror}") from None
+
+    rctx.pass_fd("cwd", open_cwd)
+
+
+def restore(rctx: RestoreContext) -> None:
+    rec = rctx.image.one(TaskRecord)
+    inj = rctx.inj
+    inj.check(nr.fchdir, rctx.passed["cwd"], what=f"chdir to {rec.cwd}")
+    inj.call(nr.umask, rec.umask)
+    inj.check(nr.personality, rec.personality, what="personality")
+    if rec.sid == rec.pid:
+        inj.check(nr.setsid, what="setsid")
+    elif rec.pgid == rec.pid:
+        inj.check(nr.setpgid, 0, 0, what="setpgid")
+
+
+def restore_from_outside(rctx: RestoreContext) -> None:
+    """Limits and affinity are set by pyckpt on the stopped task (no injection needed)."""
+    rec = rctx.image.one(TaskRecord)
+    for res, soft, hard in rec.rlimits:
+        resource.prlimit(rctx.pid, res, (soft, hard))
+    try:
+        os.sched_setaffinity(rctx.pid, rec.affinity)
+    except OSError:
+        pass  # CPUs of the dump are not all here: keep pyckpt's

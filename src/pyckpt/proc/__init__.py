@@ -1,0 +1,36 @@
+"""Read-only parsers of /proc text.
+
+Each `parse_*` function takes the text (or bytes) of one /proc file and
+returns plain data, so it can be tested on captured text; each `read_*`
+function reads the live file for a PID.  Nothing here changes a process.
+"""
+
+from .maps import MapEntry, parse_maps, parse_smaps_flags, read_maps, read_smaps_flags
+from .status import (
+    ProcStat,
+    parse_auxv,
+    parse_stat,
+    parse_status,
+    read_auxv,
+    read_stat,
+    read_status,
+)
+from .fdinfo import FdInfo, parse_fdinfo, read_fdinfo
+
+__all__ = [
+    "MapEntry",
+    "parse_maps",
+    "parse_smaps_flags",
+    "read_maps",
+    "read_smaps_flags",
+    "ProcStat",
+    "parse_stat",
+    "parse_status",
+    "parse_auxv",
+    "read_stat",
+    "read_status",
+    "read_auxv",
+    "FdInfo",
+    "parse_fdinfo",
+    "read_fdinfo",
+]

@@ -1,0 +1,40 @@
+"""/proc/PID/fdinfo/FD."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class FdInfo:
+    pos: int
+    flags: int  # open flags (access mode, status flags, O_CLOEXEC), from octal
+    mnt_id: int
+    ino: int
+    extra: dict[str, str] = field(default_factory=dict)  # kind-specific lines
+
+
+def parse_fdinfo(text: str) -> FdInfo:
+    """Parse the text of /proc/PID/fdinfo/FD.
+
+    `pos:` is decimal, `flags:` octal, `ino:` decimal; kind-specific lines
+    (eventfd-count, tfd, lock, ...) are kept in `extra` as text.
+    """
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key not in fields:
+            fields[key.strip()] = value.strip()
+    known = {"pos", "flags", "mnt_id", "ino"}
+    return FdInfo(
+        pos=int(fields["pos"]),
+        flags=int(fields["flags"], 8),
+        mnt_id=int(fields.get("mnt_id", "0")),
+        ino=int(fields.get("ino", "0")),
+        extra={k: v for k, v in fields.items() if k not in known},
+    )
+
+
+def read_fdinfo(pid: int, fd: int) -> FdInfo:
+    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+        return parse_fdinfo(f.read())

@@ -1,0 +1,123 @@
+"""The one place ptrace requests are made.
+
+python-ptrace supplies the classic constants and the x86-64 register struct;
+what it lacks (SEIZE, INTERRUPT, GET/SETSIGMASK, rseq configuration, regsets
+with xstate) is added here.  Every request goes through the C helper and a
+failure becomes `errors.PtraceError` naming the request and the PID.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from dataclasses import dataclass
+
+from ptrace.binding import func as _pt
+from ptrace.binding.linux_struct import user_regs_struct
+
+from ._native._ck import ffi, lib
+from .errors import PtraceError
+
+PTRACE_TRACEME = _pt.PTRACE_TRACEME
+PTRACE_CONT = _pt.PTRACE_CONT
+PTRACE_DETACH = _pt.PTRACE_DETACH
+PTRACE_SINGLESTEP = _pt.PTRACE_SINGLESTEP
+PTRACE_GETSIGINFO = _pt.PTRACE_GETSIGINFO
+# Missing from python-ptrace 0.9.9:
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+PTRACE_GETSIGMASK = 0x420A
+PTRACE_SETSIGMASK = 0x420B
+PTRACE_GET_RSEQ_CONFIGURATION = 0x420F
+PTRACE_EVENT_STOP = 128
+
+NT_PRSTATUS = 1
+NT_X86_XSTATE = 0x202
+REGS_SIZE = ctypes.sizeof(user_regs_struct)  # 216 on x86-64
+XSTATE_MAX = 16384  # generous; the kernel reports the real size (2688 here)
+
+Regs = user_regs_struct
+
+
+def request(req: int, pid: int, addr: int = 0, data: int = 0, what: str = "") -> int:
+    r = lib.ck_ptrace(req, pid, addr, data)
+    if r < 0:
+        raise PtraceError(what or f"ptrace request {req:#x}", pid, -r)
+    return r
+
+
+def wait(pid: int) -> int:
+    """waitpid(pid, __WALL); returns the raw status."""
+    status = ffi.new("int *")
+    r = lib.ck_wait(pid, status)
+    if r < 0:
+        raise PtraceError("waitpid", pid, -r)
+    return status[0]
+
+
+def get_regs(pid: int) -> bytes:
+    buf = ffi.new("char[]", REGS_SIZE)
+    r = lib.ck_getregset(pid, NT_PRSTATUS, buf, REGS_SIZE)
+    if r < 0:
+        raise PtraceError("PTRACE_GETREGSET(NT_PRSTATUS)", pid, -r)
+    return bytes(ffi.buffer(buf, r))
+
+
+def set_regs(pid: int, regs: bytes) -> None:
+    buf = ffi.from_buffer(regs)
+    r = lib.ck_setregset(pid, NT_PRSTATUS, buf, len(regs))
+    if r < 0:
+        raise PtraceError("PTRACE_SETREGSET(NT_PRSTATUS)", pid, -r)
+
+
+def get_xstate(pid: int) -> bytes:
+    buf = ffi.new("char[]", XSTATE_MAX)
+    r = lib.ck_getregset(pid, NT_X86_XSTATE, buf, XSTATE_MAX)
+    if r < 0:
+        raise PtraceError("PTRACE_GETREGSET(NT_X86_XSTATE)", pid, -r)
+    return bytes(ffi.buffer(buf, r))
+
+
+def set_xstate(pid: int, xstate: bytes) -> None:
+    buf = ffi.from_buffer(xstate)
+    r = lib.ck_setregset(pid, NT_X86_XSTATE, buf, len(xstate))
+    if r < 0:
+        raise PtraceError("PTRACE_SETREGSET(NT_X86_XSTATE)", pid, -r)
+
+
+def get_sigmask(pid: int) -> int:
+    buf = ffi.new("unsigned long long *")
+    request(PTRACE_GETSIGMASK, pid, 8, int(ffi.cast("uintptr_t", buf)), "PTRACE_GETSIGMASK")
+    return int(buf[0])
+
+
+def set_sigmask(pid: int, mask: int) -> None:
+    buf = ffi.new("unsigned long long *", mask)
+    request(PTRACE_SETSIGMASK, pid, 8, int(ffi.cast("uintptr_t", buf)), "PTRACE_SETSIGMASK")
+
+
+@dataclass(frozen=True)
+class RseqConfig:
+    pointer: int
+    size: int
+    signature: int
+    flags: int
+
+
+def get_rseq(pid: int) -> RseqConfig:
+    """PTRACE_GET_RSEQ_CONFIGURATION: the task's registered rseq area (pointer 0: none)."""
+    buf = ffi.new("char[]", 24)
+    request(
+        PTRACE_GET_RSEQ_CONFIGURATION, pid, 24, int(ffi.cast("uintptr_t", buf)),
+        "PTRACE_GET_RSEQ_CONFIGURATION",
+    )
+    ptr, size, sig, flags, _ = struct.unpack("<QIIII", bytes(ffi.buffer(buf, 24)))
+    return RseqConfig(ptr, size, sig, flags)
+
+
+def decode_regs(raw: bytes) -> user_regs_struct:
+    return user_regs_struct.from_buffer_copy(raw)
+
+
+def encode_regs(regs: user_regs_struct) -> bytes:
+    return bytes(regs)

@@ -1,0 +1,238 @@
+"""Restore orchestration: validate -> prepare -> create -> stages -> registers -> release.
+
+Nothing creates a process before the image has been read in full, every
+checksum (page store included) verified, the kernel's vDSO and the PID
+checked and every file the task needs opened and compared with the dump.
+The new task is a stopped clone3(set_tid) copy of pyckpt; it inherits the
+files pyckpt opened for it, so nothing is opened by path from inside it.
+Its address space is then cleared and rebuilt by injected syscalls, in the
+order of `Stage`.  If anything fails, or pyckpt is interrupted, the task is
+killed and reaped: no half-made process is left behind.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+from . import proc
+from . import ptrace_ops as pt
+from ._native._ck import lib
+from .errors import ImageError, PidInUseError, PtraceError, PyckptError, RestoreError
+from .image import ImageReader
+from .inject import Injector, RemoteCallError, find_syscall_insn, nr
+from .kinds import cpu, files, memory, mm, signals, task, thread
+from .kinds.context import RestoreContext
+from .progress import Progress
+from .seize import kill_and_reap, pinned_to_cpu, release
+from .signals import deferred_signals
+
+PAGE = 4096
+TASK_END = 0x7FFFFFFFF000  # top of user space with 4-level paging
+MAP_FIXED_NOREPLACE = 0x100000
+SCRATCH_CODE = b"\x0f\x05\xcc"  # syscall; int3
+SCRATCH_DATA = 64  # injected calls' data lives after the code, in the same page
+
+
+class Stage(enum.IntEnum):
+    """Restore steps in order; each comment says why it sits where it does."""
+
+    VALIDATE = 1  # read and check the whole image: nothing exists yet
+    PREPARE = 2  # open every file in pyckpt, compared with the dump
+    CREATE = 3  # clone3(set_tid): a stopped copy of pyckpt with the dumped PID
+    CLEAR = 4  # drop inherited rseq first (else unmapping kills it), scratch page, unmap rest
+    LAYOUT = 5  # vDSO block back, then every VMA at its address
+    PAGES = 6  # the task preads its pages from the image, then final protections
+    FILES = 7  # fds dup3'd to their numbers (uses passed fds)
+    TASK = 8  # cwd, umask, personality, session
+    MM = 9  # PR_SET_MM_MAP: exe link needs every old mapping gone (done in CLEAR)
+    CLOSE_PASSED = 10  # the passed copies are no longer needed
+    SIGNALS = 11  # dispositions and sigaltstack
+    THREAD = 12  # comm, robust list, clear_child_tid, rseq (needs memory back)
+    LEAVE_SCRATCH = 13  # inject from the task's own vDSO, unmap the scratch page
+    DEFERRED = 14  # work queued by kinds that needs everything else in place
+    OUTSIDE = 15  # rlimits and affinity, set on the stopped task from pyckpt
+    REGISTERS = 16  # xstate, blocked mask, registers (with restart fix-up) last
+    RELEASE = 17  # detach: the task runs
+
+
+@dataclass
+class RestoreStats:
+    total: float = 0.0
+    injected_calls: int = 0
+    pages_bytes: int = 0
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+def restore(path, *, progress: Progress | None = None, stats: RestoreStats | None = None) -> psutil.Process:
+    """Re-create the process of the image at `path` (see pyckpt.restore)."""
+    progress = progress or Progress()
+    stats = stats if stats is not None else RestoreStats()
+    t0 = time.perf_counter()
+    with deferred_signals():
+        rctx = _validate(path, progress, stats)
+        try:
+            t = time.perf_counter()
+            memory.prepare(rctx)
+            mm.prepare(rctx)
+            task.prepare(rctx)
+            files.prepare(rctx)
+            stats.phases[Stage.PREPARE.name] = time.perf_counter() - t
+            with pinned_to_cpu(os.sched_getaffinity(0).__iter__().__next__()):
+                _create_and_fill(rctx, stats)
+        finally:
+            rctx.close_passed()
+    stats.total = time.perf_counter() - t0
+    return psutil.Process(rctx.pid)
+
+
+def _validate(path, progress: Progress, stats: RestoreStats) -> RestoreContext:
+    t = time.perf_counter()
+    image = ImageReader(path)
+    if image.header.machine != platform.machine():
+        raise ImageError(f"image at {path} is for {image.header.machine}, this is {platform.machine()}")
+    runs = memory.page_runs(image)
+    total = sum(length for _, length, _ in runs)
+    stats.pages_bytes = total
+    with progress.bar(total, "verify image") as bar:
+        image.verify_pages(runs, bar.update)
+    rec = image.one(task.TaskRecord)
+    _check_pid_free(rec.pid)
+    stats.phases[Stage.VALIDATE.name] = time.perf_counter() - t
+    rctx = RestoreContext(image=image, pid=rec.pid, progress=progress)
+    rctx.lowest_passed = max(files.highest_fd(image) + 1, 3)
+    return rctx
+
+
+def _check_pid_free(pid: int) -> None:
+    if os.path.exists(f"/proc/{pid}"):
+        try:
+            holder = proc.read_stat(pid)
+            detail = f" by {holder.comm} (state {holder.state})"
+        except OSError:
+            detail = ""
+        raise PidInUseError(pid, detail)
+
+
+def _create_and_fill(rctx: RestoreContext, stats: RestoreStats) -> None:
+    t = time.perf_counter()
+    child = lib.ck_clone_stopped(rctx.pid)
+    if child < 0:
+        if -child == 17:  # EEXIST
+            raise PidInUseError(rctx.pid, " (taken while restoring)")
+        raise RestoreError(f"clone3 with PID {rctx.pid} failed: {os.strerror(-child)}")
+    try:
+        status = pt.wait(child)
+        if not os.WIFSTOPPED(status):
+            raise RestoreError(f"the new task {child} did not stop (wait status {status:#x})")
+        stats.phases[Stage.CREATE.name] = time.perf_counter() - t
+        _fill(rctx, stats)
+        t = time.perf_counter()
+        release(rctx.pid)
+        stats.phases[Stage.RELEASE.name] = time.perf_counter() - t
+    except BaseException as e:
+        kill_and_reap(child)
+        if isinstance(e, (PyckptError, KeyboardInterrupt)) and not isinstance(e, (PtraceError, RemoteCallError)):
+            raise
+        raise RestoreError(f"restore of process {rctx.pid} failed and was undone: {e}") from e
+
+
+def _own_vdso_site() -> tuple[int, int]:
+    """(vdso start, offset of a syscall instruction) in pyckpt's own vDSO."""
+    for m in proc.read_maps(os.getpid()):
+        if m.path == "[vdso]":
+            with open("/proc/self/mem", "rb") as f:
+                f.seek(m.start)
+                return m.start, find_syscall_insn(f.read(m.size))
+    raise RestoreError("pyckpt itself has no [vdso]")
+
+
+def _free_page(ranges: list[tuple[int, int]]) -> int:
+    addr = 0x100000
+    for start, end in sorted(ranges):
+        if end <= addr:
+            continue
+        if start >= addr + PAGE:
+            break
+        addr = (end + PAGE - 1) & ~(PAGE - 1)
+    return addr
+
+
+def _timed(stats: RestoreStats, stage: Stage):
+    class _T:
+        def __enter__(self):
+            self.t = time.perf_counter()
+
+        def __exit__(self, *a):
+            stats.phases[stage.name] = time.perf_counter() - self.t
+
+    return _T()
+
+
+def _fill(rctx: RestoreContext, stats: RestoreStats) -> None:
+    pid = rctx.pid
+    own_vdso, site_off = _own_vdso_site()
+    inj = Injector(pid, own_vdso + site_off, pt.get_regs(pid), cure_regs=False)
+    rctx.inj = inj
+    with inj:
+        with _timed(stats, Stage.CLEAR):
+            thread.drop_inherited_rseq(rctx)
+            scratch = _free_page(memory.target_ranges(rctx.image)
+                                 + [(m.start, m.end) for m in proc.read_maps(pid)])
+            inj.check(nr.mmap, scratch, PAGE, 7, 0x22 | MAP_FIXED_NOREPLACE, -1, 0,
+                      what="mmap of the scratch page")
+            inj.write(scratch, SCRATCH_CODE)
+            inj.site = scratch
+            rctx.scratch = scratch + SCRATCH_DATA
+            inj.check(nr.munmap, 0, scratch, what="munmap below the scratch page")
+            inj.check(nr.munmap, scratch + PAGE, TASK_END - scratch - PAGE,
+                      what="munmap above the scratch page")
+            _close_unpassed(rctx)
+        with _timed(stats, Stage.LAYOUT):
+            memory.restore_layout(rctx)
+        with _timed(stats, Stage.PAGES):
+            memory.restore_pages(rctx)
+        with _timed(stats, Stage.FILES):
+            files.restore(rctx)
+        with _timed(stats, Stage.TASK):
+            task.restore(rctx)
+        with _timed(stats, Stage.MM):
+            mm.restore(rctx)
+        inj.check(nr.close_range, rctx.lowest_passed, 0xFFFFFFFF, 0, what="closing passed fds")
+        with _timed(stats, Stage.SIGNALS):
+            signals.restore(rctx)
+        with _timed(stats, Stage.THREAD):
+            thread.restore(rctx)
+        # Leave the scratch page: inject from the task's own vDSO from now on.
+        inj.site = memory.vdso_start(rctx) + (own_vdso - _own_vdso_block_start()) + site_off
+        inj.check(nr.munmap, scratch, PAGE, what="munmap of the scratch page")
+        with _timed(stats, Stage.DEFERRED):
+            for step in rctx.deferred:
+                step()
+        inj.forget_sigmask()
+        stats.injected_calls = inj.calls
+    with _timed(stats, Stage.OUTSIDE):
+        task.restore_from_outside(rctx)
+    with _timed(stats, Stage.REGISTERS):
+        cpu.restore(rctx)
+        pt.set_sigmask(pid, rctx.image.one(signals.SignalsRecord).blocked)
+
+
+def _own_vdso_block_start() -> int:
+    return min(m.start for m in proc.read_maps(os.getpid()) if m.path in memory.VDSO_NAMES)
+
+
+def _close_unpassed(rctx: RestoreContext) -> None:
+    """Close every fd the new task inherited from pyckpt except the passed ones."""
+    keep = sorted(rctx.passed.values())
+    lo = 0
+    for fd in keep:
+        if fd > lo:
+            rctx.inj.check(nr.close_range, lo, fd - 1, 0, what="close_range")
+        lo = fd + 1
+    rctx.inj.check(nr.close_range, lo, 0xFFFFFFFF, 0, what="close_range")

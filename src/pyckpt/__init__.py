@@ -74,7 +74,9 @@ class Image:
 
     def __init__(self, path):
         from .image import ImageReader
+        from .kinds import load_all
 
+        load_all()
         self.path = Path(path)
         self._reader = ImageReader(self.path)
         self.header = self._reader.header

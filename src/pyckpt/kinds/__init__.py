@@ -6,3 +6,8 @@ that restore.py calls in its stage order.  A kind never reaches into
 another kind's internals; what two kinds share goes through the contexts
 (`DumpContext`, `RestoreContext` in kinds/context.py).
 """
+
+
+def load_all() -> None:
+    """Import every kind so its record types are registered with the image reader."""
+    from . import cpu, files, memory, mm, signals, task, thread  # noqa: F401

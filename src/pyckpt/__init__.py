@@ -9,8 +9,8 @@ Layout of the package (see DESIGN.md in the project's shared notes):
   inject/       run syscalls inside a stopped task (with a guaranteed cure)
   kinds/        one module per kind of state: record, dump and restore together
   image/        the on-disk format: header, typed records, page store, checks
-  dump.py       orchestration of a dump
-  restore.py    orchestration of a restore, stage by stage
+  dumper.py     orchestration of a dump (not dump.py: that name is the API function)
+  restorer.py   orchestration of a restore, stage by stage
   cli.py        the `pyckpt` command
 
 The public API is what `__all__` lists; tests/test_api.py keeps it honest.
@@ -132,7 +132,7 @@ def dump(pid: int, path: str | os.PathLike, *, kill: bool = False, progress=None
     process cannot be dumped; the target is then left running as it was and
     the directory is marked INCOMPLETE.
     """
-    from .dump import dump as _dump
+    from .dumper import dump as _dump
 
     return _dump(pid, path, kill=kill, progress=progress)
 
@@ -145,7 +145,7 @@ def restore(path: str | os.PathLike, *, progress=None):
     taken, `FileChangedError` when a file differs from the dump; nothing is
     left behind on failure.
     """
-    from .restore import restore as _restore
+    from .restorer import restore as _restore
 
     return _restore(path, progress=progress)
 

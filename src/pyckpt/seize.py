@@ -23,6 +23,7 @@ from .errors import (
     MultiThreadedError,
     NoSuchProcessError,
     PtraceError,
+    PyckptError,
     UnsuitableProcessError,
 )
 
@@ -31,34 +32,45 @@ def check_dumpable(pid: int) -> proc.ProcStat:
     """Refuse from /proc alone a PID pyckpt must not or cannot seize."""
     if pid <= 0:
         raise NoSuchProcessError(f"no process with PID {pid}")
-    if pid == os.getpid():
-        raise UnsuitableProcessError(f"process {pid} is pyckpt itself; it cannot dump itself")
     try:
         stat = proc.read_stat(pid)
         status = proc.read_status(pid)
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         raise NoSuchProcessError(f"no process with PID {pid}") from None
-    except ProcessLookupError:
-        raise NoSuchProcessError(f"no process with PID {pid}") from None
+    error = refusal(stat, status, os.getpid())
+    if error is not None:
+        raise error
+    return stat
+
+
+def refusal(stat: proc.ProcStat, status: dict[str, str], own_pid: int) -> PyckptError | None:
+    """Why a process (as /proc describes it) cannot be dumped, or None.
+
+    A pure function of parsed /proc text, so it is tested on captured text
+    (e.g. of a kernel thread) without touching any process of the machine.
+    """
+    pid = stat.pid
+    if pid == own_pid:
+        return UnsuitableProcessError(f"process {pid} is pyckpt itself; it cannot dump itself")
     if stat.is_kernel_thread:
-        raise UnsuitableProcessError(
+        return UnsuitableProcessError(
             f"process {pid} ({stat.comm}) is a kernel thread; only user processes can be dumped"
         )
     if stat.state in ("Z", "X"):
-        raise UnsuitableProcessError(
+        return UnsuitableProcessError(
             f"process {pid} ({stat.comm}) is a zombie: it has exited and only waits to be reaped"
         )
     if stat.state == "T":
-        raise UnsuitableProcessError(
+        return UnsuitableProcessError(
             f"process {pid} ({stat.comm}) is stopped by a signal; continue it (SIGCONT) first"
         )
     tracer = int(status.get("TracerPid", "0"))
     if tracer:
-        raise AlreadyTracedError(pid, tracer)
+        return AlreadyTracedError(pid, tracer)
     threads = int(status.get("Threads", "1"))
     if threads != 1:
-        raise MultiThreadedError(pid, threads)
-    return stat
+        return MultiThreadedError(pid, threads)
+    return None
 
 
 @contextlib.contextmanager

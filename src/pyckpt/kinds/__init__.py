@@ -2,7 +2,7 @@
 
 Each kind module defines its record dataclasses (registered with
 `image.record`), a `dump(ctx)` that returns records, and restore functions
-that restore.py calls in its stage order.  A kind never reaches into
+that restorer.py calls in its stage order.  A kind never reaches into
 another kind's internals; what two kinds share goes through the contexts
 (`DumpContext`, `RestoreContext` in kinds/context.py).
 """

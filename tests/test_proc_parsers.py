@@ -1,0 +1,111 @@
+"""Unit tests of the /proc parsers on captured text (no process is touched)."""
+
+import struct
+
+from pyckpt import proc
+from pyckpt.seize import refusal
+
+MAPS = """\
+55d0c5a4f000-55d0c5a50000 r--p 00000000 fe:00 1049107                    /tmp/a b/ctarget
+55d0c6b1c000-55d0c6b3d000 rw-p 00000000 00:00 0                          [heap]
+7f1f6c000000-7f1f6c021000 rw-s 00000000 00:01 2051                       /dev/zero (deleted)
+7f1f6c200000-7f1f6c201000 r--p 00002000 fe:00 777                        /tmp/old.so (deleted)
+7f1f6c300000-7f1f6c400000 ---p 00000000 00:00 0 
+7ffd5a5e9000-7ffd5a60a000 rw-p 00000000 00:00 0                          [stack]
+7ffd5a7c6000-7ffd5a7ca000 r--p 00000000 00:00 0                          [vvar]
+7ffd5a7ca000-7ffd5a7cc000 r--p 00000000 00:00 0                          [vvar_vclock]
+7ffd5a7cc000-7ffd5a7ce000 r-xp 00000000 00:00 0                          [vdso]
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
+"""
+
+
+def test_maps_columns_and_paths_with_spaces():
+    m = proc.parse_maps(MAPS)
+    assert len(m) == 10
+    assert m[0].path == "/tmp/a b/ctarget" and m[0].perms == "r--p" and m[0].inode == 1049107
+    assert m[0].start == 0x55D0C5A4F000 and m[0].size == 0x1000
+    assert m[2].shared and m[2].path == "/dev/zero (deleted)"
+    assert m[3].path.endswith(" (deleted)") and m[3].offset == 0x2000
+    assert m[4].path == "" and m[4].perms == "---p"
+    assert [x.path for x in m[6:9]] == ["[vvar]", "[vvar_vclock]", "[vdso]"]
+    assert m[9].start == 0xFFFFFFFFFF600000
+
+
+SMAPS = """\
+55d0c6b1c000-55d0c6b3d000 rw-p 00000000 00:00 0                          [heap]
+Size:                132 kB
+Rss:                   8 kB
+VmFlags: rd wr mr mw me ac 
+7ffd5a5e9000-7ffd5a60a000 rw-p 00000000 00:00 0                          [stack]
+Size:                132 kB
+THPeligible:    0
+VmFlags: rd wr mr mw me gd ac 
+"""
+
+
+def test_smaps_vmflags_by_start():
+    f = proc.parse_smaps_flags(SMAPS)
+    assert f[0x55D0C6B1C000] == ["rd", "wr", "mr", "mw", "me", "ac"]
+    assert "gd" in f[0x7FFD5A5E9000]
+
+
+# comm may hold spaces and parentheses: the parser splits on the last ')'.
+STAT = ("4242 (we) ird (x) R 17 4242 4242 0 -1 4194560 150 0 0 0 3 1 0 0 20 0 1 0 1234 "
+        "10485760 300 18446744073709551615 94000000000000 94000000004096 140720000000000 0 0 0 "
+        "0 4096 0 0 0 0 17 1 0 0 0 0 0 94000000008192 94000000008704 94000010000000 "
+        "140720000001000 140720000001100 140720000001100 140720000002000 0")
+
+
+def test_stat_with_tricky_comm_and_mm_fields():
+    s = proc.parse_stat(STAT)
+    assert s.pid == 4242 and s.comm == "we) ird (x" and s.state == "R"
+    assert (s.ppid, s.pgrp, s.session) == (17, 4242, 4242)
+    assert s.num_threads == 1 and s.processor == 1
+    assert s.start_code == 94000000000000 and s.end_code == 94000000004096
+    assert s.start_stack == 140720000000000
+    assert (s.start_data, s.end_data, s.start_brk) == (94000000008192, 94000000008704, 94000010000000)
+    assert (s.arg_start, s.arg_end, s.env_start, s.env_end) == (
+        140720000001000, 140720000001100, 140720000001100, 140720000002000)
+    assert not s.is_kernel_thread
+
+
+KTHREAD_STAT = ("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0 "
+                "18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 0 1 0 0 0 0 0 0 0 0 0 0 0 0 0")
+STATUS = "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nTracerPid:\t0\nThreads:\t1\n"
+
+
+def test_refusals_from_captured_proc_text():
+    k = proc.parse_stat(KTHREAD_STAT)
+    assert k.is_kernel_thread
+    assert "kernel thread" in str(refusal(k, proc.parse_status(STATUS), own_pid=1))
+    user = proc.parse_stat(STAT)
+    status = proc.parse_status(STATUS)
+    assert refusal(user, status, own_pid=1) is None
+    assert "pyckpt itself" in str(refusal(user, status, own_pid=4242))
+    traced = dict(status, TracerPid="77")
+    assert "traced by process 77" in str(refusal(user, traced, own_pid=1))
+    threaded = dict(status, Threads="5")
+    assert "5 threads" in str(refusal(user, threaded, own_pid=1))
+    zombie = proc.parse_stat(STAT.replace(") R ", ") Z "))
+    assert "zombie" in str(refusal(zombie, status, own_pid=1))
+
+
+def test_status_fields():
+    st = proc.parse_status(STATUS)
+    assert st["Umask"] == "0022" and st["Threads"] == "1" and st["State"] == "S (sleeping)"
+
+
+FDINFO = "pos:\t4096\nflags:\t02102002\nmnt_id:\t31\nino:\t1234\nlock:\t1: POSIX  ADVISORY  WRITE 99 fe:00:1234 0 EOF\n"
+
+
+def test_fdinfo_octal_flags_and_extras():
+    f = proc.parse_fdinfo(FDINFO)
+    assert f.pos == 4096 and f.flags == 0o2102002 and f.mnt_id == 31 and f.ino == 1234
+    assert f.flags & 0o2000000  # O_CLOEXEC
+    assert f.flags & 0o2000  # O_APPEND
+    assert "lock" in f.extra
+
+
+def test_auxv_stops_at_at_null():
+    data = struct.pack("<6Q", 33, 0x7FFD0000, 6, 4096, 0, 0) + b"\xff" * 16
+    assert proc.parse_auxv(data) == [(33, 0x7FFD0000), (6, 4096), (0, 0)]

@@ -15,17 +15,17 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__, proc
-from .errors import MultiThreadedError, PyckptError, UnsupportedError
+from .errors import DumpError, MultiThreadedError, UnsupportedError
 from .image import Header, ImageWriter
 from .inject import Injector, injection_site_from
-from .kinds import cpu, files, memory, mm, signals, task, thread
+from .kinds import cpu, creds, files, memory, mm, signals, task, thread
 from .kinds.context import DumpContext
 from .progress import Progress
 from .seize import Seized, check_dumpable, pinned_to_cpu
 from .signals import deferred_signals
 
 # Kinds in the order their records are written; each returns its records.
-DUMP_KINDS = (task.dump, mm.dump, thread.dump, signals.dump, files.dump, memory.dump, cpu.dump)
+DUMP_KINDS = (task.dump, creds.dump, mm.dump, thread.dump, signals.dump, files.dump, memory.dump, cpu.dump)
 
 
 @dataclass
@@ -53,6 +53,8 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
             _dump_frozen(pid, stat, writer, kill, progress, stats)
         except BaseException as e:
             writer.abandon(_reason(e))
+            if isinstance(e, OSError):
+                raise DumpError(f"dump of process {pid} failed: {e}; it was left running") from e
             raise
     stats.total = time.perf_counter() - t0
     image = Image(path)

@@ -26,7 +26,7 @@ from ._native._ck import lib
 from .errors import ImageError, PidInUseError, PtraceError, PyckptError, RestoreError
 from .image import ImageReader
 from .inject import Injector, RemoteCallError, find_syscall_insn, nr
-from .kinds import cpu, files, memory, mm, signals, task, thread
+from .kinds import cpu, creds, files, memory, mm, signals, task, thread
 from .kinds.context import RestoreContext
 from .progress import Progress
 from .seize import kill_and_reap, pinned_to_cpu, release
@@ -54,11 +54,12 @@ class Stage(enum.IntEnum):
     CLOSE_PASSED = 10  # the passed copies are no longer needed
     SIGNALS = 11  # dispositions and sigaltstack
     THREAD = 12  # comm, robust list, clear_child_tid, rseq (needs memory back)
-    LEAVE_SCRATCH = 13  # inject from the task's own vDSO, unmap the scratch page
-    DEFERRED = 14  # work queued by kinds that needs everything else in place
-    OUTSIDE = 15  # rlimits and affinity, set on the stopped task from pyckpt
-    REGISTERS = 16  # xstate, blocked mask, registers (with restart fix-up) last
-    RELEASE = 17  # detach: the task runs
+    DEFERRED = 13  # work queued by kinds that needs everything else in place
+    OUTSIDE = 14  # rlimits and affinity, set from pyckpt while the task is still root
+    CREDS = 15  # user/group ids: after every step that needs root's privileges
+    LEAVE_SCRATCH = 16  # inject from the task's own vDSO, unmap the scratch page
+    REGISTERS = 17  # xstate, blocked mask, registers (with restart fix-up) last
+    RELEASE = 18  # detach: the task runs
 
 
 @dataclass
@@ -83,8 +84,10 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
             task.prepare(rctx)
             files.prepare(rctx)
             stats.phases[Stage.PREPARE.name] = time.perf_counter() - t
-            with pinned_to_cpu(os.sched_getaffinity(0).__iter__().__next__()):
+            with pinned_to_cpu(min(os.sched_getaffinity(0))):
                 _create_and_fill(rctx, stats)
+        except OSError as e:
+            raise RestoreError(f"restore from {path} failed: {e}; no process was left behind") from e
         finally:
             rctx.close_passed()
     stats.total = time.perf_counter() - t0
@@ -208,16 +211,18 @@ def _fill(rctx: RestoreContext, stats: RestoreStats) -> None:
             signals.restore(rctx)
         with _timed(stats, Stage.THREAD):
             thread.restore(rctx)
-        # Leave the scratch page: inject from the task's own vDSO from now on.
-        inj.site = memory.vdso_start(rctx) + (own_vdso - _own_vdso_block_start()) + site_off
-        inj.check(nr.munmap, scratch, PAGE, what="munmap of the scratch page")
         with _timed(stats, Stage.DEFERRED):
             for step in rctx.deferred:
                 step()
+        with _timed(stats, Stage.OUTSIDE):
+            task.restore_from_outside(rctx)
+        with _timed(stats, Stage.CREDS):
+            creds.restore(rctx)
+        # Leave the scratch page: inject from the task's own vDSO from now on.
+        inj.site = memory.vdso_start(rctx) + (own_vdso - _own_vdso_block_start()) + site_off
+        inj.check(nr.munmap, scratch, PAGE, what="munmap of the scratch page")
         inj.forget_sigmask()
         stats.injected_calls = inj.calls
-    with _timed(stats, Stage.OUTSIDE):
-        task.restore_from_outside(rctx)
     with _timed(stats, Stage.REGISTERS):
         cpu.restore(rctx)
         pt.set_sigmask(pid, rctx.image.one(signals.SignalsRecord).blocked)

@@ -10,4 +10,4 @@ another kind's internals; what two kinds share goes through the contexts
 
 def load_all() -> None:
     """Import every kind so its record types are registered with the image reader."""
-    from . import cpu, files, memory, mm, signals, task, thread  # noqa: F401
+    from . import cpu, creds, files, memory, mm, signals, task, thread  # noqa: F401

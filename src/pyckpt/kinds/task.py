@@ -6,12 +6,12 @@ import os
 import resource
 from dataclasses import dataclass
 
-from ..errors import UnsupportedError
+from .. import proc
+from ..errors import RestoreError, UnsupportedError
 from ..image import record
 from ..inject import nr
 from .context import DumpContext, RestoreContext
 
-RLIMIT_COUNT = 16
 
 
 @record(1)
@@ -35,7 +35,8 @@ def dump(ctx: DumpContext) -> list:
         raise UnsupportedError(f"process {pid}: its working directory {cwd} was removed")
     with open(f"/proc/{pid}/personality") as f:
         personality = int(f.read(), 16)
-    rlimits = [(r, *resource.prlimit(pid, r)) for r in range(RLIMIT_COUNT)]
+    # From /proc: prlimit() on another user's process needs CAP_SYS_RESOURCE.
+    rlimits = [(r, soft, hard) for r, (soft, hard) in enumerate(proc.read_limits(pid))]
     return [TaskRecord(
         pid=pid, ppid=ctx.stat.ppid, pgid=ctx.stat.pgrp, sid=ctx.stat.session, cwd=cwd,
         umask=int(ctx.status.get("Umask", "0022"), 8), personality=personality,
@@ -70,10 +71,20 @@ def restore(rctx: RestoreContext) -> None:
 
 
 def restore_from_outside(rctx: RestoreContext) -> None:
-    """Limits and affinity are set by pyckpt on the stopped task (no injection needed)."""
+    """Limits and affinity, set by pyckpt on the stopped task (no injection needed).
+
+    Runs while the task still has pyckpt's credentials: prlimit() on a task
+    of another user needs CAP_SYS_RESOURCE, which root lacks here.
+    """
     rec = rctx.image.one(TaskRecord)
     for res, soft, hard in rec.rlimits:
-        resource.prlimit(rctx.pid, res, (soft, hard))
+        try:
+            resource.prlimit(rctx.pid, res, (soft, hard))
+        except OSError as e:
+            raise RestoreError(
+                f"cannot set resource limit {res} of process {rctx.pid} to ({soft}, {hard}): "
+                f"{e.strerror} (raising a hard limit above pyckpt's own needs CAP_SYS_RESOURCE)"
+            ) from None
     try:
         os.sched_setaffinity(rctx.pid, rec.affinity)
     except OSError:

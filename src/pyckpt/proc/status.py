@@ -107,3 +107,28 @@ def read_status(pid: int) -> dict[str, str]:
 def read_auxv(pid: int) -> list[tuple[int, int]]:
     with open(f"/proc/{pid}/auxv", "rb") as f:
         return parse_auxv(f.read())
+
+
+RLIM_INFINITY = -1  # resource.RLIM_INFINITY
+
+
+def parse_limits(text: str) -> list[tuple[int, int]]:
+    """Parse /proc/PID/limits into (soft, hard) per resource, in RLIMIT_* order.
+
+    The kernel prints one line per resource in RLIMIT_* index order after a
+    header line; 'unlimited' becomes RLIM_INFINITY.  Columns are padded with
+    spaces and names contain spaces, so values are taken from the right.
+    """
+    out = []
+    for line in text.splitlines()[1:]:
+        if not line.strip():
+            continue
+        fields = line[26:].split()  # past the fixed-width name column
+        soft, hard = fields[0], fields[1]
+        out.append(tuple(RLIM_INFINITY if v == "unlimited" else int(v) for v in (soft, hard)))
+    return out
+
+
+def read_limits(pid: int) -> list[tuple[int, int]]:
+    with open(f"/proc/{pid}/limits") as f:
+        return parse_limits(f.read())

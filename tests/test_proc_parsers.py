@@ -109,3 +109,33 @@ def test_fdinfo_octal_flags_and_extras():
 def test_auxv_stops_at_at_null():
     data = struct.pack("<6Q", 33, 0x7FFD0000, 6, 4096, 0, 0) + b"\xff" * 16
     assert proc.parse_auxv(data) == [(33, 0x7FFD0000), (6, 4096), (0, 0)]
+
+
+LIMITS = """\
+Limit                     Soft Limit           Hard Limit           Units     
+Max cpu time              unlimited            unlimited            seconds   
+Max file size             unlimited            unlimited            bytes     
+Max data size             unlimited            unlimited            bytes     
+Max stack size            8388608              unlimited            bytes     
+Max core file size        0                    unlimited            bytes     
+Max resident set          unlimited            unlimited            bytes     
+Max processes             96365                96365                processes 
+Max open files            1024                 524288               files     
+Max locked memory         8388608              8388608              bytes     
+Max address space         unlimited            unlimited            bytes     
+Max file locks            unlimited            unlimited            locks     
+Max pending signals       96365                96365                signals   
+Max msgqueue size         819200               819200               bytes     
+Max nice priority         0                    0                    
+Max realtime priority     0                    0                    
+Max realtime timeout      unlimited            unlimited            us        
+"""
+
+
+def test_limits_in_rlimit_order():
+    lim = proc.parse_limits(LIMITS)
+    assert len(lim) == 16
+    assert lim[0] == (-1, -1)  # RLIMIT_CPU
+    assert lim[3] == (8388608, -1)  # RLIMIT_STACK
+    assert lim[7] == (1024, 524288)  # RLIMIT_NOFILE
+    assert lim[13] == (0, 0) and lim[15] == (-1, -1)  # NICE, RTTIME

@@ -16,6 +16,7 @@ import os
 import signal
 
 from . import proc
+from .signals import blocked
 from . import ptrace_ops as pt
 from .errors import (
     AlreadyTracedError,
@@ -151,11 +152,12 @@ class Seized:
                 pass
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.kill_on_exit and exc_type is None:
-            kill_and_reap_traced(self.pid)
-            self._attached = False
-        else:
-            self._detach_quietly()
+        with blocked():
+            if self.kill_on_exit and exc_type is None:
+                kill_and_reap_traced(self.pid)
+                self._attached = False
+            else:
+                self._detach_quietly()
 
 
 def kill_and_reap_traced(pid: int) -> None:
@@ -180,6 +182,11 @@ def release(pid: int) -> None:
 
 def kill_and_reap(pid: int) -> None:
     """Remove a half-restored child of ours completely."""
+    with blocked():
+        _kill_and_reap(pid)
+
+
+def _kill_and_reap(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:

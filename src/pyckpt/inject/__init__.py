@@ -18,6 +18,7 @@ import re
 from .. import ptrace_ops as pt
 from .._native._ck import ffi, lib
 from ..errors import PtraceError, PyckptError
+from ..signals import blocked
 from . import nr
 
 ALL_SIGNALS = (1 << 64) - 1
@@ -75,7 +76,15 @@ class Injector:
         self.cure()
 
     def cure(self) -> None:
-        """Undo everything the injector did; runs even after errors."""
+        """Undo everything the injector did; runs even after errors.
+
+        SIGINT/SIGTERM are held off meanwhile: a second Ctrl-C must not
+        leave the task half-cured.
+        """
+        with blocked():
+            self._cure()
+
+    def _cure(self) -> None:
         first_error = None
         steps = []
         if self._scratch is not None:

@@ -161,17 +161,26 @@ class Seized:
 
 
 def kill_and_reap_traced(pid: int) -> None:
-    """SIGKILL a task we trace and collect the tracer's exit notification.
+    """SIGKILL a task we trace and take the tracer's exit notification.
 
-    The real parent (not pyckpt) still gets the exit status and must reap it.
+    The process's real parent still gets the exit status and must reap it —
+    also when that parent is the caller of pyckpt itself: then the status is
+    only peeked at (WNOWAIT), not consumed.
     """
+    try:
+        ours = proc.read_stat(pid).ppid == os.getpid()
+    except OSError:
+        ours = False
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
     try:
-        pt.wait(pid)
-    except PtraceError:
+        if ours:
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | 0x40000000)  # __WALL
+        else:
+            pt.wait(pid)
+    except (PtraceError, ChildProcessError):
         pass
 
 

@@ -23,6 +23,7 @@ store is checked against per-run xxh3-64 digests before a restore starts.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -299,31 +300,35 @@ class ImageReader:
         return found[0]
 
     def verify_pages(self, runs: Iterator[tuple[int, int, int]], progress=None) -> None:
-        """Check each (offset, length, digest) run of pages.img."""
-        bufsize = 8 << 20
-        buf = bytearray(bufsize)
+        """Check each (offset, length, digest) run of pages.img.
+
+        The file is mapped rather than read: hashing page-cache pages in place
+        costs about half as much as copying them out first.
+        """
+        runs = list(runs)
+        for offset, length, _ in runs:
+            if offset % PAGE or length % PAGE or offset + length > self.pages_size:
+                raise ImageError(f"image at {self.path}: a page run lies outside {PAGES_FILE}")
+        if not runs or self.pages_size == 0:
+            return
         try:
-            fd = os.open(self.path / PAGES_FILE, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            raise ImageError(f"image at {self.path}: cannot open {PAGES_FILE}: {e.strerror}") from None
+            with open(self.path / PAGES_FILE, "rb") as f:
+                mapping = mmap.mmap(f.fileno(), self.pages_size, mmap.MAP_SHARED, mmap.PROT_READ)
+        except (OSError, ValueError) as e:
+            raise ImageError(f"image at {self.path}: cannot map {PAGES_FILE}: {e}") from None
         try:
-            for offset, length, digest in runs:
-                if offset % PAGE or length % PAGE or offset + length > self.pages_size:
-                    raise ImageError(f"image at {self.path}: a page run lies outside {PAGES_FILE}")
-                h = xxhash.xxh3_64()
-                done = 0
-                view = memoryview(buf)
-                while done < length:
-                    n = os.preadv(fd, [view[: min(bufsize, length - done)]], offset + done)
-                    if n <= 0:
-                        raise ImageError(f"image at {self.path}: {PAGES_FILE} is truncated")
-                    h.update(view[:n])
-                    done += n
-                if h.intdigest() != digest:
-                    raise ImageError(
-                        f"image at {self.path}: pages at offset {offset} fail their checksum (corrupted)"
-                    )
-                if progress:
-                    progress(length)
+            mapping.madvise(mmap.MADV_SEQUENTIAL)
+            view = memoryview(mapping)
+            try:
+                for offset, length, digest in runs:
+                    if xxhash.xxh3_64_intdigest(view[offset : offset + length]) != digest:
+                        raise ImageError(
+                            f"image at {self.path}: pages at offset {offset} of {PAGES_FILE} "
+                            "fail their checksum (corrupted)"
+                        )
+                    if progress:
+                        progress(length)
+            finally:
+                view.release()
         finally:
-            os.close(fd)
+            mapping.close()

@@ -36,6 +36,7 @@ MAP_GROWSDOWN, MAP_NORESERVE = 0x100, 0x4000
 ARCH_MAP_VDSO_64 = 0x2003
 # smaps VmFlags restored with madvise
 MADVISE_FOR_FLAG = {"hg": 14, "nh": 15, "dc": 10, "dd": 16, "wf": 18}
+MADV_POPULATE_WRITE = 23
 # pagemap scan modes (see ck_pagemap_runs)
 SCAN_ANON, SCAN_PRIVATE_FILE, SCAN_SHARED = 0, 1, 2
 
@@ -300,27 +301,44 @@ def restore_layout(rctx: RestoreContext) -> None:
                 inj.call(nr.madvise, v.start, v.end - v.start, advice)
 
 
+def _coalesced(pages: list[PageRun]) -> list[tuple[int, int, int]]:
+    """(addr, length, offset) with runs that touch in memory and in the file merged."""
+    out: list[list[int]] = []
+    for p in pages:
+        length = p.npages * PAGE
+        if out and out[-1][0] + out[-1][1] == p.addr and out[-1][2] + out[-1][1] == p.offset:
+            out[-1][1] += length
+        else:
+            out.append([p.addr, length, p.offset])
+    return [tuple(x) for x in out]
+
+
 def restore_pages(rctx: RestoreContext) -> None:
-    """The task preads its own pages from pages.img, then protections are set."""
+    """The task preads its own pages from pages.img, then protections are set.
+
+    Each run is populated first (MADV_POPULATE_WRITE): the kernel allocates
+    the pages in one pass instead of taking a page fault for each 4 KiB the
+    pread touches — in this VM that roughly halves the cost of filling
+    fresh memory.  Only stored pages are populated, so sparse areas stay sparse.
+    """
     inj = rctx.inj
     pages_fd = rctx.passed["pages"]
     vmas = rctx.image.of_type(VmaRecord)
     total = sum(p.npages for v in vmas for p in v.pages) * PAGE
     with rctx.progress.bar(total, "restore memory") as bar:
         for v in vmas:
-            for p in v.pages:
-                length = p.npages * PAGE
+            for addr, length, offset in _coalesced(v.pages):
+                inj.call(nr.madvise, addr, length, MADV_POPULATE_WRITE)  # a hint: errors are harmless
                 done = 0
                 while done < length:
-                    n = inj.call(nr.pread64, pages_fd, p.addr + done, length - done,
-                                 p.offset + done)
+                    n = inj.call(nr.pread64, pages_fd, addr + done, length - done, offset + done)
                     if n <= 0:
                         raise RemoteCallError(
-                            f"pread of {length} bytes of pages into {p.addr:#x}", rctx.pid,
-                            -n if n < 0 else 5,
+                            f"pread of {length} bytes of pages into {addr:#x}", rctx.pid,
+                            -n if n < 0 else 5,  # 0: EIO, the image file is short
                         )
                     done += n
-                bar.update(length)
+                    bar.update(n)
             if v.pages and v.prot != v.prot | PROT_READ | PROT_WRITE:
                 inj.check(nr.mprotect, v.start, v.end - v.start, v.prot,
                           what=f"mprotect of {v.start:#x}")

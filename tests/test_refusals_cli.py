@@ -1,0 +1,346 @@
+"""Every bad input, through the `pyckpt` command: the error class's exit code, one line on stderr.
+
+Also SIGTERM / SIGINT sent to a `pyckpt dump` or `pyckpt restore` mid-way:
+exit 130, the dump target runs on untouched and the image is marked
+INCOMPLETE; a half-restored process is removed.  Only processes these tests
+start are signalled or killed.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import pyckpt
+from test_refusals import (
+    CORRUPTIONS,
+    assert_not_complete,
+    assert_untouched,
+    corrupt_copy,
+    free_pid,
+    image_with_changed_log,
+    make_good_image,
+    pid_exists,
+    start_ticker,
+    tracer_of,
+    traced_ticker,
+    zombie,
+)
+
+BIG = "big768"  # MiB: a dump of it takes ~2.5 s and a restore ~3 s on the 2-vCPU VM
+
+
+def pyckpt_argv(*args) -> list[str]:
+    return [sys.executable, "-m", "pyckpt", *map(str, args)]
+
+
+def run_cli(*args, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(pyckpt_argv(*args), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout, start_new_session=True)
+
+
+def assert_error_line(stderr: str, command: str, *words) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {stderr!r}"
+    line = lines[0]
+    assert line.startswith(f"pyckpt {command}: "), line
+    for w in words:
+        assert str(w) in line, f"{w!r} not in {line!r}"
+    return line
+
+
+def assert_fails(res: subprocess.CompletedProcess, cls, command: str, *words) -> str:
+    assert res.returncode == cls.exit_code, (
+        f"exit {res.returncode}, expected {cls.exit_code} ({cls.__name__}); stderr: {res.stderr!r}")
+    assert res.stdout == "", res.stdout
+    return assert_error_line(res.stderr, command, *words)
+
+
+@pytest.fixture
+def good_image(spawn, python_exe, tmp_path_factory):
+    return make_good_image(spawn, python_exe, tmp_path_factory, "plain")
+
+
+# --- dump: which process ----------------------------------------------------------------------------
+
+def test_cli_nonexistent_pid(tmp_path):
+    pid = free_pid()
+    res = run_cli("dump", pid, tmp_path / "img")
+    assert_fails(res, pyckpt.NoSuchProcessError, "dump", pid)
+    assert_not_complete(tmp_path / "img")
+
+
+def test_cli_pid_zero(tmp_path):
+    res = run_cli("dump", 0, tmp_path / "img")
+    assert_fails(res, pyckpt.NoSuchProcessError, "dump", "0")
+
+
+def test_cli_own_pid(tmp_path, python_exe):
+    """`pyckpt dump` given its own PID: sh execs pyckpt, so $$ is pyckpt's PID."""
+    img = tmp_path / "img"
+    p = subprocess.Popen(["sh", "-c", 'exec "$0" -m pyckpt dump $$ "$1"', python_exe, str(img)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == pyckpt.UnsuitableProcessError.exit_code, err
+    assert out == ""
+    assert_error_line(err, "dump", p.pid, "itself")
+    assert_not_complete(img)
+
+
+def test_cli_zombie(spawn, python_exe, tmp_path):
+    z = zombie(spawn, python_exe)
+    res = run_cli("dump", z.pid, tmp_path / "img")
+    assert_fails(res, pyckpt.UnsuitableProcessError, "dump", z.pid, "zombie")
+    assert_not_complete(tmp_path / "img")
+    z.reap()
+
+
+def test_cli_traced(spawn, python_exe, tmp_path):
+    t, helper = traced_ticker(spawn, python_exe)
+    res = run_cli("dump", t.pid, tmp_path / "img")
+    assert_fails(res, pyckpt.AlreadyTracedError, "dump", t.pid, helper.pid)
+    assert_not_complete(tmp_path / "img")
+    assert_untouched(t, tracer=helper.pid)
+    from conftest import kill_own
+
+    kill_own(helper.pid)
+    deadline = time.monotonic() + 5
+    while tracer_of(t.pid) != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert_untouched(t)
+
+
+def test_cli_multi_threaded(spawn, python_exe, tmp_path):
+    t, _ = start_ticker(spawn, python_exe, "thread")
+    res = run_cli("dump", t.pid, tmp_path / "img")
+    assert_fails(res, pyckpt.MultiThreadedError, "dump", t.pid, "2 threads")
+    assert_not_complete(tmp_path / "img")
+    assert_untouched(t)
+
+
+def test_cli_pipe_fd(spawn, python_exe, tmp_path):
+    t, ready = start_ticker(spawn, python_exe, "pipe")
+    r, w = map(int, ready.split()[-2:])
+    img = tmp_path / "img"
+    res = run_cli("dump", t.pid, img)
+    line = assert_fails(res, pyckpt.UnsupportedFdError, "dump", t.pid, "pipe")
+    assert f"fd {r}" in line or f"fd {w}" in line, line
+    assert_not_complete(img, must_exist=True)
+    assert_untouched(t)
+
+
+# --- dump: where the image goes --------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", ["under-regular-file", "regular-file", "non-empty-dir"])
+def test_cli_unwritable_image(case, spawn, python_exe, tmp_path):
+    t, _ = start_ticker(spawn, python_exe)
+    if case == "under-regular-file":
+        (tmp_path / "file").write_text("x\n")
+        img = tmp_path / "file" / "img"
+    elif case == "regular-file":
+        img = tmp_path / "img"
+        img.write_text("x\n")
+    else:
+        img = tmp_path / "img"
+        img.mkdir()
+        (img / "precious.txt").write_text("x\n")
+    res = run_cli("dump", t.pid, img)
+    assert_fails(res, pyckpt.ImageWriteError, "dump", img)
+    if case == "non-empty-dir":
+        assert [p.name for p in img.iterdir()] == ["precious.txt"]
+    assert_untouched(t)
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["keep", "kill"])
+def test_cli_image_filesystem_full(kill, spawn, python_exe, tmp_path):
+    """pages.img cannot grow past 8 MiB (RLIMIT_FSIZE on pyckpt: EFBIG, as on a full disk)."""
+    t, _ = start_ticker(spawn, python_exe, "big64")
+    img = tmp_path / "img"
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, resource.RLIM_INFINITY))  # noqa: E731
+    res = subprocess.run(pyckpt_argv("dump", t.pid, img, *(["--kill"] if kill else [])),
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+                         start_new_session=True, preexec_fn=limit)
+    assert_fails(res, pyckpt.ImageWriteError, "dump", img)
+    assert_not_complete(img, must_exist=True)
+    assert_untouched(t)
+
+
+def test_cli_bad_command_line(tmp_path):
+    """argparse's own errors: exit 2, no traceback, the bad value named."""
+    res = run_cli("dump", "notapid", tmp_path / "img")
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert "notapid" in res.stderr.splitlines()[-1]
+    assert not (tmp_path / "img").exists()
+
+
+# --- restore / check / show: bad images ------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["restore", "check", "show"])
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_cli_bad_image(name, command, good_image, tmp_path, spawn):
+    good, pid = good_image
+    path = corrupt_copy(name, good, tmp_path)
+    spawn.track(pid)
+    res = run_cli(command, path)
+    if command == "show" and name == "bitflip-pages":
+        # show reads records only; page digests are for check and restore
+        assert res.returncode == 0, res.stderr
+        return
+    assert_fails(res, pyckpt.ImageError, command, path, *CORRUPTIONS[name][1])
+    assert not pid_exists(pid), f"a refused restore left PID {pid} behind"
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_cli_file_changed(how, spawn, python_exe, tmp_path):
+    img, pid, log = image_with_changed_log(spawn, python_exe, tmp_path, how)
+    spawn.track(pid)
+    res = run_cli("restore", img)
+    assert_fails(res, pyckpt.FileChangedError, "restore", log)
+    assert not pid_exists(pid), f"a refused restore left PID {pid} behind"
+
+
+def test_cli_pid_in_use(spawn, python_exe, tmp_path):
+    t, _ = start_ticker(spawn, python_exe)
+    img = tmp_path / "img"
+    res = run_cli("dump", t.pid, img)
+    assert res.returncode == 0, res.stderr
+    assert_untouched(t)
+    res = run_cli("restore", img)
+    assert_fails(res, pyckpt.PidInUseError, "restore", t.pid)
+    assert_untouched(t)
+
+
+# --- SIGTERM / SIGINT mid-way ----------------------------------------------------------------------
+
+def _wait_until(cond, p: subprocess.Popen, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if p.poll() is not None:
+            out, err = p.communicate()
+            raise AssertionError(f"pyckpt ended (exit {p.returncode}) before {what}; "
+                                 f"stdout {out!r} stderr {err!r}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.002)
+
+
+def _pages_written(img: Path, least: int) -> bool:
+    try:
+        return (img / "pages.img").stat().st_size >= least
+    except OSError:
+        return False
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _maps(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/maps") as f:
+        return [line.split()[0] + " " + line.split()[1] for line in f]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_cli_signal_mid_dump(sig, spawn, python_exe, tmp_path):
+    t, _ = start_ticker(spawn, python_exe, BIG, timeout=60)
+    maps_before = _maps(t.pid)
+    phases = {
+        # just after the seize: /proc reading and injection under way
+        "seized": lambda img, p: tracer_of(t.pid) == p.pid,
+        # copying memory into pages.img (4 MiB at a time): a third of the way
+        "pages": lambda img, p: _pages_written(img, 256 << 20),
+    }
+    # --kill too: the target must be killed only once its image is complete
+    for phase, kill in [("seized", False), ("pages", False), ("pages", True)]:
+        ready = phases[phase]
+        label = phase + (" --kill" if kill else "")
+        img = tmp_path / f"img-{phase}-{kill}"
+        p = subprocess.Popen(pyckpt_argv("dump", t.pid, img, *(["--kill"] if kill else [])),
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            _wait_until(lambda: ready(img, p), p, f"the dump reached phase {phase!r}")
+            p.send_signal(sig)  # our own child
+            t_sig = time.monotonic()
+            out, err = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        took = time.monotonic() - t_sig
+        assert p.returncode == pyckpt.Interrupted.exit_code, (
+            f"{label}: exit {p.returncode}, expected 130; stderr {err!r}")
+        assert out == ""
+        assert_error_line(err, "dump", "interrupted")
+        assert took < 10, f"{label}: pyckpt took {took:.1f}s to stop after the signal"
+        assert_not_complete(img, must_exist=True)
+        assert "interrupted" in (img / "INCOMPLETE").read_text()
+        assert_untouched(t)
+        assert _maps(t.pid) == maps_before, f"{label}: the interrupted dump left the target's mappings changed"
+
+
+@pytest.fixture
+def big_image(spawn, python_exe, tmp_path_factory):
+    return make_good_image(spawn, python_exe, tmp_path_factory, BIG)
+
+
+def _has_open(pid: int, name: str) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(name):
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def test_cli_sigterm_mid_restore(big_image, spawn):
+    img, pid = big_image
+    spawn.track(pid)
+    phases = {
+        # verifying page digests: no process made yet
+        "verify": lambda p: _has_open(p.pid, "pages.img") and not pid_exists(pid),
+        # the new task has just been created
+        "created": lambda p: pid_exists(pid),
+        # its memory is being filled: a third of the pages are in
+        "pages": lambda p: _rss(pid) >= 256 << 20,
+    }
+    for phase, ready in phases.items():
+        p = subprocess.Popen(pyckpt_argv("restore", img), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            _wait_until(lambda: ready(p), p, f"the restore reached phase {phase!r}")
+            p.send_signal(signal.SIGTERM)  # our own child
+            out, err = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == pyckpt.Interrupted.exit_code, (
+            f"{phase}: exit {p.returncode}, expected 130; stdout {out!r} stderr {err!r}")
+        assert out == ""
+        assert_error_line(err, "restore", "interrupted")
+        assert not pid_exists(pid), f"{phase}: an interrupted restore left PID {pid} behind"
+    # the image is untouched and still restorable-looking
+    pyckpt.open_image(img)

@@ -85,6 +85,7 @@ class PageStoreWriter:
     """Appends page runs to pages.img; returns where each run went and its digest."""
 
     def __init__(self, path: Path):
+        self.path = path
         self.fd = _open_new(path)
         self.offset = 0
 
@@ -92,8 +93,13 @@ class PageStoreWriter:
         off = self.offset
         view = memoryview(data)
         done = 0
-        while done < len(view):
-            done += os.write(self.fd, view[done:])
+        try:
+            while done < len(view):
+                done += os.write(self.fd, view[done:])
+        except OSError as e:
+            raise ImageWriteError(
+                f"cannot write image pages to {self.path} after {off + done} bytes: {e.strerror}"
+            ) from None
         self.offset += len(view)
         return off, xxhash.xxh3_64_intdigest(view)
 

@@ -13,12 +13,16 @@ import ctypes
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
+
+import pyckpt
 
 TARGETS = Path(__file__).parent / "targets"
 PR_SET_CHILD_SUBREAPER = 36
@@ -137,3 +141,61 @@ def ctarget(tmp_path_factory) -> Path:
 @pytest.fixture
 def python_exe() -> str:
     return sys.executable
+
+
+# --- helpers shared by the restore tests -------------------------------------
+
+MAP_PAGES = 8  # pages of the file ctarget maps privately; must match ctarget.c
+
+
+def write_mapfile(path: Path) -> Path:
+    """The file ctarget maps privately: word w of page p is FILE_WORD(p, w)."""
+    with open(path, "wb") as f:
+        for p in range(MAP_PAGES):
+            f.write(struct.pack("<512Q", *(0xF11E000000000000 | (p << 32) | w for w in range(512))))
+    return path
+
+
+def start_ctarget(spawn, ctarget, tmp_path) -> Target:
+    t = spawn([str(ctarget), str(write_mapfile(tmp_path / "mapped.bin"))], name="ctarget")
+    t.wait_for(r"^READY")
+    return t
+
+
+def check(t: Target, timeout: float = 10.0) -> int:
+    """Ask the target to verify itself (SIGUSR1); return its counter; assert the check passed."""
+    after = len(t.lines())
+    os.kill(t.pid, signal.SIGUSR1)
+    m = t.wait_for(r"^CHECK (ok counter=(\d+)|FAIL.*)$", timeout=timeout, after=after)
+    assert m.group(1).startswith("ok"), f"target {t.pid} failed its self-check: {m.group(0)}"
+    return int(m.group(2))
+
+
+def assert_running(pid: int) -> None:
+    """The process runs (not stopped, not a zombie) and is a child of this test process."""
+    p = psutil.Process(pid)
+    assert p.status() in (psutil.STATUS_SLEEPING, psutil.STATUS_RUNNING), p.status()
+    assert p.ppid() == os.getpid()
+
+
+def reap_dumped(t: Target) -> None:
+    """Reap a target killed by dump(kill=True): it must have died of SIGKILL; its PID is then free."""
+    status = t.reap()
+    if t.popen is None:  # a restored process: raw waitpid status
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    else:
+        assert status == -signal.SIGKILL, f"the dumped target ended with {status}, not SIGKILL"
+
+
+def dump_kill_restore(spawn, t: Target, image: Path) -> None:
+    """Dump with kill, reap, restore under the same PID; `t` becomes the restored process."""
+    pid = t.pid
+    img = pyckpt.dump(pid, image, kill=True)
+    assert img.pid == pid
+    reap_dumped(t)
+    assert not psutil.pid_exists(pid)
+    proc = pyckpt.restore(image)
+    spawn.track(proc.pid)
+    assert proc.pid == pid
+    t.popen = None  # the restored process is our child, not the Popen's
+    assert_running(pid)

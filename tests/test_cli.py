@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
-from pathlib import Path
 
 import psutil
 import pytest
+from conftest import check, write_mapfile
 
-MAP_PAGES = 8  # must match ctarget.c
 
 
 def pyckpt_cli(*args, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -26,19 +24,6 @@ def pyckpt_cli(*args, timeout: float = 120) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def write_mapfile(path: Path) -> Path:
-    with open(path, "wb") as f:
-        for p in range(MAP_PAGES):
-            f.write(struct.pack("<512Q", *(0xF11E000000000000 | (p << 32) | w for w in range(512))))
-    return path
-
-
-def check(t, timeout: float = 10.0) -> int:
-    after = len(t.lines())
-    os.kill(t.pid, signal.SIGUSR1)
-    m = t.wait_for(r"^CHECK (ok counter=(\d+)|FAIL.*)$", timeout=timeout, after=after)
-    assert m.group(1).startswith("ok"), f"target {t.pid} failed its self-check: {m.group(0)}"
-    return int(m.group(2))
 
 
 def test_cli_cycle(spawn, ctarget, tmp_path):

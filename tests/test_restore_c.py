@@ -11,68 +11,19 @@ from __future__ import annotations
 
 import os
 import signal
-import struct
 import subprocess
 import sys
-from pathlib import Path
 
-import psutil
 
 import pyckpt
-
-MAP_PAGES = 8  # must match ctarget.c
-
-
-def write_mapfile(path: Path) -> Path:
-    """The file ctarget maps privately: word w of page p is FILE_WORD(p, w)."""
-    with open(path, "wb") as f:
-        for p in range(MAP_PAGES):
-            f.write(struct.pack("<512Q", *(0xF11E000000000000 | (p << 32) | w for w in range(512))))
-    return path
+from conftest import assert_running, check, dump_kill_restore, start_ctarget
 
 
-def start_ctarget(spawn, ctarget, tmp_path):
-    t = spawn([str(ctarget), str(write_mapfile(tmp_path / "mapped.bin"))], name="ctarget")
-    t.wait_for(r"^READY")
-    return t
 
 
-def check(t, timeout: float = 10.0) -> int:
-    """Ask the target to verify itself; return its counter (asserts the check passed)."""
-    after = len(t.lines())
-    os.kill(t.pid, signal.SIGUSR1)
-    m = t.wait_for(r"^CHECK (ok counter=(\d+)|FAIL.*)$", timeout=timeout, after=after)
-    assert m.group(1).startswith("ok"), f"target {t.pid} failed its self-check: {m.group(0)}"
-    return int(m.group(2))
 
 
-def assert_running(pid: int) -> None:
-    p = psutil.Process(pid)
-    assert p.status() in (psutil.STATUS_SLEEPING, psutil.STATUS_RUNNING), p.status()
-    assert p.ppid() == os.getpid()
 
-
-def reap_dumped(t) -> None:
-    """Reap a target killed by dump(kill=True): it must have died of SIGKILL, and its PID is then free."""
-    status = t.reap()
-    if t.popen is None:  # a restored process: raw waitpid status
-        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
-    else:
-        assert status == -signal.SIGKILL, f"the dumped target ended with {status}, not SIGKILL"
-
-
-def dump_kill_restore(spawn, t, image: Path) -> None:
-    """Dump with kill, reap, restore under the same PID; the target becomes the restored one."""
-    pid = t.pid
-    img = pyckpt.dump(pid, image, kill=True)
-    assert img.pid == pid
-    reap_dumped(t)
-    assert not psutil.pid_exists(pid)
-    proc = pyckpt.restore(image)
-    spawn.track(proc.pid)
-    assert proc.pid == pid
-    t.popen = None  # the restored process is our child, not the Popen's
-    assert_running(pid)
 
 
 def test_dump_kill_restore(spawn, ctarget, tmp_path):

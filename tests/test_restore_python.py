@@ -6,13 +6,12 @@ The target (targets/pytarget.py) verifies its own state on SIGUSR1 and logs
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 
 import psutil
 
 import pyckpt
+from conftest import assert_running, check, reap_dumped
 
 PYTARGET = Path(__file__).parent / "targets" / "pytarget.py"
 
@@ -23,28 +22,7 @@ def start_pytarget(spawn, python_exe):
     return t
 
 
-def check(t, timeout: float = 20.0) -> int:
-    """Ask the target to verify itself; return its counter (asserts the check passed)."""
-    after = len(t.lines())
-    os.kill(t.pid, signal.SIGUSR1)
-    m = t.wait_for(r"^CHECK (ok counter=(\d+)|FAIL.*)$", timeout=timeout, after=after)
-    assert m.group(1).startswith("ok"), f"target {t.pid} failed its self-check: {m.group(0)}"
-    return int(m.group(2))
 
-
-def assert_running(pid: int) -> None:
-    p = psutil.Process(pid)
-    assert p.status() in (psutil.STATUS_SLEEPING, psutil.STATUS_RUNNING), p.status()
-    assert p.ppid() == os.getpid()
-
-
-def reap_dumped(t) -> None:
-    """Reap a target killed by dump(kill=True): it must have died of SIGKILL, and its PID is then free."""
-    status = t.reap()
-    if t.popen is None:  # a restored process: raw waitpid status
-        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
-    else:
-        assert status == -signal.SIGKILL, f"the dumped target ended with {status}, not SIGKILL"
 
 
 def test_python_dump_kill_restore(spawn, python_exe, tmp_path):

@@ -9,7 +9,6 @@ before and the image directory marked INCOMPLETE with the reason.  With
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from dataclasses import dataclass, field

@@ -13,7 +13,6 @@ import struct
 from dataclasses import dataclass
 
 from ..image import record
-from ..inject import nr
 from .context import DumpContext, RestoreContext
 
 SYS_setgroups, SYS_setresuid, SYS_setresgid = 116, 117, 119

@@ -1,0 +1,743 @@
+#!/usr/bin/env python3
+"""pyckpt dump/restore benchmark against simple floors, fork() and injection.
+
+    python3 bench/bench.py [--sizes 64,1024] [--repeat 3] [--json out.json]
+
+For each size N (MiB) a target (bench/target.c, compiled here) maps N MiB of
+private anonymous memory, dirties every page and sleeps.  In the same run,
+R times each (min and median reported):
+
+  dump           pyckpt.dump(pid, dir) without kill; stored bytes / wall time;
+                 freeze time and phases from image.dump_stats
+  dump floor     lib.ck_vm_read_to_file over the target's memory into a fresh
+                 file beside the image (process_vm_readv + write, reused buffer)
+  restore        target killed and reaped, then pyckpt.restore.restore(dir)
+                 until it returns (the process runs); page bytes / wall time;
+                 stage timings from RestoreStats; the restored copy is checked
+                 (checksum of its memory) and then killed and reaped
+  restore floor  pages.img read (preadv, 4 MiB chunks) into a fresh anonymous
+                 mmap of its size, in this process; also a variant that
+                 populates the mapping first (MADV_POPULATE_WRITE), as
+                 pyckpt's restore does
+  fork           the target times its own fork() (parent's return) and
+                 fork+child _exit+waitpid, on SIGUSR2
+  injection      µs per injected getpid() with pyckpt.inject.Injector on the
+                 sleeping target, pinned to its CPU (as dump does) and not
+  components     what the floors and pyckpt are made of: process_vm_readv only,
+                 write to a fresh file only, xxh3 of a cached buffer, pread
+                 from page cache into a reused buffer, first touch of fresh
+                 anonymous memory
+  profile        one extra dump and restore with pyckpt's process_vm_readv,
+                 write, preadv and xxh3 calls timed (module attributes wrapped
+                 for that run only); not part of the timed samples
+
+Dump and its floor alternate (so do restore and its floors), each starts
+right after the previous output was deleted, and one untimed round comes
+first: in a VM with free page reporting, memory freed a while ago costs a
+host fault on first touch, so the memory state, not only the code, decides
+a run's time.  Expect run-to-run spread; use --repeat 5 or more and look at
+both median and best (all samples are in the JSON).
+
+Only processes this script started (the targets) or restored (its own
+children) are ever signalled, by PID, and they are always reaped.  All files
+live in one temporary directory under /tmp, removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import mmap
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import xxhash
+
+import pyckpt
+from pyckpt import proc
+from pyckpt._native._ck import ffi, lib
+from pyckpt.inject import Injector, injection_site_from, nr
+from pyckpt.progress import Progress
+try:  # the module was renamed from restore.py to restorer.py
+    from pyckpt.restorer import RestoreStats
+    from pyckpt.restorer import restore as pyckpt_restore
+except ImportError:
+    from pyckpt.restore import RestoreStats
+    from pyckpt.restore import restore as pyckpt_restore
+from pyckpt.seize import Seized, pinned_to_cpu
+
+HERE = Path(__file__).resolve().parent
+MiB = 1 << 20
+CHUNK = 4 * MiB  # pyckpt's memory CHUNK; also used by the floors
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+_libc.memset.restype = ctypes.c_void_p
+
+
+# --- processes we own ---------------------------------------------------------
+
+_owned: set[int] = set()  # PIDs of live children we started or restored
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+        return int(text[text.rindex(")") + 2:].split()[1])
+    except (OSError, ValueError):
+        return None
+
+
+def kill_own(pid: int) -> None:
+    """SIGKILL and reap `pid` — only if we started it and it is still our child."""
+    if pid not in _owned:
+        return
+    _owned.discard(pid)
+    if _parent_of(pid) != os.getpid():
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+class Log:
+    """The target's stdout (opened O_APPEND, so a restored copy appends too)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def wait_for(self, pattern: str, since: int = 0, count: int = 1, timeout: float = 60.0) -> list[re.Match]:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(self.path, "rb") as f:
+                f.seek(since)
+                text = f.read().decode(errors="replace")
+            found = [m for m in (rx.search(line) for line in text.splitlines()) if m]
+            if len(found) >= count:
+                return found[:count]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no {count}x {pattern!r} in {self.path} after byte {since} "
+                                   f"within {timeout}s; log tail: {text[-500:]!r}")
+            time.sleep(0.005)
+
+
+class Target:
+    def __init__(self, exe: Path, mib: int, workdir: Path, nfork: int):
+        self.log = Log(workdir / f"target-{mib}.log")
+        with open(os.devnull, "rb") as devnull, open(self.log.path, "ab") as out:
+            self.popen = subprocess.Popen(
+                [str(exe), str(mib), str(nfork)], stdin=devnull, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            )
+        self.pid = self.popen.pid
+        _owned.add(self.pid)
+        m = self.log.wait_for(r"READY pid=(\d+) addr=(0x[0-9a-f]+) len=(\d+) sum=([0-9a-f]+)",
+                              timeout=120)[0]
+        assert int(m.group(1)) == self.pid
+        self.addr, self.len, self.sum = int(m.group(2), 16), int(m.group(3)), m.group(4)
+
+    def checksum_ok(self, pid: int | None = None) -> bool:
+        """Ask the (possibly restored) process for its memory checksum."""
+        since = self.log.size()
+        os.kill(pid or self.pid, signal.SIGUSR1)
+        return self.log.wait_for(r"SUM ([0-9a-f]+)", since)[0].group(1) == self.sum
+
+    def kill(self) -> None:
+        if self.pid in _owned:
+            _owned.discard(self.pid)
+            self.popen.kill()
+            self.popen.wait()
+
+
+def big_vma(pid: int, addr: int, length: int) -> dict:
+    for m in proc.read_maps(pid):
+        if m.start <= addr < m.end:
+            if addr + length > m.end:
+                raise RuntimeError(f"target memory {addr:#x}+{length} spans several VMAs")
+            return {"start": m.start, "end": m.end, "perms": m.perms, "name": m.path}
+    raise RuntimeError(f"no VMA at {addr:#x} in process {pid}")
+
+
+# --- measurements ---------------------------------------------------------------
+
+
+def run_delay() -> float:
+    """Seconds this thread has waited on a run queue so far (/proc/thread-self/schedstat)."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def fresh_path(d: Path, name: str) -> Path:
+    p = d / name
+    if p.exists():
+        p.unlink()
+    return p
+
+
+def dump_floor(t: Target, workdir: Path, buf, buflen: int) -> float:
+    path = fresh_path(workdir, "floor.bin")
+    w0 = run_delay()
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        r = lib.ck_vm_read_to_file(t.pid, t.addr, t.len, fd, buf, buflen)
+    finally:
+        os.close(fd)
+    dt = time.perf_counter() - t0
+    if r != t.len:
+        raise RuntimeError(f"ck_vm_read_to_file returned {r}")
+    return dt, run_delay() - w0
+
+
+def clear_outputs(workdir: Path, imgdir: Path | None) -> None:
+    """Remove the previous floor file and image right before the next measurement.
+
+    Both the dump and its floor then start just after ~N MiB of page cache
+    was freed (in this VM freed memory is soon reported to the host, and
+    touching it again costs a host fault: measuring one right after a free
+    and the other long after one would compare memory states, not code).
+    """
+    p = workdir / "floor.bin"
+    if p.exists():
+        p.unlink()
+    if imgdir is not None and imgdir.exists():
+        shutil.rmtree(imgdir)
+
+
+def do_dump(t: Target, imgdir: Path) -> dict:
+    w0 = run_delay()
+    t0 = time.perf_counter()
+    image = pyckpt.dump(t.pid, imgdir, progress=Progress(enabled=False))
+    wall = time.perf_counter() - t0
+    s = image.dump_stats
+    return {"time": wall, "run_delay": run_delay() - w0, "bytes": s.pages_bytes, "freeze": s.freeze, "total_in_dump": s.total,
+            "injected_calls": s.injected_calls, "phases": dict(s.phases)}
+
+
+MADV_POPULATE_WRITE = 23
+
+
+def restore_floor(pages: Path, populate: bool = False) -> tuple[float, int]:
+    """Read pages.img into a fresh anonymous mapping; with `populate`, populate it first."""
+    size = pages.stat().st_size
+    fd = os.open(pages, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        t0 = time.perf_counter()
+        mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if populate:
+            mm.madvise(MADV_POPULATE_WRITE)
+        view = memoryview(mm)
+        done = 0
+        while done < size:
+            n = os.preadv(fd, [view[done:done + min(CHUNK, size - done)]], done)
+            if n <= 0:
+                raise RuntimeError("short read of pages.img")
+            done += n
+        dt = time.perf_counter() - t0
+        view.release()
+        mm.close()
+    finally:
+        os.close(fd)
+    return dt, size
+
+
+def do_restore(t: Target, imgdir: Path) -> dict:
+    st = RestoreStats()
+    t0 = time.perf_counter()
+    p = pyckpt_restore(imgdir, progress=Progress(enabled=False), stats=st)
+    wall = time.perf_counter() - t0
+    _owned.add(p.pid)
+    if p.pid != t.pid:
+        raise RuntimeError(f"restored PID {p.pid}, dumped {t.pid}")
+    ok = t.checksum_ok(p.pid)
+    kill_own(p.pid)
+    if not ok:
+        raise RuntimeError("restored process has different memory (checksum mismatch)")
+    return {"time": wall, "bytes": st.pages_bytes, "total_in_restore": st.total,
+            "injected_calls": st.injected_calls, "phases": dict(st.phases)}
+
+
+class _Acc(dict):
+    def timed(self, key, fn, *a):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a)
+        finally:
+            self[key] = self.get(key, 0.0) + time.perf_counter() - t0
+
+
+class _HashProxy:
+    def __init__(self, h, acc):
+        self._h, self._acc = h, acc
+
+    def update(self, data):
+        self._acc.timed("xxh3", self._h.update, data)
+
+    def __getattr__(self, name):
+        return getattr(self._h, name)
+
+
+class _XxhashProxy:
+    def __init__(self, acc):
+        self._acc = acc
+
+    def xxh3_64_intdigest(self, data):
+        return self._acc.timed("xxh3", xxhash.xxh3_64_intdigest, data)
+
+    def xxh3_64(self, *a):
+        return _HashProxy(xxhash.xxh3_64(*a), self._acc)
+
+    def __getattr__(self, name):
+        return getattr(xxhash, name)
+
+
+class _LibProxy:
+    def __init__(self, acc):
+        self._acc = acc
+
+    def ck_vm_read(self, *a):
+        return self._acc.timed("process_vm_readv", lib.ck_vm_read, *a)
+
+    def __getattr__(self, name):
+        return getattr(lib, name)
+
+
+class _OsProxy:
+    def __init__(self, acc):
+        self._acc = acc
+
+    def preadv(self, *a):
+        return self._acc.timed("preadv", os.preadv, *a)
+
+    def write(self, *a):
+        return self._acc.timed("write", os.write, *a)
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+
+def profiled(fn, *a):
+    """Run fn with pyckpt's page I/O and hashing timed (extra, untimed-for-table runs).
+
+    Wraps, in pyckpt.image and pyckpt.kinds.memory only: xxhash, os.preadv,
+    os.write and lib.ck_vm_read.  Returns (result, {what: seconds}).
+    """
+    import pyckpt.image as image_mod
+    import pyckpt.kinds.memory as memory_mod
+
+    acc = _Acc()
+    saved = [(image_mod, "xxhash", image_mod.xxhash), (image_mod, "os", image_mod.os),
+             (memory_mod, "lib", memory_mod.lib), (memory_mod, "os", memory_mod.os)]
+    image_mod.xxhash = _XxhashProxy(acc)
+    image_mod.os = _OsProxy(acc)
+    memory_mod.lib = _LibProxy(acc)
+    memory_mod.os = _OsProxy(acc)
+    try:
+        return fn(*a), dict(acc)
+    finally:
+        for mod, name, val in saved:
+            setattr(mod, name, val)
+
+
+def fork_times(t: Target, n: int) -> list[dict]:
+    since = t.log.size()
+    os.kill(t.pid, signal.SIGUSR2)
+    ms = t.log.wait_for(r"FORK fork_us=([\d.]+) total_us=([\d.]+)", since, count=n)
+    return [{"fork": float(m.group(1)) / 1e6, "fork_exit_wait": float(m.group(2)) / 1e6} for m in ms]
+
+
+def inject_bench(t: Target, pinned_calls: int = 2000, unpinned_calls: int = 50) -> dict:
+    pid = t.pid
+    vdso = next(m for m in proc.read_maps(pid) if m.path == "[vdso]")
+    out = {}
+    for label, ncalls, pin in (("pinned", pinned_calls, True), ("unpinned", unpinned_calls, False)):
+        cpu = proc.read_stat(pid).processor
+        if not pin:  # run on a CPU other than the target's, if there is one
+            others = sorted(os.sched_getaffinity(0) - {cpu})
+            if not others:
+                continue
+        ctx = pinned_to_cpu(cpu if pin else others[0])
+        with ctx:
+            t0 = time.perf_counter()
+            with Seized(pid):
+                t1 = time.perf_counter()
+                site = injection_site_from(pid, vdso.start, vdso.size)
+                with Injector(pid, site) as inj:
+                    t2 = time.perf_counter()
+                    for _ in range(ncalls):
+                        if inj.call(nr.getpid) != pid:
+                            raise RuntimeError("injected getpid returned the wrong PID")
+                    t3 = time.perf_counter()
+                t4 = time.perf_counter()
+            t5 = time.perf_counter()
+        out[label] = {"per_call": (t3 - t2) / ncalls, "calls": ncalls,
+                      "seize": t1 - t0, "detach": t5 - t4, "injector_setup": t2 - t1}
+    return out
+
+
+def components(t: Target, workdir: Path, pages: Path, buf, reps: int) -> dict:
+    """Throughputs (bytes/s) of the pieces the floors and pyckpt are built of."""
+    res: dict[str, list[float]] = {k: [] for k in
+                                   ("vm_read", "write_fresh_file", "xxh3", "pread_cached", "first_touch")}
+    n = t.len
+    view = ffi.buffer(buf, CHUNK)
+    for _ in range(reps):
+        # process_vm_readv into one reused buffer, nothing written
+        t0 = time.perf_counter()
+        for off in range(0, n, CHUNK):
+            if lib.ck_vm_read(t.pid, t.addr + off, buf, min(CHUNK, n - off)) != min(CHUNK, n - off):
+                raise RuntimeError("ck_vm_read failed")
+        res["vm_read"].append(n / (time.perf_counter() - t0))
+        # write of a reused (cached, non-zero) buffer to a fresh file: page cache allocation
+        path = fresh_path(workdir, "write.bin")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        t0 = time.perf_counter()
+        for off in range(0, n, CHUNK):
+            mv = memoryview(view)[: min(CHUNK, n - off)]
+            done = 0
+            while done < len(mv):
+                done += os.write(fd, mv[done:])
+        os.close(fd)
+        res["write_fresh_file"].append(n / (time.perf_counter() - t0))
+        path.unlink()
+        # xxh3 of a 4 MiB buffer that was just written (as dump hashes it)
+        t0 = time.perf_counter()
+        for off in range(0, n, CHUNK):
+            xxhash.xxh3_64_intdigest(memoryview(view)[: min(CHUNK, n - off)])
+        res["xxh3"].append(n / (time.perf_counter() - t0))
+        # pread of pages.img (in page cache) into a reused buffer: no page faults
+        size = pages.stat().st_size
+        fd = os.open(pages, os.O_RDONLY)
+        t0 = time.perf_counter()
+        for off in range(0, size, CHUNK):
+            os.preadv(fd, [memoryview(view)[: min(CHUNK, size - off)]], off)
+        res["pread_cached"].append(size / (time.perf_counter() - t0))
+        os.close(fd)
+        # first touch of fresh anonymous memory (fault + zero + one write per byte)
+        t0 = time.perf_counter()
+        mm = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+        _libc.memset(addr, 1, n)
+        res["first_touch"].append(n / (time.perf_counter() - t0))
+        del addr
+        mm.close()
+    return {k: summary(v, higher_is_better=True) for k, v in res.items()}
+
+
+# --- statistics and output ---------------------------------------------------------
+
+
+def summary(xs: list[float], higher_is_better: bool = False) -> dict:
+    return {"best": (max if higher_is_better else min)(xs), "median": statistics.median(xs),
+            "worst": (min if higher_is_better else max)(xs), "samples": xs}
+
+
+def phase_medians(runs: list[dict]) -> dict[str, float]:
+    keys: list[str] = []
+    for r in runs:
+        for k in r["phases"]:
+            if k not in keys:
+                keys.append(k)
+    return {k: statistics.median(r["phases"].get(k, 0.0) for r in runs) for k in keys}
+
+
+def bench_size(exe: Path, mib: int, reps: int, workdir: Path, floor_buf: int, warmup: bool = True,
+               profile: bool = True,
+               log=print) -> dict:
+    nfork = max(reps, 5)
+    log(f"[{mib} MiB] starting target")
+    t = Target(exe, mib, workdir, nfork)
+    imgdir = workdir / f"img-{mib}"
+    res: dict = {"size_mib": mib, "target_pid": t.pid}
+    try:
+        res["vma"] = big_vma(t.pid, t.addr, t.len)
+        res["fork"] = fork_times(t, nfork)
+        log(f"[{mib} MiB] injection micro-bench")
+        res["inject"] = inject_bench(t)
+
+        buf = ffi.new("char[]", floor_buf)  # zeroed, so already touched
+        if warmup:  # one untimed round: first touches of this size's memory
+            clear_outputs(workdir, imgdir)
+            dump_floor(t, workdir, buf, floor_buf)
+            clear_outputs(workdir, imgdir)
+            do_dump(t, imgdir)
+        if profile:
+            clear_outputs(workdir, imgdir)
+            d, acc = profiled(do_dump, t, imgdir)
+            res["dump_profile"] = {"memory_phase": d["phases"].get("memory"), "time": d["time"], **acc}
+        dumps, floors, floor_waits = [], [], []
+        for i in range(reps):
+            order = ("floor", "dump") if i % 2 == 0 else ("dump", "floor")
+            for what in order:
+                clear_outputs(workdir, imgdir)
+                if what == "floor":
+                    dt, wait = dump_floor(t, workdir, buf, floor_buf)
+                    floors.append(dt)
+                    floor_waits.append(wait)
+                else:
+                    dumps.append(do_dump(t, imgdir))
+            log(f"[{mib} MiB] dump {i + 1}/{reps}: {dumps[-1]['time']:.3f} s, floor {floors[-1]:.3f} s")
+        if not (imgdir / "COMPLETE").exists():  # the last measurement was a floor
+            clear_outputs(workdir, imgdir)
+            do_dump(t, imgdir)
+        clear_outputs(workdir, None)  # the floor file only
+        if not t.checksum_ok():
+            raise RuntimeError("target memory changed across dumps")
+        pages = imgdir / "pages.img"
+        log(f"[{mib} MiB] components")
+        cbuf = ffi.new("char[]", CHUNK)
+        ffi.buffer(cbuf, CHUNK)[:] = b"\x5a" * CHUNK
+        res["components"] = components(t, workdir, pages, cbuf, reps)
+
+        t.kill()
+        if warmup:
+            restore_floor(pages)
+            do_restore(t, imgdir)
+        if profile:
+            r, acc = profiled(do_restore, t, imgdir)
+            res["restore_profile"] = {"VALIDATE": r["phases"].get("VALIDATE"),
+                                      "PAGES": r["phases"].get("PAGES"), "time": r["time"], **acc}
+        restores, rfloors, rfloors_pop = [], [], []
+        for i in range(reps):
+            order = ("floor", "floor_pop", "restore") if i % 2 == 0 else ("restore", "floor_pop", "floor")
+            for what in order:
+                if what == "floor":
+                    rfloors.append(restore_floor(pages))
+                elif what == "floor_pop":
+                    rfloors_pop.append(restore_floor(pages, populate=True))
+                else:
+                    restores.append(do_restore(t, imgdir))
+            log(f"[{mib} MiB] restore {i + 1}/{reps}: {restores[-1]['time']:.3f} s, "
+                f"floor {rfloors[-1][0]:.3f} s, floor+populate {rfloors_pop[-1][0]:.3f} s")
+    finally:
+        t.kill()
+        if imgdir.exists():
+            shutil.rmtree(imgdir)
+
+    dump_bytes = dumps[0]["bytes"]
+    rest_bytes = restores[0]["bytes"]
+    rfloor_bytes = rfloors[0][1]
+    res["dump"] = {
+        "time": summary([d["time"] for d in dumps]),
+        "throughput": summary([d["bytes"] / d["time"] for d in dumps], True),
+        "stored_bytes": dump_bytes,
+        "freeze": summary([d["freeze"] for d in dumps]),
+        "run_delay": summary([d["run_delay"] for d in dumps]),
+        "injected_calls": dumps[0]["injected_calls"],
+        "phases_median": phase_medians(dumps),
+        "runs": dumps,
+    }
+    res["dump_floor"] = {
+        "time": summary(floors),
+        "throughput": summary([t.len / f for f in floors], True),
+        "bytes": t.len, "buffer": floor_buf, "run_delay": summary(floor_waits),
+    }
+    res["restore"] = {
+        "time": summary([r["time"] for r in restores]),
+        "throughput": summary([r["bytes"] / r["time"] for r in restores], True),
+        "page_bytes": rest_bytes,
+        "injected_calls": restores[0]["injected_calls"],
+        "phases_median": phase_medians(restores),
+        "runs": restores,
+    }
+    res["restore_floor"] = {
+        "time": summary([f for f, _ in rfloors]),
+        "throughput": summary([rfloor_bytes / f for f, _ in rfloors], True),
+        "bytes": rfloor_bytes,
+    }
+    res["restore_floor_populate"] = {
+        "time": summary([f for f, _ in rfloors_pop]),
+        "throughput": summary([rfloor_bytes / f for f, _ in rfloors_pop], True),
+        "bytes": rfloor_bytes,
+    }
+    res["fork_summary"] = {
+        "fork": summary([f["fork"] for f in res["fork"]]),
+        "fork_exit_wait": summary([f["fork_exit_wait"] for f in res["fork"]]),
+    }
+    for k, fl in (("dump", "dump_floor"), ("restore", "restore_floor")):
+        res[f"{k}_vs_floor"] = {
+            "median": res[k]["throughput"]["median"] / res[fl]["throughput"]["median"],
+            "best": res[k]["throughput"]["best"] / res[fl]["throughput"]["best"],
+        }
+    return res
+
+
+def fmt_table(results: list[dict]) -> str:
+    def mibs(x):
+        return f"{x / MiB:,.0f}"
+
+    def ms(x):
+        return f"{x * 1e3:,.1f}"
+
+    def us(x):
+        return f"{x * 1e6:,.1f}"
+
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label, get, fmt):
+        cells = []
+        for r in results:
+            try:
+                v = get(r)
+            except (KeyError, TypeError):
+                cells.append("-")
+                continue
+            if isinstance(v, dict):
+                cells.append(f"{fmt(v['median'])} [{fmt(v['best'])}]")
+            else:
+                cells.append(fmt(v))
+        rows.append((label, cells))
+
+    row("stored bytes (MiB)", lambda r: r["dump"]["stored_bytes"], mibs)
+    row("dump time (ms)", lambda r: r["dump"]["time"], ms)
+    row("dump throughput (MiB/s)", lambda r: r["dump"]["throughput"], mibs)
+    row("dump floor time (ms)", lambda r: r["dump_floor"]["time"], ms)
+    row("dump floor throughput (MiB/s)", lambda r: r["dump_floor"]["throughput"], mibs)
+    row("dump / floor", lambda r: r["dump_vs_floor"], lambda x: f"{x:.2f}")
+    row("  runqueue wait: dump (ms)", lambda r: r["dump"]["run_delay"], ms)
+    row("  runqueue wait: dump floor (ms)", lambda r: r["dump_floor"]["run_delay"], ms)
+    row("freeze (ms)", lambda r: r["dump"]["freeze"], ms)
+    row("fork() (ms)", lambda r: r["fork_summary"]["fork"], ms)
+    row("fork+exit+wait (ms)", lambda r: r["fork_summary"]["fork_exit_wait"], ms)
+    row("restore latency (ms)", lambda r: r["restore"]["time"], ms)
+    row("restore throughput (MiB/s)", lambda r: r["restore"]["throughput"], mibs)
+    row("restore floor time (ms)", lambda r: r["restore_floor"]["time"], ms)
+    row("restore floor throughput (MiB/s)", lambda r: r["restore_floor"]["throughput"], mibs)
+    row("restore / floor", lambda r: r["restore_vs_floor"], lambda x: f"{x:.2f}")
+    row("  floor w/ MADV_POPULATE_WRITE (MiB/s)", lambda r: r["restore_floor_populate"]["throughput"], mibs)
+    row("injected call, pinned (us)", lambda r: r["inject"]["pinned"]["per_call"], us)
+    row("injected call, other CPU (us)", lambda r: r["inject"]["unpinned"]["per_call"], us)
+    row("seize+interrupt, pinned (us)", lambda r: r["inject"]["pinned"]["seize"], us)
+    row("injected calls: dump / restore",
+        lambda r: f"{r['dump']['injected_calls']} / {r['restore']['injected_calls']}", str)
+    for k, label in (("vm_read", "process_vm_readv only"), ("write_fresh_file", "write to fresh file"),
+                     ("xxh3", "xxh3_64 (cached buf)"), ("pread_cached", "pread cached, reused buf"),
+                     ("first_touch", "first touch anon mem")):
+        row(f"  {label} (MiB/s)", lambda r, k=k: r["components"][k], mibs)
+
+    head = ["metric: median [best]"] + [f"{r['size_mib']} MiB" for r in results]
+    w0 = max(len(head[0]), *(len(l) for l, _ in rows))
+    ws = [max(len(head[i + 1]), *(len(c[i]) for _, c in rows)) for i in range(len(results))]
+    lines = [head[0].ljust(w0) + "".join("  " + h.rjust(w) for h, w in zip(head[1:], ws))]
+    lines.append("-" * len(lines[0]))
+    for label, cells in rows:
+        lines.append(label.ljust(w0) + "".join("  " + c.rjust(w) for c, w in zip(cells, ws)))
+
+    for key, title in (("dump", "dump phases, median ms"), ("restore", "restore stages, median ms")):
+        names: list[str] = []
+        for r in results:
+            for k in r[key]["phases_median"]:
+                if k not in names:
+                    names.append(k)
+        extra = "(outside freeze)" if key == "dump" else "(outside stages)"
+        lines.append("")
+        lines.append(title.ljust(w0) + "".join("  " + f"{r['size_mib']} MiB".rjust(w) for r, w in zip(results, ws)))
+        lines.append("-" * len(lines[0]))
+        for n in names:
+            lines.append(n.ljust(w0) + "".join(
+                "  " + ms(r[key]["phases_median"].get(n, 0.0)).rjust(w) for r, w in zip(results, ws)))
+        other = [statistics.median(run["time"] - sum(run["phases"].values()) for run in r[key]["runs"])
+                 for r in results]
+        lines.append(extra.ljust(w0) + "".join("  " + ms(o).rjust(w) for o, w in zip(other, ws)))
+    prof = [("dump_profile", "profiled dump, ms"), ("restore_profile", "profiled restore, ms")]
+    for key, title in prof:
+        if not all(key in r for r in results):
+            continue
+        names = []
+        for r in results:
+            names += [k for k in r[key] if k not in names]
+        lines.append("")
+        lines.append(title.ljust(w0) + "".join("  " + f"{r['size_mib']} MiB".rjust(w) for r, w in zip(results, ws)))
+        lines.append("-" * len(lines[0]))
+        for n in names:
+            lines.append(n.ljust(w0) + "".join(
+                "  " + ms(r[key].get(n) or 0.0).rjust(w) for r, w in zip(results, ws)))
+    return "\n".join(lines)
+
+
+def build_target(workdir: Path) -> Path:
+    exe = workdir / "target"
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(HERE / "target.c")], check=True)
+    return exe
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="64,1024", help="comma-separated MiB sizes (default 64,1024)")
+    ap.add_argument("--repeat", type=int, default=3, help="repetitions per measurement (default 3)")
+    ap.add_argument("--json", help="write all results and samples to this file")
+    ap.add_argument("--floor-buf", type=int, default=4, help="dump floor buffer in MiB (default 4)")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="skip the untimed dump/floor and restore/floor round before timing")
+    ap.add_argument("--no-profile", action="store_true",
+                    help="skip the extra dump and restore with pyckpt's page I/O and hashing timed")
+    ap.add_argument("--tmp", default=tempfile.gettempdir(), help="parent of the work dir (default /tmp)")
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    if os.geteuid() != 0:
+        print("warning: restore with the dumped PID needs root (clone3 set_tid)", file=sys.stderr)
+
+    need = 2 * max(sizes) * MiB + 256 * MiB  # an image and a floor file at once
+    free = shutil.disk_usage(args.tmp).free
+    if free < need:
+        print(f"not enough space in {args.tmp}: {free / MiB:.0f} MiB free, need {need / MiB:.0f}",
+              file=sys.stderr)
+        return 1
+
+    workdir = Path(tempfile.mkdtemp(prefix="pyckpt-bench-", dir=args.tmp))
+    results = []
+    try:
+        exe = build_target(workdir)
+        for mib in sizes:
+            results.append(bench_size(exe, mib, args.repeat, workdir, args.floor_buf * MiB,
+                                      warmup=not args.no_warmup, profile=not args.no_profile,
+                                      log=lambda s: print(s, file=sys.stderr, flush=True)))
+    finally:
+        for pid in list(_owned):
+            kill_own(pid)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    meta = {
+        "pyckpt": pyckpt.__version__, "kernel": platform.release(), "machine": platform.machine(),
+        "cpus": os.cpu_count(), "python": platform.python_version(), "repeat": args.repeat,
+        "thp": Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
+        if Path("/sys/kernel/mm/transparent_hugepage/enabled").exists() else None,
+        "tmp": args.tmp,
+    }
+    print(f"pyckpt {meta['pyckpt']}, Linux {meta['kernel']} {meta['machine']}, {meta['cpus']} CPUs, "
+          f"repeat {args.repeat}; cells: median [best of {args.repeat}]")
+    print(fmt_table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

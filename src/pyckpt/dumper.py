@@ -21,7 +21,7 @@ from .kinds import cpu, creds, files, memory, mm, signals, task, thread
 from .kinds.context import DumpContext
 from .progress import Progress
 from .seize import Seized, check_dumpable, pinned_to_cpu
-from .signals import deferred_signals
+from .signals import checkpoint, deferred_signals
 
 # Kinds in the order their records are written; each returns its records.
 DUMP_KINDS = (task.dump, creds.dump, mm.dump, thread.dump, signals.dump, files.dump, memory.dump, cpu.dump)
@@ -68,11 +68,14 @@ def _reason(e: BaseException) -> str:
 
 
 def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStats) -> None:
+    # smaps is slow to produce for a large process: read it before the freeze
+    # and again inside only if the list of VMAs changed meanwhile.
+    smaps_flags = proc.read_smaps_flags(pid)
     with pinned_to_cpu(stat.processor):
         t_seize = time.perf_counter()
         with Seized(pid) as seized:
             try:
-                records = _collect(pid, writer, progress, stats)
+                records = _collect(pid, writer, progress, stats, smaps_flags)
                 t = time.perf_counter()
                 writer.write_header(Header(
                     format_version=1, pyckpt_version=__version__,
@@ -96,7 +99,8 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
         stats.phases["finish"] = time.perf_counter() - t
 
 
-def _collect(pid: int, writer: ImageWriter, progress: Progress, stats: DumpStats) -> list:
+def _collect(pid: int, writer: ImageWriter, progress: Progress, stats: DumpStats,
+             smaps_flags: dict[int, list[str]]) -> list:
     t = time.perf_counter()
     status = proc.read_status(pid)
     threads = int(status.get("Threads", "1"))
@@ -104,7 +108,8 @@ def _collect(pid: int, writer: ImageWriter, progress: Progress, stats: DumpStats
         raise MultiThreadedError(pid, threads)
     stat = proc.read_stat(pid)
     maps = proc.read_maps(pid)
-    smaps_flags = proc.read_smaps_flags(pid)
+    if set(smaps_flags) != {m.start for m in maps}:  # the layout changed since it was read
+        smaps_flags = proc.read_smaps_flags(pid)
     vdso = [m for m in maps if m.path == "[vdso]"]
     if not vdso:
         raise UnsupportedError(f"process {pid} has no [vdso]; cannot run code inside it")
@@ -115,6 +120,7 @@ def _collect(pid: int, writer: ImageWriter, progress: Progress, stats: DumpStats
         scratch = inj.map_scratch()
         ctx = DumpContext(pid, stat, status, maps, smaps_flags, inj, scratch, writer.pages, progress)
         for kind_dump in DUMP_KINDS:
+            checkpoint()
             t = time.perf_counter()
             records += kind_dump(ctx)
             stats.phases[kind_dump.__module__.rsplit(".", 1)[-1]] = time.perf_counter() - t

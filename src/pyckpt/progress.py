@@ -10,13 +10,23 @@ import sys
 
 from tqdm import tqdm
 
+from .signals import checkpoint
+
+
+class _Bar(tqdm):
+    """A tqdm bar whose updates are also safe points for a pending interrupt."""
+
+    def update(self, n=1):
+        checkpoint()
+        return super().update(n)
+
 
 class Progress:
     def __init__(self, enabled: bool | None = None):
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
 
     def bar(self, total: int, desc: str):
-        return tqdm(
+        return _Bar(
             total=total,
             desc=desc,
             unit="B",

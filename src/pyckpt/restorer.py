@@ -30,7 +30,7 @@ from .kinds import cpu, creds, files, memory, mm, signals, task, thread
 from .kinds.context import RestoreContext
 from .progress import Progress
 from .seize import kill_and_reap, pinned_to_cpu, release
-from .signals import deferred_signals
+from .signals import checkpoint, deferred_signals
 
 PAGE = 4096
 TASK_END = 0x7FFFFFFFF000  # top of user space with 4-level paging
@@ -169,6 +169,7 @@ def _free_page(ranges: list[tuple[int, int]]) -> int:
 def _timed(stats: RestoreStats, stage: Stage):
     class _T:
         def __enter__(self):
+            checkpoint()
             self.t = time.perf_counter()
 
         def __exit__(self, *a):

@@ -1,10 +1,12 @@
 """pyckpt's own handling of SIGINT/SIGTERM while it holds a process.
 
-Being killed in the middle of an injection would leave the target with
-foreign registers or a half-built address space.  While a dump or restore
-runs (in the main thread), SIGTERM is turned into KeyboardInterrupt like
-SIGINT, so the `finally` blocks that cure, detach or remove a half-made
-process always run.
+Being interrupted at an arbitrary point of an injection would leave the
+target with foreign registers, a stray scratch page or a half-built address
+space.  While a dump or restore runs (in the main thread), SIGINT and
+SIGTERM are only *noted*; `checkpoint()` — called between injected calls,
+page chunks and stages — turns a noted signal into KeyboardInterrupt at a
+point where every bookkeeping step is complete, so the `finally` blocks that
+cure, detach or remove a half-made process always have the full picture.
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ import contextlib
 import signal
 import threading
 
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+_pending: list[list[int]] = []  # one list per active deferred_signals() block
 
 
 @contextlib.contextmanager
@@ -23,11 +23,28 @@ def deferred_signals():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    noted: list[int] = []
+
+    def note(signum, frame):
+        noted.append(signum)
+
+    old_int = signal.signal(signal.SIGINT, note)
+    old_term = signal.signal(signal.SIGTERM, note)
+    _pending.append(noted)
     try:
         yield
     finally:
+        _pending.pop()
+        signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+    # A signal noted after the last checkpoint came when the work was done:
+    # the result stands (a complete image, a running process).
+
+
+def checkpoint() -> None:
+    """Raise KeyboardInterrupt if SIGINT/SIGTERM arrived; call only where stopping is safe."""
+    if _pending and _pending[-1]:
+        raise KeyboardInterrupt(f"signal {_pending[-1][0]}")
 
 
 @contextlib.contextmanager

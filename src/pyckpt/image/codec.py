@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import types
 import typing
 from typing import Any
@@ -43,12 +44,17 @@ def encode(obj: Any) -> Any:
     return obj
 
 
+@functools.cache
+def _fields_of(cls: type) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Resolved field types and names of a record class (resolving is slow: do it once)."""
+    return typing.get_type_hints(cls), tuple(f.name for f in dataclasses.fields(cls))
+
+
 def decode(cls: type, data: Any, where: str = "") -> Any:
     where = where or cls.__name__
     if not isinstance(data, dict):
         raise ImageError(f"{where}: expected an object, found {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    hints, names = _fields_of(cls)
     if set(data) != set(names):
         missing = sorted(set(names) - set(data))
         extra = sorted(set(data) - set(names))

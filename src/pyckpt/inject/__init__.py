@@ -18,7 +18,7 @@ import re
 from .. import ptrace_ops as pt
 from .._native._ck import ffi, lib
 from ..errors import PtraceError, PyckptError
-from ..signals import blocked
+from ..signals import blocked, checkpoint
 from . import nr
 
 ALL_SIGNALS = (1 << 64) - 1
@@ -65,6 +65,7 @@ class Injector:
         self._status = ffi.new("int *")
         self._tmpl = ffi.from_buffer(self.regs)
         self._mem: int | None = None
+        self._curing = False
 
     # -- lifecycle -------------------------------------------------------
     def __enter__(self) -> "Injector":
@@ -81,8 +82,12 @@ class Injector:
         SIGINT/SIGTERM are held off meanwhile: a second Ctrl-C must not
         leave the task half-cured.
         """
-        with blocked():
-            self._cure()
+        self._curing = True
+        try:
+            with blocked():
+                self._cure()
+        finally:
+            self._curing = False
 
     def _cure(self) -> None:
         first_error = None
@@ -118,7 +123,13 @@ class Injector:
 
     # -- calls -----------------------------------------------------------
     def call(self, number: int, *args: int) -> int:
-        """Run syscall `number` in the task; returns the raw result (-errno on error)."""
+        """Run syscall `number` in the task; returns the raw result (-errno on error).
+
+        A SIGINT/SIGTERM noted since the last call is raised here, before the
+        call, never between a call and the bookkeeping of its result.
+        """
+        if not self._curing:
+            checkpoint()
         a = self._args
         for i in range(6):
             v = args[i] if i < len(args) else 0

@@ -11,7 +11,7 @@ R times each (min and median reported):
                  freeze time and phases from image.dump_stats
   dump floor     lib.ck_vm_read_to_file over the target's memory into a fresh
                  file beside the image (process_vm_readv + write, reused buffer)
-  restore        target killed and reaped, then pyckpt.restore.restore(dir)
+  restore        target killed and reaped, then pyckpt.restorer.restore(dir)
                  until it returns (the process runs); page bytes / wall time;
                  stage timings from RestoreStats; the restored copy is checked
                  (checksum of its memory) and then killed and reaped
@@ -68,12 +68,8 @@ from pyckpt import proc
 from pyckpt._native._ck import ffi, lib
 from pyckpt.inject import Injector, injection_site_from, nr
 from pyckpt.progress import Progress
-try:  # the module was renamed from restore.py to restorer.py
-    from pyckpt.restorer import RestoreStats
-    from pyckpt.restorer import restore as pyckpt_restore
-except ImportError:
-    from pyckpt.restore import RestoreStats
-    from pyckpt.restore import restore as pyckpt_restore
+from pyckpt.restorer import RestoreStats
+from pyckpt.restorer import restore as pyckpt_restore
 from pyckpt.seize import Seized, pinned_to_cpu
 
 HERE = Path(__file__).resolve().parent

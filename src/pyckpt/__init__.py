@@ -88,20 +88,15 @@ class Image:
         return self.header.root_pid
 
     def verify(self, progress=None) -> None:
-        from .kinds import memory
+        from .kinds import stored_runs
 
-        self._reader.verify_pages(memory.page_runs(self._reader), progress)
+        self._reader.verify_pages(stored_runs(self._reader), progress)
 
     def summary(self) -> dict:
         from .image import encode
         from .kinds import files, memory
 
         vmas = self._reader.of_type(memory.VmaRecord)
-        fds = self._reader.of_type(files.FdRecord)
-        descs = {f.id: f for f in self._reader.of_type(files.FileRecord)}
-        sharing: dict[int, list[int]] = {}
-        for r in fds:
-            sharing.setdefault(r.file_id, []).append(r.fd)
         return {
             "path": str(self.path),
             "header": encode(self.header),
@@ -112,42 +107,55 @@ class Image:
                  "stored_bytes": sum(p.npages for p in v.pages) * 4096}
                 for v in vmas
             ],
-            "fds": [
-                {"fd": r.fd, "kind": descs[r.file_id].kind, "path": descs[r.file_id].file.path,
-                 "flags": descs[r.file_id].flags, "pos": descs[r.file_id].pos,
-                 "cloexec": r.cloexec,
-                 "shared_with": [x for x in sharing[r.file_id] if x != r.fd]}
-                for r in fds
-            ],
+            "fds": files.summary(self._reader),
             "records": [type(r).__name__ for r in self.records],
         }
 
 
-def dump(pid: int, path: str | os.PathLike, *, kill: bool = False, progress=None) -> Image:
+def dump(pid: int, path: str | os.PathLike, *, kill: bool = False,
+         max_deleted_size: int = 64 << 20, progress=None) -> Image:
     """Dump the running process `pid` into the new or empty directory `path`.
 
     The process is stopped only while pyckpt reads it and then carries on as
     before — unless `kill=True`, which kills it once the image is complete on
     disk.  Returns the `Image`.  Raises a `PyckptError` subclass when the
     process cannot be dumped; the target is then left running as it was and
-    the directory is marked INCOMPLETE.
+    the directory is marked INCOMPLETE.  The content of deleted-but-open
+    files is kept in the image up to `max_deleted_size` bytes each.
     """
     from .dumper import dump as _dump
+    from .kinds.context import DumpOptions
 
-    return _dump(pid, path, kill=kill, progress=progress)
+    return _dump(pid, path, kill=kill, progress=progress,
+                 options=DumpOptions(max_deleted_size=max_deleted_size))
 
 
-def restore(path: str | os.PathLike, *, progress=None):
+def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: bool = False,
+            allow_changed_files: bool = False, deleted_dir: str | os.PathLike | None = None,
+            progress=None):
     """Re-create the process saved at `path`, with its PID; returns a `psutil.Process`.
 
     The restored process is a child of the caller (reap it when it ends).
     Raises `ImageError` for a bad image, `PidInUseError` when the PID is
-    taken, `FileChangedError` when a file differs from the dump; nothing is
-    left behind on failure.
+    taken, `FileChangedError` when a file differs from the dump (unless
+    `allow_changed_files`); nothing is left behind on failure.
+
+    Files pyckpt cannot re-create because they belonged to something outside
+    the image (a terminal, a pipe to another process) need a replacement:
+    `fds={fd_number: file_or_fd}`, or `inherit_stdio=True` to give fds 0-2
+    the caller's own stdio.  Deleted-but-open files are re-created next to
+    where they were, or in `deleted_dir`, and unlinked again.
     """
+    from .kinds.context import RestoreOptions
     from .restorer import restore as _restore
 
-    return _restore(path, progress=progress)
+    opts = RestoreOptions(
+        fds={n: (f if isinstance(f, int) else f.fileno()) for n, f in (fds or {}).items()},
+        inherit_stdio=inherit_stdio,
+        allow_changed_files=allow_changed_files,
+        deleted_dir=None if deleted_dir is None else os.fspath(deleted_dir),
+    )
+    return _restore(path, progress=progress, options=opts)
 
 
 def open_image(path: str | os.PathLike) -> Image:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import __version__
@@ -66,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Re-create the process saved in DIR with its PID. Prints the "
                                    "PID as the only line on stdout once the process runs on its own.")
     r.add_argument("dir", metavar="DIR")
+    r.add_argument("--inherit-stdio", action="store_true",
+                   help="give fds 0-2 that were a terminal or a pipe outside the image "
+                        "this command's own stdin/stdout/stderr")
+    r.add_argument("--fd", action="append", default=[], metavar="N=PATH",
+                   help="put PATH at fd N instead of a file outside the image "
+                        "(opened for writing, appending, if fd N was written to)")
+    r.add_argument("--allow-changed-files", action="store_true",
+                   help="restore even if files changed since the dump (size, mtime, inode)")
+    r.add_argument("--deleted-dir", metavar="DIR",
+                   help="re-create deleted-but-open files in DIR instead of where they were")
 
     s = sub.add_parser("show", help="describe an image",
                        description="Print what an image holds: header, memory areas, fds.")
@@ -89,9 +100,37 @@ def _cmd_dump(args, progress) -> int:
 def _cmd_restore(args, progress) -> int:
     from . import restore
 
-    proc = restore(args.dir, progress=progress)
+    fds = {}
+    try:
+        for spec in args.fd:
+            num, sep, path = spec.partition("=")
+            if not sep or not num.isdigit() or not path:
+                raise SystemExit(f"pyckpt restore: error: --fd wants N=PATH, not {spec!r}")
+            fds[int(num)] = _open_replacement(args.dir, int(num), path)
+        proc = restore(args.dir, fds=fds, inherit_stdio=args.inherit_stdio,
+                       allow_changed_files=args.allow_changed_files,
+                       deleted_dir=args.deleted_dir, progress=progress)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
     print(proc.pid, flush=True)
     return 0
+
+
+def _open_replacement(image_dir: str, num: int, path: str) -> int:
+    """Open PATH for fd `num` with the access mode the image's fd had."""
+    from . import open_image
+
+    mode = os.O_RDWR
+    for f in open_image(image_dir).summary()["fds"]:
+        if f["fd"] == num:
+            mode = f["flags"] & 3
+    flags = {os.O_RDONLY: os.O_RDONLY, os.O_WRONLY: os.O_WRONLY | os.O_CREAT | os.O_APPEND}.get(
+        mode, os.O_RDWR | os.O_CREAT)
+    try:
+        return os.open(path, flags | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise SystemExit(f"pyckpt restore: error: cannot open {path} for fd {num}: {e.strerror}")
 
 
 def _cmd_show(args, progress) -> int:
@@ -113,17 +152,21 @@ def _cmd_show(args, progress) -> int:
               f"{v['stored_bytes'] // 1024:>9} KiB  {v['name']}")
     print(f"fds: {len(info['fds'])}")
     for f in info["fds"]:
-        share = f" shares its file with fd {','.join(map(str, f['shared_with']))}" if f["shared_with"] else ""
-        print(f"  {f['fd']:>4} {f['kind']:<8} flags {f['flags']:#o} pos {f['pos']}"
-              f"{' cloexec' if f['cloexec'] else ''} {f['path']}{share}")
+        share = f", shares file #{f['file_id']} with fd {','.join(map(str, f['shared_with']))}" \
+            if f["shared_with"] else ""
+        pos = f" pos {f['pos']}" if f["pos"] is not None else ""
+        print(f"  {f['fd']:>4} {f['kind']:<9} {f['what']} (flags {f['flags']:#o}{pos}"
+              f"{', cloexec' if f['cloexec'] else ''}{share})")
     return 0
 
 
 def _cmd_check(args, progress) -> int:
     from . import open_image
 
+    from .kinds import stored_runs
+
     image = open_image(args.dir)
-    with progress.bar(sum(v["stored_bytes"] for v in image.summary()["vmas"]), "check") as bar:
+    with progress.bar(sum(length for _, length, _ in stored_runs(image._reader)), "check") as bar:
         image.verify(bar.update)
     print(f"image {args.dir} is complete and intact ({len(image.records)} records)")
     return 0

@@ -17,8 +17,8 @@ from . import __version__, proc
 from .errors import DumpError, MultiThreadedError, UnsupportedError
 from .image import Header, ImageWriter
 from .inject import Injector, injection_site_from
-from .kinds import cpu, creds, files, memory, mm, signals, task, thread
-from .kinds.context import DumpContext
+from .kinds import cpu, creds, files, load_all, memory, mm, signals, task, thread
+from .kinds.context import DumpContext, DumpOptions
 from .progress import Progress
 from .seize import Seized, check_dumpable, pinned_to_cpu
 from .signals import checkpoint, deferred_signals
@@ -38,18 +38,21 @@ class DumpStats:
     phases: dict[str, float] = field(default_factory=dict)
 
 
-def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None):
+def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None,
+         options: DumpOptions | None = None):
     """Write an image of process `pid` into directory `path` (see pyckpt.dump)."""
     from . import Image
 
+    load_all()
     progress = progress or Progress()
+    options = options or DumpOptions()
     stats = DumpStats()
     t0 = time.perf_counter()
     with deferred_signals():
         stat = check_dumpable(pid)
         writer = ImageWriter(path)
         try:
-            _dump_frozen(pid, stat, writer, kill, progress, stats)
+            _dump_frozen(pid, stat, writer, kill, progress, stats, options)
         except BaseException as e:
             writer.abandon(_reason(e))
             if isinstance(e, OSError):
@@ -67,7 +70,8 @@ def _reason(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStats) -> None:
+def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStats,
+                 options: DumpOptions) -> None:
     # smaps is slow to produce for a large process: read it before the freeze
     # and again inside only if the list of VMAs changed meanwhile.
     smaps_flags = proc.read_smaps_flags(pid)
@@ -75,7 +79,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
         t_seize = time.perf_counter()
         with Seized(pid) as seized:
             try:
-                records = _collect(pid, writer, progress, stats, smaps_flags)
+                records = _collect(pid, writer, progress, stats, smaps_flags, options)
                 t = time.perf_counter()
                 writer.write_header(Header(
                     format_version=1, pyckpt_version=__version__,
@@ -100,7 +104,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
 
 
 def _collect(pid: int, writer: ImageWriter, progress: Progress, stats: DumpStats,
-             smaps_flags: dict[int, list[str]]) -> list:
+             smaps_flags: dict[int, list[str]], options: DumpOptions) -> list:
     t = time.perf_counter()
     status = proc.read_status(pid)
     threads = int(status.get("Threads", "1"))
@@ -118,7 +122,8 @@ def _collect(pid: int, writer: ImageWriter, progress: Progress, stats: DumpStats
     records: list = []
     with Injector(pid, site) as inj:
         scratch = inj.map_scratch()
-        ctx = DumpContext(pid, stat, status, maps, smaps_flags, inj, scratch, writer.pages, progress)
+        ctx = DumpContext(pid, stat, status, maps, smaps_flags, inj, scratch, writer.pages, progress,
+                          options)
         for kind_dump in DUMP_KINDS:
             checkpoint()
             t = time.perf_counter()

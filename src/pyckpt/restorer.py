@@ -26,8 +26,8 @@ from ._native._ck import lib
 from .errors import ImageError, PidInUseError, PtraceError, PyckptError, RestoreError
 from .image import ImageReader
 from .inject import Injector, RemoteCallError, find_syscall_insn, nr
-from .kinds import cpu, creds, files, memory, mm, signals, task, thread
-from .kinds.context import RestoreContext
+from .kinds import cpu, creds, files, load_all, memory, mm, signals, stored_runs, task, thread
+from .kinds.context import RestoreContext, RestoreOptions
 from .progress import Progress
 from .seize import kill_and_reap, pinned_to_cpu, release
 from .signals import checkpoint, deferred_signals
@@ -70,13 +70,17 @@ class RestoreStats:
     phases: dict[str, float] = field(default_factory=dict)
 
 
-def restore(path, *, progress: Progress | None = None, stats: RestoreStats | None = None) -> psutil.Process:
+def restore(path, *, progress: Progress | None = None, stats: RestoreStats | None = None,
+            options: RestoreOptions | None = None) -> psutil.Process:
     """Re-create the process of the image at `path` (see pyckpt.restore)."""
+    load_all()
     progress = progress or Progress()
+    options = options or RestoreOptions()
     stats = stats if stats is not None else RestoreStats()
     t0 = time.perf_counter()
     with deferred_signals():
         rctx = _validate(path, progress, stats)
+        rctx.options = options
         try:
             t = time.perf_counter()
             memory.prepare(rctx)
@@ -99,7 +103,7 @@ def _validate(path, progress: Progress, stats: RestoreStats) -> RestoreContext:
     image = ImageReader(path)
     if image.header.machine != platform.machine():
         raise ImageError(f"image at {path} is for {image.header.machine}, this is {platform.machine()}")
-    runs = memory.page_runs(image)
+    runs = stored_runs(image)
     total = sum(length for _, length, _ in runs)
     stats.pages_bytes = total
     with progress.bar(total, "verify image") as bar:

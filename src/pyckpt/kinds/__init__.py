@@ -9,5 +9,24 @@ another kind's internals; what two kinds share goes through the contexts
 
 
 def load_all() -> None:
-    """Import every kind so its record types are registered with the image reader."""
-    from . import cpu, creds, files, memory, mm, signals, task, thread  # noqa: F401
+    """Import every kind module, so its records and file kinds are registered."""
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
+
+
+def stored_runs(image) -> list[tuple[int, int, int]]:
+    """(offset, length, xxh3) of every run any record keeps in pages.img.
+
+    A record class that stores bytes in the page store (memory pages, the
+    content of a deleted file...) has a `stored_runs()` method; restore and
+    `pyckpt check` verify all of them before anything is created.
+    """
+    runs = []
+    for rec in image.records:
+        method = getattr(rec, "stored_runs", None)
+        if method is not None:
+            runs += method()
+    return runs

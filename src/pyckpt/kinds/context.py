@@ -24,6 +24,29 @@ class DumpContext:
     scratch: int  # one read-write page inside the target for injected calls
     pages: PageStoreWriter
     progress: Progress
+    options: "DumpOptions" = None  # type: ignore[assignment]
+    # objref for objects below open file descriptions (a pipe's buffer, a
+    # deleted file's content...): kernel identity -> the id it was saved under
+    objects: dict[object, int] = field(default_factory=dict)
+
+
+@dataclass
+class DumpOptions:
+    """What the user may tune about a dump."""
+
+    max_deleted_size: int = 64 << 20  # content of a deleted-but-open file kept in the image
+
+
+@dataclass
+class RestoreOptions:
+    """What the user may tune about a restore."""
+
+    # fd number -> an fd of the caller to put there instead of a file pyckpt
+    # cannot re-create (a pipe or terminal of a process outside the image)
+    fds: dict[int, int] = field(default_factory=dict)
+    inherit_stdio: bool = False  # use the caller's 0/1/2 for such fds
+    allow_changed_files: bool = False  # accept files that changed since the dump
+    deleted_dir: str | None = None  # where deleted files are re-created (default: where they were)
 
 
 @dataclass
@@ -31,6 +54,7 @@ class RestoreContext:
     image: ImageReader
     pid: int
     progress: Progress
+    options: RestoreOptions = field(default_factory=RestoreOptions)
     inj: Injector | None = None
     scratch: int = 0
     # File descriptors pyckpt opened for the new task.  The task is cloned

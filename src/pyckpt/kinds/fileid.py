@@ -43,6 +43,8 @@ def check_same(ident: FileIdentity, fd: int, *, content: bool) -> None:
 
 
 def open_checked(ident: FileIdentity, flags: int, *, content: bool) -> int:
+    """Open the file of `ident` by path; refuse if it is another file (or, with
+    `content`, if its size or mtime changed)."""
     try:
         fd = os.open(ident.path, flags | os.O_CLOEXEC)
     except FileNotFoundError:

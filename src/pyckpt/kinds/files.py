@@ -1,15 +1,27 @@
-"""Open files (minimum set): regular files and the harmless character devices.
+"""The fd table, the objref table of open file descriptions, and the file-kind registry.
 
 The fd table and the open file descriptions behind it are kept apart, as
-the objref rule wants: a `FileRecord` is one open file description (path,
-access mode and status flags, offset) saved once; each `FdRecord` names a
-descriptor number, its close-on-exec flag and the description's id.  Two
-fds share a description when the kernel says so (kcmp KCMP_FILE), not when
-their paths match.  Restore opens each description once in pyckpt, passes it
-to the new task, and dup3s it to every fd number that had it.
+the objref rule wants: each `FdRecord` names a descriptor number, its
+close-on-exec flag and the id of its description; a description is saved
+once, by the module of its kind, under that id.  Two fds share a
+description when the kernel says so (kcmp KCMP_FILE), never because their
+paths match.
 
-Any other kind of fd is refused at dump time with an error naming the fd
-and its kind; full file support (pipes, epoll, locks...) is its own issue.
+Each kind of file is a `FileKind` subclass registered with `@file_kind` in
+its own module under kinds/: it says which fds it claims, dumps a
+description into records, and at restore opens an equivalent description
+*in pyckpt*, which the new task inherits (see RestoreContext.pass_fd) and
+dup3s to every fd number that had it.  Work that needs the task's whole fd
+table (epoll items, POSIX locks) is queued on `rctx.deferred`.  Adding a
+kind touches no orchestration.
+
+A description pyckpt cannot re-create because it belongs to something
+outside the image (a terminal, a pipe whose other end is another process's)
+is saved as an `ExternalFileRecord`; at restore the user supplies a
+replacement fd (`fds={1: f}`), asks for pyckpt's own stdio
+(`inherit_stdio=True`), or gets a clear `RestoreError`.  Nothing is dropped
+silently.  Any other fd is refused at dump time with an error naming the
+fd, its kind and the process.
 """
 
 from __future__ import annotations
@@ -19,29 +31,16 @@ import os
 import stat
 from dataclasses import dataclass
 
-from ..errors import FileChangedError, UnsupportedFdError
+from ..errors import RestoreError, UnsupportedFdError
 from ..image import record
 from ..inject import nr
-from ..proc import read_fdinfo
+from ..proc import FdInfo, read_fdinfo
 from .context import DumpContext, RestoreContext
-from .fileid import FileIdentity, check_same, identify
 
 SYS_kcmp, KCMP_FILE = 312, 0
 O_CLOEXEC = os.O_CLOEXEC
-# Character devices with no state of their own: (major, minor) -> path
-SIMPLE_DEVICES = {(1, 3): "/dev/null", (1, 5): "/dev/zero", (1, 7): "/dev/full",
-                  (1, 8): "/dev/random", (1, 9): "/dev/urandom"}
+O_ACCMODE = 3
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-@record(60)
-@dataclass
-class FileRecord:
-    id: int
-    kind: str  # "regular" or "chardev"
-    flags: int  # access mode and status flags (no O_CLOEXEC: that is per fd)
-    pos: int
-    file: FileIdentity
 
 
 @record(61)
@@ -52,6 +51,75 @@ class FdRecord:
     cloexec: bool
 
 
+@record(62)
+@dataclass
+class ExternalFileRecord:
+    """A description that belongs to something outside the image."""
+
+    id: int
+    what: str  # e.g. "terminal /dev/pts/3", "pipe:[1234] (write end)"
+    flags: int
+
+
+@dataclass
+class DumpedFd:
+    """What the fd table knows about one fd when a kind dumps its description."""
+
+    pid: int
+    fd: int
+    link: str  # readlink of /proc/PID/fd/N: a path, "pipe:[ino]", "anon_inode:[eventfd]"...
+    st: os.stat_result  # stat through the magic link
+    info: FdInfo
+
+    @property
+    def proc_path(self) -> str:
+        return f"/proc/{self.pid}/fd/{self.fd}"
+
+
+class FileKind:
+    """One kind of open file.  Subclass, set `records`, register with @file_kind."""
+
+    name = "file"
+    records: tuple[type, ...] = ()  # description record types this kind restores
+    priority = 100  # lower claims first
+
+    def claims(self, f: DumpedFd) -> bool:
+        raise NotImplementedError
+
+    def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
+        """Records for the description of `f`; the first has `.id == file_id`."""
+        raise NotImplementedError
+
+    def open(self, rctx: RestoreContext, rec) -> int:
+        """A new fd in pyckpt holding an equivalent description."""
+        raise NotImplementedError
+
+    def describe(self, rec) -> str:
+        """Short text for `pyckpt show`."""
+        return self.name
+
+
+FILE_KINDS: list[FileKind] = []
+
+
+def file_kind(cls):
+    FILE_KINDS.append(cls())
+    FILE_KINDS.sort(key=lambda k: k.priority)
+    return cls
+
+
+def kind_of_record(rec) -> FileKind | None:
+    for k in FILE_KINDS:
+        if isinstance(rec, k.records):
+            return k
+    return None
+
+
+def description_records(image) -> list:
+    """Every description record of the image (any kind), in image order."""
+    return [r for r in image.records if isinstance(r, ExternalFileRecord) or kind_of_record(r)]
+
+
 def same_description(pid: int, fd1: int, fd2: int) -> bool:
     r = _libc.syscall(SYS_kcmp, pid, pid, KCMP_FILE, fd1, fd2)
     if r < 0:
@@ -60,85 +128,108 @@ def same_description(pid: int, fd1: int, fd2: int) -> bool:
     return r == 0
 
 
-def _kind_of(pid: int, fd: int, target: str, st: os.stat_result) -> str:
-    """The fd's kind in words, for the dump or for the refusal."""
-    if stat.S_ISREG(st.st_mode):
-        return "regular"
-    if stat.S_ISCHR(st.st_mode):
-        if (os.major(st.st_rdev), os.minor(st.st_rdev)) in SIMPLE_DEVICES:
-            return "chardev"
+def kind_in_words(f: DumpedFd) -> str:
+    """The fd's kind in words, for a refusal."""
+    mode = f.st.st_mode
+    if stat.S_ISCHR(mode):
         return "terminal or character device"
-    if stat.S_ISDIR(st.st_mode):
+    if stat.S_ISDIR(mode):
         return "directory"
-    if stat.S_ISFIFO(st.st_mode):
-        return "pipe" if target.startswith("pipe:") else "FIFO"
-    if stat.S_ISSOCK(st.st_mode):
+    if stat.S_ISFIFO(mode):
+        return "pipe" if f.link.startswith("pipe:") else "FIFO"
+    if stat.S_ISSOCK(mode):
         return "socket"
-    if target.startswith("anon_inode:"):
-        return target[len("anon_inode:"):].strip("[]") + " (anon inode)"
+    if f.link.startswith("anon_inode:"):
+        return f.link[len("anon_inode:"):].strip("[]") + " (anon inode)"
+    if stat.S_ISREG(mode) and f.link.endswith(" (deleted)"):
+        return "deleted file"
     return "special file"
 
 
 def dump(ctx: DumpContext) -> list:
     pid = ctx.pid
-    files: list[FileRecord] = []
+    descriptions: list = []
     fds: list[FdRecord] = []
+    next_id = 1
     owners: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (dev, ino) -> [(fd, file id)]
     for fd in sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd")):
         link = f"/proc/{pid}/fd/{fd}"
-        target = os.readlink(link)
-        st = os.stat(link)
-        kind = _kind_of(pid, fd, target, st)
-        if kind not in ("regular", "chardev"):
-            raise UnsupportedFdError(pid, fd, kind, target)
-        if kind == "regular" and target.endswith(" (deleted)"):
-            raise UnsupportedFdError(pid, fd, "deleted file", target)
-        info = read_fdinfo(pid, fd)
-        cloexec = bool(info.flags & O_CLOEXEC)
+        f = DumpedFd(pid, fd, os.readlink(link), os.stat(link), read_fdinfo(pid, fd))
         file_id = None
-        for other_fd, other_id in owners.get((st.st_dev, st.st_ino), []):
+        for other_fd, other_id in owners.get((f.st.st_dev, f.st.st_ino), []):
             if same_description(pid, fd, other_fd):
                 file_id = other_id
                 break
         if file_id is None:
-            file_id = len(files) + 1
-            path = target if kind == "regular" else SIMPLE_DEVICES[(os.major(st.st_rdev), os.minor(st.st_rdev))]
-            ident = identify(path, link)
-            files.append(FileRecord(file_id, kind, info.flags & ~O_CLOEXEC, info.pos, ident))
-            owners.setdefault((st.st_dev, st.st_ino), []).append((fd, file_id))
-        fds.append(FdRecord(fd, file_id, cloexec))
-    return files + fds
+            kind = next((k for k in FILE_KINDS if k.claims(f)), None)
+            if kind is None:
+                raise UnsupportedFdError(pid, fd, kind_in_words(f), f.link)
+            file_id = next_id
+            next_id += 1
+            recs = kind.dump(ctx, f, file_id)
+            assert recs and recs[0].id == file_id
+            descriptions += recs
+            owners.setdefault((f.st.st_dev, f.st.st_ino), []).append((fd, file_id))
+        fds.append(FdRecord(fd, file_id, bool(f.info.flags & O_CLOEXEC)))
+    return descriptions + fds
 
 
 def highest_fd(image) -> int:
     return max((r.fd for r in image.of_type(FdRecord)), default=-1)
 
 
-def prepare(rctx: RestoreContext) -> None:
-    """Open every description in pyckpt, at its offset, checked against the dump."""
-    for f in rctx.image.of_type(FileRecord):
-        def opener(f=f):
-            flags = f.flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY)
-            try:
-                fd = os.open(f.file.path, flags | O_CLOEXEC)
-            except FileNotFoundError:
-                raise FileChangedError(f.file.path, "it no longer exists") from None
-            except OSError as e:
-                raise FileChangedError(f.file.path, f"it cannot be opened: {e.strerror}") from None
-            try:
-                if f.kind == "regular":
-                    check_same(f.file, fd, content=False)
-                    os.lseek(fd, f.pos, os.SEEK_SET)
-            except BaseException:
-                os.close(fd)
-                raise
-            return fd
+def _replacement(rctx: RestoreContext, r: FdRecord, ext: ExternalFileRecord) -> int:
+    opts = rctx.options
+    if r.fd in opts.fds:
+        return os.dup(opts.fds[r.fd])
+    if opts.inherit_stdio and r.fd in (0, 1, 2):
+        return os.dup(r.fd)
+    raise RestoreError(
+        f"fd {r.fd} of process {rctx.pid} was {ext.what}, outside the image; pass a "
+        f"replacement (restore(..., fds={{{r.fd}: f}}) or --fd {r.fd}=PATH), or use "
+        "inherit_stdio=True / --inherit-stdio for fds 0-2"
+    )
 
-        rctx.pass_fd(("file", f.id), opener)
+
+def prepare(rctx: RestoreContext) -> None:
+    """Open every description in pyckpt (checked against the dump) for the new task."""
+    for rec in description_records(rctx.image):
+        if isinstance(rec, ExternalFileRecord):
+            for r in rctx.image.of_type(FdRecord):
+                if r.file_id == rec.id:
+                    rctx.pass_fd(("fd", r.fd), lambda r=r, rec=rec: _replacement(rctx, r, rec))
+            continue
+        kind = kind_of_record(rec)
+        rctx.pass_fd(("file", rec.id), lambda kind=kind, rec=rec: kind.open(rctx, rec))
 
 
 def restore(rctx: RestoreContext) -> None:
     for r in rctx.image.of_type(FdRecord):
-        src = rctx.passed[("file", r.file_id)]
+        src = rctx.passed.get(("fd", r.fd), rctx.passed.get(("file", r.file_id)))
         rctx.inj.check(nr.dup3, src, r.fd, O_CLOEXEC if r.cloexec else 0,
                        what=f"dup3 to fd {r.fd}")
+
+
+def summary(image) -> list[dict]:
+    """Every fd with its kind, description and sharing, for `pyckpt show`."""
+    descs = {d.id: d for d in description_records(image)}
+    sharing: dict[int, list[int]] = {}
+    fds = image.of_type(FdRecord)
+    for r in fds:
+        sharing.setdefault(r.file_id, []).append(r.fd)
+    out = []
+    for r in fds:
+        d = descs[r.file_id]
+        kind = kind_of_record(d)
+        out.append({
+            "fd": r.fd,
+            "kind": "external" if kind is None else getattr(d, "kind", kind.name),
+            "what": d.what if kind is None else kind.describe(d),
+            "path": d.file.path if hasattr(d, "file") else None,
+            "flags": getattr(d, "flags", 0),
+            "pos": getattr(d, "pos", None),
+            "cloexec": r.cloexec,
+            "file_id": r.file_id,
+            "shared_with": [x for x in sharing[r.file_id] if x != r.fd],
+        })
+    return out

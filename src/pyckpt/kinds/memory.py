@@ -63,6 +63,9 @@ class VmaRecord:
     vmflags: list[str]
     pages: list[PageRun]
 
+    def stored_runs(self) -> list[tuple[int, int, int]]:
+        return [(p.offset, p.npages * PAGE, p.xxh3) for p in self.pages]
+
 
 @dataclass
 class VdsoBlock:
@@ -214,15 +217,6 @@ def _scan(pm_fd: int, start: int, npages: int, mode: int) -> list[tuple[int, int
 # --- restore ---------------------------------------------------------------
 
 
-def page_runs(image) -> list[tuple[int, int, int]]:
-    """(offset, length, digest) of every stored run, for verification."""
-    return [
-        (p.offset, p.npages * PAGE, p.xxh3)
-        for v in image.of_type(VmaRecord)
-        for p in v.pages
-    ]
-
-
 def own_vdso() -> tuple[dict[str, int], int, int]:
     """This process's vDSO block sizes, [vdso] text digest, and [vdso] start."""
     sizes, digest, start = {}, 0, 0
@@ -251,7 +245,8 @@ def prepare(rctx: RestoreContext) -> None:
         if v.kind == "file":
             mode = os.O_RDWR if (v.shared and v.prot & PROT_WRITE) else os.O_RDONLY
             rctx.pass_fd(("map", v.file.path, mode),
-                         lambda v=v, mode=mode: open_checked(v.file, mode, content=True))
+                         lambda v=v, mode=mode: open_checked(
+                             v.file, mode, content=not rctx.options.allow_changed_files))
 
 
 def vdso_start(rctx: RestoreContext) -> int:

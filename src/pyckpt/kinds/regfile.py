@@ -1,0 +1,95 @@
+"""Files reopened by path: regular files, directories and stateless character devices.
+
+What identified the file at dump time (device, inode, size, mtime) is kept;
+at restore a file that is missing, replaced, resized or modified is refused
+with FileChangedError naming the path and what differs, unless the user
+accepts changed files (`allow_changed_files`).  A terminal is not a file
+pyckpt can own: it is saved as external (see files.py).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+from ..errors import FileChangedError
+from ..image import record
+from .context import DumpContext, RestoreContext
+from .fileid import FileIdentity, check_same, identify
+from .files import DumpedFd, ExternalFileRecord, FileKind, file_kind
+
+O_CLOEXEC = os.O_CLOEXEC
+# Character devices with no state of their own: (major, minor) -> path
+SIMPLE_DEVICES = {(1, 3): "/dev/null", (1, 5): "/dev/zero", (1, 7): "/dev/full",
+                  (1, 8): "/dev/random", (1, 9): "/dev/urandom"}
+TTY_MAJORS = {4, 5, 136}  # virtual consoles and serial, /dev/tty and ptmx, pseudo-terminals
+
+
+@record(60)
+@dataclass
+class FileRecord:
+    id: int
+    kind: str  # "regular", "directory" or "chardev"
+    flags: int  # access mode and status flags (no O_CLOEXEC: that is per fd)
+    pos: int
+    file: FileIdentity
+
+
+def _dev(st) -> tuple[int, int]:
+    return os.major(st.st_rdev), os.minor(st.st_rdev)
+
+
+@file_kind
+class PathFile(FileKind):
+    name = "file"
+    records = (FileRecord,)
+
+    def claims(self, f: DumpedFd) -> bool:
+        mode = f.st.st_mode
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            return not f.link.endswith(" (deleted)") and f.link.startswith("/")
+        return stat.S_ISCHR(mode) and _dev(f.st) in SIMPLE_DEVICES
+
+    def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
+        mode = f.st.st_mode
+        kind = "regular" if stat.S_ISREG(mode) else "directory" if stat.S_ISDIR(mode) else "chardev"
+        path = SIMPLE_DEVICES[_dev(f.st)] if kind == "chardev" else f.link
+        return [FileRecord(file_id, kind, f.info.flags & ~O_CLOEXEC, f.info.pos,
+                           identify(path, f.proc_path))]
+
+    def open(self, rctx: RestoreContext, rec: FileRecord) -> int:
+        flags = rec.flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY)
+        path = rec.file.path
+        try:
+            fd = os.open(path, flags | O_CLOEXEC)
+        except FileNotFoundError:
+            raise FileChangedError(path, "it no longer exists") from None
+        except OSError as e:
+            raise FileChangedError(path, f"it cannot be opened: {e.strerror}") from None
+        try:
+            if rec.kind != "chardev" and not rctx.options.allow_changed_files:
+                check_same(rec.file, fd, content=rec.kind == "regular")
+            if rec.kind != "chardev":
+                os.lseek(fd, rec.pos, os.SEEK_SET)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def describe(self, rec: FileRecord) -> str:
+        return f"{rec.kind} {rec.file.path}"
+
+
+@file_kind
+class Terminal(FileKind):
+    """A terminal belongs to whoever started the process: saved as external."""
+
+    name = "terminal"
+    records = ()
+
+    def claims(self, f: DumpedFd) -> bool:
+        return stat.S_ISCHR(f.st.st_mode) and os.major(f.st.st_rdev) in TTY_MAJORS
+
+    def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
+        return [ExternalFileRecord(file_id, f"terminal {f.link}", f.info.flags & ~O_CLOEXEC)]

@@ -102,6 +102,27 @@ class FileKind:
 FILE_KINDS: list[FileKind] = []
 
 
+class TableHook:
+    """State that hangs off the whole fd table (file locks, ...): dumped after
+    every description is known, restored from `prepare` (usually by queueing
+    deferred steps that run in the task once all its fds exist)."""
+
+    def dump(self, ctx: DumpContext, table: list) -> list:
+        """Extra records, given the table's records (descriptions and FdRecords)."""
+        return []
+
+    def prepare(self, rctx: RestoreContext) -> None:
+        pass
+
+
+TABLE_HOOKS: list[TableHook] = []
+
+
+def table_hook(cls):
+    TABLE_HOOKS.append(cls())
+    return cls
+
+
 def file_kind(cls):
     FILE_KINDS.append(cls())
     FILE_KINDS.sort(key=lambda k: k.priority)
@@ -171,7 +192,10 @@ def dump(ctx: DumpContext) -> list:
             descriptions += recs
             owners.setdefault((f.st.st_dev, f.st.st_ino), []).append((fd, file_id))
         fds.append(FdRecord(fd, file_id, bool(f.info.flags & O_CLOEXEC)))
-    return descriptions + fds
+    table = descriptions + fds
+    for hook in TABLE_HOOKS:
+        table += hook.dump(ctx, table)
+    return table
 
 
 def highest_fd(image) -> int:
@@ -201,6 +225,8 @@ def prepare(rctx: RestoreContext) -> None:
             continue
         kind = kind_of_record(rec)
         rctx.pass_fd(("file", rec.id), lambda kind=kind, rec=rec: kind.open(rctx, rec))
+    for hook in TABLE_HOOKS:
+        hook.prepare(rctx)
 
 
 def restore(rctx: RestoreContext) -> None:

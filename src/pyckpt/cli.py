@@ -26,6 +26,7 @@ EXIT_CODES = [
     (errors.RestoreError, "restore failed (nothing was left behind)"),
     (errors.DumpError, "dump failed (the target runs on)"),
     (errors.PtraceError, "a ptrace request failed"),
+    (errors.LockConflictError, "a file lock of the image is held by another process"),
     (errors.Interrupted, "interrupted by SIGINT/SIGTERM (work undone)"),
 ]
 

@@ -135,6 +135,23 @@ class PtraceError(PyckptError):
         super().__init__(f"{what} failed on process {pid}: {os.strerror(errno_)}")
 
 
+class LockConflictError(RestoreError):
+    """A file lock of the image is held by someone else now; the half-made process was removed."""
+
+    exit_code = 14
+
+    def __init__(self, pid: int, fd: int, path: str, lock: str, holders: str):
+        self.pid = pid
+        self.fd = fd
+        self.path = path
+        self.lock = lock
+        self.holders = holders
+        super().__init__(
+            f"cannot restore the {lock} of process {pid} on {path!r} (fd {fd}): {holders} "
+            "holds a conflicting lock; release that lock (or end that process) and restore again"
+        )
+
+
 class Interrupted(PyckptError):
     """pyckpt was interrupted (SIGINT/SIGTERM); the work was undone."""
 

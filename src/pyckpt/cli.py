@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("dir", metavar="DIR")
     d.add_argument("--kill", action="store_true",
                    help="kill the process once the image is complete on disk")
+    d.add_argument("--max-deleted-size", type=int, default=64 << 20, metavar="BYTES",
+                   help="largest deleted-but-open file (or memfd) whose content is kept in "
+                        "the image (default %(default)s); a larger one is refused")
 
     r = sub.add_parser("restore", help="restore the process saved in DIR",
                        description="Re-create the process saved in DIR with its PID. Prints the "
@@ -94,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_dump(args, progress) -> int:
     from . import dump
 
-    dump(args.pid, args.dir, kill=args.kill, progress=progress)
+    dump(args.pid, args.dir, kill=args.kill, max_deleted_size=args.max_deleted_size,
+         progress=progress)
     return 0
 
 

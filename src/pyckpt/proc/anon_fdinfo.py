@@ -1,0 +1,122 @@
+"""Kind-specific lines of /proc/PID/fdinfo/FD for anon-inode files.
+
+eventfd, signalfd, timerfd and epoll keep their whole state where fdinfo
+shows it; reading it there is the only non-destructive way (a read() on the
+fd consumes a count, a signal or ticks).  Formats, as printed by the kernel
+(fs/eventfd.c, fs/signalfd.c, fs/timerfd.c, fs/eventpoll.c):
+
+    eventfd-count:                5      hex, right-aligned
+    eventfd-id: 1
+    eventfd-semaphore: 1
+
+    sigmask:	0000000000000801           hex, bit N-1 = signal N
+
+    clockid: 1
+    ticks: 0                               expirations not yet read
+    settime flags: 00                      octal: TFD_TIMER_ABSTIME 1, CANCEL_ON_SET 2
+    it_value: (1, 999951698)               time LEFT (relative), 0 when expired
+    it_interval: (0, 500000000)
+
+    tfd:        8 events: 80000019 data:                8  pos:0 ino:1b693 sdev:f
+
+One `tfd:` line per epoll item, in the kernel's tree order (by file, then
+fd number): the same order kcmp(KCMP_EPOLL_TFD) counts `toff` in.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+def _fields(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out.setdefault(key.strip(), value.strip())
+    return out
+
+
+def _need(fields: dict[str, str], key: str, what: str) -> str:
+    if key not in fields:
+        raise ValueError(f"{what} fdinfo has no '{key}:' line")
+    return fields[key]
+
+
+@dataclass(frozen=True)
+class EventfdInfo:
+    count: int
+    semaphore: bool
+
+
+def parse_eventfd(text: str) -> EventfdInfo:
+    f = _fields(text)
+    return EventfdInfo(count=int(_need(f, "eventfd-count", "eventfd"), 16),
+                       semaphore=f.get("eventfd-semaphore", "0") == "1")
+
+
+def parse_signalfd(text: str) -> int:
+    """The signal mask of a signalfd (bit N-1 set for signal N)."""
+    return int(_need(_fields(text), "sigmask", "signalfd"), 16)
+
+
+@dataclass(frozen=True)
+class TimerfdInfo:
+    clockid: int
+    ticks: int  # expirations not read yet
+    settime_flags: int
+    value_ns: int  # time left until the next expiry; 0: disarmed or expired
+    interval_ns: int
+
+
+_PAIR = re.compile(r"^\(\s*(-?\d+)\s*,\s*(-?\d+)\s*\)$")
+
+
+def _timespec_ns(value: str, key: str) -> int:
+    m = _PAIR.match(value)
+    if not m:
+        raise ValueError(f"timerfd fdinfo: bad '{key}:' value {value!r}")
+    return int(m.group(1)) * 1_000_000_000 + int(m.group(2))
+
+
+def parse_timerfd(text: str) -> TimerfdInfo:
+    f = _fields(text)
+    return TimerfdInfo(
+        clockid=int(_need(f, "clockid", "timerfd")),
+        ticks=int(_need(f, "ticks", "timerfd")),
+        settime_flags=int(_need(f, "settime flags", "timerfd"), 8),
+        value_ns=_timespec_ns(_need(f, "it_value", "timerfd"), "it_value"),
+        interval_ns=_timespec_ns(_need(f, "it_interval", "timerfd"), "it_interval"),
+    )
+
+
+@dataclass(frozen=True)
+class EpollItemInfo:
+    tfd: int  # fd number the item was added under (it may be closed since)
+    events: int
+    data: int
+    toff: int  # how many earlier lines have the same tfd (kcmp's KCMP_EPOLL_TFD index)
+
+
+_TFD = re.compile(r"^tfd:\s*(\d+)\s+events:\s*([0-9a-fA-F]+)\s+data:\s*([0-9a-fA-F]+)")
+
+
+def parse_epoll_items(text: str) -> list[EpollItemInfo]:
+    items: list[EpollItemInfo] = []
+    seen: dict[int, int] = {}
+    for line in text.splitlines():
+        if not line.startswith("tfd:"):
+            continue
+        m = _TFD.match(line)
+        if not m:
+            raise ValueError(f"epoll fdinfo: bad item line {line!r}")
+        tfd = int(m.group(1))
+        items.append(EpollItemInfo(tfd, int(m.group(2), 16), int(m.group(3), 16), seen.get(tfd, 0)))
+        seen[tfd] = seen.get(tfd, 0) + 1
+    return items
+
+
+def read_fdinfo_text(pid: int, fd: int) -> str:
+    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+        return f.read()

@@ -63,3 +63,33 @@ def test_image_and_target_survive_a_second_round(spawn, python_exe, tmp_path):
         spawn.track(restored.pid)
         assert _check(t, n_lines) == "ok"
         time.sleep(0.05)
+
+
+CHROOTED = r"""
+import os, sys, time
+root = sys.argv[1]
+os.chroot(root)
+os.chdir("/sub")
+print("READY", flush=True)
+while True:
+    time.sleep(0.02)
+    if os.path.exists("/sub/ask"):
+        os.unlink("/sub/ask")
+        ok = os.getcwd() == "/sub" and os.listdir("/") == ["sub"]
+        print("CHECK ok" if ok else f"CHECK FAIL cwd={os.getcwd()} root={os.listdir('/')}", flush=True)
+"""
+
+
+def test_chroot_and_cwd_inside_it(spawn, python_exe, tmp_path):
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    t = spawn([python_exe, "-c", CHROOTED, str(root)])
+    t.wait_for("READY")
+    pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    t.reap()
+    n = len(t.lines())
+    restored = pyckpt.restore(tmp_path / "img")
+    spawn.track(restored.pid)
+    assert os.readlink(f"/proc/{t.pid}/root") == str(root)
+    (root / "sub" / "ask").touch()
+    assert t.wait_for(r"CHECK (ok|FAIL.*)", after=n).group(1) == "ok"

@@ -140,15 +140,17 @@ class LockConflictError(RestoreError):
 
     exit_code = 14
 
-    def __init__(self, pid: int, fd: int, path: str, lock: str, holders: str):
+    def __init__(self, pid: int, fd: int, path: str, lock: str, holder: str,
+                 holder_pids: list[int] | None = None):
         self.pid = pid
         self.fd = fd
         self.path = path
-        self.lock = lock
-        self.holders = holders
+        self.lock = lock  # e.g. "POSIX write lock on bytes 0-9"
+        self.holder = holder  # e.g. "a POSIX write lock on bytes 0-99 held by process 123 (name)"
+        self.holder_pids = holder_pids or []
         super().__init__(
-            f"cannot restore the {lock} of process {pid} on {path!r} (fd {fd}): {holders} "
-            "holds a conflicting lock; release that lock (or end that process) and restore again"
+            f"cannot restore the {lock} of process {pid} on {path!r} (fd {fd}): it conflicts with "
+            f"{holder}; release that lock (or end that process) and restore again"
         )
 
 

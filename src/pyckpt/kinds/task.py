@@ -14,6 +14,9 @@ from .context import DumpContext, RestoreContext
 
 
 
+SYS_chroot = 161
+
+
 @record(1)
 @dataclass
 class TaskRecord:
@@ -22,6 +25,7 @@ class TaskRecord:
     pgid: int
     sid: int
     cwd: str
+    root: str  # chroot directory, as pyckpt sees it ("/" unless chrooted)
     umask: int
     personality: int
     rlimits: list[tuple[int, int, int]]  # resource, soft, hard (-1: unlimited)
@@ -33,12 +37,15 @@ def dump(ctx: DumpContext) -> list:
     cwd = os.readlink(f"/proc/{pid}/cwd")
     if cwd.endswith(" (deleted)"):
         raise UnsupportedError(f"process {pid}: its working directory {cwd} was removed")
+    root = os.readlink(f"/proc/{pid}/root")
+    if root.endswith(" (deleted)"):
+        raise UnsupportedError(f"process {pid}: its root directory {root} was removed")
     with open(f"/proc/{pid}/personality") as f:
         personality = int(f.read(), 16)
     # From /proc: prlimit() on another user's process needs CAP_SYS_RESOURCE.
     rlimits = [(r, soft, hard) for r, (soft, hard) in enumerate(proc.read_limits(pid))]
     return [TaskRecord(
-        pid=pid, ppid=ctx.stat.ppid, pgid=ctx.stat.pgrp, sid=ctx.stat.session, cwd=cwd,
+        pid=pid, ppid=ctx.stat.ppid, pgid=ctx.stat.pgrp, sid=ctx.stat.session, cwd=cwd, root=root,
         umask=int(ctx.status.get("Umask", "0022"), 8), personality=personality,
         rlimits=rlimits, affinity=sorted(os.sched_getaffinity(pid)),
     )]
@@ -62,6 +69,9 @@ def restore(rctx: RestoreContext) -> None:
     rec = rctx.image.one(TaskRecord)
     inj = rctx.inj
     inj.check(nr.fchdir, rctx.passed["cwd"], what=f"chdir to {rec.cwd}")
+    if rec.root != "/":
+        inj.write(rctx.scratch, os.fsencode(rec.root) + b"\0")
+        inj.check(SYS_chroot, rctx.scratch, what=f"chroot to {rec.root}")
     inj.call(nr.umask, rec.umask)
     inj.check(nr.personality, rec.personality, what="personality")
     if rec.sid == rec.pid:

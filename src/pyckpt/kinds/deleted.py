@@ -1,0 +1,275 @@
+"""Deleted-but-open regular files: their content travels in the image.
+
+A file the process still holds after it was unlinked (readlink of the fd
+ends with " (deleted)" and it has no links left) cannot be reopened by path.
+Its content is read at dump time through a copy opened from
+/proc/PID/fd/N (pread: the target's offset does not move), stored in the
+page store, and saved ONCE per file (objref by device and inode) as a
+`DeletedContentRecord`; every open file description of it is a small
+`DeletedFileRecord` with its own flags and offset that names the content.
+Files larger than `max_deleted_size` (DumpOptions) are refused.
+
+Restore re-creates the file next to where it was (its original name when
+that is free, else a unique hidden name in the same directory), or in
+`deleted_dir`, unlinks it AT ONCE, then writes the content into the
+nameless file, sets its mode, owner and times.  Every description is then
+opened through /proc/self/fd of that one copy, so all descriptions share
+one file again and it is deleted-but-open again before the task exists.
+The name lives for the microseconds between open(O_CREAT|O_EXCL) and
+unlink: a failed restore never leaves it behind.
+
+The content helpers (`store_content`, `write_content`) are shared with
+memfd.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+
+from ..errors import FileChangedError, UnsupportedError
+from ..image import PAGES_FILE, record
+from .context import DumpContext, RestoreContext
+from .files import DumpedFd, FileKind, file_kind
+
+PAGE = 4096
+CHUNK = 4 << 20  # content is read, stored and checksummed in runs of at most this
+DELETED = " (deleted)"
+# Flags that only matter when a file is created; never replayed on a reopen.
+CREATE_ONLY = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY
+
+
+@dataclass
+class ContentRun:
+    """`length` bytes of a file's content from `file_offset` on, stored at `offset`
+    of pages.img (page-padded: `stored` bytes, digest over those)."""
+
+    file_offset: int
+    length: int
+    offset: int
+    stored: int
+    xxh3: int
+
+
+@record(95)
+@dataclass
+class DeletedContentRecord:
+    """A deleted-but-open file itself, saved once however many fds hold it."""
+
+    id: int  # object id (DeletedFileRecord.content_id)
+    path: str  # where it was, without " (deleted)"
+    dev: int
+    ino: int
+    mode: int  # permission bits (st_mode & 0o7777)
+    uid: int
+    gid: int
+    size: int
+    atime_ns: int
+    mtime_ns: int
+    runs: list[ContentRun]
+
+    def stored_runs(self) -> list[tuple[int, int, int]]:
+        return [(r.offset, r.stored, r.xxh3) for r in self.runs]
+
+
+@record(96)
+@dataclass
+class DeletedFileRecord:
+    """One open file description of a deleted file."""
+
+    id: int
+    content_id: int
+    flags: int  # access mode and status flags (no O_CLOEXEC: that is per fd)
+    pos: int
+
+
+# --- content in the page store (shared with memfd.py) ---------------------------
+
+
+def check_size(ctx: DumpContext, f: DumpedFd, what: str, size: int) -> None:
+    limit = ctx.options.max_deleted_size
+    if size > limit:
+        raise UnsupportedError(
+            f"process {f.pid}: fd {f.fd} is a {what} ({f.link}) of {size} bytes, more than "
+            f"the {limit} bytes pyckpt keeps in an image; raise the limit with "
+            f"dump(..., max_deleted_size={size}) or --max-deleted-size {size}, or close the "
+            "file in the target"
+        )
+
+
+def _data_extents(fd: int, size: int):
+    """(start, end) of the parts of the file that hold data (SEEK_DATA/SEEK_HOLE
+    on pyckpt's own copy: the target's offset does not move)."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # only a hole is left
+                return
+            yield pos, size  # the file system cannot tell: all of it
+            return
+        if start >= size:
+            return
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        yield start, end
+        pos = end
+
+
+def store_content(ctx: DumpContext, fd: int, size: int) -> list[ContentRun]:
+    """Copy `size` bytes of `fd` (pread: no offset moves) into the page store.
+
+    Holes, and runs that read as all zeros, are not stored; restore leaves
+    them as holes."""
+    runs = []
+    for start, end in _data_extents(fd, size):
+        pos = start
+        while pos < end:
+            want = min(CHUNK, end - pos)
+            data = bytearray(os.pread(fd, want, pos))
+            if len(data) < want:  # shrunk meanwhile (someone else's write): zeros
+                data += bytes(want - len(data))
+            if data.count(0) != len(data):
+                data += bytes(-len(data) % PAGE)
+                offset, digest = ctx.pages.append(data)
+                runs.append(ContentRun(pos, want, offset, len(data), digest))
+            pos += want
+    return runs
+
+
+def write_content(rctx: RestoreContext, fd: int, size: int, runs: list[ContentRun]) -> None:
+    """Fill the new, empty file `fd` with its content from the page store."""
+    pages = rctx.pass_fd("pages", lambda: os.open(rctx.image.path / PAGES_FILE, os.O_RDONLY))
+    for r in runs:
+        done = 0
+        while done < r.length:
+            n = min(CHUNK, r.length - done)
+            data = os.pread(pages, n, r.offset + done)
+            if len(data) != n:
+                raise OSError(f"short read of {PAGES_FILE} at offset {r.offset + done}")
+            view = memoryview(data)
+            while view:
+                w = os.pwrite(fd, view, r.file_offset + done)
+                view = view[w:]
+                done += w
+    os.ftruncate(fd, size)
+
+
+def open_description(holder: int, flags: int, pos: int) -> int:
+    """A new open file description of the file `holder` is open on."""
+    fd = os.open(f"/proc/self/fd/{holder}", (flags & ~CREATE_ONLY) | os.O_CLOEXEC)
+    try:
+        os.lseek(fd, pos, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+# --- the kind --------------------------------------------------------------------
+
+
+def is_memfd_link(link: str) -> bool:
+    return link.startswith("/memfd:") and link.endswith(DELETED)
+
+
+@file_kind
+class DeletedFile(FileKind):
+    name = "deleted"
+    records = (DeletedFileRecord,)
+    priority = 90
+
+    def claims(self, f: DumpedFd) -> bool:
+        return (stat.S_ISREG(f.st.st_mode) and f.st.st_nlink == 0 and f.link.startswith("/")
+                and f.link.endswith(DELETED) and not (is_memfd_link(f.link) and f.info.mnt_id == 0))
+
+    def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
+        key = ("deleted", f.st.st_dev, f.st.st_ino)
+        desc = DeletedFileRecord(file_id, 0, f.info.flags & ~os.O_CLOEXEC, f.info.pos)
+        if key in ctx.objects:
+            desc.content_id = ctx.objects[key]
+            return [desc]
+        path = f.link[: -len(DELETED)]
+        check_size(ctx, f, "deleted file", f.st.st_size)
+        fd = os.open(f.proc_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            check_size(ctx, f, "deleted file", st.st_size)
+            runs = store_content(ctx, fd, st.st_size)
+        finally:
+            os.close(fd)
+        desc.content_id = ctx.objects[key] = len(ctx.objects) + 1
+        content = DeletedContentRecord(desc.content_id, path, st.st_dev, st.st_ino,
+                                       stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size,
+                                       st.st_atime_ns, st.st_mtime_ns, runs)
+        return [desc, content]
+
+    def open(self, rctx: RestoreContext, rec: DeletedFileRecord) -> int:
+        content = _content(rctx, rec.content_id)
+        holder = rctx.pass_fd(("deleted file", content.id), lambda: recreate(rctx, content))
+        return open_description(holder, rec.flags, rec.pos)
+
+    def describe(self, rec: DeletedFileRecord) -> str:
+        return f"deleted file (content #{rec.content_id})"
+
+
+def _content(rctx: RestoreContext, content_id: int) -> DeletedContentRecord:
+    for c in rctx.image.of_type(DeletedContentRecord):
+        if c.id == content_id:
+            return c
+    from ..errors import ImageError
+
+    raise ImageError(f"image at {rctx.image.path}: deleted file content #{content_id} is missing")
+
+
+def _create_unlinked(directory: str, name: str) -> tuple[int, str]:
+    """Create a new file in `directory` (as `name` if free) and unlink it at once."""
+    candidates = [name] + [f".{name}.pyckpt-{secrets.token_hex(6)}" for _ in range(8)]
+    for cand in candidates:
+        path = os.path.join(directory, cand)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                         0o600)
+        except FileExistsError:
+            continue
+        try:
+            os.unlink(path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, path
+    raise FileExistsError(f"no free name for a deleted file in {directory}")
+
+
+def recreate(rctx: RestoreContext, c: DeletedContentRecord) -> int:
+    """The deleted file again: created, unlinked, filled. Returns an O_RDWR fd."""
+    directory, name = os.path.split(c.path)
+    if rctx.options.deleted_dir is not None:
+        directory = rctx.options.deleted_dir
+    where = "deleted_dir" if rctx.options.deleted_dir is not None else "its directory"
+    try:
+        fd, _ = _create_unlinked(directory, name or "deleted")
+    except FileNotFoundError:
+        raise FileChangedError(
+            c.path, f"{where} {directory} no longer exists, so the deleted-but-open file cannot "
+            "be re-created there; restore with deleted_dir=DIR (--deleted-dir DIR) to put it "
+            "elsewhere") from None
+    except OSError as e:
+        raise FileChangedError(
+            c.path, f"the deleted-but-open file cannot be re-created in {where} {directory}: "
+            f"{e.strerror or e}; restore with deleted_dir=DIR (--deleted-dir DIR) to put it "
+            "elsewhere") from None
+    try:
+        write_content(rctx, fd, c.size, c.runs)
+        st = os.fstat(fd)
+        if (st.st_uid, st.st_gid) != (c.uid, c.gid):
+            os.fchown(fd, c.uid, c.gid)
+        os.fchmod(fd, c.mode)
+        os.utime(fd, ns=(c.atime_ns, c.mtime_ns))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

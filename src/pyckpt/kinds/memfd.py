@@ -1,0 +1,158 @@
+"""memfd files: name, content, size, mode and seals.
+
+A memfd (readlink `/memfd:NAME (deleted)` on the kernel's internal shmem
+mount, mnt_id 0) is saved once per inode (objref) as a `MemfdRecord` with
+its content in the page store (same size limit as deleted files:
+`max_deleted_size`); each open file description of it is a
+`MemfdFileRecord` with its flags and offset.  Seals are read with
+F_GET_SEALS on a copy opened from /proc/PID/fd/N (seals belong to the inode).
+A memfd created without MFD_ALLOW_SEALING reports F_SEAL_SEAL.
+
+Restore: memfd_create(NAME, MFD_ALLOW_SEALING) in pyckpt, write the
+content, ftruncate, fchmod, then the seals last (F_SEAL_SEAL included: that
+also gives back "sealing not allowed").  Every description is opened
+through /proc/self/fd of that one memfd, so they share it as before.
+Memory mappings of a memfd are not restored here (kinds/memory.py refuses
+them).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import stat
+from dataclasses import dataclass
+
+from ..errors import ImageError, UnsupportedError
+from ..image import record
+from .context import DumpContext, RestoreContext
+from .deleted import DELETED, ContentRun, check_size, is_memfd_link, open_description, \
+    store_content, write_content
+from .files import DumpedFd, FileKind, file_kind
+
+PREFIX = "/memfd:"
+MFD_CLOEXEC, MFD_ALLOW_SEALING, MFD_HUGETLB, MFD_NOEXEC_SEAL, MFD_EXEC = 1, 2, 4, 8, 0x10
+F_SEAL_SEAL = fcntl.F_SEAL_SEAL
+HUGETLBFS_MAGIC = 0x958458F6
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@record(97)
+@dataclass
+class MemfdRecord:
+    """One memfd (the inode), saved once however many descriptions it has."""
+
+    id: int  # object id (MemfdFileRecord.memfd_id)
+    name: str  # as given to memfd_create
+    ino: int
+    mode: int  # permission bits
+    uid: int
+    gid: int
+    size: int
+    seals: int  # F_GET_SEALS
+    allow_sealing: bool  # created with MFD_ALLOW_SEALING (for show; seals say it all)
+    runs: list[ContentRun]
+
+    def stored_runs(self) -> list[tuple[int, int, int]]:
+        return [(r.offset, r.stored, r.xxh3) for r in self.runs]
+
+
+@record(98)
+@dataclass
+class MemfdFileRecord:
+    """One open file description of a memfd."""
+
+    id: int
+    memfd_id: int
+    flags: int  # access mode and status flags (no O_CLOEXEC)
+    pos: int
+
+
+def _fs_magic(fd: int) -> int:
+    buf = ctypes.create_string_buffer(128)  # struct statfs; f_type comes first
+    if _libc.fstatfs(fd, buf) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int.from_bytes(buf.raw[:8], "little")
+
+
+@file_kind
+class Memfd(FileKind):
+    name = "memfd"
+    records = (MemfdFileRecord,)
+    priority = 80
+
+    def claims(self, f: DumpedFd) -> bool:
+        return stat.S_ISREG(f.st.st_mode) and is_memfd_link(f.link) and f.info.mnt_id == 0
+
+    def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
+        key = ("memfd", f.st.st_dev, f.st.st_ino)
+        desc = MemfdFileRecord(file_id, 0, f.info.flags & ~os.O_CLOEXEC, f.info.pos)
+        if key in ctx.objects:
+            desc.memfd_id = ctx.objects[key]
+            return [desc]
+        name = f.link[len(PREFIX): -len(DELETED)]
+        check_size(ctx, f, "memfd", f.st.st_size)
+        fd = os.open(f.proc_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if _fs_magic(fd) == HUGETLBFS_MAGIC:
+                raise UnsupportedError(
+                    f"process {f.pid}: fd {f.fd} is a hugetlb memfd ({f.link}); pyckpt cannot "
+                    "save hugetlb memfds yet — close it in the target")
+            st = os.fstat(fd)
+            check_size(ctx, f, "memfd", st.st_size)
+            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+            runs = store_content(ctx, fd, st.st_size)
+        finally:
+            os.close(fd)
+        desc.memfd_id = ctx.objects[key] = len(ctx.objects) + 1
+        memfd = MemfdRecord(desc.memfd_id, name, st.st_ino, stat.S_IMODE(st.st_mode), st.st_uid,
+                            st.st_gid, st.st_size, seals, not seals & F_SEAL_SEAL, runs)
+        return [desc, memfd]
+
+    def open(self, rctx: RestoreContext, rec: MemfdFileRecord) -> int:
+        m = _memfd(rctx, rec.memfd_id)
+        holder = rctx.pass_fd(("memfd", m.id), lambda: recreate(rctx, m))
+        return open_description(holder, rec.flags, rec.pos)
+
+    def describe(self, rec: MemfdFileRecord) -> str:
+        return f"memfd (#{rec.memfd_id})"
+
+
+def _memfd(rctx: RestoreContext, memfd_id: int) -> MemfdRecord:
+    for m in rctx.image.of_type(MemfdRecord):
+        if m.id == memfd_id:
+            return m
+    raise ImageError(f"image at {rctx.image.path}: memfd #{memfd_id} is missing")
+
+
+def _memfd_create(name: str, exec_bits: bool) -> int:
+    flags = MFD_CLOEXEC | MFD_ALLOW_SEALING
+    if exec_bits:
+        try:
+            return os.memfd_create(name, flags | MFD_EXEC)
+        except OSError:  # a kernel before 6.3 has no MFD_EXEC (and gives exec bits anyway)
+            pass
+    return os.memfd_create(name, flags)
+
+
+def recreate(rctx: RestoreContext, m: MemfdRecord) -> int:
+    """The memfd again, with content, mode and seals; an O_RDWR fd in pyckpt."""
+    fd = _memfd_create(m.name, bool(m.mode & 0o111))
+    try:
+        write_content(rctx, fd, m.size, m.runs)
+        st = os.fstat(fd)
+        if (st.st_uid, st.st_gid) != (m.uid, m.gid):
+            os.fchown(fd, m.uid, m.gid)
+        if stat.S_IMODE(st.st_mode) != m.mode:
+            os.fchmod(fd, m.mode)
+        if m.seals:
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, m.seals)
+        got = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        if got != m.seals:
+            raise OSError(f"memfd {m.name!r}: seals {got:#x} after restore, wanted {m.seals:#x}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -18,4 +18,4 @@ def test_exit_codes_are_distinct():
     codes = [cls.exit_code for cls, _ in cli.EXIT_CODES]
     assert len(codes) == len(set(codes))
     assert all(c not in (0, 1, 2) for c in codes)
-    assert issubclass(errors.MultiThreadedError, errors.UnsuitableProcessError)
+    assert issubclass(errors.AlreadyTracedError, errors.UnsuitableProcessError)

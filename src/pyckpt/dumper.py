@@ -9,12 +9,13 @@ before and the image directory marked INCOMPLETE with the reason.  With
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
 from dataclasses import dataclass, field
 
 from . import __version__, proc
-from .errors import DumpError, MultiThreadedError, UnsupportedError
+from .errors import DumpError, UnsupportedError
 from .image import Header, ImageWriter
 from .inject import Injector, injection_site_from
 from .kinds import cpu, creds, files, load_all, memory, mm, signals, task, thread
@@ -79,7 +80,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
         t_seize = time.perf_counter()
         with Seized(pid) as seized:
             try:
-                records = _collect(pid, writer, progress, stats, smaps_flags, options)
+                records = _collect(pid, seized.tids, writer, progress, stats, smaps_flags, options)
                 t = time.perf_counter()
                 writer.write_header(Header(
                     format_version=1, pyckpt_version=__version__,
@@ -103,13 +104,10 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
         stats.phases["finish"] = time.perf_counter() - t
 
 
-def _collect(pid: int, writer: ImageWriter, progress: Progress, stats: DumpStats,
+def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress, stats: DumpStats,
              smaps_flags: dict[int, list[str]], options: DumpOptions) -> list:
     t = time.perf_counter()
     status = proc.read_status(pid)
-    threads = int(status.get("Threads", "1"))
-    if threads != 1:  # a thread may have been born between the check and the seize
-        raise MultiThreadedError(pid, threads)
     stat = proc.read_stat(pid)
     maps = proc.read_maps(pid)
     if set(smaps_flags) != {m.start for m in maps}:  # the layout changed since it was read
@@ -120,15 +118,19 @@ def _collect(pid: int, writer: ImageWriter, progress: Progress, stats: DumpStats
     site = injection_site_from(pid, vdso[0].start, vdso[0].size)
     stats.phases["read /proc"] = time.perf_counter() - t
     records: list = []
-    with Injector(pid, site) as inj:
+    with contextlib.ExitStack() as injectors:
+        # One injector per thread, the leader's first (so it is cured last,
+        # unmapping the scratch page when every thread is done with it).
+        threads = {tid: injectors.enter_context(Injector(tid, site)) for tid in tids}
+        inj = threads[pid]
         scratch = inj.map_scratch()
         ctx = DumpContext(pid, stat, status, maps, smaps_flags, inj, scratch, writer.pages, progress,
-                          options)
+                          options, threads)
         for kind_dump in DUMP_KINDS:
             checkpoint()
             t = time.perf_counter()
             records += kind_dump(ctx)
             stats.phases[kind_dump.__module__.rsplit(".", 1)[-1]] = time.perf_counter() - t
-        stats.injected_calls = inj.calls
+        stats.injected_calls = sum(i.calls for i in threads.values())
     stats.pages_bytes = writer.pages.offset
     return records

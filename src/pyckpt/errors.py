@@ -25,18 +25,6 @@ class UnsuitableProcessError(PyckptError):
     exit_code = 4
 
 
-class MultiThreadedError(UnsuitableProcessError):
-    """The process has more than one thread; threads are not supported yet."""
-
-    def __init__(self, pid: int, threads: int):
-        self.pid = pid
-        self.threads = threads
-        super().__init__(
-            f"process {pid} has {threads} threads; pyckpt can dump only "
-            "single-threaded processes for now"
-        )
-
-
 class AlreadyTracedError(UnsuitableProcessError):
     """Another tracer (a debugger, strace, another pyckpt) holds the process."""
 

@@ -23,6 +23,10 @@ PTRACE_CONT = _pt.PTRACE_CONT
 PTRACE_DETACH = _pt.PTRACE_DETACH
 PTRACE_SINGLESTEP = _pt.PTRACE_SINGLESTEP
 PTRACE_GETSIGINFO = _pt.PTRACE_GETSIGINFO
+PTRACE_SETOPTIONS = _pt.PTRACE_SETOPTIONS
+PTRACE_GETEVENTMSG = _pt.PTRACE_GETEVENTMSG
+PTRACE_O_TRACECLONE = _pt.PTRACE_O_TRACECLONE
+PTRACE_EVENT_CLONE = _pt.PTRACE_EVENT_CLONE
 # Missing from python-ptrace 0.9.9:
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
@@ -53,6 +57,12 @@ def wait(pid: int) -> int:
     if r < 0:
         raise PtraceError("waitpid", pid, -r)
     return status[0]
+
+
+def get_event_msg(pid: int) -> int:
+    buf = ffi.new("unsigned long *")
+    request(PTRACE_GETEVENTMSG, pid, 0, int(ffi.cast("uintptr_t", buf)), "PTRACE_GETEVENTMSG")
+    return int(buf[0])
 
 
 def get_regs(pid: int) -> bytes:

@@ -53,13 +53,14 @@ class Stage(enum.IntEnum):
     MM = 9  # PR_SET_MM_MAP: exe link needs every old mapping gone (done in CLEAR)
     CLOSE_PASSED = 10  # the passed copies are no longer needed
     SIGNALS = 11  # dispositions and sigaltstack
-    THREAD = 12  # comm, robust list, clear_child_tid, rseq (needs memory back)
-    DEFERRED = 13  # work queued by kinds that needs everything else in place
-    OUTSIDE = 14  # rlimits and affinity, set from pyckpt while the task is still root
-    CREDS = 15  # user/group ids: after every step that needs root's privileges
-    LEAVE_SCRATCH = 16  # inject from the task's own vDSO, unmap the scratch page
-    REGISTERS = 17  # xstate, blocked mask, registers (with restart fix-up) last
-    RELEASE = 18  # detach: the task runs
+    THREADS = 12  # clone3 every other thread with its TID, traced from birth
+    THREAD = 13  # per thread: comm, robust list, clear_child_tid, rseq (needs memory), altstack
+    DEFERRED = 14  # work queued by kinds that needs everything else in place
+    OUTSIDE = 15  # rlimits, scheduling, affinity, set from pyckpt while the task is still root
+    CREDS = 16  # user/group ids: after every step that needs root's privileges
+    LEAVE_SCRATCH = 17  # inject from the task's own vDSO, unmap the scratch page
+    REGISTERS = 18  # per thread: xstate, blocked mask, registers (with restart fix-up) last
+    RELEASE = 19  # detach every thread: the process runs
 
 
 @dataclass
@@ -109,7 +110,8 @@ def _validate(path, progress: Progress, stats: RestoreStats) -> RestoreContext:
     with progress.bar(total, "verify image") as bar:
         image.verify_pages(runs, bar.update)
     rec = image.one(task.TaskRecord)
-    _check_pid_free(rec.pid)
+    for th in thread.thread_records(image):
+        _check_pid_free(th.tid)
     stats.phases[Stage.VALIDATE.name] = time.perf_counter() - t
     rctx = RestoreContext(image=image, pid=rec.pid, progress=progress)
     rctx.lowest_passed = max(files.highest_fd(image) + 1, 3)
@@ -140,10 +142,10 @@ def _create_and_fill(rctx: RestoreContext, stats: RestoreStats) -> None:
         stats.phases[Stage.CREATE.name] = time.perf_counter() - t
         _fill(rctx, stats)
         t = time.perf_counter()
-        release(rctx.pid)
+        release(rctx.pid, list(rctx.threads))
         stats.phases[Stage.RELEASE.name] = time.perf_counter() - t
     except BaseException as e:
-        kill_and_reap(child)
+        kill_and_reap(child, list(rctx.threads))
         if isinstance(e, (PyckptError, KeyboardInterrupt)) and not isinstance(e, (PtraceError, RemoteCallError)):
             raise
         raise RestoreError(f"restore of process {rctx.pid} failed and was undone: {e}") from e
@@ -214,6 +216,8 @@ def _fill(rctx: RestoreContext, stats: RestoreStats) -> None:
         inj.check(nr.close_range, rctx.lowest_passed, 0xFFFFFFFF, 0, what="closing passed fds")
         with _timed(stats, Stage.SIGNALS):
             signals.restore(rctx)
+        with _timed(stats, Stage.THREADS):
+            thread.create_threads(rctx)
         with _timed(stats, Stage.THREAD):
             thread.restore(rctx)
         with _timed(stats, Stage.DEFERRED):
@@ -221,16 +225,18 @@ def _fill(rctx: RestoreContext, stats: RestoreStats) -> None:
                 step()
         with _timed(stats, Stage.OUTSIDE):
             task.restore_from_outside(rctx)
+            thread.restore_from_outside(rctx)
         with _timed(stats, Stage.CREDS):
             creds.restore(rctx)
         # Leave the scratch page: inject from the task's own vDSO from now on.
         inj.site = memory.vdso_start(rctx) + (own_vdso - _own_vdso_block_start()) + site_off
         inj.check(nr.munmap, scratch, PAGE, what="munmap of the scratch page")
-        inj.forget_sigmask()
-        stats.injected_calls = inj.calls
+        for t in [inj, *rctx.threads.values()]:
+            t.forget_sigmask()
+        stats.injected_calls = inj.calls + sum(t.calls for t in rctx.threads.values())
     with _timed(stats, Stage.REGISTERS):
         cpu.restore(rctx)
-        pt.set_sigmask(pid, rctx.image.one(signals.SignalsRecord).blocked)
+        thread.restore_masks(rctx)
 
 
 def _own_vdso_block_start() -> int:

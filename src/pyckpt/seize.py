@@ -21,12 +21,14 @@ from . import ptrace_ops as pt
 from .errors import (
     AlreadyTracedError,
     DumpError,
-    MultiThreadedError,
     NoSuchProcessError,
     PtraceError,
     PyckptError,
     UnsuitableProcessError,
 )
+
+
+__WALL = 0x40000000
 
 
 def check_dumpable(pid: int) -> proc.ProcStat:
@@ -68,9 +70,6 @@ def refusal(stat: proc.ProcStat, status: dict[str, str], own_pid: int) -> Pyckpt
     tracer = int(status.get("TracerPid", "0"))
     if tracer:
         return AlreadyTracedError(pid, tracer)
-    threads = int(status.get("Threads", "1"))
-    if threads != 1:
-        return MultiThreadedError(pid, threads)
     return None
 
 
@@ -94,78 +93,95 @@ def pinned_to_cpu(cpu: int):
 
 
 class Seized:
-    """A task stopped by PTRACE_SEIZE + PTRACE_INTERRUPT.
+    """Every thread of a process stopped by PTRACE_SEIZE + PTRACE_INTERRUPT.
 
-    Leaving the `with` block detaches (the task resumes as it was), or kills
-    the task if `kill_on_exit` was set by the caller once its image is safe.
+    The thread list is re-read until it is stable: a thread created while
+    the others were being stopped is caught by the next pass, and once all
+    are stopped none can be created.  A thread that exits meanwhile is
+    dropped.  Leaving the `with` block detaches every thread (the process
+    resumes as it was), or kills the process if `kill_on_exit` was set by
+    the caller once its image is safe.
     """
 
     def __init__(self, pid: int):
         self.pid = pid
+        self.tids: list[int] = []  # the leader first
         self.kill_on_exit = False
-        self._attached = False
 
     def __enter__(self) -> "Seized":
         try:
-            pt.request(pt.PTRACE_SEIZE, self.pid, 0, 0, "PTRACE_SEIZE")
+            self._seize_all()
+        except BaseException:
+            self._detach_all()
+            raise
+        return self
+
+    def _seize_all(self) -> None:
+        for _ in range(100):
+            try:
+                now = sorted(int(t) for t in os.listdir(f"/proc/{self.pid}/task"))
+            except FileNotFoundError:
+                raise NoSuchProcessError(f"process {self.pid} vanished while being frozen") from None
+            new = [t for t in now if t not in self.tids]
+            if not new:
+                return
+            new.sort(key=lambda t: t != self.pid)  # the leader first
+            for tid in new:
+                if self._seize(tid):
+                    self.tids.append(tid)
+        raise DumpError(f"process {self.pid} kept creating threads; could not freeze it")
+
+    def _seize(self, tid: int) -> bool:
+        """Stop one thread; False if it exited first."""
+        try:
+            pt.request(pt.PTRACE_SEIZE, tid, 0, 0, "PTRACE_SEIZE")
         except PtraceError as e:
             if e.errno == errno.ESRCH:
-                raise NoSuchProcessError(f"process {self.pid} vanished before it was seized") from None
+                if tid == self.pid:
+                    raise NoSuchProcessError(f"process {self.pid} vanished before it was seized") from None
+                return False
             if e.errno == errno.EPERM:
                 status = proc.read_status(self.pid)
                 raise AlreadyTracedError(self.pid, int(status.get("TracerPid", "0"))) from None
             raise
-        self._attached = True
-        try:
-            self._interrupt()
-        except BaseException:
-            self._detach_quietly()
-            raise
-        return self
-
-    def _interrupt(self) -> None:
-        """Bring the task to a ptrace interrupt stop.
-
-        A signal may arrive first: it shows as a signal-delivery stop; it is
-        delivered (as it would have been without us) and the stop re-requested.
-        """
         for _ in range(64):
-            pt.request(pt.PTRACE_INTERRUPT, self.pid, 0, 0, "PTRACE_INTERRUPT")
-            status = pt.wait(self.pid)
+            pt.request(pt.PTRACE_INTERRUPT, tid, 0, 0, "PTRACE_INTERRUPT")
+            status = pt.wait(tid)
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                self._attached = False
-                raise DumpError(f"process {self.pid} exited while being frozen")
-            event = status >> 16
-            sig = os.WSTOPSIG(status)
-            if event == pt.PTRACE_EVENT_STOP:
-                return
+                if tid == self.pid:
+                    raise DumpError(f"process {self.pid} exited while being frozen")
+                return False
+            if status >> 16 == pt.PTRACE_EVENT_STOP:
+                return True
             # Signal-delivery stop: let the signal go through, then stop again.
-            pt.request(pt.PTRACE_CONT, self.pid, 0, sig, "PTRACE_CONT")
-        raise DumpError(f"process {self.pid} kept receiving signals; could not freeze it")
+            pt.request(pt.PTRACE_CONT, tid, 0, os.WSTOPSIG(status), "PTRACE_CONT")
+        pt.request(pt.PTRACE_DETACH, tid, 0, 0, "PTRACE_DETACH")
+        raise DumpError(f"thread {tid} of process {self.pid} kept receiving signals; could not freeze it")
 
-    def _detach_quietly(self) -> None:
-        if self._attached:
-            self._attached = False
+    def _detach_all(self) -> None:
+        for tid in self.tids:
             try:
-                pt.request(pt.PTRACE_DETACH, self.pid, 0, 0, "PTRACE_DETACH")
+                pt.request(pt.PTRACE_DETACH, tid, 0, 0, "PTRACE_DETACH")
             except PtraceError:
                 pass
+        self.tids = []
 
     def __exit__(self, exc_type, exc, tb) -> None:
         with blocked():
             if self.kill_on_exit and exc_type is None:
-                kill_and_reap_traced(self.pid)
-                self._attached = False
+                kill_and_reap_traced(self.pid, self.tids)
+                self.tids = []
             else:
-                self._detach_quietly()
+                self._detach_all()
 
 
-def kill_and_reap_traced(pid: int) -> None:
-    """SIGKILL a task we trace and take the tracer's exit notification.
+def kill_and_reap_traced(pid: int, tids: list[int]) -> None:
+    """SIGKILL a process whose threads we trace and take the tracer's exit notifications.
 
     The process's real parent still gets the exit status and must reap it —
-    also when that parent is the caller of pyckpt itself: then the status is
-    only peeked at (WNOWAIT), not consumed.
+    also when that parent is the caller of pyckpt itself: then the leader's
+    status is only peeked at (WNOWAIT), not consumed.  Other threads are
+    reaped first: the leader's exit is reported only after theirs.
     """
     try:
         ours = proc.read_stat(pid).ppid == os.getpid()
@@ -175,32 +191,34 @@ def kill_and_reap_traced(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
-    try:
-        if ours:
-            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | 0x40000000)  # __WALL
-        else:
-            pt.wait(pid)
-    except (PtraceError, ChildProcessError):
-        pass
+    for tid in [t for t in tids if t != pid] + [pid]:
+        try:
+            if tid == pid and ours:
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | __WALL)
+            else:
+                pt.wait(tid)
+        except (PtraceError, ChildProcessError):
+            pass
 
 
-def release(pid: int) -> None:
-    """Let a restored task (traced by us, registers in place) run on its own."""
-    pt.request(pt.PTRACE_DETACH, pid, 0, 0, "PTRACE_DETACH")
+def release(pid: int, threads: list[int] = ()) -> None:
+    """Let a restored process (every thread traced by us, registers in place) run.
+
+    All threads are complete before the first one is let go.
+    """
+    for tid in [t for t in threads if t != pid] + [pid]:
+        pt.request(pt.PTRACE_DETACH, tid, 0, 0, "PTRACE_DETACH")
 
 
-def kill_and_reap(pid: int) -> None:
-    """Remove a half-restored child of ours completely."""
+def kill_and_reap(pid: int, threads: list[int] = ()) -> None:
+    """Remove a half-restored child of ours, and the threads we made in it, completely."""
     with blocked():
-        _kill_and_reap(pid)
-
-
-def _kill_and_reap(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        for tid in [t for t in threads if t != pid] + [pid]:
+            try:
+                pt.wait(tid)
+            except PtraceError:
+                pass

@@ -146,6 +146,39 @@ class Injector:
         self.calls += 1
         return int(self._result[0])
 
+    def call_clone(self, number: int, *args: int) -> int:
+        """Run a clone/clone3 in the task, which must trace clones (PTRACE_O_TRACECLONE).
+
+        Returns the new task's TID; it is traced by pyckpt and stopped before
+        it ran a single instruction.
+        """
+        checkpoint()
+        regs = pt.decode_regs(self.regs)
+        regs.rip, regs.rax, regs.orig_rax = self.site, number, (1 << 64) - 1
+        for name, v in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args):
+            setattr(regs, name, v & ((1 << 64) - 1))
+        pt.set_regs(self.pid, pt.encode_regs(regs))
+        pt.request(pt.PTRACE_SINGLESTEP, self.pid, 0, 0, "PTRACE_SINGLESTEP")
+        status = pt.wait(self.pid)
+        if os.WIFSTOPPED(status) and status >> 8 == (5 | (pt.PTRACE_EVENT_CLONE << 8)):
+            new = pt.get_event_msg(self.pid)
+            pt.request(pt.PTRACE_SINGLESTEP, self.pid, 0, 0, "PTRACE_SINGLESTEP")
+            status = pt.wait(self.pid)
+            if not (os.WIFSTOPPED(status) and os.WSTOPSIG(status) == 5):
+                raise PyckptError(f"process {self.pid} did not finish its injected clone (status {status:#x})")
+            st = pt.wait(new)
+            if not os.WIFSTOPPED(st):
+                raise PyckptError(f"the new thread {new} of process {self.pid} did not stop (status {st:#x})")
+            self.calls += 1
+            return new
+        if os.WIFSTOPPED(status) and os.WSTOPSIG(status) == 5:
+            err = pt.decode_regs(pt.get_regs(self.pid)).rax
+            err = err - (1 << 64) if err >= (1 << 63) else err
+            if -4096 < err < 0:
+                raise RemoteCallError(f"injected {nr.name(number)}", self.pid, -err)
+        raise PyckptError(f"process {self.pid} stopped unexpectedly during injected "
+                          f"{nr.name(number)} (wait status {status:#x})")
+
     def check(self, number: int, *args: int, what: str = "") -> int:
         """Like call(), but a -errno result raises RemoteCallError."""
         r = self.call(number, *args)

@@ -25,6 +25,7 @@ class DumpContext:
     pages: PageStoreWriter
     progress: Progress
     options: "DumpOptions" = None  # type: ignore[assignment]
+    threads: dict[int, Injector] = field(default_factory=dict)  # every thread, the leader first
     # objref for objects below open file descriptions (a pipe's buffer, a
     # deleted file's content...): kernel identity -> the id it was saved under
     objects: dict[object, int] = field(default_factory=dict)
@@ -55,7 +56,8 @@ class RestoreContext:
     pid: int
     progress: Progress
     options: RestoreOptions = field(default_factory=RestoreOptions)
-    inj: Injector | None = None
+    inj: Injector | None = None  # the leader's
+    threads: dict[int, Injector] = field(default_factory=dict)  # the other threads'
     scratch: int = 0
     # File descriptors pyckpt opened for the new task.  The task is cloned
     # from pyckpt, so it inherits them at the same numbers: no path has to

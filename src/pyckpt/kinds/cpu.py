@@ -30,7 +30,7 @@ class CpuRecord:
 
 
 def dump(ctx: DumpContext) -> list:
-    return [CpuRecord(ctx.pid, ctx.inj.regs, pt.get_xstate(ctx.pid))]
+    return [CpuRecord(tid, inj.regs, pt.get_xstate(tid)) for tid, inj in ctx.threads.items()]
 
 
 def fixup_restart(raw: bytes) -> bytes:
@@ -48,7 +48,7 @@ def fixup_restart(raw: bytes) -> bytes:
 
 
 def check_compatible(rctx: RestoreContext, current_xstate_size: int) -> None:
-    rec = rctx.image.one(CpuRecord)
+    rec = rctx.image.of_type(CpuRecord)[0]
     if len(rec.xstate) != current_xstate_size:
         raise KernelMismatchError(
             f"the image's xstate is {len(rec.xstate)} bytes, this CPU/kernel uses "
@@ -57,7 +57,7 @@ def check_compatible(rctx: RestoreContext, current_xstate_size: int) -> None:
 
 
 def restore(rctx: RestoreContext) -> None:
-    rec = rctx.image.one(CpuRecord)
     check_compatible(rctx, len(pt.get_xstate(rctx.pid)))
-    pt.set_xstate(rctx.pid, rec.xstate)
-    pt.set_regs(rctx.pid, fixup_restart(rec.regs))
+    for rec in rctx.image.of_type(CpuRecord):
+        pt.set_xstate(rec.tid, rec.xstate)
+        pt.set_regs(rec.tid, fixup_restart(rec.regs))

@@ -38,12 +38,14 @@ def dump(ctx: DumpContext) -> list:
 
 def restore(rctx: RestoreContext) -> None:
     rec = rctx.image.one(CredsRecord)
-    inj = rctx.inj
     if rec.uids == [0] * 4 and rec.gids == [0] * 4 and sorted(rec.groups) == sorted(os.getgroups()):
         return  # same as pyckpt's (root): nothing to change
-    inj.write(rctx.scratch, struct.pack(f"<{len(rec.groups)}I", *rec.groups))
-    inj.check(SYS_setgroups, len(rec.groups), rctx.scratch, what="setgroups")
-    inj.check(SYS_setresgid, *rec.gids[:3], what="setresgid")
-    inj.call(SYS_setfsgid, rec.gids[3])
-    inj.check(SYS_setresuid, *rec.uids[:3], what="setresuid")
-    inj.call(SYS_setfsuid, rec.uids[3])
+    rctx.inj.write(rctx.scratch, struct.pack(f"<{len(rec.groups)}I", *rec.groups))
+    # Credentials are per thread in the kernel (glibc's setuid() broadcasts
+    # to every thread): each thread sets its own.
+    for inj in [rctx.inj, *rctx.threads.values()]:
+        inj.check(SYS_setgroups, len(rec.groups), rctx.scratch, what="setgroups")
+        inj.check(SYS_setresgid, *rec.gids[:3], what="setresgid")
+        inj.call(SYS_setfsgid, rec.gids[3])
+        inj.check(SYS_setresuid, *rec.uids[:3], what="setresuid")
+        inj.call(SYS_setfsuid, rec.uids[3])

@@ -1,4 +1,4 @@
-"""Process-wide basics: session and group, cwd, umask, personality, rlimits, CPU affinity."""
+"""Process-wide basics: session and group, cwd, root, umask, personality, rlimits."""
 
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ class TaskRecord:
     umask: int
     personality: int
     rlimits: list[tuple[int, int, int]]  # resource, soft, hard (-1: unlimited)
-    affinity: list[int]
 
 
 def dump(ctx: DumpContext) -> list:
@@ -47,7 +46,7 @@ def dump(ctx: DumpContext) -> list:
     return [TaskRecord(
         pid=pid, ppid=ctx.stat.ppid, pgid=ctx.stat.pgrp, sid=ctx.stat.session, cwd=cwd, root=root,
         umask=int(ctx.status.get("Umask", "0022"), 8), personality=personality,
-        rlimits=rlimits, affinity=sorted(os.sched_getaffinity(pid)),
+        rlimits=rlimits,
     )]
 
 
@@ -81,7 +80,7 @@ def restore(rctx: RestoreContext) -> None:
 
 
 def restore_from_outside(rctx: RestoreContext) -> None:
-    """Limits and affinity, set by pyckpt on the stopped task (no injection needed).
+    """Resource limits, set by pyckpt on the stopped task (no injection needed).
 
     Runs while the task still has pyckpt's credentials: prlimit() on a task
     of another user needs CAP_SYS_RESOURCE, which root lacks here.
@@ -95,7 +94,3 @@ def restore_from_outside(rctx: RestoreContext) -> None:
                 f"cannot set resource limit {res} of process {rctx.pid} to ({soft}, {hard}): "
                 f"{e.strerror} (raising a hard limit above pyckpt's own needs CAP_SYS_RESOURCE)"
             ) from None
-    try:
-        os.sched_setaffinity(rctx.pid, rec.affinity)
-    except OSError:
-        pass  # CPUs of the dump are not all here: keep pyckpt's

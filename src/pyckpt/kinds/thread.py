@@ -1,9 +1,18 @@
-"""Per-thread kernel pointers and name: clear_child_tid, robust futex list, rseq, comm.
+"""Threads: each one's kernel pointers, name, blocked mask, sigaltstack and scheduling.
 
-rseq matters twice at restore: the new task inherits pyckpt's registration
-(glibc registers rseq on every thread) and must drop it before its memory
-goes away, and must register the target's area once memory is back —
-otherwise sched_getcpu() silently returns a stale CPU.
+Per thread: clear_child_tid (set_tid_address), the robust futex list, the
+rseq registration, comm, the blocked signal mask, sigaltstack, scheduling
+policy/priority and nice.  Registers are kinds/cpu.py's.
+
+rseq matters twice at restore: the first task inherits pyckpt's
+registration (glibc registers rseq on every thread) and must drop it before
+its memory goes away, and every thread must register the target's area once
+memory is back — otherwise sched_getcpu() silently returns a stale CPU.
+
+Threads other than the leader are made by an injected clone3 (CLONE_THREAD,
+set_tid = the dumped TID) from the leader; pyckpt traces them from birth
+(PTRACE_O_TRACECLONE), so they run no instruction before their registers
+are in place and every thread of the process is released together.
 """
 
 from __future__ import annotations
@@ -15,13 +24,26 @@ from dataclasses import dataclass
 
 from .. import ptrace_ops as pt
 from ..image import record
-from ..inject import nr
+from ..inject import Injector, nr
 from .context import DumpContext, RestoreContext
 
 PR_SET_NAME, PR_GET_TID_ADDRESS = 15, 40
 RSEQ_FLAG_UNREGISTER = 1
 SYS_get_robust_list = 274
+STACK_T = struct.Struct("<QiiQ")  # ss_sp, ss_flags, pad, ss_size
+SS_ONSTACK = 1
+# clone3 for a thread of the restored process
+CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000  # VM FS FILES SIGHAND THREAD SYSVSEM
+CLONE_ARGS = struct.Struct("<10Q")  # struct clone_args up to set_tid_size (CLONE_ARGS_SIZE_VER1)
+SYS_clone3 = 435
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass
+class AltStack:
+    sp: int
+    flags: int
+    size: int
 
 
 @record(40)
@@ -35,6 +57,12 @@ class ThreadRecord:
     rseq_pointer: int
     rseq_size: int
     rseq_signature: int
+    blocked: int
+    altstack: AltStack
+    policy: int  # sched_getscheduler
+    priority: int  # sched_param.sched_priority
+    nice: int
+    affinity: list[int]
 
 
 def get_robust_list(tid: int) -> tuple[int, int]:
@@ -47,14 +75,31 @@ def get_robust_list(tid: int) -> tuple[int, int]:
 
 
 def dump(ctx: DumpContext) -> list:
-    inj, pid = ctx.inj, ctx.pid
-    inj.check(nr.prctl, PR_GET_TID_ADDRESS, ctx.scratch, what="prctl(PR_GET_TID_ADDRESS)")
-    (tid_addr,) = struct.unpack("<Q", inj.read(ctx.scratch, 8))
-    head, length = get_robust_list(pid)
-    rseq = pt.get_rseq(pid)
-    with open(f"/proc/{pid}/task/{pid}/comm", "rb") as f:
-        comm = f.read().rstrip(b"\n").decode("utf-8", "surrogateescape")
-    return [ThreadRecord(pid, comm, tid_addr, head, length, rseq.pointer, rseq.size, rseq.signature)]
+    records = []
+    for tid, inj in ctx.threads.items():
+        inj.check(nr.prctl, PR_GET_TID_ADDRESS, ctx.scratch, what=f"prctl(PR_GET_TID_ADDRESS) in thread {tid}")
+        (tid_addr,) = struct.unpack("<Q", inj.read(ctx.scratch, 8))
+        inj.check(nr.sigaltstack, 0, ctx.scratch, what=f"reading the sigaltstack of thread {tid}")
+        sp, flags, _, size = STACK_T.unpack(inj.read(ctx.scratch, STACK_T.size))
+        head, length = get_robust_list(tid)
+        rseq = pt.get_rseq(tid)
+        with open(f"/proc/{ctx.pid}/task/{tid}/comm", "rb") as f:
+            comm = f.read().rstrip(b"\n").decode("utf-8", "surrogateescape")
+        records.append(ThreadRecord(
+            tid, comm, tid_addr, head, length, rseq.pointer, rseq.size, rseq.signature,
+            inj.saved_sigmask, AltStack(sp, flags, size),
+            os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority,
+            os.getpriority(os.PRIO_PROCESS, tid), sorted(os.sched_getaffinity(tid)),
+        ))
+    return records
+
+
+def thread_records(image) -> list[ThreadRecord]:
+    """The image's threads, the leader (TID == PID) first."""
+    from .task import TaskRecord
+
+    pid = image.one(TaskRecord).pid
+    return sorted(image.of_type(ThreadRecord), key=lambda r: r.tid != pid)
 
 
 def drop_inherited_rseq(rctx: RestoreContext) -> None:
@@ -65,16 +110,57 @@ def drop_inherited_rseq(rctx: RestoreContext) -> None:
                        what="unregistering pyckpt's inherited rseq")
 
 
+def create_threads(rctx: RestoreContext) -> None:
+    """Make every thread but the leader, stopped and traced, with its dumped TID."""
+    leader = rctx.inj
+    others = thread_records(rctx.image)[1:]
+    if not others:
+        return
+    pt.request(pt.PTRACE_SETOPTIONS, rctx.pid, 0, pt.PTRACE_O_TRACECLONE, "PTRACE_SETOPTIONS")
+    for rec in others:
+        set_tid = rctx.scratch + 128
+        leader.write(set_tid, struct.pack("<Q", rec.tid))
+        leader.write(rctx.scratch, CLONE_ARGS.pack(CLONE_THREAD_FLAGS, 0, 0, 0, 0, 0, 0, 0, set_tid, 1))
+        tid = leader.call_clone(SYS_clone3, rctx.scratch, CLONE_ARGS.size)
+        rctx.threads[tid] = Injector(tid, leader.site, pt.get_regs(tid), cure_regs=False)
+        rctx.threads[tid].__enter__()
+
+
 def restore(rctx: RestoreContext) -> None:
-    """After memory is back: name, robust list, clear_child_tid, rseq."""
-    inj, scratch = rctx.inj, rctx.scratch
-    rec = rctx.image.one(ThreadRecord)
-    name = rec.comm.encode("utf-8", "surrogateescape")[:15] + b"\0"
-    inj.write(scratch, name)
-    inj.check(nr.prctl, PR_SET_NAME, scratch, what="prctl(PR_SET_NAME)")
-    if rec.robust_head:
-        inj.check(nr.set_robust_list, rec.robust_head, rec.robust_len, what="set_robust_list")
-    inj.call(nr.set_tid_address, rec.clear_child_tid)
-    if rec.rseq_pointer:
-        inj.check(nr.rseq, rec.rseq_pointer, rec.rseq_size, 0, rec.rseq_signature,
-                  what="registering the task's rseq area")
+    """After memory is back: each thread's name, robust list, clear_child_tid, rseq, altstack."""
+    for rec in thread_records(rctx.image):
+        inj = rctx.inj if rec.tid == rctx.pid else rctx.threads[rec.tid]
+        inj.site = rctx.inj.site
+        scratch = rctx.scratch
+        name = rec.comm.encode("utf-8", "surrogateescape")[:15] + b"\0"
+        inj.write(scratch, name)
+        inj.check(nr.prctl, PR_SET_NAME, scratch, what=f"prctl(PR_SET_NAME) in thread {rec.tid}")
+        if rec.robust_head:
+            inj.check(nr.set_robust_list, rec.robust_head, rec.robust_len,
+                      what=f"set_robust_list in thread {rec.tid}")
+        inj.call(nr.set_tid_address, rec.clear_child_tid)
+        if rec.rseq_pointer:
+            inj.check(nr.rseq, rec.rseq_pointer, rec.rseq_size, 0, rec.rseq_signature,
+                      what=f"registering the rseq area of thread {rec.tid}")
+        st = rec.altstack
+        inj.write(scratch, STACK_T.pack(st.sp, st.flags & ~SS_ONSTACK, 0, st.size))
+        inj.check(nr.sigaltstack, scratch, 0, what=f"setting the sigaltstack of thread {rec.tid}")
+
+
+def restore_from_outside(rctx: RestoreContext) -> None:
+    """Scheduling and CPU affinity of each thread, set by pyckpt while they are still root's."""
+    for rec in thread_records(rctx.image):
+        try:
+            os.sched_setaffinity(rec.tid, rec.affinity)
+        except OSError:
+            pass  # CPUs of the dump are not all here: keep pyckpt's
+        try:
+            os.sched_setscheduler(rec.tid, rec.policy, os.sched_param(rec.priority))
+        except OSError:
+            pass  # e.g. a real-time policy this machine does not allow: keep the default
+        os.setpriority(os.PRIO_PROCESS, rec.tid, rec.nice)
+
+
+def restore_masks(rctx: RestoreContext) -> None:
+    for rec in thread_records(rctx.image):
+        pt.set_sigmask(rec.tid, rec.blocked)

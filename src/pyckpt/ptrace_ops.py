@@ -30,6 +30,8 @@ PTRACE_EVENT_CLONE = _pt.PTRACE_EVENT_CLONE
 # Missing from python-ptrace 0.9.9:
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
+PTRACE_PEEKSIGINFO = 0x4209
+PTRACE_PEEKSIGINFO_SHARED = 1
 PTRACE_GETSIGMASK = 0x420A
 PTRACE_SETSIGMASK = 0x420B
 PTRACE_GET_RSEQ_CONFIGURATION = 0x420F
@@ -104,6 +106,29 @@ def get_sigmask(pid: int) -> int:
 def set_sigmask(pid: int, mask: int) -> None:
     buf = ffi.new("unsigned long long *", mask)
     request(PTRACE_SETSIGMASK, pid, 8, int(ffi.cast("uintptr_t", buf)), "PTRACE_SETSIGMASK")
+
+
+SIGINFO_SIZE = 128
+
+
+def peek_siginfo(tid: int, shared: bool) -> list[bytes]:
+    """Every pending siginfo of a thread's private queue, or of the process's shared one.
+
+    PTRACE_PEEKSIGINFO reads the queues without dequeuing anything.
+    """
+    batch = 32
+    args = ffi.new("unsigned long long[2]")  # struct ptrace_peeksiginfo_args {u64 off; u32 flags; s32 nr}
+    buf = ffi.new("char[]", SIGINFO_SIZE * batch)
+    out: list[bytes] = []
+    while True:
+        args[0] = len(out)
+        args[1] = (PTRACE_PEEKSIGINFO_SHARED if shared else 0) | (batch << 32)
+        n = request(PTRACE_PEEKSIGINFO, tid, int(ffi.cast("uintptr_t", args)),
+                    int(ffi.cast("uintptr_t", buf)), "PTRACE_PEEKSIGINFO")
+        raw = bytes(ffi.buffer(buf, n * SIGINFO_SIZE))
+        out += [raw[i * SIGINFO_SIZE:(i + 1) * SIGINFO_SIZE] for i in range(n)]
+        if n < batch:
+            return out
 
 
 @dataclass(frozen=True)

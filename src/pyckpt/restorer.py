@@ -54,7 +54,8 @@ class Stage(enum.IntEnum):
     CLOSE_PASSED = 10  # the passed copies are no longer needed
     SIGNALS = 11  # dispositions and sigaltstack
     THREADS = 12  # clone3 every other thread with its TID, traced from birth
-    THREAD = 13  # per thread: comm, robust list, clear_child_tid, rseq (needs memory), altstack
+    THREAD = 13  # per thread: comm, robust list, clear_child_tid, rseq (needs memory), altstack;
+    #              then pending signals, queued while every thread blocks all signals
     DEFERRED = 14  # work queued by kinds that needs everything else in place
     OUTSIDE = 15  # rlimits, scheduling, affinity, set from pyckpt while the task is still root
     CREDS = 16  # user/group ids: after every step that needs root's privileges
@@ -220,6 +221,7 @@ def _fill(rctx: RestoreContext, stats: RestoreStats) -> None:
             thread.create_threads(rctx)
         with _timed(stats, Stage.THREAD):
             thread.restore(rctx)
+            signals.restore_pending(rctx)
         with _timed(stats, Stage.DEFERRED):
             for step in rctx.deferred:
                 step()

@@ -1,10 +1,17 @@
-"""Signal dispositions: all of them, SIG_IGN included (process-wide).
+"""Signal dispositions (all of them, SIG_IGN included) and pending signals.
 
 Dispositions are read with injected rt_sigaction calls: /proc shows only
 which signals are caught or ignored, not handlers, flags, masks or
 restorers.  A restored task starts as a copy of pyckpt, so every signal's
 disposition is set, defaults included.  The per-thread parts (blocked
 mask, sigaltstack) live with the thread (kinds/thread.py).
+
+Pending signals — the process's shared queue and each thread's private one
+— are read with PTRACE_PEEKSIGINFO, which dequeues nothing, and queued
+again in the restored task with their full siginfo by injected
+rt_sigqueueinfo / rt_tgsigqueueinfo (a task may queue any si_code to
+itself), while every signal is still blocked; they are delivered once the
+task runs with its own mask, as they would have been.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from .. import ptrace_ops as pt
 from ..image import record
 from ..inject import nr
 from .context import DumpContext, RestoreContext
@@ -35,6 +43,16 @@ class SignalsRecord:
     actions: list[SigAction]
 
 
+@record(31)
+@dataclass
+class PendingSignalsRecord:
+    tid: int  # 0: the process's shared queue
+    siginfos: list[bytes]  # 128-byte siginfo_t each, in queue order
+
+
+SYS_rt_sigqueueinfo, SYS_rt_tgsigqueueinfo = 129, 297
+
+
 def dump(ctx: DumpContext) -> list:
     inj, scratch = ctx.inj, ctx.scratch
     actions = []
@@ -44,7 +62,15 @@ def dump(ctx: DumpContext) -> list:
         inj.check(nr.rt_sigaction, sig, 0, scratch, 8, what=f"reading the action of signal {sig}")
         handler, flags, restorer, mask = SIGACTION.unpack(inj.read(scratch, SIGACTION.size))
         actions.append(SigAction(sig, handler, flags, restorer, mask))
-    return [SignalsRecord(actions)]
+    records: list = [SignalsRecord(actions)]
+    shared = pt.peek_siginfo(ctx.pid, shared=True)
+    if shared:
+        records.append(PendingSignalsRecord(0, shared))
+    for tid in ctx.threads:
+        private = pt.peek_siginfo(tid, shared=False)
+        if private:
+            records.append(PendingSignalsRecord(tid, private))
+    return records
 
 
 def restore(rctx: RestoreContext) -> None:
@@ -52,3 +78,20 @@ def restore(rctx: RestoreContext) -> None:
     for a in rctx.image.one(SignalsRecord).actions:
         inj.write(scratch, SIGACTION.pack(a.handler, a.flags, a.restorer, a.mask))
         inj.check(nr.rt_sigaction, a.signo, scratch, 0, 8, what=f"setting the action of signal {a.signo}")
+
+
+def restore_pending(rctx: RestoreContext) -> None:
+    """Queue the pending signals again (every thread still blocks all signals)."""
+    for rec in rctx.image.of_type(PendingSignalsRecord):
+        inj = rctx.inj if rec.tid in (0, rctx.pid) else rctx.threads[rec.tid]
+        for info in rec.siginfos:
+            signo = int.from_bytes(info[:4], "little", signed=True)
+            if signo in (SIGKILL, SIGSTOP):
+                continue
+            inj.write(rctx.scratch, info)
+            if rec.tid == 0:
+                inj.check(SYS_rt_sigqueueinfo, rctx.pid, signo, rctx.scratch,
+                          what=f"queueing pending signal {signo}")
+            else:
+                inj.check(SYS_rt_tgsigqueueinfo, rctx.pid, rec.tid, signo, rctx.scratch,
+                          what=f"queueing pending signal {signo} of thread {rec.tid}")

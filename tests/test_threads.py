@@ -1,0 +1,78 @@
+"""Multi-threaded processes: C pthreads and CPython threads carry on after restore,
+each checking itself (TLS, condvar ping-pong, a sleeping thread, a pending
+blocked signal, a counting SIGUSR1 handler; a worker pool with a queue)."""
+
+import os
+import subprocess
+
+import pytest
+
+import pyckpt
+from conftest import TARGETS, check, dump_kill_restore
+
+
+@pytest.fixture(scope="session")
+def threads_bin(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bin") / "threads"
+    subprocess.run(["gcc", "-O1", "-pthread", "-o", str(out), str(TARGETS / "threads.c")], check=True)
+    return str(out)
+
+
+def test_pthreads_carry_on(spawn, threads_bin, tmp_path):
+    t = spawn([threads_bin])
+    t.wait_for("^READY")
+    assert len(os.listdir(f"/proc/{t.pid}/task")) == 5
+    tids = sorted(os.listdir(f"/proc/{t.pid}/task"))
+    before = check(t)
+    dump_kill_restore(spawn, t, tmp_path / "img")
+    assert sorted(os.listdir(f"/proc/{t.pid}/task")) == tids  # same TIDs
+    after = check(t)
+    assert after > before
+    # the image once more: dump the restored process and restore it again
+    dump_kill_restore(spawn, t, tmp_path / "img2")
+    assert check(t) > after
+
+
+WORKERS = r"""
+import os, queue, signal, sys, threading, time
+jobs, results = queue.Queue(), queue.Queue()
+local = threading.local()
+def worker(i):
+    local.name = f"w{i}"
+    while True:
+        n = jobs.get()
+        results.put((local.name, n * n))
+workers = [threading.Thread(target=worker, args=(i,), name=f"w{i}", daemon=True) for i in range(4)]
+for w in workers:
+    w.start()
+ask = False
+def on_usr1(*a):
+    global ask
+    ask = True
+signal.signal(signal.SIGUSR1, on_usr1)
+print("READY", flush=True)
+counter = 0
+seen = set()
+while True:
+    counter += 1
+    jobs.put(counter)
+    name, sq = results.get(timeout=10)
+    seen.add(name)
+    if sq != counter * counter:
+        print(f"CHECK FAIL wrong result {sq}", flush=True)
+    if ask:
+        ask = False
+        alive = sorted(t.name for t in threading.enumerate() if t.name.startswith("w"))
+        names = {int(d): open(f"/proc/self/task/{d}/comm").read().strip() for d in os.listdir("/proc/self/task")}
+        ok = alive == ["w0", "w1", "w2", "w3"] and len(names) == 5
+        print(f"CHECK ok counter={counter}" if ok else f"CHECK FAIL {alive} {names}", flush=True)
+    time.sleep(0.005)
+"""
+
+
+def test_cpython_worker_pool_carries_on(spawn, python_exe, tmp_path):
+    t = spawn([python_exe, "-c", WORKERS])
+    t.wait_for("^READY")
+    before = check(t)
+    dump_kill_restore(spawn, t, tmp_path / "img")
+    assert check(t) > before

@@ -27,7 +27,9 @@ that started the process) is external: see files.ExternalFileRecord.
 
 Limits: a process outside the image that also holds an end of a pipe the
 image restores is not detected (it keeps the old pipe); a FIFO opened
-while deleted is refused.
+while deleted, and O_PATH handles of FIFOs, are refused.  When the target
+holds only write ends of a FIFO, dump opens a read end for a moment (a
+writer blocked in open() elsewhere may then proceed).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ SYS_pidfd_getfd = 438
 O_ACCMODE = 3
 O_CLOEXEC = os.O_CLOEXEC
 O_DIRECT = os.O_DIRECT  # packet mode on a pipe
+O_PATH = getattr(os, "O_PATH", 0o10000000)  # a handle, not an open pipe end
 # Status flags F_SETFL can change on a pipe description.
 SETTABLE_FLAGS = os.O_NONBLOCK | os.O_APPEND | O_DIRECT | getattr(os, "O_ASYNC", 0o20000) | os.O_NOATIME
 END_OF_MODE = {os.O_RDONLY: "read end", os.O_WRONLY: "write end", os.O_RDWR: "read-write"}
@@ -138,10 +141,12 @@ def ends_in_image(ctx: DumpContext) -> dict[tuple[int, int], set[int]]:
                 st = os.stat(f"{base}/{name}")
                 if not stat.S_ISFIFO(st.st_mode):
                     continue
-                mode = read_fdinfo(pid, int(name)).flags & O_ACCMODE
+                flags = read_fdinfo(pid, int(name)).flags
             except FileNotFoundError:
                 continue
-            held.setdefault((st.st_dev, st.st_ino), set()).add(mode)
+            if flags & O_PATH:
+                continue
+            held.setdefault((st.st_dev, st.st_ino), set()).add(flags & O_ACCMODE)
     ctx._pipe_ends = held  # type: ignore[attr-defined]
     return held
 
@@ -165,7 +170,8 @@ def _readable_copy(ctx: DumpContext, f: DumpedFd) -> int:
             st = os.stat(f"/proc/{ctx.pid}/fd/{fd}")
             if (st.st_dev, st.st_ino) != key:
                 continue
-            if read_fdinfo(ctx.pid, fd).flags & O_ACCMODE == os.O_WRONLY:
+            flags = read_fdinfo(ctx.pid, fd).flags
+            if flags & O_PATH or flags & O_ACCMODE == os.O_WRONLY:
                 continue
         except FileNotFoundError:
             continue
@@ -263,7 +269,8 @@ class Pipe(FileKind):
     priority = 50
 
     def claims(self, f: DumpedFd) -> bool:
-        return stat.S_ISFIFO(f.st.st_mode) and f.link.startswith("pipe:")
+        return (stat.S_ISFIFO(f.st.st_mode) and f.link.startswith("pipe:")
+                and not f.info.flags & O_PATH)
 
     def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
         flags = f.info.flags & ~O_CLOEXEC
@@ -299,7 +306,7 @@ class Fifo(FileKind):
 
     def claims(self, f: DumpedFd) -> bool:
         return (stat.S_ISFIFO(f.st.st_mode) and f.link.startswith("/")
-                and not f.link.endswith(" (deleted)"))
+                and not f.link.endswith(" (deleted)") and not f.info.flags & O_PATH)
 
     def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
         ident = identify(f.link, f.proc_path)

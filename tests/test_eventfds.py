@@ -1,9 +1,10 @@
 """eventfd, signalfd and timerfd: fdinfo parsers, and state that survives dump and restore.
 
 The target (targets/ev_fds.py) checks each file through its own interface
-after restore: eventfd counts and semaphore mode, a signal sent to itself
-read from the signalfd, timers firing about when they should (loosely
-timed), an expired timer's unread tick, a wall-clock deadline.
+after restore: eventfd counts and semaphore mode, a signal pending at the
+dump and one sent to itself after restore read from the signalfd, timers
+firing about when they should (loosely timed), an expired timer's unread
+tick, a wall-clock deadline.
 """
 
 import json

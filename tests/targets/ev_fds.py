@@ -28,6 +28,7 @@ empty = os.eventfd(0, os.EFD_NONBLOCK)
 # signalfd for SIGUSR2 and SIGWINCH, both blocked
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2, signal.SIGWINCH})
 sfd = signalfd([signal.SIGUSR2, signal.SIGWINCH], os.O_NONBLOCK | os.O_CLOEXEC)
+os.kill(os.getpid(), signal.SIGWINCH)  # pending at the dump, to be read from the signalfd
 
 # timerfds: 2 s left then every 0.5 s; one expired once, unread; one disarmed;
 # one absolute wall-clock deadline an hour away, cancelled if the clock is set
@@ -84,8 +85,14 @@ def check() -> list[str]:
     # signalfd
     if "sigmask:\t" + format((1 << 11) | (1 << 27), "016x") not in fdinfo(sfd):
         bad.append("signalfd mask in fdinfo")
+    try:
+        info = os.read(sfd, 128)
+        if struct.unpack_from("<I", info)[0] != signal.SIGWINCH:
+            bad.append(f"signalfd read signal {struct.unpack_from('<I', info)[0]}, not SIGWINCH")
+    except BlockingIOError:
+        bad.append("the pending SIGWINCH is not readable from the signalfd")
     if readable(sfd):
-        bad.append("signalfd readable before any signal")
+        bad.append("signalfd readable before any other signal")
     os.kill(os.getpid(), signal.SIGUSR2)
     try:
         info = os.read(sfd, 128)

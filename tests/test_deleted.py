@@ -36,13 +36,17 @@ def test_deleted_files_come_back_deleted_with_content_offsets_and_sharing(spawn,
     image = pyckpt.dump(t.pid, img, kill=True)
     reap_dumped(t)
 
-    # One content record per file, although victim.txt had four fds and three descriptions.
+    # One content record per file, although victim.txt had four fds and three
+    # descriptions, and mapped.bin two mappings.
     kinds = [type(r).__name__ for r in image.records]
-    assert kinds.count("DeletedContentRecord") == 2
+    assert kinds.count("DeletedContentRecord") == 3
     assert kinds.count("DeletedFileRecord") == 4
     show = json.loads(subprocess.run([sys.executable, "-m", "pyckpt", "show", "--json", str(img)],
                                      check=True, capture_output=True, text=True).stdout)
     assert sum(f["kind"] == "deleted" for f in show["fds"]) == 5
+    mapped = [v for v in show["vmas"] if v["name"] == f"{work}/mapped.bin (deleted)"]
+    assert sorted((v["kind"], v["shared"], v["stored_bytes"]) for v in mapped) == [
+        ("deleted", False, 4096), ("deleted", True, 0)]
     subprocess.run([sys.executable, "-m", "pyckpt", "check", str(img)], check=True,
                    capture_output=True)
 
@@ -56,6 +60,7 @@ def test_deleted_files_come_back_deleted_with_content_offsets_and_sharing(spawn,
     got = links(t, n)
     assert got["victim"] == f"{work}/victim.txt (deleted)"
     assert got["other"] == f"{work}/sub/other.bin (deleted)"
+    assert got["mapped"] == f"{work}/mapped.bin (deleted)"
     # Nothing was left behind in the directories.
     assert sorted(os.listdir(work)) == ["keep.txt", "sub"]
     assert os.listdir(work / "sub") == []
@@ -106,6 +111,7 @@ def test_deleted_dir_and_missing_directory(spawn, python_exe, tmp_path):
     got = links(t, n)
     assert got["victim"] == f"{elsewhere}/victim.txt (deleted)"
     assert got["other"] == f"{elsewhere}/other.bin (deleted)"
+    assert got["mapped"] == f"{elsewhere}/mapped.bin (deleted)"
     assert os.listdir(elsewhere) == []
 
 

@@ -4,11 +4,13 @@ argv[2] (optional): size in bytes of an extra deleted file "big.bin".
 In DIR: victim.txt (content with a hole, mode 0640) open four times — fd A
 (O_RDWR, offset 1234), B = dup(A), C (O_RDONLY, offset 77), D (O_WRONLY |
 O_APPEND) — and sub/other.bin (O_RDONLY, offset 5); both unlinked.  Last,
-keep.txt, a plain file left in place, at the highest fd.  Prints READY,
+mapped.bin, mapped privately (one copy-on-write page) and shared, with no
+fd left.  keep.txt, a plain file left in place, at the highest fd.  Prints READY,
 then on SIGUSR1 checks everything, prints `LINK <name> <readlink>` for
 each deleted file and `CHECK ok counter=N` or `CHECK FAIL <what>`.
 """
 
+import ctypes
 import fcntl
 import os
 import signal
@@ -53,6 +55,23 @@ if big_size:
     os.ftruncate(big, big_size)
     os.pwrite(big, b"big", big_size - 3)
     os.unlink("big.bin")
+
+# mapped.bin: only mapped (no fd), privately with a copy-on-write page and
+# shared (writable), then deleted.
+PAGE = 4096
+MAPPED = b"".join(bytes([65 + p]) * PAGE for p in range(3))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_long]
+m = os.open("mapped.bin", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+os.write(m, MAPPED)
+priv = libc.mmap(None, 3 * PAGE, 3, 0x02, m, 0)  # PROT_READ|PROT_WRITE, MAP_PRIVATE
+shared = libc.mmap(None, 3 * PAGE, 3, 0x01, m, 0)  # MAP_SHARED
+assert priv not in (None, ctypes.c_void_p(-1).value) and shared not in (None, ctypes.c_void_p(-1).value)
+os.close(m)
+os.unlink("mapped.bin")
+ctypes.memmove(priv + PAGE, b"copy-on-write page", 18)
 
 with open("keep.txt", "w") as f:
     f.write("kept\n")
@@ -115,6 +134,21 @@ def check() -> list[str]:
         bad.append("a write through d is not seen through c")
     os.ftruncate(a, len(CONTENT))
     os.utime(a, ns=(1_000_000_000_123, mtime))
+    # the deleted mapped file: private copy-on-write page kept, other pages
+    # still the file's (a write through the shared mapping shows in them)
+    if ctypes.string_at(priv, 3 * PAGE) != MAPPED[:PAGE] + b"copy-on-write page" + MAPPED[PAGE + 18:]:
+        bad.append("private mapping of mapped.bin differs")
+    if ctypes.string_at(shared, 3 * PAGE) != MAPPED:
+        bad.append("shared mapping of mapped.bin differs")
+    ctypes.memmove(shared + 2 * PAGE, b"through shared", 14)
+    if ctypes.string_at(priv + 2 * PAGE, 14) != b"through shared":
+        bad.append("the two mappings of mapped.bin are not one file")
+    ctypes.memmove(shared + 2 * PAGE, MAPPED[2 * PAGE:2 * PAGE + 14], 14)
+    with open("/proc/self/maps") as f:
+        maps = [ln.split(None, 5)[-1].strip() for ln in f if "mapped.bin" in ln]
+    if len(maps) != 2 or not all(ln.endswith(" (deleted)") for ln in maps):
+        bad.append(f"mapped.bin in /proc/self/maps: {maps}")
+    print(f"LINK mapped {maps[0] if maps else None}", flush=True)
     if big is not None and os.fstat(big).st_nlink != 0:
         bad.append("big: not deleted")
     return bad

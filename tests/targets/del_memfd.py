@@ -5,10 +5,12 @@ F_SEAL_SHRINK | F_SEAL_GROW) and m1b, a second description of it opened
 through /proc/self/fd (O_RDONLY, offset 4097); m2 "plain" (no sealing
 allowed: F_SEAL_SEAL, O_NONBLOCK set on its description); m3 "frozen"
 (F_SEAL_WRITE | F_SEAL_SEAL, mode 0600); m4 "noexec" (MFD_NOEXEC_SEAL: mode
-0666, F_SEAL_EXEC).  Prints READY, then on SIGUSR1
+0666, F_SEAL_EXEC).  m1 is also mapped shared and privately (one
+copy-on-write page); "maponly" is a memfd that is only mapped.  Prints READY, then on SIGUSR1
 checks everything and prints `CHECK ok counter=N` or `CHECK FAIL <what>`.
 """
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -41,6 +43,30 @@ m3 = os.memfd_create("frozen", os.MFD_ALLOW_SEALING | os.MFD_CLOEXEC)
 os.write(m3, C3)
 os.fchmod(m3, 0o600)
 fcntl.fcntl(m3, fcntl.F_ADD_SEALS, S3)
+
+# Mappings: m1 shared (the same memfd as fd m1) and private with a
+# copy-on-write page; "maponly", a memfd left only mapped (its fd closed).
+PAGE = 4096
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_long]
+
+
+def mmap(fd, length, flags):
+    addr = libc.mmap(None, length, 3, flags, fd, 0)
+    assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+    return addr
+
+
+shared1 = mmap(m1, 4 * PAGE, 0x01)
+priv1 = mmap(m1, 4 * PAGE, 0x02)
+ctypes.memmove(priv1 + PAGE, b"private copy", 12)
+C5 = b"only mapped " * 1000
+m5 = os.memfd_create("maponly", 0)
+os.write(m5, C5)
+map5 = mmap(m5, len(C5), 0x01)
+os.close(m5)
 
 m4 = os.memfd_create("noexec", MFD_NOEXEC_SEAL)
 S4 = fcntl.fcntl(m4, fcntl.F_GET_SEALS)
@@ -99,11 +125,25 @@ def check() -> list[str]:
         bad.append("m2 could be sealed")
     if not fails_with(errno.EPERM, os.pwrite, m3, b"x", 0):
         bad.append("m3 could be written")
-    # m1 and m1b share the memory: a write through m1 shows through m1b
+    # m1, m1b and the shared mapping are one memfd: a write through m1 shows
+    # through m1b and the mapping, and one through the mapping through m1
     os.pwrite(m1, b"XYZ", 100)
-    if os.pread(m1b, 3, 100) != b"XYZ":
-        bad.append("a write through m1 is not seen through m1b")
+    if os.pread(m1b, 3, 100) != b"XYZ" or ctypes.string_at(shared1 + 100, 3) != b"XYZ":
+        bad.append("a write through m1 is not seen through m1b and its shared mapping")
     os.pwrite(m1, C1[100:103], 100)
+    ctypes.memmove(shared1 + 200, b"ABC", 3)
+    if os.pread(m1, 3, 200) != b"ABC":
+        bad.append("a write through the shared mapping of m1 is not seen through m1")
+    ctypes.memmove(shared1 + 200, C1[200:203], 3)
+    want = C1[:PAGE] + b"private copy" + C1[PAGE + 12:4 * PAGE]
+    if ctypes.string_at(priv1, 4 * PAGE) != want:
+        bad.append("private mapping of m1 differs")
+    if ctypes.string_at(map5, len(C5)) != C5:
+        bad.append("maponly mapping differs")
+    with open("/proc/self/maps") as f:
+        names = [ln.split(None, 5)[-1].strip() for ln in f if "memfd:" in ln]
+    if sorted(names) != ["/memfd:maponly (deleted)"] + ["/memfd:pyckpt test memfd (deleted)"] * 2:
+        bad.append(f"memfd mappings {names}")
     return bad
 
 

@@ -10,7 +10,8 @@ page store, and saved ONCE per file (objref by device and inode) as a
 Files larger than `max_deleted_size` (DumpOptions) are refused.
 
 Restore re-creates the file next to where it was (its original name when
-that is free, else a unique hidden name in the same directory), or in
+that is free, so /proc/PID/fd shows what it showed before; else a unique
+hidden name `.NAME.pyckpt-XXXX` in the same directory), or in
 `deleted_dir`, unlinks it AT ONCE, then writes the content into the
 nameless file, sets its mode, owner and times.  Every description is then
 opened through /proc/self/fd of that one copy, so all descriptions share
@@ -18,8 +19,14 @@ one file again and it is deleted-but-open again before the task exists.
 The name lives for the microseconds between open(O_CREAT|O_EXCL) and
 unlink: a failed restore never leaves it behind.
 
-The content helpers (`store_content`, `write_content`) are shared with
-memfd.py.
+Memory mappings of a deleted file (a library replaced by an upgrade, a
+file mapped and then removed) map that same re-created file
+(`DeletedMapping`, registered with memory.mapped_object); the file is saved
+from /proc/PID/map_files when no fd holds it.
+
+Holes are found with SEEK_DATA/SEEK_HOLE and stay holes.  The content
+helpers (`check_size`, `store_content`, `write_content`,
+`open_description`) are shared with memfd.py.
 """
 
 from __future__ import annotations
@@ -30,10 +37,12 @@ import secrets
 import stat
 from dataclasses import dataclass
 
-from ..errors import FileChangedError, UnsupportedError
+from ..errors import FileChangedError, ImageError, UnsupportedError
 from ..image import PAGES_FILE, record
 from .context import DumpContext, RestoreContext
+from .fileid import FileIdentity
 from .files import DumpedFd, FileKind, file_kind
+from .memory import MappedObject, mapped_object
 
 PAGE = 4096
 CHUNK = 4 << 20  # content is read, stored and checksummed in runs of at most this
@@ -89,14 +98,14 @@ class DeletedFileRecord:
 # --- content in the page store (shared with memfd.py) ---------------------------
 
 
-def check_size(ctx: DumpContext, f: DumpedFd, what: str, size: int) -> None:
+def check_size(ctx: DumpContext, what: str, size: int) -> None:
+    """Refuse content over max_deleted_size; `what` names it ("process P: fd N is a ...")."""
     limit = ctx.options.max_deleted_size
     if size > limit:
         raise UnsupportedError(
-            f"process {f.pid}: fd {f.fd} is a {what} ({f.link}) of {size} bytes, more than "
-            f"the {limit} bytes pyckpt keeps in an image; raise the limit with "
-            f"dump(..., max_deleted_size={size}) or --max-deleted-size {size}, or close the "
-            "file in the target"
+            f"{what} of {size} bytes, more than the {limit} bytes pyckpt keeps in an image; "
+            f"raise the limit with dump(..., max_deleted_size={size}) or --max-deleted-size "
+            f"{size}, or close the file in the target"
         )
 
 
@@ -187,25 +196,9 @@ class DeletedFile(FileKind):
                 and f.link.endswith(DELETED) and not (is_memfd_link(f.link) and f.info.mnt_id == 0))
 
     def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
-        key = ("deleted", f.st.st_dev, f.st.st_ino)
-        desc = DeletedFileRecord(file_id, 0, f.info.flags & ~os.O_CLOEXEC, f.info.pos)
-        if key in ctx.objects:
-            desc.content_id = ctx.objects[key]
-            return [desc]
-        path = f.link[: -len(DELETED)]
-        check_size(ctx, f, "deleted file", f.st.st_size)
-        fd = os.open(f.proc_path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            st = os.fstat(fd)
-            check_size(ctx, f, "deleted file", st.st_size)
-            runs = store_content(ctx, fd, st.st_size)
-        finally:
-            os.close(fd)
-        desc.content_id = ctx.objects[key] = len(ctx.objects) + 1
-        content = DeletedContentRecord(desc.content_id, path, st.st_dev, st.st_ino,
-                                       stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size,
-                                       st.st_atime_ns, st.st_mtime_ns, runs)
-        return [desc, content]
+        content_id, recs = save_deleted(ctx, f.proc_path, f.link,
+                                        f"process {f.pid}: fd {f.fd} is a deleted file ({f.link})")
+        return [DeletedFileRecord(file_id, content_id, f.info.flags & ~os.O_CLOEXEC, f.info.pos)] + recs
 
     def open(self, rctx: RestoreContext, rec: DeletedFileRecord) -> int:
         content = _content(rctx, rec.content_id)
@@ -216,12 +209,73 @@ class DeletedFile(FileKind):
         return f"deleted file (content #{rec.content_id})"
 
 
+def save_deleted(ctx: DumpContext, proc_path: str, link: str, what: str) -> tuple[int, list]:
+    """(object id, records) of the deleted file open or mapped at `proc_path`
+    (/proc/PID/fd/N or /proc/PID/map_files/A-B); its content only the first time."""
+    st = os.stat(proc_path)
+    key = ("deleted", st.st_dev, st.st_ino)
+    if key in ctx.objects:
+        return ctx.objects[key], []
+    check_size(ctx, what, st.st_size)
+    fd = os.open(proc_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        check_size(ctx, what, st.st_size)
+        runs = store_content(ctx, fd, st.st_size)
+    finally:
+        os.close(fd)
+    content_id = ctx.objects[key] = len(ctx.objects) + 1
+    return content_id, [DeletedContentRecord(
+        content_id, link[: -len(DELETED)], st.st_dev, st.st_ino, stat.S_IMODE(st.st_mode),
+        st.st_uid, st.st_gid, st.st_size, st.st_atime_ns, st.st_mtime_ns, runs)]
+
+
+def _visible_devices(pid: int) -> set[int]:
+    devs = set()
+    with open(f"/proc/{pid}/mountinfo") as f:
+        for line in f:
+            major, _, minor = line.split()[2].partition(":")
+            devs.add(os.makedev(int(major), int(minor)))
+    return devs
+
+
+@mapped_object
+class DeletedMapping(MappedObject):
+    """Memory mappings of a deleted file (a library replaced by an upgrade...):
+    they map the file re-created once for all its descriptions and mappings."""
+
+    kind = "deleted"
+
+    def claims_mapping(self, name: str) -> bool:
+        return (name.startswith("/") and name.endswith(DELETED) and not is_memfd_link(name)
+                and not name.startswith(("/SYSV", "/dev/zero ", "/[")))
+
+    def dump_mapping(self, ctx: DumpContext, map_path: str, name: str) -> tuple[FileIdentity, list]:
+        what = f"process {ctx.pid}: memory at {map_path.rsplit('/', 1)[1]} maps a deleted file ({name})"
+        st = os.stat(map_path)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 0 or st.st_dev not in _visible_devices(ctx.pid):
+            raise UnsupportedError(f"{what} that is not a plain deleted file (links {st.st_nlink}, "
+                                   f"mode {st.st_mode:o}); pyckpt cannot save it — unmap it in the target")
+        exe = os.stat(f"/proc/{ctx.pid}/exe")
+        if (exe.st_dev, exe.st_ino) == (st.st_dev, st.st_ino):
+            raise UnsupportedError(f"{what}: its own executable, deleted since it started; pyckpt "
+                                   "cannot restore a deleted executable yet — restart the process")
+        content_id, recs = save_deleted(ctx, map_path, name, what)
+        return FileIdentity(name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), recs
+
+    def mapping_opener(self, rctx: RestoreContext, v):
+        c = next((c for c in rctx.image.of_type(DeletedContentRecord)
+                  if (c.dev, c.ino) == (v.file.dev, v.file.ino)), None)
+        if c is None:
+            raise ImageError(f"image at {rctx.image.path}: the deleted file mapped at {v.start:#x} "
+                             f"({v.name}) is missing")
+        return ("deleted file", c.id), lambda: recreate(rctx, c)
+
+
 def _content(rctx: RestoreContext, content_id: int) -> DeletedContentRecord:
     for c in rctx.image.of_type(DeletedContentRecord):
         if c.id == content_id:
             return c
-    from ..errors import ImageError
-
     raise ImageError(f"image at {rctx.image.path}: deleted file content #{content_id} is missing")
 
 

@@ -12,8 +12,13 @@ Restore: memfd_create(NAME, MFD_ALLOW_SEALING) in pyckpt, write the
 content, ftruncate, fchmod, then the seals last (F_SEAL_SEAL included: that
 also gives back "sealing not allowed").  Every description is opened
 through /proc/self/fd of that one memfd, so they share it as before.
-Memory mappings of a memfd are not restored here (kinds/memory.py refuses
-them).
+Memory mappings of a memfd (`MemfdMapping`, registered with
+memory.mapped_object) map that same restored memfd: a shared mapping and
+the fds that hold the memfd share memory again, a private mapping keeps its
+copy-on-write pages in its VMA record.  A memfd that is only mapped (its fd
+closed) is saved from /proc/PID/map_files.  Not supported: hugetlb memfds;
+a shared writable mapping made before F_SEAL_FUTURE_WRITE was added (the
+mmap at restore comes after the seal and fails).
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from ..image import record
 from .context import DumpContext, RestoreContext
 from .deleted import DELETED, ContentRun, check_size, is_memfd_link, open_description, \
     store_content, write_content
+from .fileid import FileIdentity
 from .files import DumpedFd, FileKind, file_kind
+from .memory import MappedObject, mapped_object
 
 PREFIX = "/memfd:"
 MFD_CLOEXEC, MFD_ALLOW_SEALING, MFD_HUGETLB, MFD_NOEXEC_SEAL, MFD_EXEC = 1, 2, 4, 8, 0x10
@@ -45,6 +52,7 @@ class MemfdRecord:
 
     id: int  # object id (MemfdFileRecord.memfd_id)
     name: str  # as given to memfd_create
+    dev: int  # identity at dump time (what mappings refer to)
     ino: int
     mode: int  # permission bits
     uid: int
@@ -87,29 +95,9 @@ class Memfd(FileKind):
         return stat.S_ISREG(f.st.st_mode) and is_memfd_link(f.link) and f.info.mnt_id == 0
 
     def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
-        key = ("memfd", f.st.st_dev, f.st.st_ino)
-        desc = MemfdFileRecord(file_id, 0, f.info.flags & ~os.O_CLOEXEC, f.info.pos)
-        if key in ctx.objects:
-            desc.memfd_id = ctx.objects[key]
-            return [desc]
-        name = f.link[len(PREFIX): -len(DELETED)]
-        check_size(ctx, f, "memfd", f.st.st_size)
-        fd = os.open(f.proc_path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if _fs_magic(fd) == HUGETLBFS_MAGIC:
-                raise UnsupportedError(
-                    f"process {f.pid}: fd {f.fd} is a hugetlb memfd ({f.link}); pyckpt cannot "
-                    "save hugetlb memfds yet — close it in the target")
-            st = os.fstat(fd)
-            check_size(ctx, f, "memfd", st.st_size)
-            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
-            runs = store_content(ctx, fd, st.st_size)
-        finally:
-            os.close(fd)
-        desc.memfd_id = ctx.objects[key] = len(ctx.objects) + 1
-        memfd = MemfdRecord(desc.memfd_id, name, st.st_ino, stat.S_IMODE(st.st_mode), st.st_uid,
-                            st.st_gid, st.st_size, seals, not seals & F_SEAL_SEAL, runs)
-        return [desc, memfd]
+        memfd_id, recs = save_memfd(ctx, f.proc_path, f.link,
+                                    f"process {f.pid}: fd {f.fd} is a memfd ({f.link})")
+        return [MemfdFileRecord(file_id, memfd_id, f.info.flags & ~os.O_CLOEXEC, f.info.pos)] + recs
 
     def open(self, rctx: RestoreContext, rec: MemfdFileRecord) -> int:
         m = _memfd(rctx, rec.memfd_id)
@@ -118,6 +106,59 @@ class Memfd(FileKind):
 
     def describe(self, rec: MemfdFileRecord) -> str:
         return f"memfd (#{rec.memfd_id})"
+
+
+def save_memfd(ctx: DumpContext, proc_path: str, link: str, what: str) -> tuple[int, list]:
+    """(object id, records) of the memfd open or mapped at `proc_path`
+    (/proc/PID/fd/N or /proc/PID/map_files/A-B); saved only the first time."""
+    st = os.stat(proc_path)
+    key = ("memfd", st.st_dev, st.st_ino)
+    if key in ctx.objects:
+        return ctx.objects[key], []
+    check_size(ctx, what, st.st_size)
+    fd = os.open(proc_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _fs_magic(fd) == HUGETLBFS_MAGIC:
+            raise UnsupportedError(f"{what}: a hugetlb memfd; pyckpt cannot save hugetlb memfds "
+                                   "yet — close or unmap it in the target")
+        st = os.fstat(fd)
+        check_size(ctx, what, st.st_size)
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        runs = store_content(ctx, fd, st.st_size)
+    finally:
+        os.close(fd)
+    memfd_id = ctx.objects[key] = len(ctx.objects) + 1
+    name = link[len(PREFIX): -len(DELETED)]
+    return memfd_id, [MemfdRecord(memfd_id, name, st.st_dev, st.st_ino, stat.S_IMODE(st.st_mode),
+                                  st.st_uid, st.st_gid, st.st_size, seals,
+                                  not seals & F_SEAL_SEAL, runs)]
+
+
+@mapped_object
+class MemfdMapping(MappedObject):
+    """Memory mappings of a memfd: they map the memfd restored once for all
+    its descriptions and mappings.  Private mappings keep their own
+    (copy-on-write) pages in the VMA record, as private file mappings do."""
+
+    kind = "memfd"
+
+    def claims_mapping(self, name: str) -> bool:
+        return is_memfd_link(name)
+
+    def dump_mapping(self, ctx: DumpContext, map_path: str, name: str) -> tuple[FileIdentity, list]:
+        memfd_id, recs = save_memfd(ctx, map_path, name,
+                                    f"process {ctx.pid}: memory at {map_path.rsplit('/', 1)[1]} "
+                                    f"maps a memfd ({name})")
+        st = os.stat(map_path)
+        return FileIdentity(name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), recs
+
+    def mapping_opener(self, rctx: RestoreContext, v):
+        m = next((m for m in rctx.image.of_type(MemfdRecord)
+                  if (m.dev, m.ino) == (v.file.dev, v.file.ino)), None)
+        if m is None:
+            raise ImageError(f"image at {rctx.image.path}: the memfd mapped at {v.start:#x} "
+                             f"({v.name}) is missing")
+        return ("memfd", m.id), lambda: recreate(rctx, m)
 
 
 def _memfd(rctx: RestoreContext, memfd_id: int) -> MemfdRecord:

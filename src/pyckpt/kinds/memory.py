@@ -56,7 +56,7 @@ class VmaRecord:
     end: int
     prot: int
     shared: bool
-    kind: str  # "anon", "shared_anon" or "file"
+    kind: str  # "anon", "shared_anon", "file" or a MappedObject's ("memfd", "deleted")
     name: str  # as /proc/PID/maps shows it
     offset: int
     file: FileIdentity | None
@@ -89,6 +89,37 @@ def _prot(perms: str) -> int:
     )
 
 
+class MappedObject:
+    """A file that exists only in the image (a memfd, a deleted file) and can be
+    mapped: the kind that saves it registers one of these with
+    @mapped_object, and memory maps the copy that kind re-creates at restore.
+    VMAs of it get `kind = self.kind` and their `file` names the object."""
+
+    kind = "object"
+
+    def claims_mapping(self, name: str) -> bool:
+        """Whether the /proc/PID/maps name is one of this kind's objects."""
+        raise NotImplementedError
+
+    def dump_mapping(self, ctx: DumpContext, map_path: str, name: str) -> tuple[FileIdentity, list]:
+        """(identity for VmaRecord.file, records) for the object mapped at
+        `map_path` (/proc/PID/map_files/...); records only the first time
+        (objref through ctx.objects)."""
+        raise NotImplementedError
+
+    def mapping_opener(self, rctx: RestoreContext, v: "VmaRecord"):
+        """(key, opener) for rctx.pass_fd: an fd to mmap `v` from."""
+        raise NotImplementedError
+
+
+MAPPED_OBJECTS: dict[str, MappedObject] = {}
+
+
+def mapped_object(cls):
+    MAPPED_OBJECTS[cls.kind] = cls()
+    return cls
+
+
 def _classify(pid: int, m) -> tuple[str, int | None]:
     """(kind, pagemap scan mode or None) for one VMA; refuses what is not supported."""
     name = m.path
@@ -98,6 +129,9 @@ def _classify(pid: int, m) -> tuple[str, int | None]:
         return "shared_anon", SCAN_SHARED
     if name == "/dev/zero" and not m.shared:
         return "anon", SCAN_ANON
+    for obj in MAPPED_OBJECTS.values():
+        if obj.claims_mapping(name):
+            return obj.kind, (None if m.shared else SCAN_PRIVATE_FILE)
     if name.endswith(" (deleted)"):
         raise UnsupportedError(
             f"process {pid}: memory at {m.start:#x}-{m.end:#x} maps a deleted file "
@@ -122,6 +156,7 @@ def dump(ctx: DumpContext) -> list:
     pid = ctx.pid
     vmas: list[tuple[VmaRecord, int | None]] = []
     blocks = []
+    objects: list = []  # records of mapped objects (memfds, deleted files) saved here
     for m in ctx.maps:
         if m.path == "[vsyscall]":
             continue  # the kernel's fixed page, present in every process
@@ -130,6 +165,10 @@ def dump(ctx: DumpContext) -> list:
             continue
         kind, mode = _classify(pid, m)
         ident = None
+        if kind in MAPPED_OBJECTS:
+            ident, recs = MAPPED_OBJECTS[kind].dump_mapping(
+                ctx, f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}", m.path)
+            objects += recs
         if kind == "file":
             ident = identify(m.path, f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}")
             try:
@@ -197,7 +236,7 @@ def dump(ctx: DumpContext) -> list:
     finally:
         if mem_fd >= 0:
             os.close(mem_fd)
-    return [vdso_rec] + [rec for rec, _ in vmas]
+    return [vdso_rec] + objects + [rec for rec, _ in vmas]
 
 
 def _scan(pm_fd: int, start: int, npages: int, mode: int) -> list[tuple[int, int]]:
@@ -247,6 +286,8 @@ def prepare(rctx: RestoreContext) -> None:
             rctx.pass_fd(("map", v.file.path, mode),
                          lambda v=v, mode=mode: open_checked(
                              v.file, mode, content=not rctx.options.allow_changed_files))
+        elif v.kind in MAPPED_OBJECTS:
+            rctx.pass_fd(*MAPPED_OBJECTS[v.kind].mapping_opener(rctx, v))
 
 
 def vdso_start(rctx: RestoreContext) -> int:
@@ -283,6 +324,8 @@ def restore_layout(rctx: RestoreContext) -> None:
         if v.kind == "file":
             mode = os.O_RDWR if (v.shared and v.prot & PROT_WRITE) else os.O_RDONLY
             fd, off = rctx.passed[("map", v.file.path, mode)], v.offset
+        elif v.kind in MAPPED_OBJECTS:
+            fd, off = rctx.passed[MAPPED_OBJECTS[v.kind].mapping_opener(rctx, v)[0]], v.offset
         else:
             flags |= MAP_ANONYMOUS
             fd, off = -1, 0

@@ -93,6 +93,7 @@ class DeletedFileRecord:
     content_id: int
     flags: int  # access mode and status flags (no O_CLOEXEC: that is per fd)
     pos: int
+    link: str  # as /proc/PID/fd showed it (for `pyckpt show`)
 
 
 # --- content in the page store (shared with memfd.py) ---------------------------
@@ -198,7 +199,8 @@ class DeletedFile(FileKind):
     def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
         content_id, recs = save_deleted(ctx, f.proc_path, f.link,
                                         f"process {f.pid}: fd {f.fd} is a deleted file ({f.link})")
-        return [DeletedFileRecord(file_id, content_id, f.info.flags & ~os.O_CLOEXEC, f.info.pos)] + recs
+        return [DeletedFileRecord(file_id, content_id, f.info.flags & ~os.O_CLOEXEC, f.info.pos,
+                                  f.link)] + recs
 
     def open(self, rctx: RestoreContext, rec: DeletedFileRecord) -> int:
         content = _content(rctx, rec.content_id)
@@ -206,7 +208,7 @@ class DeletedFile(FileKind):
         return open_description(holder, rec.flags, rec.pos)
 
     def describe(self, rec: DeletedFileRecord) -> str:
-        return f"deleted file (content #{rec.content_id})"
+        return f"{rec.link} (content #{rec.content_id})"
 
 
 def save_deleted(ctx: DumpContext, proc_path: str, link: str, what: str) -> tuple[int, list]:

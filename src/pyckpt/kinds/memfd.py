@@ -75,6 +75,7 @@ class MemfdFileRecord:
     memfd_id: int
     flags: int  # access mode and status flags (no O_CLOEXEC)
     pos: int
+    link: str  # as /proc/PID/fd showed it (for `pyckpt show`)
 
 
 def _fs_magic(fd: int) -> int:
@@ -97,7 +98,8 @@ class Memfd(FileKind):
     def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
         memfd_id, recs = save_memfd(ctx, f.proc_path, f.link,
                                     f"process {f.pid}: fd {f.fd} is a memfd ({f.link})")
-        return [MemfdFileRecord(file_id, memfd_id, f.info.flags & ~os.O_CLOEXEC, f.info.pos)] + recs
+        return [MemfdFileRecord(file_id, memfd_id, f.info.flags & ~os.O_CLOEXEC, f.info.pos,
+                                f.link)] + recs
 
     def open(self, rctx: RestoreContext, rec: MemfdFileRecord) -> int:
         m = _memfd(rctx, rec.memfd_id)
@@ -105,7 +107,7 @@ class Memfd(FileKind):
         return open_description(holder, rec.flags, rec.pos)
 
     def describe(self, rec: MemfdFileRecord) -> str:
-        return f"memfd (#{rec.memfd_id})"
+        return f"{rec.link} (memfd #{rec.memfd_id})"
 
 
 def save_memfd(ctx: DumpContext, proc_path: str, link: str, what: str) -> tuple[int, list]:

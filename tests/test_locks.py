@@ -103,10 +103,10 @@ def _fd_locks(pid: int, fd: int) -> list[str]:
         return [line.split(":", 2)[2].strip() for line in f if line.startswith("lock:")]
 
 
-def _start_holder(spawn, python_exe, tmp_path):
+def _start_holder(spawn, python_exe, tmp_path, *extra):
     work = tmp_path / "work"
     work.mkdir()
-    t = spawn([python_exe, str(TARGETS / "lock_holder.py"), str(work)], name="lock-holder")
+    t = spawn([python_exe, str(TARGETS / "lock_holder.py"), str(work), *extra], name="lock-holder")
     m = t.wait_for(r"^READY pid=\d+ posix=(\d+) ofd=(\d+),(\d+) flock=(\d+)")
     fds = {"posix": int(m.group(1)), "ofd": int(m.group(2)), "ofd_dup": int(m.group(3)),
            "flock": int(m.group(4))}
@@ -154,6 +154,15 @@ def test_locks_of_every_kind_survive_dump_and_restore(spawn, python_exe, tmp_pat
     assert _probe(work) == _holder_view(t.pid)  # and another process sees them held by it
     assert _fd_locks(t.pid, fds["ofd_dup"]) == _fd_locks(t.pid, fds["ofd"]) != []
     assert f"FLOCK  ADVISORY  WRITE {t.pid} " in _fd_locks(t.pid, fds["flock"])[0]
+
+
+def test_locks_on_a_deleted_file_and_a_memfd(spawn, python_exe, tmp_path):
+    """The description is re-created by another kind (deleted.py, memfd.py); its locks follow."""
+    t, work, _ = _start_holder(spawn, python_exe, tmp_path, "more")
+    check(t)
+    dump_kill_restore(spawn, t, tmp_path / "img")
+    check(t)
+    assert _probe(work) == _holder_view(t.pid)
 
 
 # --- a lock someone else holds now ----------------------------------------------
@@ -230,9 +239,10 @@ def test_conflicting_lock_through_the_cli(spawn, python_exe, tmp_path):
 # --- a task blocked waiting for a lock ------------------------------------------
 
 def _waiting_on(pid: int, path) -> bool:
+    """A `->` line of `pid` on `path` (an OFD request shows pid -1: the test's only waiter)."""
     ino = os.stat(path).st_ino
     with open("/proc/locks") as f:
-        return any(x.waiter and x.pid == pid and x.ino == ino for x in parse_locks(f.read()))
+        return any(x.waiter and x.pid in (pid, -1) and x.ino == ino for x in parse_locks(f.read()))
 
 
 def _wait_until(pred, timeout=10.0):
@@ -242,7 +252,7 @@ def _wait_until(pred, timeout=10.0):
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("kind", ["posix", "flock"])
+@pytest.mark.parametrize("kind", ["posix", "ofd", "flock"])
 def test_task_waiting_for_a_lock_waits_again_after_restore(spawn, python_exe, tmp_path, kind):
     work = tmp_path / "work"
     work.mkdir()

@@ -1,4 +1,5 @@
-"""Target holding file locks of every kind.  argv[1]: a scratch directory.
+"""Target holding file locks of every kind.  argv[1]: a scratch directory; argv[2]
+`more`: also lock a deleted-but-open file and a memfd.
 
 It takes a POSIX write lock on bytes 0-9 and a POSIX read lock on bytes
 100-EOF of posix.dat, an OFD write lock on bytes 10-19 of ofd.dat (through
@@ -6,7 +7,8 @@ an fd it then dups: both fds share the description and its lock) and an
 exclusive flock lock on flock.dat, prints READY, and ticks.  On SIGUSR1 it
 reads its own /proc/self/fdinfo (`lock:` lines) and /proc/locks and checks
 that it holds exactly these locks, printing `CHECK ok counter=N` or
-`CHECK FAIL <what>`.  It never opens or closes posix.dat again: closing any
+`CHECK FAIL <what>`.  With `more` it also holds a POSIX read lock on bytes
+0-99 of gone.dat, which it unlinked, and an OFD write lock on a whole memfd.  It never opens or closes posix.dat again: closing any
 fd of a file drops every POSIX lock the process holds on it.
 """
 
@@ -50,6 +52,17 @@ EXPECT = {  # fd -> locks its description carries: (kind, type, pid, start, end)
     ofd_dup: {("OFDLCK", "WRITE", -1, 10, "19")},
     flock_fd: {("FLOCK", "WRITE", me, 0, "EOF")},
 }
+FILE_FDS = [posix_fd, ofd_fd, flock_fd]  # one fd per file, for /proc/locks
+if sys.argv[2:] == ["more"]:
+    gone_fd = os.open(make("gone.dat"), os.O_RDWR)
+    os.unlink(os.path.join(work, "gone.dat"))
+    fcntl.fcntl(gone_fd, fcntl.F_SETLK, flock_struct(fcntl.F_RDLCK, 0, 100))
+    mem_fd = os.memfd_create("locked")
+    os.write(mem_fd, b"m" * 4096)
+    fcntl.fcntl(mem_fd, F_OFD_SETLK, flock_struct(fcntl.F_WRLCK, 0, 0))
+    EXPECT[gone_fd] = {("POSIX", "READ", me, 0, "99")}
+    EXPECT[mem_fd] = {("OFDLCK", "WRITE", -1, 0, "EOF")}
+    FILE_FDS += [gone_fd, mem_fd]
 LINE = re.compile(r"^\d+:\s*(->)?\s*(\S+)\s+\S+\s+(\S+)\s+(-?\d+)\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s+(\d+)\s+(\S+)$")
 
 
@@ -69,7 +82,7 @@ def check() -> list[str]:
         if got != want:
             bad.append(f"fdinfo of fd {fd}: {sorted(got)} != {sorted(want)}")
     files = {}
-    for fd in (posix_fd, ofd_fd, flock_fd):
+    for fd in FILE_FDS:
         st = os.fstat(fd)
         files[(os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)] = EXPECT[fd]
     seen = {key: set() for key in files}

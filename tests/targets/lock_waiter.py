@@ -1,8 +1,8 @@
-"""Target blocked waiting for a lock.  argv[1]: a scratch directory, argv[2]: posix|flock.
+"""Target blocked waiting for a lock.  argv[1]: a scratch directory, argv[2]: posix|ofd|flock.
 
 It holds a POSIX write lock on bytes 0-9 of held.dat, prints `WAITING pid=N`,
 then blocks taking a lock on wait.dat that another process holds: a POSIX
-write lock on bytes 0-99 with F_SETLKW, or an exclusive flock without
+write lock on bytes 0-99 with F_SETLKW (or F_OFD_SETLKW), or an exclusive flock without
 LOCK_NB.  Once granted it prints `GOT`, checks its own /proc/self/fdinfo
 (both locks held, by its own PID) and prints `GOT ok` or `GOT FAIL <what>`,
 then sleeps.
@@ -25,6 +25,11 @@ print(f"WAITING pid={me}", flush=True)
 if kind == "posix":
     fcntl.fcntl(wait, fcntl.F_SETLKW, FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 100, 0))
     want_wait = f"POSIX  ADVISORY  WRITE {me} "
+    want_range = " 0 99"
+elif kind == "ofd":
+    F_OFD_SETLKW = 38
+    fcntl.fcntl(wait, F_OFD_SETLKW, FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 100, 0))
+    want_wait = "OFDLCK ADVISORY  WRITE -1 "
     want_range = " 0 99"
 else:
     fcntl.flock(wait, fcntl.LOCK_EX)

@@ -23,7 +23,10 @@ F_OFD_SETLK, flock with LOCK_NB.  If someone else holds a conflicting lock,
 the file system is not what it was at dump time: LockConflictError names the
 path, the lock and the holder's PID (from /proc/locks; an OFD or flock
 holder is found through the fdinfo of the processes having that
-description open), and the restorer removes the half-made task.
+description open), and the restorer removes the half-made task.  An OFD or flock lock on a
+description the target shared with a process outside the image (a parent it
+inherited the fd from) stays with that process when the target is killed:
+restoring then meets it and fails the same way, naming that process.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@
                                  keep it until killed
 """
 
-import errno
 import fcntl
 import json
 import os

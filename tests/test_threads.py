@@ -7,7 +7,6 @@ import subprocess
 
 import pytest
 
-import pyckpt
 from conftest import TARGETS, check, dump_kill_restore
 
 

@@ -130,7 +130,7 @@ def dump(pid: int, path: str | os.PathLike, *, kill: bool = False,
 
 def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: bool = False,
             allow_changed_files: bool = False, deleted_dir: str | os.PathLike | None = None,
-            progress=None):
+            new_pidns: bool = False, progress=None):
     """Re-create the process saved at `path`, with its PID; returns a `psutil.Process`.
 
     The restored process is a child of the caller (reap it when it ends).
@@ -143,6 +143,13 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     `fds={fd_number: file_or_fd}`, or `inherit_stdio=True` to give fds 0-2
     the caller's own stdio.  Deleted-but-open files are re-created next to
     where they were, or in `deleted_dir`, and unlinked again.
+
+    With `new_pidns=True` the process is restored into a fresh PID namespace
+    where it keeps the PIDs of the image, so any number of copies of one
+    image can run at once; the returned `psutil.Process` shows it from the
+    caller's namespace.  Its parent is then the namespace's init (a small
+    process pyckpt adds as PID 1, a child of the caller, which exits when the
+    restored process has ended).
     """
     from .kinds.context import RestoreOptions
     from .restorer import restore as _restore
@@ -152,6 +159,7 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
         inherit_stdio=inherit_stdio,
         allow_changed_files=allow_changed_files,
         deleted_dir=None if deleted_dir is None else os.fspath(deleted_dir),
+        new_pidns=new_pidns,
     )
     return _restore(path, progress=progress, options=opts)
 

@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(opened for writing, appending, if fd N was written to)")
     r.add_argument("--allow-changed-files", action="store_true",
                    help="restore even if files changed since the dump (size, mtime, inode)")
+    r.add_argument("--new-pidns", action="store_true",
+                   help="restore into a new PID namespace, keeping the image's PIDs inside it, "
+                        "so many copies of one image can run at once (prints the PID as seen "
+                        "from here)")
     r.add_argument("--deleted-dir", metavar="DIR",
                    help="re-create deleted-but-open files in DIR instead of where they were")
 
@@ -114,7 +118,7 @@ def _cmd_restore(args, progress) -> int:
             fds[int(num)] = _open_replacement(args.dir, int(num), path)
         proc = restore(args.dir, fds=fds, inherit_stdio=args.inherit_stdio,
                        allow_changed_files=args.allow_changed_files,
-                       deleted_dir=args.deleted_dir, progress=progress)
+                       deleted_dir=args.deleted_dir, new_pidns=args.new_pidns, progress=progress)
     finally:
         for fd in fds.values():
             os.close(fd)

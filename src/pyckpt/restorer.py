@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import os
 import platform
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ import psutil
 
 from . import proc
 from . import ptrace_ops as pt
-from ._native._ck import lib
+from ._native._ck import ffi, lib
 from .errors import ImageError, PidInUseError, PtraceError, PyckptError, RestoreError
 from .image import ImageReader
 from .inject import Injector, RemoteCallError, find_syscall_insn, nr
@@ -35,6 +36,8 @@ from .signals import checkpoint, deferred_signals
 PAGE = 4096
 TASK_END = 0x7FFFFFFFF000  # top of user space with 4-level paging
 MAP_FIXED_NOREPLACE = 0x100000
+CLONE_NEWPID = 0x20000000
+SIGCHLD = 17
 SCRATCH_CODE = b"\x0f\x05\xcc"  # syscall; int3
 SCRATCH_DATA = 64  # injected calls' data lives after the code, in the same page
 
@@ -81,8 +84,7 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
     stats = stats if stats is not None else RestoreStats()
     t0 = time.perf_counter()
     with deferred_signals():
-        rctx = _validate(path, progress, stats)
-        rctx.options = options
+        rctx = _validate(path, progress, stats, options)
         try:
             t = time.perf_counter()
             memory.prepare(rctx)
@@ -100,7 +102,7 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
     return psutil.Process(rctx.pid)
 
 
-def _validate(path, progress: Progress, stats: RestoreStats) -> RestoreContext:
+def _validate(path, progress: Progress, stats: RestoreStats, options: RestoreOptions) -> RestoreContext:
     t = time.perf_counter()
     image = ImageReader(path)
     if image.header.machine != platform.machine():
@@ -111,10 +113,12 @@ def _validate(path, progress: Progress, stats: RestoreStats) -> RestoreContext:
     with progress.bar(total, "verify image") as bar:
         image.verify_pages(runs, bar.update)
     rec = image.one(task.TaskRecord)
-    for th in thread.thread_records(image):
-        _check_pid_free(th.tid)
+    if not options.new_pidns:
+        for th in thread.thread_records(image):
+            _check_pid_free(th.tid)
     stats.phases[Stage.VALIDATE.name] = time.perf_counter() - t
-    rctx = RestoreContext(image=image, pid=rec.pid, progress=progress)
+    rctx = RestoreContext(image=image, pid=rec.pid, progress=progress, options=options,
+                          image_pid=rec.pid, tid_map={rec.pid: rec.pid})
     rctx.lowest_passed = max(files.highest_fd(image) + 1, 3)
     return rctx
 
@@ -131,25 +135,84 @@ def _check_pid_free(pid: int) -> None:
 
 def _create_and_fill(rctx: RestoreContext, stats: RestoreStats) -> None:
     t = time.perf_counter()
-    child = lib.ck_clone_stopped(rctx.pid)
-    if child < 0:
-        if -child == 17:  # EEXIST
-            raise PidInUseError(rctx.pid, " (taken while restoring)")
-        raise RestoreError(f"clone3 with PID {rctx.pid} failed: {os.strerror(-child)}")
+    made: list[int] = []  # processes made so far, the outermost first, for the undo
     try:
-        status = pt.wait(child)
-        if not os.WIFSTOPPED(status):
-            raise RestoreError(f"the new task {child} did not stop (wait status {status:#x})")
+        if rctx.options.new_pidns:
+            rctx.init_pid = _new_pidns_init(rctx)
+            made.append(rctx.init_pid)
+            child = _clone_in_init(rctx)
+        else:
+            child = _clone_stopped(rctx.image_pid, 0)
+        made.append(child)
+        rctx.pid = child
+        rctx.tid_map[rctx.image_pid] = child
         stats.phases[Stage.CREATE.name] = time.perf_counter() - t
         _fill(rctx, stats)
         t = time.perf_counter()
         release(rctx.pid, list(rctx.threads))
+        if rctx.init_pid:
+            release(rctx.init_pid)
         stats.phases[Stage.RELEASE.name] = time.perf_counter() - t
     except BaseException as e:
-        kill_and_reap(child, list(rctx.threads))
+        # Only what this restore made is killed and reaped (never rctx.pid
+        # before it was made: that is the image's PID, maybe a live process).
+        if rctx.init_pid:  # killing a PID namespace's init kills everything in it
+            kill_and_reap(rctx.init_pid, [])
+            for tid in [*rctx.threads, *made[1:]]:
+                try:
+                    pt.wait(tid)  # our tracees in it
+                except PtraceError:
+                    pass
+        elif made:
+            kill_and_reap(made[0], list(rctx.threads))
         if isinstance(e, (PyckptError, KeyboardInterrupt)) and not isinstance(e, (PtraceError, RemoteCallError)):
             raise
-        raise RestoreError(f"restore of process {rctx.pid} failed and was undone: {e}") from e
+        raise RestoreError(f"restore of process {rctx.image_pid} failed and was undone: {e}") from e
+
+
+def _clone_stopped(pid: int, flags: int) -> int:
+    child = lib.ck_clone_stopped(pid, flags)
+    if child < 0:
+        if -child == 17:  # EEXIST
+            raise PidInUseError(pid, " (taken while restoring)")
+        if -child == 1 and flags & CLONE_NEWPID:
+            raise RestoreError("restoring into a new PID namespace needs CAP_SYS_ADMIN (clone3 "
+                               "with CLONE_NEWPID was refused: EPERM)")
+        raise RestoreError(f"clone3 for PID {pid} failed: {os.strerror(-child)}")
+    status = pt.wait(child)
+    if not os.WIFSTOPPED(status):
+        raise RestoreError(f"the new task {child} did not stop (wait status {status:#x})")
+    return child
+
+
+def _new_pidns_init(rctx: RestoreContext) -> int:
+    """A stopped copy of pyckpt as PID 1 of a new PID namespace."""
+    return _clone_stopped(0, CLONE_NEWPID)
+
+
+def _clone_in_init(rctx: RestoreContext) -> int:
+    """Make the process to restore as the init's child, with the image's PID inside the
+    namespace, then point the init at its reaping loop (it runs once released)."""
+    init = rctx.init_pid
+    own_vdso, site_off = _own_vdso_site()
+    inj = Injector(init, own_vdso + site_off, pt.get_regs(init), cure_regs=False)
+    with inj:
+        pt.request(pt.PTRACE_SETOPTIONS, init, 0, pt.PTRACE_O_TRACEFORK, "PTRACE_SETOPTIONS")
+        page = inj.map_scratch()
+        inj.write(page + 128, struct.pack("<Q", rctx.image_pid))
+        inj.write(page, thread.CLONE_ARGS.pack(0, 0, 0, 0, SIGCHLD, 0, 0, 0, page + 128, 1))
+        try:
+            child = inj.call_clone(thread.SYS_clone3, page, thread.CLONE_ARGS.size)
+        except RemoteCallError as e:
+            if e.errno == 17:
+                raise PidInUseError(rctx.image_pid, " inside the new namespace") from None
+            raise
+    regs = pt.decode_regs(inj.regs)
+    regs.rip = int(ffi.cast("uintptr_t", ffi.addressof(lib, "ck_init_loop")))
+    regs.rsp = ((regs.rsp - 4096) & ~15) - 8  # as if called: rsp = 8 (mod 16) at entry
+    regs.orig_rax = (1 << 64) - 1
+    pt.set_regs(init, pt.encode_regs(regs))
+    return child
 
 
 def _own_vdso_site() -> tuple[int, int]:

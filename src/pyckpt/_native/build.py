@@ -14,7 +14,8 @@ ffibuilder.cdef(
     long ck_setregset(int pid, int note, void *buf, size_t len);
     int ck_inject(int pid, const void *tmpl, unsigned long site, long nr,
                   const long *args, long *result, int *status);
-    long ck_clone_stopped(int pid);
+    long ck_clone_stopped(int pid, unsigned long flags);
+    void ck_init_loop(void);
     long ck_pagemap_runs(int pagemap_fd, unsigned long start, unsigned long npages,
                          int mode, unsigned long *out, long max_runs, unsigned long *stored);
     long ck_vm_read(int pid, unsigned long addr, void *buf, size_t len);

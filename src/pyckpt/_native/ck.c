@@ -110,14 +110,17 @@ int ck_inject(int pid, const void *tmpl, unsigned long site, long nr,
  * exactly `pid` (set_tid), asks to be traced and stops itself.  The child
  * runs only raw syscalls: it is a copy of the Python process and must not
  * touch libc state.  Returns the child's pid or -errno (EEXIST: pid taken). */
-long ck_clone_stopped(int pid)
+long ck_clone_stopped(int pid, unsigned long flags)
 {
     pid_t tid = pid;
     struct clone_args args;
     memset(&args, 0, sizeof(args));
+    args.flags = flags;
     args.exit_signal = SIGCHLD;
-    args.set_tid = (uint64_t)(uintptr_t)&tid;
-    args.set_tid_size = 1;
+    if (pid > 0) {
+        args.set_tid = (uint64_t)(uintptr_t)&tid;
+        args.set_tid_size = 1;
+    }
     long r = syscall(SYS_clone3, &args, sizeof(args));
     if (r < 0)
         return -errno;
@@ -128,6 +131,30 @@ long ck_clone_stopped(int pid)
         syscall(SYS_exit_group, 127);
     }
     return r;
+}
+
+/* The init of a PID namespace made by `restore --new-pidns`: a stopped copy of
+ * pyckpt whose registers are pointed here before it is released.  The
+ * restored process is its child.  It closes every fd, resets every signal to its default, reaps
+ * children until none is left, and exits: that ends the namespace with the
+ * last process in it.  Raw syscalls only. */
+void ck_init_loop(void)
+{
+    unsigned long act[4] = { 0, 0, 0, 0 }; /* SIG_DFL, no flags, no mask */
+    for (int sig = 1; sig <= 64; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            syscall(SYS_rt_sigaction, sig, act, NULL, 8);
+    unsigned long none = 0;
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
+    /* Hold nothing of pyckpt's: no fds (a pipe it kept open would never see
+     * end-of-file), no working directory on a mount. */
+    syscall(SYS_close_range, 0, ~0U, 0);
+    syscall(SYS_chdir, "/");
+    for (;;) {
+        int status;
+        if (syscall(SYS_wait4, -1, &status, __WALL, NULL) < 0 && errno == ECHILD)
+            syscall(SYS_exit_group, 0);
+    }
 }
 
 /* Scan /proc/PID/pagemap for `npages` pages from `start` and return runs of

@@ -147,7 +147,8 @@ class Injector:
         return int(self._result[0])
 
     def call_clone(self, number: int, *args: int) -> int:
-        """Run a clone/clone3 in the task, which must trace clones (PTRACE_O_TRACECLONE).
+        """Run a clone/clone3 in the task, which must trace it (PTRACE_O_TRACECLONE for
+        threads, PTRACE_O_TRACEFORK for fork-like clones whose exit signal is SIGCHLD).
 
         Returns the new task's TID; it is traced by pyckpt and stopped before
         it ran a single instruction.
@@ -160,7 +161,8 @@ class Injector:
         pt.set_regs(self.pid, pt.encode_regs(regs))
         pt.request(pt.PTRACE_SINGLESTEP, self.pid, 0, 0, "PTRACE_SINGLESTEP")
         status = pt.wait(self.pid)
-        if os.WIFSTOPPED(status) and status >> 8 == (5 | (pt.PTRACE_EVENT_CLONE << 8)):
+        if os.WIFSTOPPED(status) and os.WSTOPSIG(status) == 5 and (status >> 16) in (
+                pt.PTRACE_EVENT_FORK, pt.PTRACE_EVENT_CLONE):
             new = pt.get_event_msg(self.pid)
             pt.request(pt.PTRACE_SINGLESTEP, self.pid, 0, 0, "PTRACE_SINGLESTEP")
             status = pt.wait(self.pid)

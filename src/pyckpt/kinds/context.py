@@ -48,14 +48,18 @@ class RestoreOptions:
     inherit_stdio: bool = False  # use the caller's 0/1/2 for such fds
     allow_changed_files: bool = False  # accept files that changed since the dump
     deleted_dir: str | None = None  # where deleted files are re-created (default: where they were)
+    new_pidns: bool = False  # restore into a fresh PID namespace (the image's PIDs inside it)
 
 
 @dataclass
 class RestoreContext:
     image: ImageReader
-    pid: int
+    pid: int  # the new process as pyckpt sees it (ptrace, /proc); set once it exists
     progress: Progress
     options: RestoreOptions = field(default_factory=RestoreOptions)
+    image_pid: int = 0  # the PID the image had, which the process sees as its own
+    tid_map: dict[int, int] = field(default_factory=dict)  # image TID -> TID as pyckpt sees it
+    init_pid: int = 0  # with new_pidns: the namespace's init (the process's parent)
     inj: Injector | None = None  # the leader's
     threads: dict[int, Injector] = field(default_factory=dict)  # the other threads'
     scratch: int = 0

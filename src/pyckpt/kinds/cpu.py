@@ -59,5 +59,5 @@ def check_compatible(rctx: RestoreContext, current_xstate_size: int) -> None:
 def restore(rctx: RestoreContext) -> None:
     check_compatible(rctx, len(pt.get_xstate(rctx.pid)))
     for rec in rctx.image.of_type(CpuRecord):
-        pt.set_xstate(rec.tid, rec.xstate)
-        pt.set_regs(rec.tid, fixup_restart(rec.regs))
+        pt.set_xstate(rctx.tid_map[rec.tid], rec.xstate)
+        pt.set_regs(rctx.tid_map[rec.tid], fixup_restart(rec.regs))

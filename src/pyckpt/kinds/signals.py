@@ -83,15 +83,16 @@ def restore(rctx: RestoreContext) -> None:
 def restore_pending(rctx: RestoreContext) -> None:
     """Queue the pending signals again (every thread still blocks all signals)."""
     for rec in rctx.image.of_type(PendingSignalsRecord):
-        inj = rctx.inj if rec.tid in (0, rctx.pid) else rctx.threads[rec.tid]
+        inj = rctx.inj if rec.tid in (0, rctx.image_pid) else rctx.threads[rctx.tid_map[rec.tid]]
         for info in rec.siginfos:
             signo = int.from_bytes(info[:4], "little", signed=True)
             if signo in (SIGKILL, SIGSTOP):
                 continue
             inj.write(rctx.scratch, info)
             if rec.tid == 0:
-                inj.check(SYS_rt_sigqueueinfo, rctx.pid, signo, rctx.scratch,
+                # PIDs as the task sees them: the image's
+                inj.check(SYS_rt_sigqueueinfo, rctx.image_pid, signo, rctx.scratch,
                           what=f"queueing pending signal {signo}")
             else:
-                inj.check(SYS_rt_tgsigqueueinfo, rctx.pid, rec.tid, signo, rctx.scratch,
+                inj.check(SYS_rt_tgsigqueueinfo, rctx.image_pid, rec.tid, signo, rctx.scratch,
                           what=f"queueing pending signal {signo} of thread {rec.tid}")

@@ -98,7 +98,7 @@ def thread_records(image) -> list[ThreadRecord]:
     """The image's threads, the leader (TID == PID) first."""
     from .task import TaskRecord
 
-    pid = image.one(TaskRecord).pid
+    pid = image.one(TaskRecord).pid  # the leader's TID is the PID
     return sorted(image.of_type(ThreadRecord), key=lambda r: r.tid != pid)
 
 
@@ -122,6 +122,7 @@ def create_threads(rctx: RestoreContext) -> None:
         leader.write(set_tid, struct.pack("<Q", rec.tid))
         leader.write(rctx.scratch, CLONE_ARGS.pack(CLONE_THREAD_FLAGS, 0, 0, 0, 0, 0, 0, 0, set_tid, 1))
         tid = leader.call_clone(SYS_clone3, rctx.scratch, CLONE_ARGS.size)
+        rctx.tid_map[rec.tid] = tid
         rctx.threads[tid] = Injector(tid, leader.site, pt.get_regs(tid), cure_regs=False)
         rctx.threads[tid].__enter__()
 
@@ -129,7 +130,7 @@ def create_threads(rctx: RestoreContext) -> None:
 def restore(rctx: RestoreContext) -> None:
     """After memory is back: each thread's name, robust list, clear_child_tid, rseq, altstack."""
     for rec in thread_records(rctx.image):
-        inj = rctx.inj if rec.tid == rctx.pid else rctx.threads[rec.tid]
+        inj = rctx.inj if rec.tid == rctx.image_pid else rctx.threads[rctx.tid_map[rec.tid]]
         inj.site = rctx.inj.site
         scratch = rctx.scratch
         name = rec.comm.encode("utf-8", "surrogateescape")[:15] + b"\0"
@@ -150,17 +151,18 @@ def restore(rctx: RestoreContext) -> None:
 def restore_from_outside(rctx: RestoreContext) -> None:
     """Scheduling and CPU affinity of each thread, set by pyckpt while they are still root's."""
     for rec in thread_records(rctx.image):
+        tid = rctx.tid_map[rec.tid]
         try:
-            os.sched_setaffinity(rec.tid, rec.affinity)
+            os.sched_setaffinity(tid, rec.affinity)
         except OSError:
             pass  # CPUs of the dump are not all here: keep pyckpt's
         try:
-            os.sched_setscheduler(rec.tid, rec.policy, os.sched_param(rec.priority))
+            os.sched_setscheduler(tid, rec.policy, os.sched_param(rec.priority))
         except OSError:
             pass  # e.g. a real-time policy this machine does not allow: keep the default
-        os.setpriority(os.PRIO_PROCESS, rec.tid, rec.nice)
+        os.setpriority(os.PRIO_PROCESS, tid, rec.nice)
 
 
 def restore_masks(rctx: RestoreContext) -> None:
     for rec in thread_records(rctx.image):
-        pt.set_sigmask(rec.tid, rec.blocked)
+        pt.set_sigmask(rctx.tid_map[rec.tid], rec.blocked)

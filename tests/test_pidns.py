@@ -1,0 +1,98 @@
+"""Many live copies of one image at once, each in its own PID namespace where it
+keeps the image's PID; each copy checks itself.
+
+A copy's parent is the namespace's init (a child of the restoring process):
+killing that init ends the whole namespace, so the finalizer kills inits.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+import pyckpt
+from conftest import kill_own
+
+TARGET = r"""
+import os, signal, sys, threading, time
+log = open(sys.argv[1], "a", buffering=1)   # O_APPEND: every copy adds its own lines
+table = {i: i * 3 for i in range(50_000)}
+ask = False
+def on_usr1(*a):
+    global ask
+    ask = True
+signal.signal(signal.SIGUSR1, on_usr1)
+threading.Thread(target=lambda: [time.sleep(0.05) for _ in iter(int, 1)], daemon=True).start()
+log.write(f"READY {os.getpid()}\n")
+n = 0
+while True:
+    n += 1
+    time.sleep(0.02)
+    if ask:
+        ask = False
+        nspid = [l.split()[1:] for l in open("/proc/self/status") if l.startswith("NSpid:")][0]
+        ok = all(table[i] == i * 3 for i in range(0, 50_000, 7)) and threading.active_count() == 2
+        log.write(f"CHECK {'ok' if ok else 'FAIL'} n={n} getpid={os.getpid()} nspid={','.join(nspid)}\n")
+"""
+
+
+def _start(spawn, python_exe, tmp_path):
+    log = tmp_path / "copies.log"
+    log.touch()
+    t = spawn([python_exe, "-c", TARGET, str(log)])
+    t.log = log
+    t.wait_for(r"^READY")
+    return t
+
+
+def _check_copy(t, outer: int, inner: int) -> None:
+    os.kill(outer, signal.SIGUSR1)  # a copy this test restored
+    t.wait_for(rf"^CHECK ok n=\d+ getpid={inner} nspid={outer},{inner}$", timeout=15)
+
+
+def test_eight_copies_at_once(spawn, python_exe, tmp_path):
+    t = _start(spawn, python_exe, tmp_path)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    t.reap()
+    copies = []
+    for _ in range(8):
+        p = pyckpt.restore(img, new_pidns=True, allow_changed_files=True)
+        spawn.track(p.ppid())  # the namespace's init, our child
+        copies.append(p)
+    assert len({p.pid for p in copies}) == 8
+    for p in copies:
+        assert p.status() in (psutil.STATUS_SLEEPING, psutil.STATUS_RUNNING)
+        init = psutil.Process(p.ppid())
+        assert init.ppid() == os.getpid()
+        _check_copy(t, p.pid, t.pid)
+    # A copy that ends takes its namespace's init with it.
+    p = copies.pop()
+    init = p.ppid()
+    p.kill()
+    _, status = os.waitpid(init, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    for p in copies:
+        _check_copy(t, p.pid, t.pid)
+
+
+def test_copy_beside_the_running_original_through_cli(spawn, python_exe, tmp_path):
+    t = _start(spawn, python_exe, tmp_path)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img)  # the original keeps running and keeps its PID
+    r = subprocess.run([sys.executable, "-m", "pyckpt", "restore", "--new-pidns", "--allow-changed-files",
+                        str(img)], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert r.returncode == 0, r.stderr
+    outer = int(r.stdout.strip())
+    init = psutil.Process(outer).ppid()
+    spawn.track(init)  # reparented to pytest when the command exited
+    assert outer != t.pid
+    _check_copy(t, outer, t.pid)
+    os.kill(t.pid, signal.SIGUSR1)
+    t.wait_for(rf"^CHECK ok n=\d+ getpid={t.pid} nspid={t.pid}$")
+    kill_own(init)
+    time.sleep(0.1)
+    assert not psutil.pid_exists(outer)

@@ -18,14 +18,14 @@ from . import __version__, proc
 from .errors import DumpError, UnsupportedError
 from .image import Header, ImageWriter
 from .inject import Injector, injection_site_from
-from .kinds import cpu, creds, files, load_all, memory, mm, signals, task, thread
+from .kinds import cpu, creds, files, itimers, load_all, memory, mm, signals, task, thread
 from .kinds.context import DumpContext, DumpOptions
 from .progress import Progress
 from .seize import Seized, check_dumpable, pinned_to_cpu
 from .signals import checkpoint, deferred_signals
 
 # Kinds in the order their records are written; each returns its records.
-DUMP_KINDS = (task.dump, creds.dump, mm.dump, thread.dump, signals.dump, files.dump, memory.dump, cpu.dump)
+DUMP_KINDS = (task.dump, creds.dump, mm.dump, thread.dump, signals.dump, itimers.dump, files.dump, memory.dump, cpu.dump)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from ._native._ck import ffi, lib
 from .errors import ImageError, PidInUseError, PtraceError, PyckptError, RestoreError
 from .image import ImageReader
 from .inject import Injector, RemoteCallError, find_syscall_insn, nr
-from .kinds import cpu, creds, files, load_all, memory, mm, signals, stored_runs, task, thread
+from .kinds import cpu, creds, files, itimers, load_all, memory, mm, signals, stored_runs, task, thread
 from .kinds.context import RestoreContext, RestoreOptions
 from .progress import Progress
 from .seize import kill_and_reap, pinned_to_cpu, release
@@ -91,6 +91,7 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
             mm.prepare(rctx)
             task.prepare(rctx)
             files.prepare(rctx)
+            itimers.prepare(rctx)
             stats.phases[Stage.PREPARE.name] = time.perf_counter() - t
             with pinned_to_cpu(min(os.sched_getaffinity(0))):
                 _create_and_fill(rctx, stats)

@@ -1,0 +1,72 @@
+"""Files reopened by path: a file modified since the dump is refused unless the
+user accepts changed files; a directory fd comes back at its position."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import pyckpt
+from conftest import check
+
+TARGET = r"""
+import os, signal, sys
+work = sys.argv[1]
+data = os.open(os.path.join(work, "data.txt"), os.O_RDWR)
+os.lseek(data, 3, os.SEEK_SET)
+d = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+ask = False
+def on_usr1(*a):
+    global ask
+    ask = True
+signal.signal(signal.SIGUSR1, on_usr1)
+print("READY", flush=True)
+counter = 0
+import time
+while True:
+    counter += 1
+    time.sleep(0.01)
+    if ask:
+        ask = False
+        ok = os.lseek(data, 0, os.SEEK_CUR) == 3 and os.read(data, 2) == b"de"
+        os.lseek(data, 3, os.SEEK_SET)
+        ok = ok and sorted(os.listdir(d)) == ["data.txt"] and os.path.samestat(os.fstat(d), os.stat(work))
+        print(f"CHECK ok counter={counter}" if ok else "CHECK FAIL", flush=True)
+"""
+
+
+def _dumped(spawn, python_exe, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "data.txt").write_bytes(b"abcdefgh")
+    t = spawn([python_exe, "-c", TARGET, str(work)])
+    t.wait_for("^READY")
+    before = check(t)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    t.reap()
+    return t, work, img, before
+
+
+def test_directory_and_file_fds_come_back(spawn, python_exe, tmp_path):
+    t, work, img, before = _dumped(spawn, python_exe, tmp_path)
+    kinds = {f["fd"]: f["what"] for f in pyckpt.open_image(img).summary()["fds"]}
+    assert any(w.startswith("directory ") for w in kinds.values())
+    spawn.track(pyckpt.restore(img).pid)
+    assert check(t) > before
+
+
+def test_modified_file_is_refused_unless_accepted(spawn, python_exe, tmp_path):
+    t, work, img, before = _dumped(spawn, python_exe, tmp_path)
+    (work / "data.txt").write_bytes(b"abcdefgh-longer")
+    with pytest.raises(pyckpt.FileChangedError, match=r"data\.txt.*size 15, was 8"):
+        pyckpt.restore(img)
+    assert not os.path.exists(f"/proc/{t.pid}")
+    r = subprocess.run([sys.executable, "-m", "pyckpt", "restore", str(img)], capture_output=True,
+                       text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert r.returncode == pyckpt.FileChangedError.exit_code
+    assert len(r.stderr.strip().splitlines()) == 1 and "data.txt" in r.stderr
+    assert not os.path.exists(f"/proc/{t.pid}")
+    spawn.track(pyckpt.restore(img, allow_changed_files=True).pid)
+    assert check(t) > before

@@ -145,6 +145,9 @@ def test_locks_of_every_kind_survive_dump_and_restore(spawn, python_exe, tmp_pat
     got = sorted((r.kind, r.type, r.start, r.end, os.path.basename(r.path)) for r in recs)
     assert got == [("flock", "write", 0, None, "flock.dat"), ("ofd", "write", 10, 19, "ofd.dat"),
                    ("posix", "read", 100, None, "posix.dat"), ("posix", "write", 0, 9, "posix.dat")]
+    shown = subprocess.run([sys.executable, "-m", "pyckpt", "show", str(img)], capture_output=True,
+                           text=True, check=True).stdout
+    assert "locks: 4" in shown and "POSIX write lock on bytes 0-9" in shown
 
     proc = pyckpt.restore(img)
     spawn.track(proc.pid)

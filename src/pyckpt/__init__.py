@@ -31,6 +31,7 @@ from .errors import (
     ImageWriteError,
     Interrupted,
     KernelMismatchError,
+    LockConflictError,
     NoSuchProcessError,
     PidInUseError,
     PtraceError,
@@ -57,6 +58,7 @@ __all__ = [
     "PidInUseError",
     "FileChangedError",
     "KernelMismatchError",
+    "LockConflictError",
     "RestoreError",
     "DumpError",
     "PtraceError",
@@ -92,7 +94,7 @@ class Image:
 
     def summary(self) -> dict:
         from .image import encode
-        from .kinds import files, memory
+        from .kinds import files, locks, memory
 
         vmas = self._reader.of_type(memory.VmaRecord)
         return {
@@ -106,6 +108,10 @@ class Image:
                 for v in vmas
             ],
             "fds": files.summary(self._reader),
+            "locks": [
+                {"fd": lk.fd, "path": lk.path, "lock": locks.lock_in_words(lk.kind, lk.type, lk.start, lk.end)}
+                for lk in self._reader.of_type(locks.FileLockRecord)
+            ],
             "records": [type(r).__name__ for r in self.records],
         }
 

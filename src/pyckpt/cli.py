@@ -166,6 +166,10 @@ def _cmd_show(args, progress) -> int:
         pos = f" pos {f['pos']}" if f["pos"] is not None else ""
         print(f"  {f['fd']:>4} {f['kind']:<9} {f['what']} (flags {f['flags']:#o}{pos}"
               f"{', cloexec' if f['cloexec'] else ''}{share})")
+    if info["locks"]:
+        print(f"locks: {len(info['locks'])}")
+        for lk in info["locks"]:
+            print(f"  fd {lk['fd']:>4} {lk['lock']} on {lk['path']}")
     return 0
 
 

@@ -21,6 +21,15 @@ R times each (min and median reported):
                  pyckpt's restore does
   fork           the target times its own fork() (parent's return) and
                  fork+child _exit+waitpid, on SIGUSR2
+  N copies       restore N copies of one image at once, each in a fresh PID
+                 namespace (restore(..., new_pidns=True)), sequentially in
+                 this process: time from the first restore call until all N
+                 run, and per copy; each copy checksummed (told apart by its
+                 outer PID), then killed and its namespace's init reaped.
+                 Beside it: the target forks N children that stay alive at
+                 once (sigqueue SIGUSR2 with value N), until all have run.
+                 N = --copies (default 1,8); an N that does not fit in
+                 available RAM with 4 GiB to spare is skipped with a note
   injection      µs per injected getpid() with pyckpt.inject.Injector on the
                  sleeping target, pinned to its CPU (as dump does) and not
   components     what the floors and pyckpt are made of: process_vm_readv only,
@@ -39,7 +48,9 @@ a run's time.  Expect run-to-run spread; use --repeat 5 or more and look at
 both median and best (all samples are in the JSON).
 
 Only processes this script started (the targets) or restored (its own
-children) are ever signalled, by PID, and they are always reaped.  All files
+children, or with new_pidns the children of the namespace inits it made) are
+ever signalled, by PID, and they are always reaped (a copy by reaping its
+namespace's init).  All files
 live in one temporary directory under /tmp, removed at the end.
 """
 
@@ -61,12 +72,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import xxhash
 
 import pyckpt
 from pyckpt import proc
 from pyckpt._native._ck import ffi, lib
 from pyckpt.inject import Injector, injection_site_from, nr
+from pyckpt.kinds.context import RestoreOptions
 from pyckpt.progress import Progress
 from pyckpt.restorer import RestoreStats
 from pyckpt.restorer import restore as pyckpt_restore
@@ -74,11 +87,17 @@ from pyckpt.seize import Seized, pinned_to_cpu
 
 HERE = Path(__file__).resolve().parent
 MiB = 1 << 20
+GiB = 1 << 30
 CHUNK = 4 * MiB  # pyckpt's memory CHUNK; also used by the floors
+SPARE_RAM = 4 * GiB  # N copies run only if N x size fits in available RAM with this to spare
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
 _libc.memset.restype = ctypes.c_void_p
+# sigqueue(pid, sig, union sigval): the union (int or pointer) goes in one
+# integer register, so pass it as a pointer-sized integer.
+_libc.sigqueue.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+_libc.sigqueue.restype = ctypes.c_int
 
 
 # --- processes we own ---------------------------------------------------------
@@ -110,6 +129,41 @@ def kill_own(pid: int) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
+
+
+# With new_pidns a copy is the child of its namespace's init, and that init
+# is our child (it is in _owned).  copy's outer PID -> its init's PID.
+_copies: dict[int, int] = {}
+
+
+def end_copy(pid: int, timeout: float = 10.0) -> None:
+    """End a copy restored with new_pidns: SIGKILL it, then reap its namespace's init.
+
+    The init exits once the copy has ended; if it does not within `timeout`,
+    it is SIGKILLed (that ends everything in its namespace) and reaped.
+    """
+    init = _copies.pop(pid, None)
+    if init is None or init not in _owned:
+        return
+    if _parent_of(init) != os.getpid():  # not our child (any more): touch nothing
+        _owned.discard(init)
+        return
+    if _parent_of(pid) == init:  # still the copy we restored
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(init, os.WNOHANG)
+        except ChildProcessError:
+            done = init
+        if done == init:
+            _owned.discard(init)
+            return
+        time.sleep(0.002)
+    kill_own(init)  # SIGKILL the init: the whole namespace ends; then reap it
 
 
 class Log:
@@ -157,9 +211,41 @@ class Target:
 
     def checksum_ok(self, pid: int | None = None) -> bool:
         """Ask the (possibly restored) process for its memory checksum."""
+        return self.checksums_ok([pid or self.pid])
+
+    def checksums_ok(self, pids: list[int], inner: int | None = None, timeout: float = 120.0) -> bool:
+        """SIGUSR1 each process in `pids` (the PIDs we see) and check each one's SUM line.
+
+        All copies append to the same log, so a line belongs to the process
+        whose outer PID (first in its NSpid) it names.  `inner` is the PID
+        the processes see themselves as (getpid(), last in NSpid): the
+        image's PID for copies in their own PID namespace; by default the
+        same as the outer one.
+        """
         since = self.log.size()
-        os.kill(pid or self.pid, signal.SIGUSR1)
-        return self.log.wait_for(r"SUM ([0-9a-f]+)", since)[0].group(1) == self.sum
+        for pid in pids:
+            os.kill(pid, signal.SIGUSR1)
+        rx = re.compile(r"^SUM ([0-9a-f]+) getpid=(\d+) nspid=([\d,]+)$")
+        want, got = set(pids), {}
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(self.log.path, "rb") as f:
+                f.seek(since)
+                text = f.read().decode(errors="replace")
+            for line in text.splitlines():
+                m = rx.match(line)
+                if not m:
+                    continue
+                ns = [int(x) for x in m.group(3).split(",")]
+                if ns[0] in want and ns[0] not in got:
+                    me = ns[0] if inner is None else inner
+                    got[ns[0]] = m.group(1) == self.sum and int(m.group(2)) == me and ns[-1] == me
+            if len(got) == len(want):
+                return all(got.values())
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no SUM line from {sorted(want - set(got))} within {timeout}s; "
+                                   f"log tail: {text[-500:]!r}")
+            time.sleep(0.005)
 
     def kill(self) -> None:
         if self.pid in _owned:
@@ -263,10 +349,15 @@ def restore_floor(pages: Path, populate: bool = False) -> tuple[float, int]:
     return dt, size
 
 
+# The target's only regular file is its stdout log (O_APPEND), and it grows
+# after every dump (SUM and FORK lines): restore must not refuse it.
+RESTORE_OPTIONS = RestoreOptions(allow_changed_files=True)
+
+
 def do_restore(t: Target, imgdir: Path) -> dict:
     st = RestoreStats()
     t0 = time.perf_counter()
-    p = pyckpt_restore(imgdir, progress=Progress(enabled=False), stats=st)
+    p = pyckpt_restore(imgdir, progress=Progress(enabled=False), stats=st, options=RESTORE_OPTIONS)
     wall = time.perf_counter() - t0
     _owned.add(p.pid)
     if p.pid != t.pid:
@@ -368,6 +459,74 @@ def fork_times(t: Target, n: int) -> list[dict]:
     return [{"fork": float(m.group(1)) / 1e6, "fork_exit_wait": float(m.group(2)) / 1e6} for m in ms]
 
 
+def forkn_times(t: Target, n: int) -> dict:
+    """The target forks n children that stay alive at once (sigqueue SIGUSR2, value n)."""
+    since = t.log.size()
+    if _libc.sigqueue(t.pid, signal.SIGUSR2, n) != 0:
+        raise OSError(ctypes.get_errno(), f"sigqueue to {t.pid}")
+    m = t.log.wait_for(r"^FORKN (?:error.*|n=(\d+) forks_us=([\d.]+) running_us=([\d.]+) "
+                       r"max_fork_us=([\d.]+) reaped_us=([\d.]+))$", since)[0]
+    if m.group(1) is None or int(m.group(1)) != n:
+        raise RuntimeError(f"target could not fork {n} children: {m.group(0)!r}")
+    forks, running, slowest, reaped = (float(m.group(i)) / 1e6 for i in range(2, 6))
+    return {"n": n, "forks": forks, "running": running, "per_fork": forks / n, "max_fork": slowest,
+            "reaped": reaped}
+
+
+def ram_note(n: int, size: int) -> str | None:
+    """Why n copies of `size` bytes would not fit now (None when they fit)."""
+    avail = psutil.virtual_memory().available
+    need = n * size + SPARE_RAM
+    if avail >= need:
+        return None
+    return (f"{n} copies x {size / MiB:.0f} MiB skipped: {avail / GiB:.1f} GiB available, "
+            f"need {need / GiB:.1f} GiB ({SPARE_RAM / GiB:.0f} GiB to spare)")
+
+
+def restore_copies(t: Target, imgdir: Path, n: int) -> dict:
+    """Restore n copies of the image, one after the other, each in a fresh PID namespace.
+
+    Timed from the first restore call until the last returns (every copy
+    then runs), and per restore call.  Then each copy is checksummed (it
+    sees itself as the image's PID, t.pid), killed, and its init reaped.
+    """
+    pids: list[int] = []
+    lat, stats = [], []
+    opts = RestoreOptions(allow_changed_files=True, new_pidns=True)
+    try:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            st = RestoreStats()
+            c0 = time.perf_counter()
+            p = pyckpt_restore(imgdir, progress=Progress(enabled=False), stats=st, options=opts)
+            end = time.perf_counter()
+            lat.append(end - c0)
+            stats.append(st)
+            init = p.ppid()  # between restores: a few µs of /proc in the total
+            _owned.add(init)
+            _copies[p.pid] = init
+            pids.append(p.pid)
+        total = end - t0
+        if len(set(pids)) != n:
+            raise RuntimeError(f"copies share outer PIDs: {pids}")
+        for pid in pids:
+            init = _copies[pid]
+            if _parent_of(init) != os.getpid() or _parent_of(pid) != init:
+                raise RuntimeError(f"copy {pid}: parent is not its namespace's init {init}")
+        if not t.checksums_ok(pids, inner=t.pid):
+            raise RuntimeError("a restored copy has different memory or PIDs (checksum mismatch)")
+        k0 = time.perf_counter()
+        for pid in pids:
+            end_copy(pid)
+        teardown = time.perf_counter() - k0
+    finally:
+        for pid in pids:
+            end_copy(pid)
+    return {"n": n, "time": total, "per_copy": lat, "teardown": teardown,
+            "bytes": stats[0].pages_bytes, "injected_calls": stats[0].injected_calls,
+            "phases": [dict(st.phases) for st in stats]}
+
+
 def inject_bench(t: Target, pinned_calls: int = 2000, unpinned_calls: int = 50) -> dict:
     pid = t.pid
     vdso = next(m for m in proc.read_maps(pid) if m.path == "[vdso]")
@@ -464,7 +623,7 @@ def phase_medians(runs: list[dict]) -> dict[str, float]:
 
 
 def bench_size(exe: Path, mib: int, reps: int, workdir: Path, floor_buf: int, warmup: bool = True,
-               profile: bool = True,
+               profile: bool = True, copies: tuple[int, ...] = (1, 8),
                log=print) -> dict:
     nfork = max(reps, 5)
     log(f"[{mib} MiB] starting target")
@@ -474,6 +633,10 @@ def bench_size(exe: Path, mib: int, reps: int, workdir: Path, floor_buf: int, wa
     try:
         res["vma"] = big_vma(t.pid, t.addr, t.len)
         res["fork"] = fork_times(t, nfork)
+        forkn: dict[int, list[dict]] = {n: [] for n in copies}
+        for i in range(reps):
+            for n in copies:
+                forkn[n].append(forkn_times(t, n))
         log(f"[{mib} MiB] injection micro-bench")
         res["inject"] = inject_bench(t)
 
@@ -531,6 +694,27 @@ def bench_size(exe: Path, mib: int, reps: int, workdir: Path, floor_buf: int, wa
                     restores.append(do_restore(t, imgdir))
             log(f"[{mib} MiB] restore {i + 1}/{reps}: {restores[-1]['time']:.3f} s, "
                 f"floor {rfloors[-1][0]:.3f} s, floor+populate {rfloors_pop[-1][0]:.3f} s")
+
+        copy_runs: dict[int, list[dict]] = {n: [] for n in copies}
+        notes: dict[int, str] = {}
+        if warmup and copies:  # untimed: first touch of the most memory the copies will need
+            n = max(copies)
+            if ram_note(n, t.len) is None:
+                restore_copies(t, imgdir, n)
+        for i in range(reps):
+            for n in (copies if i % 2 == 0 else copies[::-1]):
+                if n in notes:
+                    continue
+                note = ram_note(n, t.len)
+                if note:
+                    notes[n] = note if not copy_runs[n] else f"{note} (after {len(copy_runs[n])} runs)"
+                    log(f"[{mib} MiB] note: {notes[n]}")
+                    continue
+                r = restore_copies(t, imgdir, n)
+                copy_runs[n].append(r)
+                log(f"[{mib} MiB] {n} copies {i + 1}/{reps}: {r['time']:.3f} s "
+                    f"({r['time'] / n:.3f} s per copy); {n} forks running in "
+                    f"{forkn[n][i]['running'] * 1e3:.1f} ms")
     finally:
         t.kill()
         if imgdir.exists():
@@ -572,6 +756,34 @@ def bench_size(exe: Path, mib: int, reps: int, workdir: Path, floor_buf: int, wa
         "throughput": summary([rfloor_bytes / f for f, _ in rfloors_pop], True),
         "bytes": rfloor_bytes,
     }
+    res["copies"] = {}
+    for n in copies:
+        runs, fk = copy_runs[n], forkn[n]
+        c: dict = {"n": n, "fork_n": {
+            "forks": summary([f["forks"] for f in fk]),
+            "running": summary([f["running"] for f in fk]),
+            "per_fork": summary([f["per_fork"] for f in fk]),
+            "max_fork": summary([f["max_fork"] for f in fk]),
+            "reaped": summary([f["reaped"] for f in fk]),
+            "runs": fk,
+        }}
+        if n in notes:
+            c["skipped"] = notes[n]
+        if runs:
+            per_copy = [x for r in runs for x in r["per_copy"]]
+            phases = [{"time": x, "phases": ph} for r in runs for x, ph in zip(r["per_copy"], r["phases"])]
+            c.update({
+                "time": summary([r["time"] for r in runs]),
+                "per_copy": summary(per_copy),
+                "per_copy_mean": summary([r["time"] / n for r in runs]),
+                "slowest_copy": summary([max(r["per_copy"]) for r in runs]),
+                "throughput": summary([n * r["bytes"] / r["time"] for r in runs], True),
+                "teardown": summary([r["teardown"] for r in runs]),
+                "vs_fork": statistics.median(r["time"] for r in runs) / c["fork_n"]["running"]["median"],
+                "phases_median": phase_medians(phases),
+                "runs": runs,
+            })
+        res["copies"][str(n)] = c
     res["fork_summary"] = {
         "fork": summary([f["fork"] for f in res["fork"]]),
         "fork_exit_wait": summary([f["fork_exit_wait"] for f in res["fork"]]),
@@ -604,7 +816,9 @@ def fmt_table(results: list[dict]) -> str:
             except (KeyError, TypeError):
                 cells.append("-")
                 continue
-            if isinstance(v, dict):
+            if isinstance(v, str):
+                cells.append(v)
+            elif isinstance(v, dict):
                 cells.append(f"{fmt(v['median'])} [{fmt(v['best'])}]")
             else:
                 cells.append(fmt(v))
@@ -632,6 +846,29 @@ def fmt_table(results: list[dict]) -> str:
     row("seize+interrupt, pinned (us)", lambda r: r["inject"]["pinned"]["seize"], us)
     row("injected calls: dump / restore",
         lambda r: f"{r['dump']['injected_calls']} / {r['restore']['injected_calls']}", str)
+    for n in sorted({int(k) for r in results for k in r.get("copies", {})}):
+        def cp(r, *keys, n=n):
+            c = r["copies"][str(n)]
+            if "time" not in c and keys[0] != "fork_n":
+                return "skipped (RAM)" if "skipped" in c and keys == ("time",) else "-"
+            for k in keys:
+                c = c[k]
+            return c
+        what = "1 copy" if n == 1 else f"{n} copies"
+        row(f"restore {what} of one image, all running (ms)", lambda r: cp(r, "time"), ms)
+        row("  per copy: restore call (ms)", lambda r: cp(r, "per_copy"), ms)
+        if n > 1:
+            row(f"  per copy: all running / {n} (ms)", lambda r: cp(r, "per_copy_mean"), ms)
+            row("  slowest copy (ms)", lambda r: cp(r, "slowest_copy"), ms)
+        def stages(r, n=n):
+            v = cp(r, "phases_median", n=n)
+            return v if isinstance(v, str) else f"{ms(v['VALIDATE'])} / {ms(v['PAGES'])}"
+        row("  per copy: VALIDATE / PAGES (ms)", stages, str)
+        row("  all copies: page bytes / time (MiB/s)", lambda r: cp(r, "throughput"), mibs)
+        row(f"  {n} x fork(), all running (ms)", lambda r: cp(r, "fork_n", "running"), ms)
+        row("    per fork() (ms)", lambda r: cp(r, "fork_n", "per_fork"), ms)
+        row(f"  {what} / {n} fork{'s' if n > 1 else ''} (median)", lambda r: cp(r, "vs_fork"),
+            lambda x: f"{x:,.0f}x")
     for k, label in (("vm_read", "process_vm_readv only"), ("write_fresh_file", "write to fresh file"),
                      ("xxh3", "xxh3_64 (cached buf)"), ("pread_cached", "pread cached, reused buf"),
                      ("first_touch", "first touch anon mem")):
@@ -674,6 +911,10 @@ def fmt_table(results: list[dict]) -> str:
         for n in names:
             lines.append(n.ljust(w0) + "".join(
                 "  " + ms(r[key].get(n) or 0.0).rjust(w) for r, w in zip(results, ws)))
+    notes = [c["skipped"] for r in results for c in r.get("copies", {}).values() if "skipped" in c]
+    if notes:
+        lines.append("")
+        lines += [f"note: {n}" for n in notes]
     return "\n".join(lines)
 
 
@@ -694,8 +935,14 @@ def main(argv=None) -> int:
     ap.add_argument("--no-profile", action="store_true",
                     help="skip the extra dump and restore with pyckpt's page I/O and hashing timed")
     ap.add_argument("--tmp", default=tempfile.gettempdir(), help="parent of the work dir (default /tmp)")
+    ap.add_argument("--copies", default="1,8",
+                    help="comma-separated numbers of copies of one image restored at once (default 1,8; "
+                         "empty: skip)")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    copies = tuple(int(s) for s in args.copies.split(",") if s)
+    if any(n < 1 or n > 256 for n in copies):
+        ap.error("--copies: each N must be 1..256 (the target forks at most 256 children)")
     if os.geteuid() != 0:
         print("warning: restore with the dumped PID needs root (clone3 set_tid)", file=sys.stderr)
 
@@ -713,8 +960,11 @@ def main(argv=None) -> int:
         for mib in sizes:
             results.append(bench_size(exe, mib, args.repeat, workdir, args.floor_buf * MiB,
                                       warmup=not args.no_warmup, profile=not args.no_profile,
+                                      copies=copies,
                                       log=lambda s: print(s, file=sys.stderr, flush=True)))
     finally:
+        for pid in list(_copies):
+            end_copy(pid)
         for pid in list(_owned):
             kill_own(pid)
         shutil.rmtree(workdir, ignore_errors=True)

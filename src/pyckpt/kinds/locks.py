@@ -117,23 +117,6 @@ def _locks_of_description(pid: int, fd: int, file_id: int) -> list[tuple[FileLoc
     return out
 
 
-def _posix_key(line: LockLine) -> tuple:
-    return (line.dev, line.ino, line.type, line.start, line.end)
-
-
-def _check_all_posix_found(pid: int, found: set[tuple]) -> None:
-    """Every POSIX lock /proc/locks shows for `pid` must have been tied to a description."""
-    for line in read_locks():
-        if line.kind != "POSIX" or line.waiter or line.pid != pid or _posix_key(line) in found:
-            continue
-        where = (f"file {line.dev[0]:02x}:{line.dev[1]:02x}:{line.ino}" if line.dev
-                 else "a file without an inode")
-        raise DumpError(
-            f"process {pid} holds a {_line_words(line)} on {where} (/proc/locks) that none of "
-            "its open files carries; it cannot be restored — release it and dump again"
-        )
-
-
 @table_hook
 class FileLocks(TableHook):
     def dump(self, ctx: DumpContext, table: list) -> list:
@@ -143,18 +126,16 @@ class FileLocks(TableHook):
             if isinstance(r, FdRecord):
                 first_fd.setdefault(r.file_id, r.fd)
         saved: list[FileLockRecord] = []
-        posix: set[tuple] = set()
         for file_id, fd in sorted(first_fd.items()):
             try:
                 found = _locks_of_description(pid, fd, file_id)
             except OSError as e:
                 raise DumpError(f"reading the locks of fd {fd} of process {pid} failed: {e}") from e
             saved += [rec for rec, _ in found]
-            posix |= {_posix_key(line) for rec, line in found if rec.kind == "posix"}
-        try:
-            _check_all_posix_found(pid, posix)
-        except OSError as e:
-            raise DumpError(f"reading /proc/locks failed: {e}") from e
+        # /proc/locks is not read here: every POSIX lock of the process is on a
+        # file it has open (closing any fd of a file drops them) and so shows in
+        # that fd's fdinfo; and reading /proc/locks costs ~15 ms of freeze
+        # time on this machine even when it is empty.
         return saved
 
     def prepare(self, rctx: RestoreContext) -> None:

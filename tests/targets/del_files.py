@@ -13,10 +13,9 @@ each deleted file and `CHECK ok counter=N` or `CHECK FAIL <what>`.
 import ctypes
 import fcntl
 import os
-import signal
 import stat
 import sys
-import time
+import selfcheck
 
 work = sys.argv[1]
 big_size = int(sys.argv[2]) if len(sys.argv) > 2 else 0
@@ -79,15 +78,7 @@ keep = os.open("keep.txt", os.O_RDONLY)
 
 print(f"READY fds a={a} b={b} c={c} d={d} e={e} big={big} keep={keep}", flush=True)
 mtime = os.fstat(a).st_mtime_ns
-flag = False
-
-
-def on_usr1(sig, frame):
-    global flag
-    flag = True
-
-
-signal.signal(signal.SIGUSR1, on_usr1)
+selfcheck.listen()
 
 
 def check_deleted(fd, name, content, mode, bad):
@@ -154,14 +145,4 @@ def check() -> list[str]:
     return bad
 
 
-counter = 0
-while True:
-    counter += 1
-    if flag:
-        flag = False
-        try:
-            bad = check()
-        except Exception as exc:  # report, don't die
-            bad = [f"exception {exc!r}"]
-        print(f"CHECK FAIL {'; '.join(bad)}" if bad else f"CHECK ok counter={counter}", flush=True)
-    time.sleep(0.02)
+selfcheck.serve(check)

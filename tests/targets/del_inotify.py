@@ -12,10 +12,9 @@ chmod of watched.txt give events with the right wds, and prints
 import ctypes
 import os
 import select
-import signal
 import struct
 import sys
-import time
+import selfcheck
 
 libc = ctypes.CDLL(None, use_errno=True)
 IN_ATTRIB, IN_CREATE, IN_DELETE, IN_IGNORED = 0x4, 0x100, 0x200, 0x8000
@@ -73,16 +72,8 @@ assert sorted(WANT) == [1, 3, 6], WANT
 assert all(m & IN_IGNORED for _, m, _ in read_events())
 
 print(f"READY ifd={ifd} wds={sorted(WANT)}", flush=True)
-flag = False
 rounds = 0
-
-
-def on_usr1(sig, frame):
-    global flag
-    flag = True
-
-
-signal.signal(signal.SIGUSR1, on_usr1)
+selfcheck.listen()
 
 
 def expect(bad, what, want):
@@ -118,14 +109,4 @@ def check() -> list[str]:
     return bad
 
 
-counter = 0
-while True:
-    counter += 1
-    if flag:
-        flag = False
-        try:
-            bad = check()
-        except Exception as exc:  # report, don't die
-            bad = [f"exception {exc!r}"]
-        print(f"CHECK FAIL {'; '.join(bad)}" if bad else f"CHECK ok counter={counter}", flush=True)
-    time.sleep(0.02)
+selfcheck.serve(check)

@@ -14,9 +14,8 @@ import ctypes
 import errno
 import fcntl
 import os
-import signal
 import stat
-import time
+import selfcheck
 
 with open("/proc/self/comm", "w") as f:
     f.write("del-memfd")
@@ -73,15 +72,7 @@ S4 = fcntl.fcntl(m4, fcntl.F_GET_SEALS)
 assert S4 & F_SEAL_EXEC
 
 print(f"READY m1={m1} m1b={m1b} m2={m2} m3={m3} m4={m4}", flush=True)
-flag = False
-
-
-def on_usr1(sig, frame):
-    global flag
-    flag = True
-
-
-signal.signal(signal.SIGUSR1, on_usr1)
+selfcheck.listen()
 
 
 def fails_with(err, fn, *args) -> bool:
@@ -147,14 +138,4 @@ def check() -> list[str]:
     return bad
 
 
-counter = 0
-while True:
-    counter += 1
-    if flag:
-        flag = False
-        try:
-            bad = check()
-        except Exception as exc:  # report, don't die
-            bad = [f"exception {exc!r}"]
-        print(f"CHECK FAIL {'; '.join(bad)}" if bad else f"CHECK ok counter={counter}", flush=True)
-    time.sleep(0.02)
+selfcheck.serve(check)

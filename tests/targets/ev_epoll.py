@@ -27,7 +27,6 @@ A second set (outer) watches a third (inner) that watches a ready eventfd.
 import os
 import signal
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from ev_common import (
@@ -44,6 +43,7 @@ from ev_common import (
     epoll_wait,
     signalfd,
 )
+import selfcheck
 
 with_pipe = "pipe" in sys.argv[1:]
 ep = epoll_create()
@@ -105,15 +105,7 @@ expected_after = {**expected, ep: sorted((t, e | (EPOLLERR | EPOLLHUP if t == sf
 assert sum(1 for i in expected[ep] if i[0] == number_n) == 2
 print(f"READY ep={ep} n={number_n} m={number_m} items={len(expected[ep])}", flush=True)
 
-flag = False
-
-
-def on_usr1(sig, frame):
-    global flag
-    flag = True
-
-
-signal.signal(signal.SIGUSR1, on_usr1)
+selfcheck.listen()
 
 
 def fd_open(n: int) -> bool:
@@ -180,11 +172,4 @@ def check() -> list[str]:
     return bad
 
 
-n = 0
-while True:
-    n += 1
-    if flag:
-        flag = False
-        bad = check()
-        print(f"CHECK ok counter={n}" if not bad else "CHECK FAIL " + "; ".join(bad), flush=True)
-    time.sleep(0.02)
+selfcheck.serve(check)

@@ -14,6 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from ev_common import fdinfo, signalfd, timerfd_create, timerfd_gettime, timerfd_settime
+import selfcheck
 
 CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_BOOTTIME = 0, 1, 7
 TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET = 1, 2
@@ -45,15 +46,7 @@ assert "ticks: 1" in fdinfo(expired)
 
 print(f"READY sem={sem} counter={counter} empty={empty} sfd={sfd} periodic={periodic}", flush=True)
 
-flag = False
-
-
-def on_usr1(sig, frame):
-    global flag
-    flag = True
-
-
-signal.signal(signal.SIGUSR1, on_usr1)
+selfcheck.listen()
 
 
 def readable(fd: int, timeout: float = 0.0) -> bool:
@@ -142,11 +135,4 @@ def check() -> list[str]:
     return bad
 
 
-n = 0
-while True:
-    n += 1
-    if flag:
-        flag = False
-        bad = check()
-        print(f"CHECK ok counter={n}" if not bad else "CHECK FAIL " + "; ".join(bad), flush=True)
-    time.sleep(0.02)
+selfcheck.serve(check)

@@ -70,3 +70,12 @@ def test_modified_file_is_refused_unless_accepted(spawn, python_exe, tmp_path):
     assert not os.path.exists(f"/proc/{t.pid}")
     spawn.track(pyckpt.restore(img, allow_changed_files=True).pid)
     assert check(t) > before
+
+
+def test_path_that_became_a_fifo_is_refused_not_waited_on(spawn, python_exe, tmp_path):
+    t, work, img, before = _dumped(spawn, python_exe, tmp_path)
+    (work / "data.txt").unlink()
+    os.mkfifo(work / "data.txt")  # opening it for reading would block forever
+    with pytest.raises(pyckpt.FileChangedError, match="it is a FIFO now, was a regular file"):
+        pyckpt.restore(img)
+    assert not os.path.exists(f"/proc/{t.pid}")

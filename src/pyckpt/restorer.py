@@ -157,15 +157,7 @@ def _create_and_fill(rctx: RestoreContext, stats: RestoreStats) -> None:
     except BaseException as e:
         # Only what this restore made is killed and reaped (never rctx.pid
         # before it was made: that is the image's PID, maybe a live process).
-        if rctx.init_pid:  # killing a PID namespace's init kills everything in it
-            kill_and_reap(rctx.init_pid, [])
-            for tid in [*rctx.threads, *made[1:]]:
-                try:
-                    pt.wait(tid)  # our tracees in it
-                except PtraceError:
-                    pass
-        elif made:
-            kill_and_reap(made[0], list(rctx.threads))
+        kill_and_reap(made, list(rctx.threads))
         if isinstance(e, (PyckptError, KeyboardInterrupt)) and not isinstance(e, (PtraceError, RemoteCallError)):
             raise
         raise RestoreError(f"restore of process {rctx.image_pid} failed and was undone: {e}") from e

@@ -63,6 +63,11 @@ def refusal(stat: proc.ProcStat, status: dict[str, str], own_pid: int) -> Pyckpt
         return UnsuitableProcessError(
             f"process {pid} ({stat.comm}) is a zombie: it has exited and only waits to be reaped"
         )
+    if stat.state == "D":
+        return UnsuitableProcessError(
+            f"process {pid} ({stat.comm}) is in an uninterruptible wait (disk I/O, or a vfork "
+            "parent waiting for its child); it cannot be frozen now — try again"
+        )
     if stat.state == "T":
         return UnsuitableProcessError(
             f"process {pid} ({stat.comm}) is stopped by a signal; continue it (SIGCONT) first"
@@ -210,14 +215,29 @@ def release(pid: int, threads: list[int] = ()) -> None:
         pt.request(pt.PTRACE_DETACH, tid, 0, 0, "PTRACE_DETACH")
 
 
-def kill_and_reap(pid: int, threads: list[int] = ()) -> None:
-    """Remove a half-restored child of ours, and the threads we made in it, completely."""
+def kill_and_reap(pids: list[int], tids=()) -> None:
+    """Remove what a failed restore made: processes `pids` (outermost first, e.g. a
+    PID namespace's init, then the process in it) and every thread in them.
+
+    Threads are found in /proc as well as in `tids` (one may exist that no
+    record names yet).  Every traced thread is reaped before its leader, and
+    leaders before the init that is their parent — in any other order a wait
+    can block forever.
+    """
     with blocked():
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        for tid in [t for t in threads if t != pid] + [pid]:
+        threads: list[int] = []
+        for pid in pids:
+            try:
+                threads += [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+            except OSError:
+                pass
+        threads += [t for t in tids if t not in threads and t not in pids]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for tid in threads + list(reversed(pids)):
             try:
                 pt.wait(tid)
             except PtraceError:

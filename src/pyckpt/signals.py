@@ -2,8 +2,8 @@
 
 Being interrupted at an arbitrary point of an injection would leave the
 target with foreign registers, a stray scratch page or a half-built address
-space.  While a dump or restore runs (in the main thread), SIGINT and
-SIGTERM are only *noted*; `checkpoint()` — called between injected calls,
+space.  While a dump or restore runs (in the main thread), SIGINT,
+SIGTERM, SIGHUP and SIGQUIT are only *noted*; `checkpoint()` — called between injected calls,
 page chunks and stages — turns a noted signal into KeyboardInterrupt at a
 point where every bookkeeping step is complete, so the `finally` blocks that
 cure, detach or remove a half-made process always have the full picture.
@@ -15,7 +15,9 @@ import contextlib
 import signal
 import threading
 
-_pending: list[list[int]] = []  # one list per active deferred_signals() block
+_pending: list[list[int]] = []
+# Signals whose default action would kill pyckpt in the middle of its work
+DEFERRED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)  # one list per active deferred_signals() block
 
 
 @contextlib.contextmanager
@@ -28,15 +30,17 @@ def deferred_signals():
     def note(signum, frame):
         noted.append(signum)
 
-    old_int = signal.signal(signal.SIGINT, note)
-    old_term = signal.signal(signal.SIGTERM, note)
+    old = {}
+    for sig in DEFERRED:
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup'ed stays immune
+            old[sig] = signal.signal(sig, note)
     _pending.append(noted)
     try:
         yield
     finally:
         _pending.pop()
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     # A signal noted after the last checkpoint came when the work was done:
     # the result stands (a complete image, a running process).
 
@@ -49,8 +53,8 @@ def checkpoint() -> None:
 
 @contextlib.contextmanager
 def blocked():
-    """Hold SIGINT/SIGTERM off for a short critical section (cure, kill)."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    """Hold the deferred signals off for a short critical section (cure, kill)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(DEFERRED))
     try:
         yield
     finally:

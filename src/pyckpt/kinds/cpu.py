@@ -1,10 +1,14 @@
 """CPU state: general registers (with fs/gs base) and the full xstate.
 
 Registers are restored last.  A task stopped inside a syscall carries the
-kernel's restart code in rax; the fix-up below makes it re-enter the call
-(ERESTARTSYS/NOINTR/NOHAND) or see EINTR (ERESTART_RESTARTBLOCK, whose
-kernel-side restart block cannot be carried over).  orig_rax is always -1 so
-the kernel does no second fix-up on release.
+kernel's restart code in rax and the syscall number in orig_rax.  For
+ERESTARTSYS/NOINTR/NOHAND both are restored as they were: the task is
+released from a ptrace stop inside the kernel's signal path, so the kernel
+itself decides, exactly as it would have without the dump — re-enter the
+call, or return EINTR if a pending signal's handler runs first (pause() and
+sigsuspend() depend on that).  ERESTART_RESTARTBLOCK becomes EINTR: its
+kernel-side restart block cannot be carried over (restarting would run the
+block the new task inherited from pyckpt).
 """
 
 from __future__ import annotations
@@ -39,9 +43,8 @@ def fixup_restart(raw: bytes) -> bytes:
     if regs.orig_rax != U64:  # stopped inside a syscall
         err = (-regs.rax) & U64 if regs.rax & (1 << 63) else 0
         if err in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND):
-            regs.rax = regs.orig_rax
-            regs.rip -= 2
-        elif err == ERESTART_RESTARTBLOCK:
+            return pt.encode_regs(regs)  # the kernel restarts it, or not, on release
+        if err == ERESTART_RESTARTBLOCK:
             regs.rax = (-EINTR) & U64
     regs.orig_rax = U64
     return pt.encode_regs(regs)

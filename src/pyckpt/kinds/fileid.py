@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 from ..errors import FileChangedError
@@ -42,15 +43,41 @@ def check_same(ident: FileIdentity, fd: int, *, content: bool) -> None:
         raise FileChangedError(ident.path, "it was modified (mtime differs)")
 
 
-def open_checked(ident: FileIdentity, flags: int, *, content: bool) -> int:
-    """Open the file of `ident` by path; refuse if it is another file (or, with
-    `content`, if its size or mtime changed)."""
+TYPE_NAMES = {stat.S_IFREG: "a regular file", stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device",
+              stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFBLK: "a block device"}
+
+
+def open_path(path: str, flags: int, file_type: int) -> int:
+    """Open `path` with the dumped open `flags`, refusing anything not of `file_type`.
+
+    Opened non-blocking and without becoming a controlling terminal, so a
+    path that is now a FIFO or a device cannot hang or disturb pyckpt; the
+    dumped O_NONBLOCK setting is put back after the type is checked.
+    """
+    flags &= ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC)
     try:
-        fd = os.open(ident.path, flags | os.O_CLOEXEC)
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise FileChangedError(ident.path, "it no longer exists") from None
+        raise FileChangedError(path, "it no longer exists") from None
     except OSError as e:
-        raise FileChangedError(ident.path, f"it cannot be opened: {e.strerror}") from None
+        raise FileChangedError(path, f"it cannot be opened: {e.strerror}") from None
+    try:
+        now = stat.S_IFMT(os.fstat(fd).st_mode)
+        if now != file_type:
+            raise FileChangedError(path, f"it is {TYPE_NAMES.get(now, 'another kind of file')} now, "
+                                         f"was {TYPE_NAMES.get(file_type, 'another kind')}")
+        if not flags & os.O_NONBLOCK:
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_checked(ident: FileIdentity, flags: int, *, content: bool) -> int:
+    """Open the regular file of `ident` by path; refuse if it is another file (or,
+    with `content`, if its size or mtime changed)."""
+    fd = open_path(ident.path, flags, stat.S_IFREG)
     try:
         check_same(ident, fd, content=content)
     except BaseException:

@@ -13,10 +13,9 @@ import os
 import stat
 from dataclasses import dataclass
 
-from ..errors import FileChangedError
 from ..image import record
 from .context import DumpContext, RestoreContext
-from .fileid import FileIdentity, check_same, identify
+from .fileid import FileIdentity, check_same, identify, open_path
 from .files import DumpedFd, ExternalFileRecord, FileKind, file_kind
 
 O_CLOEXEC = os.O_CLOEXEC
@@ -59,14 +58,8 @@ class PathFile(FileKind):
                            identify(path, f.proc_path))]
 
     def open(self, rctx: RestoreContext, rec: FileRecord) -> int:
-        flags = rec.flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY)
-        path = rec.file.path
-        try:
-            fd = os.open(path, flags | O_CLOEXEC)
-        except FileNotFoundError:
-            raise FileChangedError(path, "it no longer exists") from None
-        except OSError as e:
-            raise FileChangedError(path, f"it cannot be opened: {e.strerror}") from None
+        file_type = {"regular": stat.S_IFREG, "directory": stat.S_IFDIR}.get(rec.kind, stat.S_IFCHR)
+        fd = open_path(rec.file.path, rec.flags, file_type)
         try:
             if rec.kind != "chardev" and not rctx.options.allow_changed_files:
                 check_same(rec.file, fd, content=rec.kind == "regular")

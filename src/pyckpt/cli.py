@@ -185,6 +185,11 @@ def _cmd_check(args, progress) -> int:
     return 0
 
 
+def _one_line(text: str) -> str:
+    """Messages may quote image contents: never let them span lines or carry escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text.replace("\n", " | "))
+
+
 COMMANDS = {"dump": _cmd_dump, "restore": _cmd_restore, "show": _cmd_show, "check": _cmd_check}
 
 
@@ -198,10 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     except errors.PyckptError as e:
         if args.debug:
             raise
-        print(f"pyckpt {args.command}: error: {e}", file=sys.stderr)
+        print(f"pyckpt {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:
         return 0
+    except Exception as e:  # a bug, or a damage no check caught: still one line
+        if args.debug:
+            raise
+        print(f"pyckpt {args.command}: internal error: {type(e).__name__}: {e} "
+              "(run with --debug for the traceback, and please report it)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -12,8 +12,10 @@ killed and reaped: no half-made process is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
+import resource
 import platform
 import struct
 import time
@@ -93,7 +95,7 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
             files.prepare(rctx)
             itimers.prepare(rctx)
             stats.phases[Stage.PREPARE.name] = time.perf_counter() - t
-            with pinned_to_cpu(min(os.sched_getaffinity(0))):
+            with pinned_to_cpu(min(os.sched_getaffinity(0))), _fd_room():
                 _create_and_fill(rctx, stats)
         except OSError as e:
             raise RestoreError(f"restore from {path} failed: {e}; no process was left behind") from e
@@ -101,6 +103,21 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
             rctx.close_passed()
     stats.total = time.perf_counter() - t0
     return psutil.Process(rctx.pid)
+
+
+@contextlib.contextmanager
+def _fd_room():
+    """pyckpt's soft RLIMIT_NOFILE raised to its hard limit for the restore: the new
+    task starts with pyckpt's limits and must dup3 to every fd number of the
+    image before its own limits are set (OUTSIDE stage)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        yield
+    finally:
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def _validate(path, progress: Progress, stats: RestoreStats, options: RestoreOptions) -> RestoreContext:
@@ -291,6 +308,8 @@ def _fill(rctx: RestoreContext, stats: RestoreStats) -> None:
         inj.check(nr.munmap, scratch, PAGE, what="munmap of the scratch page")
         for t in [inj, *rctx.threads.values()]:
             t.forget_sigmask()
+        for t in rctx.threads.values():
+            t.cure()  # nothing left to undo but its /proc/TID/mem fd
         stats.injected_calls = inj.calls + sum(t.calls for t in rctx.threads.values())
     with _timed(stats, Stage.REGISTERS):
         cpu.restore(rctx)

@@ -93,3 +93,56 @@ def test_chroot_and_cwd_inside_it(spawn, python_exe, tmp_path):
     assert os.readlink(f"/proc/{t.pid}/root") == str(root)
     (root / "sub" / "ask").touch()
     assert t.wait_for(r"CHECK (ok|FAIL.*)", after=n).group(1) == "ok"
+
+
+USER_TARGET = r"""
+import ctypes, os, signal, sys, time
+libc = ctypes.CDLL(None)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+ask = False
+def on_usr1(*a):
+    global ask
+    ask = True
+signal.signal(signal.SIGUSR1, on_usr1)
+print("READY", flush=True)
+counter = 0
+while True:
+    counter += 1
+    time.sleep(0.02)
+    if ask:
+        ask = False
+        status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+        ok = (os.getresuid() == (65534,) * 3 and os.getresgid() == (65534,) * 3
+              and os.getgroups() == [100] and status["NoNewPrivs"].strip() == "1"
+              and libc.prctl(3, 0, 0, 0, 0) == 1 and int(status["CapEff"], 16) == 0)
+        print(f"CHECK ok counter={counter}" if ok else f"CHECK FAIL {os.getresuid()} {os.getgroups()}",
+              flush=True)
+"""
+
+
+def test_ordinary_user_comes_back_as_that_user(spawn, python_exe, tmp_path):
+    from conftest import check, dump_kill_restore
+
+    # pyckpt's own interpreter may sit where user 65534 cannot read it (/root/.pyenv)
+    exe = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else python_exe
+    t = spawn([exe, "-c", USER_TARGET], user=65534, group=65534, extra_groups=[100], cwd="/")
+    t.wait_for("^READY")
+    before = check(t)
+    dump_kill_restore(spawn, t, tmp_path / "img")
+    assert os.stat(f"/proc/{t.pid}/mem").st_uid == 65534  # still dumpable: its owner may debug it
+    assert check(t) > before
+
+
+def test_seccomp_process_is_refused(spawn, python_exe, tmp_path):
+    code = ("import ctypes, sys\nprint('READY', flush=True)\n"
+            "ctypes.CDLL(None).prctl(22, 1, 0, 0, 0)\nwhile True:\n    pass\n")  # SECCOMP_MODE_STRICT
+    t = spawn([python_exe, "-c", code])
+    t.wait_for("^READY")
+    time.sleep(0.2)
+    try:
+        pyckpt.dump(t.pid, tmp_path / "img")
+    except pyckpt.UnsupportedError as e:
+        assert "seccomp" in str(e) and str(t.pid) in str(e)
+    else:
+        raise AssertionError("a process under seccomp was dumped")
+    assert t.state() == "R"  # still spinning, untouched

@@ -25,6 +25,7 @@ from .errors import (
     PtraceError,
     PyckptError,
     UnsuitableProcessError,
+    UnsupportedError,
 )
 
 
@@ -75,6 +76,12 @@ def refusal(stat: proc.ProcStat, status: dict[str, str], own_pid: int) -> Pyckpt
     tracer = int(status.get("TracerPid", "0"))
     if tracer:
         return AlreadyTracedError(pid, tracer)
+    if status.get("Seccomp", "0") != "0":
+        # Refused before any ptrace call: an injected syscall could kill it.
+        return UnsupportedError(
+            f"process {pid} ({stat.comm}) runs under seccomp, which pyckpt cannot save yet "
+            "(restoring it without its filter would widen what it may do)"
+        )
     return None
 
 

@@ -3,7 +3,14 @@
 A restored task starts as a copy of pyckpt (root).  Its ids are set back
 after every step that needs privilege, so a process dumped as an ordinary
 user comes back as that user, with the capabilities the kernel leaves an
-ordinary user (setresuid away from 0 clears them).
+ordinary user (setresuid away from 0 clears them).  The dumpable flag
+(which setresuid clears) and no_new_privs are set back too.
+
+What restore cannot give back is refused at dump time instead of being
+restored with more privilege than the process had: seccomp filters, and
+capability sets other than the ones the restore will produce (pyckpt's own
+for a root process; none but pyckpt's bounding and inheritable sets for an
+ordinary user).
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ import os
 import struct
 from dataclasses import dataclass
 
+from .. import proc
+from ..errors import UnsupportedError
 from ..image import record
 from .context import DumpContext, RestoreContext
 
@@ -25,19 +34,50 @@ class CredsRecord:
     uids: list[int]  # real, effective, saved, fs
     gids: list[int]
     groups: list[int]
+    dumpable: int  # prctl(PR_GET_DUMPABLE)
+    no_new_privs: bool
 
+
+PR_SET_DUMPABLE, PR_GET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 4, 3, 38
+CAP_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+SYS_prctl = 157
+MAX_GROUPS = 900  # what fits in the scratch page
 
 def _ids(line: str) -> list[int]:
     return [int(x) for x in line.split()]
 
 
+def _caps(status: dict[str, str]) -> dict[str, int]:
+    return {k: int(status.get(k, "0"), 16) for k in CAP_FIELDS}
+
+
 def dump(ctx: DumpContext) -> list:
-    s = ctx.status
-    return [CredsRecord(_ids(s["Uid"]), _ids(s["Gid"]), _ids(s.get("Groups", "")))]
+    s, pid = ctx.status, ctx.pid  # (seccomp is refused before the seize: see seize.refusal)
+    uids = _ids(s["Uid"])
+    caps, own = _caps(s), _caps(proc.read_status(os.getpid()))
+    expected = own if uids[1] == 0 else dict(own, CapPrm=0, CapEff=0, CapAmb=0)
+    if caps != expected:
+        diff = ", ".join(f"{k} {caps[k]:x} (restore would give {expected[k]:x})"
+                         for k in CAP_FIELDS if caps[k] != expected[k])
+        raise UnsupportedError(f"process {pid} has capability sets pyckpt cannot restore yet: {diff}")
+    groups = _ids(s.get("Groups", ""))
+    if len(groups) > MAX_GROUPS:
+        raise UnsupportedError(f"process {pid} has {len(groups)} supplementary groups; "
+                               f"pyckpt restores at most {MAX_GROUPS}")
+    dumpable = ctx.inj.check(SYS_prctl, PR_GET_DUMPABLE, what="prctl(PR_GET_DUMPABLE)")
+    return [CredsRecord(uids, _ids(s["Gid"]), groups, dumpable, s.get("NoNewPrivs", "0") == "1")]
 
 
 def restore(rctx: RestoreContext) -> None:
     rec = rctx.image.one(CredsRecord)
+    _set_ids(rctx, rec)
+    rctx.inj.check(SYS_prctl, PR_SET_DUMPABLE, 1 if rec.dumpable else 0, what="prctl(PR_SET_DUMPABLE)")
+    if rec.no_new_privs:
+        for inj in [rctx.inj, *rctx.threads.values()]:
+            inj.check(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, what="prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+def _set_ids(rctx: RestoreContext, rec: CredsRecord) -> None:
     if rec.uids == [0] * 4 and rec.gids == [0] * 4 and sorted(rec.groups) == sorted(os.getgroups()):
         return  # same as pyckpt's (root): nothing to change
     rctx.inj.write(rctx.scratch, struct.pack(f"<{len(rec.groups)}I", *rec.groups))

@@ -69,7 +69,8 @@ __all__ = [
 class Image:
     """A complete image on disk: its header and records, validated on open.
 
-    `verify()` also checks every page digest (what `pyckpt check` does).
+    `verify()` also checks that the records fit together and every page
+    digest (what `pyckpt check` does).
     """
 
     def __init__(self, path):
@@ -88,8 +89,9 @@ class Image:
         return self.header.root_pid
 
     def verify(self, progress=None) -> None:
-        from .kinds import stored_runs
+        from .kinds import check_consistency, stored_runs
 
+        check_consistency(self._reader)
         self._reader.verify_pages(stored_runs(self._reader), progress)
 
     def summary(self) -> dict:

@@ -29,7 +29,8 @@ from ._native._ck import ffi, lib
 from .errors import ImageError, PidInUseError, PtraceError, PyckptError, RestoreError
 from .image import ImageReader
 from .inject import Injector, RemoteCallError, find_syscall_insn, nr
-from .kinds import cpu, creds, files, itimers, load_all, memory, mm, signals, stored_runs, task, thread
+from .kinds import (check_consistency, cpu, creds, files, itimers, load_all, memory, mm, signals,
+                    stored_runs, task, thread)
 from .kinds.context import RestoreContext, RestoreOptions
 from .progress import Progress
 from .seize import kill_and_reap, pinned_to_cpu, release
@@ -125,6 +126,7 @@ def _validate(path, progress: Progress, stats: RestoreStats, options: RestoreOpt
     image = ImageReader(path)
     if image.header.machine != platform.machine():
         raise ImageError(f"image at {path} is for {image.header.machine}, this is {platform.machine()}")
+    check_consistency(image)
     runs = stored_runs(image)
     total = sum(length for _, length, _ in runs)
     stats.pages_bytes = total

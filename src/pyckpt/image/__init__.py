@@ -313,7 +313,7 @@ class ImageReader:
         """
         runs = list(runs)
         for offset, length, _ in runs:
-            if offset % PAGE or length % PAGE or offset + length > self.pages_size:
+            if offset < 0 or length <= 0 or offset % PAGE or length % PAGE or offset + length > self.pages_size:
                 raise ImageError(f"image at {self.path}: a page run lies outside {PAGES_FILE}")
         if not runs or self.pages_size == 0:
             return

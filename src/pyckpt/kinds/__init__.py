@@ -30,3 +30,23 @@ def stored_runs(image) -> list[tuple[int, int, int]]:
         if method is not None:
             runs += method()
     return runs
+
+
+def check_consistency(image) -> None:
+    """Refuse an image whose records do not fit together (ImageError), before anything
+    is created: each kind module may define `validate(image)`; checksums only prove
+    the bytes are what was written, this proves they make one process."""
+    import importlib
+    import pkgutil
+
+    from ..errors import ImageError
+
+    for mod in pkgutil.iter_modules(__path__):
+        validate = getattr(importlib.import_module(f"{__name__}.{mod.name}"), "validate", None)
+        if validate is not None:
+            try:
+                validate(image)
+            except ImageError:
+                raise
+            except (KeyError, ValueError, TypeError, AttributeError) as e:
+                raise ImageError(f"image at {image.path}: inconsistent {mod.name} records ({e})") from None

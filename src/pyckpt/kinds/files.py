@@ -259,3 +259,19 @@ def summary(image) -> list[dict]:
             "shared_with": [x for x in sharing[r.file_id] if x != r.fd],
         })
     return out
+
+
+def validate(image) -> None:
+    """fd numbers valid and unique; every fd names a saved description; ids unique."""
+    from ..errors import ImageError
+
+    ids = [d.id for d in description_records(image)]
+    if len(ids) != len(set(ids)):
+        raise ImageError(f"image at {image.path}: two file descriptions share an id")
+    seen: set[int] = set()
+    for r in image.of_type(FdRecord):
+        if not 0 <= r.fd < (1 << 20) or r.fd in seen:
+            raise ImageError(f"image at {image.path}: fd {r.fd} is invalid or listed twice")
+        seen.add(r.fd)
+        if r.file_id not in ids:
+            raise ImageError(f"image at {image.path}: fd {r.fd} refers to a missing file #{r.file_id}")

@@ -380,3 +380,33 @@ def restore_pages(rctx: RestoreContext) -> None:
             if v.pages and v.prot != v.prot | PROT_READ | PROT_WRITE:
                 inj.check(nr.mprotect, v.start, v.end - v.start, v.prot,
                           what=f"mprotect of {v.start:#x}")
+
+
+TASK_END_4LEVEL = 0x7FFFFFFFF000
+
+
+def validate(image) -> None:
+    """VMAs page-aligned, in user space, not overlapping; runs inside their VMA."""
+    from ..errors import ImageError
+
+    def bad(what: str):
+        raise ImageError(f"image at {image.path}: {what}")
+
+    image.one(VdsoRecord)
+    areas = [(v.start, v.end, v.name) for v in image.of_type(VmaRecord)]
+    areas += [(b.start, b.end, b.name) for b in image.one(VdsoRecord).blocks]
+    prev_end, prev_name = 0, ""
+    for start, end, name in sorted(areas):
+        if start % PAGE or end % PAGE or not 0 < start < end <= TASK_END_4LEVEL:
+            bad(f"memory area {start:#x}-{end:#x} ({name}) is not a valid user-space range")
+        if start < prev_end:
+            bad(f"memory areas overlap at {start:#x} ({prev_name} and {name})")
+        prev_end, prev_name = end, name
+    for v in image.of_type(VmaRecord):
+        if (v.kind not in ("anon", "shared_anon", "file", *MAPPED_OBJECTS)
+                or (v.kind == "file" and v.file is None)):
+            bad(f"memory area {v.start:#x} has a bad kind or file ({v.kind})")
+        for p in v.pages:
+            if (p.npages <= 0 or p.offset < 0 or p.offset % PAGE or p.addr % PAGE
+                    or p.addr < v.start or p.addr + p.npages * PAGE > v.end):
+                bad(f"a page run at {p.addr:#x} lies outside its memory area {v.start:#x}-{v.end:#x}")

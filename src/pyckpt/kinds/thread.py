@@ -166,3 +166,21 @@ def restore_from_outside(rctx: RestoreContext) -> None:
 def restore_masks(rctx: RestoreContext) -> None:
     for rec in thread_records(rctx.image):
         pt.set_sigmask(rctx.tid_map[rec.tid], rec.blocked)
+
+
+def validate(image) -> None:
+    """One record per thread, the leader among them, registers for each, no stray tids."""
+    from ..errors import ImageError
+    from .cpu import CpuRecord
+    from .signals import PendingSignalsRecord
+    from .task import TaskRecord
+
+    pid = image.one(TaskRecord).pid
+    tids = [r.tid for r in image.of_type(ThreadRecord)]
+    cpu = [r.tid for r in image.of_type(CpuRecord)]
+    if pid not in tids or len(tids) != len(set(tids)) or sorted(tids) != sorted(cpu) or min(tids) <= 0:
+        raise ImageError(f"image at {image.path}: thread records do not match (threads {sorted(tids)}, "
+                         f"registers {sorted(cpu)}, process {pid})")
+    for r in image.of_type(PendingSignalsRecord):
+        if r.tid != 0 and r.tid not in tids:
+            raise ImageError(f"image at {image.path}: pending signals of unknown thread {r.tid}")

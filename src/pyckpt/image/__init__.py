@@ -183,8 +183,10 @@ class ImageWriter:
             os.write(fd, marker)
             os.fsync(fd)
             os.close(fd)
-            os.rename(tmp, self.path / COMPLETE_FILE)
+            # INCOMPLETE goes first: a crash in between leaves neither marker,
+            # which readers also take as incomplete — never both.
             os.unlink(self.path / INCOMPLETE_FILE)
+            os.rename(tmp, self.path / COMPLETE_FILE)
             dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
             os.fsync(dfd)
             os.close(dfd)
@@ -202,6 +204,7 @@ class ImageWriter:
         self._fd = -1
         self.pages.fd = -1
         try:
+            (self.path / COMPLETE_FILE).unlink(missing_ok=True)
             with open(self.path / INCOMPLETE_FILE, "w") as f:
                 f.write(f"dump failed: {reason}\n")
         except OSError:

@@ -146,3 +146,37 @@ def test_seccomp_process_is_refused(spawn, python_exe, tmp_path):
     else:
         raise AssertionError("a process under seccomp was dumped")
     assert t.state() == "R"  # still spinning, untouched
+
+
+SHMEM_TARGET = r"""
+import mmap, signal, time
+m = mmap.mmap(-1, 64 * 4096, mmap.MAP_SHARED)
+m[0:5] = b"HELLO"
+m[5 * 4096:5 * 4096 + 5] = b"WORLD"
+m.madvise(mmap.MADV_DONTNEED, 0, 4096)  # this process drops the page; shared memory keeps it
+ask = False
+def on_usr1(*a):
+    global ask
+    ask = True
+signal.signal(signal.SIGUSR1, on_usr1)
+print("READY", flush=True)
+counter = 0
+while True:
+    counter += 1
+    time.sleep(0.02)
+    if ask:
+        ask = False
+        ok = m[0:5] == b"HELLO" and m[5 * 4096:5 * 4096 + 5] == b"WORLD" and m[4096:4100] == bytes(4)
+        print(f"CHECK ok counter={counter}" if ok else f"CHECK FAIL {m[0:5]!r} {m[20480:20485]!r}", flush=True)
+"""
+
+
+def test_shared_memory_pages_not_mapped_by_the_process_are_kept(spawn, python_exe, tmp_path):
+    from conftest import check, dump_kill_restore
+
+    t = spawn([python_exe, "-c", SHMEM_TARGET])
+    t.wait_for("^READY")
+    dump_kill_restore(spawn, t, tmp_path / "img")
+    shared = [v for v in pyckpt.open_image(tmp_path / "img").summary()["vmas"] if v["kind"] == "shared_anon"]
+    assert [v["stored_bytes"] for v in shared] == [2 * 4096]  # only the two pages with data
+    check(t)

@@ -194,15 +194,26 @@ def dump(ctx: DumpContext) -> list:
 
     # Decide what to store from pagemap before reading anything.
     pm = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    plans: list = []
     try:
-        plans = []
         total = 0
         for rec, mode in vmas:
             if mode is None:
                 continue
-            runs = _scan(pm, rec.start, (rec.end - rec.start) // PAGE, mode)
-            plans.append((rec, runs))
+            if mode == SCAN_SHARED:
+                source = os.open(f"/proc/{pid}/map_files/{rec.start:x}-{rec.end:x}",
+                                 os.O_RDONLY | os.O_CLOEXEC)
+                runs = _shmem_runs(source, rec)
+            else:
+                source = None
+                runs = _scan(pm, rec.start, (rec.end - rec.start) // PAGE, mode)
+            plans.append((rec, runs, source))
             total += sum(n for _, n in runs) * PAGE
+    except BaseException:
+        for _, _, source in plans:
+            if source is not None:
+                os.close(source)
+        raise
     finally:
         os.close(pm)
 
@@ -211,14 +222,17 @@ def dump(ctx: DumpContext) -> list:
     mem_fd = -1
     try:
         with ctx.progress.bar(total, "dump memory") as bar:
-            for rec, runs in plans:
+            for rec, runs, source in plans:
                 readable = bool(rec.prot & PROT_READ)
                 for first, count in runs:
                     addr = rec.start + first * PAGE
                     end = addr + count * PAGE
                     while addr < end:
                         n = min(CHUNK, end - addr)
-                        if readable:
+                        if source is not None:  # shared memory: read from the object itself
+                            got = os.preadv(source, [memoryview(view)[:n]],
+                                            rec.offset + (addr - rec.start))
+                        elif readable:
                             got = lib.ck_vm_read(pid, addr, buf, n)
                         else:
                             # process_vm_readv honours protections; /proc/PID/mem does not.
@@ -236,7 +250,32 @@ def dump(ctx: DumpContext) -> list:
     finally:
         if mem_fd >= 0:
             os.close(mem_fd)
+        for _, _, source in plans:
+            if source is not None:
+                os.close(source)
     return [vdso_rec] + objects + [rec for rec, _ in vmas]
+
+
+def _shmem_runs(fd: int, rec) -> list[tuple[int, int]]:
+    """Runs (first page, count) of a shared memory area that hold data, from the
+    shared memory object itself (SEEK_DATA/SEEK_HOLE): pages another process
+    wrote, or whose page-table entry this one dropped, are in it too — pagemap
+    of this process would miss them."""
+    lo, hi = rec.offset, rec.offset + (rec.end - rec.start)
+    runs = []
+    pos = lo
+    while pos < hi:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: no data after pos
+            break
+        if data >= hi:
+            break
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), hi)
+        first = (data - lo) // PAGE
+        runs.append((first, (hole - lo + PAGE - 1) // PAGE - first))
+        pos = hole
+    return runs
 
 
 def _scan(pm_fd: int, start: int, npages: int, mode: int) -> list[tuple[int, int]]:

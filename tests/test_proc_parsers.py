@@ -138,3 +138,29 @@ def test_limits_in_rlimit_order():
     assert lim[3] == (8388608, -1)  # RLIMIT_STACK
     assert lim[7] == (1024, 524288)  # RLIMIT_NOFILE
     assert lim[13] == (0, 0) and lim[15] == (-1, -1)  # NICE, RTTIME
+
+
+TIMERS = """\
+ID: 0
+signal: 12/0000000000001111
+notify: signal/pid.4242
+ClockID: 1
+ID: 2
+signal: 14/0000000000000000
+notify: signal/tid.4243
+ClockID: 0
+ID: 3
+signal: 0/0000000000000000
+notify: none/pid.4242
+ClockID: 7
+"""
+
+
+def test_posix_timers_text():
+    from pyckpt.kinds.itimers import parse_timers
+
+    t = parse_timers(TIMERS)
+    assert [x["id"] for x in t] == [0, 2, 3]
+    assert t[0] == {"id": 0, "signo": 12, "value": 0x1111, "notify": 0, "tid": 0, "clock": 1}
+    assert t[1]["notify"] == 4 and t[1]["tid"] == 4243  # SIGEV_SIGNAL | SIGEV_THREAD_ID
+    assert t[2]["notify"] == 1 and t[2]["clock"] == 7  # SIGEV_NONE

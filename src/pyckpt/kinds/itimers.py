@@ -1,11 +1,15 @@
-"""Interval timers: ITIMER_REAL (also what alarm() sets), ITIMER_VIRTUAL, ITIMER_PROF.
+"""Timers: interval timers (ITIMER_REAL — also what alarm() sets — VIRTUAL, PROF)
+and POSIX timers (timer_create).
 
-Read with injected getitimer calls (the time left and the interval); set
-again by injected setitimer in the DEFERRED stage, close to the release,
-so the restore itself eats little of the time left.  A timer that expires
-during the last steps delivers its signal once the task runs (all signals
-are blocked while it is restored).  POSIX timers (timer_create) are not
-saved yet: a process holding one is refused at dump time.
+Interval timers are read with injected getitimer calls (time left and
+interval).  POSIX timers are listed by /proc/PID/timers (id, signal and its
+value, how they notify, clock) and read with injected timer_gettime.  Both
+are armed again in the DEFERRED stage, close to the release, so the restore
+itself eats little of the time left; a timer that expires during the last
+steps delivers its signal once the task runs (all signals are blocked while
+it is restored).  POSIX timers get their own ids back through
+prctl(PR_TIMER_CREATE_RESTORE_IDS), which makes timer_create take the id it
+is given.  Overrun counts are not kept.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from ..errors import UnsupportedError
+from ..errors import RestoreError
+from ..inject import nr
 from ..image import record
 from .context import DumpContext, RestoreContext
 
@@ -37,26 +42,109 @@ class ItimersRecord:
     timers: list[Itimer]  # only the armed ones
 
 
-def dump(ctx: DumpContext) -> list:
+@dataclass
+class PosixTimer:
+    id: int
+    clock: int
+    notify: int  # sigev_notify: SIGEV_SIGNAL 0, SIGEV_NONE 1, | SIGEV_THREAD_ID 4
+    signo: int
+    value: int  # sigev_value
+    tid: int  # SIGEV_THREAD_ID: the thread to signal (image TID)
+    interval_sec: int
+    interval_nsec: int
+    value_sec: int  # time left (0, 0: disarmed)
+    value_nsec: int
+
+
+@record(46)
+@dataclass
+class PosixTimersRecord:
+    timers: list[PosixTimer]
+
+
+SYS_timer_create, SYS_timer_settime, SYS_timer_gettime = 222, 223, 224
+PR_TIMER_CREATE_RESTORE_IDS, RESTORE_IDS_OFF, RESTORE_IDS_ON = 77, 0, 1
+ITIMERSPEC = struct.Struct("<qqqq")  # it_interval (sec, nsec), it_value (sec, nsec)
+SIGEVENT = struct.Struct("<QiiI44x")  # sigev_value, signo, notify, _tid; 64 bytes
+NOTIFY = {"signal": 0, "none": 1, "thread": 2}
+SIGEV_THREAD_ID = 4
+
+
+def parse_timers(text: str) -> list[dict]:
+    """Parse /proc/PID/timers: blocks of `ID:`, `signal: N/VALUE`, `notify: KIND/pid.N`
+    (or `tid.N`), `ClockID:` lines."""
+    timers, cur = [], None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        value = value.strip()
+        if key == "ID":
+            cur = {"id": int(value)}
+            timers.append(cur)
+        elif cur is None:
+            continue
+        elif key == "signal":
+            signo, _, sival = value.partition("/")
+            cur["signo"], cur["value"] = int(signo), int(sival, 16)
+        elif key == "notify":
+            kind, _, target = value.partition("/")
+            who, _, num = target.partition(".")
+            cur["notify"] = NOTIFY[kind] | (SIGEV_THREAD_ID if who == "tid" else 0)
+            cur["tid"] = int(num) if who == "tid" else 0
+        elif key == "ClockID":
+            cur["clock"] = int(value)
+    return timers
+
+
+def _dump_posix(ctx: DumpContext) -> list[PosixTimer]:
     with open(f"/proc/{ctx.pid}/timers") as f:
-        if f.read().strip():
-            raise UnsupportedError(
-                f"process {ctx.pid} has POSIX timers (timer_create; see /proc/{ctx.pid}/timers), "
-                "which pyckpt cannot save yet"
-            )
+        found = parse_timers(f.read())
+    out = []
+    for t in found:
+        ctx.inj.check(SYS_timer_gettime, t["id"], ctx.scratch, what=f"timer_gettime({t['id']})")
+        isec, insec, vsec, vnsec = ITIMERSPEC.unpack(ctx.inj.read(ctx.scratch, ITIMERSPEC.size))
+        out.append(PosixTimer(t["id"], t["clock"], t["notify"], t["signo"], t["value"], t["tid"],
+                              isec, insec, vsec, vnsec))
+    return out
+
+
+def dump(ctx: DumpContext) -> list:
+    posix = _dump_posix(ctx)
     timers = []
     for which in range(3):
         ctx.inj.check(SYS_getitimer, which, ctx.scratch, what=f"getitimer({NAMES[which]})")
         isec, iusec, vsec, vusec = ITIMERVAL.unpack(ctx.inj.read(ctx.scratch, ITIMERVAL.size))
         if vsec or vusec:
             timers.append(Itimer(which, isec, iusec, vsec, vusec))
-    return [ItimersRecord(timers)]
+    return [ItimersRecord(timers)] + ([PosixTimersRecord(posix)] if posix else [])
 
 
 def prepare(rctx: RestoreContext) -> None:
     rec = rctx.image.one(ItimersRecord)
     if rec.timers:
         rctx.deferred.append(lambda: _arm(rctx, rec))
+    for posix in rctx.image.of_type(PosixTimersRecord):
+        rctx.deferred.append(lambda posix=posix: _create_posix(rctx, posix))
+
+
+def _create_posix(rctx: RestoreContext, rec: PosixTimersRecord) -> None:
+    inj, scratch = rctx.inj, rctx.scratch
+    id_addr, spec_addr = scratch + 64, scratch + 128
+    inj.check(nr.prctl, PR_TIMER_CREATE_RESTORE_IDS, RESTORE_IDS_ON, 0, 0, 0,
+              what="prctl(PR_TIMER_CREATE_RESTORE_IDS) (POSIX timers need Linux 6.17 or later)")
+    try:
+        for t in sorted(rec.timers, key=lambda t: t.id):
+            inj.write(scratch, SIGEVENT.pack(t.value, t.signo, t.notify, t.tid))
+            inj.write(id_addr, struct.pack("<i", t.id))
+            inj.check(SYS_timer_create, t.clock, scratch, id_addr, what=f"timer_create of timer {t.id}")
+            (got,) = struct.unpack("<i", inj.read(id_addr, 4))
+            if got != t.id:
+                raise RestoreError(f"POSIX timer {t.id} of process {rctx.image_pid} came back as {got}")
+            if t.value_sec or t.value_nsec:
+                inj.write(spec_addr, ITIMERSPEC.pack(t.interval_sec, t.interval_nsec,
+                                                     t.value_sec, t.value_nsec))
+                inj.check(SYS_timer_settime, t.id, 0, spec_addr, 0, what=f"timer_settime of timer {t.id}")
+    finally:
+        inj.call(nr.prctl, PR_TIMER_CREATE_RESTORE_IDS, RESTORE_IDS_OFF, 0, 0, 0)
 
 
 def _arm(rctx: RestoreContext, rec: ItimersRecord) -> None:

@@ -156,7 +156,7 @@ class Seized:
                 status = proc.read_status(self.pid)
                 raise AlreadyTracedError(self.pid, int(status.get("TracerPid", "0"))) from None
             raise
-        for _ in range(64):
+        for attempt in range(64):
             pt.request(pt.PTRACE_INTERRUPT, tid, 0, 0, "PTRACE_INTERRUPT")
             status = pt.wait(tid)
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
@@ -165,10 +165,14 @@ class Seized:
                 return False
             if status >> 16 == pt.PTRACE_EVENT_STOP:
                 return True
-            # Signal-delivery stop: let the signal go through, then stop again.
+            # Signal-delivery stop: let the signal go through, then stop again —
+            # or, after too many, let go of the thread from this stop, signal and all.
+            if attempt == 63:
+                pt.request(pt.PTRACE_DETACH, tid, 0, os.WSTOPSIG(status), "PTRACE_DETACH")
+                raise DumpError(
+                    f"thread {tid} of process {self.pid} kept receiving signals; could not freeze it")
             pt.request(pt.PTRACE_CONT, tid, 0, os.WSTOPSIG(status), "PTRACE_CONT")
-        pt.request(pt.PTRACE_DETACH, tid, 0, 0, "PTRACE_DETACH")
-        raise DumpError(f"thread {tid} of process {self.pid} kept receiving signals; could not freeze it")
+        return False  # not reached
 
     def _detach_all(self) -> None:
         for tid in self.tids:

@@ -113,6 +113,8 @@ def spawn(tmp_path):
 
     def start(argv, *, name: str = "target", **kw) -> Target:
         log = tmp_path / f"{name}-{len(started)}.log"
+        # Python targets (also inline ones, `python -c`) import targets/selfcheck.py
+        kw.setdefault("env", dict(os.environ, PYTHONPATH=str(TARGETS)))
         with open(log, "wb") as out:
             p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                  start_new_session=True, **kw)

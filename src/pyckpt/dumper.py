@@ -104,11 +104,29 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
         stats.phases["finish"] = time.perf_counter() - t
 
 
+def _children(pid: int, tids: list[int]) -> list[int]:
+    """Child processes of every thread of `pid` (zombies included), from /proc."""
+    out: list[int] = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return sorted(set(out))
+
+
 def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress, stats: DumpStats,
              smaps_flags: dict[int, list[str]], options: DumpOptions) -> list:
     t = time.perf_counter()
     status = proc.read_status(pid)
     stat = proc.read_stat(pid)
+    children = _children(pid, tids)
+    if children:
+        raise UnsupportedError(
+            f"process {pid} has child processes ({', '.join(map(str, children[:8]))}); process trees "
+            "are not supported yet — the image would lose them"
+        )
     maps = proc.read_maps(pid)
     if set(smaps_flags) != {m.start for m in maps}:  # the layout changed since it was read
         smaps_flags = proc.read_smaps_flags(pid)

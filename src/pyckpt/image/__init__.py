@@ -234,7 +234,9 @@ class ImageReader:
             marker = json.loads((self.path / COMPLETE_FILE).read_text())
             self._expect_digest = int(marker["records_xxh3"])
             self.pages_size = int(marker["pages_size"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            if not (0 <= self._expect_digest < 1 << 64 and 0 <= self.pages_size < 1 << 48):
+                raise ValueError("out of range")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, OverflowError, OSError):
             raise ImageError(f"image at {self.path}: the COMPLETE marker is damaged") from None
         try:
             data = (self.path / RECORDS_FILE).read_bytes()

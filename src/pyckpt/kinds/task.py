@@ -39,6 +39,8 @@ def dump(ctx: DumpContext) -> list:
     root = os.readlink(f"/proc/{pid}/root")
     if root.endswith(" (deleted)"):
         raise UnsupportedError(f"process {pid}: its root directory {root} was removed")
+    if len(os.fsencode(root)) > 3000:  # restore passes it through the scratch page
+        raise UnsupportedError(f"process {pid}: its root directory path is too long for pyckpt")
     with open(f"/proc/{pid}/personality") as f:
         personality = int(f.read(), 16)
     # From /proc: prlimit() on another user's process needs CAP_SYS_RESOURCE.

@@ -343,3 +343,23 @@ class ImageReader:
                 view.release()
         finally:
             mapping.close()
+
+
+class ImageView:
+    """The records of one process of an image (a process tree holds several),
+    with the reader's lookups; kinds restore a process from its view."""
+
+    def __init__(self, reader: ImageReader, records: list):
+        self.reader = reader
+        self.path = reader.path
+        self.header = reader.header
+        self.pages_size = reader.pages_size
+        self.records = records
+
+    def of_type(self, cls) -> list:
+        """Records of `cls`: this process's own for per-process kinds (marked
+        PER_PROCESS), the whole image's for objects saved once and shared."""
+        source = self.records if getattr(cls, "PER_PROCESS", False) else self.reader.records
+        return [r for r in source if isinstance(r, cls)]
+
+    one = ImageReader.one

@@ -31,6 +31,7 @@ SYS_setfsuid, SYS_setfsgid = 122, 123
 @record(2)
 @dataclass
 class CredsRecord:
+    PER_PROCESS = True  # one per process of the image
     uids: list[int]  # real, effective, saved, fs
     gids: list[int]
     groups: list[int]

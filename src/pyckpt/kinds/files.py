@@ -46,6 +46,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 @record(61)
 @dataclass
 class FdRecord:
+    PER_PROCESS = True  # one per process of the image
     fd: int
     file_id: int
     cloexec: bool

@@ -39,6 +39,7 @@ class Itimer:
 @record(45)
 @dataclass
 class ItimersRecord:
+    PER_PROCESS = True  # one per process of the image
     timers: list[Itimer]  # only the armed ones
 
 
@@ -59,6 +60,7 @@ class PosixTimer:
 @record(46)
 @dataclass
 class PosixTimersRecord:
+    PER_PROCESS = True  # one per process of the image
     timers: list[PosixTimer]
 
 

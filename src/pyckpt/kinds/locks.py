@@ -62,6 +62,8 @@ TYPES = {"READ": "read", "WRITE": "write"}
 class FileLockRecord:
     """One granted lock, set again through fd `fd` (which holds description `file_id`)."""
 
+    PER_PROCESS = True  # one per process of the image
+
     file_id: int
     fd: int
     kind: str  # "posix", "ofd" or "flock"

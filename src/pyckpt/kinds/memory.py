@@ -52,6 +52,7 @@ class PageRun:
 @record(10)
 @dataclass
 class VmaRecord:
+    PER_PROCESS = True  # one per process of the image
     start: int
     end: int
     prot: int
@@ -77,6 +78,7 @@ class VdsoBlock:
 @record(11)
 @dataclass
 class VdsoRecord:
+    PER_PROCESS = True  # one per process of the image
     blocks: list[VdsoBlock]
     vdso_xxh3: int  # digest of the [vdso] text: restore needs the same kernel's vDSO
 

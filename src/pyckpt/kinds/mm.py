@@ -28,6 +28,7 @@ PRCTL_MM_MAP = struct.Struct("<11QQII")  # struct prctl_mm_map, 104 bytes
 @record(50)
 @dataclass
 class MmRecord:
+    PER_PROCESS = True  # one per process of the image
     start_code: int
     end_code: int
     start_data: int

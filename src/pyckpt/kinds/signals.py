@@ -40,12 +40,14 @@ class SigAction:
 @record(30)
 @dataclass
 class SignalsRecord:
+    PER_PROCESS = True  # one per process of the image
     actions: list[SigAction]
 
 
 @record(31)
 @dataclass
 class PendingSignalsRecord:
+    PER_PROCESS = True  # one per process of the image
     tid: int  # 0: the process's shared queue
     siginfos: list[bytes]  # 128-byte siginfo_t each, in queue order
 

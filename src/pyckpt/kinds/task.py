@@ -17,9 +17,39 @@ from .context import DumpContext, RestoreContext
 SYS_chroot = 161
 
 
+@record(3)
+@dataclass
+class ProcessRecord:
+    """Starts the records of one process of the image (a tree lists them parent first)."""
+
+    PER_PROCESS = True  # one per process of the image
+
+    pid: int
+    ppid: int  # as dumped; the image's root keeps no parent
+
+
+def process_views(image) -> list:
+    """One view per process, in image order (the root first).  An image without
+    ProcessRecords is one process."""
+    from ..image import ImageView
+
+    reader = getattr(image, "reader", image)
+    views, current = [], None
+    for rec in reader.records:
+        if isinstance(rec, ProcessRecord):
+            current = []
+            views.append(ImageView(reader, current))
+        if current is None:
+            current = []
+            views.append(ImageView(reader, current))
+        current.append(rec)
+    return views
+
+
 @record(1)
 @dataclass
 class TaskRecord:
+    PER_PROCESS = True  # one per process of the image
     pid: int
     ppid: int
     pgid: int

@@ -49,6 +49,7 @@ class AltStack:
 @record(40)
 @dataclass
 class ThreadRecord:
+    PER_PROCESS = True  # one per process of the image
     tid: int
     comm: str
     clear_child_tid: int

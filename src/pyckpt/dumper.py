@@ -10,6 +10,7 @@ before and the image directory marked INCOMPLETE with the reason.  With
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -20,8 +21,9 @@ from .image import Header, ImageWriter
 from .inject import Injector, injection_site_from
 from .kinds import cpu, creds, files, itimers, load_all, memory, mm, signals, task, thread
 from .kinds.context import DumpContext, DumpOptions
+from .kinds.task import ProcessRecord
 from .progress import Progress
-from .seize import Seized, check_dumpable, pinned_to_cpu
+from .seize import Seized, check_dumpable, pinned_to_cpu, refusal
 from .signals import checkpoint, deferred_signals
 
 # Kinds in the order their records are written; each returns its records.
@@ -78,9 +80,16 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
     smaps_flags = proc.read_smaps_flags(pid)
     with pinned_to_cpu(stat.processor):
         t_seize = time.perf_counter()
-        with Seized(pid) as seized:
+        with contextlib.ExitStack() as frozen:
             try:
-                records = _collect(pid, seized.tids, writer, progress, stats, smaps_flags, options)
+                seized = _seize_tree(pid, frozen)
+                tree = list(seized)
+                shared: dict = {}  # objref across the processes of the tree
+                records: list = []
+                for member in tree:
+                    records.append(ProcessRecord(member, proc.read_stat(member).ppid))
+                    records += _collect(member, seized[member].tids, writer, progress, stats,
+                                        smaps_flags if member == pid else {}, options, tree, shared)
                 t = time.perf_counter()
                 writer.write_header(Header(
                     format_version=1, pyckpt_version=__version__,
@@ -91,11 +100,12 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
                     writer.write_record(rec)
                 stats.phases["write records"] = time.perf_counter() - t
                 if kill:
-                    # The image is the only copy of the process from now on.
+                    # The image is the only copy of the processes from now on.
                     t = time.perf_counter()
                     writer.finish(sync_pages=True)
                     stats.phases["finish"] = time.perf_counter() - t
-                    seized.kill_on_exit = True
+                    for s in seized.values():
+                        s.kill_on_exit = True
             finally:
                 stats.freeze = time.perf_counter() - t_seize
     if not kill:
@@ -104,9 +114,13 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
         stats.phases["finish"] = time.perf_counter() - t
 
 
-def _children(pid: int, tids: list[int]) -> list[int]:
+def _children(pid: int) -> list[int]:
     """Child processes of every thread of `pid` (zombies included), from /proc."""
     out: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
     for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/children") as f:
@@ -116,17 +130,38 @@ def _children(pid: int, tids: list[int]) -> list[int]:
     return sorted(set(out))
 
 
+def _seize_tree(root: int, frozen: contextlib.ExitStack) -> dict[int, Seized]:
+    """Freeze the root and all its descendants, parents first; the member list is
+    re-read until no frozen member has a child that is not frozen (a process
+    that forked meanwhile is caught; once all are frozen none can fork)."""
+    seized: dict[int, Seized] = {root: frozen.enter_context(Seized(root))}
+    for _ in range(100):
+        new = [c for p in list(seized) for c in _children(p) if c not in seized]
+        if not new:
+            return seized
+        for child in new:
+            try:
+                cstat, cstatus = proc.read_stat(child), proc.read_status(child)
+            except OSError:
+                continue  # gone already
+            if cstat.state in ("Z", "X"):
+                raise UnsupportedError(
+                    f"process {child}, a child in the tree of process {root}, is a zombie; "
+                    "zombies in a tree are not supported yet (let its parent reap it and dump again)"
+                )
+            error = refusal(cstat, cstatus, os.getpid())
+            if error is not None:
+                raise error
+            seized[child] = frozen.enter_context(Seized(child))
+    raise DumpError(f"the tree of process {root} kept forking; could not freeze it")
+
+
 def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress, stats: DumpStats,
-             smaps_flags: dict[int, list[str]], options: DumpOptions) -> list:
+             smaps_flags: dict[int, list[str]], options: DumpOptions, tree: list[int],
+             shared: dict) -> list:
     t = time.perf_counter()
     status = proc.read_status(pid)
     stat = proc.read_stat(pid)
-    children = _children(pid, tids)
-    if children:
-        raise UnsupportedError(
-            f"process {pid} has child processes ({', '.join(map(str, children[:8]))}); process trees "
-            "are not supported yet — the image would lose them"
-        )
     maps = proc.read_maps(pid)
     if set(smaps_flags) != {m.start for m in maps}:  # the layout changed since it was read
         smaps_flags = proc.read_smaps_flags(pid)
@@ -134,7 +169,7 @@ def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress,
     if not vdso:
         raise UnsupportedError(f"process {pid} has no [vdso]; cannot run code inside it")
     site = injection_site_from(pid, vdso[0].start, vdso[0].size)
-    stats.phases["read /proc"] = time.perf_counter() - t
+    stats.phases["read /proc"] = stats.phases.get("read /proc", 0) + time.perf_counter() - t
     records: list = []
     with contextlib.ExitStack() as injectors:
         # One injector per thread, the leader's first (so it is cured last,
@@ -143,12 +178,13 @@ def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress,
         inj = threads[pid]
         scratch = inj.map_scratch()
         ctx = DumpContext(pid, stat, status, maps, smaps_flags, inj, scratch, writer.pages, progress,
-                          options, threads)
+                          options, threads, tree=tree, objects=shared)
         for kind_dump in DUMP_KINDS:
             checkpoint()
             t = time.perf_counter()
             records += kind_dump(ctx)
-            stats.phases[kind_dump.__module__.rsplit(".", 1)[-1]] = time.perf_counter() - t
-        stats.injected_calls = sum(i.calls for i in threads.values())
+            name = kind_dump.__module__.rsplit(".", 1)[-1]
+            stats.phases[name] = stats.phases.get(name, 0) + time.perf_counter() - t
+        stats.injected_calls += sum(i.calls for i in threads.values())
     stats.pages_bytes = writer.pages.offset
     return records

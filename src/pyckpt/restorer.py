@@ -80,30 +80,31 @@ class RestoreStats:
 
 def restore(path, *, progress: Progress | None = None, stats: RestoreStats | None = None,
             options: RestoreOptions | None = None) -> psutil.Process:
-    """Re-create the process of the image at `path` (see pyckpt.restore)."""
+    """Re-create the process (tree) of the image at `path` (see pyckpt.restore)."""
     load_all()
     progress = progress or Progress()
     options = options or RestoreOptions()
     stats = stats if stats is not None else RestoreStats()
     t0 = time.perf_counter()
     with deferred_signals():
-        rctx = _validate(path, progress, stats, options)
+        rctxs = _validate(path, progress, stats, options)
         try:
             t = time.perf_counter()
-            memory.prepare(rctx)
-            mm.prepare(rctx)
-            task.prepare(rctx)
-            files.prepare(rctx)
-            itimers.prepare(rctx)
+            for rctx in rctxs:  # every file of every process, before any process exists
+                memory.prepare(rctx)
+                mm.prepare(rctx)
+                task.prepare(rctx)
+                files.prepare(rctx)
+                itimers.prepare(rctx)
             stats.phases[Stage.PREPARE.name] = time.perf_counter() - t
             with pinned_to_cpu(min(os.sched_getaffinity(0))), _fd_room():
-                _create_and_fill(rctx, stats)
+                _create_and_fill(rctxs, stats)
         except OSError as e:
             raise RestoreError(f"restore from {path} failed: {e}; no process was left behind") from e
         finally:
-            rctx.close_passed()
+            rctxs[0].close_passed()
     stats.total = time.perf_counter() - t0
-    return psutil.Process(rctx.pid)
+    return psutil.Process(rctxs[0].pid)
 
 
 @contextlib.contextmanager
@@ -121,26 +122,41 @@ def _fd_room():
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def _validate(path, progress: Progress, stats: RestoreStats, options: RestoreOptions) -> RestoreContext:
+def _validate(path, progress: Progress, stats: RestoreStats,
+              options: RestoreOptions) -> list[RestoreContext]:
+    """Read and check the whole image; one context per process, the root first."""
     t = time.perf_counter()
     image = ImageReader(path)
     if image.header.machine != platform.machine():
         raise ImageError(f"image at {path} is for {image.header.machine}, this is {platform.machine()}")
-    check_consistency(image)
+    views = task.process_views(image)
+    for view in views:
+        check_consistency(view)
+    recs = [view.one(task.TaskRecord) for view in views]
+    in_image = {r.pid for r in recs}
+    for r in recs[1:]:
+        if r.ppid not in in_image:
+            raise ImageError(f"image at {path}: process {r.pid} has no parent in the image")
     runs = stored_runs(image)
     total = sum(length for _, length, _ in runs)
     stats.pages_bytes = total
     with progress.bar(total, "verify image") as bar:
         image.verify_pages(runs, bar.update)
-    rec = image.one(task.TaskRecord)
     if not options.new_pidns:
-        for th in thread.thread_records(image):
-            _check_pid_free(th.tid)
+        for view in views:
+            for th in thread.thread_records(view):
+                _check_pid_free(th.tid)
     stats.phases[Stage.VALIDATE.name] = time.perf_counter() - t
-    rctx = RestoreContext(image=image, pid=rec.pid, progress=progress, options=options,
-                          image_pid=rec.pid, tid_map={rec.pid: rec.pid})
-    rctx.lowest_passed = max(files.highest_fd(image) + 1, 3)
-    return rctx
+    passed: dict = {}
+    pids: dict[int, int] = {}
+    lowest = max(max(files.highest_fd(v) for v in views) + 1, 3)
+    rctxs = []
+    for view, rec in zip(views, recs):
+        rctx = RestoreContext(image=view, pid=rec.pid, progress=progress, options=options,
+                              image_pid=rec.pid, tid_map={rec.pid: rec.pid})
+        rctx.passed, rctx.pids, rctx.lowest_passed = passed, pids, lowest  # shared by the tree
+        rctxs.append(rctx)
+    return rctxs
 
 
 def _check_pid_free(pid: int) -> None:
@@ -153,33 +169,76 @@ def _check_pid_free(pid: int) -> None:
         raise PidInUseError(pid, detail)
 
 
-def _create_and_fill(rctx: RestoreContext, stats: RestoreStats) -> None:
+def _create_and_fill(rctxs: list[RestoreContext], stats: RestoreStats) -> None:
+    root = rctxs[0]
     t = time.perf_counter()
-    made: list[int] = []  # processes made so far, the outermost first, for the undo
+    made: list[int] = []  # processes made so far, outermost first, for the undo
+    threads: list[int] = []
     try:
-        if rctx.options.new_pidns:
-            rctx.init_pid = _new_pidns_init(rctx)
-            made.append(rctx.init_pid)
-            child = _clone_in_init(rctx)
+        if root.options.new_pidns:
+            root.init_pid = _new_pidns_init(root)
+            made.append(root.init_pid)
+            first = _fork_in(root.init_pid, root.image_pid, reaper=True)
         else:
-            child = _clone_stopped(rctx.image_pid, 0)
-        made.append(child)
-        rctx.pid = child
-        rctx.tid_map[rctx.image_pid] = child
+            first = _clone_stopped(root.image_pid, 0)
+        made.append(first)
+        _made(root, first)
+        # Every process is made while its parent is still a pristine copy of
+        # pyckpt, parents first, each leading its session or group before it
+        # makes the children that inherit them.
+        for rctx in rctxs:
+            children = [c for c in rctxs[1:] if c.image.one(task.TaskRecord).ppid == rctx.image_pid]
+            _lead_and_fork(rctx, children, made)
         stats.phases[Stage.CREATE.name] = time.perf_counter() - t
-        _fill(rctx, stats)
+        for rctx in rctxs:
+            _fill(rctx, stats)
+            threads += list(rctx.threads)
         t = time.perf_counter()
-        release(rctx.pid, list(rctx.threads))
-        if rctx.init_pid:
-            release(rctx.init_pid)
+        for rctx in reversed(rctxs):  # every process is complete: all go now
+            release(rctx.pid, list(rctx.threads))
+        if root.init_pid:
+            release(root.init_pid)
         stats.phases[Stage.RELEASE.name] = time.perf_counter() - t
     except BaseException as e:
-        # Only what this restore made is killed and reaped (never rctx.pid
-        # before it was made: that is the image's PID, maybe a live process).
-        kill_and_reap(made, list(rctx.threads))
+        # Only what this restore made is killed and reaped (never a PID before
+        # it was made: that is the image's PID, maybe a live process).
+        kill_and_reap(made, threads + [t for r in rctxs for t in r.threads])
         if isinstance(e, (PyckptError, KeyboardInterrupt)) and not isinstance(e, (PtraceError, RemoteCallError)):
             raise
-        raise RestoreError(f"restore of process {rctx.image_pid} failed and was undone: {e}") from e
+        raise RestoreError(f"restore of process {root.image_pid} failed and was undone: {e}") from e
+
+
+def _made(rctx: RestoreContext, real_pid: int) -> None:
+    rctx.pid = real_pid
+    rctx.tid_map[rctx.image_pid] = real_pid
+    rctx.pids[rctx.image_pid] = real_pid
+
+
+def _lead_and_fork(rctx: RestoreContext, children: list[RestoreContext], made: list[int]) -> None:
+    """In the freshly made (still pristine) process: lead its session or group, then
+    fork each child with its image PID."""
+    own_vdso, site_off = _own_vdso_site()
+    inj = Injector(rctx.pid, own_vdso + site_off, pt.get_regs(rctx.pid), cure_regs=False)
+    with inj:
+        task.make_leader(inj, rctx.image.one(task.TaskRecord))
+        if children:
+            pt.request(pt.PTRACE_SETOPTIONS, rctx.pid, 0, pt.PTRACE_O_TRACEFORK, "PTRACE_SETOPTIONS")
+            page = inj.map_scratch()
+            for child in children:
+                real = _fork_with_pid(inj, page, child.image_pid)
+                made.append(real)
+                _made(child, real)
+
+
+def _fork_with_pid(inj: Injector, page: int, pid: int) -> int:
+    inj.write(page + 128, struct.pack("<Q", pid))
+    inj.write(page, thread.CLONE_ARGS.pack(0, 0, 0, 0, SIGCHLD, 0, 0, 0, page + 128, 1))
+    try:
+        return inj.call_clone(thread.SYS_clone3, page, thread.CLONE_ARGS.size)
+    except RemoteCallError as e:
+        if e.errno == 17:
+            raise PidInUseError(pid, " (taken while restoring)") from None
+        raise
 
 
 def _clone_stopped(pid: int, flags: int) -> int:
@@ -202,23 +261,18 @@ def _new_pidns_init(rctx: RestoreContext) -> int:
     return _clone_stopped(0, CLONE_NEWPID)
 
 
-def _clone_in_init(rctx: RestoreContext) -> int:
-    """Make the process to restore as the init's child, with the image's PID inside the
-    namespace, then point the init at its reaping loop (it runs once released)."""
-    init = rctx.init_pid
+def _fork_in(init: int, pid: int, *, reaper: bool) -> int:
+    """Make the root as the init's child, with the image's PID inside the namespace,
+    then point the init at its reaping loop (it runs once released)."""
     own_vdso, site_off = _own_vdso_site()
     inj = Injector(init, own_vdso + site_off, pt.get_regs(init), cure_regs=False)
     with inj:
         pt.request(pt.PTRACE_SETOPTIONS, init, 0, pt.PTRACE_O_TRACEFORK, "PTRACE_SETOPTIONS")
         page = inj.map_scratch()
-        inj.write(page + 128, struct.pack("<Q", rctx.image_pid))
-        inj.write(page, thread.CLONE_ARGS.pack(0, 0, 0, 0, SIGCHLD, 0, 0, 0, page + 128, 1))
         try:
-            child = inj.call_clone(thread.SYS_clone3, page, thread.CLONE_ARGS.size)
-        except RemoteCallError as e:
-            if e.errno == 17:
-                raise PidInUseError(rctx.image_pid, " inside the new namespace") from None
-            raise
+            child = _fork_with_pid(inj, page, pid)
+        except PidInUseError:
+            raise PidInUseError(pid, " inside the new namespace") from None
     regs = pt.decode_regs(inj.regs)
     regs.rip = int(ffi.cast("uintptr_t", ffi.addressof(lib, "ck_init_loop")))
     regs.rsp = ((regs.rsp - 4096) & ~15) - 8  # as if called: rsp = 8 (mod 16) at entry
@@ -255,7 +309,7 @@ def _timed(stats: RestoreStats, stage: Stage):
             self.t = time.perf_counter()
 
         def __exit__(self, *a):
-            stats.phases[stage.name] = time.perf_counter() - self.t
+            stats.phases[stage.name] = stats.phases.get(stage.name, 0) + time.perf_counter() - self.t
 
     return _T()
 
@@ -312,7 +366,7 @@ def _fill(rctx: RestoreContext, stats: RestoreStats) -> None:
             t.forget_sigmask()
         for t in rctx.threads.values():
             t.cure()  # nothing left to undo but its /proc/TID/mem fd
-        stats.injected_calls = inj.calls + sum(t.calls for t in rctx.threads.values())
+        stats.injected_calls += inj.calls + sum(t.calls for t in rctx.threads.values())
     with _timed(stats, Stage.REGISTERS):
         cpu.restore(rctx)
         thread.restore_masks(rctx)

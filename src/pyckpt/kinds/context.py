@@ -26,6 +26,7 @@ class DumpContext:
     progress: Progress
     options: "DumpOptions" = None  # type: ignore[assignment]
     threads: dict[int, Injector] = field(default_factory=dict)  # every thread, the leader first
+    tree: list[int] = field(default_factory=list)  # every process of the image, parents first
     # objref for objects below open file descriptions (a pipe's buffer, a
     # deleted file's content...): kernel identity -> the id it was saved under
     objects: dict[object, int] = field(default_factory=dict)
@@ -59,7 +60,9 @@ class RestoreContext:
     options: RestoreOptions = field(default_factory=RestoreOptions)
     image_pid: int = 0  # the PID the image had, which the process sees as its own
     tid_map: dict[int, int] = field(default_factory=dict)  # image TID -> TID as pyckpt sees it
-    init_pid: int = 0  # with new_pidns: the namespace's init (the process's parent)
+    init_pid: int = 0  # with new_pidns: the namespace's init (the root's parent)
+    pids: dict[int, int] = field(default_factory=dict)  # image PID -> PID as pyckpt sees it,
+    #                                                     for every process of the image (shared)
     inj: Injector | None = None  # the leader's
     threads: dict[int, Injector] = field(default_factory=dict)  # the other threads'
     scratch: int = 0

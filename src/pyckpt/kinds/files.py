@@ -138,15 +138,18 @@ def kind_of_record(rec) -> FileKind | None:
 
 
 def description_records(image) -> list:
-    """Every description record of the image (any kind), in image order."""
-    return [r for r in image.records if isinstance(r, ExternalFileRecord) or kind_of_record(r)]
+    """Every description record of the image (any kind, whichever process saved it),
+    in image order."""
+    everything = getattr(image, "reader", image).records
+    return [r for r in everything if isinstance(r, ExternalFileRecord) or kind_of_record(r)]
 
 
-def same_description(pid: int, fd1: int, fd2: int) -> bool:
-    r = _libc.syscall(SYS_kcmp, pid, pid, KCMP_FILE, fd1, fd2)
+def same_description(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
+    """Whether fd1 of pid1 and fd2 of pid2 are one open file description (kcmp)."""
+    r = _libc.syscall(SYS_kcmp, pid1, pid2, KCMP_FILE, fd1, fd2)
     if r < 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"kcmp({pid}, fd {fd1}, fd {fd2}): {os.strerror(err)}")
+        raise OSError(err, f"kcmp({pid1} fd {fd1}, {pid2} fd {fd2}): {os.strerror(err)}")
     return r == 0
 
 
@@ -172,26 +175,28 @@ def dump(ctx: DumpContext) -> list:
     pid = ctx.pid
     descriptions: list = []
     fds: list[FdRecord] = []
-    next_id = 1
-    owners: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (dev, ino) -> [(fd, file id)]
+    # The objref table is the whole image's: a description shared by processes
+    # of a tree (inherited across fork) is saved once, by its first holder.
+    table = ctx.objects.setdefault("fd table", {"next_id": 1, "owners": {}})
+    owners = table["owners"]  # (dev, ino) -> [(pid, fd, file id)]
     for fd in sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd")):
         link = f"/proc/{pid}/fd/{fd}"
         f = DumpedFd(pid, fd, os.readlink(link), os.stat(link), read_fdinfo(pid, fd))
         file_id = None
-        for other_fd, other_id in owners.get((f.st.st_dev, f.st.st_ino), []):
-            if same_description(pid, fd, other_fd):
+        for other_pid, other_fd, other_id in owners.get((f.st.st_dev, f.st.st_ino), []):
+            if same_description(pid, fd, other_pid, other_fd):
                 file_id = other_id
                 break
         if file_id is None:
             kind = next((k for k in FILE_KINDS if k.claims(f)), None)
             if kind is None:
                 raise UnsupportedFdError(pid, fd, kind_in_words(f), f.link)
-            file_id = next_id
-            next_id += 1
+            file_id = table["next_id"]
+            table["next_id"] += 1
             recs = kind.dump(ctx, f, file_id)
             assert recs and recs[0].id == file_id
             descriptions += recs
-            owners.setdefault((f.st.st_dev, f.st.st_ino), []).append((fd, file_id))
+            owners.setdefault((f.st.st_dev, f.st.st_ino), []).append((pid, fd, file_id))
         fds.append(FdRecord(fd, file_id, bool(f.info.flags & O_CLOEXEC)))
     table = descriptions + fds
     for hook in TABLE_HOOKS:
@@ -217,12 +222,17 @@ def _replacement(rctx: RestoreContext, r: FdRecord, ext: ExternalFileRecord) -> 
 
 
 def prepare(rctx: RestoreContext) -> None:
-    """Open every description in pyckpt (checked against the dump) for the new task."""
+    """Open every description of this process in pyckpt (checked against the dump) for
+    the new task; one shared by processes of a tree is opened once (the first
+    process to prepare it opens it; all inherit it)."""
+    mine = {r.file_id for r in rctx.image.of_type(FdRecord)}
     for rec in description_records(rctx.image):
+        if rec.id not in mine:
+            continue
         if isinstance(rec, ExternalFileRecord):
             for r in rctx.image.of_type(FdRecord):
                 if r.file_id == rec.id:
-                    rctx.pass_fd(("fd", r.fd), lambda r=r, rec=rec: _replacement(rctx, r, rec))
+                    rctx.pass_fd(("fd", rctx.image_pid, r.fd), lambda r=r, rec=rec: _replacement(rctx, r, rec))
             continue
         kind = kind_of_record(rec)
         rctx.pass_fd(("file", rec.id), lambda kind=kind, rec=rec: kind.open(rctx, rec))
@@ -232,7 +242,7 @@ def prepare(rctx: RestoreContext) -> None:
 
 def restore(rctx: RestoreContext) -> None:
     for r in rctx.image.of_type(FdRecord):
-        src = rctx.passed.get(("fd", r.fd), rctx.passed.get(("file", r.file_id)))
+        src = rctx.passed.get(("fd", rctx.image_pid, r.fd), rctx.passed.get(("file", r.file_id)))
         rctx.inj.check(nr.dup3, src, r.fd, O_CLOEXEC if r.cloexec else 0,
                        what=f"dup3 to fd {r.fd}")
 

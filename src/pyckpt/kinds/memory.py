@@ -63,6 +63,10 @@ class VmaRecord:
     file: FileIdentity | None
     vmflags: list[str]
     pages: list[PageRun]
+    # Shared anonymous memory another process of the image maps too: that
+    # process's [image PID, start, end] of its mapping, which saved the pages
+    # (objref); empty when this mapping holds them itself.
+    shared_with: list[int]
 
     def stored_runs(self) -> list[tuple[int, int, int]]:
         return [(p.offset, p.npages * PAGE, p.xxh3) for p in self.pages]
@@ -185,8 +189,13 @@ def dump(ctx: DumpContext) -> list:
         rec = VmaRecord(
             start=m.start, end=m.end, prot=_prot(m.perms), shared=m.shared, kind=kind,
             name=m.path, offset=m.offset, file=ident,
-            vmflags=ctx.smaps_flags.get(m.start, []), pages=[],
+            vmflags=ctx.smaps_flags.get(m.start, []), pages=[], shared_with=[],
         )
+        if kind == "shared_anon":
+            st = os.stat(f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}")
+            first = ctx.objects.setdefault(("shmem", st.st_dev, st.st_ino), (pid, m.start, m.end))
+            if first[0] != pid:
+                rec.shared_with, mode = list(first), None  # saved by its first holder
         vmas.append((rec, mode))
 
     vdso = [b for b in blocks if b.name == "[vdso]"]
@@ -367,11 +376,15 @@ def restore_layout(rctx: RestoreContext) -> None:
             fd, off = rctx.passed[("map", v.file.path, mode)], v.offset
         elif v.kind in MAPPED_OBJECTS:
             fd, off = rctx.passed[MAPPED_OBJECTS[v.kind].mapping_opener(rctx, v)[0]], v.offset
+        elif v.shared_with:
+            fd, off = _open_shared_object(rctx, v), v.offset
         else:
             flags |= MAP_ANONYMOUS
             fd, off = -1, 0
         got = inj.check(nr.mmap, v.start, v.end - v.start, prot, flags, fd, off,
                         what=f"mmap of {v.name or 'anonymous memory'} at {v.start:#x}")
+        if v.shared_with:
+            inj.call(nr.close, fd)
         if got != v.start:
             raise PyckptError(f"mmap at {v.start:#x} landed at {got:#x}")
         for flag in v.vmflags:
@@ -390,6 +403,20 @@ def _coalesced(pages: list[PageRun]) -> list[tuple[int, int, int]]:
         else:
             out.append([p.addr, length, p.offset])
     return [tuple(x) for x in out]
+
+
+def _open_shared_object(rctx: RestoreContext, v: VmaRecord) -> int:
+    """Open, inside the task, the shared memory object that an earlier-restored
+    process of the image maps (one object for both, as at dump time)."""
+    owner, start, end = v.shared_with
+    path = f"/proc/{rctx.pids[owner]}/map_files/{start:x}-{end:x}".encode() + b"\0"
+    rctx.inj.write(rctx.scratch, path)
+    mode = os.O_RDWR if v.prot & PROT_WRITE else os.O_RDONLY
+    return rctx.inj.check(SYS_openat, AT_FDCWD, rctx.scratch, mode | os.O_CLOEXEC,
+                          what=f"opening the shared memory of process {owner} at {start:#x}")
+
+
+SYS_openat, AT_FDCWD = 257, -100
 
 
 def restore_pages(rctx: RestoreContext) -> None:

@@ -58,14 +58,14 @@ def prepare(rctx: RestoreContext) -> None:
     rec = rctx.image.one(MmRecord)
     own = os.stat("/proc/self/exe")
     if (own.st_dev, own.st_ino) != (rec.exe.dev, rec.exe.ino):
-        rctx.pass_fd("exe", lambda: open_checked(rec.exe, os.O_RDONLY, content=True))
+        rctx.pass_fd(("exe", rec.exe.path), lambda: open_checked(rec.exe, os.O_RDONLY, content=True))
 
 
 def restore(rctx: RestoreContext) -> None:
     rec = rctx.image.one(MmRecord)
     auxv = struct.pack(f"<{len(rec.auxv)}Q", *rec.auxv)
     auxv_addr = rctx.scratch + 256
-    exe_fd = rctx.passed.get("exe", 0xFFFFFFFF)
+    exe_fd = rctx.passed.get(("exe", rec.exe.path), 0xFFFFFFFF)
     mm_map = PRCTL_MM_MAP.pack(
         rec.start_code, rec.end_code, rec.start_data, rec.end_data, rec.start_brk, rec.brk,
         rec.start_stack, rec.arg_start, rec.arg_end, rec.env_start, rec.env_end,

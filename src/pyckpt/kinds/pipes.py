@@ -126,15 +126,14 @@ def _end(flags: int) -> str:
 def ends_in_image(ctx: DumpContext) -> dict[tuple[int, int], set[int]]:
     """(st_dev, st_ino) of every pipe or FIFO the image holds -> access modes held.
 
-    The one place that decides whether a pipe is inside the image: today the
-    image is one process, so its own fds; with process trees this becomes
-    every member's.  Computed once per dump.
+    The one place that decides whether a pipe is inside the image: the fds of
+    every process of the image (a tree's members).  Computed once per dump.
     """
-    cached = getattr(ctx, "_pipe_ends", None)
+    cached = ctx.objects.get("pipe ends in image")
     if cached is not None:
         return cached
     held: dict[tuple[int, int], set[int]] = {}
-    for pid in (ctx.pid,):
+    for pid in ctx.tree or [ctx.pid]:
         base = f"/proc/{pid}/fd"
         for name in os.listdir(base):
             try:
@@ -147,7 +146,7 @@ def ends_in_image(ctx: DumpContext) -> dict[tuple[int, int], set[int]]:
             if flags & O_PATH:
                 continue
             held.setdefault((st.st_dev, st.st_ino), set()).add(flags & O_ACCMODE)
-    ctx._pipe_ends = held  # type: ignore[attr-defined]
+    ctx.objects["pipe ends in image"] = held
     return held
 
 
@@ -237,9 +236,7 @@ def copy_unread(src: int, what: str) -> tuple[int, bytes, list[int]]:
 def _dump_pipe(ctx: DumpContext, f: DumpedFd, fifo: FileIdentity | None) -> tuple[list, PipeRecord]:
     """The pipe behind f: ([its record] the first time it is met, [] after), and the record."""
     key = ("pipe", f.st.st_dev, f.st.st_ino)
-    saved = getattr(ctx, "_pipes", None)
-    if saved is None:
-        saved = ctx._pipes = {}  # type: ignore[attr-defined]
+    saved = ctx.objects.setdefault("pipe records", {})  # the image's, shared by its processes
     if key in ctx.objects:
         return [], saved[ctx.objects[key]]
     what = f"process {ctx.pid}: fd {f.fd} ({f.link})"

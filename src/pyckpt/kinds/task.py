@@ -93,18 +93,27 @@ def prepare(rctx: RestoreContext) -> None:
 
             raise FileChangedError(rec.cwd, f"the working directory cannot be opened: {e.strerror}") from None
 
-    rctx.pass_fd("cwd", open_cwd)
+    rctx.pass_fd(("cwd", rec.cwd), open_cwd)
 
 
 def restore(rctx: RestoreContext) -> None:
     rec = rctx.image.one(TaskRecord)
     inj = rctx.inj
-    inj.check(nr.fchdir, rctx.passed["cwd"], what=f"chdir to {rec.cwd}")
+    inj.check(nr.fchdir, rctx.passed[("cwd", rec.cwd)], what=f"chdir to {rec.cwd}")
     if rec.root != "/":
         inj.write(rctx.scratch, os.fsencode(rec.root) + b"\0")
         inj.check(SYS_chroot, rctx.scratch, what=f"chroot to {rec.root}")
     inj.call(nr.umask, rec.umask)
     inj.check(nr.personality, rec.personality, what="personality")
+    # Leading a session or group was set up when the process was made (before
+    # its children); joining the group of another process of the image needs
+    # that process, so it happens here.
+    if rec.pgid != rec.pid and rec.sid != rec.pid and rec.pgid in rctx.pids:
+        inj.check(nr.setpgid, 0, rec.pgid, what=f"setpgid to group {rec.pgid}")
+
+
+def make_leader(inj, rec: "TaskRecord") -> None:
+    """In a freshly made process: lead a session or a process group as the dumped one did."""
     if rec.sid == rec.pid:
         inj.check(nr.setsid, what="setsid")
     elif rec.pgid == rec.pid:

@@ -95,25 +95,41 @@ class Image:
         self._reader.verify_pages(stored_runs(self._reader), progress)
 
     def summary(self) -> dict:
+        """What the image holds, per process (the root's memory and fds also at the top)."""
         from .image import encode
-        from .kinds import files, locks, memory
+        from .kinds import files, locks, memory, task, thread
 
-        vmas = self._reader.of_type(memory.VmaRecord)
+        def one_process(view) -> dict:
+            rec = view.one(task.TaskRecord)
+            vmas = view.of_type(memory.VmaRecord)
+            return {
+                "pid": rec.pid, "ppid": rec.ppid, "pgid": rec.pgid, "sid": rec.sid,
+                "threads": [t.tid for t in thread.thread_records(view)],
+                "pages_bytes": sum(p.npages for v in vmas for p in v.pages) * 4096,
+                "vmas": [
+                    {"start": v.start, "end": v.end, "prot": v.prot, "shared": v.shared,
+                     "kind": v.kind, "name": v.name, "shared_with": v.shared_with,
+                     "stored_bytes": sum(p.npages for p in v.pages) * 4096}
+                    for v in vmas
+                ],
+                "fds": files.summary(view),
+                "locks": [
+                    {"fd": lk.fd, "path": lk.path,
+                     "lock": locks.lock_in_words(lk.kind, lk.type, lk.start, lk.end)}
+                    for lk in view.of_type(locks.FileLockRecord)
+                ],
+            }
+
+        processes = [one_process(v) for v in task.process_views(self._reader)]
+        root = processes[0]
         return {
             "path": str(self.path),
             "header": encode(self.header),
-            "pages_bytes": sum(p.npages for v in vmas for p in v.pages) * 4096,
-            "vmas": [
-                {"start": v.start, "end": v.end, "prot": v.prot, "shared": v.shared,
-                 "kind": v.kind, "name": v.name,
-                 "stored_bytes": sum(p.npages for p in v.pages) * 4096}
-                for v in vmas
-            ],
-            "fds": files.summary(self._reader),
-            "locks": [
-                {"fd": lk.fd, "path": lk.path, "lock": locks.lock_in_words(lk.kind, lk.type, lk.start, lk.end)}
-                for lk in self._reader.of_type(locks.FileLockRecord)
-            ],
+            "pages_bytes": sum(p["pages_bytes"] for p in processes),
+            "processes": processes,
+            "vmas": root["vmas"],
+            "fds": root["fds"],
+            "locks": root["locks"],
             "records": [type(r).__name__ for r in self.records],
         }
 

@@ -152,25 +152,34 @@ def _cmd_show(args, progress) -> int:
         return 0
     h = info["header"]
     print(f"image {info['path']}: process {h['root_pid']} ({h['comm']}), "
-          f"pyckpt {h['pyckpt_version']}, kernel {h['kernel_release']} {h['machine']}")
-    print(f"memory: {len(info['vmas'])} areas, {info['pages_bytes'] / 2**20:.1f} MiB stored")
-    for v in info["vmas"]:
+          f"{len(info['processes'])} process(es), pyckpt {h['pyckpt_version']}, "
+          f"kernel {h['kernel_release']} {h['machine']}")
+    for p in info["processes"]:
+        _show_process(p)
+    return 0
+
+
+def _show_process(p: dict) -> None:
+    print(f"process {p['pid']} (parent {p['ppid']}, group {p['pgid']}, session {p['sid']}), "
+          f"threads {', '.join(map(str, p['threads']))}")
+    print(f"  memory: {len(p['vmas'])} areas, {p['pages_bytes'] / 2**20:.1f} MiB stored")
+    for v in p["vmas"]:
         prot = "".join(c if v["prot"] & b else "-" for c, b in (("r", 1), ("w", 2), ("x", 4)))
         prot += "s" if v["shared"] else "p"
-        print(f"  {v['start']:012x}-{v['end']:012x} {prot} {v['kind']:<11} "
-              f"{v['stored_bytes'] // 1024:>9} KiB  {v['name']}")
-    print(f"fds: {len(info['fds'])}")
-    for f in info["fds"]:
+        shared = f" (shared with process {v['shared_with'][0]})" if v["shared_with"] else ""
+        print(f"    {v['start']:012x}-{v['end']:012x} {prot} {v['kind']:<11} "
+              f"{v['stored_bytes'] // 1024:>9} KiB  {v['name']}{shared}")
+    print(f"  fds: {len(p['fds'])}")
+    for f in p["fds"]:
         share = f", shares file #{f['file_id']} with fd {','.join(map(str, f['shared_with']))}" \
-            if f["shared_with"] else ""
+            if f["shared_with"] else f", file #{f['file_id']}"
         pos = f" pos {f['pos']}" if f["pos"] is not None else ""
-        print(f"  {f['fd']:>4} {f['kind']:<9} {f['what']} (flags {f['flags']:#o}{pos}"
+        print(f"    {f['fd']:>4} {f['kind']:<9} {f['what']} (flags {f['flags']:#o}{pos}"
               f"{', cloexec' if f['cloexec'] else ''}{share})")
-    if info["locks"]:
-        print(f"locks: {len(info['locks'])}")
-        for lk in info["locks"]:
-            print(f"  fd {lk['fd']:>4} {lk['lock']} on {lk['path']}")
-    return 0
+    if p["locks"]:
+        print(f"  locks: {len(p['locks'])}")
+        for lk in p["locks"]:
+            print(f"    fd {lk['fd']:>4} {lk['lock']} on {lk['path']}")
 
 
 def _cmd_check(args, progress) -> int:

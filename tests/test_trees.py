@@ -1,0 +1,316 @@
+"""Process trees: a root, its child A (in its own process group) and grandchild B,
+made with fork, sharing an anonymous MAP_SHARED page and a pipe from B to the
+root with unread data in it, are dumped together and restored with their PIDs,
+links, sessions and groups; each restored tree checks itself (tree.py).
+
+Only processes a test started are signalled: the tree's members are killed by
+PID only after /proc shows that their parents lead, through the tree, to this
+test process; zombies and orphans reparented to pytest (a subreaper) are reaped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+import pyckpt
+from conftest import TARGETS, Target, assert_running, check, kill_own, reap_dumped
+
+TREE = str(TARGETS / "tree.py")
+
+
+# --- /proc helpers -------------------------------------------------------------------------------
+
+def _stat(pid: int) -> dict | None:
+    """state, ppid, pgrp and session of `pid` (as this test's PID namespace sees them)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return {"state": fields[0], "ppid": int(fields[1]), "pgrp": int(fields[2]), "session": int(fields[3])}
+
+
+def _ppid(pid: int) -> int | None:
+    st = _stat(pid)
+    return None if st is None else st["ppid"]
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            out += [int(c) for c in f.read().split()]
+    return sorted(out)
+
+
+def _ns_ids(pid: int, key: str) -> list[int]:
+    """A line of /proc/PID/status such as NSpid: the ID in each namespace, outermost first."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return [int(x) for x in line.split()[1:]]
+    raise AssertionError(f"no {key} in /proc/{pid}/status")
+
+
+def _assert_tree(root: int, a: int, b: int) -> None:
+    """From the outside: root -> A -> B, A leads its own group (B is in it), one session."""
+    st = {name: _stat(pid) for name, pid in (("root", root), ("A", a), ("B", b))}
+    assert all(st.values()), st
+    for name, s in st.items():
+        assert s["state"] in "RS", f"{name} is in state {s['state']}"
+        assert s["session"] == root, f"{name} is in session {s['session']}, not {root}"
+    assert st["root"]["pgrp"] == root
+    assert st["A"]["ppid"] == root and st["A"]["pgrp"] == a, st["A"]
+    assert st["B"]["ppid"] == a and st["B"]["pgrp"] == a, st["B"]
+    assert _children(root) == [a]
+    assert _children(a) == [b]
+    assert _children(b) == []
+
+
+def _leads_to_us(pid: int, via: set[int]) -> bool:
+    """The parents of `pid` are members of `via` up to this test process."""
+    for _ in range(len(via) + 1):
+        ppid = _ppid(pid)
+        if ppid == os.getpid():
+            return True
+        if ppid not in via:
+            return False
+        pid = ppid
+    return False
+
+
+def _end_tree(pids: list[int]) -> None:
+    """Kill the members (root first in `pids`) leaves first, each only when its ancestry
+    leads through the tree to this test process; reap those that end up our children."""
+    via = set(pids)
+    for pid in reversed(pids):
+        if _leads_to_us(pid, via):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    left = list(pids)
+    deadline = time.monotonic() + 10
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            ppid = _ppid(pid)
+            if ppid is None:  # gone
+                left.remove(pid)
+            elif ppid == os.getpid():
+                kill_own(pid)
+                left.remove(pid)
+            elif ppid not in via:  # not ours (any more): leave it alone
+                left.remove(pid)
+        time.sleep(0.01)
+
+
+def _wait_gone(*pids: int, timeout: float = 10.0) -> None:
+    """Members killed with their root: once the root is reaped they are reparented to us
+    (a subreaper) and reaped here — unless the dumper's ptrace wait reaped them already."""
+    left = set(pids)
+    deadline = time.monotonic() + timeout
+    while left:
+        for pid in list(left):
+            st = _stat(pid)
+            if st is None:
+                left.discard(pid)
+            elif st["ppid"] == os.getpid() and st["state"] in "ZX":
+                try:
+                    got, status = os.waitpid(pid, 0)
+                except ChildProcessError:  # reaped meanwhile by someone else
+                    left.discard(pid)
+                    continue
+                assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, \
+                    f"tree member {pid} ended with status {status:#x}, not SIGKILL"
+                left.discard(pid)
+        if left and time.monotonic() > deadline:
+            raise AssertionError(f"tree members {sorted(left)} still there {timeout}s after the dump: "
+                                 f"{ {p: _stat(p) for p in left} }")
+        time.sleep(0.01)
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def trees(spawn, python_exe):
+    """trees(log=None) -> (Target of the root, A, B); trees.adopt(root, ...) registers
+    other groups of processes.  Every member is killed and reaped at the end."""
+    groups: list[list[int]] = []
+
+    def start(log=None):
+        t = spawn([python_exe, TREE] + ([str(log)] if log else []), name="tree")
+        if log:
+            t.log = log
+        m = t.wait_for(r"^READY root=(\d+) a=(\d+) b=(\d+)$", timeout=30)
+        root, a, b = map(int, m.groups())
+        groups.append([root, a, b])
+        assert root == t.pid
+        _assert_tree(root, a, b)
+        return t, a, b
+
+    start.adopt = lambda *pids: groups.append(list(pids))
+    yield start
+    for g in groups:
+        _end_tree(g)
+
+
+def _dump_kill_restore(spawn, t: Target, a: int, b: int, image) -> None:
+    """Dump the tree with kill, see all three die, restore it with the same PIDs."""
+    img = pyckpt.dump(t.pid, image, kill=True)
+    assert img.pid == t.pid
+    reap_dumped(t)
+    _wait_gone(a, b)
+    for pid in (t.pid, a, b):
+        assert not psutil.pid_exists(pid), f"{pid} still exists after dump(kill=True)"
+    p = pyckpt.restore(image)
+    for pid in (p.pid, a, b):
+        spawn.track(pid)
+    assert p.pid == t.pid
+    t.popen = None  # the restored root is our child, not the Popen's
+    assert_running(t.pid)
+    _assert_tree(t.pid, a, b)
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+def test_tree_carries_on_after_restore(trees, spawn, tmp_path):
+    t, a, b = trees()
+    before = check(t)
+    _dump_kill_restore(spawn, t, a, b, tmp_path / "img")
+    after = check(t)
+    assert after > before
+    assert check(t) > after  # the counters, the shared page and the pipe keep moving
+    _assert_tree(t.pid, a, b)
+
+
+def test_dump_without_kill_leaves_the_tree_running(trees, tmp_path):
+    t, a, b = trees()
+    before = check(t)
+    pyckpt.dump(t.pid, tmp_path / "img")
+    assert (tmp_path / "img" / "COMPLETE").exists()
+    _assert_tree(t.pid, a, b)  # all three resumed, none stopped or traced
+    for pid in (t.pid, a, b):
+        assert _ns_ids(pid, "TracerPid") == [0]
+    after = check(t)
+    assert after > before
+    assert check(t) > after
+
+
+def test_restored_tree_dumps_again(trees, spawn, tmp_path):
+    t, a, b = trees()
+    check(t)
+    _dump_kill_restore(spawn, t, a, b, tmp_path / "img")
+    n = check(t)
+    _dump_kill_restore(spawn, t, a, b, tmp_path / "img2")
+    assert check(t) > n
+    _assert_tree(t.pid, a, b)
+
+
+def _copy(outer_root: int, root: int, a: int, b: int, log) -> Target:
+    """A copy of the tree in its own PID namespace, seen from outside; returns its root."""
+    assert _ns_ids(outer_root, "NSpid") == [outer_root, root]
+    (outer_a,) = _children(outer_root)
+    (outer_b,) = _children(outer_a)
+    assert _children(outer_b) == []
+    assert _ns_ids(outer_a, "NSpid") == [outer_a, a]
+    assert _ns_ids(outer_b, "NSpid") == [outer_b, b]
+    for pid in (outer_root, outer_a, outer_b):
+        assert _ns_ids(pid, "NSsid") == [outer_root, root], pid
+        assert _stat(pid)["state"] in "RS", pid
+    assert _ns_ids(outer_root, "NSpgid") == [outer_root, root]
+    assert _ns_ids(outer_a, "NSpgid") == [outer_a, a]
+    assert _ns_ids(outer_b, "NSpgid") == [outer_a, a]
+    return Target(outer_root, log)
+
+
+def test_two_copies_in_new_pid_namespaces(trees, spawn, tmp_path):
+    log = tmp_path / "copies.log"  # opened O_APPEND by the tree: the copies add their lines
+    log.touch()
+    t, a, b = trees(log)
+    check(t)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    reap_dumped(t)
+    _wait_gone(a, b)
+
+    copies, inits = [], []
+    for _ in range(2):
+        p = pyckpt.restore(img, new_pidns=True, allow_changed_files=True)
+        init = p.ppid()
+        spawn.track(init)  # our child; killing it ends the namespace and the copy
+        inits.append(init)
+        assert psutil.Process(init).ppid() == os.getpid()
+        assert _ns_ids(init, "NSpid")[-1] == 1
+        copies.append(_copy(p.pid, t.pid, a, b, log))
+    assert copies[0].pid != copies[1].pid
+
+    counters = [check(c) for c in copies]  # one at a time: only the asked root writes a line
+    counters = [check(c) for c in copies]
+    assert all(n > 0 for n in counters)
+
+    # ending one copy (its init) leaves the other untouched
+    gone = [copies[0].pid] + _children(copies[0].pid)
+    gone += _children(gone[1])
+    kill_own(inits[0])
+    for pid in gone:
+        assert not psutil.pid_exists(pid), f"{pid} of the ended copy still exists"
+    assert check(copies[1]) > counters[1]
+    _copy(copies[1].pid, t.pid, a, b, log)
+
+
+ZOMBIE_TREE = r"""
+import os, sys, time, selfcheck
+selfcheck.listen()
+depth = int(sys.argv[1])
+r, w = os.pipe()
+
+def make_zombie():  # a child that exits at once and is never waited for
+    z = os.fork()
+    if z == 0:
+        os._exit(0)
+    os.write(w, f"{os.getpid()} {z}\n".encode())
+
+if depth == 1:
+    make_zombie()
+else:
+    me = os.getpid()
+    if os.fork() == 0:
+        make_zombie()
+        while os.getppid() == me:
+            time.sleep(0.02)
+        os._exit(0)
+parent, z = map(int, os.read(r, 100).split())
+print(f"READY parent={parent} zombie={z}", flush=True)
+selfcheck.serve(lambda: [])
+"""
+
+
+@pytest.mark.parametrize("depth", [1, 2], ids=["zombie-child", "zombie-grandchild"])
+def test_tree_with_a_zombie_is_refused(trees, spawn, python_exe, tmp_path, depth):
+    t = spawn([python_exe, "-c", ZOMBIE_TREE, str(depth)], name="zombies")
+    m = t.wait_for(r"^READY parent=(\d+) zombie=(\d+)$")
+    parent, zombie = int(m.group(1)), int(m.group(2))
+    trees.adopt(*dict.fromkeys([t.pid, parent, zombie]))
+    assert (parent == t.pid) == (depth == 1)
+    assert _ppid(parent) == (os.getpid() if depth == 1 else t.pid)
+    deadline = time.monotonic() + 10
+    while _stat(zombie)["state"] != "Z":
+        assert time.monotonic() < deadline, "the child did not become a zombie"
+        time.sleep(0.01)
+    before = check(t)
+
+    img = tmp_path / "img"
+    with pytest.raises(pyckpt.UnsupportedError, match=rf"\b{zombie}\b"):
+        pyckpt.dump(t.pid, img, kill=True)
+    assert not (img / "COMPLETE").exists()
+    # the tree is left as it was: running, the zombie not reaped
+    assert_running(t.pid)
+    assert _stat(parent)["state"] in "RS"
+    assert _stat(zombie) == {"state": "Z", "ppid": parent, "pgrp": t.pid, "session": t.pid}
+    assert check(t) > before

@@ -115,7 +115,12 @@ def dump(ctx: DumpContext) -> list:
     for which in range(3):
         ctx.inj.check(SYS_getitimer, which, ctx.scratch, what=f"getitimer({NAMES[which]})")
         isec, iusec, vsec, vusec = ITIMERVAL.unpack(ctx.inj.read(ctx.scratch, ITIMERVAL.size))
-        if vsec or vusec:
+        if vsec or vusec or isec or iusec:
+            if not (vsec or vusec):
+                # Expired with its signal still pending (the kernel re-arms an
+                # interval timer only when that signal is taken): the pending
+                # signal is saved with the others; arm it one interval on.
+                vsec, vusec = isec, iusec
             timers.append(Itimer(which, isec, iusec, vsec, vusec))
     return [ItimersRecord(timers)] + ([PosixTimersRecord(posix)] if posix else [])
 

@@ -270,10 +270,10 @@ selfcheck.listen()
 depth = int(sys.argv[1])
 r, w = os.pipe()
 
-def make_zombie():  # a child that exits at once and is never waited for
+def make_zombie():  # a child that exits at once (status 7) and is never waited for
     z = os.fork()
     if z == 0:
-        os._exit(0)
+        os._exit(7)
     os.write(w, f"{os.getpid()} {z}\n".encode())
 
 if depth == 1:
@@ -287,18 +287,24 @@ else:
         os._exit(0)
 parent, z = map(int, os.read(r, 100).split())
 print(f"READY parent={parent} zombie={z}", flush=True)
-selfcheck.serve(lambda: [])
+
+def check():
+    if parent != os.getpid():
+        return []
+    info = os.waitid(os.P_PID, z, os.WEXITED | os.WNOWAIT)  # still there, not reaped
+    return [] if (info.si_code, info.si_status) == (os.CLD_EXITED, 7) else [f"zombie {info}"]
+
+selfcheck.serve(check)
 """
 
 
 @pytest.mark.parametrize("depth", [1, 2], ids=["zombie-child", "zombie-grandchild"])
-def test_tree_with_a_zombie_is_refused(trees, spawn, python_exe, tmp_path, depth):
+def test_zombies_come_back_as_zombies(trees, spawn, python_exe, tmp_path, depth):
     t = spawn([python_exe, "-c", ZOMBIE_TREE, str(depth)], name="zombies")
     m = t.wait_for(r"^READY parent=(\d+) zombie=(\d+)$")
     parent, zombie = int(m.group(1)), int(m.group(2))
     trees.adopt(*dict.fromkeys([t.pid, parent, zombie]))
     assert (parent == t.pid) == (depth == 1)
-    assert _ppid(parent) == (os.getpid() if depth == 1 else t.pid)
     deadline = time.monotonic() + 10
     while _stat(zombie)["state"] != "Z":
         assert time.monotonic() < deadline, "the child did not become a zombie"
@@ -306,11 +312,23 @@ def test_tree_with_a_zombie_is_refused(trees, spawn, python_exe, tmp_path, depth
     before = check(t)
 
     img = tmp_path / "img"
-    with pytest.raises(pyckpt.UnsupportedError, match=rf"\b{zombie}\b"):
-        pyckpt.dump(t.pid, img, kill=True)
-    assert not (img / "COMPLETE").exists()
-    # the tree is left as it was: running, the zombie not reaped
-    assert_running(t.pid)
-    assert _stat(parent)["state"] in "RS"
-    assert _stat(zombie) == {"state": "Z", "ppid": parent, "pgrp": t.pid, "session": t.pid}
+    pyckpt.dump(t.pid, img, kill=True)
+    procs = {p["pid"]: p for p in pyckpt.open_image(img).summary()["processes"]}
+    assert zombie not in procs or procs[zombie]["threads"] == []  # saved, not frozen
+    t.reap()
+    _wait_gone(*[p for p in (parent,) if p != t.pid])
+    deadline = time.monotonic() + 10  # the zombie comes to us (subreaper) with its parent gone
+    while _stat(zombie) is not None and _stat(zombie)["ppid"] != os.getpid():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    if _stat(zombie) is not None:
+        assert os.waitpid(zombie, 0)[1] == 7 << 8
+    restored = pyckpt.restore(img)
+    spawn.track(restored.pid)
+    t.popen = None
+    assert restored.pid == t.pid
+    st = _stat(zombie)
+    assert (st["state"], st["ppid"]) == ("Z", parent)
+    with open(f"/proc/{zombie}/stat") as f:
+        assert int(f.read().rsplit(")", 1)[1].split()[49]) == 7 << 8  # its wait status
     assert check(t) > before

@@ -100,10 +100,15 @@ class Image:
         from .kinds import files, locks, memory, task, thread
 
         def one_process(view) -> dict:
+            if task.is_zombie(view):
+                z = view.one(task.ZombieRecord)
+                return {"pid": z.pid, "ppid": z.ppid, "zombie_status": z.status, "pgid": None,
+                        "sid": None, "threads": [], "pages_bytes": 0, "vmas": [], "fds": [],
+                        "locks": []}
             rec = view.one(task.TaskRecord)
             vmas = view.of_type(memory.VmaRecord)
             return {
-                "pid": rec.pid, "ppid": rec.ppid, "pgid": rec.pgid, "sid": rec.sid,
+                "pid": rec.pid, "ppid": rec.ppid, "pgid": rec.pgid, "sid": rec.sid, "zombie_status": None,
                 "threads": [t.tid for t in thread.thread_records(view)],
                 "pages_bytes": sum(p.npages for v in vmas for p in v.pages) * 4096,
                 "vmas": [

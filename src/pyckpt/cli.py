@@ -160,6 +160,9 @@ def _cmd_show(args, progress) -> int:
 
 
 def _show_process(p: dict) -> None:
+    if p["zombie_status"] is not None:
+        print(f"process {p['pid']} (parent {p['ppid']}): a zombie, wait status {p['zombie_status']:#x}")
+        return
     print(f"process {p['pid']} (parent {p['ppid']}, group {p['pgid']}, session {p['sid']}), "
           f"threads {', '.join(map(str, p['threads']))}")
     print(f"  memory: {len(p['vmas'])} areas, {p['pages_bytes'] / 2**20:.1f} MiB stored")

@@ -21,7 +21,7 @@ from .image import Header, ImageWriter
 from .inject import Injector, injection_site_from
 from .kinds import cpu, creds, files, itimers, load_all, memory, mm, signals, task, thread
 from .kinds.context import DumpContext, DumpOptions
-from .kinds.task import ProcessRecord
+from .kinds.task import ProcessRecord, ZombieRecord
 from .progress import Progress
 from .seize import Seized, check_dumpable, pinned_to_cpu, refusal
 from .signals import checkpoint, deferred_signals
@@ -82,7 +82,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
         t_seize = time.perf_counter()
         with contextlib.ExitStack() as frozen:
             try:
-                seized = _seize_tree(pid, frozen)
+                seized, zombies = _seize_tree(pid, frozen)
                 tree = list(seized)
                 shared: dict = {}  # objref across the processes of the tree
                 records: list = []
@@ -90,6 +90,8 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
                     records.append(ProcessRecord(member, proc.read_stat(member).ppid))
                     records += _collect(member, seized[member].tids, writer, progress, stats,
                                         smaps_flags if member == pid else {}, options, tree, shared)
+                for zombie, (ppid, status) in zombies.items():
+                    records += [ProcessRecord(zombie, ppid), ZombieRecord(zombie, ppid, status)]
                 t = time.perf_counter()
                 writer.write_header(Header(
                     format_version=1, pyckpt_version=__version__,
@@ -130,25 +132,25 @@ def _children(pid: int) -> list[int]:
     return sorted(set(out))
 
 
-def _seize_tree(root: int, frozen: contextlib.ExitStack) -> dict[int, Seized]:
+def _seize_tree(root: int, frozen: contextlib.ExitStack) -> tuple[dict[int, Seized], dict]:
     """Freeze the root and all its descendants, parents first; the member list is
     re-read until no frozen member has a child that is not frozen (a process
-    that forked meanwhile is caught; once all are frozen none can fork)."""
+    that forked meanwhile is caught; once all are frozen none can fork).
+    Zombies cannot be frozen and need not be: {pid: (ppid, wait status)}."""
     seized: dict[int, Seized] = {root: frozen.enter_context(Seized(root))}
+    zombies: dict[int, tuple[int, int]] = {}
     for _ in range(100):
-        new = [c for p in list(seized) for c in _children(p) if c not in seized]
+        new = [c for p in list(seized) for c in _children(p) if c not in seized and c not in zombies]
         if not new:
-            return seized
+            return seized, zombies
         for child in new:
             try:
                 cstat, cstatus = proc.read_stat(child), proc.read_status(child)
             except OSError:
                 continue  # gone already
             if cstat.state in ("Z", "X"):
-                raise UnsupportedError(
-                    f"process {child}, a child in the tree of process {root}, is a zombie; "
-                    "zombies in a tree are not supported yet (let its parent reap it and dump again)"
-                )
+                zombies[child] = (cstat.ppid, cstat.exit_code)
+                continue
             error = refusal(cstat, cstatus, os.getpid())
             if error is not None:
                 raise error

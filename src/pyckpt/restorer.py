@@ -91,6 +91,8 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
         try:
             t = time.perf_counter()
             for rctx in rctxs:  # every file of every process, before any process exists
+                if rctx.zombie:
+                    continue
                 memory.prepare(rctx)
                 mm.prepare(rctx)
                 task.prepare(rctx)
@@ -130,10 +132,15 @@ def _validate(path, progress: Progress, stats: RestoreStats,
     if image.header.machine != platform.machine():
         raise ImageError(f"image at {path} is for {image.header.machine}, this is {platform.machine()}")
     views = task.process_views(image)
+    if task.is_zombie(views[0]):
+        raise ImageError(f"image at {path}: its first process is a zombie")
     for view in views:
-        check_consistency(view)
-    recs = [view.one(task.TaskRecord) for view in views]
+        if not task.is_zombie(view):
+            check_consistency(view)
+    recs = [view.one(task.ZombieRecord if task.is_zombie(view) else task.TaskRecord) for view in views]
     in_image = {r.pid for r in recs}
+    if len(in_image) != len(recs):
+        raise ImageError(f"image at {path}: a process is listed twice")
     for r in recs[1:]:
         if r.ppid not in in_image:
             raise ImageError(f"image at {path}: process {r.pid} has no parent in the image")
@@ -143,18 +150,20 @@ def _validate(path, progress: Progress, stats: RestoreStats,
     with progress.bar(total, "verify image") as bar:
         image.verify_pages(runs, bar.update)
     if not options.new_pidns:
-        for view in views:
-            for th in thread.thread_records(view):
-                _check_pid_free(th.tid)
+        for view, rec in zip(views, recs):
+            tids = [rec.pid] if task.is_zombie(view) else [t.tid for t in thread.thread_records(view)]
+            for tid in tids:
+                _check_pid_free(tid)
     stats.phases[Stage.VALIDATE.name] = time.perf_counter() - t
     passed: dict = {}
     pids: dict[int, int] = {}
-    lowest = max(max(files.highest_fd(v) for v in views) + 1, 3)
+    lowest = max(max(files.highest_fd(v) for v in views if not task.is_zombie(v)) + 1, 3)
     rctxs = []
     for view, rec in zip(views, recs):
         rctx = RestoreContext(image=view, pid=rec.pid, progress=progress, options=options,
                               image_pid=rec.pid, tid_map={rec.pid: rec.pid})
         rctx.passed, rctx.pids, rctx.lowest_passed = passed, pids, lowest  # shared by the tree
+        rctx.zombie = rec if task.is_zombie(view) else None
         rctxs.append(rctx)
     return rctxs
 
@@ -187,14 +196,17 @@ def _create_and_fill(rctxs: list[RestoreContext], stats: RestoreStats) -> None:
         # pyckpt, parents first, each leading its session or group before it
         # makes the children that inherit them.
         for rctx in rctxs:
-            children = [c for c in rctxs[1:] if c.image.one(task.TaskRecord).ppid == rctx.image_pid]
+            if rctx.zombie:
+                continue
+            children = [c for c in rctxs[1:] if _ppid(c) == rctx.image_pid]
             _lead_and_fork(rctx, children, made)
         stats.phases[Stage.CREATE.name] = time.perf_counter() - t
-        for rctx in rctxs:
+        live = [r for r in rctxs if not r.zombie]
+        for rctx in live:
             _fill(rctx, stats)
             threads += list(rctx.threads)
         t = time.perf_counter()
-        for rctx in reversed(rctxs):  # every process is complete: all go now
+        for rctx in reversed(live):  # every process is complete: all go now
             release(rctx.pid, list(rctx.threads))
         if root.init_pid:
             release(root.init_pid)
@@ -206,6 +218,36 @@ def _create_and_fill(rctxs: list[RestoreContext], stats: RestoreStats) -> None:
         if isinstance(e, (PyckptError, KeyboardInterrupt)) and not isinstance(e, (PtraceError, RemoteCallError)):
             raise
         raise RestoreError(f"restore of process {root.image_pid} failed and was undone: {e}") from e
+
+
+def _ppid(rctx: RestoreContext) -> int:
+    return (rctx.zombie or rctx.image.one(task.TaskRecord)).ppid
+
+
+def _exit_as_zombie(inj: Injector, page: int, pid: int, status: int) -> None:
+    """Make the freshly forked `pid` end with the wait status its parent will collect."""
+    site = inj.site
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        child = Injector(pid, site, pt.get_regs(pid), cure_regs=False)
+        with child:
+            child.write(page, bytes(32))  # SIG_DFL, no flags
+            child.check(nr.rt_sigaction, sig, page, 0, 8, what=f"resetting signal {sig}")
+            child.forget_sigmask()
+        pt.set_sigmask(pid, 0)
+        os.kill(pid, sig)
+        status_now = pt.wait(pid)  # the signal's delivery stop (we trace it)
+        pt.request(pt.PTRACE_CONT, pid, 0, os.WSTOPSIG(status_now) if os.WIFSTOPPED(status_now) else 0,
+                   "PTRACE_CONT")
+    else:
+        regs = pt.decode_regs(pt.get_regs(pid))
+        regs.rip, regs.rax, regs.orig_rax = site, 231, (1 << 64) - 1  # exit_group
+        regs.rdi = os.WEXITSTATUS(status)
+        pt.set_regs(pid, pt.encode_regs(regs))
+        pt.request(pt.PTRACE_CONT, pid, 0, 0, "PTRACE_CONT")
+    end = pt.wait(pid)  # the tracer's notice; the parent still has to reap it
+    if not (os.WIFEXITED(end) or os.WIFSIGNALED(end)):
+        raise RestoreError(f"zombie {pid} did not end (wait status {end:#x})")
 
 
 def _made(rctx: RestoreContext, real_pid: int) -> None:
@@ -228,6 +270,8 @@ def _lead_and_fork(rctx: RestoreContext, children: list[RestoreContext], made: l
                 real = _fork_with_pid(inj, page, child.image_pid)
                 made.append(real)
                 _made(child, real)
+                if child.zombie:
+                    _exit_as_zombie(inj, page, real, child.zombie.status)
 
 
 def _fork_with_pid(inj: Injector, page: int, pid: int) -> int:

@@ -61,6 +61,7 @@ class RestoreContext:
     image_pid: int = 0  # the PID the image had, which the process sees as its own
     tid_map: dict[int, int] = field(default_factory=dict)  # image TID -> TID as pyckpt sees it
     init_pid: int = 0  # with new_pidns: the namespace's init (the root's parent)
+    zombie: object = None  # the ZombieRecord when this process of the tree had exited
     pids: dict[int, int] = field(default_factory=dict)  # image PID -> PID as pyckpt sees it,
     #                                                     for every process of the image (shared)
     inj: Injector | None = None  # the leader's

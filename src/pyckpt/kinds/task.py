@@ -28,6 +28,22 @@ class ProcessRecord:
     ppid: int  # as dumped; the image's root keeps no parent
 
 
+@record(4)
+@dataclass
+class ZombieRecord:
+    """A process of the tree that had exited and waited to be reaped by its parent."""
+
+    PER_PROCESS = True  # one per process of the image
+
+    pid: int
+    ppid: int
+    status: int  # its wait status (what the parent's wait() will get)
+
+
+def is_zombie(view) -> bool:
+    return bool(view.of_type(ZombieRecord))
+
+
 def process_views(image) -> list:
     """One view per process, in image order (the root first).  An image without
     ProcessRecords is one process."""

@@ -29,6 +29,7 @@ class ProcStat:
     arg_end: int
     env_start: int
     env_end: int
+    exit_code: int = 0  # wait status, for a zombie (field 52)
 
     @property
     def is_kernel_thread(self) -> bool:
@@ -70,6 +71,7 @@ def parse_stat(text: str) -> ProcStat:
         arg_end=f(49),
         env_start=f(50),
         env_end=f(51),
+        exit_code=f(52) if len(rest) >= 50 else 0,
     )
 
 

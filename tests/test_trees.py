@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -332,3 +333,69 @@ def test_zombies_come_back_as_zombies(trees, spawn, python_exe, tmp_path, depth)
     with open(f"/proc/{zombie}/stat") as f:
         assert int(f.read().rsplit(")", 1)[1].split()[49]) == 7 << 8  # its wait status
     assert check(t) > before
+
+
+# --- bad input for trees ----------------------------------------------------------------------------
+
+TRACER = str(Path(__file__).parent / "targets" / "refusal_tracer.py")
+
+
+def test_tree_member_traced_by_someone_else_is_refused(trees, spawn, python_exe, tmp_path):
+    t, a, b = trees()
+    helper = spawn([python_exe, TRACER, str(b)], name="tracer")  # our helper seizes our B
+    assert helper.wait_for(r"^(seized|seize failed)", timeout=10).group(1) == "seized"
+    with pytest.raises(pyckpt.AlreadyTracedError, match=rf"\b{b}\b"):
+        pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    assert not (tmp_path / "img" / "COMPLETE").exists()
+    for pid in (t.pid, a):  # the rest of the tree was let go, running
+        assert _stat(pid)["state"] in "RS"
+        with open(f"/proc/{pid}/status") as f:
+            assert "TracerPid:\t0\n" in f.read()
+    os.kill(helper.pid, signal.SIGKILL)  # ours; B is released when its tracer dies
+    helper.reap()
+    check(t)
+
+
+LOCKED_TREE = r"""
+import fcntl, os, sys, time, selfcheck
+selfcheck.listen()
+path = sys.argv[1]
+parent = os.getpid()
+child = os.fork()
+if child == 0:
+    f = open(path, "w")
+    fcntl.flock(f, fcntl.LOCK_EX)  # held by the child only
+    while os.getppid() == parent:  # ends when its parent is gone
+        time.sleep(0.02)
+    os._exit(0)
+print(f"READY child={child}", flush=True)
+selfcheck.serve(lambda: [])
+"""
+
+
+def test_failed_tree_restore_leaves_no_member_behind(trees, spawn, python_exe, tmp_path):
+    """The child's lock is taken by someone else before restore: the restore fails in
+    the child's last steps, after both processes were made — and removes both."""
+    lock = tmp_path / "lock"
+    lock.touch()
+    t = spawn([python_exe, "-c", LOCKED_TREE, str(lock)], name="locked")
+    child = int(t.wait_for(r"^READY child=(\d+)$").group(1))
+    trees.adopt(t.pid, child)
+    time.sleep(0.2)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    t.reap()
+    _wait_gone(child)
+    holder = spawn([python_exe, "-c", "import fcntl, sys, time\nf = open(sys.argv[1])\n"
+                    "fcntl.flock(f, fcntl.LOCK_EX)\nprint('HOLDING', flush=True)\ntime.sleep(60)\n",
+                    str(lock)], name="holder")
+    holder.wait_for("^HOLDING")
+    with pytest.raises(pyckpt.LockConflictError, match=str(holder.pid)):
+        pyckpt.restore(img)
+    for pid in (t.pid, child):
+        st = _stat(pid)
+        # Gone — or, killed, a zombie handed to us as this process is a subreaper
+        # (elsewhere init reaps it): nothing of the tree runs.
+        assert st is None or (st["state"] == "Z" and st["ppid"] == os.getpid()), f"{pid}: {st}"
+        if st is not None:
+            os.waitpid(pid, 0)

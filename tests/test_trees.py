@@ -399,3 +399,46 @@ def test_failed_tree_restore_leaves_no_member_behind(trees, spawn, python_exe, t
         assert st is None or (st["state"] == "Z" and st["ppid"] == os.getpid()), f"{pid}: {st}"
         if st is not None:
             os.waitpid(pid, 0)
+
+
+FORKER = r"""
+import os, time, selfcheck
+selfcheck.listen()
+print("READY", flush=True)
+born = 0
+def check():
+    return [] if born > 0 else ["no child was born"]
+import threading
+def forker():
+    global born
+    while True:
+        c = os.fork()
+        if c == 0:
+            time.sleep(0.03)
+            os._exit(3)
+        born += 1
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+        time.sleep(0.002)
+threading.Thread(target=forker, daemon=True).start()
+selfcheck.serve(check)
+"""
+
+
+def test_tree_that_keeps_forking_is_dumped_whole(trees, spawn, python_exe, tmp_path):
+    """Children come and go while the tree is frozen: the member list is read again
+    until it is stable, so the image holds the whole tree of that instant."""
+    t = spawn([python_exe, "-c", FORKER], name="forker")
+    t.wait_for("^READY")
+    trees.adopt(t.pid)
+    time.sleep(0.3)
+    for i in range(3):
+        image = pyckpt.dump(t.pid, tmp_path / f"img{i}")
+        image.verify()
+        procs = image.summary()["processes"]
+        assert procs[0]["pid"] == t.pid
+        assert all(p["ppid"] == t.pid for p in procs[1:])
+    check(t)  # and it carried on

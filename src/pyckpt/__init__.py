@@ -89,9 +89,11 @@ class Image:
         return self.header.root_pid
 
     def verify(self, progress=None) -> None:
-        from .kinds import check_consistency, stored_runs
+        from .kinds import check_consistency, stored_runs, task
 
-        check_consistency(self._reader)
+        for view in task.process_views(self._reader):
+            if not task.is_zombie(view):
+                check_consistency(view)
         self._reader.verify_pages(stored_runs(self._reader), progress)
 
     def summary(self) -> dict:

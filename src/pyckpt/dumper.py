@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__, proc
-from .errors import DumpError, UnsupportedError
+from .errors import DumpError, NoSuchProcessError, UnsupportedError
 from .image import Header, ImageWriter
 from .inject import Injector, injection_site_from
 from .kinds import cpu, creds, files, itimers, load_all, memory, mm, signals, task, thread
@@ -154,7 +154,17 @@ def _seize_tree(root: int, frozen: contextlib.ExitStack) -> tuple[dict[int, Seiz
             error = refusal(cstat, cstatus, os.getpid())
             if error is not None:
                 raise error
-            seized[child] = frozen.enter_context(Seized(child))
+            try:
+                seized[child] = frozen.enter_context(Seized(child))
+            except (NoSuchProcessError, DumpError):
+                # It exited meanwhile: its parent is frozen, so it is a zombie now.
+                try:
+                    cstat = proc.read_stat(child)
+                except OSError:
+                    continue
+                if cstat.state not in ("Z", "X"):
+                    raise
+                zombies[child] = (cstat.ppid, cstat.exit_code)
     raise DumpError(f"the tree of process {root} kept forking; could not freeze it")
 
 

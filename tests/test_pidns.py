@@ -96,3 +96,26 @@ def test_copy_beside_the_running_original_through_cli(spawn, python_exe, tmp_pat
     kill_own(init)
     time.sleep(0.1)
     assert not psutil.pid_exists(outer)
+
+
+def _without_cap_sys_admin():
+    """preexec_fn: drop CAP_SYS_ADMIN from the bounding set, so the exec'ed command
+    (root or not) cannot have it."""
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(24, 21, 0, 0, 0) != 0:  # PR_CAPBSET_DROP, CAP_SYS_ADMIN
+        raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP")
+
+
+def test_new_pidns_without_privilege_names_the_capability(spawn, python_exe, tmp_path):
+    t = _start(spawn, python_exe, tmp_path)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img)
+    r = subprocess.run([sys.executable, "-m", "pyckpt", "restore", "--new-pidns", "--allow-changed-files",
+                        str(img)], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60,
+                       preexec_fn=_without_cap_sys_admin)
+    assert r.returncode == pyckpt.RestoreError.exit_code, r.stderr
+    assert r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
+    assert "CAP_SYS_ADMIN" in r.stderr
+    os.kill(t.pid, signal.SIGUSR1)  # the original runs on untouched
+    t.wait_for(rf"^CHECK ok n=\d+ getpid={t.pid} nspid={t.pid}$")

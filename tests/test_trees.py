@@ -435,7 +435,7 @@ def test_tree_that_keeps_forking_is_dumped_whole(trees, spawn, python_exe, tmp_p
     t.wait_for("^READY")
     trees.adopt(t.pid)
     time.sleep(0.3)
-    for i in range(3):
+    for i in range(12):  # a child exiting just as it is seized is met in about 1 dump of 25
         image = pyckpt.dump(t.pid, tmp_path / f"img{i}")
         image.verify()
         procs = image.summary()["processes"]

@@ -153,8 +153,7 @@ class Seized:
                     raise NoSuchProcessError(f"process {self.pid} vanished before it was seized") from None
                 return False
             if e.errno == errno.EPERM:
-                status = proc.read_status(self.pid)
-                raise AlreadyTracedError(self.pid, int(status.get("TracerPid", "0"))) from None
+                return self._refused(tid)
             raise
         for attempt in range(64):
             pt.request(pt.PTRACE_INTERRUPT, tid, 0, 0, "PTRACE_INTERRUPT")
@@ -173,6 +172,26 @@ class Seized:
                     f"thread {tid} of process {self.pid} kept receiving signals; could not freeze it")
             pt.request(pt.PTRACE_CONT, tid, 0, os.WSTOPSIG(status), "PTRACE_CONT")
         return False  # not reached
+
+    def _refused(self, tid: int) -> bool:
+        """PTRACE_SEIZE said EPERM: another tracer holds the thread, or it is
+        already exiting (the kernel refuses to attach to a task whose exit has
+        begun). An exiting thread counts as gone; so does an exiting leader,
+        which the caller learns as NoSuchProcessError."""
+        try:
+            status = proc.read_status(tid)
+        except OSError:
+            status = {"State": "X"}
+        tracer = int(status.get("TracerPid", "0"))
+        if tracer:
+            raise AlreadyTracedError(self.pid, tracer)
+        if status.get("State", "")[:1] in ("Z", "X"):
+            if tid == self.pid:
+                raise NoSuchProcessError(f"process {self.pid} exited before it was seized")
+            return False
+        raise UnsuitableProcessError(
+            f"the kernel does not let pyckpt trace thread {tid} of process {self.pid} "
+            f"(ptrace EPERM; a Yama ptrace_scope or LSM policy?)")
 
     def _detach_all(self) -> None:
         for tid in self.tids:

@@ -11,6 +11,7 @@ test process; zombies and orphans reparented to pytest (a subreaper) are reaped.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -441,4 +442,5 @@ def test_tree_that_keeps_forking_is_dumped_whole(trees, spawn, python_exe, tmp_p
         procs = image.summary()["processes"]
         assert procs[0]["pid"] == t.pid
         assert all(p["ppid"] == t.pid for p in procs[1:])
+        shutil.rmtree(tmp_path / f"img{i}")  # about 100 MB each
     check(t)  # and it carried on

@@ -162,6 +162,10 @@ def test_shared_memory_pages_not_mapped_by_the_process_are_kept(spawn, python_ex
     t = spawn([python_exe, "-c", SHMEM_TARGET])
     t.wait_for("^READY")
     dump_kill_restore(spawn, t, tmp_path / "img")
-    shared = [v for v in pyckpt.open_image(tmp_path / "img").summary()["vmas"] if v["kind"] == "shared_anon"]
-    assert [v["stored_bytes"] for v in shared] == [2 * 4096]  # only the two pages with data
+    info = pyckpt.open_image(tmp_path / "img").summary()
+    shared = [v for v in info["vmas"] if v["kind"] == "shared_anon"]
+    assert [v["stored_bytes"] for v in shared] == [0]  # the object holds the pages, not the VMA
+    (obj,) = info["shared_memory"]
+    assert obj["mapped_by"] == [[t.pid, shared[0]["start"], shared[0]["offset"]]]
+    assert obj["stored_bytes"] == 2 * 4096  # only the two pages with data
     check(t)

@@ -444,3 +444,23 @@ def test_tree_that_keeps_forking_is_dumped_whole(trees, spawn, python_exe, tmp_p
         assert all(p["ppid"] == t.pid for p in procs[1:])
         shutil.rmtree(tmp_path / f"img{i}")  # about 100 MB each
     check(t)  # and it carried on
+
+
+def test_shared_anonymous_memory_split_and_offset(trees, spawn, python_exe, tmp_path):
+    """One shared anonymous object mapped as three VMAs (an mprotect in the middle), and
+    another that the parent maps from a non-zero offset while its child maps all of it:
+    after restore, every VMA is still a window on the one object, in both processes."""
+    t = spawn([python_exe, str(TARGETS / "shared_split.py")], name="split")
+    child = int(t.wait_for(r"^READY (\d+)$").group(1))
+    trees.adopt(t.pid, child)
+    check(t)
+    image = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    assert [p["pid"] for p in image.summary()["processes"]] == [t.pid, child]
+    reap_dumped(t)
+    _wait_gone(child)
+    p = pyckpt.restore(tmp_path / "img")
+    spawn.track(p.pid)
+    spawn.track(child)
+    t.popen = None
+    check(t)
+    check(t)

@@ -99,7 +99,10 @@ class Image:
     def summary(self) -> dict:
         """What the image holds, per process (the root's memory and fds also at the top)."""
         from .image import encode
-        from .kinds import files, locks, memory, task, thread
+        from .kinds import files, locks, memory, shmem, task, thread
+
+        objects = {(o.dev, o.ino): o for o in self._reader.of_type(shmem.ShmemRecord)}
+        mapped_by: dict[int, list] = {o.id: [] for o in objects.values()}
 
         def one_process(view) -> dict:
             if task.is_zombie(view):
@@ -109,13 +112,19 @@ class Image:
                         "locks": []}
             rec = view.one(task.TaskRecord)
             vmas = view.of_type(memory.VmaRecord)
+            shm = {v.start: objects[(v.file.dev, v.file.ino)].id
+                   for v in vmas if v.kind == shmem.SharedAnonymous.kind}
+            for v in vmas:
+                if v.start in shm:
+                    mapped_by[shm[v.start]].append([rec.pid, v.start, v.offset])
             return {
                 "pid": rec.pid, "ppid": rec.ppid, "pgid": rec.pgid, "sid": rec.sid, "zombie_status": None,
                 "threads": [t.tid for t in thread.thread_records(view)],
                 "pages_bytes": sum(p.npages for v in vmas for p in v.pages) * 4096,
                 "vmas": [
                     {"start": v.start, "end": v.end, "prot": v.prot, "shared": v.shared,
-                     "kind": v.kind, "name": v.name, "shared_with": v.shared_with,
+                     "kind": v.kind, "name": v.name, "offset": v.offset,
+                     "shared_memory": shm.get(v.start),
                      "stored_bytes": sum(p.npages for p in v.pages) * 4096}
                     for v in vmas
                 ],
@@ -134,6 +143,12 @@ class Image:
             "header": encode(self.header),
             "pages_bytes": sum(p["pages_bytes"] for p in processes),
             "processes": processes,
+            # shared anonymous memory objects, each saved once: [pid, start, offset] of its windows
+            "shared_memory": [
+                {"id": o.id, "size": o.size, "stored_bytes": sum(r.stored for r in o.runs),
+                 "mapped_by": mapped_by[o.id]}
+                for o in objects.values()
+            ],
             "vmas": root["vmas"],
             "fds": root["fds"],
             "locks": root["locks"],

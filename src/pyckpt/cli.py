@@ -156,6 +156,10 @@ def _cmd_show(args, progress) -> int:
           f"kernel {h['kernel_release']} {h['machine']}")
     for p in info["processes"]:
         _show_process(p)
+    for o in info["shared_memory"]:
+        where = ", ".join(f"process {pid} at {start:#x}" for pid, start, _ in o["mapped_by"])
+        print(f"shared memory #{o['id']}: {o['size'] // 1024} KiB, {o['stored_bytes'] // 1024} KiB "
+              f"stored, mapped by {where}")
     return 0
 
 
@@ -169,7 +173,8 @@ def _show_process(p: dict) -> None:
     for v in p["vmas"]:
         prot = "".join(c if v["prot"] & b else "-" for c, b in (("r", 1), ("w", 2), ("x", 4)))
         prot += "s" if v["shared"] else "p"
-        shared = f" (shared with process {v['shared_with'][0]})" if v["shared_with"] else ""
+        shared = (f" (shared memory #{v['shared_memory']} at offset {v['offset']:#x})"
+                  if v["shared_memory"] is not None else "")
         print(f"    {v['start']:012x}-{v['end']:012x} {prot} {v['kind']:<11} "
               f"{v['stored_bytes'] // 1024:>9} KiB  {v['name']}{shared}")
     print(f"  fds: {len(p['fds'])}")

@@ -164,7 +164,6 @@ void ck_init_loop(void)
  * mode 0: private anonymous memory — present or swapped pages.
  * mode 1: private file mapping — swapped pages, and present pages that are
  *         not page-cache pages (bit 61 clear: copy-on-write copies).
- * mode 2: shared memory — present or swapped pages.
  * Returns the number of runs, -ENOSPC when `out` is too small, or -errno.
  * *stored receives the number of pages in all runs.
  */

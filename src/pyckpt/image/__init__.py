@@ -36,7 +36,7 @@ from ..errors import ImageError, ImageWriteError
 from .codec import RECORD_TYPES, decode, encode, record
 
 MAGIC = b"PYCKPT\0\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 END_RECORD = 0xFFFF
 RECORDS_FILE = "records.img"
 PAGES_FILE = "pages.img"

@@ -129,42 +129,48 @@ def _data_extents(fd: int, size: int):
         pos = end
 
 
-def store_content(ctx: DumpContext, fd: int, size: int) -> list[ContentRun]:
+def store_content(ctx: DumpContext, fd: int, size: int, label: str = "dump file content") -> list[ContentRun]:
     """Copy `size` bytes of `fd` (pread: no offset moves) into the page store.
 
     Holes, and runs that read as all zeros, are not stored; restore leaves
     them as holes."""
     runs = []
-    for start, end in _data_extents(fd, size):
-        pos = start
-        while pos < end:
-            want = min(CHUNK, end - pos)
-            data = bytearray(os.pread(fd, want, pos))
-            if len(data) < want:  # shrunk meanwhile (someone else's write): zeros
-                data += bytes(want - len(data))
-            if data.count(0) != len(data):
-                data += bytes(-len(data) % PAGE)
-                offset, digest = ctx.pages.append(data)
-                runs.append(ContentRun(pos, want, offset, len(data), digest))
-            pos += want
+    extents = list(_data_extents(fd, size))
+    with ctx.progress.bar(sum(end - start for start, end in extents), label) as bar:
+        for start, end in extents:
+            pos = start
+            while pos < end:
+                want = min(CHUNK, end - pos)
+                data = bytearray(os.pread(fd, want, pos))
+                if len(data) < want:  # shrunk meanwhile (someone else's write): zeros
+                    data += bytes(want - len(data))
+                if data.count(0) != len(data):
+                    data += bytes(-len(data) % PAGE)
+                    offset, digest = ctx.pages.append(data)
+                    runs.append(ContentRun(pos, want, offset, len(data), digest))
+                pos += want
+                bar.update(want)
     return runs
 
 
-def write_content(rctx: RestoreContext, fd: int, size: int, runs: list[ContentRun]) -> None:
+def write_content(rctx: RestoreContext, fd: int, size: int, runs: list[ContentRun],
+                  label: str = "restore file content") -> None:
     """Fill the new, empty file `fd` with its content from the page store."""
     pages = rctx.pass_fd("pages", lambda: os.open(rctx.image.path / PAGES_FILE, os.O_RDONLY))
-    for r in runs:
-        done = 0
-        while done < r.length:
-            n = min(CHUNK, r.length - done)
-            data = os.pread(pages, n, r.offset + done)
-            if len(data) != n:
-                raise OSError(f"short read of {PAGES_FILE} at offset {r.offset + done}")
-            view = memoryview(data)
-            while view:
-                w = os.pwrite(fd, view, r.file_offset + done)
-                view = view[w:]
-                done += w
+    with rctx.progress.bar(sum(r.length for r in runs), label) as bar:
+        for r in runs:
+            done = 0
+            while done < r.length:
+                n = min(CHUNK, r.length - done)
+                data = os.pread(pages, n, r.offset + done)
+                if len(data) != n:
+                    raise OSError(f"short read of {PAGES_FILE} at offset {r.offset + done}")
+                view = memoryview(data)
+                while view:
+                    w = os.pwrite(fd, view, r.file_offset + done)
+                    view = view[w:]
+                    done += w
+                    bar.update(w)
     os.ftruncate(fd, size)
 
 

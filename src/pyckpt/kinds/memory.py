@@ -1,10 +1,12 @@
 """Memory: every VMA, the pages that must be stored, and the vDSO block.
 
 Dump decides per page from /proc/PID/pagemap *before* reading, so untouched
-pages are never faulted in: private anonymous and shared memory store their
-present or swapped pages; private file mappings store only the pages that
-differ from the file (not page-cache pages: copy-on-write copies such as
-RELRO); shared file mappings store nothing (the file holds them).
+pages are never faulted in: private anonymous memory stores its present or
+swapped pages; private file mappings store only the pages that differ from
+the file (not page-cache pages: copy-on-write copies such as RELRO); shared
+file mappings store nothing (the file holds them), nor do the VMAs of
+shared anonymous memory, memfds and deleted files: those objects are saved
+once by their own kinds (`MappedObject`), and each VMA maps the object.
 
 Restore maps every VMA at its address with its protection and flags, then
 the new task itself `pread`s each stored run from pages.img — one copy, no
@@ -38,7 +40,7 @@ ARCH_MAP_VDSO_64 = 0x2003
 MADVISE_FOR_FLAG = {"hg": 14, "nh": 15, "dc": 10, "dd": 16, "wf": 18}
 MADV_POPULATE_WRITE = 23
 # pagemap scan modes (see ck_pagemap_runs)
-SCAN_ANON, SCAN_PRIVATE_FILE, SCAN_SHARED = 0, 1, 2
+SCAN_ANON, SCAN_PRIVATE_FILE = 0, 1
 
 
 @dataclass
@@ -63,10 +65,6 @@ class VmaRecord:
     file: FileIdentity | None
     vmflags: list[str]
     pages: list[PageRun]
-    # Shared anonymous memory another process of the image maps too: that
-    # process's [image PID, start, end] of its mapping, which saved the pages
-    # (objref); empty when this mapping holds them itself.
-    shared_with: list[int]
 
     def stored_runs(self) -> list[tuple[int, int, int]]:
         return [(p.offset, p.npages * PAGE, p.xxh3) for p in self.pages]
@@ -129,10 +127,12 @@ def mapped_object(cls):
 def _classify(pid: int, m) -> tuple[str, int | None]:
     """(kind, pagemap scan mode or None) for one VMA; refuses what is not supported."""
     name = m.path
+    # Shared anonymous memory is an object of its own (kinds/shmem.py): its
+    # VMAs store no pages.
     if name in ("", "[heap]", "[stack]") or name.startswith("[anon:"):
-        return ("shared_anon", SCAN_SHARED) if m.shared else ("anon", SCAN_ANON)
+        return ("shared_anon", None) if m.shared else ("anon", SCAN_ANON)
     if name.startswith("[anon_shmem:") or (name == "/dev/zero (deleted)" and m.shared):
-        return "shared_anon", SCAN_SHARED
+        return "shared_anon", None
     if name == "/dev/zero" and not m.shared:
         return "anon", SCAN_ANON
     for obj in MAPPED_OBJECTS.values():
@@ -189,13 +189,8 @@ def dump(ctx: DumpContext) -> list:
         rec = VmaRecord(
             start=m.start, end=m.end, prot=_prot(m.perms), shared=m.shared, kind=kind,
             name=m.path, offset=m.offset, file=ident,
-            vmflags=ctx.smaps_flags.get(m.start, []), pages=[], shared_with=[],
+            vmflags=ctx.smaps_flags.get(m.start, []), pages=[],
         )
-        if kind == "shared_anon":
-            st = os.stat(f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}")
-            first = ctx.objects.setdefault(("shmem", st.st_dev, st.st_ino), (pid, m.start, m.end))
-            if first[0] != pid:
-                rec.shared_with, mode = list(first), None  # saved by its first holder
         vmas.append((rec, mode))
 
     vdso = [b for b in blocks if b.name == "[vdso]"]
@@ -211,20 +206,9 @@ def dump(ctx: DumpContext) -> list:
         for rec, mode in vmas:
             if mode is None:
                 continue
-            if mode == SCAN_SHARED:
-                source = os.open(f"/proc/{pid}/map_files/{rec.start:x}-{rec.end:x}",
-                                 os.O_RDONLY | os.O_CLOEXEC)
-                runs = _shmem_runs(source, rec)
-            else:
-                source = None
-                runs = _scan(pm, rec.start, (rec.end - rec.start) // PAGE, mode)
-            plans.append((rec, runs, source))
+            runs = _scan(pm, rec.start, (rec.end - rec.start) // PAGE, mode)
+            plans.append((rec, runs))
             total += sum(n for _, n in runs) * PAGE
-    except BaseException:
-        for _, _, source in plans:
-            if source is not None:
-                os.close(source)
-        raise
     finally:
         os.close(pm)
 
@@ -233,17 +217,14 @@ def dump(ctx: DumpContext) -> list:
     mem_fd = -1
     try:
         with ctx.progress.bar(total, "dump memory") as bar:
-            for rec, runs, source in plans:
+            for rec, runs in plans:
                 readable = bool(rec.prot & PROT_READ)
                 for first, count in runs:
                     addr = rec.start + first * PAGE
                     end = addr + count * PAGE
                     while addr < end:
                         n = min(CHUNK, end - addr)
-                        if source is not None:  # shared memory: read from the object itself
-                            got = os.preadv(source, [memoryview(view)[:n]],
-                                            rec.offset + (addr - rec.start))
-                        elif readable:
+                        if readable:
                             got = lib.ck_vm_read(pid, addr, buf, n)
                         else:
                             # process_vm_readv honours protections; /proc/PID/mem does not.
@@ -261,32 +242,7 @@ def dump(ctx: DumpContext) -> list:
     finally:
         if mem_fd >= 0:
             os.close(mem_fd)
-        for _, _, source in plans:
-            if source is not None:
-                os.close(source)
     return [vdso_rec] + objects + [rec for rec, _ in vmas]
-
-
-def _shmem_runs(fd: int, rec) -> list[tuple[int, int]]:
-    """Runs (first page, count) of a shared memory area that hold data, from the
-    shared memory object itself (SEEK_DATA/SEEK_HOLE): pages another process
-    wrote, or whose page-table entry this one dropped, are in it too — pagemap
-    of this process would miss them."""
-    lo, hi = rec.offset, rec.offset + (rec.end - rec.start)
-    runs = []
-    pos = lo
-    while pos < hi:
-        try:
-            data = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError:  # ENXIO: no data after pos
-            break
-        if data >= hi:
-            break
-        hole = min(os.lseek(fd, data, os.SEEK_HOLE), hi)
-        first = (data - lo) // PAGE
-        runs.append((first, (hole - lo + PAGE - 1) // PAGE - first))
-        pos = hole
-    return runs
 
 
 def _scan(pm_fd: int, start: int, npages: int, mode: int) -> list[tuple[int, int]]:
@@ -376,15 +332,11 @@ def restore_layout(rctx: RestoreContext) -> None:
             fd, off = rctx.passed[("map", v.file.path, mode)], v.offset
         elif v.kind in MAPPED_OBJECTS:
             fd, off = rctx.passed[MAPPED_OBJECTS[v.kind].mapping_opener(rctx, v)[0]], v.offset
-        elif v.shared_with:
-            fd, off = _open_shared_object(rctx, v), v.offset
         else:
             flags |= MAP_ANONYMOUS
             fd, off = -1, 0
         got = inj.check(nr.mmap, v.start, v.end - v.start, prot, flags, fd, off,
                         what=f"mmap of {v.name or 'anonymous memory'} at {v.start:#x}")
-        if v.shared_with:
-            inj.call(nr.close, fd)
         if got != v.start:
             raise PyckptError(f"mmap at {v.start:#x} landed at {got:#x}")
         for flag in v.vmflags:
@@ -403,20 +355,6 @@ def _coalesced(pages: list[PageRun]) -> list[tuple[int, int, int]]:
         else:
             out.append([p.addr, length, p.offset])
     return [tuple(x) for x in out]
-
-
-def _open_shared_object(rctx: RestoreContext, v: VmaRecord) -> int:
-    """Open, inside the task, the shared memory object that an earlier-restored
-    process of the image maps (one object for both, as at dump time)."""
-    owner, start, end = v.shared_with
-    path = f"/proc/{rctx.pids[owner]}/map_files/{start:x}-{end:x}".encode() + b"\0"
-    rctx.inj.write(rctx.scratch, path)
-    mode = os.O_RDWR if v.prot & PROT_WRITE else os.O_RDONLY
-    return rctx.inj.check(SYS_openat, AT_FDCWD, rctx.scratch, mode | os.O_CLOEXEC,
-                          what=f"opening the shared memory of process {owner} at {start:#x}")
-
-
-SYS_openat, AT_FDCWD = 257, -100
 
 
 def restore_pages(rctx: RestoreContext) -> None:

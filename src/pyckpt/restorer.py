@@ -64,7 +64,8 @@ class Stage(enum.IntEnum):
     #              then pending signals, queued while every thread blocks all signals
     DEFERRED = 14  # work queued by kinds that needs everything else in place
     OUTSIDE = 15  # rlimits, scheduling, affinity, set from pyckpt while the task is still root
-    CREDS = 16  # user/group ids: after every step that needs root's privileges
+    CREDS = 16  # user/group ids: after every step that needs root's privileges; then the
+    #             parent-death signal, which a change of ids clears
     LEAVE_SCRATCH = 17  # inject from the task's own vDSO, unmap the scratch page
     REGISTERS = 18  # per thread: xstate, blocked mask, registers (with restart fix-up) last
     RELEASE = 19  # detach every thread: the process runs
@@ -403,6 +404,7 @@ def _fill(rctx: RestoreContext, stats: RestoreStats) -> None:
             thread.restore_from_outside(rctx)
         with _timed(stats, Stage.CREDS):
             creds.restore(rctx)
+            thread.restore_pdeathsig(rctx)
         # Leave the scratch page: inject from the task's own vDSO from now on.
         inj.site = memory.vdso_start(rctx) + (own_vdso - _own_vdso_block_start()) + site_off
         inj.check(nr.munmap, scratch, PAGE, what="munmap of the scratch page")

@@ -19,12 +19,16 @@ read follows the one before: nothing lost, nothing repeated.
 The root prints `READY root=R a=A b=B` and answers SIGUSR1 through
 selfcheck.serve.  With an argument, READY and CHECK lines go to that file
 (opened O_APPEND, so several restored copies can share it), else to stdout.
-A and B exit as soon as their parent changes, so nothing outlives the tree.
+A and B exit as soon as their parent changes, so nothing outlives the tree;
+B also asks for SIGKILL when A dies (PR_SET_PDEATHSIG) and reports what
+PR_GET_PDEATHSIG says, so the root sees it kept across a restore.
 """
 
+import ctypes
 import fcntl
 import mmap
 import os
+import signal
 import sys
 import termios
 import time
@@ -43,6 +47,9 @@ A_SEES_ROOT, B_SEES_A, B_SEES_ROOT = 3, 4, 5  # what A and B read of the others'
 A_PID, A_PPID, B_PID, B_PPID = 6, 7, 8, 9  # getpid()/getppid() of A and B, refreshed every round
 A_PGRP, B_PGRP, A_SID, B_SID = 10, 11, 12, 13
 B_PID_FROM_A = 14  # fork's return value in A
+B_PDEATHSIG = 15  # prctl(PR_GET_PDEATHSIG) in B, which asks for SIGKILL when A dies
+PR_SET_PDEATHSIG, PR_GET_PDEATHSIG = 1, 2
+libc = ctypes.CDLL(None, use_errno=True)
 
 
 def unread(fd: int) -> int:
@@ -72,6 +79,7 @@ def child_loop(step, orig_ppid: int, period: float = 0.02) -> None:
 
 
 def run_b(slots, w: int, orig_ppid: int) -> None:
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     state = {"seq": 0, "tick": 0}
 
     def step():
@@ -87,6 +95,9 @@ def run_b(slots, w: int, orig_ppid: int) -> None:
         slots[B_PPID] = os.getppid()
         slots[B_PGRP] = os.getpgrp()
         slots[B_SID] = os.getsid(0)
+        sig = ctypes.c_int(-1)
+        libc.prctl(PR_GET_PDEATHSIG, ctypes.byref(sig), 0, 0, 0)
+        slots[B_PDEATHSIG] = sig.value
 
     child_loop(step, orig_ppid, period=0.01)
 
@@ -181,6 +192,7 @@ def main() -> None:
         if fcntl.fcntl(r, F_GETPIPE_SZ) != PIPE_SIZE:
             bad.append(f"pipe size {fcntl.fcntl(r, F_GETPIPE_SZ)}")
 
+        slots[B_PDEATHSIG] = 0  # B writes it again every round
         # shared memory: every slot written by another process moves (give them 3 s)
         moving = {"A": A_CNT, "B": B_CNT, "A's view of root": A_SEES_ROOT,
                   "B's view of A": B_SEES_A, "B's view of root": B_SEES_ROOT}
@@ -211,6 +223,11 @@ def main() -> None:
         for i, want in expect.items():
             if slots[i] != want:
                 bad.append(f"{names[i]} = {slots[i]}, expected {want}")
+        deadline = time.monotonic() + 3
+        while slots[B_PDEATHSIG] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if slots[B_PDEATHSIG] != signal.SIGKILL:
+            bad.append(f"B's parent-death signal is {slots[B_PDEATHSIG]}, expected SIGKILL")
         n = unread(r)
         if not KEEP - LINE <= n <= HIGH + LINE:  # B may still be catching up after a read
             bad.append(f"{n} bytes unread in the pipe")

@@ -28,6 +28,7 @@ from ..inject import Injector, nr
 from .context import DumpContext, RestoreContext
 
 PR_SET_NAME, PR_GET_TID_ADDRESS = 15, 40
+PR_SET_PDEATHSIG, PR_GET_PDEATHSIG = 1, 2
 RSEQ_FLAG_UNREGISTER = 1
 SYS_get_robust_list = 274
 STACK_T = struct.Struct("<QiiQ")  # ss_sp, ss_flags, pad, ss_size
@@ -64,6 +65,9 @@ class ThreadRecord:
     priority: int  # sched_param.sched_priority
     nice: int
     affinity: list[int]
+    # prctl(PR_GET_PDEATHSIG): the signal it gets when its parent thread dies;
+    # re-armed only below the image's root (the root's parent is not restored)
+    pdeathsig: int
 
 
 def get_robust_list(tid: int) -> tuple[int, int]:
@@ -82,6 +86,8 @@ def dump(ctx: DumpContext) -> list:
         (tid_addr,) = struct.unpack("<Q", inj.read(ctx.scratch, 8))
         inj.check(nr.sigaltstack, 0, ctx.scratch, what=f"reading the sigaltstack of thread {tid}")
         sp, flags, _, size = STACK_T.unpack(inj.read(ctx.scratch, STACK_T.size))
+        inj.check(nr.prctl, PR_GET_PDEATHSIG, ctx.scratch, what=f"prctl(PR_GET_PDEATHSIG) in thread {tid}")
+        (pdeathsig,) = struct.unpack("<i", inj.read(ctx.scratch, 4))
         head, length = get_robust_list(tid)
         rseq = pt.get_rseq(tid)
         with open(f"/proc/{ctx.pid}/task/{tid}/comm", "rb") as f:
@@ -90,7 +96,7 @@ def dump(ctx: DumpContext) -> list:
             tid, comm, tid_addr, head, length, rseq.pointer, rseq.size, rseq.signature,
             inj.saved_sigmask, AltStack(sp, flags, size),
             os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority,
-            os.getpriority(os.PRIO_PROCESS, tid), sorted(os.sched_getaffinity(tid)),
+            os.getpriority(os.PRIO_PROCESS, tid), sorted(os.sched_getaffinity(tid)), pdeathsig,
         ))
     return records
 
@@ -147,6 +153,18 @@ def restore(rctx: RestoreContext) -> None:
         st = rec.altstack
         inj.write(scratch, STACK_T.pack(st.sp, st.flags & ~SS_ONSTACK, 0, st.size))
         inj.check(nr.sigaltstack, scratch, 0, what=f"setting the sigaltstack of thread {rec.tid}")
+
+
+def restore_pdeathsig(rctx: RestoreContext) -> None:
+    """Each thread's parent-death signal, after the ids (changing them clears it);
+    not for the image's root, whose parent now is whoever restored it."""
+    if rctx.image_pid == rctx.image.header.root_pid:
+        return
+    for rec in thread_records(rctx.image):
+        if rec.pdeathsig:
+            inj = rctx.inj if rec.tid == rctx.image_pid else rctx.threads[rctx.tid_map[rec.tid]]
+            inj.check(nr.prctl, PR_SET_PDEATHSIG, rec.pdeathsig,
+                      what=f"prctl(PR_SET_PDEATHSIG) in thread {rec.tid}")
 
 
 def restore_from_outside(rctx: RestoreContext) -> None:

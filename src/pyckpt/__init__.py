@@ -141,7 +141,8 @@ class Image:
         return {
             "path": str(self.path),
             "header": encode(self.header),
-            "pages_bytes": sum(p["pages_bytes"] for p in processes),
+            "pages_bytes": sum(p["pages_bytes"] for p in processes)
+            + sum(r.stored for o in objects.values() for r in o.runs),
             "processes": processes,
             # shared anonymous memory objects, each saved once: [pid, start, offset] of its windows
             "shared_memory": [

@@ -13,6 +13,11 @@ now) and in X[1], and writes its verdict into X[3].  The parent's check
 waits until both echoes have caught up with its counter and reads the
 child's verdict: so both directions of the sharing are seen, across every
 VMA, after restore.
+
+Region G was grown with mremap from 2 to 4 pages: its object stays 2 pages
+long (touching the rest would raise SIGBUS), and the check reads the 2
+pages.  Region H is a sparse 64 GiB MAP_NORESERVE region, far more than
+the machine has, with data at its start, middle and end.
 """
 
 import ctypes
@@ -27,14 +32,18 @@ libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_i
                       ctypes.c_long]
 libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+libc.mremap.restype = ctypes.c_void_p
+libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int]
+MREMAP_MAYMOVE, MAP_NORESERVE = 1, 0x4000
+HUGE = 64 << 30
 PAGE = 4096
 PROT_READ, PROT_RW = 1, 3
 MAP_SHARED_ANON = 0x01 | 0x20
 SLOTS = PAGE // 8
 
 
-def region(pages: int) -> int:
-    addr = libc.mmap(None, pages * PAGE, PROT_RW, MAP_SHARED_ANON, -1, 0)
+def region(pages: int, flags: int = 0) -> int:
+    addr = libc.mmap(None, pages * PAGE, PROT_RW, MAP_SHARED_ANON | flags, -1, 0)
     assert addr not in (None, ctypes.c_void_p(-1).value)
     return addr
 
@@ -50,6 +59,14 @@ for i in range(SLOTS):
     x[1][i] = 0x1111_0000 + i
     y[0][i] = 0x2222_0000 + i
 assert libc.mprotect(X + PAGE, PAGE, PROT_READ) == 0
+G = region(2)
+ctypes.memmove(G, b"G0", 2)
+ctypes.memmove(G + PAGE, b"G1", 2)
+G = libc.mremap(G, 2 * PAGE, 4 * PAGE, MREMAP_MAYMOVE)
+assert G not in (None, ctypes.c_void_p(-1).value)
+H = region(HUGE // PAGE, MAP_NORESERVE)
+for off in (0, HUGE // 2, HUGE - PAGE):
+    ctypes.memmove(H + off, b"H%d" % off, len(b"H%d" % off))
 parent = os.getpid()
 
 child = os.fork()
@@ -77,6 +94,12 @@ def check():
         if x[1][i] != 0x1111_0000 + i:
             bad.append(f"X[1] slot {i} is {x[1][i]:#x}")
             break
+    if ctypes.string_at(G, 2) + ctypes.string_at(G + PAGE, 2) != b"G0G1":
+        bad.append("region G lost its data")
+    for off in (0, HUGE // 2, HUGE - PAGE):
+        want = b"H%d" % off
+        if ctypes.string_at(H + off, len(want)) != want:
+            bad.append(f"region H at {off:#x} holds {ctypes.string_at(H + off, len(want))!r}")
     counter += 1
     x[2][0] = y[2][0] = counter
     deadline = time.monotonic() + 5

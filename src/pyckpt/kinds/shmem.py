@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import weakref
 from dataclasses import dataclass
 
 from ..errors import ImageError
@@ -35,7 +36,7 @@ _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                        ctypes.c_long]
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-PROT_RW, MAP_SHARED = 3, 0x01
+PROT_RW, MAP_SHARED, MAP_NORESERVE = 3, 0x01, 0x4000
 MAP_FAILED = ctypes.c_void_p(-1).value
 
 
@@ -81,27 +82,40 @@ class SharedAnonymous(MappedObject):
         return ("shmem", rec.id), lambda: create(rctx, rec)
 
 
+_by_identity: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _object(image, v: VmaRecord) -> ShmemRecord:
-    for rec in image.of_type(ShmemRecord):
-        if (rec.dev, rec.ino) == (v.file.dev, v.file.ino):
-            return rec
-    raise ImageError(f"image at {image.path}: the shared memory mapped at {v.start:#x} is missing")
+    """The object VMA `v` is a window on (looked up in a table built once per image:
+    a region split into thousands of VMAs must not cost a scan of the image each)."""
+    reader = getattr(image, "reader", image)  # an ImageView's objects are its reader's
+    table = _by_identity.get(reader)
+    if table is None:
+        table = _by_identity[reader] = {(r.dev, r.ino): r for r in reader.of_type(ShmemRecord)}
+    rec = table.get((v.file.dev, v.file.ino))
+    if rec is None:
+        raise ImageError(f"image at {image.path}: the shared memory mapped at {v.start:#x} is missing")
+    return rec
 
 
 def create(rctx: RestoreContext, rec: ShmemRecord) -> int:
-    """A new shared anonymous object of `rec.size` bytes holding its data; an O_RDWR fd."""
+    """A new shared anonymous object of `rec.size` bytes holding its data; an O_RDWR fd.
+
+    Made without a memory reservation (MAP_NORESERVE): a sparse region far
+    larger than the machine's memory is as valid after restore as before."""
+    length = max(-(-rec.size // PAGE) * PAGE, PAGE)  # what mmap maps; the size is set after
     zero = os.open("/dev/zero", os.O_RDWR | os.O_CLOEXEC)
     try:
-        addr = _libc.mmap(None, rec.size, PROT_RW, MAP_SHARED, zero, 0)
+        addr = _libc.mmap(None, length, PROT_RW, MAP_SHARED | MAP_NORESERVE, zero, 0)
     finally:
         os.close(zero)
     if addr in (None, MAP_FAILED):
         err = ctypes.get_errno()
         raise OSError(err, f"cannot make {rec.size} bytes of shared memory: {os.strerror(err)}")
     try:
-        fd = os.open(f"/proc/self/map_files/{addr:x}-{addr + rec.size:x}", os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(f"/proc/self/map_files/{addr:x}-{addr + length:x}", os.O_RDWR | os.O_CLOEXEC)
     finally:
-        _libc.munmap(addr, rec.size)
+        _libc.munmap(addr, length)
     try:
         write_content(rctx, fd, rec.size, rec.runs, "restore shared memory")
     except BaseException:
@@ -112,18 +126,27 @@ def create(rctx: RestoreContext, rec: ShmemRecord) -> int:
 
 def validate(image) -> None:
     """Each shared anonymous VMA of a process (`image` is its view) names a saved
-    object and lies inside it; each object's data lies inside the object."""
+    object at a page-aligned offset; each object's data lies inside it.
+
+    A window may reach past the object's end: mremap can grow a mapping
+    without growing the object, and touching that part raises SIGBUS, after
+    a restore as before."""
+    def bad(what: str):
+        raise ImageError(f"image at {image.path}: {what}")
+
     for v in image.of_type(VmaRecord):
         if v.kind != SharedAnonymous.kind:
             continue
         if v.file is None:
-            raise ImageError(f"image at {image.path}: shared memory at {v.start:#x} names no object")
-        rec = _object(image, v)
-        if v.offset % PAGE or v.offset < 0 or v.offset + (v.end - v.start) > rec.size:
-            raise ImageError(f"image at {image.path}: shared memory at {v.start:#x} lies outside "
-                             f"its object (offset {v.offset}, {rec.size} bytes)")
+            bad(f"shared memory at {v.start:#x} names no object")
+        _object(image, v)
+        if v.offset % PAGE or v.offset < 0:
+            bad(f"shared memory at {v.start:#x} has a bad offset {v.offset}")
+    seen = set()
     for rec in image.of_type(ShmemRecord):
+        if rec.size <= 0 or rec.id in seen:
+            bad(f"shared memory object #{rec.id} has a bad size or a duplicate id")
+        seen.add(rec.id)
         for r in rec.runs:
-            if r.file_offset < 0 or r.file_offset + r.length > rec.size:
-                raise ImageError(f"image at {image.path}: shared memory object #{rec.id} has data "
-                                 "outside it")
+            if r.file_offset < 0 or r.length <= 0 or r.length > r.stored or r.file_offset + r.length > rec.size:
+                bad(f"shared memory object #{rec.id} has data outside it")

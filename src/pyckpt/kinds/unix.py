@@ -1,0 +1,445 @@
+"""Unix sockets that are not named: socketpairs and unconnected sockets.
+
+What a Python program holds most often is an unnamed unix socket: every
+asyncio event loop has a socketpair (its self-pipe, also the signal wakeup
+fd), multiprocessing.Pipe() is one, and so are the channels many runtimes
+make between a parent and its children.  This module saves those:
+
+- a connected socket whose peer the image also holds (a socketpair, in one
+  process or across processes of a tree): both ends are saved, each with the
+  data waiting in its receive queue, and restored as one new socketpair;
+- a connected socket whose peer was closed (the peer's inode is gone): the
+  data left in its queue is restored, then the other end is closed again, so
+  the reader sees that data and then end-of-file, as before;
+- an unconnected, unbound socket: a fresh socket of its type.
+
+Identity and links come from the kernel (sock_diag over netlink: inode,
+type, state, peer inode, name, shutdown state), never from guesses.  Queued
+data is read without consuming it: pyckpt takes the socket itself with
+pidfd_getfd and peeks (MSG_PEEK) message by message through SO_PEEK_OFF,
+which it sets back afterwards.  Stream data keeps its bytes, datagram and
+seqpacket queues keep their message boundaries (empty messages too).  At
+restore the other end of the new pair sends the data again before the task
+exists, then each end's shutdown state and options (SO_PASSCRED, buffer
+sizes, peek offset, O_NONBLOCK) are put back.
+
+Refused with a clear error: bound or listening unix sockets and sockets
+connected to one (names would have to be re-bound, and N copies of one
+image would fight over them), queues holding file descriptors in flight
+(SCM_RIGHTS), and every other socket family (TCP, UDP, netlink...).  A unix
+socket connected to a process outside the image is external (files.py):
+the user passes a replacement at restore.  The credentials of queued
+messages (SCM_CREDENTIALS) are those of pyckpt after a restore.  Peeking
+leaves one trace: an empty datagram in the queue is marked as peeked, so a
+later MSG_PEEK through SO_PEEK_OFF in the target skips it (recv still
+returns it).
+"""
+
+from __future__ import annotations
+
+import array
+import ctypes
+import fcntl
+import os
+import socket
+import stat
+import struct
+from dataclasses import dataclass, field
+
+from ..errors import DumpError, RestoreError, UnsupportedFdError
+from ..image import PAGES_FILE, record
+from .context import DumpContext, RestoreContext
+from .files import DumpedFd, ExternalFileRecord, FileKind, file_kind
+
+PAGE = 4096
+SYS_pidfd_getfd = 438
+NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
+NLM_F_REQUEST, NLM_F_DUMP, NLMSG_ERROR, NLMSG_DONE = 1, 0x300, 2, 3
+UDIAG_SHOW_NAME, UDIAG_SHOW_PEER, UDIAG_SHOW_RQLEN = 0x01, 0x04, 0x10
+UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 0, 2, 4, 6
+TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN = 1, 7, 10
+SO_PEEK_OFF = 42
+RCV_SHUTDOWN, SEND_SHUTDOWN = 1, 2
+TYPE_NAMES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "datagram",
+              socket.SOCK_SEQPACKET: "seqpacket"}
+FAMILY_NAMES = {socket.AF_INET: "TCP/IP (AF_INET)", socket.AF_INET6: "TCP/IP (AF_INET6)",
+                socket.AF_NETLINK: "netlink", getattr(socket, "AF_PACKET", 17): "packet"}
+MAX_MESSAGES = 1 << 16  # a queue with more messages than this is refused (a sanity bound)
+SETTABLE_FLAGS = os.O_NONBLOCK | getattr(os, "O_ASYNC", 0o20000)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+@dataclass
+class Message:
+    length: int  # bytes of this message (stream: one chunk holding the whole queue)
+
+
+@record(100)
+@dataclass
+class UnixSocketRecord:
+    """One unnamed unix socket (a socket has one open file description)."""
+
+    id: int
+    ino: int  # at dump time: how its peer names it
+    type: int  # SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
+    peer_ino: int  # the peer's inode when the image holds it; 0 when unconnected
+    orphan: bool  # connected, but the peer was closed: restored closed again
+    flags: int  # file status flags (O_NONBLOCK...), without O_CLOEXEC
+    shutdown: int  # this end's RCV_SHUTDOWN | SEND_SHUTDOWN bits
+    passcred: bool
+    sndbuf: int
+    rcvbuf: int
+    peek_off: int  # -1: off
+    # the receive queue: messages in order, their bytes back to back in pages.img
+    messages: list[Message] = field(default_factory=list)
+    length: int = 0
+    offset: int = 0
+    xxh3: int = 0
+
+    def stored_runs(self) -> list[tuple[int, int, int]]:
+        return [(self.offset, _padded(self.length), self.xxh3)] if self.length else []
+
+
+def _padded(n: int) -> int:
+    return (n + PAGE - 1) & ~(PAGE - 1)
+
+
+# --- what the kernel says: sock_diag ---------------------------------------------
+
+
+@dataclass
+class DiagInfo:
+    ino: int
+    type: int
+    state: int
+    peer: int = 0
+    name: bytes | None = None
+    rqueue: int = 0
+    shutdown: int = 0
+
+
+def parse_diag(buf: bytes) -> tuple[list[DiagInfo], bool]:
+    """Unix sockets from one netlink reply buffer; and whether NLMSG_DONE was seen."""
+    out, done, pos = [], False, 0
+    while pos + 16 <= len(buf):
+        length, kind, _, _, _ = struct.unpack_from("=IHHII", buf, pos)
+        if length < 16:
+            break
+        if kind == NLMSG_DONE:
+            done = True
+        elif kind == NLMSG_ERROR:
+            (err,) = struct.unpack_from("=i", buf, pos + 16)
+            raise OSError(-err, f"sock_diag: {os.strerror(-err)}")
+        elif kind == SOCK_DIAG_BY_FAMILY:
+            _, stype, state, _, ino = struct.unpack_from("=BBBBI", buf, pos + 16)
+            info = DiagInfo(ino, stype, state)
+            a = pos + 16 + 16  # nlmsghdr + unix_diag_msg
+            while a + 4 <= pos + length:
+                alen, atype = struct.unpack_from("=HH", buf, a)
+                if alen < 4:
+                    break
+                payload = buf[a + 4: a + alen]
+                if atype == UNIX_DIAG_NAME:
+                    info.name = payload
+                elif atype == UNIX_DIAG_PEER:
+                    (info.peer,) = struct.unpack_from("=I", payload)
+                elif atype == UNIX_DIAG_RQLEN:
+                    (info.rqueue,) = struct.unpack_from("=I", payload)
+                elif atype == UNIX_DIAG_SHUTDOWN:
+                    info.shutdown = payload[0]
+                a += (alen + 3) & ~3
+            out.append(info)
+        pos += (length + 3) & ~3
+    return out, done
+
+
+def diag_table() -> dict[int, DiagInfo]:
+    """Every unix socket of pyckpt's network namespace, by inode."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG) as nl:
+        req = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, 0,
+                          UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN, 0xFFFFFFFF, 0xFFFFFFFF)
+        nl.send(struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY,
+                            NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + req)
+        table: dict[int, DiagInfo] = {}
+        while True:
+            infos, done = parse_diag(nl.recv(1 << 16))
+            for info in infos:
+                table[info.ino] = info
+            if done:
+                return table
+
+
+def _sockets_in_image(ctx: DumpContext) -> dict[int, DiagInfo]:
+    """The diag table (read once per dump) and, in ctx.objects, the socket inodes the image holds."""
+    cached = ctx.objects.get("unix diag")
+    if cached is None:
+        cached = ctx.objects["unix diag"] = diag_table()
+        held = set()
+        for pid in ctx.tree or [ctx.pid]:
+            for name in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    st = os.stat(f"/proc/{pid}/fd/{name}")
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISSOCK(st.st_mode):
+                    held.add(st.st_ino)
+        ctx.objects["unix sockets in image"] = held
+    return cached
+
+
+# --- dump ------------------------------------------------------------------------
+
+
+def _take(pid: int, fd: int) -> socket.socket:
+    """The target's socket itself, as a socket object in pyckpt (pidfd_getfd)."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        copy = _libc.syscall(SYS_pidfd_getfd, pidfd, fd, 0)
+        if copy < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"pidfd_getfd of fd {fd} of process {pid}: {os.strerror(err)}")
+    finally:
+        os.close(pidfd)
+    try:
+        return socket.socket(fileno=copy)
+    except OSError:
+        os.close(copy)
+        raise
+
+
+def peek_queue(sock: socket.socket, pid: int, fd: int, shut_for_reading: bool) -> list[bytes]:
+    """The messages in `sock`'s receive queue, in order, left in place.
+
+    SO_PEEK_OFF makes each MSG_PEEK start where the last one ended (and skip
+    a message already peeked); the socket's own peek offset is set back.
+    The end of the queue is EAGAIN, or an empty read where that means end
+    of file: always on a stream, and on a seqpacket socket shut for reading
+    (where an empty message just before that end cannot be told from it)."""
+    eof_reads_empty = sock.type == socket.SOCK_STREAM or (
+        sock.type == socket.SOCK_SEQPACKET and shut_for_reading)
+    what = f"process {pid}: fd {fd}"
+    saved = sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
+    sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+    messages: list[bytes] = []
+    try:
+        space = socket.CMSG_SPACE(253 * array.array("i").itemsize)
+        while True:
+            if len(messages) >= MAX_MESSAGES:
+                raise DumpError(f"{what}: more than {MAX_MESSAGES} messages are queued")
+            try:
+                data, anc, msg_flags, _ = sock.recvmsg(1 << 20, space, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            for level, kind, cdata in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds = array.array("i")
+                    fds.frombytes(cdata[: len(cdata) - len(cdata) % fds.itemsize])
+                    for n in fds:
+                        os.close(n)
+                    raise UnsupportedFdError(
+                        pid, fd, "unix socket with file descriptors in flight (SCM_RIGHTS)",
+                        "its queue holds a message that passes fds")
+            if msg_flags & socket.MSG_TRUNC:
+                raise DumpError(f"{what}: a queued message is larger than 1 MiB")
+            if not data and eof_reads_empty:
+                break  # end of file: nothing more is queued
+            messages.append(data)
+    finally:
+        sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, saved)
+    return messages
+
+
+@file_kind
+class UnixSocket(FileKind):
+    """Unnamed unix sockets; every other socket is refused here with its family named."""
+
+    name = "unix"
+    records = (UnixSocketRecord,)
+    priority = 60
+
+    def claims(self, f: DumpedFd) -> bool:
+        return stat.S_ISSOCK(f.st.st_mode)
+
+    def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
+        table = _sockets_in_image(ctx)
+        info = table.get(f.st.st_ino)
+        if info is None:
+            raise UnsupportedFdError(f.pid, f.fd, _family_in_words(f), f.link)
+        kind = f"unix {TYPE_NAMES.get(info.type, info.type)} socket"
+        if info.state == TCP_LISTEN:
+            raise UnsupportedFdError(f.pid, f.fd, f"listening {kind}", _named(f.link, info))
+        if info.name:
+            raise UnsupportedFdError(f.pid, f.fd, f"{kind} bound to a name", _named(f.link, info))
+        peer = table.get(info.peer) if info.peer else None
+        if peer is not None and peer.name:
+            raise UnsupportedFdError(f.pid, f.fd, f"{kind} connected to a named socket",
+                                     f"{f.link}, peer {_show_name(peer.name)}")
+        if info.type not in TYPE_NAMES:
+            raise UnsupportedFdError(f.pid, f.fd, kind, f.link)
+        flags = f.info.flags & ~os.O_CLOEXEC
+        connected = info.state == TCP_ESTABLISHED or info.peer != 0
+        if peer is not None and info.peer not in ctx.objects["unix sockets in image"]:
+            return [ExternalFileRecord(file_id, f"{f.link} ({kind} connected to a process outside "
+                                                "the image)", flags)]
+        sock = _take(f.pid, f.fd)
+        try:
+            messages = peek_queue(sock, f.pid, f.fd, bool(info.shutdown & RCV_SHUTDOWN))
+            opts = (sock.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED) != 0,
+                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                    sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF))
+        finally:
+            sock.close()
+        rec = UnixSocketRecord(file_id, f.st.st_ino, info.type, info.peer if peer else 0,
+                               connected and peer is None, flags, info.shutdown, *opts)
+        data = b"".join(messages)
+        if data or messages:
+            rec.messages = [Message(len(m)) for m in messages]
+            rec.length = len(data)
+            if data:
+                rec.offset, rec.xxh3 = ctx.pages.append(data + bytes(_padded(len(data)) - len(data)))
+        return [rec]
+
+    def open(self, rctx: RestoreContext, rec: UnixSocketRecord) -> int:
+        end = _socket(rctx, rec)
+        fd = os.dup(end)
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, rec.flags & SETTABLE_FLAGS)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def describe(self, rec: UnixSocketRecord) -> str:
+        kind = f"unix {TYPE_NAMES.get(rec.type, rec.type)} socket:[{rec.ino}]"
+        link = (f", peer socket:[{rec.peer_ino}]" if rec.peer_ino
+                else ", peer closed" if rec.orphan else ", not connected")
+        return f"{kind}{link}, {len(rec.messages)} message(s) / {rec.length} bytes queued"
+
+
+def _show_name(name: bytes) -> str:
+    return "@" + name[1:].decode(errors="replace") if name[:1] == b"\0" else name.decode(errors="replace")
+
+
+def _named(link: str, info: DiagInfo) -> str:
+    return f"{link}, {_show_name(info.name)}" if info.name else link
+
+
+def _family_in_words(f: DumpedFd) -> str:
+    """What a socket that is not a unix socket is, for the refusal."""
+    try:
+        sock = _take(f.pid, f.fd)
+    except OSError:
+        return "socket"
+    try:
+        family = FAMILY_NAMES.get(sock.family, f"family {int(sock.family)}")
+        kind = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "datagram",
+                socket.SOCK_RAW: "raw"}.get(sock.type, "")
+        return f"{family} {kind} socket".replace("  ", " ")
+    finally:
+        sock.close()
+
+
+# --- restore ---------------------------------------------------------------------
+
+
+def _record(rctx: RestoreContext, ino: int) -> UnixSocketRecord | None:
+    for r in rctx.image.of_type(UnixSocketRecord):
+        if r.ino == ino:
+            return r
+    return None
+
+
+def _socket(rctx: RestoreContext, rec: UnixSocketRecord) -> int:
+    """The new socket for `rec` in pyckpt (its pair made and filled once)."""
+    key = ("unix", rec.ino)
+    if key in rctx.passed:
+        return rctx.passed[key]
+    if not rec.peer_ino and not rec.orphan and not rec.messages:
+        s = socket.socket(socket.AF_UNIX, rec.type | socket.SOCK_CLOEXEC)
+        _set_options(s, rec)
+        _set_peek_off(s, rec)
+        return rctx.pass_fd(key, s.detach)
+    peer = _record(rctx, rec.peer_ino) if rec.peer_ino else None
+    if rec.peer_ino and peer is None:
+        raise RestoreError(f"image at {rctx.image.path}: the peer socket:[{rec.peer_ino}] of "
+                           f"socket:[{rec.ino}] is missing (damaged image)")
+    a, b = socket.socketpair(socket.AF_UNIX, rec.type | socket.SOCK_CLOEXEC)
+    try:
+        ends = [(rec, a, b)] + ([(peer, b, a)] if peer else [])
+        for r, mine, other in ends:
+            _set_options(mine, r)
+        for r, mine, other in ends:
+            _fill(rctx, r, other)
+            _set_peek_off(mine, r)
+        if peer is None:
+            # The peer had been closed (or, for a datagram socket with a queue and no
+            # peer, never mattered): the reader gets the data, then EOF.
+            b.close()
+        else:
+            for r, mine, _ in ends:
+                if r.shutdown & SEND_SHUTDOWN:
+                    mine.shutdown(socket.SHUT_WR)
+                if r.shutdown & RCV_SHUTDOWN:
+                    mine.shutdown(socket.SHUT_RD)
+            rctx.pass_fd(("unix", peer.ino), b.detach)
+        return rctx.pass_fd(key, a.detach)
+    finally:
+        a.close()
+        b.close()
+
+
+def _set_options(s: socket.socket, rec: UnixSocketRecord) -> None:
+    if rec.passcred:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    # The kernel doubles what is asked (and keeps a floor): ask half of what it said.
+    for opt, want in ((socket.SO_SNDBUF, rec.sndbuf), (socket.SO_RCVBUF, rec.rcvbuf)):
+        if s.getsockopt(socket.SOL_SOCKET, opt) != want:
+            s.setsockopt(socket.SOL_SOCKET, opt, want // 2)
+
+
+def _set_peek_off(s: socket.socket, rec: UnixSocketRecord) -> None:
+    if rec.peek_off != -1:  # once the queue is back, which it counts into
+        s.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, rec.peek_off)
+
+
+def _fill(rctx: RestoreContext, rec: UnixSocketRecord, sender: socket.socket) -> None:
+    """Send `rec`'s saved queue from the other end, so that `rec`'s end receives it."""
+    if rec.messages:
+        with open(rctx.image.path / PAGES_FILE, "rb", buffering=0) as f:
+            data = os.pread(f.fileno(), rec.length, rec.offset) if rec.length else b""
+        if len(data) != rec.length:
+            raise RestoreError(f"image at {rctx.image.path}: {PAGES_FILE} is short (damaged image)")
+        sender.setblocking(False)
+        try:
+            pos = 0
+            for m in rec.messages:
+                chunk = data[pos: pos + m.length]
+                if rec.type == socket.SOCK_STREAM:
+                    while chunk:
+                        chunk = chunk[sender.send(chunk):]
+                elif sender.send(chunk) != m.length:
+                    raise OSError("a message was cut short")
+                pos += m.length
+        except OSError as e:
+            raise RestoreError(
+                f"cannot queue the {rec.length} saved bytes of unix socket:[{rec.ino}] again: "
+                f"{e.strerror or e} (see net.unix.max_dgram_qlen and the socket buffer sizes)") from None
+        finally:
+            sender.setblocking(True)
+
+
+def validate(image) -> None:
+    """Queues add up; peers name records of the image and name them back."""
+    from ..errors import ImageError
+
+    recs = {r.ino: r for r in getattr(image, "reader", image).of_type(UnixSocketRecord)}
+    for r in recs.values():
+        if r.type not in TYPE_NAMES or sum(m.length for m in r.messages) != r.length or \
+                any(m.length < 0 for m in r.messages):
+            raise ImageError(f"image at {image.path}: unix socket:[{r.ino}] has a bad type or queue")
+        if r.peer_ino and (r.peer_ino not in recs or recs[r.peer_ino].peer_ino != r.ino):
+            raise ImageError(f"image at {image.path}: unix socket:[{r.ino}] names a peer "
+                             f"socket:[{r.peer_ino}] that does not name it back")

@@ -1,0 +1,212 @@
+"""Unnamed unix sockets, checked from inside.  Usage: unix_sockets.py MODE
+
+pairs:   in one process, socketpairs of every type with data queued in them
+         (10 KB one way and 3 bytes the other on a stream pair; datagrams of
+         3, 0 and 500 bytes; two seqpackets and then a shutdown), a stream
+         whose peer was closed after sending "bye", an unconnected datagram
+         socket, a non-blocking end with SO_PASSCRED and a peek offset.
+         The check leaves every queue as it found it (it reads and sends the
+         data back, or peeks), and sends a fresh message through each pair.
+asyncio: an asyncio event loop (its self-pipe and signal wakeup fd are a
+         socketpair) ticking every 20 ms; SIGUSR1 reaches it through
+         loop.add_signal_handler, so a CHECK line proves the wakeup works.
+tree:    a parent and a forked child talking over a socketpair (as
+         multiprocessing.Pipe does): the check sends a number and waits for
+         the child's answer.
+refuse-*: holds one thing pyckpt refuses (see the tests) and just ticks.
+"""
+
+import array
+import asyncio
+import os
+import signal
+import socket
+import sys
+
+import selfcheck
+
+SO_PEEK_OFF = 42
+MODE = sys.argv[1]
+
+
+def peek_all(s: socket.socket) -> list[bytes]:
+    """Every queued message, left in place (through SO_PEEK_OFF)."""
+    s.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+    out = []
+    try:
+        while True:
+            try:
+                m = s.recv(1 << 16, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            if not m and s.type != socket.SOCK_DGRAM:
+                out.append(b"<eof>")
+                break
+            out.append(m)
+    finally:
+        s.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, -1)
+    return out
+
+
+def pairs() -> None:
+    a, b = socket.socketpair()
+    big = bytes(range(256)) * 40  # 10240 bytes
+    b.send(big)
+    a.send(b"abc")
+    c, d = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dgrams = [b"one", b"", b"three" * 100]
+    for m in dgrams:
+        d.send(m)
+    e, f = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    f.send(b"p1")
+    f.send(b"p22")
+    f.shutdown(socket.SHUT_WR)
+    g, h = socket.socketpair()
+    h.send(b"bye")
+    h.close()
+    u = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    n, m2 = socket.socketpair()
+    n.setblocking(False)
+    n.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    m2.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    m2.send(b"0123456789")
+    n.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 4)
+    sndbuf = m2.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+
+    def check():
+        bad = []
+        # stream pair: read both queues whole, put them back, then a round trip
+        got = b""
+        while len(got) < len(big):
+            got += a.recv(len(big) - len(got))
+        if got != big:
+            bad.append(f"stream: {len(got)} bytes, not the 10240 sent")
+        b.send(got)
+        if b.recv(3) != b"abc":
+            bad.append("stream: the 3 bytes the other way are lost")
+        a.send(b"abc")
+        # datagrams keep their boundaries, the empty one too (read, then sent again)
+        d.send(b"fresh")
+        got = [c.recv(2000) for _ in range(len(dgrams) + 1)]
+        if got != dgrams + [b"fresh"]:
+            bad.append(f"datagrams: {got!r}")
+        for m in dgrams:
+            d.send(m)
+        # seqpacket: two messages, then end of file (the writer shut it)
+        if peek_all(e) != [b"p1", b"p22", b"<eof>"]:
+            bad.append(f"seqpacket: {peek_all(e)!r}")
+        try:
+            f.send(b"x")
+            bad.append("seqpacket: the shut end can still send")
+        except BrokenPipeError:
+            pass
+        # a stream whose peer is gone: its data, then EOF; sending fails
+        if peek_all(g) != [b"bye", b"<eof>"]:
+            bad.append(f"orphan stream: {peek_all(g)!r}")
+        try:
+            g.send(b"x", socket.MSG_NOSIGNAL)
+            bad.append("orphan stream: sending worked")
+        except BrokenPipeError:
+            pass
+        if u.type != socket.SOCK_DGRAM or u.getsockname() not in ("", b""):
+            bad.append("the unconnected socket changed")
+        # options and flags
+        if n.getblocking():
+            bad.append("O_NONBLOCK lost")
+        if not n.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED):
+            bad.append("SO_PASSCRED lost")
+        if n.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF) != 4:
+            bad.append(f"peek offset {n.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)}")
+        if m2.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) != sndbuf:
+            bad.append("SO_SNDBUF changed")
+        if n.recv(3, socket.MSG_PEEK) != b"456":  # peeks from the offset (and moves it)
+            bad.append("peeking from the offset gave the wrong bytes")
+        n.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 4)
+        return bad
+
+    print("READY", flush=True)
+    selfcheck.serve(check)
+
+
+def run_asyncio() -> None:
+    ticks = 0
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        out = []
+
+        def on_usr1():
+            out.append(f"CHECK ok counter={ticks}" if ticks else "CHECK FAIL no tick")
+
+        loop.add_signal_handler(signal.SIGUSR1, on_usr1)
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.02)
+            ticks += 1
+            if ticks == 1:
+                print("READY", flush=True)
+            while out:
+                print(out.pop(0), flush=True)
+
+    asyncio.run(main())
+
+
+def tree() -> None:
+    parent_end, child_end = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        parent_end.close()
+        while True:  # answer each 8-byte number with the next one
+            req = child_end.recv(8, socket.MSG_WAITALL)
+            if len(req) < 8:
+                os._exit(0)
+            child_end.send(b"%8d" % (int(req) + 1))
+    child_end.close()
+    parent_end.settimeout(5)
+    count = [0]
+
+    def check():
+        count[0] += 1
+        n = count[0] * 1000
+        parent_end.send(b"%8d" % n)
+        try:
+            got = parent_end.recv(8, socket.MSG_WAITALL)
+        except socket.timeout:
+            return [f"no answer to {n} from the child"]
+        return [] if got == b"%8d" % (n + 1) else [f"the child answered {got!r} to {n}"]
+
+    print("READY", pid, flush=True)
+    selfcheck.serve(check)
+
+
+def refuse(kind: str) -> None:
+    keep = []
+    if kind == "tcp":
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        keep.append(s)
+    elif kind == "listening":
+        path = sys.argv[2]
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(path)
+        s.listen()
+        keep.append(s)
+    elif kind == "rights":
+        a, b = socket.socketpair()
+        r, w = os.pipe()
+        b.sendmsg([b"fd"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r]))])
+        keep += [a, b]
+    fd = keep[0].fileno()
+    print("READY", fd, flush=True)
+    selfcheck.serve(lambda: [])
+
+
+if MODE == "pairs":
+    pairs()
+elif MODE == "asyncio":
+    run_asyncio()
+elif MODE == "tree":
+    tree()
+elif MODE.startswith("refuse-"):
+    refuse(MODE[len("refuse-"):])

@@ -1,0 +1,119 @@
+"""Unnamed unix sockets: socketpairs with their queues, asyncio's self-pipe,
+a socketpair between parent and child; and the sockets pyckpt refuses."""
+
+from __future__ import annotations
+
+import socket
+
+import psutil
+import pytest
+
+import pyckpt
+from conftest import TARGETS, check, dump_kill_restore, reap_dumped
+from test_trees import _wait_gone
+
+TARGET = str(TARGETS / "unix_sockets.py")
+
+
+def _start(spawn, python_exe, mode: str, *args: str):
+    t = spawn([python_exe, TARGET, mode, *args], name=mode)
+    m = t.wait_for(r"^READY ?(\d*)$")
+    return t, m.group(1)
+
+
+def test_socketpairs_keep_their_queues_and_options(spawn, python_exe, tmp_path):
+    t, _ = _start(spawn, python_exe, "pairs")
+    before = check(t)
+    dump_kill_restore(spawn, t, tmp_path / "img")
+    assert check(t) > before
+    check(t)  # the check put every queue back as it was: it holds again
+    kinds = {f["kind"] for f in pyckpt.open_image(tmp_path / "img").summary()["fds"]}
+    assert "unix" in kinds
+
+
+def test_show_lists_sockets_and_their_queues(spawn, python_exe, tmp_path):
+    t, _ = _start(spawn, python_exe, "pairs")
+    image = pyckpt.dump(t.pid, tmp_path / "img")
+    socks = [f for f in image.summary()["fds"] if f["kind"] == "unix"]
+    whats = [f["what"] for f in socks]
+    assert any("stream" in w and "10240 bytes queued" in w for w in whats), whats
+    assert any("datagram" in w and "3 message(s) / 503 bytes" in w for w in whats), whats
+    assert any("peer closed" in w and "3 bytes" in w for w in whats), whats
+    assert any("not connected" in w for w in whats), whats
+    check(t)  # dumping peeked at the queues; it consumed nothing
+
+
+def test_asyncio_event_loop_carries_on(spawn, python_exe, tmp_path):
+    """asyncio's self-pipe is a socketpair; SIGUSR1 reaches the loop through it."""
+    t, _ = _start(spawn, python_exe, "asyncio")
+    before = check(t)
+    dump_kill_restore(spawn, t, tmp_path / "img")
+    after = check(t)
+    assert after > before
+    assert check(t) > after
+
+
+def test_socketpair_between_parent_and_child(spawn, python_exe, tmp_path):
+    t, child = _start(spawn, python_exe, "tree")
+    child = int(child)
+    check(t)
+    image = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    assert [p["pid"] for p in image.summary()["processes"]] == [t.pid, child]
+    reap_dumped(t)
+    _wait_gone(child)  # reparented to this test process (a subreaper) and reaped
+    p = pyckpt.restore(tmp_path / "img")
+    spawn.track(p.pid)
+    spawn.track(child)
+    t.popen = None
+    check(t)
+    check(t)
+
+
+@pytest.mark.parametrize("mode, kind", [
+    ("refuse-tcp", "AF_INET"),
+    ("refuse-listening", "listening unix stream socket"),
+    ("refuse-rights", "file descriptors in flight"),
+])
+def test_refused_sockets(spawn, python_exe, tmp_path, mode, kind):
+    t, fd = _start(spawn, python_exe, mode, str(tmp_path / "listening.sock"))
+    with pytest.raises(pyckpt.UnsupportedFdError) as ei:
+        pyckpt.dump(t.pid, tmp_path / "img")
+    assert kind in str(ei.value) and ei.value.pid == t.pid
+    if mode != "refuse-rights":
+        assert ei.value.fd == int(fd)
+    assert not (tmp_path / "img" / "COMPLETE").exists()
+    assert t.state() not in "tT"
+    check(t)  # it carries on, untouched
+
+
+def test_socket_connected_outside_is_external(spawn, python_exe, tmp_path):
+    """A socket whose peer the test holds: saved as external; restore wants a replacement."""
+    ours, theirs = socket.socketpair()
+    n = theirs.fileno()
+    code = ("import os, selfcheck, socket\n"
+            f"s = socket.socket(fileno={n})\n"
+            "def check():\n"
+            "    s.send(b'ping')\n"
+            "    return []\n"
+            "print('READY', flush=True)\n"
+            "selfcheck.serve(check)\n")
+    t = spawn([python_exe, "-c", code], name="outside", pass_fds=(n,))
+    theirs.close()
+    t.wait_for("^READY")
+    image = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    reap_dumped(t)
+    fd = next(f for f in image.summary()["fds"] if f["fd"] == n)
+    assert fd["kind"] == "external" and "outside the image" in fd["what"]
+    with pytest.raises(pyckpt.RestoreError, match=rf"fd {n} .*outside the image"):
+        pyckpt.restore(tmp_path / "img")
+    assert not psutil.pid_exists(t.pid)
+    mine, replacement = socket.socketpair()
+    p = pyckpt.restore(tmp_path / "img", fds={n: replacement})
+    replacement.close()
+    spawn.track(p.pid)
+    t.popen = None
+    check(t)
+    mine.settimeout(5)
+    assert mine.recv(4) == b"ping"  # the restored process talks through the replacement
+    ours.close()
+    mine.close()

@@ -63,9 +63,14 @@ def main() -> int:
         restored = pyckpt.restore(image)  # CLI: pyckpt restore DIR
         print(f"4. restored it in {time.perf_counter() - t:.3f} s as PID {restored.pid} "
               f"(same PID: {restored.pid == pid})")
+        deadline = time.monotonic() + 10  # a second of its life, or more on a busy machine
         time.sleep(1.0)
-        lines = log.read_text().splitlines()
-        after = lines[lines.index(last_before) + 1:]
+        while True:
+            lines = log.read_text().splitlines()
+            after = lines[lines.index(last_before) + 1:]
+            if len(after) >= 5 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         print("5. it carries on where it stopped:")
         print("   " + "\n   ".join(after[:5]))
         carried_on = (restored.pid == pid and len(after) >= 3

@@ -69,7 +69,9 @@ class Target:
         return self.log.read_text(errors="replace")
 
     def lines(self) -> list[str]:
-        return self.text().splitlines()
+        """Complete lines only: a line still being written is not read half-way."""
+        text = self.text()
+        return text[: text.rfind("\n") + 1].splitlines()
 
     def wait_for(self, pattern: str, timeout: float = 10.0, after: int = 0) -> re.Match:
         """Wait until a log line (from line index `after` on) matches `pattern`."""

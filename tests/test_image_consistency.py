@@ -18,9 +18,11 @@ from pyckpt.kinds import files, load_all, memory, thread
 def good(tmp_path_factory):
     """A small real image (its process killed and reaped: the PID is free)."""
     d = tmp_path_factory.mktemp("good") / "img"
-    p = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.05)"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+    p = subprocess.Popen([sys.executable, "-c", "import time\nprint('READY', flush=True)\n"
+                          "while True: time.sleep(0.05)"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True)
     try:
+        p.stdout.readline()  # started up: dump a process at rest, not one still loading
         pyckpt.dump(p.pid, d, kill=True)
     finally:
         p.kill()

@@ -49,8 +49,9 @@ def _start(spawn, python_exe, tmp_path):
 
 
 def _check_copy(t, outer: int, inner: int) -> None:
+    after = len(t.lines())  # only a line written after this request counts
     os.kill(outer, signal.SIGUSR1)  # a copy this test restored
-    t.wait_for(rf"^CHECK ok n=\d+ getpid={inner} nspid={outer},{inner}$", timeout=15)
+    t.wait_for(rf"^CHECK ok n=\d+ getpid={inner} nspid={outer},{inner}$", timeout=15, after=after)
 
 
 def test_eight_copies_at_once(spawn, python_exe, tmp_path):

@@ -130,7 +130,10 @@ def test_seccomp_process_is_refused(spawn, python_exe, tmp_path):
             "ctypes.CDLL(None).prctl(22, 1, 0, 0, 0)\nwhile True:\n    pass\n")  # SECCOMP_MODE_STRICT
     t = spawn([python_exe, "-c", code])
     t.wait_for("^READY")
-    time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while "Seccomp:\t1" not in open(f"/proc/{t.pid}/status").read():  # in strict mode now
+        assert time.monotonic() < deadline, "the target never entered seccomp"
+        time.sleep(0.01)
     try:
         pyckpt.dump(t.pid, tmp_path / "img")
     except pyckpt.UnsupportedError as e:

@@ -366,6 +366,7 @@ child = os.fork()
 if child == 0:
     f = open(path, "w")
     fcntl.flock(f, fcntl.LOCK_EX)  # held by the child only
+    print("LOCKED", flush=True)
     while os.getppid() == parent:  # ends when its parent is gone
         time.sleep(0.02)
     os._exit(0)
@@ -382,7 +383,7 @@ def test_failed_tree_restore_leaves_no_member_behind(trees, spawn, python_exe, t
     t = spawn([python_exe, "-c", LOCKED_TREE, str(lock)], name="locked")
     child = int(t.wait_for(r"^READY child=(\d+)$").group(1))
     trees.adopt(t.pid, child)
-    time.sleep(0.2)
+    t.wait_for("^LOCKED")
     img = tmp_path / "img"
     pyckpt.dump(t.pid, img, kill=True)
     t.reap()

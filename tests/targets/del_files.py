@@ -76,9 +76,9 @@ with open("keep.txt", "w") as f:
     f.write("kept\n")
 keep = os.open("keep.txt", os.O_RDONLY)
 
+selfcheck.listen()  # before READY: a check may come at once
 print(f"READY fds a={a} b={b} c={c} d={d} e={e} big={big} keep={keep}", flush=True)
 mtime = os.fstat(a).st_mtime_ns
-selfcheck.listen()
 
 
 def check_deleted(fd, name, content, mode, bad):

@@ -71,9 +71,9 @@ WANT[add("watched.txt", IN_ATTRIB | IN_EXCL_UNLINK)] = ("watched.txt", IN_ATTRIB
 assert sorted(WANT) == [1, 3, 6], WANT
 assert all(m & IN_IGNORED for _, m, _ in read_events())
 
+selfcheck.listen()  # before READY: a check may come at once
 print(f"READY ifd={ifd} wds={sorted(WANT)}", flush=True)
 rounds = 0
-selfcheck.listen()
 
 
 def expect(bad, what, want):

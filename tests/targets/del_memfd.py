@@ -71,8 +71,8 @@ m4 = os.memfd_create("noexec", MFD_NOEXEC_SEAL)
 S4 = fcntl.fcntl(m4, fcntl.F_GET_SEALS)
 assert S4 & F_SEAL_EXEC
 
+selfcheck.listen()  # before READY: a check may come at once
 print(f"READY m1={m1} m1b={m1b} m2={m2} m3={m3} m4={m4}", flush=True)
-selfcheck.listen()
 
 
 def fails_with(err, fn, *args) -> bool:

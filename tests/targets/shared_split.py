@@ -112,11 +112,14 @@ def check():
     if x[3][0] != 1:
         bad.append(f"the child's verdict on Y[0] and X[1] is {x[3][0]}")
     x[3][0] = 0  # the child must write it again before the next check
-    time.sleep(0.05)
+    deadline = time.monotonic() + 5
+    while x[3][0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
     if x[3][0] != 1:
         bad.append("the child stopped writing its verdict")
     return bad
 
 
+selfcheck.listen()  # before READY: a check may come at once
 print("READY", child, flush=True)
 selfcheck.serve(check)

@@ -61,8 +61,6 @@ hidden = libc.mmap(None, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANO
 ctypes.memmove(hidden, b"secret" * 100, 600)
 assert libc.mprotect(hidden, 2 * PAGE, PROT_NONE) == 0
 
-print(f"READY sparse={SPARSE} reserved={reserved:#x} hidden={hidden:#x}", flush=True)
-
 flag = False
 
 
@@ -71,7 +69,8 @@ def on_usr1(sig, frame):
     flag = True
 
 
-signal.signal(signal.SIGUSR1, on_usr1)
+signal.signal(signal.SIGUSR1, on_usr1)  # before READY: a check may come at once
+print(f"READY sparse={SPARSE} reserved={reserved:#x} hidden={hidden:#x}", flush=True)
 
 
 def check() -> list[str]:

@@ -142,7 +142,8 @@ def main() -> None:
         pass
 
     deadline = time.monotonic() + 20
-    while not (slots[A_CNT] and slots[B_CNT] and slots[B_PID_FROM_A] and unread(r)):
+    # READY once the pipe holds more than the root keeps unread: a first check finds lines
+    while not (slots[A_CNT] and slots[B_CNT] and slots[B_PID_FROM_A] and unread(r) > KEEP + 2 * LINE):
         slots[ROOT] += 1
         if time.monotonic() > deadline:
             sys.exit(f"tree: the children did not start: {list(slots[:16])}")

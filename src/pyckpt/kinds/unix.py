@@ -26,7 +26,8 @@ sizes, peek offset, O_NONBLOCK) are put back.
 Refused with a clear error: bound or listening unix sockets and sockets
 connected to one (names would have to be re-bound, and N copies of one
 image would fight over them), queues holding file descriptors in flight
-(SCM_RIGHTS), and every other socket family (TCP, UDP, netlink...).  A unix
+(SCM_RIGHTS), and every other socket (UDP, netlink, TCP other than the
+listeners of tcp.py...).  A unix
 socket connected to a process outside the image is external (files.py):
 the user passes a replacement at restore.  The credentials of queued
 messages (SCM_CREDENTIALS) are those of pyckpt after a restore.  Peeking
@@ -192,7 +193,7 @@ def _sockets_in_image(ctx: DumpContext) -> dict[int, DiagInfo]:
 # --- dump ------------------------------------------------------------------------
 
 
-def _take(pid: int, fd: int) -> socket.socket:
+def take(pid: int, fd: int) -> socket.socket:
     """The target's socket itself, as a socket object in pyckpt (pidfd_getfd)."""
     pidfd = os.pidfd_open(pid)
     try:
@@ -283,7 +284,7 @@ class UnixSocket(FileKind):
         if peer is not None and info.peer not in ctx.objects["unix sockets in image"]:
             return [ExternalFileRecord(file_id, f"{f.link} ({kind} connected to a process outside "
                                                 "the image)", flags)]
-        sock = _take(f.pid, f.fd)
+        sock = take(f.pid, f.fd)
         try:
             messages = peek_queue(sock, f.pid, f.fd, bool(info.shutdown & RCV_SHUTDOWN))
             opts = (sock.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED) != 0,
@@ -330,7 +331,7 @@ def _named(link: str, info: DiagInfo) -> str:
 def _family_in_words(f: DumpedFd) -> str:
     """What a socket that is not a unix socket is, for the refusal."""
     try:
-        sock = _take(f.pid, f.fd)
+        sock = take(f.pid, f.fd)
     except OSError:
         return "socket"
     try:

@@ -1,5 +1,6 @@
-"""Unnamed unix sockets: socketpairs with their queues, asyncio's self-pipe,
-a socketpair between parent and child; and the sockets pyckpt refuses."""
+"""Sockets: unnamed unix sockets (socketpairs with their queues, asyncio's
+self-pipe, a socketpair between parent and child), listening TCP sockets,
+and the sockets pyckpt refuses."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pyckpt
 from conftest import TARGETS, check, dump_kill_restore, reap_dumped
 from test_trees import _wait_gone
 
-TARGET = str(TARGETS / "unix_sockets.py")
+TARGET = str(TARGETS / "sockets.py")
 
 
 def _start(spawn, python_exe, mode: str, *args: str):
@@ -69,8 +70,41 @@ def test_socketpair_between_parent_and_child(spawn, python_exe, tmp_path):
     check(t)
 
 
+def test_tcp_listeners_listen_again_on_their_ports(spawn, python_exe, tmp_path):
+    t = spawn([python_exe, TARGET, "listen"], name="listen")
+    ports = t.wait_for(r"^READY (\d+) (\d+)$").groups()
+    check(t)
+    dump_kill_restore(spawn, t, tmp_path / "img")
+    check(t)
+    listeners = [f for f in pyckpt.open_image(tmp_path / "img").summary()["fds"] if f["kind"] == "tcp-listen"]
+    assert sorted(f["what"] for f in listeners) == sorted([
+        f"TCP 127.0.0.1:{ports[0]}, listening (backlog 128)",  # listen()'s default in Python
+        f"TCP [::1]:{ports[1]}, listening (backlog 7)"])
+
+
+def test_tcp_listener_with_a_waiting_connection_is_refused(spawn, python_exe, tmp_path):
+    t = spawn([python_exe, TARGET, "listen"], name="listen")
+    port = int(t.wait_for(r"^READY (\d+) (\d+)$").group(1))
+    with socket.create_connection(("127.0.0.1", port), timeout=5):  # never accepted
+        with pytest.raises(pyckpt.UnsupportedFdError, match=r"1 connection\(s\) not yet accepted"):
+            pyckpt.dump(t.pid, tmp_path / "img")
+    assert t.state() not in "tT"
+    # the waiting connection is still there for the target: its check accepts the next
+    check(t)
+
+
+def test_tcp_port_taken_at_restore_is_a_clear_error(spawn, python_exe, tmp_path):
+    t = spawn([python_exe, TARGET, "listen"], name="listen")
+    port = int(t.wait_for(r"^READY (\d+) (\d+)$").group(1))
+    pyckpt.dump(t.pid, tmp_path / "img")  # the original keeps its ports
+    with pytest.raises(pyckpt.RestoreError, match=rf"127\.0\.0\.1:{port}.*in use"):
+        pyckpt.restore(tmp_path / "img", new_pidns=True)
+    check(t)
+
+
 @pytest.mark.parametrize("mode, kind", [
-    ("refuse-tcp", "AF_INET"),
+    ("refuse-udp", "AF_INET"),
+    ("refuse-established", "AF_INET"),
     ("refuse-listening", "listening unix stream socket"),
     ("refuse-rights", "file descriptors in flight"),
 ])
@@ -117,3 +151,16 @@ def test_socket_connected_outside_is_external(spawn, python_exe, tmp_path):
     assert mine.recv(4) == b"ping"  # the restored process talks through the replacement
     ours.close()
     mine.close()
+
+
+PROC_NET_TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1284 1 000000006667e356 100 0 0 10 0
+   1: 0100007F:A3F2 0100007F:07E8 01 00000000:00000000 00:00000000 00000000     0        0 99812 1 0000000012345678 20 4 30 10 -1
+"""
+
+
+def test_parse_proc_net_tcp_finds_listeners_only():
+    from pyckpt.kinds.tcp import parse_proc_net_tcp
+
+    assert parse_proc_net_tcp(PROC_NET_TCP, socket.AF_INET) == {1284: socket.AF_INET}

@@ -1,4 +1,4 @@
-"""Unnamed unix sockets, checked from inside.  Usage: unix_sockets.py MODE
+"""Unnamed unix sockets, checked from inside.  Usage: sockets.py MODE
 
 pairs:   in one process, socketpairs of every type with data queued in them
          (10 KB one way and 3 bytes the other on a stream pair; datagrams of
@@ -13,6 +13,9 @@ asyncio: an asyncio event loop (its self-pipe and signal wakeup fd are a
 tree:    a parent and a forked child talking over a socketpair (as
          multiprocessing.Pipe does): the check sends a number and waits for
          the child's answer.
+listen:  TCP servers: one on 127.0.0.1 (non-blocking, SO_REUSEADDR), one on
+         ::1 (IPV6_V6ONLY, backlog 7); the check connects to each, accepts,
+         and sends a line both ways: the ports are the ones they had.
 refuse-*: holds one thing pyckpt refuses (see the tests) and just ticks.
 """
 
@@ -179,13 +182,63 @@ def tree() -> None:
     selfcheck.serve(check)
 
 
+def listen() -> None:
+    v4 = socket.socket()
+    v4.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    v4.bind(("127.0.0.1", 0))
+    v4.listen()
+    v4.setblocking(False)
+    v6 = socket.socket(socket.AF_INET6)
+    v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    v6.bind(("::1", 0))
+    v6.listen(7)
+    where = {v4: v4.getsockname()[:2], v6: v6.getsockname()[:2]}
+
+    def check():
+        bad = []
+        if v4.getblocking() or not v4.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR):
+            bad.append("the IPv4 listener lost O_NONBLOCK or SO_REUSEADDR")
+        if not v6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY):
+            bad.append("the IPv6 listener lost IPV6_V6ONLY")
+        for server, addr in where.items():
+            if server.getsockname()[:2] != addr:
+                bad.append(f"listens on {server.getsockname()}, not {addr}")
+            client = socket.create_connection(addr, timeout=5)
+            server.settimeout(5)
+            conn, peer = server.accept()
+            while peer[:2] != client.getsockname()[:2]:  # someone else's, left waiting
+                conn.close()
+                conn, peer = server.accept()
+            server.setblocking(server is not v4)
+            client.sendall(b"hello\n")
+            conn.sendall(b"world\n")
+            if conn.recv(6) != b"hello\n" or client.recv(6) != b"world\n":
+                bad.append(f"no exchange through {addr}")
+            # The client closes first: TIME_WAIT stays on its side, not on the port the
+            # listener needs again at restore (the v6 one has no SO_REUSEADDR).
+            client.close()
+            conn.recv(1)
+            conn.close()
+        return bad
+
+    print("READY", where[v4][1], where[v6][1], flush=True)
+    selfcheck.serve(check)
+
+
 def refuse(kind: str) -> None:
     keep = []
-    if kind == "tcp":
-        s = socket.socket()
+    if kind == "udp":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("127.0.0.1", 0))
-        s.listen()
         keep.append(s)
+    elif kind == "established":
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        client = socket.create_connection(server.getsockname())
+        conn, _ = server.accept()
+        server.close()
+        keep += [client, conn]
     elif kind == "listening":
         path = sys.argv[2]
         s = socket.socket(socket.AF_UNIX)
@@ -208,5 +261,7 @@ elif MODE == "asyncio":
     run_asyncio()
 elif MODE == "tree":
     tree()
+elif MODE == "listen":
+    listen()
 elif MODE.startswith("refuse-"):
     refuse(MODE[len("refuse-"):])

@@ -1,0 +1,173 @@
+"""Listening TCP sockets (IPv4 and IPv6): a server waiting for connections.
+
+A listening socket holds no data and no peer, only where it listens and how:
+its address and port, its backlog, and the options that decide who may bind
+beside it (SO_REUSEADDR, SO_REUSEPORT, IPV6_V6ONLY).  That is what is saved;
+restore makes a new socket, binds it to the same address and port and
+listens with the same backlog, so clients connect where they did before.
+
+Which sockets listen comes from the target's own /proc/PID/net/tcp{,6}
+(state 0A); the backlog and the number of connections waiting to be accepted
+from sock_diag (inet_diag).  A listener with connections waiting is refused:
+those are established connections to processes outside the image, which
+pyckpt does not carry (nor any other established TCP connection yet).
+
+At restore SO_REUSEADDR is on while binding and set back after: connections
+of the dumped process that linger in TIME_WAIT on that port do not stop the
+bind when the listener had SO_REUSEADDR (as for the program itself, they do
+when it had not).  The port must be free: when the original still runs, or
+another copy holds it, restore fails with a RestoreError naming the address.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import stat
+import struct
+from dataclasses import dataclass
+
+from ..errors import RestoreError, UnsupportedFdError
+from ..image import record
+from .context import DumpContext, RestoreContext
+from .files import DumpedFd, FileKind, file_kind
+from .unix import NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, SOCK_DIAG_BY_FAMILY, take
+
+TCP_LISTEN = 10
+SETTABLE_FLAGS = os.O_NONBLOCK | getattr(os, "O_ASYNC", 0o20000)
+
+
+@record(101)
+@dataclass
+class TcpListenerRecord:
+    id: int
+    family: int  # AF_INET or AF_INET6
+    address: str
+    port: int
+    backlog: int
+    flags: int  # file status flags (O_NONBLOCK...), without O_CLOEXEC
+    reuseaddr: bool
+    reuseport: bool
+    v6only: bool
+
+
+def listening_inodes(pid: int) -> dict[int, int]:
+    """Inode -> family of every listening TCP socket in `pid`'s network namespace."""
+    out = {}
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as f:
+                text = f.read()
+        except FileNotFoundError:
+            continue
+        out.update(parse_proc_net_tcp(text, family))
+    return out
+
+
+def parse_proc_net_tcp(text: str, family: int) -> dict[int, int]:
+    """Inode -> family of the listening sockets in /proc/net/tcp{,6} text."""
+    out = {}
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 9 and fields[3] == "0A":
+            out[int(fields[9])] = family
+    return out
+
+
+def listener_queues(family: int) -> dict[int, tuple[int, int]]:
+    """Inode -> (connections waiting to be accepted, backlog) of every listening TCP
+    socket of `family` in pyckpt's network namespace (inet_diag)."""
+    sockid = bytes(48)
+    req = struct.pack("=BBBxI", family, socket.IPPROTO_TCP, 0, 1 << TCP_LISTEN) + sockid
+    out: dict[int, tuple[int, int]] = {}
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG) as nl:
+        nl.send(struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY,
+                            NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + req)
+        while True:
+            buf = nl.recv(1 << 16)
+            pos = 0
+            while pos + 16 <= len(buf):
+                length, kind, _, _, _ = struct.unpack_from("=IHHII", buf, pos)
+                if length < 16:
+                    return out
+                if kind == NLMSG_DONE:
+                    return out
+                if kind == NLMSG_ERROR:
+                    (err,) = struct.unpack_from("=i", buf, pos + 16)
+                    raise OSError(-err, f"inet_diag: {os.strerror(-err)}")
+                # inet_diag_msg: 4 bytes, sockid (48), expires, rqueue, wqueue, uid, inode
+                rqueue, wqueue, _, inode = struct.unpack_from("=IIII", buf, pos + 16 + 4 + 48 + 4)
+                out[inode] = (rqueue, wqueue)
+                pos += (length + 3) & ~3
+
+
+@file_kind
+class TcpListener(FileKind):
+    name = "tcp-listen"
+    records = (TcpListenerRecord,)
+    priority = 55  # before unix.py, which refuses every other socket
+
+    def claims(self, f: DumpedFd) -> bool:
+        return stat.S_ISSOCK(f.st.st_mode) and f.st.st_ino in listening_inodes(f.pid)
+
+    def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
+        sock = take(f.pid, f.fd)
+        try:
+            family = sock.family
+            address, port = sock.getsockname()[:2]
+            opt = lambda level, name: sock.getsockopt(level, name) != 0  # noqa: E731
+            reuseaddr = opt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+            reuseport = opt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+            v6only = family == socket.AF_INET6 and opt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+        finally:
+            sock.close()
+        waiting, backlog = listener_queues(family).get(f.st.st_ino, (0, socket.SOMAXCONN))
+        where = f"{'[' + address + ']' if family == socket.AF_INET6 else address}:{port}"
+        if waiting:
+            raise UnsupportedFdError(
+                f.pid, f.fd, f"listening TCP socket with {waiting} connection(s) not yet accepted",
+                f"{f.link} on {where}; they are connections to processes outside the image")
+        return [TcpListenerRecord(file_id, int(family), address, port, backlog,
+                                  f.info.flags & ~os.O_CLOEXEC, reuseaddr, reuseport, v6only)]
+
+    def open(self, rctx: RestoreContext, rec: TcpListenerRecord) -> int:
+        s = socket.socket(rec.family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            if rec.family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(rec.v6only))
+            if rec.reuseport:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT leftovers
+            try:
+                s.bind((rec.address, rec.port))
+            except OSError as e:
+                hint = (" (another process listens there, such as the original or another copy "
+                        "of it; or connections of the dumped process linger in TIME_WAIT and the "
+                        "listener did not set SO_REUSEADDR: then wait a minute)"
+                        if e.errno == errno.EADDRINUSE else "")
+                raise RestoreError(f"cannot listen on {self.describe(rec)} again: {e.strerror}{hint}") from None
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(rec.reuseaddr))
+            s.listen(rec.backlog)
+            fd = s.detach()
+        finally:
+            s.close()
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, rec.flags & SETTABLE_FLAGS)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def describe(self, rec: TcpListenerRecord) -> str:
+        host = f"[{rec.address}]" if rec.family == socket.AF_INET6 else rec.address
+        return f"TCP {host}:{rec.port}, listening (backlog {rec.backlog})"
+
+
+def validate(image) -> None:
+    from ..errors import ImageError
+
+    for r in getattr(image, "reader", image).of_type(TcpListenerRecord):
+        if r.family not in (socket.AF_INET, socket.AF_INET6) or not 0 < r.port < 65536 or r.backlog < 0:
+            raise ImageError(f"image at {image.path}: a listening TCP socket with a bad address")

@@ -102,9 +102,39 @@ def test_tcp_port_taken_at_restore_is_a_clear_error(spawn, python_exe, tmp_path)
     check(t)
 
 
+def test_tcp_connections_within_the_tree_are_rebuilt(spawn, python_exe, tmp_path):
+    """Both ends in the image: TCP_REPAIR rebuilds them with their addresses and unread data."""
+    t = spawn([python_exe, TARGET, "tcp"], name="tcp")
+    child = int(t.wait_for(r"^READY (\d+)$").group(1))
+    check(t)
+    image = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    conns = [f for p in image.summary()["processes"] for f in p["fds"] if f["kind"] == "tcp"]
+    assert len({f["file_id"] for f in conns}) == 6  # three connections, both ends of each
+    assert any(f["what"].endswith("5000 bytes unread") for f in conns)
+    reap_dumped(t)
+    _wait_gone(child)
+    p = pyckpt.restore(tmp_path / "img")
+    spawn.track(p.pid)
+    spawn.track(child)
+    t.popen = None
+    check(t)
+    check(t)
+
+
+def test_tcp_connection_to_outside_is_refused(spawn, python_exe, tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        t = spawn([python_exe, TARGET, "refuse-outside", str(server.getsockname()[1])], name="out")
+        fd = int(t.wait_for(r"^READY (\d+)$").group(1))
+        conn, _ = server.accept()
+        with conn, pytest.raises(pyckpt.UnsupportedFdError, match=r"TCP connection to a process outside") as ei:
+            pyckpt.dump(t.pid, tmp_path / "img")
+        assert ei.value.fd == fd
+        assert t.state() not in "tT"
+        check(t)
+
+
 @pytest.mark.parametrize("mode, kind", [
     ("refuse-udp", "AF_INET"),
-    ("refuse-established", "AF_INET"),
     ("refuse-listening", "listening unix stream socket"),
     ("refuse-rights", "file descriptors in flight"),
 ])

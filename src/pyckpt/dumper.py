@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from . import __version__, proc
 from .errors import DumpError, NoSuchProcessError, UnsupportedError
-from .image import Header, ImageWriter
+from .image import FORMAT_VERSION, Header, ImageWriter
 from .inject import Injector, injection_site_from
-from .kinds import cpu, creds, files, itimers, load_all, memory, mm, signals, task, thread
+from .kinds import before_kill, cpu, creds, files, itimers, load_all, memory, mm, signals, task, thread
 from .kinds.context import DumpContext, DumpOptions
 from .kinds.task import ProcessRecord, ZombieRecord
 from .progress import Progress
@@ -94,7 +94,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
                     records += [ProcessRecord(zombie, ppid), ZombieRecord(zombie, ppid, status)]
                 t = time.perf_counter()
                 writer.write_header(Header(
-                    format_version=1, pyckpt_version=__version__,
+                    format_version=FORMAT_VERSION, pyckpt_version=__version__,
                     kernel_release=platform.release(), machine=platform.machine(),
                     created=time.time(), root_pid=pid, comm=stat.comm,
                 ))
@@ -106,6 +106,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
                     t = time.perf_counter()
                     writer.finish(sync_pages=True)
                     stats.phases["finish"] = time.perf_counter() - t
+                    before_kill(shared)
                     for s in seized.values():
                         s.kill_on_exit = True
             finally:

@@ -16,6 +16,10 @@ tree:    a parent and a forked child talking over a socketpair (as
 listen:  TCP servers: one on 127.0.0.1 (non-blocking, SO_REUSEADDR), one on
          ::1 (IPV6_V6ONLY, backlog 7); the check connects to each, accepts,
          and sends a line both ways: the ports are the ones they had.
+tcp:     TCP connections to itself: over 127.0.0.1 (5000 bytes unread one way,
+         7 the other, keepalive tuned) and over ::1 (TCP_NODELAY), plus one
+         to a child process; the check reads the queues, puts them back,
+         and sends fresh bytes each way through every connection.
 refuse-*: holds one thing pyckpt refuses (see the tests) and just ticks.
 """
 
@@ -225,20 +229,86 @@ def listen() -> None:
     selfcheck.serve(check)
 
 
+def tcp() -> None:
+    def pair(family, host):
+        server = socket.socket(family)
+        server.bind((host, 0))
+        server.listen()
+        client = socket.create_connection(server.getsockname()[:2])
+        conn, _ = server.accept()
+        return server, client, conn
+
+    l4, c4, s4 = pair(socket.AF_INET, "127.0.0.1")
+    l6, c6, s6 = pair(socket.AF_INET6, "::1")
+    c4.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    c4.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 77)
+    c6.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    big = bytes(range(250)) * 20  # 5000 bytes
+    c4.sendall(big)
+    s4.sendall(b"seven!!")
+    names = {c4: (c4.getsockname(), c4.getpeername()), c6: (c6.getsockname(), c6.getpeername())}
+    parent = os.getpid()
+    child = os.fork()
+    where = l4.getsockname()[:2]
+    if child == 0:
+        l4.close()
+        to_parent = socket.create_connection(where)
+        while os.getppid() == parent:  # answer each 8-byte number with the next one
+            req = to_parent.recv(8, socket.MSG_WAITALL)
+            if len(req) < 8:
+                break
+            to_parent.sendall(b"%8d" % (int(req) + 1))
+        os._exit(0)
+    to_child, _ = l4.accept()
+    to_child.settimeout(5)
+    count = [0]
+
+    def read_exactly(s, n):
+        s.settimeout(5)
+        return s.recv(n, socket.MSG_WAITALL)
+
+    def check():
+        bad = []
+        got = read_exactly(s4, len(big))
+        if got != big:
+            bad.append(f"5000 unread bytes came back as {len(got)}")
+        c4.sendall(got)
+        if read_exactly(c4, 7) != b"seven!!":
+            bad.append("the 7 bytes the other way are lost")
+        s4.sendall(b"seven!!")
+        for s, (here, there) in names.items():
+            if (s.getsockname(), s.getpeername()) != (here, there):
+                bad.append(f"addresses {s.getsockname()} -> {s.getpeername()}, were {here} -> {there}")
+        for a, b in ((c6, s6), (s6, c6)):
+            a.sendall(b"ping")
+            if read_exactly(b, 4) != b"ping":
+                bad.append(f"no ping through {a.getsockname()}")
+        if c4.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) != 77 or \
+                not c4.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE):
+            bad.append("keepalive settings lost")
+        if not c6.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
+            bad.append("TCP_NODELAY lost")
+        count[0] += 1
+        n = count[0] * 1000
+        to_child.sendall(b"%8d" % n)
+        answer = read_exactly(to_child, 8)
+        if answer != b"%8d" % (n + 1):
+            bad.append(f"the child answered {answer!r} to {n}")
+        return bad
+
+    selfcheck.listen()
+    print("READY", child, flush=True)
+    selfcheck.serve(check)
+
+
 def refuse(kind: str) -> None:
     keep = []
     if kind == "udp":
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("127.0.0.1", 0))
         keep.append(s)
-    elif kind == "established":
-        server = socket.socket()
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        client = socket.create_connection(server.getsockname())
-        conn, _ = server.accept()
-        server.close()
-        keep += [client, conn]
+    elif kind == "outside":  # connected to the test's own listener
+        keep.append(socket.create_connection(("127.0.0.1", int(sys.argv[2]))))
     elif kind == "listening":
         path = sys.argv[2]
         s = socket.socket(socket.AF_UNIX)
@@ -263,5 +333,7 @@ elif MODE == "tree":
     tree()
 elif MODE == "listen":
     listen()
+elif MODE == "tcp":
+    tcp()
 elif MODE.startswith("refuse-"):
     refuse(MODE[len("refuse-"):])

@@ -17,6 +17,18 @@ def load_all() -> None:
         importlib.import_module(f"{__name__}.{mod.name}")
 
 
+def before_kill(objects: dict) -> None:
+    """The image is complete and its processes are about to be killed: each kind
+    module may define `before_kill(objects)` (objects: the dump's objref table)."""
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(__path__):
+        hook = getattr(importlib.import_module(f"{__name__}.{mod.name}"), "before_kill", None)
+        if hook is not None:
+            hook(objects)
+
+
 def stored_runs(image) -> list[tuple[int, int, int]]:
     """(offset, length, xxh3) of every run any record keeps in pages.img.
 

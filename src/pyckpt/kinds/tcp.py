@@ -9,8 +9,9 @@ listens with the same backlog, so clients connect where they did before.
 Which sockets listen comes from the target's own /proc/PID/net/tcp{,6}
 (state 0A); the backlog and the number of connections waiting to be accepted
 from sock_diag (inet_diag).  A listener with connections waiting is refused:
-those are established connections to processes outside the image, which
-pyckpt does not carry (nor any other established TCP connection yet).
+those are connections from processes outside the image, which pyckpt does
+not carry (established connections with both ends in the image are rebuilt
+by tcpconn.py).
 
 At restore SO_REUSEADDR is on while binding and set back after: connections
 of the dumped process that linger in TIME_WAIT on that port do not stop the

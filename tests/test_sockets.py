@@ -11,7 +11,7 @@ import pytest
 
 import pyckpt
 from conftest import TARGETS, check, dump_kill_restore, reap_dumped
-from test_trees import _wait_gone
+from test_trees import dump_kill_restore_tree
 
 TARGET = str(TARGETS / "sockets.py")
 
@@ -58,14 +58,7 @@ def test_socketpair_between_parent_and_child(spawn, python_exe, tmp_path):
     t, child = _start(spawn, python_exe, "tree")
     child = int(child)
     check(t)
-    image = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
-    assert [p["pid"] for p in image.summary()["processes"]] == [t.pid, child]
-    reap_dumped(t)
-    _wait_gone(child)  # reparented to this test process (a subreaper) and reaped
-    p = pyckpt.restore(tmp_path / "img")
-    spawn.track(p.pid)
-    spawn.track(child)
-    t.popen = None
+    dump_kill_restore_tree(spawn, t, [child], tmp_path / "img")
     check(t)
     check(t)
 
@@ -107,16 +100,10 @@ def test_tcp_connections_within_the_tree_are_rebuilt(spawn, python_exe, tmp_path
     t = spawn([python_exe, TARGET, "tcp"], name="tcp")
     child = int(t.wait_for(r"^READY (\d+)$").group(1))
     check(t)
-    image = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    image = dump_kill_restore_tree(spawn, t, [child], tmp_path / "img")
     conns = [f for p in image.summary()["processes"] for f in p["fds"] if f["kind"] == "tcp"]
     assert len({f["file_id"] for f in conns}) == 6  # three connections, both ends of each
     assert any(f["what"].endswith("5000 bytes unread") for f in conns)
-    reap_dumped(t)
-    _wait_gone(child)
-    p = pyckpt.restore(tmp_path / "img")
-    spawn.track(p.pid)
-    spawn.track(child)
-    t.popen = None
     check(t)
     check(t)
 

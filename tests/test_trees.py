@@ -162,6 +162,20 @@ def trees(spawn, python_exe):
         _end_tree(g)
 
 
+def dump_kill_restore_tree(spawn, t: Target, members: list[int], image):
+    """Dump a tree with kill, see root and `members` gone (reaped), restore it; returns the Image."""
+    img = pyckpt.dump(t.pid, image, kill=True)
+    assert [p["pid"] for p in img.summary()["processes"]] == [t.pid, *members]
+    reap_dumped(t)
+    _wait_gone(*members)
+    p = pyckpt.restore(image)
+    for pid in (p.pid, *members):
+        spawn.track(pid)
+    assert p.pid == t.pid
+    t.popen = None  # the restored root is our child, not the Popen's
+    return img
+
+
 def _dump_kill_restore(spawn, t: Target, a: int, b: int, image) -> None:
     """Dump the tree with kill, see all three die, restore it with the same PIDs."""
     img = pyckpt.dump(t.pid, image, kill=True)
@@ -455,13 +469,6 @@ def test_shared_anonymous_memory_split_and_offset(trees, spawn, python_exe, tmp_
     child = int(t.wait_for(r"^READY (\d+)$").group(1))
     trees.adopt(t.pid, child)
     check(t)
-    image = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
-    assert [p["pid"] for p in image.summary()["processes"]] == [t.pid, child]
-    reap_dumped(t)
-    _wait_gone(child)
-    p = pyckpt.restore(tmp_path / "img")
-    spawn.track(p.pid)
-    spawn.track(child)
-    t.popen = None
+    dump_kill_restore_tree(spawn, t, [child], tmp_path / "img")
     check(t)
     check(t)

@@ -56,6 +56,7 @@ __all__ = [
     "encode",
     "decode",
     "FORMAT_VERSION",
+    "padded",
 ]
 
 
@@ -68,6 +69,11 @@ class Header:
     created: float
     root_pid: int
     comm: str
+
+
+def padded(n: int) -> int:
+    """`n` bytes rounded up to whole pages: how much a blob takes in pages.img."""
+    return (n + PAGE - 1) & ~(PAGE - 1)
 
 
 def _digest(*parts: bytes) -> int:

@@ -27,6 +27,7 @@ fd, its kind and the process.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import stat
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ SYS_kcmp, KCMP_FILE = 312, 0
 O_CLOEXEC = os.O_CLOEXEC
 O_ACCMODE = 3
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
 
 
 @record(61)
@@ -151,6 +153,34 @@ def same_description(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
         err = ctypes.get_errno()
         raise OSError(err, f"kcmp({pid1} fd {fd1}, {pid2} fd {fd2}): {os.strerror(err)}")
     return r == 0
+
+
+SYS_pidfd_getfd = 438
+
+
+def take_fd(pid: int, fd: int) -> int:
+    """A copy in pyckpt of fd `fd` of process `pid` (pidfd_getfd): the same open
+    file description, so reading its state needs no new open — and anything
+    done to the description (flags, offsets) is done to the target's."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        copy = _libc.syscall(SYS_pidfd_getfd, pidfd, fd, 0)
+        if copy < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"pidfd_getfd of fd {fd} of process {pid}: {os.strerror(err)}")
+    finally:
+        os.close(pidfd)
+    return copy
+
+
+def set_status_flags(fd: int, flags: int, settable: int) -> int:
+    """F_SETFL the dumped status flags (those of `settable`) on a new fd; closes it on failure."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & settable)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def kind_in_words(f: DumpedFd) -> str:

@@ -32,14 +32,13 @@ from dataclasses import dataclass
 from ..errors import FileChangedError, RestoreError, UnsupportedError, UnsupportedFdError
 from ..image import record
 from .context import DumpContext, RestoreContext
-from .files import DumpedFd, FileKind, file_kind
+from .files import DumpedFd, FileKind, file_kind, take_fd
 
 IN_CLOEXEC, IN_NONBLOCK = os.O_CLOEXEC, os.O_NONBLOCK
 IN_IGNORED = 0x8000
 IN_DONT_FOLLOW, IN_MASK_CREATE = 0x02000000, 0x10000000
 IN_DELETE_SELF = 0x400
 AT_FDCWD, AT_HANDLE_FID = -100, 0x200
-SYS_pidfd_getfd = 438
 MAX_SKIPPED_WDS = 1 << 20  # a gap wider than this is refused rather than walked
 _WATCH_RE = re.compile(
     r"^inotify wd:(\d+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:[0-9a-f]+"
@@ -156,14 +155,7 @@ def _path_by_handle(pid: int, fd: int, w: FdinfoWatch) -> str:
 
 def _queued_bytes(pid: int, fd: int) -> int:
     """Bytes of events waiting in the target's inotify fd (FIONREAD on a pidfd_getfd copy)."""
-    pidfd = os.pidfd_open(pid)
-    try:
-        copy = _libc.syscall(SYS_pidfd_getfd, pidfd, fd, 0)
-        if copy < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"pidfd_getfd of fd {fd} of process {pid}: {os.strerror(err)}")
-    finally:
-        os.close(pidfd)
+    copy = take_fd(pid, fd)
     try:
         buf = bytearray(4)
         fcntl.ioctl(copy, termios.FIONREAD, buf)

@@ -42,16 +42,14 @@ import termios
 from dataclasses import dataclass, field
 
 from ..errors import DumpError, FileChangedError, RestoreError
-from ..image import PAGES_FILE, record
+from ..image import PAGES_FILE, padded, record
 from ..proc import read_fdinfo
 from .context import DumpContext, RestoreContext
 from .fileid import FileIdentity, check_same, identify
-from .files import DumpedFd, ExternalFileRecord, FileKind, file_kind
+from .files import DumpedFd, ExternalFileRecord, FileKind, file_kind, set_status_flags, take_fd
 
-PAGE = 4096
 F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
 SPLICE_F_NONBLOCK = 0x02
-SYS_pidfd_getfd = 438
 O_ACCMODE = 3
 O_CLOEXEC = os.O_CLOEXEC
 O_DIRECT = os.O_DIRECT  # packet mode on a pipe
@@ -85,7 +83,7 @@ class PipeRecord:
     def stored_runs(self) -> list[tuple[int, int, int]]:
         if not self.length:
             return []
-        return [(self.offset, _padded(self.length), self.xxh3)]
+        return [(self.offset, padded(self.length), self.xxh3)]
 
 
 @record(71)
@@ -110,10 +108,6 @@ class FifoRecord:
     flags: int
     file: FileIdentity
     unread: int  # for `pyckpt show`
-
-
-def _padded(n: int) -> int:
-    return (n + PAGE - 1) & ~(PAGE - 1)
 
 
 def _end(flags: int) -> str:
@@ -174,15 +168,7 @@ def _readable_copy(ctx: DumpContext, f: DumpedFd) -> int:
                 continue
         except FileNotFoundError:
             continue
-        pidfd = os.pidfd_open(ctx.pid)
-        try:
-            copy = _libc.syscall(SYS_pidfd_getfd, pidfd, fd, 0)
-            if copy < 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"pidfd_getfd of fd {fd} of process {ctx.pid}: {os.strerror(err)}")
-        finally:
-            os.close(pidfd)
-        return copy
+        return take_fd(ctx.pid, fd)
     return os.open(f.proc_path, os.O_RDONLY | os.O_NONBLOCK | O_CLOEXEC)
 
 
@@ -247,7 +233,7 @@ def _dump_pipe(ctx: DumpContext, f: DumpedFd, fifo: FileIdentity | None) -> tupl
         os.close(src)
     offset = digest = 0
     if data:
-        offset, digest = ctx.pages.append(data + bytes(_padded(len(data)) - len(data)))
+        offset, digest = ctx.pages.append(data + bytes(padded(len(data)) - len(data)))
     pipe_id = len(ctx.objects) + 1
     while pipe_id in saved:
         pipe_id += 1
@@ -339,12 +325,7 @@ def _is_first_description(rctx: RestoreContext, rec, cls) -> bool:
 
 
 def _set_flags(fd: int, flags: int) -> int:
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags & SETTABLE_FLAGS)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return set_status_flags(fd, flags, SETTABLE_FLAGS)
 
 
 def _anonymous_pipe(rctx: RestoreContext, pipe: PipeRecord) -> tuple[int, int]:

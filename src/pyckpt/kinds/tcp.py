@@ -23,7 +23,6 @@ another copy holds it, restore fails with a RestoreError naming the address.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import socket
 import stat
@@ -33,7 +32,7 @@ from dataclasses import dataclass
 from ..errors import RestoreError, UnsupportedFdError
 from ..image import record
 from .context import DumpContext, RestoreContext
-from .files import DumpedFd, FileKind, file_kind
+from .files import DumpedFd, FileKind, file_kind, set_status_flags
 from .unix import NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, SOCK_DIAG_BY_FAMILY, take
 
 TCP_LISTEN = 10
@@ -154,12 +153,7 @@ class TcpListener(FileKind):
             fd = s.detach()
         finally:
             s.close()
-        try:
-            fcntl.fcntl(fd, fcntl.F_SETFL, rec.flags & SETTABLE_FLAGS)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        return set_status_flags(fd, rec.flags, SETTABLE_FLAGS)
 
     def describe(self, rec: TcpListenerRecord) -> str:
         host = f"[{rec.address}]" if rec.family == socket.AF_INET6 else rec.address

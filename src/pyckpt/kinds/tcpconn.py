@@ -37,10 +37,10 @@ import time
 from dataclasses import dataclass
 
 from ..errors import RestoreError, UnsupportedFdError
-from ..image import PAGES_FILE, record
+from ..image import PAGES_FILE, padded, record
 from .context import DumpContext, RestoreContext
-from .files import DumpedFd, FileKind, file_kind
-from .unix import SO_PEEK_OFF, take
+from .files import DumpedFd, FileKind, file_kind, set_status_flags
+from .unix import SO_PEEK_OFF, sockets_in_image, take
 
 TCP_ESTABLISHED_HEX = "01"
 TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 19, 20, 21, 22
@@ -49,7 +49,6 @@ TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
 SIOCOUTQ = termios.TIOCOUTQ
 SETTABLE_FLAGS = os.O_NONBLOCK | getattr(os, "O_ASYNC", 0o20000)
-PAGE = 4096
 
 
 @record(102)
@@ -75,11 +74,7 @@ class TcpConnectionRecord:
     xxh3: int = 0
 
     def stored_runs(self) -> list[tuple[int, int, int]]:
-        return [(self.offset, _padded(self.length), self.xxh3)] if self.length else []
-
-
-def _padded(n: int) -> int:
-    return (n + PAGE - 1) & ~(PAGE - 1)
+        return [(self.offset, padded(self.length), self.xxh3)] if self.length else []
 
 
 def parse_established(text: str) -> dict[int, tuple[str, str]]:
@@ -105,22 +100,6 @@ def _connections(ctx: DumpContext, pid: int) -> tuple[dict, dict]:
                 pass
         cached = ctx.objects["tcp connections"] = (by_ino, {v: k for k, v in by_ino.items()})
     return cached
-
-
-def _held_sockets(ctx: DumpContext) -> set[int]:
-    held = ctx.objects.get("socket inodes in image")
-    if held is None:
-        held = set()
-        for pid in ctx.tree or [ctx.pid]:
-            for name in os.listdir(f"/proc/{pid}/fd"):
-                try:
-                    st = os.stat(f"/proc/{pid}/fd/{name}")
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISSOCK(st.st_mode):
-                    held.add(st.st_ino)
-        ctx.objects["socket inodes in image"] = held
-    return held
 
 
 def _unacknowledged(sock: socket.socket) -> int:
@@ -183,7 +162,7 @@ class TcpConnection(FileKind):
         try:
             here, there = sock.getsockname()[:2], sock.getpeername()[:2]
             peer = by_tuple.get((remote, local)) if local else None
-            if peer is None or peer not in _held_sockets(ctx):
+            if peer is None or peer not in sockets_in_image(ctx):
                 raise UnsupportedFdError(
                     f.pid, f.fd, "TCP connection to a process outside the image",
                     f"{f.link}, {_where(sock.family, here)} -> {_where(sock.family, there)}")
@@ -207,7 +186,7 @@ class TcpConnection(FileKind):
             sock.close()
         if data:
             rec.length = len(data)
-            rec.offset, rec.xxh3 = ctx.pages.append(data + bytes(_padded(len(data)) - len(data)))
+            rec.offset, rec.xxh3 = ctx.pages.append(data + bytes(padded(len(data)) - len(data)))
         ctx.objects.setdefault("tcp to reset on kill", []).append((f.pid, f.fd))
         return [rec]
 
@@ -221,13 +200,7 @@ class TcpConnection(FileKind):
             a, b = _reconnect(rctx, rec, peer)
             rctx.pass_fd(("tcp", peer.ino), lambda: b)
             rctx.pass_fd(key, lambda: a)
-        fd = os.dup(rctx.passed[key])
-        try:
-            fcntl.fcntl(fd, fcntl.F_SETFL, rec.flags & SETTABLE_FLAGS)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        return set_status_flags(os.dup(rctx.passed[key]), rec.flags, SETTABLE_FLAGS)
 
     def describe(self, rec: TcpConnectionRecord) -> str:
         return (f"TCP {_where(rec.family, _local(rec))} -> {_where(rec.family, _remote(rec))}, "

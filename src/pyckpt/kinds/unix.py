@@ -39,8 +39,6 @@ returns it).
 from __future__ import annotations
 
 import array
-import ctypes
-import fcntl
 import os
 import socket
 import stat
@@ -48,12 +46,10 @@ import struct
 from dataclasses import dataclass, field
 
 from ..errors import DumpError, RestoreError, UnsupportedFdError
-from ..image import PAGES_FILE, record
+from ..image import PAGES_FILE, padded, record
 from .context import DumpContext, RestoreContext
-from .files import DumpedFd, ExternalFileRecord, FileKind, file_kind
+from .files import DumpedFd, ExternalFileRecord, FileKind, file_kind, set_status_flags, take_fd
 
-PAGE = 4096
-SYS_pidfd_getfd = 438
 NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
 NLM_F_REQUEST, NLM_F_DUMP, NLMSG_ERROR, NLMSG_DONE = 1, 0x300, 2, 3
 UDIAG_SHOW_NAME, UDIAG_SHOW_PEER, UDIAG_SHOW_RQLEN = 0x01, 0x04, 0x10
@@ -68,8 +64,6 @@ FAMILY_NAMES = {socket.AF_INET: "TCP/IP (AF_INET)", socket.AF_INET6: "TCP/IP (AF
 MAX_MESSAGES = 1 << 16  # a queue with more messages than this is refused (a sanity bound)
 SETTABLE_FLAGS = os.O_NONBLOCK | getattr(os, "O_ASYNC", 0o20000)
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 
 
 @dataclass
@@ -100,11 +94,7 @@ class UnixSocketRecord:
     xxh3: int = 0
 
     def stored_runs(self) -> list[tuple[int, int, int]]:
-        return [(self.offset, _padded(self.length), self.xxh3)] if self.length else []
-
-
-def _padded(n: int) -> int:
-    return (n + PAGE - 1) & ~(PAGE - 1)
+        return [(self.offset, padded(self.length), self.xxh3)] if self.length else []
 
 
 # --- what the kernel says: sock_diag ---------------------------------------------
@@ -172,11 +162,19 @@ def diag_table() -> dict[int, DiagInfo]:
                 return table
 
 
-def _sockets_in_image(ctx: DumpContext) -> dict[int, DiagInfo]:
-    """The diag table (read once per dump) and, in ctx.objects, the socket inodes the image holds."""
+def _diag(ctx: DumpContext) -> dict[int, DiagInfo]:
+    """The diag table, read once per dump."""
     cached = ctx.objects.get("unix diag")
     if cached is None:
         cached = ctx.objects["unix diag"] = diag_table()
+    return cached
+
+
+def sockets_in_image(ctx: DumpContext) -> set[int]:
+    """Inodes of every socket an fd of the image's processes holds (once per dump):
+    a socket's peer is inside the image when its inode is here."""
+    held = ctx.objects.get("socket inodes in image")
+    if held is None:
         held = set()
         for pid in ctx.tree or [ctx.pid]:
             for name in os.listdir(f"/proc/{pid}/fd"):
@@ -186,23 +184,19 @@ def _sockets_in_image(ctx: DumpContext) -> dict[int, DiagInfo]:
                     continue
                 if stat.S_ISSOCK(st.st_mode):
                     held.add(st.st_ino)
-        ctx.objects["unix sockets in image"] = held
-    return cached
+        ctx.objects["socket inodes in image"] = held
+    return held
 
 
 # --- dump ------------------------------------------------------------------------
 
 
 def take(pid: int, fd: int) -> socket.socket:
-    """The target's socket itself, as a socket object in pyckpt (pidfd_getfd)."""
-    pidfd = os.pidfd_open(pid)
-    try:
-        copy = _libc.syscall(SYS_pidfd_getfd, pidfd, fd, 0)
-        if copy < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"pidfd_getfd of fd {fd} of process {pid}: {os.strerror(err)}")
-    finally:
-        os.close(pidfd)
+    """The target's socket itself, as a socket object in pyckpt (pidfd_getfd).
+
+    Shared with the target: never call settimeout()/setblocking() on it (they
+    change the O_NONBLOCK flag of the target's socket)."""
+    copy = take_fd(pid, fd)
     try:
         return socket.socket(fileno=copy)
     except OSError:
@@ -264,7 +258,7 @@ class UnixSocket(FileKind):
         return stat.S_ISSOCK(f.st.st_mode)
 
     def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
-        table = _sockets_in_image(ctx)
+        table = _diag(ctx)
         info = table.get(f.st.st_ino)
         if info is None:
             raise UnsupportedFdError(f.pid, f.fd, _family_in_words(f), f.link)
@@ -281,7 +275,7 @@ class UnixSocket(FileKind):
             raise UnsupportedFdError(f.pid, f.fd, kind, f.link)
         flags = f.info.flags & ~os.O_CLOEXEC
         connected = info.state == TCP_ESTABLISHED or info.peer != 0
-        if peer is not None and info.peer not in ctx.objects["unix sockets in image"]:
+        if peer is not None and info.peer not in sockets_in_image(ctx):
             return [ExternalFileRecord(file_id, f"{f.link} ({kind} connected to a process outside "
                                                 "the image)", flags)]
         sock = take(f.pid, f.fd)
@@ -300,18 +294,12 @@ class UnixSocket(FileKind):
             rec.messages = [Message(len(m)) for m in messages]
             rec.length = len(data)
             if data:
-                rec.offset, rec.xxh3 = ctx.pages.append(data + bytes(_padded(len(data)) - len(data)))
+                rec.offset, rec.xxh3 = ctx.pages.append(data + bytes(padded(len(data)) - len(data)))
         return [rec]
 
     def open(self, rctx: RestoreContext, rec: UnixSocketRecord) -> int:
         end = _socket(rctx, rec)
-        fd = os.dup(end)
-        try:
-            fcntl.fcntl(fd, fcntl.F_SETFL, rec.flags & SETTABLE_FLAGS)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        return set_status_flags(os.dup(end), rec.flags, SETTABLE_FLAGS)
 
     def describe(self, rec: UnixSocketRecord) -> str:
         kind = f"unix {TYPE_NAMES.get(rec.type, rec.type)} socket:[{rec.ino}]"

@@ -4,6 +4,7 @@ and the sockets pyckpt refuses."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 import psutil
@@ -102,7 +103,7 @@ def test_tcp_connections_within_the_tree_are_rebuilt(spawn, python_exe, tmp_path
     check(t)
     image = dump_kill_restore_tree(spawn, t, [child], tmp_path / "img")
     conns = [f for p in image.summary()["processes"] for f in p["fds"] if f["kind"] == "tcp"]
-    assert len({f["file_id"] for f in conns}) == 6  # three connections, both ends of each
+    assert len({f["file_id"] for f in conns}) == 8  # four connections, both ends of each
     assert any(f["what"].endswith("5000 bytes unread") for f in conns)
     check(t)
     check(t)
@@ -181,3 +182,27 @@ def test_parse_proc_net_tcp_finds_listeners_only():
     from pyckpt.kinds.tcp import parse_proc_net_tcp
 
     assert parse_proc_net_tcp(PROC_NET_TCP, socket.AF_INET) == {1284: socket.AF_INET}
+
+
+def test_dump_leaves_every_socket_flag_as_it_was(spawn, python_exe, tmp_path):
+    """pyckpt works on the target's own sockets (pidfd_getfd): even with a default
+    socket timeout set in the caller, no O_NONBLOCK or other flag of theirs moves."""
+    t = spawn([python_exe, TARGET, "tcp"], name="tcp")
+    t.wait_for(r"^READY (\d+)$")
+
+    def flags() -> dict[int, str]:
+        out = {}
+        for fd in os.listdir(f"/proc/{t.pid}/fd"):
+            with open(f"/proc/{t.pid}/fdinfo/{fd}") as f:
+                out[int(fd)] = next(line for line in f if line.startswith("flags:"))
+        return out
+
+    before = flags()
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(5)
+    try:
+        pyckpt.dump(t.pid, tmp_path / "img")
+    finally:
+        socket.setdefaulttimeout(old)
+    assert flags() == before
+    check(t)

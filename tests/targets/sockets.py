@@ -72,6 +72,17 @@ def pairs() -> None:
     h.send(b"bye")
     h.close()
     u = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    us = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # unconnected: nothing to peek
+    usp = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    g2, h2 = socket.socketpair()  # an orphan whose writer had a big buffer
+    h2.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    big2 = os.urandom(300_000)
+    h2.sendall(big2)
+    h2.close()
+    pc, pd = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    pd.send(b"")
+    pd.send(b"x")
+    pc.recv(1, socket.MSG_PEEK)  # the target itself peeks: the empty head is marked peeked
     n, m2 = socket.socketpair()
     n.setblocking(False)
     n.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
@@ -117,6 +128,16 @@ def pairs() -> None:
             pass
         if u.type != socket.SOCK_DGRAM or u.getsockname() not in ("", b""):
             bad.append("the unconnected socket changed")
+        if us.type != socket.SOCK_STREAM or usp.type != socket.SOCK_SEQPACKET:
+            bad.append("the unconnected stream and seqpacket sockets changed")
+        if b"".join(peek_all(g2)) != big2 + b"<eof>":
+            bad.append("the orphan's 300000 bytes are not all there")
+        got = [pc.recv(10), pc.recv(10)]
+        if got != [b"", b"x"]:
+            bad.append(f"the peeked-at empty datagram: {got!r}")
+        pd.send(b"")
+        pd.send(b"x")
+        pc.recv(1, socket.MSG_PEEK)
         # options and flags
         if n.getblocking():
             bad.append("O_NONBLOCK lost")
@@ -240,6 +261,16 @@ def tcp() -> None:
 
     l4, c4, s4 = pair(socket.AF_INET, "127.0.0.1")
     l6, c6, s6 = pair(socket.AF_INET6, "::1")
+    # The listener at a higher fd than the connections on its port: restore must still
+    # open it first (a rebuilt connection on that port would make its bind fail).
+    l4 = socket.socket(fileno=os.dup2(l4.detach(), 100))
+    dual = socket.socket(socket.AF_INET6)  # dual stack: an IPv4 client, seen as ::ffff:...
+    dual.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    dual.bind(("::", 0))
+    dual.listen()
+    c46 = socket.create_connection(("127.0.0.1", dual.getsockname()[1]))
+    s46, _ = dual.accept()
+    mss = c4.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
     c4.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     c4.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 77)
     c6.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -279,7 +310,7 @@ def tcp() -> None:
         for s, (here, there) in names.items():
             if (s.getsockname(), s.getpeername()) != (here, there):
                 bad.append(f"addresses {s.getsockname()} -> {s.getpeername()}, were {here} -> {there}")
-        for a, b in ((c6, s6), (s6, c6)):
+        for a, b in ((c6, s6), (s6, c6), (c46, s46), (s46, c46)):
             a.sendall(b"ping")
             if read_exactly(b, 4) != b"ping":
                 bad.append(f"no ping through {a.getsockname()}")
@@ -288,6 +319,8 @@ def tcp() -> None:
             bad.append("keepalive settings lost")
         if not c6.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
             bad.append("TCP_NODELAY lost")
+        if c4.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) < mss - 64:  # timestamps aside
+            bad.append(f"MSS {c4.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)}, was {mss}")
         count[0] += 1
         n = count[0] * 1000
         to_child.sendall(b"%8d" % n)

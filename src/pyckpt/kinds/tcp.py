@@ -46,6 +46,7 @@ class TcpListenerRecord:
     family: int  # AF_INET or AF_INET6
     address: str
     port: int
+    scope: int  # IPv6 scope id (link-local addresses); 0 otherwise
     backlog: int
     flags: int  # file status flags (O_NONBLOCK...), without O_CLOEXEC
     reuseaddr: bool
@@ -116,7 +117,8 @@ class TcpListener(FileKind):
         sock = take(f.pid, f.fd)
         try:
             family = sock.family
-            address, port = sock.getsockname()[:2]
+            name = sock.getsockname()
+            address, port, scope = name[0], name[1], name[3] if len(name) > 3 else 0
             opt = lambda level, name: sock.getsockopt(level, name) != 0  # noqa: E731
             reuseaddr = opt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
             reuseport = opt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
@@ -129,7 +131,7 @@ class TcpListener(FileKind):
             raise UnsupportedFdError(
                 f.pid, f.fd, f"listening TCP socket with {waiting} connection(s) not yet accepted",
                 f"{f.link} on {where}; they are connections to processes outside the image")
-        return [TcpListenerRecord(file_id, int(family), address, port, backlog,
+        return [TcpListenerRecord(file_id, int(family), address, port, scope, backlog,
                                   f.info.flags & ~os.O_CLOEXEC, reuseaddr, reuseport, v6only)]
 
     def open(self, rctx: RestoreContext, rec: TcpListenerRecord) -> int:
@@ -141,7 +143,8 @@ class TcpListener(FileKind):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT leftovers
             try:
-                s.bind((rec.address, rec.port))
+                s.bind((rec.address, rec.port, 0, rec.scope) if rec.family == socket.AF_INET6
+                       else (rec.address, rec.port))
             except OSError as e:
                 hint = (" (another process listens there, such as the original or another copy "
                         "of it; or connections of the dumped process linger in TIME_WAIT and the "
@@ -158,6 +161,13 @@ class TcpListener(FileKind):
     def describe(self, rec: TcpListenerRecord) -> str:
         host = f"[{rec.address}]" if rec.family == socket.AF_INET6 else rec.address
         return f"TCP {host}:{rec.port}, listening (backlog {rec.backlog})"
+
+
+def open_all_listeners(rctx: RestoreContext) -> None:
+    """Open every listener of the image now (once; the tree shares them): a rebuilt
+    connection bound to a listener's port would make the listener's bind fail."""
+    for rec in getattr(rctx.image, "reader", rctx.image).of_type(TcpListenerRecord):
+        rctx.pass_fd(("file", rec.id), lambda rec=rec: TcpListener().open(rctx, rec))
 
 
 def validate(image) -> None:

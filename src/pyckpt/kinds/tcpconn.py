@@ -15,7 +15,7 @@ Dump reads without disturbing anything: the 4-tuple and state come from the
 target's /proc/PID/net/tcp{,6} (the peer is the socket with the reversed
 tuple, found among the image's fds), unread data is peeked (MSG_PEEK through
 SO_PEEK_OFF, set back after) on the socket itself (pidfd_getfd), the options
-from TCP_INFO and TCP_MAXSEG.  Data sent but not yet acknowledged
+from TCP_INFO (each end's advertised MSS becomes its peer's clamp).  Data sent but not yet acknowledged
 (SIOCOUTQ > 0 once a delayed ACK had its time) is refused rather than
 guessed at: on loopback that only lasts while the receiver's window is full.
 
@@ -27,6 +27,7 @@ restore needs again.  Restore needs CAP_NET_ADMIN (TCP_REPAIR).
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import os
 import secrets
 import socket
@@ -40,6 +41,7 @@ from ..errors import RestoreError, UnsupportedFdError
 from ..image import PAGES_FILE, padded, record
 from .context import DumpContext, RestoreContext
 from .files import DumpedFd, FileKind, file_kind, set_status_flags
+from .tcp import open_all_listeners
 from .unix import SO_PEEK_OFF, sockets_in_image, take
 
 TCP_ESTABLISHED_HEX = "01"
@@ -47,6 +49,7 @@ TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 19, 20, 21, 22
 TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2
 TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
 TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
+TCPI_ADVMSS = 84  # offset of tcpi_advmss in struct tcp_info
 SIOCOUTQ = termios.TIOCOUTQ
 SETTABLE_FLAGS = os.O_NONBLOCK | getattr(os, "O_ASYNC", 0o20000)
 
@@ -60,12 +63,14 @@ class TcpConnectionRecord:
     family: int
     local_address: str
     local_port: int
+    local_scope: int  # IPv6 scope id (link-local addresses); 0 otherwise
     remote_address: str
     remote_port: int
+    remote_scope: int
     flags: int  # file status flags, without O_CLOEXEC
     nodelay: bool
     keepalive: list[int]  # SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT
-    mss: int
+    advmss: int  # the MSS this end advertised (TCP_INFO): its peer's MSS clamp at restore
     options: int  # TCPI_OPT_* bits from TCP_INFO
     snd_wscale: int
     rcv_wscale: int
@@ -77,13 +82,25 @@ class TcpConnectionRecord:
         return [(self.offset, padded(self.length), self.xxh3)] if self.length else []
 
 
-def parse_established(text: str) -> dict[int, tuple[str, str]]:
-    """Inode -> (local, remote) as /proc/net/tcp{,6} writes them, for established sockets."""
+def proc_address(text: str) -> tuple[str, int]:
+    """(address, port) from /proc/net/tcp{,6} hex ("0100007F:1F90"); an IPv4-mapped
+    IPv6 address as plain IPv4, so both files name one connection alike."""
+    host, port = text.split(":")
+    raw = bytes.fromhex(host)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # host-order words
+    ip = ipaddress.ip_address(words)
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip), int(port, 16)
+
+
+def parse_established(text: str) -> dict[int, tuple[tuple[str, int], tuple[str, int]]]:
+    """Inode -> (local, remote) addresses of the established sockets in /proc/net/tcp{,6} text."""
     out = {}
     for line in text.splitlines()[1:]:
         f = line.split()
         if len(f) > 9 and f[3] == TCP_ESTABLISHED_HEX and f[9] != "0":
-            out[int(f[9])] = (f[1], f[2])
+            out[int(f[9])] = (proc_address(f[1]), proc_address(f[2]))
     return out
 
 
@@ -160,7 +177,7 @@ class TcpConnection(FileKind):
         local, remote = by_ino.get(f.st.st_ino, (None, None))
         sock = take(f.pid, f.fd)
         try:
-            here, there = sock.getsockname()[:2], sock.getpeername()[:2]
+            here, there = sock.getsockname(), sock.getpeername()
             peer = by_tuple.get((remote, local)) if local else None
             if peer is None or peer not in sockets_in_image(ctx):
                 raise UnsupportedFdError(
@@ -172,15 +189,15 @@ class TcpConnection(FileKind):
                     f.pid, f.fd, f"TCP connection with {outq} bytes sent but not yet acknowledged",
                     f"{f.link}, {_where(sock.family, here)} -> {_where(sock.family, there)}")
             data = _peek_stream(sock)
-            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
             ka = [sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
                   sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
                   sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
                   sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)]
             rec = TcpConnectionRecord(
-                file_id, f.st.st_ino, peer, int(sock.family), here[0], here[1], there[0], there[1],
+                file_id, f.st.st_ino, peer, int(sock.family), *_endpoint(here), *_endpoint(there),
                 f.info.flags & ~os.O_CLOEXEC, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0,
-                ka, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG), info[5], info[6] & 0xF,
+                ka, struct.unpack_from("I", info, TCPI_ADVMSS)[0], info[5], info[6] & 0xF,
                 info[6] >> 4)
         finally:
             sock.close()
@@ -197,6 +214,7 @@ class TcpConnection(FileKind):
             if peer is None or peer.peer_ino != rec.ino:
                 raise RestoreError(f"image at {rctx.image.path}: the other end of TCP connection "
                                    f"socket:[{rec.ino}] is missing (damaged image)")
+            open_all_listeners(rctx)
             a, b = _reconnect(rctx, rec, peer)
             rctx.pass_fd(("tcp", peer.ino), lambda: b)
             rctx.pass_fd(key, lambda: a)
@@ -207,12 +225,21 @@ class TcpConnection(FileKind):
                 f"established, {rec.length} bytes unread")
 
 
-def _local(rec: TcpConnectionRecord) -> tuple[str, int]:
-    return rec.local_address, rec.local_port
+def _endpoint(addr: tuple) -> tuple[str, int, int]:
+    """(address, port, scope id) of a getsockname()/getpeername() result."""
+    return addr[0], addr[1], addr[3] if len(addr) > 3 else 0
 
 
-def _remote(rec: TcpConnectionRecord) -> tuple[str, int]:
-    return rec.remote_address, rec.remote_port
+def _local(rec: TcpConnectionRecord) -> tuple:
+    return _sockaddr(rec.family, rec.local_address, rec.local_port, rec.local_scope)
+
+
+def _remote(rec: TcpConnectionRecord) -> tuple:
+    return _sockaddr(rec.family, rec.remote_address, rec.remote_port, rec.remote_scope)
+
+
+def _sockaddr(family: int, address: str, port: int, scope: int) -> tuple:
+    return (address, port, 0, scope) if family == socket.AF_INET6 else (address, port)
 
 
 def _where(family: int, addr) -> str:
@@ -230,6 +257,8 @@ def before_kill(objects: dict) -> None:
             continue
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass  # best effort: at worst a TIME_WAIT delays the restore of this connection
         finally:
             sock.close()
 
@@ -273,7 +302,8 @@ def _reconnect(rctx: RestoreContext, a_rec: TcpConnectionRecord,
                 raise RestoreError(
                     f"cannot re-create TCP connection {_where(rec.family, _local(rec))} -> "
                     f"{_where(rec.family, _remote(rec))}: {e.strerror} (does the original still run?)") from None
-            opts = [(TCPOPT_MSS, rec.mss)]
+            other = b_rec if rec is a_rec else a_rec
+            opts = [(TCPOPT_MSS, other.advmss)]
             if rec.options & TCPI_OPT_WSCALE:
                 opts.append((TCPOPT_WINDOW, rec.snd_wscale | rec.rcv_wscale << 16))
             if rec.options & TCPI_OPT_SACK:

@@ -39,6 +39,7 @@ returns it).
 from __future__ import annotations
 
 import array
+import ctypes
 import os
 import socket
 import stat
@@ -55,8 +56,9 @@ NLM_F_REQUEST, NLM_F_DUMP, NLMSG_ERROR, NLMSG_DONE = 1, 0x300, 2, 3
 UDIAG_SHOW_NAME, UDIAG_SHOW_PEER, UDIAG_SHOW_RQLEN = 0x01, 0x04, 0x10
 UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 0, 2, 4, 6
 TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN = 1, 7, 10
-SO_PEEK_OFF = 42
+SO_PEEK_OFF, SO_DOMAIN, SO_PROTOCOL, SO_SNDBUFFORCE = 42, 39, 38, 32
 RCV_SHUTDOWN, SEND_SHUTDOWN = 1, 2
+_libc = ctypes.CDLL(None, use_errno=True)
 TYPE_NAMES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "datagram",
               socket.SOCK_SEQPACKET: "seqpacket"}
 FAMILY_NAMES = {socket.AF_INET: "TCP/IP (AF_INET)", socket.AF_INET6: "TCP/IP (AF_INET6)",
@@ -194,14 +196,27 @@ def sockets_in_image(ctx: DumpContext) -> set[int]:
 def take(pid: int, fd: int) -> socket.socket:
     """The target's socket itself, as a socket object in pyckpt (pidfd_getfd).
 
-    Shared with the target: never call settimeout()/setblocking() on it (they
-    change the O_NONBLOCK flag of the target's socket)."""
+    It shares the target's open file description, so nothing may touch its
+    O_NONBLOCK flag: the object is made with SOCK_NONBLOCK in its type, which
+    makes Python treat it as non-blocking without an fcntl (socket(fileno=)
+    alone would apply socket.setdefaulttimeout() with one); never call
+    settimeout()/setblocking() on it."""
     copy = take_fd(pid, fd)
     try:
-        return socket.socket(fileno=copy)
+        family, kind, proto = (_int_option(copy, socket.SOL_SOCKET, opt)
+                               for opt in (SO_DOMAIN, socket.SO_TYPE, SO_PROTOCOL))
+        return socket.socket(family, kind | socket.SOCK_NONBLOCK, proto, fileno=copy)
     except OSError:
         os.close(copy)
         raise
+
+
+def _int_option(fd: int, level: int, opt: int) -> int:
+    value, size = ctypes.c_int(), ctypes.c_uint(ctypes.sizeof(ctypes.c_int))
+    if _libc.getsockopt(fd, level, opt, ctypes.byref(value), ctypes.byref(size)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"getsockopt: {os.strerror(err)}")
+    return value.value
 
 
 def peek_queue(sock: socket.socket, pid: int, fd: int, shut_for_reading: bool) -> list[bytes]:
@@ -209,6 +224,8 @@ def peek_queue(sock: socket.socket, pid: int, fd: int, shut_for_reading: bool) -
 
     SO_PEEK_OFF makes each MSG_PEEK start where the last one ended (and skip
     a message already peeked); the socket's own peek offset is set back.
+    The head message is peeked with the offset off: an empty datagram the
+    target itself peeked at is marked as peeked, and an offset would skip it.
     The end of the queue is EAGAIN, or an empty read where that means end
     of file: always on a stream, and on a seqpacket socket shut for reading
     (where an empty message just before that end cannot be told from it)."""
@@ -216,13 +233,15 @@ def peek_queue(sock: socket.socket, pid: int, fd: int, shut_for_reading: bool) -
         sock.type == socket.SOCK_SEQPACKET and shut_for_reading)
     what = f"process {pid}: fd {fd}"
     saved = sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
-    sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+    sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, -1 if sock.type != socket.SOCK_STREAM else 0)
     messages: list[bytes] = []
     try:
         space = socket.CMSG_SPACE(253 * array.array("i").itemsize)
         while True:
-            if len(messages) >= MAX_MESSAGES:
+            if len(messages) > MAX_MESSAGES:
                 raise DumpError(f"{what}: more than {MAX_MESSAGES} messages are queued")
+            if len(messages) == 1 and sock.type != socket.SOCK_STREAM:
+                sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, len(messages[0]))
             try:
                 data, anc, msg_flags, _ = sock.recvmsg(1 << 20, space, socket.MSG_PEEK | socket.MSG_DONTWAIT)
             except BlockingIOError:
@@ -280,7 +299,9 @@ class UnixSocket(FileKind):
                                                 "the image)", flags)]
         sock = take(f.pid, f.fd)
         try:
-            messages = peek_queue(sock, f.pid, f.fd, bool(info.shutdown & RCV_SHUTDOWN))
+            # An unconnected stream or seqpacket socket has no queue (and refuses a peek).
+            readable = connected or info.type == socket.SOCK_DGRAM
+            messages = peek_queue(sock, f.pid, f.fd, bool(info.shutdown & RCV_SHUTDOWN)) if readable else []
             opts = (sock.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED) != 0,
                     sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
                     sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
@@ -360,6 +381,9 @@ def _socket(rctx: RestoreContext, rec: UnixSocketRecord) -> int:
         ends = [(rec, a, b)] + ([(peer, b, a)] if peer else [])
         for r, mine, other in ends:
             _set_options(mine, r)
+        if peer is None and rec.length:
+            # The closed writer's buffer size is not known: make room for the whole queue.
+            b.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 2 * rec.length + 65536)
         for r, mine, other in ends:
             _fill(rctx, r, other)
             _set_peek_off(mine, r)

@@ -120,3 +120,44 @@ def test_new_pidns_without_privilege_names_the_capability(spawn, python_exe, tmp
     assert "CAP_SYS_ADMIN" in r.stderr
     os.kill(t.pid, signal.SIGUSR1)  # the original runs on untouched
     t.wait_for(rf"^CHECK ok n=\d+ getpid={t.pid} nspid={t.pid}$")
+
+
+def test_server_copies_each_in_their_own_network(spawn, python_exe, tmp_path):
+    """Copies of a listening server, restored beside the running original with
+    new_netns: each listens on the original's ports in a network of its own."""
+    import socket
+
+    import pytest
+
+    from conftest import TARGETS, check
+
+    t = spawn([python_exe, str(TARGETS / "sockets.py"), "listen"], name="server")
+    ports = [int(p) for p in t.wait_for(r"^READY (\d+) (\d+)$").groups()]
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img)  # the original keeps running, and keeps its ports
+    copies = []
+    for _ in range(3):
+        p = pyckpt.restore(img, new_pidns=True, new_netns=True, allow_changed_files=True)
+        spawn.track(p.ppid())  # the namespace's init, our child
+        copies.append(p.pid)
+    r = subprocess.run([sys.executable, "-m", "pyckpt", "restore", "--new-pidns", "--new-netns",
+                        "--allow-changed-files", str(img)], capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL, timeout=60)
+    assert r.returncode == 0, r.stderr
+    outer = int(r.stdout.strip())
+    spawn.track(psutil.Process(outer).ppid())
+    copies.append(outer)
+
+    def net(pid) -> int:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+
+    assert len({net(pid) for pid in copies} | {net(os.getpid())}) == len(copies) + 1
+    with socket.create_server(("127.0.0.1", 0)) as ours:  # only in the test's own network
+        for pid in copies:
+            with pyckpt.network_namespace(pid):
+                for host, port in (("127.0.0.1", ports[0]), ("::1", ports[1])):
+                    socket.create_connection((host, port), timeout=5).close()
+                with pytest.raises(OSError):
+                    socket.create_connection(("127.0.0.1", ours.getsockname()[1]), timeout=5)
+    assert net(os.getpid()) == os.stat("/proc/thread-self/ns/net").st_ino  # back home
+    check(t)  # the original still serves on its ports

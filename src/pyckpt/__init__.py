@@ -46,6 +46,7 @@ __all__ = [
     "dump",
     "restore",
     "open_image",
+    "network_namespace",
     "Image",
     "PyckptError",
     "NoSuchProcessError",
@@ -177,7 +178,7 @@ def dump(pid: int, path: str | os.PathLike, *, kill: bool = False,
 
 def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: bool = False,
             allow_changed_files: bool = False, deleted_dir: str | os.PathLike | None = None,
-            new_pidns: bool = False, progress=None):
+            new_pidns: bool = False, new_netns: bool = False, progress=None):
     """Re-create the process saved at `path`, with its PID; returns a `psutil.Process`.
 
     The restored process is a child of the caller (reap it when it ends).
@@ -197,6 +198,11 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     caller's namespace.  Its parent is then the namespace's init (a small
     process pyckpt adds as PID 1, a child of the caller, which exits when the
     restored process has ended).
+
+    With `new_netns=True` it gets a fresh network namespace too, with only a
+    loopback interface: copies of a server listen on the same ports side by
+    side, and its connections within the image come back inside it.  Reach a
+    copy with `pyckpt.network_namespace(pid)`.
     """
     from .kinds.context import RestoreOptions
     from .restorer import restore as _restore
@@ -207,8 +213,22 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
         allow_changed_files=allow_changed_files,
         deleted_dir=None if deleted_dir is None else os.fspath(deleted_dir),
         new_pidns=new_pidns,
+        new_netns=new_netns,
     )
     return _restore(path, progress=progress, options=opts)
+
+
+def network_namespace(pid: int):
+    """Context manager: the calling thread inside the network namespace of process
+    `pid` (a copy restored with `new_netns=True`).  Sockets made inside the block
+    belong to that namespace and keep working after it::
+
+        with pyckpt.network_namespace(copy.pid):
+            conn = socket.create_connection(("127.0.0.1", 8080))
+    """
+    from .netns import entered
+
+    return entered(pid)
 
 
 def open_image(path: str | os.PathLike) -> Image:

@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restore into a new PID namespace, keeping the image's PIDs inside it, "
                         "so many copies of one image can run at once (prints the PID as seen "
                         "from here)")
+    r.add_argument("--new-netns", action="store_true",
+                   help="restore into a new network namespace with only a loopback interface, so "
+                        "copies of a server can listen on the same ports (reach one with "
+                        "nsenter -t PID -n)")
     r.add_argument("--deleted-dir", metavar="DIR",
                    help="re-create deleted-but-open files in DIR instead of where they were")
 
@@ -118,7 +122,8 @@ def _cmd_restore(args, progress) -> int:
             fds[int(num)] = _open_replacement(args.dir, int(num), path)
         proc = restore(args.dir, fds=fds, inherit_stdio=args.inherit_stdio,
                        allow_changed_files=args.allow_changed_files,
-                       deleted_dir=args.deleted_dir, new_pidns=args.new_pidns, progress=progress)
+                       deleted_dir=args.deleted_dir, new_pidns=args.new_pidns,
+                       new_netns=args.new_netns, progress=progress)
     finally:
         for fd in fds.values():
             os.close(fd)

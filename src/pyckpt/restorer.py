@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from . import proc
+from . import netns, proc
 from . import ptrace_ops as pt
 from ._native._ck import ffi, lib
 from .errors import ImageError, PidInUseError, PtraceError, PyckptError, RestoreError
@@ -87,7 +87,7 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
     options = options or RestoreOptions()
     stats = stats if stats is not None else RestoreStats()
     t0 = time.perf_counter()
-    with deferred_signals():
+    with deferred_signals(), (netns.fresh() if options.new_netns else contextlib.nullcontext()):
         rctxs = _validate(path, progress, stats, options)
         try:
             t = time.perf_counter()

@@ -50,6 +50,7 @@ class RestoreOptions:
     allow_changed_files: bool = False  # accept files that changed since the dump
     deleted_dir: str | None = None  # where deleted files are re-created (default: where they were)
     new_pidns: bool = False  # restore into a fresh PID namespace (the image's PIDs inside it)
+    new_netns: bool = False  # ... and/or a fresh network namespace (its own ports, loopback)
 
 
 @dataclass

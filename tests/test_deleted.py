@@ -158,3 +158,33 @@ def test_deleted_file_over_the_limit_is_refused_and_the_target_runs_on(spawn, py
     spawn.track(proc.pid)
     t.popen = None
     check(t)
+
+
+TMPFILE_TARGET = r"""
+import os, sys, tempfile, selfcheck
+t = tempfile.TemporaryFile(dir=sys.argv[1])  # O_TMPFILE: no name, ever
+t.write(b"scratch data")
+t.flush()
+t.seek(3)
+flags = int(open(f"/proc/self/fdinfo/{t.fileno()}").read().split("flags:")[1].split()[0], 8)
+def check():
+    ok = (os.pread(t.fileno(), 100, 0) == b"scratch data" and t.tell() == 3
+          and os.fstat(t.fileno()).st_nlink == 0)
+    return [] if ok else ["the TemporaryFile lost its content, offset or namelessness"]
+selfcheck.listen()
+print("READY", oct(flags), flush=True)
+selfcheck.serve(check)
+"""
+
+
+def test_tempfile_opened_with_o_tmpfile_comes_back(spawn, python_exe, tmp_path):
+    """Python's tempfile.TemporaryFile opens with O_TMPFILE, whose O_DIRECTORY part
+    must not be replayed when the file is opened again."""
+    from conftest import dump_kill_restore
+
+    t = spawn([python_exe, "-c", TMPFILE_TARGET, str(tmp_path)], name="tmpfile")
+    flags = int(t.wait_for(r"^READY (0o\d+)$").group(1), 8)
+    assert flags & os.O_TMPFILE == os.O_TMPFILE  # the kernel reports it
+    check(t)
+    dump_kill_restore(spawn, t, tmp_path / "img")
+    check(t)

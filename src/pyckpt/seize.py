@@ -272,3 +272,11 @@ def kill_and_reap(pids: list[int], tids=()) -> None:
                 pt.wait(tid)
             except PtraceError:
                 pass
+        # A member whose parent died with it is handed to the nearest subreaper: when
+        # that is the caller of pyckpt, the zombie is ours to reap (after the tracer's
+        # wait above, only its new parent can).
+        for pid in pids:
+            try:
+                os.waitpid(pid, os.WNOHANG | __WALL)
+            except ChildProcessError:
+                pass

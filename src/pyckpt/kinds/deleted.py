@@ -40,15 +40,13 @@ from dataclasses import dataclass
 from ..errors import FileChangedError, ImageError, UnsupportedError
 from ..image import PAGES_FILE, record
 from .context import DumpContext, RestoreContext
-from .fileid import FileIdentity
+from .fileid import FileIdentity, reopen_flags
 from .files import DumpedFd, FileKind, file_kind
 from .memory import MappedObject, mapped_object
 
 PAGE = 4096
 CHUNK = 4 << 20  # content is read, stored and checksummed in runs of at most this
 DELETED = " (deleted)"
-# Flags that only matter when a file is created; never replayed on a reopen.
-CREATE_ONLY = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY
 
 
 @dataclass
@@ -176,7 +174,8 @@ def write_content(rctx: RestoreContext, fd: int, size: int, runs: list[ContentRu
 
 def open_description(holder: int, flags: int, pos: int) -> int:
     """A new open file description of the file `holder` is open on."""
-    fd = os.open(f"/proc/self/fd/{holder}", (flags & ~CREATE_ONLY) | os.O_CLOEXEC)
+    # (the magic link is a symlink: O_NOFOLLOW, which tempfile uses, would refuse it)
+    fd = os.open(f"/proc/self/fd/{holder}", (reopen_flags(flags) & ~os.O_NOFOLLOW) | os.O_CLOEXEC)
     try:
         os.lseek(fd, pos, os.SEEK_SET)
     except BaseException:

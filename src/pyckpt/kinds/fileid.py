@@ -47,6 +47,19 @@ TYPE_NAMES = {stat.S_IFREG: "a regular file", stat.S_IFDIR: "a directory", stat.
               stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFBLK: "a block device"}
 
 
+_O_TMPFILE_ONLY = 0o20000000  # __O_TMPFILE; os.O_TMPFILE adds O_DIRECTORY to it
+
+
+def reopen_flags(flags: int) -> int:
+    """The dumped open flags without those that only mean something when a file is
+    created: O_CREAT, O_EXCL, O_TRUNC, O_NOCTTY, and O_TMPFILE (Python's
+    tempfile.TemporaryFile opens with it; its O_DIRECTORY part would refuse a file)."""
+    flags &= ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY)
+    if flags & _O_TMPFILE_ONLY:
+        flags &= ~os.O_TMPFILE
+    return flags
+
+
 def open_path(path: str, flags: int, file_type: int) -> int:
     """Open `path` with the dumped open `flags`, refusing anything not of `file_type`.
 
@@ -54,7 +67,7 @@ def open_path(path: str, flags: int, file_type: int) -> int:
     path that is now a FIFO or a device cannot hang or disturb pyckpt; the
     dumped O_NONBLOCK setting is put back after the type is checked.
     """
-    flags &= ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC)
+    flags = reopen_flags(flags)
     try:
         fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:

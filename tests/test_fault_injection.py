@@ -1,0 +1,188 @@
+"""A fault at every stage: a dump that fails at the end of any kind leaves the
+tree running as before; a restore that fails at the end of any stage leaves no
+process behind, no fd open in pyckpt, and the image restorable."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+import pyckpt
+from pyckpt import dumper, restorer
+from pyckpt.restorer import Stage
+from conftest import TARGETS, check, kill_own
+from test_trees import _wait_gone
+
+TARGET = r"""
+import os, socket, threading, time, selfcheck
+r, w = os.pipe()
+a, b = socket.socketpair()
+server = socket.create_server(("127.0.0.1", 0))
+parent = os.getpid()
+child = os.fork()
+if child == 0:
+    b.close()
+    while True:   # echo what comes through the socketpair; end with the parent
+        got = a.recv(8)
+        if not got:
+            os._exit(0)
+        a.send(got)
+a.close()
+os.write(w, b"unread")
+ticks = [0]
+def tick():
+    while True:
+        ticks[0] += 1
+        time.sleep(0.01)
+threading.Thread(target=tick, daemon=True).start()
+def check():
+    b.send(b"ping")
+    b.settimeout(5)
+    return [] if b.recv(8) == b"ping" and ticks[0] else ["the child does not answer"]
+selfcheck.listen()
+print("READY", child, flush=True)
+selfcheck.serve(check)
+"""
+
+# the stages restorer runs under _timed (the others are timed apart or are one call)
+RESTORE_STAGES = [s for s in Stage if s not in (Stage.VALIDATE, Stage.PREPARE, Stage.CREATE,
+                                                Stage.CLOSE_PASSED, Stage.LEAVE_SCRATCH, Stage.RELEASE)]
+
+
+def _start(spawn, python_exe):
+    t = spawn([python_exe, "-c", TARGET], name="faulty")
+    child = int(t.wait_for(r"^READY (\d+)$").group(1))
+    return t, child
+
+
+def _failing_at_end(real, stage: Stage, nth: int, exc):
+    """A stand-in for restorer._timed that lets the `nth` run of `stage` finish, then fails."""
+    seen = collections.Counter()
+
+    def timed(stats, s):
+        inner = real(stats, s)
+        seen[s] += 1
+        fail = s is stage and seen[s] == nth
+
+        class _Stage:
+            def __enter__(self):
+                return inner.__enter__()
+
+            def __exit__(self, *exc_info):
+                inner.__exit__(*exc_info)
+                if fail and exc_info[0] is None:
+                    raise exc(f"injected fault at the end of {s.name}")
+
+        return _Stage()
+
+    return timed
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    """One image of the tree (root and child), dumped with kill; and how often each
+    restore stage runs for it (counted in a first, successful restore)."""
+    d = tmp_path_factory.mktemp("faulty")
+    p = subprocess.Popen([sys.executable, "-c", TARGET], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                         env=dict(os.environ, PYTHONPATH=str(TARGETS)), start_new_session=True)
+    try:
+        child = int(p.stdout.readline().split()[1])
+        img = pyckpt.dump(p.pid, d / "img", kill=True)
+    finally:
+        p.kill()
+        p.wait()
+    _wait_gone(child)
+    counts = collections.Counter()
+    real = restorer._timed
+
+    def counting(stats, s):
+        counts[s] += 1
+        return real(stats, s)
+
+    restorer._timed = counting
+    try:
+        q = pyckpt.restore(d / "img", fds={1: os.open(os.devnull, os.O_WRONLY)})
+    finally:
+        restorer._timed = real
+    kill_own(q.pid)
+    _reap_when_gone(child)  # it ends when its parent's end of the socketpair closes
+    return d / "img", img.pid, child, counts
+
+
+def _reap_when_gone(pid: int, timeout: float = 10.0) -> None:
+    """Wait for a member to exit; reap it when it ends up our child (we are a subreaper)."""
+    deadline = time.monotonic() + timeout
+    while psutil.pid_exists(pid):
+        try:
+            p = psutil.Process(pid)
+            if p.status() == psutil.STATUS_ZOMBIE and p.ppid() == os.getpid():
+                os.waitpid(pid, 0)
+                continue
+        except (psutil.NoSuchProcess, ChildProcessError):
+            continue
+        assert time.monotonic() < deadline, f"process {pid} still there"
+        time.sleep(0.01)
+
+
+def _fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("stage", RESTORE_STAGES, ids=[s.name for s in RESTORE_STAGES])
+def test_restore_failing_at_the_end_of_a_stage_leaves_nothing(image, stage, monkeypatch):
+    path, root, child, counts = image
+    assert counts[stage], f"stage {stage.name} never ran"
+    fds_before, children_before = _fds(), {c.pid for c in psutil.Process().children()}
+    out = os.open(os.devnull, os.O_WRONLY)
+    # fail in the last process the stage runs for: the others are complete by then
+    monkeypatch.setattr(restorer, "_timed", _failing_at_end(restorer._timed, stage, counts[stage],
+                                                            pyckpt.RestoreError))
+    with pytest.raises(pyckpt.RestoreError, match=f"injected fault at the end of {stage.name}"):
+        pyckpt.restore(path, fds={1: out})
+    os.close(out)
+    for pid in (root, child):
+        assert not psutil.pid_exists(pid), f"process {pid} left behind after a fault in {stage.name}"
+    assert {c.pid for c in psutil.Process().children()} == children_before
+    assert _fds() == fds_before, "pyckpt left fds open"
+
+
+def test_the_image_restores_after_all_those_faults(image, spawn):
+    path, root, child, _ = image
+    out = os.open(os.devnull, os.O_WRONLY)
+    p = pyckpt.restore(path, fds={1: out})
+    os.close(out)
+    spawn.track(p.pid)
+    spawn.track(child)
+    assert p.pid == root and psutil.Process(child).ppid() == root
+
+
+@pytest.mark.parametrize("kind", range(len(dumper.DUMP_KINDS)),
+                         ids=[k.__module__.rsplit(".", 1)[-1] for k in dumper.DUMP_KINDS])
+def test_dump_failing_after_a_kind_leaves_the_tree_running(spawn, python_exe, tmp_path, kind, monkeypatch):
+    t, child = _start(spawn, python_exe)
+    check(t)
+    real = dumper.DUMP_KINDS[kind]
+
+    def failing(ctx):
+        real(ctx)
+        raise pyckpt.DumpError(f"injected fault after {real.__module__}")
+
+    kinds = list(dumper.DUMP_KINDS)
+    kinds[kind] = failing
+    monkeypatch.setattr(dumper, "DUMP_KINDS", tuple(kinds))
+    with pytest.raises(pyckpt.DumpError, match="injected fault"):
+        pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    assert (tmp_path / "img" / "INCOMPLETE").exists()
+    for pid in (t.pid, child):
+        status = psutil.Process(pid).status()
+        assert status in (psutil.STATUS_RUNNING, psutil.STATUS_SLEEPING), (pid, status)
+        with open(f"/proc/{pid}/status") as f:
+            assert "TracerPid:\t0\n" in f.read()
+    check(t)  # the tree carries on: threads, child, socketpair
+    spawn.track(child)

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("dir", metavar="DIR")
     d.add_argument("--kill", action="store_true",
                    help="kill the process once the image is complete on disk")
+    d.add_argument("--precopy", action="store_true",
+                   help="copy memory while the process runs, then stop it only to copy what it "
+                        "wrote meanwhile (shorter freeze for large processes)")
     d.add_argument("--max-deleted-size", type=int, default=64 << 20, metavar="BYTES",
                    help="largest deleted-but-open file (or memfd) whose content is kept in "
                         "the image (default %(default)s); a larger one is refused")
@@ -106,7 +109,7 @@ def _cmd_dump(args, progress) -> int:
     from . import dump
 
     dump(args.pid, args.dir, kill=args.kill, max_deleted_size=args.max_deleted_size,
-         progress=progress)
+         precopy=args.precopy, progress=progress)
     return 0
 
 

@@ -22,6 +22,7 @@ from .inject import Injector, injection_site_from
 from .kinds import before_kill, cpu, creds, files, itimers, load_all, memory, mm, signals, task, thread
 from .kinds.context import DumpContext, DumpOptions
 from .kinds.task import ProcessRecord, ZombieRecord
+from .precopy import PreCopy
 from .progress import Progress
 from .seize import Seized, check_dumpable, pinned_to_cpu, refusal
 from .signals import checkpoint, deferred_signals
@@ -37,6 +38,7 @@ class DumpStats:
     freeze: float = 0.0  # target stopped: seize to detach (or kill)
     total: float = 0.0
     pages_bytes: int = 0
+    precopy_reused: int = 0  # bytes copied while the target ran and kept (pre-copy)
     injected_calls: int = 0
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -54,13 +56,25 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
     with deferred_signals():
         stat = check_dumpable(pid)
         writer = ImageWriter(path)
+        pre = None
         try:
-            _dump_frozen(pid, stat, writer, kill, progress, stats, options)
+            if options.precopy:
+                t = time.perf_counter()
+                pre = PreCopy(pid, writer.pages, progress)
+                pre.start()
+                pre.copy_pass()
+                stats.phases["pre-copy (running)"] = time.perf_counter() - t
+            _dump_frozen(pid, stat, writer, kill, progress, stats, options, pre)
+            if pre is not None:
+                stats.precopy_reused = pre.reused
         except BaseException as e:
             writer.abandon(_reason(e))
             if isinstance(e, OSError):
                 raise DumpError(f"dump of process {pid} failed: {e}; it was left running") from e
             raise
+        finally:
+            if pre is not None:
+                pre.finish()
     stats.total = time.perf_counter() - t0
     image = Image(path)
     image.dump_stats = stats
@@ -74,7 +88,7 @@ def _reason(e: BaseException) -> str:
 
 
 def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStats,
-                 options: DumpOptions) -> None:
+                 options: DumpOptions, pre=None) -> None:
     # smaps is slow to produce for a large process: read it before the freeze
     # and again inside only if the list of VMAs changed meanwhile.
     smaps_flags = proc.read_smaps_flags(pid)
@@ -89,7 +103,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
                 for member in tree:
                     records.append(ProcessRecord(member, proc.read_stat(member).ppid))
                     records += _collect(member, seized[member].tids, writer, progress, stats,
-                                        smaps_flags if member == pid else {}, options, tree, shared)
+                                        smaps_flags if member == pid else {}, options, tree, shared, pre)
                 for zombie, (ppid, status) in zombies.items():
                     records += [ProcessRecord(zombie, ppid), ZombieRecord(zombie, ppid, status)]
                 t = time.perf_counter()
@@ -171,7 +185,7 @@ def _seize_tree(root: int, frozen: contextlib.ExitStack) -> tuple[dict[int, Seiz
 
 def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress, stats: DumpStats,
              smaps_flags: dict[int, list[str]], options: DumpOptions, tree: list[int],
-             shared: dict) -> list:
+             shared: dict, pre=None) -> list:
     t = time.perf_counter()
     status = proc.read_status(pid)
     stat = proc.read_stat(pid)
@@ -191,7 +205,7 @@ def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress,
         inj = threads[pid]
         scratch = inj.map_scratch()
         ctx = DumpContext(pid, stat, status, maps, smaps_flags, inj, scratch, writer.pages, progress,
-                          options, threads, tree=tree, objects=shared)
+                          options, threads, tree=tree, objects=shared, precopy=pre)
         for kind_dump in DUMP_KINDS:
             checkpoint()
             t = time.perf_counter()

@@ -25,6 +25,7 @@ set_tid_address = 218
 set_robust_list = 273
 rseq = 334
 close_range = 436
+userfaultfd = 323
 
 
 def name(number: int) -> str:

@@ -30,6 +30,7 @@ class DumpContext:
     # objref for objects below open file descriptions (a pipe's buffer, a
     # deleted file's content...): kernel identity -> the id it was saved under
     objects: dict[object, int] = field(default_factory=dict)
+    precopy: object = None  # precopy.PreCopy when the root's memory was copied while it ran
 
 
 @dataclass
@@ -37,6 +38,7 @@ class DumpOptions:
     """What the user may tune about a dump."""
 
     max_deleted_size: int = 64 << 20  # content of a deleted-but-open file kept in the image
+    precopy: bool = False  # copy memory while the target runs; at the freeze only what changed
 
 
 @dataclass

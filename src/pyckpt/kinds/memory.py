@@ -207,6 +207,10 @@ def dump(ctx: DumpContext) -> list:
             if mode is None:
                 continue
             runs = _scan(pm, rec.start, (rec.end - rec.start) // PAGE, mode)
+            pre = ctx.precopy
+            if pre is not None and pre.pid == pid and mode == SCAN_ANON:
+                kept, runs = pre.reusable(rec.start, rec.end, rec.offset, runs)
+                rec.pages += kept  # copied while the process ran, and unchanged since
             plans.append((rec, runs))
             total += sum(n for _, n in runs) * PAGE
     finally:
@@ -242,6 +246,8 @@ def dump(ctx: DumpContext) -> list:
     finally:
         if mem_fd >= 0:
             os.close(mem_fd)
+    for rec, _ in vmas:
+        rec.pages.sort(key=lambda p: p.addr)
     return [vdso_rec] + objects + [rec for rec, _ in vmas]
 
 

@@ -1,0 +1,232 @@
+"""Pre-copy: copy a process's memory while it runs, then at the freeze only what
+it wrote since.  The freeze shrinks from "copy all memory" to "copy what changed".
+
+This kernel has no soft-dirty bits; the tracking is userfaultfd write-protect
+in asynchronous mode (UFFD_FEATURE_WP_ASYNC, Linux 6.7): the kernel itself
+resolves a write to a protected page and records it, nobody has to answer a
+fault, and PAGEMAP_SCAN reports which pages were written (PAGE_IS_WRITTEN).
+
+1. The target is frozen for a moment: a userfaultfd is made inside it (an
+   injected syscall), taken over by pyckpt (pidfd_getfd) and closed there.
+   The userfaultfd belongs to the target's memory, whoever holds the fd.
+2. Every private anonymous VMA is registered for write-protect tracking and
+   write-protected; the target runs again.
+3. Pass 1 copies the present pages of those VMAs into the page store, in
+   chunks of 64 pages aligned to a 256 KiB grid, while the target runs.
+4. At the freeze, memory.dump asks `reusable()` for each chunk: a chunk is
+   kept from pass 1 only if every page of it is still tracked, none was
+   written (or became the zero page), the pages present are the same ones,
+   and the VMA maps the same anonymous pages there (its page offset, which
+   mremap carries along).  Any doubt copies the chunk again.
+5. Tracking is removed (UFFDIO_UNREGISTER clears the protection) and the
+   userfaultfd closed, whether the dump succeeded or not.
+
+The image holds only the final runs, so restore is unchanged; pass-1 copies
+that were replaced stay unused in pages.img.  Pre-copy covers private
+anonymous memory of the dumped process (not of its children, not shared
+memory, which are copied at the freeze as usual).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import struct
+from dataclasses import dataclass, field
+
+from . import proc
+from ._native._ck import ffi, lib
+from .errors import DumpError
+from .inject import Injector, injection_site_from, nr
+from .kinds.files import take_fd
+from .kinds.memory import PAGE, PageRun, SCAN_ANON, _classify, _scan
+from .seize import Seized
+
+CHUNK_PAGES = 64
+CHUNK = CHUNK_PAGES * PAGE
+UFFD_USER_MODE_ONLY = 1
+UFFD_API = 0xAA
+UFFD_FEATURE_WP_UNPOPULATED, UFFD_FEATURE_WP_ASYNC = 1 << 13, 1 << 15
+UFFDIO_REGISTER_MODE_WP, UFFDIO_WRITEPROTECT_MODE_WP = 2, 1
+PAGE_IS_WPALLOWED, PAGE_IS_WRITTEN, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_PFNZERO = 1, 2, 8, 16, 32
+SCAN_REGIONS = 4096
+
+
+def _iowr(kind: int, nr_: int, size: int) -> int:
+    return (3 << 30) | (size << 16) | (kind << 8) | nr_
+
+
+UFFDIO_API = _iowr(0xAA, 0x3F, 24)
+UFFDIO_REGISTER = _iowr(0xAA, 0x00, 32)
+UFFDIO_UNREGISTER = (2 << 30) | (16 << 16) | (0xAA << 8) | 0x01  # _IOR, struct uffdio_range
+UFFDIO_WRITEPROTECT = _iowr(0xAA, 0x06, 24)
+PAGEMAP_SCAN = _iowr(ord("f"), 16, 96)
+
+
+@dataclass
+class Chunk:
+    identity: int  # the VMA's page offset (bytes) at this address: the same anonymous pages
+    runs: list[PageRun] = field(default_factory=list)  # as copied in pass 1
+
+
+class PreCopy:
+    """Pass 1 of a dump of process `pid`; see the module docstring."""
+
+    def __init__(self, pid: int, pages, progress):
+        self.pid = pid
+        self.pages = pages
+        self.progress = progress
+        self.uffd = -1
+        self.ranges: list[tuple[int, int]] = []  # registered
+        self.chunks: dict[int, Chunk] = {}
+        self.copied = 0  # bytes in pass 1
+        self.reused = 0  # bytes of pass 1 kept at the freeze
+
+    # -- setup and pass 1 ---------------------------------------------------
+
+    def start(self) -> None:
+        """Make the userfaultfd in the target (frozen for that moment), register, protect."""
+        with Seized(self.pid):
+            vdso = [m for m in proc.read_maps(self.pid) if m.path == "[vdso]"]
+            if not vdso:
+                raise DumpError(f"process {self.pid} has no [vdso]; cannot run code inside it")
+            site = injection_site_from(self.pid, vdso[0].start, vdso[0].size)
+            with Injector(self.pid, site) as inj:
+                fd = inj.check(nr.userfaultfd, os.O_CLOEXEC | os.O_NONBLOCK | UFFD_USER_MODE_ONLY,
+                               what="userfaultfd (pre-copy needs Linux 6.7 or later)")
+                try:
+                    self.uffd = take_fd(self.pid, fd)
+                finally:
+                    inj.call(nr.close, fd)
+        api = bytearray(struct.pack("QQQ", UFFD_API, UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED, 0))
+        fcntl.ioctl(self.uffd, UFFDIO_API, api)
+        for m in proc.read_maps(self.pid):
+            if m.path == "[vsyscall]" or m.path.startswith("[v"):
+                continue
+            try:
+                kind, _ = _classify(self.pid, m)
+            except Exception:  # noqa: BLE001 -- anything odd is simply not pre-copied
+                continue
+            if kind != "anon":
+                continue
+            try:
+                fcntl.ioctl(self.uffd, UFFDIO_REGISTER,
+                            bytearray(struct.pack("QQQQ", m.start, m.end - m.start, UFFDIO_REGISTER_MODE_WP, 0)))
+                fcntl.ioctl(self.uffd, UFFDIO_WRITEPROTECT,
+                            bytearray(struct.pack("QQQ", m.start, m.end - m.start, UFFDIO_WRITEPROTECT_MODE_WP)))
+            except OSError:
+                continue  # not tracked: copied at the freeze
+            self.ranges.append((m.start, m.end))
+
+    def copy_pass(self) -> None:
+        """Copy the present pages of every tracked VMA while the target runs."""
+        identities = {m.start: m.offset for m in proc.read_maps(self.pid)}
+        buf = ffi.new("char[]", CHUNK)
+        view = ffi.buffer(buf, CHUNK)
+        pm = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            plans = [(start, end, _scan(pm, start, (end - start) // PAGE, SCAN_ANON))
+                     for start, end in self.ranges]
+        finally:
+            os.close(pm)
+        total = sum(n for _, _, runs in plans for _, n in runs) * PAGE
+        with self.progress.bar(total, "pre-copy memory") as bar:
+            for start, end, runs in plans:
+                if start not in identities:
+                    continue  # changed meanwhile: left to the freeze
+                for addr, n in _split(start, runs):
+                    chunk = self.chunks.setdefault(
+                        addr & ~(CHUNK - 1), Chunk(identities[start] + ((addr & ~(CHUNK - 1)) - start)))
+                    size = n * PAGE
+                    if lib.ck_vm_read(self.pid, addr, buf, size) != size:
+                        self.chunks.pop(addr & ~(CHUNK - 1), None)  # unmapped meanwhile
+                        continue
+                    off, digest = self.pages.append(memoryview(view)[:size])
+                    chunk.runs.append(PageRun(addr, n, off, digest))
+                    self.copied += size
+                    bar.update(size)
+
+    # -- at the freeze -------------------------------------------------------
+
+    def reusable(self, vma_start: int, vma_end: int, vma_offset: int,
+                 runs: list[tuple[int, int]]) -> tuple[list[PageRun], list[tuple[int, int]]]:
+        """Split the freeze-time `runs` (first page, count) of a VMA into PageRuns kept
+        from pass 1 and runs still to copy."""
+        categories = self._categories(vma_start, vma_end)
+        kept: list[PageRun] = []
+        left: list[tuple[int, int]] = []
+        by_chunk: dict[int, list[tuple[int, int]]] = {}
+        for addr, n in _split(vma_start, runs):
+            by_chunk.setdefault(addr & ~(CHUNK - 1), []).append((addr, n))
+        for base, now in by_chunk.items():
+            chunk = self.chunks.get(base)
+            ok = (chunk is not None
+                  and chunk.identity == vma_offset + (base - vma_start)
+                  and [(r.addr, r.npages) for r in chunk.runs] == now
+                  and _clean(categories, max(base, vma_start), min(base + CHUNK, vma_end)))
+            if ok:
+                kept += chunk.runs
+                self.reused += sum(r.npages for r in chunk.runs) * PAGE
+            else:
+                left += [((a - vma_start) // PAGE, n) for a, n in now]
+        return kept, left
+
+    def _categories(self, start: int, end: int) -> list[tuple[int, int, int]]:
+        """(start, end, categories) of every page range of [start, end) (PAGEMAP_SCAN)."""
+        out: list[tuple[int, int, int]] = []
+        vec = (ctypes.c_uint64 * (3 * SCAN_REGIONS))()
+        pm = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            pos = start
+            while pos < end:
+                mask = PAGE_IS_WPALLOWED | PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO
+                arg = bytearray(struct.pack("12Q", 96, 0, pos, end, 0, ctypes.addressof(vec),
+                                            SCAN_REGIONS, 0, 0, 0, 0, mask))
+                n = fcntl.ioctl(pm, PAGEMAP_SCAN, arg)
+                out += [(vec[3 * i], vec[3 * i + 1], vec[3 * i + 2]) for i in range(n)]
+                walk_end = struct.unpack_from("Q", arg, 32)[0]
+                if walk_end <= pos:
+                    break
+                pos = walk_end
+        finally:
+            os.close(pm)
+        return out
+
+    # -- end -----------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Tracking off (the protection goes with it) and the userfaultfd closed."""
+        if self.uffd < 0:
+            return
+        for start, end in self.ranges:
+            try:
+                fcntl.ioctl(self.uffd, UFFDIO_UNREGISTER, bytearray(struct.pack("QQ", start, end - start)))
+            except OSError:
+                pass  # unmapped meanwhile, or the process is gone
+        os.close(self.uffd)
+        self.uffd = -1
+
+
+def _split(start: int, runs: list[tuple[int, int]]):
+    """(address, pages) pieces of `runs` (first page from `start`, count) cut at the chunk grid."""
+    for first, count in runs:
+        addr, end = start + first * PAGE, start + (first + count) * PAGE
+        while addr < end:
+            stop = min(end, (addr & ~(CHUNK - 1)) + CHUNK)
+            yield addr, (stop - addr) // PAGE
+            addr = stop
+
+
+def _clean(categories: list[tuple[int, int, int]], start: int, end: int) -> bool:
+    """Every page of [start, end) tracked, not written, not the zero page."""
+    covered = start
+    for s, e, cat in categories:
+        if e <= start or s >= end:
+            continue
+        if s > covered:
+            return False  # a gap in the report: not sure
+        if not cat & PAGE_IS_WPALLOWED or cat & (PAGE_IS_WRITTEN | PAGE_IS_PFNZERO):
+            return False
+        covered = max(covered, e)
+    return covered >= end

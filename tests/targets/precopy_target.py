@@ -11,12 +11,14 @@ MUTATED:
      mapped again with other content;
   G: pages 0-7 dropped and read again (the zero page);
   H: split by mprotect (pages 8-15 read-only);
+  A page 50: written by the kernel, read(2) from a pipe into it;
   plus a counter page written all the time.
 On SIGUSR1 it checks every page against what it must hold now and prints
 the selfcheck line.
 """
 
 import ctypes
+import os
 import signal
 import time
 
@@ -90,6 +92,14 @@ def mutate(*_):
         page_of(g, i)  # read: the zero page
         want[("G", i)] = bytes(16)
     libc.mprotect(h + 8 * PAGE, 8 * PAGE, PROT_READ)
+    # the kernel writes into a protected page on the process's behalf (read(2))
+    r, w = os.pipe()
+    os.write(w, b"K" * 16)
+    got = libc.read(r, ctypes.c_void_p(a + 50 * PAGE), 16)
+    assert got == 16, f"read(2) into a tracked page returned {got} (errno {ctypes.get_errno()})"
+    os.close(r)
+    os.close(w)
+    want[("A", 50)] = b"K" * 16
     mutated = True
     print("MUTATED", flush=True)
 

@@ -70,3 +70,49 @@ def test_cli_precopy(spawn, python_exe, tmp_path):
     spawn.track(p.pid)
     t.popen = None
     check(t)
+
+
+PINNED = r"""
+import ctypes, os, signal, selfcheck
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+PAGE = 4096
+buf = libc.mmap(None, 16 * PAGE, 3, 0x22, -1, 0)
+ctypes.memset(buf, ord("A"), 16 * PAGE)
+params = ctypes.create_string_buffer(120)
+ring = libc.syscall(425, 4, params)                    # io_uring_setup
+assert ring >= 0, ctypes.get_errno()
+iov = (ctypes.c_uint64 * 2)(buf, 16 * PAGE)
+assert libc.syscall(427, ring, 0, iov, 1) == 0, ctypes.get_errno()  # IORING_REGISTER_BUFFERS: pinned
+def unpin(*_):
+    ctypes.memset(buf + 5 * PAGE, ord("Z"), PAGE)
+    os.close(ring)                                     # unpinned (a ring cannot be dumped)
+    print("MUTATED", flush=True)
+signal.signal(signal.SIGUSR2, unpin)
+def check():
+    ok = ctypes.string_at(buf + 5 * PAGE, 4) == b"ZZZZ" and ctypes.string_at(buf, 4) == b"AAAA"
+    return [] if ok else ["pinned buffer content"]
+selfcheck.listen()
+print("READY", flush=True)
+selfcheck.serve(check)
+"""
+
+
+def test_pinned_memory_turns_tracking_off(spawn, python_exe, tmp_path, monkeypatch):
+    """The kernel writes pinned memory (io_uring buffers, RDMA) without a fault that
+    write-protect would see: with any memory pinned, pre-copy keeps nothing of pass 1."""
+    t = spawn([python_exe, "-c", PINNED], name="pinned")
+    t.wait_for("^READY")
+    with open(f"/proc/{t.pid}/status") as f:
+        assert "VmPin:\t       0 kB" not in f.read()
+    _mutate_between_passes(t, monkeypatch)
+    image = pyckpt.dump(t.pid, tmp_path / "img", precopy=True, kill=True)
+    assert image.dump_stats.precopy_reused == 0
+    assert "pinned" in image.dump_stats.precopy_off
+    reap_dumped(t)
+    p = pyckpt.restore(tmp_path / "img")
+    spawn.track(p.pid)
+    t.popen = None
+    check(t)

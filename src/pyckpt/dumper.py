@@ -39,6 +39,7 @@ class DumpStats:
     total: float = 0.0
     pages_bytes: int = 0
     precopy_reused: int = 0  # bytes copied while the target ran and kept (pre-copy)
+    precopy_off: str = ""  # why pre-copy kept nothing, when it could not track writes
     injected_calls: int = 0
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -66,7 +67,7 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
                 stats.phases["pre-copy (running)"] = time.perf_counter() - t
             _dump_frozen(pid, stat, writer, kill, progress, stats, options, pre)
             if pre is not None:
-                stats.precopy_reused = pre.reused
+                stats.precopy_reused, stats.precopy_off = pre.reused, pre.off
         except BaseException as e:
             writer.abandon(_reason(e))
             if isinstance(e, OSError):

@@ -9,17 +9,27 @@ fault, and PAGEMAP_SCAN reports which pages were written (PAGE_IS_WRITTEN).
 1. The target is frozen for a moment: a userfaultfd is made inside it (an
    injected syscall), taken over by pyckpt (pidfd_getfd) and closed there.
    The userfaultfd belongs to the target's memory, whoever holds the fd.
-2. Every private anonymous VMA is registered for write-protect tracking and
-   write-protected; the target runs again.
-3. Pass 1 copies the present pages of those VMAs into the page store, in
-   chunks of 64 pages aligned to a 256 KiB grid, while the target runs.
-4. At the freeze, memory.dump asks `reusable()` for each chunk: a chunk is
-   kept from pass 1 only if every page of it is still tracked, none was
-   written (or became the zero page), the pages present are the same ones,
-   and the VMA maps the same anonymous pages there (its page offset, which
-   mremap carries along).  Any doubt copies the chunk again.
+2. Every private anonymous VMA that is not PROT_NONE is registered for
+   write-protect tracking, and its present pages are write-protected (only
+   those: protecting a large sparse VMA whole would allocate page tables
+   for all of it); the target runs again.
+3. Pass 1 copies those pages into the page store while the target runs,
+   cut at a 256 KiB grid.
+4. At the freeze, memory.dump asks `reusable()` for each chunk of the grid:
+   pass 1's copies are kept only if the same pages are present, each still
+   tracked, not written, not the zero page, and the VMA maps the same
+   anonymous pages there (its page offset, which mremap carries along).
+   Any doubt copies the chunk again.
 5. Tracking is removed (UFFDIO_UNREGISTER clears the protection) and the
    userfaultfd closed, whether the dump succeeded or not.
+
+Writes the tracking cannot see turn it off (everything is copied at the
+freeze, `DumpStats.precopy_off` says why): memory the kernel has pinned
+(VmPin: io_uring fixed buffers, RDMA, VFIO — written without a fault), or a
+userfaultfd of the target's own.  While pre-copy runs, the target's own
+UFFDIO_REGISTER on its private memory fails (EBUSY), and a target that
+re-protects pages itself through PAGEMAP_SCAN (PM_SCAN_WP_MATCHING) can hide
+its writes; both are for programs that track their own memory.
 
 The image holds only the final runs, so restore is unchanged; pass-1 copies
 that were replaced stay unused in pages.img.  Pre-copy covers private
@@ -33,7 +43,7 @@ import ctypes
 import fcntl
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import proc
 from ._native._ck import ffi, lib
@@ -47,7 +57,7 @@ CHUNK_PAGES = 64
 CHUNK = CHUNK_PAGES * PAGE
 UFFD_USER_MODE_ONLY = 1
 UFFD_API = 0xAA
-UFFD_FEATURE_WP_UNPOPULATED, UFFD_FEATURE_WP_ASYNC = 1 << 13, 1 << 15
+UFFD_FEATURE_WP_ASYNC = 1 << 15
 UFFDIO_REGISTER_MODE_WP, UFFDIO_WRITEPROTECT_MODE_WP = 2, 1
 PAGE_IS_WPALLOWED, PAGE_IS_WRITTEN, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_PFNZERO = 1, 2, 8, 16, 32
 SCAN_REGIONS = 4096
@@ -65,9 +75,9 @@ PAGEMAP_SCAN = _iowr(ord("f"), 16, 96)
 
 
 @dataclass
-class Chunk:
-    identity: int  # the VMA's page offset (bytes) at this address: the same anonymous pages
-    runs: list[PageRun] = field(default_factory=list)  # as copied in pass 1
+class Copied:
+    run: PageRun  # pages copied in pass 1
+    identity: int  # the VMA's page offset (bytes) at run.addr: the same anonymous pages
 
 
 class PreCopy:
@@ -79,14 +89,22 @@ class PreCopy:
         self.progress = progress
         self.uffd = -1
         self.ranges: list[tuple[int, int]] = []  # registered
-        self.chunks: dict[int, Chunk] = {}
+        self.chunks: dict[int, list[Copied]] = {}  # grid address -> what pass 1 copied there
         self.copied = 0  # bytes in pass 1
         self.reused = 0  # bytes of pass 1 kept at the freeze
+        self.off = ""  # why pass 1 is not used, when it is not
 
     # -- setup and pass 1 ---------------------------------------------------
 
     def start(self) -> None:
-        """Make the userfaultfd in the target (frozen for that moment), register, protect."""
+        """Make the userfaultfd in the target (frozen for that moment), register, protect.
+
+        Nothing is tracked (everything is copied at the freeze) when the target
+        has pinned memory (io_uring buffers, RDMA...: the kernel writes it
+        without a fault, unseen by write-protect) or a userfaultfd of its own."""
+        self.off = _untrackable(self.pid)
+        if self.off:
+            return
         with Seized(self.pid):
             vdso = [m for m in proc.read_maps(self.pid) if m.path == "[vdso]"]
             if not vdso:
@@ -99,25 +117,32 @@ class PreCopy:
                     self.uffd = take_fd(self.pid, fd)
                 finally:
                     inj.call(nr.close, fd)
-        api = bytearray(struct.pack("QQQ", UFFD_API, UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED, 0))
+        api = bytearray(struct.pack("QQQ", UFFD_API, UFFD_FEATURE_WP_ASYNC, 0))
         fcntl.ioctl(self.uffd, UFFDIO_API, api)
-        for m in proc.read_maps(self.pid):
-            if m.path == "[vsyscall]" or m.path.startswith("[v"):
-                continue
-            try:
-                kind, _ = _classify(self.pid, m)
-            except Exception:  # noqa: BLE001 -- anything odd is simply not pre-copied
-                continue
-            if kind != "anon":
-                continue
-            try:
-                fcntl.ioctl(self.uffd, UFFDIO_REGISTER,
-                            bytearray(struct.pack("QQQQ", m.start, m.end - m.start, UFFDIO_REGISTER_MODE_WP, 0)))
-                fcntl.ioctl(self.uffd, UFFDIO_WRITEPROTECT,
-                            bytearray(struct.pack("QQQ", m.start, m.end - m.start, UFFDIO_WRITEPROTECT_MODE_WP)))
-            except OSError:
-                continue  # not tracked: copied at the freeze
-            self.ranges.append((m.start, m.end))
+        pm = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            for m in proc.read_maps(self.pid):
+                if m.path.startswith("[v") or m.perms[:3] == "---":
+                    continue  # vDSO blocks, vsyscall; PROT_NONE reservations (often huge)
+                try:
+                    kind, _ = _classify(self.pid, m)
+                except Exception:  # noqa: BLE001 -- anything odd is simply not pre-copied
+                    continue
+                if kind != "anon":
+                    continue
+                try:
+                    fcntl.ioctl(self.uffd, UFFDIO_REGISTER,
+                                bytearray(struct.pack("QQQQ", m.start, m.end - m.start, UFFDIO_REGISTER_MODE_WP, 0)))
+                    # Only present pages are protected: protecting a whole (large, sparse)
+                    # VMA would allocate page tables for all of it.
+                    for first, count in _scan(pm, m.start, (m.end - m.start) // PAGE, SCAN_ANON):
+                        fcntl.ioctl(self.uffd, UFFDIO_WRITEPROTECT, bytearray(struct.pack(
+                            "QQQ", m.start + first * PAGE, count * PAGE, UFFDIO_WRITEPROTECT_MODE_WP)))
+                except OSError:
+                    continue  # not tracked: copied at the freeze
+                self.ranges.append((m.start, m.end))
+        finally:
+            os.close(pm)
 
     def copy_pass(self) -> None:
         """Copy the present pages of every tracked VMA while the target runs."""
@@ -136,14 +161,12 @@ class PreCopy:
                 if start not in identities:
                     continue  # changed meanwhile: left to the freeze
                 for addr, n in _split(start, runs):
-                    chunk = self.chunks.setdefault(
-                        addr & ~(CHUNK - 1), Chunk(identities[start] + ((addr & ~(CHUNK - 1)) - start)))
                     size = n * PAGE
                     if lib.ck_vm_read(self.pid, addr, buf, size) != size:
-                        self.chunks.pop(addr & ~(CHUNK - 1), None)  # unmapped meanwhile
-                        continue
+                        continue  # unmapped meanwhile
                     off, digest = self.pages.append(memoryview(view)[:size])
-                    chunk.runs.append(PageRun(addr, n, off, digest))
+                    self.chunks.setdefault(addr & ~(CHUNK - 1), []).append(
+                        Copied(PageRun(addr, n, off, digest), identities[start] + (addr - start)))
                     self.copied += size
                     bar.update(size)
 
@@ -153,6 +176,11 @@ class PreCopy:
                  runs: list[tuple[int, int]]) -> tuple[list[PageRun], list[tuple[int, int]]]:
         """Split the freeze-time `runs` (first page, count) of a VMA into PageRuns kept
         from pass 1 and runs still to copy."""
+        if self.off or not self.chunks:
+            return [], runs
+        if _untrackable(self.pid):  # pinned memory appeared meanwhile
+            self.off = "memory was pinned during pre-copy"
+            return [], runs
         categories = self._categories(vma_start, vma_end)
         kept: list[PageRun] = []
         left: list[tuple[int, int]] = []
@@ -160,14 +188,14 @@ class PreCopy:
         for addr, n in _split(vma_start, runs):
             by_chunk.setdefault(addr & ~(CHUNK - 1), []).append((addr, n))
         for base, now in by_chunk.items():
-            chunk = self.chunks.get(base)
-            ok = (chunk is not None
-                  and chunk.identity == vma_offset + (base - vma_start)
-                  and [(r.addr, r.npages) for r in chunk.runs] == now
-                  and _clean(categories, max(base, vma_start), min(base + CHUNK, vma_end)))
+            # what pass 1 copied of this chunk inside this VMA (a chunk may hold two VMAs)
+            before = [c for c in self.chunks.get(base, []) if vma_start <= c.run.addr < vma_end]
+            ok = ([(c.run.addr, c.run.npages) for c in before] == now
+                  and all(c.identity == vma_offset + (c.run.addr - vma_start) for c in before)
+                  and all(_clean(categories, a, a + n * PAGE) for a, n in now))
             if ok:
-                kept += chunk.runs
-                self.reused += sum(r.npages for r in chunk.runs) * PAGE
+                kept += [c.run for c in before]
+                self.reused += sum(n for _, n in now) * PAGE
             else:
                 left += [((a - vma_start) // PAGE, n) for a, n in now]
         return kept, left
@@ -216,6 +244,20 @@ def _split(start: int, runs: list[tuple[int, int]]):
             stop = min(end, (addr & ~(CHUNK - 1)) + CHUNK)
             yield addr, (stop - addr) // PAGE
             addr = stop
+
+
+def _untrackable(pid: int) -> str:
+    """Why writes to `pid`'s memory could escape write-protect tracking, or ""."""
+    status = proc.read_status(pid)
+    if status.get("VmPin", "0 kB").split()[0] != "0":
+        return f"{status['VmPin']} of its memory is pinned (the kernel writes it without a fault)"
+    try:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            if os.readlink(f"/proc/{pid}/fd/{name}") == "anon_inode:[userfaultfd]":
+                return "it uses userfaultfd itself"
+    except OSError:
+        pass
+    return ""
 
 
 def _clean(categories: list[tuple[int, int, int]], start: int, end: int) -> bool:

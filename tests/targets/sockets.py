@@ -263,7 +263,10 @@ def tcp() -> None:
     l6, c6, s6 = pair(socket.AF_INET6, "::1")
     # The listener at a higher fd than the connections on its port: restore must still
     # open it first (a rebuilt connection on that port would make its bind fail).
-    l4 = socket.socket(fileno=os.dup2(l4.detach(), 100))
+    fd = l4.detach()
+    os.dup2(fd, 100)
+    os.close(fd)
+    l4 = socket.socket(fileno=100)
     dual = socket.socket(socket.AF_INET6)  # dual stack: an IPv4 client, seen as ::ffff:...
     dual.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     dual.bind(("::", 0))

@@ -134,8 +134,9 @@ def _fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.parametrize("new_pidns", [False, True], ids=["same-pids", "new-pidns"])
 @pytest.mark.parametrize("stage", RESTORE_STAGES, ids=[s.name for s in RESTORE_STAGES])
-def test_restore_failing_at_the_end_of_a_stage_leaves_nothing(image, stage, monkeypatch):
+def test_restore_failing_at_the_end_of_a_stage_leaves_nothing(image, stage, new_pidns, monkeypatch):
     path, root, child, counts = image
     assert counts[stage], f"stage {stage.name} never ran"
     fds_before, children_before = _fds(), {c.pid for c in psutil.Process().children()}
@@ -144,10 +145,12 @@ def test_restore_failing_at_the_end_of_a_stage_leaves_nothing(image, stage, monk
     monkeypatch.setattr(restorer, "_timed", _failing_at_end(restorer._timed, stage, counts[stage],
                                                             pyckpt.RestoreError))
     with pytest.raises(pyckpt.RestoreError, match=f"injected fault at the end of {stage.name}"):
-        pyckpt.restore(path, fds={1: out})
+        pyckpt.restore(path, fds={1: out}, new_pidns=new_pidns)
     os.close(out)
-    for pid in (root, child):
-        assert not psutil.pid_exists(pid), f"process {pid} left behind after a fault in {stage.name}"
+    if not new_pidns:
+        for pid in (root, child):
+            assert not psutil.pid_exists(pid), f"process {pid} left behind after a fault in {stage.name}"
+    # (with new_pidns: the namespace's init, our child, is gone, and with it the namespace)
     assert {c.pid for c in psutil.Process().children()} == children_before
     assert _fds() == fds_before, "pyckpt left fds open"
 

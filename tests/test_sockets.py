@@ -206,3 +206,46 @@ def test_dump_leaves_every_socket_flag_as_it_was(spawn, python_exe, tmp_path):
         socket.setdefaulttimeout(old)
     assert flags() == before
     check(t)
+
+
+SYSLOG_CLIENT = r"""
+import socket, sys, selfcheck
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.connect(sys.argv[1])                     # a server outside the image, as /dev/log is
+n = [0]
+def check():
+    n[0] += 1
+    s.send(b"log line %d" % n[0])
+    return []
+selfcheck.listen()
+print("READY", s.fileno(), flush=True)
+selfcheck.serve(check)
+"""
+
+
+def test_datagram_client_of_an_outside_server_connects_again(spawn, python_exe, tmp_path):
+    """A socket connected to a named datagram server outside the image (syslog's /dev/log
+    is one): connected to that name again at restore, so its messages keep arriving."""
+    path = str(tmp_path / "log.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        server.settimeout(5)
+        t = spawn([python_exe, "-c", SYSLOG_CLIENT, path], name="logger")
+        fd = int(t.wait_for(r"^READY (\d+)$").group(1))
+        check(t)
+        assert server.recv(100) == b"log line 1"
+        image = pyckpt.dump(t.pid, tmp_path / "img")
+        what = next(f["what"] for f in image.summary()["fds"] if f["fd"] == fd)
+        assert f"connected to {path}" in what
+        os.kill(t.pid, 9)
+        t.reap()
+        p = pyckpt.restore(tmp_path / "img", allow_changed_files=True)
+        spawn.track(p.pid)
+        t.popen = None
+        check(t)
+        assert server.recv(100) == b"log line 2"  # the restored process's own count goes on
+        os.kill(p.pid, 9)
+        os.waitpid(p.pid, 0)
+    os.unlink(path)
+    with pytest.raises(pyckpt.RestoreError, match="log.sock again"):  # the server is gone
+        pyckpt.restore(tmp_path / "img", allow_changed_files=True)

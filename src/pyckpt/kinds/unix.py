@@ -11,7 +11,11 @@ make between a parent and its children.  This module saves those:
 - a connected socket whose peer was closed (the peer's inode is gone): the
   data left in its queue is restored, then the other end is closed again, so
   the reader sees that data and then end-of-file, as before;
-- an unconnected, unbound socket: a fresh socket of its type.
+- an unconnected, unbound socket: a fresh socket of its type;
+- a datagram socket connected to a named server outside the image (syslog's
+  /dev/log, a daemon's socket) with nothing queued: connected to that name
+  again (datagrams carry no connection state; a RestoreError when the
+  server is gone).
 
 Identity and links come from the kernel (sock_diag over netlink: inode,
 type, state, peer inode, name, shutdown state), never from guesses.  Queued
@@ -94,6 +98,9 @@ class UnixSocketRecord:
     length: int = 0
     offset: int = 0
     xxh3: int = 0
+    # a datagram socket connected to a named socket outside the image (a
+    # logging daemon's /dev/log...): connected to that name again at restore
+    connect_to: str = ""
 
     def stored_runs(self) -> list[tuple[int, int, int]]:
         return [(self.offset, padded(self.length), self.xxh3)] if self.length else []
@@ -135,7 +142,8 @@ def parse_diag(buf: bytes) -> tuple[list[DiagInfo], bool]:
                     break
                 payload = buf[a + 4: a + alen]
                 if atype == UNIX_DIAG_NAME:
-                    info.name = payload
+                    # a path may come with its terminating NUL; an abstract name starts with one
+                    info.name = payload if payload[:1] == b"\0" else payload.rstrip(b"\0")
                 elif atype == UNIX_DIAG_PEER:
                     (info.peer,) = struct.unpack_from("=I", payload)
                 elif atype == UNIX_DIAG_RQLEN:
@@ -288,6 +296,13 @@ class UnixSocket(FileKind):
             raise UnsupportedFdError(f.pid, f.fd, f"{kind} bound to a name", _named(f.link, info))
         peer = table.get(info.peer) if info.peer else None
         if peer is not None and peer.name:
+            if (info.type == socket.SOCK_DGRAM and info.peer not in sockets_in_image(ctx)
+                    and not info.rqueue):
+                # A client of a datagram server outside the image (syslog's /dev/log):
+                # datagrams need no connection state, so connecting again is the same.
+                return [UnixSocketRecord(file_id, f.st.st_ino, info.type, 0, False,
+                                         f.info.flags & ~os.O_CLOEXEC, info.shutdown, *_options(f),
+                                         connect_to=peer.name.decode("utf-8", "surrogateescape"))]
             raise UnsupportedFdError(f.pid, f.fd, f"{kind} connected to a named socket",
                                      f"{f.link}, peer {_show_name(peer.name)}")
         if info.type not in TYPE_NAMES:
@@ -302,12 +317,9 @@ class UnixSocket(FileKind):
             # An unconnected stream or seqpacket socket has no queue (and refuses a peek).
             readable = connected or info.type == socket.SOCK_DGRAM
             messages = peek_queue(sock, f.pid, f.fd, bool(info.shutdown & RCV_SHUTDOWN)) if readable else []
-            opts = (sock.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED) != 0,
-                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
-                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
-                    sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF))
         finally:
             sock.close()
+        opts = _options(f)
         rec = UnixSocketRecord(file_id, f.st.st_ino, info.type, info.peer if peer else 0,
                                connected and peer is None, flags, info.shutdown, *opts)
         data = b"".join(messages)
@@ -319,14 +331,27 @@ class UnixSocket(FileKind):
         return [rec]
 
     def open(self, rctx: RestoreContext, rec: UnixSocketRecord) -> int:
-        end = _socket(rctx, rec)
+        end = _connected_again(rctx, rec) if rec.connect_to else _socket(rctx, rec)
         return set_status_flags(os.dup(end), rec.flags, SETTABLE_FLAGS)
 
     def describe(self, rec: UnixSocketRecord) -> str:
         kind = f"unix {TYPE_NAMES.get(rec.type, rec.type)} socket:[{rec.ino}]"
         link = (f", peer socket:[{rec.peer_ino}]" if rec.peer_ino
-                else ", peer closed" if rec.orphan else ", not connected")
+                else f", connected to {_show_name(rec.connect_to.encode('utf-8', 'surrogateescape'))}"
+                if rec.connect_to else ", peer closed" if rec.orphan else ", not connected")
         return f"{kind}{link}, {len(rec.messages)} message(s) / {rec.length} bytes queued"
+
+
+def _options(f: DumpedFd) -> tuple[bool, int, int, int]:
+    """SO_PASSCRED, SO_SNDBUF, SO_RCVBUF, SO_PEEK_OFF of the target's socket."""
+    sock = take(f.pid, f.fd)
+    try:
+        return (sock.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED) != 0,
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF))
+    finally:
+        sock.close()
 
 
 def _show_name(name: bytes) -> str:
@@ -360,6 +385,23 @@ def _record(rctx: RestoreContext, ino: int) -> UnixSocketRecord | None:
         if r.ino == ino:
             return r
     return None
+
+
+def _connected_again(rctx: RestoreContext, rec: UnixSocketRecord) -> int:
+    """A datagram socket connected to the named socket outside the image it was connected to."""
+    key = ("unix", rec.ino)
+    if key not in rctx.passed:
+        name = rec.connect_to.encode("utf-8", "surrogateescape")
+        s = socket.socket(socket.AF_UNIX, rec.type | socket.SOCK_CLOEXEC)
+        try:
+            _set_options(s, rec)
+            s.connect(name)
+        except OSError as e:
+            s.close()
+            raise RestoreError(f"cannot connect a unix datagram socket to {_show_name(name)} again: "
+                               f"{e.strerror or e} (is the server there?)") from None
+        rctx.pass_fd(key, s.detach)
+    return rctx.passed[key]
 
 
 def _socket(rctx: RestoreContext, rec: UnixSocketRecord) -> int:

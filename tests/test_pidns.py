@@ -161,3 +161,40 @@ def test_server_copies_each_in_their_own_network(spawn, python_exe, tmp_path):
                     socket.create_connection(("127.0.0.1", ours.getsockname()[1]), timeout=5)
     assert net(os.getpid()) == os.stat("/proc/thread-self/ns/net").st_ino  # back home
     check(t)  # the original still serves on its ports
+
+
+def test_copies_with_tcp_connections_beside_the_original(spawn, python_exe, tmp_path):
+    """A process talking TCP to itself and to its child, copied twice with new_netns while
+    it runs: each copy's connections are rebuilt in its own network and carry on."""
+    from conftest import TARGETS
+
+    # stdout a pipe (outside the image), so each copy can be given its own
+    t = subprocess.Popen([python_exe, str(TARGETS / "sockets.py"), "tcp"], stdout=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(TARGETS)),
+                         start_new_session=True)
+    spawn.track(t.pid)
+    child = int(t.stdout.readline().split()[1])
+    spawn.track(child)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img)  # the original keeps its connections and ports
+    r, w = os.pipe()
+    copies = []
+    for _ in range(2):
+        p = pyckpt.restore(img, new_pidns=True, new_netns=True, fds={1: w})
+        spawn.track(p.ppid())
+        copies.append(p.pid)
+    os.close(w)
+    for pid in copies:
+        os.kill(pid, signal.SIGUSR1)
+    import select
+
+    got, deadline = b"", time.monotonic() + 15
+    while got.count(b"\n") < len(copies):
+        assert select.select([r], [], [], max(0.0, deadline - time.monotonic()))[0], \
+            f"the copies did not answer: {got!r}"
+        got += os.read(r, 4096)
+    os.close(r)
+    assert got.count(b"CHECK ok") == len(copies), got
+    os.kill(t.pid, signal.SIGUSR1)  # and the original carries on beside them
+    assert select.select([t.stdout], [], [], 15)[0], "the original did not answer"
+    assert t.stdout.readline().startswith(b"CHECK ok")

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -98,6 +99,9 @@ def test_cli_help(command):
 
 
 def test_cli_installed_script_help():
-    r = subprocess.run(["pyckpt", "--help"], capture_output=True, text=True, timeout=60)
+    # The console script installed beside the interpreter running the tests
+    # (.venv/bin/pyckpt), which need not be on PATH.
+    script = Path(sys.executable).parent / "pyckpt"
+    r = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("usage: pyckpt")

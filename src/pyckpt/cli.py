@@ -1,7 +1,8 @@
 """The `pyckpt` command: parse arguments, call the API, print results.
 
 Errors print one line on stderr and exit with the error class's code
-(see `pyckpt --help`); `--debug` shows the traceback instead.
+(see `pyckpt --help`); `--debug` (before or after the command) prints the
+traceback above that line, and the exit code stays the error's.
 """
 
 from __future__ import annotations
@@ -52,8 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"pyckpt {__version__}")
-    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    p.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
+    _common_options(p, False)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = sub.add_parser("dump", help="dump a running process into DIR",
@@ -102,7 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Read every record and every page of an image and verify "
                                    "all checksums. Exit 0 when the image can be restored from.")
     c.add_argument("dir", metavar="DIR")
+
+    for command in sub.choices.values():
+        # The same options after the command (`pyckpt dump --debug PID DIR`); there they
+        # default to SUPPRESS, so leaving them out does not undo one given before it.
+        _common_options(command, argparse.SUPPRESS)
     return p
+
+
+def _common_options(p: argparse.ArgumentParser, default) -> None:
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="show the traceback of an error (the exit code stays the error's)")
+    p.add_argument("--no-progress", action="store_true", default=default,
+                   help="never draw a progress bar")
 
 
 def _cmd_dump(args, progress) -> int:
@@ -226,23 +238,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args, progress)
     except errors.PyckptError as e:
-        if args.debug:
-            raise
+        _traceback(args)
         print(f"pyckpt {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:
         return 0
     except Exception as e:  # a bug, or a damage no check caught: still one line
-        if args.debug:
-            raise
+        _traceback(args)
         print(f"pyckpt {args.command}: internal error: {type(e).__name__}: {e} "
               "(run with --debug for the traceback, and please report it)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        if args.debug:
-            raise
+        _traceback(args)
         print(f"pyckpt {args.command}: interrupted; the work was undone", file=sys.stderr)
         return errors.Interrupted.exit_code
+
+
+def _traceback(args) -> None:
+    """With --debug, the traceback of the error being handled; the one-line message
+    and the exit code follow as without it."""
+    if args.debug:
+        import traceback
+
+        traceback.print_exc()
 
 
 if __name__ == "__main__":

@@ -75,10 +75,11 @@ class PidInUseError(PyckptError):
 
     def __init__(self, pid: int, detail: str = ""):
         self.pid = pid
-        super().__init__(
-            f"PID {pid} is in use{detail}; the restored process needs it — "
-            "end (and reap) the process holding it, or restore elsewhere"
-        )
+        way_out = "end (and reap) the process holding it"
+        if "namespace" not in detail:  # not when restoring into a new PID namespace already
+            way_out += (", or restore a copy beside it in a new PID namespace, where it keeps "
+                        "its PID: --new-pidns (API: new_pidns=True)")
+        super().__init__(f"PID {pid} is in use{detail}; the restored process needs it — {way_out}")
 
 
 class FileChangedError(PyckptError):
@@ -89,7 +90,18 @@ class FileChangedError(PyckptError):
     def __init__(self, path: str, what: str):
         self.path = path
         self.what = what
-        super().__init__(f"file {path!r} changed since the dump: {what}")
+        gone = "no longer" in what or "cannot be" in what  # --allow-changed-files cannot help
+        if gone:
+            way_out = "put it back"
+        elif "allow_changed_files" in what:
+            way_out = "that is --allow-changed-files on the command line"
+        else:
+            way_out = "restore anyway with --allow-changed-files (API: allow_changed_files=True)"
+        super().__init__(
+            f"file {path!r} changed since the dump: {what}; {way_out}, or, if it is a log or "
+            "output file a copy should write elsewhere, give that fd another file with "
+            "--fd N=PATH (API: fds={N: file})"
+        )
 
 
 class KernelMismatchError(PyckptError):

@@ -195,7 +195,7 @@ def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress,
         smaps_flags = proc.read_smaps_flags(pid)
     vdso = [m for m in maps if m.path == "[vdso]"]
     if not vdso:
-        raise UnsupportedError(f"process {pid} has no [vdso]; cannot run code inside it")
+        raise UnsupportedError(f"process {pid} has no [vdso]; cannot run code inside it", pid=pid)
     site = injection_site_from(pid, vdso[0].start, vdso[0].size)
     stats.phases["read /proc"] = stats.phases.get("read /proc", 0) + time.perf_counter() - t
     records: list = []

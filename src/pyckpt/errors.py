@@ -1,75 +1,161 @@
 """Typed errors.  Every message says what failed, on which object, and what to do.
 
 Each class carries an `exit_code` that the CLI returns, so scripts can tell
-failures apart without parsing messages.
+failures apart without parsing messages, and the objects involved as
+attributes (`pid`, `fd`, `path`, ...), so programs need not parse them either.
+Every attribute a class documents under "Attributes" is present on each
+instance; it is None where the raise site did not know it.
 """
 
 from __future__ import annotations
 
+import os
+
 
 class PyckptError(Exception):
-    """Base class of every error pyckpt raises on purpose."""
+    """Base class of every error pyckpt raises on purpose.
+
+    `str(e)` says what failed, on which object, and what to do.  When an OS
+    call failed, the OSError is chained as `e.__cause__`.
+
+    Attributes:
+        exit_code: the `pyckpt` command's exit status for this class (a class
+            attribute; 1 for this base class).
+    """
 
     exit_code = 1
 
+    def __reduce__(self):
+        # The default rebuilds with cls(*args), which breaks for classes whose
+        # __init__ takes other arguments than the message: keep args and attributes.
+        return _rebuild, (type(self), self.args, self.__dict__.copy())
+
+
+def _rebuild(cls, args, attributes):
+    e = cls.__new__(cls, *args)
+    e.args = args
+    e.__dict__.update(attributes)
+    return e
+
 
 class NoSuchProcessError(PyckptError):
-    """The PID names no process."""
+    """The PID names no process, or the process ended while pyckpt seized it.
+
+    Attributes:
+        pid: the process that is gone (as psutil's `NoSuchProcess.pid`).
+    """
 
     exit_code = 3
 
+    def __init__(self, message: str | None = None, *, pid: int | None = None):
+        self.pid = pid
+        super().__init__(f"no process with PID {pid}" if message is None else message)
+
 
 class UnsuitableProcessError(PyckptError):
-    """The process exists but cannot be dumped (kernel thread, zombie, pyckpt itself...)."""
+    """The process exists but cannot be dumped (kernel thread, zombie, pyckpt itself,
+    stopped, in an uninterruptible wait, not traceable); nothing was changed.
+
+    Attributes:
+        pid: the process refused.
+    """
 
     exit_code = 4
 
+    def __init__(self, message: str, *, pid: int | None = None):
+        self.pid = pid
+        super().__init__(message)
+
 
 class AlreadyTracedError(UnsuitableProcessError):
-    """Another tracer (a debugger, strace, another pyckpt) holds the process."""
+    """Another tracer (a debugger, strace, another pyckpt) holds the process.
+
+    Attributes:
+        pid: the process refused.
+        tracer: the PID of the process tracing it.
+    """
 
     def __init__(self, pid: int, tracer: int):
-        self.pid = pid
         self.tracer = tracer
         super().__init__(
             f"process {pid} is already traced by process {tracer}; "
-            "detach that tracer (debugger, strace) and try again"
+            "detach that tracer (debugger, strace) and try again",
+            pid=pid,
         )
 
 
 class UnsupportedError(PyckptError):
-    """The process holds state pyckpt cannot save yet; nothing was changed."""
+    """The process holds state pyckpt cannot save yet; nothing was changed.
+
+    Attributes:
+        pid: the process (of the tree being dumped) that holds it.
+    """
 
     exit_code = 5
 
+    def __init__(self, message: str, *, pid: int | None = None):
+        self.pid = pid
+        super().__init__(message)
+
 
 class UnsupportedFdError(UnsupportedError):
-    """An open file descriptor of a kind pyckpt cannot save yet."""
+    """An open file descriptor of a kind pyckpt cannot save yet.
+
+    Attributes:
+        pid: the process that holds the fd.
+        fd: the file descriptor number.
+        kind: what it is, in words (e.g. "listening unix stream socket").
+        target: what it refers to: where /proc/PID/fd/FD points (e.g.
+            "socket:[12345]"), sometimes with details.
+    """
 
     def __init__(self, pid: int, fd: int, kind: str, target: str):
-        self.pid = pid
         self.fd = fd
         self.kind = kind
+        self.target = target
         super().__init__(
             f"process {pid}: fd {fd} is a {kind} ({target}); pyckpt cannot "
-            "save this kind of file yet — close it in the target or wait for full file support"
+            "save this kind of file yet — close it in the target or wait for full file support",
+            pid=pid,
         )
 
 
 class ImageError(PyckptError):
-    """The image is missing, incomplete, corrupted, foreign or of another version."""
+    """The image is missing, incomplete, corrupted, foreign or of another version,
+    or its records do not fit together.
+
+    Attributes:
+        path: the image directory (a str).
+    """
 
     exit_code = 6
 
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None):
+        self.path = None if path is None else os.fspath(path)
+        super().__init__(message)
+
 
 class ImageWriteError(PyckptError):
-    """The image directory cannot be created or written."""
+    """The image directory cannot be created or written (it exists and is not
+    empty, the disk is full, ...); the OSError, if any, is `__cause__`.
+
+    Attributes:
+        path: the image directory (a str).
+    """
 
     exit_code = 7
 
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None):
+        self.path = None if path is None else os.fspath(path)
+        super().__init__(message)
+
 
 class PidInUseError(PyckptError):
-    """The PID the image needs is taken by a live process."""
+    """The PID the image needs is taken by a live process (or by a zombie).
+
+    Attributes:
+        pid: the PID the image needs.
+    """
 
     exit_code = 8
 
@@ -83,7 +169,12 @@ class PidInUseError(PyckptError):
 
 
 class FileChangedError(PyckptError):
-    """A file the image refers to is not the one that was open at dump time."""
+    """A file the image refers to is not the one that was open at dump time.
+
+    Attributes:
+        path: the file.
+        what: how it changed, in words (e.g. "size 12, was 10", "it no longer exists").
+    """
 
     exit_code = 9
 
@@ -105,38 +196,65 @@ class FileChangedError(PyckptError):
 
 
 class KernelMismatchError(PyckptError):
-    """The running kernel differs from the dump's in a way restore cannot bridge yet."""
+    """The running kernel or CPU differs from the dump's in a way restore cannot
+    bridge yet (vDSO, size of the FPU/vector state).
+
+    Attributes: none beyond `exit_code`; the image's kernel is
+    `Image.header.kernel_release`.
+    """
 
     exit_code = 10
 
 
 class RestoreError(PyckptError):
-    """Restore failed part-way; the half-made process was removed."""
+    """Restore failed part-way, or needs an option (an fd to replace); the
+    half-made process was removed.
+
+    Attributes: none beyond `exit_code` (the OSError, if any, is `__cause__`).
+    """
 
     exit_code = 11
 
 
 class DumpError(PyckptError):
-    """Dump failed part-way; the target was left running as before."""
+    """Dump failed part-way; the target was left running as before.
+
+    Attributes: none beyond `exit_code` (the OSError, if any, is `__cause__`).
+    """
 
     exit_code = 12
 
 
 class PtraceError(PyckptError):
-    """A ptrace request failed on a task (it may have died or been killed)."""
+    """A ptrace request failed on a task (it may have died or been killed).
+
+    Attributes:
+        pid: the task (thread) the request was made on.
+        errno: the error number (`errno.ESRCH`, ...).
+        what: what was attempted (e.g. "PTRACE_GETREGSET(NT_PRSTATUS)",
+            "injected syscall mmap").
+    """
 
     exit_code = 13
 
     def __init__(self, what: str, pid: int, errno_: int):
-        import os
-
+        self.what = what
         self.pid = pid
         self.errno = errno_
         super().__init__(f"{what} failed on process {pid}: {os.strerror(errno_)}")
 
 
 class LockConflictError(RestoreError):
-    """A file lock of the image is held by someone else now; the half-made process was removed."""
+    """A file lock of the image is held by someone else now; the half-made process was removed.
+
+    Attributes:
+        pid: the process of the image that held the lock.
+        fd: its fd the lock is on.
+        path: the locked file.
+        lock: the lock of the image, in words (e.g. "POSIX write lock on bytes 0-9").
+        holder: who holds the conflicting lock now, in words.
+        holder_pids: the PIDs holding it (a list; empty when unknown).
+    """
 
     exit_code = 14
 
@@ -155,7 +273,14 @@ class LockConflictError(RestoreError):
 
 
 class Interrupted(PyckptError):
-    """pyckpt was interrupted (SIGINT/SIGTERM); the work was undone."""
+    """pyckpt was interrupted (SIGINT/SIGTERM/SIGHUP/SIGQUIT); the work was undone.
+
+    Only the `pyckpt` command uses it, for its exit code: dump() and restore()
+    let such a signal out as KeyboardInterrupt, raised at a safe point once the
+    target runs on as before (dump) or the half-made process is removed (restore).
+
+    Attributes: none beyond `exit_code` (130).
+    """
 
     exit_code = 130
 

@@ -131,20 +131,21 @@ def _validate(path, progress: Progress, stats: RestoreStats,
     t = time.perf_counter()
     image = ImageReader(path)
     if image.header.machine != platform.machine():
-        raise ImageError(f"image at {path} is for {image.header.machine}, this is {platform.machine()}")
+        raise ImageError(f"image at {path} is for {image.header.machine}, this is {platform.machine()}",
+                         path=path)
     views = task.process_views(image)
     if task.is_zombie(views[0]):
-        raise ImageError(f"image at {path}: its first process is a zombie")
+        raise ImageError(f"image at {path}: its first process is a zombie", path=path)
     for view in views:
         if not task.is_zombie(view):
             check_consistency(view)
     recs = [view.one(task.ZombieRecord if task.is_zombie(view) else task.TaskRecord) for view in views]
     in_image = {r.pid for r in recs}
     if len(in_image) != len(recs):
-        raise ImageError(f"image at {path}: a process is listed twice")
+        raise ImageError(f"image at {path}: a process is listed twice", path=path)
     for r in recs[1:]:
         if r.ppid not in in_image:
-            raise ImageError(f"image at {path}: process {r.pid} has no parent in the image")
+            raise ImageError(f"image at {path}: process {r.pid} has no parent in the image", path=path)
     runs = stored_runs(image)
     total = sum(length for _, length, _ in runs)
     stats.pages_bytes = total

@@ -35,12 +35,12 @@ __WALL = 0x40000000
 def check_dumpable(pid: int) -> proc.ProcStat:
     """Refuse from /proc alone a PID pyckpt must not or cannot seize."""
     if pid <= 0:
-        raise NoSuchProcessError(f"no process with PID {pid}")
+        raise NoSuchProcessError(f"no process with PID {pid}", pid=pid)
     try:
         stat = proc.read_stat(pid)
         status = proc.read_status(pid)
     except (FileNotFoundError, ProcessLookupError):
-        raise NoSuchProcessError(f"no process with PID {pid}") from None
+        raise NoSuchProcessError(f"no process with PID {pid}", pid=pid) from None
     error = refusal(stat, status, os.getpid())
     if error is not None:
         raise error
@@ -55,23 +55,23 @@ def refusal(stat: proc.ProcStat, status: dict[str, str], own_pid: int) -> Pyckpt
     """
     pid = stat.pid
     if pid == own_pid:
-        return UnsuitableProcessError(f"process {pid} is pyckpt itself; it cannot dump itself")
+        return UnsuitableProcessError(f"process {pid} is pyckpt itself; it cannot dump itself", pid=pid)
     if stat.is_kernel_thread:
         return UnsuitableProcessError(
-            f"process {pid} ({stat.comm}) is a kernel thread; only user processes can be dumped"
+            f"process {pid} ({stat.comm}) is a kernel thread; only user processes can be dumped", pid=pid
         )
     if stat.state in ("Z", "X"):
         return UnsuitableProcessError(
-            f"process {pid} ({stat.comm}) is a zombie: it has exited and only waits to be reaped"
+            f"process {pid} ({stat.comm}) is a zombie: it has exited and only waits to be reaped", pid=pid
         )
     if stat.state == "D":
         return UnsuitableProcessError(
             f"process {pid} ({stat.comm}) is in an uninterruptible wait (disk I/O, or a vfork "
-            "parent waiting for its child); it cannot be frozen now — try again"
+            "parent waiting for its child); it cannot be frozen now — try again", pid=pid
         )
     if stat.state == "T":
         return UnsuitableProcessError(
-            f"process {pid} ({stat.comm}) is stopped by a signal; continue it (SIGCONT) first"
+            f"process {pid} ({stat.comm}) is stopped by a signal; continue it (SIGCONT) first", pid=pid
         )
     tracer = int(status.get("TracerPid", "0"))
     if tracer:
@@ -80,7 +80,7 @@ def refusal(stat: proc.ProcStat, status: dict[str, str], own_pid: int) -> Pyckpt
         # Refused before any ptrace call: an injected syscall could kill it.
         return UnsupportedError(
             f"process {pid} ({stat.comm}) runs under seccomp, which pyckpt cannot save yet "
-            "(restoring it without its filter would widen what it may do)"
+            "(restoring it without its filter would widen what it may do)", pid=pid
         )
     return None
 
@@ -133,7 +133,8 @@ class Seized:
             try:
                 now = sorted(int(t) for t in os.listdir(f"/proc/{self.pid}/task"))
             except FileNotFoundError:
-                raise NoSuchProcessError(f"process {self.pid} vanished while being frozen") from None
+                raise NoSuchProcessError(f"process {self.pid} vanished while being frozen",
+                                         pid=self.pid) from None
             new = [t for t in now if t not in self.tids]
             if not new:
                 return
@@ -150,7 +151,8 @@ class Seized:
         except PtraceError as e:
             if e.errno == errno.ESRCH:
                 if tid == self.pid:
-                    raise NoSuchProcessError(f"process {self.pid} vanished before it was seized") from None
+                    raise NoSuchProcessError(f"process {self.pid} vanished before it was seized",
+                                             pid=self.pid) from None
                 return False
             if e.errno == errno.EPERM:
                 return self._refused(tid)
@@ -187,11 +189,11 @@ class Seized:
             raise AlreadyTracedError(self.pid, tracer)
         if status.get("State", "")[:1] in ("Z", "X"):
             if tid == self.pid:
-                raise NoSuchProcessError(f"process {self.pid} exited before it was seized")
+                raise NoSuchProcessError(f"process {self.pid} exited before it was seized", pid=self.pid)
             return False
         raise UnsuitableProcessError(
             f"the kernel does not let pyckpt trace thread {tid} of process {self.pid} "
-            f"(ptrace EPERM; a Yama ptrace_scope or LSM policy?)")
+            f"(ptrace EPERM; a Yama ptrace_scope or LSM policy?)", pid=self.pid)
 
     def _detach_all(self) -> None:
         for tid in self.tids:

@@ -104,7 +104,8 @@ class PageStoreWriter:
                 done += os.write(self.fd, view[done:])
         except OSError as e:
             raise ImageWriteError(
-                f"cannot write image pages to {self.path} after {off + done} bytes: {e.strerror}"
+                f"cannot write image pages to {self.path} after {off + done} bytes: {e.strerror}",
+                path=self.path.parent
             ) from None
         self.offset += len(view)
         return off, xxhash.xxh3_64_intdigest(view)
@@ -123,10 +124,12 @@ class ImageWriter:
         try:
             if self.path.exists():
                 if not self.path.is_dir():
-                    raise ImageWriteError(f"image path {self.path} exists and is not a directory")
+                    raise ImageWriteError(f"image path {self.path} exists and is not a directory",
+                                          path=self.path)
                 if any(self.path.iterdir()):
                     raise ImageWriteError(
-                        f"image directory {self.path} is not empty; choose a new path or remove it"
+                        f"image directory {self.path} is not empty; choose a new path or remove it",
+                        path=self.path
                     )
                 os.chmod(self.path, 0o700)
             else:
@@ -139,7 +142,8 @@ class ImageWriter:
         except ImageWriteError:
             raise
         except OSError as e:
-            raise ImageWriteError(f"cannot write image at {self.path}: {e.strerror}") from None
+            raise ImageWriteError(f"cannot write image at {self.path}: {e.strerror}",
+                                  path=self.path) from None
         self._hash = xxhash.xxh3_64()
         self._count = 0
 
@@ -147,7 +151,8 @@ class ImageWriter:
         try:
             os.write(self._fd, data)
         except OSError as e:
-            raise ImageWriteError(f"cannot write image at {self.path}: {e.strerror}") from None
+            raise ImageWriteError(f"cannot write image at {self.path}: {e.strerror}",
+                                  path=self.path) from None
         self._hash.update(data)
 
     def write_header(self, header: Header) -> None:
@@ -197,7 +202,8 @@ class ImageWriter:
             os.fsync(dfd)
             os.close(dfd)
         except OSError as e:
-            raise ImageWriteError(f"cannot finish image at {self.path}: {e.strerror}") from None
+            raise ImageWriteError(f"cannot finish image at {self.path}: {e.strerror}",
+                                  path=self.path) from None
 
     def abandon(self, reason: str) -> None:
         """Leave the image clearly marked incomplete, with the reason."""
@@ -227,15 +233,15 @@ class ImageReader:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.is_dir():
-            raise ImageError(f"no image at {self.path}: not a directory")
+            raise ImageError(f"no image at {self.path}: not a directory", path=self.path)
         if not (self.path / COMPLETE_FILE).exists():
             why = ""
             inc = self.path / INCOMPLETE_FILE
             if inc.exists():
                 why = " (" + inc.read_text(errors="replace").strip() + ")"
             elif not (self.path / RECORDS_FILE).exists():
-                raise ImageError(f"no image at {self.path}: {RECORDS_FILE} is missing")
-            raise ImageError(f"image at {self.path} is incomplete{why}; it cannot be used")
+                raise ImageError(f"no image at {self.path}: {RECORDS_FILE} is missing", path=self.path)
+            raise ImageError(f"image at {self.path} is incomplete{why}; it cannot be used", path=self.path)
         try:
             marker = json.loads((self.path / COMPLETE_FILE).read_text())
             self._expect_digest = int(marker["records_xxh3"])
@@ -243,69 +249,84 @@ class ImageReader:
             if not (0 <= self._expect_digest < 1 << 64 and 0 <= self.pages_size < 1 << 48):
                 raise ValueError("out of range")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError, OverflowError, OSError):
-            raise ImageError(f"image at {self.path}: the COMPLETE marker is damaged") from None
+            raise ImageError(f"image at {self.path}: the COMPLETE marker is damaged",
+                             path=self.path) from None
         try:
             data = (self.path / RECORDS_FILE).read_bytes()
             actual_pages = os.stat(self.path / PAGES_FILE).st_size
         except OSError as e:
-            raise ImageError(f"image at {self.path}: cannot read it: {e.strerror} ({e.filename})") from None
+            raise ImageError(f"image at {self.path}: cannot read it: {e.strerror} ({e.filename})",
+                             path=self.path) from None
         if actual_pages != self.pages_size:
             raise ImageError(
                 f"image at {self.path}: {PAGES_FILE} holds {actual_pages} bytes, "
-                f"the image says {self.pages_size} (truncated or damaged)"
+                f"the image says {self.pages_size} (truncated or damaged)", path=self.path
             )
-        self.header, self.records = self._parse(data)
+        try:
+            self.header, self.records = self._parse(data)
+        except ImageError as e:  # a record that does not decode: codec.py knows no path
+            if e.path is None:
+                e.path = os.fspath(self.path)
+            raise
         if _digest(data) != self._expect_digest:
-            raise ImageError(f"image at {self.path}: {RECORDS_FILE} does not match its COMPLETE digest")
+            raise ImageError(f"image at {self.path}: {RECORDS_FILE} does not match its COMPLETE digest",
+                             path=self.path)
 
     def _parse(self, data: bytes):
         where = f"image at {self.path}"
         if len(data) < len(MAGIC) + 8 or not data.startswith(MAGIC):
-            raise ImageError(f"{where} is not a pyckpt image (bad magic)")
+            raise ImageError(f"{where} is not a pyckpt image (bad magic)", path=self.path)
         version, hlen = struct.unpack_from("<II", data, len(MAGIC))
         if version != FORMAT_VERSION:
             raise ImageError(
-                f"{where} has format version {version}; this pyckpt reads version {FORMAT_VERSION}"
+                f"{where} has format version {version}; this pyckpt reads version {FORMAT_VERSION}",
+                path=self.path
             )
         pos = len(MAGIC) + 8
         if pos + hlen + 8 > len(data):
-            raise ImageError(f"{where}: header runs past the end of {RECORDS_FILE} (truncated)")
+            raise ImageError(f"{where}: header runs past the end of {RECORDS_FILE} (truncated)",
+                             path=self.path)
         body = data[pos : pos + hlen]
         (dig,) = _DIGEST.unpack_from(data, pos + hlen)
         if dig != _digest(body):
-            raise ImageError(f"{where}: header checksum mismatch (corrupted)")
+            raise ImageError(f"{where}: header checksum mismatch (corrupted)", path=self.path)
         header = decode(Header, self._json(body, "header"), "header")
         pos += hlen + 8
         records = []
         while True:
             if pos + _REC_HEAD.size > len(data):
-                raise ImageError(f"{where}: {RECORDS_FILE} ends without an end record (truncated)")
+                raise ImageError(f"{where}: {RECORDS_FILE} ends without an end record (truncated)",
+                                 path=self.path)
             type_id, zero, length = _REC_HEAD.unpack_from(data, pos)
             if zero != 0 or length > MAX_RECORD or pos + _REC_HEAD.size + length + 8 > len(data):
-                raise ImageError(f"{where}: record #{len(records)} at byte {pos} has a bad length or header")
+                raise ImageError(f"{where}: record #{len(records)} at byte {pos} has a bad length or header",
+                                 path=self.path)
             head = data[pos : pos + _REC_HEAD.size]
             body = data[pos + _REC_HEAD.size : pos + _REC_HEAD.size + length]
             (dig,) = _DIGEST.unpack_from(data, pos + _REC_HEAD.size + length)
             if dig != _digest(head, body):
-                raise ImageError(f"{where}: record #{len(records)} at byte {pos} fails its checksum (corrupted)")
+                raise ImageError(f"{where}: record #{len(records)} at byte {pos} fails its checksum (corrupted)",
+                                 path=self.path)
             pos += _REC_HEAD.size + length + 8
             payload = self._json(body, f"record #{len(records)}")
             if type_id == END_RECORD:
                 if payload != {"records": len(records)}:
-                    raise ImageError(f"{where}: end record does not match the record count")
+                    raise ImageError(f"{where}: end record does not match the record count", path=self.path)
                 if pos != len(data):
-                    raise ImageError(f"{where}: {len(data) - pos} stray bytes after the end record")
+                    raise ImageError(f"{where}: {len(data) - pos} stray bytes after the end record",
+                                     path=self.path)
                 return header, records
             cls = RECORD_TYPES.get(type_id)
             if cls is None:
-                raise ImageError(f"{where}: record #{len(records)} has unknown type {type_id}")
+                raise ImageError(f"{where}: record #{len(records)} has unknown type {type_id}",
+                                 path=self.path)
             records.append(decode(cls, payload, f"{cls.__name__} (record #{len(records)})"))
 
     def _json(self, body: bytes, what: str):
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            raise ImageError(f"image at {self.path}: {what} is not valid JSON") from None
+            raise ImageError(f"image at {self.path}: {what} is not valid JSON", path=self.path) from None
 
     def of_type(self, cls) -> list:
         return [r for r in self.records if isinstance(r, cls)]
@@ -313,7 +334,8 @@ class ImageReader:
     def one(self, cls):
         found = self.of_type(cls)
         if len(found) != 1:
-            raise ImageError(f"image at {self.path}: expected one {cls.__name__}, found {len(found)}")
+            raise ImageError(f"image at {self.path}: expected one {cls.__name__}, found {len(found)}",
+                             path=self.path)
         return found[0]
 
     def verify_pages(self, runs: Iterator[tuple[int, int, int]], progress=None) -> None:
@@ -325,14 +347,15 @@ class ImageReader:
         runs = list(runs)
         for offset, length, _ in runs:
             if offset < 0 or length <= 0 or offset % PAGE or length % PAGE or offset + length > self.pages_size:
-                raise ImageError(f"image at {self.path}: a page run lies outside {PAGES_FILE}")
+                raise ImageError(f"image at {self.path}: a page run lies outside {PAGES_FILE}",
+                                 path=self.path)
         if not runs or self.pages_size == 0:
             return
         try:
             with open(self.path / PAGES_FILE, "rb") as f:
                 mapping = mmap.mmap(f.fileno(), self.pages_size, mmap.MAP_SHARED, mmap.PROT_READ)
         except (OSError, ValueError) as e:
-            raise ImageError(f"image at {self.path}: cannot map {PAGES_FILE}: {e}") from None
+            raise ImageError(f"image at {self.path}: cannot map {PAGES_FILE}: {e}", path=self.path) from None
         try:
             mapping.madvise(mmap.MADV_SEQUENTIAL)
             view = memoryview(mapping)
@@ -341,7 +364,7 @@ class ImageReader:
                     if xxhash.xxh3_64_intdigest(view[offset : offset + length]) != digest:
                         raise ImageError(
                             f"image at {self.path}: pages at offset {offset} of {PAGES_FILE} "
-                            "fail their checksum (corrupted)"
+                            "fail their checksum (corrupted)", path=self.path
                         )
                     if progress:
                         progress(length)

@@ -49,6 +49,7 @@ def check_consistency(image) -> None:
     is created: each kind module may define `validate(image)`; checksums only prove
     the bytes are what was written, this proves they make one process."""
     import importlib
+    import os
     import pkgutil
 
     from ..errors import ImageError
@@ -58,7 +59,10 @@ def check_consistency(image) -> None:
         if validate is not None:
             try:
                 validate(image)
-            except ImageError:
+            except ImageError as e:
+                if e.path is None:
+                    e.path = os.fspath(image.path)
                 raise
             except (KeyError, ValueError, TypeError, AttributeError) as e:
-                raise ImageError(f"image at {image.path}: inconsistent {mod.name} records ({e})") from None
+                raise ImageError(f"image at {image.path}: inconsistent {mod.name} records ({e})",
+                                 path=image.path) from None

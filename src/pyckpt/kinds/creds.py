@@ -60,11 +60,11 @@ def dump(ctx: DumpContext) -> list:
     if caps != expected:
         diff = ", ".join(f"{k} {caps[k]:x} (restore would give {expected[k]:x})"
                          for k in CAP_FIELDS if caps[k] != expected[k])
-        raise UnsupportedError(f"process {pid} has capability sets pyckpt cannot restore yet: {diff}")
+        raise UnsupportedError(f"process {pid} has capability sets pyckpt cannot restore yet: {diff}", pid=pid)
     groups = _ids(s.get("Groups", ""))
     if len(groups) > MAX_GROUPS:
         raise UnsupportedError(f"process {pid} has {len(groups)} supplementary groups; "
-                               f"pyckpt restores at most {MAX_GROUPS}")
+                               f"pyckpt restores at most {MAX_GROUPS}", pid=pid)
     dumpable = ctx.inj.check(SYS_prctl, PR_GET_DUMPABLE, what="prctl(PR_GET_DUMPABLE)")
     return [CredsRecord(uids, _ids(s["Gid"]), groups, dumpable, s.get("NoNewPrivs", "0") == "1")]
 

@@ -104,7 +104,7 @@ def check_size(ctx: DumpContext, what: str, size: int) -> None:
         raise UnsupportedError(
             f"{what} of {size} bytes, more than the {limit} bytes pyckpt keeps in an image; "
             f"raise the limit with dump(..., max_deleted_size={size}) or --max-deleted-size "
-            f"{size}, or close the file in the target"
+            f"{size}, or close the file in the target", pid=ctx.pid
         )
 
 
@@ -262,11 +262,13 @@ class DeletedMapping(MappedObject):
         st = os.stat(map_path)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 0 or st.st_dev not in _visible_devices(ctx.pid):
             raise UnsupportedError(f"{what} that is not a plain deleted file (links {st.st_nlink}, "
-                                   f"mode {st.st_mode:o}); pyckpt cannot save it — unmap it in the target")
+                                   f"mode {st.st_mode:o}); pyckpt cannot save it — unmap it in the target",
+                                   pid=ctx.pid)
         exe = os.stat(f"/proc/{ctx.pid}/exe")
         if (exe.st_dev, exe.st_ino) == (st.st_dev, st.st_ino):
             raise UnsupportedError(f"{what}: its own executable, deleted since it started; pyckpt "
-                                   "cannot restore a deleted executable yet — restart the process")
+                                   "cannot restore a deleted executable yet — restart the process",
+                                   pid=ctx.pid)
         content_id, recs = save_deleted(ctx, map_path, name, what)
         return FileIdentity(name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), recs
 
@@ -275,7 +277,7 @@ class DeletedMapping(MappedObject):
                   if (c.dev, c.ino) == (v.file.dev, v.file.ino)), None)
         if c is None:
             raise ImageError(f"image at {rctx.image.path}: the deleted file mapped at {v.start:#x} "
-                             f"({v.name}) is missing")
+                             f"({v.name}) is missing", path=rctx.image.path)
         return ("deleted file", c.id), lambda: recreate(rctx, c)
 
 
@@ -283,7 +285,8 @@ def _content(rctx: RestoreContext, content_id: int) -> DeletedContentRecord:
     for c in rctx.image.of_type(DeletedContentRecord):
         if c.id == content_id:
             return c
-    raise ImageError(f"image at {rctx.image.path}: deleted file content #{content_id} is missing")
+    raise ImageError(f"image at {rctx.image.path}: deleted file content #{content_id} is missing",
+                     path=rctx.image.path)
 
 
 def _create_unlinked(directory: str, name: str) -> tuple[int, str]:

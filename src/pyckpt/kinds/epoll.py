@@ -151,7 +151,7 @@ class EpollTable(TableHook):
                         f"process {ctx.pid}: epoll fd {epfd} watches a file added as fd {info.tfd} "
                         "that no fd of the process holds any more (another process keeps it open); "
                         "pyckpt cannot re-create that item — remove it (EPOLL_CTL_DEL) or keep the "
-                        "file open in the process")
+                        "file open in the process", pid=ctx.pid)
                 items.append(EpollItem(info.tfd, id_of[fd], info.events, info.data))
             out.append(EpollItemsRecord(ep.id, items))
         return out

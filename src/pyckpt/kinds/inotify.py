@@ -122,7 +122,7 @@ def _path_by_handle(pid: int, fd: int, w: FdinfoWatch) -> str:
            f"{os.major(w.dev)}:{os.minor(w.dev)} (wd {w.wd})"
     if w.handle is None:
         raise UnsupportedError(f"{what}, but the kernel gives no file handle for it; pyckpt "
-                               "cannot find its path — remove that watch in the target")
+                               "cannot find its path — remove that watch in the target", pid=pid)
     buf = ctypes.create_string_buffer(struct.pack("<Ii", len(w.handle), w.handle_type) + w.handle)
     last = "no mount of that file system is visible"
     for d in _mount_dirs(pid, w.dev):
@@ -148,9 +148,9 @@ def _path_by_handle(pid: int, fd: int, w: FdinfoWatch) -> str:
             continue
         if path.endswith(" (deleted)") or not path.startswith("/"):
             raise UnsupportedError(f"{what}, which is deleted or unreachable ({path}); pyckpt "
-                                   "cannot watch it again — remove that watch in the target")
+                                   "cannot watch it again — remove that watch in the target", pid=pid)
         return path
-    raise UnsupportedError(f"{what}; pyckpt cannot find its path ({last})")
+    raise UnsupportedError(f"{what}; pyckpt cannot find its path ({last})", pid=pid)
 
 
 def _queued_bytes(pid: int, fd: int) -> int:
@@ -181,7 +181,7 @@ class Inotify(FileKind):
             raise UnsupportedError(
                 f"process {f.pid}: fd {f.fd} (inotify) has {queued} bytes of events queued that "
                 "it has not read yet; pyckpt cannot save them without taking them from the "
-                "process — let it read its events and dump again")
+                "process — let it read its events and dump again", pid=f.pid)
         with open(f"/proc/{f.pid}/fdinfo/{f.fd}") as fi:
             text = fi.read()
         watches = [InotifyWatch(w.wd, _path_by_handle(f.pid, f.fd, w), w.mask, w.dev, w.ino,

@@ -101,18 +101,18 @@ def _locks_of_description(pid: int, fd: int, file_id: int) -> list[tuple[FileLoc
         if line.kind in ("LEASE", "DELEG"):
             raise UnsupportedError(
                 f"process {pid}: fd {fd} ({path}) holds a {line.type.lower()} lease (F_SETLEASE); "
-                "pyckpt cannot save leases — release it (fcntl F_SETLEASE, F_UNLCK) and dump again"
+                "pyckpt cannot save leases — release it (fcntl F_SETLEASE, F_UNLCK) and dump again", pid=pid
             )
         if line.kind not in KINDS or line.type not in TYPES:
             raise UnsupportedError(
                 f"process {pid}: fd {fd} ({path}) holds a lock pyckpt does not know "
-                f"({line.kind} {line.state} {line.type}); release it and dump again"
+                f"({line.kind} {line.state} {line.type}); release it and dump again", pid=pid
             )
         kind = KINDS[line.kind]
         if kind == "posix" and line.pid != pid:
             raise UnsupportedError(
                 f"process {pid}: fd {fd} ({path}) carries a POSIX lock of process {line.pid} "
-                "(a shared fd table?); pyckpt cannot save it"
+                "(a shared fd table?); pyckpt cannot save it", pid=pid
             )
         start, end = (0, None) if kind == "flock" else (line.start, line.end)
         out.append((FileLockRecord(file_id, fd, kind, TYPES[line.type], start, end, path), line))

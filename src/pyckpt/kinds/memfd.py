@@ -122,7 +122,7 @@ def save_memfd(ctx: DumpContext, proc_path: str, link: str, what: str) -> tuple[
     try:
         if _fs_magic(fd) == HUGETLBFS_MAGIC:
             raise UnsupportedError(f"{what}: a hugetlb memfd; pyckpt cannot save hugetlb memfds "
-                                   "yet — close or unmap it in the target")
+                                   "yet — close or unmap it in the target", pid=ctx.pid)
         st = os.fstat(fd)
         check_size(ctx, what, st.st_size)
         seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
@@ -159,7 +159,7 @@ class MemfdMapping(MappedObject):
                   if (m.dev, m.ino) == (v.file.dev, v.file.ino)), None)
         if m is None:
             raise ImageError(f"image at {rctx.image.path}: the memfd mapped at {v.start:#x} "
-                             f"({v.name}) is missing")
+                             f"({v.name}) is missing", path=rctx.image.path)
         return ("memfd", m.id), lambda: recreate(rctx, m)
 
 
@@ -167,7 +167,7 @@ def _memfd(rctx: RestoreContext, memfd_id: int) -> MemfdRecord:
     for m in rctx.image.of_type(MemfdRecord):
         if m.id == memfd_id:
             return m
-    raise ImageError(f"image at {rctx.image.path}: memfd #{memfd_id} is missing")
+    raise ImageError(f"image at {rctx.image.path}: memfd #{memfd_id} is missing", path=rctx.image.path)
 
 
 def _memfd_create(name: str, exec_bits: bool) -> int:

@@ -141,13 +141,13 @@ def _classify(pid: int, m) -> tuple[str, int | None]:
     if name.endswith(" (deleted)"):
         raise UnsupportedError(
             f"process {pid}: memory at {m.start:#x}-{m.end:#x} maps a deleted file "
-            f"({name}); deleted and memfd mappings are not supported yet"
+            f"({name}); deleted and memfd mappings are not supported yet", pid=pid
         )
     if name.startswith("/"):
         return "file", (None if m.shared else SCAN_PRIVATE_FILE)
     raise UnsupportedError(
         f"process {pid}: memory at {m.start:#x}-{m.end:#x} is a special mapping "
-        f"{name!r} that pyckpt cannot save yet"
+        f"{name!r} that pyckpt cannot save yet", pid=pid
     )
 
 
@@ -184,7 +184,7 @@ def dump(ctx: DumpContext) -> list:
             if on_disk is None or (on_disk.st_dev, on_disk.st_ino) != (ident.dev, ident.ino):
                 raise UnsupportedError(
                     f"process {pid}: {m.path} mapped at {m.start:#x} was replaced or removed "
-                    "on disk after it was mapped; pyckpt cannot reopen it"
+                    "on disk after it was mapped; pyckpt cannot reopen it", pid=pid
                 )
         rec = VmaRecord(
             start=m.start, end=m.end, prot=_prot(m.perms), shared=m.shared, kind=kind,
@@ -195,7 +195,7 @@ def dump(ctx: DumpContext) -> list:
 
     vdso = [b for b in blocks if b.name == "[vdso]"]
     if len(vdso) != 1:
-        raise UnsupportedError(f"process {pid} has no single [vdso] mapping; cannot dump it")
+        raise UnsupportedError(f"process {pid} has no single [vdso] mapping; cannot dump it", pid=pid)
     vdso_rec = VdsoRecord(blocks, xxhash.xxh3_64_intdigest(_vdso_text(pid, vdso[0].start, vdso[0].end)))
 
     # Decide what to store from pagemap before reading anything.

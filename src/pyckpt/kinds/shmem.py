@@ -94,7 +94,8 @@ def _object(image, v: VmaRecord) -> ShmemRecord:
         table = _by_identity[reader] = {(r.dev, r.ino): r for r in reader.of_type(ShmemRecord)}
     rec = table.get((v.file.dev, v.file.ino))
     if rec is None:
-        raise ImageError(f"image at {image.path}: the shared memory mapped at {v.start:#x} is missing")
+        raise ImageError(f"image at {image.path}: the shared memory mapped at {v.start:#x} is missing",
+                         path=image.path)
     return rec
 
 
@@ -132,7 +133,7 @@ def validate(image) -> None:
     without growing the object, and touching that part raises SIGBUS, after
     a restore as before."""
     def bad(what: str):
-        raise ImageError(f"image at {image.path}: {what}")
+        raise ImageError(f"image at {image.path}: {what}", path=image.path)
 
     for v in image.of_type(VmaRecord):
         if v.kind != SharedAnonymous.kind:

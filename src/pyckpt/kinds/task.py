@@ -81,12 +81,12 @@ def dump(ctx: DumpContext) -> list:
     pid = ctx.pid
     cwd = os.readlink(f"/proc/{pid}/cwd")
     if cwd.endswith(" (deleted)"):
-        raise UnsupportedError(f"process {pid}: its working directory {cwd} was removed")
+        raise UnsupportedError(f"process {pid}: its working directory {cwd} was removed", pid=pid)
     root = os.readlink(f"/proc/{pid}/root")
     if root.endswith(" (deleted)"):
-        raise UnsupportedError(f"process {pid}: its root directory {root} was removed")
+        raise UnsupportedError(f"process {pid}: its root directory {root} was removed", pid=pid)
     if len(os.fsencode(root)) > 3000:  # restore passes it through the scratch page
-        raise UnsupportedError(f"process {pid}: its root directory path is too long for pyckpt")
+        raise UnsupportedError(f"process {pid}: its root directory path is too long for pyckpt", pid=pid)
     with open(f"/proc/{pid}/personality") as f:
         personality = int(f.read(), 16)
     # From /proc: prlimit() on another user's process needs CAP_SYS_RESOURCE.

@@ -21,6 +21,7 @@ from conftest import kill_own
 
 import pyckpt
 from pyckpt import cli, errors
+from pyckpt.progress import Progress
 from test_refusals import image_with_changed_log, pid_exists, start_ticker
 
 
@@ -149,3 +150,78 @@ def test_file_changed_api_message():
     assert e.path == "/x/log" and "--allow-changed-files" in str(e) and "fds=" in str(e)
     e = pyckpt.FileChangedError("/x/log", "it no longer exists")
     assert "allow" not in str(e) and "fds=" in str(e)
+
+
+# --- 2. progress: the restore bar moves while pages are read; one set of units ------------------
+
+class RecordingProgress(Progress):
+    """A `progress=` object that records every bar's updates."""
+
+    def __init__(self):
+        super().__init__(False)
+        self.updates: dict[str, list[int]] = {}
+        self.totals: dict[str, int] = {}
+
+    def bar(self, total: int, desc: str):
+        self.totals[desc] = total
+        updates = self.updates.setdefault(desc, [])
+
+        class Bar:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def update(self, n=1):
+                updates.append(n)
+
+        return Bar()
+
+
+def test_restore_bar_moves_while_pages_are_read(spawn, ctarget, tmp_path):
+    from conftest import check, reap_dumped, start_ctarget
+    from pyckpt.kinds import memory
+
+    t = start_ctarget(spawn, ctarget, tmp_path)
+    before = check(t)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    reap_dumped(t)
+    # the 64 MiB buffer is one run of pages, larger than a piece
+    runs = [length for v in pyckpt.open_image(img).records if isinstance(v, memory.VmaRecord)
+            for _, length, _ in memory._coalesced(v.pages)]
+    assert max(runs) > memory.READ_CHUNK, runs
+
+    progress = RecordingProgress()
+    proc = pyckpt.restore(img, progress=progress)
+    spawn.track(proc.pid)
+    t.popen = None
+    updates = progress.updates["restore memory"]
+    assert sum(updates) == progress.totals["restore memory"] == sum(runs)
+    # one update per piece: the bar moves in steps of at most READ_CHUNK
+    assert max(updates) <= memory.READ_CHUNK, sorted(updates)[-5:]
+    assert len(updates) >= sum(-(-r // memory.READ_CHUNK) for r in runs)
+    assert check(t) > before  # the pieces landed where they belong
+
+
+def test_progress_units_are_binary_for_sizes_and_rates():
+    import io
+
+    from pyckpt.progress import binary_size
+
+    assert [binary_size(n) for n in (0, 999, 1024, 1536, 10 << 20, 300 << 20, 1 << 30)] == [
+        "0 B", "999 B", "1.00 KiB", "1.50 KiB", "10.0 MiB", "300 MiB", "1.00 GiB"]
+    out = io.StringIO()
+    progress = Progress(True)
+    with progress.bar(1 << 30, "restore memory") as bar:
+        bar.fp = out  # tqdm writes through its file attribute
+        bar.update(300 << 20)
+        bar.refresh()
+        line = str(bar)
+    assert line.startswith("restore memory:  29%|"), line
+    done, rate = line.split("| ", 1)[1].split(" [")[0], line.rsplit(", ", 1)[1]
+    assert done == "300 MiB/1.00 GiB", line
+    # the rate in the same binary units (tqdm alone prints sizes /1024 as "300M", rates /1000 as "MB/s")
+    assert rate.endswith("iB/s]") and not rate.endswith(" B/s]"), line
+    assert "MB/s" not in line and "M/" not in line.replace("MiB/", ""), line

@@ -1,7 +1,9 @@
 """Progress display for long dumps and restores (tqdm, shown on a terminal only).
 
 Nothing is drawn unless stderr is a terminal and the work lasts more than
-about a second (tqdm's `delay`).
+about a second (tqdm's `delay`).  Sizes and rates are in the same binary
+units (B, KiB, MiB, GiB): tqdm's own would print sizes divided by 1024 as
+"300M/1.00G" beside a rate divided by 1000 as "105MB/s".
 """
 
 from __future__ import annotations
@@ -12,6 +14,22 @@ from tqdm import tqdm
 
 from .signals import checkpoint
 
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {done}/{whole} [{elapsed}<{remaining}, {speed}]"
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def binary_size(n: float) -> str:
+    """`n` bytes in binary units with three significant digits: '512 B', '1.50 KiB', '300 MiB'."""
+    unit = _UNITS[0]
+    for unit in _UNITS:
+        if abs(n) < 999.5 or unit == _UNITS[-1]:
+            break
+        n /= 1024
+    if unit == "B":
+        return f"{n:.0f} B"
+    digits = 2 if abs(n) < 9.995 else 1 if abs(n) < 99.95 else 0
+    return f"{n:.{digits}f} {unit}"
+
 
 class _Bar(tqdm):
     """A tqdm bar whose updates are also safe points for a pending interrupt."""
@@ -19,6 +37,17 @@ class _Bar(tqdm):
     def update(self, n=1):
         checkpoint()
         return super().update(n)
+
+    @property
+    def format_dict(self):
+        d = super().format_dict
+        rate = d.get("rate")
+        if rate is None and d.get("elapsed"):
+            rate = (d["n"] - (d.get("initial") or 0)) / d["elapsed"]
+        d["done"] = binary_size(d["n"] or 0)
+        d["whole"] = "?" if d.get("total") is None else binary_size(d["total"])
+        d["speed"] = binary_size(rate) + "/s" if rate else "? B/s"
+        return d
 
 
 class Progress:
@@ -30,8 +59,7 @@ class Progress:
             total=total,
             desc=desc,
             unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
+            bar_format=BAR_FORMAT,
             delay=1.0,
             leave=False,
             disable=not self.enabled,

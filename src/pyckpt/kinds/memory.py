@@ -31,6 +31,10 @@ from .fileid import FileIdentity, identify, open_checked
 
 PAGE = 4096
 CHUNK = 4 << 20  # pages are read, stored and checksummed in runs of at most this
+# Restore reads a run of pages into the task in pieces of at most this, so the
+# progress bar moves (and an interrupt is seen) while a large run is read; at
+# two injected calls a piece, 1 GiB costs ~64 calls (well under a millisecond).
+READ_CHUNK = 32 << 20
 VDSO_NAMES = ("[vvar]", "[vvar_vclock]", "[vdso]")
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
@@ -366,10 +370,11 @@ def _coalesced(pages: list[PageRun]) -> list[tuple[int, int, int]]:
 def restore_pages(rctx: RestoreContext) -> None:
     """The task preads its own pages from pages.img, then protections are set.
 
-    Each run is populated first (MADV_POPULATE_WRITE): the kernel allocates
-    the pages in one pass instead of taking a page fault for each 4 KiB the
-    pread touches — in this VM that roughly halves the cost of filling
-    fresh memory.  Only stored pages are populated, so sparse areas stay sparse.
+    Each piece of a run (READ_CHUNK) is populated first (MADV_POPULATE_WRITE):
+    the kernel allocates the pages in one pass instead of taking a page fault
+    for each 4 KiB the pread touches — in this VM that roughly halves the cost
+    of filling fresh memory.  Only stored pages are populated, so sparse areas
+    stay sparse.
     """
     inj = rctx.inj
     pages_fd = rctx.passed["pages"]
@@ -378,17 +383,20 @@ def restore_pages(rctx: RestoreContext) -> None:
     with rctx.progress.bar(total, "restore memory") as bar:
         for v in vmas:
             for addr, length, offset in _coalesced(v.pages):
-                inj.call(nr.madvise, addr, length, MADV_POPULATE_WRITE)  # a hint: errors are harmless
-                done = 0
-                while done < length:
-                    n = inj.call(nr.pread64, pages_fd, addr + done, length - done, offset + done)
-                    if n <= 0:
-                        raise RemoteCallError(
-                            f"pread of {length} bytes of pages into {addr:#x}", rctx.pid,
-                            -n if n < 0 else 5,  # 0: EIO, the image file is short
-                        )
-                    done += n
-                    bar.update(n)
+                for start in range(0, length, READ_CHUNK):
+                    end = min(start + READ_CHUNK, length)
+                    # a hint: errors are harmless
+                    inj.call(nr.madvise, addr + start, end - start, MADV_POPULATE_WRITE)
+                    done = start
+                    while done < end:
+                        n = inj.call(nr.pread64, pages_fd, addr + done, end - done, offset + done)
+                        if n <= 0:
+                            raise RemoteCallError(
+                                f"pread of {end - done} bytes of pages into {addr + done:#x}", rctx.pid,
+                                -n if n < 0 else 5,  # 0: EIO, the image file is short
+                            )
+                        done += n
+                        bar.update(n)
             if v.pages and v.prot != v.prot | PROT_READ | PROT_WRITE:
                 inj.check(nr.mprotect, v.start, v.end - v.start, v.prot,
                           what=f"mprotect of {v.start:#x}")

@@ -1,6 +1,62 @@
 """pyckpt: checkpoint and restore running Linux processes, from Python.
 
-Layout of the package (see DESIGN.md in the project's shared notes):
+Example (as root; `pid` is a running process)::
+
+    import pyckpt
+
+    try:
+        image = pyckpt.dump(pid, "img")      # stop it, save it, let it run on
+    except pyckpt.NoSuchProcessError as e:
+        raise SystemExit(f"process {e.pid} is gone")
+    except pyckpt.PyckptError as e:          # any other refusal, one line saying why
+        raise SystemExit(f"cannot dump: {e}")
+    print(image.pid, image.header.comm, f"stopped {image.dump_stats.freeze:.3f} s")
+
+    try:
+        proc = pyckpt.restore("img")         # the same PID again, as your child
+    except pyckpt.PidInUseError as e:        # ... not while the original runs
+        print(f"PID {e.pid} is taken; restoring a copy beside it")
+        proc = pyckpt.restore("img", new_pidns=True,  # own PID namespace: any number of copies
+                              inherit_stdio=True)  # a terminal at fds 0-2: yours instead
+    print(proc.pid, proc.name())             # a psutil.Process
+    proc.terminate()
+    proc.wait()
+
+    image = pyckpt.open_image("img")         # header, records and checksums checked
+    image.verify()                           # ... and every page
+    print(image.summary()["pages_bytes"], "bytes of memory")
+
+`dump(pid, path, kill=True)` ends the process once the image is complete on
+disk; `restore()` takes replacements for files outside the image (`fds=`,
+`inherit_stdio=`), `allow_changed_files=`, `new_netns=` (reach such a copy
+with `network_namespace(pid)`); `dump(..., precopy=True)` copies memory while
+the process runs, for a short freeze.  `progress=True`/`False` draws a
+progress bar or not (default: on a terminal).  See `dump`, `restore` and
+`Image` below.
+
+Errors: every failure is a `PyckptError` subclass whose message says what
+failed, on which object, and what to do; a failed dump leaves the process
+running as before, a failed restore leaves no process behind.  `e.exit_code`
+is what the `pyckpt` command exits with, and each class carries what it is
+about (documented in each class):
+
+  NoSuchProcessError      .pid
+  UnsuitableProcessError  .pid  (AlreadyTracedError also .tracer)
+  UnsupportedError        .pid  (UnsupportedFdError also .fd .kind .target)
+  ImageError              .path (the image directory)
+  ImageWriteError         .path (the image directory)
+  PidInUseError           .pid
+  FileChangedError        .path .what
+  LockConflictError       .pid .fd .path .lock .holder .holder_pids (a RestoreError)
+  PtraceError             .pid .errno .what
+  KernelMismatchError, RestoreError, DumpError: the message (and the OSError,
+  if any, as `__cause__`)
+
+A SIGINT/SIGTERM during dump() or restore() comes out as KeyboardInterrupt
+once the work is undone; `Interrupted` is the `pyckpt` command's exit code
+for it (130).
+
+Layout of the package, for developers:
 
   errors.py     typed exceptions; each has an exit code for the CLI
   proc/         read-only parsers of /proc text
@@ -11,6 +67,11 @@ Layout of the package (see DESIGN.md in the project's shared notes):
   image/        the on-disk format: header, typed records, page store, checks
   dumper.py     orchestration of a dump (not dump.py: that name is the API function)
   restorer.py   orchestration of a restore, stage by stage
+  precopy.py    pre-copy: memory copied while the target runs (precopy=True)
+  netns.py      network namespaces of restored copies (new_netns=True)
+  _native/      the C helpers (cffi), built at install
+  progress.py   the progress bar (tqdm, on a terminal only)
+  signals.py    SIGINT/SIGTERM noted during the work, acted on at safe points
   cli.py        the `pyckpt` command
 
 The public API is what `__all__` lists; tests/test_api.py keeps it honest.
@@ -68,10 +129,30 @@ __all__ = [
 
 
 class Image:
-    """A complete image on disk: its header and records, validated on open.
+    """A complete image on disk, validated when opened: what `dump()` returns
+    and `open_image()` opens.  `verify()` checks the rest (every page);
+    `summary()` is its content as plain data.
 
-    `verify()` also checks that the records fit together and every page
-    digest (what `pyckpt check` does).
+    Attributes:
+        path: the image directory (a `pathlib.Path`).
+        pid: the PID of the image's (first) process when it was dumped.
+        header: what the image says about itself, a dataclass with
+            `format_version`, `pyckpt_version`, `kernel_release` and `machine`
+            (`uname -r` and `uname -m` of the machine that dumped it),
+            `created` (a `time.time()` timestamp), `root_pid` (= `pid`) and
+            `comm` (the process's name, as in /proc/PID/comm).
+        records: every record of the image, in order: dataclasses of the image
+            format, one type per kind of state (`TaskRecord`, `VmaRecord`,
+            `FdRecord`, ...; `type(r).__name__` names them).  For inspection:
+            their fields follow the format version, not a stable API.
+        dump_stats: for an image `dump()` has just written, where its time went
+            (a `pyckpt.dumper.DumpStats`): `freeze` (seconds the process was
+            stopped), `total` (seconds of the whole dump), `pages_bytes` (bytes
+            of memory stored), `precopy_reused` (bytes copied while the process
+            ran and kept, with `precopy=True`), `precopy_off` (why pre-copy kept
+            nothing, else ""), `injected_calls` (syscalls run inside the
+            process) and `phases` (a dict: phase name -> seconds).  None for an
+            image opened with `open_image()`.
     """
 
     def __init__(self, path):
@@ -87,18 +168,47 @@ class Image:
 
     @property
     def pid(self) -> int:
+        """The PID of the image's (first) process when it was dumped."""
         return self.header.root_pid
 
     def verify(self, progress=None) -> None:
+        """Check what opening the image did not: that the records fit together
+        (one process tree) and every page against its digest — what
+        `pyckpt check` does.  Raises `ImageError` (with `.path`) at the first
+        fault.  `progress` as for `dump()` (None, True, False), or a callable
+        that is given the number of bytes checked, run by run.
+        """
         from .kinds import check_consistency, stored_runs, task
 
         for view in task.process_views(self._reader):
             if not task.is_zombie(view):
                 check_consistency(view)
-        self._reader.verify_pages(stored_runs(self._reader), progress)
+        runs = stored_runs(self._reader)
+        if callable(progress):
+            self._reader.verify_pages(runs, progress)
+            return
+        with _progress(progress).bar(sum(length for _, length, _ in runs), "verify image") as bar:
+            self._reader.verify_pages(runs, bar.update)
 
     def summary(self) -> dict:
-        """What the image holds, per process (the root's memory and fds also at the top)."""
+        """What the image holds, as plain data (what `pyckpt show --json` prints).
+
+        Keys: `path`; `header` (the header's fields); `pages_bytes` (bytes of
+        memory stored, shared memory included); `processes`, one dict per
+        process, the first process first: `pid`, `ppid`, `pgid`, `sid`,
+        `threads` (TIDs), `zombie_status` (a zombie's exit status, else None),
+        `pages_bytes`, `vmas`, `fds`, `locks`; `shared_memory`: shared
+        anonymous memory, each object saved once (`id`, `size`,
+        `stored_bytes`, `mapped_by`: [pid, start, offset] of each window);
+        `vmas`, `fds`, `locks`: the first process's again; `records`: the type
+        name of every record.
+
+        A vma: `start`, `end`, `prot`, `shared`, `kind`, `name`, `offset`,
+        `shared_memory` (its object's id, or None), `stored_bytes`.  An fd:
+        `fd`, `kind`, `what`, `path`, `flags`, `pos`, `cloexec`, `file_id`,
+        `shared_with` (the other fds of the process sharing its file).  A lock:
+        `fd`, `path`, `lock` (in words).
+        """
         from .image import encode
         from .kinds import files, locks, memory, shmem, task, thread
 
@@ -158,6 +268,18 @@ class Image:
         }
 
 
+def _progress(progress):
+    """dump/restore/verify's `progress=` as a Progress: None (a bar when stderr
+    is a terminal), True, False, or a Progress (what the CLI passes)."""
+    from .progress import Progress
+
+    if progress is None or isinstance(progress, bool):
+        return Progress(progress)
+    if isinstance(progress, Progress):
+        return progress
+    raise TypeError(f"progress must be True, False or None, not {type(progress).__name__}")
+
+
 def dump(pid: int, path: str | os.PathLike, *, kill: bool = False,
          max_deleted_size: int = 64 << 20, precopy: bool = False, progress=None) -> Image:
     """Dump the running process `pid` into the new or empty directory `path`.
@@ -173,11 +295,22 @@ def dump(pid: int, path: str | os.PathLike, *, kill: bool = False,
     running (its writes tracked with userfaultfd write-protect), and the
     freeze copies only what it wrote meanwhile: a much shorter stop for a
     large process that changes little (`Image.dump_stats.freeze`).
+
+    `progress=None` (the default) draws a progress bar on stderr when it is a
+    terminal and the work lasts over a second; `True` always, `False` never
+    (`restore()` and `Image.verify()` take the same).
+
+    Errors: `NoSuchProcessError` (`.pid`), `UnsuitableProcessError` (`.pid`;
+    a kernel thread, a zombie, a stopped process, pyckpt itself;
+    `AlreadyTracedError` also `.tracer`), `UnsupportedError` (`.pid`;
+    `UnsupportedFdError` also `.fd`, `.kind`), `ImageWriteError` (`.path`),
+    `DumpError`, `PtraceError`.  SIGINT, SIGTERM, SIGHUP or SIGQUIT during
+    the dump ends it as `KeyboardInterrupt`, the process running on.
     """
     from .dumper import dump as _dump
     from .kinds.context import DumpOptions
 
-    return _dump(pid, path, kill=kill, progress=progress,
+    return _dump(pid, path, kill=kill, progress=_progress(progress),
                  options=DumpOptions(max_deleted_size=max_deleted_size, precopy=precopy))
 
 
@@ -220,7 +353,7 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
         new_pidns=new_pidns,
         new_netns=new_netns,
     )
-    return _restore(path, progress=progress, options=opts)
+    return _restore(path, progress=_progress(progress), options=opts)
 
 
 def network_namespace(pid: int):

@@ -27,7 +27,7 @@ def test_public_names_exist_and_are_documented():
         assert obj.__doc__, f"pyckpt.{name} has no docstring"
     public = {n for n in dir(pyckpt) if not n.startswith("_")}
     modules = {"errors", "proc", "seize", "inject", "kinds", "image", "ptrace_ops", "progress",
-               "signals", "dumper", "restorer", "cli", "netns", "precopy"}
+               "signals", "dumper", "restorer", "cli", "netns", "precopy", "problems"}
     assert public - modules - {"annotations", "os", "Path"} <= set(pyckpt.__all__)
 
 

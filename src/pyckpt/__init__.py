@@ -102,6 +102,7 @@ from .errors import (
     UnsupportedFdError,
     UnsuitableProcessError,
 )
+from .problems import Fix, RestoreProblem
 
 __all__ = [
     "dump",
@@ -109,6 +110,8 @@ __all__ = [
     "open_image",
     "network_namespace",
     "Image",
+    "RestoreProblem",
+    "Fix",
     "PyckptError",
     "NoSuchProcessError",
     "UnsuitableProcessError",
@@ -189,6 +192,35 @@ class Image:
             return
         with _progress(progress).bar(sum(length for _, length, _ in runs), "verify image") as bar:
             self._reader.verify_pages(runs, bar.update)
+
+    def check_restore(self, *, fds: dict | None = None, inherit_stdio: bool = False,
+                      allow_changed_files: bool = False, deleted_dir: str | os.PathLike | None = None,
+                      new_pidns: bool = False, new_netns: bool = False,
+                      progress=None) -> list[RestoreProblem]:
+        """Could `restore(self.path, **options)` be done here and now?  Runs every check
+        restore makes before it creates a process — restore's own validation, run to
+        the end instead of stopping at the first problem, and then undone (nothing is
+        created; a path in `fds` is not created either) — and returns every problem
+        found, in the order restore meets them: restore raises the first one's
+        `error`.  An empty list: a restore with these options gets past validation.
+
+        Each `RestoreProblem` has `error` (the exception restore would raise:
+        `PidInUseError`, `FileChangedError`, `KernelMismatchError`,
+        `LockConflictError`, `RestoreError` for an fd outside the image or a port
+        in use, ...) and `fixes`, the options each of which alone avoids it
+        (`Fix`: `.option` the keyword, `.fd` for "fds", `.keyword` and `str()`
+        the API and command-line spellings); no fixes when no option helps (a file
+        that is gone, a lock someone holds, another kernel).  Takes restore()'s
+        keywords; a damaged image raises `ImageError`.  The page checksums are
+        verified too (as by `verify()`); `progress` as for `restore()`.
+
+            for p in pyckpt.open_image("img").check_restore():
+                print(p, "- avoided by:", " or ".join(f.keyword for f in p.fixes) or "nothing")
+        """
+        from .restorer import check
+
+        opts = _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns)
+        return check(self.path, progress=_progress(progress), options=opts)
 
     def summary(self) -> dict:
         """What the image holds, as plain data (what `pyckpt show --json` prints).
@@ -320,15 +352,35 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     """Re-create the process saved at `path`, with its PID; returns a `psutil.Process`.
 
     The restored process is a child of the caller (reap it when it ends).
-    Raises `ImageError` for a bad image, `PidInUseError` when the PID is
-    taken, `FileChangedError` when a file differs from the dump (unless
-    `allow_changed_files`); nothing is left behind on failure.
+    Everything is checked before any process is made: a bad image raises
+    `ImageError`; then whatever stops a restore here and now — a PID in use
+    (`PidInUseError`), a file that differs from the dump (`FileChangedError`,
+    unless `allow_changed_files`), an fd outside the image with nothing to put
+    there, a port in use (`RestoreError`) — raises the first such problem;
+    `Image.check_restore()` lists them all, with the options that avoid
+    each.  Nothing is left behind on failure.
+
+    `fds={n: f}` gives the restored process `f` instead of the file its fd `n`
+    had, whatever that was (a regular file such as a log, a pipe, a socket,
+    a terminal): it is how a harness gives every copy its own output.  `n` is
+    an fd of the image's (first) process; `f` is an open fd (int), an object
+    with `fileno()` (a file, a socket), or a path (str, bytes, os.PathLike)
+    opened with the access mode fd `n` had (created, mode 0644, and appended
+    to when that was writing).  What fd `n` had is replaced wherever the
+    process tree shared it — fds dup'ed from it (`2>&1`), the stdout children
+    inherited — unless such an fd of the first process has its own entry in
+    `fds`: `fds={1: log}` puts both stdout and a shared stderr into `log`,
+    `fds={1: out, 2: err}` splits them.  A replaced file is not opened, so
+    not checked for changes.  The caller keeps its own `f` (pyckpt uses a
+    copy).  A wrong type is a `TypeError` naming the fd; an fd number the
+    image does not have, a closed fd or a path that cannot be opened is a
+    `RestoreError`.
 
     Files pyckpt cannot re-create because they belonged to something outside
-    the image (a terminal, a pipe to another process) need a replacement:
-    `fds={fd_number: file_or_fd}`, or `inherit_stdio=True` to give fds 0-2
-    the caller's own stdio.  Deleted-but-open files are re-created next to
-    where they were, or in `deleted_dir`, and unlinked again.
+    the image (a terminal, a pipe to another process) need a replacement
+    (`fds=`), or `inherit_stdio=True` to give fds 0-2 the caller's own
+    stdio.  Deleted-but-open files are re-created next to where they were,
+    or in `deleted_dir`, and unlinked again.
 
     With `new_pidns=True` the process is restored into a fresh PID namespace
     where it keeps the PIDs of the image, so any number of copies of one
@@ -342,18 +394,51 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     side, and its connections within the image come back inside it.  Reach a
     copy with `pyckpt.network_namespace(pid)`.
     """
-    from .kinds.context import RestoreOptions
     from .restorer import restore as _restore
 
-    opts = RestoreOptions(
-        fds={n: (f if isinstance(f, int) else f.fileno()) for n, f in (fds or {}).items()},
+    opts = _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns)
+    return _restore(path, progress=_progress(progress), options=opts)
+
+
+def _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns):
+    """restore()'s keywords as RestoreOptions; `fds` checked for types (TypeError)."""
+    from .kinds.context import RestoreOptions
+
+    if fds is not None and not isinstance(fds, dict):
+        raise TypeError(f"fds must be a dict {{fd number: replacement}}, not {type(fds).__name__}")
+    given = {}
+    for n, f in (fds or {}).items():
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise TypeError(f"fds: a key must be an fd number of the image (an int), not {n!r}")
+        given[n] = _replacement(n, f)
+    return RestoreOptions(
+        fds=given,
         inherit_stdio=inherit_stdio,
         allow_changed_files=allow_changed_files,
         deleted_dir=None if deleted_dir is None else os.fspath(deleted_dir),
         new_pidns=new_pidns,
         new_netns=new_netns,
     )
-    return _restore(path, progress=_progress(progress), options=opts)
+
+
+def _replacement(n: int, f):
+    """An fd number (int) or a path (str/bytes) for `fds[n]`."""
+    if isinstance(f, int) and not isinstance(f, bool):
+        return f
+    if isinstance(f, (str, bytes, os.PathLike)):
+        return os.fspath(f)
+    fileno = getattr(f, "fileno", None)
+    if callable(fileno):
+        try:
+            fd = fileno()
+        except Exception as e:  # io.UnsupportedOperation (BytesIO), ValueError (closed)...
+            raise TypeError(f"fds[{n}]: {type(f).__name__} object has no usable fd "
+                            f"(fileno() raised {type(e).__name__}: {e})") from None
+        if isinstance(fd, int) and not isinstance(fd, bool):
+            return fd
+        raise TypeError(f"fds[{n}]: {type(f).__name__}.fileno() returned {fd!r}, not an int")
+    raise TypeError(f"fds[{n}]: a replacement must be an fd (int), an object with fileno() "
+                    f"(a file, a socket) or a path, not {type(f).__name__}")
 
 
 def network_namespace(pid: int):

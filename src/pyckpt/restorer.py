@@ -32,6 +32,7 @@ from .inject import Injector, RemoteCallError, find_syscall_insn, nr
 from .kinds import (check_consistency, cpu, creds, files, itimers, load_all, memory, mm, signals,
                     stored_runs, task, thread)
 from .kinds.context import RestoreContext, RestoreOptions
+from .problems import Fix, RestoreProblem, needs
 from .progress import Progress
 from .seize import kill_and_reap, pinned_to_cpu, release
 from .signals import checkpoint, deferred_signals
@@ -90,16 +91,9 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
     with deferred_signals(), (netns.fresh() if options.new_netns else contextlib.nullcontext()):
         rctxs = _validate(path, progress, stats, options)
         try:
-            t = time.perf_counter()
-            for rctx in rctxs:  # every file of every process, before any process exists
-                if rctx.zombie:
-                    continue
-                memory.prepare(rctx)
-                mm.prepare(rctx)
-                task.prepare(rctx)
-                files.prepare(rctx)
-                itimers.prepare(rctx)
-            stats.phases[Stage.PREPARE.name] = time.perf_counter() - t
+            problems = _prepare(rctxs, stats)
+            if problems:  # the first; check() lists them all
+                raise problems[0].error
             with pinned_to_cpu(min(os.sched_getaffinity(0))), _fd_room():
                 _create_and_fill(rctxs, stats)
         except OSError as e:
@@ -108,6 +102,39 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
             rctxs[0].close_passed()
     stats.total = time.perf_counter() - t0
     return psutil.Process(rctxs[0].pid)
+
+
+def check(path, *, progress: Progress | None = None,
+          options: RestoreOptions | None = None) -> list[RestoreProblem]:
+    """Every problem that would stop a restore of `path` with `options` before it
+    creates a process: restore's own validation (VALIDATE and PREPARE), run to the
+    end instead of to the first problem, then undone.  A damaged image is an
+    ImageError, raised."""
+    load_all()
+    progress = progress or Progress()
+    options = options or RestoreOptions()
+    stats = RestoreStats()
+    with deferred_signals(), (netns.fresh() if options.new_netns else contextlib.nullcontext()):
+        rctxs = _validate(path, progress, stats, options, checking=True)
+        try:
+            return _prepare(rctxs, stats)
+        except OSError as e:
+            raise RestoreError(f"checking a restore from {path} failed: {e}") from e
+        finally:
+            rctxs[0].close_passed()
+
+
+def _prepare(rctxs: list[RestoreContext], stats: RestoreStats) -> list[RestoreProblem]:
+    """PREPARE: open every file of every process, before any process exists; returns
+    the problems validation found (PIDs included)."""
+    t = time.perf_counter()
+    for rctx in rctxs:
+        if rctx.zombie:
+            continue
+        for step in (memory.prepare, mm.prepare, task.prepare, files.prepare, itimers.prepare):
+            rctx.collect(lambda step=step: step(rctx))
+    stats.phases[Stage.PREPARE.name] = time.perf_counter() - t
+    return rctxs[0].problems
 
 
 @contextlib.contextmanager
@@ -126,9 +153,12 @@ def _fd_room():
 
 
 def _validate(path, progress: Progress, stats: RestoreStats,
-              options: RestoreOptions) -> list[RestoreContext]:
-    """Read and check the whole image; one context per process, the root first."""
+              options: RestoreOptions, checking: bool = False) -> list[RestoreContext]:
+    """Read and check the whole image; one context per process, the root first.
+    A damaged image raises ImageError; what is wrong here and now (a PID in use)
+    is noted in the contexts' shared `problems`."""
     t = time.perf_counter()
+    problems: list[RestoreProblem] = []
     image = ImageReader(path)
     if image.header.machine != platform.machine():
         raise ImageError(f"image at {path} is for {image.header.machine}, this is {platform.machine()}",
@@ -151,22 +181,27 @@ def _validate(path, progress: Progress, stats: RestoreStats,
     stats.pages_bytes = total
     with progress.bar(total, "verify image") as bar:
         image.verify_pages(runs, bar.update)
-    if not options.new_pidns:
-        for view, rec in zip(views, recs):
-            tids = [rec.pid] if task.is_zombie(view) else [t.tid for t in thread.thread_records(view)]
-            for tid in tids:
-                _check_pid_free(tid)
     stats.phases[Stage.VALIDATE.name] = time.perf_counter() - t
     passed: dict = {}
+    shared: dict = {}
     pids: dict[int, int] = {}
     lowest = max(max(files.highest_fd(v) for v in views if not task.is_zombie(v)) + 1, 3)
     rctxs = []
     for view, rec in zip(views, recs):
         rctx = RestoreContext(image=view, pid=rec.pid, progress=progress, options=options,
                               image_pid=rec.pid, tid_map={rec.pid: rec.pid})
-        rctx.passed, rctx.pids, rctx.lowest_passed = passed, pids, lowest  # shared by the tree
+        # shared by the tree:
+        rctx.passed, rctx.pids, rctx.lowest_passed = passed, pids, lowest
+        rctx.problems, rctx.shared, rctx.checking = problems, shared, checking
         rctx.zombie = rec if task.is_zombie(view) else None
         rctxs.append(rctx)
+    root = rctxs[0]
+    if not options.new_pidns:
+        for view, rec in zip(views, recs):
+            tids = [rec.pid] if task.is_zombie(view) else [t.tid for t in thread.thread_records(view)]
+            for tid in tids:
+                root.collect(lambda tid=tid: _check_pid_free(tid))
+    files.plan_replacements(root, [(rec.pid, view) for view, rec in zip(views, recs)])
     return rctxs
 
 
@@ -177,7 +212,7 @@ def _check_pid_free(pid: int) -> None:
             detail = f" by {holder.comm} (state {holder.state})"
         except OSError:
             detail = ""
-        raise PidInUseError(pid, detail)
+        raise needs(PidInUseError(pid, detail), Fix("new_pidns"))
 
 
 def _create_and_fill(rctxs: list[RestoreContext], stats: RestoreStats) -> None:

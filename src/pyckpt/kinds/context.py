@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import proc
+from ..errors import PyckptError
 from ..image import ImageReader, PageStoreWriter
 from ..inject import Injector
+from ..problems import Fix, RestoreProblem, collectable
 from ..progress import Progress
 
 
@@ -45,10 +47,11 @@ class DumpOptions:
 class RestoreOptions:
     """What the user may tune about a restore."""
 
-    # fd number -> an fd of the caller to put there instead of a file pyckpt
-    # cannot re-create (a pipe or terminal of a process outside the image)
-    fds: dict[int, int] = field(default_factory=dict)
-    inherit_stdio: bool = False  # use the caller's 0/1/2 for such fds
+    # fd number of the image's first process -> what to put there instead of the
+    # file it had (and at every fd that shared that file, see files.py): an fd of
+    # the caller (int) or a path (str/bytes) to open with that fd's access mode
+    fds: dict[int, int | str | bytes] = field(default_factory=dict)
+    inherit_stdio: bool = False  # use the caller's 0/1/2 for fds 0-2 outside the image
     allow_changed_files: bool = False  # accept files that changed since the dump
     deleted_dir: str | None = None  # where deleted files are re-created (default: where they were)
     new_pidns: bool = False  # restore into a fresh PID namespace (the image's PIDs inside it)
@@ -76,17 +79,62 @@ class RestoreContext:
     passed: dict[object, int] = field(default_factory=dict)
     lowest_passed: int = 0  # every passed fd is >= this; every image fd is below
     deferred: list[Callable[[], None]] = field(default_factory=list)
+    # Validation: every check before the first process is made notes what it
+    # refuses here instead of stopping at it, so that all of it is known (and
+    # `check_restore` lists all); restore then raises the first.  Shared by the
+    # tree.  `checking`: only checking, nothing will be made (kinds skip side
+    # effects others could see: creating a replacement file, filling a FIFO).
+    problems: list[RestoreProblem] = field(default_factory=list)
+    checking: bool = False
+    shared: dict[str, object] = field(default_factory=dict)  # kinds' state shared by the tree
+    _opening: int = 0
 
-    def pass_fd(self, key: object, opener: Callable[[], int]) -> int:
-        """Open a file once (cached by key) and hand it to the new task."""
+    def pass_fd(self, key: object, opener: Callable[[], int], *, fixes: tuple[Fix, ...] = ()) -> int | None:
+        """Open a file once (cached by key) and hand it to the new task.
+
+        An opener refuses by raising a PyckptError.  Inside another opener the
+        refusal propagates to it; at the top it is a problem of the restore:
+        noted (with `fixes`, the options that would avoid it, added to those the
+        raise site gave with `needs`), and None is returned, so validation goes
+        on and finds every problem.
+        """
         if key not in self.passed:
-            fd = opener()
+            self._opening += 1
+            try:
+                fd = opener()
+            except Exception as e:
+                if self._opening > 1 or not collectable(e):
+                    raise
+                self.note(e, fixes)
+                return None
+            finally:
+                self._opening -= 1
             try:
                 moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, self.lowest_passed)
             finally:
                 os.close(fd)
             self.passed[key] = moved
         return self.passed[key]
+
+    def collect(self, step: Callable[[], object], *, fixes: tuple[Fix, ...] = ()) -> None:
+        """Run a validation step; a refusal it raises is noted as a problem (see pass_fd)."""
+        try:
+            step()
+        except Exception as e:
+            if not collectable(e):
+                raise
+            self.note(e, fixes)
+
+    def note(self, error: PyckptError, fixes: tuple[Fix, ...] = ()) -> None:
+        """Note a problem.  The same refusal found twice (a file opened for a mapping
+        and for an fd) is one problem, avoided only by what avoids both."""
+        fixes = tuple(getattr(error, "fixes", ())) + tuple(f for f in fixes if f not in
+                                                           getattr(error, "fixes", ()))
+        for p in self.problems:
+            if type(p.error) is type(error) and str(p.error) == str(error):
+                p.fixes = tuple(f for f in p.fixes if f in fixes)
+                return
+        self.problems.append(RestoreProblem(error, fixes))
 
     def close_passed(self) -> None:
         for fd in self.passed.values():
@@ -95,4 +143,3 @@ class RestoreContext:
             except OSError:
                 pass
         self.passed.clear()
-

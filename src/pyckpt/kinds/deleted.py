@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from ..errors import FileChangedError, ImageError, UnsupportedError
 from ..image import PAGES_FILE, record
+from ..problems import Fix, needs
 from .context import DumpContext, RestoreContext
 from .fileid import FileIdentity, reopen_flags
 from .files import DumpedFd, FileKind, file_kind
@@ -317,15 +318,15 @@ def recreate(rctx: RestoreContext, c: DeletedContentRecord) -> int:
     try:
         fd, _ = _create_unlinked(directory, name or "deleted")
     except FileNotFoundError:
-        raise FileChangedError(
+        raise needs(FileChangedError(
             c.path, f"{where} {directory} no longer exists, so the deleted-but-open file cannot "
             "be re-created there; restore with deleted_dir=DIR (--deleted-dir DIR) to put it "
-            "elsewhere") from None
+            "elsewhere"), Fix("deleted_dir")) from None
     except OSError as e:
-        raise FileChangedError(
+        raise needs(FileChangedError(
             c.path, f"the deleted-but-open file cannot be re-created in {where} {directory}: "
             f"{e.strerror or e}; restore with deleted_dir=DIR (--deleted-dir DIR) to put it "
-            "elsewhere") from None
+            "elsewhere"), Fix("deleted_dir")) from None
     try:
         write_content(rctx, fd, c.size, c.runs)
         st = os.fstat(fd)

@@ -7,6 +7,7 @@ import stat
 from dataclasses import dataclass
 
 from ..errors import FileChangedError
+from ..problems import Fix, needs
 
 
 @dataclass
@@ -28,7 +29,8 @@ def check_same(ident: FileIdentity, fd: int, *, content: bool) -> None:
     """Refuse when the file opened as `fd` is not the one of the dump.
 
     `content=True` also compares size and mtime (a mapped file whose pages
-    are taken from disk again must hold the same bytes).
+    are taken from disk again must hold the same bytes); every caller asks for
+    that only without allow_changed_files, which therefore avoids it.
     """
     st = os.fstat(fd)
     if (st.st_dev, st.st_ino) != (ident.dev, ident.ino):
@@ -38,9 +40,11 @@ def check_same(ident: FileIdentity, fd: int, *, content: bool) -> None:
             f"was {ident.dev}/{ident.ino})",
         )
     if content and st.st_size != ident.size:
-        raise FileChangedError(ident.path, f"size {st.st_size}, was {ident.size}")
+        raise needs(FileChangedError(ident.path, f"size {st.st_size}, was {ident.size}"),
+                    Fix("allow_changed_files"))
     if content and st.st_mtime_ns != ident.mtime_ns:
-        raise FileChangedError(ident.path, "it was modified (mtime differs)")
+        raise needs(FileChangedError(ident.path, "it was modified (mtime differs)"),
+                    Fix("allow_changed_files"))
 
 
 TYPE_NAMES = {stat.S_IFREG: "a regular file", stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device",

@@ -18,10 +18,11 @@ kind touches no orchestration.
 A description pyckpt cannot re-create because it belongs to something
 outside the image (a terminal, a pipe whose other end is another process's)
 is saved as an `ExternalFileRecord`; at restore the user supplies a
-replacement fd (`fds={1: f}`), asks for pyckpt's own stdio
+replacement (`fds={1: f}`), asks for pyckpt's own stdio
 (`inherit_stdio=True`), or gets a clear `RestoreError`.  Nothing is dropped
 silently.  Any other fd is refused at dump time with an error naming the
-fd, its kind and the process.
+fd, its kind and the process.  A replacement may stand in for any fd, not
+only those outside the image (see "replacements" below).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from ..errors import RestoreError, UnsupportedFdError
 from ..image import record
 from ..inject import nr
+from ..problems import Fix, needs
 from ..proc import FdInfo, read_fdinfo
 from .context import DumpContext, RestoreContext
 
@@ -238,41 +240,204 @@ def highest_fd(image) -> int:
     return max((r.fd for r in image.of_type(FdRecord)), default=-1)
 
 
-def _replacement(rctx: RestoreContext, r: FdRecord, ext: ExternalFileRecord) -> int:
-    opts = rctx.options
-    if r.fd in opts.fds:
-        return os.dup(opts.fds[r.fd])
-    if opts.inherit_stdio and r.fd in (0, 1, 2):
-        return os.dup(r.fd)
-    raise RestoreError(
-        f"fd {r.fd} of process {rctx.pid} was {ext.what}, outside the image; pass a "
-        f"replacement (restore(..., fds={{{r.fd}: f}}) or --fd {r.fd}=PATH), or use "
-        "inherit_stdio=True / --inherit-stdio for fds 0-2"
-    )
+# --- replacements (fds=) and fds outside the image ---------------------------------
+#
+# `fds={N: f}` replaces the open file description that fd N of the image's
+# first process had: at fd N and at every fd of any process of the image that
+# shared it (a dup such as 2>&1, the stdout a child inherited), whatever it was
+# (a regular file, a pipe, a socket, a terminal).  An fd of the first process
+# named in `fds` itself gets its own entry.  A description outside the image
+# (a terminal, a pipe to another process) that the first process does not hold
+# is replaced by `fds[N]` when another process held it at fd N.  What is
+# replaced is not opened at all, so not checked for changes either.
+
+PLAN = "fd replacements"
+
+
+@dataclass
+class Replacements:
+    """What `fds=` replaces in this image (kept in RestoreContext.shared[PLAN])."""
+
+    root_pid: int
+    given: dict  # fd number -> the caller's fd (int) or a path (str/bytes)
+    of_file: dict[int, int]  # description id -> the fd number whose replacement it gets
+    holders: dict[int, list[tuple[int, int]]]  # description id -> (pid, fd) of every fd holding it
+    flags: dict[int, int]  # fd number -> open flags of what it replaces (a path gets its access mode)
+
+
+def plan_replacements(root: RestoreContext, processes: list[tuple[int, object]]) -> None:
+    """Decide what `fds=` replaces (see above) before any file is opened, from
+    (pid, view) of every process, the first one first.  A key that names no fd of
+    the image is a problem."""
+    descs = {d.id: d for d in description_records(root.image)}
+    holders: dict[int, list[tuple[int, int]]] = {}
+    for pid, view in processes:
+        for r in view.of_type(FdRecord):
+            holders.setdefault(r.file_id, []).append((pid, r.fd))
+    given = dict(root.options.fds)
+    root_fds = {r.fd: r.file_id for r in root.image.of_type(FdRecord)}
+    of_file: dict[int, int] = {}
+    for n in sorted(given):
+        if n in root_fds:
+            of_file.setdefault(root_fds[n], n)
+    for file_id, where in holders.items():
+        if file_id not in of_file and isinstance(descs.get(file_id), ExternalFileRecord):
+            n = min((fd for _, fd in where if fd in given), default=None)
+            if n is not None:
+                of_file[file_id] = n
+    for n in sorted(given):
+        if n not in root_fds and n not in of_file.values():
+            root.note(RestoreError(
+                f"fds={{{n}: ...}}: process {root.image_pid} of the image has no fd {n} (its fds: "
+                f"{', '.join(map(str, sorted(root_fds))) or 'none'}); give replacements only for "
+                "fds of the image (see pyckpt show)"))
+    flags = {n: getattr(descs[root_fds[n]], "flags", os.O_RDWR) for n in given if n in root_fds}
+    for file_id, n in of_file.items():
+        flags.setdefault(n, getattr(descs[file_id], "flags", os.O_RDWR))
+    root.shared[PLAN] = Replacements(root.image_pid, given, of_file, holders, flags)
+
+
+def _source(rctx: RestoreContext, r: FdRecord, desc) -> tuple:
+    """The key in rctx.passed of what the task gets at fd `r.fd`."""
+    plan: Replacements = rctx.shared[PLAN]
+    if rctx.image_pid == plan.root_pid and r.fd in plan.given:
+        return ("replacement", r.fd)
+    if r.file_id in plan.of_file:
+        return ("replacement", plan.of_file[r.file_id])
+    if isinstance(desc, ExternalFileRecord):
+        if rctx.options.inherit_stdio and r.fd in (0, 1, 2):
+            return ("stdio", r.fd)
+        return ("outside", r.file_id, r.fd)  # nothing to put there: a problem
+    return ("file", r.file_id)
+
+
+def _replacing_fd(plan: Replacements, file_id: int) -> int:
+    """The fd number whose replacement would replace this description: the first
+    process's lowest holding it, else the lowest of any process."""
+    where = plan.holders.get(file_id, [])
+    mine = [fd for pid, fd in where if pid == plan.root_pid]
+    return min(mine or [fd for _, fd in where])
+
+
+def _replacement_fixes(rctx: RestoreContext, file_id: int) -> tuple[Fix, ...]:
+    """`fds=` for the first process's lowest fd holding the description, if it holds
+    it: replacing that avoids opening the description at all."""
+    plan: Replacements = rctx.shared[PLAN]
+    if any(pid == plan.root_pid for pid, _ in plan.holders.get(file_id, [])):
+        return (Fix("fds", _replacing_fd(plan, file_id)),)
+    return ()
+
+
+def _outside(rctx: RestoreContext, r: FdRecord, ext: ExternalFileRecord) -> int:
+    """An fd that belonged to something outside the image, with nothing to put there:
+    refused, in one message for the description whichever fd finds it."""
+    plan: Replacements = rctx.shared[PLAN]
+    where = sorted(plan.holders.get(r.file_id, [(rctx.image_pid, r.fd)]),
+                   key=lambda h: (h[0] != plan.root_pid, h))
+    (pid, fd), rest = where[0], where[1:]
+    also = ", ".join(f"fd {f}" if p == pid else f"fd {f} of process {p}" for p, f in rest)
+    n = _replacing_fd(plan, r.file_id)
+    stdio = all(f <= 2 for _, f in where)
+    raise needs(RestoreError(
+        f"fd {fd} of process {pid} was {ext.what}{f' (and so was {also})' if also else ''}, outside "
+        f"the image; pass a replacement (restore(..., fds={{{n}: f}}) or --fd {n}=PATH)"
+        + (", or use inherit_stdio=True / --inherit-stdio" if stdio else "")
+    ), *((Fix("inherit_stdio"),) if r.fd <= 2 else ()), Fix("fds", n))
+
+
+_ACCESS = {os.O_RDONLY: "reading", os.O_WRONLY: "writing", os.O_RDWR: "reading and writing"}
+
+
+def _open_replacement(rctx: RestoreContext, n: int, value, flags: int) -> int:
+    """An fd in pyckpt for `fds[n]`: a copy of the caller's fd, or the path opened with
+    the access mode the replaced fd had (created and appended to unless read-only)."""
+    if isinstance(value, int):
+        try:
+            return os.dup(value)
+        except OSError as e:
+            raise RestoreError(f"fds={{{n}: {value}}}: fd {value} of the caller is not open "
+                               f"({e.strerror}); pass an open fd, a file object or a path") from None
+    access = flags & O_ACCMODE if flags & O_ACCMODE in _ACCESS else os.O_RDWR
+    how = access if access == os.O_RDONLY else access | os.O_CREAT | os.O_APPEND
+    path = os.fsdecode(value)
+    try:
+        if rctx.checking:  # see that it could be opened, without creating it
+            if os.path.exists(path):
+                if not os.access(path, os.R_OK if access == os.O_RDONLY else
+                                 os.W_OK if access == os.O_WRONLY else os.R_OK | os.W_OK):
+                    raise PermissionError(13, os.strerror(13))
+            elif access == os.O_RDONLY:
+                raise FileNotFoundError(2, os.strerror(2))
+            else:
+                parent = os.path.dirname(os.path.abspath(path))
+                if not os.path.isdir(parent):
+                    raise FileNotFoundError(2, os.strerror(2))
+                if not os.access(parent, os.W_OK | os.X_OK):
+                    raise PermissionError(13, os.strerror(13))
+            return os.open(os.devnull, os.O_RDONLY | O_CLOEXEC)
+        return os.open(path, how | os.O_NOCTTY | O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise RestoreError(f"cannot open {path!r} for {_ACCESS[access]} as fd {n} (fds={{{n}: "
+                           f"{path!r}}} / --fd {n}={path}): {e.strerror}") from None
+
+
+def _inherited(n: int) -> int:
+    try:
+        return os.dup(n)
+    except OSError as e:
+        raise RestoreError(f"inherit_stdio: pyckpt's own fd {n} is not open ({e.strerror}); "
+                           f"open it, or give fd {n} a replacement (fds={{{n}: f}} or "
+                           f"--fd {n}=PATH)") from None
+
+
+def _open_source(rctx: RestoreContext, key: tuple, r: FdRecord, desc) -> int:
+    plan: Replacements = rctx.shared[PLAN]
+    if key[0] == "replacement":
+        return _open_replacement(rctx, key[1], plan.given[key[1]], plan.flags.get(key[1], os.O_RDWR))
+    if key[0] == "stdio":
+        return _inherited(key[1])
+    return _outside(rctx, r, desc)
+
+
+def source_of(rctx: RestoreContext, fd: int) -> tuple | None:
+    """The key in rctx.passed of what the task gets at `fd` (None: no such fd):
+    ("file", id) for the description of the image, ("replacement", n) for a
+    replacement from `fds=`, ("stdio", n) for pyckpt's own fd n."""
+    descs = {d.id: d for d in description_records(rctx.image)}
+    for r in rctx.image.of_type(FdRecord):
+        if r.fd == fd:
+            return _source(rctx, r, descs[r.file_id])
+    return None
 
 
 def prepare(rctx: RestoreContext) -> None:
     """Open every description of this process in pyckpt (checked against the dump) for
-    the new task; one shared by processes of a tree is opened once (the first
-    process to prepare it opens it; all inherit it)."""
-    mine = {r.file_id for r in rctx.image.of_type(FdRecord)}
-    for rec in description_records(rctx.image):
-        if rec.id not in mine:
-            continue
-        if isinstance(rec, ExternalFileRecord):
-            for r in rctx.image.of_type(FdRecord):
-                if r.file_id == rec.id:
-                    rctx.pass_fd(("fd", rctx.image_pid, r.fd), lambda r=r, rec=rec: _replacement(rctx, r, rec))
-            continue
-        kind = kind_of_record(rec)
-        rctx.pass_fd(("file", rec.id), lambda kind=kind, rec=rec: kind.open(rctx, rec))
+    the new task, and what replaces the others; one shared by processes of a tree is
+    opened once (the first process to prepare it opens it; all inherit it)."""
+    descs = {d.id: d for d in description_records(rctx.image)}
+    needed: set[int] = set()
+    others: dict[tuple, FdRecord] = {}
+    for r in rctx.image.of_type(FdRecord):
+        key = _source(rctx, r, descs[r.file_id])
+        if key[0] == "file":
+            needed.add(r.file_id)
+        else:
+            others.setdefault(key, r)
+    for rec in description_records(rctx.image):  # in image order (kinds may rely on it)
+        if rec.id in needed:
+            kind = kind_of_record(rec)
+            rctx.pass_fd(("file", rec.id), lambda kind=kind, rec=rec: kind.open(rctx, rec),
+                         fixes=_replacement_fixes(rctx, rec.id))
+    for key, r in others.items():
+        rctx.pass_fd(key, lambda key=key, r=r: _open_source(rctx, key, r, descs[r.file_id]))
     for hook in TABLE_HOOKS:
-        hook.prepare(rctx)
+        rctx.collect(lambda hook=hook: hook.prepare(rctx))
 
 
 def restore(rctx: RestoreContext) -> None:
+    descs = {d.id: d for d in description_records(rctx.image)}
     for r in rctx.image.of_type(FdRecord):
-        src = rctx.passed.get(("fd", rctx.image_pid, r.fd), rctx.passed.get(("file", r.file_id)))
+        src = rctx.passed[_source(rctx, r, descs[r.file_id])]
         rctx.inj.check(nr.dup3, src, r.fd, O_CLOEXEC if r.cloexec else 0,
                        what=f"dup3 to fd {r.fd}")
 

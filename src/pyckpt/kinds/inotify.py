@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from ..errors import FileChangedError, RestoreError, UnsupportedError, UnsupportedFdError
 from ..image import record
+from ..problems import Fix, needs
 from .context import DumpContext, RestoreContext
 from .files import DumpedFd, FileKind, file_kind, take_fd
 
@@ -225,8 +226,9 @@ def _check_watched(rctx: RestoreContext, w: InotifyWatch) -> None:
         why = "same inode number, but another generation: it was deleted and made again"
     else:
         return
-    raise FileChangedError(w.path, f"it is another file now ({why}); an inotify watch (wd {w.wd}) "
-                                   "was on it — restore with allow_changed_files to watch the new one")
+    raise needs(FileChangedError(w.path, f"it is another file now ({why}); an inotify watch (wd {w.wd}) "
+                                         "was on it — restore with allow_changed_files to watch the new one"),
+                Fix("allow_changed_files"))
 
 
 def _handle_differs(w: InotifyWatch) -> bool:

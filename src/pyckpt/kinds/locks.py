@@ -17,16 +17,19 @@ is blocked in (F_SETLKW, flock without LOCK_NB; `->` lines of /proc/locks)
 is not a held lock and is not saved: the task's syscall is restarted after
 restore and it goes back to waiting.  Leases (F_SETLEASE) are refused.
 
-Restore queues one deferred step that runs inside the task once its whole
-fd table exists.  It never waits: POSIX and OFD locks are set with F_SETLK /
-F_OFD_SETLK, flock with LOCK_NB.  If someone else holds a conflicting lock,
-the file system is not what it was at dump time: LockConflictError names the
-path, the lock and the holder's PID (from /proc/locks; an OFD or flock
-holder is found through the fdinfo of the processes having that
-description open), and the restorer removes the half-made task.  An OFD or flock lock on a
-description the target shared with a process outside the image (a parent it
-inherited the fd from) stays with that process when the target is killed:
-restoring then meets it and fails the same way, naming that process.
+Validation (before any process exists) looks in /proc/locks for a lock
+that conflicts with one of the image, on the file pyckpt opened for the
+task, and refuses with LockConflictError.  Restore queues one deferred step
+that runs inside the task once its whole fd table exists.  It never waits:
+POSIX and OFD locks are set with F_SETLK / F_OFD_SETLK, flock with LOCK_NB.
+If someone else holds a conflicting lock, the file system is not what it
+was at dump time: LockConflictError names the path, the lock and the
+holder's PID (from /proc/locks; an OFD or flock holder is found through the
+fdinfo of the processes having that description open), and the restorer
+removes the half-made task.  An OFD or flock lock on a description the
+target shared with a process outside the image (a parent it inherited the
+fd from) stays with that process when the target is killed: validation then
+meets it and refuses the same way, naming that process.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from ..image import record
 from ..proc import read_fdinfo
 from ..proc.locks import LockLine, read_fdinfo_locks, read_locks
 from .context import DumpContext, RestoreContext
-from .files import FdRecord, TableHook, table_hook
+from .files import FdRecord, TableHook, source_of, table_hook
 
 SYS_fcntl, SYS_flock = 72, 73
 F_SETLK, F_OFD_SETLK = 6, 37
@@ -147,6 +150,13 @@ class FileLocks(TableHook):
         fds = {r.fd: r.file_id for r in rctx.image.of_type(FdRecord)}
         for rec in recs:
             _validate(rec, fds)
+        for rec in recs:
+            # Validation: a conflicting lock someone holds now refuses the restore
+            # before any process is made.  Setting the lock (below) still
+            # fails cleanly if one is taken in between.
+            key = source_of(rctx, rec.fd)
+            if key is not None and key[0] == "file" and rctx.passed.get(key) is not None:
+                rctx.collect(lambda rec=rec, fd=rctx.passed[key]: check_free(rctx, rec, fd))
         rctx.deferred.append(lambda: restore_locks(rctx, recs))
 
 
@@ -200,6 +210,20 @@ def _conflicts(rec: FileLockRecord, line: LockLine) -> bool:
     return line.kind in ("POSIX", "OFDLCK") and line.overlaps(rec.start, rec.end)
 
 
+def check_free(rctx: RestoreContext, rec: FileLockRecord, fd: int) -> None:
+    """Before the task exists: refuse `rec` when a lock that conflicts with it is held
+    now (`fd`: pyckpt's own copy of the file the task will get)."""
+    try:
+        dev, ino = _lock_file_key(os.getpid(), fd)
+        lines = [line for line in read_locks()
+                 if line.dev == dev and line.ino == ino and _conflicts(rec, line)]
+    except OSError:
+        return  # the lock is set from inside the task, which finds any conflict
+    if lines:
+        holder, pids = _holders_in_words(lines, exclude={os.getpid()})
+        raise LockConflictError(rctx.image_pid, rec.fd, rec.path, _record_words(rec), holder, pids)
+
+
 def find_holders(pid: int, rec: FileLockRecord) -> tuple[str, list[int]]:
     """Words naming the conflicting locks and who holds them, and the holders' PIDs.
 
@@ -212,6 +236,10 @@ def find_holders(pid: int, rec: FileLockRecord) -> tuple[str, list[int]]:
                  and not (line.kind == "POSIX" and line.pid == pid)]
     except OSError:
         lines = []
+    return _holders_in_words(lines, exclude={pid, os.getpid()})
+
+
+def _holders_in_words(lines: list[LockLine], exclude: set[int]) -> tuple[str, list[int]]:
     if not lines:
         return "a lock held by another process", []
     words, pids = [], []
@@ -219,7 +247,7 @@ def find_holders(pid: int, rec: FileLockRecord) -> tuple[str, list[int]]:
         if line.kind == "POSIX":
             who = [line.pid]
         else:  # the lock belongs to a description: find the processes holding it
-            who = _description_holders(line, exclude={pid, os.getpid()})
+            who = _description_holders(line, exclude=exclude)
             if not who and line.pid > 0:
                 who = [line.pid]
         pids += [p for p in who if p not in pids]

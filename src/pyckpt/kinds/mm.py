@@ -58,7 +58,9 @@ def prepare(rctx: RestoreContext) -> None:
     rec = rctx.image.one(MmRecord)
     own = os.stat("/proc/self/exe")
     if (own.st_dev, own.st_ino) != (rec.exe.dev, rec.exe.ino):
-        rctx.pass_fd(("exe", rec.exe.path), lambda: open_checked(rec.exe, os.O_RDONLY, content=True))
+        # Only a label (/proc/PID/exe): its content may have changed with allow_changed_files.
+        rctx.pass_fd(("exe", rec.exe.path), lambda: open_checked(
+            rec.exe, os.O_RDONLY, content=not rctx.options.allow_changed_files))
 
 
 def restore(rctx: RestoreContext) -> None:

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 from ..errors import DumpError, FileChangedError, RestoreError
 from ..image import PAGES_FILE, padded, record
+from ..problems import Fix, needs
 from ..proc import read_fdinfo
 from .context import DumpContext, RestoreContext
 from .fileid import FileIdentity, check_same, identify
@@ -374,13 +375,17 @@ def _open_fifo(rctx: RestoreContext, pipe: PipeRecord, ident: FileIdentity) -> i
         if not stat.S_ISFIFO(st.st_mode):
             raise FileChangedError(path, "it is no longer a FIFO")
         if not rctx.options.allow_changed_files:
-            check_same(ident, fd, content=False)
+            try:
+                check_same(ident, fd, content=False)
+            except FileChangedError as e:
+                raise needs(e, Fix("allow_changed_files")) from None
         waiting = _fionread(fd)
         if waiting and pipe.length:
             raise FileChangedError(
                 path, f"the FIFO already holds {waiting} unread bytes (another process has it "
                 f"open); the {pipe.length} bytes of the dump would be mixed with them")
-        _fill(rctx, pipe, fd, f"FIFO {path}")
+        if not rctx.checking:  # a check puts nothing into a FIFO others may read
+            _fill(rctx, pipe, fd, f"FIFO {path}")
     except BaseException:
         os.close(fd)
         raise

@@ -13,7 +13,9 @@ import os
 import stat
 from dataclasses import dataclass
 
+from ..errors import FileChangedError
 from ..image import record
+from ..problems import Fix, needs
 from .context import DumpContext, RestoreContext
 from .fileid import FileIdentity, check_same, identify, open_path
 from .files import DumpedFd, ExternalFileRecord, FileKind, file_kind
@@ -62,7 +64,10 @@ class PathFile(FileKind):
         fd = open_path(rec.file.path, rec.flags, file_type)
         try:
             if rec.kind != "chardev" and not rctx.options.allow_changed_files:
-                check_same(rec.file, fd, content=rec.kind == "regular")
+                try:
+                    check_same(rec.file, fd, content=rec.kind == "regular")
+                except FileChangedError as e:
+                    raise needs(e, Fix("allow_changed_files")) from None
             if rec.kind != "chardev":
                 os.lseek(fd, rec.pos, os.SEEK_SET)
         except BaseException:

@@ -23,6 +23,7 @@ another copy holds it, restore fails with a RestoreError naming the address.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 import stat
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 
 from ..errors import RestoreError, UnsupportedFdError
 from ..image import record
+from ..problems import Fix, needs
 from .context import DumpContext, RestoreContext
 from .files import DumpedFd, FileKind, file_kind, set_status_flags
 from .unix import NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, SOCK_DIAG_BY_FAMILY, take
@@ -150,9 +152,12 @@ class TcpListener(FileKind):
                         "of it; or connections of the dumped process linger in TIME_WAIT and the "
                         "listener did not set SO_REUSEADDR: then wait a minute)"
                         if e.errno == errno.EADDRINUSE else "")
-                raise RestoreError(f"cannot listen on {self.describe(rec)} again: {e.strerror}{hint}") from None
+                error = RestoreError(f"cannot listen on {self.describe(rec)} again: {e.strerror}{hint}")
+                in_use = e.errno == errno.EADDRINUSE and on_loopback(rec.address)
+                raise (needs(error, Fix("new_netns")) if in_use else error) from None
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(rec.reuseaddr))
-            s.listen(rec.backlog)
+            if not rctx.checking:  # a check binds (which finds a port in use) but takes no connection
+                s.listen(rec.backlog)
             fd = s.detach()
         finally:
             s.close()
@@ -161,6 +166,15 @@ class TcpListener(FileKind):
     def describe(self, rec: TcpListenerRecord) -> str:
         host = f"[{rec.address}]" if rec.family == socket.AF_INET6 else rec.address
         return f"TCP {host}:{rec.port}, listening (backlog {rec.backlog})"
+
+
+def on_loopback(address: str) -> bool:
+    """Whether `address` exists in a new network namespace (loopback only): there a
+    port in use here is free (new_netns)."""
+    ip = ipaddress.ip_address(address)
+    return ip.is_unspecified or ip.is_loopback or (
+        isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None
+        and (ip.ipv4_mapped.is_loopback or ip.ipv4_mapped.is_unspecified))
 
 
 def open_all_listeners(rctx: RestoreContext) -> None:

@@ -26,6 +26,7 @@ restore needs again.  Restore needs CAP_NET_ADMIN (TCP_REPAIR).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import ipaddress
 import os
@@ -39,9 +40,10 @@ from dataclasses import dataclass
 
 from ..errors import RestoreError, UnsupportedFdError
 from ..image import PAGES_FILE, padded, record
+from ..problems import Fix, needs
 from .context import DumpContext, RestoreContext
 from .files import DumpedFd, FileKind, file_kind, set_status_flags
-from .tcp import open_all_listeners
+from .tcp import on_loopback, open_all_listeners
 from .unix import SO_PEEK_OFF, sockets_in_image, take
 
 TCP_ESTABLISHED_HEX = "01"
@@ -299,9 +301,11 @@ def _reconnect(rctx: RestoreContext, a_rec: TcpConnectionRecord,
                 s.bind(_local(rec))
                 s.connect(_remote(rec))
             except OSError as e:
-                raise RestoreError(
+                error = RestoreError(
                     f"cannot re-create TCP connection {_where(rec.family, _local(rec))} -> "
-                    f"{_where(rec.family, _remote(rec))}: {e.strerror} (does the original still run?)") from None
+                    f"{_where(rec.family, _remote(rec))}: {e.strerror} (does the original still run?)")
+                in_use = e.errno == errno.EADDRINUSE and on_loopback(rec.local_address)
+                raise (needs(error, Fix("new_netns")) if in_use else error) from None
             other = b_rec if rec is a_rec else a_rec
             opts = [(TCPOPT_MSS, other.advmss)]
             if rec.options & TCPI_OPT_WSCALE:

@@ -74,12 +74,46 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Re-create the process saved in DIR with its PID. Prints the "
                                    "PID as the only line on stdout once the process runs on its own.")
     r.add_argument("dir", metavar="DIR")
+    _restore_options(r)
+
+    s = sub.add_parser("show", help="describe an image",
+                       description="Print what an image holds: header, memory areas, fds.")
+    s.add_argument("dir", metavar="DIR")
+    s.add_argument("--json", action="store_true", help="print JSON")
+
+    c = sub.add_parser("check", help="verify an image completely; with --restore, whether it "
+                                     "can be restored here and with which options",
+                       description="Read every record and every page of an image and verify "
+                                   "all checksums. Exit 0 when the image is intact. With "
+                                   "--restore (and restore's options), also run every check "
+                                   "restore makes before it creates a process (PIDs, files, fds "
+                                   "outside the image, ports, locks, kernel), creating nothing, "
+                                   "and list every problem with the options that avoid it; exit "
+                                   "0 only when such a restore would get past them, else with the "
+                                   "exit code of the first problem.")
+    c.add_argument("dir", metavar="DIR")
+    c.add_argument("--restore", action="store_true",
+                   help="check whether a restore with the options that follow would get past "
+                        "validation here and now")
+    _restore_options(c)
+
+    for command in sub.choices.values():
+        # The same options after the command (`pyckpt dump --debug PID DIR`); there they
+        # default to SUPPRESS, so leaving them out does not undo one given before it.
+        _common_options(command, argparse.SUPPRESS)
+    return p
+
+
+def _restore_options(r: argparse.ArgumentParser) -> None:
+    """Options of a restore (`restore`, and `check --restore`)."""
     r.add_argument("--inherit-stdio", action="store_true",
                    help="give fds 0-2 that were a terminal or a pipe outside the image "
                         "this command's own stdin/stdout/stderr")
     r.add_argument("--fd", action="append", default=[], metavar="N=PATH",
-                   help="put PATH at fd N instead of a file outside the image "
-                        "(opened for writing, appending, if fd N was written to)")
+                   help="put PATH at fd N instead of the file it had, whatever that was (a log "
+                        "file, a pipe, a terminal), and at every fd that shared it (2>&1, "
+                        "children's); opened with fd N's access mode (created and appended to "
+                        "if fd N was written to)")
     r.add_argument("--allow-changed-files", action="store_true",
                    help="restore even if files changed since the dump (size, mtime, inode)")
     r.add_argument("--new-pidns", action="store_true",
@@ -93,21 +127,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--deleted-dir", metavar="DIR",
                    help="re-create deleted-but-open files in DIR instead of where they were")
 
-    s = sub.add_parser("show", help="describe an image",
-                       description="Print what an image holds: header, memory areas, fds.")
-    s.add_argument("dir", metavar="DIR")
-    s.add_argument("--json", action="store_true", help="print JSON")
 
-    c = sub.add_parser("check", help="verify an image completely",
-                       description="Read every record and every page of an image and verify "
-                                   "all checksums. Exit 0 when the image can be restored from.")
-    c.add_argument("dir", metavar="DIR")
+def _restore_kwargs(args) -> dict:
+    """restore()'s keywords from the options of _restore_options; --fd paths are
+    opened by restore (with the access mode the image's fd had)."""
+    fds = {}
+    for spec in args.fd:
+        num, sep, path = spec.partition("=")
+        if not sep or not num.isdigit() or not path:
+            print(f"pyckpt {args.command}: error: --fd wants N=PATH (N an fd number), not {spec!r} "
+                  f"(see pyckpt {args.command} --help)", file=sys.stderr)
+            raise SystemExit(2)
+        fds[int(num)] = path
+    return dict(fds=fds, inherit_stdio=args.inherit_stdio, allow_changed_files=args.allow_changed_files,
+                deleted_dir=args.deleted_dir, new_pidns=args.new_pidns, new_netns=args.new_netns)
 
-    for command in sub.choices.values():
-        # The same options after the command (`pyckpt dump --debug PID DIR`); there they
-        # default to SUPPRESS, so leaving them out does not undo one given before it.
-        _common_options(command, argparse.SUPPRESS)
-    return p
+
+def _restore_flags(args) -> list[str]:
+    """The restore options given, as typed."""
+    flags = [f"--fd {spec}" for spec in args.fd]
+    flags += [f"--{name.replace('_', '-')}" for name in ("inherit_stdio", "allow_changed_files",
+                                                         "new_pidns", "new_netns") if getattr(args, name)]
+    return flags + ([f"--deleted-dir {args.deleted_dir}"] if args.deleted_dir is not None else [])
 
 
 def _common_options(p: argparse.ArgumentParser, default) -> None:
@@ -120,46 +161,63 @@ def _common_options(p: argparse.ArgumentParser, default) -> None:
 def _cmd_dump(args, progress) -> int:
     from . import dump
 
-    dump(args.pid, args.dir, kill=args.kill, max_deleted_size=args.max_deleted_size,
-         precopy=args.precopy, progress=progress)
+    image = dump(args.pid, args.dir, kill=args.kill, max_deleted_size=args.max_deleted_size,
+                 precopy=args.precopy, progress=progress)
+    unreaped = image.dump_stats.unreaped
+    if unreaped:
+        held = ", ".join(f"PID {pid} by its parent {errors.describe(parent)}"
+                         for pid, parent in sorted(unreaped.items()))
+        print(f"pyckpt dump: the image is complete, but a killed process's zombie is not reaped "
+              f"yet ({held}): a restore needs that PID free, or --new-pidns", file=sys.stderr)
+    if sys.stderr.isatty():  # for a person; scripts parse stdout and stderr
+        print(_dump_summary(args, image), file=sys.stderr)
     return 0
+
+
+def _dump_summary(args, image) -> str:
+    """One line: what the dump wrote, and what a restore of it will need."""
+    from .progress import binary_size
+
+    info = image.summary()
+    size = sum(f.stat().st_size for f in image.path.iterdir() if f.is_file())
+    n = len(info["processes"])
+    stdio, other = set(), {}
+    for p in info["processes"]:
+        for f in p["fds"]:
+            if f["kind"] == "external":
+                if f["fd"] <= 2:
+                    stdio.add(f["fd"])
+                else:
+                    other.setdefault(f["fd"], f["what"])
+    needs = []
+    if stdio:
+        needs.append(f"--inherit-stdio (fd {', '.join(map(str, sorted(stdio)))}: a terminal or a "
+                     "pipe outside the image)")
+    needs += [f"--fd {fd}=PATH (fd {fd}: {what})" for fd, what in sorted(other.items())]
+    stats = image.dump_stats
+    return _one_line(
+        f"pyckpt dump: wrote {args.dir}: {n} process{'es' if n != 1 else ''}, {binary_size(size)}, "
+        f"frozen for {stats.freeze:.2f} s{', then killed' if args.kill else ''}; a restore needs "
+        + (" ".join(needs) if needs else "no options"))
+
+
+def _dump_left(args) -> str:
+    """What a failed dump left at DIR, for its message ('' when it made nothing there)."""
+    try:
+        names = os.listdir(args.dir)
+    except OSError:
+        return ""
+    if names == ["INCOMPLETE"]:
+        return f"{args.dir} holds only the INCOMPLETE marker, with the reason"
+    return "" if names else f"{args.dir} is left empty"
 
 
 def _cmd_restore(args, progress) -> int:
     from . import restore
 
-    fds = {}
-    try:
-        for spec in args.fd:
-            num, sep, path = spec.partition("=")
-            if not sep or not num.isdigit() or not path:
-                raise SystemExit(f"pyckpt restore: error: --fd wants N=PATH, not {spec!r}")
-            fds[int(num)] = _open_replacement(args.dir, int(num), path)
-        proc = restore(args.dir, fds=fds, inherit_stdio=args.inherit_stdio,
-                       allow_changed_files=args.allow_changed_files,
-                       deleted_dir=args.deleted_dir, new_pidns=args.new_pidns,
-                       new_netns=args.new_netns, progress=progress)
-    finally:
-        for fd in fds.values():
-            os.close(fd)
+    proc = restore(args.dir, **_restore_kwargs(args), progress=progress)
     print(proc.pid, flush=True)
     return 0
-
-
-def _open_replacement(image_dir: str, num: int, path: str) -> int:
-    """Open PATH for fd `num` with the access mode the image's fd had."""
-    from . import open_image
-
-    mode = os.O_RDWR
-    for f in open_image(image_dir).summary()["fds"]:
-        if f["fd"] == num:
-            mode = f["flags"] & 3
-    flags = {os.O_RDONLY: os.O_RDONLY, os.O_WRONLY: os.O_WRONLY | os.O_CREAT | os.O_APPEND}.get(
-        mode, os.O_RDWR | os.O_CREAT)
-    try:
-        return os.open(path, flags | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise SystemExit(f"pyckpt restore: error: cannot open {path} for fd {num}: {e.strerror}")
 
 
 def _cmd_show(args, progress) -> int:
@@ -214,12 +272,37 @@ def _cmd_check(args, progress) -> int:
     from . import open_image
 
     from .kinds import stored_runs
+    from .problems import suggested
 
+    given = _restore_flags(args)
+    if given and not args.restore:
+        print(f"pyckpt check: error: {' '.join(given)} only mean something with --restore "
+              "(see pyckpt check --help)", file=sys.stderr)
+        return 2
     image = open_image(args.dir)
-    with progress.bar(sum(length for _, length, _ in stored_runs(image._reader)), "check") as bar:
-        image.verify(bar.update)
+    if not args.restore:
+        with progress.bar(sum(length for _, length, _ in stored_runs(image._reader)), "check") as bar:
+            image.verify(bar.update)
+        print(f"image {args.dir} is complete and intact ({len(image.records)} records)")
+        return 0
+    # restore's own validation, page checksums included
+    problems = image.check_restore(**_restore_kwargs(args), progress=progress)
     print(f"image {args.dir} is complete and intact ({len(image.records)} records)")
-    return 0
+    how = f"restore with {' '.join(given)}" if given else "restore without options"
+    if not problems:
+        print(f"restorable here and now: a {how} gets past every check")
+        return 0
+    for p in problems:
+        avoided = f"fix: {' or '.join(map(str, p.fixes))}" if p.fixes else "no restore option avoids this"
+        print(f"problem: {_one_line(str(p))} [{avoided}]")
+    fixes = suggested(problems)
+    if fixes is None:
+        stuck = sum(not p.fixes for p in problems)
+        print(f"not restorable here: {stuck} of the {len(problems)} problem(s) of a {how} no "
+              "restore option avoids")
+    else:
+        print(f"restorable with: {' '.join(given + [str(f) for f in fixes])}")
+    return problems[0].error.exit_code
 
 
 def _one_line(text: str) -> str:
@@ -239,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args, progress)
     except errors.PyckptError as e:
         _traceback(args)
-        print(f"pyckpt {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
+        left = _dump_left(args) if args.command == "dump" else ""
+        print(f"pyckpt {args.command}: error: {_one_line(str(e))}{'; ' + left if left else ''}",
+              file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:
         return 0
@@ -250,7 +335,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         _traceback(args)
-        print(f"pyckpt {args.command}: interrupted; the work was undone", file=sys.stderr)
+        undone = "the work was undone"
+        if args.command == "dump":
+            undone = (f"process {args.pid} runs on as before; "
+                      + (_dump_left(args) or "no image directory was made"))
+        print(f"pyckpt {args.command}: interrupted; {_one_line(undone)}", file=sys.stderr)
         return errors.Interrupted.exit_code
 
 

@@ -110,7 +110,7 @@ class PreCopy:
             if not vdso:
                 raise DumpError(f"process {self.pid} has no [vdso]; cannot run code inside it")
             site = injection_site_from(self.pid, vdso[0].start, vdso[0].size)
-            with Injector(self.pid, site) as inj:
+            with Injector(self.pid, site, held=True) as inj:
                 fd = inj.check(nr.userfaultfd, os.O_CLOEXEC | os.O_NONBLOCK | UFFD_USER_MODE_ONLY,
                                what="userfaultfd (pre-copy needs Linux 6.7 or later)")
                 try:

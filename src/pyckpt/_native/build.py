@@ -14,6 +14,9 @@ ffibuilder.cdef(
     long ck_setregset(int pid, int note, void *buf, size_t len);
     int ck_inject(int pid, const void *tmpl, unsigned long site, long nr,
                   const long *args, long *result, int *status);
+    int ck_park(int pid, const void *own, unsigned long own_mask, int *status);
+    int ck_inject_held(int pid, const void *own, unsigned long own_mask, unsigned long site,
+                       long nr, const long *args, long *result, int *status);
     long ck_clone_stopped(int pid, unsigned long flags);
     void ck_init_loop(void);
     long ck_pagemap_runs(int pagemap_fd, unsigned long start, unsigned long npages,

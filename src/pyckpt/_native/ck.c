@@ -274,3 +274,62 @@ long ck_vm_read_to_file(int pid, unsigned long addr, size_t len, int fd, void *b
     }
     return (long)done;
 }
+
+#ifndef PTRACE_EVENT_STOP
+#define PTRACE_EVENT_STOP 128
+#endif
+#ifndef PTRACE_SETSIGMASK
+#define PTRACE_SETSIGMASK 0x420b
+#endif
+
+/* Give a task its own registers and signal mask back and park it in an
+ * interrupt stop (PTRACE_EVENT_STOP).  A task parked there comes to no harm
+ * if its tracer dies: the kernel detaches it and it carries on as if it had
+ * never been stopped (an interrupted syscall is restarted as usual).  Any
+ * other stop is not safe to be left in: a SIGTRAP signal-delivery-stop would
+ * deliver the SIGTRAP once the tracer is gone, and after a single-step the
+ * trap flag stays set until a resume that is not a step — the
+ * PTRACE_CONT(0) here cancels the pending SIGTRAP and clears the flag, and
+ * the PTRACE_INTERRUPT before it stops the task again before it runs a
+ * single instruction of its own. */
+int ck_park(int pid, const void *own, unsigned long own_mask, int *status)
+{
+    struct iovec iov = { (void *)own, sizeof(struct user_regs_struct) };
+    if (syscall(SYS_ptrace, PTRACE_SETREGSET, pid, (unsigned long)NT_PRSTATUS, &iov) < 0)
+        return -errno;
+    if (syscall(SYS_ptrace, PTRACE_SETSIGMASK, pid, 8UL, &own_mask) < 0)
+        return -errno;
+    if (syscall(SYS_ptrace, PTRACE_INTERRUPT, pid, 0, 0) < 0)
+        return -errno;
+    if (syscall(SYS_ptrace, PTRACE_CONT, pid, 0, 0) < 0)
+        return -errno;
+    int r = ck_wait(pid, status);
+    if (r < 0)
+        return r;
+    if (!WIFSTOPPED(*status) || (*status >> 16) != PTRACE_EVENT_STOP)
+        return 1;
+    return 0;
+}
+
+/* ck_inject for a task that must come to no harm whenever pyckpt dies (a
+ * dump's target).  The task holds foreign registers, an all-blocked signal
+ * mask (nothing may interrupt the step) and the trap flag only for the call
+ * itself; before and after it sits parked with its own (ck_park).  Returns
+ * as ck_inject does; 2 when the call ran but the task could not be parked. */
+int ck_inject_held(int pid, const void *own, unsigned long own_mask, unsigned long site,
+                   long nr, const long *args, long *result, int *status)
+{
+    unsigned long all = ~0UL;
+    if (syscall(SYS_ptrace, PTRACE_SETSIGMASK, pid, 8UL, &all) < 0)
+        return -errno;
+    int r = ck_inject(pid, own, site, nr, args, result, status);
+    if (r < 0 || r == 1) {
+        int st;
+        ck_park(pid, own, own_mask, &st);  /* best effort: the call already failed */
+        return r;
+    }
+    int p = ck_park(pid, own, own_mask, status);
+    if (p < 0)
+        return p;
+    return p == 1 ? 2 : 0;
+}

@@ -5,6 +5,12 @@
 `syscall` instruction the task can execute, and leaving *always* cures: the
 task's own signal mask and registers go back, any scratch page is unmapped.
 
+A dump's target must come to no harm even if pyckpt is killed (SIGKILL, OOM)
+at any moment, when nothing can cure it: `Injector(..., held=True)` blocks
+its signals and gives it foreign registers only for the length of one call,
+and parks it with its own registers and mask in an interrupt stop between
+calls (`ck_inject_held`), where a dead tracer's task simply carries on.
+
 The single-step loop is C (`ck_inject`); a call costs a few microseconds
 when pyckpt runs on the task's CPU (see seize.pinned_to_cpu).
 """
@@ -52,7 +58,9 @@ def find_syscall_insn(code: bytes) -> int:
 class Injector:
     """Inject syscalls into stopped task `pid`, starting from registers `regs`."""
 
-    def __init__(self, pid: int, site: int, regs: bytes | None = None, *, cure_regs: bool = True):
+    def __init__(self, pid: int, site: int, regs: bytes | None = None, *, cure_regs: bool = True,
+                 held: bool = False):
+        self.held = held
         self.pid = pid
         self.site = site
         self.regs = regs if regs is not None else pt.get_regs(pid)
@@ -70,7 +78,8 @@ class Injector:
     # -- lifecycle -------------------------------------------------------
     def __enter__(self) -> "Injector":
         self._sigmask = pt.get_sigmask(self.pid)
-        pt.set_sigmask(self.pid, ALL_SIGNALS)
+        if not self.held:  # a held task's mask is blocked only during each call
+            pt.set_sigmask(self.pid, ALL_SIGNALS)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -134,7 +143,15 @@ class Injector:
         for i in range(6):
             v = args[i] if i < len(args) else 0
             a[i] = v - (1 << 64) if v >= (1 << 63) else v
-        r = lib.ck_inject(self.pid, self._tmpl, self.site, number, a, self._result, self._status)
+        if self.held:
+            r = lib.ck_inject_held(self.pid, self._tmpl, self._sigmask, self.site, number, a,
+                                   self._result, self._status)
+            if r == 2:
+                raise PyckptError(
+                    f"process {self.pid} did not stop again after injected {nr.name(number)} "
+                    f"(wait status {self._status[0]:#x})")
+        else:
+            r = lib.ck_inject(self.pid, self._tmpl, self.site, number, a, self._result, self._status)
         if r < 0:
             raise PtraceError(f"injected syscall {nr.name(number)}", self.pid, -r)
         if r == 1:

@@ -30,9 +30,10 @@ Example (as root; `pid` is a running process)::
 disk; `restore()` takes replacements for files outside the image (`fds=`,
 `inherit_stdio=`), `allow_changed_files=`, `new_netns=` (reach such a copy
 with `network_namespace(pid)`); `dump(..., precopy=True)` copies memory while
-the process runs, for a short freeze.  `progress=True`/`False` draws a
-progress bar or not (default: on a terminal).  See `dump`, `restore` and
-`Image` below.
+the process runs, for a short freeze.  `open_image(path).check_restore()`
+lists what would stop a restore here and now, with the options that avoid
+it.  `progress=True`/`False` draws a progress bar or not (default: on a
+terminal).  See `dump`, `restore` and `Image` below.
 
 Errors: every failure is a `PyckptError` subclass whose message says what
 failed, on which object, and what to do; a failed dump leaves the process

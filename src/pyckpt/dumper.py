@@ -25,7 +25,7 @@ from .kinds.task import ProcessRecord, ZombieRecord
 from .precopy import PreCopy
 from .progress import Progress
 from .seize import Seized, check_dumpable, pinned_to_cpu, refusal
-from .signals import checkpoint, deferred_signals
+from .signals import checkpoint, commit, deferred_signals
 
 # Kinds in the order their records are written; each returns its records.
 DUMP_KINDS = (task.dump, creds.dump, mm.dump, thread.dump, signals.dump, itimers.dump, files.dump, memory.dump, cpu.dump)
@@ -121,6 +121,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
                     t = time.perf_counter()
                     writer.finish(sync_pages=True)
                     stats.phases["finish"] = time.perf_counter() - t
+                    commit()  # a signal until now: abandon() demotes the image, the tree is detached
                     before_kill(shared)
                     for s in seized.values():
                         s.kill_on_exit = True
@@ -129,6 +130,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
     if not kill:
         t = time.perf_counter()
         writer.finish(sync_pages=False)
+        commit()  # a signal until now: abandon() demotes the image
         stats.phases["finish"] = time.perf_counter() - t
 
 

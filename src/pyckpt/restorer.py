@@ -192,7 +192,7 @@ def _validate(path, progress: Progress, stats: RestoreStats,
                               image_pid=rec.pid, tid_map={rec.pid: rec.pid})
         # shared by the tree:
         rctx.passed, rctx.pids, rctx.lowest_passed = passed, pids, lowest
-        rctx.problems, rctx.shared, rctx.checking = problems, shared, checking
+        rctx.problems, rctx.shared, rctx.check_only = problems, shared, checking
         rctx.zombie = rec if task.is_zombie(view) else None
         rctxs.append(rctx)
     root = rctxs[0]

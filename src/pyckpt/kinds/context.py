@@ -82,12 +82,18 @@ class RestoreContext:
     # Validation: every check before the first process is made notes what it
     # refuses here instead of stopping at it, so that all of it is known (and
     # `check_restore` lists all); restore then raises the first.  Shared by the
-    # tree.  `checking`: only checking, nothing will be made (kinds skip side
-    # effects others could see: creating a replacement file, filling a FIFO).
+    # tree.  `check_only`: Image.check_restore, nothing will be made.
     problems: list[RestoreProblem] = field(default_factory=list)
-    checking: bool = False
+    check_only: bool = False
     shared: dict[str, object] = field(default_factory=dict)  # kinds' state shared by the tree
     _opening: int = 0
+
+    @property
+    def checking(self) -> bool:
+        """Nothing will be made: a check, or a restore that has met a problem already.
+        Kinds then skip what others could see (creating a replacement file, filling a
+        FIFO, listening on a port)."""
+        return self.check_only or bool(self.problems)
 
     def pass_fd(self, key: object, opener: Callable[[], int], *, fixes: tuple[Fix, ...] = ()) -> int | None:
         """Open a file once (cached by key) and hand it to the new task.

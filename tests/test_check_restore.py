@@ -383,3 +383,17 @@ def test_check_options_need_restore_and_a_bad_fd_spec_is_a_usage_error(spawn, py
     assert r.stdout.splitlines()[-1] == "restorable with: --allow-changed-files"
     assert _cli("check", "--restore", img, "--fd", f"1={tmp_path / 'other.log'}").returncode == 0
     assert not (tmp_path / "other.log").exists()
+
+
+def test_a_damaged_image_is_an_image_error_not_a_problem(spawn, python_exe, tmp_path_factory, tmp_path):
+    from test_refusals import corrupt_copy, make_good_image
+
+    good, _ = make_good_image(spawn, python_exe, tmp_path_factory, "plain")
+    bad = corrupt_copy("bitflip-pages", good, tmp_path)
+    image = pyckpt.open_image(bad)  # records are fine; a page is not
+    with pytest.raises(pyckpt.ImageError, match="checksum"):
+        image.check_restore()
+    r = _cli("check", "--restore", bad)
+    assert r.returncode == pyckpt.ImageError.exit_code and r.stdout == ""
+    assert len(r.stderr.splitlines()) == 1 and "checksum" in r.stderr
+    assert pyckpt.open_image(good).check_restore() == []  # the good one can be restored here

@@ -225,3 +225,326 @@ def test_progress_units_are_binary_for_sizes_and_rates():
     # the rate in the same binary units (tqdm alone prints sizes /1024 as "300M", rates /1000 as "MB/s")
     assert rate.endswith("iB/s]") and not rate.endswith(" B/s]"), line
     assert "MB/s" not in line and "M/" not in line.replace("MiB/", ""), line
+
+
+# --- 3. what a failed dump leaves behind ------------------------------------------------------
+
+TARGETS = Path(__file__).parent / "targets"
+
+
+def only_marker(img: Path, *words) -> str:
+    """The directory holds the INCOMPLETE marker and nothing else; returns its text."""
+    assert sorted(p.name for p in img.iterdir()) == ["INCOMPLETE"], list(img.iterdir())
+    text = (img / "INCOMPLETE").read_text()
+    for w in words:
+        assert w in text, text
+    return text
+
+
+def test_interrupted_dump_keeps_only_the_marker(spawn, python_exe, tmp_path):
+    from test_refusals import assert_untouched
+
+    t, _ = start_ticker(spawn, python_exe, "big256", timeout=60)
+    img = tmp_path / "img"
+    p = subprocess.Popen([sys.executable, "-m", "pyckpt", "dump", str(t.pid), str(img)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ((img / "pages.img").exists() and (img / "pages.img").stat().st_size >= 64 << 20):
+            assert p.poll() is None, p.communicate()
+            assert time.monotonic() < deadline, "the dump did not get to its pages"
+            time.sleep(0.002)
+        p.send_signal(signal.SIGINT)  # our own child
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == pyckpt.Interrupted.exit_code, err
+    assert out == ""
+    line = one_error_line(err, "dump")
+    assert "interrupted" in line and f"process {t.pid} runs on as before" in line, line
+    assert f"{img} holds only the INCOMPLETE marker" in line, line
+    only_marker(img, "interrupted")
+    assert_untouched(t)
+
+
+def test_failed_dump_keeps_only_the_marker(spawn, python_exe, tmp_path):
+    """pages.img stops growing at 8 MiB (RLIMIT_FSIZE, as on a full disk)."""
+    from test_refusals import assert_untouched, file_size_limit
+
+    t, _ = start_ticker(spawn, python_exe, "big64")
+    img = tmp_path / "img"
+    with file_size_limit(8 << 20):
+        with pytest.raises(pyckpt.ImageWriteError):
+            pyckpt.dump(t.pid, img)
+    only_marker(img, "dump failed: ")
+    with pytest.raises(pyckpt.ImageError, match="incomplete"):
+        pyckpt.open_image(img)
+    assert_untouched(t)
+    # through the command: the message says what was kept
+    import resource
+
+    img2 = tmp_path / "img2"
+    r = run_cli("--no-progress", "dump", t.pid, img2, preexec_fn=lambda: resource.setrlimit(
+        resource.RLIMIT_FSIZE, (8 << 20, resource.RLIM_INFINITY)))
+    assert r.returncode == pyckpt.ImageWriteError.exit_code, r.stderr
+    line = one_error_line(r.stderr, "dump")
+    assert line.endswith(f"; {img2} holds only the INCOMPLETE marker, with the reason"), line
+    only_marker(img2)
+    assert_untouched(t)
+
+
+def _lease_holder(spawn, python_exe, tmp_path):
+    path = tmp_path / "leased.dat"
+    path.write_bytes(b"x" * 100)
+    t = spawn([python_exe, str(TARGETS / "lock_probe.py"), "hold", "lease", str(path), "read", "0", "0"],
+              name="leaser")
+    fd = int(t.wait_for(r"^HELD pid=\d+ fd=(\d+)").group(1))
+    return t, fd, path
+
+
+def test_lease_refused_before_the_directory_is_made(spawn, python_exe, tmp_path):
+    t, fd, path = _lease_holder(spawn, python_exe, tmp_path)
+    img = tmp_path / "img"
+    with pytest.raises(pyckpt.UnsupportedError) as ei:
+        pyckpt.dump(t.pid, img, kill=True)
+    assert "lease" in str(ei.value) and f"fd {fd} " in str(ei.value) and str(path) in str(ei.value)
+    assert not img.exists()
+    r = run_cli("--no-progress", "dump", t.pid, img)
+    assert r.returncode == pyckpt.UnsupportedError.exit_code, r.stderr
+    line = one_error_line(r.stderr, "dump")
+    assert "lease" in line and line.endswith("; no image directory was made"), line
+    assert not img.exists()
+    assert t.alive()
+
+
+def test_own_tree_refused_before_the_directory_is_made(python_exe, tmp_path):
+    """`pyckpt dump $$` run by a shell: the shell's tree holds pyckpt itself."""
+    img = tmp_path / "img"
+    p = subprocess.run(["sh", "-c", '"$0" -m pyckpt --no-progress dump $$ "$1"; exit $?', python_exe, str(img)],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                       start_new_session=True)
+    assert p.returncode == pyckpt.UnsuitableProcessError.exit_code, p.stderr
+    line = one_error_line(p.stderr, "dump")
+    assert "ancestor of pyckpt" in line, line
+    assert not img.exists()
+
+
+def test_unsuitable_child_refused_before_the_directory_is_made(spawn, python_exe, tmp_path):
+    """A tree whose child stopped itself (SIGSTOP): refused from /proc, nothing frozen."""
+    code = ("import os, signal, time\n"
+            "c = os.fork()\n"
+            "if c == 0:\n"
+            "    os.kill(os.getpid(), signal.SIGSTOP)\n"
+            "    os._exit(0)\n"
+            "print('child', c, flush=True)\n"
+            "while True: time.sleep(0.01)\n")
+    t = spawn([python_exe, "-c", code], name="tree")
+    child = int(t.wait_for(r"^child (\d+)").group(1))
+    try:
+        deadline = time.monotonic() + 10
+        while psutil.Process(child).status() != psutil.STATUS_STOPPED:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        img = tmp_path / "img"
+        img.mkdir(mode=0o755)  # given, empty: it stays so
+        with pytest.raises(pyckpt.UnsuitableProcessError, match=rf"process {child} .*stopped"):
+            pyckpt.dump(t.pid, img)
+        assert list(img.iterdir()) == [] and img.stat().st_mode & 0o777 == 0o755
+        img.rmdir()
+        r = run_cli("--no-progress", "dump", t.pid, img)
+        assert r.returncode == pyckpt.UnsuitableProcessError.exit_code, r.stderr
+        assert not img.exists()
+        assert t.alive()
+    finally:
+        kill_own(t.pid)  # the stopped child is then ours (pytest is a subreaper)
+        kill_own(child)
+
+
+@pytest.mark.parametrize("case", ["no-such-process", "zombie"])
+def test_refusal_leaves_a_given_empty_directory_as_it_was(case, spawn, python_exe, tmp_path):
+    from test_refusals import free_pid, zombie
+
+    pid = free_pid() if case == "no-such-process" else zombie(spawn, python_exe).pid
+    img = tmp_path / "img"
+    img.mkdir(mode=0o750)
+    r = run_cli("--no-progress", "dump", pid, img)
+    assert r.returncode in (pyckpt.NoSuchProcessError.exit_code, pyckpt.UnsuitableProcessError.exit_code)
+    assert list(img.iterdir()) == [] and img.stat().st_mode & 0o777 == 0o750
+
+
+# --- 4. dump --kill returns once the PID is free, or names who holds the zombie ------------------
+
+def _parent_and_child(spawn, python_exe, *mode) -> tuple:
+    parent = spawn([python_exe, str(TARGETS / "reaper_parent.py"), *mode], name="parent")
+    child = int(parent.wait_for(r"^parent \d+ child (\d+)$").group(1))
+    return parent, child
+
+
+def test_dump_kill_returns_once_the_pid_is_free(spawn, python_exe, tmp_path):
+    """The child's parent reaps it only 0.3 s after its death: `dump --kill` waits for that,
+    so `dump --kill P D && restore D` does not race the reaper."""
+    parent, child = _parent_and_child(spawn, python_exe, "late", "0.3")
+    img = tmp_path / "img"
+    r = run_cli("--no-progress", "dump", "--kill", child, img)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "" and r.stdout == ""
+    assert not pid_exists(child), f"dump --kill returned while PID {child} was still taken"
+    assert parent.lines()[-1].startswith("reaped ")
+    # (the parent wrote `reaped` to the log the child shares with it)
+    r = run_cli("--no-progress", "restore", "--allow-changed-files", img)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) == child
+    spawn.track(child)
+    assert psutil.Process(child).status() in (psutil.STATUS_SLEEPING, psutil.STATUS_RUNNING)
+
+
+def test_dump_kill_api_waits_for_the_reaper_too(spawn, python_exe, tmp_path):
+    parent, child = _parent_and_child(spawn, python_exe, "late", "0.3")
+    image = pyckpt.dump(child, tmp_path / "img", kill=True)
+    assert image.dump_stats.unreaped == {}
+    assert not pid_exists(child)
+
+
+def test_dump_kill_names_the_parent_that_does_not_reap(spawn, python_exe, tmp_path):
+    parent, child = _parent_and_child(spawn, python_exe, "never")
+    img = tmp_path / "img"
+    try:
+        t = time.monotonic()
+        r = run_cli("--no-progress", "dump", "--kill", child, img)
+        took = time.monotonic() - t
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == ""
+        line = one_error_line(r.stderr, "dump")
+        assert f"killed process {child} is a zombie its parent (pid={parent.pid}, name=python" in line, line
+        assert "--new-pidns" in line, line
+        assert psutil.Process(child).status() == psutil.STATUS_ZOMBIE  # never reaped by pyckpt
+        assert psutil.Process(child).ppid() == parent.pid
+        assert took < 30, took
+        assert (img / "COMPLETE").exists()
+    finally:
+        kill_own(parent.pid)  # the zombie is then ours (pytest is a subreaper)
+        try:
+            os.waitpid(child, 0)
+        except ChildProcessError:
+            pass
+    assert not pid_exists(child)
+
+
+def test_dump_kill_api_own_child_is_left_to_the_caller(spawn, python_exe, tmp_path):
+    t, _ = start_ticker(spawn, python_exe)
+    image = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    assert image.dump_stats.unreaped == {t.pid: os.getpid()}
+    # not waited for: its caller reaps it (waiting would be in vain)
+    assert image.dump_stats.phases["wait for the reaper"] < 1.0
+    assert psutil.Process(t.pid).status() == psutil.STATUS_ZOMBIE
+    assert t.reap() == -signal.SIGKILL
+
+
+# --- 5. on a terminal, a dump says what it wrote and what a restore will need --------------------
+
+def run_cli_on_terminal(*args, timeout: float = 120) -> tuple[int, str, str]:
+    """(exit code, stdout, what went to stderr) with stderr a pseudo-terminal."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "pyckpt", *map(str, args)], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=slave, start_new_session=True)
+    finally:
+        os.close(slave)
+    seen = b""
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], timeout)
+            assert ready, f"pyckpt {args} wrote nothing and did not end within {timeout}s"
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the last holder of the terminal is gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+        out = p.stdout.read().decode()
+        code = p.wait(timeout=timeout)
+    finally:
+        os.close(master)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return code, out, seen.decode().replace("\r\n", "\n")
+
+
+def test_dump_on_a_terminal_says_what_it_wrote(spawn, python_exe, tmp_path):
+    from pyckpt.progress import binary_size
+
+    t, _ = start_ticker(spawn, python_exe, "big16")
+    img = tmp_path / "img"
+    code, out, err = run_cli_on_terminal("--no-progress", "dump", t.pid, img)
+    assert code == 0, err
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    size = sum(f.stat().st_size for f in img.iterdir())
+    assert size > 16 << 20
+    assert lines[0].startswith(f"pyckpt dump: wrote {img}: 1 process, {binary_size(size)}, frozen for "), err
+    assert lines[0].endswith(" s; a restore needs no options"), err
+    freeze = float(lines[0].split("frozen for ")[1].split(" s")[0])
+    assert 0 < freeze < 60
+    # not on a pipe: scripts read stderr
+    r = run_cli("--no-progress", "dump", t.pid, tmp_path / "img2")
+    assert r.returncode == 0 and r.stderr == "" and r.stdout == "", r.stderr
+
+
+def test_dump_on_a_terminal_says_what_a_restore_needs(spawn, python_exe, tmp_path):
+    """fd 0 a terminal, fd 7 the write end of a pipe this test reads: --inherit-stdio, --fd 7=PATH."""
+    import pty
+
+    master, slave = pty.openpty()
+    r, w = os.pipe()
+    try:
+        code = ("import os, sys, time\n"
+                "fd = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY); os.dup2(fd, 0); os.close(fd)\n"
+                "os.dup2(int(sys.argv[2]), 7, inheritable=False); os.close(int(sys.argv[2]))\n"
+                "print('ready', flush=True)\n"
+                "while True: time.sleep(0.01)\n")
+        t = spawn([python_exe, "-c", code, os.ttyname(slave), str(w)], name="outside", pass_fds=[w])
+        t.wait_for("^ready$")
+    finally:
+        os.close(slave)
+        os.close(w)
+    try:
+        img = tmp_path / "img"
+        code, out, err = run_cli_on_terminal("--no-progress", "dump", "--kill", t.pid, img)
+        assert code == 0, err
+        assert out == ""
+        line = err.splitlines()[-1]
+        assert line.startswith(f"pyckpt dump: wrote {img}: 1 process, "), err
+        assert ", then killed; a restore needs --inherit-stdio (fd 0: " in line, line
+        assert "--fd 7=PATH (fd 7: pipe:[" in line, line
+        # what the line says is what a restore needs
+        t.reap()
+        res = run_cli("--no-progress", "restore", img)
+        assert res.returncode == pyckpt.RestoreError.exit_code, res.stderr
+        res = run_cli("--no-progress", "restore", "--inherit-stdio", "--fd", f"7={tmp_path / 'fd7'}", img)
+        assert res.returncode == 0, res.stderr
+        spawn.track(int(res.stdout))
+        t.popen = None
+        assert t.alive()
+    finally:
+        os.close(master)
+        os.close(r)
+
+
+def test_restore_on_a_terminal_prints_only_the_pid(spawn, python_exe, tmp_path):
+    t, _ = start_ticker(spawn, python_exe)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    t.reap()
+    code, out, err = run_cli_on_terminal("--no-progress", "restore", img)
+    assert code == 0, err
+    spawn.track(t.pid)
+    t.popen = None
+    assert out == f"{t.pid}\n" and err == "", (out, err)

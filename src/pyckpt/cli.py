@@ -161,9 +161,59 @@ def _common_options(p: argparse.ArgumentParser, default) -> None:
 def _cmd_dump(args, progress) -> int:
     from . import dump
 
-    dump(args.pid, args.dir, kill=args.kill, max_deleted_size=args.max_deleted_size,
-         precopy=args.precopy, progress=progress)
+    image = dump(args.pid, args.dir, kill=args.kill, max_deleted_size=args.max_deleted_size,
+                 precopy=args.precopy, progress=progress)
+    unreaped = image.dump_stats.unreaped
+    if unreaped:
+        held = "; ".join(f"killed process {pid} is a zombie its parent ({errors.describe(parent)}) "
+                         f"has not reaped: PID {pid} stays taken until it does"
+                         for pid, parent in sorted(unreaped.items()))
+        print(f"pyckpt dump: the image is complete, but {held} (a restore needs the PID free, "
+              "or --new-pidns)", file=sys.stderr)
+    if sys.stderr.isatty():  # for a person; scripts parse stdout and stderr
+        print(_dump_summary(args, image), file=sys.stderr)
     return 0
+
+
+def _dump_summary(args, image) -> str:
+    """One line: what the dump wrote, and what a restore of it will need."""
+    from .progress import binary_size
+
+    info = image.summary()
+    size = sum(f.stat().st_size for f in image.path.iterdir() if f.is_file())
+    n = len(info["processes"])
+    stdio, other = set(), {}
+    for p in info["processes"]:
+        for f in p["fds"]:
+            if f["kind"] == "external":
+                if f["fd"] <= 2:
+                    stdio.add(f["fd"])
+                else:
+                    other.setdefault(f["fd"], f["what"])
+    needs = []
+    if stdio:
+        needs.append(f"--inherit-stdio (fd {', '.join(map(str, sorted(stdio)))}: a terminal or a "
+                     "pipe outside the image)")
+    needs += [f"--fd {fd}=PATH (fd {fd}: {what})" for fd, what in sorted(other.items())]
+    stats = image.dump_stats
+    return _one_line(
+        f"pyckpt dump: wrote {args.dir}: {n} process{'es' if n != 1 else ''}, {binary_size(size)}, "
+        f"frozen for {stats.freeze:.2f} s{', then killed' if args.kill else ''}; a restore needs "
+        + (" ".join(needs) if needs else "no options"))
+
+
+def _dump_left(args) -> str:
+    """What a failed dump left at DIR, for its message ('' when that is no news: DIR
+    was not a directory, or not empty, and is untouched)."""
+    try:
+        names = os.listdir(args.dir)
+    except FileNotFoundError:
+        return "no image directory was made"
+    except OSError:
+        return ""
+    if names == ["INCOMPLETE"]:
+        return f"{args.dir} holds only the INCOMPLETE marker, with the reason"
+    return "" if names else f"{args.dir} is left empty"
 
 
 def _cmd_restore(args, progress) -> int:
@@ -276,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args, progress)
     except errors.PyckptError as e:
         _traceback(args)
-        print(f"pyckpt {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
+        left = _dump_left(args) if args.command == "dump" else ""
+        print(f"pyckpt {args.command}: error: {_one_line(str(e))}{'; ' + left if left else ''}",
+              file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:
         return 0
@@ -287,7 +339,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         _traceback(args)
-        print(f"pyckpt {args.command}: interrupted; the work was undone", file=sys.stderr)
+        undone = "the work was undone"
+        if args.command == "dump":
+            undone = f"process {args.pid} runs on as before"
+            undone += f"; {_dump_left(args)}" if _dump_left(args) else ""
+        print(f"pyckpt {args.command}: interrupted; {_one_line(undone)}", file=sys.stderr)
         return errors.Interrupted.exit_code
 
 

@@ -3,8 +3,13 @@
 The target is stopped only between seize and detach.  Whatever happens —
 an unsupported fd, a full disk, Ctrl-C — the injector cures the task and
 the seize block detaches it, so a failed dump leaves the target running as
-before and the image directory marked INCOMPLETE with the reason.  With
-`kill=True` the target is killed only after the image is complete on disk.
+before and the image directory holding only the INCOMPLETE marker with the
+reason (the partial records and pages are removed).  What /proc can tell
+before anything is touched (no such process, an unsuitable one, pyckpt's
+own tree, a lease) is refused before the directory is made.  With
+`kill=True` the target is killed only after the image is complete on disk,
+and dump returns once the killed processes' PIDs are free again (or after
+~2 s, naming the parent that has not reaped one: `DumpStats.unreaped`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__, proc
-from .errors import DumpError, NoSuchProcessError, UnsupportedError
+from .errors import DumpError, NoSuchProcessError, UnsuitableProcessError, UnsupportedError
 from .image import FORMAT_VERSION, Header, ImageWriter
 from .inject import Injector, injection_site_from
 from .kinds import before_kill, cpu, creds, files, itimers, load_all, memory, mm, signals, task, thread
@@ -42,6 +47,11 @@ class DumpStats:
     precopy_off: str = ""  # why pre-copy kept nothing, when it could not track writes
     injected_calls: int = 0
     phases: dict[str, float] = field(default_factory=dict)
+    # kill=True: killed processes whose zombie their parent had not reaped when dump
+    # returned, {pid: that parent's pid}; their PIDs are not free for a restore yet.
+    # Empty when every PID of the image is free.  pyckpt's own children are never
+    # waited for (the caller reaps them): they are listed at once, with os.getpid().
+    unreaped: dict[int, int] = field(default_factory=dict)
 
 
 def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None,
@@ -55,27 +65,35 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
     stats = DumpStats()
     t0 = time.perf_counter()
     with deferred_signals():
-        stat = check_dumpable(pid)
+        stat = refuse_early(pid)
         writer = ImageWriter(path)
         pre = None
+        members: list[int] = []  # the tree's processes (and zombies) frozen so far
         try:
             if options.precopy:
                 t = time.perf_counter()
                 pre = PreCopy(pid, writer.pages, progress)
+                members.append(pid)  # pre-copy works on the running target
                 pre.start()
                 pre.copy_pass()
                 stats.phases["pre-copy (running)"] = time.perf_counter() - t
-            _dump_frozen(pid, stat, writer, kill, progress, stats, options, pre)
+            _dump_frozen(pid, stat, writer, kill, progress, stats, options, pre, members)
             if pre is not None:
                 stats.precopy_reused, stats.precopy_off = pre.reused, pre.off
         except BaseException as e:
-            writer.abandon(_reason(e))
+            # Nothing frozen yet (the target vanished or became unsuitable since the
+            # checks): no marker either, as for the refusals found before.
+            writer.abandon(_reason(e), keep_marker=bool(members))
             if isinstance(e, OSError):
                 raise DumpError(f"dump of process {pid} failed: {e}; it was left running") from e
             raise
         finally:
             if pre is not None:
                 pre.finish()
+        if kill:
+            t = time.perf_counter()
+            stats.unreaped = _wait_until_reaped(members)
+            stats.phases["wait for the reaper"] = time.perf_counter() - t
     stats.total = time.perf_counter() - t0
     image = Image(path)
     image.dump_stats = stats
@@ -88,8 +106,104 @@ def _reason(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
+def refuse_early(pid: int) -> proc.ProcStat:
+    """Every refusal /proc tells before any process is touched and the image directory
+    made: the root (check_dumpable), pyckpt's own tree, the root's descendants as they
+    are now, and leases.  The freeze checks again whatever changed meanwhile."""
+    stat = check_dumpable(pid)
+    me, seen = os.getpid(), set()
+    ancestor = os.getppid()
+    while ancestor > 0 and ancestor not in seen:
+        if ancestor == pid:
+            raise UnsuitableProcessError(
+                f"process {pid} ({stat.comm}) is an ancestor of pyckpt (process {me}): its tree "
+                "holds pyckpt itself, which cannot dump itself; run pyckpt from outside that tree",
+                pid=pid)
+        seen.add(ancestor)
+        try:
+            ancestor = proc.read_stat(ancestor).ppid
+        except OSError:
+            break
+    tree, todo = [pid], _children(pid)
+    while todo:
+        child = todo.pop(0)
+        try:
+            cstat, cstatus = proc.read_stat(child), proc.read_status(child)
+        except OSError:
+            continue  # gone already
+        if cstat.state in ("Z", "X") or child in tree:
+            continue
+        error = refusal(cstat, cstatus, me)
+        if error is not None:
+            raise error
+        tree.append(child)
+        todo += _children(child)
+    _refuse_leases(tree)
+    return stat
+
+
+def _refuse_leases(pids: list[int]) -> None:
+    """A lease (F_SETLEASE) cannot be saved: refuse it now, from /proc.  /proc/locks
+    (read once) says which inodes have a lease; only fds on those are looked at."""
+    try:
+        with open("/proc/locks") as f:
+            text = f.read()
+    except OSError:
+        return
+    leased = set()
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 6 and words[1] in ("LEASE", "DELEG"):  # not "->": waiters hold nothing
+            leased.add(int(words[5].rsplit(":", 1)[-1]) if words[5][-1:].isdigit() else -1)
+    if not leased:
+        return
+    from .kinds.locks import _locks_of_description  # raises the dump's own refusal of a lease
+
+    for pid in pids:
+        try:
+            fds = [int(n) for n in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.stat(f"/proc/{pid}/fd/{fd}").st_ino in leased or -1 in leased:
+                    _locks_of_description(pid, fd, 0)
+            except OSError:
+                continue  # closed meanwhile
+
+
+def _wait_until_reaped(pids: list[int], timeout: float = 2.0) -> dict[int, int]:
+    """After kill=True: wait until the parents of the killed `pids` have reaped them,
+    so that their PIDs are free for a restore, for at most `timeout` seconds.
+    {pid: parent} for those still unreaped; pyckpt's own children (its caller
+    reaps them) are not waited for.  Nothing is signalled or reaped here."""
+    me = os.getpid()
+    born: dict[int, str] = {}
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        left: dict[int, int] = {}
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # reaped: the PID is free
+            if born.setdefault(pid, fields[19]) != fields[19]:
+                continue  # reaped, and the PID taken by another process since
+            left[pid] = int(fields[1])
+        if all(parent == me for parent in left.values()) or time.monotonic() >= deadline:
+            return left
+        try:
+            checkpoint()
+        except KeyboardInterrupt:
+            return left  # the image is complete and the target gone: a signal only ends the wait
+        time.sleep(delay)
+        delay = min(2 * delay, 0.02)
+
+
 def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStats,
-                 options: DumpOptions, pre=None) -> None:
+                 options: DumpOptions, pre=None, members: list[int] | None = None) -> None:
     # smaps is slow to produce for a large process: read it before the freeze
     # and again inside only if the list of VMAs changed meanwhile.
     smaps_flags = proc.read_smaps_flags(pid)
@@ -97,7 +211,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
         t_seize = time.perf_counter()
         with contextlib.ExitStack() as frozen:
             try:
-                seized, zombies = _seize_tree(pid, frozen)
+                seized, zombies = _seize_tree(pid, frozen, [] if members is None else members)
                 tree = list(seized)
                 shared: dict = {}  # objref across the processes of the tree
                 records: list = []
@@ -150,16 +264,26 @@ def _children(pid: int) -> list[int]:
     return sorted(set(out))
 
 
-def _seize_tree(root: int, frozen: contextlib.ExitStack) -> tuple[dict[int, Seized], dict]:
+def _seize_tree(root: int, frozen: contextlib.ExitStack,
+                members: list[int]) -> tuple[dict[int, Seized], dict]:
     """Freeze the root and all its descendants, parents first; the member list is
     re-read until no frozen member has a child that is not frozen (a process
     that forked meanwhile is caught; once all are frozen none can fork).
-    Zombies cannot be frozen and need not be: {pid: (ppid, wait status)}."""
+    Zombies cannot be frozen and need not be: {pid: (ppid, wait status)}.
+    `members` gets every process frozen and every zombie found, as they are."""
     seized: dict[int, Seized] = {root: frozen.enter_context(Seized(root))}
     zombies: dict[int, tuple[int, int]] = {}
+
+    def add(pid: int) -> None:
+        if pid not in members:
+            members.append(pid)
+
+    add(root)
     for _ in range(100):
         new = [c for p in list(seized) for c in _children(p) if c not in seized and c not in zombies]
         if not new:
+            for zombie in zombies:
+                add(zombie)
             return seized, zombies
         for child in new:
             try:
@@ -174,6 +298,7 @@ def _seize_tree(root: int, frozen: contextlib.ExitStack) -> tuple[dict[int, Seiz
                 raise error
             try:
                 seized[child] = frozen.enter_context(Seized(child))
+                add(child)
             except (NoSuchProcessError, DumpError):
                 # It exited meanwhile: its parent is frozen, so it is a zombie now.
                 try:

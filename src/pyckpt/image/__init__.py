@@ -7,8 +7,9 @@ Layout (directory 0700, files 0600):
                 (offset, page count) from the memory records
   COMPLETE      written last; holds the digests of records.img and pages.img.
                 Without it the image is incomplete and nothing will read it.
-  INCOMPLETE    present while a dump runs; a failed dump leaves it with the
-                reason inside
+  INCOMPLETE    present while a dump runs; a failed dump leaves it, with the
+                reason inside, and nothing else (records.img and pages.img
+                are removed)
 
 records.img, byte by byte (little-endian):
 
@@ -121,6 +122,8 @@ class ImageWriter:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self.created = False  # the directory is this writer's (else it was given, empty)
+        self._given_mode: int | None = None
         try:
             if self.path.exists():
                 if not self.path.is_dir():
@@ -131,9 +134,11 @@ class ImageWriter:
                         f"image directory {self.path} is not empty; choose a new path or remove it",
                         path=self.path
                     )
+                self._given_mode = self.path.stat().st_mode & 0o7777
                 os.chmod(self.path, 0o700)
             else:
                 os.mkdir(self.path, 0o700)
+                self.created = True
             fd = _open_new(self.path / INCOMPLETE_FILE)
             os.write(fd, b"dump in progress\n")
             os.close(fd)
@@ -142,6 +147,10 @@ class ImageWriter:
         except ImageWriteError:
             raise
         except OSError as e:
+            for fd in (getattr(self, "_fd", -1), getattr(getattr(self, "pages", None), "fd", -1)):
+                if fd >= 0:
+                    os.close(fd)
+            self._remove(keep_marker=False)
             raise ImageWriteError(f"cannot write image at {self.path}: {e.strerror}",
                                   path=self.path) from None
         self._hash = xxhash.xxh3_64()
@@ -205,8 +214,11 @@ class ImageWriter:
             raise ImageWriteError(f"cannot finish image at {self.path}: {e.strerror}",
                                   path=self.path) from None
 
-    def abandon(self, reason: str) -> None:
-        """Leave the image clearly marked incomplete, with the reason."""
+    def abandon(self, reason: str, *, keep_marker: bool = True) -> None:
+        """A failed dump: remove the partial records and pages (gigabytes, maybe, of
+        no use to anyone) and leave only the INCOMPLETE marker, with the reason.
+        With `keep_marker=False` (nothing was touched: a refusal) leave nothing:
+        the directory is removed if this writer made it, else left empty as given."""
         for fd in (self._fd, self.pages.fd):
             if fd >= 0:
                 try:
@@ -215,10 +227,29 @@ class ImageWriter:
                     pass
         self._fd = -1
         self.pages.fd = -1
+        self._remove(keep_marker=keep_marker)
+        if keep_marker:
+            try:
+                with open(self.path / INCOMPLETE_FILE, "w") as f:
+                    f.write(f"dump failed: {reason}\n")
+            except OSError:
+                pass
+
+    def _remove(self, *, keep_marker: bool) -> None:
+        """Best effort: every file a dump writes (but the marker, if kept)."""
+        names = [RECORDS_FILE, PAGES_FILE, COMPLETE_FILE + ".tmp", COMPLETE_FILE]
+        for name in names + ([] if keep_marker else [INCOMPLETE_FILE]):
+            try:
+                (self.path / name).unlink(missing_ok=True)
+            except OSError:
+                pass
+        if keep_marker:
+            return
         try:
-            (self.path / COMPLETE_FILE).unlink(missing_ok=True)
-            with open(self.path / INCOMPLETE_FILE, "w") as f:
-                f.write(f"dump failed: {reason}\n")
+            if self.created:
+                os.rmdir(self.path)
+            elif self._given_mode is not None:
+                os.chmod(self.path, self._given_mode)
         except OSError:
             pass
 

@@ -18,6 +18,7 @@ import pytest
 
 import pyckpt
 from conftest import TARGETS, check, dump_kill_restore, reap_dumped
+from test_freeze import wait_blocked_in
 from pyckpt.errors import LockConflictError, UnsupportedError
 from pyckpt.image import ImageReader
 from pyckpt.kinds import load_all
@@ -274,8 +275,7 @@ def test_task_waiting_for_a_lock_waits_again_after_restore(spawn, python_exe, tm
 
     # back in its syscall, waiting again (the request shows as a `->` line)
     _wait_until(lambda: _waiting_on(t.pid, work / "wait.dat"))
-    time.sleep(0.2)
-    assert t.state() == "S"
+    wait_blocked_in(t.pid, "flock" if kind == "flock" else "fcntl")
     assert "GOT" not in t.text()
     held = [x for x in _lock_lines_of(t.pid) if not x.waiter]
     assert [(x.kind, x.type, x.start, x.end) for x in held] == [("POSIX", "WRITE", 0, 9)]
@@ -293,10 +293,18 @@ def test_lease_is_refused_at_dump(spawn, python_exe, tmp_path):
     path.write_bytes(b"x" * 100)
     t = spawn([python_exe, PROBE, "hold", "lease", str(path), "read", "0", "0"], name="leaser")
     fd = int(t.wait_for(r"^HELD pid=\d+ fd=(\d+)").group(1))
+    # HELD is printed just before the sleep: under load the target may not be in it yet
+    # (state R), which a check right after the dump took for harm done.
+    wait_blocked_in(t.pid, "clock_nanosleep")
     with pytest.raises(UnsupportedError) as ei:
         pyckpt.dump(t.pid, tmp_path / "img", kill=True)
     msg = str(ei.value)
     assert str(path) in msg and "lease" in msg and f"process {t.pid}" in msg
     assert f"fd {fd} " in msg
-    assert t.alive() and t.state() == "S"  # left running, lease and all
+    # left running (not stopped, not traced), back in its sleep (after a detach it runs
+    # for a moment first), lease and all
+    assert t.alive() and t.state() not in "tT"
+    with open(f"/proc/{t.pid}/status") as f:
+        assert "TracerPid:\t0\n" in f.read()
+    wait_blocked_in(t.pid, "clock_nanosleep")
     assert [x.kind for x in _lock_lines_of(t.pid)] == ["LEASE"]

@@ -450,7 +450,12 @@ def test_tree_that_keeps_forking_is_dumped_whole(trees, spawn, python_exe, tmp_p
     t = spawn([python_exe, "-c", FORKER], name="forker")
     t.wait_for("^READY")
     trees.adopt(t.pid)
-    time.sleep(0.3)
+    seen: set[int] = set()  # the forker is at work: children come and go
+    deadline = time.monotonic() + 10
+    while len(seen) < 5:
+        assert time.monotonic() < deadline, f"the forker made only {len(seen)} children"
+        seen.update(_children(t.pid))
+        time.sleep(0.005)
     for i in range(12):  # a child exiting just as it is seized is met in about 1 dump of 25
         image = pyckpt.dump(t.pid, tmp_path / f"img{i}")
         image.verify()

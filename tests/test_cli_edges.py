@@ -548,3 +548,36 @@ def test_restore_on_a_terminal_prints_only_the_pid(spawn, python_exe, tmp_path):
     spawn.track(t.pid)
     t.popen = None
     assert out == f"{t.pid}\n" and err == "", (out, err)
+
+
+def test_signal_during_the_wait_for_the_reaper_ends_only_the_wait(spawn, python_exe, tmp_path):
+    """The image is complete and the process killed: SIGINT then cuts the wait short, exit 0."""
+    parent, child = _parent_and_child(spawn, python_exe, "never")
+    img = tmp_path / "img"
+    p = subprocess.Popen([sys.executable, "-m", "pyckpt", "--no-progress", "dump", "--kill", str(child),
+                          str(img)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ((img / "COMPLETE").exists() and psutil.Process(child).status() == psutil.STATUS_ZOMBIE):
+            assert p.poll() is None, p.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        p.send_signal(signal.SIGINT)  # our own child, now waiting (up to 2 s) for the reaper
+        sent = time.monotonic()
+        out, err = p.communicate(timeout=60)
+        took = time.monotonic() - sent
+        assert p.returncode == 0, err
+        assert out == ""
+        assert f"killed process {child} is a zombie" in one_error_line(err, "dump")
+        assert took < 1.0, f"pyckpt waited {took:.2f}s more after the signal"
+        pyckpt.open_image(img)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        kill_own(parent.pid)  # the zombie is then ours (pytest is a subreaper)
+        try:
+            os.waitpid(child, 0)
+        except ChildProcessError:
+            pass

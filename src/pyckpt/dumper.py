@@ -64,7 +64,7 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
     options = options or DumpOptions()
     stats = DumpStats()
     t0 = time.perf_counter()
-    with deferred_signals():
+    with deferred_signals() as deferral:
         stat = refuse_early(pid)
         writer = ImageWriter(path)
         pre = None
@@ -92,7 +92,8 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
                 pre.finish()
         if kill:
             t = time.perf_counter()
-            stats.unreaped = _wait_until_reaped(members)
+            # A signal now (after commit(): the image stands) only ends the wait.
+            stats.unreaped = _wait_until_reaped(members, stop=lambda: bool(deferral.pending))
             stats.phases["wait for the reaper"] = time.perf_counter() - t
     stats.total = time.perf_counter() - t0
     image = Image(path)
@@ -172,11 +173,12 @@ def _refuse_leases(pids: list[int]) -> None:
                 continue  # closed meanwhile
 
 
-def _wait_until_reaped(pids: list[int], timeout: float = 2.0) -> dict[int, int]:
+def _wait_until_reaped(pids: list[int], timeout: float = 2.0, stop=lambda: False) -> dict[int, int]:
     """After kill=True: wait until the parents of the killed `pids` have reaped them,
     so that their PIDs are free for a restore, for at most `timeout` seconds.
     {pid: parent} for those still unreaped; pyckpt's own children (its caller
-    reaps them) are not waited for.  Nothing is signalled or reaped here."""
+    reaps them) are not waited for, nor anything once `stop()` is true.  Nothing is
+    signalled or reaped here."""
     me = os.getpid()
     born: dict[int, str] = {}
     deadline = time.monotonic() + timeout
@@ -192,12 +194,8 @@ def _wait_until_reaped(pids: list[int], timeout: float = 2.0) -> dict[int, int]:
             if born.setdefault(pid, fields[19]) != fields[19]:
                 continue  # reaped, and the PID taken by another process since
             left[pid] = int(fields[1])
-        if all(parent == me for parent in left.values()) or time.monotonic() >= deadline:
+        if all(parent == me for parent in left.values()) or time.monotonic() >= deadline or stop():
             return left
-        try:
-            checkpoint()
-        except KeyboardInterrupt:
-            return left  # the image is complete and the target gone: a signal only ends the wait
         time.sleep(delay)
         delay = min(2 * delay, 0.02)
 

@@ -27,7 +27,7 @@ def test_public_names_exist_and_are_documented():
         assert obj.__doc__, f"pyckpt.{name} has no docstring"
     public = {n for n in dir(pyckpt) if not n.startswith("_")}
     modules = {"errors", "proc", "seize", "inject", "kinds", "image", "ptrace_ops", "progress",
-               "signals", "dumper", "restorer", "cli", "netns", "precopy", "problems"}
+               "signals", "dumper", "restorer", "cli", "netns", "precopy", "problems", "limits"}
     assert public - modules - {"annotations", "os", "Path"} <= set(pyckpt.__all__)
 
 
@@ -108,6 +108,8 @@ SAMPLES = {
     pyckpt.PtraceError: pyckpt.PtraceError("PTRACE_SEIZE", 12, errno.EPERM),
     pyckpt.LockConflictError: pyckpt.LockConflictError(12, 5, "/f", "POSIX write lock on bytes 0-9",
                                                        "a POSIX write lock held by process 34", [34]),
+    pyckpt.ResourceError: pyckpt.ResourceError("message", resource="open files (RLIMIT_NOFILE)", limit=64,
+                                               fd=200, errno_=errno.EMFILE),
     pyckpt.Interrupted: pyckpt.Interrupted("message"),
 }
 

@@ -50,6 +50,7 @@ about (documented in each class):
   FileChangedError        .path .what
   LockConflictError       .pid .fd .path .lock .holder .holder_pids (a RestoreError)
   PtraceError             .pid .errno .what
+  ResourceError           .resource .limit .fd .errno (out of fds or memory: not the image)
   KernelMismatchError, RestoreError, DumpError: the message (and the OSError,
   if any, as `__cause__`)
 
@@ -70,6 +71,7 @@ Layout of the package, for developers:
   restorer.py   orchestration of a restore, stage by stage
   precopy.py    pre-copy: memory copied while the target runs (precopy=True)
   netns.py      network namespaces of restored copies (new_netns=True)
+  limits.py     pyckpt's own RLIMIT_NOFILE during the work; out of fds/memory
   _native/      the C helpers (cffi), built at install
   progress.py   the progress bar (tqdm, on a terminal only)
   signals.py    SIGINT/SIGTERM noted during the work, acted on at safe points
@@ -98,6 +100,7 @@ from .errors import (
     PidInUseError,
     PtraceError,
     PyckptError,
+    ResourceError,
     RestoreError,
     UnsupportedError,
     UnsupportedFdError,
@@ -128,6 +131,7 @@ __all__ = [
     "RestoreError",
     "DumpError",
     "PtraceError",
+    "ResourceError",
     "Interrupted",
 ]
 
@@ -162,10 +166,12 @@ class Image:
     def __init__(self, path):
         from .image import ImageReader
         from .kinds import load_all
+        from .limits import fd_room, translated
 
         load_all()
         self.path = Path(path)
-        self._reader = ImageReader(self.path)
+        with fd_room(), translated(f"reading the image at {self.path}"):
+            self._reader = ImageReader(self.path)
         self.header = self._reader.header
         self.records = self._reader.records
         self.dump_stats = None
@@ -183,16 +189,18 @@ class Image:
         that is given the number of bytes checked, run by run.
         """
         from .kinds import check_consistency, stored_runs, task
+        from .limits import translated
 
         for view in task.process_views(self._reader):
             if not task.is_zombie(view):
                 check_consistency(view)
         runs = stored_runs(self._reader)
-        if callable(progress):
-            self._reader.verify_pages(runs, progress)
-            return
-        with _progress(progress).bar(sum(length for _, length, _ in runs), "verify image") as bar:
-            self._reader.verify_pages(runs, bar.update)
+        with translated(f"verifying the image at {self.path}"):  # out of memory: not a damage
+            if callable(progress):
+                self._reader.verify_pages(runs, progress)
+                return
+            with _progress(progress).bar(sum(length for _, length, _ in runs), "verify image") as bar:
+                self._reader.verify_pages(runs, bar.update)
 
     def check_restore(self, *, fds: dict | None = None, inherit_stdio: bool = False,
                       allow_changed_files: bool = False, deleted_dir: str | os.PathLike | None = None,
@@ -342,9 +350,12 @@ def dump(pid: int, path: str | os.PathLike, *, kill: bool = False,
     """
     from .dumper import dump as _dump
     from .kinds.context import DumpOptions
+    from .limits import fd_room, translated
 
-    return _dump(pid, path, kill=kill, progress=_progress(progress),
-                 options=DumpOptions(max_deleted_size=max_deleted_size, precopy=precopy))
+    options = DumpOptions(max_deleted_size=max_deleted_size, precopy=precopy)
+    progress = _progress(progress)
+    with fd_room(), translated(f"dumping process {pid} (it was left running as before)"):
+        return _dump(pid, path, kill=kill, progress=progress, options=options)
 
 
 def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: bool = False,

@@ -28,6 +28,7 @@ EXIT_CODES = [
     (errors.DumpError, "dump failed (the target runs on)"),
     (errors.PtraceError, "a ptrace request failed"),
     (errors.LockConflictError, "a file lock of the image is held by another process"),
+    (errors.ResourceError, "pyckpt ran out of fds or memory (raise ulimit -n, close fds); not the image"),
     (errors.Interrupted, "interrupted by SIGINT/SIGTERM (work undone)"),
 ]
 

@@ -272,6 +272,31 @@ class LockConflictError(RestoreError):
         )
 
 
+class ResourceError(PyckptError):
+    """pyckpt's own process ran out of something the kernel rations (open files,
+    memory); the image and the process are fine: raise the limit or free some and
+    run again.  Nothing was left behind (a dump leaves its target running).
+
+    Attributes:
+        resource: what ran out, in words (e.g. "open files (RLIMIT_NOFILE)").
+        limit: the limit in force (e.g. the soft RLIMIT_NOFILE), or None.
+        fd: the fd number that could not be placed (an image's fd above the
+            limit), or None.
+        errno: the error number behind it (`errno.EMFILE`, `errno.ENFILE`,
+            `errno.ENOMEM`), or None.
+    """
+
+    exit_code = 15
+
+    def __init__(self, message: str, *, resource: str | None = None, limit: int | None = None,
+                 fd: int | None = None, errno_: int | None = None):
+        self.resource = resource
+        self.limit = limit
+        self.fd = fd
+        self.errno = errno_
+        super().__init__(message)
+
+
 class Interrupted(PyckptError):
     """pyckpt was interrupted (SIGINT/SIGTERM/SIGHUP/SIGQUIT); the work was undone.
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-import resource
 import platform
 import struct
 import time
@@ -23,10 +22,10 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from . import netns, proc
+from . import limits, netns, proc
 from . import ptrace_ops as pt
 from ._native._ck import ffi, lib
-from .errors import ImageError, PidInUseError, PtraceError, PyckptError, RestoreError
+from .errors import ImageError, PidInUseError, PtraceError, PyckptError, ResourceError, RestoreError
 from .image import ImageReader
 from .inject import Injector, RemoteCallError, find_syscall_insn, nr
 from .kinds import (check_consistency, cpu, creds, files, itimers, load_all, memory, mm, signals,
@@ -88,7 +87,8 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
     options = options or RestoreOptions()
     stats = stats if stats is not None else RestoreStats()
     t0 = time.perf_counter()
-    with deferred_signals(), (netns.fresh() if options.new_netns else contextlib.nullcontext()):
+    with limits.fd_room(), limits.translated(f"restoring from {path} (no process was left behind)"), \
+            deferred_signals(), (netns.fresh() if options.new_netns else contextlib.nullcontext()):
         rctxs = _validate(path, progress, stats, options)
         try:
             problems = _prepare(rctxs, stats)
@@ -114,7 +114,8 @@ def check(path, *, progress: Progress | None = None,
     progress = progress or Progress()
     options = options or RestoreOptions()
     stats = RestoreStats()
-    with deferred_signals(), (netns.fresh() if options.new_netns else contextlib.nullcontext()):
+    with limits.fd_room(), limits.translated(f"checking a restore from {path}"), deferred_signals(), \
+            (netns.fresh() if options.new_netns else contextlib.nullcontext()):
         rctxs = _validate(path, progress, stats, options, checking=True)
         try:
             return _prepare(rctxs, stats)
@@ -133,23 +134,35 @@ def _prepare(rctxs: list[RestoreContext], stats: RestoreStats) -> list[RestorePr
             continue
         for step in (memory.prepare, mm.prepare, task.prepare, files.prepare, itimers.prepare):
             rctx.collect(lambda step=step: step(rctx))
+    root = rctxs[0]
+    for p in root.problems:  # out of fds or memory: not what it was reported as
+        number = limits.cause(p.error)
+        if number is not None and not isinstance(p.error, ResourceError):
+            p.error, p.fixes = limits.resource_error(number, "preparing the restore"), ()
     stats.phases[Stage.PREPARE.name] = time.perf_counter() - t
-    return rctxs[0].problems
+    return root.problems
 
 
-@contextlib.contextmanager
+def _check_fd_room(views, recs, path) -> None:
+    """Every fd of the image is placed at its number in a task that starts with
+    pyckpt's limits, and pyckpt keeps the files it opens for it above them: the
+    highest must lie below pyckpt's limit of open files (raised to the hard limit).
+    Raised, not noted: no option avoids it, and no file could be placed for a check."""
+    limit = limits.nofile_limit()
+    live = [(v, r) for v, r in zip(views, recs) if not task.is_zombie(v)]
+    view, rec = max(live, key=lambda vr: files.highest_fd(vr[0]))
+    top = files.highest_fd(view)
+    if top + 1 >= limit:
+        room = sum(len(v.of_type(files.FdRecord)) for v, _ in live) + 4
+        raise limits.nofile_too_low(top, f"process {rec.pid} of the image at {path}", room)
+
+
 def _fd_room():
     """pyckpt's soft RLIMIT_NOFILE raised to its hard limit for the restore: the new
     task starts with pyckpt's limits and must dup3 to every fd number of the
-    image before its own limits are set (OUTSIDE stage)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    try:
-        yield
-    finally:
-        if soft != hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    image before its own limits are set (OUTSIDE stage).  restore() holds it from
+    the start (the files opened in PREPARE sit above the image's fds already)."""
+    return limits.fd_room()
 
 
 def _validate(path, progress: Progress, stats: RestoreStats,
@@ -196,6 +209,12 @@ def _validate(path, progress: Progress, stats: RestoreStats,
         rctx.zombie = rec if task.is_zombie(view) else None
         rctxs.append(rctx)
     root = rctxs[0]
+    _check_fd_room(views, recs, path)
+    for view, rec in zip(views, recs):
+        if not task.is_zombie(view):
+            for error in limits.unraisable(view.one(task.TaskRecord).rlimits,
+                                           f"process {rec.pid} of the image at {path}"):
+                root.note(error)
     if not options.new_pidns:
         for view, rec in zip(views, recs):
             tids = [rec.pid] if task.is_zombie(view) else [t.tid for t in thread.thread_records(view)]

@@ -27,7 +27,8 @@ def test_public_names_exist_and_are_documented():
         assert obj.__doc__, f"pyckpt.{name} has no docstring"
     public = {n for n in dir(pyckpt) if not n.startswith("_")}
     modules = {"errors", "proc", "seize", "inject", "kinds", "image", "ptrace_ops", "progress",
-               "signals", "dumper", "restorer", "cli", "netns", "precopy", "problems", "limits"}
+               "signals", "dumper", "restorer", "cli", "netns", "precopy", "problems", "limits",
+               "privileges"}
     assert public - modules - {"annotations", "os", "Path"} <= set(pyckpt.__all__)
 
 
@@ -110,6 +111,8 @@ SAMPLES = {
                                                        "a POSIX write lock held by process 34", [34]),
     pyckpt.ResourceError: pyckpt.ResourceError("message", resource="open files (RLIMIT_NOFILE)", limit=64,
                                                fd=200, errno_=errno.EMFILE),
+    pyckpt.PrivilegeError: pyckpt.PrivilegeError("message", missing=["root (pyckpt runs as uid 1000)"],
+                                                 operation="dump"),
     pyckpt.Interrupted: pyckpt.Interrupted("message"),
 }
 

@@ -51,6 +51,7 @@ about (documented in each class):
   LockConflictError       .pid .fd .path .lock .holder .holder_pids (a RestoreError)
   PtraceError             .pid .errno .what
   ResourceError           .resource .limit .fd .errno (out of fds or memory: not the image)
+  PrivilegeError          .missing .operation (not root, a capability missing)
   KernelMismatchError, RestoreError, DumpError: the message (and the OSError,
   if any, as `__cause__`)
 
@@ -72,6 +73,7 @@ Layout of the package, for developers:
   precopy.py    pre-copy: memory copied while the target runs (precopy=True)
   netns.py      network namespaces of restored copies (new_netns=True)
   limits.py     pyckpt's own RLIMIT_NOFILE during the work; out of fds/memory
+  privileges.py root and the capabilities a dump or restore needs, checked first
   _native/      the C helpers (cffi), built at install
   progress.py   the progress bar (tqdm, on a terminal only)
   signals.py    SIGINT/SIGTERM noted during the work, acted on at safe points
@@ -98,6 +100,7 @@ from .errors import (
     LockConflictError,
     NoSuchProcessError,
     PidInUseError,
+    PrivilegeError,
     PtraceError,
     PyckptError,
     ResourceError,
@@ -132,6 +135,7 @@ __all__ = [
     "DumpError",
     "PtraceError",
     "ResourceError",
+    "PrivilegeError",
     "Interrupted",
 ]
 

@@ -29,6 +29,7 @@ EXIT_CODES = [
     (errors.PtraceError, "a ptrace request failed"),
     (errors.LockConflictError, "a file lock of the image is held by another process"),
     (errors.ResourceError, "pyckpt ran out of fds or memory (raise ulimit -n, close fds); not the image"),
+    (errors.PrivilegeError, "not run as root with the capabilities needed (nothing was done)"),
     (errors.Interrupted, "interrupted by SIGINT/SIGTERM (work undone)"),
 ]
 
@@ -284,6 +285,10 @@ def _cmd_check(args, progress) -> int:
         print(f"pyckpt check: error: {' '.join(given)} only mean something with --restore "
               "(see pyckpt check --help)", file=sys.stderr)
         return 2
+    if args.restore:  # refused up front, as restore itself is, before the image is read
+        from .privileges import require
+
+        require("restore", path=args.dir, new_namespaces=args.new_pidns or args.new_netns)
     image = open_image(args.dir)
     if not args.restore:
         with progress.bar(sum(length for _, length, _ in stored_runs(image._reader)), "check") as bar:

@@ -20,7 +20,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 
-from . import __version__, proc
+from . import __version__, privileges, proc
 from .errors import DumpError, NoSuchProcessError, UnsuitableProcessError, UnsupportedError
 from .image import FORMAT_VERSION, Header, ImageWriter
 from .inject import Injector, injection_site_from
@@ -65,6 +65,7 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
     stats = DumpStats()
     t0 = time.perf_counter()
     with deferred_signals() as deferral:
+        privileges.require("dump", pid=pid)  # before anything is frozen or written
         stat = refuse_early(pid)
         writer = ImageWriter(path)
         pre = None

@@ -297,6 +297,25 @@ class ResourceError(PyckptError):
         super().__init__(message)
 
 
+class PrivilegeError(PyckptError):
+    """pyckpt lacks a privilege the dump or restore needs (root, a capability,
+    ptrace permission, access to /proc/PID/map_files); refused before anything
+    was frozen, created or written.
+
+    Attributes:
+        missing: what is missing, in words, one item each (a list of str).
+        operation: "dump" or "restore".
+    """
+
+    exit_code = 16
+
+    def __init__(self, message: str, *, missing: list[str] | None = None,
+                 operation: str | None = None):
+        self.missing = list(missing or [])
+        self.operation = operation
+        super().__init__(message)
+
+
 class Interrupted(PyckptError):
     """pyckpt was interrupted (SIGINT/SIGTERM/SIGHUP/SIGQUIT); the work was undone.
 

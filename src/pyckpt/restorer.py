@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from . import limits, netns, proc
+from . import limits, netns, privileges, proc
 from . import ptrace_ops as pt
 from ._native._ck import ffi, lib
 from .errors import ImageError, PidInUseError, PtraceError, PyckptError, ResourceError, RestoreError
@@ -86,6 +86,8 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
     progress = progress or Progress()
     options = options or RestoreOptions()
     stats = stats if stats is not None else RestoreStats()
+    # refused up front: nothing read, nothing created
+    privileges.require("restore", path=path, new_namespaces=options.new_pidns or options.new_netns)
     t0 = time.perf_counter()
     with limits.fd_room(), limits.translated(f"restoring from {path} (no process was left behind)"), \
             deferred_signals(), (netns.fresh() if options.new_netns else contextlib.nullcontext()):
@@ -114,6 +116,9 @@ def check(path, *, progress: Progress | None = None,
     progress = progress or Progress()
     options = options or RestoreOptions()
     stats = RestoreStats()
+    # as restore: refused up front (a check without the privileges could not open what
+    # restore opens, nor make the namespaces it makes)
+    privileges.require("restore", path=path, new_namespaces=options.new_pidns or options.new_netns)
     with limits.fd_room(), limits.translated(f"checking a restore from {path}"), deferred_signals(), \
             (netns.fresh() if options.new_netns else contextlib.nullcontext()):
         rctxs = _validate(path, progress, stats, options, checking=True)

@@ -28,7 +28,7 @@ def test_public_names_exist_and_are_documented():
     public = {n for n in dir(pyckpt) if not n.startswith("_")}
     modules = {"errors", "proc", "seize", "inject", "kinds", "image", "ptrace_ops", "progress",
                "signals", "dumper", "restorer", "cli", "netns", "precopy", "problems", "limits",
-               "privileges"}
+               "privileges", "trust"}
     assert public - modules - {"annotations", "os", "Path"} <= set(pyckpt.__all__)
 
 
@@ -113,6 +113,8 @@ SAMPLES = {
                                                fd=200, errno_=errno.EMFILE),
     pyckpt.PrivilegeError: pyckpt.PrivilegeError("message", missing=["root (pyckpt runs as uid 1000)"],
                                                  operation="dump"),
+    pyckpt.UntrustedImageError: pyckpt.UntrustedImageError("message", path=Path("/img"), owner=1000,
+                                                           wants="uid 0 (root, with every capability)"),
     pyckpt.Interrupted: pyckpt.Interrupted("message"),
 }
 

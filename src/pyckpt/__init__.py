@@ -52,6 +52,7 @@ about (documented in each class):
   PtraceError             .pid .errno .what
   ResourceError           .resource .limit .fd .errno (out of fds or memory: not the image)
   PrivilegeError          .missing .operation (not root, a capability missing)
+  UntrustedImageError     .path .owner .wants (an ordinary user's image asks for more)
   KernelMismatchError, RestoreError, DumpError: the message (and the OSError,
   if any, as `__cause__`)
 
@@ -74,6 +75,7 @@ Layout of the package, for developers:
   netns.py      network namespaces of restored copies (new_netns=True)
   limits.py     pyckpt's own RLIMIT_NOFILE during the work; out of fds/memory
   privileges.py root and the capabilities a dump or restore needs, checked first
+  trust.py      who could have written an image, what an ordinary user's may ask
   _native/      the C helpers (cffi), built at install
   progress.py   the progress bar (tqdm, on a terminal only)
   signals.py    SIGINT/SIGTERM noted during the work, acted on at safe points
@@ -108,6 +110,7 @@ from .errors import (
     UnsupportedError,
     UnsupportedFdError,
     UnsuitableProcessError,
+    UntrustedImageError,
 )
 from .problems import Fix, RestoreProblem
 
@@ -136,6 +139,7 @@ __all__ = [
     "PtraceError",
     "ResourceError",
     "PrivilegeError",
+    "UntrustedImageError",
     "Interrupted",
 ]
 
@@ -208,7 +212,7 @@ class Image:
 
     def check_restore(self, *, fds: dict | None = None, inherit_stdio: bool = False,
                       allow_changed_files: bool = False, deleted_dir: str | os.PathLike | None = None,
-                      new_pidns: bool = False, new_netns: bool = False,
+                      new_pidns: bool = False, new_netns: bool = False, trust_image: bool = False,
                       progress=None) -> list[RestoreProblem]:
         """Could `restore(self.path, **options)` be done here and now?  Runs every check
         restore makes before it creates a process — restore's own validation, run to
@@ -232,7 +236,8 @@ class Image:
         """
         from .restorer import check
 
-        opts = _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns)
+        opts = _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,
+                                trust_image)
         return check(self.path, progress=_progress(progress), options=opts)
 
     def summary(self) -> dict:
@@ -364,7 +369,8 @@ def dump(pid: int, path: str | os.PathLike, *, kill: bool = False,
 
 def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: bool = False,
             allow_changed_files: bool = False, deleted_dir: str | os.PathLike | None = None,
-            new_pidns: bool = False, new_netns: bool = False, progress=None):
+            new_pidns: bool = False, new_netns: bool = False, trust_image: bool = False,
+            progress=None):
     """Re-create the process saved at `path`, with its PID; returns a `psutil.Process`.
 
     The restored process is a child of the caller (reap it when it ends).
@@ -409,14 +415,24 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     loopback interface: copies of a server listen on the same ports side by
     side, and its connections within the image come back inside it.  Reach a
     copy with `pyckpt.network_namespace(pid)`.
+
+    Restore runs as root (else `PrivilegeError`, before anything is read) and
+    does what the image says.  An image directory owned by another user than
+    root (the directory or a file in it) restores only with what that user has:
+    its user and group ids, no capabilities, files it may open itself, and so
+    on — anything more is an `UntrustedImageError` (`.owner`, `.wants`) unless
+    `trust_image=True`: pass it only for images whose writer you trust.  Running
+    out of fds or memory is a `ResourceError`, never a damaged image.
     """
     from .restorer import restore as _restore
 
-    opts = _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns)
+    opts = _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,
+                            trust_image)
     return _restore(path, progress=_progress(progress), options=opts)
 
 
-def _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns):
+def _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,
+                     trust_image=False):
     """restore()'s keywords as RestoreOptions; `fds` checked for types (TypeError)."""
     from .kinds.context import RestoreOptions
 
@@ -434,6 +450,7 @@ def _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_p
         deleted_dir=None if deleted_dir is None else os.fspath(deleted_dir),
         new_pidns=new_pidns,
         new_netns=new_netns,
+        trust_image=bool(trust_image),
     )
 
 

@@ -30,6 +30,8 @@ EXIT_CODES = [
     (errors.LockConflictError, "a file lock of the image is held by another process"),
     (errors.ResourceError, "pyckpt ran out of fds or memory (raise ulimit -n, close fds); not the image"),
     (errors.PrivilegeError, "not run as root with the capabilities needed (nothing was done)"),
+    (errors.UntrustedImageError, "an image owned by an ordinary user asks for more than that user "
+                                 "has (--trust-image)"),
     (errors.Interrupted, "interrupted by SIGINT/SIGTERM (work undone)"),
 ]
 
@@ -128,6 +130,11 @@ def _restore_options(r: argparse.ArgumentParser) -> None:
                         "nsenter -t PID -n)")
     r.add_argument("--deleted-dir", metavar="DIR",
                    help="re-create deleted-but-open files in DIR instead of where they were")
+    r.add_argument("--trust-image", action="store_true",
+                   help="do what the image says even when an ordinary user owns its directory "
+                        "(by default such an image restores only with that user's ids, no "
+                        "capabilities, and files that user may open); only for images whose "
+                        "writer you trust")
 
 
 def _restore_kwargs(args) -> dict:
@@ -142,14 +149,16 @@ def _restore_kwargs(args) -> dict:
             raise SystemExit(2)
         fds[int(num)] = path
     return dict(fds=fds, inherit_stdio=args.inherit_stdio, allow_changed_files=args.allow_changed_files,
-                deleted_dir=args.deleted_dir, new_pidns=args.new_pidns, new_netns=args.new_netns)
+                deleted_dir=args.deleted_dir, new_pidns=args.new_pidns, new_netns=args.new_netns,
+                trust_image=args.trust_image)
 
 
 def _restore_flags(args) -> list[str]:
     """The restore options given, as typed."""
     flags = [f"--fd {spec}" for spec in args.fd]
     flags += [f"--{name.replace('_', '-')}" for name in ("inherit_stdio", "allow_changed_files",
-                                                         "new_pidns", "new_netns") if getattr(args, name)]
+                                                         "new_pidns", "new_netns", "trust_image")
+              if getattr(args, name)]
     return flags + ([f"--deleted-dir {args.deleted_dir}"] if args.deleted_dir is not None else [])
 
 

@@ -316,6 +316,30 @@ class PrivilegeError(PyckptError):
         super().__init__(message)
 
 
+class UntrustedImageError(PyckptError):
+    """The image directory belongs to another user than root, and the image asks for
+    more than that user has (another user's or root's ids, a file that user cannot
+    open, ...); restore it only if you trust whoever wrote it: `trust_image=True`
+    (`--trust-image`).  Nothing was created.
+
+    Attributes:
+        path: the image directory (a str).
+        owner: the uid that owns it (and so could have written anything in it); None
+            when the directory is writable by others too.
+        wants: what the image asks for that the owner does not have, in words
+            (e.g. "uid 0", "/etc/shadow opened for reading").
+    """
+
+    exit_code = 17
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None,
+                 owner: int | None = None, wants: str | None = None):
+        self.path = None if path is None else os.fspath(path)
+        self.owner = owner
+        self.wants = wants
+        super().__init__(message)
+
+
 class Interrupted(PyckptError):
     """pyckpt was interrupted (SIGINT/SIGTERM/SIGHUP/SIGQUIT); the work was undone.
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from . import limits, netns, privileges, proc
+from . import limits, netns, privileges, proc, trust
 from . import ptrace_ops as pt
 from ._native._ck import ffi, lib
 from .errors import ImageError, PidInUseError, PtraceError, PyckptError, ResourceError, RestoreError
@@ -140,12 +140,39 @@ def _prepare(rctxs: list[RestoreContext], stats: RestoreStats) -> list[RestorePr
         for step in (memory.prepare, mm.prepare, task.prepare, files.prepare, itimers.prepare):
             rctx.collect(lambda step=step: step(rctx))
     root = rctxs[0]
+    if TRUST in root.shared:  # an image of an ordinary user: may it open what pyckpt opened?
+        owner, paths = root.shared[TRUST]
+        denied = trust.denied_files(owner, root.passed, paths)
+        if denied:
+            more = f" and {len(denied) - 3} more" if len(denied) > 3 else ""
+            root.note(trust.refusal(root.image.path, owner, "; ".join(denied[:3]) + more))
     for p in root.problems:  # out of fds or memory: not what it was reported as
         number = limits.cause(p.error)
         if number is not None and not isinstance(p.error, ResourceError):
             p.error, p.fixes = limits.resource_error(number, "preparing the restore"), ()
     stats.phases[Stage.PREPARE.name] = time.perf_counter() - t
     return root.problems
+
+
+TRUST = "trust: owner, paths"  # RestoreContext.shared: who owns an untrusted image
+
+
+def _check_trust(path, image, views, recs, root: RestoreContext) -> None:
+    """An image directory an ordinary user owns restores only with what that user has
+    (see trust.py): what each process asks for beyond it is a problem, avoided by
+    trust_image; the files are checked once opened (PREPARE)."""
+    owner = trust.owner_of(path)
+    if owner is None:
+        return
+    root.shared[TRUST] = (owner, trust.other_paths(image, root.options.deleted_dir))
+    for view, rec in zip(views, recs):
+        if not task.is_zombie(view):
+            wants = trust.check_process(path, owner, view)
+            if wants:
+                root.note(trust.refusal(path, owner, f"process {rec.pid} with {'; '.join(wants)}"))
+    objects = trust.foreign_objects(owner, image)
+    if objects:
+        root.note(trust.refusal(path, owner, "; ".join(objects)))
 
 
 def _check_fd_room(views, recs, path) -> None:
@@ -214,6 +241,8 @@ def _validate(path, progress: Progress, stats: RestoreStats,
         rctx.zombie = rec if task.is_zombie(view) else None
         rctxs.append(rctx)
     root = rctxs[0]
+    if not options.trust_image:
+        _check_trust(path, image, views, recs, root)
     _check_fd_room(views, recs, path)
     for view, rec in zip(views, recs):
         if not task.is_zombie(view):

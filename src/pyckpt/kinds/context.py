@@ -56,6 +56,7 @@ class RestoreOptions:
     deleted_dir: str | None = None  # where deleted files are re-created (default: where they were)
     new_pidns: bool = False  # restore into a fresh PID namespace (the image's PIDs inside it)
     new_netns: bool = False  # ... and/or a fresh network namespace (its own ports, loopback)
+    trust_image: bool = False  # do what an image owned by an ordinary user says (see trust.py)
 
 
 @dataclass

@@ -69,6 +69,32 @@ def dump(ctx: DumpContext) -> list:
     return [CredsRecord(uids, _ids(s["Gid"]), groups, dumpable, s.get("NoNewPrivs", "0") == "1")]
 
 
+def beyond(rec: CredsRecord, uid: int, gids: frozenset[int] | None) -> list[str]:
+    """What identity `rec` asks for that user `uid`, in groups `gids` (None: unknown),
+    does not have, in words; [] when none.  A non-root user's process holds no
+    capabilities (pyckpt refuses at dump what it could not give back, and a change
+    of ids away from root drops them), so an identity wholly the user's cannot
+    carry any: uid 0 anywhere (saved and fs included) is asking for root."""
+    out = []
+    if any(u != uid for u in rec.uids):
+        ids = (f"uid {rec.uids[0]}" if len(set(rec.uids)) == 1
+               else f"uids {'/'.join(map(str, rec.uids))} (real/effective/saved/fs)")
+        out.append(ids + (" (root, with every capability)" if 0 in rec.uids else ""))
+    gid_words = (f"gid {rec.gids[0]}" if len(set(rec.gids)) == 1
+                 else f"gids {'/'.join(map(str, rec.gids))} (real/effective/saved/fs)")
+    if gids is None:
+        out.append(f"{gid_words} and groups {', '.join(map(str, rec.groups)) or 'none'} (uid {uid} "
+                   "is not in the user database: its groups are unknown)")
+        return out
+    if any(g not in gids for g in rec.gids):
+        out.append(f"{gid_words}, not a group of uid {uid}")
+    extra = sorted(set(g for g in rec.groups if g not in gids))
+    if extra:
+        out.append(f"supplementary group{'s' if len(extra) > 1 else ''} {', '.join(map(str, extra))}, "
+                   f"not of uid {uid}")
+    return out
+
+
 def restore(rctx: RestoreContext) -> None:
     rec = rctx.image.one(CredsRecord)
     _set_ids(rctx, rec)

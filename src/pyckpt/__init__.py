@@ -149,6 +149,12 @@ class Image:
     and `open_image()` opens.  `verify()` checks the rest (every page);
     `summary()` is its content as plain data.
 
+    Opening reads only regular files of the image directory (never through a
+    symbolic link, never a FIFO or a device), of bounded size, and checks
+    every byte: magic, version, lengths, checksums, field types, and that the
+    records make one process tree without a dangling reference.  Anything
+    else is an `ImageError` naming the directory.
+
     Attributes:
         path: the image directory (a `pathlib.Path`).
         pid: the PID of the image's (first) process when it was dumped.
@@ -190,18 +196,16 @@ class Image:
         return self.header.root_pid
 
     def verify(self, progress=None) -> None:
-        """Check what opening the image did not: that the records fit together
-        (one process tree) and every page against its digest — what
-        `pyckpt check` does.  Raises `ImageError` (with `.path`) at the first
-        fault.  `progress` as for `dump()` (None, True, False), or a callable
-        that is given the number of bytes checked, run by run.
+        """Check what opening the image did not: every page against its digest —
+        what `pyckpt check` does (opening checked the records: bytes, checksums,
+        and that they make one process tree).  Raises `ImageError` (with
+        `.path`) at the first fault.  `progress` as for `dump()` (None, True,
+        False), or a callable that is given the number of bytes checked, run by
+        run.
         """
-        from .kinds import check_consistency, stored_runs, task
+        from .kinds import stored_runs
         from .limits import translated
 
-        for view in task.process_views(self._reader):
-            if not task.is_zombie(view):
-                check_consistency(view)
         runs = stored_runs(self._reader)
         with translated(f"verifying the image at {self.path}"):  # out of memory: not a damage
             if callable(progress):
@@ -488,5 +492,6 @@ def network_namespace(pid: int):
 
 
 def open_image(path: str | os.PathLike) -> Image:
-    """Open and validate an image (records and checksums; pages with `.verify()`)."""
+    """Open and validate an image (records, checksums and references; pages with
+    `.verify()`).  A damaged, incomplete or foreign image raises `ImageError`."""
     return Image(path)

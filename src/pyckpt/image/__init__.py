@@ -7,9 +7,10 @@ Layout (directory 0700, files 0600):
                 (offset, page count) from the memory records
   COMPLETE      written last; holds the digests of records.img and pages.img.
                 Without it the image is incomplete and nothing will read it.
-  INCOMPLETE    present while a dump runs; a failed dump leaves it, with the
-                reason inside, and nothing else (records.img and pages.img
-                are removed)
+  INCOMPLETE    present while a dump runs, naming the pyckpt that writes it
+                ("dump in progress by pyckpt pid N (started T ticks after boot
+                B)"); a failed dump leaves it with the reason ("dump failed:
+                ...") and nothing else (records.img and pages.img are removed)
 
 records.img, byte by byte (little-endian):
 
@@ -19,6 +20,16 @@ records.img, byte by byte (little-endian):
 
 Every read checks magic, version, lengths, types and checksums; the page
 store is checked against per-run xxh3-64 digests before a restore starts.
+
+The directory is pyckpt's alone: a dump refuses an existing directory the
+caller does not own or that others can write to.  Inside it nothing is
+followed: every file is opened relative to the directory's fd with
+O_NOFOLLOW (new ones with O_EXCL), markers are written as a temporary file
+renamed into place, and a reader reads only regular files (checked on an
+O_PATH fd before they are opened: a FIFO, a device or a symbolic link is
+never opened), of bounded size; the only text of the directory a message
+ever quotes is the reason of an INCOMPLETE marker, and only when it has the
+form pyckpt writes (short, printable, one line).
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import re
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +60,10 @@ PAGE = 4096
 _REC_HEAD = struct.Struct("<HHI")
 _DIGEST = struct.Struct("<Q")
 MAX_RECORD = 256 << 20
+MAX_RECORDS_FILE = 1 << 30  # records.img is metadata: a GiB of it is no image pyckpt wrote
+MAX_MARKER = 4096  # COMPLETE and INCOMPLETE
+MAX_REASON = 1000  # characters of a failed dump's reason kept in INCOMPLETE
+UNREADABLE = "the reason is unreadable"
 
 __all__ = [
     "Header",
@@ -58,6 +75,7 @@ __all__ = [
     "decode",
     "FORMAT_VERSION",
     "padded",
+    "incomplete_reason",
 ]
 
 
@@ -84,16 +102,187 @@ def _digest(*parts: bytes) -> int:
     return h.intdigest()
 
 
-def _open_new(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+# --- files in the image directory: never followed, only regular ones read -------------------------
 
+_O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _create(dfd: int, name: str) -> int:
+    """A new file `name` of the directory `dfd`, mode 0600; never an existing one, never
+    through a symbolic link."""
+    return os.open(name, _O_NEW, 0o600, dir_fd=dfd)
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _open_dir(path: Path) -> int:
+    """The image directory (`path` itself may be a symbolic link: the caller's choice)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ImageError(f"no image at {path}: not a directory", path=path) from None
+    except OSError as e:
+        raise ImageError(f"no image at {path}: cannot open it: {e.strerror}", path=path) from None
+
+
+def _kind(mode: int) -> str:
+    for test, what in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _lstat(dfd: int, name: str, path: Path) -> os.stat_result | None:
+    """`name` in the directory as it is (a link not followed); None if absent."""
+    try:
+        return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ImageError(f"image at {path}: cannot read {name}: {e.strerror}", path=path) from None
+
+
+def _open_regular(dfd: int, name: str, path: Path) -> tuple[int, os.stat_result]:
+    """A read-only fd of `name` in the directory, and its stat, if it is a regular file:
+    it is looked at through an O_PATH fd first (which opens nothing: not a FIFO, not
+    a device, not the target of a symbolic link), then that very file is opened."""
+    try:
+        pfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    except FileNotFoundError:
+        raise ImageError(f"image at {path}: {name} is missing", path=path) from None
+    except OSError as e:
+        raise ImageError(f"image at {path}: cannot open {name}: {e.strerror}", path=path) from None
+    try:
+        st = os.fstat(pfd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"image at {path}: {name} is {_kind(st.st_mode)}, not a file pyckpt "
+                             "wrote; it was not read", path=path)
+        fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ImageError(f"image at {path}: cannot open {name}: {e.strerror}", path=path) from None
+    finally:
+        os.close(pfd)
+    return fd, st
+
+
+def _read_regular(dfd: int, name: str, limit: int, path: Path) -> tuple[bytes, os.stat_result]:
+    """The content of the regular file `name`, at most `limit` bytes (else ImageError)."""
+    fd, st = _open_regular(dfd, name, path)
+    try:
+        if st.st_size > limit:
+            raise ImageError(f"image at {path}: {name} holds {st.st_size} bytes, more than an "
+                             f"image's {limit} (not an image pyckpt wrote)", path=path)
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, min(16 << 20, limit + 1 - total))
+            if not chunk:
+                return b"".join(chunks), st
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise ImageError(f"image at {path}: {name} grew past {limit} bytes while it was "
+                                 "read (not an image pyckpt wrote)", path=path)
+    except OSError as e:
+        raise ImageError(f"image at {path}: cannot read {name}: {e.strerror}", path=path) from None
+    finally:
+        os.close(fd)
+
+
+# --- the INCOMPLETE marker ---------------------------------------------------------------------
+
+_IN_PROGRESS = re.compile(r"dump in progress by pyckpt pid ([1-9][0-9]{0,9}) "
+                          r"\(started ([0-9]{1,20}) ticks after boot ([0-9a-f-]{36})\)\n")
+_FAILED = re.compile(r"dump failed: (.+)\n", re.DOTALL)
+
+
+def _proc_start(pid: int | str) -> tuple[str, int] | None:
+    """(state, start time in clock ticks after boot) of a process, None if there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read()
+        fields = text[text.rindex(b")") + 2:].split()
+        return fields[0].decode(), int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _in_progress_text() -> bytes:
+    me = _proc_start("self")
+    if me is None:
+        raise OSError(2, "cannot read /proc/self/stat")
+    return (f"dump in progress by pyckpt pid {os.getpid()} "
+            f"(started {me[1]} ticks after boot {_boot_id()})\n").encode()
+
+
+def _failed_text(reason: str) -> bytes:
+    """What a failed dump's marker says: one line, printable, at most MAX_REASON characters."""
+    line = "".join(c if c.isprintable() else repr(c)[1:-1]
+                   for c in (reason or "unknown").replace("\n", " | "))
+    if len(line) > MAX_REASON:
+        line = line[: MAX_REASON - 3] + "..."
+    return f"dump failed: {line}\n".encode("utf-8", "backslashreplace")
+
+
+def _describe_marker(dfd: int, path: Path) -> str | None:
+    """What the INCOMPLETE marker says, in words fit to print; None if there is none.
+    Read only as a regular file of pyckpt's form (the same owner as the directory,
+    one link, short, UTF-8, one printable line): anything else is UNREADABLE."""
+    if _lstat(dfd, INCOMPLETE_FILE, path) is None:
+        return None
+    try:
+        data, st = _read_regular(dfd, INCOMPLETE_FILE, MAX_MARKER, path)
+        text = data.decode("utf-8")
+    except (ImageError, UnicodeDecodeError):
+        return UNREADABLE
+    if st.st_nlink != 1 or st.st_uid != os.fstat(dfd).st_uid:
+        return UNREADABLE
+    m = _IN_PROGRESS.fullmatch(text)
+    if m:
+        pid, start, boot = int(m.group(1)), int(m.group(2)), m.group(3)
+        now = _proc_start(pid)
+        if boot == _boot_id() and now is not None and now[1] == start and now[0] not in "ZX":
+            return f"a dump is in progress: pyckpt (pid {pid}) is writing it"
+        return f"the dump was interrupted: pyckpt (pid {pid}) ended before it finished"
+    m = _FAILED.fullmatch(text)
+    if m and len(m.group(1)) <= MAX_REASON and m.group(1).isprintable():
+        return f"dump failed: {m.group(1)}"
+    return UNREADABLE
+
+
+def incomplete_reason(path: str | os.PathLike) -> str | None:
+    """Why the image at `path` is incomplete, in words fit to print (its INCOMPLETE
+    marker read as described above); None when it has no such marker."""
+    path = Path(path)
+    dfd = _open_dir(path)
+    try:
+        return _describe_marker(dfd, path)
+    finally:
+        os.close(dfd)
+
+
+# --- writing ---------------------------------------------------------------------------------------
 
 class PageStoreWriter:
     """Appends page runs to pages.img; returns where each run went and its digest."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd = _open_new(path)
+    def __init__(self, path: Path, dir_fd: int | None = None):
+        self.path = Path(path)
+        self.fd = (os.open(self.path, _O_NEW, 0o600) if dir_fd is None
+                   else _create(dir_fd, self.path.name))
         self.offset = 0
 
     def append(self, data) -> tuple[int, int]:
@@ -117,48 +306,142 @@ class PageStoreWriter:
             self.fd = -1
 
 
+def _user(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
 class ImageWriter:
-    """Creates an image directory; `finish()` makes it complete."""
+    """Creates an image directory; `finish()` makes it complete.
+
+    An existing directory is taken only if it is empty, belongs to the caller
+    (the effective uid) and neither its group nor others can write to it;
+    pyckpt works in it through a directory fd and follows nothing inside.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.created = False  # the directory is this writer's (else it was given, empty)
         self._given_mode: int | None = None
+        self._fd = -1
+        self._dfd = -1
+        self.pages: PageStoreWriter | None = None
+        self._open_dir()
         try:
-            if self.path.exists():
-                if not self.path.is_dir():
-                    raise ImageWriteError(f"image path {self.path} exists and is not a directory",
-                                          path=self.path)
-                if any(self.path.iterdir()):
-                    raise ImageWriteError(
-                        f"image directory {self.path} is not empty; choose a new path or remove it",
-                        path=self.path
-                    )
-                self._given_mode = self.path.stat().st_mode & 0o7777
-                os.chmod(self.path, 0o700)
-            else:
-                os.mkdir(self.path, 0o700)
-                self.created = True
-            fd = _open_new(self.path / INCOMPLETE_FILE)
-            os.write(fd, b"dump in progress\n")
-            os.close(fd)
-            self._fd = _open_new(self.path / RECORDS_FILE)
-            self.pages = PageStoreWriter(self.path / PAGES_FILE)
-        except ImageWriteError:
-            raise
+            self._put(INCOMPLETE_FILE, _in_progress_text())
+            self._fd = _create(self._dfd, RECORDS_FILE)
+            self.pages = PageStoreWriter(self.path / PAGES_FILE, dir_fd=self._dfd)
         except OSError as e:
-            for fd in (getattr(self, "_fd", -1), getattr(getattr(self, "pages", None), "fd", -1)):
-                if fd >= 0:
-                    os.close(fd)
+            self._close_files()
             self._remove(keep_marker=False)
             raise ImageWriteError(f"cannot write image at {self.path}: {e.strerror}",
                                   path=self.path) from None
         self._hash = xxhash.xxh3_64()
         self._count = 0
 
+    def _open_dir(self) -> None:
+        """Make the directory, or take the empty one given if it is fit; refusals
+        change nothing."""
+        try:
+            os.mkdir(self.path, 0o700)
+            self.created = True
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise ImageWriteError(f"cannot write image at {self.path}: {e.strerror}",
+                                  path=self.path) from None
+        try:
+            dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except NotADirectoryError:
+            raise ImageWriteError(f"image path {self.path} exists and is not a directory",
+                                  path=self.path) from None
+        except OSError as e:
+            raise ImageWriteError(f"cannot write image at {self.path}: {e.strerror}",
+                                  path=self.path) from None
+        try:
+            st = os.fstat(dfd)
+            refusal = self._refusal(st)
+            if refusal is None and not self.created and os.listdir(dfd):
+                refusal = f"image directory {self.path} is not empty; choose a new path or remove it"
+            if refusal is not None:
+                if self.created:  # made here, yet not fit (a filesystem without owners or modes)
+                    try:
+                        os.rmdir(self.path)
+                    except OSError:
+                        pass
+                    self.created = False
+                raise ImageWriteError(refusal, path=self.path)
+            if not self.created:
+                self._given_mode = st.st_mode & 0o7777
+                os.fchmod(dfd, 0o700)
+        except OSError as e:
+            os.close(dfd)
+            raise ImageWriteError(f"cannot write image at {self.path}: {e.strerror}",
+                                  path=self.path) from None
+        except BaseException:
+            os.close(dfd)
+            raise
+        self._dfd = dfd
+        self._dir_id = (st.st_dev, st.st_ino)
+
+    def _refusal(self, st: os.stat_result) -> str | None:
+        me = os.geteuid()
+        if st.st_uid != me:
+            return (f"image directory {self.path} belongs to {_user(st.st_uid)}, not to "
+                    f"{_user(me)} who runs pyckpt; an image directory must be pyckpt's alone: "
+                    "choose a new path (pyckpt creates it)")
+        if st.st_mode & 0o022:
+            who = {0o022: "its group and others", 0o020: "its group", 0o002: "others"}[st.st_mode & 0o022]
+            return (f"image directory {self.path} can be written by {who} (mode "
+                    f"{st.st_mode & 0o7777:04o}); an image directory must be pyckpt's alone: "
+                    "choose a new path (pyckpt creates it)")
+        return None
+
+    def _dir(self) -> int:
+        """The directory's fd: the one held, else the directory opened anew if it is
+        still the same one (after finish(), for abandon()); OSError if not."""
+        if self._dfd < 0:
+            dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC)
+            st = os.fstat(dfd)
+            if (st.st_dev, st.st_ino) != self._dir_id:
+                os.close(dfd)
+                raise OSError(2, "the image directory was replaced")
+            self._dfd = dfd
+        return self._dfd
+
+    def _close_dir(self) -> None:
+        if self._dfd >= 0:
+            os.close(self._dfd)
+            self._dfd = -1
+
+    def _put(self, name: str, data: bytes, *, sync: bool = False, rename: bool = True) -> str:
+        """Write `name` as a temporary file renamed into place (a link of that name is
+        replaced, never written through).  With rename=False, leave it at the
+        temporary name (returned)."""
+        dfd = self._dir()
+        tmp = f".{name}.tmp"
+        try:
+            os.unlink(tmp, dir_fd=dfd)
+        except FileNotFoundError:
+            pass
+        fd = _create(dfd, tmp)
+        try:
+            _write_all(fd, data)
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if rename:
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        return tmp
+
     def _write(self, data: bytes) -> None:
         try:
-            os.write(self._fd, data)
+            _write_all(self._fd, data)
         except OSError as e:
             raise ImageWriteError(f"cannot write image at {self.path}: {e.strerror}",
                                   path=self.path) from None
@@ -198,101 +481,99 @@ class ImageWriter:
                 "records_xxh3": self._hash.intdigest(),
                 "pages_size": pages_size,
             }).encode()
-            tmp = self.path / (COMPLETE_FILE + ".tmp")
-            fd = _open_new(tmp)
-            os.write(fd, marker)
-            os.fsync(fd)
-            os.close(fd)
+            tmp = self._put(COMPLETE_FILE, marker, sync=True, rename=False)
             # INCOMPLETE goes first: a crash in between leaves neither marker,
             # which readers also take as incomplete — never both.
-            os.unlink(self.path / INCOMPLETE_FILE)
-            os.rename(tmp, self.path / COMPLETE_FILE)
-            dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-            os.fsync(dfd)
-            os.close(dfd)
+            os.unlink(INCOMPLETE_FILE, dir_fd=self._dfd)
+            os.rename(tmp, COMPLETE_FILE, src_dir_fd=self._dfd, dst_dir_fd=self._dfd)
+            os.fsync(self._dfd)
         except OSError as e:
             raise ImageWriteError(f"cannot finish image at {self.path}: {e.strerror}",
                                   path=self.path) from None
+        finally:
+            self._close_dir()
 
     def abandon(self, reason: str, *, keep_marker: bool = True) -> None:
         """A failed dump: remove the partial records and pages (gigabytes, maybe, of
         no use to anyone) and leave only the INCOMPLETE marker, with the reason.
         With `keep_marker=False` (nothing was touched: a refusal) leave nothing:
         the directory is removed if this writer made it, else left empty as given."""
-        for fd in (self._fd, self.pages.fd):
+        self._close_files()
+        try:
+            self._dir()
+        except OSError:
+            return  # the directory is gone or another one: nothing of this dump to undo there
+        self._remove(keep_marker=keep_marker)
+        if keep_marker:
+            try:
+                self._put(INCOMPLETE_FILE, _failed_text(reason))
+            except OSError:
+                pass
+            self._close_dir()
+
+    def _close_files(self) -> None:
+        for fd in (self._fd, self.pages.fd if self.pages is not None else -1):
             if fd >= 0:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
         self._fd = -1
-        self.pages.fd = -1
-        self._remove(keep_marker=keep_marker)
-        if keep_marker:
-            try:
-                with open(self.path / INCOMPLETE_FILE, "w") as f:
-                    f.write(f"dump failed: {reason}\n")
-            except OSError:
-                pass
+        if self.pages is not None:
+            self.pages.fd = -1
 
     def _remove(self, *, keep_marker: bool) -> None:
-        """Best effort: every file a dump writes (but the marker, if kept)."""
-        names = [RECORDS_FILE, PAGES_FILE, COMPLETE_FILE + ".tmp", COMPLETE_FILE]
+        """Best effort: every file a dump writes (but the marker, if kept); without the
+        marker the directory too if this writer made it, else its mode as given."""
+        dfd = self._dfd
+        names = [RECORDS_FILE, PAGES_FILE, f".{COMPLETE_FILE}.tmp", COMPLETE_FILE,
+                 f".{INCOMPLETE_FILE}.tmp"]
         for name in names + ([] if keep_marker else [INCOMPLETE_FILE]):
             try:
-                (self.path / name).unlink(missing_ok=True)
+                os.unlink(name, dir_fd=dfd)
             except OSError:
                 pass
         if keep_marker:
             return
         try:
+            if self._given_mode is not None:
+                os.fchmod(dfd, self._given_mode)
+        except OSError:
+            pass
+        self._close_dir()
+        try:
             if self.created:
                 os.rmdir(self.path)
-            elif self._given_mode is not None:
-                os.chmod(self.path, self._given_mode)
         except OSError:
             pass
 
+    def __del__(self):
+        self._close_dir()
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
 
 class ImageReader:
-    """Opens an image and validates everything but the page contents.
+    """Opens an image and validates everything but the page contents: the bytes
+    (sizes, checksums, types) and that the records make one process tree
+    (`kinds.check_tree`).
 
     `verify_pages(runs)` checks page digests; restore calls it before it
-    creates any process.
+    creates any process.  `open_pages()` gives an fd of pages.img (the file
+    opened and checked at first, nothing else).
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        if not self.path.is_dir():
-            raise ImageError(f"no image at {self.path}: not a directory", path=self.path)
-        if not (self.path / COMPLETE_FILE).exists():
-            why = ""
-            inc = self.path / INCOMPLETE_FILE
-            if inc.exists():
-                why = " (" + inc.read_text(errors="replace").strip() + ")"
-            elif not (self.path / RECORDS_FILE).exists():
-                raise ImageError(f"no image at {self.path}: {RECORDS_FILE} is missing", path=self.path)
-            raise ImageError(f"image at {self.path} is incomplete{why}; it cannot be used", path=self.path)
+        dfd = _open_dir(self.path)
         try:
-            marker = json.loads((self.path / COMPLETE_FILE).read_text())
-            self._expect_digest = int(marker["records_xxh3"])
-            self.pages_size = int(marker["pages_size"])
-            if not (0 <= self._expect_digest < 1 << 64 and 0 <= self.pages_size < 1 << 48):
-                raise ValueError("out of range")
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError, OverflowError, OSError):
-            raise ImageError(f"image at {self.path}: the COMPLETE marker is damaged",
-                             path=self.path) from None
-        try:
-            data = (self.path / RECORDS_FILE).read_bytes()
-            actual_pages = os.stat(self.path / PAGES_FILE).st_size
-        except OSError as e:
-            raise ImageError(f"image at {self.path}: cannot read it: {e.strerror} ({e.filename})",
-                             path=self.path) from None
-        if actual_pages != self.pages_size:
-            raise ImageError(
-                f"image at {self.path}: {PAGES_FILE} holds {actual_pages} bytes, "
-                f"the image says {self.pages_size} (truncated or damaged)", path=self.path
-            )
+            data = self._load(dfd)
+        finally:
+            os.close(dfd)
         try:
             self.header, self.records = self._parse(data)
         except ImageError as e:  # a record that does not decode: codec.py knows no path
@@ -302,6 +583,55 @@ class ImageReader:
         if _digest(data) != self._expect_digest:
             raise ImageError(f"image at {self.path}: {RECORDS_FILE} does not match its COMPLETE digest",
                              path=self.path)
+        from ..kinds import check_tree
+
+        check_tree(self)  # every reader sees one process tree, no dangling reference
+
+    def _load(self, dfd: int) -> bytes:
+        """Read the markers and records.img, look at pages.img; returns records.img."""
+        if _lstat(dfd, COMPLETE_FILE, self.path) is None:
+            why = _describe_marker(dfd, self.path)
+            if why is None:
+                if _lstat(dfd, RECORDS_FILE, self.path) is None:
+                    raise ImageError(f"no image at {self.path}: {RECORDS_FILE} is missing",
+                                     path=self.path)
+                raise ImageError(f"image at {self.path} is incomplete; it cannot be used", path=self.path)
+            raise ImageError(f"image at {self.path} is incomplete ({why}); it cannot be used",
+                             path=self.path)
+        marker, _ = _read_regular(dfd, COMPLETE_FILE, MAX_MARKER, self.path)
+        try:
+            fields = json.loads(marker)
+            digest, size = fields["records_xxh3"], fields["pages_size"]
+            if not (_int(digest) and _int(size) and 0 <= digest < 1 << 64 and 0 <= size < 1 << 48):
+                raise ValueError("out of range")
+        except (ValueError, KeyError, TypeError, IndexError, RecursionError):
+            raise ImageError(f"image at {self.path}: the COMPLETE marker is damaged",
+                             path=self.path) from None
+        self._expect_digest, self.pages_size = digest, size
+        data, _ = _read_regular(dfd, RECORDS_FILE, MAX_RECORDS_FILE, self.path)
+        fd, st = _open_regular(dfd, PAGES_FILE, self.path)
+        os.close(fd)
+        self._pages_id = (st.st_dev, st.st_ino)
+        if st.st_size != self.pages_size:
+            raise ImageError(
+                f"image at {self.path}: {PAGES_FILE} holds {st.st_size} bytes, "
+                f"the image says {self.pages_size} (truncated or damaged)", path=self.path
+            )
+        return data
+
+    def open_pages(self) -> int:
+        """A new read-only fd (close-on-exec) of pages.img: the regular file checked when
+        the image was opened, of the size the image says (else ImageError)."""
+        dfd = _open_dir(self.path)
+        try:
+            fd, st = _open_regular(dfd, PAGES_FILE, self.path)
+        finally:
+            os.close(dfd)
+        if (st.st_dev, st.st_ino) != self._pages_id or st.st_size != self.pages_size:
+            os.close(fd)
+            raise ImageError(f"image at {self.path}: {PAGES_FILE} was replaced or changed since "
+                             "the image was opened", path=self.path)
+        return fd
 
     def _parse(self, data: bytes):
         where = f"image at {self.path}"
@@ -358,6 +688,8 @@ class ImageReader:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError):
             raise ImageError(f"image at {self.path}: {what} is not valid JSON", path=self.path) from None
+        except RecursionError:
+            raise ImageError(f"image at {self.path}: {what} is JSON nested too deeply", path=self.path) from None
 
     def of_type(self, cls) -> list:
         return [r for r in self.records if isinstance(r, cls)]
@@ -382,11 +714,13 @@ class ImageReader:
                                  path=self.path)
         if not runs or self.pages_size == 0:
             return
+        fd = self.open_pages()
         try:
-            with open(self.path / PAGES_FILE, "rb") as f:
-                mapping = mmap.mmap(f.fileno(), self.pages_size, mmap.MAP_SHARED, mmap.PROT_READ)
+            mapping = mmap.mmap(fd, self.pages_size, mmap.MAP_SHARED, mmap.PROT_READ)
         except (OSError, ValueError) as e:
             raise ImageError(f"image at {self.path}: cannot map {PAGES_FILE}: {e}", path=self.path) from None
+        finally:
+            os.close(fd)
         try:
             mapping.madvise(mmap.MADV_SEQUENTIAL)
             view = memoryview(mapping)
@@ -423,3 +757,6 @@ class ImageView:
         return [r for r in source if isinstance(r, cls)]
 
     one = ImageReader.one
+
+    def open_pages(self) -> int:
+        return self.reader.open_pages()

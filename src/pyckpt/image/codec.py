@@ -3,8 +3,9 @@
 A record class is a dataclass registered with `@record(type_id)`.  Its
 fields may be int, str, bool, bytes (stored as base64), float, lists of
 those, lists of other dataclasses, or `X | None`.  Decoding checks every
-field name and type, so a damaged or foreign payload is refused with a clear
-message instead of building a wrong process.
+field name and type (integers fit in 64 bits, numbers are finite, strings
+are text or file-system bytes, paths hold no NUL), so a damaged or foreign
+payload is refused with a clear message instead of building a wrong process.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import math
 import types
 import typing
 from typing import Any
@@ -19,6 +21,11 @@ from typing import Any
 from ..errors import ImageError
 
 RECORD_TYPES: dict[int, type] = {}
+# Every integer of a record fits in 64 bits (signed or not): a larger one is damage.
+INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1
+# Fields of these names hold paths and names the kernel takes as C strings: no NUL in
+# them (other strings may hold one: an abstract unix socket name, shown as text).
+C_STRINGS = frozenset({"path", "cwd", "root", "name", "comm"})
 
 
 def record(type_id: int):
@@ -59,22 +66,22 @@ def decode(cls: type, data: Any, where: str = "") -> Any:
         missing = sorted(set(names) - set(data))
         extra = sorted(set(data) - set(names))
         raise ImageError(f"{where}: fields do not match (missing {missing}, unknown {extra})")
-    return cls(**{n: _decode_value(hints[n], data[n], f"{where}.{n}") for n in names})
+    return cls(**{n: _decode_value(hints[n], data[n], f"{where}.{n}", n in C_STRINGS) for n in names})
 
 
-def _decode_value(tp: Any, value: Any, where: str) -> Any:
+def _decode_value(tp: Any, value: Any, where: str, c_string: bool = False) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
         (inner,) = [a for a in args if a is not type(None)]
-        return _decode_value(inner, value, where)
+        return _decode_value(inner, value, where, c_string)
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list):
             raise ImageError(f"{where}: expected a list")
-        return [_decode_value(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_decode_value(inner, v, f"{where}[{i}]", c_string) for i, v in enumerate(value)]
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, list) or len(value) != len(args):
@@ -92,13 +99,27 @@ def _decode_value(tp: Any, value: Any, where: str) -> Any:
     if tp is int:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ImageError(f"{where}: expected an integer")
+        if not INT_MIN <= value <= INT_MAX:
+            raise ImageError(f"{where}: integer out of range")
         return value
     if tp is float:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ImageError(f"{where}: expected a number")
+        if not (isinstance(value, float) or INT_MIN <= value <= INT_MAX) or not math.isfinite(value):
+            raise ImageError(f"{where}: number out of range")
         return float(value)
-    if tp in (str, bool):
-        if not isinstance(value, tp):
-            raise ImageError(f"{where}: expected {tp.__name__}")
+    if tp is str:
+        if not isinstance(value, str):
+            raise ImageError(f"{where}: expected str")
+        try:
+            value.encode("utf-8", "surrogateescape")  # what it was made from: text or file-system bytes
+        except UnicodeEncodeError:
+            raise ImageError(f"{where}: a string no file name or text gives") from None
+        if c_string and "\0" in value:
+            raise ImageError(f"{where}: a NUL character in a name the kernel takes as a C string")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ImageError(f"{where}: expected bool")
         return value
     raise TypeError(f"{where}: unsupported field type {tp!r}")

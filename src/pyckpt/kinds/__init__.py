@@ -66,3 +66,33 @@ def check_consistency(image) -> None:
             except (KeyError, ValueError, TypeError, AttributeError) as e:
                 raise ImageError(f"image at {image.path}: inconsistent {mod.name} records ({e})",
                                  path=image.path) from None
+
+
+def check_tree(reader) -> None:
+    """Refuse (ImageError) an image whose records do not make one process tree — no
+    process, a zombie first, a process listed twice, a parent missing, a process
+    whose records do not fit together (check_consistency) — so that no reader
+    (summary, check, restore) meets a dangling reference.  ImageReader runs it
+    when it opens an image."""
+    from ..errors import ImageError
+    from . import task
+
+    path = reader.path
+    views = task.process_views(reader)
+    if not views:
+        raise ImageError(f"image at {path} holds no process", path=path)
+    if task.is_zombie(views[0]):
+        raise ImageError(f"image at {path}: its first process is a zombie", path=path)
+    recs = []
+    for view in views:
+        if task.is_zombie(view):
+            recs.append(view.one(task.ZombieRecord))
+        else:
+            check_consistency(view)
+            recs.append(view.one(task.TaskRecord))
+    pids = {r.pid for r in recs}
+    if len(pids) != len(recs):
+        raise ImageError(f"image at {path}: a process is listed twice", path=path)
+    for r in recs[1:]:
+        if r.ppid not in pids:
+            raise ImageError(f"image at {path}: process {r.pid} has no parent in the image", path=path)

@@ -155,7 +155,7 @@ def store_content(ctx: DumpContext, fd: int, size: int, label: str = "dump file 
 def write_content(rctx: RestoreContext, fd: int, size: int, runs: list[ContentRun],
                   label: str = "restore file content") -> None:
     """Fill the new, empty file `fd` with its content from the page store."""
-    pages = rctx.pass_fd("pages", lambda: os.open(rctx.image.path / PAGES_FILE, os.O_RDONLY))
+    pages = rctx.pass_fd("pages", lambda: rctx.image.open_pages())
     with rctx.progress.bar(sum(r.length for r in runs), label) as bar:
         for r in runs:
             done = 0

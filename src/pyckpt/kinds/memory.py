@@ -23,7 +23,7 @@ import xxhash
 
 from .._native._ck import ffi, lib
 from ..errors import KernelMismatchError, PyckptError, UnsupportedError
-from ..image import PAGES_FILE, record
+from ..image import record
 from ..inject import RemoteCallError, nr
 from ..proc import read_maps
 from .context import DumpContext, RestoreContext
@@ -295,7 +295,7 @@ def prepare(rctx: RestoreContext) -> None:
             f"{', same sizes but other code' if want == sizes else ''}); restore on another "
             "kernel is not supported yet"
         )
-    rctx.pass_fd("pages", lambda: os.open(rctx.image.path / PAGES_FILE, os.O_RDONLY))
+    rctx.pass_fd("pages", lambda: rctx.image.open_pages())
     for v in rctx.image.of_type(VmaRecord):
         if v.kind == "file":
             mode = os.O_RDWR if (v.shared and v.prot & PROT_WRITE) else os.O_RDONLY

@@ -42,7 +42,7 @@ import termios
 from dataclasses import dataclass, field
 
 from ..errors import DumpError, FileChangedError, RestoreError
-from ..image import PAGES_FILE, padded, record
+from ..image import padded, record
 from ..problems import Fix, needs
 from ..proc import read_fdinfo
 from .context import DumpContext, RestoreContext
@@ -402,7 +402,7 @@ def _fill(rctx: RestoreContext, pipe: PipeRecord, w: int, what: str) -> None:
                            f"({e.strerror}; see /proc/sys/fs/pipe-max-size)") from None
     if not pipe.length:
         return
-    with open(rctx.image.path / PAGES_FILE, "rb", buffering=0) as f:
+    with open(rctx.image.open_pages(), "rb", buffering=0) as f:
         data = os.pread(f.fileno(), pipe.length, pipe.offset)
     if len(data) != pipe.length:
         raise RestoreError(f"image at {rctx.image.path}: the data of {what} is cut short")

@@ -91,3 +91,17 @@ class Terminal(FileKind):
 
     def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
         return [ExternalFileRecord(file_id, f"terminal {f.link}", f.info.flags & ~O_CLOEXEC)]
+
+
+def validate(image) -> None:
+    """Each file record is of a known kind, a character device one of the stateless
+    ones pyckpt saves, at a position a file can have."""
+    from ..errors import ImageError
+
+    for r in image.of_type(FileRecord):
+        if r.kind not in ("regular", "directory", "chardev") or r.pos < 0 or not 0 <= r.flags < 1 << 32:
+            raise ImageError(f"image at {image.path}: file #{r.id} ({r.file.path}) has a bad kind, "
+                             "position or flags")
+        if r.kind == "chardev" and r.file.path not in SIMPLE_DEVICES.values():
+            raise ImageError(f"image at {image.path}: file #{r.id} is a device pyckpt does not save "
+                             f"({r.file.path})")

@@ -151,3 +151,29 @@ def restore_from_outside(rctx: RestoreContext) -> None:
                 f"cannot set resource limit {res} of process {rctx.pid} to ({soft}, {hard}): "
                 f"{e.strerror} (raising a hard limit above pyckpt's own needs CAP_SYS_RESOURCE)"
             ) from None
+
+
+PID_MAX_LIMIT = 1 << 22  # the kernel's largest pid_max
+RLIM_NLIMITS = 16
+
+
+def validate(image) -> None:
+    """The process's ids, umask and limits are values the kernel can have."""
+    from ..errors import ImageError
+
+    rec = image.one(TaskRecord)
+    where = f"image at {image.path}: process {rec.pid}"
+    if not (0 < rec.pid <= PID_MAX_LIMIT and 0 <= rec.ppid <= PID_MAX_LIMIT
+            and 0 <= rec.pgid <= PID_MAX_LIMIT and 0 <= rec.sid <= PID_MAX_LIMIT):  # 0: outside the namespace
+        raise ImageError(f"{where}: a process, parent, group or session id out of range")
+    if not (0 <= rec.umask <= 0o777 and 0 <= rec.personality < 1 << 32):
+        raise ImageError(f"{where}: umask or personality out of range")
+    if len(os.fsencode(rec.root)) > 3000 or not rec.root.startswith("/") or not rec.cwd.startswith("/"):
+        raise ImageError(f"{where}: its root or working directory is not an absolute path pyckpt saves")
+    seen = set()
+    for res, soft, hard in rec.rlimits:
+        unlimited = 1 << 64
+        s, h = (unlimited if v == -1 else v for v in (soft, hard))
+        if not 0 <= res < RLIM_NLIMITS or res in seen or not (0 <= s <= h <= unlimited):
+            raise ImageError(f"{where}: resource limit {res} is invalid or listed twice")
+        seen.add(res)

@@ -268,7 +268,7 @@ def before_kill(objects: dict) -> None:
 def _queue(rctx: RestoreContext, rec: TcpConnectionRecord) -> bytes:
     if not rec.length:
         return b""
-    with open(rctx.image.path / PAGES_FILE, "rb", buffering=0) as f:
+    with open(rctx.image.open_pages(), "rb", buffering=0) as f:
         data = os.pread(f.fileno(), rec.length, rec.offset)
     if len(data) != rec.length:
         raise RestoreError(f"image at {rctx.image.path}: {PAGES_FILE} is short (damaged image)")

@@ -463,7 +463,7 @@ def _set_peek_off(s: socket.socket, rec: UnixSocketRecord) -> None:
 def _fill(rctx: RestoreContext, rec: UnixSocketRecord, sender: socket.socket) -> None:
     """Send `rec`'s saved queue from the other end, so that `rec`'s end receives it."""
     if rec.messages:
-        with open(rctx.image.path / PAGES_FILE, "rb", buffering=0) as f:
+        with open(rctx.image.open_pages(), "rb", buffering=0) as f:
             data = os.pread(f.fileno(), rec.length, rec.offset) if rec.length else b""
         if len(data) != rec.length:
             raise RestoreError(f"image at {rctx.image.path}: {PAGES_FILE} is short (damaged image)")

@@ -331,6 +331,9 @@ def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress,
         threads = {tid: injectors.enter_context(Injector(tid, site, held=True)) for tid in tids}
         inj = threads[pid]
         scratch = inj.map_scratch()
+        for other in threads.values():
+            if other is not inj:
+                other.share(inj)
         ctx = DumpContext(pid, stat, status, maps, smaps_flags, inj, scratch, writer.pages, progress,
                           options, threads, tree=tree, objects=shared, precopy=pre)
         for kind_dump in DUMP_KINDS:

@@ -111,6 +111,7 @@ class PreCopy:
                 raise DumpError(f"process {self.pid} has no [vdso]; cannot run code inside it")
             site = injection_site_from(self.pid, vdso[0].start, vdso[0].size)
             with Injector(self.pid, site, held=True) as inj:
+                inj.use_gadget()
                 fd = inj.check(nr.userfaultfd, os.O_CLOEXEC | os.O_NONBLOCK | UFFD_USER_MODE_ONLY,
                                what="userfaultfd (pre-copy needs Linux 6.7 or later)")
                 try:

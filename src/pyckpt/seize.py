@@ -104,6 +104,9 @@ def pinned_to_cpu(cpu: int):
         os.sched_setaffinity(0, old)
 
 
+PTRACE_O_TRACESYSGOOD = 1
+
+
 class Seized:
     """Every thread of a process stopped by PTRACE_SEIZE + PTRACE_INTERRUPT.
 
@@ -147,7 +150,10 @@ class Seized:
     def _seize(self, tid: int) -> bool:
         """Stop one thread; False if it exited first."""
         try:
-            pt.request(pt.PTRACE_SEIZE, tid, 0, 0, "PTRACE_SEIZE")
+            # TRACESYSGOOD: a syscall stop's code is then SIGTRAP|0x80, which the kernel
+            # cannot send as a signal; a tracer killed before it collected the stop
+            # would otherwise leave the task a SIGTRAP (see inject/trampoline.py).
+            pt.request(pt.PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD, "PTRACE_SEIZE")
         except PtraceError as e:
             if e.errno == errno.ESRCH:
                 if tid == self.pid:

@@ -17,6 +17,9 @@ ffibuilder.cdef(
     int ck_park(int pid, const void *own, unsigned long own_mask, int *status);
     int ck_inject_held(int pid, const void *own, unsigned long own_mask, unsigned long site,
                        long nr, const long *args, long *result, int *status);
+    int ck_tramp_call(int pid, const void *tmpl, unsigned long gadget, unsigned long sp, long nr,
+                      const long *args, long *result, int *status);
+    unsigned ck_xsave_size(unsigned long mask);
     long ck_clone_stopped(int pid, unsigned long flags);
     void ck_init_loop(void);
     long ck_pagemap_runs(int pagemap_fd, unsigned long start, unsigned long npages,

@@ -7,6 +7,7 @@
  * exceptions (pyckpt.errors).  No function keeps state between calls.
  */
 #define _GNU_SOURCE
+#include <cpuid.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
@@ -295,9 +296,11 @@ long ck_vm_read_to_file(int pid, unsigned long addr, size_t len, int fd, void *b
 int ck_park(int pid, const void *own, unsigned long own_mask, int *status)
 {
     struct iovec iov = { (void *)own, sizeof(struct user_regs_struct) };
-    if (syscall(SYS_ptrace, PTRACE_SETREGSET, pid, (unsigned long)NT_PRSTATUS, &iov) < 0)
-        return -errno;
+    /* The mask first: a task still holding a trampoline's registers (see
+     * ck_tramp_call) restores its own mask itself if pyckpt dies in between. */
     if (syscall(SYS_ptrace, PTRACE_SETSIGMASK, pid, 8UL, &own_mask) < 0)
+        return -errno;
+    if (syscall(SYS_ptrace, PTRACE_SETREGSET, pid, (unsigned long)NT_PRSTATUS, &iov) < 0)
         return -errno;
     if (syscall(SYS_ptrace, PTRACE_INTERRUPT, pid, 0, 0) < 0)
         return -errno;
@@ -332,4 +335,75 @@ int ck_inject_held(int pid, const void *own, unsigned long own_mask, unsigned lo
     if (p < 0)
         return p;
     return p == 1 ? 2 : 0;
+}
+
+/* Run syscall `nr` in a task parked at a sigreturn gadget (see
+ * inject/trampoline.py): `gadget` is the address of `mov $15, %eax; syscall`
+ * (rt_sigreturn) in the task, and `sp` points just past the return slot of a
+ * signal frame holding the task's own registers, mask and FPU state.  The
+ * task is stopped either in an interrupt stop or at a syscall-exit, about to
+ * run the gadget.  Resumed under PTRACE_SYSCALL it stops at the entry of that
+ * rt_sigreturn, which is turned into the call (orig_rax, arguments; rip back
+ * to the gadget), and stops again at the call's exit, about to run the
+ * gadget again.  No single-step, no trap flag, no SIGTRAP to deliver: a
+ * pyckpt that dies at any moment leaves a task that finishes the call, runs
+ * rt_sigreturn and is back in its own state.  Returns as ck_inject does. */
+int ck_tramp_call(int pid, const void *tmpl, unsigned long gadget, unsigned long sp, long nr,
+                  const long *args, long *result, int *status)
+{
+    struct user_regs_struct regs;
+    struct iovec iov = { &regs, sizeof(regs) };
+
+    for (int stop = 0; stop < 2; stop++) {  /* the gadget's syscall-entry, then the call's exit */
+        if (stop == 1) {
+            memcpy(&regs, tmpl, sizeof(regs));
+            regs.rip = gadget;
+            regs.rsp = sp;
+            regs.orig_rax = nr;
+            regs.rax = (unsigned long)-ENOSYS;
+            regs.rdi = args[0];
+            regs.rsi = args[1];
+            regs.rdx = args[2];
+            regs.r10 = args[3];
+            regs.r8 = args[4];
+            regs.r9 = args[5];
+            iov.iov_len = sizeof(regs);
+            if (syscall(SYS_ptrace, PTRACE_SETREGSET, pid, (unsigned long)NT_PRSTATUS, &iov) < 0)
+                return -errno;
+        }
+        if (syscall(SYS_ptrace, PTRACE_SYSCALL, pid, 0, 0) < 0)
+            return -errno;
+        int r = ck_wait(pid, status);
+        if (r < 0)
+            return r;
+        if (!WIFSTOPPED(*status) || (WSTOPSIG(*status) & 0x7f) != SIGTRAP || (*status >> 16) != 0)
+            return 1;
+        iov.iov_len = sizeof(regs);
+        if (syscall(SYS_ptrace, PTRACE_GETREGSET, pid, (unsigned long)NT_PRSTATUS, &iov) < 0)
+            return -errno;
+        if (stop == 0 && regs.orig_rax != 15)
+            return 1;  /* not the gadget's rt_sigreturn */
+    }
+    if (regs.rip != gadget)
+        return 1;
+    *result = (long)regs.rax;
+    return 0;
+}
+
+/* How much of a standard-format XSAVE area holds the state components in
+ * `mask` (CPUID leaf 0xD): the size a signal frame's FPU state must have. */
+unsigned ck_xsave_size(unsigned long mask)
+{
+    unsigned end = 512 + 64;  /* legacy area and XSAVE header */
+    for (unsigned i = 2; i < 63; i++) {
+        if (!(mask >> i & 1))
+            continue;
+        unsigned a, b, c, d;
+        __cpuid_count(0xd, i, a, b, c, d);
+        (void)c;
+        (void)d;
+        if (a && b + a > end)
+            end = b + a;
+    }
+    return end;
 }

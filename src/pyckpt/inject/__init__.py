@@ -6,10 +6,13 @@
 task's own signal mask and registers go back, any scratch page is unmapped.
 
 A dump's target must come to no harm even if pyckpt is killed (SIGKILL, OOM)
-at any moment, when nothing can cure it: `Injector(..., held=True)` blocks
-its signals and gives it foreign registers only for the length of one call,
-and parks it with its own registers and mask in an interrupt stop between
-calls (`ck_inject_held`), where a dead tracer's task simply carries on.
+at any moment, when nothing can cure it.  `Injector(..., held=True)` (a
+dump's) runs each call so that a task abandoned at any moment returns to
+its own state by itself: parked at an rt_sigreturn gadget of its own code
+over a signal frame of its own state (inject/trampoline.py, `ck_tramp_call`),
+or, where no gadget can be used, holding foreign state only for the call and
+parked with its own registers and mask in an interrupt stop between calls
+(`ck_inject_held`, `ck_park`), where a dead tracer's task simply carries on.
 
 The single-step loop is C (`ck_inject`); a call costs a few microseconds
 when pyckpt runs on the task's CPU (see seize.pinned_to_cpu).
@@ -21,13 +24,15 @@ import errno
 import os
 import re
 
+from .. import proc
 from .. import ptrace_ops as pt
 from .._native._ck import ffi, lib
 from ..errors import PtraceError, PyckptError
 from ..signals import blocked, checkpoint
-from . import nr
+from . import nr, trampoline
 
 ALL_SIGNALS = (1 << 64) - 1
+U64 = (1 << 64) - 1
 PAGE = 4096
 
 
@@ -74,6 +79,8 @@ class Injector:
         self._tmpl = ffi.from_buffer(self.regs)
         self._mem: int | None = None
         self._curing = False
+        self.gadget: int | None = None  # held injectors: the process's rt_sigreturn gadget
+        self._frame_sp = 0  # armed: the stack pointer that makes the gadget return home
 
     # -- lifecycle -------------------------------------------------------
     def __enter__(self) -> "Injector":
@@ -103,6 +110,8 @@ class Injector:
         steps = []
         if self._scratch is not None:
             steps.append(lambda: self.call(nr.munmap, self._scratch, PAGE))
+        if self._frame_sp:
+            steps.append(self._disarm)
         if self._sigmask is not None:
             steps.append(lambda: pt.set_sigmask(self.pid, self._sigmask))
         if self.cure_regs:
@@ -143,7 +152,12 @@ class Injector:
         for i in range(6):
             v = args[i] if i < len(args) else 0
             a[i] = v - (1 << 64) if v >= (1 << 63) else v
-        if self.held:
+        if self.held and self.gadget and not self._curing and not self._frame_sp:
+            self._arm()
+        if self._frame_sp:
+            r = lib.ck_tramp_call(self.pid, self._tmpl, self.gadget, self._frame_sp, number, a,
+                                  self._result, self._status)
+        elif self.held:
             r = lib.ck_inject_held(self.pid, self._tmpl, self._sigmask, self.site, number, a,
                                    self._result, self._status)
             if r == 2:
@@ -228,12 +242,58 @@ class Injector:
         return bytes(ffi.buffer(buf, size))
 
     def map_scratch(self) -> int:
-        """Map one private read-write page in the task, unmapped again on cure."""
-        addr = self.check(
-            nr.mmap, 0, PAGE, 0x3, 0x22, -1, 0, what="mmap of a scratch page"
-        )
+        """Map one private read-write page in the task, unmapped again on cure.
+
+        A held injector first looks for the process's rt_sigreturn gadget, so
+        that this and every later call is self-curing; give it to the other
+        threads' injectors with `share()`.
+        """
+        if self.held:
+            self.use_gadget()
+        addr = self.check(nr.mmap, 0, PAGE, 0x3, 0x22, -1, 0, what="mmap of a scratch page")
         self._scratch = addr
         return addr
+
+    def use_gadget(self) -> None:
+        """Find the process's rt_sigreturn gadget: from the next call on, calls are
+        self-curing (inject/trampoline.py).  The task must be seized with
+        PTRACE_O_TRACESYSGOOD (seize.Seized does that)."""
+        self.gadget = trampoline.find_gadget(self.pid, proc.read_maps(self.pid))
+
+    def share(self, leader: "Injector") -> None:
+        """Use the gadget `leader` (an injector of the same process) found."""
+        self.gadget = leader.gadget
+
+    def _arm(self) -> None:
+        """Write this thread's frame below its stack pointer and park it at the gadget.
+
+        Where the frame cannot be written (no stack below the stack pointer),
+        this thread's calls are held ones instead.
+        """
+        own = pt.decode_regs(self.regs)
+        resume = trampoline.resume_regs(own, trampoline.rseq_cs(self.read, self.pid))
+        fp = trampoline.fpstate(pt.get_xstate(self.pid))
+        at = trampoline.frame_address(own.rsp, len(fp))
+        try:
+            self.write(at, trampoline.frame(resume, self._sigmask, fp, at))
+        except (OSError, PyckptError):
+            self.gadget = None
+            return
+        parked = pt.decode_regs(self.regs)
+        parked.rip, parked.rsp, parked.orig_rax = self.gadget, at + 8, U64
+        pt.set_regs(self.pid, pt.encode_regs(parked))  # from here the frame brings it home
+        pt.set_sigmask(self.pid, ALL_SIGNALS)
+        self._frame_sp = at + 8
+
+    def _disarm(self) -> None:
+        """Own mask, then own registers, parked in an interrupt stop: the frame is not needed."""
+        r = lib.ck_park(self.pid, self._tmpl, self._sigmask, self._status)
+        if r < 0:
+            raise PtraceError("parking the task", self.pid, -r)
+        if r == 1:
+            raise PyckptError(f"process {self.pid} did not stop again after its last injected call "
+                              f"(wait status {self._status[0]:#x})")
+        self._frame_sp = 0
 
 
 def injection_site_from(pid: int, vdso_start: int, vdso_size: int) -> int:

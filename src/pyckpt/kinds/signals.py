@@ -24,7 +24,7 @@ from ..image import record
 from ..inject import nr
 from .context import DumpContext, RestoreContext
 
-SIGKILL, SIGSTOP = 9, 19
+SIGKILL, SIGSTOP, SIGCHLD = 9, 19, 17
 SIGACTION = struct.Struct("<QQQQ")  # handler, flags, restorer, mask (kernel layout)
 
 
@@ -57,9 +57,18 @@ SYS_rt_sigqueueinfo, SYS_rt_tgsigqueueinfo = 129, 297
 
 def dump(ctx: DumpContext) -> list:
     inj, scratch = ctx.inj, ctx.scratch
+    # Only caught and ignored signals (and SIGCHLD, whose SA_NOCLDWAIT and
+    # SA_NOCLDSTOP count even with SIG_DFL) are read from the task: the others
+    # are SIG_DFL, whose flags and mask do nothing.  Fewer injected calls: a
+    # shorter freeze, and fewer moments at which the target holds foreign state.
+    interesting = (int(ctx.status.get("SigCgt", "f" * 16), 16)
+                   | int(ctx.status.get("SigIgn", "f" * 16), 16) | 1 << (SIGCHLD - 1))
     actions = []
     for sig in range(1, 65):
         if sig in (SIGKILL, SIGSTOP):
+            continue
+        if not interesting >> (sig - 1) & 1:
+            actions.append(SigAction(sig, 0, 0, 0, 0))
             continue
         inj.check(nr.rt_sigaction, sig, 0, scratch, 8, what=f"reading the action of signal {sig}")
         handler, flags, restorer, mask = SIGACTION.unpack(inj.read(scratch, SIGACTION.size))

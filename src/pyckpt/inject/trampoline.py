@@ -1,0 +1,149 @@
+"""Self-curing injection: a task that gets home by itself if pyckpt dies.
+
+While a dump runs syscalls inside its target, the target holds foreign
+registers and an all-blocked signal mask.  If pyckpt is killed then (SIGKILL,
+the OOM killer, a CI timeout), nothing can cure it: the kernel detaches the
+task as it is.  A sigreturn trampoline makes every moment safe:
+
+- a *gadget* in the task's own code, `mov $15, %eax; syscall` (rt_sigreturn):
+  every libc has one, the restorer its signal handlers return through;
+- per thread, a signal frame (as the kernel builds for a handler) on the
+  thread's own stack below its red zone, holding its own registers, signal
+  mask and FPU/AVX state;
+- the thread parked at the gadget with its stack pointer just past the frame's
+  return slot.  Each call is run under PTRACE_SYSCALL (`ck_tramp_call`): the
+  gadget's rt_sigreturn is stopped at its entry and turned into the call, and
+  the call's exit returns to the gadget.  No single-step, no trap flag.
+
+A task whose tracer dies at any moment therefore finishes the call and runs
+rt_sigreturn, which puts back its registers, mask and FPU state.  A syscall it
+was interrupted in is restarted (the frame holds the registers as the kernel's
+restart logic would leave them; one that uses the kernel's restart block —
+nanosleep and friends — returns EINTR instead, as after a signal handler), and
+a restartable sequence (rseq) it was stopped in resumes at its abort handler,
+as after a signal.  Normally the frame is never used: pyckpt gives the task
+its own state back directly (`ck_park`).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+
+from .. import ptrace_ops as pt
+from .._native._ck import ffi, lib
+
+FRAME_SIZE = 320  # return slot and ucontext (312 bytes), rounded to the FPU state's 64-byte alignment
+RED_ZONE = 128
+UC_FP_XSTATE, UC_SIGCONTEXT_SS, UC_STRICT_RESTORE_SS = 1, 2, 4
+FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2 = 0x46505853, 0x46505845
+ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
+SYS_restart_syscall = 219
+U64 = (1 << 64) - 1
+# mov $0xf,%rax; syscall (glibc's __restore_rt, Go's sigreturn) or mov $15,%eax; syscall (musl)
+GADGET = re.compile(rb"\x48\xc7\xc0\x0f\x00\x00\x00\x0f\x05|\xb8\x0f\x00\x00\x00\x0f\x05")
+SCAN_LIMIT = 64 << 20  # bytes of executable mappings searched at most
+
+
+def find_gadget(pid: int, maps) -> int | None:
+    """Address of an rt_sigreturn gadget in an executable mapping of `pid`
+    (libc's first), or None."""
+    code = [m for m in maps if m.perms.startswith("r-x") and m.path.startswith("/")]
+    code.sort(key=lambda m: not re.search(r"/libc[.-]", m.path))
+    budget = SCAN_LIMIT
+    for m in code:
+        size = min(m.end - m.start, budget)
+        if size <= 0:
+            break
+        budget -= size
+        buf = ffi.new("char[]", size)
+        if lib.ck_vm_read(pid, m.start, buf, size) != size:
+            continue
+        found = GADGET.search(ffi.buffer(buf, size))
+        if found:
+            return m.start + found.start()
+    return None
+
+
+def frame_address(rsp: int, fp_size: int) -> int:
+    """Where a thread stopped with stack pointer `rsp` gets its frame (with an
+    FPU state of `fp_size` bytes): below the red zone, the FPU state 64-byte
+    aligned, as the kernel places a signal frame."""
+    fp = (rsp - RED_ZONE - fp_size) & ~63
+    return fp - FRAME_SIZE
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def resume_regs(regs: pt.Regs, rseq_cs: tuple[int, int, int] | None) -> pt.Regs:
+    """The registers a task stopped with `regs` resumes with when no handler runs:
+    an interrupted syscall restarted, a restartable sequence aborted."""
+    out = pt.decode_regs(pt.encode_regs(regs))
+    if _signed(out.orig_rax) >= 0:
+        err = -_signed(out.rax)
+        if err in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND):
+            out.rax, out.rip = out.orig_rax, out.rip - 2
+        elif err == ERESTART_RESTARTBLOCK:
+            out.rax, out.rip = SYS_restart_syscall, out.rip - 2
+    if rseq_cs is not None:
+        start, post_commit, abort = rseq_cs
+        if start <= out.rip < start + post_commit:
+            out.rip = abort
+    return out
+
+
+def frame(regs: pt.Regs, mask: int, fp: bytes, at: int) -> bytes:
+    """A signal frame at address `at` restoring `regs`, `mask` and the FPU
+    state `fp` (see fpstate()) through rt_sigreturn; the task's stack pointer
+    must be `at + 8` when it runs the gadget."""
+    r = regs
+    mcontext = struct.pack(
+        "<18Q4H4QQ64x",
+        r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15,
+        r.rdi, r.rsi, r.rbp, r.rbx, r.rdx, r.rax, r.rcx, r.rsp, r.rip, r.eflags,
+        r.cs & 0xFFFF, 0, 0, r.ss & 0xFFFF,  # cs, gs, fs, ss
+        0, 0, 0, 0,  # err, trapno, oldmask, cr2
+        at + FRAME_SIZE,  # fpstate
+    )
+    # uc_stack with an invalid ss_flags: rt_sigreturn's sigaltstack() then fails,
+    # and that error is ignored, so the thread's own altstack stays as it is.
+    uc = struct.pack("<QQQi4xQ", UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS, 0, 0, 3, 0)
+    head = struct.pack("<Q", 0) + uc + mcontext + struct.pack("<Q", mask & U64)
+    assert len(head) == 312
+    return head.ljust(FRAME_SIZE, b"\0") + fp
+
+
+def fpstate(xstate: bytes) -> bytes:
+    """The regset's XSAVE image as a signal frame carries it: only the components
+    in use (the others are in their initial state and stay so), with the
+    software-reserved bytes and the trailing magic rt_sigreturn checks."""
+    (xstate_bv,) = struct.unpack_from("<Q", xstate, 512)
+    features = xstate_bv | 3  # x87 and SSE always
+    size = lib.ck_xsave_size(features)
+    if size > len(xstate):
+        raise ValueError(f"XSAVE area of {len(xstate)} bytes, {size} needed")
+    area = bytearray(xstate[:size])
+    struct.pack_into("<IIQI28x", area, 464, FP_XSTATE_MAGIC1, size + 4, features, size)
+    struct.pack_into("<Q", area, 520, 0)  # XCOMP_BV: standard format
+    return bytes(area) + struct.pack("<I", FP_XSTATE_MAGIC2)
+
+
+def rseq_cs(read, tid: int) -> tuple[int, int, int] | None:
+    """(start_ip, post_commit_offset, abort_ip) of the restartable sequence thread
+    `tid` has declared, if any; `read(addr, size)` reads its memory."""
+    try:
+        cfg = pt.get_rseq(tid)
+    except Exception:  # noqa: BLE001 -- no rseq support: nothing to abort
+        return None
+    if not cfg.pointer:
+        return None
+    try:
+        (cs,) = struct.unpack("<Q", read(cfg.pointer + 8, 8))
+        if not cs:
+            return None
+        _version, _flags, start, post_commit, abort = struct.unpack("<IIQQQ", read(cs, 32))
+    except Exception:  # noqa: BLE001 -- unreadable: the kernel would kill it anyway
+        return None
+    return start, post_commit, abort

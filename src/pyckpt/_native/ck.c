@@ -61,6 +61,32 @@ long ck_setregset(int pid, int note, void *buf, size_t len)
     return (long)iov.iov_len;
 }
 
+/* The six syscall argument registers of x86-64, in order. */
+static void put_args(struct user_regs_struct *regs, const long *args)
+{
+    regs->rdi = args[0];
+    regs->rsi = args[1];
+    regs->rdx = args[2];
+    regs->r10 = args[3];
+    regs->r8 = args[4];
+    regs->r9 = args[5];
+}
+
+/* One resume under `request` (PTRACE_SINGLESTEP or PTRACE_SYSCALL) and the
+ * SIGTRAP stop it must end in (SIGTRAP|0x80 for a syscall stop under
+ * PTRACE_O_TRACESYSGOOD).  0, 1 for any other stop, or -errno. */
+static int resume_to_trap(int pid, long request, int *status)
+{
+    if (syscall(SYS_ptrace, request, pid, 0, 0) < 0)
+        return -errno;
+    int r = ck_wait(pid, status);
+    if (r < 0)
+        return r;
+    if (!WIFSTOPPED(*status) || (WSTOPSIG(*status) & 0x7f) != SIGTRAP || (*status >> 16) != 0)
+        return 1;
+    return 0;
+}
+
 /* Run one syscall inside a stopped tracee.
  *
  * `tmpl` is the register set the call starts from (the task's own saved
@@ -83,21 +109,12 @@ int ck_inject(int pid, const void *tmpl, unsigned long site, long nr,
     regs.rip = site;
     regs.rax = nr;
     regs.orig_rax = (unsigned long)-1;
-    regs.rdi = args[0];
-    regs.rsi = args[1];
-    regs.rdx = args[2];
-    regs.r10 = args[3];
-    regs.r8 = args[4];
-    regs.r9 = args[5];
+    put_args(&regs, args);
     if (syscall(SYS_ptrace, PTRACE_SETREGSET, pid, (unsigned long)NT_PRSTATUS, &iov) < 0)
         return -errno;
-    if (syscall(SYS_ptrace, PTRACE_SINGLESTEP, pid, 0, 0) < 0)
-        return -errno;
-    int r = ck_wait(pid, status);
-    if (r < 0)
+    int r = resume_to_trap(pid, PTRACE_SINGLESTEP, status);
+    if (r)
         return r;
-    if (!WIFSTOPPED(*status) || WSTOPSIG(*status) != SIGTRAP || (*status >> 16) != 0)
-        return 1;
     iov.iov_len = sizeof(regs);
     if (syscall(SYS_ptrace, PTRACE_GETREGSET, pid, (unsigned long)NT_PRSTATUS, &iov) < 0)
         return -errno;
@@ -361,23 +378,14 @@ int ck_tramp_call(int pid, const void *tmpl, unsigned long gadget, unsigned long
             regs.rsp = sp;
             regs.orig_rax = nr;
             regs.rax = (unsigned long)-ENOSYS;
-            regs.rdi = args[0];
-            regs.rsi = args[1];
-            regs.rdx = args[2];
-            regs.r10 = args[3];
-            regs.r8 = args[4];
-            regs.r9 = args[5];
+            put_args(&regs, args);
             iov.iov_len = sizeof(regs);
             if (syscall(SYS_ptrace, PTRACE_SETREGSET, pid, (unsigned long)NT_PRSTATUS, &iov) < 0)
                 return -errno;
         }
-        if (syscall(SYS_ptrace, PTRACE_SYSCALL, pid, 0, 0) < 0)
-            return -errno;
-        int r = ck_wait(pid, status);
-        if (r < 0)
+        int r = resume_to_trap(pid, PTRACE_SYSCALL, status);
+        if (r)
             return r;
-        if (!WIFSTOPPED(*status) || (WSTOPSIG(*status) & 0x7f) != SIGTRAP || (*status >> 16) != 0)
-            return 1;
         iov.iov_len = sizeof(regs);
         if (syscall(SYS_ptrace, PTRACE_GETREGSET, pid, (unsigned long)NT_PRSTATUS, &iov) < 0)
             return -errno;

@@ -134,14 +134,33 @@ def documented_attributes(cls) -> set[str]:
 
 def test_every_error_documents_the_attributes_it_carries():
     assert set(public_errors()) == set(SAMPLES), "add the new error class to SAMPLES"
+    # every class has what the base class documents (exit_code, fixes)
+    common = documented_attributes(pyckpt.PyckptError)
+    assert common == {"exit_code", "fixes"}
     for cls in public_errors():
         e = SAMPLES[cls]
-        documented = documented_attributes(cls)
+        documented = documented_attributes(cls) | common
         carried = {k for k in vars(e) if not k.startswith("_")}
         assert carried <= documented, f"{cls.__name__} carries undocumented {carried - documented}"
         for name in documented:
             assert hasattr(e, name), f"{cls.__name__}.{name} is documented but absent"
+        assert e.fixes == ()  # the class default, until a raise site says which options avoid it
     assert SAMPLES[pyckpt.ImageError].path == "/img"  # a str, like the other .path attributes
+
+
+def test_fixes_set_by_a_raise_site_are_documented_and_pickle():
+    """problems.needs() marks an error with the options that avoid it: `.fixes`, documented
+    on PyckptError, carried on the instance, kept by pickle, never shared with the class."""
+    from pyckpt.problems import needs
+
+    e = needs(pyckpt.PidInUseError(12), pyckpt.Fix("new_pidns"))
+    assert e.fixes == (pyckpt.Fix("new_pidns"),)
+    assert needs(e, pyckpt.Fix("new_pidns"), pyckpt.Fix("fds", 1)).fixes == (
+        pyckpt.Fix("new_pidns"), pyckpt.Fix("fds", 1))
+    carried = {k for k in vars(e) if not k.startswith("_")}
+    assert carried <= documented_attributes(pyckpt.PidInUseError) | documented_attributes(pyckpt.PyckptError)
+    assert pickle.loads(pickle.dumps(e)).fixes == e.fixes
+    assert pyckpt.PidInUseError.fixes == pyckpt.PyckptError.fixes == ()
 
 
 def test_error_attributes_are_listed_in_help_and_readme():

@@ -21,9 +21,13 @@ class PyckptError(Exception):
     Attributes:
         exit_code: the `pyckpt` command's exit status for this class (a class
             attribute; 1 for this base class).
+        fixes: the restore options (`pyckpt.Fix`) any one of which avoids this
+            refusal, set where restore's validation knows them (as in
+            `RestoreProblem.fixes`); `()` otherwise (a class default).
     """
 
     exit_code = 1
+    fixes: tuple = ()
 
     def __reduce__(self):
         # The default rebuilds with cls(*args), which breaks for classes whose

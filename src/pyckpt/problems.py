@@ -51,8 +51,7 @@ class Fix:
 
 def needs(error: PyckptError, *fixes: Fix) -> PyckptError:
     """`error`, marked as avoided by any one of `fixes` (for a raise site that knows)."""
-    error.fixes = tuple(getattr(error, "fixes", ())) + tuple(f for f in fixes if f not in
-                                                             getattr(error, "fixes", ()))
+    error.fixes = error.fixes + tuple(f for f in fixes if f not in error.fixes)  # () by default
     return error
 
 

@@ -7,7 +7,9 @@ The new task is a stopped clone3(set_tid) copy of pyckpt; it inherits the
 files pyckpt opened for it, so nothing is opened by path from inside it.
 Its address space is then cleared and rebuilt by injected syscalls, in the
 order of `Stage`.  If anything fails, or pyckpt is interrupted, the task is
-killed and reaped: no half-made process is left behind.
+killed and reaped: no half-made process is left behind.  If pyckpt itself is
+killed (SIGKILL, OOM), the kernel kills every task made so far: each is traced
+with PTRACE_O_EXITKILL until its release (ck_clone_stopped).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class Stage(enum.IntEnum):
 
     VALIDATE = 1  # read and check the whole image: nothing exists yet
     PREPARE = 2  # open every file in pyckpt, compared with the dump
-    CREATE = 3  # clone3(set_tid): a stopped copy of pyckpt with the dumped PID
+    CREATE = 3  # clone3(set_tid): a stopped copy of pyckpt with the dumped PID, which pyckpt's
+    #             death kills (PTRACE_O_EXITKILL, inherited by every task made from it)
     CLEAR = 4  # drop inherited rseq first (else unmapping kills it), scratch page, unmap rest
     LAYOUT = 5  # vDSO block back, then every VMA at its address
     PAGES = 6  # the task preads its pages from the image, then final protections
@@ -65,7 +68,7 @@ class Stage(enum.IntEnum):
     DEFERRED = 14  # work queued by kinds that needs everything else in place
     OUTSIDE = 15  # rlimits, scheduling, affinity, set from pyckpt while the task is still root
     CREDS = 16  # user/group ids: after every step that needs root's privileges; then the
-    #             parent-death signal, which a change of ids clears
+    #             parent-death signal, which a change of ids clears (the root's: none)
     LEAVE_SCRATCH = 17  # inject from the task's own vDSO, unmap the scratch page
     REGISTERS = 18  # per thread: xstate, blocked mask, registers (with restart fix-up) last
     RELEASE = 19  # detach every thread: the process runs
@@ -354,7 +357,8 @@ def _lead_and_fork(rctx: RestoreContext, children: list[RestoreContext], made: l
     with inj:
         task.make_leader(inj, rctx.image.one(task.TaskRecord))
         if children:
-            pt.request(pt.PTRACE_SETOPTIONS, rctx.pid, 0, pt.PTRACE_O_TRACEFORK, "PTRACE_SETOPTIONS")
+            pt.request(pt.PTRACE_SETOPTIONS, rctx.pid, 0, pt.PTRACE_O_TRACEFORK | pt.PTRACE_O_EXITKILL,
+                       "PTRACE_SETOPTIONS")
             page = inj.map_scratch()
             for child in children:
                 real = _fork_with_pid(inj, page, child.image_pid)
@@ -387,6 +391,8 @@ def _clone_stopped(pid: int, flags: int) -> int:
     status = pt.wait(child)
     if not os.WIFSTOPPED(status):
         raise RestoreError(f"the new task {child} did not stop (wait status {status:#x})")
+    # Traced with PTRACE_O_EXITKILL (ck_clone_stopped): pyckpt's death kills it, and every
+    # task it makes (children and threads traced from birth inherit the option).
     return child
 
 
@@ -401,12 +407,16 @@ def _fork_in(init: int, pid: int, *, reaper: bool) -> int:
     own_vdso, site_off = _own_vdso_site()
     inj = Injector(init, own_vdso + site_off, pt.get_regs(init), cure_regs=False)
     with inj:
-        pt.request(pt.PTRACE_SETOPTIONS, init, 0, pt.PTRACE_O_TRACEFORK, "PTRACE_SETOPTIONS")
+        pt.request(pt.PTRACE_SETOPTIONS, init, 0, pt.PTRACE_O_TRACEFORK | pt.PTRACE_O_EXITKILL,
+                   "PTRACE_SETOPTIONS")
         page = inj.map_scratch()
         try:
             child = _fork_with_pid(inj, page, pid)
         except PidInUseError:
             raise PidInUseError(pid, " inside the new namespace") from None
+        # Until its release the init is traced with PTRACE_O_EXITKILL; then it must
+        # outlive `pyckpt restore --new-pidns`, which exits: no parent-death signal.
+        inj.check(nr.prctl, thread.PR_SET_PDEATHSIG, 0, what="prctl(PR_SET_PDEATHSIG, 0) in the init")
     regs = pt.decode_regs(inj.regs)
     regs.rip = int(ffi.cast("uintptr_t", ffi.addressof(lib, "ck_init_loop")))
     regs.rsp = ((regs.rsp - 4096) & ~15) - 8  # as if called: rsp = 8 (mod 16) at entry

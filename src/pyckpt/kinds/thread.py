@@ -123,7 +123,8 @@ def create_threads(rctx: RestoreContext) -> None:
     others = thread_records(rctx.image)[1:]
     if not others:
         return
-    pt.request(pt.PTRACE_SETOPTIONS, rctx.pid, 0, pt.PTRACE_O_TRACECLONE, "PTRACE_SETOPTIONS")
+    pt.request(pt.PTRACE_SETOPTIONS, rctx.pid, 0, pt.PTRACE_O_TRACECLONE | pt.PTRACE_O_EXITKILL,
+               "PTRACE_SETOPTIONS")
     for rec in others:
         set_tid = rctx.scratch + 128
         leader.write(set_tid, struct.pack("<Q", rec.tid))
@@ -156,9 +157,14 @@ def restore(rctx: RestoreContext) -> None:
 
 
 def restore_pdeathsig(rctx: RestoreContext) -> None:
-    """Each thread's parent-death signal, after the ids (changing them clears it);
-    not for the image's root, whose parent now is whoever restored it."""
+    """Each thread's parent-death signal, after the ids (changing them clears it).
+
+    Not the image's root's, whose parent now is whoever restored it: the root was
+    made asking for SIGKILL when pyckpt dies (ck_clone_stopped), which must not
+    outlive the restore; that is cleared.  (Until the release every task is
+    traced with PTRACE_O_EXITKILL: pyckpt's death kills it all the same.)"""
     if rctx.image_pid == rctx.image.header.root_pid:
+        rctx.inj.check(nr.prctl, PR_SET_PDEATHSIG, 0, what="prctl(PR_SET_PDEATHSIG, 0) in the root")
         return
     for rec in thread_records(rctx.image):
         if rec.pdeathsig:

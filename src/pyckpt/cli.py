@@ -244,43 +244,49 @@ def _cmd_show(args, progress) -> int:
         print()
         return 0
     h = info["header"]
-    print(f"image {info['path']}: process {h['root_pid']} ({h['comm']}), "
+    _out(f"image {info['path']}: process {h['root_pid']} ({h['comm']}), "
           f"{len(info['processes'])} process(es), pyckpt {h['pyckpt_version']}, "
           f"kernel {h['kernel_release']} {h['machine']}")
     for p in info["processes"]:
         _show_process(p)
     for o in info["shared_memory"]:
         where = ", ".join(f"process {pid} at {start:#x}" for pid, start, _ in o["mapped_by"])
-        print(f"shared memory #{o['id']}: {o['size'] // 1024} KiB, {o['stored_bytes'] // 1024} KiB "
+        _out(f"shared memory #{o['id']}: {o['size'] // 1024} KiB, {o['stored_bytes'] // 1024} KiB "
               f"stored, mapped by {where}")
     return 0
 
 
+def _out(text: str) -> None:
+    """A line of `show`: what the image says, never a control character or an escape
+    sequence of it (names and paths come from the image)."""
+    print(_one_line(text))
+
+
 def _show_process(p: dict) -> None:
     if p["zombie_status"] is not None:
-        print(f"process {p['pid']} (parent {p['ppid']}): a zombie, wait status {p['zombie_status']:#x}")
+        _out(f"process {p['pid']} (parent {p['ppid']}): a zombie, wait status {p['zombie_status']:#x}")
         return
-    print(f"process {p['pid']} (parent {p['ppid']}, group {p['pgid']}, session {p['sid']}), "
+    _out(f"process {p['pid']} (parent {p['ppid']}, group {p['pgid']}, session {p['sid']}), "
           f"threads {', '.join(map(str, p['threads']))}")
-    print(f"  memory: {len(p['vmas'])} areas, {p['pages_bytes'] / 2**20:.1f} MiB stored")
+    _out(f"  memory: {len(p['vmas'])} areas, {p['pages_bytes'] / 2**20:.1f} MiB stored")
     for v in p["vmas"]:
         prot = "".join(c if v["prot"] & b else "-" for c, b in (("r", 1), ("w", 2), ("x", 4)))
         prot += "s" if v["shared"] else "p"
         shared = (f" (shared memory #{v['shared_memory']} at offset {v['offset']:#x})"
                   if v["shared_memory"] is not None else "")
-        print(f"    {v['start']:012x}-{v['end']:012x} {prot} {v['kind']:<11} "
+        _out(f"    {v['start']:012x}-{v['end']:012x} {prot} {v['kind']:<11} "
               f"{v['stored_bytes'] // 1024:>9} KiB  {v['name']}{shared}")
-    print(f"  fds: {len(p['fds'])}")
+    _out(f"  fds: {len(p['fds'])}")
     for f in p["fds"]:
         share = f", shares file #{f['file_id']} with fd {','.join(map(str, f['shared_with']))}" \
             if f["shared_with"] else f", file #{f['file_id']}"
         pos = f" pos {f['pos']}" if f["pos"] is not None else ""
-        print(f"    {f['fd']:>4} {f['kind']:<9} {f['what']} (flags {f['flags']:#o}{pos}"
+        _out(f"    {f['fd']:>4} {f['kind']:<9} {f['what']} (flags {f['flags']:#o}{pos}"
               f"{', cloexec' if f['cloexec'] else ''}{share})")
     if p["locks"]:
-        print(f"  locks: {len(p['locks'])}")
+        _out(f"  locks: {len(p['locks'])}")
         for lk in p["locks"]:
-            print(f"    fd {lk['fd']:>4} {lk['lock']} on {lk['path']}")
+            _out(f"    fd {lk['fd']:>4} {lk['lock']} on {lk['path']}")
 
 
 def _cmd_check(args, progress) -> int:
@@ -349,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as e:  # a bug, or a damage no check caught: still one line
         _traceback(args)
-        print(f"pyckpt {args.command}: internal error: {type(e).__name__}: {e} "
+        print(f"pyckpt {args.command}: internal error: {type(e).__name__}: {_one_line(str(e))} "
               "(run with --debug for the traceback, and please report it)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

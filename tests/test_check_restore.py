@@ -177,6 +177,67 @@ def test_bad_replacements_are_refused_clearly(spawn, python_exe, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def _reusing_the_number(monkeypatch, number: int, path) -> list[int]:
+    """Once a restore (or a check) has begun, a file is opened at fd `number`, as when the
+    kernel hands a file pyckpt opens for itself the lowest free number: one the caller
+    left closed.  Returns the list of fds so made (closed by the caller)."""
+    from pyckpt import restorer
+
+    made: list[int] = []
+    validate = restorer._validate
+
+    def opening_a_file_first(*args, **kw):
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if fd != number:  # (it is, when `number` is the lowest free one)
+            os.dup2(fd, number, inheritable=False)
+            os.close(fd)
+        made.append(number)
+        return validate(*args, **kw)
+
+    monkeypatch.setattr(restorer, "_validate", opening_a_file_first)
+    return made
+
+
+def test_a_closed_fd_stays_refused_when_its_number_is_reused(spawn, python_exe, tmp_path, monkeypatch):
+    """fds={1: N} with N closed: refused even when pyckpt's own work puts a file at N before
+    the replacement is opened (the restored process once got pyckpt's pages.img at fd 1)."""
+    t, img, _ = _dumped_logger(spawn, python_exe, tmp_path)
+    spawn.track(t.pid)  # (should a restore wrongly succeed)
+    closed = os.open(os.devnull, os.O_RDONLY)
+    os.close(closed)
+    fds_before = set(os.listdir("/proc/self/fd"))
+    made = _reusing_the_number(monkeypatch, closed, tmp_path / "not-the-callers")
+    try:
+        with pytest.raises(pyckpt.RestoreError, match=rf"fd {closed} of the caller is not open"):
+            pyckpt.restore(img, fds={1: closed}, allow_changed_files=True)
+        assert made == [closed]
+        assert not psutil.pid_exists(t.pid)
+        os.close(made.pop())
+        problems = pyckpt.open_image(img).check_restore(fds={1: closed}, allow_changed_files=True)
+        assert made == [closed]
+        assert [(type(p.error), p.fixes) for p in problems] == [(pyckpt.RestoreError, ())]
+        assert f"fd {closed} of the caller is not open" in str(problems[0])
+    finally:
+        for fd in made:
+            os.close(fd)
+    assert set(os.listdir("/proc/self/fd")) == fds_before  # the pinned copies are closed again
+
+
+def test_an_open_fd_given_is_the_one_restored(spawn, python_exe, tmp_path, monkeypatch):
+    """The copy is taken as restore() starts: what the caller's fd held then is what the
+    process gets, whatever happens to that number meanwhile."""
+    t, img, old = _dumped_logger(spawn, python_exe, tmp_path)
+    out = tmp_path / "given.log"
+    with open(out, "ab") as f:
+        made = _reusing_the_number(monkeypatch, f.fileno(), tmp_path / "not-the-callers")
+        proc = pyckpt.restore(img, fds={1: f.fileno()})
+        assert made == [f.fileno()]
+    copy = _restored(spawn, t, proc, out)
+    assert os.readlink(f"/proc/{t.pid}/fd/1") == str(out)
+    check(copy)
+    assert t.log.read_bytes() == old
+
+
 # --- check --restore ---------------------------------------------------------------------------
 
 

@@ -100,3 +100,26 @@ def test_inherit_stdio_through_cli(spawn, tmp_path, python_exe):
     t.log = out
     assert t.wait_for(r"^\d+$").group(0) == str(t.pid)  # the command's own line
     t.wait_for(r"^tick \d+$")  # then the restored process writes to the same stdout
+
+
+def test_inherit_stdio_refuses_a_closed_fd_even_when_its_number_is_reused(spawn, tmp_path, python_exe,
+                                                                          monkeypatch):
+    """inherit_stdio with pyckpt's own fd 1 closed: refused, even when a file opened once the
+    restore has begun gets number 1 (it is not pyckpt's stdout)."""
+    from test_check_restore import _reusing_the_number
+
+    t, master = _start_on_terminal(spawn, tmp_path, python_exe)
+    img = tmp_path / "img"
+    _dump(t, master, img)
+    spawn.track(t.pid)  # (should a restore wrongly succeed)
+    saved = os.dup(1)
+    try:
+        os.close(1)
+        made = _reusing_the_number(monkeypatch, 1, tmp_path / "not-stdout")
+        with pytest.raises(pyckpt.RestoreError, match=r"inherit_stdio: pyckpt's own fd 1 is not open"):
+            pyckpt.restore(img, inherit_stdio=True)
+        assert made == [1]
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    assert not os.path.exists(f"/proc/{t.pid}")

@@ -238,11 +238,14 @@ class Image:
             for p in pyckpt.open_image("img").check_restore():
                 print(p, "- avoided by:", " or ".join(f.keyword for f in p.fixes) or "nothing")
         """
+        from .kinds.files import pinned_caller_fds
+        from .limits import fd_room
         from .restorer import check
 
         opts = _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,
                                 trust_image)
-        return check(self.path, progress=_progress(progress), options=opts)
+        with fd_room(), pinned_caller_fds(opts) as opts:  # before any file is opened: see restore()
+            return check(self.path, progress=_progress(progress), options=opts)
 
     def summary(self) -> dict:
         """What the image holds, as plain data (what `pyckpt show --json` prints).
@@ -398,9 +401,10 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     `fds`: `fds={1: log}` puts both stdout and a shared stderr into `log`,
     `fds={1: out, 2: err}` splits them.  A replaced file is not opened, so
     not checked for changes.  The caller keeps its own `f` (pyckpt uses a
-    copy).  A wrong type is a `TypeError` naming the fd; an fd number the
-    image does not have, a closed fd or a path that cannot be opened is a
-    `RestoreError`.
+    copy, made as restore() starts: an fd closed then stays refused even if
+    its number is reused meanwhile).  A wrong type is a `TypeError` naming the
+    fd; an fd number the image does not have, a closed fd or a path that
+    cannot be opened is a `RestoreError`.
 
     Files pyckpt cannot re-create because they belonged to something outside
     the image (a terminal, a pipe to another process) need a replacement
@@ -428,11 +432,16 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     `trust_image=True`: pass it only for images whose writer you trust.  Running
     out of fds or memory is a `ResourceError`, never a damaged image.
     """
+    from .kinds.files import pinned_caller_fds
+    from .limits import fd_room
     from .restorer import restore as _restore
 
     opts = _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,
                             trust_image)
-    return _restore(path, progress=_progress(progress), options=opts)
+    # The caller's fds (fds={n: fd}, inherit_stdio) are copied now, before pyckpt opens any
+    # file: a number left closed could otherwise be reused by one of pyckpt's own files.
+    with fd_room(), pinned_caller_fds(opts) as opts:
+        return _restore(path, progress=_progress(progress), options=opts)
 
 
 def _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,

@@ -27,7 +27,10 @@ only those outside the image (see "replacements" below).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import dataclasses
+import errno
 import fcntl
 import os
 import stat
@@ -38,7 +41,7 @@ from ..image import record
 from ..inject import nr
 from ..problems import Fix, needs
 from ..proc import FdInfo, read_fdinfo
-from .context import DumpContext, RestoreContext
+from .context import DumpContext, RestoreContext, RestoreOptions
 
 SYS_kcmp, KCMP_FILE = 312, 0
 O_CLOEXEC = os.O_CLOEXEC
@@ -348,12 +351,48 @@ def _outside(rctx: RestoreContext, r: FdRecord, ext: ExternalFileRecord) -> int:
 _ACCESS = {os.O_RDONLY: "reading", os.O_WRONLY: "writing", os.O_RDWR: "reading and writing"}
 
 
+@contextlib.contextmanager
+def pinned_caller_fds(options: RestoreOptions):
+    """`options` with the caller's fds that the restore uses — the ints of `fds=`, and
+    0-2 with `inherit_stdio` — pinned: copied (F_DUPFD_CLOEXEC) before pyckpt opens a
+    single file, the copies held until the block ends.  Else a number the caller left
+    closed could be handed to a file pyckpt opens meanwhile (the image's pages, a file
+    of the image), pass for open and be given to the restored process.  A number that
+    was not open is remembered as such (refused where the restore uses it)."""
+    numbers = {v for v in options.fds.values() if isinstance(v, int)}
+    if options.inherit_stdio:
+        numbers |= {0, 1, 2}
+    pins: dict[int, int] = {}
+    try:
+        for n in sorted(numbers):
+            try:
+                pins[n] = fcntl.fcntl(n, fcntl.F_DUPFD_CLOEXEC, 3)
+            except OSError as e:
+                pins[n] = -(e.errno or errno.EBADF)
+        yield dataclasses.replace(options, pinned=pins)
+    finally:
+        for copy in pins.values():
+            if copy >= 0:
+                os.close(copy)
+
+
+def _caller_fd(rctx: RestoreContext, n: int) -> int:
+    """A new fd in pyckpt for the caller's fd `n` as it was when the restore began
+    (see pinned_caller_fds); OSError if it was not open then."""
+    pins = rctx.options.pinned
+    if pins is None or n not in pins:  # not pinned (restorer used directly): as it is now
+        return os.dup(n)
+    if pins[n] < 0:
+        raise OSError(-pins[n], os.strerror(-pins[n]))
+    return os.dup(pins[n])
+
+
 def _open_replacement(rctx: RestoreContext, n: int, value, flags: int) -> int:
     """An fd in pyckpt for `fds[n]`: a copy of the caller's fd, or the path opened with
     the access mode the replaced fd had (created and appended to unless read-only)."""
     if isinstance(value, int):
         try:
-            return os.dup(value)
+            return _caller_fd(rctx, value)
         except OSError as e:
             raise RestoreError(f"fds={{{n}: {value}}}: fd {value} of the caller is not open "
                                f"({e.strerror}); pass an open fd, a file object or a path") from None
@@ -381,9 +420,9 @@ def _open_replacement(rctx: RestoreContext, n: int, value, flags: int) -> int:
                            f"{path!r}}} / --fd {n}={path}): {e.strerror}") from None
 
 
-def _inherited(n: int) -> int:
+def _inherited(rctx: RestoreContext, n: int) -> int:
     try:
-        return os.dup(n)
+        return _caller_fd(rctx, n)
     except OSError as e:
         raise RestoreError(f"inherit_stdio: pyckpt's own fd {n} is not open ({e.strerror}); "
                            f"open it, or give fd {n} a replacement (fds={{{n}: f}} or "
@@ -395,7 +434,7 @@ def _open_source(rctx: RestoreContext, key: tuple, r: FdRecord, desc) -> int:
     if key[0] == "replacement":
         return _open_replacement(rctx, key[1], plan.given[key[1]], plan.flags.get(key[1], os.O_RDWR))
     if key[0] == "stdio":
-        return _inherited(key[1])
+        return _inherited(rctx, key[1])
     return _outside(rctx, r, desc)
 
 

@@ -171,23 +171,25 @@ def _open_regular(dfd: int, name: str, path: Path) -> tuple[int, os.stat_result]
     return fd, st
 
 
-def _read_regular(dfd: int, name: str, limit: int, path: Path) -> tuple[bytes, os.stat_result]:
-    """The content of the regular file `name`, at most `limit` bytes (else ImageError)."""
+def _read_regular(dfd: int, name: str, limit: int, path: Path) -> tuple[bytearray, os.stat_result]:
+    """The content of the regular file `name`, at most `limit` bytes (else ImageError),
+    read into one buffer of the size fstat gave (no more is read)."""
     fd, st = _open_regular(dfd, name, path)
     try:
         if st.st_size > limit:
             raise ImageError(f"image at {path}: {name} holds {st.st_size} bytes, more than an "
                              f"image's {limit} (not an image pyckpt wrote)", path=path)
-        chunks, total = [], 0
-        while True:
-            chunk = os.read(fd, min(16 << 20, limit + 1 - total))
-            if not chunk:
-                return b"".join(chunks), st
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                raise ImageError(f"image at {path}: {name} grew past {limit} bytes while it was "
-                                 "read (not an image pyckpt wrote)", path=path)
+        data = bytearray(st.st_size)
+        with memoryview(data) as view:
+            got = 0
+            while got < len(data):
+                n = os.readv(fd, [view[got:]])
+                if n == 0:
+                    break
+                got += n
+        if got != len(data) or os.read(fd, 1):
+            raise ImageError(f"image at {path}: {name} changed while it was read", path=path)
+        return data, st
     except OSError as e:
         raise ImageError(f"image at {path}: cannot read {name}: {e.strerror}", path=path) from None
     finally:
@@ -342,6 +344,7 @@ class ImageWriter:
                                   path=self.path) from None
         self._hash = xxhash.xxh3_64()
         self._count = 0
+        self._size = 0
 
     def _open_dir(self) -> None:
         """Make the directory, or take the empty one given if it is fit; refusals
@@ -440,6 +443,10 @@ class ImageWriter:
         return tmp
 
     def _write(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > MAX_RECORDS_FILE:  # no reader would take it
+            raise ImageWriteError(f"cannot write image at {self.path}: its records exceed "
+                                  f"{MAX_RECORDS_FILE >> 20} MiB", path=self.path)
         try:
             _write_all(self._fd, data)
         except OSError as e:

@@ -12,6 +12,7 @@ import select
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -441,6 +442,38 @@ def test_dump_kill_api_own_child_is_left_to_the_caller(spawn, python_exe, tmp_pa
     assert image.dump_stats.phases["wait for the reaper"] < 1.0
     assert psutil.Process(t.pid).status() == psutil.STATUS_ZOMBIE
     assert t.reap() == -signal.SIGKILL
+
+
+def run_patched_cli(patch: str, *args, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`pyckpt ARGS`, run as the program (main() without argv) by a child Python that first
+    runs `patch`: pyckpt monkeypatched to fail, or to signal itself, at a chosen point (a
+    signal it sends goes to that child only)."""
+    code = textwrap.dedent(patch) + "\nimport sys\nfrom pyckpt.cli import main\nsys.exit(main())\n"
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def test_dump_kill_reports_an_error_after_the_image_was_complete(spawn, python_exe, tmp_path):
+    """An error once the process is killed does not remove its image (the only copy): exit 0,
+    one line saying the image is kept and what failed."""
+    parent, child = _parent_and_child(spawn, python_exe, "late", "0")
+    img = tmp_path / "img"
+    r = run_patched_cli("""
+        from pyckpt import seize
+        real = seize.kill_and_reap_traced
+        def kill_then_fail(pid, tids):
+            real(pid, tids)
+            raise OSError(5, "injected fault after the kill")
+        seize.kill_and_reap_traced = kill_then_fail
+    """, "--no-progress", "dump", "--kill", child, img)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""
+    line = one_error_line(r.stderr, "dump")
+    assert line == (f"pyckpt dump: the image at {img} is complete and kept, but after the image was "
+                    "complete and its processes killed: OSError: [Errno 5] injected fault after the kill")
+    assert not pid_exists(child)
+    assert (img / "COMPLETE").exists()
+    pyckpt.open_image(img).verify()
 
 
 # --- 5. on a terminal, a dump says what it wrote and what a restore will need --------------------

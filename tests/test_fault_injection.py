@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import pytest
 import pyckpt
 from pyckpt import dumper, restorer
 from pyckpt.restorer import Stage
-from conftest import TARGETS, check, kill_own
+from conftest import TARGETS, Target, check, kill_own
 from test_trees import _wait_gone
 
 TARGET = r"""
@@ -189,3 +190,89 @@ def test_dump_failing_after_a_kind_leaves_the_tree_running(spawn, python_exe, tm
             assert "TracerPid:\t0\n" in f.read()
     check(t)  # the tree carries on: threads, child, socketpair
     spawn.track(child)
+
+
+# --- a fault after the image was committed: the image stands ------------------------------------
+
+def _failing_after_kill(monkeypatch, victim: int) -> None:
+    """seize.kill_and_reap_traced kills and reaps as ever, then fails for process `victim`."""
+    from pyckpt import seize
+
+    real = seize.kill_and_reap_traced
+
+    def kill_then_fail(pid, tids):
+        real(pid, tids)
+        if pid == victim:
+            raise OSError(5, f"injected fault after the kill of {pid}")
+
+    monkeypatch.setattr(seize, "kill_and_reap_traced", kill_then_fail)
+
+
+def _complete(img) -> None:
+    assert (img / "COMPLETE").exists() and not (img / "INCOMPLETE").exists(), sorted(os.listdir(img))
+    pyckpt.open_image(img).verify()
+
+
+def test_a_fault_after_the_kill_keeps_the_only_copy(spawn, python_exe, tmp_path, monkeypatch):
+    """dump(kill=True): an error once the processes are killed must not remove their image
+    (it is all that is left of them): dump returns it, the error in dump_stats.late_error."""
+    t, child = _start(spawn, python_exe)
+    check(t)
+    _failing_after_kill(monkeypatch, t.pid)  # the root, killed last
+    img = tmp_path / "img"
+    image = pyckpt.dump(t.pid, img, kill=True)
+    late = image.dump_stats.late_error
+    assert late.startswith("after the image was complete and its processes killed: "), late
+    assert f"injected fault after the kill of {t.pid}" in late, late
+    assert t.reap() == -signal.SIGKILL
+    _reap_when_gone(child)
+    monkeypatch.undo()
+    _complete(img)
+    log = tmp_path / "copy.log"
+    p = pyckpt.restore(img, fds={1: str(log)})
+    spawn.track(p.pid)
+    spawn.track(child)
+    assert p.pid == t.pid and psutil.Process(child).ppid() == t.pid
+    check(Target(p.pid, log))
+
+
+def test_a_fault_between_kills_keeps_the_image_and_names_who_runs_on(spawn, python_exe, tmp_path,
+                                                                      monkeypatch):
+    """The kill fails after the child's: the root is let go (not killed); the image stands,
+    and late_error says the root still runs."""
+    t, child = _start(spawn, python_exe)
+    check(t)
+    _failing_after_kill(monkeypatch, child)  # killed first (the ExitStack unwinds children first)
+    img = tmp_path / "img"
+    image = pyckpt.dump(t.pid, img, kill=True)
+    late = image.dump_stats.late_error
+    assert late.startswith("after the image was complete, before every process was killed: "), late
+    assert f"injected fault after the kill of {child}" in late and f"process {t.pid} still runs" in late
+    assert psutil.Process(t.pid).status() in (psutil.STATUS_RUNNING, psutil.STATUS_SLEEPING)
+    with open(f"/proc/{t.pid}/status") as f:
+        assert "TracerPid:\t0\n" in f.read()
+    assert t.pid not in image.dump_stats.unreaped  # not waited for as if killed
+    _complete(img)
+
+
+def test_a_fault_after_commit_without_kill_keeps_the_image(spawn, tmp_path, monkeypatch):
+    """Without kill, what runs after commit() (pre-copy's end) failing leaves the image too."""
+    from pyckpt import precopy
+
+    t = spawn(["sleep", "600"], name="sleep")
+    real = precopy.PreCopy.finish
+    committed = []
+
+    def finish_then_fail(self):
+        real(self)
+        if (tmp_path / "img" / "COMPLETE").exists():
+            committed.append(True)
+            raise OSError(5, "injected fault at the end of pre-copy")
+
+    monkeypatch.setattr(precopy.PreCopy, "finish", finish_then_fail)
+    image = pyckpt.dump(t.pid, tmp_path / "img", precopy=True)
+    assert committed
+    assert image.dump_stats.late_error == ("after the image was complete: "
+                                           "OSError: [Errno 5] injected fault at the end of pre-copy")
+    _complete(tmp_path / "img")
+    assert psutil.Process(t.pid).status() in (psutil.STATUS_RUNNING, psutil.STATUS_SLEEPING)

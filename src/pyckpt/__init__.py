@@ -173,7 +173,11 @@ class Image:
             of memory stored), `precopy_reused` (bytes copied while the process
             ran and kept, with `precopy=True`), `precopy_off` (why pre-copy kept
             nothing, else ""), `injected_calls` (syscalls run inside the
-            process) and `phases` (a dict: phase name -> seconds).  None for an
+            process), `phases` (a dict: phase name -> seconds), `unreaped`
+            (kill=True: {killed PID: the parent that has not reaped it}) and
+            `late_error` (what failed once the image was complete, in words,
+            e.g. a kill that failed half-way and the processes it left
+            running; else "": the image stands either way).  None for an
             image opened with `open_image()`.
     """
 
@@ -345,8 +349,11 @@ def dump(pid: int, path: str | os.PathLike, *, kill: bool = False,
     before — unless `kill=True`, which kills it once the image is complete on
     disk.  Returns the `Image`.  Raises a `PyckptError` subclass when the
     process cannot be dumped; the target is then left running as it was and
-    the directory is marked INCOMPLETE.  The content of deleted-but-open
-    files is kept in the image up to `max_deleted_size` bytes each.
+    the directory is marked INCOMPLETE.  Once complete, though, the image is
+    never removed: an error after that point (the kill failing, say) is
+    returned in `image.dump_stats.late_error` instead of raised.  The content
+    of deleted-but-open files is kept in the image up to `max_deleted_size`
+    bytes each.
 
     With `precopy=True` the process's private memory is copied while it keeps
     running (its writes tracked with userfaultfd write-protect), and the

@@ -174,6 +174,9 @@ def _cmd_dump(args, progress) -> int:
 
     image = dump(args.pid, args.dir, kill=args.kill, max_deleted_size=args.max_deleted_size,
                  precopy=args.precopy, progress=progress)
+    if image.dump_stats.late_error:  # the image stands; what went wrong after it was complete
+        print(f"pyckpt dump: the image at {args.dir} is complete and kept, but "
+              f"{_one_line(image.dump_stats.late_error)}", file=sys.stderr)
     unreaped = image.dump_stats.unreaped
     if unreaped:
         held = "; ".join(f"killed process {pid} is a zombie its parent ({errors.describe(parent)}) "

@@ -10,6 +10,9 @@ own tree, a lease) is refused before the directory is made.  With
 `kill=True` the target is killed only after the image is complete on disk,
 and dump returns once the killed processes' PIDs are free again (or after
 ~2 s, naming the parent that has not reaped one: `DumpStats.unreaped`).
+Once the image is committed (complete, past the last checkpoint) nothing
+removes it: an error after that — the kill failing half-way, say — is
+`DumpStats.late_error`, and dump returns the image all the same.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__, privileges, proc
-from .errors import DumpError, NoSuchProcessError, UnsuitableProcessError, UnsupportedError
+from .errors import DumpError, NoSuchProcessError, PyckptError, UnsuitableProcessError, UnsupportedError
 from .image import FORMAT_VERSION, Header, ImageWriter
 from .inject import Injector, injection_site_from
 from .kinds import before_kill, cpu, creds, files, itimers, load_all, memory, mm, signals, task, thread
@@ -52,6 +55,10 @@ class DumpStats:
     # Empty when every PID of the image is free.  pyckpt's own children are never
     # waited for (the caller reaps them): they are listed at once, with os.getpid().
     unreaped: dict[int, int] = field(default_factory=dict)
+    # What failed after the image was committed (complete on disk), in words; the image
+    # stands all the same (with kill=True it may be the only copy) and is never removed
+    # for it.  "" when nothing did.
+    late_error: str = ""
 
 
 def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None,
@@ -70,31 +77,42 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
         writer = ImageWriter(path)
         pre = None
         members: list[int] = []  # the tree's processes (and zombies) frozen so far
+        running: list[int] = []  # kill=True, a late error: members it left alive
         try:
-            if options.precopy:
-                t = time.perf_counter()
-                pre = PreCopy(pid, writer.pages, progress)
-                members.append(pid)  # pre-copy works on the running target
-                pre.start()
-                pre.copy_pass()
-                stats.phases["pre-copy (running)"] = time.perf_counter() - t
-            _dump_frozen(pid, stat, writer, kill, progress, stats, options, pre, members)
-            if pre is not None:
-                stats.precopy_reused, stats.precopy_off = pre.reused, pre.off
+            try:
+                if options.precopy:
+                    t = time.perf_counter()
+                    pre = PreCopy(pid, writer.pages, progress)
+                    members.append(pid)  # pre-copy works on the running target
+                    pre.start()
+                    pre.copy_pass()
+                    stats.phases["pre-copy (running)"] = time.perf_counter() - t
+                _dump_frozen(pid, stat, writer, kill, progress, stats, options, pre, members, deferral)
+                if pre is not None:
+                    stats.precopy_reused, stats.precopy_off = pre.reused, pre.off
+            finally:
+                if pre is not None:
+                    pre.finish()
         except BaseException as e:
-            # Nothing frozen yet (the target vanished or became unsuitable since the
-            # checks): no marker either, as for the refusals found before.
-            writer.abandon(_reason(e), keep_marker=bool(members))
-            if isinstance(e, OSError):
-                raise DumpError(f"dump of process {pid} failed: {e}; it was left running") from e
-            raise
-        finally:
-            if pre is not None:
-                pre.finish()
+            if deferral.complete:
+                # Committed: the image stands.  With kill=True it may be the only copy of
+                # processes killed already; nothing after commit() may remove it.
+                if not isinstance(e, Exception):
+                    raise
+                running = _still_running(members) if kill else []
+                stats.late_error = _late_error(e, kill, running)
+            else:
+                # Nothing frozen yet (the target vanished or became unsuitable since the
+                # checks): no marker either, as for the refusals found before.
+                writer.abandon(_reason(e), keep_marker=bool(members))
+                if isinstance(e, OSError):
+                    raise DumpError(f"dump of process {pid} failed: {e}; it was left running") from e
+                raise
         if kill:
             t = time.perf_counter()
             # A signal now (after commit(): the image stands) only ends the wait.
-            stats.unreaped = _wait_until_reaped(members, stop=lambda: bool(deferral.pending))
+            stats.unreaped = _wait_until_reaped([m for m in members if m not in running],
+                                                stop=lambda: bool(deferral.pending))
             stats.phases["wait for the reaper"] = time.perf_counter() - t
     stats.total = time.perf_counter() - t0
     image = Image(path)
@@ -106,6 +124,32 @@ def _reason(e: BaseException) -> str:
     if isinstance(e, KeyboardInterrupt):
         return "interrupted"
     return str(e) or type(e).__name__
+
+
+def _still_running(pids: list[int]) -> list[int]:
+    """Those of `pids` that are alive (neither gone nor a zombie), from /proc."""
+    alive = []
+    for pid in pids:
+        try:
+            if proc.read_stat(pid).state not in ("Z", "X"):
+                alive.append(pid)
+        except OSError:
+            pass
+    return alive
+
+
+def _late_error(e: Exception, kill: bool, running: list[int]) -> str:
+    """DumpStats.late_error: what failed after the image was committed, and with
+    kill=True which processes it left alive."""
+    what = str(e) if isinstance(e, PyckptError) else f"{type(e).__name__}: {e}"
+    if not kill:
+        return f"after the image was complete: {what}"
+    if running:
+        alive = ", ".join(map(str, running))
+        return (f"after the image was complete, before every process was killed: {what}; "
+                f"process{'es' if len(running) > 1 else ''} {alive} still run{'' if len(running) > 1 else 's'}"
+                " (kill it, or restore with --new-pidns, before the image is restored)")
+    return f"after the image was complete and its processes killed: {what}"
 
 
 def refuse_early(pid: int) -> proc.ProcStat:
@@ -201,8 +245,16 @@ def _wait_until_reaped(pids: list[int], timeout: float = 2.0, stop=lambda: False
         delay = min(2 * delay, 0.02)
 
 
+def _commit(deferral) -> None:
+    """The image stands from here on.  A signal until now raises (the dump is undone);
+    `deferral.complete` is set in any thread (signals are deferred in the main thread
+    only), and once it is, no error removes the image (see dump)."""
+    commit()
+    deferral.complete = True
+
+
 def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStats,
-                 options: DumpOptions, pre=None, members: list[int] | None = None) -> None:
+                 options: DumpOptions, pre, members: list[int], deferral) -> None:
     # smaps is slow to produce for a large process: read it before the freeze
     # and again inside only if the list of VMAs changed meanwhile.
     smaps_flags = proc.read_smaps_flags(pid)
@@ -234,7 +286,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
                     t = time.perf_counter()
                     writer.finish(sync_pages=True)
                     stats.phases["finish"] = time.perf_counter() - t
-                    commit()  # a signal until now: abandon() demotes the image, the tree is detached
+                    _commit(deferral)  # a signal until now: abandon() demotes the image, the tree is detached
                     before_kill(shared)
                     for s in seized.values():
                         s.kill_on_exit = True
@@ -243,7 +295,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
     if not kill:
         t = time.perf_counter()
         writer.finish(sync_pages=False)
-        commit()  # a signal until now: abandon() demotes the image
+        _commit(deferral)  # a signal until now: abandon() demotes the image
         stats.phases["finish"] = time.perf_counter() - t
 
 

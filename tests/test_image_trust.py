@@ -398,3 +398,31 @@ def test_show_prints_no_control_characters(good, tmp_path):
     r = run_cli("show", "--json", img)
     assert r.returncode == 0 and "\x1b" not in r.stdout
     assert json.loads(r.stdout)["processes"][0]["pid"] == pyckpt.open_image(img).pid
+
+
+def test_pages_are_reopened_only_as_the_file_checked(good, tmp_path):
+    """Restore reads pages.img through fds the reader opens: the regular file it checked,
+    not one put in its place since."""
+    from pyckpt.image import ImageReader
+
+    img = copy_of(good, tmp_path / "img")
+    reader = ImageReader(img)
+    os.close(reader.open_pages())
+    shutil.copy(img / "pages.img", tmp_path / "pages.copy")
+    os.replace(tmp_path / "pages.copy", img / "pages.img")  # same bytes, another file
+    with pytest.raises(pyckpt.ImageError, match="pages.img was replaced or changed"):
+        reader.open_pages()
+    (img / "pages.img").unlink()
+    (img / "pages.img").symlink_to(good / "pages.img")
+    with pytest.raises(pyckpt.ImageError, match="pages.img is a symbolic link"):
+        reader.open_pages()
+
+
+def test_the_writer_keeps_to_the_readers_bound(tmp_path, monkeypatch):
+    import pyckpt.image as image
+
+    monkeypatch.setattr(image, "MAX_RECORDS_FILE", 100)
+    w = ImageWriter(tmp_path / "img")
+    with pytest.raises(pyckpt.ImageWriteError, match="records exceed"):
+        w.write_header(image.Header(2, "0", "k", "x86_64", 0.0, 1, "x" * 200))
+    w.abandon("too big")

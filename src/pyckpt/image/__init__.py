@@ -555,7 +555,10 @@ class ImageWriter:
             pass
 
     def __del__(self):
-        self._close_dir()
+        try:
+            self._close_dir()
+        except Exception:  # at interpreter exit
+            pass
 
 
 # --- reading ---------------------------------------------------------------------------------------

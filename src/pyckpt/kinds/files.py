@@ -12,8 +12,9 @@ its own module under kinds/: it says which fds it claims, dumps a
 description into records, and at restore opens an equivalent description
 *in pyckpt*, which the new task inherits (see RestoreContext.pass_fd) and
 dup3s to every fd number that had it.  Work that needs the task's whole fd
-table (epoll items, POSIX locks) is queued on `rctx.deferred`.  Adding a
-kind touches no orchestration.
+table hangs off a `TableHook`: queued on `rctx.deferred` (POSIX locks), or
+done right after the fds are placed (epoll items).  Adding a kind touches no
+orchestration.
 
 A description pyckpt cannot re-create because it belongs to something
 outside the image (a terminal, a pipe whose other end is another process's)
@@ -111,9 +112,9 @@ FILE_KINDS: list[FileKind] = []
 
 
 class TableHook:
-    """State that hangs off the whole fd table (file locks, ...): dumped after
-    every description is known, restored from `prepare` (usually by queueing
-    deferred steps that run in the task once all its fds exist)."""
+    """State that hangs off the whole fd table (file locks, epoll items...): dumped
+    after every description is known, restored from `prepare` (usually by queueing
+    deferred steps that run in the task once all its fds exist) or `restore`."""
 
     def dump(self, ctx: DumpContext, table: list) -> list:
         """Extra records, given the table's records (descriptions and FdRecords)."""
@@ -121,6 +122,12 @@ class TableHook:
 
     def prepare(self, rctx: RestoreContext) -> None:
         pass
+
+    def restore(self, rctx: RestoreContext) -> None:
+        """In each task (parents first) right after its fds were placed at their
+        numbers, while it still holds, above them, every fd pyckpt opened for any
+        process of the image (`rctx.passed`: until the CLOSE_PASSED stage): the
+        place to build an object shared by the tree once, from the first task."""
 
 
 TABLE_HOOKS: list[TableHook] = []
@@ -300,10 +307,10 @@ def plan_replacements(root: RestoreContext, processes: list[tuple[int, object]])
     root.shared[PLAN] = Replacements(root.image_pid, given, of_file, holders, flags)
 
 
-def _source(rctx: RestoreContext, r: FdRecord, desc) -> tuple:
-    """The key in rctx.passed of what the task gets at fd `r.fd`."""
+def _source(rctx: RestoreContext, r: FdRecord, desc, pid: int | None = None) -> tuple:
+    """The key in rctx.passed of what the task (or process `pid` of the image) gets at fd `r.fd`."""
     plan: Replacements = rctx.shared[PLAN]
-    if rctx.image_pid == plan.root_pid and r.fd in plan.given:
+    if (rctx.image_pid if pid is None else pid) == plan.root_pid and r.fd in plan.given:
         return ("replacement", r.fd)
     if r.file_id in plan.of_file:
         return ("replacement", plan.of_file[r.file_id])
@@ -449,6 +456,30 @@ def source_of(rctx: RestoreContext, fd: int) -> tuple | None:
     return None
 
 
+def sources(rctx: RestoreContext) -> dict[int, tuple]:
+    """fd number -> the key in rctx.passed of what the task gets there (see source_of)."""
+    descs = {d.id: d for d in description_records(rctx.image)}
+    return {r.fd: _source(rctx, r, descs[r.file_id]) for r in rctx.image.of_type(FdRecord)}
+
+
+def source_of_file(rctx: RestoreContext, file_id: int, fd: int | None = None) -> tuple | None:
+    """The key in rctx.passed of what the processes of the image that held description
+    `file_id` get in its place — a holder's at number `fd` if one held it there, else
+    the first process's, else any's — whichever process asks; None if none held it."""
+    plan: Replacements = rctx.shared[PLAN]
+    where = plan.holders.get(file_id)
+    if not where:
+        return None
+    pid, n = min(where, key=lambda h: (h[1] != fd, h[0] != plan.root_pid))
+    descs = rctx.shared.get(DESCRIPTIONS)
+    if descs is None:  # once per restore: a kind may ask for every item of a large table
+        descs = rctx.shared[DESCRIPTIONS] = {d.id: d for d in description_records(rctx.image)}
+    return _source(rctx, FdRecord(n, file_id, False), descs[file_id], pid)
+
+
+DESCRIPTIONS = "files: descriptions by id"  # RestoreContext.shared, for source_of_file
+
+
 def prepare(rctx: RestoreContext) -> None:
     """Open every description of this process in pyckpt (checked against the dump) for
     the new task, and what replaces the others; one shared by processes of a tree is
@@ -479,6 +510,8 @@ def restore(rctx: RestoreContext) -> None:
         src = rctx.passed[_source(rctx, r, descs[r.file_id])]
         rctx.inj.check(nr.dup3, src, r.fd, O_CLOEXEC if r.cloexec else 0,
                        what=f"dup3 to fd {r.fd}")
+    for hook in TABLE_HOOKS:
+        hook.restore(rctx)
 
 
 def summary(image) -> list[dict]:

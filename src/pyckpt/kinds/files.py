@@ -540,12 +540,17 @@ def summary(image) -> list[dict]:
 
 
 def validate(image) -> None:
-    """fd numbers valid and unique; every fd names a saved description; ids unique."""
+    """fd numbers valid and unique; every fd names a saved description; ids unique;
+    status flags a C int."""
     from ..errors import ImageError
 
-    ids = [d.id for d in description_records(image)]
+    descriptions = description_records(image)
+    ids = [d.id for d in descriptions]
     if len(ids) != len(set(ids)):
         raise ImageError(f"image at {image.path}: two file descriptions share an id")
+    for d in descriptions:  # open file status flags: a C int
+        if not 0 <= getattr(d, "flags", 0) < 1 << 31:
+            raise ImageError(f"image at {image.path}: file #{d.id} has status flags out of range")
     seen: set[int] = set()
     for r in image.of_type(FdRecord):
         if not 0 <= r.fd < (1 << 20) or r.fd in seen:

@@ -99,9 +99,9 @@ def validate(image) -> None:
     from ..errors import ImageError
 
     for r in image.of_type(FileRecord):
-        if r.kind not in ("regular", "directory", "chardev") or r.pos < 0 or not 0 <= r.flags < 1 << 32:
-            raise ImageError(f"image at {image.path}: file #{r.id} ({r.file.path}) has a bad kind, "
-                             "position or flags")
+        if r.kind not in ("regular", "directory", "chardev") or r.pos < 0:
+            raise ImageError(f"image at {image.path}: file #{r.id} ({r.file.path}) has a bad kind "
+                             "or position")
         if r.kind == "chardev" and r.file.path not in SIMPLE_DEVICES.values():
             raise ImageError(f"image at {image.path}: file #{r.id} is a device pyckpt does not save "
                              f"({r.file.path})")

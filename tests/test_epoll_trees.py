@@ -148,3 +148,34 @@ def test_item_whose_file_no_process_of_the_tree_holds_is_refused(trees, spawn, p
         check(t)
     finally:
         os.close(efd)
+
+
+class _Records:
+    """Just enough of an image for a kind's validate()."""
+
+    path = "forged"
+
+    def __init__(self, *records):
+        self.records = list(records)
+
+
+def test_forged_epoll_items_are_an_image_error():
+    from pyckpt.errors import ImageError
+    from pyckpt.kinds.epoll import EpollItem, EpollItemsRecord, EpollRecord, validate
+    from pyckpt.kinds.files import FdRecord
+
+    ep, efd = EpollRecord(1, 2), FdRecord(3, 1, True)
+    item = EpollItem(4, 2, 1, 0)
+    validate(_Records(ep, efd, FdRecord(4, 2, False), EpollItemsRecord(1, [item])))  # fine
+    bad = {
+        "which no process of the image holds": (ep, efd, EpollItemsRecord(1, [item])),
+        "not an epoll": (ep, efd, FdRecord(4, 2, False), EpollItemsRecord(2, [])),
+        "two records of items": (ep, efd, FdRecord(4, 2, False), EpollItemsRecord(1, [item]),
+                                 EpollItemsRecord(1, [item])),
+        "has items but no fd": (ep, FdRecord(4, 2, False), EpollItemsRecord(1, [item])),
+        "loop": (ep, efd, EpollRecord(2, 2), FdRecord(4, 2, False), EpollItemsRecord(1, [item]),
+                 EpollItemsRecord(2, [EpollItem(3, 1, 1, 0)])),
+    }
+    for what, records in bad.items():
+        with pytest.raises(ImageError, match=what):
+            validate(_Records(*records))

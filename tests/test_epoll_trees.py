@@ -15,6 +15,7 @@ import socket
 
 import psutil
 import pytest
+
 import pyckpt
 from conftest import TARGETS, check
 from test_trees import dump_kill_restore_tree, trees  # noqa: F401 -- the fixture
@@ -58,9 +59,10 @@ def test_prefork_master_without_epoll_workers_with_their_own(trees, spawn, pytho
 
 
 def test_epoll_set_inherited_across_fork_used_by_parent_and_child(trees, spawn, python_exe, tmp_path):
-    """One set, two holders: its items (added by either, some on files only the
-    child holds) are restored once.  The restore used to fail with
-    'EPOLL_CTL_ADD ... File exists' (each process added them again)."""
+    """One set, two holders: its items (added by either, some on files only one of
+    them holds) are saved and restored once.  The dump used to refuse the items whose
+    file the parent (the set's saver) no longer held; the restore added the items once
+    per holder ('EPOLL_CTL_ADD ... File exists', see the plain case below)."""
     t = spawn([python_exe, TARGET, "shared"], name="shared")
     child = int(t.wait_for(r"^READY child=(\d+)$").group(1))
     trees.adopt(t.pid, child)

@@ -584,7 +584,8 @@ def test_restore_on_a_terminal_prints_only_the_pid(spawn, python_exe, tmp_path):
 
 
 def test_signal_during_the_wait_for_the_reaper_ends_only_the_wait(spawn, python_exe, tmp_path):
-    """The image is complete and the process killed: SIGINT then cuts the wait short, exit 0."""
+    """The image is complete and the process killed: SIGINT then cuts the wait short, exit 0,
+    and is reported as having changed nothing else."""
     parent, child = _parent_and_child(spawn, python_exe, "never")
     img = tmp_path / "img"
     p = subprocess.Popen([sys.executable, "-m", "pyckpt", "--no-progress", "dump", "--kill", str(child),
@@ -602,7 +603,10 @@ def test_signal_during_the_wait_for_the_reaper_ends_only_the_wait(spawn, python_
         took = time.monotonic() - sent
         assert p.returncode == 0, err
         assert out == ""
-        assert f"killed process {child} is a zombie" in one_error_line(err, "dump")
+        zombie, late = err.splitlines()  # the zombie, then the signal that ended the wait for it
+        assert zombie.startswith("pyckpt dump: ") and f"killed process {child} is a zombie" in zombie, err
+        assert late == (f"pyckpt dump: SIGINT came after the image at {img} was complete; it stands "
+                        "(nothing was undone)"), err
         assert took < 1.0, f"pyckpt waited {took:.2f}s more after the signal"
         pyckpt.open_image(img)
     finally:
@@ -614,3 +618,157 @@ def test_signal_during_the_wait_for_the_reaper_ends_only_the_wait(spawn, python_
             os.waitpid(child, 0)
         except ChildProcessError:
             pass
+
+
+# --- 7. a signal once the work is complete changes nothing, and is reported --------------------
+
+SIGNAL_AFTER_DUMP = """
+    import os, signal, pyckpt
+    real = pyckpt.dump
+    def dump_then_signal(*args, **kw):
+        image = real(*args, **kw)
+        os.kill(os.getpid(), signal.{sig})   # dump() has returned: the image is complete
+        return image
+    pyckpt.dump = dump_then_signal
+"""
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["", "kill"])
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_signal_after_dump_returned_lets_the_image_stand(sig, kill, spawn, python_exe, tmp_path):
+    """Once dump() has returned, SIGINT/SIGTERM change nothing: exit 0 (not 130, not death by
+    the signal), one line saying so, the image complete, the target as asked (running, or
+    killed with --kill)."""
+    from test_refusals import assert_untouched
+
+    if kill:
+        parent, child = _parent_and_child(spawn, python_exe, "late", "0")
+    else:
+        t, _ = start_ticker(spawn, python_exe)
+    pid = child if kill else t.pid
+    img = tmp_path / "img"
+    r = run_patched_cli(SIGNAL_AFTER_DUMP.format(sig=sig), "--no-progress", "dump", pid, img,
+                        *(["--kill"] if kill else []))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""
+    assert one_error_line(r.stderr, "dump") == (
+        f"pyckpt dump: {sig} came after the image at {img} was complete; it stands (nothing was undone)")
+    pyckpt.open_image(img).verify()
+    if kill:
+        assert not pid_exists(child)
+    else:
+        assert_untouched(t)
+
+
+def test_signal_after_the_kill_inside_dump_is_reported(spawn, python_exe, tmp_path):
+    """A SIGTERM after the dump's own commit (here: just before the kill) lets the dump end
+    as asked, and the command says it came.  (It also ends the wait for the reaper at once:
+    the zombie may then be named too.)"""
+    parent, child = _parent_and_child(spawn, python_exe, "late", "0")
+    img = tmp_path / "img"
+    r = run_patched_cli("""
+        import os, signal
+        from pyckpt import dumper
+        real = dumper.before_kill
+        def signal_then_kill(objects):
+            os.kill(os.getpid(), signal.SIGTERM)
+            real(objects)
+        dumper.before_kill = signal_then_kill
+    """, "--no-progress", "dump", "--kill", child, img)
+    assert r.returncode == 0, r.stderr
+    *zombie, late = r.stderr.splitlines()
+    assert late == (
+        f"pyckpt dump: SIGTERM came after the image at {img} was complete; it stands (nothing was undone)")
+    assert zombie == [] or (len(zombie) == 1 and zombie[0].startswith(
+        f"pyckpt dump: the image is complete, but killed process {child} is a zombie")), r.stderr
+    try:
+        assert psutil.Process(child).status() == psutil.STATUS_ZOMBIE  # killed (maybe not reaped yet)
+    except psutil.NoSuchProcess:
+        pass
+    pyckpt.open_image(img).verify()
+
+
+@pytest.fixture
+def ticker_image(spawn, python_exe, tmp_path):
+    t, _ = start_ticker(spawn, python_exe)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    t.reap()
+    return t.pid, img
+
+
+@pytest.mark.parametrize("where", ["after restore() returned", "before the release"])
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_signal_after_the_restore_was_complete_lets_it_run(sig, where, ticker_image, spawn):
+    """Once the restore is complete, SIGINT/SIGTERM change nothing: the PID on stdout, exit 0,
+    one line saying the process runs — which it does."""
+    pid, img = ticker_image
+    spawn.track(pid)
+    patch = ("""
+        import os, signal, pyckpt
+        real = pyckpt.restore
+        def restore_then_signal(*args, **kw):
+            proc = real(*args, **kw)
+            os.kill(os.getpid(), signal.{sig})
+            return proc
+        pyckpt.restore = restore_then_signal
+    """ if where == "after restore() returned" else """
+        import os, signal
+        from pyckpt import restorer
+        real = restorer.release
+        def signal_then_release(*args):
+            os.kill(os.getpid(), signal.{sig})   # committed, not let go yet
+            real(*args)
+        restorer.release = signal_then_release
+    """).format(sig=sig)
+    r = run_patched_cli(patch, "--no-progress", "restore", "--allow-changed-files", img)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"{pid}\n"
+    assert one_error_line(r.stderr, "restore") == (
+        f"pyckpt restore: {sig} came after the restore of process {pid} was complete; it runs "
+        "(nothing was undone)")
+    assert psutil.Process(pid).status() in (psutil.STATUS_RUNNING, psutil.STATUS_SLEEPING)
+
+
+def test_signal_before_the_restore_commits_undoes_it(ticker_image, spawn):
+    """The restore's last checkpoint is right before the release: a SIGTERM noted until then
+    removes the finished but unreleased process (exit 130)."""
+    pid, img = ticker_image
+    spawn.track(pid)
+    r = run_patched_cli("""
+        import os, signal
+        from pyckpt import restorer
+        real = restorer.commit
+        def signal_then_commit():
+            os.kill(os.getpid(), signal.SIGTERM)   # every stage done, the process still held
+            real()
+        restorer.commit = signal_then_commit
+    """, "--no-progress", "restore", "--allow-changed-files", img)
+    assert r.returncode == pyckpt.Interrupted.exit_code, r.stderr
+    assert r.stdout == ""
+    assert one_error_line(r.stderr, "restore") == "pyckpt restore: interrupted; the work was undone"
+    assert not pid_exists(pid)
+
+
+@pytest.mark.parametrize("command", ["dump", "restore"])
+def test_signal_while_pyckpt_exits_keeps_the_exit_code(command, ticker_image, spawn, python_exe, tmp_path):
+    """Once the command has reported its outcome, a SIGTERM (here: from an atexit hook, as
+    Python shuts down) no longer kills it: the exit code stays the outcome's."""
+    pid, img = ticker_image
+    spawn.track(pid)
+    if command == "dump":
+        t, _ = start_ticker(spawn, python_exe)
+        args = ["dump", t.pid, tmp_path / "again"]
+    else:
+        args = ["restore", "--allow-changed-files", img]
+    r = run_patched_cli("""
+        import atexit, os, signal
+        atexit.register(os.kill, os.getpid(), signal.SIGTERM)
+    """, "--no-progress", *args)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stderr == ""
+    if command == "restore":
+        assert r.stdout == f"{pid}\n"
+        assert psutil.Process(pid).status() in (psutil.STATUS_RUNNING, psutil.STATUS_SLEEPING)
+    else:
+        pyckpt.open_image(tmp_path / "again")

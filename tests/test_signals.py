@@ -87,6 +87,37 @@ CASES = {
             assert interrupted(checkpoint)
         assert outer.late == []
     """,
+    # How the `pyckpt` command wraps a dump: once the dump committed its image, what comes
+    # (in the dump's block or after it returned) is late for the command too.
+    "commit(interrupt=False) keeps a late signal pending instead of raising it": """
+        with deferred_signals() as outer:
+            with deferred_signals() as inner:
+                commit()
+                me()                  # after the dump's commit, inside its block
+            me(signal.SIGTERM)        # after the dump returned
+            commit(interrupt=False)
+            assert not interrupted(checkpoint)
+            assert outer.pending == [signal.SIGINT, signal.SIGTERM]
+            me()                      # and after the command's own commit
+            assert not interrupted(checkpoint)
+        assert outer.late == [signal.SIGINT, signal.SIGTERM, signal.SIGINT]
+    """,
+    "commit(interrupt=False) takes a signal queued while blocked": """
+        with deferred_signals() as d:
+            with blocked():
+                me()
+                commit(interrupt=False)
+                assert d.pending == [signal.SIGINT]
+        assert d.late == [signal.SIGINT]
+    """,
+    "ignore_after leaves the signals ignored when the block ends": """
+        with deferred_signals() as d:
+            d.ignore_after = True
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        me(signal.SIGTERM)            # ignored: this child lives on to print ok
+        assert not interrupted(me)
+    """,
     "an outer block's signal interrupts the inner block at once": """
         with deferred_signals() as outer:
             me()

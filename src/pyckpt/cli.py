@@ -2,7 +2,9 @@
 
 Errors print one line on stderr and exit with the error class's code
 (see `pyckpt --help`); `--debug` (before or after the command) prints the
-traceback above that line, and the exit code stays the error's.
+traceback above that line, and the exit code stays the error's.  `dump` and
+`restore` note SIGINT/SIGTERM instead of dying of them (see HOLDING): until the
+work is complete a signal undoes it (exit 130), after it changes nothing (exit 0).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ EXIT_CODES = [
 def _exit_codes_help() -> str:
     lines = ["exit codes:", "  0    success", "  1    other pyckpt error", "  2    bad command line"]
     lines += [f"  {cls.exit_code:<4} {what}" for cls, what in EXIT_CODES]
+    lines += ["A SIGINT/SIGTERM that comes once the work is complete (a dump's image on disk, a",
+              "restored process about to be released) changes nothing: exit 0, one line on stderr",
+              "says so."]
     return "\n".join(lines)
 
 
@@ -171,9 +176,11 @@ def _common_options(p: argparse.ArgumentParser, default) -> None:
 
 def _cmd_dump(args, progress) -> int:
     from . import dump
+    from .signals import commit
 
     image = dump(args.pid, args.dir, kill=args.kill, max_deleted_size=args.max_deleted_size,
                  precopy=args.precopy, progress=progress)
+    commit(interrupt=False)  # the image stands: a signal from now on is late (see main)
     if image.dump_stats.late_error:  # the image stands; what went wrong after it was complete
         print(f"pyckpt dump: the image at {args.dir} is complete and kept, but "
               f"{_one_line(image.dump_stats.late_error)}", file=sys.stderr)
@@ -232,8 +239,11 @@ def _dump_left(args) -> str:
 
 def _cmd_restore(args, progress) -> int:
     from . import restore
+    from .signals import commit
 
     proc = restore(args.dir, **_restore_kwargs(args), progress=progress)
+    args.restored = proc.pid
+    commit(interrupt=False)  # the process was released and runs: a signal from now on is late
     print(proc.pid, flush=True)
     return 0
 
@@ -340,11 +350,56 @@ def _one_line(text: str) -> str:
 
 COMMANDS = {"dump": _cmd_dump, "restore": _cmd_restore, "show": _cmd_show, "check": _cmd_check}
 
+# The commands that stop, kill or make processes.  Each runs inside one
+# deferred_signals() block: a SIGINT/SIGTERM/SIGHUP/SIGQUIT is noted, never acted on
+# half-way.  Until the work is complete (the dump's or restore's own block nests in it
+# and acts on it at its checkpoints) it undoes the work: exit 130.  Once complete (the
+# image committed, the process released; then the command commits its block too) it
+# changes nothing: one line says so, exit 0.  `show` and `check` touch no process and
+# stop at once.
+HOLDING = ("dump", "restore")
+
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command `argv` (default: the command line of this process).
+
+    Without `argv` pyckpt is the program: once a dump or restore has decided its
+    outcome, SIGINT/SIGTERM/SIGHUP/SIGQUIT are ignored until it exits, so its exit
+    code is the outcome it reported.  (Before main() runs — Python's imports — they
+    act as ever: SIGTERM kills pyckpt, which has touched nothing yet.)
+    """
+    args = build_parser().parse_args(argv)
+    if args.command not in HOLDING:
+        return _run(args)
+    from .signals import blocked, deferred_signals
+
+    with deferred_signals() as held:
+        code = _run(args)
+        # The outcome is decided: as the program, nothing may change it on the way out.
+        held.ignore_after = argv is None
+        with blocked():  # (runs the handlers of what was delivered until now)
+            late = held.pending if held.complete else []
+        if late:
+            print(_late_signal(args, late), file=sys.stderr)
+    return code
+
+
+def _late_signal(args, late: list[int]) -> str:
+    """One line: signals that came once the work was complete changed nothing."""
+    from .signals import _name
+
+    names = " and ".join(dict.fromkeys(_name(s) for s in late))
+    if args.command == "dump":
+        return (f"pyckpt dump: {names} came after the image at {args.dir} was complete; "
+                "it stands (nothing was undone)")
+    return (f"pyckpt restore: {names} came after the restore of process {args.restored} was "
+            "complete; it runs (nothing was undone)")
+
+
+def _run(args) -> int:
+    """The command, its errors as one line on stderr; the exit code."""
     from .progress import Progress
 
-    args = build_parser().parse_args(argv)
     progress = Progress(False if args.no_progress else None)
     try:
         return COMMANDS[args.command](args, progress)

@@ -36,7 +36,7 @@ from .kinds.context import RestoreContext, RestoreOptions
 from .problems import Fix, RestoreProblem, needs
 from .progress import Progress
 from .seize import kill_and_reap, pinned_to_cpu, release
-from .signals import checkpoint, deferred_signals
+from .signals import checkpoint, commit, deferred_signals
 
 PAGE = 4096
 TASK_END = 0x7FFFFFFFF000  # top of user space with 4-level paging
@@ -299,6 +299,9 @@ def _create_and_fill(rctxs: list[RestoreContext], stats: RestoreStats) -> None:
             _fill(rctx, stats)
             threads += list(rctx.threads)
         t = time.perf_counter()
+        # The last checkpoint: a signal until now undoes the restore; from here on it
+        # lets the released process run (a late signal, see signals.commit).
+        commit()
         for rctx in reversed(live):  # every process is complete: all go now
             release(rctx.pid, list(rctx.threads))
         if root.init_pid:

@@ -37,6 +37,10 @@ class Deferral:
         self.complete = False  # commit() passed: the result stands, no checkpoint raises
         self.late: list[int] = []  # on leaving the block: noted and never raised
         self.handled: set[int] = set()  # the signals this block notes
+        # Set it to leave the signals ignored when the block ends instead of putting the
+        # old handlers back: for a program that has reported its outcome and only exits
+        # (a handler put back could still kill it, in any of its threads, on the way out).
+        self.ignore_after = False
 
     @property
     def pending(self) -> list[int]:
@@ -81,7 +85,7 @@ def deferred_signals():
             d.raised = len(d.noted)
             if d.late and _stack:
                 _stack[-1].noted += d.late
-            _restore(old)
+            _restore(dict.fromkeys(old, signal.SIG_IGN) if d.ignore_after else old)
 
 
 def _restore(old: dict) -> None:
@@ -114,12 +118,16 @@ def checkpoint() -> None:
         raise KeyboardInterrupt(f"signal {_name(pending[0])}")
 
 
-def commit() -> None:
+def commit(*, interrupt: bool = True) -> None:
     """The last checkpoint: the work is complete.
 
     Raises KeyboardInterrupt for any signal that arrived until now — also one
     whose Python handler has not run yet; from here on no checkpoint of the
     innermost block raises, and a signal lets the result stand (`Deferral.late`).
+
+    `interrupt=False` raises nothing: the result stood already — a nested block
+    committed it (the dump a command wraps) — so what arrived since is late too,
+    and stays in `pending` (then `late`) for the caller to report.
     """
     if not _stack or threading.get_ident() != _MAIN:
         return
@@ -130,7 +138,8 @@ def commit() -> None:
     with blocked():
         while d.handled and (info := signal.sigtimedwait(d.handled, 0)) is not None:
             d.noted.append(info.si_signo)
-        checkpoint()
+        if interrupt:
+            checkpoint()
         d.complete = True
 
 

@@ -16,6 +16,8 @@ sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyt
 PY
 # Debian ships venv's pip bootstrap (ensurepip) in a separate package.
 "$PY" -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+# Real programs the tests save and restore (each test starts its own instance).
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
         echo "setup.sh: missing ${need_apt[*]}; install them (Debian: apt-get install ${need_apt[*]}) and run again" >&2

@@ -340,14 +340,14 @@ from pyckpt.inject import Injector
 from pyckpt.kinds import creds
 
 img, k, new_pidns = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "new-pidns"
-ops, first, marks = 0, None, []
+ops, tasks, marks = 0, set(), []
 
 def counted(f, name):
     def op(*args, **kw):
-        global ops, first
-        if name == "wait" and first is None:  # the first task, just made by ck_clone_stopped
-            first = args[0]
-            print("FIRST", first, os.readlink(f"/proc/{first}/ns/pid"), flush=True)
+        global ops
+        if name == "wait" and args[0] not in tasks:  # a task just made (its first stop)
+            tasks.add(args[0])
+            print("TASK", args[0], os.readlink(f"/proc/{args[0]}/ns/pid"), flush=True)
         ops += 1
         if ops == k:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -384,6 +384,21 @@ pyckpt.restore(img, new_pidns=new_pidns, allow_changed_files=True)
 print("OPS", ops, *marks, flush=True)
 print(f"RELEASE {(released[-1][1] - released[0][0]) * 1e6:.0f} us", flush=True)
 """
+
+
+def _tasks(text: str, pids: list[int], tids: list[int], new_pidns: bool
+           ) -> tuple[int | None, str | None, list[int]]:
+    """From the killer's output: the restore's first task of the image (its root, or a
+    new namespace's init), that namespace, and the other tasks it made in this test's
+    namespace (a new namespace's launcher) that are not the image's."""
+    own = _pid_ns(os.getpid())
+    made = [(int(line.split()[1]), line.split()[2]) for line in text.splitlines() if line.startswith("TASK ")]
+    inits = [(pid, ns) for pid, ns in made if ns != own]
+    if new_pidns:
+        first, ns = inits[0] if inits else (None, None)
+    else:
+        first, ns = (pids[0], None) if any(pid == pids[0] for pid, _ in made) else (None, None)
+    return first, ns, [pid for pid, ns in made if ns == own and pid not in tids]
 
 
 def _run_killer(img, k: int, new_pidns: bool, tmp_path) -> tuple[int, str]:
@@ -460,7 +475,7 @@ def test_restore_killed_before_each_kind_of_step(request, spawn, tmp_path, image
     release = min(n for m, n in marks if m == "release") + 1  # its first detach
     assert {m for m, _ in marks} == {"clone", "creds", "release"}, marks
     out = Outcomes()
-    _after_kill(rc, int(text.split("FIRST ")[1].split()[0]), pids, log, new_pidns, None, out)
+    _after_kill(rc, _tasks(text, pids, tids, new_pidns)[0], pids, log, new_pidns, None, out)
     assert out.trials == {"completed": 1}, out
 
     last = total if new_pidns else release
@@ -473,8 +488,18 @@ def test_restore_killed_before_each_kind_of_step(request, spawn, tmp_path, image
     for k in ks:
         rc, text = _run_killer(img, k, new_pidns, tmp_path)
         assert rc == -signal.SIGKILL, f"k={k}: the restore ended with {rc}: {text}"
-        first, ns = text.split("FIRST ")[1].split()[:2]
-        _after_kill(rc, int(first), pids, log, new_pidns, ns if new_pidns else None, out)
+        first, ns, others = _tasks(text, pids, tids, new_pidns)
+        # Tasks of the restore that are not the image's (a new namespace's launcher)
+        ended, alive = _settle(others)
+        assert not alive, f"k={k}: {alive} outlived the killed restore"
+        for pid, status in ended.items():
+            out.tasks[_describe(status)] += 1
+            if not _killed(status):
+                out.bad.append(f"k={k}: {pid} ended with {_describe(status)}")
+        if first is None:  # killed before it made the image's first task (or the init)
+            out.trials["killed"] += 1
+            continue
+        _after_kill(rc, first, pids, log, new_pidns, ns if new_pidns else None, out)
         left = [tid for tid in tids if _stat(tid) is not None and _ours(tid)]
         assert new_pidns or not left, f"k={k}: threads {left} of the image outlived the killed restore"
     print(f"\n{request.node.callspec.id} (PYCKPT_KILL_SEED={SEED}): killed before operation {ks} of "

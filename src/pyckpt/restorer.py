@@ -42,7 +42,9 @@ PAGE = 4096
 TASK_END = 0x7FFFFFFFF000  # top of user space with 4-level paging
 MAP_FIXED_NOREPLACE = 0x100000
 CLONE_NEWPID = 0x20000000
+CLONE_PARENT = 0x8000
 SIGCHLD = 17
+SYS_unshare = 272
 SCRATCH_CODE = b"\x0f\x05\xcc"  # syscall; int3
 SCRATCH_DATA = 64  # injected calls' data lives after the code, in the same page
 
@@ -278,9 +280,9 @@ def _create_and_fill(rctxs: list[RestoreContext], stats: RestoreStats) -> None:
     threads: list[int] = []
     try:
         if root.options.new_pidns:
-            root.init_pid = _new_pidns_init(root)
+            root.init_pid, launcher_page = _new_pidns_init()
             made.append(root.init_pid)
-            first = _fork_in(root.init_pid, root.image_pid, reaper=True)
+            first = _fork_in(root.init_pid, root.image_pid, launcher_page, reaper=True)
         else:
             first = _clone_stopped(root.image_pid, 0)
         made.append(first)
@@ -387,9 +389,6 @@ def _clone_stopped(pid: int, flags: int) -> int:
     if child < 0:
         if -child == 17:  # EEXIST
             raise PidInUseError(pid, " (taken while restoring)")
-        if -child == 1 and flags & CLONE_NEWPID:
-            raise RestoreError("restoring into a new PID namespace needs CAP_SYS_ADMIN (clone3 "
-                               "with CLONE_NEWPID was refused: EPERM)")
         raise RestoreError(f"clone3 for PID {pid} failed: {os.strerror(-child)}")
     status = pt.wait(child)
     if not os.WIFSTOPPED(status):
@@ -399,12 +398,41 @@ def _clone_stopped(pid: int, flags: int) -> int:
     return child
 
 
-def _new_pidns_init(rctx: RestoreContext) -> int:
-    """A stopped copy of pyckpt as PID 1 of a new PID namespace."""
-    return _clone_stopped(0, CLONE_NEWPID)
+def _new_pidns_init() -> tuple[int, int]:
+    """A stopped copy of pyckpt as PID 1 of a new PID namespace, pyckpt's child; and the
+    address of a scratch page it holds a copy of (see _fork_in).
+
+    Not made by ck_clone_stopped(CLONE_NEWPID): an init whose parent died before it
+    asked for a parent-death signal could not kill itself (an init ignores its own
+    signals).  A stopped copy made by ck_clone_stopped (the launcher, which can)
+    puts its future children in a new PID namespace (unshare) and forks the init
+    with CLONE_PARENT: the init is pyckpt's child, traced from birth with
+    PTRACE_O_EXITKILL, and without a parent-death signal (a fork has none), so it
+    outlives `pyckpt restore --new-pidns`.  The launcher is then killed and reaped."""
+    launcher = _clone_stopped(0, 0)
+    try:
+        own_vdso, site_off = _own_vdso_site()
+        inj = Injector(launcher, own_vdso + site_off, pt.get_regs(launcher), cure_regs=False)
+        with inj:
+            r = inj.call(SYS_unshare, CLONE_NEWPID)
+            if r == -1:  # EPERM
+                raise RestoreError("restoring into a new PID namespace needs CAP_SYS_ADMIN "
+                                   "(unshare(CLONE_NEWPID) was refused: EPERM)")
+            if -4096 < r < 0:
+                raise RestoreError(f"unshare(CLONE_NEWPID) failed: {os.strerror(-r)}")
+            # (clone3 wants exit signal 0 with CLONE_PARENT: the kernel gives the init the
+            # launcher's, SIGCHLD, and reports a clone, not a fork)
+            pt.request(pt.PTRACE_SETOPTIONS, launcher, 0, pt.PTRACE_O_TRACECLONE | pt.PTRACE_O_EXITKILL,
+                       "PTRACE_SETOPTIONS")
+            page = inj.map_scratch()
+            inj.write(page, thread.CLONE_ARGS.pack(CLONE_PARENT, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+            init = inj.call_clone(thread.SYS_clone3, page, thread.CLONE_ARGS.size)
+    finally:
+        kill_and_reap([launcher])
+    return init, page
 
 
-def _fork_in(init: int, pid: int, *, reaper: bool) -> int:
+def _fork_in(init: int, pid: int, launcher_page: int, *, reaper: bool) -> int:
     """Make the root as the init's child, with the image's PID inside the namespace,
     then point the init at its reaping loop (it runs once released)."""
     own_vdso, site_off = _own_vdso_site()
@@ -412,14 +440,12 @@ def _fork_in(init: int, pid: int, *, reaper: bool) -> int:
     with inj:
         pt.request(pt.PTRACE_SETOPTIONS, init, 0, pt.PTRACE_O_TRACEFORK | pt.PTRACE_O_EXITKILL,
                    "PTRACE_SETOPTIONS")
+        inj.check(nr.munmap, launcher_page, PAGE, what="munmap of the launcher's scratch page")
         page = inj.map_scratch()
         try:
             child = _fork_with_pid(inj, page, pid)
         except PidInUseError:
             raise PidInUseError(pid, " inside the new namespace") from None
-        # Until its release the init is traced with PTRACE_O_EXITKILL; then it must
-        # outlive `pyckpt restore --new-pidns`, which exits: no parent-death signal.
-        inj.check(nr.prctl, thread.PR_SET_PDEATHSIG, 0, what="prctl(PR_SET_PDEATHSIG, 0) in the init")
     regs = pt.decode_regs(inj.regs)
     regs.rip = int(ffi.cast("uintptr_t", ffi.addressof(lib, "ck_init_loop")))
     regs.rsp = ((regs.rsp - 4096) & ~15) - 8  # as if called: rsp = 8 (mod 16) at entry

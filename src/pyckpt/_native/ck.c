@@ -124,34 +124,6 @@ int ck_inject(int pid, const void *tmpl, unsigned long site, long nr,
     return 0;
 }
 
-/* The parent's PID (when `ppid`) or the caller's own as /proc/self/stat shows them
- * (in the PID namespace of the /proc mount, which a new namespace's init shares
- * with its parent); -1 when /proc cannot tell.  Raw syscalls only. */
-static long ck_proc_self_stat(int ppid)
-{
-    char buf[512];
-    long fd = syscall(SYS_openat, -100 /* AT_FDCWD */, "/proc/self/stat", 02000000 /* O_CLOEXEC */);
-    if (fd < 0)
-        return -1;
-    long n = syscall(SYS_read, fd, buf, sizeof(buf) - 1);
-    syscall(SYS_close, fd);
-    if (n <= 0)
-        return -1;
-    long i = 0;
-    if (ppid) { /* "PID (COMM) S PPID ...": COMM may hold ')', the last one ends it */
-        for (i = n - 1; i >= 0 && buf[i] != ')'; i--)
-            ;
-        if (i < 0)
-            return -1;
-        i += 4; /* ") S " */
-    }
-    long v = 0;
-    int digits = 0;
-    for (; i < n && buf[i] >= '0' && buf[i] <= '9'; i++, digits++)
-        v = v * 10 + (buf[i] - '0');
-    return digits ? v : -1;
-}
-
 /* Create the task a restore fills in: a fork-like clone3 whose child gets
  * exactly `pid` (set_tid), asks to be traced and stops itself.  The child
  * runs only raw syscalls: it is a copy of the Python process and must not
@@ -163,17 +135,16 @@ static long ck_proc_self_stat(int ppid)
  * PTRACE_O_EXITKILL does.  Before it, the child's first act is to ask for
  * SIGKILL when its parent dies (PR_SET_PDEATHSIG), then to see that its
  * parent is still pyckpt (a parent that died before the prctl sends nothing):
- * else it kills itself.  Outside a new PID namespace getppid() tells; in one
- * it says 0, and /proc/self/stat is asked instead.  A new namespace's init
- * cannot signal itself (SIGNAL_UNKILLABLE): it exits, status 128 + SIGKILL.
- * The window for that is the child's first instructions: pyckpt waits here
- * for the stop (the child runs at once, on pyckpt's CPU if pinned). */
+ * else it kills itself.  Not for CLONE_NEWPID (EINVAL): a namespace's init
+ * cannot kill itself, nor tell its parent by getppid() (see
+ * restorer._new_pidns_init). */
 long ck_clone_stopped(int pid, unsigned long flags)
 {
     pid_t tid = pid;
     struct clone_args args;
     long parent = syscall(SYS_getpid);
-    long parent_in_proc = (flags & CLONE_NEWPID) ? ck_proc_self_stat(0) : -1;
+    if (flags & CLONE_NEWPID)
+        return -EINVAL;
     memset(&args, 0, sizeof(args));
     args.flags = flags;
     args.exit_signal = SIGCHLD;
@@ -186,12 +157,7 @@ long ck_clone_stopped(int pid, unsigned long flags)
         return -errno;
     if (r == 0) {
         syscall(SYS_prctl, 1 /* PR_SET_PDEATHSIG */, SIGKILL, 0, 0, 0);
-        int orphan;
-        if (flags & CLONE_NEWPID)
-            orphan = parent_in_proc >= 0 && ck_proc_self_stat(1) != parent_in_proc;
-        else
-            orphan = syscall(SYS_getppid) != parent;
-        if (orphan) {
+        if (syscall(SYS_getppid) != parent) { /* pyckpt died before the prctl */
             syscall(SYS_kill, syscall(SYS_getpid), SIGKILL);
             syscall(SYS_exit_group, 128 + SIGKILL);
         }

@@ -117,9 +117,10 @@ def test_new_pidns_without_privilege_names_the_capability(spawn, python_exe, tmp
     r = subprocess.run([sys.executable, "-m", "pyckpt", "restore", "--new-pidns", "--allow-changed-files",
                         str(img)], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60,
                        preexec_fn=_without_cap_sys_admin)
-    assert r.returncode == pyckpt.RestoreError.exit_code, r.stderr
+    # Refused up front, before anything is created (privileges are checked first).
+    assert r.returncode == pyckpt.PrivilegeError.exit_code, r.stderr
     assert r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
-    assert "CAP_SYS_ADMIN" in r.stderr
+    assert "CAP_SYS_ADMIN" in r.stderr and "--new-pidns" in r.stderr and "nothing was created" in r.stderr
     os.kill(t.pid, signal.SIGUSR1)  # the original runs on untouched
     t.wait_for(rf"^CHECK ok n=\d+ getpid={t.pid} nspid={t.pid}$")
 

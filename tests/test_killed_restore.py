@@ -340,6 +340,7 @@ from pyckpt.inject import Injector
 from pyckpt.kinds import creds
 
 img, k, new_pidns = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "new-pidns"
+print("OWN", os.readlink("/proc/self/ns/pid"), flush=True)  # the namespace the tasks are told apart from
 ops, tasks, marks = 0, set(), []
 
 def counted(f, name):
@@ -391,7 +392,10 @@ def _tasks(text: str, pids: list[int], tids: list[int], new_pidns: bool
     """From the killer's output: the restore's first task of the image (its root, or a
     new namespace's init), that namespace, and the other tasks it made in this test's
     namespace (a new namespace's launcher) that are not the image's."""
-    own = _pid_ns(os.getpid())
+    # The killer's own namespace, as it printed it (not this process's: a reading that
+    # failed here would make every task look like a new namespace's init).
+    own = next((line.split()[1] for line in text.splitlines() if line.startswith("OWN ")), None)
+    assert own is not None, f"the killer did not say its PID namespace: {text[-500:]!r}"
     made = [(int(line.split()[1]), line.split()[2]) for line in text.splitlines() if line.startswith("TASK ")]
     inits = [(pid, ns) for pid, ns in made if ns != own]
     if new_pidns:

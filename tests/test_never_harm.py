@@ -137,3 +137,19 @@ def test_target_abandoned_at_the_trampoline_returns_to_its_own_state(where, targ
             state = f.read().rsplit(")", 1)[1].split()[0]
         assert state not in "tT", f"round {round_}: target left stopped ({state})"
         check(t, timeout=30)
+
+
+def test_nothing_is_written_below_a_stack_pointer_off_any_stack(spawn, tmp_path):
+    """A thread whose stack pointer is on a small stack inside other data (a coroutine's,
+    a Go goroutine's) gets no frame written below it: the bytes under it stay as they
+    were, and the dump and a restore still work."""
+    exe = tmp_path / "odd_stack"
+    subprocess.run(["gcc", "-O1", "-pthread", "-o", str(exe), str(TARGETS / "odd_stack.c")], check=True)
+    t = spawn([str(exe)], name="odd")
+    t.wait_for(r"^READY")
+    check(t)
+    image = tmp_path / "img"
+    r = subprocess.run([sys.executable, "-m", "pyckpt", "--no-progress", "dump", str(t.pid), str(image)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    check(t)

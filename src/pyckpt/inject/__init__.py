@@ -267,13 +267,17 @@ class Injector:
     def _arm(self) -> None:
         """Write this thread's frame below its stack pointer and park it at the gadget.
 
-        Where the frame cannot be written (no stack below the stack pointer),
+        Where the frame cannot be written — the stack pointer is not on a stack
+        pyckpt can tell is one (trampoline.on_a_stack), or no memory is there —
         this thread's calls are held ones instead.
         """
         own = pt.decode_regs(self.regs)
         resume = trampoline.resume_regs(own, trampoline.rseq_cs(self.read, self.pid))
         fp = trampoline.fpstate(pt.get_xstate(self.pid))
         at = trampoline.frame_address(own.rsp, len(fp))
+        if not trampoline.on_a_stack(proc.read_maps(self.pid), at, own.rsp):
+            self.gadget = None
+            return
         try:
             self.write(at, trampoline.frame(resume, self._sigmask, fp, at))
         except (OSError, PyckptError):

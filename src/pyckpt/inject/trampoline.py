@@ -65,6 +65,25 @@ def find_gadget(pid: int, maps) -> int | None:
     return None
 
 
+def on_a_stack(maps, at: int, rsp: int) -> bool:
+    """Whether [at, rsp) lies in memory that is only ever a thread's stack: the
+    process's `[stack]`, or an anonymous read-write mapping with a guard page
+    (PROT_NONE) right below it, as glibc's thread stacks and the JVM's have.
+    Anything else under a stack pointer — a Go goroutine's stack in its heap, a
+    coroutine's stack in a malloc'd block — may have live data just below the
+    stack pointer's page, and is not written to."""
+    below = None
+    for m in maps:
+        if m.start <= at and rsp <= m.end:
+            if m.perms[:3] != "rw-":
+                return False
+            if m.path == "[stack]":
+                return True
+            return m.path == "" and below is not None and below.end == m.start and below.perms[:3] == "---"
+        below = m
+    return False
+
+
 def frame_address(rsp: int, fp_size: int) -> int:
     """Where a thread stopped with stack pointer `rsp` gets its frame (with an
     FPU state of `fp_size` bytes): below the red zone, the FPU state 64-byte

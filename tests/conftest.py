@@ -34,6 +34,18 @@ def subreaper():
     assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
+@pytest.fixture(scope="session", autouse=True)
+def default_interrupt_signals():
+    """Tests send SIGINT/SIGTERM to the processes they start and expect the default
+    handling.  Started in the background by a shell without job control (`cmd &` in a
+    script, some CI runners), pytest inherits SIGINT ignored, and so would every
+    process it starts (an ignored signal stays ignored across exec): give the test
+    process Python's own handler, so that children start with the default."""
+    for sig, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            signal.signal(sig, handler)
+
+
 def _parent_of(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -30,7 +30,7 @@ from ._native._ck import ffi, lib
 from .errors import ImageError, PidInUseError, PtraceError, PyckptError, ResourceError, RestoreError
 from .image import ImageReader
 from .inject import Injector, RemoteCallError, find_syscall_insn, nr
-from .kinds import (check_consistency, cpu, creds, files, itimers, load_all, memory, mm, signals,
+from .kinds import (cpu, creds, files, itimers, load_all, memory, mm, signals,
                     stored_runs, task, thread)
 from .kinds.context import RestoreContext, RestoreOptions
 from .problems import Fix, RestoreProblem, needs
@@ -213,19 +213,10 @@ def _validate(path, progress: Progress, stats: RestoreStats,
     if image.header.machine != platform.machine():
         raise ImageError(f"image at {path} is for {image.header.machine}, this is {platform.machine()}",
                          path=path)
+    # The reader checked the tree when it opened the image (kinds.check_tree): a live
+    # first process, no PID twice, every parent present, each process consistent.
     views = task.process_views(image)
-    if task.is_zombie(views[0]):
-        raise ImageError(f"image at {path}: its first process is a zombie", path=path)
-    for view in views:
-        if not task.is_zombie(view):
-            check_consistency(view)
     recs = [view.one(task.ZombieRecord if task.is_zombie(view) else task.TaskRecord) for view in views]
-    in_image = {r.pid for r in recs}
-    if len(in_image) != len(recs):
-        raise ImageError(f"image at {path}: a process is listed twice", path=path)
-    for r in recs[1:]:
-        if r.ppid not in in_image:
-            raise ImageError(f"image at {path}: process {r.pid} has no parent in the image", path=path)
     runs = stored_runs(image)
     total = sum(length for _, length, _ in runs)
     stats.pages_bytes = total

@@ -321,6 +321,21 @@ def test_lease_refused_before_the_directory_is_made(spawn, python_exe, tmp_path)
     assert t.alive()
 
 
+def test_lease_refused_early_also_through_proc_locks(spawn, python_exe, tmp_path, monkeypatch):
+    """A tree with very many fds is searched for leases through /proc/locks instead of
+    each fd's fdinfo: the same refusal, before the directory is made."""
+    import pyckpt.dumper
+
+    monkeypatch.setattr(pyckpt.dumper, "LEASE_SCAN_FDS", 0)
+    t, fd, path = _lease_holder(spawn, python_exe, tmp_path)
+    img = tmp_path / "img"
+    with pytest.raises(pyckpt.UnsupportedError) as ei:
+        pyckpt.dump(t.pid, img)
+    assert "lease" in str(ei.value) and f"fd {fd} " in str(ei.value) and str(path) in str(ei.value)
+    assert not img.exists()
+    assert t.alive()
+
+
 def test_own_tree_refused_before_the_directory_is_made(python_exe, tmp_path):
     """`pyckpt dump $$` run by a shell: the shell's tree holds pyckpt itself."""
     img = tmp_path / "img"

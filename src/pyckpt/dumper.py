@@ -189,8 +189,36 @@ def refuse_early(pid: int) -> proc.ProcStat:
 
 
 def _refuse_leases(pids: list[int]) -> None:
-    """A lease (F_SETLEASE) cannot be saved: refuse it now, from /proc.  /proc/locks
-    (read once) says which inodes have a lease; only fds on those are looked at."""
+    """A lease (F_SETLEASE) cannot be saved: refuse it now, from /proc.  Each fd's
+    fdinfo shows the locks and leases on its file; /proc/locks shows them all at
+    once but costs an RCU grace period to read (~10 ms here), so it is read only
+    for a tree with very many fds."""
+    fds = []
+    for pid in pids:
+        try:
+            fds += [(pid, int(n)) for n in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+    if len(fds) > LEASE_SCAN_FDS:
+        _refuse_leases_from_proc_locks(fds)
+        return
+    from .proc.locks import read_fdinfo_locks
+
+    for pid, fd in fds:
+        try:
+            leased = any(line.kind in ("LEASE", "DELEG") for line in read_fdinfo_locks(pid, fd))
+        except OSError:
+            continue  # closed meanwhile
+        if leased:
+            from .kinds.locks import _locks_of_description  # raises the dump's own refusal of a lease
+
+            _locks_of_description(pid, fd, 0)
+
+
+LEASE_SCAN_FDS = 1024  # above this many fds, one read of /proc/locks is the cheaper way
+
+
+def _refuse_leases_from_proc_locks(fds: list[tuple[int, int]]) -> None:
     try:
         with open("/proc/locks") as f:
             text = f.read()
@@ -205,17 +233,12 @@ def _refuse_leases(pids: list[int]) -> None:
         return
     from .kinds.locks import _locks_of_description  # raises the dump's own refusal of a lease
 
-    for pid in pids:
+    for pid, fd in fds:
         try:
-            fds = [int(n) for n in os.listdir(f"/proc/{pid}/fd")]
+            if os.stat(f"/proc/{pid}/fd/{fd}").st_ino in leased or -1 in leased:
+                _locks_of_description(pid, fd, 0)
         except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.stat(f"/proc/{pid}/fd/{fd}").st_ino in leased or -1 in leased:
-                    _locks_of_description(pid, fd, 0)
-            except OSError:
-                continue  # closed meanwhile
+            continue  # closed meanwhile
 
 
 def _wait_until_reaped(pids: list[int], timeout: float = 2.0, stop=lambda: False) -> dict[int, int]:

@@ -215,3 +215,41 @@ def dump_kill_restore(spawn, t: Target, image: Path) -> None:
     assert proc.pid == pid
     t.popen = None  # the restored process is our child, not the Popen's
     assert_running(pid)
+
+
+# --- an ordinary user, and work in a forked child -----------------------------
+
+NOBODY = 65534
+
+
+def drop_to_nobody() -> None:
+    """preexec_fn (or a forked child's first step): become uid/gid 65534, no groups."""
+    os.setgroups([])
+    os.setresgid(NOBODY, NOBODY, NOBODY)
+    os.setresuid(NOBODY, NOBODY, NOBODY)
+
+
+def error_in_child(work, prepare=lambda: None):
+    """Run `prepare()` then `work()` in a forked child; return the PyckptError it
+    raised (errors pickle), or None."""
+    import pickle
+
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(r)
+            prepare()
+            try:
+                work()
+                out = pickle.dumps(None)
+            except pyckpt.PyckptError as e:
+                out = pickle.dumps(e)
+            os.write(w, out)
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(child, 0)
+    return pickle.loads(data)

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 import pyckpt
-from conftest import assert_running
+from conftest import assert_running, error_in_child
 from pyckpt import limits
 
 CLI = [sys.executable, "-m", "pyckpt"]
@@ -142,28 +142,8 @@ def test_fd_above_the_hard_limit_is_named_with_the_limit(spawn, python_exe, tmp_
 
 def raise_in_child(work, limit: int):
     """Run `work()` in a forked child with RLIMIT_NOFILE (limit, limit); re-raise its
-    PyckptError here (errors pickle)."""
-    import pickle
-
-    r, w = os.pipe()
-    child = os.fork()
-    if child == 0:
-        try:
-            os.close(r)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-            try:
-                work()
-                out = pickle.dumps(None)
-            except pyckpt.PyckptError as e:
-                out = pickle.dumps(e)
-            os.write(w, out)
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    os.waitpid(child, 0)
-    e = pickle.loads(data)
+    PyckptError here."""
+    e = error_in_child(work, lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)))
     if e is not None:
         raise e
 

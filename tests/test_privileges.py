@@ -4,7 +4,6 @@ frozen, read or created, and no image directory is left.  The commands run as ui
 (setpriv) against a target of that same uid, so that only privileges are missing."""
 
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -13,17 +12,11 @@ import tempfile
 import pytest
 
 import pyckpt
+from conftest import NOBODY, drop_to_nobody, error_in_child
 from pyckpt import privileges
 
-NOBODY = 65534
 AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 CLI = [sys.executable, "-m", "pyckpt"]
-
-
-def drop_to_nobody():
-    os.setgroups([])
-    os.setresgid(NOBODY, NOBODY, NOBODY)
-    os.setresuid(NOBODY, NOBODY, NOBODY)
 
 
 @pytest.fixture
@@ -90,25 +83,7 @@ def test_api_as_nobody_raises_privilege_error(spawn, nobody_dir, tmp_path):
     image = os.path.join(nobody_dir, "img")
 
     def as_nobody(work):
-        r, w = os.pipe()
-        child = os.fork()
-        if child == 0:
-            try:
-                os.close(r)
-                drop_to_nobody()
-                try:
-                    work()
-                    out = pickle.dumps(None)
-                except pyckpt.PyckptError as e:
-                    out = pickle.dumps(e)
-                os.write(w, out)
-            finally:
-                os._exit(0)
-        os.close(w)
-        with os.fdopen(r, "rb") as f:
-            data = f.read()
-        os.waitpid(child, 0)
-        return pickle.loads(data)
+        return error_in_child(work, drop_to_nobody)
 
     e = as_nobody(lambda: pyckpt.dump(t.pid, image, progress=False))
     assert isinstance(e, pyckpt.PrivilegeError), e

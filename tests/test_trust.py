@@ -21,16 +21,10 @@ import psutil
 import pytest
 
 import pyckpt
+from conftest import NOBODY, drop_to_nobody
 from pyckpt.problems import Fix
 
-NOBODY = 65534
 CLI = [sys.executable, "-m", "pyckpt"]
-
-
-def drop_to_nobody():
-    os.setgroups([])
-    os.setresgid(NOBODY, NOBODY, NOBODY)
-    os.setresuid(NOBODY, NOBODY, NOBODY)
 
 
 @pytest.fixture

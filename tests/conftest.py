@@ -253,3 +253,24 @@ def error_in_child(work, prepare=lambda: None):
         data = f.read()
     os.waitpid(child, 0)
     return pickle.loads(data)
+
+
+def real_program(name: str, *more_dirs: str) -> str | None:
+    """The path of a real program the tests save (nginx, redis-server, tmux,
+    postgres...), or None.  scripts/setup.sh installs them; under CI
+    (PYCKPT_REQUIRE_REAL_PROGRAMS set) a missing one is an error, so that its
+    tests fail instead of passing as skips.  Use it at module level:
+
+        REDIS = real_program("redis-server")
+        pytestmark = pytest.mark.skipif(REDIS is None, reason="...")
+    """
+    import glob
+    import shutil
+
+    dirs = ["/usr/sbin", "/usr/local/sbin", "/usr/bin"]
+    for d in more_dirs:
+        dirs += sorted(glob.glob(d), reverse=True)
+    found = shutil.which(name) or shutil.which(name, path=":".join(dirs))
+    if found is None and os.environ.get("PYCKPT_REQUIRE_REAL_PROGRAMS"):
+        raise RuntimeError(f"{name} is not installed, and PYCKPT_REQUIRE_REAL_PROGRAMS is set")
+    return found

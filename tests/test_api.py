@@ -115,6 +115,8 @@ SAMPLES = {
                                                  operation="dump"),
     pyckpt.UntrustedImageError: pyckpt.UntrustedImageError("message", path=Path("/img"), owner=1000,
                                                            wants="uid 0 (root, with every capability)"),
+    pyckpt.RemoteCallError: pyckpt.RemoteCallError("injected mmap", 12, errno.ENOMEM),
+    pyckpt.InternalError: pyckpt.InternalError("dump of process 12", TypeError("a bug")),
     pyckpt.Interrupted: pyckpt.Interrupted("message"),
 }
 

@@ -53,6 +53,8 @@ about (documented in each class):
   ResourceError           .resource .limit .fd .errno (out of fds or memory: not the image)
   PrivilegeError          .missing .operation (not root, a capability missing)
   UntrustedImageError     .path .owner .wants (an ordinary user's image asks for more)
+  RemoteCallError         .pid .errno (a syscall injected into a task failed)
+  InternalError           .operation (a bug in pyckpt; the original is `__cause__`)
   KernelMismatchError, RestoreError, DumpError: the message (and the OSError,
   if any, as `__cause__`)
 
@@ -97,6 +99,7 @@ from .errors import (
     FileChangedError,
     ImageError,
     ImageWriteError,
+    InternalError,
     Interrupted,
     KernelMismatchError,
     LockConflictError,
@@ -105,6 +108,7 @@ from .errors import (
     PrivilegeError,
     PtraceError,
     PyckptError,
+    RemoteCallError,
     ResourceError,
     RestoreError,
     UnsupportedError,
@@ -140,6 +144,8 @@ __all__ = [
     "ResourceError",
     "PrivilegeError",
     "UntrustedImageError",
+    "RemoteCallError",
+    "InternalError",
     "Interrupted",
 ]
 
@@ -186,9 +192,12 @@ class Image:
         from .kinds import load_all
         from .limits import fd_room, translated
 
+        from .errors import ImageError, boundary
+
         load_all()
         self.path = Path(path)
-        with fd_room(), translated(f"reading the image at {self.path}"):
+        with boundary(f"reading the image at {self.path}", ImageError), fd_room(), \
+                translated(f"reading the image at {self.path}"):
             self._reader = ImageReader(self.path)
         self.header = self._reader.header
         self.records = self._reader.records
@@ -207,11 +216,13 @@ class Image:
         False), or a callable that is given the number of bytes checked, run by
         run.
         """
+        from .errors import ImageError, boundary
         from .kinds import stored_runs
         from .limits import translated
 
         runs = stored_runs(self._reader)
-        with translated(f"verifying the image at {self.path}"):  # out of memory: not a damage
+        with boundary(f"verifying the image at {self.path}", ImageError), \
+                translated(f"verifying the image at {self.path}"):  # out of memory: not a damage
             if callable(progress):
                 self._reader.verify_pages(runs, progress)
                 return

@@ -34,6 +34,7 @@ EXIT_CODES = [
     (errors.PrivilegeError, "not run as root with the capabilities needed (nothing was done)"),
     (errors.UntrustedImageError, "an image owned by an ordinary user asks for more than that user "
                                  "has (--trust-image)"),
+    (errors.InternalError, "a bug in pyckpt (run again with --debug, report the traceback)"),
     (errors.Interrupted, "interrupted by SIGINT/SIGTERM (work undone)"),
 ]
 

@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__, privileges, proc
-from .errors import DumpError, NoSuchProcessError, PyckptError, UnsuitableProcessError, UnsupportedError
+from .errors import (DumpError, NoSuchProcessError, PyckptError, UnsuitableProcessError, UnsupportedError,
+                     boundary)
 from .image import FORMAT_VERSION, Header, ImageWriter
 from .inject import Injector, injection_site_from
 from .kinds import before_kill, cpu, creds, files, itimers, load_all, memory, mm, signals, task, thread
@@ -71,7 +72,7 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
     options = options or DumpOptions()
     stats = DumpStats()
     t0 = time.perf_counter()
-    with deferred_signals() as deferral:
+    with boundary(f"dump of process {pid}", DumpError, "it was left running"), deferred_signals() as deferral:
         privileges.require("dump", pid=pid)  # before anything is frozen or written
         stat = refuse_early(pid)
         writer = ImageWriter(path)
@@ -105,9 +106,7 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
                 # Nothing frozen yet (the target vanished or became unsuitable since the
                 # checks): no marker either, as for the refusals found before.
                 writer.abandon(_reason(e), keep_marker=bool(members))
-                if isinstance(e, OSError):
-                    raise DumpError(f"dump of process {pid} failed: {e}; it was left running") from e
-                raise
+                raise  # typed at the boundary
         if kill:
             t = time.perf_counter()
             # A signal now (after commit(): the image stands) only ends the wait.

@@ -191,7 +191,8 @@ class FileChangedError(PyckptError):
         elif "allow_changed_files" in what:
             way_out = "that is --allow-changed-files on the command line"
         else:
-            way_out = "restore anyway with --allow-changed-files (API: allow_changed_files=True)"
+            way_out = ("restore anyway with --allow-changed-files, or --allow-changed-files=PATH for "
+                       "this file alone (API: allow_changed_files=True or [PATH])")
         super().__init__(
             f"file {path!r} changed since the dump: {what}; {way_out}, or, if it is a log or "
             "output file a copy should write elsewhere, give that fd another file with "
@@ -355,6 +356,73 @@ class Interrupted(PyckptError):
     """
 
     exit_code = 130
+
+
+class RemoteCallError(PyckptError):
+    """A syscall injected into a task returned an error (mapping memory, opening a
+    file, setting a property inside the process being dumped or restored).
+
+    Attributes:
+        pid: the task the call was injected into.
+        errno: the error number the call returned (`errno.ENOMEM`, ...).
+    """
+
+    def __init__(self, what: str, pid: int, errno_: int):
+        self.pid = pid
+        self.errno = errno_
+        super().__init__(f"{what} in process {pid} failed: {os.strerror(errno_)}")
+
+
+class InternalError(PyckptError):
+    """A bug in pyckpt: neither the image, the target nor the machine is to blame.
+
+    Raised at the one boundary where pyckpt's work meets its caller
+    (`boundary`), for an exception no check meant to raise (a TypeError, a
+    KeyError...); the original is `__cause__` (the `pyckpt` command prints its
+    traceback with --debug).  A dump that fails this way leaves the target
+    running as before; a restore, no process.
+
+    Attributes:
+        operation: what was being done ("dump of process 123", "restore of img/").
+    """
+
+    exit_code = 70  # EX_SOFTWARE
+
+    def __init__(self, operation: str, cause: BaseException, after: str = ""):
+        self.operation = operation
+        super().__init__(f"{operation} failed: internal error: {type(cause).__name__}: {cause}"
+                         f"{'; ' + after if after else ''} "
+                         "(please report it, with the traceback `pyckpt --debug` prints)")
+
+
+class boundary:
+    """The one place errors are translated, around each public operation:
+    a PyckptError (and KeyboardInterrupt) passes as it is, an OSError that no
+    kind turned into a typed error becomes `os_error` (DumpError, RestoreError...),
+    anything else is a bug and becomes an InternalError.  Kinds raise typed
+    errors themselves; they never translate a bug into a message about the
+    image or the process.
+
+        with errors.boundary(f"restore from {path}", RestoreError, "no process was left behind"):
+            ...
+
+    `after` is what the caller may rely on (said after the reason).
+    """
+
+    def __init__(self, operation: str, os_error: type[PyckptError] | None = None, after: str = ""):
+        self.operation = operation
+        self.os_error = os_error
+        self.after = after
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        if e is None or isinstance(e, (PyckptError, KeyboardInterrupt)) or not isinstance(e, Exception):
+            return False
+        if isinstance(e, OSError) and self.os_error is not None:
+            raise self.os_error(f"{self.operation} failed: {e}{'; ' + self.after if self.after else ''}") from e
+        raise InternalError(self.operation, e, self.after) from e
 
 
 def describe(pid: int) -> str:

@@ -27,9 +27,10 @@ import psutil
 from . import limits, netns, privileges, proc, trust
 from . import ptrace_ops as pt
 from ._native._ck import ffi, lib
-from .errors import ImageError, PidInUseError, PtraceError, PyckptError, ResourceError, RestoreError
+from .errors import (ImageError, PidInUseError, PtraceError, RemoteCallError, ResourceError, RestoreError,
+                     boundary)
 from .image import ImageReader
-from .inject import Injector, RemoteCallError, find_syscall_insn, nr
+from .inject import Injector, find_syscall_insn, nr
 from .kinds import (cpu, creds, files, itimers, load_all, memory, mm, signals,
                     stored_runs, task, thread)
 from .kinds.context import RestoreContext, RestoreOptions
@@ -94,7 +95,8 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
     # refused up front: nothing read, nothing created
     privileges.require("restore", path=path, new_namespaces=options.new_pidns or options.new_netns)
     t0 = time.perf_counter()
-    with limits.fd_room(), limits.translated(f"restoring from {path} (no process was left behind)"), \
+    with boundary(f"restore from {path}", RestoreError, "no process was left behind"), limits.fd_room(), \
+            limits.translated(f"restoring from {path} (no process was left behind)"), \
             deferred_signals(), (netns.fresh() if options.new_netns else contextlib.nullcontext()):
         rctxs = _validate(path, progress, stats, options)
         try:
@@ -103,8 +105,6 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
                 raise problems[0].error
             with pinned_to_cpu(min(os.sched_getaffinity(0))), _fd_room():
                 _create_and_fill(rctxs, stats)
-        except OSError as e:
-            raise RestoreError(f"restore from {path} failed: {e}; no process was left behind") from e
         finally:
             rctxs[0].close_passed()
     stats.total = time.perf_counter() - t0
@@ -124,13 +124,12 @@ def check(path, *, progress: Progress | None = None,
     # as restore: refused up front (a check without the privileges could not open what
     # restore opens, nor make the namespaces it makes)
     privileges.require("restore", path=path, new_namespaces=options.new_pidns or options.new_netns)
-    with limits.fd_room(), limits.translated(f"checking a restore from {path}"), deferred_signals(), \
+    with boundary(f"checking a restore from {path}", RestoreError), limits.fd_room(), \
+            limits.translated(f"checking a restore from {path}"), deferred_signals(), \
             (netns.fresh() if options.new_netns else contextlib.nullcontext()):
         rctxs = _validate(path, progress, stats, options, checking=True)
         try:
             return _prepare(rctxs, stats)
-        except OSError as e:
-            raise RestoreError(f"checking a restore from {path} failed: {e}") from e
         finally:
             rctxs[0].close_passed()
 
@@ -304,7 +303,9 @@ def _create_and_fill(rctxs: list[RestoreContext], stats: RestoreStats) -> None:
         # Only what this restore made is killed and reaped (never a PID before
         # it was made: that is the image's PID, maybe a live process).
         kill_and_reap(made, threads + [t for r in rctxs for t in r.threads])
-        if isinstance(e, (PyckptError, KeyboardInterrupt)) and not isinstance(e, (PtraceError, RemoteCallError)):
+        # What went wrong in a task (a ptrace request, an injected call, an OS call) is
+        # said with "undone"; a bug is left to the boundary (an InternalError).
+        if not isinstance(e, (PtraceError, RemoteCallError, OSError)):
             raise
         raise RestoreError(f"restore of process {root.image_pid} failed and was undone: {e}") from e
 

@@ -27,22 +27,13 @@ import re
 from .. import proc
 from .. import ptrace_ops as pt
 from .._native._ck import ffi, lib
-from ..errors import PtraceError, PyckptError
+from ..errors import PtraceError, PyckptError, RemoteCallError
 from ..signals import blocked, checkpoint
 from . import nr, trampoline
 
 ALL_SIGNALS = (1 << 64) - 1
 U64 = (1 << 64) - 1
 PAGE = 4096
-
-
-class RemoteCallError(PyckptError):
-    """An injected syscall returned an error."""
-
-    def __init__(self, what: str, pid: int, errno_: int):
-        self.pid = pid
-        self.errno = errno_
-        super().__init__(f"{what} in process {pid} failed: {os.strerror(errno_)}")
 
 
 def find_syscall_insn(code: bytes) -> int:

@@ -63,7 +63,10 @@ def check_consistency(image) -> None:
                 if e.path is None:
                     e.path = os.fspath(image.path)
                 raise
-            except (KeyError, ValueError, TypeError, AttributeError) as e:
+            except (KeyError, ValueError) as e:
+                # A reference to a record that is not there, a value out of its range:
+                # damage.  Anything else a validator raises is a bug (the boundary's
+                # InternalError), never reported as a damaged image.
                 raise ImageError(f"image at {image.path}: inconsistent {mod.name} records ({e})",
                                  path=image.path) from None
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import xxhash
 
 from .._native._ck import ffi, lib
-from ..errors import KernelMismatchError, PyckptError, UnsupportedError
+from ..errors import KernelMismatchError, PyckptError, RemoteCallError, UnsupportedError
 from ..image import record
-from ..inject import RemoteCallError, nr
+from ..inject import nr
 from ..proc import read_maps
 from .context import DumpContext, RestoreContext
 from .fileid import FileIdentity, identify, open_checked

@@ -432,3 +432,36 @@ def describe(pid: int) -> str:
             return f"pid={pid}, name={f.read().strip()}"
     except OSError:
         return f"pid={pid}"
+
+
+class SocketPathInUseError(RestoreError):
+    """A unix socket of the image cannot have its name again: a live socket holds the
+    path (or abstract name), such as the original or another copy, or a file that is
+    not a socket is at the path.  A stale socket file nothing listens on is replaced
+    instead.
+
+    Attributes:
+        path: the path, or the abstract name as "@name".
+    """
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        super().__init__(message)
+
+
+class IpcInUseError(RestoreError):
+    """A SysV IPC object of the image cannot have its id or key again in the IPC
+    namespace of a restore in place: another object holds the id's slot or the key
+    (the original process's segment while it is attached, another copy's...).
+
+    Attributes:
+        needed: the image's object ("SysV shared memory segment key 0x... id N").
+        holder: the object that holds its id or key now.
+    """
+
+    def __init__(self, needed: str, holder: str, remove: str):
+        self.needed = needed
+        self.holder = holder
+        super().__init__(f"{needed} cannot be re-created: its id or key is taken by {holder}; restore "
+                         "a copy into a new IPC namespace, where ids and keys are its own: --new-pidns "
+                         f"(API: new_pidns=True), or remove that one ({remove}) if it is a leftover")

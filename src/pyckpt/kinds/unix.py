@@ -57,8 +57,8 @@ from .files import DumpedFd, ExternalFileRecord, FileKind, file_kind, set_status
 
 NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
 NLM_F_REQUEST, NLM_F_DUMP, NLMSG_ERROR, NLMSG_DONE = 1, 0x300, 2, 3
-UDIAG_SHOW_NAME, UDIAG_SHOW_PEER, UDIAG_SHOW_RQLEN = 0x01, 0x04, 0x10
-UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 0, 2, 4, 6
+UDIAG_SHOW_NAME, UDIAG_SHOW_PEER, UDIAG_SHOW_ICONS, UDIAG_SHOW_RQLEN = 0x01, 0x04, 0x08, 0x10
+UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_ICONS, UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 0, 2, 3, 4, 6
 TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN = 1, 7, 10
 SO_PEEK_OFF, SO_DOMAIN, SO_PROTOCOL, SO_SNDBUFFORCE = 42, 39, 38, 32
 RCV_SHUTDOWN, SEND_SHUTDOWN = 1, 2
@@ -116,8 +116,11 @@ class DiagInfo:
     state: int
     peer: int = 0
     name: bytes | None = None
-    rqueue: int = 0
+    rqueue: int = 0  # a listener: connections waiting to be accepted
     shutdown: int = 0
+    wqueue: int = 0  # a listener: its backlog
+    icons: list[int] = field(default_factory=list)  # a listener: the inodes of the clients
+    #                                                 waiting in its accept queue, in order
 
 
 def parse_diag(buf: bytes) -> tuple[list[DiagInfo], bool]:
@@ -147,7 +150,9 @@ def parse_diag(buf: bytes) -> tuple[list[DiagInfo], bool]:
                 elif atype == UNIX_DIAG_PEER:
                     (info.peer,) = struct.unpack_from("=I", payload)
                 elif atype == UNIX_DIAG_RQLEN:
-                    (info.rqueue,) = struct.unpack_from("=I", payload)
+                    info.rqueue, info.wqueue = struct.unpack_from("=II", payload)
+                elif atype == UNIX_DIAG_ICONS:
+                    info.icons = list(struct.unpack_from(f"={len(payload) // 4}I", payload))
                 elif atype == UNIX_DIAG_SHUTDOWN:
                     info.shutdown = payload[0]
                 a += (alen + 3) & ~3
@@ -160,7 +165,7 @@ def diag_table() -> dict[int, DiagInfo]:
     """Every unix socket of pyckpt's network namespace, by inode."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG) as nl:
         req = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, 0,
-                          UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN, 0xFFFFFFFF, 0xFFFFFFFF)
+                          UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN, 0xFFFFFFFF, 0xFFFFFFFF)
         nl.send(struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY,
                             NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + req)
         table: dict[int, DiagInfo] = {}
@@ -289,6 +294,10 @@ class UnixSocket(FileKind):
         info = table.get(f.st.st_ino)
         if info is None:
             raise UnsupportedFdError(f.pid, f.fd, _family_in_words(f), f.link)
+        from . import unixname
+
+        if unixname.handles(ctx, f.st.st_ino):  # named, or connected to a named socket
+            return unixname.UnixNamedSocket().dump(ctx, f, file_id)
         kind = f"unix {TYPE_NAMES.get(info.type, info.type)} socket"
         if info.state == TCP_LISTEN:
             raise UnsupportedFdError(f.pid, f.fd, f"listening {kind}", _named(f.link, info))

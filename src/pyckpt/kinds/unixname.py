@@ -1,0 +1,564 @@
+"""Unix sockets by name: listeners, their connections, clients, bound datagram sockets.
+
+unix.py saves the unnamed unix sockets; this module saves every unix socket
+that has a name or is connected to one that has:
+
+- a listening stream or seqpacket socket on a path or an abstract name, with
+  its backlog, options (SO_PASSCRED, buffer sizes) and, for a path, the mode
+  and owner of its socket file.  At restore it is bound to its name again and
+  listens.  A stale socket file at the path (the dead original's, after
+  `dump --kill`) is replaced, but only when nothing listens on it: pyckpt
+  connects to it first, and a live socket there (the original still running,
+  another copy) is a `SocketPathInUseError` naming the path.  An abstract name
+  in use is the same error; a copy in `new_netns` has its own abstract names.
+  A listener whose socket file had been removed while it ran is bound and its
+  file removed again.
+- its accepted connections (the server side: its name is the listener's)
+  and clients connected to it, with the data queued in each direction,
+  shutdown state and options, when both ends are in the image: the client is
+  connected to the restored listener and the listener accepts it, in pyckpt,
+  before the task exists; so getsockname() on the server side shows the
+  listener's name and getpeername() on the client shows it too, as before
+  (and a client that was bound to a name of its own is bound to it again).
+  A pair whose listener is not in the image (closed since) comes back as an
+  unnamed pair: its data and state are kept, getsockname()/getpeername() then
+  show an empty name.
+- clients still waiting in the accept queue of a listener of the image: they
+  are connected again in the same order, so the restored listener accepts
+  them as it would have.  A waiting client that had already sent data is
+  refused by name (the data sits in a socket no fd holds, which cannot be
+  read without accepting it).  Connections from processes outside the image
+  that wait to be accepted are dropped: those clients saw their connection
+  reset when the original died, as when a server dies.
+- a connection whose other end is outside the image (an outside client of a
+  listener of the image, or a client of a listener outside the image): it
+  comes back as a connection the peer has closed, as after that peer died:
+  the data queued for this end is read first, then end-of-file (a write gets
+  EPIPE).  A server's end of such a connection still shows the listener's
+  name (it is accepted from the restored listener from a throwaway client);
+  a client's end shows an empty peer name.
+- datagram sockets bound to a path or an abstract name, connected or not,
+  with their queued datagrams (message boundaries kept; the sender address
+  recvfrom() gives for a datagram queued before the dump is empty after the
+  restore), and unnamed datagram sockets connected to a named one with data
+  queued or with the named one in the image: connected to that name again.
+
+Copies side by side: a copy restored while the original runs (new_pidns)
+cannot bind the original's socket path; restore fails with a
+`SocketPathInUseError` naming the path.  `unix_paths={OLD: NEW}` (the
+command's `--unix-path OLD=NEW`) binds the copy's socket that was at path
+OLD at NEW instead (accepted sockets then show NEW as their name, and the
+copy's own clients connected to OLD connect to NEW).  Abstract names need
+`new_netns` (a network namespace has its own).
+
+Refused: file descriptors in flight (SCM_RIGHTS) in any queue (named, like
+every refusal, with the fd), a socket bound to a relative path (its meaning
+depends on a directory that may have changed), a client waiting to be
+accepted with data sent.  The credentials of queued messages (SCM_CREDENTIALS)
+are pyckpt's after a restore.  A restore that fails after binding a path
+leaves its socket file, which nothing listens on (a later restore replaces it).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import stat
+import struct
+import termios
+from dataclasses import dataclass, field
+
+from ..errors import RestoreError, SocketPathInUseError, UnsupportedFdError
+from ..image import padded, record
+from ..problems import Fix, needs
+from .context import DumpContext, RestoreContext
+from .files import DumpedFd, FileKind, file_kind, set_status_flags
+from .unix import (RCV_SHUTDOWN, SEND_SHUTDOWN, SO_SNDBUFFORCE, TCP_ESTABLISHED, TCP_LISTEN, TYPE_NAMES,
+                   Message, _diag, _fill, _options, _set_options, _set_peek_off, _show_name,
+                   peek_queue, sockets_in_image, take)
+
+SETTABLE_FLAGS = os.O_NONBLOCK | getattr(os, "O_ASYNC", 0o20000)
+SIOCUNIXFILE = 0x89E0  # an O_PATH fd of the file a unix socket is bound to
+SIOCOUTQ = termios.TIOCOUTQ
+ROLES = ("listen", "bound", "stream", "dgram")
+
+
+@record(110)
+@dataclass
+class UnixNamedRecord:
+    """One unix socket with a name, or connected to one that has a name."""
+
+    id: int
+    ino: int
+    type: int  # SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
+    # "listen": a listener; "bound": a stream/seqpacket socket bound, not listening nor
+    # connected; "stream": a connected stream/seqpacket socket; "dgram": a datagram socket
+    role: str
+    address: bytes  # its own name (b"": none); an abstract name starts with NUL
+    flags: int  # file status flags, without O_CLOEXEC
+    shutdown: int
+    passcred: bool
+    sndbuf: int
+    rcvbuf: int
+    peek_off: int
+    backlog: int = 0  # a listener
+    waiting: list[int] = field(default_factory=list)  # a listener: its waiting clients in the image
+    peer_ino: int = 0  # the peer, when the image holds it
+    peer_address: bytes = b""  # the peer's name (a datagram socket connects to it again)
+    peer_outside: bool = False  # connected to a socket outside the image (or gone): peer closed
+    listener_ino: int = 0  # "stream": waiting in the accept queue of this listener of the image
+    file_mode: int = -1  # a path's socket file: its mode and owner (-1: none)
+    file_uid: int = -1
+    file_gid: int = -1
+    unlinked: bool = False  # the path no longer led to this socket at the dump
+    messages: list[Message] = field(default_factory=list)
+    length: int = 0
+    offset: int = 0
+    xxh3: int = 0
+
+    def stored_runs(self) -> list[tuple[int, int, int]]:
+        return [(self.offset, padded(self.length), self.xxh3)] if self.length else []
+
+
+# --- dump ------------------------------------------------------------------------
+
+
+def _waiting_at(ctx: DumpContext) -> dict[int, int]:
+    """Client inode -> inode of the listener in whose accept queue it waits (any listener)."""
+    cached = ctx.objects.get("unix waiting clients")
+    if cached is None:
+        cached = {c: ino for ino, info in _diag(ctx).items() if info.state == TCP_LISTEN for c in info.icons}
+        ctx.objects["unix waiting clients"] = cached
+    return cached
+
+
+def handles(ctx: DumpContext, ino: int) -> bool:
+    """Whether this module saves the unix socket `ino` (else unix.py does, which asks)."""
+    table = _diag(ctx)
+    info = table.get(ino)
+    if info is None or info.type not in TYPE_NAMES:
+        return False
+    if info.state == TCP_LISTEN or info.name or ino in _waiting_at(ctx):
+        return True
+    peer = table.get(info.peer) if info.peer else None
+    if peer is None or not peer.name:
+        return False
+    if info.type == socket.SOCK_DGRAM and info.peer not in sockets_in_image(ctx) and not info.rqueue:
+        return False  # unix.py: a client of a datagram server outside the image, nothing queued
+    return True
+
+
+def _socket_file(f: DumpedFd, path: bytes) -> tuple[int, int, int, bool]:
+    """(mode, uid, gid, unlinked) of the socket file of a socket bound to `path`, seen
+    from the target's root."""
+    try:
+        st = os.lstat(f"/proc/{f.pid}/root".encode() + path)
+    except OSError:
+        return -1, -1, -1, True
+    same = stat.S_ISSOCK(st.st_mode)
+    if same:
+        sock = take(f.pid, f.fd)
+        try:
+            fd = fcntl.ioctl(sock.fileno(), SIOCUNIXFILE)
+        except OSError:
+            fd = -1  # an older kernel: the socket file at the path is taken as its own
+        finally:
+            sock.close()
+        if fd >= 0:
+            try:
+                own = os.fstat(fd)
+                same = (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
+            finally:
+                os.close(fd)
+    if not same:
+        return -1, -1, -1, True
+    return stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, False
+
+
+@file_kind
+class UnixNamedSocket(FileKind):
+    """Unix sockets with a name or connected to one (see the module's docstring)."""
+
+    name = "unix"
+    records = (UnixNamedRecord,)
+    priority = 59  # before unix.py
+
+    def claims(self, f: DumpedFd) -> bool:
+        return False  # unix.py claims every socket and hands these to dump() (see `handles`)
+
+    def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
+        table = _diag(ctx)
+        info = table[f.st.st_ino]
+        kind = f"unix {TYPE_NAMES[info.type]} socket"
+        address = info.name or b""
+        where = f"{f.link}, {_show_name(address)}" if address else f.link
+        if address and address[:1] != b"\0" and not address.startswith(b"/"):
+            raise UnsupportedFdError(f.pid, f.fd, f"{kind} bound to a relative path", where)
+        in_image = sockets_in_image(ctx)
+        flags = f.info.flags & ~os.O_CLOEXEC
+        rec = UnixNamedRecord(file_id, f.st.st_ino, info.type, "", address, flags, info.shutdown,
+                              *_options(f))
+        listener = info.state == TCP_LISTEN
+        if address and address[:1] != b"\0" and (listener or info.type == socket.SOCK_DGRAM
+                                                 or info.state != TCP_ESTABLISHED):
+            # a socket bound to the path itself (an accepted socket only shares its name)
+            rec.file_mode, rec.file_uid, rec.file_gid, rec.unlinked = _socket_file(f, address)
+        peer = table.get(info.peer) if info.peer else None
+        if peer is not None:
+            rec.peer_address = peer.name or b""
+            if info.peer in in_image:
+                rec.peer_ino = info.peer
+            else:
+                rec.peer_outside = True
+        if listener:
+            rec.role, rec.backlog = "listen", info.wqueue
+            rec.waiting = [c for c in info.icons if c in in_image]
+            return [rec]
+        waiting_at = _waiting_at(ctx).get(f.st.st_ino)
+        if info.type == socket.SOCK_DGRAM:
+            rec.role = "dgram"
+        elif waiting_at is not None:
+            rec.role = "stream"
+            if waiting_at in in_image:
+                rec.listener_ino = waiting_at
+                sent = _sent_unread(f)
+                if sent:
+                    raise UnsupportedFdError(
+                        f.pid, f.fd, f"{kind} waiting to be accepted with {sent} bytes sent",
+                        f"{where}, waiting at {_show_name(table[waiting_at].name or b'')}; "
+                        "the listener has not accepted it yet")
+            else:
+                rec.peer_outside = True
+                rec.peer_address = table[waiting_at].name or b""
+            return [rec]  # nothing can have been queued for it yet
+        elif info.state == TCP_ESTABLISHED or info.peer:
+            rec.role = "stream"
+            rec.peer_outside = rec.peer_outside or not info.peer  # its peer closed
+        else:
+            rec.role = "bound"
+            return [rec]
+        sock = take(f.pid, f.fd)
+        try:
+            messages = peek_queue(sock, f.pid, f.fd, bool(info.shutdown & RCV_SHUTDOWN))
+        finally:
+            sock.close()
+        data = b"".join(messages)
+        if messages:
+            rec.messages = [Message(len(m)) for m in messages]
+            rec.length = len(data)
+            if data:
+                rec.offset, rec.xxh3 = ctx.pages.append(data + bytes(padded(len(data)) - len(data)))
+        return [rec]
+
+    def open(self, rctx: RestoreContext, rec: UnixNamedRecord) -> int:
+        _build(rctx)
+        key = ("unix", rec.ino)
+        if key not in rctx.passed:  # checking: a plain socket holds its place
+            rctx.pass_fd(key, lambda: socket.socket(socket.AF_UNIX, rec.type | socket.SOCK_CLOEXEC).detach())
+        return set_status_flags(os.dup(rctx.passed[key]), rec.flags, SETTABLE_FLAGS)
+
+    def describe(self, rec: UnixNamedRecord) -> str:
+        kind = f"unix {TYPE_NAMES.get(rec.type, rec.type)} socket:[{rec.ino}]"
+        name = _show_name(rec.address) if rec.address else ""
+        if rec.role == "listen":
+            text = f"{kind} listening on {name} (backlog {rec.backlog}, {len(rec.waiting)} waiting)"
+        elif rec.role == "bound":
+            text = f"{kind} bound to {name}"
+        else:
+            text = f"{kind}{' on ' + name if name else ''}"
+            peer = _show_name(rec.peer_address) if rec.peer_address else ""
+            if rec.listener_ino:
+                text += f", waiting to be accepted at {peer or 'socket:[%d]' % rec.listener_ino}"
+            elif rec.peer_ino:
+                text += f", peer socket:[{rec.peer_ino}]{' ' + peer if peer else ''}"
+            elif rec.peer_outside:
+                text += f", peer outside the image{' ' + peer if peer else ''} (restored closed)"
+            elif peer:
+                text += f", connected to {peer}"
+        if rec.unlinked and rec.address[:1] == b"/":
+            text += " (socket file removed)"
+        return f"{text}, {len(rec.messages)} message(s) / {rec.length} bytes queued"
+
+
+def _sent_unread(f: DumpedFd) -> int:
+    sock = take(f.pid, f.fd)
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQ, b"\0" * 4))[0]
+    finally:
+        sock.close()
+
+
+# --- restore ---------------------------------------------------------------------
+
+BUILT = "unixname: built"  # RestoreContext.shared
+
+
+def _mapped(rctx: RestoreContext, address: bytes) -> bytes:
+    """The name a socket of the image named `address` gets here (unix_paths)."""
+    paths = getattr(rctx.options, "unix_paths", None) or {}
+    if address[:1] == b"/" and paths:
+        for old, new in paths.items():
+            if os.fsencode(old) == address:
+                return os.fsencode(new)
+    return address
+
+
+def _live(path: bytes, stype: int) -> bool:
+    """Whether a socket listens (or a datagram socket is bound) at the socket file `path`."""
+    probe = socket.socket(socket.AF_UNIX, stype | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        return False
+    except OSError as e:
+        # EAGAIN: a listener with a full queue; EPROTOTYPE: a live socket of another type
+        return e.errno not in (errno.ENOENT,)
+    finally:
+        probe.close()
+    return True
+
+
+def _taken(rctx: RestoreContext, rec: UnixNamedRecord, address: bytes, why: str) -> SocketPathInUseError:
+    shown = _show_name(address)
+    if address[:1] == b"\0":
+        error = SocketPathInUseError(
+            shown, f"unix socket name {shown} is in use{why}: another process holds it (the "
+            "original or another copy); stop it, or restore the copy in its own network "
+            "namespace (--new-netns), which has its own abstract names")
+        return needs(error, Fix("new_netns"))
+    return SocketPathInUseError(
+        shown, f"unix socket path {shown} is in use{why}: a live socket is there (the original "
+        f"or another copy); stop it, or give the copy another path with --unix-path "
+        f"{shown}=NEWPATH (API: unix_paths={{{shown!r}: NEWPATH}})")
+
+
+def _check_name(rctx: RestoreContext, rec: UnixNamedRecord, address: bytes) -> None:
+    """Refuse (SocketPathInUseError) a name a live socket holds; a stale socket file
+    is fine (it will be replaced)."""
+    if address[:1] == b"\0":
+        with socket.socket(socket.AF_UNIX, rec.type | socket.SOCK_CLOEXEC) as s:
+            try:
+                s.bind(address)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise _taken(rctx, rec, address, "") from None
+                raise RestoreError(f"cannot bind a unix socket to {_show_name(address)}: {e.strerror}") from None
+        return
+    try:
+        st = os.lstat(address)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise RestoreError(f"cannot bind a unix socket to {_show_name(address)}: {e.strerror}") from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise SocketPathInUseError(_show_name(address), f"cannot bind a unix socket to "
+                                   f"{_show_name(address)}: a file that is not a socket is there; "
+                                   "remove it, or give the copy another path with --unix-path")
+    if _live(address, rec.type):
+        raise _taken(rctx, rec, address, "")
+
+
+def _bind(rctx: RestoreContext, s: socket.socket, rec: UnixNamedRecord, address: bytes) -> None:
+    """Bind `s` to `address`, replacing a stale socket file; the socket file gets its mode
+    and owner; one that had been removed is removed again."""
+    _check_name(rctx, rec, address)
+    if address[:1] == b"/":
+        try:
+            if stat.S_ISSOCK(os.lstat(address).st_mode):
+                os.unlink(address)  # stale: nothing listens there (_check_name)
+        except FileNotFoundError:
+            pass
+    try:
+        s.bind(address)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise _taken(rctx, rec, address, " (taken while restoring)") from None
+        raise RestoreError(f"cannot bind a unix socket to {_show_name(address)} again: {e.strerror}") from None
+    if address[:1] == b"/":
+        if rec.file_mode >= 0:
+            os.chown(address, rec.file_uid, rec.file_gid)
+            os.chmod(address, rec.file_mode)
+        if rec.unlinked:
+            os.unlink(address)
+
+
+def _fresh(rec: UnixNamedRecord) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, rec.type | socket.SOCK_CLOEXEC)
+    try:
+        _set_options(s, rec)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def _build(rctx: RestoreContext) -> None:
+    """Every named unix socket of the image, made at once (the tree shares them) and
+    handed to the tasks through rctx.passed; when checking, only the names are checked."""
+    if rctx.shared.get(BUILT):
+        return
+    rctx.shared[BUILT] = True
+    reader = getattr(rctx.image, "reader", rctx.image)
+    recs = {r.ino: r for r in reader.of_type(UnixNamedRecord)}
+    if rctx.checking:
+        for r in recs.values():
+            if r.address and r.role in ("listen", "bound", "dgram"):
+                rctx.collect(lambda r=r: _check_name(rctx, r, _mapped(rctx, r.address)))
+        return
+    made: dict[int, socket.socket] = {}
+    try:
+        _make_all(rctx, recs, made)
+        for ino, s in made.items():
+            rctx.pass_fd(("unix", ino), s.detach)
+    finally:
+        for s in made.values():
+            s.close()
+
+
+def _make_all(rctx: RestoreContext, recs: dict[int, UnixNamedRecord], made: dict[int, socket.socket]) -> None:
+    listeners = {}  # (type, address) -> the listener's new socket
+    for r in recs.values():  # names first: listeners, bound sockets, bound datagram sockets
+        if r.role in ("listen", "bound") or (r.role == "dgram" and r.address):
+            s = made[r.ino] = _fresh(r)
+            _bind(rctx, s, r, _mapped(rctx, r.address))
+            if r.role == "listen":
+                s.listen(max(r.backlog, 16) + len(recs))  # room to rebuild; set back below
+                listeners[(r.type, r.address)] = s
+    for r in recs.values():  # datagram sockets: queues, then their peers
+        if r.role == "dgram":
+            _make_dgram(rctx, r, made)
+    for r in recs.values():
+        if r.role == "dgram" and r.peer_address:
+            _connect_dgram(rctx, r, made[r.ino], recs)
+    for r in recs.values():  # connections: pairs, then those whose peer is outside
+        if r.role == "stream" and not r.listener_ino and r.ino not in made:
+            _make_connection(rctx, r, recs, listeners, made)
+    for r in recs.values():  # clients waiting to be accepted, in each queue's order
+        if r.role == "listen":
+            for c in r.waiting:
+                client = recs.get(c)
+                if client is None or client.listener_ino != r.ino:
+                    raise RestoreError(f"image at {rctx.image.path}: a client socket:[{c}] waiting at "
+                                       f"socket:[{r.ino}] is missing (damaged image)")
+                s = made[c] = _fresh(client)
+                if client.address:
+                    _bind(rctx, s, client, _mapped(rctx, client.address))
+                s.connect(_mapped(rctx, r.address))
+    for r in recs.values():
+        if r.role == "listen":
+            made[r.ino].listen(r.backlog)
+    for r in recs.values():
+        s = made[r.ino]
+        _set_peek_off(s, r)
+        if r.role in ("stream", "dgram") and r.peer_ino:
+            if r.shutdown & SEND_SHUTDOWN:
+                s.shutdown(socket.SHUT_WR)
+            if r.shutdown & RCV_SHUTDOWN:
+                s.shutdown(socket.SHUT_RD)
+
+
+def _make_dgram(rctx: RestoreContext, r: UnixNamedRecord, made: dict[int, socket.socket]) -> None:
+    if r.address:  # bound: its queue is sent to its name
+        s = made[r.ino]
+        if r.messages:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sender:
+                sender.connect(_mapped(rctx, r.address))
+                _fill(rctx, r, sender)
+        return
+    # unnamed: its queue comes from the other end of a pair, which is then closed
+    a, b = socket.socketpair(socket.AF_UNIX, r.type | socket.SOCK_CLOEXEC)
+    try:
+        _set_options(a, r)
+        if r.length:
+            b.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 2 * r.length + 65536)
+        _fill(rctx, r, b)
+    except BaseException:
+        a.close()
+        raise
+    finally:
+        b.close()
+    made[r.ino] = a
+
+
+def _connect_dgram(rctx: RestoreContext, r: UnixNamedRecord, s: socket.socket, recs: dict) -> None:
+    name = _mapped(rctx, r.peer_address)
+    try:
+        s.connect(name)
+    except OSError as e:
+        if r.peer_ino:
+            raise RestoreError(f"cannot connect unix datagram socket:[{r.ino}] to "
+                               f"{_show_name(name)} again: {e.strerror}") from None
+        raise RestoreError(f"cannot connect a unix datagram socket to {_show_name(name)} again: "
+                           f"{e.strerror or e} (is the server there?)") from None
+
+
+def _make_connection(rctx: RestoreContext, r: UnixNamedRecord, recs: dict,
+                     listeners: dict, made: dict[int, socket.socket]) -> None:
+    """A connected stream/seqpacket socket (and its peer, when the image holds it)."""
+    peer = recs.get(r.peer_ino) if r.peer_ino else None
+    if r.peer_ino and (peer is None or peer.peer_ino != r.ino):
+        raise RestoreError(f"image at {rctx.image.path}: the peer socket:[{r.peer_ino}] of "
+                           f"socket:[{r.ino}] is missing (damaged image)")
+    # the server side is the one named as a listener of the image is
+    server, client = r, peer
+    if peer is not None and (r.type, r.address) not in listeners and (peer.type, peer.address) in listeners:
+        server, client = peer, r
+    listener = listeners.get((server.type, server.address)) if server.address else None
+    if listener is not None:
+        c = _fresh(client) if client is not None else socket.socket(socket.AF_UNIX, r.type | socket.SOCK_CLOEXEC)
+        try:
+            if client is not None and client.address:
+                _bind(rctx, c, client, _mapped(rctx, client.address))
+            c.connect(_mapped(rctx, server.address))
+            s, _ = listener.accept()
+        except BaseException:
+            c.close()
+            raise
+        s.setblocking(True)
+        _set_options(s, server)
+    else:  # no listener of the image to accept from: an unnamed pair
+        s, c = socket.socketpair(socket.AF_UNIX, r.type | socket.SOCK_CLOEXEC)
+        _set_options(s, server)
+        if client is not None:
+            _set_options(c, client)
+    made[server.ino] = s
+    if client is not None:
+        made[client.ino] = c
+        _fill(rctx, server, c)
+        _fill(rctx, client, s)
+    else:  # the peer is outside the image, or gone: the data, then end-of-file
+        try:
+            if server.length:
+                c.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 2 * server.length + 65536)
+            _fill(rctx, server, c)
+        finally:
+            c.close()
+
+
+def validate(image) -> None:
+    """Roles and queues make sense; peers and waiting clients name records that name
+    them back."""
+    from ..errors import ImageError
+
+    recs = {r.ino: r for r in getattr(image, "reader", image).of_type(UnixNamedRecord)}
+    for r in recs.values():
+        bad = (r.type not in TYPE_NAMES or r.role not in ROLES
+               or sum(m.length for m in r.messages) != r.length or any(m.length < 0 for m in r.messages)
+               or len(r.address) > 108 or len(r.peer_address) > 108
+               or (r.address[:1] not in (b"", b"\0", b"/"))
+               or (r.role in ("listen", "bound") and (not r.address or r.type == socket.SOCK_DGRAM))
+               or not 0 <= r.backlog < 1 << 31 or r.file_mode > 0o7777)
+        if bad:
+            raise ImageError(f"image at {image.path}: unix socket:[{r.ino}] has a bad name, role or queue")
+        if r.peer_ino and (r.peer_ino not in recs or recs[r.peer_ino].peer_ino != r.ino):
+            raise ImageError(f"image at {image.path}: unix socket:[{r.ino}] names a peer "
+                             f"socket:[{r.peer_ino}] that does not name it back")
+        for c in r.waiting:
+            if r.role != "listen" or c not in recs or recs[c].listener_ino != r.ino:
+                raise ImageError(f"image at {image.path}: unix socket:[{r.ino}] names a waiting client "
+                                 f"socket:[{c}] that does not wait there")
+        if r.listener_ino and (r.listener_ino not in recs or r.ino not in recs[r.listener_ino].waiting):
+            raise ImageError(f"image at {image.path}: unix socket:[{r.ino}] waits at a listener "
+                             "that does not list it")

@@ -123,7 +123,6 @@ def test_tcp_connection_to_outside_is_refused(spawn, python_exe, tmp_path):
 
 @pytest.mark.parametrize("mode, kind", [
     ("refuse-udp", "AF_INET"),
-    ("refuse-listening", "listening unix stream socket"),
     ("refuse-rights", "file descriptors in flight"),
 ])
 def test_refused_sockets(spawn, python_exe, tmp_path, mode, kind):

@@ -27,12 +27,12 @@ restore the other end of the new pair sends the data again before the task
 exists, then each end's shutdown state and options (SO_PASSCRED, buffer
 sizes, peek offset, O_NONBLOCK) are put back.
 
-Refused with a clear error: bound or listening unix sockets and sockets
-connected to one (names would have to be re-bound, and N copies of one
-image would fight over them), queues holding file descriptors in flight
-(SCM_RIGHTS), and every other socket (UDP, netlink, TCP other than the
-listeners of tcp.py...).  A unix
-socket connected to a process outside the image is external (files.py):
+Named unix sockets (bound or listening, and sockets connected to one) are
+unixname.py's: this module's dump hands them over (`unixname.handles`).
+Refused with a clear error: queues holding file descriptors in flight
+(SCM_RIGHTS), and every other socket (UDP, netlink, TCP other than that of
+tcp.py and tcpconn.py...).  An unnamed
+unix socket connected to a process outside the image is external (files.py):
 the user passes a replacement at restore.  The credentials of queued
 messages (SCM_CREDENTIALS) are those of pyckpt after a restore.  Peeking
 leaves one trace: an empty datagram in the queue is marked as peeked, so a

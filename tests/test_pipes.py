@@ -270,3 +270,54 @@ def test_stdout_pipe_inherited_through_api_and_cli(spawn, python_exe, tmp_path):
     with open(out) as f:
         assert f.readline().strip() == str(t.pid)  # the command's own line, then the target's
     _restored_writes_to(spawn, t, out)
+
+
+# Holds only the read end of a pipe with data; its writer (a child) wrote and exited
+# before the dump, so nobody holds the write end any more (issue 15, item 5).
+ORPHAN_READER = r"""
+import os, sys
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    os.close(r)
+    os.write(w, b"last words of the writer")
+    os._exit(0)
+os.close(w)
+os.waitpid(child, 0)
+os.set_blocking(r, False)  # a writer left behind would show as EAGAIN, not hang the check
+import selfcheck
+def check():
+    data = os.read(r, 100)
+    try:
+        end = os.read(r, 100)
+    except BlockingIOError:
+        return [f"read {data!r}, then no EOF: a writer is still there"]
+    return [] if (data, end) == (b"last words of the writer", b"") else [f"read {data!r} then {end!r}"]
+selfcheck.listen()
+print("READY fd", r, flush=True)
+selfcheck.serve(check)
+"""
+
+
+@pytest.mark.parametrize("kill", [True, False], ids=["in-place", "copy"])
+def test_pipe_whose_writer_is_gone_comes_back_with_its_data_then_eof(spawn, python_exe, tmp_path, kill):
+    t = spawn([python_exe, "-c", ORPHAN_READER])
+    fd = int(t.wait_for(r"^READY fd (\d+)").group(1))
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=kill)
+    fds = show(img)
+    assert fds[fd]["kind"] == "pipe", fds[fd]  # not "held outside the image"
+    assert fds[fd]["what"].endswith("] read end, 24 bytes unread"), fds[fd]
+    [pipe] = pipes_of(img)
+    assert pipe.length == 24
+    if kill:
+        reap_dumped(t)
+        p = pyckpt.restore(img)
+        spawn.track(p.pid)
+        t.popen = None
+    else:  # the original keeps its data; a copy beside it gets its own (and its own output)
+        check(t)
+        p = pyckpt.restore(img, new_pidns=True, fds={1: str(tmp_path / "copy.log")})
+        spawn.track(p.ppid())
+        t = Target(p.pid, tmp_path / "copy.log")
+    check(t)

@@ -230,7 +230,7 @@ class Image:
                 self._reader.verify_pages(runs, bar.update)
 
     def check_restore(self, *, fds: dict | None = None, inherit_stdio: bool = False,
-                      allow_changed_files: bool = False, deleted_dir: str | os.PathLike | None = None,
+                      allow_changed_files: bool | list[str] = False, deleted_dir: str | os.PathLike | None = None,
                       new_pidns: bool = False, new_netns: bool = False, trust_image: bool = False,
                       progress=None) -> list[RestoreProblem]:
         """Could `restore(self.path, **options)` be done here and now?  Runs every check
@@ -393,7 +393,7 @@ def dump(pid: int, path: str | os.PathLike, *, kill: bool = False,
 
 
 def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: bool = False,
-            allow_changed_files: bool = False, deleted_dir: str | os.PathLike | None = None,
+            allow_changed_files: bool | list[str] = False, deleted_dir: str | os.PathLike | None = None,
             new_pidns: bool = False, new_netns: bool = False, trust_image: bool = False,
             progress=None):
     """Re-create the process saved at `path`, with its PID; returns a `psutil.Process`.
@@ -402,9 +402,11 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     Everything is checked before any process is made: a bad image raises
     `ImageError`; then whatever stops a restore here and now — a PID in use
     (`PidInUseError`), a file that differs from the dump (`FileChangedError`,
-    unless `allow_changed_files`), an fd outside the image with nothing to put
-    there, a port in use (`RestoreError`) — raises the first such problem;
-    `Image.check_restore()` lists them all, with the options that avoid
+    unless `allow_changed_files`: True for any file, or a list of paths or
+    globs — a glob without "/" matches the file's name; a log the process only
+    appends to, O_APPEND, may grow without it), an fd outside the image with
+    nothing to put there, a port in use (`RestoreError`) — raises the first such
+    problem; `Image.check_restore()` lists them all, with the options that avoid
     each.  Nothing is left behind on failure.
 
     `fds={n: f}` gives the restored process `f` instead of the file its fd `n`
@@ -477,12 +479,24 @@ def _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_p
     return RestoreOptions(
         fds=given,
         inherit_stdio=inherit_stdio,
-        allow_changed_files=allow_changed_files,
+        allow_changed_files=_changed_files(allow_changed_files),
         deleted_dir=None if deleted_dir is None else os.fspath(deleted_dir),
         new_pidns=new_pidns,
         new_netns=new_netns,
         trust_image=bool(trust_image),
     )
+
+
+def _changed_files(allow):
+    """allow_changed_files= as a bool or a list of globs (TypeError for anything else)."""
+    if isinstance(allow, (str, os.PathLike)):
+        return [os.fspath(allow)]
+    if isinstance(allow, (list, tuple, set, frozenset)):
+        globs = [os.fspath(g) if isinstance(g, (str, os.PathLike)) else g for g in allow]
+        if not all(isinstance(g, str) for g in globs):
+            raise TypeError(f"allow_changed_files: paths or globs (str) expected, not {allow!r}")
+        return sorted(globs) if isinstance(allow, (set, frozenset)) else globs
+    return bool(allow)
 
 
 def _replacement(n: int, f):

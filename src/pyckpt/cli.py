@@ -125,7 +125,11 @@ def _restore_options(r: argparse.ArgumentParser) -> None:
                         "children's); opened with fd N's access mode (created and appended to "
                         "if fd N was written to)")
     r.add_argument("--allow-changed-files", action="store_true",
-                   help="restore even if files changed since the dump (size, mtime, inode)")
+                   help="restore even if files changed since the dump (size, mtime, inode); "
+                        "--allow-changed-files=GLOB (repeatable) accepts only the files whose "
+                        "path matches GLOB (a GLOB without '/' matches the file's name). Logs "
+                        "a process only appends to need neither")
+    r.add_argument(CHANGED_GLOB, action="append", default=[], help=argparse.SUPPRESS)
     r.add_argument("--new-pidns", action="store_true",
                    help="restore into a new PID namespace, keeping the image's PIDs inside it, "
                         "so many copies of one image can run at once (prints the PID as seen "
@@ -154,7 +158,8 @@ def _restore_kwargs(args) -> dict:
                   f"(see pyckpt {args.command} --help)", file=sys.stderr)
             raise SystemExit(2)
         fds[int(num)] = path
-    return dict(fds=fds, inherit_stdio=args.inherit_stdio, allow_changed_files=args.allow_changed_files,
+    allow = True if args.allow_changed_files else list(args.allow_changed_glob) or False
+    return dict(fds=fds, inherit_stdio=args.inherit_stdio, allow_changed_files=allow,
                 deleted_dir=args.deleted_dir, new_pidns=args.new_pidns, new_netns=args.new_netns,
                 trust_image=args.trust_image)
 
@@ -165,7 +170,26 @@ def _restore_flags(args) -> list[str]:
     flags += [f"--{name.replace('_', '-')}" for name in ("inherit_stdio", "allow_changed_files",
                                                          "new_pidns", "new_netns", "trust_image")
               if getattr(args, name)]
+    flags += [f"--allow-changed-files={glob}" for glob in args.allow_changed_glob]
     return flags + ([f"--deleted-dir {args.deleted_dir}"] if args.deleted_dir is not None else [])
+
+
+CHANGED_GLOB = "--allow-changed-glob"  # what --allow-changed-files=GLOB is parsed as
+
+
+def _spelled(argv: list[str]) -> list[str]:
+    """`--allow-changed-files=GLOB` as the hidden `--allow-changed-glob GLOB`: argparse
+    cannot give a flag that takes no value (`--allow-changed-files DIR` stays a flag
+    and a directory) an optional attached one."""
+    out = []
+    for i, a in enumerate(argv):
+        if a == "--":
+            return out + argv[i:]
+        if a.startswith("--allow-changed-files="):
+            out += [CHANGED_GLOB, a.partition("=")[2]]
+        else:
+            out.append(a)
+    return out
 
 
 def _common_options(p: argparse.ArgumentParser, default) -> None:
@@ -369,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     code is the outcome it reported.  (Before main() runs — Python's imports — they
     act as ever: SIGTERM kills pyckpt, which has touched nothing yet.)
     """
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_spelled(sys.argv[1:] if argv is None else list(argv)))
     if args.command not in HOLDING:
         return _run(args)
     from .signals import blocked, deferred_signals

@@ -447,3 +447,21 @@ class SocketPathInUseError(RestoreError):
     def __init__(self, path: str, message: str):
         self.path = path
         super().__init__(message)
+
+
+class IpcInUseError(RestoreError):
+    """A SysV IPC object of the image cannot have its id or key again in the IPC
+    namespace of a restore in place: another object holds the id's slot or the key
+    (the original process's segment while it is attached, another copy's...).
+
+    Attributes:
+        needed: the image's object ("SysV shared memory segment key 0x... id N").
+        holder: the object that holds its id or key now.
+    """
+
+    def __init__(self, needed: str, holder: str, remove: str):
+        self.needed = needed
+        self.holder = holder
+        super().__init__(f"{needed} cannot be re-created: its id or key is taken by {holder}; restore "
+                         "a copy into a new IPC namespace, where ids and keys are its own: --new-pidns "
+                         f"(API: new_pidns=True), or remove that one ({remove}) if it is a leftover")

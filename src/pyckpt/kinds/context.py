@@ -52,7 +52,9 @@ class RestoreOptions:
     # the caller (int) or a path (str/bytes) to open with that fd's access mode
     fds: dict[int, int | str | bytes] = field(default_factory=dict)
     inherit_stdio: bool = False  # use the caller's 0/1/2 for fds 0-2 outside the image
-    allow_changed_files: bool = False  # accept files that changed since the dump
+    # accept files that changed since the dump: True for any, or paths/globs (fnmatch;
+    # a pattern without "/" matches the file's name) of those that may have changed
+    allow_changed_files: bool | list[str] = False
     deleted_dir: str | None = None  # where deleted files are re-created (default: where they were)
     new_pidns: bool = False  # restore into a fresh PID namespace (the image's PIDs inside it)
     new_netns: bool = False  # ... and/or a fresh network namespace (its own ports, loopback)
@@ -61,6 +63,17 @@ class RestoreOptions:
     # when it began (files.pinned_caller_fds): caller's number -> pyckpt's close-on-exec
     # copy, or -errno when it was not open then.  None: not pinned (used as they are).
     pinned: dict[int, int] | None = None
+
+    def allows_changed(self, path: str) -> bool:
+        """Whether `allow_changed_files` accepts a change of the file at `path`."""
+        allowed = self.allow_changed_files
+        if not isinstance(allowed, (list, tuple)):
+            return bool(allowed)
+        import fnmatch
+
+        name = path.rsplit("/", 1)[-1]
+        return any(fnmatch.fnmatchcase(path, pat) or ("/" not in pat and fnmatch.fnmatchcase(name, pat))
+                   for pat in allowed)
 
 
 @dataclass

@@ -218,7 +218,7 @@ def _check_watched(rctx: RestoreContext, w: InotifyWatch) -> None:
     except OSError as e:
         raise FileChangedError(w.path, f"it cannot be watched again (wd {w.wd}): {e.strerror}") \
             from None
-    if rctx.options.allow_changed_files:
+    if rctx.options.allows_changed(w.path):
         return
     if (st.st_dev, st.st_ino) != (w.dev, w.ino):
         why = f"device/inode {st.st_dev}/{st.st_ino}, was {w.dev}/{w.ino}"

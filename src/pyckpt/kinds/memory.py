@@ -12,6 +12,10 @@ Restore maps every VMA at its address with its protection and flags, then
 the new task itself `pread`s each stored run from pages.img — one copy, no
 bounce through pyckpt.  Read-only VMAs are written first and mprotect'ed
 after.  The vDSO block is put back with arch_prctl(ARCH_MAP_VDSO_64).
+A file mapped shared need only be the same inode: such a mapping shows the
+file as it is now, whoever wrote it since (a JVM's hsperfdata file, which the
+original JVM keeps writing while copies run); a file mapped privately must
+have kept its size and mtime, unless `allow_changed_files` accepts it.
 """
 
 from __future__ import annotations
@@ -296,12 +300,16 @@ def prepare(rctx: RestoreContext) -> None:
             "kernel is not supported yet"
         )
     rctx.pass_fd("pages", lambda: rctx.image.open_pages())
+    # A shared mapping shows the file as it is, by definition (others may write it: a
+    # JVM's hsperfdata file): only its inode is checked.  A private one must hold what
+    # it held (its pages not in the image are read from the file again).
+    private = {v.file.path for v in rctx.image.of_type(VmaRecord) if v.kind == "file" and not v.shared}
     for v in rctx.image.of_type(VmaRecord):
         if v.kind == "file":
             mode = os.O_RDWR if (v.shared and v.prot & PROT_WRITE) else os.O_RDONLY
+            content = v.file.path in private and not rctx.options.allows_changed(v.file.path)
             rctx.pass_fd(("map", v.file.path, mode),
-                         lambda v=v, mode=mode: open_checked(
-                             v.file, mode, content=not rctx.options.allow_changed_files))
+                         lambda v=v, mode=mode, content=content: open_checked(v.file, mode, content=content))
         elif v.kind in MAPPED_OBJECTS:
             rctx.pass_fd(*MAPPED_OBJECTS[v.kind].mapping_opener(rctx, v))
 

@@ -60,7 +60,7 @@ def prepare(rctx: RestoreContext) -> None:
     if (own.st_dev, own.st_ino) != (rec.exe.dev, rec.exe.ino):
         # Only a label (/proc/PID/exe): its content may have changed with allow_changed_files.
         rctx.pass_fd(("exe", rec.exe.path), lambda: open_checked(
-            rec.exe, os.O_RDONLY, content=not rctx.options.allow_changed_files))
+            rec.exe, os.O_RDONLY, content=not rctx.options.allows_changed(rec.exe.path)))
 
 
 def restore(rctx: RestoreContext) -> None:

@@ -23,7 +23,14 @@ which never blocks and keeps the pipe alive while its data is written), then
 each description is reopened with its own access mode and flags.
 
 A pipe end whose other end is not in the image (stdout piped to the parent
-that started the process) is external: see files.ExternalFileRecord.
+that started the process) is external: see files.ExternalFileRecord.  But
+when nobody holds the other end any more — the writer exited (poll on the
+read end says POLLHUP: the pipe has no writer left anywhere), or the reader
+did (POLLERR on a write end) — the pipe is the image's alone: it is saved
+like a pipe with both ends inside, and at restore re-created with its unread
+data and no writer (the reader gets the data, then EOF), or with no reader
+(a write fails with EPIPE, and SIGPIPE).  The end pyckpt made for it is
+closed with the other passed fds before the process runs.
 
 Limits: a process outside the image that also holds an end of a pipe the
 image restores is not detected (it keeps the old pipe); a FIFO opened
@@ -37,6 +44,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import select
 import stat
 import termios
 from dataclasses import dataclass, field
@@ -149,6 +157,24 @@ def _has_both_ends(modes: set[int]) -> bool:
     return os.O_RDWR in modes or {os.O_RDONLY, os.O_WRONLY} <= modes
 
 
+def _other_end_gone(f: DumpedFd) -> bool:
+    """Whether nobody at all holds the other end of f's pipe (f a read or write end):
+    poll on the target's own description (a copy of it; nothing read or written)
+    says POLLHUP on a read end with no writer left, POLLERR on a write end with no
+    reader."""
+    mode = f.info.flags & O_ACCMODE
+    if mode == os.O_RDWR:
+        return False
+    copy = take_fd(f.pid, f.fd)
+    try:
+        p = select.poll()
+        p.register(copy, 0)  # POLLHUP and POLLERR are always reported
+        events = dict(p.poll(0)).get(copy, 0)
+    finally:
+        os.close(copy)
+    return bool(events & (select.POLLHUP if mode == os.O_RDONLY else select.POLLERR))
+
+
 def _readable_copy(ctx: DumpContext, f: DumpedFd) -> int:
     """A readable description of f's pipe in pyckpt, without consuming anything.
 
@@ -259,7 +285,7 @@ class Pipe(FileKind):
     def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
         flags = f.info.flags & ~O_CLOEXEC
         modes = ends_in_image(ctx).get((f.st.st_dev, f.st.st_ino), set())
-        if not _has_both_ends(modes):
+        if not _has_both_ends(modes) and not _other_end_gone(f):
             other = "read end" if flags & O_ACCMODE == os.O_WRONLY else "write end"
             return [ExternalFileRecord(
                 file_id, f"{f.link} ({_end(flags)}; its {other} is held outside the image)", flags)]
@@ -374,7 +400,7 @@ def _open_fifo(rctx: RestoreContext, pipe: PipeRecord, ident: FileIdentity) -> i
         st = os.fstat(fd)
         if not stat.S_ISFIFO(st.st_mode):
             raise FileChangedError(path, "it is no longer a FIFO")
-        if not rctx.options.allow_changed_files:
+        if not rctx.options.allows_changed(path):
             try:
                 check_same(ident, fd, content=False)
             except FileChangedError as e:

@@ -3,8 +3,22 @@
 What identified the file at dump time (device, inode, size, mtime) is kept;
 at restore a file that is missing, replaced, resized or modified is refused
 with FileChangedError naming the path and what differs, unless the user
-accepts changed files (`allow_changed_files`).  A terminal is not a file
-pyckpt can own: it is saved as external (see files.py).
+accepts changed files (`allow_changed_files`: True for any, or a list of
+paths or globs such as ["/var/log/*"]).  A terminal is not a file pyckpt can
+own: it is saved as external (see files.py).
+
+Files that only grew are not an error where growing cannot matter to the
+process: a file it only writes with O_APPEND (a log, a `>>` redirection) is
+accepted when it is the same inode and at least as long as at the dump — the
+restored process's writes go to the end whatever its offset, so copies of a
+logging program restored side by side each append their lines.  Size and
+inode suffice: the saved part is not compared with the file (the process
+never reads it; a log rotated by copying and truncating, shorter now, is
+still refused).  A file it only writes without O_APPEND that grew is
+refused: it would write at its saved offset over what was added since (the
+error says to give the copy its own file with `fds=`/`--fd`, or accept it).
+A changed file the process reads (O_RDONLY, O_RDWR, also with O_APPEND) is
+refused as before.
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ from .fileid import FileIdentity, check_same, identify, open_path
 from .files import DumpedFd, ExternalFileRecord, FileKind, file_kind
 
 O_CLOEXEC = os.O_CLOEXEC
+O_ACCMODE = 3
 # Character devices with no state of their own: (major, minor) -> path
 SIMPLE_DEVICES = {(1, 3): "/dev/null", (1, 5): "/dev/zero", (1, 7): "/dev/full",
                   (1, 8): "/dev/random", (1, 9): "/dev/urandom"}
@@ -63,9 +78,9 @@ class PathFile(FileKind):
         file_type = {"regular": stat.S_IFREG, "directory": stat.S_IFDIR}.get(rec.kind, stat.S_IFCHR)
         fd = open_path(rec.file.path, rec.flags, file_type)
         try:
-            if rec.kind != "chardev" and not rctx.options.allow_changed_files:
+            if rec.kind != "chardev" and not rctx.options.allows_changed(rec.file.path):
                 try:
-                    check_same(rec.file, fd, content=rec.kind == "regular")
+                    check_same(rec.file, fd, content=rec.kind == "regular" and not _only_grew(rec, fd))
                 except FileChangedError as e:
                     raise needs(e, Fix("allow_changed_files")) from None
             if rec.kind != "chardev":
@@ -77,6 +92,23 @@ class PathFile(FileKind):
 
     def describe(self, rec: FileRecord) -> str:
         return f"{rec.kind} {rec.file.path}"
+
+
+def _only_grew(rec: FileRecord, fd: int) -> bool:
+    """Whether a regular file the process only writes may have grown since the dump
+    without that mattering (see the module's docstring): True for a write-only
+    O_APPEND file at least as long as it was; FileChangedError for a write-only file
+    without O_APPEND that grew; False otherwise (then size and mtime must match)."""
+    if rec.flags & O_ACCMODE != os.O_WRONLY:
+        return False
+    size = os.fstat(fd).st_size
+    if size <= rec.file.size:  # shorter, or as long and perhaps rewritten: compared as any file
+        return bool(rec.flags & os.O_APPEND) and size == rec.file.size
+    if rec.flags & os.O_APPEND:
+        return True
+    raise FileChangedError(rec.file.path, (
+        f"it grew to {size} bytes from {rec.file.size}, and the process writes it without "
+        f"O_APPEND at offset {rec.pos}: it would write over what was added since"))
 
 
 @file_kind

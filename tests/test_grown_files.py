@@ -1,0 +1,232 @@
+"""Files that grew since the dump (issue 15, item 4).
+
+A log the process only appends to (O_APPEND) may have grown: the original,
+or another copy, kept writing it.  The restored process appends, so copies
+restored side by side each add their own whole lines, with no option.  A
+file the process writes without O_APPEND that grew would be written over at
+the saved offset: refused, with the way out (its own file, or accepting it).
+A file mapped shared shows the file as it is: others writing it is no error.
+A changed file the process reads is still refused, unless allow_changed_files
+names it (a path or a glob).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+import pyckpt
+from conftest import check, reap_dumped
+
+# Appends a line to its log every 20 ms, labelled with its PID as seen from the
+# test (NSpid's first field: a copy in its own PID namespace has another).
+LOGGER = r"""
+import os, sys, time
+log = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+print("READY", flush=True)
+n = 0
+while True:
+    n += 1
+    me = [l.split()[1] for l in open("/proc/self/status") if l.startswith("NSpid:")][0]
+    os.write(log, f"LINE {me} {n}\n".encode())
+    time.sleep(0.02)
+"""
+
+LINE = re.compile(r"^LINE (\d+) (\d+)$")
+
+
+def _lines_by_writer(text: str) -> dict[int, list[int]]:
+    """Writer PID -> its counters in file order; every line must be whole."""
+    out: dict[int, list[int]] = {}
+    assert text.endswith("\n"), text[-80:]
+    for line in text.splitlines():
+        m = LINE.match(line)
+        assert m, f"a line that is not one writer's whole line: {line!r}"
+        out.setdefault(int(m.group(1)), []).append(int(m.group(2)))
+    return out
+
+
+def _wait_for_lines(log, pid: int, count: int, after: int, timeout: float = 15.0) -> list[int]:
+    """The counters `pid` wrote to `log` past byte `after`, once there are `count`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log.read_bytes().decode()
+        text = text[after:text.rfind("\n") + 1]
+        mine = _lines_by_writer(text).get(pid, []) if text else []
+        if len(mine) >= count:
+            return mine
+        assert time.monotonic() < deadline, f"{pid} wrote {len(mine)} lines after byte {after}"
+        time.sleep(0.02)
+
+
+def test_appending_log_copies_side_by_side_and_in_place(spawn, python_exe, tmp_path):
+    log = tmp_path / "app.log"
+    t = spawn([python_exe, "-c", LOGGER, str(log)])
+    t.wait_for("^READY")
+    _wait_for_lines(log, t.pid, 3, 0)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img)  # the original runs on and keeps appending
+    fds = pyckpt.open_image(img).summary()["fds"]
+    assert any(f["path"] == str(log) and f["flags"] & os.O_APPEND for f in fds)
+    _wait_for_lines(log, t.pid, 5, log.stat().st_size)  # it grew since the dump
+
+    copies = []
+    for _ in range(2):  # side by side, no option
+        before = log.read_bytes()
+        p = pyckpt.restore(img, new_pidns=True)
+        spawn.track(p.ppid())  # the namespace's init, our child
+        copies.append(p)
+        mine = _wait_for_lines(log, p.pid, 5, len(before))
+        assert mine[0] > 3 and mine == sorted(mine), mine  # it counts on from the dump
+        assert log.read_bytes().startswith(before), "a copy wrote over what was there"
+
+    # In place: the original ends, the image comes back under its PID, no option.
+    os.kill(t.pid, signal.SIGKILL)
+    t.reap()
+    before = log.read_bytes()
+    p = pyckpt.restore(img)
+    spawn.track(p.pid)
+    assert p.pid == t.pid
+    _wait_for_lines(log, t.pid, 5, len(before))
+    for c in copies:  # both copies still append, beside the restored original
+        _wait_for_lines(log, c.pid, 5, len(before))
+    text = log.read_bytes()
+    assert text.startswith(before)
+    writers = _lines_by_writer(text[:text.rfind(b"\n") + 1].decode())
+    assert {t.pid, *(c.pid for c in copies)} <= set(writers)
+
+
+# Holds a file it reads, a log it appends to, and a file mapped shared that
+# others write; on SIGUSR1 it reports what its mapping shows at byte 4096.
+HOLDER = r"""
+import ctypes, os, sys
+work = sys.argv[1]
+data = os.open(os.path.join(work, "data.txt"), os.O_RDONLY)
+log = os.open(os.path.join(work, "app.log"), os.O_WRONLY | os.O_APPEND)
+fd = os.open(os.path.join(work, "perf.data"), os.O_RDWR)
+libc = ctypes.CDLL(None)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+shared = libc.mmap(None, 8192, 3, 1, fd, 0)  # PROT_READ|PROT_WRITE, MAP_SHARED
+os.close(fd)  # only the mapping stays (Python's mmap would keep an fd)
+import selfcheck
+def check():
+    os.write(log, b"checked\n")
+    print("SHOWS", ctypes.string_at(shared + 4096, 8).decode(), flush=True)
+    ctypes.memmove(shared, b"copy-was", 8)
+    return [] if os.pread(data, 3, 0) == b"abc" else ["data"]
+selfcheck.listen()
+print("READY", flush=True)
+selfcheck.serve(check)
+"""
+
+
+def _holder(spawn, python_exe, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "data.txt").write_bytes(b"abcdefgh")
+    (work / "app.log").write_bytes(b"first\n")
+    (work / "perf.data").write_bytes(bytes(8192))
+    t = spawn([python_exe, "-c", HOLDER, str(work)])
+    t.wait_for("^READY")
+    check(t)
+    return t, work
+
+
+def test_shared_mapping_of_a_file_changed_after_dump_restores(spawn, python_exe, tmp_path):
+    t, work = _holder(spawn, python_exe, tmp_path)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    reap_dumped(t)
+    # Others write the mapped file (as a JVM writes its hsperfdata file) and the log grows.
+    with open(work / "perf.data", "r+b") as f:
+        f.seek(4096)
+        f.write(b"by-other")
+    with open(work / "app.log", "ab") as f:
+        f.write(b"another writer\n")
+    assert pyckpt.open_image(img).check_restore() == []
+    p = pyckpt.restore(img)  # no option
+    spawn.track(p.pid)
+    t.popen = None
+    after = len(t.lines())
+    check(t)
+    assert t.wait_for(r"^SHOWS (.*)$", after=after).group(1) == "by-other"
+    assert (work / "perf.data").read_bytes()[:8] == b"copy-was"  # still shared with the file
+    assert (work / "app.log").read_bytes() == b"first\nchecked\nanother writer\nchecked\n"
+
+
+def test_changed_file_the_process_reads_is_refused_naming_it(spawn, python_exe, tmp_path):
+    t, work = _holder(spawn, python_exe, tmp_path)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    reap_dumped(t)
+    data = str(work / "data.txt")
+    with open(data, "ab") as f:  # it only grew: still refused, the process reads it
+        f.write(b"more")
+    with pytest.raises(pyckpt.FileChangedError, match=r"data\.txt.*size 12, was 8") as e:
+        pyckpt.restore(img)
+    assert e.value.path == data and "--allow-changed-files=PATH" in str(e.value)
+    assert not psutil.pid_exists(t.pid)
+    # a glob that names another file does not help
+    with pytest.raises(pyckpt.FileChangedError, match=r"data\.txt"):
+        pyckpt.restore(img, allow_changed_files=[str(work / "*.log"), "other.txt"])
+    assert not psutil.pid_exists(t.pid)
+    # the CLI: --allow-changed-files=GLOB (repeatable) that does not match, then one that does
+    cmd = [sys.executable, "-m", "pyckpt", "--no-progress", "check", "--restore", str(img)]
+    r = subprocess.run(cmd + ["--allow-changed-files=*.log"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == pyckpt.FileChangedError.exit_code and data in r.stderr + r.stdout, r
+    r = subprocess.run(cmd + ["--allow-changed-files=*.log", "--allow-changed-files=data.*"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r
+    p = pyckpt.restore(img, allow_changed_files=[str(work / "data.*")])
+    spawn.track(p.pid)
+    t.popen = None
+    check(t)
+
+
+WRITER = r"""
+import os, sys
+out = os.open(sys.argv[1], os.O_WRONLY)  # no O_APPEND: it writes at its offset
+os.write(out, b"mine\n")
+import selfcheck
+def check():
+    os.write(out, b"again\n")
+    return []
+selfcheck.listen()
+print("READY", flush=True)
+selfcheck.serve(check)
+"""
+
+
+def test_write_only_file_that_grew_without_append_is_refused_with_the_way_out(spawn, python_exe, tmp_path):
+    out = tmp_path / "out.txt"
+    out.write_bytes(b"")
+    t = spawn([python_exe, "-c", WRITER, str(out)])
+    t.wait_for("^READY")
+    fd = next(f["fd"] for f in pyckpt.dump(t.pid, tmp_path / "img", kill=True).summary()["fds"]
+              if f["path"] == str(out))
+    reap_dumped(t)
+    with open(out, "ab") as f:
+        f.write(b"someone else's line\n")
+    with pytest.raises(pyckpt.FileChangedError, match=r"out\.txt.*grew to 25 bytes from 5.*O_APPEND.*"
+                                                      rf"--fd N=PATH") as e:
+        pyckpt.restore(tmp_path / "img")
+    assert e.value.path == str(out)
+    problems = pyckpt.open_image(tmp_path / "img").check_restore()
+    assert [set(p.fixes) for p in problems] == [{pyckpt.Fix("allow_changed_files"), pyckpt.Fix("fds", fd)}]
+    assert out.read_bytes() == b"mine\nsomeone else's line\n"  # untouched
+    # its own file, as the error says: restored, and it writes there
+    own = tmp_path / "own.txt"
+    p = pyckpt.restore(tmp_path / "img", fds={fd: str(own)})
+    spawn.track(p.pid)
+    t.popen = None
+    check(t)
+    assert own.read_bytes() == b"again\n"
+    assert out.read_bytes() == b"mine\nsomeone else's line\n"

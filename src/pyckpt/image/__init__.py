@@ -90,6 +90,16 @@ class Header:
     comm: str
 
 
+def _writer(header: Header) -> str:
+    """Who wrote an image, when another pyckpt did: said with what this one cannot read."""
+    from .. import __version__
+
+    if header.pyckpt_version == __version__:
+        return ""
+    return (f" (the image was written by pyckpt {header.pyckpt_version}; this is pyckpt {__version__}, "
+            "which reads the records its version knows)")
+
+
 def padded(n: int) -> int:
     """`n` bytes rounded up to whole pages: how much a blob takes in pages.img."""
     return (n + PAGE - 1) & ~(PAGE - 1)
@@ -689,9 +699,12 @@ class ImageReader:
                 return header, records
             cls = RECORD_TYPES.get(type_id)
             if cls is None:
-                raise ImageError(f"{where}: record #{len(records)} has unknown type {type_id}",
-                                 path=self.path)
-            records.append(decode(cls, payload, f"{cls.__name__} (record #{len(records)})"))
+                raise ImageError(f"{where}: record #{len(records)} has unknown type {type_id}"
+                                 f"{_writer(header)}", path=self.path)
+            try:
+                records.append(decode(cls, payload, f"{cls.__name__} (record #{len(records)})"))
+            except ImageError as e:
+                raise ImageError(f"{where}: {e}{_writer(header)}", path=self.path) from None
 
     def _json(self, body: bytes, what: str):
         try:

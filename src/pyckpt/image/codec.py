@@ -52,21 +52,30 @@ def encode(obj: Any) -> Any:
 
 
 @functools.cache
-def _fields_of(cls: type) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """Resolved field types and names of a record class (resolving is slow: do it once)."""
-    return typing.get_type_hints(cls), tuple(f.name for f in dataclasses.fields(cls))
+def _fields_of(cls: type) -> tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]:
+    """Resolved field types, names, and the names without a default, of a record class
+    (resolving is slow: do it once)."""
+    fields = dataclasses.fields(cls)
+    required = tuple(f.name for f in fields
+                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    return typing.get_type_hints(cls), tuple(f.name for f in fields), required
 
 
 def decode(cls: type, data: Any, where: str = "") -> Any:
     where = where or cls.__name__
     if not isinstance(data, dict):
         raise ImageError(f"{where}: expected an object, found {type(data).__name__}")
-    hints, names = _fields_of(cls)
+    hints, names, required = _fields_of(cls)
     if set(data) != set(names):
-        missing = sorted(set(names) - set(data))
+        # A field added to a record since an image was written has a default, which
+        # stands in for it (docs/image-format.md); any other difference is refused.
+        missing = sorted(set(required) - set(data))
         extra = sorted(set(data) - set(names))
-        raise ImageError(f"{where}: fields do not match (missing {missing}, unknown {extra})")
-    return cls(**{n: _decode_value(hints[n], data[n], f"{where}.{n}", n in C_STRINGS) for n in names})
+        if missing or extra:
+            raise ImageError(f"{where}: fields do not match (missing {missing}, unknown {extra}"
+                             f"{': fields of another pyckpt?' if extra else ''})")
+    return cls(**{n: _decode_value(hints[n], data[n], f"{where}.{n}", n in C_STRINGS)
+                  for n in names if n in data})
 
 
 def _decode_value(tp: Any, value: Any, where: str, c_string: bool = False) -> Any:

@@ -1,0 +1,141 @@
+"""Images written by earlier pyckpts (issue 10, item 5; the policy is docs/image-format.md).
+
+tests/images/format2-tiny was written by pyckpt 0.1.0 at format version 2 (a
+libc-free static process, tests/images/format2-tiny.c).  The current reader
+must read it, or — once FORMAT_VERSION has moved — refuse it naming both
+versions.  Copies of it, re-sealed (records.img rewritten with valid checksums
+and COMPLETE digest), show what the reader does with an image of another
+version, a field it does not know, a field that has a default, a record type
+it does not know.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import xxhash
+
+import pyckpt
+from pyckpt.image import FORMAT_VERSION, MAGIC
+
+IMAGES = Path(__file__).parent / "images"
+FIXTURE = IMAGES / "format2-tiny"
+FIXTURE_VERSION = 2
+
+
+def _copy(tmp_path: Path) -> Path:
+    img = tmp_path / "img"
+    shutil.copytree(FIXTURE, img)
+    img.chmod(0o700)
+    return img
+
+
+def _parse(data: bytes):
+    """(version, header json, [(type, payload json)]) of a records.img, trusting it."""
+    version, hlen = struct.unpack_from("<II", data, len(MAGIC))
+    pos = len(MAGIC) + 8
+    header = json.loads(data[pos:pos + hlen])
+    pos += hlen + 8
+    records = []
+    while pos < len(data):
+        t, _, n = struct.unpack_from("<HHI", data, pos)
+        records.append((t, json.loads(data[pos + 8:pos + 8 + n])))
+        pos += 8 + n + 8
+    return version, header, records
+
+
+def _seal(img: Path, version: int, header: dict, records: list) -> None:
+    """Write records.img as pyckpt does (checksums, end record) and COMPLETE's digest."""
+    body = json.dumps(header).encode()
+    out = MAGIC + struct.pack("<II", version, len(body)) + body + struct.pack("<Q", xxhash.xxh3_64_intdigest(body))
+    for t, payload in records:
+        p = json.dumps(payload).encode()
+        head = struct.pack("<HHI", t, 0, len(p))
+        out += head + p + struct.pack("<Q", xxhash.xxh3_64_intdigest(head + p))
+    (img / "records.img").write_bytes(out)
+    complete = json.loads((img / "COMPLETE").read_text())
+    complete["records_xxh3"] = xxhash.xxh3_64_intdigest(out)
+    (img / "COMPLETE").write_text(json.dumps(complete))
+
+
+def test_the_committed_image_is_read_or_refused_naming_both_versions():
+    version, header, records = _parse((FIXTURE / "records.img").read_bytes())
+    assert version == FIXTURE_VERSION and header["pyckpt_version"] == "0.1.0"
+    if FORMAT_VERSION != FIXTURE_VERSION:  # the format moved: read (converted) or refused by name
+        try:
+            pyckpt.open_image(FIXTURE)
+        except pyckpt.ImageError as e:
+            assert f"format version {FIXTURE_VERSION}" in str(e) and f"version {FORMAT_VERSION}" in str(e)
+        return
+    image = pyckpt.open_image(FIXTURE)
+    image.verify()
+    s = image.summary()
+    assert [p["pid"] for p in s["processes"]] == [header["root_pid"]]
+    assert s["header"]["comm"] == "pyckpt-format-f"
+    r = subprocess.run([sys.executable, "-m", "pyckpt", "show", "--json", str(FIXTURE)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["processes"][0]["pid"] == header["root_pid"]
+    r = subprocess.run([sys.executable, "-m", "pyckpt", "check", str(FIXTURE)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_the_reseal_helper_makes_an_image_the_reader_takes(tmp_path):
+    img = _copy(tmp_path)
+    _seal(img, *_parse((img / "records.img").read_bytes()))
+    pyckpt.open_image(img)  # else the refusals below would prove nothing
+
+
+@pytest.mark.parametrize("version", [FORMAT_VERSION - 1, FORMAT_VERSION + 1])
+def test_another_version_is_refused_naming_both(tmp_path, version):
+    img = _copy(tmp_path)
+    _, header, records = _parse((img / "records.img").read_bytes())
+    _seal(img, version, header, records)
+    with pytest.raises(pyckpt.ImageError, match=rf"format version {version}; this pyckpt reads "
+                                                rf"version {FORMAT_VERSION}") as e:
+        pyckpt.open_image(img)
+    assert e.value.path == str(img)
+
+
+def test_a_missing_field_that_has_a_default_takes_it():
+    """What a record written before a defaulted field was added decodes to."""
+    from dataclasses import dataclass, field
+
+    from pyckpt.image.codec import decode
+
+    @dataclass
+    class Grown:
+        pid: int
+        queued: int = 0  # added later, with a default
+        names: list[str] = field(default_factory=list)
+
+    assert decode(Grown, {"pid": 5}) == Grown(5, 0, [])
+    assert decode(Grown, {"pid": 5, "queued": 3, "names": ["a"]}) == Grown(5, 3, ["a"])
+    with pytest.raises(pyckpt.ImageError, match=r"missing \['pid'\]"):
+        decode(Grown, {"queued": 3})
+
+
+def test_an_unknown_field_or_record_type_names_the_writer(tmp_path):
+    img = _copy(tmp_path)
+    version, header, records = _parse((img / "records.img").read_bytes())
+    header["pyckpt_version"] = "9.0.0"
+    t, payload = records[0]
+    _seal(img, version, header, [(t, dict(payload, added_in_nine=1))] + records[1:])
+    with pytest.raises(pyckpt.ImageError, match=r"unknown \['added_in_nine'\].*written by pyckpt 9\.0\.0; "
+                                                rf"this is pyckpt {pyckpt.__version__}"):
+        pyckpt.open_image(img)
+    _seal(img, version, header, records[:1] + [(999, {"x": 1})] + records[1:])
+    with pytest.raises(pyckpt.ImageError, match=r"unknown type 999 \(the image was written by pyckpt 9\.0\.0"):
+        pyckpt.open_image(img)
+    # a required field missing is damage, whoever wrote it
+    header["pyckpt_version"] = pyckpt.__version__
+    _seal(img, version, header, [(t, {k: v for k, v in payload.items() if k != "pid"})] + records[1:])
+    with pytest.raises(pyckpt.ImageError, match=r"missing \['pid'\]"):
+        pyckpt.open_image(img)

@@ -1,6 +1,5 @@
-"""x86-64 syscall numbers used by injection (names from python-ptrace for messages)."""
-
-from ptrace.syscall import SYSCALL_NAMES
+"""x86-64 syscall numbers used by injection (names from python-ptrace for messages,
+imported only when a message needs one)."""
 
 read = 0
 close = 3
@@ -29,4 +28,6 @@ userfaultfd = 323
 
 
 def name(number: int) -> str:
+    from ptrace.syscall import SYSCALL_NAMES
+
     return SYSCALL_NAMES.get(number, f"syscall {number}")

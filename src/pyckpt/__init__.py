@@ -232,7 +232,7 @@ class Image:
     def check_restore(self, *, fds: dict | None = None, inherit_stdio: bool = False,
                       allow_changed_files: bool | list[str] = False, deleted_dir: str | os.PathLike | None = None,
                       new_pidns: bool = False, new_netns: bool = False, trust_image: bool = False,
-                      progress=None) -> list[RestoreProblem]:
+                      tcp_established: bool = False, progress=None) -> list[RestoreProblem]:
         """Could `restore(self.path, **options)` be done here and now?  Runs every check
         restore makes before it creates a process — restore's own validation, run to
         the end instead of stopping at the first problem, and then undone (nothing is
@@ -258,7 +258,7 @@ class Image:
         from .restorer import check
 
         opts = _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,
-                                trust_image)
+                                trust_image, tcp_established=tcp_established)
         with fd_room(), pinned_caller_fds(opts) as opts:  # before any file is opened: see restore()
             return check(self.path, progress=_progress(progress), options=opts)
 
@@ -282,7 +282,7 @@ class Image:
         `fd`, `path`, `lock` (in words).
         """
         from .image import encode
-        from .kinds import files, locks, memory, shmem, task, thread
+        from .kinds import files, locks, memory, shmem, task, tcpconn, thread
 
         objects = {(o.dev, o.ino): o for o in self._reader.of_type(shmem.ShmemRecord)}
         mapped_by: dict[int, list] = {o.id: [] for o in objects.values()}
@@ -337,6 +337,9 @@ class Image:
             "fds": root["fds"],
             "locks": root["locks"],
             "records": [type(r).__name__ for r in self.records],
+            # TCP connections to peers outside the image: count, established, half_closed,
+            # restore (what a restore does with them, in words)
+            "tcp_outside": tcpconn.outside_summary(self._reader),
         }
 
 
@@ -395,7 +398,7 @@ def dump(pid: int, path: str | os.PathLike, *, kill: bool = False,
 def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: bool = False,
             allow_changed_files: bool | list[str] = False, deleted_dir: str | os.PathLike | None = None,
             new_pidns: bool = False, new_netns: bool = False, trust_image: bool = False,
-            progress=None):
+            tcp_established: bool = False, progress=None):
     """Re-create the process saved at `path`, with its PID; returns a `psutil.Process`.
 
     The restored process is a child of the caller (reap it when it ends).
@@ -432,6 +435,15 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     stdio.  Deleted-but-open files are re-created next to where they were,
     or in `deleted_dir`, and unlinked again.
 
+    TCP connections to peers outside the image (clients of a server, a
+    client's server) come back, by default, as connections the peer has reset
+    (their unread data, then ECONNRESET; a half-closed one as it was), so
+    servers drop them and clients reconnect.  `tcp_established=True` keeps
+    them instead, after an in-place `dump(kill=True)` on the same host while
+    the peers hold their ends (see kinds/tcpconn.py); one that cannot be kept
+    comes back reset, and the returned process's `restore_warnings` (a list
+    of str) says so.
+
     With `new_pidns=True` the process is restored into a fresh PID namespace
     where it keeps the PIDs of the image, so any number of copies of one
     image can run at once; the returned `psutil.Process` shows it from the
@@ -457,7 +469,7 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     from .restorer import restore as _restore
 
     opts = _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,
-                            trust_image)
+                            trust_image, tcp_established=tcp_established)
     # The caller's fds (fds={n: fd}, inherit_stdio) are copied now, before pyckpt opens any
     # file: a number left closed could otherwise be reused by one of pyckpt's own files.
     with fd_room(), pinned_caller_fds(opts) as opts:
@@ -465,7 +477,7 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
 
 
 def _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,
-                     trust_image=False):
+                     trust_image=False, tcp_established=False):
     """restore()'s keywords as RestoreOptions; `fds` checked for types (TypeError)."""
     from .kinds.context import RestoreOptions
 
@@ -484,6 +496,7 @@ def _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_p
         new_pidns=new_pidns,
         new_netns=new_netns,
         trust_image=bool(trust_image),
+        tcp_established=bool(tcp_established),
     )
 
 

@@ -138,6 +138,11 @@ def _restore_options(r: argparse.ArgumentParser) -> None:
                    help="restore into a new network namespace with only a loopback interface, so "
                         "copies of a server can listen on the same ports (reach one with "
                         "nsenter -t PID -n)")
+    r.add_argument("--tcp-established", action="store_true",
+                   help="keep TCP connections to peers outside the image (re-established as they "
+                        "were) after an in-place dump --kill on this host, while the peers hold "
+                        "their ends; by default they come back reset by the peer, and one that "
+                        "cannot be kept does, with a warning")
     r.add_argument("--deleted-dir", metavar="DIR",
                    help="re-create deleted-but-open files in DIR instead of where they were")
     r.add_argument("--trust-image", action="store_true",
@@ -161,14 +166,15 @@ def _restore_kwargs(args) -> dict:
     allow = True if args.allow_changed_files else list(args.allow_changed_glob) or False
     return dict(fds=fds, inherit_stdio=args.inherit_stdio, allow_changed_files=allow,
                 deleted_dir=args.deleted_dir, new_pidns=args.new_pidns, new_netns=args.new_netns,
-                trust_image=args.trust_image)
+                trust_image=args.trust_image, tcp_established=args.tcp_established)
 
 
 def _restore_flags(args) -> list[str]:
     """The restore options given, as typed."""
     flags = [f"--fd {spec}" for spec in args.fd]
     flags += [f"--{name.replace('_', '-')}" for name in ("inherit_stdio", "allow_changed_files",
-                                                         "new_pidns", "new_netns", "trust_image")
+                                                         "new_pidns", "new_netns", "trust_image",
+                                                         "tcp_established")
               if getattr(args, name)]
     flags += [f"--allow-changed-files={glob}" for glob in args.allow_changed_glob]
     return flags + ([f"--deleted-dir {args.deleted_dir}"] if args.deleted_dir is not None else [])
@@ -242,10 +248,13 @@ def _dump_summary(args, image) -> str:
                      "pipe outside the image)")
     needs += [f"--fd {fd}=PATH (fd {fd}: {what})" for fd, what in sorted(other.items())]
     stats = image.dump_stats
+    tcp = info.get("tcp_outside", {})
+    tcp = (f"; {tcp['count']} TCP connection{'s' if tcp['count'] != 1 else ''} to peers outside the "
+           f"image: {tcp['restore']}") if tcp.get("count") else ""
     return _one_line(
         f"pyckpt dump: wrote {args.dir}: {n} process{'es' if n != 1 else ''}, {binary_size(size)}, "
         f"frozen for {stats.freeze:.2f} s{', then killed' if args.kill else ''}; a restore needs "
-        + (" ".join(needs) if needs else "no options"))
+        + (" ".join(needs) if needs else "no options") + tcp)
 
 
 def _dump_left(args) -> str:
@@ -270,6 +279,8 @@ def _cmd_restore(args, progress) -> int:
     args.restored = proc.pid
     commit(interrupt=False)  # the process was released and runs: a signal from now on is late
     print(proc.pid, flush=True)
+    for warning in getattr(proc, "restore_warnings", ()):
+        print(f"pyckpt restore: warning: {_one_line(warning)}", file=sys.stderr)
     return 0
 
 
@@ -287,6 +298,10 @@ def _cmd_show(args, progress) -> int:
           f"kernel {h['kernel_release']} {h['machine']}")
     for p in info["processes"]:
         _show_process(p)
+    tcp = info.get("tcp_outside", {})
+    if tcp.get("count"):
+        _out(f"TCP connections to peers outside the image: {tcp['count']} ({tcp['established']} "
+             f"established, {tcp['half_closed']} half-closed); {tcp['restore']}")
     for o in info["shared_memory"]:
         where = ", ".join(f"process {pid} at {start:#x}" for pid, start, _ in o["mapped_by"])
         _out(f"shared memory #{o['id']}: {o['size'] // 1024} KiB, {o['stored_bytes'] // 1024} KiB "

@@ -83,6 +83,7 @@ class RestoreStats:
     injected_calls: int = 0
     pages_bytes: int = 0
     phases: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what was done otherwise than asked, in words
 
 
 def restore(path, *, progress: Progress | None = None, stats: RestoreStats | None = None,
@@ -105,10 +106,15 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
                 raise problems[0].error
             with pinned_to_cpu(min(os.sched_getaffinity(0))), _fd_room():
                 _create_and_fill(rctxs, stats)
+            for step in rctxs[0].shared.get("after release", ()):  # kinds' work once it runs
+                step()
+            stats.warnings += rctxs[0].shared.get("warnings", [])
         finally:
             rctxs[0].close_passed()
     stats.total = time.perf_counter() - t0
-    return psutil.Process(rctxs[0].pid)
+    restored = psutil.Process(rctxs[0].pid)
+    restored.restore_warnings = list(stats.warnings)
+    return restored
 
 
 def check(path, *, progress: Progress | None = None,

@@ -59,6 +59,9 @@ class RestoreOptions:
     new_pidns: bool = False  # restore into a fresh PID namespace (the image's PIDs inside it)
     new_netns: bool = False  # ... and/or a fresh network namespace (its own ports, loopback)
     trust_image: bool = False  # do what an image owned by an ordinary user says (see trust.py)
+    # TCP connections to peers outside the image: re-established (an in-place dump --kill
+    # + restore, the peer holding its end) instead of coming back reset (kinds/tcpconn.py)
+    tcp_established: bool = False
     # The caller's fds the restore uses (the ints of `fds`; 0-2 with inherit_stdio), pinned
     # when it began (files.pinned_caller_fds): caller's number -> pyckpt's close-on-exec
     # copy, or -errno when it was not open then.  None: not pinned (used as they are).

@@ -8,10 +8,11 @@ listens with the same backlog, so clients connect where they did before.
 
 Which sockets listen comes from the target's own /proc/PID/net/tcp{,6}
 (state 0A); the backlog and the number of connections waiting to be accepted
-from sock_diag (inet_diag).  A listener with connections waiting is refused:
-those are connections from processes outside the image, which pyckpt does
-not carry (established connections with both ends in the image are rebuilt
-by tcpconn.py).
+from sock_diag (inet_diag).  Connections waiting to be accepted are not
+saved: the restored listener's queue is empty.  Their clients see what they
+see when a server restarts: with dump --kill the kernel resets them as the
+killed listener closes (a client inside the image comes back reset too, see
+tcpconn.py); without it they stay the original's.
 
 At restore SO_REUSEADDR is on while binding and set back after: connections
 of the dumped process that linger in TIME_WAIT on that port do not stop the
@@ -30,7 +31,7 @@ import stat
 import struct
 from dataclasses import dataclass
 
-from ..errors import RestoreError, UnsupportedFdError
+from ..errors import RestoreError
 from ..image import record
 from ..problems import Fix, needs
 from .context import DumpContext, RestoreContext
@@ -127,12 +128,8 @@ class TcpListener(FileKind):
             v6only = family == socket.AF_INET6 and opt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
         finally:
             sock.close()
-        waiting, backlog = listener_queues(family).get(f.st.st_ino, (0, socket.SOMAXCONN))
-        where = f"{'[' + address + ']' if family == socket.AF_INET6 else address}:{port}"
-        if waiting:
-            raise UnsupportedFdError(
-                f.pid, f.fd, f"listening TCP socket with {waiting} connection(s) not yet accepted",
-                f"{f.link} on {where}; they are connections to processes outside the image")
+        # connections waiting to be accepted are not saved (see the module's docstring)
+        _, backlog = listener_queues(family).get(f.st.st_ino, (0, socket.SOMAXCONN))
         return [TcpListenerRecord(file_id, int(family), address, port, scope, backlog,
                                   f.info.flags & ~os.O_CLOEXEC, reuseaddr, reuseport, v6only)]
 

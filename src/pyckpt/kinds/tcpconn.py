@@ -1,27 +1,91 @@
-"""Established TCP connections whose two ends are both in the image.
+"""TCP connections: both ends in the image, or one end and a peer outside it.
 
-A program often talks TCP to itself: a server and a client in one process
-tree, or one process connected to its own listener (an ipykernel does).
-When the image holds both ends, the connection can be rebuilt exactly
-without the network being involved: the two sockets are re-created with
-TCP_REPAIR (connect() in repair mode makes a socket ESTABLISHED without a
-handshake), bound to the same addresses and ports, with sequence numbers
-that fit each other, the negotiated options (MSS, window scaling, SACK,
-timestamps), and each end's unread data put straight back into its receive
-queue; repair mode is then left.  A connection to a process outside the
-image is refused (its peer would see the connection break).
+Both ends in the image.  A program often talks TCP to itself: a server and a
+client in one process tree, or one process connected to its own listener
+(an ipykernel does).  When the image holds both ends, the connection is
+rebuilt exactly without the network being involved: the two sockets are
+re-created with TCP_REPAIR (connect() in repair mode makes a socket
+ESTABLISHED without a handshake), bound to the same addresses and ports,
+with sequence numbers that fit each other, the negotiated options (MSS,
+window scaling, SACK, timestamps), and each end's unread data put straight
+back into its receive queue; repair mode is then left.  The 4-tuple and
+state come from the target's /proc/PID/net/tcp{,6} (the peer is the socket
+with the reversed tuple, found among the image's fds), unread data is peeked
+(MSG_PEEK through SO_PEEK_OFF, set back after) on the socket itself
+(pidfd_getfd), the options from TCP_INFO (each end's advertised MSS becomes
+its peer's clamp).  Data sent but not yet acknowledged (SIOCOUTQ > 0 once a
+delayed ACK had its time) is refused rather than guessed at: on loopback
+that only lasts while the receiver's window is full.  With kill=True these
+ends are closed with SO_LINGER 0 just before the kill (a reset, no FIN
+exchange): no TIME_WAIT is left on the 4-tuple the restore needs again.
 
-Dump reads without disturbing anything: the 4-tuple and state come from the
-target's /proc/PID/net/tcp{,6} (the peer is the socket with the reversed
-tuple, found among the image's fds), unread data is peeked (MSG_PEEK through
-SO_PEEK_OFF, set back after) on the socket itself (pidfd_getfd), the options
-from TCP_INFO (each end's advertised MSS becomes its peer's clamp).  Data sent but not yet acknowledged
-(SIOCOUTQ > 0 once a delayed ACK had its time) is refused rather than
-guessed at: on loopback that only lasts while the receiver's window is full.
+A peer outside the image (a client of a server, a client's server, on this
+host or another) is saved too (TcpOutsideRecord): state, addresses, options
+(TCP_NODELAY, keepalive, SO_REUSEADDR, SO_LINGER, MSS, window scaling,
+SACK, timestamps) and unread data; for an ESTABLISHED one also, read in
+repair mode on the target's own socket (a pidfd_getfd copy; repair mode is
+per socket, so it is entered, read and left at once, without a window probe,
+SO_REUSEADDR set back, while the target is frozen), the sequence numbers,
+the window (TCP_REPAIR_WINDOW), the timestamp clock and the send queue
+(sent but unacknowledged, then unsent).  A dump without kill leaves the
+connection as it was: the peer notices nothing.  Half-closed ones
+(CLOSE-WAIT, LAST-ACK, CLOSING: the peer sent its FIN; FIN-WAIT-1/2: this
+end did) are saved the same way, without the repair-mode part (the kernel
+allows repair mode on ESTABLISHED sockets only).  A connection whose two
+ends are in the image but one is half-closed is saved as two such ends.
 
-With kill=True the dumped ends are closed with SO_LINGER 0 just before the
-kill (a reset, no FIN exchange): no TIME_WAIT is left on the 4-tuple the
-restore needs again.  Restore needs CAP_NET_ADMIN (TCP_REPAIR).
+What a restore makes of them:
+- By default, a connection the peer has reset, which is what a process sees
+  when a client vanishes: its unread data, then ECONNRESET on the next read
+  or write, and epoll reports EPOLLIN|EPOLLERR|EPOLLHUP|EPOLLRDHUP; servers
+  drop it, clients reconnect.  It is made over loopback in the task's
+  network namespace: a stand-in peer pyckpt connects, sends the unread data
+  into it and closes with SO_LINGER 0 (a real RST), so the socket is one
+  the kernel itself reset (state CLOSE, sk_err ECONNRESET); its own address
+  is then a loopback one (getpeername fails, as on any reset socket).  A
+  socket that had shut down writing has again.  CLOSE-WAIT/LAST-ACK/CLOSING
+  come back as they were instead: unread data, then end of file (the
+  stand-in peer sent its FIN), and writing is then reset (EPIPE), as with a
+  vanished client.  (A socket that only had its connect refused would read
+  ECONNREFUSED, not a reset: hence the stand-in peer.)
+- With `tcp_established=True` (`--tcp-established`), after an in-place
+  `dump --kill` on the same host while the peer holds its end, the very
+  same connection is given back to the process.  The gap between the kill
+  and the restore must not let the kernel answer the peer with a reset
+  (which it does for any segment to a 4-tuple no socket has).  Neither
+  nftables nor iptables is installed here; the lightest lock there is is no
+  lock: just before the kill, dump hands each outside connection to a
+  holder process (a `python -S` that sleeps, started in its own session,
+  the sockets passed as inherited fds; their inodes are listed under
+  /run/pyckpt/tcp-held/).  The kill then closes none of them: the kernel
+  keeps each one open as it was, acknowledging what the peer sends (it
+  queues for the restore; measured: a peer's send during the gap is
+  acknowledged at once and read by the restored process), so the peer sees
+  no reset, no end of file, only a pause.  The restore takes the socket from
+  the holder (pidfd_getfd, checked by inode and the holder's start time),
+  and once the restored processes run, ends the holder.  Every state
+  (half-closed ones too) comes back exactly so.  When no holder has it (a
+  dump without kill: the original still holds it; or after HOLD_SECONDS),
+  an ESTABLISHED connection is re-created from the image with TCP_REPAIR
+  (sequence numbers, window, timestamps, both queues; the unsent part of
+  the send queue sent normally after) if its peer is not known to be gone
+  (a peer on this host is gone when no socket holds the reversed 4-tuple);
+  otherwise, or when that fails, it comes back reset and the restore says
+  so: the returned process's `restore_warnings`, a warning line of
+  `pyckpt restore`.  With new_netns it always comes back reset.
+- The holder is released on every path: a restore that succeeds (either
+  mode) ends it, and in the default mode its close resets the peer at once
+  (SO_LINGER 0 was set on the held sockets), so the client reconnects to
+  the restored server; a failed restore leaves it holding for a later
+  attempt; after HOLD_SECONDS (600 s) without a restore it exits and its
+  close resets the peers; killing it (SIGKILL) does the same.  A restore
+  killed after its release but before it ended the holder leaves the holder
+  until its timeout (harmless then: the restored process has the socket,
+  whose SO_LINGER stays 0) and its files under /run/pyckpt/tcp-held/ until
+  the holder exits.
+
+Restore needs CAP_NET_ADMIN (TCP_REPAIR) for connections within the image
+and for re-creating outside ones.
 """
 
 from __future__ import annotations
@@ -31,6 +95,7 @@ import fcntl
 import ipaddress
 import os
 import secrets
+import signal
 import socket
 import stat
 import struct
@@ -182,9 +247,7 @@ class TcpConnection(FileKind):
             here, there = sock.getsockname(), sock.getpeername()
             peer = by_tuple.get((remote, local)) if local else None
             if peer is None or peer not in sockets_in_image(ctx):
-                raise UnsupportedFdError(
-                    f.pid, f.fd, "TCP connection to a process outside the image",
-                    f"{f.link}, {_where(sock.family, here)} -> {_where(sock.family, there)}")
+                return dump_outside(ctx, f, file_id, sock, TCP_ESTABLISHED)
             outq = _unacknowledged(sock)
             if outq:
                 raise UnsupportedFdError(
@@ -250,8 +313,10 @@ def _where(family: int, addr) -> str:
 
 
 def before_kill(objects: dict) -> None:
-    """SO_LINGER 0 on every dumped connection: the kill that follows resets them
-    instead of leaving TIME_WAIT on the 4-tuples a restore needs again."""
+    """SO_LINGER 0 on every dumped connection within the image: the kill that follows
+    resets them instead of leaving TIME_WAIT on the 4-tuples a restore needs again.
+    Connections to outside peers are handed to a holder (see _hold)."""
+    _hold(objects)
     for pid, fd in objects.get("tcp to reset on kill", []):
         try:
             sock = take(pid, fd)
@@ -342,3 +407,561 @@ def validate(image) -> None:
         if r.family not in (socket.AF_INET, socket.AF_INET6) or r.length < 0 or \
                 r.peer_ino not in recs or recs[r.peer_ino].peer_ino != r.ino:
             raise ImageError(f"image at {image.path}: TCP connection socket:[{r.ino}] is damaged")
+    for r in getattr(image, "reader", image).of_type(TcpOutsideRecord):
+        if r.family not in (socket.AF_INET, socket.AF_INET6) or r.state not in STATE_NAMES or \
+                min(r.length, r.sent_length, r.unsent, r.mss, r.advmss) < 0 or \
+                not 0 <= r.local_port < 65536 or not 0 <= r.remote_port < 65536 or \
+                len(r.keepalive) != 4 or len(r.linger) != 2 or len(r.window) not in (0, 5) or \
+                not all(0 <= x < 1 << 32 for x in [r.snd_seq, r.rcv_seq, r.timestamp, *r.window]) or \
+                not 0 <= r.snd_wscale <= 14 or not 0 <= r.rcv_wscale <= 14:
+            raise ImageError(f"image at {image.path}: TCP connection socket:[{r.ino}] (peer outside "
+                             "the image) is damaged")
+
+
+# --- connections to peers outside the image ----------------------------------------------
+
+TCP_ESTABLISHED, TCP_SYN_SENT, TCP_FIN_WAIT1, TCP_FIN_WAIT2 = 1, 2, 4, 5
+TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING = 7, 8, 9, 11
+STATE_NAMES = {TCP_ESTABLISHED: "established", TCP_FIN_WAIT1: "FIN-WAIT-1 (this end shut down writing)",
+               TCP_FIN_WAIT2: "FIN-WAIT-2 (this end shut down writing)",
+               TCP_CLOSE_WAIT: "CLOSE-WAIT (the peer shut down writing)",
+               TCP_LAST_ACK: "LAST-ACK (both ends shut down writing)",
+               TCP_CLOSING: "CLOSING (both ends shut down writing)"}
+HALF_CLOSED = (TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING)
+PEER_SENT_FIN = (TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING)
+WE_SENT_FIN = (TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_CLOSING)
+TCP_REPAIR_WINDOW, TCP_TIMESTAMP = 29, 24
+TCP_REPAIR_OFF_NO_WP = -1  # leave repair mode without sending a window probe
+SIOCOUTQNSD = 0x894B
+SO_LINGER_ZERO = struct.pack("ii", 1, 0)
+HOLD_SECONDS = 600  # dump --kill: how long the outside connections are held for a restore
+HELD_DIR = "/run/pyckpt/tcp-held"  # one file per held socket (its inode): "holder-pid fd start-time"
+
+
+@record(103)
+@dataclass
+class TcpOutsideRecord:
+    """A TCP connection whose peer is not in the image (another process, another host)."""
+
+    id: int
+    ino: int
+    state: int  # TCP_ESTABLISHED or one of HALF_CLOSED
+    family: int
+    local_address: str
+    local_port: int
+    local_scope: int
+    remote_address: str
+    remote_port: int
+    remote_scope: int
+    flags: int  # file status flags, without O_CLOEXEC
+    nodelay: bool
+    keepalive: list[int]  # SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT
+    reuseaddr: bool
+    linger: list[int]  # SO_LINGER: on, seconds
+    advmss: int
+    options: int  # TCPI_OPT_* bits
+    snd_wscale: int
+    rcv_wscale: int
+    mss: int  # TCP_MAXSEG (the MSS in use)
+    # read in repair mode (ESTABLISHED only; else 0 / []): the sequence numbers after the
+    # send queue and after the receive queue, the window (TCP_REPAIR_WINDOW: snd_wl1,
+    # snd_wnd, max_window, rcv_wnd, rcv_wup) and the timestamp clock (TCP_TIMESTAMP)
+    snd_seq: int
+    rcv_seq: int
+    window: list[int]
+    timestamp: int
+    unsent: int  # bytes at the end of the send queue not sent yet
+    length: int = 0  # unread bytes, at `offset` of pages.img (padded)
+    offset: int = 0
+    xxh3: int = 0
+    sent_length: int = 0  # the send queue (sent and not acknowledged, then unsent)
+    sent_offset: int = 0
+    sent_xxh3: int = 0
+
+    def stored_runs(self) -> list[tuple[int, int, int]]:
+        runs = [(self.offset, padded(self.length), self.xxh3)] if self.length else []
+        if self.sent_length:
+            runs.append((self.sent_offset, padded(self.sent_length), self.sent_xxh3))
+        return runs
+
+
+def parse_states(text: str) -> dict[int, tuple[int, tuple[str, int], tuple[str, int]]]:
+    """Inode -> (state, local, remote) of every socket with an inode in /proc/net/tcp{,6} text."""
+    out = {}
+    for line in text.splitlines()[1:]:
+        f = line.split()
+        if len(f) > 9 and f[9] != "0":
+            out[int(f[9])] = (int(f[3], 16), proc_address(f[1]), proc_address(f[2]))
+    return out
+
+
+def socket_states(pid: int) -> dict[int, tuple[int, tuple[str, int], tuple[str, int]]]:
+    out = {}
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as f:
+                out.update(parse_states(f.read()))
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def _int(sock: socket.socket, level: int, name: int) -> int:
+    return sock.getsockopt(level, name)
+
+
+def _ioctl_int(sock: socket.socket, request: int) -> int:
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0" * 4))[0]
+
+
+def _read_in_repair(sock: socket.socket) -> tuple[int, int, list[int], int, bytes, bytes]:
+    """(write_seq, rcv_nxt, window, timestamp, send queue, receive queue) of an established
+    socket of the target, read in repair mode, which is left at once (no window probe)
+    with SO_REUSEADDR set back (leaving repair mode clears it)."""
+    reuse = _int(sock, socket.SOL_SOCKET, socket.SO_REUSEADDR)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+    except PermissionError:
+        raise UnsupportedFdError(0, 0, "TCP connection (reading it needs CAP_NET_ADMIN for TCP_REPAIR)",
+                                 "") from None
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)
+        snd = struct.unpack("I", sock.getsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ, 4))[0]
+        sendq = _peek_all(sock, _ioctl_int(sock, SIOCOUTQ))
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
+        rcv = struct.unpack("I", sock.getsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ, 4))[0]
+        recvq = _peek_all(sock, _ioctl_int(sock, termios.FIONREAD))
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, 0)
+        window = list(struct.unpack("5I", sock.getsockopt(socket.IPPROTO_TCP, TCP_REPAIR_WINDOW, 20)))
+        ts = struct.unpack("I", sock.getsockopt(socket.IPPROTO_TCP, TCP_TIMESTAMP, 4))[0]
+    finally:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
+    return snd, rcv, window, ts, sendq, recvq
+
+
+def _peek_all(sock: socket.socket, size: int) -> bytes:
+    """The queue chosen with TCP_REPAIR_QUEUE (about `size` bytes), left in place."""
+    try:
+        return sock.recv(size + (1 << 16), socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
+
+
+def dump_outside(ctx: DumpContext, f: DumpedFd, file_id: int, sock: socket.socket,
+                 state: int) -> list:
+    """The record of a connection to a peer outside the image (`sock`: the target's own)."""
+    here, there = sock.getsockname(), sock.getpeername()
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    snd = rcv = ts = unsent = 0
+    window: list[int] = []
+    sendq = b""
+    if state == TCP_ESTABLISHED:
+        unsent = _ioctl_int(sock, SIOCOUTQNSD)
+        try:
+            snd, rcv, window, ts, sendq, data = _read_in_repair(sock)
+        except UnsupportedFdError as e:
+            raise UnsupportedFdError(f.pid, f.fd, e.kind, f"{f.link}, {_where(sock.family, here)} -> "
+                                     f"{_where(sock.family, there)}") from None
+    else:
+        data = _peek_stream(sock)
+    rec = TcpOutsideRecord(
+        file_id, f.st.st_ino, state, int(sock.family), *_endpoint(here), *_endpoint(there),
+        f.info.flags & ~os.O_CLOEXEC, _int(sock, socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0,
+        [_int(sock, socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+         _int(sock, socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+         _int(sock, socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+         _int(sock, socket.IPPROTO_TCP, socket.TCP_KEEPCNT)],
+        _int(sock, socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0,
+        list(struct.unpack("ii", sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8))),
+        struct.unpack_from("I", info, TCPI_ADVMSS)[0], info[5], info[6] & 0xF, info[6] >> 4,
+        _int(sock, socket.IPPROTO_TCP, socket.TCP_MAXSEG), snd, rcv, window, ts, unsent)
+    if data:
+        rec.length = len(data)
+        rec.offset, rec.xxh3 = ctx.pages.append(data + bytes(padded(len(data)) - len(data)))
+    if sendq:
+        rec.sent_length = len(sendq)
+        rec.sent_offset, rec.sent_xxh3 = ctx.pages.append(sendq + bytes(padded(len(sendq)) - len(sendq)))
+    ctx.objects.setdefault("tcp outside to hold on kill", []).append((f.pid, f.fd, f.st.st_ino))
+    return [rec]
+
+
+@file_kind
+class TcpOutside(FileKind):
+    """Half-closed TCP connections (any peer: a half-closed pair is not rebuilt as a
+    pair) and, through TcpConnection.dump, established ones to outside peers."""
+
+    name = "tcp-outside"
+    records = (TcpOutsideRecord,)
+    priority = 57
+
+    def claims(self, f: DumpedFd) -> bool:
+        if not stat.S_ISSOCK(f.st.st_mode):
+            return False
+        known = socket_states(f.pid).get(f.st.st_ino)
+        return known is not None and known[0] in HALF_CLOSED
+
+    def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
+        state = socket_states(f.pid)[f.st.st_ino][0]
+        sock = take(f.pid, f.fd)
+        try:
+            return dump_outside(ctx, f, file_id, sock, state)
+        finally:
+            sock.close()
+
+    def open(self, rctx: RestoreContext, rec: TcpOutsideRecord) -> int:
+        key = ("tcp outside", rec.ino)
+        if key not in rctx.passed:
+            open_all_listeners(rctx)
+            rctx.pass_fd(key, lambda: _open_outside(rctx, rec))
+        return set_status_flags(os.dup(rctx.passed[key]), rec.flags, SETTABLE_FLAGS)
+
+    def describe(self, rec: TcpOutsideRecord) -> str:
+        return (f"TCP {_where(rec.family, _local(rec))} -> {_where(rec.family, _remote(rec))}, "
+                f"{STATE_NAMES.get(rec.state, rec.state)}, peer outside the image, "
+                f"{rec.length} bytes unread, {rec.sent_length} bytes unacknowledged or unsent; "
+                f"restore: {restore_plan(rec)}")
+
+
+def restore_plan(rec: TcpOutsideRecord) -> str:
+    """What a restore does with the connection, in words."""
+    if rec.state in PEER_SENT_FIN:
+        return "as it was (unread data then end of file; writing to it is then reset)"
+    return ("reset by the peer (unread data, then ECONNRESET), or kept with --tcp-established "
+            "after an in-place dump --kill")
+
+
+def outside_summary(image) -> dict:
+    """How many outside connections the image holds, and what restore will do with them."""
+    recs = list(getattr(image, "reader", image).of_type(TcpOutsideRecord))
+    return {"count": len(recs),
+            "established": sum(r.state == TCP_ESTABLISHED for r in recs),
+            "half_closed": sum(r.state != TCP_ESTABLISHED for r in recs),
+            "restore": ("a restore resets them as if the peer had (--tcp-established keeps them after an "
+                        "in-place dump --kill, while the peers hold their ends)") if recs else ""}
+
+
+# --- restore of outside connections --------------------------------------------------------
+
+AFTER_RELEASE = "after release"  # RestoreContext.shared: callables run once the processes run
+WARNINGS = "warnings"  # RestoreContext.shared: what the restore did otherwise than asked, in words
+
+
+def _warn(rctx: RestoreContext, text: str) -> None:
+    rctx.shared.setdefault(WARNINGS, []).append(text)
+
+
+def _after_release(rctx: RestoreContext, step) -> None:
+    rctx.shared.setdefault(AFTER_RELEASE, []).append(step)
+
+
+def _tcp_state(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+
+
+def _until(condition, what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RestoreError(f"re-creating a TCP connection: {what} did not happen within {timeout:.0f} s")
+        time.sleep(0.0005)
+
+
+def _emulated(rctx: RestoreContext, rec: TcpOutsideRecord, data: bytes) -> int:
+    """The connection as this end saw it, made over loopback with a stand-in peer that
+    pyckpt drops at once: the unread data is queued again, then the peer's end of
+    file (CLOSE-WAIT, LAST-ACK, CLOSING) or its reset (the others); a socket that had
+    shut down writing has again.  The socket's own addresses are loopback ones."""
+    if rctx.checking:
+        return socket.socket(rec.family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC).detach()
+    hosts = ["127.0.0.1"] if rec.family == socket.AF_INET else ["::1", "::ffff:127.0.0.1"]
+    last: OSError | None = None
+    for host in hosts:
+        try:
+            return _emulated_on(rec, data, host)
+        except OSError as e:
+            last = e
+    raise RestoreError(f"cannot re-create TCP connection {_where(rec.family, _local(rec))} -> "
+                       f"{_where(rec.family, _remote(rec))} as reset: no loopback ({last})")
+
+
+def _emulated_on(rec: TcpOutsideRecord, data: bytes, host: str) -> int:
+    kind = socket.SOCK_STREAM | socket.SOCK_CLOEXEC
+    with socket.socket(rec.family, kind) as listener, socket.socket(rec.family, kind) as mine:
+        if rec.family == socket.AF_INET6:
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        listener.bind((host, 0))
+        listener.listen(1)
+        if len(data) > 1 << 16:
+            mine.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, 2 * len(data) + (1 << 16))
+        mine.connect(listener.getsockname())
+        peer, _ = listener.accept()
+        with peer:
+            peer.settimeout(5)
+            peer.sendall(data)
+            _until(lambda: _ioctl_int(mine, termios.FIONREAD) >= len(data), "queueing the unread data")
+            if rec.state in WE_SENT_FIN:
+                mine.shutdown(socket.SHUT_WR)
+                _until(lambda: _tcp_state(peer) in (TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING, TCP_CLOSE),
+                       "the end of file reaching the stand-in peer")
+            if rec.state in PEER_SENT_FIN:
+                peer.shutdown(socket.SHUT_WR)
+                _until(lambda: _tcp_state(mine) in PEER_SENT_FIN + (TCP_CLOSE, 6), "the peer's end of file")
+            else:
+                peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, SO_LINGER_ZERO)
+        if rec.state not in PEER_SENT_FIN:
+            _until(lambda: _tcp_state(mine) == TCP_CLOSE, "the peer's reset")
+        _set_options(mine, rec)
+        return mine.detach()
+
+
+def _set_options(s: socket.socket, rec) -> None:
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(rec.nodelay))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, rec.keepalive[0])
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, rec.keepalive[1])
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, rec.keepalive[2])
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, rec.keepalive[3])
+
+
+def _sent_queue(rctx: RestoreContext, rec: TcpOutsideRecord) -> bytes:
+    if not rec.sent_length:
+        return b""
+    with open(rctx.image.open_pages(), "rb", buffering=0) as f:
+        data = os.pread(f.fileno(), rec.sent_length, rec.sent_offset)
+    if len(data) != rec.sent_length:
+        raise RestoreError(f"image at {rctx.image.path}: {PAGES_FILE} is short (damaged image)")
+    return data
+
+
+def _open_outside(rctx: RestoreContext, rec: TcpOutsideRecord) -> int:
+    data = _queue(rctx, rec)
+    what = f"TCP connection {_where(rec.family, _local(rec))} -> {_where(rec.family, _remote(rec))}"
+    held = None if rctx.checking or rctx.options.new_netns else _held(rec)
+    if held is not None:  # dump --kill left it held: let it go once the restore stands
+        _after_release(rctx, lambda: _let_go(rec, held))  # noqa: B023
+    if not rctx.options.tcp_established or rctx.checking:
+        return _emulated(rctx, rec, data)
+    if held is not None:
+        try:
+            fd = _pidfd_getfd(held.pidfd, held.fd)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            s = socket.socket(fileno=fd)
+            if os.fstat(fd).st_ino == rec.ino:
+                if _tcp_state(s) == TCP_CLOSE:
+                    _warn(rctx, f"{what}: the peer reset it while it was held; it is restored reset")
+                held.handed_over = True
+                return s.detach()
+            s.close()
+    if rec.state in PEER_SENT_FIN:
+        return _emulated(rctx, rec, data)  # as it was, but for its addresses
+    why = ("restored in a new network namespace" if rctx.options.new_netns else
+           "no pyckpt dump --kill holds it (the original's end is gone)")
+    if rec.state == TCP_ESTABLISHED and rec.window and not rctx.options.new_netns:
+        try:
+            return _recreate(rctx, rec, data)
+        except OSError as e:
+            why = f"re-creating it with TCP_REPAIR failed: {e.strerror}"
+        except _PeerGone:
+            why = "its peer is gone"
+    _warn(rctx, f"{what} not kept as --tcp-established asked: {why}; it is restored as reset by the peer")
+    return _emulated(rctx, rec, data)
+
+
+class _PeerGone(Exception):
+    pass
+
+
+def _recreate(rctx: RestoreContext, rec: TcpOutsideRecord, data: bytes) -> int:
+    """The connection rebuilt from the image with TCP_REPAIR (when no held socket is left:
+    the peer must still hold its end, and nothing may have reached this end since)."""
+    if _local_peer_gone(rec):
+        raise _PeerGone()
+    sent = _sent_queue(rctx, rec)
+    s = socket.socket(rec.family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)
+        s.setsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ,
+                     struct.pack("I", (rec.snd_seq - len(sent)) & 0xFFFFFFFF))
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
+        s.setsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ, struct.pack("I", (rec.rcv_seq - len(data)) & 0xFFFFFFFF))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(_local(rec))
+        s.connect(_remote(rec))
+        opts = [(TCPOPT_MSS, rec.mss)]
+        if rec.options & TCPI_OPT_WSCALE:
+            opts.append((TCPOPT_WINDOW, rec.snd_wscale | rec.rcv_wscale << 16))
+        if rec.options & TCPI_OPT_SACK:
+            opts.append((TCPOPT_SACK_PERM, 0))
+        if rec.options & TCPI_OPT_TIMESTAMPS:
+            opts.append((TCPOPT_TIMESTAMP, 0))
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_OPTIONS, b"".join(struct.pack("II", *o) for o in opts))
+        if rec.options & TCPI_OPT_TIMESTAMPS:
+            s.setsockopt(socket.IPPROTO_TCP, TCP_TIMESTAMP, struct.pack("I", rec.timestamp))
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_WINDOW, struct.pack("5I", *rec.window))
+        if data:
+            s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
+            _send_all(s, data)
+        unsent = min(rec.unsent, len(sent))
+        if len(sent) - unsent:
+            s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)
+            _send_all(s, sent[:len(sent) - unsent])
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, 0)
+        _set_options(s, rec)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", *rec.linger))
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)  # a window probe tells the peer
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(rec.reuseaddr))
+        if unsent:
+            s.settimeout(5)
+            s.sendall(sent[len(sent) - unsent:])
+        return s.detach()
+    finally:
+        s.close()
+
+
+def _send_all(s: socket.socket, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[s.send(view):]
+
+
+def _local_peer_gone(rec: TcpOutsideRecord) -> bool:
+    """Whether the peer's address is one of this host's and no socket of this network
+    namespace holds the other end (then the peer is surely gone)."""
+    try:
+        with socket.socket(rec.family, socket.SOCK_DGRAM) as probe:
+            probe.bind(_sockaddr(rec.family, rec.remote_address, 0, rec.remote_scope))
+    except OSError:
+        return False  # another host's: nothing tells from here
+    local, remote = (rec.local_address, rec.local_port), (rec.remote_address, rec.remote_port)
+    return not any(l == remote and r == local and st in (TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2)
+                   for st, l, r in socket_states(os.getpid()).values())
+
+
+# --- holding the connections of a killed process until its restore --------------------------
+
+HOLDER = """
+import os, signal, sys, time
+for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
+    signal.signal(s, signal.SIG_IGN)
+time.sleep(float(sys.argv[1]))
+for path in sys.argv[2:]:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+"""
+
+
+def _hold(objects: dict) -> None:
+    """dump --kill: the outside connections are handed to a small holder process before the
+    kill, so that the kill closes none of them: the kernel keeps each one open as it was
+    (acknowledging what the peer sends, which queues up for the restore), the peer sees
+    no reset and no end of file.  A restore takes them from the holder (pidfd_getfd) and
+    ends it; after HOLD_SECONDS without one the holder exits, and its closes reset them
+    (SO_LINGER 0), as a default restore would."""
+    socks = []
+    try:
+        for pid, fd, ino in objects.get("tcp outside to hold on kill", []):
+            try:
+                s = take(pid, fd)
+            except OSError:
+                continue
+            socks.append((ino, s))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, SO_LINGER_ZERO)
+        if not socks:
+            return
+        import subprocess
+        import sys
+
+        os.makedirs(HELD_DIR, mode=0o700, exist_ok=True)
+        paths = [os.path.join(HELD_DIR, str(ino)) for ino, _ in socks]
+        holder = subprocess.Popen([sys.executable, "-S", "-c", HOLDER, str(HOLD_SECONDS), *paths],
+                                  pass_fds=[s.fileno() for _, s in socks], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        start = _start_time(holder.pid)
+        for path, (_, s) in zip(paths, socks):
+            tmp = f"{path}.{os.getpid()}"
+            with open(tmp, "w") as f:
+                f.write(f"{holder.pid} {s.fileno()} {start}\n")
+            os.replace(tmp, path)
+    except OSError:
+        pass  # best effort: without a holder the kill resets them (SO_LINGER 0)
+    finally:
+        for _, s in socks:
+            s.close()
+
+
+def _start_time(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    return int(text[text.rindex(")") + 2:].split()[19])
+
+
+def _pidfd_getfd(pidfd: int, fd: int) -> int:
+    from .files import SYS_pidfd_getfd, _libc
+    import ctypes
+
+    copy = _libc.syscall(SYS_pidfd_getfd, pidfd, fd, 0)
+    if copy < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"pidfd_getfd of fd {fd}: {os.strerror(err)}")
+    return copy
+
+
+@dataclass
+class _Held:
+    """A socket a dump --kill left with a holder process."""
+
+    pidfd: int
+    fd: int
+    handed_over: bool = False  # the restored process has it (--tcp-established)
+
+
+def _held(rec: TcpOutsideRecord) -> _Held | None:
+    """The holder of this very socket (same inode) when a dump --kill left one, else None."""
+    path = os.path.join(HELD_DIR, str(rec.ino))
+    try:
+        with open(path) as f:
+            pid, fd, start = (int(x) for x in f.read().split())
+        pidfd = os.pidfd_open(pid)
+    except (OSError, ValueError):
+        return None
+    try:
+        if _start_time(pid) == start:
+            copy = _pidfd_getfd(pidfd, fd)
+            try:
+                if os.fstat(copy).st_ino == rec.ino:
+                    return _Held(pidfd, fd)
+            finally:
+                os.close(copy)
+    except (OSError, ValueError, IndexError):
+        pass
+    os.close(pidfd)
+    return None
+
+
+def _let_go(rec: TcpOutsideRecord, held: _Held) -> None:
+    """After the release, end the holder: its close resets the connection (SO_LINGER 0),
+    unless the restored process has the socket now (--tcp-established), which gets the
+    original's SO_LINGER back first."""
+    try:
+        if held.handed_over:
+            try:
+                with socket.socket(fileno=_pidfd_getfd(held.pidfd, held.fd)) as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", *rec.linger))
+            except OSError:
+                pass
+        try:
+            signal.pidfd_send_signal(held.pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+    finally:
+        os.close(held.pidfd)
+        try:
+            os.unlink(os.path.join(HELD_DIR, str(rec.ino)))
+        except OSError:
+            pass

@@ -1,0 +1,196 @@
+"""TCP connections to peers outside the image (issue 11, items 1-3): a Python
+server (tests/targets/tcp_echo.py, epoll) with clients the test holds.
+
+Default restore: the connection comes back as one the peer reset — the server
+sees EPOLLERR|EPOLLHUP and ECONNRESET and drops it, the client's old socket is
+reset and it reconnects.  tcp_established=True after an in-place dump --kill:
+the same connection goes on, data the client sent during the gap included.
+Half-closed connections (CLOSE-WAIT, FIN-WAIT-2) come back as they were or
+reset, never refused."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+import pyckpt
+from conftest import TARGETS, dump_kill_restore, reap_dumped
+from pyckpt.kinds.tcpconn import HELD_DIR
+
+SERVER = str(TARGETS / "tcp_echo.py")
+RESET_MASK = select.EPOLLERR | select.EPOLLHUP
+
+
+def _server(spawn, python_exe, mode="echo"):
+    t = spawn([python_exe, SERVER, mode], name=f"tcp-{mode}")
+    return t, int(t.wait_for(r"^READY (\d+)$").group(1))
+
+
+def _client(port: int) -> socket.socket:
+    c = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return c
+
+
+def _ask(c: socket.socket, line: bytes) -> bytes:
+    c.sendall(line)
+    got = b""
+    while len(got) < len(line):
+        chunk = c.recv(100)
+        assert chunk, f"the server closed while answering {line!r}"
+        got += chunk
+    return got
+
+
+def _held_files() -> set[str]:
+    try:
+        return set(os.listdir(HELD_DIR))
+    except FileNotFoundError:
+        return set()
+
+
+def test_default_restore_resets_the_client_which_reconnects(spawn, python_exe, tmp_path):
+    t, port = _server(spawn, python_exe)
+    c = _client(port)
+    assert _ask(c, b"hello\n") == b"HELLO\n"
+    accepted = t.wait_for(r"^ACCEPTED (\d+)$").group(1)
+    # a dump without kill reads the connection in repair mode and leaves it as it was
+    image = pyckpt.dump(t.pid, tmp_path / "peek")
+    assert _ask(c, b"still there\n") == b"STILL THERE\n"
+    summary = image.summary()["tcp_outside"]
+    assert summary["count"] == 1 and summary["established"] == 1 and "reset" in summary["restore"]
+    fd = next(f for f in image.summary()["fds"] if f["fd"] == int(accepted))
+    assert fd["kind"] == "tcp-outside" and f"-> 127.0.0.1:{c.getsockname()[1]}" in fd["what"]
+
+    dump_kill_restore(spawn, t, tmp_path / "img")
+    line = t.wait_for(rf"^DROPPED {accepted} mask (0x[0-9a-f]+) (\w+)$")
+    assert int(line.group(1), 16) & RESET_MASK == RESET_MASK, line.group(0)
+    assert line.group(2) == "ECONNRESET"
+    with pytest.raises(ConnectionResetError):  # the client's old socket: reset
+        _ask(c, b"anyone?\n")
+    c.close()
+    c = _client(port)  # reconnects to the restored server
+    assert _ask(c, b"again\n") == b"AGAIN\n"
+    c.close()
+
+
+def test_tcp_established_keeps_the_connection(spawn, python_exe, tmp_path):
+    t, port = _server(spawn, python_exe)
+    c = _client(port)
+    assert _ask(c, b"before\n") == b"BEFORE\n"
+    img = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    reap_dumped(t)
+    ino = next(r.ino for r in img.records if type(r).__name__ == "TcpOutsideRecord")
+    with open(os.path.join(HELD_DIR, str(ino))) as f:
+        holder = psutil.Process(int(f.read().split()[0]))  # the process that holds it meanwhile
+    c.sendall(b"during the gap\n")  # nobody runs the server: the kernel must not reset this
+    time.sleep(0.3)
+    p = pyckpt.restore(tmp_path / "img", tcp_established=True)
+    spawn.track(p.pid)
+    t.popen = None
+    assert p.restore_warnings == []
+    got = b""
+    while not got.endswith(b"GAP\n"):
+        chunk = c.recv(100)
+        assert chunk, "the connection ended"
+        got += chunk
+    assert got == b"DURING THE GAP\n"
+    assert _ask(c, b"after\n") == b"AFTER\n"
+    assert str(ino) not in _held_files()  # the holder was let go
+    assert not holder.is_running() or holder.status() == psutil.STATUS_ZOMBIE
+    c.close()
+    t.wait_for(r"^EOF ")
+
+
+def test_tcp_established_falls_back_to_reset_when_the_peer_is_gone(spawn, python_exe, tmp_path):
+    """No holder (a dump without kill, the original killed by the test) and the client gone:
+    the restore resets it and says so."""
+    t, port = _server(spawn, python_exe)
+    c = _client(port)
+    assert _ask(c, b"x\n") == b"X\n"
+    accepted = t.wait_for(r"^ACCEPTED (\d+)$").group(1)
+    pyckpt.dump(t.pid, tmp_path / "img")
+    os.kill(t.pid, signal.SIGKILL)
+    t.reap()
+    where = f"127.0.0.1:{port} -> 127.0.0.1:{c.getsockname()[1]}"
+    c.close()
+    p = pyckpt.restore(tmp_path / "img", tcp_established=True)
+    spawn.track(p.pid)
+    t.popen = None
+    assert len(p.restore_warnings) == 1, p.restore_warnings
+    assert where in p.restore_warnings[0]
+    assert "its peer is gone" in p.restore_warnings[0] and "reset" in p.restore_warnings[0]
+    line = t.wait_for(rf"^DROPPED {accepted} mask (0x[0-9a-f]+) ECONNRESET$")
+    assert int(line.group(1), 16) & RESET_MASK == RESET_MASK
+
+
+def test_tcp_established_peer_reset_during_the_gap(spawn, python_exe, tmp_path):
+    t, port = _server(spawn, python_exe)
+    c = _client(port)
+    assert _ask(c, b"x\n") == b"X\n"
+    accepted = t.wait_for(r"^ACCEPTED (\d+)$").group(1)
+    pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    reap_dumped(t)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+    c.close()  # a reset reaches the held socket
+    time.sleep(0.1)
+    p = pyckpt.restore(tmp_path / "img", tcp_established=True)
+    spawn.track(p.pid)
+    t.popen = None
+    assert any("reset it while it was held" in w for w in p.restore_warnings), p.restore_warnings
+    t.wait_for(rf"^DROPPED {accepted} mask 0x[0-9a-f]+ ECONNRESET$")
+
+
+@pytest.mark.parametrize("established", [False, True])
+def test_half_closed_connections(spawn, python_exe, tmp_path, established):
+    """CLOSE-WAIT (the client sent data and shut down writing, the server has read
+    nothing) comes back as it was: the data, end of file, then writing fails.  The
+    server's FIN-WAIT-2 end (it shut down writing) gets its unread data, then a reset
+    — or, with tcp_established, the very connection: the client reads what the
+    server writes."""
+    t, port = _server(spawn, python_exe, "lazy")
+    closing = _client(port)
+    t.wait_for(r"^ACCEPTED (\d+)$")
+    closing.sendall(b"last words")
+    closing.shutdown(socket.SHUT_WR)
+    time.sleep(0.2)
+    img = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    reap_dumped(t)
+    whats = [f["what"] for f in img.summary()["fds"] if f["kind"] == "tcp-outside"]
+    assert len(whats) == 1 and "CLOSE-WAIT" in whats[0] and "10 bytes unread" in whats[0], whats
+    p = pyckpt.restore(tmp_path / "img", tcp_established=established)
+    spawn.track(p.pid)
+    t.popen = None
+    assert p.restore_warnings == []
+    os.kill(p.pid, signal.SIGUSR1)
+    line = t.wait_for(r"^READ \d+ .*$").group(0)
+    if established:  # the same socket: the client still reads
+        assert line.endswith("b'last words' then EOF; write ok"), line
+        closing.settimeout(5)
+        assert closing.recv(100).startswith(b"late\n")
+    else:  # as it was, its peer gone: the write is reset
+        assert "b'last words' then EOF; write EPIPE" in line or "write ECONNRESET" in line, line
+    closing.close()
+
+
+def test_show_and_the_dump_summary_count_outside_connections(spawn, python_exe, tmp_path):
+    t, port = _server(spawn, python_exe)
+    a, b = _client(port), _client(port)
+    assert _ask(a, b"a\n") == b"A\n" and _ask(b, b"b\n") == b"B\n"
+    b.shutdown(socket.SHUT_WR)
+    t.wait_for(r"^EOF ")  # the server closed its end: one connection left
+    pyckpt.dump(t.pid, tmp_path / "img")
+    out = subprocess.run([sys.executable, "-m", "pyckpt", "show", str(tmp_path / "img")],
+                         capture_output=True, text=True, check=True).stdout
+    assert "TCP connections to peers outside the image: 1 (1 established, 0 half-closed)" in out, out
+    assert "--tcp-established" in out
+    assert _ask(a, b"on\n") == b"ON\n"
+    a.close()
+    b.close()

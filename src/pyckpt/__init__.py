@@ -232,7 +232,8 @@ class Image:
     def check_restore(self, *, fds: dict | None = None, inherit_stdio: bool = False,
                       allow_changed_files: bool | list[str] = False, deleted_dir: str | os.PathLike | None = None,
                       new_pidns: bool = False, new_netns: bool = False, trust_image: bool = False,
-                      tcp_established: bool = False, progress=None) -> list[RestoreProblem]:
+                      shell_job: bool = False, tcp_established: bool = False,
+                      progress=None) -> list[RestoreProblem]:
         """Could `restore(self.path, **options)` be done here and now?  Runs every check
         restore makes before it creates a process — restore's own validation, run to
         the end instead of stopping at the first problem, and then undone (nothing is
@@ -258,7 +259,7 @@ class Image:
         from .restorer import check
 
         opts = _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,
-                                trust_image, tcp_established=tcp_established)
+                                trust_image, shell_job, tcp_established)
         with fd_room(), pinned_caller_fds(opts) as opts:  # before any file is opened: see restore()
             return check(self.path, progress=_progress(progress), options=opts)
 
@@ -398,7 +399,7 @@ def dump(pid: int, path: str | os.PathLike, *, kill: bool = False,
 def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: bool = False,
             allow_changed_files: bool | list[str] = False, deleted_dir: str | os.PathLike | None = None,
             new_pidns: bool = False, new_netns: bool = False, trust_image: bool = False,
-            tcp_established: bool = False, progress=None):
+            shell_job: bool = False, tcp_established: bool = False, progress=None):
     """Re-create the process saved at `path`, with its PID; returns a `psutil.Process`.
 
     The restored process is a child of the caller (reap it when it ends).
@@ -435,6 +436,15 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     stdio.  Deleted-but-open files are re-created next to where they were,
     or in `deleted_dir`, and unlinked again.
 
+    `shell_job=True` restores a process that ran on a terminal outside the
+    image (started from a shell) onto the caller's terminal, as a job of the
+    caller's session in the terminal's foreground: every fd that was such a
+    terminal gets a new open of the caller's controlling terminal, and input
+    and Ctrl-C reach the process.  The caller waits for it (it is its child)
+    and takes the foreground back (`pyckpt restore --shell-job` does both).
+    A pseudo-terminal pair with both ends in the image needs no option (see
+    kinds/tty.py).
+
     TCP connections to peers outside the image (clients of a server, a
     client's server) come back, by default, as connections the peer has reset
     (their unread data, then ECONNRESET; a half-closed one as it was), so
@@ -469,7 +479,7 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     from .restorer import restore as _restore
 
     opts = _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,
-                            trust_image, tcp_established=tcp_established)
+                            trust_image, shell_job, tcp_established)
     # The caller's fds (fds={n: fd}, inherit_stdio) are copied now, before pyckpt opens any
     # file: a number left closed could otherwise be reused by one of pyckpt's own files.
     with fd_room(), pinned_caller_fds(opts) as opts:
@@ -477,7 +487,7 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
 
 
 def _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,
-                     trust_image=False, tcp_established=False):
+                     trust_image=False, shell_job=False, tcp_established=False):
     """restore()'s keywords as RestoreOptions; `fds` checked for types (TypeError)."""
     from .kinds.context import RestoreOptions
 
@@ -496,6 +506,7 @@ def _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_p
         new_pidns=new_pidns,
         new_netns=new_netns,
         trust_image=bool(trust_image),
+        shell_job=bool(shell_job),
         tcp_established=bool(tcp_established),
     )
 

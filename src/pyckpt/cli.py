@@ -119,6 +119,11 @@ def _restore_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--inherit-stdio", action="store_true",
                    help="give fds 0-2 that were a terminal or a pipe outside the image "
                         "this command's own stdin/stdout/stderr")
+    r.add_argument("--shell-job", action="store_true",
+                   help="restore a process that ran on a terminal outside the image (started from a "
+                        "shell) onto this command's terminal, in its foreground: input and Ctrl-C "
+                        "reach it; `restore` then waits for it like a shell for a job and exits "
+                        "with its exit status (128+N if signal N killed it)")
     r.add_argument("--fd", action="append", default=[], metavar="N=PATH",
                    help="put PATH at fd N instead of the file it had, whatever that was (a log "
                         "file, a pipe, a terminal), and at every fd that shared it (2>&1, "
@@ -166,7 +171,8 @@ def _restore_kwargs(args) -> dict:
     allow = True if args.allow_changed_files else list(args.allow_changed_glob) or False
     return dict(fds=fds, inherit_stdio=args.inherit_stdio, allow_changed_files=allow,
                 deleted_dir=args.deleted_dir, new_pidns=args.new_pidns, new_netns=args.new_netns,
-                trust_image=args.trust_image, tcp_established=args.tcp_established)
+                trust_image=args.trust_image, shell_job=args.shell_job,
+                tcp_established=args.tcp_established)
 
 
 def _restore_flags(args) -> list[str]:
@@ -174,7 +180,7 @@ def _restore_flags(args) -> list[str]:
     flags = [f"--fd {spec}" for spec in args.fd]
     flags += [f"--{name.replace('_', '-')}" for name in ("inherit_stdio", "allow_changed_files",
                                                          "new_pidns", "new_netns", "trust_image",
-                                                         "tcp_established")
+                                                         "shell_job", "tcp_established")
               if getattr(args, name)]
     flags += [f"--allow-changed-files={glob}" for glob in args.allow_changed_glob]
     return flags + ([f"--deleted-dir {args.deleted_dir}"] if args.deleted_dir is not None else [])
@@ -234,15 +240,17 @@ def _dump_summary(args, image) -> str:
     info = image.summary()
     size = sum(f.stat().st_size for f in image.path.iterdir() if f.is_file())
     n = len(info["processes"])
-    stdio, other = set(), {}
+    stdio, other, terminal = set(), {}, False
     for p in info["processes"]:
         for f in p["fds"]:
-            if f["kind"] == "external":
+            if f["kind"] == "external" and f["what"].startswith("terminal "):
+                terminal = True  # the user's terminal: a shell job
+            elif f["kind"] == "external":
                 if f["fd"] <= 2:
                     stdio.add(f["fd"])
                 else:
                     other.setdefault(f["fd"], f["what"])
-    needs = []
+    needs = ["--shell-job (a terminal outside the image: yours instead)"] if terminal else []
     if stdio:
         needs.append(f"--inherit-stdio (fd {', '.join(map(str, sorted(stdio)))}: a terminal or a "
                      "pipe outside the image)")
@@ -281,6 +289,10 @@ def _cmd_restore(args, progress) -> int:
     print(proc.pid, flush=True)
     for warning in getattr(proc, "restore_warnings", ()):
         print(f"pyckpt restore: warning: {_one_line(warning)}", file=sys.stderr)
+    if args.shell_job:  # wait for it as a shell waits for a job; its exit status is ours
+        from .kinds.tty import wait_job
+
+        return wait_job(proc.pid)
     return 0
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from .errors import ImageError, PyckptError
 
 # the order in which options are suggested when several avoid one problem
-PREFERRED = ("new_pidns", "new_netns", "inherit_stdio", "allow_changed_files", "deleted_dir", "fds")
+PREFERRED = ("new_pidns", "new_netns", "shell_job", "inherit_stdio", "allow_changed_files", "deleted_dir", "fds")
 
 
 @dataclass(frozen=True)

@@ -300,6 +300,10 @@ def _create_and_fill(rctxs: list[RestoreContext], stats: RestoreStats) -> None:
         # The last checkpoint: a signal until now undoes the restore; from here on it
         # lets the released process run (a late signal, see signals.commit).
         commit()
+        if root.options.shell_job:  # its group in the foreground of the caller's terminal
+            from .kinds import tty
+
+            tty.take_foreground(root)
         for rctx in reversed(live):  # every process is complete: all go now
             release(rctx.pid, list(rctx.threads))
         if root.init_pid:
@@ -358,7 +362,9 @@ def _lead_and_fork(rctx: RestoreContext, children: list[RestoreContext], made: l
     own_vdso, site_off = _own_vdso_site()
     inj = Injector(rctx.pid, own_vdso + site_off, pt.get_regs(rctx.pid), cure_regs=False)
     with inj:
-        task.make_leader(inj, rctx.image.one(task.TaskRecord))
+        # a shell job's first process leads a group of its own (kinds/tty.py)
+        task.make_leader(inj, rctx.image.one(task.TaskRecord),
+                         own_group=rctx.options.shell_job and _ppid(rctx) not in rctx.pids)
         if children:
             pt.request(pt.PTRACE_SETOPTIONS, rctx.pid, 0, pt.PTRACE_O_TRACEFORK | pt.PTRACE_O_EXITKILL,
                        "PTRACE_SETOPTIONS")

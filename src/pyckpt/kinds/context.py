@@ -59,6 +59,9 @@ class RestoreOptions:
     new_pidns: bool = False  # restore into a fresh PID namespace (the image's PIDs inside it)
     new_netns: bool = False  # ... and/or a fresh network namespace (its own ports, loopback)
     trust_image: bool = False  # do what an image owned by an ordinary user says (see trust.py)
+    # a process that was on a terminal outside the image gets the caller's, in the caller's
+    # session and its foreground (see kinds/tty.py)
+    shell_job: bool = False
     # TCP connections to peers outside the image: re-established (an in-place dump --kill
     # + restore, the peer holding its end) instead of coming back reset (kinds/tcpconn.py)
     tcp_established: bool = False

@@ -315,6 +315,8 @@ def _source(rctx: RestoreContext, r: FdRecord, desc, pid: int | None = None) -> 
     if r.file_id in plan.of_file:
         return ("replacement", plan.of_file[r.file_id])
     if isinstance(desc, ExternalFileRecord):
+        if rctx.options.shell_job and desc.what.startswith("terminal "):
+            return ("caller's terminal", r.file_id)  # a new open of it (kinds/tty.py)
         if rctx.options.inherit_stdio and r.fd in (0, 1, 2):
             return ("stdio", r.fd)
         return ("outside", r.file_id, r.fd)  # nothing to put there: a problem
@@ -348,11 +350,14 @@ def _outside(rctx: RestoreContext, r: FdRecord, ext: ExternalFileRecord) -> int:
     also = ", ".join(f"fd {f}" if p == pid else f"fd {f} of process {p}" for p, f in rest)
     n = _replacing_fd(plan, r.file_id)
     stdio = all(f <= 2 for _, f in where)
+    terminal = ext.what.startswith("terminal ")
     raise needs(RestoreError(
         f"fd {fd} of process {pid} was {ext.what}{f' (and so was {also})' if also else ''}, outside "
         f"the image; pass a replacement (restore(..., fds={{{n}: f}}) or --fd {n}=PATH)"
         + (", or use inherit_stdio=True / --inherit-stdio" if stdio else "")
-    ), *((Fix("inherit_stdio"),) if r.fd <= 2 else ()), Fix("fds", n))
+        + (", or restore it as a shell job on your terminal (shell_job=True / --shell-job)" if terminal else "")
+    ), *((Fix("shell_job"),) if terminal else ()), *((Fix("inherit_stdio"),) if r.fd <= 2 else ()),
+        Fix("fds", n))
 
 
 _ACCESS = {os.O_RDONLY: "reading", os.O_WRONLY: "writing", os.O_RDWR: "reading and writing"}
@@ -442,6 +447,10 @@ def _open_source(rctx: RestoreContext, key: tuple, r: FdRecord, desc) -> int:
         return _open_replacement(rctx, key[1], plan.given[key[1]], plan.flags.get(key[1], os.O_RDWR))
     if key[0] == "stdio":
         return _inherited(rctx, key[1])
+    if key[0] == "caller's terminal":
+        from .tty import open_caller_terminal
+
+        return open_caller_terminal(rctx, desc.flags)
     return _outside(rctx, r, desc)
 
 

@@ -128,11 +128,13 @@ def restore(rctx: RestoreContext) -> None:
         inj.check(nr.setpgid, 0, rec.pgid, what=f"setpgid to group {rec.pgid}")
 
 
-def make_leader(inj, rec: "TaskRecord") -> None:
-    """In a freshly made process: lead a session or a process group as the dumped one did."""
+def make_leader(inj, rec: "TaskRecord", own_group: bool = False) -> None:
+    """In a freshly made process: lead a session or a process group as the dumped one did
+    (`own_group`: a process group in any case unless a session, as the first process of a
+    shell job does: kinds/tty.py)."""
     if rec.sid == rec.pid:
         inj.check(nr.setsid, what="setsid")
-    elif rec.pgid == rec.pid:
+    elif rec.pgid == rec.pid or own_group:
         inj.check(nr.setpgid, 0, 0, what="setpgid")
 
 

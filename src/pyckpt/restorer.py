@@ -32,7 +32,7 @@ from .errors import (ImageError, PidInUseError, PtraceError, RemoteCallError, Re
 from .image import ImageReader
 from .inject import Injector, find_syscall_insn, nr
 from .kinds import (cpu, creds, files, itimers, load_all, memory, mm, signals,
-                    stored_runs, task, thread)
+                    stored_runs, sysvipc, task, thread)
 from .kinds.context import RestoreContext, RestoreOptions
 from .problems import Fix, RestoreProblem, needs
 from .progress import Progress
@@ -43,6 +43,7 @@ PAGE = 4096
 TASK_END = 0x7FFFFFFFF000  # top of user space with 4-level paging
 MAP_FIXED_NOREPLACE = 0x100000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWIPC = 0x08000000
 CLONE_PARENT = 0x8000
 SIGCHLD = 17
 SYS_unshare = 272
@@ -296,6 +297,7 @@ def _create_and_fill(rctxs: list[RestoreContext], stats: RestoreStats) -> None:
         for rctx in live:
             _fill(rctx, stats)
             threads += list(rctx.threads)
+        sysvipc.finish(root)  # SysV segments marked for removal: removed once all attached them
         t = time.perf_counter()
         # The last checkpoint: a signal until now undoes the restore; from here on it
         # lets the released process run (a late signal, see signals.commit).
@@ -313,6 +315,7 @@ def _create_and_fill(rctxs: list[RestoreContext], stats: RestoreStats) -> None:
         # Only what this restore made is killed and reaped (never a PID before
         # it was made: that is the image's PID, maybe a live process).
         kill_and_reap(made, threads + [t for r in rctxs for t in r.threads])
+        sysvipc.undo(root)  # the SysV segments this restore created
         # What went wrong in a task (a ptrace request, an injected call, an OS call) is
         # said with "undone"; a bug is left to the boundary (an InternalError).
         if not isinstance(e, (PtraceError, RemoteCallError, OSError)):
@@ -418,7 +421,8 @@ def _new_pidns_init() -> tuple[int, int]:
         own_vdso, site_off = _own_vdso_site()
         inj = Injector(launcher, own_vdso + site_off, pt.get_regs(launcher), cure_regs=False)
         with inj:
-            r = inj.call(SYS_unshare, CLONE_NEWPID)
+            # its own IPC namespace too: SysV ids and keys of copies side by side do not clash
+            r = inj.call(SYS_unshare, CLONE_NEWPID | CLONE_NEWIPC)
             if r == -1:  # EPERM
                 raise RestoreError("restoring into a new PID namespace needs CAP_SYS_ADMIN "
                                    "(unshare(CLONE_NEWPID) was refused: EPERM)")

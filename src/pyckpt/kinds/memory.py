@@ -5,8 +5,14 @@ pages are never faulted in: private anonymous memory stores its present or
 swapped pages; private file mappings store only the pages that differ from
 the file (not page-cache pages: copy-on-write copies such as RELRO); shared
 file mappings store nothing (the file holds them), nor do the VMAs of
-shared anonymous memory, memfds and deleted files: those objects are saved
-once by their own kinds (`MappedObject`), and each VMA maps the object.
+shared anonymous memory, memfds, deleted files and SysV shared memory
+segments: those objects are saved once by their own kinds (`MappedObject`),
+and each VMA maps the object (a SysV segment is attached again, with shmat:
+kinds/sysvipc.py).  A mapping named "PATH (deleted)" whose file still has a
+link in the same directory (a POSIX semaphore: glibc's sem_open maps a
+temporary name, links the file under the semaphore's name, unlinks the
+temporary one) is a file mapping of that other name.  What no kind claims is
+refused naming what it is.
 
 Restore maps every VMA at its address with its protection and flags, then
 the new task itself `pread`s each stored run from pages.img — one copy, no
@@ -21,6 +27,7 @@ have kept its size and mtime, unless `allow_changed_files` accepts it.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 import xxhash
@@ -123,6 +130,11 @@ class MappedObject:
         """(key, opener) for rctx.pass_fd: an fd to mmap `v` from."""
         raise NotImplementedError
 
+    # An object that is not mapped from an fd but attached (SysV shared memory) sets
+    # `attaches` and defines prepare_mapping(rctx, v) (PREPARE: check what is needed)
+    # and attach(rctx, v) (LAYOUT: map `v` at its address with its protection).
+    attaches = False
+
 
 MAPPED_OBJECTS: dict[str, MappedObject] = {}
 
@@ -148,8 +160,8 @@ def _classify(pid: int, m) -> tuple[str, int | None]:
             return obj.kind, (None if m.shared else SCAN_PRIVATE_FILE)
     if name.endswith(" (deleted)"):
         raise UnsupportedError(
-            f"process {pid}: memory at {m.start:#x}-{m.end:#x} maps a deleted file "
-            f"({name}); deleted and memfd mappings are not supported yet", pid=pid
+            f"process {pid}: memory at {m.start:#x}-{m.end:#x} maps {_deleted_what(name)} "
+            f"({name}), which pyckpt cannot save yet — unmap it in the target", pid=pid
         )
     if name.startswith("/"):
         return "file", (None if m.shared else SCAN_PRIVATE_FILE)
@@ -157,6 +169,38 @@ def _classify(pid: int, m) -> tuple[str, int | None]:
         f"process {pid}: memory at {m.start:#x}-{m.end:#x} is a special mapping "
         f"{name!r} that pyckpt cannot save yet", pid=pid
     )
+
+
+def linked_name(pid: int, m) -> str | None:
+    """For a mapping named "PATH (deleted)" whose file still has links — POSIX
+    semaphores: glibc's sem_open maps a temporary name, links the file under the
+    semaphore's name and unlinks the temporary one — another name of that file in
+    the same directory (/dev/shm), to map it by as any file; None otherwise."""
+    name = m.path
+    if not (name.startswith("/") and name.endswith(" (deleted)")) or name.startswith(("/SYSV", "/[")):
+        return None
+    try:
+        st = os.stat(f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}")
+        if st.st_nlink == 0 or not stat.S_ISREG(st.st_mode):
+            return None
+        with os.scandir(os.path.dirname(name[: -len(" (deleted)")]) or "/") as entries:
+            for e in entries:
+                if e.inode() == st.st_ino and e.is_file(follow_symlinks=False):
+                    found = e.stat(follow_symlinks=False)
+                    if (found.st_dev, found.st_ino) == (st.st_dev, st.st_ino):
+                        return e.path
+    except OSError:
+        pass
+    return None
+
+
+def _deleted_what(name: str) -> str:
+    """What a " (deleted)" mapping no kind claimed is, in words."""
+    if name.startswith("/SYSV"):
+        return "a SysV shared memory segment"
+    if name.startswith("/["):  # the kernel's own files: [aio], [io_uring]...
+        return f"a kernel object {name.split()[0][1:]}"
+    return "a deleted special file"
 
 
 def _vdso_text(pid: int, start: int, end: int) -> bytes:
@@ -177,16 +221,17 @@ def dump(ctx: DumpContext) -> list:
         if m.path in VDSO_NAMES:
             blocks.append(VdsoBlock(m.path, m.start, m.end))
             continue
-        kind, mode = _classify(pid, m)
+        linked = linked_name(pid, m)  # "PATH (deleted)" still linked under another name
+        kind, mode = ("file", None if m.shared else SCAN_PRIVATE_FILE) if linked else _classify(pid, m)
         ident = None
         if kind in MAPPED_OBJECTS:
             ident, recs = MAPPED_OBJECTS[kind].dump_mapping(
                 ctx, f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}", m.path)
             objects += recs
         if kind == "file":
-            ident = identify(m.path, f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}")
+            ident = identify(linked or m.path, f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}")
             try:
-                on_disk = os.stat(m.path)
+                on_disk = os.stat(ident.path)
             except OSError:
                 on_disk = None
             if on_disk is None or (on_disk.st_dev, on_disk.st_ino) != (ident.dev, ident.ino):
@@ -310,6 +355,8 @@ def prepare(rctx: RestoreContext) -> None:
             content = v.file.path in private and not rctx.options.allows_changed(v.file.path)
             rctx.pass_fd(("map", v.file.path, mode),
                          lambda v=v, mode=mode, content=content: open_checked(v.file, mode, content=content))
+        elif v.kind in MAPPED_OBJECTS and MAPPED_OBJECTS[v.kind].attaches:
+            MAPPED_OBJECTS[v.kind].prepare_mapping(rctx, v)
         elif v.kind in MAPPED_OBJECTS:
             rctx.pass_fd(*MAPPED_OBJECTS[v.kind].mapping_opener(rctx, v))
 
@@ -345,7 +392,10 @@ def restore_layout(rctx: RestoreContext) -> None:
             flags |= MAP_GROWSDOWN
         if "nr" in v.vmflags:
             flags |= MAP_NORESERVE
-        if v.kind == "file":
+        if v.kind in MAPPED_OBJECTS and MAPPED_OBJECTS[v.kind].attaches:
+            MAPPED_OBJECTS[v.kind].attach(rctx, v)
+            fd = None
+        elif v.kind == "file":
             mode = os.O_RDWR if (v.shared and v.prot & PROT_WRITE) else os.O_RDONLY
             fd, off = rctx.passed[("map", v.file.path, mode)], v.offset
         elif v.kind in MAPPED_OBJECTS:
@@ -353,10 +403,11 @@ def restore_layout(rctx: RestoreContext) -> None:
         else:
             flags |= MAP_ANONYMOUS
             fd, off = -1, 0
-        got = inj.check(nr.mmap, v.start, v.end - v.start, prot, flags, fd, off,
-                        what=f"mmap of {v.name or 'anonymous memory'} at {v.start:#x}")
-        if got != v.start:
-            raise PyckptError(f"mmap at {v.start:#x} landed at {got:#x}")
+        if fd is not None:
+            got = inj.check(nr.mmap, v.start, v.end - v.start, prot, flags, fd, off,
+                            what=f"mmap of {v.name or 'anonymous memory'} at {v.start:#x}")
+            if got != v.start:
+                raise PyckptError(f"mmap at {v.start:#x} landed at {got:#x}")
         for flag in v.vmflags:
             advice = MADVISE_FOR_FLAG.get(flag)
             if advice is not None:

@@ -1,0 +1,490 @@
+"""SysV shared memory: the segments the image's processes have attached.
+
+A SysV segment attached by a process shows in /proc/PID/maps as
+"/SYSV<key> (deleted)"; the inode of that mapping is the segment's id
+(shmid).  Each segment is saved ONCE per tree (objref by device and
+inode) as a `SysvShmRecord`: its id, key, size, permission bits and
+owner, its creator's ids and PID, whether it was marked for removal
+(IPC_RMID, the SHM_DEST bit: the key then reads as IPC_PRIVATE, 0) or
+locked (SHM_LOCK), and its content (read through /proc/PID/map_files,
+holes stay holes).  Every attached VMA is a window on it, with its offset
+(`VmaRecord.kind == "sysv_shm"`).  What is read comes from the target's own
+IPC namespace (pyckpt enters it with setns when it is another).
+
+Restore re-creates each segment once, in the IPC namespace of the restored
+processes, with the SAME id (through /proc/sys/kernel/shm_next_id, as CRIU
+does) and key, size, mode and owner, writes its content, and each process
+attaches it again with an injected shmat() at every address it had it
+attached (parts of an attachment that were unmapped are unmapped again,
+protections changed with mprotect are set again), so shm_nattch counts the
+restored processes as before.  A segment marked for removal is created,
+attached by every process, and only then removed again (IPC_RMID): it
+lives as long as its attachments, as before.
+
+Where: a restore with new_pidns puts its processes in a new IPC namespace
+too (restorer: CLONE_NEWIPC with the PID namespace), so copies side by side
+get their own segments under the same ids and keys.  A restore in place
+uses pyckpt's IPC namespace: an id (its slot) or a key taken there by
+another segment is refused before anything is made (`IpcInUseError`,
+naming the id and key; the way out is new_pidns, or removing the
+segment).  One exception: the segment the dumped process itself left
+behind when it was killed — same id, key, size, creator PID and owner, and
+attached by nobody (postgres never removes its segment while it runs) — is
+the image's own segment: it is taken over, its content replaced by the
+image's.
+
+Not saved: the creator's user and group ids (a re-created segment's are
+pyckpt's), the creator and last PIDs and the attach/detach/change times
+(the kernel sets them); segments nobody in the image has attached; huge-page
+segments (SHM_HUGETLB) are refused.  SysV semaphore sets and message queues
+are not saved: a process cannot be seen to use one (nothing is mapped or
+open), so their objects are neither dumped nor refused; a restored copy in
+a new IPC namespace does not find them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+
+from ..errors import ImageError, IpcInUseError, RestoreError, UnsupportedError
+from ..image import record
+from ..inject import nr
+from ..problems import Fix, needs
+from .context import DumpContext, RestoreContext
+from .deleted import ContentRun, check_size, store_content
+from .fileid import FileIdentity
+from .memory import PAGE, PROT_EXEC, PROT_READ, PROT_WRITE, MappedObject, VmaRecord, mapped_object
+
+SHM_NAME = re.compile(r"/SYSV([0-9a-f]{8}) \(deleted\)")
+IPC_CREAT, IPC_EXCL = 0o1000, 0o2000
+IPC_RMID, IPC_SET, IPC_STAT = 0, 1, 2
+SHM_LOCK = 11
+SHM_RDONLY, SHM_EXEC = 0o10000, 0o100000
+SHM_DEST, SHM_LOCKED = 0o1000, 0o2000
+CLONE_NEWIPC = 0x08000000
+IPCMNI = 32768  # ids are seq * IPCMNI + slot
+SYS_shmat, SYS_shmdt = 30, 67
+SHM_TABLE = "/proc/sysvipc/shm"
+NEXT_ID = "/proc/sys/kernel/shm_next_id"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.shmat.restype = ctypes.c_void_p
+_libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+_libc.shmdt.argtypes = [ctypes.c_void_p]
+_libc.shmget.argtypes = [ctypes.c_int, ctypes.c_size_t, ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+
+
+class _IpcPerm(ctypes.Structure):
+    _fields_ = [("key", ctypes.c_int), ("uid", ctypes.c_uint), ("gid", ctypes.c_uint),
+                ("cuid", ctypes.c_uint), ("cgid", ctypes.c_uint), ("mode", ctypes.c_uint),
+                ("seq", ctypes.c_ushort), ("pad2", ctypes.c_ushort),
+                ("unused1", ctypes.c_ulong), ("unused2", ctypes.c_ulong)]
+
+
+class _ShmidDs(ctypes.Structure):
+    _fields_ = [("perm", _IpcPerm), ("segsz", ctypes.c_size_t), ("atime", ctypes.c_long),
+                ("dtime", ctypes.c_long), ("ctime", ctypes.c_long), ("cpid", ctypes.c_int),
+                ("lpid", ctypes.c_int), ("nattch", ctypes.c_ulong), ("unused4", ctypes.c_ulong),
+                ("unused5", ctypes.c_ulong)]
+
+
+_libc.shmctl.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_ShmidDs)]
+
+
+@record(120)
+@dataclass
+class SysvShmRecord:
+    """One SysV shared memory segment, saved once for all its attachments."""
+
+    id: int  # object id
+    shmid: int
+    key: int  # 0 (IPC_PRIVATE) when created so or marked for removal
+    mode: int  # permission bits with SHM_DEST (marked for removal) and SHM_LOCKED
+    uid: int
+    gid: int
+    cuid: int
+    cgid: int
+    cpid: int  # creator's PID (how a leftover of the dumped process is told)
+    size: int
+    dev: int  # of the segment's file at dump time: how VMAs name it (with ino = shmid)
+    name_key: int  # the key it was created with ("/SYSV<key>"; kept when marked for removal)
+    runs: list[ContentRun]
+
+    def stored_runs(self) -> list[tuple[int, int, int]]:
+        return [(r.offset, r.stored, r.xxh3) for r in self.runs]
+
+    def describe(self) -> str:
+        return f"SysV shared memory segment key {self.key:#010x} id {self.shmid}"
+
+
+@dataclass
+class ShmEntry:
+    """One line of /proc/sysvipc/shm."""
+
+    key: int
+    shmid: int
+    mode: int
+    size: int
+    cpid: int
+    nattch: int
+    uid: int
+    gid: int
+    cuid: int
+    cgid: int
+
+
+def parse_shm_table(text: str) -> list[ShmEntry]:
+    """The segments /proc/sysvipc/shm lists (the reader's IPC namespace); the key is
+    printed as a signed int, kept here as the unsigned 32-bit key_t."""
+    out = []
+    for line in text.splitlines()[1:]:
+        f = line.split()
+        if len(f) < 11:
+            continue
+        out.append(ShmEntry(key=int(f[0]) & 0xFFFFFFFF, shmid=int(f[1]), mode=int(f[2], 8), size=int(f[3]),
+                            cpid=int(f[4]), nattch=int(f[6]), uid=int(f[7]), gid=int(f[8]),
+                            cuid=int(f[9]), cgid=int(f[10])))
+    return out
+
+
+def _shm_table() -> list[ShmEntry]:
+    with open(SHM_TABLE) as f:
+        return parse_shm_table(f.read())
+
+
+def describe_mapping(name: str) -> str | None:
+    """What a /proc/PID/maps name of a SysV segment is, in words (for refusals)."""
+    m = SHM_NAME.fullmatch(name)
+    return f"a SysV shared memory segment (key {int(m.group(1), 16):#010x})" if m else None
+
+
+@contextlib.contextmanager
+def ipc_namespace(ns_path: str):
+    """Run the block in the IPC namespace of `ns_path` (/proc/PID/ns/ipc): this
+    thread enters it with setns and comes back after; nothing when it is ours."""
+    if os.stat(ns_path).st_ino == os.stat("/proc/thread-self/ns/ipc").st_ino:
+        yield
+        return
+    back = os.open("/proc/thread-self/ns/ipc", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        there = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if _libc.setns(there, CLONE_NEWIPC) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"cannot enter the IPC namespace {ns_path}: {os.strerror(err)}")
+        finally:
+            os.close(there)
+        try:
+            yield
+        finally:
+            if _libc.setns(back, CLONE_NEWIPC) != 0:  # cannot fail for our own namespace
+                raise OSError(ctypes.get_errno(), "cannot return to pyckpt's IPC namespace")
+    finally:
+        os.close(back)
+
+
+# --- dump ---------------------------------------------------------------------
+
+
+@mapped_object
+class SysvSharedMemory(MappedObject):
+    kind = "sysv_shm"
+    attaches = True  # memory.restore_layout calls attach() instead of mmap
+
+    def claims_mapping(self, name: str) -> bool:
+        return SHM_NAME.fullmatch(name) is not None
+
+    def dump_mapping(self, ctx: DumpContext, map_path: str, name: str) -> tuple[FileIdentity, list]:
+        st = os.stat(map_path)
+        shmid = st.st_ino
+        key = ("sysv shm", st.st_dev, shmid)
+        recs = []
+        if key not in ctx.objects:
+            what = (f"process {ctx.pid}: memory at {map_path.rsplit('/', 1)[1]} is SysV shared memory "
+                    f"segment key {int(SHM_NAME.fullmatch(name).group(1), 16):#010x} id {shmid}")
+            with ipc_namespace(f"/proc/{ctx.pid}/ns/ipc"):
+                entry = next((e for e in _shm_table() if e.shmid == shmid), None)
+            if entry is None or not stat.S_ISREG(st.st_mode):
+                raise UnsupportedError(f"{what}, which its IPC namespace does not list (a huge-page "
+                                       "segment?); pyckpt cannot save it — detach it in the target",
+                                       pid=ctx.pid)
+            check_size(ctx, what, entry.size)
+            fd = os.open(map_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                try:
+                    runs = store_content(ctx, fd, entry.size, "dump SysV shared memory")
+                except OSError as e:
+                    raise UnsupportedError(f"{what}, whose content cannot be read ({e.strerror}); "
+                                           "pyckpt cannot save it", pid=ctx.pid) from None
+            finally:
+                os.close(fd)
+            ctx.objects[key] = len(ctx.objects) + 1
+            recs.append(SysvShmRecord(ctx.objects[key], shmid, entry.key, entry.mode, entry.uid, entry.gid,
+                                      entry.cuid, entry.cgid, entry.cpid, entry.size, st.st_dev,
+                                      int(SHM_NAME.fullmatch(name).group(1), 16), runs))
+        return FileIdentity(name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), recs
+
+    # --- restore ---
+
+    def prepare_mapping(self, rctx: RestoreContext, v: VmaRecord) -> None:
+        rec = segment_of(rctx.image, v)
+        done = rctx.shared.setdefault("sysv shm checked", set())
+        if rec.id in done:
+            return
+        done.add(rec.id)
+        if not rctx.options.new_pidns:
+            rctx.collect(lambda: _check_free_here(rec))
+
+    def attach(self, rctx: RestoreContext, v: VmaRecord) -> None:
+        rec = segment_of(rctx.image, v)
+        state = _state(rctx)
+        made = state.made.get(rec.id)
+        if made is None:
+            made = state.made[rec.id] = _make(rctx, rec, state)
+        base = v.start - v.offset
+        windows = [w for w in rctx.image.of_type(VmaRecord)
+                   if w.kind == self.kind and w.file.ino == v.file.ino and w.file.dev == v.file.dev
+                   and w.start - w.offset == base]
+        writable = any(w.prot & PROT_WRITE for w in windows)
+        executable = any(w.prot & PROT_EXEC for w in windows)
+        given = PROT_READ | (PROT_WRITE if writable else 0) | (PROT_EXEC if executable else 0)
+        inj = rctx.inj
+        if (rctx.pid, base) not in state.attached:
+            flags = (0 if writable else SHM_RDONLY) | (SHM_EXEC if executable else 0)
+            got = inj.check(SYS_shmat, made.shmid, base, flags,
+                            what=f"shmat of {rec.describe()} at {base:#x}")
+            if got != base:
+                raise RestoreError(f"process {rctx.image_pid}: {rec.describe()} was attached at "
+                                   f"{got:#x}, not at {base:#x}")
+            state.attached.add((rctx.pid, base))
+            # what the image's attachment no longer covers (unmapped since) goes again
+            end = base + -(-rec.size // PAGE) * PAGE
+            pos = base
+            for w in sorted(windows, key=lambda w: w.start):
+                if w.start > pos:
+                    inj.check(nr.munmap, pos, w.start - pos, what=f"munmap in {rec.describe()}")
+                pos = max(pos, w.end)
+            if pos < end:
+                inj.check(nr.munmap, pos, end - pos, what=f"munmap in {rec.describe()}")
+        if v.prot != given:
+            inj.check(nr.mprotect, v.start, v.end - v.start, v.prot, what=f"mprotect of {rec.describe()} at {v.start:#x}")
+
+
+def segment_of(image, v: VmaRecord) -> SysvShmRecord:
+    """The segment VMA `v` is a window on (any process of the image may have saved it)."""
+    reader = getattr(image, "reader", image)
+    for rec in reader.of_type(SysvShmRecord):
+        if (rec.dev, rec.shmid) == (v.file.dev, v.file.ino):
+            return rec
+    raise ImageError(f"image at {image.path}: the SysV shared memory mapped at {v.start:#x} ({v.name}) "
+                     "is missing", path=image.path)
+
+
+# --- restore ------------------------------------------------------------------
+
+
+@dataclass
+class _Made:
+    shmid: int
+    ns: int  # an fd of the IPC namespace it lives in
+    adopted: bool
+    remove: bool  # marked for removal in the image: removed once every process attached it
+
+
+@dataclass
+class _State:
+    made: dict[int, _Made] = field(default_factory=dict)
+    attached: set = field(default_factory=set)
+
+
+def _state(rctx: RestoreContext) -> _State:
+    return rctx.shared.setdefault("sysv shm", _State())
+
+
+def _leftover(rec: SysvShmRecord, e: ShmEntry) -> bool:
+    """Whether `e` is the image's own segment, left behind by the dumped (killed) process."""
+    return (e.shmid == rec.shmid and e.key == rec.key and rec.key != 0 and e.size == rec.size
+            and e.cpid == rec.cpid and (e.cuid, e.cgid) == (rec.cuid, rec.cgid) and e.nattch == 0
+            and not e.mode & SHM_DEST)
+
+
+def _conflict(rec: SysvShmRecord, table: list[ShmEntry]) -> ShmEntry | None:
+    for e in table:
+        if _leftover(rec, e):
+            return None
+    for e in table:
+        if e.shmid % IPCMNI == rec.shmid % IPCMNI or (rec.key != 0 and e.key == rec.key):
+            return e
+    return None
+
+
+def _check_free_here(rec: SysvShmRecord) -> None:
+    """In place: the segment's id slot and key must be free in pyckpt's IPC namespace."""
+    e = _conflict(rec, _shm_table())
+    if e is not None:
+        raise needs(IpcInUseError(rec.describe(), f"SysV shared memory segment key {e.key:#010x} id "
+                                  f"{e.shmid} (attached {e.nattch} times)", f"ipcrm -m {e.shmid}"),
+                    Fix("new_pidns"))
+
+
+def _make(rctx: RestoreContext, rec: SysvShmRecord, state: _State) -> _Made:
+    """Create (or take over) the segment in the IPC namespace of the restored process
+    and fill it; it is not yet removed (see finish)."""
+    ns = os.open(f"/proc/{rctx.pid}/ns/ipc", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with ipc_namespace(f"/proc/self/fd/{ns}"):
+            table = _shm_table()
+            adopted = any(_leftover(rec, e) for e in table)
+            if not adopted:
+                e = _conflict(rec, table)
+                if e is not None:  # taken since the check
+                    raise needs(IpcInUseError(rec.describe(), f"SysV shared memory segment key "
+                                              f"{e.key:#010x} id {e.shmid}", f"ipcrm -m {e.shmid}"),
+                                Fix("new_pidns"))
+                shmid = _create(rec)
+            else:
+                shmid = rec.shmid
+            made = _Made(shmid, ns, adopted, bool(rec.mode & SHM_DEST))
+            try:
+                _fill(rctx, rec, shmid, zero=adopted)
+                ds = _ShmidDs()
+                _shmctl(shmid, IPC_STAT, ds, rec)
+                ds.perm.uid, ds.perm.gid, ds.perm.mode = rec.uid, rec.gid, rec.mode & 0o777
+                _shmctl(shmid, IPC_SET, ds, rec)
+                if rec.mode & SHM_LOCKED:
+                    _shmctl(shmid, SHM_LOCK, None, rec)
+            except BaseException:
+                if not adopted:
+                    _shmctl(shmid, IPC_RMID, None, rec, check=False)
+                raise
+    except BaseException:
+        os.close(ns)
+        raise
+    return made
+
+
+def _create(rec: SysvShmRecord) -> int:
+    """shmget a new segment under the image's id (shm_next_id: the kernel forgets it
+    once an id was given) and key."""
+    keys = [rec.key]
+    if rec.key == 0 and rec.name_key != 0 and rec.mode & SHM_DEST:
+        # marked for removal: created under its first key again (its name in
+        # /proc/PID/maps) when that is free, and removed (made private) in finish()
+        keys.insert(0, rec.name_key)
+    for key in keys:
+        with open(NEXT_ID, "w") as f:
+            f.write(str(rec.shmid))
+        shmid = _libc.shmget(key, rec.size, IPC_CREAT | IPC_EXCL | 0o600)
+        if shmid >= 0 or ctypes.get_errno() != errno.EEXIST:
+            break
+    if shmid < 0:
+        err = ctypes.get_errno()
+        raise RestoreError(f"cannot re-create {rec.describe()}: shmget failed: {os.strerror(err)}")
+    if shmid != rec.shmid:
+        _shmctl(shmid, IPC_RMID, None, rec, check=False)
+        raise needs(IpcInUseError(rec.describe(), f"its id's slot (it got id {shmid})", "ipcrm"),
+                    Fix("new_pidns"))
+    return shmid
+
+
+def _shmctl(shmid: int, cmd: int, ds, rec: SysvShmRecord, *, check: bool = True) -> None:
+    r = _libc.shmctl(shmid, cmd, ctypes.byref(ds) if ds is not None else None)
+    if r < 0 and check:
+        err = ctypes.get_errno()
+        raise RestoreError(f"shmctl({cmd}) of the re-created {rec.describe()} failed: {os.strerror(err)}")
+
+
+def _fill(rctx: RestoreContext, rec: SysvShmRecord, shmid: int, *, zero: bool) -> None:
+    """Write the image's content into the segment through an attachment of pyckpt's own."""
+    addr = _libc.shmat(shmid, None, 0)
+    if addr in (None, ctypes.c_void_p(-1).value):
+        err = ctypes.get_errno()
+        raise RestoreError(f"cannot attach the re-created {rec.describe()}: {os.strerror(err)}")
+    try:
+        if zero:
+            ctypes.memset(addr, 0, rec.size)
+        pages = rctx.pass_fd("pages", lambda: rctx.image.open_pages())
+        with rctx.progress.bar(sum(r.length for r in rec.runs), "restore SysV shared memory") as bar:
+            for r in rec.runs:
+                done = 0
+                while done < r.length:
+                    n = min(4 << 20, r.length - done)
+                    buf = (ctypes.c_char * n).from_address(addr + r.file_offset + done)
+                    got = os.preadv(pages, [memoryview(buf).cast("B")], r.offset + done)
+                    if got <= 0:
+                        raise OSError(5, f"short read of the page store at offset {r.offset + done}")
+                    done += got
+                    bar.update(got)
+    finally:
+        _libc.shmdt(addr)
+
+
+def finish(rctx: RestoreContext) -> None:
+    """Every process attached its segments: remove those that were marked for removal."""
+    state = rctx.shared.get("sysv shm")
+    if state is None:
+        return
+    for rec_id, made in state.made.items():
+        if made.remove:
+            with ipc_namespace(f"/proc/self/fd/{made.ns}"):
+                if _libc.shmctl(made.shmid, IPC_RMID, None) < 0:
+                    err = ctypes.get_errno()
+                    raise RestoreError(f"cannot mark SysV shared memory segment id {made.shmid} for "
+                                       f"removal again: {os.strerror(err)}")
+    _close(state)
+
+
+def undo(rctx: RestoreContext) -> None:
+    """The restore failed: remove the segments it created (not one it took over)."""
+    state = rctx.shared.get("sysv shm")
+    if state is None:
+        return
+    for made in state.made.values():
+        if not made.adopted:
+            try:
+                with ipc_namespace(f"/proc/self/fd/{made.ns}"):
+                    _libc.shmctl(made.shmid, IPC_RMID, None)
+            except OSError:
+                pass  # a namespace that died with its processes took the segment along
+    _close(state)
+
+
+def _close(state: _State) -> None:
+    for made in state.made.values():
+        try:
+            os.close(made.ns)
+        except OSError:
+            pass
+    state.made.clear()
+
+
+def validate(image) -> None:
+    """Each SysV VMA names a saved segment at a page-aligned offset inside it; each
+    segment's content lies inside it."""
+    def bad(what: str):
+        raise ImageError(f"image at {image.path}: {what}", path=image.path)
+
+    for v in image.of_type(VmaRecord):
+        if v.kind != SysvSharedMemory.kind:
+            continue
+        if v.file is None:
+            bad(f"SysV shared memory at {v.start:#x} names no segment")
+        rec = segment_of(image, v)
+        if v.offset % PAGE or v.offset < 0 or v.offset + (v.end - v.start) > -(-rec.size // PAGE) * PAGE:
+            bad(f"SysV shared memory at {v.start:#x} has a bad offset {v.offset}")
+    seen = set()
+    for rec in image.of_type(SysvShmRecord):
+        if (rec.size <= 0 or rec.id in seen or not 0 <= rec.shmid < 1 << 31 or not 0 <= rec.key < 1 << 32
+                or not 0 <= rec.mode < 1 << 16):
+            bad(f"SysV shared memory segment #{rec.id} has a bad size, id, key or mode")
+        seen.add(rec.id)
+        for r in rec.runs:
+            if r.file_offset < 0 or r.length <= 0 or r.length > r.stored or r.file_offset + r.length > rec.size:
+                bad(f"SysV shared memory segment #{rec.id} has data outside it")

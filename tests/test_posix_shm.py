@@ -1,0 +1,124 @@
+"""POSIX shared memory and semaphores in /dev/shm, in a process tree, saved and restored.
+
+- a multiprocessing.shared_memory segment mapped by name (a shared file mapping);
+- the same, its name removed (shm_unlink) while parent and child still map it: its
+  content travels in the image once, and both map the one re-created file;
+- a multiprocessing Semaphore of the spawn and forkserver methods: glibc's sem_open
+  maps the file under a temporary name it unlinks, the semaphore lives on under
+  its own name (/dev/shm/sem.mp-...), and the restored worker still wakes up when
+  the restored parent releases it.
+The targets (targets/posix_shm.py) check themselves after restore.
+"""
+
+import os
+import re
+import signal
+
+import psutil
+import pytest
+
+import pyckpt
+from conftest import TARGETS, Target, kill_own, reap_dumped
+
+
+def mailbox(t: Target, pid: int, who: str) -> int:
+    after = len(t.lines())
+    os.kill(pid, signal.SIGUSR1)
+    box = int(t.wait_for(rf"^MAILBOX {who} (\d+)$", after=after).group(1))
+    m = t.wait_for(r"^CHECK (ok counter=\d+|FAIL.*)$", after=after)
+    assert m.group(1).startswith("ok"), f"{who} {pid} failed its self-check: {m.group(0)}"
+    return box
+
+
+def tree_of(pid: int) -> list[int]:
+    return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+
+
+@pytest.fixture
+def trees():
+    """Process trees a test restored: killed top-down at the end (each orphan is then
+    pytest's, a subreaper, and kill_own may end it), and the /dev/shm files their
+    semaphores lived in removed."""
+    made: list[list[int]] = []
+    shm_files: set[tuple[int, int]] = set()
+    yield made, shm_files
+    for pids in made:
+        for pid in pids:
+            kill_own(pid)
+    for entry in os.scandir("/dev/shm"):
+        st = entry.stat(follow_symlinks=False)
+        if (st.st_dev, st.st_ino) in shm_files:
+            os.unlink(entry.path)
+
+
+def sem_files(pid: int) -> set[tuple[int, int]]:
+    """(dev, ino) of every /dev/shm file process `pid` maps."""
+    out = set()
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            if "/dev/shm/" in line:
+                st = os.stat(f"/proc/{pid}/map_files/{line.split()[0]}")
+                out.add((st.st_dev, st.st_ino))
+    return out
+
+
+def dump_kill_reap(t: Target, img) -> list[int]:
+    """Dump the target's tree with kill; reap every process of it (the orphans are ours,
+    pytest is a subreaper); return their PIDs."""
+    pids = tree_of(t.pid)
+    pyckpt.dump(t.pid, img, kill=True)
+    reap_dumped(t)
+    for pid in pids[1:]:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # reaped by its own parent before it died
+    return pids
+
+
+@pytest.mark.parametrize("mode", ["named", "unlinked"])
+def test_shared_memory_of_a_tree(spawn, python_exe, tmp_path, trees, mode):
+    t = spawn([python_exe, str(TARGETS / "posix_shm.py"), mode], name="shm")
+    path = t.wait_for(r"^READY parent \d+ (\S+)").group(1)
+    child = int(t.wait_for(r"^READY child (\d+)").group(1))
+    trees[0].append(tree_of(t.pid))  # (with its resource tracker) until the dump kills them
+    trees[1].update(sem_files(t.pid))
+    mailbox(t, t.pid, "parent")
+    assert os.path.exists(path) == (mode == "named")
+    img = tmp_path / "img"
+    pids = dump_kill_reap(t, img)
+    p = pyckpt.restore(img)
+    trees[0].append(pids)
+    t.popen = None
+    assert sorted(tree_of(p.pid)) == sorted(pids)
+    first = mailbox(t, child, "child")  # the parent's mark, written before the dump
+    assert first // 1000 == t.pid, first
+    assert mailbox(t, t.pid, "parent") // 1000 == child
+    assert mailbox(t, child, "child") == first + 1  # written by the restored parent
+    if mode == "unlinked":
+        assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_multiprocessing_semaphore(spawn, python_exe, tmp_path, trees, method):
+    t = spawn([python_exe, str(TARGETS / "posix_shm.py"), "sem", method], name="sem")
+    t.wait_for(r"^READY parent")
+    after = len(t.lines())
+    os.kill(t.pid, signal.SIGUSR1)
+    t.wait_for(r"^CHECK ok", after=after)
+    t.wait_for(r"^GOT 1$", after=after)
+    with open(f"/proc/{t.pid}/maps") as f:
+        sems = {line.split(None, 5)[5].strip() for line in f if "/dev/shm/sem." in line}
+    assert sems and all(re.fullmatch(r"/dev/shm/sem\.\S+ \(deleted\)", s) for s in sems), sems
+    trees[1].update(sem_files(t.pid))
+    img = tmp_path / "img"
+    trees[0].append(tree_of(t.pid))  # until the dump kills them
+    pids = dump_kill_reap(t, img)
+    p = pyckpt.restore(img)
+    trees[0].append(pids)
+    t.popen = None
+    for n in (2, 3):
+        after = len(t.lines())
+        os.kill(p.pid, signal.SIGUSR1)
+        t.wait_for(r"^CHECK ok", after=after)
+        t.wait_for(rf"^GOT {n}$", after=after)  # the restored worker woke on the restored semaphore

@@ -1,0 +1,185 @@
+"""SysV shared memory: segments attached by a process, or by a tree, saved and restored.
+
+The target (targets/sysv_shm.py) attaches one segment three times (one
+attachment split by mprotect, one with a hole), optionally marks it for
+removal and forks a child; after restore each process checks itself: same
+id, key, size, mode, owner and removal state, shm_nattch, content through
+every attachment, every attachment at its address with its protections.
+A write by one process reaches the other through the restored segment
+(the mailbox words).
+"""
+
+import ctypes
+import os
+import re
+import signal
+
+import pytest
+
+import pyckpt
+from conftest import TARGETS, Target, assert_running, check, kill_own, reap_dumped
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+libc.shmdt.argtypes = [ctypes.c_void_p]
+
+
+def segments() -> dict[int, list[str]]:
+    """shmid -> its line of /proc/sysvipc/shm (this test's IPC namespace)."""
+    with open("/proc/sysvipc/shm") as f:
+        return {int(line.split()[1]): line.split() for line in f.read().splitlines()[1:]}
+
+
+def remove_segment(shmid: int) -> None:
+    libc.shmctl(shmid, 0, None)  # IPC_RMID; a segment only this test made
+
+
+@pytest.fixture
+def segment_cleanup():
+    """Segments the test's targets made are removed at the end (a killed target's
+    segment not marked for removal stays in the namespace until removed)."""
+    made: list[int] = []
+    yield made
+    for shmid in made:
+        if shmid in segments():
+            remove_segment(shmid)
+
+
+def start(spawn, python_exe, rmid: bool, tree: bool, made: list[int]) -> tuple[Target, int | None, int]:
+    t = spawn([python_exe, str(TARGETS / "sysv_shm.py"), "1" if rmid else "0", "1" if tree else "0"],
+              name="sysv")
+    m = t.wait_for(r"^READY parent \d+ shmid=(\d+)")
+    shmid = int(m.group(1))
+    made.append(shmid)
+    child = int(t.wait_for(r"^READY child (\d+)").group(1)) if tree else None
+    check(t)
+    return t, child, shmid
+
+
+def mailbox(t: Target, pid: int, who: str) -> int:
+    """Ask process `pid` (logging to t's log) to check itself; return the mailbox word it read."""
+    after = len(t.lines())
+    os.kill(pid, signal.SIGUSR1)
+    box = int(t.wait_for(rf"^MAILBOX {who} (\d+)$", after=after).group(1))
+    m = t.wait_for(r"^CHECK (ok counter=\d+|FAIL.*)$", after=after)
+    assert m.group(1).startswith("ok"), f"{who} {pid} failed its self-check: {m.group(0)}"
+    return box
+
+
+@pytest.mark.parametrize("rmid", [False, True], ids=["kept", "removed"])
+def test_segment_of_one_process_in_place(spawn, python_exe, tmp_path, segment_cleanup, rmid):
+    t, _, shmid = start(spawn, python_exe, rmid, False, segment_cleanup)
+    assert segments()[shmid][6] == "5"  # nattch: five VMAs
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    reap_dumped(t)
+    # marked for removal: gone with its last attachment; else left behind, unattached
+    assert (shmid in segments()) != rmid
+    p = pyckpt.restore(img)
+    spawn.track(p.pid)
+    t.popen = None
+    assert_running(t.pid)
+    line = segments()[shmid]  # the same id again (shm_next_id), attached five times
+    assert line[6] == "5" and int(line[2], 8) & 0o1000 == (0o1000 if rmid else 0)
+    check(t)
+    check(t)
+    os.kill(t.pid, signal.SIGKILL)
+    os.waitpid(t.pid, 0)
+    assert (shmid in segments()) != rmid  # removed with its last attachment, as before
+
+
+@pytest.mark.parametrize("rmid", [False, True], ids=["kept", "removed"])
+def test_segment_shared_by_a_tree(spawn, python_exe, tmp_path, segment_cleanup, rmid):
+    t, child, shmid = start(spawn, python_exe, rmid, True, segment_cleanup)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    reap_dumped(t)
+    os.waitpid(child, 0)  # orphaned by its parent's death, the child is ours (subreaper)
+    p = pyckpt.restore(img)
+    spawn.track(p.pid)
+    spawn.track(child)
+    t.popen = None
+    assert segments()[shmid][6] == "10"
+    # the parent writes its mark into the child's box; the child reads it, and back
+    mailbox(t, t.pid, "parent")
+    first = mailbox(t, child, "child")
+    assert first // 1000 == t.pid, first
+    second = mailbox(t, t.pid, "parent")
+    assert second // 1000 == child, second
+    assert mailbox(t, child, "child") == first + 1
+
+
+def test_copies_side_by_side_get_their_own_segment(spawn, python_exe, tmp_path, segment_cleanup):
+    """Copies restored with new_pidns live in their own IPC namespace: the same id and
+    key as the original, which keeps running with its own segment beside them."""
+    t, child, shmid = start(spawn, python_exe, False, True, segment_cleanup)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img)  # the original goes on
+    copies = []
+    for i in range(2):
+        log = tmp_path / f"copy{i}.log"
+        p = pyckpt.restore(img, new_pidns=True, fds={1: str(log)})
+        spawn.track(p.ppid())  # the namespace's init: killing it ends the copy
+        kids = p.children()
+        assert len(kids) == 1
+        copies.append((Target(p.pid, log), p, kids[0].pid))
+        assert os.stat(f"/proc/{p.pid}/ns/ipc").st_ino != os.stat("/proc/self/ns/ipc").st_ino
+    for c, p, kid in copies:
+        mailbox(c, p.pid, "parent")  # same id, key, nattch 10 (its own two processes only)
+        got = mailbox(c, kid, "child")
+        assert got // 1000 == t.pid, got  # the image's PID, inside the copy's namespace
+    # the original was not touched by the copies' writes, and still has its own segment
+    assert segments()[shmid][6] == "10"
+    before = mailbox(t, child, "child")
+    mailbox(t, t.pid, "parent")
+    assert mailbox(t, child, "child") == before + 1
+
+
+def test_in_place_refused_while_the_segment_is_attached_elsewhere(spawn, python_exe, tmp_path,
+                                                                  segment_cleanup):
+    """A segment of the killed original that someone else attached is not a leftover to
+    take over: the restore in place is refused before any process is made, naming it
+    and the way out; once detached the restore takes it over."""
+    t, _, shmid = start(spawn, python_exe, False, False, segment_cleanup)
+    key = int(re.search(r"key=(0x[0-9a-f]+)", t.text()).group(1), 16)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    reap_dumped(t)
+    addr = libc.shmat(shmid, None, 0)
+    assert addr not in (None, ctypes.c_void_p(-1).value)
+    try:
+        with pytest.raises(pyckpt.errors.IpcInUseError) as e:
+            pyckpt.restore(img)
+        assert f"key {key:#010x} id {shmid}" in str(e.value) and "--new-pidns" in str(e.value)
+        assert not os.path.exists(f"/proc/{t.pid}")
+        problems = pyckpt.open_image(img).check_restore()
+        assert [type(p.error) for p in problems] == [pyckpt.errors.IpcInUseError]
+        assert [f.option for f in problems[0].fixes] == ["new_pidns"]
+    finally:
+        libc.shmdt(addr)
+    p = pyckpt.restore(img)
+    spawn.track(p.pid)
+    t.popen = None
+    check(t)
+
+
+def test_segment_of_another_ipc_namespace_is_read_there(spawn, python_exe, tmp_path, segment_cleanup):
+    """A copy restored with new_pidns (its own IPC namespace) is dumped again: its
+    segment is read in its namespace, and the second image restores."""
+    t, _, shmid = start(spawn, python_exe, False, False, segment_cleanup)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img)
+    log = tmp_path / "copy.log"
+    p = pyckpt.restore(img, new_pidns=True, fds={1: str(log)})
+    init = p.ppid()
+    spawn.track(init)
+    c = Target(p.pid, log)
+    mailbox(c, p.pid, "parent")
+    img2 = tmp_path / "img2"
+    pyckpt.dump(p.pid, img2)
+    kill_own(init)
+    p2 = pyckpt.restore(img2, new_pidns=True, fds={1: str(tmp_path / "copy2.log")})
+    spawn.track(p2.ppid())
+    c2 = Target(p2.pid, tmp_path / "copy2.log")
+    mailbox(c2, p2.pid, "parent")

@@ -287,8 +287,9 @@ def _wait_line(path: Path, pattern: str, what, timeout: float = 15.0) -> re.Matc
 def test_shell_job_through_tmux(tmux, spawn, tmp_path):
     """A program reading input() in a tmux pane is dumped with kill from outside, restored
     with `pyckpt restore --shell-job` typed into the pane: keys typed reach it (it is the
-    terminal's foreground group), Ctrl-C interrupts it, and the pane's shell gets its exit
-    status from pyckpt."""
+    terminal's foreground group), Ctrl-Z stops it and pyckpt (the shell has the terminal),
+    `fg` continues both, Ctrl-C interrupts it, and the pane's shell gets its exit status
+    from pyckpt."""
     log = tmp_path / "counter.log"
     script = tmp_path / "counter.py"
     script.write_text(COUNTER)
@@ -302,7 +303,7 @@ def test_shell_job_through_tmux(tmux, spawn, tmp_path):
     assert fds[0]["kind"] == "external" and fds[0]["what"].startswith("terminal /dev/pts/")
     _wait_gone(pid)
     cmd = " ".join(map(shlex.quote, [*PYCKPT, "restore", "--no-progress", "--shell-job", str(tmp_path / "img")]))
-    tmux.type(f"{cmd}; echo STATUS=$? >> {log}")
+    tmux.type(cmd)
     deadline = time.monotonic() + 20
     while not psutil.pid_exists(pid):
         assert time.monotonic() < deadline, tmux.screen()
@@ -311,9 +312,23 @@ def test_shell_job_through_tmux(tmux, spawn, tmp_path):
     assert restored.terminal() is not None
     tmux.type("world")
     _wait_line(log, r"^GOT 2 world fg=1 pgrp=1$", tmux.screen)
+    # Ctrl-Z stops the job, and pyckpt with it (the shell sees a stopped job); fg continues both
+    pyckpt_pid = restored.ppid()
+    assert psutil.Process(pyckpt_pid).cmdline()[1:3] == ["-m", "pyckpt"]
+    tmux.keys("C-z")
+    deadline = time.monotonic() + 10
+    while not (restored.status() == psutil.STATUS_STOPPED
+               and psutil.Process(pyckpt_pid).status() == psutil.STATUS_STOPPED):
+        assert time.monotonic() < deadline, tmux.screen()
+        time.sleep(0.05)
+    tmux.type(f"echo STOPPED-SEEN >> {log}")  # the shell has the terminal while the job is stopped
+    _wait_line(log, r"^STOPPED-SEEN$", tmux.screen)
+    tmux.type("fg")
+    tmux.type("again")
+    _wait_line(log, r"^GOT 3 again fg=1 pgrp=1$", tmux.screen)
     tmux.keys("C-c")
     _wait_line(log, r"^INTERRUPTED$", tmux.screen)
+    # the shell has its terminal back, and pyckpt's exit status is the job's
+    tmux.type(f"echo STATUS=$? >> {log}")
     _wait_line(log, r"^STATUS=42$", tmux.screen)
-    # the shell has its terminal back: a command typed now runs
-    tmux.type(f"echo BACK >> {log}")
-    _wait_line(log, r"^BACK$", tmux.screen)
+    assert not psutil.pid_exists(pyckpt_pid) and not psutil.pid_exists(pid)

@@ -445,15 +445,6 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     A pseudo-terminal pair with both ends in the image needs no option (see
     kinds/tty.py).
 
-    `shell_job=True` restores a process that ran on a terminal outside the
-    image (started from a shell) onto the caller's terminal, as a job of the
-    caller's session in the terminal's foreground: every fd that was such a
-    terminal gets a new open of the caller's controlling terminal, and input
-    and Ctrl-C reach the process.  The caller waits for it (it is its child)
-    and takes the foreground back (`pyckpt restore --shell-job` does both).
-    A pseudo-terminal pair with both ends in the image needs no option (see
-    kinds/tty.py).
-
     TCP connections to peers outside the image (clients of a server, a
     client's server) come back, by default, as connections the peer has reset
     (their unread data, then ECONNRESET; a half-closed one as it was), so
@@ -515,7 +506,6 @@ def _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_p
         new_pidns=new_pidns,
         new_netns=new_netns,
         trust_image=bool(trust_image),
-        shell_job=bool(shell_job),
         shell_job=bool(shell_job),
         tcp_established=bool(tcp_established),
     )

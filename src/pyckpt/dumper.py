@@ -79,10 +79,6 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
             from .kinds.tty import refuse_kill
 
             refuse_kill(pid)
-        if kill:  # a session leader on a terminal outside the image could not come back (kinds/tty.py)
-            from .kinds.tty import refuse_kill
-
-            refuse_kill(pid)
         writer = ImageWriter(path)
         pre = None
         members: list[int] = []  # the tree's processes (and zombies) frozen so far

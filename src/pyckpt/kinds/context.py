@@ -62,9 +62,6 @@ class RestoreOptions:
     # a process that was on a terminal outside the image gets the caller's, in the caller's
     # session and its foreground (see kinds/tty.py)
     shell_job: bool = False
-    # a process that was on a terminal outside the image gets the caller's, in the caller's
-    # session and its foreground (see kinds/tty.py)
-    shell_job: bool = False
     # TCP connections to peers outside the image: re-established (an in-place dump --kill
     # + restore, the peer holding its end) instead of coming back reset (kinds/tcpconn.py)
     tcp_established: bool = False

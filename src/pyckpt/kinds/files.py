@@ -451,10 +451,6 @@ def _open_source(rctx: RestoreContext, key: tuple, r: FdRecord, desc) -> int:
         from .tty import open_caller_terminal
 
         return open_caller_terminal(rctx, desc.flags)
-    if key[0] == "caller's terminal":
-        from .tty import open_caller_terminal
-
-        return open_caller_terminal(rctx, desc.flags)
     return _outside(rctx, r, desc)
 
 

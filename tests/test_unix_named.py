@@ -17,8 +17,9 @@ import psutil
 import pytest
 
 import pyckpt
-from conftest import TARGETS, check, reap_dumped
-from test_trees import dump_kill_restore_tree
+from pyckpt.errors import SocketPathInUseError
+from conftest import TARGETS, Target, check, reap_dumped
+from test_trees import _wait_gone, dump_kill_restore_tree
 
 SERVER = str(TARGETS / "unix_server.py")
 
@@ -95,3 +96,130 @@ def test_server_on_a_path_with_clients_inside_and_outside(spawn, python_exe, tmp
 def test_server_on_an_abstract_name(spawn, python_exe, tmp_path):
     name = f"pyckpt-test-{secrets.token_hex(6)}"
     _server_round_trip(spawn, python_exe, tmp_path, "@" + name, b"\0" + name.encode())
+
+
+def test_datagram_socket_bound_to_a_path_keeps_its_queue(spawn, python_exe, tmp_path):
+    path = tmp_path / "dgram.sock"
+    t = spawn([python_exe, SERVER, "dgram", str(path)], name="dgram")
+    fd = int(t.wait_for(r"^READY (\d+)$").group(1))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(b"one", os.fsencode(path))
+        s.sendto(b"", os.fsencode(path))  # an empty datagram is one too
+        s.sendto(b"three", os.fsencode(path))
+    img = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    what = next(f["what"] for f in img.summary()["fds"] if f["fd"] == fd)
+    assert f"datagram socket" in what and str(path) in what and "3 message(s) / 8 bytes" in what, what
+    reap_dumped(t)
+    p = pyckpt.restore(tmp_path / "img")
+    spawn.track(p.pid)
+    t.popen = None
+    lines = len(t.lines())
+    check(t)
+    assert t.wait_for(r"^GOT.*$", after=lines).group(0) == "GOT one  three"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(b"four", os.fsencode(path))  # bound to its path again
+    lines = len(t.lines())
+    check(t)
+    assert t.wait_for(r"^GOT.*$", after=lines).group(0) == "GOT one  three four"
+
+
+def test_stale_socket_file_replaced_and_taken_path_refused(spawn, python_exe, tmp_path):
+    """The original still runs: its path is taken (a SocketPathInUseError naming it, no
+    process left).  Once it is dead its socket file is stale, and replaced."""
+    path = tmp_path / "server.sock"
+    t, fd, children = _start_server(spawn, python_exe, str(path))
+    os.chmod(path, 0o640)
+    pyckpt.dump(t.pid, tmp_path / "img")  # the original runs on
+    ours = {c.pid for c in psutil.Process().children()}
+    problems = pyckpt.open_image(tmp_path / "img").check_restore(new_pidns=True, allow_changed_files=True)
+    assert [type(p.error) for p in problems] == [SocketPathInUseError] * 2, problems
+    assert sorted(p.error.path for p in problems) == [str(path), f"{path}-q"]  # both listeners
+    assert str(path) in str(problems[0].error) and "--unix-path" not in str(problems[0].error)
+    with pytest.raises(SocketPathInUseError) as ei:
+        pyckpt.restore(tmp_path / "img", new_pidns=True, allow_changed_files=True)
+    assert ei.value.path == str(path) and "in use" in str(ei.value)
+    assert {c.pid for c in psutil.Process().children()} == ours  # no init, no copy left
+    check(t)  # untouched, still listening on its path
+    assert _talk(_connect(os.fsencode(path)), 1) == b"2\n"
+    # a regular file at the path is not replaced either
+    for pid in (t.pid, *children):
+        os.kill(pid, signal.SIGKILL)
+    reap_dumped(t)
+    for pid in children:
+        _wait_gone(pid)
+    os.unlink(path)
+    path.write_text("not a socket")
+    with pytest.raises(SocketPathInUseError, match="not a socket"):
+        pyckpt.restore(tmp_path / "img", allow_changed_files=True)
+    # a stale socket file (bound, nothing listening) is replaced
+    os.unlink(path)
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(os.fsencode(path))
+    assert stat.S_ISSOCK(os.lstat(path).st_mode)
+    log = tmp_path / "restored.log"  # its own log: the original's grew since the dump
+    p = pyckpt.restore(tmp_path / "img", allow_changed_files=True, fds={1: str(log)})
+    for pid in (p.pid, *children):
+        spawn.track(pid)
+    t.popen = None
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o640  # the socket file's mode, as it was
+    time.sleep(0.3)
+    check(Target(p.pid, log))
+    assert _talk(_connect(os.fsencode(path)), 1) == b"2\n"
+
+
+FORKSERVER = r"""
+import multiprocessing, os, sys, selfcheck
+
+def square(x):
+    return x * x
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("forkserver")
+    pool = ctx.Pool(2)
+    assert pool.map(square, range(10)) == [x * x for x in range(10)]
+    workers = sorted(p.pid for p in pool._pool)
+    from multiprocessing import forkserver
+    print("READY", os.getpid(), forkserver._forkserver._forkserver_address, *workers, flush=True)
+    n = [0]
+
+    def check():
+        n[0] += 1
+        got = pool.map(square, range(n[0], n[0] + 20), chunksize=3)
+        bad = [] if got == [x * x for x in range(n[0], n[0] + 20)] else [f"map gave {got}"]
+        # a new process from the forkserver (another pool) works too
+        with ctx.Pool(1) as other:
+            if other.apply(square, (7,)) != 49:
+                bad.append("a new pool's worker answered wrong")
+        return bad
+
+    selfcheck.serve(check)
+"""
+
+
+def test_multiprocessing_forkserver_pool(spawn, python_exe, tmp_path):
+    """A forkserver Pool(2): the main process, the forkserver (listening on a socket
+    path) and the two workers it forked; dumped with kill and restored, the pool maps
+    work again, and the forkserver forks new workers (the main process connects to
+    its restored listener)."""
+    script = tmp_path / "fs.py"
+    script.write_text(FORKSERVER)
+    t = spawn([python_exe, str(script)], name="forkserver")
+    m = t.wait_for(r"^READY (\d+) (\S+) (\d+) (\d+)$", timeout=30)
+    address = m.group(2)
+    workers = [int(m.group(3)), int(m.group(4))]
+    forkserver = psutil.Process(workers[0]).ppid()
+    assert forkserver != t.pid and psutil.Process(forkserver).ppid() == t.pid
+    assert {c.pid for c in psutil.Process(forkserver).children()} == set(workers)
+    time.sleep(0.5)  # the pool's helper processes of the first check are gone
+    img = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    members = [p["pid"] for p in img.summary()["processes"]][1:]
+    assert set(members) >= {forkserver, *workers}, members
+    reap_dumped(t)
+    _wait_gone(*members)
+    assert stat.S_ISSOCK(os.lstat(address).st_mode)  # the dead forkserver's stale socket file
+    p = pyckpt.restore(tmp_path / "img")
+    for pid in (p.pid, *members):
+        spawn.track(pid)
+    t.popen = None
+    check(t, timeout=30)
+    check(t, timeout=30)

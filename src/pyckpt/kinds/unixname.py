@@ -44,12 +44,18 @@ that has a name or is connected to one that has:
   queued or with the named one in the image: connected to that name again.
 
 Copies side by side: a copy restored while the original runs (new_pidns)
-cannot bind the original's socket path; restore fails with a
-`SocketPathInUseError` naming the path.  `unix_paths={OLD: NEW}` (the
-command's `--unix-path OLD=NEW`) binds the copy's socket that was at path
-OLD at NEW instead (accepted sockets then show NEW as their name, and the
-copy's own clients connected to OLD connect to NEW).  Abstract names need
-`new_netns` (a network namespace has its own).
+cannot bind the original's socket path: restore fails with a
+`SocketPathInUseError` naming the path, before any process exists.  The way
+to run copies side by side is a mount namespace per copy in which the
+socket's directory is a private one, e.g.
+
+    unshare -m --propagation private sh -c \
+        'mount -t tmpfs tmpfs /run/app && exec pyckpt restore --new-pidns IMG'
+
+(the copy lives in that namespace: its socket file is there, and the
+original's is not seen).  pyckpt does not rename paths: a program keeps the
+names it was given.  Abstract names need `new_netns` (each network namespace
+has its own).
 
 Refused: file descriptors in flight (SCM_RIGHTS) in any queue (named, like
 every refusal, with the fd), a socket bound to a relative path (its meaning
@@ -295,16 +301,6 @@ def _sent_unread(f: DumpedFd) -> int:
 BUILT = "unixname: built"  # RestoreContext.shared
 
 
-def _mapped(rctx: RestoreContext, address: bytes) -> bytes:
-    """The name a socket of the image named `address` gets here (unix_paths)."""
-    paths = getattr(rctx.options, "unix_paths", None) or {}
-    if address[:1] == b"/" and paths:
-        for old, new in paths.items():
-            if os.fsencode(old) == address:
-                return os.fsencode(new)
-    return address
-
-
 def _live(path: bytes, stype: int) -> bool:
     """Whether a socket listens (or a datagram socket is bound) at the socket file `path`."""
     probe = socket.socket(socket.AF_UNIX, stype | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
@@ -330,8 +326,9 @@ def _taken(rctx: RestoreContext, rec: UnixNamedRecord, address: bytes, why: str)
         return needs(error, Fix("new_netns"))
     return SocketPathInUseError(
         shown, f"unix socket path {shown} is in use{why}: a live socket is there (the original "
-        f"or another copy); stop it, or give the copy another path with --unix-path "
-        f"{shown}=NEWPATH (API: unix_paths={{{shown!r}: NEWPATH}})")
+        f"or another copy); stop it (dump --kill saves and stops the original), or restore the "
+        f"copy in a mount namespace of its own with a private {os.path.dirname(shown)} (see "
+        "pyckpt.kinds.unixname: unshare -m, a tmpfs mounted there, then pyckpt restore)")
 
 
 def _check_name(rctx: RestoreContext, rec: UnixNamedRecord, address: bytes) -> None:
@@ -355,7 +352,7 @@ def _check_name(rctx: RestoreContext, rec: UnixNamedRecord, address: bytes) -> N
     if not stat.S_ISSOCK(st.st_mode):
         raise SocketPathInUseError(_show_name(address), f"cannot bind a unix socket to "
                                    f"{_show_name(address)}: a file that is not a socket is there; "
-                                   "remove it, or give the copy another path with --unix-path")
+                                   "remove it, or restore in a mount namespace of its own")
     if _live(address, rec.type):
         raise _taken(rctx, rec, address, "")
 
@@ -405,7 +402,7 @@ def _build(rctx: RestoreContext) -> None:
     if rctx.checking:
         for r in recs.values():
             if r.address and r.role in ("listen", "bound", "dgram"):
-                rctx.collect(lambda r=r: _check_name(rctx, r, _mapped(rctx, r.address)))
+                rctx.collect(lambda r=r: _check_name(rctx, r, r.address))
         return
     made: dict[int, socket.socket] = {}
     try:
@@ -422,7 +419,7 @@ def _make_all(rctx: RestoreContext, recs: dict[int, UnixNamedRecord], made: dict
     for r in recs.values():  # names first: listeners, bound sockets, bound datagram sockets
         if r.role in ("listen", "bound") or (r.role == "dgram" and r.address):
             s = made[r.ino] = _fresh(r)
-            _bind(rctx, s, r, _mapped(rctx, r.address))
+            _bind(rctx, s, r, r.address)
             if r.role == "listen":
                 s.listen(max(r.backlog, 16) + len(recs))  # room to rebuild; set back below
                 listeners[(r.type, r.address)] = s
@@ -444,8 +441,8 @@ def _make_all(rctx: RestoreContext, recs: dict[int, UnixNamedRecord], made: dict
                                        f"socket:[{r.ino}] is missing (damaged image)")
                 s = made[c] = _fresh(client)
                 if client.address:
-                    _bind(rctx, s, client, _mapped(rctx, client.address))
-                s.connect(_mapped(rctx, r.address))
+                    _bind(rctx, s, client, client.address)
+                s.connect(r.address)
     for r in recs.values():
         if r.role == "listen":
             made[r.ino].listen(r.backlog)
@@ -464,7 +461,7 @@ def _make_dgram(rctx: RestoreContext, r: UnixNamedRecord, made: dict[int, socket
         s = made[r.ino]
         if r.messages:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sender:
-                sender.connect(_mapped(rctx, r.address))
+                sender.connect(r.address)
                 _fill(rctx, r, sender)
         return
     # unnamed: its queue comes from the other end of a pair, which is then closed
@@ -483,7 +480,7 @@ def _make_dgram(rctx: RestoreContext, r: UnixNamedRecord, made: dict[int, socket
 
 
 def _connect_dgram(rctx: RestoreContext, r: UnixNamedRecord, s: socket.socket, recs: dict) -> None:
-    name = _mapped(rctx, r.peer_address)
+    name = r.peer_address
     try:
         s.connect(name)
     except OSError as e:
@@ -510,8 +507,8 @@ def _make_connection(rctx: RestoreContext, r: UnixNamedRecord, recs: dict,
         c = _fresh(client) if client is not None else socket.socket(socket.AF_UNIX, r.type | socket.SOCK_CLOEXEC)
         try:
             if client is not None and client.address:
-                _bind(rctx, c, client, _mapped(rctx, client.address))
-            c.connect(_mapped(rctx, server.address))
+                _bind(rctx, c, client, client.address)
+            c.connect(server.address)
             s, _ = listener.accept()
         except BaseException:
             c.close()

@@ -128,7 +128,7 @@ def test_tcp_connection_to_outside_is_saved_and_left_alone(spawn, python_exe, tm
 
 
 @pytest.mark.parametrize("mode, kind", [
-    ("refuse-udp", "AF_INET"),
+    ("refuse-udplite", "AF_INET"),
     ("refuse-rights", "file descriptors in flight"),
 ])
 def test_refused_sockets(spawn, python_exe, tmp_path, mode, kind):

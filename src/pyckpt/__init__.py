@@ -49,6 +49,7 @@ about (documented in each class):
   PidInUseError           .pid
   FileChangedError        .path .what
   LockConflictError       .pid .fd .path .lock .holder .holder_pids (a RestoreError)
+  PortInUseError          .protocol .address .port (a RestoreError)
   PtraceError             .pid .errno .what
   ResourceError           .resource .limit .fd .errno (out of fds or memory: not the image)
   PrivilegeError          .missing .operation (not root, a capability missing)
@@ -105,6 +106,7 @@ from .errors import (
     LockConflictError,
     NoSuchProcessError,
     PidInUseError,
+    PortInUseError,
     PrivilegeError,
     PtraceError,
     PyckptError,
@@ -138,6 +140,7 @@ __all__ = [
     "FileChangedError",
     "KernelMismatchError",
     "LockConflictError",
+    "PortInUseError",
     "RestoreError",
     "DumpError",
     "PtraceError",

@@ -262,7 +262,16 @@ def _dump_summary(args, image) -> str:
     return _one_line(
         f"pyckpt dump: wrote {args.dir}: {n} process{'es' if n != 1 else ''}, {binary_size(size)}, "
         f"frozen for {stats.freeze:.2f} s{', then killed' if args.kill else ''}; a restore needs "
-        + (" ".join(needs) if needs else "no options") + tcp)
+        + (" ".join(needs) if needs else "no options") + tcp + _udp_note(image))
+
+
+def _udp_note(image) -> str:
+    """What a restore of the dump's UDP sockets leaves out ('' when nothing)."""
+    from .kinds.udp import dropped
+
+    n = dropped(image._reader)
+    return (f"; {n} UDP datagram{'s' if n != 1 else ''} queued at the dump will be dropped, as a "
+            "network may drop them") if n else ""
 
 
 def _dump_left(args) -> str:

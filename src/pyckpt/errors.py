@@ -465,3 +465,20 @@ class IpcInUseError(RestoreError):
         super().__init__(f"{needed} cannot be re-created: its id or key is taken by {holder}; restore "
                          "a copy into a new IPC namespace, where ids and keys are its own: --new-pidns "
                          f"(API: new_pidns=True), or remove that one ({remove}) if it is a leftover")
+
+
+class PortInUseError(RestoreError):
+    """A socket of the image cannot have its port again: another socket holds it (the
+    original process, another copy of it, or some other program).
+
+    Attributes:
+        protocol: "UDP" (or "TCP").
+        address: the local address the socket was bound to.
+        port: the port.
+    """
+
+    def __init__(self, protocol: str, address: str, port: int, message: str):
+        self.protocol = protocol
+        self.address = address
+        self.port = port
+        super().__init__(message)

@@ -339,8 +339,8 @@ def tcp() -> None:
 
 def refuse(kind: str) -> None:
     keep = []
-    if kind == "udp":
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if kind == "udplite":  # UDP itself is saved (kinds/udp.py); UDP-Lite is not
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 136)  # IPPROTO_UDPLITE
         s.bind(("127.0.0.1", 0))
         keep.append(s)
     elif kind == "outside":  # connected to the test's own listener

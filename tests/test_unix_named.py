@@ -223,3 +223,96 @@ def test_multiprocessing_forkserver_pool(spawn, python_exe, tmp_path):
     t.popen = None
     check(t, timeout=30)
     check(t, timeout=30)
+
+
+COPY_IN_OWN_MOUNTS = r"""
+import os, sys, pyckpt
+img, log = sys.argv[1], sys.argv[2]
+p = pyckpt.restore(img, new_pidns=True, allow_changed_files=True, fds={1: log})
+init = p.ppid()
+print(p.pid, init, flush=True)
+os.waitpid(init, 0)
+"""
+
+
+def test_copy_beside_the_original_in_a_mount_namespace_of_its_own(spawn, python_exe, tmp_path):
+    """The documented way to run a copy while the original holds its socket path: a
+    mount namespace per copy with a private socket directory.  Both serve on 'the
+    same' path, each in its own directory."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    run = tempfile.mkdtemp(prefix="pu", dir="/tmp")  # short: a socket path has 108 bytes
+    sock = os.path.join(run, "server.sock")
+    copy = init = None
+    try:
+        t, fd, children = _start_server(spawn, python_exe, sock)
+        pyckpt.dump(t.pid, tmp_path / "img")  # the original runs on
+        log = tmp_path / "copy.log"
+        shell = (f"mount -t tmpfs tmpfs {run} && exec {python_exe} -c '{COPY_IN_OWN_MOUNTS}' "
+                 f"{tmp_path / 'img'} {log}")
+        copy = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", shell],
+                                stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                                env=dict(os.environ, PYTHONPATH=str(TARGETS)))
+        line = copy.stdout.readline()
+        assert line, f"the copy's restore failed (exit {copy.wait()})"
+        pid, init = map(int, line.split())
+        time.sleep(0.3)
+        check(Target(pid, log))  # its clients talk to its listener, in its directory
+        check(t)  # the original's too, in the real one
+        assert _talk(_connect(os.fsencode(sock)), 1) == b"2\n"  # the original
+        inside = f"/proc/{pid}/root{sock}"  # the copy's socket file, seen through its root
+        assert os.lstat(inside).st_ino != os.lstat(sock).st_ino
+        assert _talk(_connect(os.fsencode(inside)), 5) == b"6\n"
+    finally:
+        if init is not None:
+            os.kill(init, signal.SIGKILL)  # the copy's namespace ends with its init
+        if copy is not None:
+            copy.kill()
+            copy.wait()
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def test_untrusted_image_binds_only_where_its_owner_may(spawn, python_exe, tmp_path):
+    """An image of uid 65534's binds its socket where that user may (its own directory),
+    and a forged one naming a root-owned directory is an UntrustedImageError, checked
+    before anything is bound."""
+    import dataclasses
+    import shutil
+    import tempfile
+
+    from conftest import NOBODY, drop_to_nobody
+    from pyckpt.kinds.unixname import UnixNamedRecord
+    from test_trust import forge, give
+
+    pub = tempfile.mkdtemp(prefix="pyckpt-trust-")
+    try:
+        os.chmod(pub, 0o755)
+        os.chown(pub, NOBODY, NOBODY)
+        path = os.path.join(pub, "d.sock")
+        # the system python: the test venv may not be reachable by uid 65534
+        t = spawn(["/usr/bin/python3", SERVER, "dgram", path], name="dgram", preexec_fn=drop_to_nobody,
+                  cwd=pub)
+        t.wait_for(r"^READY (\d+)$")
+        pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+        reap_dumped(t)
+        give(tmp_path / "img", NOBODY)
+        forbidden = tmp_path / "root-only"  # root's, 0755: nobody may not bind there
+        forbidden.mkdir()
+        bad = forge(tmp_path / "img", tmp_path / "forged", lambda r: dataclasses.replace(
+            r, address=os.fsencode(forbidden / "d.sock")) if isinstance(r, UnixNamedRecord) else r)
+        with pytest.raises(pyckpt.UntrustedImageError, match="to bind the unix socket .*root-only/d.sock"):
+            pyckpt.restore(bad, fds={1: "/dev/null"})  # (the log is root's: replaced)
+        assert not (forbidden / "d.sock").exists()
+        assert pyckpt.restore(bad, trust_image=True, fds={1: "/dev/null"}).pid == t.pid  # trusted
+        spawn.track(t.pid)
+        os.kill(t.pid, signal.SIGKILL)
+        os.waitpid(t.pid, 0)
+        assert stat.S_ISSOCK(os.lstat(forbidden / "d.sock").st_mode)
+        p = pyckpt.restore(tmp_path / "img", fds={1: "/dev/null"})  # nobody's own directory
+        spawn.track(p.pid)
+        assert psutil.Process(p.pid).uids().real == NOBODY
+        assert os.lstat(path).st_uid == NOBODY
+    finally:
+        shutil.rmtree(pub, ignore_errors=True)

@@ -399,6 +399,7 @@ def _build(rctx: RestoreContext) -> None:
     rctx.shared[BUILT] = True
     reader = getattr(rctx.image, "reader", rctx.image)
     recs = {r.ino: r for r in reader.of_type(UnixNamedRecord)}
+    rctx.collect(lambda: _check_trust(rctx, recs))
     if rctx.checking:
         for r in recs.values():
             if r.address and r.role in ("listen", "bound", "dgram"):
@@ -412,6 +413,34 @@ def _build(rctx: RestoreContext) -> None:
     finally:
         for s in made.values():
             s.close()
+
+
+def _check_trust(rctx: RestoreContext, recs: dict[int, UnixNamedRecord]) -> None:
+    """An image an ordinary user owns (see trust.py) binds and connects only where that
+    user may: the directory of each path bound (where a stale socket file would be
+    replaced), each path a datagram socket connects to; and its socket files are
+    that user's.  Checked before anything is bound (an UntrustedImageError)."""
+    from .. import trust
+    from ..restorer import TRUST
+
+    if TRUST not in rctx.shared:
+        return
+    owner, _ = rctx.shared[TRUST]
+    listening = {(r.type, r.address) for r in recs.values() if r.role == "listen"}
+    paths, foreign = [], []
+    for r in recs.values():
+        if r.address[:1] == b"/" and not (r.role == "stream" and (r.type, r.address) in listening):
+            path = os.fsdecode(r.address)
+            paths.append((os.path.dirname(path) or "/", os.W_OK | os.X_OK,
+                          f"as the directory to bind the unix socket {path} in"))
+            if r.file_mode >= 0 and (owner.uid is None or r.file_uid != owner.uid
+                                     or owner.gids is None or r.file_gid not in owner.gids):
+                foreign.append(f"a unix socket file {path} owned by uid {r.file_uid}, gid {r.file_gid}")
+        if r.role == "dgram" and r.peer_address[:1] == b"/":
+            paths.append((os.fsdecode(r.peer_address), os.W_OK, "as a socket to connect to"))
+    wants = foreign + trust.denied_files(owner, {}, paths)
+    if wants:
+        raise trust.refusal(rctx.image.path, owner, "; ".join(wants))
 
 
 def _make_all(rctx: RestoreContext, recs: dict[int, UnixNamedRecord], made: dict[int, socket.socket]) -> None:

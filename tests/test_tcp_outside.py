@@ -104,7 +104,7 @@ def test_tcp_established_keeps_the_connection(spawn, python_exe, tmp_path):
     assert got == b"DURING THE GAP\n"
     assert _ask(c, b"after\n") == b"AFTER\n"
     assert str(ino) not in _held_files()  # the holder was let go
-    assert not holder.is_running() or holder.status() == psutil.STATUS_ZOMBIE
+    holder.wait(timeout=5)  # killed (and reaped: dump() started it from this process)
     c.close()
     t.wait_for(r"^EOF ")
 
@@ -194,3 +194,36 @@ def test_show_and_the_dump_summary_count_outside_connections(spawn, python_exe, 
     assert _ask(a, b"on\n") == b"ON\n"
     a.close()
     b.close()
+
+
+def test_tcp_established_recreates_with_tcp_repair_when_nothing_holds_it(spawn, python_exe, tmp_path):
+    """No holder: the original was killed by the test after its socket was put in repair
+    mode (so its close sent nothing; the client still holds an ESTABLISHED end).  The
+    restore re-creates the connection from the image's sequence numbers, window and
+    queues with TCP_REPAIR, and it carries on both ways, unread data included."""
+    from pyckpt.kinds.files import take_fd
+    from pyckpt.kinds.tcpconn import TCP_REPAIR
+
+    t, port = _server(spawn, python_exe, "lazy")
+    c = _client(port)
+    accepted = int(t.wait_for(r"^ACCEPTED (\d+)$").group(1))
+    c.sendall(b"unread by the server")
+    time.sleep(0.1)
+    pyckpt.dump(t.pid, tmp_path / "img")
+    with socket.socket(fileno=take_fd(t.pid, accepted)) as theirs:
+        theirs.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)  # its close will send nothing
+        os.kill(t.pid, signal.SIGKILL)
+        t.reap()
+    p = pyckpt.restore(tmp_path / "img", tcp_established=True)
+    spawn.track(p.pid)
+    t.popen = None
+    assert p.restore_warnings == []
+    c.sendall(b" and more")
+    time.sleep(0.1)
+    c.shutdown(socket.SHUT_WR)
+    os.kill(p.pid, signal.SIGUSR1)  # the server reads to the end, then writes
+    line = t.wait_for(r"^READ \d+ .*$").group(0)
+    assert line.endswith("b'unread by the server and more' then EOF; write ok"), line
+    c.settimeout(5)
+    assert c.recv(100).startswith(b"late\n")
+    c.close()

@@ -433,6 +433,7 @@ WE_SENT_FIN = (TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_CLOSING)
 TCP_REPAIR_WINDOW, TCP_TIMESTAMP = 29, 24
 TCP_REPAIR_OFF_NO_WP = -1  # leave repair mode without sending a window probe
 SIOCOUTQNSD = 0x894B
+SO_SNDBUFFORCE = 32
 SO_LINGER_ZERO = struct.pack("ii", 1, 0)
 HOLD_SECONDS = 600  # dump --kill: how long the outside connections are held for a restore
 HELD_DIR = "/run/pyckpt/tcp-held"  # one file per held socket (its inode): "holder-pid fd start-time"
@@ -787,8 +788,7 @@ def _recreate(rctx: RestoreContext, rec: TcpOutsideRecord, data: bytes) -> int:
                      struct.pack("I", (rec.snd_seq - len(sent)) & 0xFFFFFFFF))
         s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
         s.setsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ, struct.pack("I", (rec.rcv_seq - len(data)) & 0xFFFFFFFF))
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(_local(rec))
+        s.bind(_local(rec))  # repair mode forces the reuse of the port (SO_REUSEADDR would undo it)
         s.connect(_remote(rec))
         opts = [(TCPOPT_MSS, rec.mss)]
         if rec.options & TCPI_OPT_WSCALE:
@@ -800,11 +800,14 @@ def _recreate(rctx: RestoreContext, rec: TcpOutsideRecord, data: bytes) -> int:
         s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_OPTIONS, b"".join(struct.pack("II", *o) for o in opts))
         if rec.options & TCPI_OPT_TIMESTAMPS:
             s.setsockopt(socket.IPPROTO_TCP, TCP_TIMESTAMP, struct.pack("I", rec.timestamp))
-        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_WINDOW, struct.pack("5I", *rec.window))
         if data:
             s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
             _send_all(s, data)
+        # after the receive queue: the kernel checks the window against rcv_nxt, which it moved
+        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_WINDOW, struct.pack("5I", *rec.window))
         unsent = min(rec.unsent, len(sent))
+        if len(sent) > 1 << 16:  # room for the whole queue, sent without waiting on the peer
+            s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 2 * len(sent) + (1 << 16))
         if len(sent) - unsent:
             s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)
             _send_all(s, sent[:len(sent) - unsent])
@@ -813,9 +816,9 @@ def _recreate(rctx: RestoreContext, rec: TcpOutsideRecord, data: bytes) -> int:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", *rec.linger))
         s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)  # a window probe tells the peer
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(rec.reuseaddr))
-        if unsent:
-            s.settimeout(5)
-            s.sendall(sent[len(sent) - unsent:])
+        if unsent:  # queued as the program had, sent when the peer's window opens
+            s.setblocking(False)
+            _send_all(s, sent[len(sent) - unsent:])
         return s.detach()
     finally:
         s.close()
@@ -957,8 +960,9 @@ def _let_go(rec: TcpOutsideRecord, held: _Held) -> None:
                 pass
         try:
             signal.pidfd_send_signal(held.pidfd, signal.SIGKILL)
+            os.waitid(os.P_PIDFD, held.pidfd, os.WEXITED)  # reaped when this process started it
         except OSError:
-            pass
+            pass  # ChildProcessError: another's child (a pyckpt dump command's), reaped by init
     finally:
         os.close(held.pidfd)
         try:

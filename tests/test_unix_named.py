@@ -316,3 +316,103 @@ def test_untrusted_image_binds_only_where_its_owner_may(spawn, python_exe, tmp_p
         assert os.lstat(path).st_uid == NOBODY
     finally:
         shutil.rmtree(pub, ignore_errors=True)
+
+
+MIXED = r"""
+import os, socket, sys, selfcheck
+name = b"\0" + sys.argv[1].encode()
+outside = sys.argv[2]
+lst = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+lst.bind(name)
+lst.listen(3)
+cli = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+cli.connect(name)
+srv, _ = lst.accept()
+for m in (b"a", b"bb", b"", b"ccc"):
+    cli.send(m)          # queued at the server's end, boundaries and all
+srv.send(b"from server")  # queued at the client's end
+out = socket.socket(socket.AF_UNIX)
+out.connect(outside)     # a client of a listener outside the image
+print("READY", lst.fileno(), srv.fileno(), cli.fileno(), out.fileno(), flush=True)
+state = {"first": True}
+
+def check():
+    bad = []
+    if srv.getsockname() != name or cli.getpeername() != name or lst.getsockname() != name:
+        bad.append(f"names {srv.getsockname()!r} {cli.getpeername()!r}")
+    if state["first"]:
+        state["first"] = False
+        got = [srv.recv(10) for _ in range(4)]
+        if got != [b"a", b"bb", b"", b"ccc"]:
+            bad.append(f"server end read {got}")
+        if cli.recv(100) != b"from server":
+            bad.append("client end lost its message")
+    cli.send(b"ping")
+    if srv.recv(10) != b"ping":
+        bad.append("no ping")
+    srv.send(b"pong")
+    if cli.recv(10) != b"pong":
+        bad.append("no pong")
+    out.setblocking(False)
+    try:
+        data = out.recv(100)
+        print("OUTSIDE", data.decode() or "EOF", flush=True)
+    except BlockingIOError:
+        print("OUTSIDE nothing", flush=True)
+    return bad
+
+selfcheck.serve(check)
+"""
+
+
+def test_seqpacket_pair_on_an_abstract_name_and_a_client_of_an_outside_server(spawn, python_exe,
+                                                                               tmp_path):
+    """A seqpacket listener with an accepted connection and its client in one process,
+    messages queued each way (an empty one too); and a stream client of a server outside
+    the image, with data queued for it: after dump --kill and restore the pair talks on,
+    names as they were, and the outside server's client reads its data, then EOF."""
+    name = f"pyckpt-sp-{secrets.token_hex(6)}"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(os.fsencode(tmp_path / "outside.sock"))
+        server.listen()
+        t = spawn([python_exe, "-c", MIXED, name, str(tmp_path / "outside.sock")], name="mixed")
+        conn, _ = server.accept()
+        conn.sendall(b"left for you")
+        fds = [int(x) for x in t.wait_for(r"^READY (\d+) (\d+) (\d+) (\d+)$").groups()]
+        time.sleep(0.1)
+        img = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+        whats = {f["fd"]: f["what"] for f in img.summary()["fds"]}
+        assert f"seqpacket socket" in whats[fds[0]] and f"listening on @{name}" in whats[fds[0]]
+        assert "4 message(s) / 6 bytes" in whats[fds[1]], whats[fds[1]]
+        assert "peer outside the image" in whats[fds[3]] and "12 bytes" in whats[fds[3]], whats[fds[3]]
+        reap_dumped(t)
+        conn.close()
+        p = pyckpt.restore(tmp_path / "img")
+        spawn.track(p.pid)
+        t.popen = None
+        lines = len(t.lines())
+        check(t)
+        assert t.wait_for(r"^OUTSIDE .*$", after=lines).group(0) == "OUTSIDE left for you"
+        lines = len(t.lines())
+        check(t)
+        assert t.wait_for(r"^OUTSIDE .*$", after=lines).group(0) == "OUTSIDE EOF"
+
+
+def test_fds_in_flight_on_a_named_connection_are_refused(spawn, python_exe, tmp_path):
+    code = textwrap.dedent(r"""
+        import array, os, socket, sys, selfcheck
+        lst = socket.socket(socket.AF_UNIX)
+        lst.bind(sys.argv[1]); lst.listen()
+        cli = socket.socket(socket.AF_UNIX); cli.connect(sys.argv[1])
+        srv, _ = lst.accept()
+        r, w = os.pipe()
+        cli.sendmsg([b"fd"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r]))])
+        print("READY", srv.fileno(), flush=True)
+        selfcheck.serve(lambda: [])
+    """)
+    t = spawn([python_exe, "-c", code, str(tmp_path / "s.sock")], name="rights")
+    fd = int(t.wait_for(r"^READY (\d+)$").group(1))
+    with pytest.raises(pyckpt.UnsupportedFdError, match="file descriptors in flight") as ei:
+        pyckpt.dump(t.pid, tmp_path / "img")
+    assert ei.value.fd == fd and ei.value.pid == t.pid
+    check(t)

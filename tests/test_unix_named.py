@@ -416,3 +416,42 @@ def test_fds_in_flight_on_a_named_connection_are_refused(spawn, python_exe, tmp_
         pyckpt.dump(t.pid, tmp_path / "img")
     assert ei.value.fd == fd and ei.value.pid == t.pid
     check(t)
+
+
+def test_listener_whose_socket_file_was_removed(spawn, python_exe, tmp_path):
+    """A daemon that removed its socket file after binding (clients got it otherwise):
+    restored listening, with its connection, and its file removed again."""
+    code = textwrap.dedent(r"""
+        import os, socket, sys, selfcheck
+        lst = socket.socket(socket.AF_UNIX)
+        lst.bind(sys.argv[1]); lst.listen()
+        cli = socket.socket(socket.AF_UNIX); cli.connect(sys.argv[1])
+        srv, _ = lst.accept()
+        os.unlink(sys.argv[1])
+        cli.send(b"queued")
+        print("READY", lst.fileno(), flush=True)
+        first = [True]
+        def check():
+            bad = []
+            if first[0]:
+                first[0] = False
+                if srv.recv(10) != b"queued":
+                    bad.append("lost the queued bytes")
+            cli.send(b"x")
+            if srv.recv(10) != b"x" or srv.getsockname() != sys.argv[1]:
+                bad.append("pair broken")
+            return bad
+        selfcheck.serve(check)
+    """)
+    path = tmp_path / "gone.sock"
+    t = spawn([python_exe, "-c", code, str(path)], name="unlinked")
+    fd = int(t.wait_for(r"^READY (\d+)$").group(1))
+    img = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    assert "(socket file removed)" in next(f["what"] for f in img.summary()["fds"] if f["fd"] == fd)
+    reap_dumped(t)
+    p = pyckpt.restore(tmp_path / "img")
+    spawn.track(p.pid)
+    t.popen = None
+    assert not os.path.lexists(path)
+    check(t)
+    check(t)

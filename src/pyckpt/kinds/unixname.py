@@ -57,6 +57,10 @@ original's is not seen).  pyckpt does not rename paths: a program keeps the
 names it was given.  Abstract names need `new_netns` (each network namespace
 has its own).
 
+An image an ordinary user owns (see trust.py) binds only in directories that
+user may write, connects only to sockets it may, and its socket files must
+be that user's: else an UntrustedImageError, before anything is bound.
+
 Refused: file descriptors in flight (SCM_RIGHTS) in any queue (named, like
 every refusal, with the fd), a socket bound to a relative path (its meaning
 depends on a directory that may have changed), a client waiting to be
@@ -359,7 +363,7 @@ def _check_name(rctx: RestoreContext, rec: UnixNamedRecord, address: bytes) -> N
 
 def _bind(rctx: RestoreContext, s: socket.socket, rec: UnixNamedRecord, address: bytes) -> None:
     """Bind `s` to `address`, replacing a stale socket file; the socket file gets its mode
-    and owner; one that had been removed is removed again."""
+    and owner (one that had been removed is removed again by _make_all, at the end)."""
     _check_name(rctx, rec, address)
     if address[:1] == b"/":
         try:
@@ -373,12 +377,9 @@ def _bind(rctx: RestoreContext, s: socket.socket, rec: UnixNamedRecord, address:
         if e.errno == errno.EADDRINUSE:
             raise _taken(rctx, rec, address, " (taken while restoring)") from None
         raise RestoreError(f"cannot bind a unix socket to {_show_name(address)} again: {e.strerror}") from None
-    if address[:1] == b"/":
-        if rec.file_mode >= 0:
-            os.chown(address, rec.file_uid, rec.file_gid)
-            os.chmod(address, rec.file_mode)
-        if rec.unlinked:
-            os.unlink(address)
+    if address[:1] == b"/" and rec.file_mode >= 0:
+        os.chown(address, rec.file_uid, rec.file_gid)
+        os.chmod(address, rec.file_mode)
 
 
 def _fresh(rec: UnixNamedRecord) -> socket.socket:
@@ -475,6 +476,9 @@ def _make_all(rctx: RestoreContext, recs: dict[int, UnixNamedRecord], made: dict
     for r in recs.values():
         if r.role == "listen":
             made[r.ino].listen(r.backlog)
+    for r in recs.values():  # once nothing needs to connect by path any more
+        if r.unlinked and r.address[:1] == b"/" and r.role in ("listen", "bound", "dgram"):
+            os.unlink(r.address)
     for r in recs.values():
         s = made[r.ino]
         _set_peek_off(s, r)

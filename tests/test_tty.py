@@ -206,6 +206,11 @@ def test_shell_job_needs_a_terminal(spawn, tmp_path):
 
         err = error_in_child(work, prepare=os.setsid)
         assert isinstance(err, pyckpt.RestoreError) and "pyckpt has none" in str(err), err
+        # the dump's summary (on a terminal) says so too
+        from test_cli_edges import run_cli_on_terminal
+
+        code, _, said = run_cli_on_terminal("--no-progress", "dump", job, tmp_path / "img2")
+        assert code == 0 and "a restore needs --shell-job (a terminal outside the image" in said, said
     finally:
         _end(p, job, master)
 

@@ -240,10 +240,13 @@ def _dump_summary(args, image) -> str:
     info = image.summary()
     size = sum(f.stat().st_size for f in image.path.iterdir() if f.is_file())
     n = len(info["processes"])
-    stdio, other, terminal = set(), {}, False
+    from .kinds.tty import on_outside_terminal
+
+    stdio, other, job = set(), {}, on_outside_terminal(image._reader)
+    terminal = False
     for p in info["processes"]:
         for f in p["fds"]:
-            if f["kind"] == "external" and f["what"].startswith("terminal "):
+            if f["kind"] == "external" and f["what"].startswith("terminal ") and job:
                 terminal = True  # the user's terminal: a shell job
             elif f["kind"] == "external":
                 if f["fd"] <= 2:

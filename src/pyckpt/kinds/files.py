@@ -350,7 +350,9 @@ def _outside(rctx: RestoreContext, r: FdRecord, ext: ExternalFileRecord) -> int:
     also = ", ".join(f"fd {f}" if p == pid else f"fd {f} of process {p}" for p, f in rest)
     n = _replacing_fd(plan, r.file_id)
     stdio = all(f <= 2 for _, f in where)
-    terminal = ext.what.startswith("terminal ")
+    from .tty import on_outside_terminal
+
+    terminal = ext.what.startswith("terminal ") and on_outside_terminal(rctx.image)  # a shell job
     raise needs(RestoreError(
         f"fd {fd} of process {pid} was {ext.what}{f' (and so was {also})' if also else ''}, outside "
         f"the image; pass a replacement (restore(..., fds={{{n}: f}}) or --fd {n}=PATH)"

@@ -409,6 +409,13 @@ def caller_terminal(rctx: RestoreContext | None = None, *, foreground: bool = Tr
     return path
 
 
+def on_outside_terminal(image) -> bool:
+    """Whether a process of the image had a controlling terminal outside the image: a
+    shell job, which `shell_job` restores onto the caller's terminal."""
+    return any(isinstance(r, CttyRecord) and r.index < 0
+               for r in getattr(image, "reader", image).records)
+
+
 def open_caller_terminal(rctx: RestoreContext, flags: int) -> int:
     """A new description of the caller's terminal for an fd that was a terminal outside
     the image (shell_job), with that fd's access mode and status flags."""

@@ -337,3 +337,42 @@ def test_shell_job_through_tmux(tmux, spawn, tmp_path):
     tmux.type(f"echo STATUS=$? >> {log}")
     _wait_line(log, r"^STATUS=42$", tmux.screen)
     assert not psutil.pid_exists(pyckpt_pid) and not psutil.pid_exists(pid)
+
+
+# --- forged images --------------------------------------------------------------------------
+
+def _forged(tmp_path, good, mutate):
+    from test_image_consistency import rewrite
+
+    dest = tmp_path / f"forged-{uuid.uuid4().hex[:6]}"
+    rewrite(str(good), dest, mutate)
+    return dest
+
+
+def _each(cls, change):
+    def mutate(recs):
+        for r in recs:
+            if isinstance(r, cls):
+                change(r)
+        return recs
+    return mutate
+
+
+@pytest.mark.parametrize("message, mutate", [
+    ("pty slave #\\d+ names no saved pty master", _each(PtySlaveRecord, lambda r: setattr(r, "index", r.index + 7))),
+    ("a controlling terminal names no saved pty master",
+     _each(CttyRecord, lambda r: setattr(r, "index", r.index + 7))),
+    ("pty master #\\d+ has a state out of range", _each(PtyMasterRecord, lambda r: setattr(r, "cc", r.cc[:5]))),
+    ("pty master #\\d+ has a state out of range",
+     _each(PtyMasterRecord, lambda r: setattr(r, "winsize", [1 << 16, 1, 0, 0]))),
+    ("a foreground process group out of range", _each(CttyRecord, lambda r: setattr(r, "foreground", 1 << 30))),
+])
+def test_forged_pty_records_are_image_errors(spawn, tmp_path, message, mutate):
+    """Pty records that do not fit together are an ImageError before anything is made."""
+    t, child, _ = _start_pty_fork(spawn)
+    pyckpt.dump(t.pid, tmp_path / "img")  # the original runs on: a restore would fail anyway
+    assert pyckpt.open_image(tmp_path / "img").summary()
+    bad = _forged(tmp_path, tmp_path / "img", mutate)
+    with pytest.raises(pyckpt.ImageError, match=message):
+        pyckpt.restore(bad)
+    assert psutil.Process(t.pid).children()[0].pid == child  # nothing else was made

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -230,3 +231,76 @@ def test_write_only_file_that_grew_without_append_is_refused_with_the_way_out(sp
     check(t)
     assert own.read_bytes() == b"again\n"
     assert out.read_bytes() == b"mine\nsomeone else's line\n"
+
+
+def _http_get(port: int, netns_of: int | None = None) -> bytes:
+    if netns_of is None:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    else:
+        with pyckpt.network_namespace(netns_of):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    with s:
+        s.sendall(b"GET /hello.txt HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.0 200"), data
+    return data.partition(b"\r\n\r\n")[2]
+
+
+def _http_server(spawn, python_exe, tmp_path, mode: str):
+    """`python -m http.server` serving tmp_path/site, its stderr log opened with `mode`
+    ("ab": as `>> log`, "wb": as `> log`)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "hello.txt").write_bytes(b"hello\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "http.log"
+    with open(log, mode) as out:
+        p = subprocess.Popen([python_exe, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
+                              str(site), str(port)], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                             start_new_session=True)
+    spawn.track(p.pid)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert _http_get(port) == b"hello\n"
+            break
+        except OSError:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+    return p, port, log
+
+
+def test_http_server_copies_side_by_side_with_its_log_appended(spawn, python_exe, tmp_path):
+    p, port, log = _http_server(spawn, python_exe, tmp_path, "ab")  # as `>> http.log 2>&1`
+    img = tmp_path / "img"
+    pyckpt.dump(p.pid, img)
+    assert _http_get(port) == b"hello\n"  # the original runs on; its log grows
+    for _ in range(2):  # copies side by side, each in its own network: no other option
+        size = log.stat().st_size
+        copy = pyckpt.restore(img, new_pidns=True, new_netns=True)
+        spawn.track(copy.ppid())
+        assert _http_get(port, netns_of=copy.pid) == b"hello\n"
+        assert log.stat().st_size > size  # its request line, appended
+    assert _http_get(port) == b"hello\n"
+    lines = log.read_text().splitlines()
+    assert len([line for line in lines if '"GET /hello.txt HTTP/1.0" 200' in line]) == 5, lines
+
+
+def test_http_server_whose_log_is_not_appended_names_the_option(spawn, python_exe, tmp_path):
+    p, port, log = _http_server(spawn, python_exe, tmp_path, "wb")  # as `> http.log 2>&1`
+    img = tmp_path / "img"
+    pyckpt.dump(p.pid, img)
+    assert _http_get(port) == b"hello\n"  # the original writes its log on
+    problems = pyckpt.open_image(img).check_restore(new_pidns=True, new_netns=True)
+    assert len(problems) == 1 and isinstance(problems[0].error, pyckpt.FileChangedError), problems
+    assert problems[0].error.path == str(log) and "without O_APPEND" in str(problems[0].error)
+    assert pyckpt.Fix("fds", 1) in problems[0].fixes
+    own = tmp_path / "copy.log"
+    copy = pyckpt.restore(img, new_pidns=True, new_netns=True, fds={1: str(own)})  # stdout and stderr
+    spawn.track(copy.ppid())
+    assert _http_get(port, netns_of=copy.pid) == b"hello\n"
+    assert '"GET /hello.txt HTTP/1.0" 200' in own.read_text()

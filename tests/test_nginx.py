@@ -20,6 +20,8 @@ import time
 
 import pytest
 
+import pyckpt
+
 from test_trees import _children, _stat, dump_kill_restore_tree, trees  # noqa: F401 -- the fixture
 
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/usr/local/nginx/sbin")
@@ -122,3 +124,53 @@ def test_nginx_master_and_two_workers(trees, spawn, tmp_path):
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     for w in workers + new:
         assert _stat(w) is None or _stat(w)["state"] in "ZX", (w, _stat(w))
+
+
+def _get_in(pid: int, port: int, timeout: float = 5.0) -> int:
+    """_get() in the network namespace of process `pid` (a copy restored with new_netns)."""
+    with pyckpt.network_namespace(pid):
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    with s:
+        s.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), data
+    return int(body.split()[2])
+
+
+def test_nginx_copies_side_by_side_with_no_option(trees, spawn, tmp_path):
+    """Copies of a running nginx, each in its own PID and network namespace, while the
+    original runs on: its logs (O_APPEND) grew since the dump, which needs no option;
+    every copy serves on the same port in its own network and appends to the same logs."""
+    port = _free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(CONF.format(dir=tmp_path, port=port))
+    t = spawn([NGINX, "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"], name="nginx")
+    trees.adopt(t.pid)
+    workers = _wait_until("two workers", lambda: len(_children(t.pid)) == 2 and _children(t.pid))
+    trees.adopt(t.pid, *workers)
+    assert _wait_until("a first answer", lambda: _get(port)) in workers
+    _wait_until("the workers' epoll sets", lambda: all(_has_epoll(w) for w in workers))
+
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img)  # the original runs on ...
+    for _ in range(3):
+        assert _get(port) in workers  # ... and its access log grows
+    access = tmp_path / "access.log"
+    copies = []
+    for _ in range(2):
+        size = access.stat().st_size
+        p = pyckpt.restore(img, new_pidns=True, new_netns=True)  # no other option
+        spawn.track(p.ppid())  # the namespace's init: killing it ends the copy
+        copies.append(p)
+        # the copy's workers have the image's PIDs in the copy's namespace
+        served = {_get_in(p.pid, port) for _ in range(6)}
+        assert served <= set(workers), served
+        assert access.stat().st_size > size  # the copy appended to the shared log
+    for p in copies:  # each copy still serves, and so does the original
+        assert _get_in(p.pid, port) in workers
+    assert _get(port) in workers
+    lines = access.read_text().splitlines()
+    assert all(line.startswith("127.0.0.1 - - [") for line in lines), lines  # whole lines only

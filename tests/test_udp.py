@@ -194,3 +194,36 @@ def test_copy_in_new_netns_and_port_in_use(spawn, python_exe, tmp_path):
         assert peer.recvfrom(2048)[0].startswith(b"hello from the client")
         os.kill(t.pid, 9)
         t.reap()
+
+
+def test_untrusted_image_may_not_bind_a_privileged_udp_port(spawn, python_exe, tmp_path):
+    """An image an ordinary user owns restores only with that user's rights: a UDP port
+    below net.ipv4.ip_unprivileged_port_start is named as what it asks for beyond them."""
+    from test_trust import NOBODY, give
+
+    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+        start = int(f.read())
+    if start <= 1:
+        pytest.skip("every port is unprivileged here")
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for low in range(start - 1, 0, -1):  # a free privileged port
+        try:
+            s.bind(("127.0.0.1", low))
+            break
+        except OSError:
+            continue
+    s.close()
+    code = ("import socket, selfcheck\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"s.bind(('127.0.0.1', {low}))\n"
+            "print('READY', flush=True)\n"
+            "selfcheck.serve(lambda: [])\n")
+    t = spawn([python_exe, "-c", code])
+    t.wait_for("^READY")
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    reap_dumped(t)
+    give(img, NOBODY)
+    problems = pyckpt.open_image(img).check_restore()
+    untrusted = [p.error for p in problems if isinstance(p.error, pyckpt.UntrustedImageError)]
+    assert untrusted and f"UDP port {low}, below net.ipv4.ip_unprivileged_port_start" in str(untrusted[0]), problems

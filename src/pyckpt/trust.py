@@ -175,10 +175,13 @@ def _ports(view) -> list[str]:
             start = int(f.read())
     except (OSError, ValueError):
         start = 1024
+    from .kinds.udp import UdpSocketRecord
+
     ports = [r.port for r in view.of_type(TcpListenerRecord)]
     ports += [r.local_port for r in view.of_type(TcpConnectionRecord)]
-    return [f"TCP port {p}, below net.ipv4.ip_unprivileged_port_start {start} (CAP_NET_BIND_SERVICE)"
-            for p in sorted(set(ports)) if 0 < p < start]
+    udp = {r.port for r in view.of_type(UdpSocketRecord)}
+    return [f"{proto} port {p}, below net.ipv4.ip_unprivileged_port_start {start} (CAP_NET_BIND_SERVICE)"
+            for proto, given in (("TCP", ports), ("UDP", udp)) for p in sorted(set(given)) if 0 < p < start]
 
 
 # --- files: checked by the kernel, with the owner's filesystem ids -----------------

@@ -237,28 +237,27 @@ except KeyboardInterrupt:
 class Tmux:
     """A tmux server of this test's own (-L NAME), killed by its PID at the end."""
 
-    def __init__(self, tmp_path: Path):
+    def __init__(self, tmp_path: Path, command: str = "bash --norc --noprofile -i"):
         self.name = f"pyckpt-test-{uuid.uuid4().hex[:12]}"
         self.server = None
         env = dict(os.environ, PYTHONPATH=str(TARGETS), HISTFILE="/dev/null", PS1="$ ", TERM="screen")
         self.env = env
-        self.run("-f", "/dev/null", "new-session", "-d", "-x", "160", "-y", "50",
-                 "bash --norc --noprofile -i")
+        self.run("-f", "/dev/null", "new-session", "-d", "-x", "160", "-y", "50", command)
         self.server = int(self.run("display-message", "-p", "#{pid}").strip())
 
     def run(self, *args: str) -> str:
         return subprocess.run([TMUX, "-L", self.name, *args], check=True, capture_output=True,
                               text=True, env=self.env, timeout=20).stdout
 
-    def keys(self, *keys: str) -> None:
-        self.run("send-keys", "-t", "0", *keys)
+    def keys(self, *keys: str, target: str = "0") -> None:
+        self.run("send-keys", "-t", target, *keys)
 
-    def type(self, line: str) -> None:
-        self.keys("-l", line)
-        self.keys("Enter")
+    def type(self, line: str, target: str = "0") -> None:
+        self.keys("-l", line, target=target)
+        self.keys("Enter", target=target)
 
-    def screen(self) -> str:
-        return self.run("capture-pane", "-p", "-t", "0")
+    def screen(self, target: str = "0") -> str:
+        return self.run("capture-pane", "-p", "-t", target)
 
     def close(self) -> None:
         try:
@@ -267,6 +266,10 @@ class Tmux:
             pass
         if self.server is not None:
             kill_own(self.server)
+        try:  # left behind by a server that was killed (SIGKILL) rather than told to end
+            os.unlink(f"/tmp/tmux-{os.geteuid()}/{self.name}")
+        except OSError:
+            pass
 
 
 @pytest.fixture
@@ -376,3 +379,45 @@ def test_forged_pty_records_are_image_errors(spawn, tmp_path, message, mutate):
     with pytest.raises(pyckpt.ImageError, match=message):
         pyckpt.restore(bad)
     assert psutil.Process(t.pid).children()[0].pid == child  # nothing else was made
+
+
+COUNTING = "i=0; while :; do i=$((i+1)); echo COUNT $i; sleep 0.1; done"
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed (scripts/setup.sh installs it)")
+def test_tmux_server_restored(tmp_path):
+    """A tmux server (its listening unix socket, its pty masters, the pane shells on the
+    slaves, each leading its session with its pane as controlling terminal) dumped with
+    kill and restored: the counting pane counts on, and a shell in a second window runs
+    what send-keys types."""
+    t = Tmux(tmp_path, f"bash --norc --noprofile -c {shlex.quote(COUNTING)}")
+    members: list[int] = []
+    try:
+        t.run("new-window", "-d", "bash --norc --noprofile -i")
+        out = tmp_path / "typed"
+
+        def count() -> int:
+            found = re.findall(r"COUNT (\d+)", t.screen("0:0"))
+            return int(found[-1]) if found else 0
+
+        deadline = time.monotonic() + 10
+        while count() < 3:
+            assert time.monotonic() < deadline, t.screen("0:0")
+            time.sleep(0.05)
+        img = pyckpt.dump(t.server, tmp_path / "img", kill=True)
+        members = [p["pid"] for p in img.summary()["processes"]]
+        for pid in members:
+            _wait_gone(pid)
+        proc = pyckpt.restore(tmp_path / "img")
+        assert proc.pid == t.server
+        at_restore = int(re.findall(r"COUNT (\d+)", t.screen("0:0"))[-1])
+        deadline = time.monotonic() + 10
+        while count() < at_restore + 5:
+            assert time.monotonic() < deadline, t.screen("0:0")
+            time.sleep(0.05)
+        t.type(f"echo TYPED > {out}", target="0:1")
+        _wait_line(out, r"^TYPED$", lambda: t.screen("0:1"))
+    finally:
+        t.close()
+        for pid in members:  # the panes' processes, reparented to this test when the server died
+            kill_own(pid)

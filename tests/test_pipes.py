@@ -321,3 +321,39 @@ def test_pipe_whose_writer_is_gone_comes_back_with_its_data_then_eof(spawn, pyth
         spawn.track(p.ppid())
         t = Target(p.pid, tmp_path / "copy.log")
     check(t)
+
+
+# Holds only the write end of a pipe whose reader (a child) exited before the dump.
+ORPHAN_WRITER = r"""
+import os, sys
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    os._exit(0)
+os.close(r)
+os.waitpid(child, 0)
+import selfcheck
+def check():
+    try:
+        os.write(w, b"anyone?")  # Python ignores SIGPIPE: EPIPE comes as BrokenPipeError
+    except BrokenPipeError:
+        return []
+    return ["the write went through: a reader is still there"]
+selfcheck.listen()
+print("READY fd", w, flush=True)
+selfcheck.serve(check)
+"""
+
+
+def test_pipe_whose_reader_is_gone_comes_back_without_a_reader(spawn, python_exe, tmp_path):
+    t = spawn([python_exe, "-c", ORPHAN_WRITER])
+    fd = int(t.wait_for(r"^READY fd (\d+)").group(1))
+    check(t)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    fds = show(img)
+    assert fds[fd]["kind"] == "pipe" and "write end" in fds[fd]["what"], fds[fd]
+    reap_dumped(t)
+    spawn.track(pyckpt.restore(img).pid)
+    t.popen = None
+    check(t)

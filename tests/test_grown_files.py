@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 import pyckpt
-from conftest import check, reap_dumped
+from conftest import check, real_program, reap_dumped
 
 # Appends a line to its log every 20 ms, labelled with its PID as seen from the
 # test (NSpid's first field: a copy in its own PID namespace has another).
@@ -304,3 +304,57 @@ def test_http_server_whose_log_is_not_appended_names_the_option(spawn, python_ex
     spawn.track(copy.ppid())
     assert _http_get(port, netns_of=copy.pid) == b"hello\n"
     assert '"GET /hello.txt HTTP/1.0" 200' in own.read_text()
+
+
+JAVAC = real_program("javac", "/usr/lib/jvm/*/bin")
+JAVA_LOGGER = r"""
+import java.io.FileOutputStream;
+import java.nio.file.Files;
+import java.nio.file.Paths;
+
+public class Logger {
+    public static void main(String[] args) throws Exception {
+        FileOutputStream log = new FileOutputStream(args[0], true);  // O_APPEND
+        System.out.println("READY");
+        System.out.flush();
+        for (long n = 1; ; n++) {
+            String me = "";
+            for (String line : Files.readAllLines(Paths.get("/proc/self/status")))
+                if (line.startsWith("NSpid:")) me = line.split("\\s+")[1];
+            log.write(("LINE " + me + " " + n + "\n").getBytes());
+            Thread.sleep(20);
+        }
+    }
+}
+"""
+
+
+@pytest.mark.skipif(JAVAC is None, reason="no JDK here (javac)")
+def test_jvm_copies_side_by_side_with_no_option(spawn, tmp_path):
+    """A JVM maps its perf-data file /tmp/hsperfdata_USER/PID shared and keeps writing it;
+    its log (O_APPEND) grows: copies beside the running original need only new_pidns."""
+    src = tmp_path / "Logger.java"
+    src.write_text(JAVA_LOGGER)
+    subprocess.run([JAVAC, "-d", str(tmp_path), str(src)], check=True, timeout=120)
+    java = os.path.join(os.path.dirname(JAVAC), "java")
+    log = tmp_path / "app.log"
+    t = spawn([java, "-Xmx64m", "-XX:+UseSerialGC", "-cp", str(tmp_path), "Logger", str(log)], name="jvm")
+    t.wait_for("^READY", timeout=30)
+    _wait_for_lines(log, t.pid, 3, 0)
+    assert any("/hsperfdata_" in line and " rw-s " in line for line in open(f"/proc/{t.pid}/maps"))
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img)
+    _wait_for_lines(log, t.pid, 5, log.stat().st_size)  # the original logs on
+    copies = []
+    for _ in range(2):
+        before = log.read_bytes()
+        p = pyckpt.restore(img, new_pidns=True)  # no other option
+        spawn.track(p.ppid())
+        copies.append(p)
+        mine = _wait_for_lines(log, p.pid, 5, len(before))
+        assert mine == sorted(mine) and mine[0] > 3, mine
+    size = log.stat().st_size
+    for who in (t.pid, *(c.pid for c in copies)):  # all three log side by side
+        _wait_for_lines(log, who, 3, size)
+    text = log.read_bytes()
+    _lines_by_writer(text[:text.rfind(b"\n") + 1].decode())  # whole lines only

@@ -22,15 +22,16 @@ import psutil
 import pytest
 
 import pyckpt
-from conftest import TARGETS, dump_kill_restore, reap_dumped
+from conftest import TARGETS, check, dump_kill_restore, reap_dumped
+from pyckpt.kinds.files import take_fd
 from pyckpt.kinds.tcpconn import HELD_DIR
 
 SERVER = str(TARGETS / "tcp_echo.py")
 RESET_MASK = select.EPOLLERR | select.EPOLLHUP
 
 
-def _server(spawn, python_exe, mode="echo"):
-    t = spawn([python_exe, SERVER, mode], name=f"tcp-{mode}")
+def _server(spawn, python_exe, mode="echo", *more):
+    t = spawn([python_exe, SERVER, mode, *more], name=f"tcp-{mode}")
     return t, int(t.wait_for(r"^READY (\d+)$").group(1))
 
 
@@ -201,7 +202,6 @@ def test_tcp_established_recreates_with_tcp_repair_when_nothing_holds_it(spawn, 
     mode (so its close sent nothing; the client still holds an ESTABLISHED end).  The
     restore re-creates the connection from the image's sequence numbers, window and
     queues with TCP_REPAIR, and it carries on both ways, unread data included."""
-    from pyckpt.kinds.files import take_fd
     from pyckpt.kinds.tcpconn import TCP_REPAIR
 
     t, port = _server(spawn, python_exe, "lazy")
@@ -227,3 +227,99 @@ def test_tcp_established_recreates_with_tcp_repair_when_nothing_holds_it(spawn, 
     c.settimeout(5)
     assert c.recv(100).startswith(b"late\n")
     c.close()
+
+
+ODD_STATES = r'''
+import errno, socket, sys, selfcheck
+port_full, port_reset = int(sys.argv[1]), int(sys.argv[2])
+bound = socket.socket()
+bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+bound.bind(("127.0.0.1", 0))
+bound_port = bound.getsockname()[1]
+fresh = socket.socket(socket.AF_INET6)
+fresh.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+connecting = socket.socket()
+connecting.setblocking(False)
+try:
+    connecting.connect(("127.0.0.1", port_full))
+except BlockingIOError:
+    pass
+reset = socket.create_connection(("127.0.0.1", port_reset))
+print("READY", flush=True)
+
+def check():
+    bad = []
+    if bound.getsockname()[1] != bound_port:
+        bad.append(f"bound to {bound.getsockname()}, was port {bound_port}")
+    if not fresh.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
+        bad.append("TCP_NODELAY lost")
+    err = connecting.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # checked once, restored
+    if err != errno.ECONNREFUSED:
+        bad.append(f"connecting: SO_ERROR {errno.errorcode.get(err, err)}, not ECONNREFUSED")
+    try:
+        got = reset.recv(10)
+        bad.append(f"the reset socket read {got!r}")
+    except ConnectionResetError:
+        pass
+    except OSError as e:
+        bad.append(f"the reset socket: {e}")
+    return bad
+
+selfcheck.serve(check)
+'''
+
+
+def test_reset_connecting_and_unconnected_tcp_sockets(spawn, python_exe, tmp_path):
+    """A socket reset by its peer and not closed yet (state CLOSE), a connect() in
+    progress (SYN-SENT: the listener's accept queue is full, its SYN is dropped), a
+    bound socket never connected and a bare IPv6 one: saved (not a vague refusal)
+    and restored reset, refused (ECONNREFUSED), bound again, new with its options."""
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as full, \
+            socket.create_server(("127.0.0.1", 0)) as resetter:
+        filler = _client(full.getsockname()[1])  # fills the accept queue: further SYNs dropped
+        t = spawn([python_exe, "-c", ODD_STATES, str(full.getsockname()[1]),
+                   str(resetter.getsockname()[1])], name="odd")
+        t.wait_for("^READY")
+        conn, _ = resetter.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        conn.close()  # the target's socket is reset; it reads nothing until its check
+        time.sleep(0.2)
+        img = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+        reap_dumped(t)
+        whats = sorted(f["what"] for f in img.summary()["fds"] if f["kind"] == "tcp-outside")
+        assert len(whats) == 4, whats
+        assert any("SYN-SENT" in w for w in whats) and any("closed by a reset" in w for w in whats)
+        assert sum("not connected" in w for w in whats) == 2
+        p = pyckpt.restore(tmp_path / "img")
+        spawn.track(p.pid)
+        t.popen = None
+        check(t)
+        filler.close()
+
+
+@pytest.mark.parametrize("established", [False, True])
+def test_listener_without_reuseaddr_binds_beside_its_held_connections(spawn, python_exe, tmp_path,
+                                                                     established):
+    """The killed listener's accepted connections, held on its port until the restore
+    stands, do not stop the restored listener's bind when it had no SO_REUSEADDR."""
+    t, port = _server(spawn, python_exe, "echo", "--no-reuseaddr")
+    c = _client(port)
+    assert _ask(c, b"x\n") == b"X\n"
+    pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    reap_dumped(t)
+    p = pyckpt.restore(tmp_path / "img", tcp_established=established)
+    spawn.track(p.pid)
+    t.popen = None
+    assert p.restore_warnings == []
+    if established:
+        assert _ask(c, b"kept\n") == b"KEPT\n"
+        fd = int(t.wait_for(r"^ACCEPTED (\d+)$").group(1))
+        with socket.socket(fileno=take_fd(p.pid, fd)) as s:
+            assert not s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)  # its own value back
+    else:
+        with pytest.raises(ConnectionResetError):
+            _ask(c, b"gone?\n")
+    c.close()
+    again = _client(port)
+    assert _ask(again, b"new\n") == b"NEW\n"
+    again.close()

@@ -324,8 +324,9 @@ def _cmd_show(args, progress) -> int:
         _show_process(p)
     tcp = info.get("tcp_outside", {})
     if tcp.get("count"):
+        closed = f", {tcp['closed']} reset or connecting" if tcp.get("closed") else ""
         _out(f"TCP connections to peers outside the image: {tcp['count']} ({tcp['established']} "
-             f"established, {tcp['half_closed']} half-closed); {tcp['restore']}")
+             f"established, {tcp['half_closed']} half-closed{closed}); {tcp['restore']}")
     for o in info["shared_memory"]:
         where = ", ".join(f"process {pid} at {start:#x}" for pid, start, _ in o["mapped_by"])
         _out(f"shared memory #{o['id']}: {o['size'] // 1024} KiB, {o['stored_bytes'] // 1024} KiB "

@@ -2,6 +2,8 @@
 listener on 127.0.0.1, each client's lines echoed in upper case.
 
     tcp_echo.py echo   serves at once; prints ACCEPTED/DROPPED/EOF per client
+    tcp_echo.py MODE --no-reuseaddr   the listener without SO_REUSEADDR
+
     tcp_echo.py lazy   accepts, but reads nothing until SIGUSR1; then reads each
                        client to its end and writes to it, printing what it saw
 
@@ -16,7 +18,12 @@ import sys
 import time
 
 MODE = sys.argv[1]
-listener = socket.create_server(("127.0.0.1", 0))
+if "--no-reuseaddr" in sys.argv:  # as a plain bind() + listen() leaves it
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+else:
+    listener = socket.create_server(("127.0.0.1", 0))  # SO_REUSEADDR, as most servers
 listener.setblocking(False)
 ep = select.epoll()
 ep.register(listener, select.EPOLLIN)

@@ -134,6 +134,9 @@ class TcpListener(FileKind):
                                   f.info.flags & ~os.O_CLOEXEC, reuseaddr, reuseport, v6only)]
 
     def open(self, rctx: RestoreContext, rec: TcpListenerRecord) -> int:
+        from .tcpconn import make_held_reusable
+
+        make_held_reusable(rctx)  # its killed predecessor's connections, held on this port
         s = socket.socket(rec.family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             if rec.family == socket.AF_INET6:
@@ -152,9 +155,9 @@ class TcpListener(FileKind):
                 error = RestoreError(f"cannot listen on {self.describe(rec)} again: {e.strerror}{hint}")
                 in_use = e.errno == errno.EADDRINUSE and on_loopback(rec.address)
                 raise (needs(error, Fix("new_netns")) if in_use else error) from None
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(rec.reuseaddr))
             if not rctx.checking:  # a check binds (which finds a port in use) but takes no connection
-                s.listen(rec.backlog)
+                s.listen(rec.backlog)  # (listen checks the port again: still with SO_REUSEADDR)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(rec.reuseaddr))
             fd = s.detach()
         finally:
             s.close()

@@ -103,7 +103,7 @@ import termios
 import time
 from dataclasses import dataclass
 
-from ..errors import RestoreError, UnsupportedFdError
+from ..errors import PortInUseError, RestoreError, UnsupportedFdError
 from ..image import PAGES_FILE, padded, record
 from ..problems import Fix, needs
 from .context import DumpContext, RestoreContext
@@ -422,7 +422,10 @@ def validate(image) -> None:
 
 TCP_ESTABLISHED, TCP_SYN_SENT, TCP_FIN_WAIT1, TCP_FIN_WAIT2 = 1, 2, 4, 5
 TCP_CLOSE, TCP_CLOSE_WAIT, TCP_LAST_ACK, TCP_CLOSING = 7, 8, 9, 11
-STATE_NAMES = {TCP_ESTABLISHED: "established", TCP_FIN_WAIT1: "FIN-WAIT-1 (this end shut down writing)",
+TCP_NOT_CONNECTED = 0  # a TCP socket never connected (bound or not): not a kernel state
+STATE_NAMES = {TCP_NOT_CONNECTED: "not connected", TCP_SYN_SENT: "SYN-SENT (connect() in progress)",
+               TCP_CLOSE: "closed by a reset or a timeout (not yet closed by the program)",
+               TCP_ESTABLISHED: "established", TCP_FIN_WAIT1: "FIN-WAIT-1 (this end shut down writing)",
                TCP_FIN_WAIT2: "FIN-WAIT-2 (this end shut down writing)",
                TCP_CLOSE_WAIT: "CLOSE-WAIT (the peer shut down writing)",
                TCP_LAST_ACK: "LAST-ACK (both ends shut down writing)",
@@ -549,10 +552,36 @@ def _peek_all(sock: socket.socket, size: int) -> bytes:
         return b""
 
 
+def _unhashed_state(f: DumpedFd) -> int | None:
+    """A TCP socket /proc/net/tcp does not list: TCP_CLOSE when it was connected (reset,
+    or its connection timed out, and the program has not closed it yet: it received
+    segments), TCP_NOT_CONNECTED when it never was (bound or not); None: not TCP."""
+    try:
+        sock = take(f.pid, f.fd)
+    except OSError:
+        return None
+    try:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.proto != socket.IPPROTO_TCP:
+            return None
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 144)
+        if info[0] != TCP_CLOSE:
+            return None
+        return TCP_CLOSE if len(info) >= 144 and struct.unpack_from("I", info, 140)[0] else TCP_NOT_CONNECTED
+    except OSError:
+        return None
+    finally:
+        sock.close()
+
+
 def dump_outside(ctx: DumpContext, f: DumpedFd, file_id: int, sock: socket.socket,
-                 state: int) -> list:
+                 state: int, remote: tuple[str, int] | None = None) -> list:
     """The record of a connection to a peer outside the image (`sock`: the target's own)."""
-    here, there = sock.getsockname(), sock.getpeername()
+    here = sock.getsockname()
+    try:
+        there = sock.getpeername()
+    except OSError:  # SYN-SENT (the address from /proc/net/tcp), closed, never connected
+        any_address = "::" if sock.family == socket.AF_INET6 else "0.0.0.0"
+        there = remote if remote is not None and state == TCP_SYN_SENT else (any_address, 0)
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
     snd = rcv = ts = unsent = 0
     window: list[int] = []
@@ -583,7 +612,8 @@ def dump_outside(ctx: DumpContext, f: DumpedFd, file_id: int, sock: socket.socke
     if sendq:
         rec.sent_length = len(sendq)
         rec.sent_offset, rec.sent_xxh3 = ctx.pages.append(sendq + bytes(padded(len(sendq)) - len(sendq)))
-    ctx.objects.setdefault("tcp outside to hold on kill", []).append((f.pid, f.fd, f.st.st_ino))
+    if state not in (TCP_CLOSE, TCP_NOT_CONNECTED):  # a socket the kernel still has a 4-tuple for
+        ctx.objects.setdefault("tcp outside to hold on kill", []).append((f.pid, f.fd, f.st.st_ino))
     return [rec]
 
 
@@ -600,13 +630,16 @@ class TcpOutside(FileKind):
         if not stat.S_ISSOCK(f.st.st_mode):
             return False
         known = socket_states(f.pid).get(f.st.st_ino)
-        return known is not None and known[0] in HALF_CLOSED
+        if known is not None:
+            return known[0] in HALF_CLOSED or known[0] == TCP_SYN_SENT
+        return _unhashed_state(f) is not None
 
     def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
-        state = socket_states(f.pid)[f.st.st_ino][0]
+        known = socket_states(f.pid).get(f.st.st_ino)
+        state = known[0] if known is not None else _unhashed_state(f)
         sock = take(f.pid, f.fd)
         try:
-            return dump_outside(ctx, f, file_id, sock, state)
+            return dump_outside(ctx, f, file_id, sock, state, known[2] if known else None)
         finally:
             sock.close()
 
@@ -618,6 +651,8 @@ class TcpOutside(FileKind):
         return set_status_flags(os.dup(rctx.passed[key]), rec.flags, SETTABLE_FLAGS)
 
     def describe(self, rec: TcpOutsideRecord) -> str:
+        if rec.state == TCP_NOT_CONNECTED:
+            return f"TCP {_where(rec.family, _local(rec))}, not connected"
         return (f"TCP {_where(rec.family, _local(rec))} -> {_where(rec.family, _remote(rec))}, "
                 f"{STATE_NAMES.get(rec.state, rec.state)}, peer outside the image, "
                 f"{rec.length} bytes unread, {rec.sent_length} bytes unacknowledged or unsent; "
@@ -626,6 +661,12 @@ class TcpOutside(FileKind):
 
 def restore_plan(rec: TcpOutsideRecord) -> str:
     """What a restore does with the connection, in words."""
+    if rec.state == TCP_NOT_CONNECTED:
+        return "a new socket with its options" + (", bound to the same address" if rec.local_port else "")
+    if rec.state == TCP_SYN_SENT:
+        return "the connect() refused (ECONNREFUSED), as by a server that is down"
+    if rec.state == TCP_CLOSE:
+        return "reset (unread data, then ECONNRESET)"
     if rec.state in PEER_SENT_FIN:
         return "as it was (unread data then end of file; writing to it is then reset)"
     return ("reset by the peer (unread data, then ECONNRESET), or kept with --tcp-established "
@@ -634,10 +675,12 @@ def restore_plan(rec: TcpOutsideRecord) -> str:
 
 def outside_summary(image) -> dict:
     """How many outside connections the image holds, and what restore will do with them."""
-    recs = list(getattr(image, "reader", image).of_type(TcpOutsideRecord))
+    recs = [r for r in getattr(image, "reader", image).of_type(TcpOutsideRecord)
+            if r.state != TCP_NOT_CONNECTED]
     return {"count": len(recs),
             "established": sum(r.state == TCP_ESTABLISHED for r in recs),
-            "half_closed": sum(r.state != TCP_ESTABLISHED for r in recs),
+            "half_closed": sum(r.state in HALF_CLOSED for r in recs),
+            "closed": sum(r.state in (TCP_CLOSE, TCP_SYN_SENT) for r in recs),  # reset, connecting
             "restore": ("a restore resets them as if the peer had (--tcp-established keeps them after an "
                         "in-place dump --kill, while the peers hold their ends)") if recs else ""}
 
@@ -673,8 +716,12 @@ def _emulated(rctx: RestoreContext, rec: TcpOutsideRecord, data: bytes) -> int:
     pyckpt drops at once: the unread data is queued again, then the peer's end of
     file (CLOSE-WAIT, LAST-ACK, CLOSING) or its reset (the others); a socket that had
     shut down writing has again.  The socket's own addresses are loopback ones."""
+    if rec.state == TCP_NOT_CONNECTED:
+        return _unconnected(rec)
     if rctx.checking:
         return socket.socket(rec.family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC).detach()
+    if rec.state == TCP_SYN_SENT:
+        return _refused(rec)
     hosts = ["127.0.0.1"] if rec.family == socket.AF_INET else ["::1", "::ffff:127.0.0.1"]
     last: OSError | None = None
     for host in hosts:
@@ -716,6 +763,50 @@ def _emulated_on(rec: TcpOutsideRecord, data: bytes, host: str) -> int:
         return mine.detach()
 
 
+def _unconnected(rec: TcpOutsideRecord) -> int:
+    """A TCP socket that was never connected: new, with its options, bound where it was."""
+    s = socket.socket(rec.family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        _set_options(s, rec)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(rec.reuseaddr))
+        if rec.local_port:
+            try:
+                s.bind(_local(rec))
+            except OSError as e:
+                error = PortInUseError(
+                    "TCP", rec.local_address, rec.local_port,
+                    f"cannot bind a TCP socket to {_where(rec.family, _local(rec))} again: {e.strerror}")
+                in_use = e.errno == errno.EADDRINUSE and on_loopback(rec.local_address)
+                raise (needs(error, Fix("new_netns")) if in_use else error) from None
+        return s.detach()
+    finally:
+        s.close()
+
+
+def _refused(rec: TcpOutsideRecord) -> int:
+    """A connect() in progress (SYN-SENT) comes back refused: a non-blocking connect to a
+    loopback port nobody listens on (a server that is down), its error ECONNREFUSED
+    pending, as the program's SO_ERROR check after EPOLLOUT reads it."""
+    host = "127.0.0.1" if rec.family == socket.AF_INET else "::1"
+    with socket.socket(rec.family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as free:
+        free.bind((host, 0))
+        port = free.getsockname()[1]  # closed again at once: nobody listens there
+    s = socket.socket(rec.family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+    try:
+        _set_options(s, rec)
+        try:
+            s.connect((host, port))
+        except BlockingIOError:
+            pass
+        except ConnectionRefusedError:  # refused at once: the error is reported, not pending
+            raise RestoreError(f"cannot re-create the TCP connect() in progress to "
+                               f"{_where(rec.family, _remote(rec))}: loopback refused synchronously") from None
+        _until(lambda: _tcp_state(s) == TCP_CLOSE, "the refusal")
+        return s.detach()
+    finally:
+        s.close()
+
+
 def _set_options(s: socket.socket, rec) -> None:
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(rec.nodelay))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, rec.keepalive[0])
@@ -750,13 +841,13 @@ def _open_outside(rctx: RestoreContext, rec: TcpOutsideRecord) -> int:
         if fd >= 0:
             s = socket.socket(fileno=fd)
             if os.fstat(fd).st_ino == rec.ino:
-                if _tcp_state(s) == TCP_CLOSE:
+                if _tcp_state(s) == TCP_CLOSE and rec.state not in (TCP_CLOSE, TCP_NOT_CONNECTED):
                     _warn(rctx, f"{what}: the peer reset it while it was held; it is restored reset")
                 held.handed_over = True
                 return s.detach()
             s.close()
-    if rec.state in PEER_SENT_FIN:
-        return _emulated(rctx, rec, data)  # as it was, but for its addresses
+    if rec.state not in (TCP_ESTABLISHED, *WE_SENT_FIN):
+        return _emulated(rctx, rec, data)  # as it was (but for its addresses), or refused
     why = ("restored in a new network namespace" if rctx.options.new_netns else
            "no pyckpt dump --kill holds it (the original's end is gone)")
     if rec.state == TCP_ESTABLISHED and rec.window and not rctx.options.new_netns:
@@ -947,6 +1038,27 @@ def _held(rec: TcpOutsideRecord) -> _Held | None:
     return None
 
 
+def make_held_reusable(rctx: RestoreContext) -> None:
+    """Before a listener of the image binds its port again: the held sockets (the accepted
+    connections of the killed listener are bound to that port) get SO_REUSEADDR, so that
+    the bind does not conflict with them even when the original listener had not set it
+    (the one handed over gets its own value back after the release).  Once per restore."""
+    if rctx.checking or rctx.options.new_netns or "tcp held reusable" in rctx.shared:
+        return
+    rctx.shared["tcp held reusable"] = True
+    for rec in getattr(rctx.image, "reader", rctx.image).of_type(TcpOutsideRecord):
+        held = _held(rec)
+        if held is None:
+            continue
+        try:
+            with socket.socket(fileno=_pidfd_getfd(held.pidfd, held.fd)) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        except OSError:
+            pass
+        finally:
+            os.close(held.pidfd)
+
+
 def _let_go(rec: TcpOutsideRecord, held: _Held) -> None:
     """After the release, end the holder: its close resets the connection (SO_LINGER 0),
     unless the restored process has the socket now (--tcp-established), which gets the
@@ -956,6 +1068,7 @@ def _let_go(rec: TcpOutsideRecord, held: _Held) -> None:
             try:
                 with socket.socket(fileno=_pidfd_getfd(held.pidfd, held.fd)) as s:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", *rec.linger))
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(rec.reuseaddr))
             except OSError:
                 pass
         try:

@@ -358,3 +358,27 @@ def test_jvm_copies_side_by_side_with_no_option(spawn, tmp_path):
         _wait_for_lines(log, who, 3, size)
     text = log.read_bytes()
     _lines_by_writer(text[:text.rfind(b"\n") + 1].decode())  # whole lines only
+
+
+def test_appended_log_that_shrank_or_was_replaced_is_refused(spawn, python_exe, tmp_path):
+    """Only growth is free: a log truncated since the dump (as by a copy-and-truncate
+    rotation), or another file at its path, is refused naming it."""
+    t, work = _holder(spawn, python_exe, tmp_path)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    reap_dumped(t)
+    log = work / "app.log"
+    log.write_bytes(b"")  # truncated in place: same inode, shorter
+    with pytest.raises(pyckpt.FileChangedError, match=r"app\.log.*size 0, was 14") as e:
+        pyckpt.restore(img)
+    assert e.value.path == str(log)
+    log.unlink()  # rotated: another file at the path
+    log.write_bytes(b"first\nchecked\nmore\n")
+    with pytest.raises(pyckpt.FileChangedError, match=r"app\.log.*it is another file now"):
+        pyckpt.restore(img)
+    assert not psutil.pid_exists(t.pid)
+    p = pyckpt.restore(img, allow_changed_files=["app.log"])  # a name alone matches the file's name
+    spawn.track(p.pid)
+    t.popen = None
+    check(t)
+    assert log.read_bytes() == b"first\nchecked\nmore\nchecked\n"

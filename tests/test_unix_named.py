@@ -18,10 +18,11 @@ import pytest
 
 import pyckpt
 from pyckpt.errors import SocketPathInUseError
-from conftest import TARGETS, Target, check, reap_dumped
+from conftest import TARGETS, Target, check, real_program, reap_dumped
 from test_trees import _wait_gone, dump_kill_restore_tree
 
 SERVER = str(TARGETS / "unix_server.py")
+TMUX = real_program("tmux")
 
 
 def _talk(s: socket.socket, n: int) -> bytes:
@@ -455,3 +456,53 @@ def test_listener_whose_socket_file_was_removed(spawn, python_exe, tmp_path):
     assert not os.path.lexists(path)
     check(t)
     check(t)
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed (scripts/setup.sh installs it)")
+def test_tmux_server_on_its_socket_path(tmp_path):
+    """A real tmux server (its listener on a socket path, a pane running cat on a pty pair):
+    dumped with kill, restored in place; a new tmux client connects to the restored
+    server through the path and the pane still echoes what it is sent."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="tm", dir="/tmp")  # short: a socket path has 108 bytes
+    sock = os.path.join(d, "s")
+    env = {k: v for k, v in os.environ.items() if k != "TMUX"}
+
+    def tmux(*args: str) -> str:
+        return subprocess.run([TMUX, "-S", sock, "-f", "/dev/null", *args], env=env, check=True,
+                              capture_output=True, text=True, timeout=10).stdout
+
+    def pane_shows(text: str) -> None:
+        deadline = time.monotonic() + 5
+        while text not in tmux("capture-pane", "-p", "-t", "main"):
+            assert time.monotonic() < deadline, tmux("capture-pane", "-p", "-t", "main")
+            time.sleep(0.05)
+
+    server, members = None, []
+    try:
+        tmux("new-session", "-d", "-s", "main", "cat")
+        server = int(tmux("display", "-p", "#{pid}"))  # the daemonized server (our child: subreaper)
+        tmux("send-keys", "-t", "main", "before-dump", "Enter")
+        pane_shows("before-dump")
+        img = pyckpt.dump(server, tmp_path / "img", kill=True)
+        whats = [f["what"] for f in img.summary()["fds"]]
+        assert any(f"listening on {sock}" in w for w in whats), whats
+        os.waitpid(server, 0)
+        members = [q["pid"] for q in img.summary()["processes"]][1:]  # the pane's cat
+        _wait_gone(*members)
+        p = pyckpt.restore(tmp_path / "img")
+        assert p.pid == server
+        tmux("send-keys", "-t", "main", "after-restore", "Enter")
+        pane_shows("after-restore")
+        assert "before-dump" in tmux("capture-pane", "-p", "-t", "main")
+        assert tmux("list-sessions", "-F", "#{session_name}").split() == ["main"]
+    finally:
+        if server is not None and psutil.pid_exists(server) and psutil.Process(server).ppid() == os.getpid():
+            for pid in (*members, server):  # the pane first: the server's death hangs it up
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(server, 0)
+            _wait_gone(*members)
+        shutil.rmtree(d, ignore_errors=True)

@@ -578,7 +578,8 @@ def validate(image) -> None:
                or sum(m.length for m in r.messages) != r.length or any(m.length < 0 for m in r.messages)
                or len(r.address) > 108 or len(r.peer_address) > 108
                or (r.address[:1] not in (b"", b"\0", b"/"))
-               or (r.role in ("listen", "bound") and (not r.address or r.type == socket.SOCK_DGRAM))
+               or (r.role in ("listen", "bound") and not r.address)
+               or (r.role == "dgram") != (r.type == socket.SOCK_DGRAM)
                or not 0 <= r.backlog < 1 << 31 or r.file_mode > 0o7777)
         if bad:
             raise ImageError(f"image at {image.path}: unix socket:[{r.ino}] has a bad name, role or queue")

@@ -183,3 +183,96 @@ def test_segment_of_another_ipc_namespace_is_read_there(spawn, python_exe, tmp_p
     spawn.track(p2.ppid())
     c2 = Target(p2.pid, tmp_path / "copy2.log")
     mailbox(c2, p2.pid, "parent")
+
+
+# --- a tree with an IPC namespace of its own: its semaphore sets and message queues ----
+
+NS_TARGET = r"""
+import ctypes, os, sys, selfcheck
+libc = ctypes.CDLL(None, use_errno=True)
+libc.msgrcv.restype = ctypes.c_ssize_t
+libc.msgrcv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long, ctypes.c_int]
+libc.msgsnd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+IPC_CREAT, GETALL, SETVAL, MSG_COPY, IPC_NOWAIT = 0o1000, 13, 16, 0o40000, 0o4000
+key = 0x5E600000 | (os.getpid() & 0xFFFF)
+semid = libc.semget(key, 3, IPC_CREAT | 0o640)
+for i, v in enumerate((5, 0, 7)):
+    assert libc.semctl(semid, i, SETVAL, ctypes.c_int(v)) == 0
+msqid = libc.msgget(key + 1, IPC_CREAT | 0o620)
+sent = [(1, b"first"), (2, b"second message"), (1, bytes(range(256)) * 3)]
+for mtype, text in sent:
+    buf = ctypes.create_string_buffer(8 + len(text))
+    ctypes.c_long.from_buffer(buf).value = mtype
+    buf[8:] = text
+    assert libc.msgsnd(msqid, buf, len(text), 0) == 0
+def check():
+    bad = []
+    vals = (ctypes.c_ushort * 3)()
+    if libc.semctl(semid, 0, GETALL, vals) != 0 or list(vals) != [5, 0, 7]:
+        bad.append(f"semaphores {list(vals)} ({os.strerror(ctypes.get_errno())})")
+    buf = ctypes.create_string_buffer(8 + 1024)
+    for i, (mtype, text) in enumerate(sent):
+        n = libc.msgrcv(msqid, buf, 1024, i, IPC_NOWAIT | MSG_COPY)
+        if n != len(text) or ctypes.c_long.from_buffer(buf).value != mtype or buf.raw[8:8 + n] != text:
+            bad.append(f"message {i}: {n} {os.strerror(ctypes.get_errno())}")
+    if libc.msgrcv(msqid, buf, 1024, len(sent), IPC_NOWAIT | MSG_COPY) != -1:
+        bad.append("more messages")
+    return bad
+print(f"READY semid={semid} msqid={msqid} key={key:#x}", flush=True)
+selfcheck.serve(check)
+"""
+
+
+def _own_ns_target(spawn, python_exe):
+    t = spawn(["unshare", "--ipc", python_exe, "-c", NS_TARGET], name="ipcns")
+    m = t.wait_for(r"^READY semid=(\d+) msqid=(\d+) key=(0x[0-9a-f]+)")
+    assert os.stat(f"/proc/{t.pid}/ns/ipc").st_ino != os.stat("/proc/self/ns/ipc").st_ino
+    check(t)
+    return t, int(m.group(1)), int(m.group(2)), int(m.group(3), 16)
+
+
+def test_semaphores_and_queues_of_an_own_ipc_namespace(spawn, python_exe, tmp_path):
+    """The tree's own IPC namespace is saved whole (its semaphore sets and message
+    queues, with their values and messages, read without consuming them) and comes
+    back in the copy's new namespace under the same ids and keys."""
+    t, semid, msqid, key = _own_ns_target(spawn, python_exe)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    reap_dumped(t)
+    p = pyckpt.restore(img, new_pidns=True, fds={1: str(tmp_path / "copy.log")})
+    spawn.track(p.ppid())
+    c = Target(p.pid, tmp_path / "copy.log")
+    check(c)
+    check(c)
+
+
+def test_semaphores_in_place_refused_when_the_key_is_taken(spawn, python_exe, tmp_path):
+    """Restored in place (into pyckpt's IPC namespace), a key taken there is an
+    IpcInUseError naming it; once it is free the objects are made there."""
+    t, semid, msqid, key = _own_ns_target(spawn, python_exe)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    reap_dumped(t)
+    mine = libc.semget(key, 1, 0o1000 | 0o600)  # a set with the image's key, here
+    assert mine >= 0
+    made = []
+    try:
+        with pytest.raises(pyckpt.errors.IpcInUseError) as e:
+            pyckpt.restore(img)
+        assert f"SysV semaphore set key {key:#010x} id {mine}" in str(e.value), str(e.value)
+        libc.semctl(mine, 0, 0)  # IPC_RMID
+        mine = None
+        p = pyckpt.restore(img)
+        spawn.track(p.pid)
+        t.popen = None
+        made = [("s", semid), ("q", msqid)]
+        check(t)
+    finally:
+        if mine is not None:
+            libc.semctl(mine, 0, 0)
+        for what, ident in made:
+            kill_own(t.pid)
+            if what == "s":
+                libc.semctl(ident, 0, 0)
+            else:
+                libc.msgctl(ident, 0, None)

@@ -28,7 +28,7 @@ from .errors import (DumpError, NoSuchProcessError, PyckptError, UnsuitableProce
                      boundary)
 from .image import FORMAT_VERSION, Header, ImageWriter
 from .inject import Injector, injection_site_from
-from .kinds import before_kill, cpu, creds, files, itimers, load_all, memory, mm, signals, task, thread
+from .kinds import before_kill, cpu, creds, files, itimers, load_all, memory, mm, signals, sysvipc, task, thread
 from .kinds.context import DumpContext, DumpOptions
 from .kinds.task import ProcessRecord, ZombieRecord
 from .precopy import PreCopy
@@ -37,7 +37,8 @@ from .seize import Seized, check_dumpable, pinned_to_cpu, refusal
 from .signals import checkpoint, commit, deferred_signals
 
 # Kinds in the order their records are written; each returns its records.
-DUMP_KINDS = (task.dump, creds.dump, mm.dump, thread.dump, signals.dump, itimers.dump, files.dump, memory.dump, cpu.dump)
+DUMP_KINDS = (task.dump, creds.dump, mm.dump, thread.dump, signals.dump, itimers.dump, files.dump, memory.dump, cpu.dump,
+              sysvipc.dump)
 
 
 @dataclass

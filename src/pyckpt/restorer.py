@@ -148,7 +148,7 @@ def _prepare(rctxs: list[RestoreContext], stats: RestoreStats) -> list[RestorePr
     for rctx in rctxs:
         if rctx.zombie:
             continue
-        for step in (memory.prepare, mm.prepare, task.prepare, files.prepare, itimers.prepare):
+        for step in (memory.prepare, mm.prepare, task.prepare, files.prepare, itimers.prepare, sysvipc.prepare):
             rctx.collect(lambda step=step: step(rctx))
     root = rctxs[0]
     if TRUST in root.shared:  # an image of an ordinary user: may it open what pyckpt opened?

@@ -325,4 +325,12 @@ def foreign_objects(owner: Owner, image) -> list[str]:
                     + [(f"memfd {x.name!r}", x) for x in image.of_type(MemfdRecord)]):
         if owner.uid is None or r.uid != owner.uid or owner.gids is None or r.gid not in owner.gids:
             out.append(f"a {what} owned by uid {r.uid}, gid {r.gid} (mode {r.mode:04o})")
+    from .kinds.sysvipc import SHM_LOCKED, SysvMsgRecord, SysvSemRecord, SysvShmRecord
+
+    for r in [*image.of_type(SysvShmRecord), *image.of_type(SysvSemRecord), *image.of_type(SysvMsgRecord)]:
+        # SysV objects are made by pyckpt (root) with the owner the image says; a locked
+        # segment would be locked with root's CAP_IPC_LOCK
+        if (owner.uid is None or r.uid != owner.uid or owner.gids is None or r.gid not in owner.gids
+                or (isinstance(r, SysvShmRecord) and r.mode & SHM_LOCKED)):
+            out.append(f"a {r.describe()} owned by uid {r.uid}, gid {r.gid} (mode {r.mode:04o})")
     return out

@@ -33,13 +33,29 @@ attached by nobody (postgres never removes its segment while it runs) — is
 the image's own segment: it is taken over, its content replaced by the
 image's.
 
-Not saved: the creator's user and group ids (a re-created segment's are
-pyckpt's), the creator and last PIDs and the attach/detach/change times
-(the kernel sets them); segments nobody in the image has attached; huge-page
-segments (SHM_HUGETLB) are refused.  SysV semaphore sets and message queues
-are not saved: a process cannot be seen to use one (nothing is mapped or
-open), so their objects are neither dumped nor refused; a restored copy in
-a new IPC namespace does not find them.
+Semaphore sets and message queues: a process cannot be seen to use one
+(nothing is mapped or open).  So, as CRIU does, they are saved only when
+the tree has an IPC namespace of its own (not pyckpt's: a container, a copy
+restored with new_pidns, `unshare --ipc`), where every one of them can only
+be the tree's: each set with its values (`SysvSemRecord`), each queue with
+its messages in order (`SysvMsgRecord`; read with msgrcv(MSG_COPY), which
+consumes nothing and needs CONFIG_CHECKPOINT_RESTORE), key, id, mode and
+owner.  Restore re-creates them under the same ids (sem_next_id,
+msg_next_id) before the processes run: in a new IPC namespace with
+new_pidns; in place in pyckpt's, where an id slot or key taken is an
+`IpcInUseError` found before anything is made.  In a namespace shared with
+pyckpt they are neither saved nor refused (a copy restored with new_pidns
+then does not find them).
+
+Not saved: the creator's user and group ids (a re-created object's are
+pyckpt's), the creator and last PIDs and the times (the kernel sets them);
+semaphore undo adjustments (SEM_UNDO: a restored process that exits does
+not undo what it did before the dump) and the processes waiting on a set
+or queue (they wait again: their syscall restarts); a queue's size limit
+above msgmnb (raising it needs CAP_SYS_RESOURCE); segments nobody in the
+image has attached.  Huge-page segments (SHM_HUGETLB) are refused.  An
+image owned by an ordinary user (trust.py) may hold only objects of that
+user's, and no locked segment.
 """
 
 from __future__ import annotations
@@ -157,12 +173,6 @@ def parse_shm_table(text: str) -> list[ShmEntry]:
 def _shm_table() -> list[ShmEntry]:
     with open(SHM_TABLE) as f:
         return parse_shm_table(f.read())
-
-
-def describe_mapping(name: str) -> str | None:
-    """What a /proc/PID/maps name of a SysV segment is, in words (for refusals)."""
-    m = SHM_NAME.fullmatch(name)
-    return f"a SysV shared memory segment (key {int(m.group(1), 16):#010x})" if m else None
 
 
 @contextlib.contextmanager
@@ -302,6 +312,7 @@ class _Made:
 class _State:
     made: dict[int, _Made] = field(default_factory=dict)
     attached: set = field(default_factory=set)
+    others: list = field(default_factory=list)  # (ns fd, "sem"/"msg", id) made, for undo
 
 
 def _state(rctx: RestoreContext) -> _State:
@@ -427,10 +438,11 @@ def _fill(rctx: RestoreContext, rec: SysvShmRecord, shmid: int, *, zero: bool) -
 
 
 def finish(rctx: RestoreContext) -> None:
-    """Every process attached its segments: remove those that were marked for removal."""
-    state = rctx.shared.get("sysv shm")
-    if state is None:
-        return
+    """Every process attached its segments: remove those that were marked for removal;
+    then re-create the semaphore sets and message queues of an image whose tree had
+    its own IPC namespace (see `dump`), in the restored processes' one."""
+    state = _state(rctx)
+    _make_namespace_objects(rctx, state)
     for rec_id, made in state.made.items():
         if made.remove:
             with ipc_namespace(f"/proc/self/fd/{made.ns}"):
@@ -453,16 +465,246 @@ def undo(rctx: RestoreContext) -> None:
                     _libc.shmctl(made.shmid, IPC_RMID, None)
             except OSError:
                 pass  # a namespace that died with its processes took the segment along
+    for ns, what, ident in state.others:
+        try:
+            with ipc_namespace(f"/proc/self/fd/{ns}"):
+                if what == "sem":
+                    _libc.semctl(ident, 0, IPC_RMID)
+                elif what == "msg":
+                    _libc.msgctl(ident, IPC_RMID, None)
+        except OSError:
+            pass
     _close(state)
 
 
 def _close(state: _State) -> None:
-    for made in state.made.values():
+    for fd in {made.ns for made in state.made.values()} | {ns for ns, _, _ in state.others}:
         try:
-            os.close(made.ns)
+            os.close(fd)
         except OSError:
             pass
     state.made.clear()
+    state.others.clear()
+
+
+# --- semaphore sets and message queues of a tree's own IPC namespace -----------
+
+SEM_TABLE, MSG_TABLE = "/proc/sysvipc/sem", "/proc/sysvipc/msg"
+SEM_NEXT_ID, MSG_NEXT_ID = "/proc/sys/kernel/sem_next_id", "/proc/sys/kernel/msg_next_id"
+GETALL, SETALL = 13, 17
+MSG_COPY, IPC_NOWAIT, MSG_NOERROR = 0o40000, 0o4000, 0o10000
+MSGMAX = 1 << 20  # the largest message a queue may be asked to copy (msgmax is 8192 by default)
+
+
+class _SemidDs(ctypes.Structure):
+    _fields_ = [("perm", _IpcPerm), ("otime", ctypes.c_long), ("ctime", ctypes.c_long),
+                ("nsems", ctypes.c_ulong), ("unused3", ctypes.c_ulong), ("unused4", ctypes.c_ulong)]
+
+
+class _MsqidDs(ctypes.Structure):
+    _fields_ = [("perm", _IpcPerm), ("stime", ctypes.c_long), ("rtime", ctypes.c_long),
+                ("ctime", ctypes.c_long), ("cbytes", ctypes.c_ulong), ("qnum", ctypes.c_ulong),
+                ("qbytes", ctypes.c_ulong), ("lspid", ctypes.c_int), ("lrpid", ctypes.c_int),
+                ("unused4", ctypes.c_ulong), ("unused5", ctypes.c_ulong)]
+
+
+_libc.semget.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+_libc.msgget.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.msgrcv.restype = ctypes.c_ssize_t
+_libc.msgrcv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long, ctypes.c_int]
+_libc.msgsnd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+@record(121)
+@dataclass
+class SysvSemRecord:
+    """A SysV semaphore set of the tree's own IPC namespace: its values (not the
+    processes' undo adjustments, SEM_UNDO, nor who waits)."""
+
+    id: int
+    semid: int
+    key: int
+    mode: int
+    uid: int
+    gid: int
+    values: list[int]
+
+    def describe(self) -> str:
+        return f"SysV semaphore set key {self.key:#010x} id {self.semid}"
+
+
+@dataclass
+class SysvMessage:
+    mtype: int
+    data: str  # hex
+
+
+@record(122)
+@dataclass
+class SysvMsgRecord:
+    """A SysV message queue of the tree's own IPC namespace with its messages, in order
+    (read with MSG_COPY: nothing is consumed)."""
+
+    id: int
+    msqid: int
+    key: int
+    mode: int
+    uid: int
+    gid: int
+    qbytes: int
+    messages: list[SysvMessage]
+
+    def describe(self) -> str:
+        return f"SysV message queue key {self.key:#010x} id {self.msqid}"
+
+
+def _table(path: str) -> list[list[int]]:
+    """The rows of /proc/sysvipc/sem or msg: key (unsigned), id, perms (octal), the rest."""
+    with open(path) as f:
+        rows = []
+        for line in f.read().splitlines()[1:]:
+            f_ = line.split()
+            if len(f_) >= 8:
+                rows.append([int(f_[0]) & 0xFFFFFFFF, int(f_[1]), int(f_[2], 8)] + [int(x) for x in f_[3:]])
+        return rows
+
+
+def _own_namespace(pid: int) -> bool:
+    there, here = os.stat(f"/proc/{pid}/ns/ipc"), os.stat("/proc/thread-self/ns/ipc")
+    return (there.st_dev, there.st_ino) != (here.st_dev, here.st_ino)
+
+
+def dump(ctx: DumpContext) -> list:
+    """Once per tree, and only when the tree has an IPC namespace of its own (not
+    pyckpt's: a container, a copy restored with new_pidns): every semaphore set and
+    message queue in it, which then can only be the tree's (as CRIU saves a tree's
+    own IPC namespace).  In a shared namespace nothing tells which set or queue a
+    process uses; they are left alone."""
+    if not _own_namespace(ctx.pid):
+        return []
+    st = os.stat(f"/proc/{ctx.pid}/ns/ipc")
+    key = ("ipc namespace", st.st_dev, st.st_ino)
+    if key in ctx.objects:
+        return []
+    ctx.objects[key] = len(ctx.objects) + 1
+    recs: list = []
+    with ipc_namespace(f"/proc/{ctx.pid}/ns/ipc"):
+        for row in _table(SEM_TABLE):
+            key_, semid, mode, nsems, uid, gid = row[:6]
+            values = (ctypes.c_ushort * max(nsems, 1))()
+            if _libc.semctl(semid, 0, GETALL, values) < 0:
+                raise UnsupportedError(f"process {ctx.pid}: SysV semaphore set key {key_:#010x} id {semid} "
+                                       f"of its IPC namespace cannot be read "
+                                       f"({os.strerror(ctypes.get_errno())})", pid=ctx.pid)
+            ctx.objects[("sysv sem", st.st_ino, semid)] = oid = len(ctx.objects) + 1
+            recs.append(SysvSemRecord(oid, semid, key_, mode, uid, gid, list(values)[:nsems]))
+        for row in _table(MSG_TABLE):
+            key_, msqid, mode, cbytes, qnum = row[:5]
+            uid, gid = row[7], row[8]
+            what = f"process {ctx.pid}: SysV message queue key {key_:#010x} id {msqid} of its IPC namespace"
+            ds = _MsqidDs()
+            if _libc.msgctl(msqid, IPC_STAT, ctypes.byref(ds)) < 0:
+                raise UnsupportedError(f"{what} cannot be read ({os.strerror(ctypes.get_errno())})",
+                                       pid=ctx.pid)
+            size = min(max(cbytes, 1), MSGMAX)
+            buf = ctypes.create_string_buffer(8 + size)
+            messages = []
+            for index in range(qnum):
+                n = _libc.msgrcv(msqid, buf, size, index, IPC_NOWAIT | MSG_COPY | MSG_NOERROR)
+                if n < 0:
+                    err = ctypes.get_errno()
+                    raise UnsupportedError(f"{what}: its message #{index} cannot be copied "
+                                           f"({os.strerror(err)}; MSG_COPY needs CONFIG_CHECKPOINT_RESTORE)",
+                                           pid=ctx.pid)
+                mtype = ctypes.c_long.from_buffer(buf).value
+                messages.append(SysvMessage(mtype, buf.raw[8:8 + n].hex()))
+            ctx.objects[("sysv msg", st.st_ino, msqid)] = oid = len(ctx.objects) + 1
+            recs.append(SysvMsgRecord(oid, msqid, key_, mode, uid, gid, ds.qbytes, messages))
+    return recs
+
+
+def _namespace_records(image) -> list:
+    reader = getattr(image, "reader", image)
+    return list(reader.of_type(SysvSemRecord)) + list(reader.of_type(SysvMsgRecord))
+
+
+def prepare(rctx: RestoreContext) -> None:
+    """In place: the ids (their slots) and keys of the image's semaphore sets and message
+    queues must be free in pyckpt's IPC namespace (once per tree)."""
+    if rctx.options.new_pidns or rctx.shared.get("sysv ns checked"):
+        return
+    rctx.shared["sysv ns checked"] = True
+    recs = _namespace_records(rctx.image)
+    if not recs:
+        return
+    tables = {"sem": _table(SEM_TABLE), "msg": _table(MSG_TABLE)}
+    for rec in recs:
+        what, ident = ("sem", rec.semid) if isinstance(rec, SysvSemRecord) else ("msg", rec.msqid)
+        for row in tables[what]:
+            if row[1] % IPCMNI == ident % IPCMNI or (rec.key != 0 and row[0] == rec.key):
+                kind = "semaphore set" if what == "sem" else "message queue"
+                rctx.note(needs(IpcInUseError(rec.describe(), f"SysV {kind} key {row[0]:#010x} id {row[1]}",
+                                              f"ipcrm -{'s' if what == 'sem' else 'q'} {row[1]}"),
+                                Fix("new_pidns")))
+                break
+
+
+def _make_namespace_objects(rctx: RestoreContext, state: _State) -> None:
+    recs = _namespace_records(rctx.image)
+    if not recs:
+        return
+    ns = os.open(f"/proc/{rctx.pid}/ns/ipc", os.O_RDONLY | os.O_CLOEXEC)
+    state.others.append((ns, "ns", -1))  # (closed by _close; nothing to remove)
+    with ipc_namespace(f"/proc/self/fd/{ns}"):
+        for rec in recs:
+            if isinstance(rec, SysvSemRecord):
+                semid = _get(SEM_NEXT_ID, rec.semid, rec,
+                             lambda: _libc.semget(rec.key, len(rec.values), IPC_CREAT | IPC_EXCL | 0o600))
+                state.others.append((ns, "sem", semid))
+                values = (ctypes.c_ushort * len(rec.values))(*rec.values)
+                if _libc.semctl(semid, 0, SETALL, values) < 0:
+                    raise RestoreError(f"cannot set the values of {rec.describe()}: "
+                                       f"{os.strerror(ctypes.get_errno())}")
+                ds = _SemidDs()
+                _libc.semctl(semid, 0, IPC_STAT, ctypes.byref(ds))
+                ds.perm.uid, ds.perm.gid, ds.perm.mode = rec.uid, rec.gid, rec.mode & 0o777
+                if _libc.semctl(semid, 0, IPC_SET, ctypes.byref(ds)) < 0:
+                    raise RestoreError(f"cannot set the owner and mode of {rec.describe()}: "
+                                       f"{os.strerror(ctypes.get_errno())}")
+            else:
+                msqid = _get(MSG_NEXT_ID, rec.msqid, rec, lambda: _libc.msgget(rec.key, IPC_CREAT | IPC_EXCL | 0o600))
+                state.others.append((ns, "msg", msqid))
+                ds = _MsqidDs()
+                _libc.msgctl(msqid, IPC_STAT, ctypes.byref(ds))
+                ds.perm.uid, ds.perm.gid, ds.perm.mode = rec.uid, rec.gid, rec.mode & 0o777
+                if rec.qbytes <= ds.qbytes:  # more than msgmnb needs CAP_SYS_RESOURCE
+                    ds.qbytes = rec.qbytes
+                for m in rec.messages:  # sent while pyckpt still owns it, so the limit cannot bite
+                    data = bytes.fromhex(m.data)
+                    buf = ctypes.create_string_buffer(8 + len(data))
+                    ctypes.c_long.from_buffer(buf).value = m.mtype
+                    buf[8:8 + len(data)] = data
+                    if _libc.msgsnd(msqid, buf, len(data), IPC_NOWAIT) < 0:
+                        raise RestoreError(f"cannot put message back into {rec.describe()}: "
+                                           f"{os.strerror(ctypes.get_errno())}")
+                if _libc.msgctl(msqid, IPC_SET, ctypes.byref(ds)) < 0:
+                    raise RestoreError(f"cannot set the owner and mode of {rec.describe()}: "
+                                       f"{os.strerror(ctypes.get_errno())}")
+
+
+def _get(next_id_file: str, want: int, rec, create) -> int:
+    """Create an object under id `want` (via the namespace's *_next_id)."""
+    with open(next_id_file, "w") as f:
+        f.write(str(want))
+    got = create()
+    if got < 0:
+        err = ctypes.get_errno()
+        raise needs(IpcInUseError(rec.describe(), f"an object of the namespace ({os.strerror(err)})", "ipcrm"),
+                    Fix("new_pidns"))
+    if got != want:
+        raise needs(IpcInUseError(rec.describe(), f"its id's slot (it got id {got})", "ipcrm"),
+                    Fix("new_pidns"))
+    return got
 
 
 def validate(image) -> None:
@@ -488,3 +730,19 @@ def validate(image) -> None:
         for r in rec.runs:
             if r.file_offset < 0 or r.length <= 0 or r.length > r.stored or r.file_offset + r.length > rec.size:
                 bad(f"SysV shared memory segment #{rec.id} has data outside it")
+    for rec in list(image.of_type(SysvSemRecord)) + list(image.of_type(SysvMsgRecord)):
+        ident = rec.semid if isinstance(rec, SysvSemRecord) else rec.msqid
+        if (rec.id in seen or not 0 <= ident < 1 << 31 or not 0 <= rec.key < 1 << 32
+                or not 0 <= rec.mode < 1 << 16 or not 0 <= rec.uid < 1 << 32 or not 0 <= rec.gid < 1 << 32):
+            bad(f"SysV object #{rec.id} has a bad id, key, mode or owner")
+        seen.add(rec.id)
+        if isinstance(rec, SysvSemRecord):
+            if not 0 < len(rec.values) <= 32000 or any(not 0 <= v <= 32767 for v in rec.values):
+                bad(f"{rec.describe()} has bad values")
+        else:
+            if not 0 <= rec.qbytes < 1 << 63:
+                bad(f"{rec.describe()} has a bad size")
+            for m in rec.messages:
+                if not 0 < m.mtype < 1 << 63 or len(m.data) % 2 or len(m.data) > 2 * MSGMAX:
+                    bad(f"{rec.describe()} holds a bad message")
+                bytes.fromhex(m.data)  # (a ValueError: damage)

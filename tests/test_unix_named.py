@@ -506,3 +506,59 @@ def test_tmux_server_on_its_socket_path(tmp_path):
             os.waitpid(server, 0)
             _wait_gone(*members)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_waiting_connections_outside_dropped_inside_with_data_refused(spawn, python_exe, tmp_path):
+    """A listener's accept queue: a connection from outside the image is dropped (the
+    summary says so; that client sees its connection end when the original dies); a
+    client of the image that waits there with data already sent is refused by name."""
+    code = textwrap.dedent(r"""
+        import socket, sys, selfcheck
+        lst = socket.socket(socket.AF_UNIX)
+        lst.bind(sys.argv[1]); lst.listen(4)
+        keep = []
+        if sys.argv[2] == "send":
+            c = socket.socket(socket.AF_UNIX); c.connect(sys.argv[1]); c.send(b"early")
+            keep.append(c)
+        print("READY", lst.fileno(), *(c.fileno() for c in keep), flush=True)
+        def check():
+            lst.setblocking(False)
+            try:
+                conn, _ = lst.accept()
+                got = conn.recv(10)
+            except BlockingIOError:
+                got = None
+            # "send": the refused dump left the waiting client and its data as they were;
+            # "quiet": after the restore nothing from before waits
+            want = b"early" if sys.argv[2] == "send" and not keep[1:] else None
+            if sys.argv[2] == "send":
+                keep.append(got)
+            return [] if got == want else [f"accept gave {got!r}"]
+        selfcheck.serve(check)
+    """)
+    path = tmp_path / "q.sock"
+    t = spawn([python_exe, "-c", code, str(path), "send"], name="send")
+    lst, fd = map(int, t.wait_for(r"^READY (\d+) (\d+)$").groups())
+    with pytest.raises(pyckpt.UnsupportedFdError, match="waiting to be accepted with data already sent") as ei:
+        pyckpt.dump(t.pid, tmp_path / "img")
+    assert ei.value.fd == fd and str(path) in str(ei.value)
+    check(t)
+    os.kill(t.pid, signal.SIGKILL)
+    t.reap()
+    os.unlink(path)
+
+    t = spawn([python_exe, "-c", code, str(path), "quiet"], name="quiet")
+    fd = int(t.wait_for(r"^READY (\d+)$").group(1))
+    ours = _connect(os.fsencode(path))  # waits in its queue, never accepted
+    img = pyckpt.dump(t.pid, tmp_path / "img2", kill=True)
+    what = next(f["what"] for f in img.summary()["fds"] if f["fd"] == fd)
+    assert "1 connection(s) from outside the image waiting to be accepted (dropped" in what, what
+    reap_dumped(t)
+    p = pyckpt.restore(tmp_path / "img2")
+    spawn.track(p.pid)
+    t.popen = None
+    check(t)  # nothing waits at the restored listener
+    try:
+        assert ours.recv(10) == b""
+    except ConnectionResetError:
+        pass

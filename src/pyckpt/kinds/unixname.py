@@ -127,6 +127,7 @@ class UnixNamedRecord:
     length: int = 0
     offset: int = 0
     xxh3: int = 0
+    dropped: int = 0  # a listener: connections from outside the image waiting (not restored)
 
     def stored_runs(self) -> list[tuple[int, int, int]]:
         return [(self.offset, padded(self.length), self.xxh3)] if self.length else []
@@ -225,6 +226,7 @@ class UnixNamedSocket(FileKind):
         if listener:
             rec.role, rec.backlog = "listen", info.wqueue
             rec.waiting = [c for c in info.icons if c in in_image]
+            rec.dropped = max(info.rqueue, len(info.icons)) - len(rec.waiting)
             return [rec]
         waiting_at = _waiting_at(ctx).get(f.st.st_ino)
         if info.type == socket.SOCK_DGRAM:
@@ -236,7 +238,7 @@ class UnixNamedSocket(FileKind):
                 sent = _sent_unread(f)
                 if sent:
                     raise UnsupportedFdError(
-                        f.pid, f.fd, f"{kind} waiting to be accepted with {sent} bytes sent",
+                        f.pid, f.fd, f"{kind} waiting to be accepted with data already sent",
                         f"{where}, waiting at {_show_name(table[waiting_at].name or b'')}; "
                         "the listener has not accepted it yet")
             else:
@@ -274,6 +276,9 @@ class UnixNamedSocket(FileKind):
         name = _show_name(rec.address) if rec.address else ""
         if rec.role == "listen":
             text = f"{kind} listening on {name} (backlog {rec.backlog}, {len(rec.waiting)} waiting)"
+            if rec.dropped:
+                text += (f", {rec.dropped} connection(s) from outside the image waiting to be "
+                         "accepted (dropped: not restored)")
         elif rec.role == "bound":
             text = f"{kind} bound to {name}"
         else:
@@ -293,6 +298,8 @@ class UnixNamedSocket(FileKind):
 
 
 def _sent_unread(f: DumpedFd) -> int:
+    """Buffer memory of what the socket sent and its peer has not read (SIOCOUTQ: the
+    buffers' size, not the bytes): 0 when nothing waits."""
     sock = take(f.pid, f.fd)
     try:
         return struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQ, b"\0" * 4))[0]
@@ -580,7 +587,7 @@ def validate(image) -> None:
                or (r.address[:1] not in (b"", b"\0", b"/"))
                or (r.role in ("listen", "bound") and not r.address)
                or (r.role == "dgram") != (r.type == socket.SOCK_DGRAM)
-               or not 0 <= r.backlog < 1 << 31 or r.file_mode > 0o7777)
+               or not 0 <= r.backlog < 1 << 31 or r.file_mode > 0o7777 or r.dropped < 0)
         if bad:
             raise ImageError(f"image at {image.path}: unix socket:[{r.ino}] has a bad name, role or queue")
         if r.peer_ino and (r.peer_ino not in recs or recs[r.peer_ino].peer_ino != r.ino):

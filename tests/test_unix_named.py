@@ -562,3 +562,26 @@ def test_waiting_connections_outside_dropped_inside_with_data_refused(spawn, pyt
         assert ours.recv(10) == b""
     except ConnectionResetError:
         pass
+
+
+def test_copy_with_an_abstract_name_in_its_own_network_namespace(spawn, python_exe, tmp_path):
+    """Abstract names belong to a network namespace: a copy restored with new_netns
+    beside the running original binds the same name in its own; without it the name
+    is taken (a SocketPathInUseError avoided by new_netns)."""
+    name = f"pyckpt-nn-{secrets.token_hex(6)}"
+    t, fd, children = _start_server(spawn, python_exe, "@" + name)
+    pyckpt.dump(t.pid, tmp_path / "img")  # the original runs on
+    problems = pyckpt.open_image(tmp_path / "img").check_restore(new_pidns=True, allow_changed_files=True)
+    assert {p.error.path for p in problems} == {"@" + name, f"@{name}-q"}
+    assert all(isinstance(p.error, SocketPathInUseError) and [f.option for f in p.fixes] == ["new_netns"]
+               for p in problems), problems
+    log = tmp_path / "copy.log"
+    p = pyckpt.restore(tmp_path / "img", new_pidns=True, new_netns=True, fds={1: str(log)})
+    spawn.track(p.ppid())  # the namespace's init, our child
+    time.sleep(0.3)
+    check(Target(p.pid, log))  # the copy's clients talk to the copy's listener
+    check(t)  # the original's to the original's
+    with pyckpt.network_namespace(p.pid):
+        inside = _connect(b"\0" + name.encode())
+    assert _talk(inside, 10) == b"11\n"
+    assert _talk(_connect(b"\0" + name.encode()), 20) == b"21\n"  # the original, here

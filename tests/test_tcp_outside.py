@@ -35,9 +35,8 @@ def _server(spawn, python_exe, mode="echo", *more):
     return t, int(t.wait_for(r"^READY (\d+)$").group(1))
 
 
-def _client(port: int) -> socket.socket:
-    c = socket.create_connection(("127.0.0.1", port), timeout=5)
-    return c
+def _client(port: int, host: str = "127.0.0.1") -> socket.socket:
+    return socket.create_connection((host, port), timeout=5)
 
 
 def _ask(c: socket.socket, line: bytes) -> bytes:
@@ -57,9 +56,10 @@ def _held_files() -> set[str]:
         return set()
 
 
-def test_default_restore_resets_the_client_which_reconnects(spawn, python_exe, tmp_path):
-    t, port = _server(spawn, python_exe)
-    c = _client(port)
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_default_restore_resets_the_client_which_reconnects(spawn, python_exe, tmp_path, host):
+    t, port = _server(spawn, python_exe, "echo", *(["--ipv6"] if ":" in host else []))
+    c = _client(port, host)
     assert _ask(c, b"hello\n") == b"HELLO\n"
     accepted = t.wait_for(r"^ACCEPTED (\d+)$").group(1)
     # a dump without kill reads the connection in repair mode and leaves it as it was
@@ -68,7 +68,8 @@ def test_default_restore_resets_the_client_which_reconnects(spawn, python_exe, t
     summary = image.summary()["tcp_outside"]
     assert summary["count"] == 1 and summary["established"] == 1 and "reset" in summary["restore"]
     fd = next(f for f in image.summary()["fds"] if f["fd"] == int(accepted))
-    assert fd["kind"] == "tcp-outside" and f"-> 127.0.0.1:{c.getsockname()[1]}" in fd["what"]
+    where = f"[{host}]" if ":" in host else host
+    assert fd["kind"] == "tcp-outside" and f"-> {where}:{c.getsockname()[1]}" in fd["what"]
 
     dump_kill_restore(spawn, t, tmp_path / "img")
     line = t.wait_for(rf"^DROPPED {accepted} mask (0x[0-9a-f]+) (\w+)$")
@@ -77,14 +78,15 @@ def test_default_restore_resets_the_client_which_reconnects(spawn, python_exe, t
     with pytest.raises(ConnectionResetError):  # the client's old socket: reset
         _ask(c, b"anyone?\n")
     c.close()
-    c = _client(port)  # reconnects to the restored server
+    c = _client(port, host)  # reconnects to the restored server
     assert _ask(c, b"again\n") == b"AGAIN\n"
     c.close()
 
 
-def test_tcp_established_keeps_the_connection(spawn, python_exe, tmp_path):
-    t, port = _server(spawn, python_exe)
-    c = _client(port)
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_tcp_established_keeps_the_connection(spawn, python_exe, tmp_path, host):
+    t, port = _server(spawn, python_exe, "echo", *(["--ipv6"] if ":" in host else []))
+    c = _client(port, host)
     assert _ask(c, b"before\n") == b"BEFORE\n"
     img = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
     reap_dumped(t)
@@ -323,3 +325,52 @@ def test_listener_without_reuseaddr_binds_beside_its_held_connections(spawn, pyt
     again = _client(port)
     assert _ask(again, b"new\n") == b"NEW\n"
     again.close()
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pyckpt", "--no-progress", *map(str, args)],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_cli_dump_kill_and_restore_tcp_established(spawn, python_exe, tmp_path):
+    """The command line: `dump --kill` leaves a holder (reparented to pytest, the subreaper,
+    when the command exits); `restore --tcp-established` takes the connection and kills it."""
+    t, port = _server(spawn, python_exe)
+    c = _client(port)
+    assert _ask(c, b"cli\n") == b"CLI\n"
+    r = _cli("dump", t.pid, tmp_path / "img", "--kill")
+    assert r.returncode == 0, r.stderr
+    reap_dumped(t)
+    (held,) = [name for name in _held_files()
+               if name in {str(x.ino) for x in pyckpt.open_image(tmp_path / "img").records
+                           if type(x).__name__ == "TcpOutsideRecord"}]
+    with open(os.path.join(HELD_DIR, held)) as f:
+        holder = int(f.read().split()[0])
+    r = _cli("restore", "--tcp-established", tmp_path / "img")
+    assert r.returncode == 0, r.stderr
+    assert "warning" not in r.stderr, r.stderr
+    spawn.track(int(r.stdout))
+    t.popen = None
+    assert _ask(c, b"same connection\n") == b"SAME CONNECTION\n"
+    _, status = os.waitpid(holder, 0)  # ours now (subreaper): killed by the restore
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    c.close()
+
+
+def test_cli_restore_warns_when_a_connection_cannot_be_kept(spawn, python_exe, tmp_path):
+    t, port = _server(spawn, python_exe)
+    c = _client(port)
+    assert _ask(c, b"x\n") == b"X\n"
+    pyckpt.dump(t.pid, tmp_path / "img")
+    os.kill(t.pid, signal.SIGKILL)
+    t.reap()
+    c.close()
+    r = _cli("check", "--restore", "--tcp-established", tmp_path / "img")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = _cli("restore", "--tcp-established", tmp_path / "img")
+    assert r.returncode == 0, r.stderr
+    spawn.track(int(r.stdout))
+    t.popen = None
+    assert "pyckpt restore: warning: TCP connection 127.0.0.1:" in r.stderr, r.stderr
+    assert "its peer is gone; it is restored as reset by the peer" in r.stderr, r.stderr
+    t.wait_for(r"^DROPPED \d+ mask 0x[0-9a-f]+ ECONNRESET$")

@@ -3,6 +3,7 @@ listener on 127.0.0.1, each client's lines echoed in upper case.
 
     tcp_echo.py echo   serves at once; prints ACCEPTED/DROPPED/EOF per client
     tcp_echo.py MODE --no-reuseaddr   the listener without SO_REUSEADDR
+    tcp_echo.py MODE --ipv6           on ::1 instead of 127.0.0.1
 
     tcp_echo.py lazy   accepts, but reads nothing until SIGUSR1; then reads each
                        client to its end and writes to it, printing what it saw
@@ -18,12 +19,13 @@ import sys
 import time
 
 MODE = sys.argv[1]
+HOST, FAMILY = ("::1", socket.AF_INET6) if "--ipv6" in sys.argv else ("127.0.0.1", socket.AF_INET)
 if "--no-reuseaddr" in sys.argv:  # as a plain bind() + listen() leaves it
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
+    listener = socket.socket(FAMILY)
+    listener.bind((HOST, 0))
     listener.listen()
 else:
-    listener = socket.create_server(("127.0.0.1", 0))  # SO_REUSEADDR, as most servers
+    listener = socket.create_server((HOST, 0), family=FAMILY)  # SO_REUSEADDR, as most servers
 listener.setblocking(False)
 ep = select.epoll()
 ep.register(listener, select.EPOLLIN)

@@ -122,3 +122,46 @@ def test_multiprocessing_semaphore(spawn, python_exe, tmp_path, trees, method):
         os.kill(p.pid, signal.SIGUSR1)
         t.wait_for(r"^CHECK ok", after=after)
         t.wait_for(rf"^GOT {n}$", after=after)  # the restored worker woke on the restored semaphore
+
+
+LINKED = r"""
+import mmap, os, sys, selfcheck
+d1, d2 = sys.argv[1], sys.argv[2]
+first = os.path.join(d1, "first")
+with open(first, "wb") as f:
+    f.write(b"linked!" * 1000)
+f = open(first, "r+b")
+m = mmap.mmap(f.fileno(), 0)
+f.close()
+os.link(first, os.path.join(d2, "second"))
+os.unlink(first)  # the mapping now shows "first (deleted)", the file lives on as d2/second
+def check():
+    return [] if m[:7000] == b"linked!" * 1000 else ["content differs"]
+print("READY", flush=True)
+selfcheck.serve(check)
+"""
+
+
+def test_mapping_of_a_name_removed_while_linked_elsewhere(spawn, python_exe, tmp_path):
+    """Its other name in the same directory is found and mapped; in another directory
+    it is not looked for, and the refusal says so (the target runs on)."""
+    from conftest import check, dump_kill_restore
+
+    same = tmp_path / "same"
+    same.mkdir()
+    t = spawn([python_exe, "-c", LINKED, str(same), str(same)])
+    t.wait_for("^READY")
+    dump_kill_restore(spawn, t, tmp_path / "img")
+    check(t)
+    with open(f"/proc/{t.pid}/maps") as f:  # mapped by its remaining name now
+        assert any(line.rstrip().endswith(str(same / "second")) for line in f)
+
+    d1, d2 = tmp_path / "d1", tmp_path / "d2"
+    d1.mkdir()
+    d2.mkdir()
+    t2 = spawn([python_exe, "-c", LINKED, str(d1), str(d2)])
+    t2.wait_for("^READY")
+    with pytest.raises(pyckpt.errors.UnsupportedError) as e:
+        pyckpt.dump(t2.pid, tmp_path / "img2")
+    assert f"{d1}/first (deleted)" in str(e.value) and "1 link(s) under another name" in str(e.value)
+    check(t2)

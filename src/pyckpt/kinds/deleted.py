@@ -24,6 +24,14 @@ file mapped and then removed) map that same re-created file
 (`DeletedMapping`, registered with memory.mapped_object); the file is saved
 from /proc/PID/map_files when no fd holds it.
 
+A file whose name was removed but that still has a link elsewhere is not
+deleted: "PATH (deleted)" with a link count above zero (a POSIX semaphore
+or shared memory object glibc created under a temporary name, a file
+renamed by link and unlink).  When another name of it is in the same
+directory, its fds (`LinkedElsewhere`) and mappings (memory.linked_name) are
+saved as that name, reopened and checked as any file; when none is there
+(pyckpt does not search the whole file system) it is refused, saying so.
+
 Holes are found with SEEK_DATA/SEEK_HOLE and stay holes.  The content
 helpers (`check_size`, `store_content`, `write_content`,
 `open_description`) are shared with memfd.py.
@@ -41,9 +49,9 @@ from ..errors import FileChangedError, ImageError, UnsupportedError
 from ..image import PAGES_FILE, record
 from ..problems import Fix, needs
 from .context import DumpContext, RestoreContext
-from .fileid import FileIdentity, reopen_flags
+from .fileid import FileIdentity, identify, reopen_flags
 from .files import DumpedFd, FileKind, file_kind
-from .memory import MappedObject, mapped_object
+from .memory import MappedObject, mapped_object, other_name
 
 PAGE = 4096
 CHUNK = 4 << 20  # content is read, stored and checksummed in runs of at most this
@@ -217,6 +225,35 @@ class DeletedFile(FileKind):
         return f"{rec.link} (content #{rec.content_id})"
 
 
+@file_kind
+class LinkedElsewhere(FileKind):
+    """An fd whose name was removed while its file lives on under another name in
+    the same directory (a POSIX shared memory object or semaphore opened by a
+    temporary name, a file renamed by a hard link and unlink): not deleted, so it is
+    reopened by that other name, as any file (regfile's FileRecord)."""
+
+    name = "linked elsewhere"
+    records = ()  # restored by regfile.PathFile
+    priority = 85  # before DeletedFile
+
+    def claims(self, f: DumpedFd) -> bool:
+        return (stat.S_ISREG(f.st.st_mode) and f.st.st_nlink > 0 and f.link.startswith("/")
+                and f.link.endswith(DELETED))
+
+    def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
+        from .regfile import FileRecord
+
+        other = other_name(f.proc_path, f.link)
+        if other is None:
+            raise UnsupportedError(
+                f"process {f.pid}: fd {f.fd} is a file whose name was removed ({f.link}) but that "
+                f"still has {f.st.st_nlink} link(s) under another name, not in "
+                f"{os.path.dirname(f.link[: -len(DELETED)]) or '/'}; pyckpt cannot find that name to "
+                "reopen it by — open the file by its name, or remove its other names", pid=f.pid)
+        return [FileRecord(file_id, "regular", f.info.flags & ~os.O_CLOEXEC, f.info.pos,
+                           identify(other, f.proc_path))]
+
+
 def save_deleted(ctx: DumpContext, proc_path: str, link: str, what: str) -> tuple[int, list]:
     """(object id, records) of the deleted file open or mapped at `proc_path`
     (/proc/PID/fd/N or /proc/PID/map_files/A-B); its content only the first time."""
@@ -261,9 +298,16 @@ class DeletedMapping(MappedObject):
     def dump_mapping(self, ctx: DumpContext, map_path: str, name: str) -> tuple[FileIdentity, list]:
         what = f"process {ctx.pid}: memory at {map_path.rsplit('/', 1)[1]} maps a deleted file ({name})"
         st = os.stat(map_path)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 0 or st.st_dev not in _visible_devices(ctx.pid):
-            raise UnsupportedError(f"{what} that is not a plain deleted file (links {st.st_nlink}, "
-                                   f"mode {st.st_mode:o}); pyckpt cannot save it — unmap it in the target",
+        if stat.S_ISREG(st.st_mode) and st.st_nlink != 0:
+            # (memory.linked_name found no other name in the same directory)
+            raise UnsupportedError(f"{what} whose file still has {st.st_nlink} link(s) under another "
+                                   f"name, not in {os.path.dirname(name[: -len(DELETED)]) or '/'}; pyckpt "
+                                   "cannot find that name to map it by — map the file by its name, or "
+                                   "remove its other names", pid=ctx.pid)
+        if not stat.S_ISREG(st.st_mode) or st.st_dev not in _visible_devices(ctx.pid):
+            kind = (f"not a regular file (mode {st.st_mode:o})" if not stat.S_ISREG(st.st_mode) else
+                    "a file of a file system the process has not mounted (a kernel-internal one)")
+            raise UnsupportedError(f"{what}, {kind}; pyckpt cannot save it — unmap it in the target",
                                    pid=ctx.pid)
         exe = os.stat(f"/proc/{ctx.pid}/exe")
         if (exe.st_dev, exe.st_ino) == (st.st_dev, st.st_ino):

@@ -176,11 +176,19 @@ def linked_name(pid: int, m) -> str | None:
     semaphores: glibc's sem_open maps a temporary name, links the file under the
     semaphore's name and unlinks the temporary one — another name of that file in
     the same directory (/dev/shm), to map it by as any file; None otherwise."""
-    name = m.path
-    if not (name.startswith("/") and name.endswith(" (deleted)")) or name.startswith(("/SYSV", "/[")):
+    if m.path.startswith(("/SYSV", "/[")):
+        return None
+    return other_name(f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}", m.path)
+
+
+def other_name(stat_path: str, name: str) -> str | None:
+    """The file `stat_path` (/proc/PID/map_files/..., /proc/PID/fd/N) shows as
+    "PATH (deleted)": another name of it in PATH's directory when it still has a link
+    there; None when it has none (or no link at all)."""
+    if not (name.startswith("/") and name.endswith(" (deleted)")):
         return None
     try:
-        st = os.stat(f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}")
+        st = os.stat(stat_path)
         if st.st_nlink == 0 or not stat.S_ISREG(st.st_mode):
             return None
         with os.scandir(os.path.dirname(name[: -len(" (deleted)")]) or "/") as entries:

@@ -99,6 +99,8 @@ def test_pty_fork_pair_restored(spawn, tmp_path):
     after = _answer(got)
     # the pair's number was free again: it kept it
     assert after == before, (before, after)
+    node = os.stat(tty)
+    assert (node.st_uid, node.st_gid, node.st_mode & 0o7777) == (65534, 65534, 0o600)
     assert _ctty(child) == os.stat(tty).st_rdev
 
 
@@ -122,6 +124,8 @@ def test_pty_pair_copy_gets_another_number(spawn, tmp_path):
     copy = _answer(got)
     assert copy["tty"] != tty and copy["tty"].startswith("/dev/pts/"), copy
     assert _ctty(copy_child) == os.stat(copy["tty"]).st_rdev
+    node = os.stat(copy["tty"])  # the copy's node is as the original's was
+    assert (node.st_uid, node.st_gid, node.st_mode & 0o7777) == (65534, 65534, 0o600)
     assert {k: v for k, v in copy.items() if k != "tty"} == {
         "ws": "33x101", "echo": "0", "intr": "2", "ctty": "1", "fg": "1", "sid": "1"}
     assert _ask(t, 0)[1] == "CHECK ok counter=3"  # the original still has its own pair

@@ -3,7 +3,7 @@
 The parent turns echo off and sets a distinct interrupt character (so that
 what it reads is only the child's answer), a window size of 33x101, and
 packet mode on the master (every read then starts with a TIOCPKT_DATA byte,
-0).  The child leads its own session with the slave as its controlling
+0); run as root, it gives /dev/pts/N to user and group 65534, mode 0600.  The child leads its own session with the slave as its controlling
 terminal (pty.fork) and answers each line it reads with what it sees of its
 terminal: `ECHO <LINE> tty=<ttyname> ws=<rows>x<cols> echo=<0|1> intr=<n>
 ctty=<opened /dev/tty> fg=<its group is the foreground one> sid=<leads its session>`.
@@ -27,6 +27,7 @@ import time
 TIOCPKT = 0x5420
 INTR = 2  # ^B
 ROWS, COLS = 33, 101
+OWNER = 65534  # nobody
 
 pid, master = pty.fork()
 if pid == 0:  # the child, on the slave (stdin/stdout/stderr)
@@ -59,6 +60,9 @@ asked = []
 signal.signal(signal.SIGUSR1, lambda *a: asked.append(1))
 TIOCGPTN = 0x80045430
 index = struct.unpack("i", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))[0]
+if os.geteuid() == 0:  # the terminal's node as a login would leave it: its user's, mode 0600
+    os.chown(f"/dev/pts/{index}", OWNER, OWNER)
+    os.chmod(f"/dev/pts/{index}", 0o600)
 print(f"READY parent={os.getpid()} child={pid} tty=/dev/pts/{index}", flush=True)
 counter = 0
 while True:

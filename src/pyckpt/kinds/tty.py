@@ -3,10 +3,12 @@
 **Pairs inside the image.**  A pty master (an fd on /dev/ptmx; fdinfo's
 `tty-index` is its number) is saved with the state of its pair: termios
 (flags, speeds, control characters), the window size, packet mode
-(TIOCPKT) and the locked state (TIOCSPTLCK).  A slave fd (/dev/pts/N) is
-saved as part of the image when the master of pair N is held by a process
-of the image (of the same devpts instance, /dev/pts); a slave whose master
-is held outside (a terminal emulator, sshd, a tmux server not in the image)
+(TIOCPKT), the locked state (TIOCSPTLCK), and the owner, group and mode of
+/dev/pts/N, given to the new node (a program may reopen its terminal by name;
+an image an ordinary user owns gives it to that user at most).  A slave fd
+(/dev/pts/N) is saved as part of the image when the master of pair N is held
+by a process of the image (of the same devpts instance, /dev/pts); a slave
+whose master is held outside (a terminal emulator, sshd, a tmux server not in the image)
 is the user's terminal: external (files.py), restored with `fds=`,
 `inherit_stdio` or `shell_job` (below).  At restore pyckpt opens a new pair
 (/dev/ptmx) and hands the master and each slave description (TIOCGPTPEER,
@@ -56,6 +58,7 @@ dump's summary says that a restore needs `--shell-job`.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import signal
@@ -105,6 +108,9 @@ class PtyMasterRecord:
     packet: bool  # TIOCPKT
     locked: bool  # TIOCSPTLCK
     queued: int  # bytes the slave side had written, unread by the master (not saved)
+    uid: int = -1  # owner, group and mode of /dev/pts/N (-1: not known)
+    gid: int = -1
+    mode: int = 0o620
 
 
 @record(131)
@@ -202,6 +208,7 @@ class PtyMaster(FileKind):
             packet = bool(_ioctl_int(copy, TIOCGPKT))
             locked = bool(_ioctl_int(copy, TIOCGPTLCK))
             queued = _ioctl_int(copy, FIONREAD)
+            node = os.stat(f"/proc/{f.pid}/root/dev/pts/{index}")
         except OSError as e:
             raise UnsupportedError(f"process {f.pid}: fd {f.fd} is a pty master whose state cannot "
                                    f"be read ({e.strerror})", pid=f.pid) from None
@@ -209,7 +216,8 @@ class PtyMaster(FileKind):
             os.close(copy)
         cc = [c[0] if isinstance(c, bytes) else int(c) for c in cc]
         return [PtyMasterRecord(file_id, f.info.flags & ~O_CLOEXEC, index, iflag, oflag, cflag, lflag,
-                                ispeed, ospeed, cc, list(ws), packet, locked, queued)]
+                                ispeed, ospeed, cc, list(ws), packet, locked, queued,
+                                node.st_uid, node.st_gid, stat.S_IMODE(node.st_mode))]
 
     def open(self, rctx: RestoreContext, rec: PtyMasterRecord) -> int:
         pair = _pair(rctx, rec)
@@ -313,12 +321,17 @@ def _master_record(rctx: RestoreContext, index: int) -> PtyMasterRecord:
 
 def _pair(rctx: RestoreContext, rec: PtyMasterRecord) -> int:
     """The new pair's master in pyckpt (opened once per restore, shared by the tree)."""
+    trust = rctx.shared.get("trust: owner, paths")  # an image an ordinary user owns (restorer.py)
+    owner = None if trust is None else trust[0]
+    if owner is not None:  # the terminal is given to that user at most
+        rec = dataclasses.replace(rec, uid=-1 if owner.uid is None else owner.uid, gid=-1)
     return rctx.pass_fd(("pty pair", rec.id), lambda: open_pair(rec))
 
 
 def open_pair(rec: PtyMasterRecord) -> int:
     """A new pty pair with the state of `rec`: its master, in pyckpt, unlocked (locked
-    again by _peer once a slave is open, when it was)."""
+    again by _peer once a slave is open, when it was), its slave's node owned as
+    `rec` says."""
     held: list[int] = []
     master = -1
     try:
@@ -349,6 +362,10 @@ def open_pair(rec: PtyMasterRecord) -> int:
             fcntl.ioctl(master, TIOCPKT, struct.pack("i", 1))
         if rec.locked:
             fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 1))
+        if rec.uid >= 0:  # /dev/pts/M as /dev/pts/N was: its owner may reopen it by name
+            node = f"/dev/pts/{_ioctl_int(master, TIOCGPTN)}"
+            os.chown(node, rec.uid, rec.gid)  # (gid -1: left as devpts made it)
+            os.chmod(node, rec.mode)
     except (OSError, termios.error) as e:
         os.close(master)
         raise RestoreError(f"cannot give the new pseudo-terminal of /dev/pts/{rec.index} its saved "
@@ -523,7 +540,8 @@ def validate(image) -> None:
         if not (0 <= d.index < 1 << 20 and len(d.cc) == NCCS and len(d.winsize) == 4
                 and all(0 <= c < 256 for c in d.cc) and all(0 <= w < 1 << 16 for w in d.winsize)
                 and all(0 <= v < 1 << 32 for v in (d.iflag, d.oflag, d.cflag, d.lflag, d.ispeed, d.ospeed))
-                and d.queued >= 0):
+                and d.queued >= 0 and -1 <= d.uid < 1 << 32 and -1 <= d.gid < 1 << 32
+                and 0 <= d.mode <= 0o7777):
             raise ImageError(f"image at {image.path}: pty master #{d.id} has a state out of range")
     for d in image.of_type(PtySlaveRecord):
         if d.index not in indices:

@@ -110,6 +110,7 @@ SAMPLES = {
     pyckpt.LockConflictError: pyckpt.LockConflictError(12, 5, "/f", "POSIX write lock on bytes 0-9",
                                                        "a POSIX write lock held by process 34", [34]),
     pyckpt.PortInUseError: pyckpt.PortInUseError("UDP", "127.0.0.1", 5353, "message"),
+    pyckpt.SocketPathInUseError: pyckpt.SocketPathInUseError("/run/app.sock", "message"),
     pyckpt.ResourceError: pyckpt.ResourceError("message", resource="open files (RLIMIT_NOFILE)", limit=64,
                                                fd=200, errno_=errno.EMFILE),
     pyckpt.PrivilegeError: pyckpt.PrivilegeError("message", missing=["root (pyckpt runs as uid 1000)"],

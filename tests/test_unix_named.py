@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 import pyckpt
-from pyckpt.errors import SocketPathInUseError
+
 from conftest import TARGETS, Target, check, real_program, reap_dumped
 from test_trees import _wait_gone, dump_kill_restore_tree
 
@@ -133,10 +133,10 @@ def test_stale_socket_file_replaced_and_taken_path_refused(spawn, python_exe, tm
     pyckpt.dump(t.pid, tmp_path / "img")  # the original runs on
     ours = {c.pid for c in psutil.Process().children()}
     problems = pyckpt.open_image(tmp_path / "img").check_restore(new_pidns=True, allow_changed_files=True)
-    assert [type(p.error) for p in problems] == [SocketPathInUseError] * 2, problems
+    assert [type(p.error) for p in problems] == [pyckpt.SocketPathInUseError] * 2, problems
     assert sorted(p.error.path for p in problems) == [str(path), f"{path}-q"]  # both listeners
     assert str(path) in str(problems[0].error) and "--unix-path" not in str(problems[0].error)
-    with pytest.raises(SocketPathInUseError) as ei:
+    with pytest.raises(pyckpt.SocketPathInUseError) as ei:
         pyckpt.restore(tmp_path / "img", new_pidns=True, allow_changed_files=True)
     assert ei.value.path == str(path) and "in use" in str(ei.value)
     assert {c.pid for c in psutil.Process().children()} == ours  # no init, no copy left
@@ -150,7 +150,7 @@ def test_stale_socket_file_replaced_and_taken_path_refused(spawn, python_exe, tm
         _wait_gone(pid)
     os.unlink(path)
     path.write_text("not a socket")
-    with pytest.raises(SocketPathInUseError, match="not a socket"):
+    with pytest.raises(pyckpt.SocketPathInUseError, match="not a socket"):
         pyckpt.restore(tmp_path / "img", allow_changed_files=True)
     # a stale socket file (bound, nothing listening) is replaced
     os.unlink(path)
@@ -573,7 +573,7 @@ def test_copy_with_an_abstract_name_in_its_own_network_namespace(spawn, python_e
     pyckpt.dump(t.pid, tmp_path / "img")  # the original runs on
     problems = pyckpt.open_image(tmp_path / "img").check_restore(new_pidns=True, allow_changed_files=True)
     assert {p.error.path for p in problems} == {"@" + name, f"@{name}-q"}
-    assert all(isinstance(p.error, SocketPathInUseError) and [f.option for f in p.fixes] == ["new_netns"]
+    assert all(isinstance(p.error, pyckpt.SocketPathInUseError) and [f.option for f in p.fixes] == ["new_netns"]
                for p in problems), problems
     log = tmp_path / "copy.log"
     p = pyckpt.restore(tmp_path / "img", new_pidns=True, new_netns=True, fds={1: str(log)})

@@ -50,6 +50,7 @@ about (documented in each class):
   FileChangedError        .path .what
   LockConflictError       .pid .fd .path .lock .holder .holder_pids (a RestoreError)
   PortInUseError          .protocol .address .port (a RestoreError)
+  SocketPathInUseError    .path (a unix socket's path or @name is taken; a RestoreError)
   PtraceError             .pid .errno .what
   ResourceError           .resource .limit .fd .errno (out of fds or memory: not the image)
   PrivilegeError          .missing .operation (not root, a capability missing)
@@ -107,6 +108,7 @@ from .errors import (
     NoSuchProcessError,
     PidInUseError,
     PortInUseError,
+    SocketPathInUseError,
     PrivilegeError,
     PtraceError,
     PyckptError,
@@ -141,6 +143,7 @@ __all__ = [
     "KernelMismatchError",
     "LockConflictError",
     "PortInUseError",
+    "SocketPathInUseError",
     "RestoreError",
     "DumpError",
     "PtraceError",

@@ -276,3 +276,40 @@ def test_semaphores_in_place_refused_when_the_key_is_taken(spawn, python_exe, tm
                 libc.semctl(ident, 0, 0)
             else:
                 libc.msgctl(ident, 0, None)
+
+
+def test_image_of_an_ordinary_user(spawn, python_exe, tmp_path, segment_cleanup):
+    """An image owned by an ordinary user restores its segments when they are that
+    user's; a forged one holding a segment of root's is an UntrustedImageError naming
+    the segment, before anything is made."""
+    import dataclasses
+
+    from conftest import NOBODY, drop_to_nobody
+    from pyckpt.kinds.sysvipc import SysvShmRecord
+
+    from test_trust import forge, give
+
+    # (the system python: the venv's lives under /root, which nobody cannot reach)
+    t = spawn(["/usr/bin/python3", str(TARGETS / "sysv_shm.py"), "0", "0"], name="sysv", preexec_fn=drop_to_nobody)
+    shmid = int(t.wait_for(r"^READY parent \d+ shmid=(\d+)").group(1))
+    segment_cleanup.append(shmid)
+    key = int(re.search(r"key=(0x[0-9a-f]+)", t.text()).group(1), 16)
+    check(t)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    reap_dumped(t)
+    give(img, NOBODY)
+    forged = forge(img, tmp_path / "forged",
+                   lambda r: dataclasses.replace(r, uid=0) if isinstance(r, SysvShmRecord) else r)
+    with pytest.raises(pyckpt.UntrustedImageError) as e:
+        pyckpt.restore(forged)
+    assert f"SysV shared memory segment key {key:#010x} id {shmid} owned by uid 0" in e.value.wants
+    assert not os.path.exists(f"/proc/{t.pid}")
+    log = os.open(t.log, os.O_WRONLY | os.O_APPEND)  # (root's: the caller passes it)
+    try:
+        p = pyckpt.restore(img, fds={1: log})
+    finally:
+        os.close(log)
+    spawn.track(p.pid)
+    t.popen = None
+    check(t)  # its segment, its owner (nobody)

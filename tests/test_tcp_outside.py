@@ -374,3 +374,50 @@ def test_cli_restore_warns_when_a_connection_cannot_be_kept(spawn, python_exe, t
     assert "pyckpt restore: warning: TCP connection 127.0.0.1:" in r.stderr, r.stderr
     assert "its peer is gone; it is restored as reset by the peer" in r.stderr, r.stderr
     t.wait_for(r"^DROPPED \d+ mask 0x[0-9a-f]+ ECONNRESET$")
+
+
+def test_holder_resets_after_its_time_without_a_restore(spawn, python_exe, tmp_path, monkeypatch):
+    from pyckpt.kinds import tcpconn
+
+    monkeypatch.setattr(tcpconn, "HOLD_SECONDS", 1.5)
+    t, port = _server(spawn, python_exe)
+    c = _client(port)
+    assert _ask(c, b"x\n") == b"X\n"
+    img = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    reap_dumped(t)
+    ino = next(str(r.ino) for r in img.records if type(r).__name__ == "TcpOutsideRecord")
+    with open(os.path.join(HELD_DIR, ino)) as f:
+        holder = int(f.read().split()[0])
+    c.settimeout(0.5)
+    with pytest.raises(socket.timeout):  # held: no reset, no end of file
+        c.recv(1)
+    c.settimeout(5)
+    with pytest.raises(ConnectionResetError):  # then the holder's time is up
+        c.recv(1)
+    _, status = os.waitpid(holder, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert ino not in _held_files()
+
+
+def test_holder_lets_go_quietly_when_the_kill_failed(spawn, python_exe, tmp_path):
+    """Should the kill after the hand-over fail, the holder sees the process still running
+    and lets go without touching its sockets: they work on, and close as they would."""
+    from pyckpt.kinds import tcpconn
+
+    t, port = _server(spawn, python_exe)
+    c = _client(port)
+    assert _ask(c, b"x\n") == b"X\n"
+    fd = int(t.wait_for(r"^ACCEPTED (\d+)$").group(1))
+    ino = os.stat(f"/proc/{t.pid}/fd/{fd}").st_ino
+    tcpconn._hold({"tcp outside to hold on kill": [(t.pid, fd, ino)]})  # no kill follows
+    with open(os.path.join(HELD_DIR, str(ino))) as f:
+        holder = int(f.read().split()[0])
+    _, status = os.waitpid(holder, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert str(ino) not in _held_files()
+    assert _ask(c, b"on\n") == b"ON\n"
+    os.kill(t.pid, signal.SIGKILL)  # its close reaches the client at once: no holder keeps it
+    t.reap()
+    c.settimeout(2)
+    assert c.recv(1) == b""
+    c.close()

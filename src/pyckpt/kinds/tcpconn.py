@@ -46,8 +46,7 @@ What a restore makes of them:
   socket that had shut down writing has again.  CLOSE-WAIT/LAST-ACK/CLOSING
   come back as they were instead: unread data, then end of file (the
   stand-in peer sent its FIN), and writing is then reset (EPIPE), as with a
-  vanished client.  (A socket that only had its connect refused would read
-  ECONNREFUSED, not a reset: hence the stand-in peer.)
+  vanished client.
 - With `tcp_established=True` (`--tcp-established`), after an in-place
   `dump --kill` on the same host while the peer holds its end, the very
   same connection is given back to the process.  The gap between the kill
@@ -74,15 +73,35 @@ What a restore makes of them:
   so: the returned process's `restore_warnings`, a warning line of
   `pyckpt restore`.  With new_netns it always comes back reset.
 - The holder is released on every path: a restore that succeeds (either
-  mode) ends it, and in the default mode its close resets the peer at once
-  (SO_LINGER 0 was set on the held sockets), so the client reconnects to
-  the restored server; a failed restore leaves it holding for a later
-  attempt; after HOLD_SECONDS (600 s) without a restore it exits and its
-  close resets the peers; killing it (SIGKILL) does the same.  A restore
-  killed after its release but before it ended the holder leaves the holder
-  until its timeout (harmless then: the restored process has the socket,
-  whose SO_LINGER stays 0) and its files under /run/pyckpt/tcp-held/ until
-  the holder exits.
+  mode) ends it (SIGKILL), in the default mode after setting SO_LINGER 0 on
+  the held sockets, so that its close resets the peer at once and the
+  client reconnects to the restored server; a failed restore leaves it
+  holding for a later attempt; after HOLD_SECONDS (600 s) without a restore
+  it sets SO_LINGER 0 and exits: the peers see a reset.  Killing it by hand
+  closes them (a FIN, or a reset with unread data).  Should the kill that
+  follows the hand-over fail (a dumped process still runs: same PID, same
+  start time), the holder lets go at once without touching the sockets, so
+  the running process is left as it was.  A restore killed after its release
+  but before it ended the holder leaves the holder until its timeout
+  (harmless then: the restored process holds the socket too, and gets its
+  SO_LINGER 0) and its files under /run/pyckpt/tcp-held/ until it exits.
+  Before any listener of the image binds again, the held sockets get
+  SO_REUSEADDR (the accepted connections of the killed listener are bound to
+  its port); the one handed over gets its own value back after the release.
+  A held socket is used only when its inode and addresses are the record's,
+  and never for an image an ordinary user owns (it could name another
+  image's connection).
+
+Other TCP sockets no kind above takes are saved here too: one reset by its
+peer (or timed out) that the program has not closed yet (state CLOSE, not
+in /proc/net/tcp, but it received segments) comes back reset the same way
+(its unread data, then ECONNRESET — the original may have read the error
+already); a connect() in progress (SYN-SENT) comes back refused, as by a
+server that is down (a non-blocking connect to a closed loopback port:
+SO_ERROR is ECONNREFUSED; a socket refused that way reads ECONNREFUSED, not
+a reset, which is why resets need the stand-in peer); one never connected
+comes back new with its options, bound where it was (PortInUseError when
+that port is taken).
 
 Restore needs CAP_NET_ADMIN (TCP_REPAIR) for connections within the image
 and for re-creating outside ones.
@@ -828,7 +847,7 @@ def _sent_queue(rctx: RestoreContext, rec: TcpOutsideRecord) -> bytes:
 def _open_outside(rctx: RestoreContext, rec: TcpOutsideRecord) -> int:
     data = _queue(rctx, rec)
     what = f"TCP connection {_where(rec.family, _local(rec))} -> {_where(rec.family, _remote(rec))}"
-    held = None if rctx.checking or rctx.options.new_netns else _held(rec)
+    held = None if rctx.checking or rctx.options.new_netns else _held(rec, rctx)
     if held is not None:  # dump --kill left it held: let it go once the restore stands
         _after_release(rctx, lambda: _let_go(rec, held))  # noqa: B023
     if not rctx.options.tcp_established or rctx.checking:
@@ -937,11 +956,35 @@ def _local_peer_gone(rec: TcpOutsideRecord) -> bool:
 # --- holding the connections of a killed process until its restore --------------------------
 
 HOLDER = """
-import os, signal, sys, time
+import os, signal, socket, sys, time
 for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
     signal.signal(s, signal.SIG_IGN)
-time.sleep(float(sys.argv[1]))
-for path in sys.argv[2:]:
+deadline = time.monotonic() + float(sys.argv[1])
+originals = [tuple(int(x) for x in item.split(":")) for item in sys.argv[2].split(",")]
+fds = [int(x) for x in sys.argv[3].split(",")]
+
+def running(pid, start):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+        fields = text[text.rindex(")") + 2:].split()
+        return fields[0] not in "ZX" and int(fields[19]) == start
+    except (OSError, ValueError, IndexError):
+        return False
+
+reset = True
+while time.monotonic() < deadline:
+    time.sleep(0.5)
+    if any(running(pid, start) for pid, start in originals):
+        reset = False  # the kill failed: let go quietly, the processes keep their sockets
+        break
+if reset:  # nobody restored them in time: the peers see a reset
+    for fd in fds:
+        try:
+            socket.socket(fileno=fd).setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\\1\\0\\0\\0\\0\\0\\0\\0")
+        except OSError:
+            pass
+for path in sys.argv[4:]:
     try:
         os.unlink(path)
     except OSError:
@@ -955,35 +998,40 @@ def _hold(objects: dict) -> None:
     (acknowledging what the peer sends, which queues up for the restore), the peer sees
     no reset and no end of file.  A restore takes them from the holder (pidfd_getfd) and
     ends it; after HOLD_SECONDS without one the holder exits, and its closes reset them
-    (SO_LINGER 0), as a default restore would."""
+    (SO_LINGER 0, set then), as a default restore does.  Should the kill fail (a dumped
+    process still runs, same PID and start time, half a second later or any time
+    after), the holder lets go at once without touching the sockets."""
+    import subprocess
+    import sys
+
     socks = []
     try:
+        originals = set()
         for pid, fd, ino in objects.get("tcp outside to hold on kill", []):
             try:
                 s = take(pid, fd)
-            except OSError:
+                originals.add((pid, _start_time(pid)))
+            except (OSError, ValueError, IndexError):
                 continue
             socks.append((ino, s))
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, SO_LINGER_ZERO)
         if not socks:
             return
-        import subprocess
-        import sys
-
         os.makedirs(HELD_DIR, mode=0o700, exist_ok=True)
         paths = [os.path.join(HELD_DIR, str(ino)) for ino, _ in socks]
-        holder = subprocess.Popen([sys.executable, "-S", "-c", HOLDER, str(HOLD_SECONDS), *paths],
-                                  pass_fds=[s.fileno() for _, s in socks], stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+        fds = [s.fileno() for _, s in socks]
+        holder = subprocess.Popen([sys.executable, "-S", "-c", HOLDER, str(HOLD_SECONDS),
+                                   ",".join(f"{pid}:{start}" for pid, start in sorted(originals)),
+                                   ",".join(map(str, fds)), *paths],
+                                  pass_fds=fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
         start = _start_time(holder.pid)
-        for path, (_, s) in zip(paths, socks):
+        for path, fd in zip(paths, fds):
             tmp = f"{path}.{os.getpid()}"
             with open(tmp, "w") as f:
-                f.write(f"{holder.pid} {s.fileno()} {start}\n")
+                f.write(f"{holder.pid} {fd} {start}\n")
             os.replace(tmp, path)
-    except OSError:
-        pass  # best effort: without a holder the kill resets them (SO_LINGER 0)
+    except (OSError, subprocess.SubprocessError):
+        pass  # best effort: without a holder the kill closes them (the peers see it)
     finally:
         for _, s in socks:
             s.close()
@@ -1015,8 +1063,12 @@ class _Held:
     handed_over: bool = False  # the restored process has it (--tcp-established)
 
 
-def _held(rec: TcpOutsideRecord) -> _Held | None:
-    """The holder of this very socket (same inode) when a dump --kill left one, else None."""
+def _held(rec: TcpOutsideRecord, rctx: RestoreContext | None = None) -> _Held | None:
+    """The holder of this very socket (same inode, and the same addresses while it has a
+    peer) when a dump --kill left one, else None.  Never for an image an ordinary user
+    owns (restorer's trust check): it could name another image's connection."""
+    if rctx is not None and any(str(key).startswith("trust:") for key in rctx.shared):
+        return None
     path = os.path.join(HELD_DIR, str(rec.ino))
     try:
         with open(path) as f:
@@ -1026,12 +1078,9 @@ def _held(rec: TcpOutsideRecord) -> _Held | None:
         return None
     try:
         if _start_time(pid) == start:
-            copy = _pidfd_getfd(pidfd, fd)
-            try:
-                if os.fstat(copy).st_ino == rec.ino:
+            with socket.socket(fileno=_pidfd_getfd(pidfd, fd)) as copy:
+                if os.fstat(copy.fileno()).st_ino == rec.ino and _same_addresses(copy, rec):
                     return _Held(pidfd, fd)
-            finally:
-                os.close(copy)
     except (OSError, ValueError, IndexError):
         pass
     os.close(pidfd)
@@ -1047,7 +1096,7 @@ def make_held_reusable(rctx: RestoreContext) -> None:
         return
     rctx.shared["tcp held reusable"] = True
     for rec in getattr(rctx.image, "reader", rctx.image).of_type(TcpOutsideRecord):
-        held = _held(rec)
+        held = _held(rec, rctx)
         if held is None:
             continue
         try:
@@ -1059,18 +1108,29 @@ def make_held_reusable(rctx: RestoreContext) -> None:
             os.close(held.pidfd)
 
 
+def _same_addresses(s: socket.socket, rec: TcpOutsideRecord) -> bool:
+    try:
+        here, there = s.getsockname(), s.getpeername()
+    except OSError:  # reset meanwhile: no peer address left to compare
+        return True
+    return (_endpoint(here)[:2] == (rec.local_address, rec.local_port) and
+            _endpoint(there)[:2] == (rec.remote_address, rec.remote_port))
+
+
 def _let_go(rec: TcpOutsideRecord, held: _Held) -> None:
     """After the release, end the holder: its close resets the connection (SO_LINGER 0),
     unless the restored process has the socket now (--tcp-established), which gets the
     original's SO_LINGER back first."""
     try:
-        if held.handed_over:
-            try:
-                with socket.socket(fileno=_pidfd_getfd(held.pidfd, held.fd)) as s:
+        try:
+            with socket.socket(fileno=_pidfd_getfd(held.pidfd, held.fd)) as s:
+                if held.handed_over:  # the restored process's own values back
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", *rec.linger))
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(rec.reuseaddr))
-            except OSError:
-                pass
+                else:  # the holder's close is the last: a reset, which the peer sees at once
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, SO_LINGER_ZERO)
+        except OSError:
+            pass
         try:
             signal.pidfd_send_signal(held.pidfd, signal.SIGKILL)
             os.waitid(os.P_PIDFD, held.pidfd, os.WEXITED)  # reaped when this process started it

@@ -313,3 +313,34 @@ def test_image_of_an_ordinary_user(spawn, python_exe, tmp_path, segment_cleanup)
     spawn.track(p.pid)
     t.popen = None
     check(t)  # its segment, its owner (nobody)
+
+
+def test_failed_restore_removes_the_segments_it_made(spawn, python_exe, tmp_path, segment_cleanup,
+                                                     monkeypatch):
+    """A restore that fails after the segments were made and attached (here: a planted
+    failure in a later stage) removes them with its processes; the next one succeeds."""
+    from pyckpt import restorer
+
+    t, child, shmid = start(spawn, python_exe, True, True, segment_cleanup)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    reap_dumped(t)
+    os.waitpid(child, 0)
+    assert shmid not in segments()  # marked for removal: gone with the killed tree
+
+    def planted(rctx):
+        assert shmid in segments()  # made and attached by now
+        raise pyckpt.errors.RestoreError("planted failure")
+
+    monkeypatch.setattr(restorer.signals, "restore", planted)
+    with pytest.raises(pyckpt.errors.RestoreError, match="planted failure"):
+        pyckpt.restore(img)
+    assert shmid not in segments()
+    assert not os.path.exists(f"/proc/{t.pid}") and not os.path.exists(f"/proc/{child}")
+    monkeypatch.undo()
+    p = pyckpt.restore(img)
+    spawn.track(p.pid)
+    spawn.track(child)
+    t.popen = None
+    mailbox(t, t.pid, "parent")
+    mailbox(t, child, "child")

@@ -421,3 +421,25 @@ def test_holder_lets_go_quietly_when_the_kill_failed(spawn, python_exe, tmp_path
     c.settimeout(2)
     assert c.recv(1) == b""
     c.close()
+
+
+@pytest.mark.parametrize("field, value", [("state", 99), ("window", [1, 2, 3]), ("local_port", 70000),
+                                          ("sent_length", -1), ("snd_seq", 1 << 32), ("linger", [1])])
+def test_forged_outside_connection_records_are_an_image_error(spawn, python_exe, tmp_path, field, value):
+    import dataclasses
+
+    from test_image_consistency import rewrite
+
+    t, port = _server(spawn, python_exe)
+    c = _client(port)
+    assert _ask(c, b"x\n") == b"X\n"
+    pyckpt.dump(t.pid, tmp_path / "img")
+
+    def forge(recs):
+        return [dataclasses.replace(r, **{field: value}) if type(r).__name__ == "TcpOutsideRecord" else r
+                for r in recs]
+
+    rewrite(str(tmp_path / "img"), tmp_path / "bad", forge)
+    with pytest.raises(pyckpt.ImageError, match="TCP connection"):
+        pyckpt.open_image(tmp_path / "bad")
+    c.close()

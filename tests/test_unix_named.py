@@ -585,3 +585,91 @@ def test_copy_with_an_abstract_name_in_its_own_network_namespace(spawn, python_e
         inside = _connect(b"\0" + name.encode())
     assert _talk(inside, 10) == b"11\n"
     assert _talk(_connect(b"\0" + name.encode()), 20) == b"21\n"  # the original, here
+
+
+INITDB = real_program("initdb", "/usr/lib/postgresql/*/bin")
+PSQL = real_program("psql")
+
+
+@pytest.mark.skipif(INITDB is None or PSQL is None, reason="postgresql is not installed")
+def test_postgres_on_its_unix_socket(spawn, tmp_path):
+    """A real postgres listening only on its unix socket (.s.PGSQL.PORT in a socket
+    directory, no TCP): dumped with kill, restored in place (the dead server's stale
+    socket file replaced); psql connects through the socket and reads what was written
+    before the dump, and writes more."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from test_postgres import _tree, _user
+
+    user = _user()
+
+    def as_user():
+        os.setgroups([])
+        os.setresgid(user.pw_gid, user.pw_gid, user.pw_gid)
+        os.setresuid(user.pw_uid, user.pw_uid, user.pw_uid)
+
+    home = tempfile.mkdtemp(prefix="pyckpt-pgu-")  # the user must reach it (pytest's tmp is 0700)
+    os.chmod(home, 0o755)
+    data, run = os.path.join(home, "data"), os.path.join(home, "run")
+    for d in (data, run):
+        os.mkdir(d, 0o700)
+        os.chown(d, user.pw_uid, user.pw_gid)
+    port = 40000 + secrets.randbelow(20000)  # only names the socket file: no TCP
+    t = None
+    try:
+        subprocess.run([INITDB, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"], preexec_fn=as_user,
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=home)
+        t = spawn([os.path.join(os.path.dirname(INITDB), "postgres"), "-D", data, "-p", str(port),
+                   "-c", f"unix_socket_directories={run}", "-c", "listen_addresses=",
+                   "-c", "dynamic_shared_memory_type=posix", "-c", "fsync=off"],
+                  name="postgres", preexec_fn=as_user, cwd=home)
+        t.wait_for(r"database system is ready to accept connections", timeout=30)
+        sock = os.path.join(run, f".s.PGSQL.{port}")
+        mode = stat.S_IMODE(os.lstat(sock).st_mode)
+
+        def psql(sql: str) -> str:
+            out = subprocess.run([PSQL, "-h", run, "-p", str(port), "-U", "postgres", "-At", "-c", sql,
+                                  "postgres"], capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0, out.stderr
+            return out.stdout.strip()
+
+        psql("CREATE TABLE saved (n int); INSERT INTO saved SELECT generate_series(1, 100)")
+        pids = [p.pid for p in _tree(t.pid)]
+        img = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+        assert any(f"listening on {sock}" in f["what"] for f in img.summary()["fds"])
+        t.reap()
+        for pid in pids[1:]:  # orphans of the killed postmaster are ours (pytest is a subreaper)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        assert stat.S_ISSOCK(os.lstat(sock).st_mode)  # the dead server's socket file is left
+        p = pyckpt.restore(tmp_path / "img")
+        assert p.pid == t.pid
+        t.popen = None
+        assert stat.S_IMODE(os.lstat(sock).st_mode) == mode
+        assert os.lstat(sock).st_uid == user.pw_uid
+        assert psql("SELECT count(*), sum(n) FROM saved") == "100|5050"
+        psql("INSERT INTO saved VALUES (101)")
+        assert psql("SELECT sum(n) FROM saved") == "5151"
+    finally:
+        if t is not None:
+            for proc in _tree(t.pid):
+                if proc.pid == t.pid and proc.ppid() == os.getpid():
+                    proc.send_signal(signal.SIGINT)  # fast shutdown: removes its segment and files
+                    try:
+                        proc.wait(15)
+                    except psutil.TimeoutExpired:
+                        pass
+            for proc in _tree(t.pid):
+                if proc.ppid() == os.getpid():
+                    proc.kill()
+                    proc.wait(5)
+            with open("/proc/sysvipc/shm") as f:  # the segment a killed server left behind
+                for line in f.read().splitlines()[1:]:
+                    fields = line.split()
+                    if int(fields[4]) == t.pid and int(fields[6]) == 0:
+                        subprocess.run(["ipcrm", "-m", fields[1]], check=False)
+        shutil.rmtree(home, ignore_errors=True)

@@ -1,10 +1,11 @@
-"""A real program: a PostgreSQL server saved and restored, its data queried over TCP after.
+"""A real program: a PostgreSQL server saved and restored, its data queried after over TCP
+and over its unix socket.
 
 postgres (run as the user postgres, or nobody) holds a 56-byte SysV shared
 memory segment (its interlock: at start-up it refuses to run while another
 process is attached to the segment its data directory names), its main
 shared memory (anonymous, shared by the postmaster and its helpers), POSIX
-dynamic shared memory in /dev/shm, a TCP listener and pipes.  The server is
+dynamic shared memory in /dev/shm, a TCP listener (and a unix one), pipes.  The server is
 dumped with kill and restored in place (taking its own leftover segment over,
 as a postmaster killed with -9 leaves it), then in a new PID, IPC and network
 namespace (its segment re-created there under the same id and key beside the
@@ -43,9 +44,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def postgres(spawn):
-    """A running postgres in a fresh data directory: (Target of the postmaster, port, user)."""
+@pytest.fixture(params=["tcp"])
+def postgres(spawn, request):
+    """A running postgres in a fresh data directory: (Target of the postmaster, port,
+    its unix socket directory or "" when it listens on TCP only)."""
     user = _user()
 
     def as_user():
@@ -61,8 +63,13 @@ def postgres(spawn):
     subprocess.run([INITDB, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"], preexec_fn=as_user,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=home)
     port = _free_port()
+    sockets = ""
+    if request.param == "unix":
+        sockets = os.path.join(home, "sockets")
+        os.mkdir(sockets)
+        os.chown(sockets, user.pw_uid, user.pw_gid)
     t = spawn([os.path.join(os.path.dirname(INITDB), "postgres"), "-D", data,
-               "-c", "unix_socket_directories=", "-c", "listen_addresses=127.0.0.1", "-p", str(port),
+               "-c", f"unix_socket_directories={sockets}", "-c", "listen_addresses=127.0.0.1", "-p", str(port),
                "-c", "dynamic_shared_memory_type=posix", "-c", "fsync=off"],
               name="postgres", preexec_fn=as_user, cwd=home)
     t.wait_for(r"database system is ready to accept connections", timeout=30)
@@ -72,7 +79,7 @@ def postgres(spawn):
             if "/dev/shm/" in line:
                 st = os.stat(f"/proc/{t.pid}/map_files/{line.split()[0]}")
                 shm_files.add((st.st_dev, st.st_ino))
-    yield t, port
+    yield t, port, sockets
     # a clean shutdown removes its segment and /dev/shm files; then anything left
     for proc in _tree(t.pid):
         if proc.pid == t.pid and proc.ppid() == os.getpid():
@@ -103,8 +110,8 @@ def _tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def psql(port: int, sql: str, netns_of: int | None = None) -> str:
-    argv = [PSQL, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-At", "-c", sql, "postgres"]
+def psql(port: int, sql: str, netns_of: int | None = None, host: str = "127.0.0.1") -> str:
+    argv = [PSQL, "-h", host, "-p", str(port), "-U", "postgres", "-At", "-c", sql, "postgres"]
     if netns_of is not None:  # a copy in its own network namespace: psql goes in there
         argv = ["nsenter", f"--net=/proc/{netns_of}/ns/net", *argv]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
@@ -127,10 +134,13 @@ def _dump_kill_reap(t: Target, img) -> list[int]:
     return pids
 
 
+@pytest.mark.parametrize("postgres", ["tcp", "unix"], indirect=True)
 def test_postgres_in_place(postgres, tmp_path):
-    t, port = postgres
+    t, port, sockets = postgres
     psql(port, "CREATE TABLE saved (n int, s text); INSERT INTO saved SELECT g, md5(g::text) "
                "FROM generate_series(1, 1000) g")
+    if sockets:
+        assert psql(port, "SELECT count(*) FROM saved", host=sockets) == "1000"
     pids = _dump_kill_reap(t, tmp_path / "img")
     p = pyckpt.restore(tmp_path / "img")
     assert p.pid == t.pid
@@ -142,10 +152,12 @@ def test_postgres_in_place(postgres, tmp_path):
     psql(port, "INSERT INTO saved VALUES (1001, 'after')")
     assert psql(port, "SELECT s FROM saved WHERE n = 1001") == "after"
     assert psql(port, "SELECT count(*) FROM saved") == "1001"
+    if sockets:  # and over its unix socket, listening again on its path
+        assert psql(port, "SELECT count(*) FROM saved", host=sockets) == "1001"
 
 
 def test_postgres_in_its_own_namespaces(postgres, tmp_path, spawn):
-    t, port = postgres
+    t, port, _ = postgres
     psql(port, "CREATE TABLE saved (n int); INSERT INTO saved SELECT generate_series(1, 100)")
     _dump_kill_reap(t, tmp_path / "img")
     p = pyckpt.restore(tmp_path / "img", new_pidns=True, new_netns=True)

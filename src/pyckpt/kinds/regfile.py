@@ -1,8 +1,10 @@
 """Files reopened by path: regular files, directories and stateless character devices.
 
-What identified the file at dump time (device, inode, size, mtime) is kept;
-at restore a file that is missing, replaced, resized or modified is refused
-with FileChangedError naming the path and what differs, unless the user
+What identified the file at dump time (device, inode, size, mtime, and its
+file handle, which tells a file deleted and made again on a reused inode
+number apart) is kept; at restore a file that is missing, replaced, resized
+or modified is refused with FileChangedError naming the path and what
+differs, unless the user
 accepts changed files (`allow_changed_files`: True for any, or a list of
 paths or globs such as ["/var/log/*"]).  A terminal is not a file pyckpt can
 own: it is saved as external (see files.py).
@@ -23,8 +25,10 @@ refused as before.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import stat
+import struct
 from dataclasses import dataclass
 
 from ..errors import FileChangedError
@@ -36,6 +40,11 @@ from .files import DumpedFd, ExternalFileRecord, FileKind, file_kind
 
 O_CLOEXEC = os.O_CLOEXEC
 O_ACCMODE = 3
+AT_FDCWD, AT_SYMLINK_FOLLOW, AT_EMPTY_PATH = -100, 0x400, 0x1000
+MAX_HANDLE_SZ = 128
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.name_to_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p,
+                                   ctypes.c_int]
 # Character devices with no state of their own: (major, minor) -> path
 SIMPLE_DEVICES = {(1, 3): "/dev/null", (1, 5): "/dev/zero", (1, 7): "/dev/full",
                   (1, 8): "/dev/random", (1, 9): "/dev/urandom"}
@@ -50,6 +59,22 @@ class FileRecord:
     flags: int  # access mode and status flags (no O_CLOEXEC: that is per fd)
     pos: int
     file: FileIdentity
+    # Its file handle (name_to_handle_at: the inode number and its generation), so that
+    # a file deleted and made again on a reused inode number is told apart; None where
+    # the file system gives none (and in older images).
+    handle_type: int = 0
+    handle: bytes | None = None
+
+
+def file_handle(path: str, dirfd: int = AT_FDCWD, flags: int = AT_SYMLINK_FOLLOW) -> tuple[int, bytes | None]:
+    """(type, bytes) of the file handle of `path` (or of `dirfd` itself with "" and
+    AT_EMPTY_PATH); (0, None) when the file system cannot give one."""
+    buf = ctypes.create_string_buffer(struct.pack("<Ii", MAX_HANDLE_SZ, 0) + bytes(MAX_HANDLE_SZ))
+    mount_id = ctypes.c_int()
+    if _libc.name_to_handle_at(dirfd, os.fsencode(path), buf, ctypes.byref(mount_id), flags) != 0:
+        return 0, None
+    nbytes, htype = struct.unpack_from("<Ii", buf.raw)
+    return htype, buf.raw[8:8 + nbytes]
 
 
 def _dev(st) -> tuple[int, int]:
@@ -71,8 +96,9 @@ class PathFile(FileKind):
         mode = f.st.st_mode
         kind = "regular" if stat.S_ISREG(mode) else "directory" if stat.S_ISDIR(mode) else "chardev"
         path = SIMPLE_DEVICES[_dev(f.st)] if kind == "chardev" else f.link
+        htype, handle = (0, None) if kind == "chardev" else file_handle(f.proc_path)
         return [FileRecord(file_id, kind, f.info.flags & ~O_CLOEXEC, f.info.pos,
-                           identify(path, f.proc_path))]
+                           identify(path, f.proc_path), htype, handle)]
 
     def open(self, rctx: RestoreContext, rec: FileRecord) -> int:
         file_type = {"regular": stat.S_IFREG, "directory": stat.S_IFDIR}.get(rec.kind, stat.S_IFCHR)
@@ -81,6 +107,7 @@ class PathFile(FileKind):
             if rec.kind != "chardev" and not rctx.options.allows_changed(rec.file.path):
                 try:
                     check_same(rec.file, fd, content=rec.kind == "regular" and not _only_grew(rec, fd))
+                    _check_handle(rec, fd)
                 except FileChangedError as e:
                     raise needs(e, Fix("allow_changed_files")) from None
             if rec.kind != "chardev":
@@ -92,6 +119,18 @@ class PathFile(FileKind):
 
     def describe(self, rec: FileRecord) -> str:
         return f"{rec.kind} {rec.file.path}"
+
+
+def _check_handle(rec: FileRecord, fd: int) -> None:
+    """Refuse a file on the dumped inode number whose handle differs: it was deleted and
+    another made on the number again (size and mtime may not tell: a log rotated and
+    written on is as long)."""
+    if rec.handle is None:
+        return
+    htype, handle = file_handle("", fd, AT_EMPTY_PATH)
+    if handle is not None and htype == rec.handle_type and handle != rec.handle:
+        raise FileChangedError(rec.file.path, "it is another file now (same inode number, but another "
+                                              "generation: it was deleted and made again)")
 
 
 def _only_grew(rec: FileRecord, fd: int) -> bool:

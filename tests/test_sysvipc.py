@@ -344,3 +344,48 @@ def test_failed_restore_removes_the_segments_it_made(spawn, python_exe, tmp_path
     t.popen = None
     mailbox(t, t.pid, "parent")
     mailbox(t, child, "child")
+
+
+def test_forged_sysv_records_are_image_errors(spawn, python_exe, tmp_path, segment_cleanup):
+    """Every bad value in a SysV record is an ImageError when the image is opened,
+    before anything is made."""
+    import dataclasses
+
+    from pyckpt.kinds.memory import VmaRecord
+    from pyckpt.kinds.sysvipc import SysvMessage, SysvMsgRecord, SysvSemRecord, SysvShmRecord
+
+    from test_trust import forge
+
+    t, _, shmid = start(spawn, python_exe, False, False, segment_cleanup)
+    shm_img = tmp_path / "shm"
+    pyckpt.dump(t.pid, shm_img)
+    n, semid, msqid, key = _own_ns_target(spawn, python_exe)
+    ns_img = tmp_path / "ns"
+    pyckpt.dump(n.pid, ns_img)
+    pyckpt.open_image(shm_img)  # the unforged ones open
+    pyckpt.open_image(ns_img)
+
+    def sysv_vma(r):
+        return isinstance(r, VmaRecord) and r.kind == "sysv_shm"
+
+    edits = {
+        "size": (shm_img, lambda r: dataclasses.replace(r, size=0) if isinstance(r, SysvShmRecord) else r),
+        "id": (shm_img, lambda r: dataclasses.replace(r, shmid=-5) if isinstance(r, SysvShmRecord) else r),
+        "run": (shm_img, lambda r: dataclasses.replace(r, runs=[dataclasses.replace(r.runs[0], file_offset=1 << 40)])
+                if isinstance(r, SysvShmRecord) else r),
+        "offset": (shm_img, lambda r: dataclasses.replace(r, offset=1 << 30) if sysv_vma(r) else r),
+        "missing": (shm_img, lambda r: dataclasses.replace(r, file=dataclasses.replace(r.file, ino=999999))
+                    if sysv_vma(r) else r),
+        "sem value": (ns_img, lambda r: dataclasses.replace(r, values=[70000]) if isinstance(r, SysvSemRecord) else r),
+        "message": (ns_img, lambda r: dataclasses.replace(r, messages=[SysvMessage(1, "zz")])
+                    if isinstance(r, SysvMsgRecord) else r),
+        "mtype": (ns_img, lambda r: dataclasses.replace(r, messages=[SysvMessage(0, "00")])
+                  if isinstance(r, SysvMsgRecord) else r),
+    }
+    for name, (src, edit) in edits.items():
+        forged = forge(src, tmp_path / f"forged-{name.replace(' ', '-')}", edit)
+        with pytest.raises(pyckpt.errors.ImageError) as e:
+            pyckpt.open_image(forged)
+        assert "SysV" in str(e.value) or "sysvipc" in str(e.value), (name, str(e.value))
+    check(t)
+    check(n)

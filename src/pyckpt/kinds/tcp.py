@@ -70,6 +70,26 @@ def listening_inodes(pid: int) -> dict[int, int]:
     return out
 
 
+def tcp_state(f) -> int | None:
+    """The TCP state (tcpi_state) of fd `f` (a DumpedFd) when it is a TCP socket, else
+    None: a few syscalls on a pidfd_getfd copy, where /proc/PID/net/tcp{,6} costs a walk
+    of the network namespace's whole TCP table for every socket asked about."""
+    if not stat.S_ISSOCK(f.st.st_mode):
+        return None
+    try:
+        sock = take(f.pid, f.fd)
+    except OSError:
+        return None
+    try:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.proto != socket.IPPROTO_TCP:
+            return None
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+    except OSError:
+        return None
+    finally:
+        sock.close()
+
+
 def parse_proc_net_tcp(text: str, family: int) -> dict[int, int]:
     """Inode -> family of the listening sockets in /proc/net/tcp{,6} text."""
     out = {}
@@ -114,7 +134,7 @@ class TcpListener(FileKind):
     priority = 55  # before unix.py, which refuses every other socket
 
     def claims(self, f: DumpedFd) -> bool:
-        return stat.S_ISSOCK(f.st.st_mode) and f.st.st_ino in listening_inodes(f.pid)
+        return tcp_state(f) == TCP_LISTEN
 
     def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
         sock = take(f.pid, f.fd)

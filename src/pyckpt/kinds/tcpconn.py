@@ -127,7 +127,7 @@ from ..image import PAGES_FILE, padded, record
 from ..problems import Fix, needs
 from .context import DumpContext, RestoreContext
 from .files import DumpedFd, FileKind, file_kind, set_status_flags
-from .tcp import on_loopback, open_all_listeners
+from .tcp import on_loopback, open_all_listeners, tcp_state
 from .unix import SO_PEEK_OFF, sockets_in_image, take
 
 TCP_ESTABLISHED_HEX = "01"
@@ -247,16 +247,7 @@ class TcpConnection(FileKind):
     priority = 56  # before unix.py, which refuses every other socket
 
     def claims(self, f: DumpedFd) -> bool:
-        if not stat.S_ISSOCK(f.st.st_mode):
-            return False
-        for name in ("tcp", "tcp6"):
-            try:
-                with open(f"/proc/{f.pid}/net/{name}") as fh:
-                    if f.st.st_ino in parse_established(fh.read()):
-                        return True
-            except FileNotFoundError:
-                pass
-        return False
+        return tcp_state(f) == TCP_ESTABLISHED
 
     def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
         by_ino, by_tuple = _connections(ctx, f.pid)
@@ -571,23 +562,16 @@ def _peek_all(sock: socket.socket, size: int) -> bytes:
         return b""
 
 
-def _unhashed_state(f: DumpedFd) -> int | None:
-    """A TCP socket /proc/net/tcp does not list: TCP_CLOSE when it was connected (reset,
-    or its connection timed out, and the program has not closed it yet: it received
-    segments), TCP_NOT_CONNECTED when it never was (bound or not); None: not TCP."""
+def _unhashed_state(f: DumpedFd) -> int:
+    """A TCP socket in state CLOSE: TCP_CLOSE when it was connected (reset, or its
+    connection timed out, and the program has not closed it yet: it received
+    segments), TCP_NOT_CONNECTED when it never was (bound or not)."""
+    sock = take(f.pid, f.fd)
     try:
-        sock = take(f.pid, f.fd)
-    except OSError:
-        return None
-    try:
-        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.proto != socket.IPPROTO_TCP:
-            return None
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 144)
-        if info[0] != TCP_CLOSE:
-            return None
         return TCP_CLOSE if len(info) >= 144 and struct.unpack_from("I", info, 140)[0] else TCP_NOT_CONNECTED
     except OSError:
-        return None
+        return TCP_NOT_CONNECTED
     finally:
         sock.close()
 
@@ -646,19 +630,19 @@ class TcpOutside(FileKind):
     priority = 57
 
     def claims(self, f: DumpedFd) -> bool:
-        if not stat.S_ISSOCK(f.st.st_mode):
-            return False
-        known = socket_states(f.pid).get(f.st.st_ino)
-        if known is not None:
-            return known[0] in HALF_CLOSED or known[0] == TCP_SYN_SENT
-        return _unhashed_state(f) is not None
+        state = tcp_state(f)
+        return state in HALF_CLOSED or state in (TCP_SYN_SENT, TCP_CLOSE)
 
     def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
-        known = socket_states(f.pid).get(f.st.st_ino)
-        state = known[0] if known is not None else _unhashed_state(f)
+        state = tcp_state(f)
+        remote = None
+        if state == TCP_SYN_SENT:  # getpeername() fails while connecting: /proc/net/tcp has it
+            remote = socket_states(f.pid).get(f.st.st_ino, (0, None, None))[2]
+        elif state == TCP_CLOSE:
+            state = _unhashed_state(f)
         sock = take(f.pid, f.fd)
         try:
-            return dump_outside(ctx, f, file_id, sock, state, known[2] if known else None)
+            return dump_outside(ctx, f, file_id, sock, state, remote)
         finally:
             sock.close()
 

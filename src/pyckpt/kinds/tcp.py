@@ -6,9 +6,10 @@ beside it (SO_REUSEADDR, SO_REUSEPORT, IPV6_V6ONLY).  That is what is saved;
 restore makes a new socket, binds it to the same address and port and
 listens with the same backlog, so clients connect where they did before.
 
-Which sockets listen comes from the target's own /proc/PID/net/tcp{,6}
-(state 0A); the backlog and the number of connections waiting to be accepted
-from sock_diag (inet_diag).  Connections waiting to be accepted are not
+Which sockets listen comes from TCP_INFO's state on the target's socket
+itself (`tcp_state`: reading /proc/PID/net/tcp{,6} walks the namespace's
+whole TCP table, slow on a busy host); the backlog from sock_diag
+(inet_diag).  Connections waiting to be accepted are not
 saved: the restored listener's queue is empty.  Their clients see what they
 see when a server restarts: with dump --kill the kernel resets them as the
 killed listener closes (a client inside the image comes back reset too, see

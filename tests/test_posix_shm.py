@@ -165,3 +165,23 @@ def test_mapping_of_a_name_removed_while_linked_elsewhere(spawn, python_exe, tmp
         pyckpt.dump(t2.pid, tmp_path / "img2")
     assert f"{d1}/first (deleted)" in str(e.value) and "1 link(s) under another name" in str(e.value)
     check(t2)
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_multiprocessing_pool(spawn, python_exe, tmp_path, trees, method):
+    from conftest import check
+
+    t = spawn([python_exe, str(TARGETS / "posix_shm.py"), "pool", method], name="pool")
+    t.wait_for(r"^READY pool")
+    check(t)
+    trees[1].update(sem_files(t.pid))
+    for pid in tree_of(t.pid):
+        trees[1].update(sem_files(pid))
+    trees[0].append(tree_of(t.pid))
+    pids = dump_kill_reap(t, tmp_path / "img")
+    p = pyckpt.restore(tmp_path / "img")
+    trees[0].append(pids)
+    t.popen = None
+    assert p.pid == t.pid
+    check(t)
+    check(t)

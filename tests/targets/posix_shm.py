@@ -2,6 +2,7 @@
 
     python posix_shm.py named|unlinked
     python posix_shm.py sem spawn|forkserver
+    python posix_shm.py pool spawn|forkserver
 
 named / unlinked: a multiprocessing.shared_memory segment (a file in
 /dev/shm, mapped MAP_SHARED) of 3 pages + 100 bytes holding a pattern; with
@@ -17,6 +18,10 @@ mapping shows "/dev/shm/sem.XXXXXX (deleted)" while the semaphore lives on
 as /dev/shm/sem.mp-...), and a worker Process of that method blocked in
 sem.acquire().  On SIGUSR1 the parent releases the semaphore once and
 checks its own view of it; the worker prints `GOT <n>` each time it gets it.
+
+pool: a multiprocessing Pool(2) of the given start method (its task and result
+queues are pipes guarded by POSIX semaphores); on SIGUSR1 it maps a function
+over 50 items and checks the results.
 """
 
 import os
@@ -61,7 +66,28 @@ def semaphore_main(method):
     selfcheck.serve(check)
 
 
-if __name__ == "__main__" and sys.argv[1] == "sem":
+def square(x):
+    return x * x
+
+
+def pool_main(method):
+    import multiprocessing
+
+    pool = multiprocessing.get_context(method).Pool(2)
+    selfcheck.listen()
+    assert pool.map(square, range(20)) == [x * x for x in range(20)]
+
+    def check():
+        got = pool.map(square, range(50), chunksize=3)  # its locks are POSIX semaphores
+        return [] if got == [x * x for x in range(50)] else [f"pool.map gave {got}"]
+
+    print(f"READY pool {os.getpid()}", flush=True)
+    selfcheck.serve(check)
+
+
+if __name__ == "__main__" and sys.argv[1] == "pool":
+    pool_main(sys.argv[2])
+elif __name__ == "__main__" and sys.argv[1] == "sem":
     semaphore_main(sys.argv[2])
 elif __name__ == "__main__":
     mode = sys.argv[1]

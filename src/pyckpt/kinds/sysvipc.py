@@ -219,6 +219,10 @@ class SysvSharedMemory(MappedObject):
         if key not in ctx.objects:
             what = (f"process {ctx.pid}: memory at {map_path.rsplit('/', 1)[1]} is SysV shared memory "
                     f"segment key {int(SHM_NAME.fullmatch(name).group(1), 16):#010x} id {shmid}")
+            start = int(map_path.rsplit("/", 1)[1].split("-")[0], 16)
+            if "ht" in ctx.smaps_flags.get(start, []):
+                raise UnsupportedError(f"{what}, of huge pages (SHM_HUGETLB); pyckpt cannot save it yet — "
+                                       "detach it in the target", pid=ctx.pid)
             with ipc_namespace(f"/proc/{ctx.pid}/ns/ipc"):
                 entry = next((e for e in _shm_table() if e.shmid == shmid), None)
             if entry is None or not stat.S_ISREG(st.st_mode):

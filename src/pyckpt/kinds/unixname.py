@@ -8,8 +8,10 @@ that has a name or is connected to one that has:
   and owner of its socket file.  At restore it is bound to its name again and
   listens.  A stale socket file at the path (the dead original's, after
   `dump --kill`) is replaced, but only when nothing listens on it: pyckpt
-  connects to it first, and a live socket there (the original still running,
-  another copy) is a `SocketPathInUseError` naming the path.  An abstract name
+  connects to it first (a live server there sees one connection opened and
+  closed), and a live socket there (the original still running, another
+  copy) is a `SocketPathInUseError` naming the path; so is a file that is not
+  a socket.  An abstract name
   in use is the same error; a copy in `new_netns` has its own abstract names.
   A listener whose socket file had been removed while it ran is bound and its
   file removed again.

@@ -57,6 +57,10 @@ def start(spawn, python_exe, rmid: bool, tree: bool, made: list[int]) -> tuple[T
     return t, child, shmid
 
 
+def line_key(t: Target) -> str:
+    return re.search(r"key=(0x[0-9a-f]+)", t.text()).group(1)
+
+
 def mailbox(t: Target, pid: int, who: str) -> int:
     """Ask process `pid` (logging to t's log) to check itself; return the mailbox word it read."""
     after = len(t.lines())
@@ -72,8 +76,11 @@ def test_segment_of_one_process_in_place(spawn, python_exe, tmp_path, segment_cl
     t, _, shmid = start(spawn, python_exe, rmid, False, segment_cleanup)
     assert segments()[shmid][6] == "5"  # nattch: five VMAs
     img = tmp_path / "img"
-    pyckpt.dump(t.pid, img, kill=True)
+    image = pyckpt.dump(t.pid, img, kill=True)
     reap_dumped(t)
+    [seg] = image.summary()["sysv_ipc"]  # saved once however often it is attached
+    assert seg["what"] == f"SysV shared memory segment key {0 if rmid else int(line_key(t), 16):#010x} id {shmid}"
+    assert seg["stored_bytes"] >= 16384 and ("marked for removal" in seg["detail"]) == rmid
     # marked for removal: gone with its last attachment; else left behind, unattached
     assert (shmid in segments()) != rmid
     p = pyckpt.restore(img)

@@ -292,6 +292,9 @@ class Image:
         from .kinds import files, locks, memory, shmem, task, tcpconn, thread
 
         objects = {(o.dev, o.ino): o for o in self._reader.of_type(shmem.ShmemRecord)}
+        from .kinds import sysvipc
+
+        ipc = sysvipc.summary(self._reader)
         mapped_by: dict[int, list] = {o.id: [] for o in objects.values()}
 
         def one_process(view) -> dict:
@@ -332,7 +335,7 @@ class Image:
             "path": str(self.path),
             "header": encode(self.header),
             "pages_bytes": sum(p["pages_bytes"] for p in processes)
-            + sum(r.stored for o in objects.values() for r in o.runs),
+            + sum(r.stored for o in objects.values() for r in o.runs) + sum(o["stored_bytes"] for o in ipc),
             "processes": processes,
             # shared anonymous memory objects, each saved once: [pid, start, offset] of its windows
             "shared_memory": [
@@ -340,6 +343,9 @@ class Image:
                  "mapped_by": mapped_by[o.id]}
                 for o in objects.values()
             ],
+            # SysV shared memory segments (and a tree's own namespace's semaphore sets and
+            # message queues): `what`, `detail`, `stored_bytes`
+            "sysv_ipc": ipc,
             "vmas": root["vmas"],
             "fds": root["fds"],
             "locks": root["locks"],

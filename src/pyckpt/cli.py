@@ -331,6 +331,8 @@ def _cmd_show(args, progress) -> int:
         where = ", ".join(f"process {pid} at {start:#x}" for pid, start, _ in o["mapped_by"])
         _out(f"shared memory #{o['id']}: {o['size'] // 1024} KiB, {o['stored_bytes'] // 1024} KiB "
               f"stored, mapped by {where}")
+    for o in info.get("sysv_ipc", []):
+        _out(f"{o['what']}: {o['detail']}")
     return 0
 
 

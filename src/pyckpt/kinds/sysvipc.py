@@ -750,3 +750,23 @@ def validate(image) -> None:
                 if not 0 < m.mtype < 1 << 63 or len(m.data) % 2 or len(m.data) > 2 * MSGMAX:
                     bad(f"{rec.describe()} holds a bad message")
                 bytes.fromhex(m.data)  # (a ValueError: damage)
+
+
+def summary(image) -> list[dict]:
+    """The image's SysV objects for `Image.summary()` (`pyckpt show`): `what` (kind,
+    key and id), `detail` (in words), `stored_bytes` (a segment's content in pages.img)."""
+    reader = getattr(image, "reader", image)
+    out = []
+    for r in reader.of_type(SysvShmRecord):
+        stored = sum(x.stored for x in r.runs)
+        state = ", marked for removal" if r.mode & SHM_DEST else ""
+        out.append({"what": r.describe(), "stored_bytes": stored,
+                    "detail": f"{r.size} bytes, mode {r.mode & 0o777:o}, uid {r.uid}{state}, "
+                              f"{stored // 1024} KiB stored"})
+    for r in reader.of_type(SysvSemRecord):
+        out.append({"what": r.describe(), "stored_bytes": 0, "detail": f"values {r.values}"})
+    for r in reader.of_type(SysvMsgRecord):
+        size = sum(len(m.data) // 2 for m in r.messages)
+        out.append({"what": r.describe(), "stored_bytes": 0,
+                    "detail": f"{len(r.messages)} message(s), {size} bytes"})
+    return out

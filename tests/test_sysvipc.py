@@ -52,7 +52,7 @@ def start(spawn, python_exe, rmid: bool, tree: bool, made: list[int]) -> tuple[T
     m = t.wait_for(r"^READY parent \d+ shmid=(\d+)")
     shmid = int(m.group(1))
     made.append(shmid)
-    child = int(t.wait_for(r"^READY child (\d+)").group(1)) if tree else None
+    child = int(t.wait_for(r"^READY parent .* child=(\d+)").group(1)) if tree else None
     check(t)
     return t, child, shmid
 
@@ -206,6 +206,13 @@ semid = libc.semget(key, 3, IPC_CREAT | 0o640)
 for i, v in enumerate((5, 0, 7)):
     assert libc.semctl(semid, i, SETVAL, ctypes.c_int(v)) == 0
 msqid = libc.msgget(key + 1, IPC_CREAT | 0o620)
+libc.shmat.restype = ctypes.c_void_p
+libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+libc.shmdt.argtypes = [ctypes.c_void_p]
+shmid = libc.shmget(key + 2, 10000, IPC_CREAT | 0o600)  # written, then detached: nobody attaches it
+addr = libc.shmat(shmid, None, 0)
+ctypes.memmove(addr + 5000, b"unattached segment", 18)
+assert libc.shmdt(ctypes.c_void_p(addr)) == 0
 sent = [(1, b"first"), (2, b"second message"), (1, bytes(range(256)) * 3)]
 for mtype, text in sent:
     buf = ctypes.create_string_buffer(8 + len(text))
@@ -224,6 +231,13 @@ def check():
             bad.append(f"message {i}: {n} {os.strerror(ctypes.get_errno())}")
     if libc.msgrcv(msqid, buf, 1024, len(sent), IPC_NOWAIT | MSG_COPY) != -1:
         bad.append("more messages")
+    if libc.shmget(key + 2, 0, 0) != shmid:
+        bad.append(f"segment key {key + 2:#x}: {os.strerror(ctypes.get_errno())}")
+    else:
+        a = libc.shmat(shmid, None, 0)
+        if ctypes.string_at(a + 4999, 20) != b"\0unattached segment\0":
+            bad.append("unattached segment content differs")
+        libc.shmdt(ctypes.c_void_p(a))
     return bad
 print(f"READY semid={semid} msqid={msqid} key={key:#x}", flush=True)
 selfcheck.serve(check)
@@ -240,8 +254,9 @@ def _own_ns_target(spawn, python_exe):
 
 def test_semaphores_and_queues_of_an_own_ipc_namespace(spawn, python_exe, tmp_path):
     """The tree's own IPC namespace is saved whole (its semaphore sets and message
-    queues, with their values and messages, read without consuming them) and comes
-    back in the copy's new namespace under the same ids and keys."""
+    queues, with their values and messages, read without consuming them, and a
+    segment nobody attaches) and comes back in the copy's new namespace under the
+    same ids and keys."""
     t, semid, msqid, key = _own_ns_target(spawn, python_exe)
     img = tmp_path / "img"
     pyckpt.dump(t.pid, img, kill=True)
@@ -277,12 +292,14 @@ def test_semaphores_in_place_refused_when_the_key_is_taken(spawn, python_exe, tm
     finally:
         if mine is not None:
             libc.semctl(mine, 0, 0)
+        kill_own(t.pid)
         for what, ident in made:
-            kill_own(t.pid)
             if what == "s":
                 libc.semctl(ident, 0, 0)
             else:
                 libc.msgctl(ident, 0, None)
+        if made:
+            libc.shmctl(libc.shmget(key + 2, 0, 0), 0, None)  # its unattached segment, made here too
 
 
 def test_image_of_an_ordinary_user(spawn, python_exe, tmp_path, segment_cleanup):

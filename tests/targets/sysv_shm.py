@@ -73,6 +73,7 @@ assert libc.munmap(C + PAGE, PAGE) == 0  # a hole in C
 if rmid:
     assert libc.shmctl(shmid, IPC_RMID, None) == 0
 me = "parent"
+selfcheck.listen()  # before the fork: the child has the SIGUSR1 handler from its start
 if tree:
     child = os.fork()
     if child == 0:
@@ -134,5 +135,7 @@ def check():
     return bad
 
 
-print(f"READY {me} {os.getpid()} shmid={shmid} key={key:#x}", flush=True)
+if me == "parent":  # (one line for both: two processes writing at once could mix their lines)
+    print(f"READY parent {os.getpid()} shmid={shmid} key={key:#x}" + (f" child={child}" if tree else ""),
+          flush=True)
 selfcheck.serve(check)

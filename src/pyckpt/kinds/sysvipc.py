@@ -37,7 +37,9 @@ Semaphore sets and message queues: a process cannot be seen to use one
 (nothing is mapped or open).  So, as CRIU does, they are saved only when
 the tree has an IPC namespace of its own (not pyckpt's: a container, a copy
 restored with new_pidns, `unshare --ipc`), where every one of them can only
-be the tree's: each set with its values (`SysvSemRecord`), each queue with
+be the tree's — and so are the segments of such a namespace that no
+process attaches (pyckpt attaches one read-only for a moment to read it),
+re-created before the release: each set with its values (`SysvSemRecord`), each queue with
 its messages in order (`SysvMsgRecord`; read with msgrcv(MSG_COPY), which
 consumes nothing and needs CONFIG_CHECKPOINT_RESTORE), key, id, mode and
 owner.  Restore re-creates them under the same ids (sem_next_id,
@@ -53,7 +55,8 @@ semaphore undo adjustments (SEM_UNDO: a restored process that exits does
 not undo what it did before the dump) and the processes waiting on a set
 or queue (they wait again: their syscall restarts); a queue's size limit
 above msgmnb (raising it needs CAP_SYS_RESOURCE); segments nobody in the
-image has attached.  Huge-page segments (SHM_HUGETLB) are refused.  An
+image has attached, in a namespace shared with pyckpt.  Huge-page segments
+(SHM_HUGETLB) are refused.  An
 image owned by an ordinary user (trust.py) may hold only objects of that
 user's, and no locked segment.
 """
@@ -446,6 +449,10 @@ def finish(rctx: RestoreContext) -> None:
     then re-create the semaphore sets and message queues of an image whose tree had
     its own IPC namespace (see `dump`), in the restored processes' one."""
     state = _state(rctx)
+    reader = getattr(rctx.image, "reader", rctx.image)
+    for rec in reader.of_type(SysvShmRecord):  # segments no process attached (a tree's own namespace)
+        if rec.id not in state.made:
+            state.made[rec.id] = _make(rctx, rec, state)
     _make_namespace_objects(rctx, state)
     for rec_id, made in state.made.items():
         if made.remove:
@@ -593,6 +600,8 @@ def dump(ctx: DumpContext) -> list:
     ctx.objects[key] = len(ctx.objects) + 1
     recs: list = []
     with ipc_namespace(f"/proc/{ctx.pid}/ns/ipc"):
+        for e in _shm_table():
+            recs += _unattached_segment(ctx, e)
         for row in _table(SEM_TABLE):
             key_, semid, mode, nsems, uid, gid = row[:6]
             values = (ctypes.c_ushort * max(nsems, 1))()
@@ -627,6 +636,33 @@ def dump(ctx: DumpContext) -> list:
     return recs
 
 
+def _unattached_segment(ctx: DumpContext, e: ShmEntry) -> list:
+    """The record of segment `e` of the tree's own namespace (pyckpt is in it) unless
+    it was saved already (attached by a process dumped before): pyckpt attaches it
+    read-only for a moment to name it as its VMAs do (device and inode) and to read it."""
+    what = f"process {ctx.pid}: SysV shared memory segment key {e.key:#010x} id {e.shmid} of its IPC namespace"
+    addr = _libc.shmat(e.shmid, None, SHM_RDONLY)
+    if addr in (None, ctypes.c_void_p(-1).value):
+        raise UnsupportedError(f"{what} cannot be read ({os.strerror(ctypes.get_errno())})", pid=ctx.pid)
+    try:
+        path = f"/proc/self/map_files/{addr:x}-{addr + -(-e.size // PAGE) * PAGE:x}"
+        st = os.stat(path)
+        key = ("sysv shm", st.st_dev, e.shmid)
+        if key in ctx.objects:
+            return []
+        check_size(ctx, what, e.size)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            runs = store_content(ctx, fd, e.size, "dump SysV shared memory")
+        finally:
+            os.close(fd)
+    finally:
+        _libc.shmdt(addr)
+    ctx.objects[key] = len(ctx.objects) + 1
+    return [SysvShmRecord(ctx.objects[key], e.shmid, e.key, e.mode, e.uid, e.gid, e.cuid, e.cgid, e.cpid,
+                          e.size, st.st_dev, e.key, runs)]
+
+
 def _namespace_records(image) -> list:
     reader = getattr(image, "reader", image)
     return list(reader.of_type(SysvSemRecord)) + list(reader.of_type(SysvMsgRecord))
@@ -638,6 +674,11 @@ def prepare(rctx: RestoreContext) -> None:
     if rctx.options.new_pidns or rctx.shared.get("sysv ns checked"):
         return
     rctx.shared["sysv ns checked"] = True
+    done = rctx.shared.setdefault("sysv shm checked", set())
+    for seg in getattr(rctx.image, "reader", rctx.image).of_type(SysvShmRecord):
+        if seg.id not in done:  # (prepare_mapping checks those attached)
+            done.add(seg.id)
+            rctx.collect(lambda seg=seg: _check_free_here(seg))
     recs = _namespace_records(rctx.image)
     if not recs:
         return

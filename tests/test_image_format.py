@@ -51,7 +51,9 @@ def _parse(data: bytes):
 
 
 def _seal(img: Path, version: int, header: dict, records: list) -> None:
-    """Write records.img as pyckpt does (checksums, end record) and COMPLETE's digest."""
+    """Write records.img as pyckpt does (checksums, end record's count) and COMPLETE's digest."""
+    end = 0xFFFF
+    records = [(t, p) for t, p in records if t != end] + [(end, {"records": sum(t != end for t, _ in records)})]
     body = json.dumps(header).encode()
     out = MAGIC + struct.pack("<II", version, len(body)) + body + struct.pack("<Q", xxhash.xxh3_64_intdigest(body))
     for t, payload in records:

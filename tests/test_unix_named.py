@@ -42,6 +42,23 @@ def _start_server(spawn, python_exe, address: str):
     return t, int(m.group(1)), [int(m.group(i)) for i in (2, 3, 4)]
 
 
+def _check_talking(t, tries: int = 20) -> int:
+    """check(t) for the unix server, which also wants every inside client to have spoken
+    since its last check: on a loaded machine a client may not have had its turn yet,
+    so a check that found only silent clients is asked again a little later (a client
+    that stopped for good stays silent through all of them)."""
+    for _ in range(tries):
+        time.sleep(0.3)
+        after = len(t.lines())
+        os.kill(t.pid, signal.SIGUSR1)
+        m = t.wait_for(r"^CHECK (ok counter=(\d+)|FAIL.*)$", after=after)
+        if m.group(1).startswith("ok"):
+            return int(m.group(2))
+        problems = m.group(1)[len("FAIL "):].split("; ")
+        assert all(" silent (at " in p for p in problems), m.group(0)
+    raise AssertionError(f"inside clients silent through {tries} checks: {m.group(0)}")
+
+
 def _connect(name: bytes) -> socket.socket:
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(5)
@@ -53,7 +70,7 @@ def _server_round_trip(spawn, python_exe, tmp_path, address: str, name: bytes) -
     t, fd, children = _start_server(spawn, python_exe, address)
     outside = _connect(name)
     assert _talk(outside, 5) == b"6\n"
-    before = check(t)
+    before = _check_talking(t)
     img = dump_kill_restore_tree(spawn, t, children, tmp_path / "img")
     whats = {f["fd"]: f["what"] for f in img.summary()["fds"]}
     shown = address if address.startswith("@") else name.decode()
@@ -67,10 +84,8 @@ def _server_round_trip(spawn, python_exe, tmp_path, address: str, name: bytes) -
     outside.close()
     # ... and the restored server sees that connection closed, as if its client had died
     t.wait_for(r"^CLOSED -1$")
-    time.sleep(0.3)  # each check wants every inside client to have spoken since the last
-    assert check(t) > before  # the three clients inside the tree talk on, names as they were
-    time.sleep(0.3)
-    check(t)
+    assert _check_talking(t) > before  # the three clients inside the tree talk on, names as they were
+    _check_talking(t)
     again = _connect(name)  # the outside client reconnects to the restored listener
     assert _talk(again, 7) == b"8\n"
     again.close()
@@ -140,7 +155,7 @@ def test_stale_socket_file_replaced_and_taken_path_refused(spawn, python_exe, tm
         pyckpt.restore(tmp_path / "img", new_pidns=True, allow_changed_files=True)
     assert ei.value.path == str(path) and "in use" in str(ei.value)
     assert {c.pid for c in psutil.Process().children()} == ours  # no init, no copy left
-    check(t)  # untouched, still listening on its path
+    _check_talking(t)  # untouched, still listening on its path
     assert _talk(_connect(os.fsencode(path)), 1) == b"2\n"
     # a regular file at the path is not replaced either
     for pid in (t.pid, *children):
@@ -163,8 +178,7 @@ def test_stale_socket_file_replaced_and_taken_path_refused(spawn, python_exe, tm
         spawn.track(pid)
     t.popen = None
     assert stat.S_IMODE(os.lstat(path).st_mode) == 0o640  # the socket file's mode, as it was
-    time.sleep(0.3)
-    check(Target(p.pid, log))
+    _check_talking(Target(p.pid, log))
     assert _talk(_connect(os.fsencode(path)), 1) == b"2\n"
 
 
@@ -259,9 +273,8 @@ def test_copy_beside_the_original_in_a_mount_namespace_of_its_own(spawn, python_
         line = copy.stdout.readline()
         assert line, f"the copy's restore failed (exit {copy.wait()})"
         pid, init = map(int, line.split())
-        time.sleep(0.3)
-        check(Target(pid, log))  # its clients talk to its listener, in its directory
-        check(t)  # the original's too, in the real one
+        _check_talking(Target(pid, log))  # its clients talk to its listener, in its directory
+        _check_talking(t)  # the original's too, in the real one
         assert _talk(_connect(os.fsencode(sock)), 1) == b"2\n"  # the original
         inside = f"/proc/{pid}/root{sock}"  # the copy's socket file, seen through its root
         assert os.lstat(inside).st_ino != os.lstat(sock).st_ino
@@ -578,9 +591,8 @@ def test_copy_with_an_abstract_name_in_its_own_network_namespace(spawn, python_e
     log = tmp_path / "copy.log"
     p = pyckpt.restore(tmp_path / "img", new_pidns=True, new_netns=True, fds={1: str(log)})
     spawn.track(p.ppid())  # the namespace's init, our child
-    time.sleep(0.3)
-    check(Target(p.pid, log))  # the copy's clients talk to the copy's listener
-    check(t)  # the original's to the original's
+    _check_talking(Target(p.pid, log))  # the copy's clients talk to the copy's listener
+    _check_talking(t)  # the original's to the original's
     with pyckpt.network_namespace(p.pid):
         inside = _connect(b"\0" + name.encode())
     assert _talk(inside, 10) == b"11\n"

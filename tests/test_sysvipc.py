@@ -209,10 +209,12 @@ msqid = libc.msgget(key + 1, IPC_CREAT | 0o620)
 libc.shmat.restype = ctypes.c_void_p
 libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
 libc.shmdt.argtypes = [ctypes.c_void_p]
-shmid = libc.shmget(key + 2, 10000, IPC_CREAT | 0o600)  # written, then detached: nobody attaches it
-addr = libc.shmat(shmid, None, 0)
-ctypes.memmove(addr + 5000, b"unattached segment", 18)
-assert libc.shmdt(ctypes.c_void_p(addr)) == 0
+own = sys.argv[1] == "own"  # an IPC namespace of its own: also a segment nobody attaches
+if own:
+    shmid = libc.shmget(key + 2, 10000, IPC_CREAT | 0o600)  # written, then detached
+    addr = libc.shmat(shmid, None, 0)
+    ctypes.memmove(addr + 5000, b"unattached segment", 18)
+    assert libc.shmdt(ctypes.c_void_p(addr)) == 0
 sent = [(1, b"first"), (2, b"second message"), (1, bytes(range(256)) * 3)]
 for mtype, text in sent:
     buf = ctypes.create_string_buffer(8 + len(text))
@@ -231,7 +233,9 @@ def check():
             bad.append(f"message {i}: {n} {os.strerror(ctypes.get_errno())}")
     if libc.msgrcv(msqid, buf, 1024, len(sent), IPC_NOWAIT | MSG_COPY) != -1:
         bad.append("more messages")
-    if libc.shmget(key + 2, 0, 0) != shmid:
+    if not own:
+        pass
+    elif libc.shmget(key + 2, 0, 0) != shmid:
         bad.append(f"segment key {key + 2:#x}: {os.strerror(ctypes.get_errno())}")
     else:
         a = libc.shmat(shmid, None, 0)
@@ -245,7 +249,7 @@ selfcheck.serve(check)
 
 
 def _own_ns_target(spawn, python_exe):
-    t = spawn(["unshare", "--ipc", python_exe, "-c", NS_TARGET], name="ipcns")
+    t = spawn(["unshare", "--ipc", python_exe, "-c", NS_TARGET, "own"], name="ipcns")
     m = t.wait_for(r"^READY semid=(\d+) msqid=(\d+) key=(0x[0-9a-f]+)")
     assert os.stat(f"/proc/{t.pid}/ns/ipc").st_ino != os.stat("/proc/self/ns/ipc").st_ino
     check(t)
@@ -413,3 +417,41 @@ def test_forged_sysv_records_are_image_errors(spawn, python_exe, tmp_path, segme
         assert "SysV" in str(e.value) or "sysvipc" in str(e.value), (name, str(e.value))
     check(t)
     check(n)
+
+
+def test_semaphores_and_queues_a_tree_uses_in_a_shared_namespace(spawn, python_exe, tmp_path):
+    """In pyckpt's own IPC namespace the sets and queues the tree used last (GETPID,
+    lspid/lrpid) are saved: a copy in a new namespace has them with their values and
+    messages, beside the running original; in place after a kill the original's
+    leftovers are taken over and set back to the image's state."""
+    t = spawn([python_exe, "-c", NS_TARGET, "shared"], name="shared")
+    m = t.wait_for(r"^READY semid=(\d+) msqid=(\d+) key=(0x[0-9a-f]+)")
+    semid, msqid = int(m.group(1)), int(m.group(2))
+    try:
+        check(t)
+        img = tmp_path / "img"
+        image = pyckpt.dump(t.pid, img)
+        assert {o["what"].split(" key")[0] for o in image.summary()["sysv_ipc"]} == {
+            "SysV semaphore set", "SysV message queue"}
+        p = pyckpt.restore(img, new_pidns=True, fds={1: str(tmp_path / "copy.log")})
+        spawn.track(p.ppid())
+        check(Target(p.pid, tmp_path / "copy.log"))
+        check(t)  # the original's own are untouched
+        os.kill(t.pid, signal.SIGKILL)
+        t.reap()
+        # the leftovers change after the dump: the image's state comes back
+        assert libc.semctl(semid, 0, 16, ctypes.c_int(99)) == 0  # SETVAL
+        extra = ctypes.create_string_buffer(b"\x01\0\0\0\0\0\0\0late", 12)
+        assert libc.msgsnd(msqid, extra, 4, 0o4000) == 0
+        log = os.open(t.log, os.O_WRONLY | os.O_APPEND)  # (its log grew since: appended to)
+        try:
+            p = pyckpt.restore(img, fds={1: log})
+        finally:
+            os.close(log)
+        spawn.track(p.pid)
+        t.popen = None
+        check(t)
+    finally:
+        kill_own(t.pid)
+        libc.semctl(semid, 0, 0)  # IPC_RMID: the sets and queues outlive their processes
+        libc.msgctl(msqid, 0, None)

@@ -33,21 +33,26 @@ attached by nobody (postgres never removes its segment while it runs) — is
 the image's own segment: it is taken over, its content replaced by the
 image's.
 
-Semaphore sets and message queues: a process cannot be seen to use one
-(nothing is mapped or open).  So, as CRIU does, they are saved only when
-the tree has an IPC namespace of its own (not pyckpt's: a container, a copy
-restored with new_pidns, `unshare --ipc`), where every one of them can only
-be the tree's — and so are the segments of such a namespace that no
-process attaches (pyckpt attaches one read-only for a moment to read it),
-re-created before the release: each set with its values (`SysvSemRecord`), each queue with
-its messages in order (`SysvMsgRecord`; read with msgrcv(MSG_COPY), which
-consumes nothing and needs CONFIG_CHECKPOINT_RESTORE), key, id, mode and
-owner.  Restore re-creates them under the same ids (sem_next_id,
-msg_next_id) before the processes run: in a new IPC namespace with
-new_pidns; in place in pyckpt's, where an id slot or key taken is an
-`IpcInUseError` found before anything is made.  In a namespace shared with
-pyckpt they are neither saved nor refused (a copy restored with new_pidns
-then does not find them).
+Semaphore sets and message queues: nothing is mapped or open, so what a
+process uses is told as far as the kernel tells.  When the tree has an IPC
+namespace of its own (not pyckpt's: a container, a copy restored with
+new_pidns, `unshare --ipc`), every set and queue in it can only be the
+tree's and all are saved (as CRIU saves a tree's own IPC namespace) — and
+so are the segments of such a namespace that no process attaches (pyckpt
+attaches one read-only for a moment to read it).  In a namespace shared
+with others, the sets one of whose semaphores a process of the tree
+changed last (GETPID: semop, SETVAL) and the queues a process of the tree
+sent to or received from last (lspid, lrpid); a set or queue the tree uses
+that another process touched last is missed.  Each set is saved with its
+values (`SysvSemRecord`), each queue with its messages in order
+(`SysvMsgRecord`; read with msgrcv(MSG_COPY), which consumes nothing and
+needs CONFIG_CHECKPOINT_RESTORE), with key, id, mode and owner.  Restore
+re-creates them under the same ids (sem_next_id, msg_next_id) before the
+processes run: in a new IPC namespace with new_pidns; in place in pyckpt's,
+where an id slot or key taken is an `IpcInUseError` found before anything
+is made — except by the tree's own set or queue left behind (sets and
+queues outlive their processes: same id, key and owner), which is taken
+over and given the image's values or messages again.
 
 Not saved: the creator's user and group ids (a re-created object's are
 pyckpt's), the creator and last PIDs and the times (the kernel sets them);
@@ -502,7 +507,7 @@ def _close(state: _State) -> None:
 
 SEM_TABLE, MSG_TABLE = "/proc/sysvipc/sem", "/proc/sysvipc/msg"
 SEM_NEXT_ID, MSG_NEXT_ID = "/proc/sys/kernel/sem_next_id", "/proc/sys/kernel/msg_next_id"
-GETALL, SETALL = 13, 17
+GETPID, GETALL, SETALL = 11, 13, 17
 MSG_COPY, IPC_NOWAIT, MSG_NOERROR = 0o40000, 0o4000, 0o10000
 MSGMAX = 1 << 20  # the largest message a queue may be asked to copy (msgmax is 8192 by default)
 
@@ -586,24 +591,29 @@ def _own_namespace(pid: int) -> bool:
 
 
 def dump(ctx: DumpContext) -> list:
-    """Once per tree, and only when the tree has an IPC namespace of its own (not
-    pyckpt's: a container, a copy restored with new_pidns): every semaphore set and
-    message queue in it, which then can only be the tree's (as CRIU saves a tree's
-    own IPC namespace).  In a shared namespace nothing tells which set or queue a
-    process uses; they are left alone."""
-    if not _own_namespace(ctx.pid):
-        return []
+    """Once per tree: the semaphore sets and message queues the tree uses.  When it
+    has an IPC namespace of its own (not pyckpt's: a container, a copy restored with
+    new_pidns), every one in it, and every segment nobody attaches, which then can
+    only be the tree's (as CRIU saves a tree's own IPC namespace).  In a namespace
+    shared with others, the sets one of whose semaphores a process of the tree
+    operated on last (GETPID) and the queues a process of the tree sent to or
+    received from last (lspid, lrpid): what the tree uses, as far as the kernel
+    tells; the others are left alone."""
     st = os.stat(f"/proc/{ctx.pid}/ns/ipc")
     key = ("ipc namespace", st.st_dev, st.st_ino)
     if key in ctx.objects:
         return []
     ctx.objects[key] = len(ctx.objects) + 1
+    own = _own_namespace(ctx.pid)
+    tree = set(ctx.tree) | {ctx.pid}
     recs: list = []
     with ipc_namespace(f"/proc/{ctx.pid}/ns/ipc"):
-        for e in _shm_table():
+        for e in _shm_table() if own else ():
             recs += _unattached_segment(ctx, e)
         for row in _table(SEM_TABLE):
             key_, semid, mode, nsems, uid, gid = row[:6]
+            if not own and not {_libc.semctl(semid, i, GETPID) for i in range(nsems)} & tree:
+                continue
             values = (ctypes.c_ushort * max(nsems, 1))()
             if _libc.semctl(semid, 0, GETALL, values) < 0:
                 raise UnsupportedError(f"process {ctx.pid}: SysV semaphore set key {key_:#010x} id {semid} "
@@ -612,8 +622,10 @@ def dump(ctx: DumpContext) -> list:
             ctx.objects[("sysv sem", st.st_ino, semid)] = oid = len(ctx.objects) + 1
             recs.append(SysvSemRecord(oid, semid, key_, mode, uid, gid, list(values)[:nsems]))
         for row in _table(MSG_TABLE):
-            key_, msqid, mode, cbytes, qnum = row[:5]
+            key_, msqid, mode, cbytes, qnum, lspid, lrpid = row[:7]
             uid, gid = row[7], row[8]
+            if not own and not {lspid, lrpid} & tree:
+                continue
             what = f"process {ctx.pid}: SysV message queue key {key_:#010x} id {msqid} of its IPC namespace"
             ds = _MsqidDs()
             if _libc.msgctl(msqid, IPC_STAT, ctypes.byref(ds)) < 0:
@@ -685,6 +697,8 @@ def prepare(rctx: RestoreContext) -> None:
     tables = {"sem": _table(SEM_TABLE), "msg": _table(MSG_TABLE)}
     for rec in recs:
         what, ident = ("sem", rec.semid) if isinstance(rec, SysvSemRecord) else ("msg", rec.msqid)
+        if any(_own_leftover(rec, row) for row in tables[what]):
+            continue  # the dumped tree's own set or queue, still there: taken over
         for row in tables[what]:
             if row[1] % IPCMNI == ident % IPCMNI or (rec.key != 0 and row[0] == rec.key):
                 kind = "semaphore set" if what == "sem" else "message queue"
@@ -694,18 +708,33 @@ def prepare(rctx: RestoreContext) -> None:
                 break
 
 
+def _own_leftover(rec, row: list[int]) -> bool:
+    """Whether the set or queue `row` (of /proc/sysvipc/sem or msg) is the image's own,
+    left behind by the dumped tree (SysV sets and queues outlive their processes):
+    the same id, key and owner (and number of semaphores)."""
+    if isinstance(rec, SysvSemRecord):
+        return (row[1], row[0], row[3], row[4], row[5]) == (rec.semid, rec.key, len(rec.values), rec.uid, rec.gid)
+    return (row[1], row[0], row[7], row[8]) == (rec.msqid, rec.key, rec.uid, rec.gid)
+
+
 def _make_namespace_objects(rctx: RestoreContext, state: _State) -> None:
+    """Re-create (or, in place, take over) the image's semaphore sets and message queues
+    in the restored processes' IPC namespace, with their values and messages."""
     recs = _namespace_records(rctx.image)
     if not recs:
         return
     ns = os.open(f"/proc/{rctx.pid}/ns/ipc", os.O_RDONLY | os.O_CLOEXEC)
     state.others.append((ns, "ns", -1))  # (closed by _close; nothing to remove)
     with ipc_namespace(f"/proc/self/fd/{ns}"):
+        tables = {"sem": _table(SEM_TABLE), "msg": _table(MSG_TABLE)}
         for rec in recs:
             if isinstance(rec, SysvSemRecord):
-                semid = _get(SEM_NEXT_ID, rec.semid, rec,
-                             lambda: _libc.semget(rec.key, len(rec.values), IPC_CREAT | IPC_EXCL | 0o600))
-                state.others.append((ns, "sem", semid))
+                if any(_own_leftover(rec, row) for row in tables["sem"]):
+                    semid = rec.semid
+                else:
+                    semid = _get(SEM_NEXT_ID, rec.semid, rec,
+                                 lambda: _libc.semget(rec.key, len(rec.values), IPC_CREAT | IPC_EXCL | 0o600))
+                    state.others.append((ns, "sem", semid))
                 values = (ctypes.c_ushort * len(rec.values))(*rec.values)
                 if _libc.semctl(semid, 0, SETALL, values) < 0:
                     raise RestoreError(f"cannot set the values of {rec.describe()}: "
@@ -717,8 +746,13 @@ def _make_namespace_objects(rctx: RestoreContext, state: _State) -> None:
                     raise RestoreError(f"cannot set the owner and mode of {rec.describe()}: "
                                        f"{os.strerror(ctypes.get_errno())}")
             else:
-                msqid = _get(MSG_NEXT_ID, rec.msqid, rec, lambda: _libc.msgget(rec.key, IPC_CREAT | IPC_EXCL | 0o600))
-                state.others.append((ns, "msg", msqid))
+                if any(_own_leftover(rec, row) for row in tables["msg"]):
+                    msqid = rec.msqid
+                    _drain(msqid, rec)  # what it holds now is not what the image holds
+                else:
+                    msqid = _get(MSG_NEXT_ID, rec.msqid, rec,
+                                 lambda: _libc.msgget(rec.key, IPC_CREAT | IPC_EXCL | 0o600))
+                    state.others.append((ns, "msg", msqid))
                 ds = _MsqidDs()
                 _libc.msgctl(msqid, IPC_STAT, ctypes.byref(ds))
                 ds.perm.uid, ds.perm.gid, ds.perm.mode = rec.uid, rec.gid, rec.mode & 0o777
@@ -735,6 +769,14 @@ def _make_namespace_objects(rctx: RestoreContext, state: _State) -> None:
                 if _libc.msgctl(msqid, IPC_SET, ctypes.byref(ds)) < 0:
                     raise RestoreError(f"cannot set the owner and mode of {rec.describe()}: "
                                        f"{os.strerror(ctypes.get_errno())}")
+
+
+def _drain(msqid: int, rec) -> None:
+    buf = ctypes.create_string_buffer(8 + 64)
+    while _libc.msgrcv(msqid, buf, 64, 0, IPC_NOWAIT | MSG_NOERROR) >= 0:
+        pass
+    if ctypes.get_errno() != errno.ENOMSG:
+        raise RestoreError(f"cannot empty {rec.describe()} to take it over: {os.strerror(ctypes.get_errno())}")
 
 
 def _get(next_id_file: str, want: int, rec, create) -> int:

@@ -443,3 +443,56 @@ def test_forged_outside_connection_records_are_an_image_error(spawn, python_exe,
     with pytest.raises(pyckpt.ImageError, match="TCP connection"):
         pyckpt.open_image(tmp_path / "bad")
     c.close()
+
+
+def _run_cell(client, code: str, timeout: float = 30) -> tuple[str, list[str]]:
+    out: list[str] = []
+    reply = client.execute_interactive(
+        code, timeout=timeout,
+        output_hook=lambda m: out.extend(m["content"]["text"].splitlines()) if m["msg_type"] == "stream" else None)
+    return reply["content"]["status"], out
+
+
+@pytest.mark.parametrize("established", [False, True])
+def test_jupyter_kernel_with_its_client_connected(spawn, python_exe, tmp_path, established):
+    """A Jupyter kernel always has its client's five ZMQ connections: saved.  With
+    tcp_established, dump --kill + restore, and the same client runs the next cell on the
+    same connections; by default they are reset, ZMQ reconnects (a request sent, or output
+    published, before it has is lost: the client tries again), and the same client runs it."""
+    from jupyter_client import BlockingKernelClient
+    from jupyter_client.connect import write_connection_file
+
+    connection_file, _ = write_connection_file(str(tmp_path / "kernel.json"), ip="127.0.0.1")
+    t = spawn([python_exe, "-m", "ipykernel_launcher", "-f", connection_file], name="kernel")
+    t.wait_for(r"To connect another client", timeout=60)  # listening (else: "Kernel died")
+    client = BlockingKernelClient(connection_file=connection_file)
+    client.load_connection_file()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        assert _run_cell(client, "answer = 41 + 1\nprint(answer)") == ("ok", ["42"])
+        img = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+        reap_dumped(t)
+        assert img.summary()["tcp_outside"]["established"] >= 4
+        log = os.open(t.log, os.O_WRONLY | os.O_APPEND)
+        p = pyckpt.restore(tmp_path / "img", tcp_established=established,
+                           fds={0: os.devnull, 1: log, 2: log})
+        os.close(log)
+        spawn.track(p.pid)
+        t.popen = None
+        assert p.restore_warnings == []
+        if established:  # the very connections: the next cell just runs
+            assert _run_cell(client, "print(answer * 2)") == ("ok", ["84"])
+        else:  # reset: ZMQ reconnects (every 100 ms); what is sent or published before it
+            #    has (and iopub has subscribed again) is lost, so a client tries again
+            for attempt in range(10):
+                time.sleep(0.5)
+                try:
+                    if _run_cell(client, "print(answer * 2)", timeout=5) == ("ok", ["84"]):
+                        break
+                except TimeoutError:
+                    pass
+            else:
+                raise AssertionError("the client never got an answer from the restored kernel")
+    finally:
+        client.stop_channels()

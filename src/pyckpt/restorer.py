@@ -32,7 +32,7 @@ from .errors import (ImageError, PidInUseError, PtraceError, RemoteCallError, Re
 from .image import ImageReader
 from .inject import Injector, find_syscall_insn, nr
 from .kinds import (cpu, creds, files, itimers, load_all, memory, mm, signals,
-                    stored_runs, sysvipc, task, thread)
+                    stored_runs, sysvipc, task, thread, unixname)
 from .kinds.context import RestoreContext, RestoreOptions
 from .problems import Fix, RestoreProblem, needs
 from .progress import Progress
@@ -110,6 +110,9 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
             for step in rctxs[0].shared.get("after release", ()):  # kinds' work once it runs
                 step()
             stats.warnings += rctxs[0].shared.get("warnings", [])
+        except BaseException:
+            unixname.undo(rctxs[0])  # the socket files this restore bound
+            raise
         finally:
             rctxs[0].close_passed()
     stats.total = time.perf_counter() - t0
@@ -454,6 +457,10 @@ def _fork_in(init: int, pid: int, launcher_page: int, *, reaper: bool) -> int:
             child = _fork_with_pid(inj, page, pid)
         except PidInUseError:
             raise PidInUseError(pid, " inside the new namespace") from None
+        # The root has the fds pyckpt passes: the init holds none from now on (its loop
+        # closes them too, but only once released, after the processes run: meanwhile
+        # a pipe whose write end only pyckpt made would not read end-of-file).
+        inj.check(nr.close_range, 0, (1 << 32) - 1, 0, what="close_range in the namespace's init")
     regs = pt.decode_regs(inj.regs)
     regs.rip = int(ffi.cast("uintptr_t", ffi.addressof(lib, "ck_init_loop")))
     regs.rsp = ((regs.rsp - 4096) & ~15) - 8  # as if called: rsp = 8 (mod 16) at entry

@@ -19,12 +19,13 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 import pyckpt
-from conftest import check, real_program, reap_dumped
+from conftest import Target, check, real_program, reap_dumped
 
 # Appends a line to its log every 20 ms, labelled with its PID as seen from the
 # test (NSpid's first field: a copy in its own PID namespace has another).
@@ -382,3 +383,53 @@ def test_appended_log_that_shrank_or_was_replaced_is_refused(spawn, python_exe, 
     t.popen = None
     check(t)
     assert log.read_bytes() == b"first\nchecked\nmore\nchecked\n"
+
+
+# An SQLite database held open for reading and writing (as IPython's history.sqlite is).
+SQLITE_HOLDER = r"""
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("SELECT count(*) FROM history").fetchone()
+import selfcheck
+def check():
+    print("ROWS", db.execute("SELECT count(*) FROM history").fetchone()[0], flush=True)
+    return []
+selfcheck.listen()
+print("READY", flush=True)
+selfcheck.serve(check)
+"""
+
+
+def test_database_changed_since_the_dump_names_the_option_for_it(spawn, python_exe, tmp_path):
+    """A file the process reads and writes (a database) changed by another writer since
+    the dump is refused, and the error names the option that accepts this file alone."""
+    import sqlite3
+
+    db = tmp_path / "history.sqlite"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE history (line TEXT)")
+        c.execute("INSERT INTO history VALUES ('first')")
+    c.close()
+    log = tmp_path / "holder.log"
+    with open(log, "ab") as out:  # its output appended: copies need nothing for it
+        p = subprocess.Popen([python_exe, "-c", SQLITE_HOLDER, str(db)], stdin=subprocess.DEVNULL,
+                             stdout=out, stderr=out, start_new_session=True,
+                             env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent / "targets")))
+    spawn.track(p.pid)
+    t = Target(p.pid, log, p)
+    t.wait_for("^READY")
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img)  # the original runs on
+    with sqlite3.connect(db) as c:  # and writes its database (here: another writer does)
+        c.execute("INSERT INTO history VALUES ('second')")
+    c.close()
+    with pytest.raises(pyckpt.FileChangedError) as e:
+        spawn.track(pyckpt.restore(img, new_pidns=True).ppid())
+    assert e.value.path == str(db) and "--allow-changed-files=PATH" in str(e.value), e.value
+    [problem] = pyckpt.open_image(img).check_restore(new_pidns=True)
+    assert problem.error.path == str(db)
+    copy = pyckpt.restore(img, new_pidns=True, allow_changed_files=[str(db)])
+    spawn.track(copy.ppid())
+    after = len(t.lines())
+    os.kill(copy.pid, signal.SIGUSR1)
+    assert t.wait_for(r"^ROWS (\d+)$", after=after).group(1) == "2"  # it reads the database as it is

@@ -685,3 +685,25 @@ def test_postgres_on_its_unix_socket(spawn, tmp_path):
                     if int(fields[4]) == t.pid and int(fields[6]) == 0:
                         subprocess.run(["ipcrm", "-m", fields[1]], check=False)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_failed_restore_removes_the_socket_files_it_bound(spawn, python_exe, tmp_path):
+    """The server's second listener's path is taken by a live socket at restore: the
+    restore fails naming it, and the socket file it had bound for the first is gone."""
+    path = tmp_path / "server.sock"
+    t, fd, children = _start_server(spawn, python_exe, str(path))
+    dump_kill_restore = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    assert dump_kill_restore.pid == t.pid
+    reap_dumped(t)
+    _wait_gone(*children)
+    os.unlink(path)
+    os.unlink(f"{path}-q")
+    with socket.socket(socket.AF_UNIX) as squatter:
+        squatter.bind(f"{path}-q")
+        squatter.listen()
+        with pytest.raises(pyckpt.SocketPathInUseError) as ei:
+            pyckpt.restore(tmp_path / "img")
+        assert ei.value.path == f"{path}-q"
+        assert not os.path.lexists(path)  # bound for the first listener, removed again
+        assert stat.S_ISSOCK(os.lstat(f"{path}-q").st_mode)  # the squatter's, untouched
+        assert not psutil.pid_exists(t.pid)

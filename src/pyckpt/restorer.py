@@ -32,7 +32,7 @@ from .errors import (ImageError, PidInUseError, PtraceError, RemoteCallError, Re
 from .image import ImageReader
 from .inject import Injector, find_syscall_insn, nr
 from .kinds import (cpu, creds, files, itimers, load_all, memory, mm, signals,
-                    stored_runs, sysvipc, task, thread)
+                    stored_runs, sysvipc, task, thread, unixname)
 from .kinds.context import RestoreContext, RestoreOptions
 from .problems import Fix, RestoreProblem, needs
 from .progress import Progress
@@ -110,6 +110,9 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
             for step in rctxs[0].shared.get("after release", ()):  # kinds' work once it runs
                 step()
             stats.warnings += rctxs[0].shared.get("warnings", [])
+        except BaseException:
+            unixname.undo(rctxs[0])  # the socket files this restore bound
+            raise
         finally:
             rctxs[0].close_passed()
     stats.total = time.perf_counter() - t0

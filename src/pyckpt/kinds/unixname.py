@@ -68,7 +68,8 @@ every refusal, with the fd), a socket bound to a relative path (its meaning
 depends on a directory that may have changed), a client waiting to be
 accepted with data sent.  The credentials of queued messages (SCM_CREDENTIALS)
 are pyckpt's after a restore.  A restore that fails after binding a path
-leaves its socket file, which nothing listens on (a later restore replaces it).
+removes the socket file it made (restorer.py calls `undo`); a stale file it
+had replaced stays removed.
 """
 
 from __future__ import annotations
@@ -312,6 +313,19 @@ def _sent_unread(f: DumpedFd) -> int:
 # --- restore ---------------------------------------------------------------------
 
 BUILT = "unixname: built"  # RestoreContext.shared
+BOUND = "unixname: socket files bound"  # RestoreContext.shared: (path, dev, ino) made here
+
+
+def undo(rctx: RestoreContext) -> None:
+    """A restore failed: remove the socket files it bound (those still there as it made
+    them), so that it leaves nothing behind."""
+    for path, dev, ino in rctx.shared.pop(BOUND, []):
+        try:
+            st = os.lstat(path)
+            if (st.st_dev, st.st_ino) == (dev, ino):
+                os.unlink(path)
+        except OSError:
+            pass
 
 
 def _live(path: bytes, stype: int) -> bool:
@@ -386,9 +400,12 @@ def _bind(rctx: RestoreContext, s: socket.socket, rec: UnixNamedRecord, address:
         if e.errno == errno.EADDRINUSE:
             raise _taken(rctx, rec, address, " (taken while restoring)") from None
         raise RestoreError(f"cannot bind a unix socket to {_show_name(address)} again: {e.strerror}") from None
-    if address[:1] == b"/" and rec.file_mode >= 0:
-        os.chown(address, rec.file_uid, rec.file_gid)
-        os.chmod(address, rec.file_mode)
+    if address[:1] == b"/":
+        st = os.lstat(address)
+        rctx.shared.setdefault(BOUND, []).append((address, st.st_dev, st.st_ino))
+        if rec.file_mode >= 0:
+            os.chown(address, rec.file_uid, rec.file_gid)
+            os.chmod(address, rec.file_mode)
 
 
 def _fresh(rec: UnixNamedRecord) -> socket.socket:
@@ -416,6 +433,9 @@ def _build(rctx: RestoreContext) -> None:
                 rctx.collect(lambda r=r: _check_name(rctx, r, r.address))
         return
     made: dict[int, socket.socket] = {}
+    # once the processes run, the socket files are theirs (undo must not touch them): first
+    # of the steps restorer.py runs after the release
+    rctx.shared.setdefault("after release", []).insert(0, lambda: rctx.shared.pop(BOUND, None))
     try:
         _make_all(rctx, recs, made)
         for ino, s in made.items():

@@ -707,3 +707,21 @@ def test_failed_restore_removes_the_socket_files_it_bound(spawn, python_exe, tmp
         assert not os.path.lexists(path)  # bound for the first listener, removed again
         assert stat.S_ISSOCK(os.lstat(f"{path}-q").st_mode)  # the squatter's, untouched
         assert not psutil.pid_exists(t.pid)
+
+
+def test_socket_directory_gone_at_restore(spawn, python_exe, tmp_path):
+    (tmp_path / "run").mkdir()
+    path = tmp_path / "run" / "d.sock"
+    t = spawn([python_exe, SERVER, "dgram", str(path)], name="dgram")
+    t.wait_for(r"^READY (\d+)$")
+    pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    reap_dumped(t)
+    os.unlink(path)
+    os.rmdir(tmp_path / "run")
+    with pytest.raises(pyckpt.RestoreError, match=f"its directory {tmp_path / 'run'} is gone"):
+        pyckpt.restore(tmp_path / "img")
+    (tmp_path / "run").mkdir()
+    p = pyckpt.restore(tmp_path / "img")
+    spawn.track(p.pid)
+    t.popen = None
+    check(t)

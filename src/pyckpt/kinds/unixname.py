@@ -399,7 +399,10 @@ def _bind(rctx: RestoreContext, s: socket.socket, rec: UnixNamedRecord, address:
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise _taken(rctx, rec, address, " (taken while restoring)") from None
-        raise RestoreError(f"cannot bind a unix socket to {_show_name(address)} again: {e.strerror}") from None
+        hint = (f" (its directory {os.fsdecode(os.path.dirname(address))} is gone: create it, as the "
+                "program had it)" if e.errno == errno.ENOENT else "")
+        raise RestoreError(f"cannot bind a unix socket to {_show_name(address)} again: "
+                           f"{e.strerror}{hint}") from None
     if address[:1] == b"/":
         st = os.lstat(address)
         rctx.shared.setdefault(BOUND, []).append((address, st.st_dev, st.st_ino))

@@ -725,3 +725,48 @@ def test_socket_directory_gone_at_restore(spawn, python_exe, tmp_path):
     spawn.track(p.pid)
     t.popen = None
     check(t)
+
+
+REDIS = real_program("redis-server")
+
+
+def _redis(s: socket.socket, *args: bytes) -> bytes:
+    s.sendall(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
+    reply = b""
+    while not reply.endswith(b"\r\n") or (reply[:1] == b"$" and reply.count(b"\r\n") < 2
+                                          and not reply.startswith(b"$-1")):
+        chunk = s.recv(4096)
+        assert chunk, f"redis closed the connection (after {reply!r})"
+        reply += chunk
+    return reply
+
+
+@pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
+def test_redis_on_a_unix_socket(spawn, tmp_path):
+    """A real redis-server listening only on a unix socket, with a client (this test)
+    connected: dumped with kill and restored in place; the old client's connection is
+    closed (the restored server drops it as a vanished client), a new one finds every key."""
+    path = tmp_path / "redis.sock"
+    t = spawn([REDIS, "--port", "0", "--unixsocket", str(path), "--unixsocketperm", "700",
+               "--save", "", "--appendonly", "no", "--dir", str(tmp_path)], name="redis")
+    t.wait_for(r"(?i)ready to accept connections", timeout=20)
+    old = _connect(os.fsencode(path))
+    for i in range(100):
+        assert _redis(old, b"SET", b"key%d" % i, b"value%d" % i) == b"+OK\r\n"
+    img = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    whats = [f["what"] for f in img.summary()["fds"]]
+    assert any(f"listening on {path}" in w for w in whats), whats
+    assert any("peer outside the image" in w for w in whats), whats
+    reap_dumped(t)
+    p = pyckpt.restore(tmp_path / "img")
+    spawn.track(p.pid)
+    t.popen = None
+    try:
+        assert old.recv(10) == b""
+    except ConnectionResetError:
+        pass
+    new = _connect(os.fsencode(path))
+    assert _redis(new, b"DBSIZE") == b":100\r\n"
+    assert _redis(new, b"GET", b"key42") == b"$7\r\nvalue42\r\n"
+    assert _redis(new, b"CLIENT", b"LIST").count(b"id=") == 1  # the old client was dropped
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o700

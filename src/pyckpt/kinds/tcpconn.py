@@ -109,6 +109,7 @@ and for re-creating outside ones.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import ipaddress
@@ -533,6 +534,27 @@ def _read_in_repair(sock: socket.socket) -> tuple[int, int, list[int], int, byte
     socket of the target, read in repair mode, which is left at once (no window probe)
     with SO_REUSEADDR set back (leaving repair mode clears it)."""
     reuse = _int(sock, socket.SOL_SOCKET, socket.SO_REUSEADDR)
+    with _peek_offset_off(sock):
+        return _read_queues_in_repair(sock, reuse)
+
+
+@contextlib.contextmanager
+def _peek_offset_off(sock: socket.socket):
+    """SO_PEEK_OFF disabled for pyckpt's own peeks (a program may use it: each peek
+    would start at, and move, its offset), set back after."""
+    try:
+        saved = _int(sock, socket.SOL_SOCKET, SO_PEEK_OFF)
+        sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, -1)
+    except OSError:  # TCP has peek offsets since Linux 6.8; before, peeks ignore it
+        yield
+        return
+    try:
+        yield
+    finally:
+        sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, saved)
+
+
+def _read_queues_in_repair(sock: socket.socket, reuse: int) -> tuple[int, int, list[int], int, bytes, bytes]:
     try:
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
     except PermissionError:

@@ -6,9 +6,11 @@ taken at restore is a PortInUseError naming it."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -227,3 +229,50 @@ def test_untrusted_image_may_not_bind_a_privileged_udp_port(spawn, python_exe, t
     problems = pyckpt.open_image(img).check_restore()
     untrusted = [p.error for p in problems if isinstance(p.error, pyckpt.UntrustedImageError)]
     assert untrusted and f"UDP port {low}, below net.ipv4.ip_unprivileged_port_start" in str(untrusted[0]), problems
+
+
+PENDING = r"""
+import signal, socket, sys, selfcheck
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+signal.signal(signal.SIGUSR2, lambda *a: s.send(b"to a closed port"))
+def check():
+    saw = []
+    for _ in range(2):
+        try:
+            saw.append(s.recv(100, socket.MSG_DONTWAIT).decode())
+        except OSError as e:
+            saw.append(type(e).__name__)
+    print("SAW", *saw, flush=True)
+    return []
+selfcheck.listen()
+print("READY", s.getsockname()[1], flush=True)
+selfcheck.serve(check)
+"""
+
+
+def test_dump_leaves_a_pending_socket_error_to_the_process(spawn, python_exe, tmp_path):
+    """A connected socket with an ICMP port unreachable pending and a datagram queued:
+    the dump takes neither (poll, no read), and says the queue was not counted."""
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    t = spawn([python_exe, "-c", PENDING, str(peer.getsockname()[1])])
+    port = int(t.wait_for(r"^READY (\d+)").group(1))
+    peer.sendto(b"queued", ("127.0.0.1", port))
+    peer.close()
+    os.kill(t.pid, signal.SIGUSR2)  # it sends to the closed port: ECONNREFUSED pending
+    deadline = time.monotonic() + 5
+    while not any(f[1].endswith(f":{port:04X}") and int(f[4].partition(":")[2], 16)  # rx_queue
+                  for f in (line.split() for line in open(f"/proc/{t.pid}/net/udp").readlines()[1:])):
+        assert time.monotonic() < deadline, "the datagram is not queued"
+        time.sleep(0.02)
+    time.sleep(0.2)  # the ICMP error arrives (on loopback: at once)
+    img = tmp_path / "img"
+    image = pyckpt.dump(t.pid, img)
+    [what] = [f["what"] for f in image.summary()["fds"] if f["kind"] == "udp"]
+    assert what.endswith("datagrams queued at the dump (not counted), dropped at restore"), what
+    line = _dump_summary(SimpleNamespace(dir=str(img), kill=False), image)
+    assert "; at least 1 UDP datagram queued at the dump will be dropped" in line, line
+    after = len(t.lines())
+    os.kill(t.pid, signal.SIGUSR1)
+    assert t.wait_for(r"^SAW .*$", after=after).group(0) == "SAW ConnectionRefusedError queued"

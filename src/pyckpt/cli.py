@@ -272,9 +272,8 @@ def _udp_note(image) -> str:
     """What a restore of the dump's UDP sockets leaves out ('' when nothing)."""
     from .kinds.udp import dropped
 
-    n = dropped(image._reader)
-    return (f"; {n} UDP datagram{'s' if n != 1 else ''} queued at the dump will be dropped, as a "
-            "network may drop them") if n else ""
+    note = dropped(image._reader)
+    return f"; {note}" if note else ""
 
 
 def _dump_left(args) -> str:

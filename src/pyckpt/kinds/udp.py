@@ -16,7 +16,10 @@ peer, so a server answers on its port and a client still sends to its peer.
 neither the datagrams waiting to be read at the dump nor corked data not yet
 sent come back.  A program using UDP copes with loss by design.  The dump
 counts them (`pyckpt show`; the dump's summary line says how many are
-dropped).
+dropped).  Nor does an error pending on the socket (an ICMP port unreachable
+reported to a connected socket, which its next read or send would return):
+poll sees it without taking it, and the queue is then not counted, since a
+read would hand the error to pyckpt instead of the process.
 
 Refused by name: a socket bound to a multicast group address (what it joined
 cannot be read back from the kernel per socket); UDP-Lite and other
@@ -38,6 +41,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import select
 import socket
 import stat
 from dataclasses import dataclass
@@ -93,7 +97,8 @@ class UdpSocketRecord:
     options: list[tuple[str, int]]  # (name (see OPTIONS), value) for the socket's family
     rcvbuf: int  # SO_RCVBUF/SO_SNDBUF as getsockopt says (twice what was set)
     sndbuf: int
-    queued: int  # datagrams waiting to be read at the dump (dropped at restore)
+    queued: int  # datagrams waiting to be read at the dump (dropped at restore); -1: some,
+    #              not counted (an error was pending on the socket: a read would take it)
     queued_bytes: int  # their payload
 
 
@@ -131,6 +136,15 @@ def parse_proc_net_udp(text: str) -> dict[int, tuple[int, int]]:
             tx, _, rx = fields[4].partition(":")
             out[int(fields[9])] = (int(rx, 16), int(tx, 16))
     return out
+
+
+def _error_pending(sock: socket.socket) -> bool:
+    """Whether the socket has an error to report (a connected socket's ICMP port
+    unreachable...): poll says POLLERR without taking it, where a read or SO_ERROR
+    would hand it to pyckpt instead of the process."""
+    p = select.poll()
+    p.register(sock, 0)
+    return bool(dict(p.poll(0)).get(sock.fileno(), 0) & select.POLLERR)
 
 
 def _count_queued(sock: socket.socket) -> tuple[int, int]:
@@ -183,7 +197,8 @@ class UdpSocket(FileKind):
             rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
             sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
             rx, _ = _queues(ctx, f.pid).get(f.st.st_ino, (1, 0))
-            queued, queued_bytes = _count_queued(sock) if rx else (0, 0)
+            queued, queued_bytes = (0, 0) if not rx else (-1, 0) if _error_pending(sock) else \
+                _count_queued(sock)
         finally:
             sock.close()
         address, port = name[0], name[1]
@@ -255,15 +270,24 @@ class UdpSocket(FileKind):
         text = f"UDP {local}"
         if rec.peer_port:
             text += f", connected to {_where(rec.family, rec.peer_address, rec.peer_port)}"
-        if rec.queued:
+        if rec.queued < 0:
+            text += ", datagrams queued at the dump (not counted), dropped at restore"
+        elif rec.queued:
             text += (f", {rec.queued} datagram{'s' if rec.queued != 1 else ''} ({rec.queued_bytes} bytes) "
                      "queued at the dump, dropped at restore")
         return text
 
 
-def dropped(image) -> int:
-    """Datagrams queued at the dump in the whole image, which restore drops."""
-    return sum(r.queued for r in getattr(image, "reader", image).of_type(UdpSocketRecord))
+def dropped(image) -> str:
+    """For the dump's summary line: the datagrams queued at the dump in the whole
+    image, which restore drops ('' when there are none)."""
+    recs = getattr(image, "reader", image).of_type(UdpSocketRecord)
+    n = sum(r.queued for r in recs if r.queued > 0)
+    if not n and not any(r.queued < 0 for r in recs):
+        return ""
+    n = max(n, 1)  # a queue not counted holds one at least
+    some = f"{'at least ' if any(r.queued < 0 for r in recs) else ''}{n} UDP datagram{'s' if n != 1 else ''}"
+    return f"{some} queued at the dump will be dropped, as a network may drop them"
 
 
 def validate(image) -> None:
@@ -273,7 +297,7 @@ def validate(image) -> None:
         if (r.family not in OPTIONS or not 0 <= r.port < 65536 or not 0 <= r.peer_port < 65536
                 or (r.peer_port and not r.peer_address) or not set(options) <= known
                 or len(options) != len(r.options) or not all(-1 <= v < 1 << 31 for v in options.values())
-                or not 0 <= r.rcvbuf < 1 << 31 or not 0 <= r.sndbuf < 1 << 31 or r.queued < 0):
+                or not 0 <= r.rcvbuf < 1 << 31 or not 0 <= r.sndbuf < 1 << 31 or r.queued < -1):
             raise ImageError(f"image at {image.path}: UDP socket #{r.id} has a bad address or option")
         try:
             for a in (r.address, *((r.peer_address,) if r.peer_port else ())):

@@ -8,9 +8,10 @@ re-created with TCP_REPAIR (connect() in repair mode makes a socket
 ESTABLISHED without a handshake), bound to the same addresses and ports,
 with sequence numbers that fit each other, the negotiated options (MSS,
 window scaling, SACK, timestamps), and each end's unread data put straight
-back into its receive queue; repair mode is then left.  The 4-tuple and
-state come from the target's /proc/PID/net/tcp{,6} (the peer is the socket
-with the reversed tuple, found among the image's fds), unread data is peeked
+back into its receive queue; repair mode is then left.  The state comes from
+TCP_INFO, the 4-tuples from the target's /proc/PID/net/tcp{,6}, read once
+per dump (the peer is the socket with the reversed tuple, found among the
+image's fds), unread data is peeked
 (MSG_PEEK through SO_PEEK_OFF, set back after) on the socket itself
 (pidfd_getfd), the options from TCP_INFO (each end's advertised MSS becomes
 its peer's clamp).  Data sent but not yet acknowledged (SIOCOUTQ > 0 once a
@@ -58,9 +59,10 @@ What a restore makes of them:
   the sockets passed as inherited fds; their inodes are listed under
   /run/pyckpt/tcp-held/).  The kill then closes none of them: the kernel
   keeps each one open as it was, acknowledging what the peer sends (it
-  queues for the restore; measured: a peer's send during the gap is
-  acknowledged at once and read by the restored process), so the peer sees
-  no reset, no end of file, only a pause.  The restore takes the socket from
+  queues for the restore; measured: a peer's send during the gap was
+  acknowledged after 42 ms, a delayed ACK as from any socket, and read by
+  the restored process), so the peer sees no reset, no end of file, only a
+  pause.  The restore takes the socket from
   the holder (pidfd_getfd, checked by inode and the holder's start time),
   and once the restored processes run, ends the holder.  Every state
   (half-closed ones too) comes back exactly so.  When no holder has it (a
@@ -82,9 +84,10 @@ What a restore makes of them:
   follows the hand-over fail (a dumped process still runs: same PID, same
   start time), the holder lets go at once without touching the sockets, so
   the running process is left as it was.  A restore killed after its release
-  but before it ended the holder leaves the holder until its timeout
-  (harmless then: the restored process holds the socket too, and gets its
-  SO_LINGER 0) and its files under /run/pyckpt/tcp-held/ until it exits.
+  but before it ended the holder leaves the holder until its timeout (the
+  restored process then holds the socket too: the holder's close is not the
+  last, but the socket's SO_LINGER becomes 0) and its files under
+  /run/pyckpt/tcp-held/ until it exits.
   Before any listener of the image binds again, the held sockets get
   SO_REUSEADDR (the accepted connections of the killed listener are bound to
   its port); the one handed over gets its own value back after the release.

@@ -496,3 +496,41 @@ def test_jupyter_kernel_with_its_client_connected(spawn, python_exe, tmp_path, e
                 raise AssertionError("the client never got an answer from the restored kernel")
     finally:
         client.stop_channels()
+
+
+def test_dumps_without_kill_do_not_disturb_a_busy_connection(spawn, python_exe, tmp_path):
+    """A client streams numbered lines through the echo server all the while the server is
+    dumped five times (each dump freezes it and reads its socket in repair mode): every
+    line comes back once, in order, and the connection is never reset."""
+    import threading
+
+    t, port = _server(spawn, python_exe)
+    c = _client(port)
+    stop = threading.Event()
+    count = [0]
+
+    def send():
+        while not stop.is_set():
+            c.sendall(b"line %06d\n" % count[0])
+            count[0] += 1
+            if count[0] % 20 == 0:
+                time.sleep(0.002)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        for n in range(5):
+            pyckpt.dump(t.pid, tmp_path / f"img{n}")
+    finally:
+        stop.set()
+        sender.join(30)
+    lines = count[0]
+    want = b"".join(b"LINE %06d\n" % i for i in range(lines))
+    got = b""
+    c.settimeout(10)
+    while len(got) < len(want):
+        chunk = c.recv(1 << 16)
+        assert chunk, "the server closed the connection"
+        got += chunk
+    assert got == want and lines > 1000, lines
+    c.close()

@@ -433,3 +433,22 @@ def test_database_changed_since_the_dump_names_the_option_for_it(spawn, python_e
     after = len(t.lines())
     os.kill(copy.pid, signal.SIGUSR1)
     assert t.wait_for(r"^ROWS (\d+)$", after=after).group(1) == "2"  # it reads the database as it is
+
+
+def test_shared_mapping_of_a_file_cut_shorter_is_refused(spawn, python_exe, tmp_path):
+    """A shared mapping shows the file as it is, but not past its end: a file cut shorter
+    than the mapped range would fault there (SIGBUS), and is refused naming it."""
+    t, work = _holder(spawn, python_exe, tmp_path)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    reap_dumped(t)
+    os.truncate(work / "perf.data", 4096)
+    with pytest.raises(pyckpt.FileChangedError, match=r"perf\.data.*size 4096, was 8192.*SIGBUS") as e:
+        pyckpt.restore(img)
+    assert e.value.path == str(work / "perf.data")
+    assert not psutil.pid_exists(t.pid)
+    os.truncate(work / "perf.data", 12288)  # longer than it was: fine
+    p = pyckpt.restore(img)
+    spawn.track(p.pid)
+    t.popen = None
+    check(t)

@@ -18,10 +18,11 @@ Restore maps every VMA at its address with its protection and flags, then
 the new task itself `pread`s each stored run from pages.img — one copy, no
 bounce through pyckpt.  Read-only VMAs are written first and mprotect'ed
 after.  The vDSO block is put back with arch_prctl(ARCH_MAP_VDSO_64).
-A file mapped shared need only be the same inode: such a mapping shows the
-file as it is now, whoever wrote it since (a JVM's hsperfdata file, which the
-original JVM keeps writing while copies run); a file mapped privately must
-have kept its size and mtime, unless `allow_changed_files` accepts it.
+A file mapped shared need only be the same inode, still as long as the part
+it maps: such a mapping shows the file as it is now, whoever wrote it since (a
+JVM's hsperfdata file, which the original JVM keeps writing while copies
+run); a file mapped privately must have kept its size and mtime, unless
+`allow_changed_files` accepts it.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from dataclasses import dataclass
 import xxhash
 
 from .._native._ck import ffi, lib
-from ..errors import KernelMismatchError, PyckptError, RemoteCallError, UnsupportedError
+from ..errors import FileChangedError, KernelMismatchError, PyckptError, RemoteCallError, UnsupportedError
 from ..image import record
 from ..inject import nr
+from ..problems import Fix, needs
 from ..proc import read_maps
 from .context import DumpContext, RestoreContext
 from .fileid import FileIdentity, identify, open_checked
@@ -354,19 +356,34 @@ def prepare(rctx: RestoreContext) -> None:
         )
     rctx.pass_fd("pages", lambda: rctx.image.open_pages())
     # A shared mapping shows the file as it is, by definition (others may write it: a
-    # JVM's hsperfdata file): only its inode is checked.  A private one must hold what
-    # it held (its pages not in the image are read from the file again).
+    # JVM's hsperfdata file): only its inode is checked, and that it still covers the
+    # mapping.  A private one must hold what it held (its pages not in the image are
+    # read from the file again).
     private = {v.file.path for v in rctx.image.of_type(VmaRecord) if v.kind == "file" and not v.shared}
     for v in rctx.image.of_type(VmaRecord):
         if v.kind == "file":
             mode = os.O_RDWR if (v.shared and v.prot & PROT_WRITE) else os.O_RDONLY
             content = v.file.path in private and not rctx.options.allows_changed(v.file.path)
             rctx.pass_fd(("map", v.file.path, mode),
-                         lambda v=v, mode=mode, content=content: open_checked(v.file, mode, content=content))
+                         lambda v=v, mode=mode, content=content: _open_mapped(rctx, v, mode, content))
         elif v.kind in MAPPED_OBJECTS and MAPPED_OBJECTS[v.kind].attaches:
             MAPPED_OBJECTS[v.kind].prepare_mapping(rctx, v)
         elif v.kind in MAPPED_OBJECTS:
             rctx.pass_fd(*MAPPED_OBJECTS[v.kind].mapping_opener(rctx, v))
+
+
+def _open_mapped(rctx: RestoreContext, v: VmaRecord, mode: int, content: bool) -> int:
+    """The file a VMA maps, checked (see prepare): a file cut shorter than the mapped
+    range it had is refused even for a shared mapping (the process would fault there)."""
+    fd = open_checked(v.file, mode, content=content)
+    need = min(v.file.size, v.offset + v.end - v.start)
+    size = os.fstat(fd).st_size
+    if size < need and not rctx.options.allows_changed(v.file.path):
+        os.close(fd)
+        raise needs(FileChangedError(v.file.path, f"size {size}, was {v.file.size}: memory at "
+                                     f"{v.start:#x}-{v.end:#x} maps it up to offset {need}, and "
+                                     "would fault (SIGBUS) past its end"), Fix("allow_changed_files"))
+    return fd
 
 
 def vdso_start(rctx: RestoreContext) -> int:

@@ -534,3 +534,20 @@ def test_dumps_without_kill_do_not_disturb_a_busy_connection(spawn, python_exe, 
         got += chunk
     assert got == want and lines > 1000, lines
     c.close()
+
+
+def test_dump_summary_on_a_terminal_counts_outside_connections(spawn, python_exe, tmp_path):
+    from test_cli_edges import run_cli_on_terminal
+
+    t, port = _server(spawn, python_exe)
+    c = _client(port)
+    assert _ask(c, b"x\n") == b"X\n"
+    code, out, err = run_cli_on_terminal("--no-progress", "dump", t.pid, tmp_path / "img")
+    assert code == 0, err
+    line = err.splitlines()[-1]
+    assert line.startswith(f"pyckpt dump: wrote {tmp_path / 'img'}: 1 process, "), err
+    assert line.endswith("a restore needs no options; 1 TCP connection to peers outside the image: "
+                         "a restore resets them as if the peer had (--tcp-established keeps them after "
+                         "an in-place dump --kill, while the peers hold their ends)"), line
+    assert _ask(c, b"y\n") == b"Y\n"
+    c.close()

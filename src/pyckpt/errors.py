@@ -482,3 +482,21 @@ class PortInUseError(RestoreError):
         self.address = address
         self.port = port
         super().__init__(message)
+
+
+class NotReadyError(PyckptError):
+    """A process started to be snapshotted (`pyckpt.pytest.snapshot`) did not become
+    ready: it never printed its ready line or never listened on its port within the
+    timeout, or it exited first.
+
+    Attributes:
+        argv: the command line it was started with.
+        last_lines: the last lines it printed (stdout and stderr), oldest first.
+        returncode: its exit status if it exited, else None (it was killed).
+    """
+
+    def __init__(self, argv, last_lines, returncode, message: str):
+        self.argv = list(argv)
+        self.last_lines = list(last_lines)
+        self.returncode = returncode
+        super().__init__(message)

@@ -1,0 +1,433 @@
+"""The pytest plugin: a prepared process, snapshotted once, a fresh copy per test.
+
+Registered through the `pytest11` entry point (it is active wherever pyckpt
+is installed; it does nothing until a conftest uses it).  In a conftest::
+
+    import sys
+    import pyckpt.pytest
+
+    server = pyckpt.pytest.snapshot([sys.executable, "server.py"], ready=r"^READY")
+
+    # test_server.py
+    def test_pristine(server):
+        with server.connect(8080) as s:
+            ...
+
+`snapshot()` defines a fixture (named by the variable it is assigned to).  The
+process is started once per test session (stdin /dev/null, stdout and stderr
+to a log file, in its own session; PYTHONUNBUFFERED=1 is added to its
+environment unless set), waited for until it is ready, and dumped with
+`kill=True`.  With pytest-xdist the image is built once for all workers (under
+an flock in the run's shared temporary directory; the others wait for it).
+
+Ready means: `ready` a string: a line of its output matches the regular
+expression (`re.search`); `ready` an int: the process (or one of its children)
+listens on that TCP port, seen in /proc/PID/net/tcp{,6} and its fds, without
+connecting to it.  It is not ready within `timeout` seconds, or exits first: a
+`NotReadyError` naming the argv and the last lines it printed.
+
+Each test gets a fresh `Copy`, restored with `new_pidns=True, new_netns=True`
+(its own PID namespace, where it has the image's PIDs, and its own network
+namespace: copies side by side listen on the same ports), and stdout/stderr
+(whatever fds held the original's log) going to a log file of its own:
+`.pid` (the copy's root process, as this process sees it), `.process` (a
+`psutil.Process`), `.connect(port, host="127.0.0.1")` (a connected socket made
+in the copy's network namespace), `.netns()` (a context manager: the calling
+thread in that namespace), `.log` (its output so far) and `.log_path`.  A test
+that fails gets the log of each copy it used attached to its report.
+Teardown SIGKILLs the namespace's init (which ends every process of the copy)
+and reaps it.  If the target registered `pyckpt.hooks.after_restore`
+functions, they are run in the copy before the test gets it; `before_dump`
+ones before the dump (a failure or a hang of those is a warning and the dump
+goes on).
+
+Copies never outlive the run: a watchdog process (started with the first
+copy, in its own session) holds a pidfd of every copy's init and of the
+process being prepared, and SIGKILLs them when the pytest process goes away,
+even by SIGKILL (its end of a socket pair reads end-of-file).
+
+Errors: the first test to use a snapshot whose build or restore raised a
+`PyckptError` gets that error at setup; the later tests using it are skipped
+with a reason naming it (one error, not one per test).
+
+Extra keywords of `snapshot()` are passed to every `pyckpt.restore()` (e.g.
+`allow_changed_files=True`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from .errors import NotReadyError, PyckptError
+
+__all__ = ["snapshot", "Copy", "NotReadyError"]
+
+_COPIES = pytest.StashKey[list]()
+
+
+class Copy:
+    """A running copy of a snapshot, for one test (see the module docstring)."""
+
+    def __init__(self, name: str, process, init_pid: int, log_path: Path):
+        self.name = name
+        self.process = process
+        self.pid = process.pid
+        self.init_pid = init_pid
+        self.log_path = log_path
+        self.closed = False
+
+    @property
+    def log(self) -> str:
+        """The copy's own stdout and stderr so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def netns(self):
+        """Context manager: the calling thread in the copy's network namespace."""
+        from .netns import entered
+
+        return entered(self.pid)
+
+    def connect(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> socket.socket:
+        """A socket connected to `host:port` inside the copy's network namespace."""
+        with self.netns():
+            return socket.create_connection((host, port), timeout=timeout)
+
+    def close(self) -> None:
+        """SIGKILL the copy's namespace init (ending every process of the copy), reap it."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            os.kill(self.init_pid, signal.SIGKILL)  # our child, not reaped yet: its PID is its own
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(self.init_pid, 0)
+        except ChildProcessError:
+            pass
+
+    def __repr__(self) -> str:
+        return f"<pyckpt copy of {self.name} pid={self.pid} init={self.init_pid}>"
+
+
+class _Spec:
+    def __init__(self, argv, ready, cwd, env, timeout, hooks_timeout, restore_options):
+        self.argv = [os.fspath(a) for a in argv]
+        if not self.argv:
+            raise ValueError("pyckpt.pytest.snapshot: argv is empty")
+        if not isinstance(ready, (str, int)) or isinstance(ready, bool):
+            raise TypeError(f"ready must be a regular expression (str) or a TCP port (int), not {ready!r}")
+        self.ready = ready
+        self.cwd = None if cwd is None else os.fspath(cwd)
+        env = dict(os.environ if env is None else env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self.env = env
+        self.timeout = timeout
+        self.hooks_timeout = hooks_timeout
+        self.restore_options = restore_options
+        self.name = Path(self.argv[-1] if len(self.argv) > 1 else self.argv[0]).name or "target"
+        key = json.dumps([self.argv, self.cwd, sorted(self.env.items()), ready], sort_keys=True)
+        self.key = hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def snapshot(argv, ready=r"^READY", cwd=None, env=None, *, timeout: float = 60.0,
+             hooks_timeout: float = 10.0, **restore_options):
+    """Define a fixture: a fresh copy (`Copy`) of the process `argv` once it is ready,
+    for each test.  See the module docstring."""
+    spec = _Spec(argv, ready, cwd, env, timeout, hooks_timeout, restore_options)
+
+    def copy_fixture(request, _pyckpt_session):
+        copy = _pyckpt_session.copy(spec, request)
+        try:
+            yield copy
+        finally:
+            copy.close()
+
+    copy_fixture.__doc__ = f"A fresh copy of {spec.argv!r} (pyckpt.pytest.snapshot)."
+    return pytest.fixture(copy_fixture)
+
+
+# --- the session ---------------------------------------------------------------------------
+
+_WATCHDOG = r"""
+import os, select, signal, socket, sys
+s = socket.socket(fileno=int(sys.argv[1]))
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+held = {}
+poll = select.poll()
+poll.register(s, select.POLLIN)
+while True:
+    for fd, ev in poll.poll():
+        if fd != s.fileno():
+            poll.unregister(fd); os.close(fd); held.pop(fd, None)
+            continue
+        try:
+            msg, fds, _, _ = socket.recv_fds(s, 16, 64)
+        except OSError:
+            msg, fds = b"", []
+        for f in fds:
+            held[f] = True
+            poll.register(f, select.POLLIN)
+        if not msg:
+            for f in held:
+                try:
+                    signal.pidfd_send_signal(f, signal.SIGKILL)
+                except OSError:
+                    pass
+            sys.exit(0)
+"""
+
+
+class _Watchdog:
+    """A process that SIGKILLs every pidfd it was given once this process is gone."""
+
+    def __init__(self):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        os.set_inheritable(theirs.fileno(), True)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", _WATCHDOG, str(theirs.fileno())], stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),), start_new_session=True)
+        finally:
+            theirs.close()
+        self.sock = ours
+
+    def guard(self, pid: int) -> None:
+        """Have `pid` (a child of ours, not reaped) killed should this process die."""
+        fd = os.pidfd_open(pid)
+        try:
+            socket.send_fds(self.sock, [b"+"], [fd])
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        self.sock.close()  # end-of-file: it kills what is left (nothing, normally) and exits
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class _Session:
+    def __init__(self, config, tmp_path_factory):
+        self.config = config
+        base = tmp_path_factory.getbasetemp()
+        worker = getattr(config, "workerinput", None)
+        # with pytest-xdist the workers' temporary directories share a parent
+        self.shared = (base.parent if worker is not None else base) / "pyckpt-snapshots"
+        self.shared.mkdir(exist_ok=True)
+        self.logs = base / "pyckpt-copies"
+        self.logs.mkdir(exist_ok=True)
+        self.images: dict[str, tuple] = {}  # key -> (image path, log fds)
+        self.failed: dict[str, str] = {}  # key -> the error's one-line description
+        self.watchdog: _Watchdog | None = None
+        self.count = 0
+
+    def close(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.close()
+
+    # -- building the image (once per run, shared by the workers) --
+
+    def image(self, spec: _Spec) -> tuple:
+        if spec.key in self.images:
+            return self.images[spec.key]
+        d = self.shared / f"{spec.name}-{spec.key}"
+        with open(self.shared / f"{spec.name}-{spec.key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            error = d.with_suffix(".error")
+            if error.exists():
+                raise PyckptError(f"snapshot of {spec.argv!r} failed in another worker: {error.read_text()}")
+            if not (d / "DONE").exists():
+                try:
+                    self._build(spec, d)
+                except PyckptError as e:
+                    error.write_text(f"{type(e).__name__}: {e}")
+                    raise
+        import pyckpt
+
+        log = os.path.realpath(d / "original.log")
+        fds = sorted(f["fd"] for f in pyckpt.open_image(d / "img").summary()["fds"] if f["path"] == log)
+        self.images[spec.key] = (d / "img", fds)
+        return self.images[spec.key]
+
+    def _build(self, spec: _Spec, d: Path) -> None:
+        import pyckpt
+        from . import hooks
+
+        d.mkdir(exist_ok=True)
+        log = d / "original.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(spec.argv, cwd=spec.cwd, env=spec.env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self._guard(proc.pid)
+            _wait_ready(proc, spec, log)
+            try:
+                said = hooks.trigger(proc.pid, "before_dump", spec.hooks_timeout)
+            except (TimeoutError, ProcessLookupError) as e:
+                said = f"failed: {e}"
+            if said not in (None, "ok"):
+                warnings.warn(f"pyckpt: the before_dump hooks of {spec.argv!r} (PID {proc.pid}): {said}; "
+                              "dumping all the same", stacklevel=2)
+            pyckpt.dump(proc.pid, d / "img", kill=True, progress=False)
+            proc.wait(timeout=10)
+        except BaseException:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            raise
+        (d / "DONE").write_text("")
+
+    def _guard(self, pid: int) -> None:
+        if self.watchdog is None:
+            self.watchdog = _Watchdog()
+        self.watchdog.guard(pid)
+
+    # -- one copy per test --
+
+    def copy(self, spec: _Spec, request) -> Copy:
+        import pyckpt
+        from . import hooks
+
+        if spec.key in self.failed:
+            pytest.skip(f"pyckpt snapshot of {spec.argv!r} is not usable: {self.failed[spec.key]} "
+                        "(the error is reported at the first test that used it)")
+        try:
+            img, log_fds = self.image(spec)
+            self.count += 1
+            safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:80]
+            log_path = self.logs / f"{self.count:04d}-{safe}.log"
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            try:
+                options = dict(spec.restore_options)
+                options["fds"] = {**{n: fd for n in log_fds}, **options.get("fds", {})}
+                proc = pyckpt.restore(img, new_pidns=True, new_netns=True, progress=False, **options)
+            finally:
+                os.close(fd)
+        except PyckptError as e:
+            self.failed[spec.key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            raise
+        copy = Copy(spec.name, proc, proc.ppid(), log_path)
+        try:
+            self._guard(copy.init_pid)
+            request.node.stash.setdefault(_COPIES, []).append(copy)
+            try:
+                said = hooks.trigger(copy.pid, "after_restore", spec.hooks_timeout)
+            except (TimeoutError, ProcessLookupError) as e:
+                said = f"failed: {e}"
+            if said not in (None, "ok"):
+                raise PyckptError(f"the after_restore hooks of the copy {copy.pid} of {spec.argv!r}: {said}")
+        except BaseException:
+            copy.close()
+            raise
+        return copy
+
+
+def _tail(log: Path, n: int = 10) -> list[str]:
+    try:
+        return log.read_text(errors="replace").splitlines()[-n:]
+    except OSError:
+        return []
+
+
+def _listening_inodes(pid: int, port: int) -> set[int]:
+    found = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        found.add(int(fields[9]))
+        except (OSError, StopIteration, IndexError, ValueError):
+            pass
+    return found
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    import psutil
+
+    pids = [pid]
+    try:
+        pids += [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        pass
+    inodes = set()
+    for p in pids:
+        try:
+            names = os.listdir(f"/proc/{p}/fd")
+        except OSError:
+            continue
+        for n in names:
+            try:
+                link = os.readlink(f"/proc/{p}/fd/{n}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(int(link[8:-1]))
+    return inodes
+
+
+def _wait_ready(proc: subprocess.Popen, spec: _Spec, log: Path) -> None:
+    deadline = time.monotonic() + spec.timeout
+    rx = re.compile(spec.ready) if isinstance(spec.ready, str) else None
+    while True:
+        if rx is not None:
+            text = log.read_text(errors="replace")
+            if any(rx.search(line) for line in text[: text.rfind("\n") + 1].splitlines()):
+                return
+        else:
+            listening = _listening_inodes(proc.pid, spec.ready)
+            if listening and listening & _socket_inodes(proc.pid):
+                return
+        code = proc.poll()
+        if code is not None or time.monotonic() > deadline:
+            what = (f"printed no line matching {spec.ready!r}" if rx is not None
+                    else f"did not listen on TCP port {spec.ready}")
+            when = f"exited with status {code} first" if code is not None else f"within {spec.timeout} s"
+            lines = _tail(log)
+            shown = "\n".join(f"    {line}" for line in lines) or "    (nothing)"
+            raise NotReadyError(spec.argv, lines, code,
+                                f"the process to snapshot, {spec.argv!r}, {what}: {when}; "
+                                f"the last lines it printed ({log}):\n{shown}")
+        time.sleep(0.01)
+
+
+# --- plugin hooks --------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def _pyckpt_session(request, tmp_path_factory):
+    session = _Session(request.config, tmp_path_factory)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for copy in item.stash.get(_COPIES, []):
+            report.sections.append((f"pyckpt copy {copy.name} (pid {copy.pid}) log",
+                                    copy.log or "(nothing printed)"))

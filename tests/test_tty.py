@@ -61,6 +61,12 @@ def _ctty(pid: int) -> int:
         return int(f.read().rsplit(")", 1)[1].split()[4])
 
 
+def _tpgid(pid: int) -> int:
+    """The foreground process group of a process's controlling terminal (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[5])
+
+
 def _answer(got: str) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in got.split() if "=" in kv)
 
@@ -392,8 +398,9 @@ COUNTING = "i=0; while :; do i=$((i+1)); echo COUNT $i; sleep 0.1; done"
 def test_tmux_server_restored(tmp_path):
     """A tmux server (its listening unix socket, its pty masters, the pane shells on the
     slaves, each leading its session with its pane as controlling terminal) dumped with
-    kill and restored: the counting pane counts on, and a shell in a second window runs
-    what send-keys types."""
+    kill and restored: the counting pane counts on; in a second window the job a shell ran
+    in the foreground (`sleep`) is the foreground group of its terminal again, Ctrl-C
+    sent with send-keys ends it, and the shell runs what send-keys types next."""
     t = Tmux(tmp_path, f"bash --norc --noprofile -c {shlex.quote(COUNTING)}")
     members: list[int] = []
     try:
@@ -404,10 +411,15 @@ def test_tmux_server_restored(tmp_path):
             found = re.findall(r"COUNT (\d+)", t.screen("0:0"))
             return int(found[-1]) if found else 0
 
+        shell = int(t.run("display-message", "-p", "-t", "0:1", "#{pane_pid}"))
+        t.type("sleep 1000", target="0:1")
         deadline = time.monotonic() + 10
-        while count() < 3:
+        while count() < 3 or not psutil.Process(shell).children():
             assert time.monotonic() < deadline, t.screen("0:0")
             time.sleep(0.05)
+        job = psutil.Process(shell).children()[0].pid
+        time.sleep(0.2)  # the shell gave the job the terminal (tcsetpgrp) before it exec'd sleep
+        assert _tpgid(shell) == job and _ctty(shell) != 0
         img = pyckpt.dump(t.server, tmp_path / "img", kill=True)
         members = [p["pid"] for p in img.summary()["processes"]]
         for pid in members:
@@ -419,6 +431,10 @@ def test_tmux_server_restored(tmp_path):
         while count() < at_restore + 5:
             assert time.monotonic() < deadline, t.screen("0:0")
             time.sleep(0.05)
+        assert psutil.Process(job).ppid() == shell and psutil.Process(shell).ppid() == t.server
+        assert _tpgid(shell) == job and _ctty(shell) != 0  # TIOCSCTTY and TIOCSPGRP
+        t.keys("C-c", target="0:1")
+        _wait_gone(job)
         t.type(f"echo TYPED > {out}", target="0:1")
         _wait_line(out, r"^TYPED$", lambda: t.screen("0:1"))
     finally:

@@ -441,3 +441,19 @@ def test_tmux_server_restored(tmp_path):
         t.close()
         for pid in members:  # the panes' processes, reparented to this test when the server died
             kill_own(pid)
+
+
+def test_shell_job_refused_before_anything_is_made(spawn, tmp_path):
+    """shell_job without a controlling terminal is refused in validation even for an image
+    with no terminal at all: nothing is made (the PID stays free)."""
+    t = spawn([sys.executable, "-c", "import time\nprint('READY', flush=True)\nwhile 1: time.sleep(0.05)"])
+    t.wait_for("^READY$")
+    pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    reap_dumped(t)
+
+    def work():
+        pyckpt.restore(tmp_path / "img", shell_job=True)
+
+    err = error_in_child(work, prepare=os.setsid)
+    assert isinstance(err, pyckpt.RestoreError) and "pyckpt has none" in str(err), err
+    assert not psutil.pid_exists(t.pid)

@@ -271,6 +271,8 @@ class Ctty(TableHook):
         return [CttyRecord(index if internal else -1, name, sid == ctx.pid, max(tpgid, 0))]
 
     def prepare(self, rctx: RestoreContext) -> None:
+        if rctx.options.shell_job:  # refused here, before anything is made: no terminal,
+            rctx.collect(lambda: caller_terminal(rctx))  # not in its foreground, new_pidns
         recs = rctx.image.of_type(CttyRecord)
         if not recs:
             return
@@ -286,7 +288,6 @@ class Ctty(TableHook):
                     f"{rec.name}, outside the image; a restored process gets the caller's terminal "
                     "by joining the caller's session, which a session leader cannot (give its "
                     "fds replacements with fds= / --fd instead; it then has no controlling terminal)")
-            caller_terminal(rctx)  # refuses early: no terminal, not in its foreground, new_pidns
 
     def restore(self, rctx: RestoreContext) -> None:
         recs = rctx.image.of_type(CttyRecord)

@@ -276,3 +276,64 @@ def test_dump_leaves_a_pending_socket_error_to_the_process(spawn, python_exe, tm
     after = len(t.lines())
     os.kill(t.pid, signal.SIGUSR1)
     assert t.wait_for(r"^SAW .*$", after=after).group(0) == "SAW ConnectionRefusedError queued"
+
+
+GROUP, SSM_GROUP = "239.255.77.77", "232.1.2.3"
+MULTICAST = r"""
+import socket, struct, sys, select
+port = int(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port))
+lo = socket.inet_aton("127.0.0.1")
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(sys.argv[2]) + lo)
+# a source-specific membership: only datagrams from 127.0.0.1 (struct ip_mreq_source)
+s.setsockopt(socket.IPPROTO_IP, 39, socket.inet_aton(sys.argv[3]) + lo + lo)  # IP_ADD_SOURCE_MEMBERSHIP
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, lo)
+print("READY", flush=True)
+while True:
+    if select.select([s], [], [], 0.05)[0]:
+        data, addr = s.recvfrom(2048)
+        s.sendto(b"echo:" + data, addr)
+"""
+
+
+def _multicast(port: int, group: str, payload: bytes, netns_of: int | None = None) -> bytes:
+    """Send `payload` to `group` on lo; the answer (unicast) from the member."""
+    if netns_of is None:
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    else:
+        with pyckpt.network_namespace(netns_of):
+            c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with c:
+        c.settimeout(5)
+        c.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+        c.sendto(payload, (group, port))
+        return c.recvfrom(2048)[0]
+
+
+def test_multicast_memberships_come_back(spawn, python_exe, tmp_path):
+    port = _free_udp_port("4")
+    t = spawn([python_exe, "-c", MULTICAST, str(port), GROUP, SSM_GROUP])
+    t.wait_for("^READY")
+    assert _multicast(port, GROUP, b"a") == b"echo:a"
+    assert _multicast(port, SSM_GROUP, b"b") == b"echo:b"
+    img = tmp_path / "img"
+    image = pyckpt.dump(t.pid, img)
+    [what] = [f["what"] for f in image.summary()["fds"] if f["kind"] == "udp"]
+    assert sorted(what.split(", ")) == sorted([f"UDP 0.0.0.0:{port}", f"member of {GROUP} on lo",
+                                               f"member of {SSM_GROUP} on lo (only from 127.0.0.1)"]), what
+    # a copy in its own network (its lo) is a member there
+    copy = pyckpt.restore(img, new_pidns=True, new_netns=True)
+    spawn.track(copy.ppid())
+    assert _multicast(port, GROUP, b"c", netns_of=copy.pid) == b"echo:c"
+    assert _multicast(port, SSM_GROUP, b"d", netns_of=copy.pid) == b"echo:d"
+    # in place
+    os.kill(t.pid, signal.SIGKILL)
+    t.reap()
+    p = pyckpt.restore(img)
+    spawn.track(p.pid)
+    assert _multicast(port, GROUP, b"e") == b"echo:e"
+    assert _multicast(port, SSM_GROUP, b"f") == b"echo:f"
+    with open(f"/proc/{p.pid}/net/igmp") as f:
+        assert "4D4DFFEF" in f.read()  # 239.255.77.77 joined on lo again

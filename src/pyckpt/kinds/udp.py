@@ -8,9 +8,19 @@ SO_REUSEADDR, SO_REUSEPORT, SO_BROADCAST, SO_RCVBUF/SO_SNDBUF (set again only
 where they differ from a new socket's, so an untouched buffer keeps the
 kernel's default), IP_TOS and IP_TTL, or for IPv6 IPV6_TCLASS,
 IPV6_UNICAST_HOPS and IPV6_V6ONLY, and the multicast sending options
-(IP_MULTICAST_TTL/LOOP, IPV6_MULTICAST_HOPS/LOOP).  At restore a new socket is
-made with them, bound to the same address and port and connected to the same
-peer, so a server answers on its port and a client still sends to its peer.
+(IP_MULTICAST_TTL/LOOP/IF, IPV6_MULTICAST_HOPS/LOOP/IF), and the multicast
+groups it joined, each with its interface and source filter.  At restore a new
+socket is made with them, bound to the same address and port, joined to the
+same groups and connected to the same peer, so a server answers on its port
+and a client still sends to its peer.
+
+Group memberships cannot be listed per socket, but each can be asked for:
+the groups joined on the interfaces of the target's network (from
+/proc/PID/net/igmp{,6}, read once per dump and namespace) are the candidates,
+and getsockopt(MCAST_MSFILTER) says for each whether the socket is a member
+and with which source filter (it changes nothing).  They are joined again on
+the interface of the same name (a copy in `new_netns` has only `lo`: a group
+joined on another interface is a RestoreError naming both).
 
 **Queued datagrams are dropped**, as the network may drop any datagram:
 neither the datagrams waiting to be read at the dump nor corked data not yet
@@ -21,11 +31,8 @@ reported to a connected socket, which its next read or send would return):
 poll sees it without taking it, and the queue is then not counted, since a
 read would hand the error to pyckpt instead of the process.
 
-Refused by name: a socket bound to a multicast group address (what it joined
-cannot be read back from the kernel per socket); UDP-Lite and other
-datagram protocols (unix.py names them).  Group memberships
-(IP_ADD_MEMBERSHIP) of a socket bound to a wildcard address are not visible
-per socket either: they are not restored (the socket still receives unicast).
+Refused by name: UDP-Lite and other datagram protocols (unix.py names them);
+a source filter longer than net.ipv4.igmp_max_msf (net.ipv6.mld_max_msf).
 
 Identity: a socket is UDP by its protocol name (the socket's
 "system.sockprotoname" attribute, one getxattr per socket fd); the queue
@@ -39,12 +46,14 @@ original on a loopback or wildcard address needs its own network namespace
 from __future__ import annotations
 
 import errno
+import ctypes
 import ipaddress
 import os
 import select
 import socket
 import stat
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, field
 
 from ..errors import ImageError, PortInUseError, RestoreError, UnsupportedFdError
 from ..image import record
@@ -55,6 +64,10 @@ from .unix import take
 
 SETTABLE_FLAGS = os.O_NONBLOCK | getattr(os, "O_ASYNC", 0o20000)
 SO_PEEK_OFF = 42
+MCAST_JOIN_GROUP, MCAST_MSFILTER, MCAST_EXCLUDE, MCAST_INCLUDE = 42, 48, 0, 1
+LEVEL = {socket.AF_INET: socket.IPPROTO_IP, socket.AF_INET6: socket.IPPROTO_IPV6}
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.getsockopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 IPV6_TCLASS = getattr(socket, "IPV6_TCLASS", 67)
 MAX_COUNTED = 1 << 16  # datagrams counted (for show) at most
 # (level, option) of each integer option saved, by family; set at restore where it
@@ -68,6 +81,7 @@ OPTIONS = {
         ("ttl", socket.IPPROTO_IP, socket.IP_TTL),
         ("mcast_ttl", socket.IPPROTO_IP, socket.IP_MULTICAST_TTL),
         ("mcast_loop", socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP),
+        ("mcast_if", socket.IPPROTO_IP, socket.IP_MULTICAST_IF),  # the interface's address
     ),
     socket.AF_INET6: (
         ("reuseaddr", socket.SOL_SOCKET, socket.SO_REUSEADDR),
@@ -78,8 +92,19 @@ OPTIONS = {
         ("hops", socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS),
         ("mcast_hops", socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS),
         ("mcast_loop", socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP),
+        ("mcast_if", socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF),  # the interface's index
     ),
 }
+
+
+@dataclass
+class UdpMembership:
+    """A multicast group the socket joined, with its source filter."""
+
+    group: str
+    interface: str  # the device's name (joined again by name: indexes differ between networks)
+    exclude: bool  # filter mode: EXCLUDE (any source but `sources`) or INCLUDE (only `sources`)
+    sources: list[str]
 
 
 @record(140)
@@ -100,6 +125,7 @@ class UdpSocketRecord:
     queued: int  # datagrams waiting to be read at the dump (dropped at restore); -1: some,
     #              not counted (an error was pending on the socket: a read would take it)
     queued_bytes: int  # their payload
+    memberships: list[UdpMembership] = field(default_factory=list)
 
 
 def _proto(f: DumpedFd) -> bytes:
@@ -169,6 +195,115 @@ def _count_queued(sock: socket.socket) -> tuple[int, int]:
     return count, size
 
 
+def _groups(ctx: DumpContext, pid: int, family: int) -> list[tuple[str, int, str]]:
+    """(group, interface index, device) of every multicast group joined on an interface
+    of `pid`'s network namespace (/proc/PID/net/igmp or igmp6, read once per dump and
+    namespace): the candidates a socket may have joined."""
+    netns = os.stat(f"/proc/{pid}/ns/net").st_ino
+    cache = ctx.objects.setdefault("multicast groups", {})
+    if (netns, family) not in cache:
+        out = []
+        try:
+            with open(f"/proc/{pid}/net/{'igmp6' if family == socket.AF_INET6 else 'igmp'}") as f:
+                text = f.read()
+        except FileNotFoundError:
+            text = ""
+        out = parse_igmp6(text) if family == socket.AF_INET6 else parse_igmp(text)
+        cache[netns, family] = out
+    return cache[netns, family]
+
+
+def parse_igmp(text: str) -> list[tuple[str, int, str]]:
+    """(group, ifindex, device) of /proc/net/igmp text (groups in the host's byte order)."""
+    out, dev = [], None
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if not fields:
+            continue
+        if not line[0].isspace():  # "1	lo        :     2      V3"
+            dev = (int(fields[0]), fields[1].rstrip(":"))
+        elif dev is not None and len(fields[0]) == 8:
+            group = str(ipaddress.IPv4Address(int(fields[0], 16).to_bytes(4, "little")))
+            out.append((group, dev[0], dev[1]))
+    return out
+
+
+def parse_igmp6(text: str) -> list[tuple[str, int, str]]:
+    """(group, ifindex, device) of /proc/net/igmp6 text."""
+    out = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and len(fields[2]) == 32:
+            out.append((str(ipaddress.IPv6Address(bytes.fromhex(fields[2]))), int(fields[0]), fields[1]))
+    return out
+
+
+def _sockaddr(family: int, address: str) -> bytes:
+    """A struct sockaddr_storage holding `address` (port 0)."""
+    if family == socket.AF_INET6:
+        raw = struct.pack("=HHI16sI", family, 0, 0, socket.inet_pton(family, address), 0)
+    else:
+        raw = struct.pack("=HH4s", family, 0, socket.inet_pton(family, address))
+    return raw.ljust(128, b"\0")
+
+
+def _group_filter(family: int, ifindex: int, group: str, mode: int, sources: list[str], room: int = 0) -> bytes:
+    """struct group_filter (MCAST_MSFILTER) with `sources`, or room for `room` of them."""
+    head = struct.pack("=I4x", ifindex) + _sockaddr(family, group)
+    return (head + struct.pack("=II", mode, room or len(sources))
+            + b"".join(_sockaddr(family, s) for s in sources) + bytes(128 * room))
+
+
+def _max_sources(family: int) -> int:
+    name = "ipv6/mld_max_msf" if family == socket.AF_INET6 else "ipv4/igmp_max_msf"
+    try:
+        with open(f"/proc/sys/net/{name}") as f:
+            return max(1, int(f.read()))
+    except (OSError, ValueError):
+        return 10
+
+
+def _membership(f: DumpedFd, sock: socket.socket, group: str, ifindex: int, dev: str) -> UdpMembership | None:
+    """The socket's membership of `group` on interface `ifindex` with its source filter
+    (getsockopt MCAST_MSFILTER, which reads without changing anything), or None."""
+    family, room = sock.family, _max_sources(sock.family)
+    buf = ctypes.create_string_buffer(_group_filter(family, ifindex, group, 0, [], room))
+    size = ctypes.c_uint(len(buf))
+    if _libc.getsockopt(sock.fileno(), LEVEL[family], MCAST_MSFILTER, buf, ctypes.byref(size)) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.EADDRNOTAVAIL, errno.EINVAL, errno.ENODEV):
+            return None  # not a member (EINVAL: the family's socket cannot be one)
+        raise OSError(err, f"getsockopt(MCAST_MSFILTER) for {group}: {os.strerror(err)}")
+    mode, count = struct.unpack_from("=II", buf.raw, 136)
+    if count > room:
+        raise UnsupportedFdError(f.pid, f.fd, "UDP socket with a large multicast source filter",
+                                 f"{f.link}: {count} sources for {group} on {dev}")
+    sources = []
+    for i in range(count):
+        at = 144 + 128 * i
+        raw = buf.raw[at + 8:at + 24] if family == socket.AF_INET6 else buf.raw[at + 4:at + 8]
+        sources.append(socket.inet_ntop(family, raw))
+    return UdpMembership(group, dev, mode == MCAST_EXCLUDE, sources)
+
+
+def _join(s: socket.socket, rec: UdpSocketRecord, m: UdpMembership, what: str) -> None:
+    """Join `m` on the device of its name in this network namespace, with its filter."""
+    try:
+        ifindex = socket.if_nametoindex(m.interface)
+    except OSError:
+        raise RestoreError(f"{what}: it was a member of multicast group {m.group} on interface "
+                           f"{m.interface}, which this network namespace does not have") from None
+    level = LEVEL[rec.family]
+    try:
+        s.setsockopt(level, MCAST_JOIN_GROUP, struct.pack("=I4x", ifindex) + _sockaddr(rec.family, m.group))
+        if not m.exclude or m.sources:
+            s.setsockopt(level, MCAST_MSFILTER, _group_filter(
+                rec.family, ifindex, m.group, MCAST_EXCLUDE if m.exclude else MCAST_INCLUDE, m.sources))
+    except OSError as e:
+        raise RestoreError(f"{what}: cannot join multicast group {m.group} on {m.interface} again: "
+                           f"{e.strerror}") from None
+
+
 def _where(family: int, address: str, port: int) -> str:
     return f"[{address}]:{port}" if family == socket.AF_INET6 else f"{address}:{port}"
 
@@ -199,18 +334,14 @@ class UdpSocket(FileKind):
             rx, _ = _queues(ctx, f.pid).get(f.st.st_ino, (1, 0))
             queued, queued_bytes = (0, 0) if not rx else (-1, 0) if _error_pending(sock) else \
                 _count_queued(sock)
+            memberships = [m for group, ifindex, dev in _groups(ctx, f.pid, family)
+                           if (m := _membership(f, sock, group, ifindex, dev)) is not None]
         finally:
             sock.close()
-        address, port = name[0], name[1]
-        if address and ipaddress.ip_address(address.partition("%")[0]).is_multicast:
-            raise UnsupportedFdError(
-                f.pid, f.fd, "UDP socket bound to a multicast group",
-                f"{f.link} on {_where(family, address, port)}; its group memberships cannot be read "
-                "back from the kernel")
         return [UdpSocketRecord(
-            file_id, int(family), address, port, name[3] if len(name) > 3 else 0,
+            file_id, int(family), name[0], name[1], name[3] if len(name) > 3 else 0,
             peer[0], peer[1], peer[3] if len(peer) > 3 else 0, f.info.flags & ~os.O_CLOEXEC,
-            options, rcvbuf, sndbuf, queued, queued_bytes)]
+            options, rcvbuf, sndbuf, queued, queued_bytes, memberships)]
 
     def open(self, rctx: RestoreContext, rec: UdpSocketRecord) -> int:
         s = socket.socket(rec.family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.IPPROTO_UDP)
@@ -227,6 +358,8 @@ class UdpSocket(FileKind):
                         s.setsockopt(socket.SOL_SOCKET, opt, value // 2)
             if rec.port:
                 self._bind(rctx, s, rec)
+            for m in rec.memberships:
+                _join(s, rec, m, self.describe(rec))
             if rec.peer_port:
                 try:
                     s.connect((rec.peer_address, rec.peer_port, 0, rec.peer_scope)
@@ -270,6 +403,10 @@ class UdpSocket(FileKind):
         text = f"UDP {local}"
         if rec.peer_port:
             text += f", connected to {_where(rec.family, rec.peer_address, rec.peer_port)}"
+        for m in rec.memberships:
+            text += f", member of {m.group} on {m.interface}"
+            if not m.exclude or m.sources:
+                text += f" ({'only from' if not m.exclude else 'not from'} {', '.join(m.sources) or 'nobody'})"
         if rec.queued < 0:
             text += ", datagrams queued at the dump (not counted), dropped at restore"
         elif rec.queued:
@@ -296,7 +433,8 @@ def validate(image) -> None:
         options = dict(r.options)
         if (r.family not in OPTIONS or not 0 <= r.port < 65536 or not 0 <= r.peer_port < 65536
                 or (r.peer_port and not r.peer_address) or not set(options) <= known
-                or len(options) != len(r.options) or not all(-1 <= v < 1 << 31 for v in options.values())
+                or len(options) != len(r.options)
+                or not all(-(1 << 31) <= v < 1 << 31 for v in options.values())
                 or not 0 <= r.rcvbuf < 1 << 31 or not 0 <= r.sndbuf < 1 << 31 or r.queued < -1):
             raise ImageError(f"image at {image.path}: UDP socket #{r.id} has a bad address or option")
         try:
@@ -304,5 +442,14 @@ def validate(image) -> None:
                 ip = ipaddress.ip_address(a)
                 if (ip.version == 6) != (r.family == socket.AF_INET6):
                     raise ValueError(a)
+            for m in r.memberships:
+                group = ipaddress.ip_address(m.group)
+                if (not group.is_multicast or (group.version == 6) != (r.family == socket.AF_INET6)
+                        or not 0 < len(m.interface) < 16 or "\0" in m.interface or "/" in m.interface
+                        or len(m.sources) > 1024):
+                    raise ValueError(m.group)
+                for src in m.sources:
+                    if (ipaddress.ip_address(src).version == 6) != (r.family == socket.AF_INET6):
+                        raise ValueError(src)
         except ValueError:
             raise ImageError(f"image at {image.path}: UDP socket #{r.id} has a bad address") from None

@@ -108,7 +108,10 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
             with pinned_to_cpu(min(os.sched_getaffinity(0))), _fd_room():
                 _create_and_fill(rctxs, stats)
             for step in rctxs[0].shared.get("after release", ()):  # kinds' work once it runs
-                step()
+                try:
+                    step()
+                except Exception as e:  # the processes run: a failure here undoes nothing
+                    stats.warnings.append(f"after the release: {type(e).__name__}: {e}")
             stats.warnings += rctxs[0].shared.get("warnings", [])
         except BaseException:
             unixname.undo(rctxs[0])  # the socket files this restore bound

@@ -457,3 +457,7 @@ def test_shell_job_refused_before_anything_is_made(spawn, tmp_path):
     err = error_in_child(work, prepare=os.setsid)
     assert isinstance(err, pyckpt.RestoreError) and "pyckpt has none" in str(err), err
     assert not psutil.pid_exists(t.pid)
+    # (it led its own session, as spawn makes every target do: no shell job either way)
+    problems = pyckpt.open_image(tmp_path / "img").check_restore(shell_job=True)
+    assert any(f"process {t.pid} led its own session (without a terminal)" in str(p)
+               for p in problems), problems

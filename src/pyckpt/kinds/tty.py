@@ -273,6 +273,7 @@ class Ctty(TableHook):
     def prepare(self, rctx: RestoreContext) -> None:
         if rctx.options.shell_job:  # refused here, before anything is made: no terminal,
             rctx.collect(lambda: caller_terminal(rctx))  # not in its foreground, new_pidns
+            rctx.collect(lambda: _joins_caller(rctx))
         recs = rctx.image.of_type(CttyRecord)
         if not recs:
             return
@@ -300,6 +301,20 @@ class Ctty(TableHook):
             inj.write(rctx.scratch, struct.pack("<i", rec.foreground))
             inj.check(SYS_ioctl, fd, TIOCSPGRP, rctx.scratch,
                       what=f"TIOCSPGRP (foreground group {rec.foreground})")
+
+
+def _joins_caller(rctx: RestoreContext) -> None:
+    """shell_job: the image's first process must be able to join the caller's session."""
+    from .files import PLAN
+    from .task import TaskRecord
+
+    rec = rctx.image.one(TaskRecord)
+    first = rctx.image_pid == rctx.shared[PLAN].root_pid
+    if first and rec.sid == rec.pid and not rctx.image.of_type(CttyRecord):  # (else: Ctty.prepare)
+        raise RestoreError(
+            f"shell_job: process {rec.pid} led its own session (without a terminal); a shell job "
+            "joins the caller's session, which a session leader cannot: restore it without "
+            "shell_job / --shell-job")
 
 
 def _group_leaders(rctx: RestoreContext) -> set[int]:

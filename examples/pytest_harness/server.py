@@ -2,7 +2,8 @@
 
 Protocol (one line per request, one line per answer): GET -> "counter N
 entries E checksum C"; INCR -> the new counter; RAND -> a random number;
-PID -> os.getpid().  Every client may change the state (INCR): a test that
+PID -> os.getpid();
+QUIESCED -> whether the before_dump hook ran (with WITH_HOOKS=1).  Every client may change the state (INCR): a test that
 starts from a copy of the ready server sees the pristine state, counter 0.
 """
 
@@ -14,6 +15,7 @@ import sys
 import time
 
 PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 8080
+quiesced = False
 
 random.seed(1234)  # the same in every copy, unless re-seeded after the restore (see hooks)
 if os.environ.get("WITH_HOOKS"):
@@ -23,7 +25,12 @@ if os.environ.get("WITH_HOOKS"):
     def new_identity():
         random.seed()
 
-time.sleep(2)  # the expensive start: loading, warming caches...
+    @pyckpt.hooks.before_dump
+    def quiesce():
+        global quiesced
+        quiesced = True
+
+time.sleep(float(os.environ.get("START_SECONDS", "2")))  # the expensive start: loading, warming caches...
 table = {i: i * i % 1000003 for i in range(200_000)}
 state = {"counter": 0}
 
@@ -44,6 +51,8 @@ def answer(line: str) -> str:
         return str(state["counter"])
     if line == "RAND":
         return repr(random.random())
+    if line == "QUIESCED":
+        return str(quiesced)
     if line == "PID":
         return str(os.getpid())
     return "ERR unknown request"

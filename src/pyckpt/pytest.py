@@ -141,7 +141,12 @@ class _Spec:
         self.timeout = timeout
         self.hooks_timeout = hooks_timeout
         self.restore_options = restore_options
-        self.name = Path(self.argv[-1] if len(self.argv) > 1 else self.argv[0]).name or "target"
+        # the program's name, or the script's for an interpreter ("python server.py")
+        name = Path(self.argv[0]).name
+        if re.match(r"(python|node|ruby|perl|bash|sh)[0-9.]*$", name) and len(self.argv) > 1 \
+                and not self.argv[1].startswith("-"):
+            name = Path(self.argv[1]).name
+        self.name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "target"
         key = json.dumps([self.argv, self.cwd, sorted(self.env.items()), ready], sort_keys=True)
         self.key = hashlib.sha256(key.encode()).hexdigest()[:16]
 

@@ -185,6 +185,12 @@ def _pts_index(rdev: int) -> int | None:
     return os.minor(rdev) if os.major(rdev) in PTS_MAJORS and os.major(rdev) == 136 else None
 
 
+def _tty_name(tty_nr: int) -> str:
+    """A controlling terminal's device number (/proc/PID/stat tty_nr) in words."""
+    index = _pts_index(tty_nr)
+    return f"/dev/pts/{index}" if index is not None else f"terminal {os.major(tty_nr)}:{os.minor(tty_nr)}"
+
+
 def _ioctl_int(fd: int, request: int) -> int:
     return struct.unpack("i", fcntl.ioctl(fd, request, b"\0" * 4))[0]
 
@@ -266,7 +272,7 @@ class Ctty(TableHook):
             return []
         index = _pts_index(tty_nr)
         masters = _masters(ctx)
-        name = f"/dev/pts/{index}" if index is not None else f"terminal {os.major(tty_nr)}:{os.minor(tty_nr)}"
+        name = _tty_name(tty_nr)
         internal = index is not None and index in masters
         return [CttyRecord(index if internal else -1, name, sid == ctx.pid, max(tpgid, 0))]
 
@@ -536,7 +542,7 @@ def refuse_kill(pid: int) -> None:
             continue
         index = _pts_index(tty_nr)
         if tty_nr and sid == p and (index is None or index not in masters):
-            name = f"/dev/pts/{index}" if index is not None else f"terminal {os.major(tty_nr)}:{os.minor(tty_nr)}"
+            name = _tty_name(tty_nr)
             raise UnsupportedError(
                 f"process {p} leads its session on the terminal {name}, outside the image: killed, it "
                 "could not be restored onto a terminal (--shell-job restores a process that joined a "

@@ -383,6 +383,7 @@ def _each(cls, change):
 def test_forged_pty_records_are_image_errors(spawn, tmp_path, message, mutate):
     """Pty records that do not fit together are an ImageError before anything is made."""
     t, child, _ = _start_pty_fork(spawn)
+    _ask(t, 0)  # the child is on its terminal (pty.fork's child makes it its own after READY)
     pyckpt.dump(t.pid, tmp_path / "img")  # the original runs on: a restore would fail anyway
     assert pyckpt.open_image(tmp_path / "img").summary()
     bad = _forged(tmp_path, tmp_path / "img", mutate)

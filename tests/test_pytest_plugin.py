@@ -223,3 +223,38 @@ def test_hangs(server):
         os.waitpid(init, 0)
     except ChildProcessError:
         pass
+
+
+def test_template_copies(spawn, tmp_path):
+    """pyckpt.template(): copies side by side, each its own (pristine counter, the image's
+    PID inside), kill() ends one, close() the rest; a closed template makes no more."""
+    import socket
+
+    import pyckpt
+
+    t0 = spawn([sys.executable, str(SERVER), "47306"], env=dict(os.environ, START_SECONDS="0"))
+    t0.wait_for(r"^READY")
+    pyckpt.dump(t0.pid, tmp_path / "img", kill=True)
+    t0.reap()
+
+    def ask(pid: int, request: str) -> str:
+        with pyckpt.network_namespace(pid):
+            s = socket.create_connection(("127.0.0.1", 47306), timeout=10)
+        with s:
+            s.sendall(request.encode() + b"\n")
+            return s.makefile().readline().strip()
+
+    with pyckpt.template(tmp_path / "img", new_netns=True, allow_changed_files=True) as t:
+        copies = [t.copy() for _ in range(3)]
+        inits = [t.init_of(p) for p in copies]
+        assert len({p.pid for p in copies}) == 3
+        for p in copies:
+            assert ask(p.pid, "INCR") == "1"  # each from the pristine state
+            assert ask(p.pid, "PID") == str(t0.pid)
+        t.kill(copies[0])
+        assert not os.path.exists(f"/proc/{inits[0]}")
+        assert ask(copies[1].pid, "INCR") == "2"
+    for init in inits:
+        assert not os.path.exists(f"/proc/{init}")
+    with pytest.raises(pyckpt.PyckptError, match="closed"):
+        t.copy()

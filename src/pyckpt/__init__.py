@@ -121,12 +121,15 @@ from .errors import (
     UntrustedImageError,
 )
 from .problems import Fix, RestoreProblem
+from .template import Template
 
 __all__ = [
     "dump",
     "restore",
     "open_image",
     "network_namespace",
+    "template",
+    "Template",
     "Image",
     "RestoreProblem",
     "Fix",
@@ -572,3 +575,13 @@ def open_image(path: str | os.PathLike) -> Image:
     """Open and validate an image (records, checksums and references; pages with
     `.verify()`).  A damaged, incomplete or foreign image raises `ImageError`."""
     return Image(path)
+
+
+def template(path: str | os.PathLike, **restore_options) -> Template:
+    """Fresh copies of one image, each in its own PID namespace: `t.copy()` returns a
+    `psutil.Process` (the image's PIDs inside its namespace), `t.kill(p)` ends one,
+    `t.close()` (or leaving the `with` block) ends them all.  Takes `restore()`'s
+    keywords (`new_netns=True`, `fds=`, ...) for every copy.  For now each copy is a
+    full `restore(path, new_pidns=True, ...)`: see `pyckpt.template`'s module
+    docstring (`Template`) for what a copy costs."""
+    return Template(path, **restore_options)

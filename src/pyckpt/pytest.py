@@ -26,7 +26,8 @@ listens on that TCP port, seen in /proc/PID/net/tcp{,6} and its fds, without
 connecting to it.  It is not ready within `timeout` seconds, or exits first: a
 `NotReadyError` naming the argv and the last lines it printed.
 
-Each test gets a fresh `Copy`, restored with `new_pidns=True, new_netns=True`
+Each test gets a fresh `Copy`, made by a `pyckpt.template(image, new_netns=True)`
+(a restore with `new_pidns=True, new_netns=True` for now)
 (its own PID namespace, where it has the image's PIDs, and its own network
 namespace: copies side by side listen on the same ports), and stdout/stderr
 (whatever fds held the original's log) going to a log file of its own:
@@ -61,7 +62,6 @@ import hashlib
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -81,11 +81,12 @@ _COPIES = pytest.StashKey[list]()
 class Copy:
     """A running copy of a snapshot, for one test (see the module docstring)."""
 
-    def __init__(self, name: str, process, init_pid: int, log_path: Path):
+    def __init__(self, name: str, process, template, log_path: Path):
         self.name = name
         self.process = process
         self.pid = process.pid
-        self.init_pid = init_pid
+        self.init_pid = template.init_of(process)
+        self._template = template
         self.log_path = log_path
         self.closed = False
 
@@ -113,14 +114,7 @@ class Copy:
         if self.closed:
             return
         self.closed = True
-        try:
-            os.kill(self.init_pid, signal.SIGKILL)  # our child, not reaped yet: its PID is its own
-        except ProcessLookupError:
-            pass
-        try:
-            os.waitpid(self.init_pid, 0)
-        except ChildProcessError:
-            pass
+        self._template.kill(self.process)
 
     def __repr__(self) -> str:
         return f"<pyckpt copy of {self.name} pid={self.pid} init={self.init_pid}>"
@@ -241,11 +235,14 @@ class _Session:
         self.logs = base / "pyckpt-copies"
         self.logs.mkdir(exist_ok=True)
         self.images: dict[str, tuple] = {}  # key -> (image path, log fds)
+        self.templates: dict = {}  # key -> pyckpt.Template
         self.failed: dict[str, str] = {}  # key -> the error's one-line description
         self.watchdog: _Watchdog | None = None
         self.count = 0
 
     def close(self) -> None:
+        for t in self.templates.values():
+            t.close()
         if self.watchdog is not None:
             self.watchdog.close()
 
@@ -322,15 +319,17 @@ class _Session:
             log_path = self.logs / f"{self.count:04d}-{safe}.log"
             fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             try:
-                options = dict(spec.restore_options)
-                options["fds"] = {**{n: fd for n in log_fds}, **options.get("fds", {})}
-                proc = pyckpt.restore(img, new_pidns=True, new_netns=True, progress=False, **options)
+                t = self.templates.get(spec.key)
+                if t is None:
+                    t = self.templates[spec.key] = pyckpt.template(
+                        img, new_netns=True, progress=False, **spec.restore_options)
+                proc = t.copy(fds={**{n: fd for n in log_fds}, **spec.restore_options.get("fds", {})})
             finally:
                 os.close(fd)
         except PyckptError as e:
             self.failed[spec.key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             raise
-        copy = Copy(spec.name, proc, proc.ppid(), log_path)
+        copy = Copy(spec.name, proc, t, log_path)
         try:
             self._guard(copy.init_pid)
             request.node.stash.setdefault(_COPIES, []).append(copy)

@@ -517,6 +517,8 @@ def wait_job(pid: int) -> int:
     finally:
         try:
             _set_foreground(fd, os.getpgrp())
+        except OSError:
+            pass  # the terminal hung up meanwhile: nobody's foreground to give back
         finally:
             os.close(fd)
 

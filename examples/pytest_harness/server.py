@@ -34,6 +34,22 @@ time.sleep(float(os.environ.get("START_SECONDS", "2")))  # the expensive start: 
 table = {i: i * i % 1000003 for i in range(200_000)}
 state = {"counter": 0}
 
+if os.environ.get("FORK_TEMPLATE"):  # the fork() baseline of bench/harness.py, not for tests
+    import ctypes, fcntl, signal, struct
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children reaped by the kernel
+    print("TEMPLATE", flush=True)
+    while True:  # one byte on stdin: one child, in its own network namespace, serving
+        if not sys.stdin.buffer.read(1):
+            sys.exit(0)
+        child = os.fork()
+        if child == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            ctypes.CDLL(None).unshare(0x40000000)  # CLONE_NEWNET
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", 0x9))  # lo up
+            break
+        print(f"CHILD {child}", flush=True)
+
 listener = socket.socket()
 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 listener.bind(("127.0.0.1", PORT))

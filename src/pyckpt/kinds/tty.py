@@ -40,17 +40,19 @@ pyckpt, so it is in pyckpt's session already), as its own process group (the
 first process leads one even if it did not), with the caller's terminal in place
 of every fd that was a terminal outside the image (a new open of the caller's
 terminal, with the saved status flags: not the caller's own description), and
-that group is made the terminal's foreground group just before the release:
-input reaches it, Ctrl-C and Ctrl-Z reach it.  `pyckpt restore --shell-job`
+that group is made the terminal's foreground group just before the release
+(also when it was a background job at the dump, as `fg` would): input reaches
+it, Ctrl-C and Ctrl-Z reach it.  `pyckpt restore --shell-job`
 then waits for it as a shell waits for a job (`wait_job`): it exits with the
 job's exit status (128+N when signal N killed it) and gives the terminal's
 foreground back to its own group; when the job stops (Ctrl-Z) pyckpt stops too,
 so the shell sees a stopped job, and `fg` continues both.  Refused, before
 anything is made: no controlling terminal, pyckpt not in the foreground of it,
-with `new_pidns` (the job would not be pyckpt's child to wait for), and a
-process that led its own session on the outside terminal (a login shell, the
-shell of a tmux pane whose server is not in the image): it could only get the
-terminal back by stealing it from the caller's session.  Such a process is also
+with `new_pidns` (the job would not be pyckpt's child to wait for), a first
+process that led its own session without a terminal (a daemon), and a process
+that led its own session on the outside terminal (a login shell, the shell of
+a tmux pane whose server is not in the image): it could only get the terminal
+back by stealing it from the caller's session.  Such a process is also
 what `dump(kill=True)` refuses to kill (`refuse_kill`): its image could not be
 restored onto a terminal; any other process on a terminal is killed, and the
 dump's summary says that a restore needs `--shell-job`.
@@ -69,10 +71,9 @@ from dataclasses import dataclass
 
 from ..errors import ImageError, RestoreError, UnsupportedError
 from ..image import record
-from ..problems import Fix, needs
 from .context import DumpContext, RestoreContext
-from .files import (DumpedFd, ExternalFileRecord, FileKind, FdRecord, TableHook, description_records,
-                    file_kind, set_status_flags, table_hook, take_fd)
+from .files import (DumpedFd, ExternalFileRecord, FileKind, TableHook, description_records, file_kind,
+                    set_status_flags, table_hook, take_fd)
 
 SYS_ioctl = 16
 TIOCSCTTY, TIOCSPGRP = 0x540E, 0x5410

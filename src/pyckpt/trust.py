@@ -224,7 +224,8 @@ def as_user(uid: int, gid: int, groups: list[int], work):
     return result["value"]
 
 
-SKIPPED = {"pages", "replacement", "stdio", "deleted file", "memfd"}
+SKIPPED = {"pages", "replacement", "stdio", "deleted file", "memfd",
+           "caller's terminal"}  # shell_job: the caller's own terminal, as stdio (kinds/tty.py)
 
 
 def _wanted_access(key, fd: int) -> tuple[int, str]:

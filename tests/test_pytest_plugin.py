@@ -258,3 +258,20 @@ def test_template_copies(spawn, tmp_path):
         assert not os.path.exists(f"/proc/{init}")
     with pytest.raises(pyckpt.PyckptError, match="closed"):
         t.copy()
+
+
+def test_readme_shows_the_example_suite_as_it_is():
+    """The README's "Testing with pyckpt" shows the conftest and the tests that
+    test_example_suite_20_pristine_copies runs, verbatim."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Testing with pyckpt", 1)[1].split("\n## ", 1)[0]
+    blocks, current = [], None
+    for line in section.split("\n"):
+        if line.startswith("    ") or (current is not None and line == ""):
+            current = (current or []) + [line[4:]]
+        else:
+            if current:
+                blocks.append("\n".join(current).strip("\n") + "\n")
+            current = None
+    for name in ("conftest.py", "test_server.py"):
+        assert EXAMPLE.joinpath(name).read_text() in blocks, f"README does not show {name} as it is"

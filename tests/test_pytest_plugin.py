@@ -275,3 +275,29 @@ def test_readme_shows_the_example_suite_as_it_is():
             current = None
     for name in ("conftest.py", "test_server.py"):
         assert EXAMPLE.joinpath(name).read_text() in blocks, f"README does not show {name} as it is"
+
+
+def test_xdist_workers_share_one_image(pytester):
+    """With pytest-xdist (-n 2) the image is built once, under the lock, and both
+    workers' tests get copies of it."""
+    pytest.importorskip("xdist")  # a test dependency (pyproject [test], constraints.txt)
+    _conftest(pytester, port=47307)
+    pytester.makepyfile(test_inner="""
+import os
+import pytest
+from conftest import ask
+
+@pytest.mark.parametrize("n", range(6))
+def test_copy(server, n):
+    with server.connect(47307) as s:
+        assert ask(s, "GET").startswith("counter 0 ")
+        ask(s, "INCR")
+    open("workers", "a").write(os.environ["PYTEST_XDIST_WORKER"] + "\\n")
+""")
+    result = _run(pytester, "-q", "-n", "2")
+    result.assert_outcomes(passed=6)
+    workers = pytester.path.joinpath("workers").read_text().split()
+    assert len(workers) == 6 and set(workers) == {"gw0", "gw1"}, workers
+    logs = list(pytester.path.glob("runpytest-0/pyckpt-snapshots/*/original.log"))
+    assert len(logs) == 1, logs
+    assert sum(line.startswith("READY") for line in logs[0].read_text().splitlines()) == 1

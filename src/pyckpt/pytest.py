@@ -16,7 +16,8 @@ is installed; it does nothing until a conftest uses it).  In a conftest::
 `snapshot()` defines a fixture (named by the variable it is assigned to).  The
 process is started once per test session (stdin /dev/null, stdout and stderr
 to a log file, in its own session; PYTHONUNBUFFERED=1 is added to its
-environment unless set), waited for until it is ready, and dumped with
+environment unless set, and pytest-xdist's PYTEST_XDIST_* variables and
+PYTEST_CURRENT_TEST are left out), waited for until it is ready, and dumped with
 `kill=True`.  With pytest-xdist the image is built once for all workers (under
 an flock in the run's shared temporary directory; the others wait for it).
 
@@ -130,6 +131,9 @@ class _Spec:
         self.ready = ready
         self.cwd = None if cwd is None else os.fspath(cwd)
         env = dict(os.environ if env is None else env)
+        # pytest's and pytest-xdist's own variables differ between workers and tests: the
+        # workers would make different images of one process
+        env = {k: v for k, v in env.items() if not k.startswith("PYTEST_XDIST_") and k != "PYTEST_CURRENT_TEST"}
         env.setdefault("PYTHONUNBUFFERED", "1")
         self.env = env
         self.timeout = timeout

@@ -34,6 +34,7 @@ from .inject import Injector, find_syscall_insn, nr
 from .kinds import (cpu, creds, files, itimers, load_all, memory, mm, signals,
                     stored_runs, sysvipc, task, thread, unixname)
 from .kinds.context import RestoreContext, RestoreOptions
+from .kinds.order import ordered
 from .problems import Fix, RestoreProblem, needs
 from .progress import Progress
 from .seize import kill_and_reap, pinned_to_cpu, release
@@ -543,8 +544,8 @@ def _fill(rctx: RestoreContext, stats: RestoreStats) -> None:
             thread.restore(rctx)
             signals.restore_pending(rctx)
         with _timed(stats, Stage.DEFERRED):
-            for step in rctx.deferred:
-                step()
+            for step in ordered(rctx.deferred):
+                step.run()
         with _timed(stats, Stage.OUTSIDE):
             task.restore_from_outside(rctx)
             thread.restore_from_outside(rctx)

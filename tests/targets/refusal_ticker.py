@@ -1,8 +1,8 @@
 """Target for the refusal tests: prints a tick every 10 ms, forever.
 
 argv[1] picks what it holds besides: "plain" (nothing), "thread" (a second
-thread that sleeps), "pipe" (both ends of an os.pipe()), "pidfd" (a pidfd of itself,
-a kind of fd pyckpt cannot save), or "bigN" (a
+thread that sleeps), "pipe" (both ends of an os.pipe()), "pidfd" (a pidfd of its parent,
+the test, which is outside the image: an fd pyckpt cannot save), or "bigN" (a
 bytearray of N MiB with every page touched).  It prints "ready ..." once
 set up, then "tick N" lines, so a test can see it keeps making progress.
 """
@@ -21,7 +21,7 @@ elif mode == "pipe":
     r, w = os.pipe()
     extra = f" pipe {r} {w}"
 elif mode == "pidfd":
-    pidfd = os.pidfd_open(os.getpid())
+    pidfd = os.pidfd_open(os.getppid())
     extra = f" pidfd {pidfd}"
 elif mode.startswith("big"):
     mib = int(mode[3:])

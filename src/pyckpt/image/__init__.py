@@ -100,6 +100,10 @@ def _writer(header: Header) -> str:
             "which reads the records its version knows)")
 
 
+def _process_scoped(cls) -> bool:
+    return any(getattr(c, "SCOPE", "image") == "process" for c in (cls if isinstance(cls, tuple) else (cls,)))
+
+
 def padded(n: int) -> int:
     """`n` bytes rounded up to whole pages: how much a blob takes in pages.img."""
     return (n + PAGE - 1) & ~(PAGE - 1)
@@ -589,6 +593,7 @@ class ImageReader:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._nprocesses: int | None = None
         dfd = _open_dir(self.path)
         try:
             data = self._load(dfd)
@@ -715,7 +720,23 @@ class ImageReader:
             raise ImageError(f"image at {self.path}: {what} is JSON nested too deeply", path=self.path) from None
 
     def of_type(self, cls) -> list:
+        """Records of `cls` in the image.  Asking the whole image of a tree for records
+        of scope "process" (whose?) is a bug: ask a process's view
+        (kinds.task.process_views), or say `all_of_type` to mean every process's."""
+        if _process_scoped(cls) and self._processes() > 1:
+            raise TypeError(f"of_type({getattr(cls, '__name__', cls)}) on an image of "
+                            f"{self._processes()} processes mixes their records: use one "
+                            "process's view, or all_of_type")
+        return self.all_of_type(cls)
+
+    def all_of_type(self, cls) -> list:
+        """Records of `cls` of every process of the image, in image order."""
         return [r for r in self.records if isinstance(r, cls)]
+
+    def _processes(self) -> int:
+        if self._nprocesses is None:
+            self._nprocesses = sum(1 for r in self.records if getattr(r, "STARTS_PROCESS", False))
+        return self._nprocesses
 
     def one(self, cls):
         found = self.of_type(cls)
@@ -774,9 +795,9 @@ class ImageView:
         self.records = records
 
     def of_type(self, cls) -> list:
-        """Records of `cls`: this process's own for per-process kinds (marked
-        PER_PROCESS), the whole image's for objects saved once and shared."""
-        source = self.records if getattr(cls, "PER_PROCESS", False) else self.reader.records
+        """Records of `cls`: this process's own for scope "process", the whole
+        image's for scope "image" (objects saved once and shared)."""
+        source = self.records if _process_scoped(cls) else self.reader.records
         return [r for r in source if isinstance(r, cls)]
 
     one = ImageReader.one

@@ -28,13 +28,29 @@ INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1
 C_STRINGS = frozenset({"path", "cwd", "root", "name", "comm"})
 
 
-def record(type_id: int):
-    """Register a dataclass as an image record with a fixed numeric type."""
+SCOPES = ("process", "image")
+
+
+def record(type_id: int, *, scope: str):
+    """Register a dataclass as an image record with a fixed numeric type and a scope:
+
+    - "process": state of one process, saved in that process's part of the image
+      (after its ProcessRecord) and restored into it alone (its registers, its fd
+      table, its memory areas);
+    - "image": an object saved once, by the first process of the tree that holds
+      it, and referred to by id from every holder's process records (an open file
+      description, a pipe's buffer, shared memory); restored once, each holder
+      getting its reference.  A record of this scope with an `id` field is unique
+      by id in its image (kinds.check_tree refuses a second one).
+    """
+    if scope not in SCOPES:
+        raise RuntimeError(f"record type {type_id}: scope must be one of {SCOPES}, not {scope!r}")
 
     def register(cls):
         if type_id in RECORD_TYPES and RECORD_TYPES[type_id] is not cls:
             raise RuntimeError(f"record type {type_id} used twice")
         cls.RECORD_TYPE = type_id
+        cls.SCOPE = scope
         RECORD_TYPES[type_id] = cls
         return cls
 

@@ -24,6 +24,9 @@ set_tid_address = 218
 set_robust_list = 273
 rseq = 334
 close_range = 436
+pidfd_open = 434
+fcntl = 72
+pidfd_getfd = 438
 userfaultfd = 323
 
 

@@ -71,6 +71,34 @@ def check_consistency(image) -> None:
                                  path=image.path) from None
 
 
+def check_scopes(reader) -> None:
+    """Refuse (ImageError) records out of their scope (image/codec.py `record`): a
+    record of one process before any process begins, a shared object saved twice
+    (under one process or two: one id, two records)."""
+    from ..errors import ImageError
+
+    path = reader.path
+    started = not any(getattr(r, "STARTS_PROCESS", False) for r in reader.records)
+    seen: dict[tuple[type, int], int] = {}  # (record class, id) -> the process part it is in
+    part = 0
+    for rec in reader.records:
+        if getattr(rec, "STARTS_PROCESS", False):
+            started, part = True, part + 1
+        if type(rec).SCOPE == "process":
+            if not started:
+                raise ImageError(f"image at {path}: a {type(rec).__name__} of no process (before the "
+                                 "first process begins)", path=path)
+        elif isinstance(getattr(rec, "id", None), int):
+            key = (type(rec), rec.id)
+            if key in seen:
+                where = ("both in the part of one process" if seen[key] == part else
+                         f"in the parts of processes #{seen[key]} and #{part}")
+                raise ImageError(f"image at {path}: shared object {type(rec).__name__} #{rec.id} is "
+                                 f"saved twice ({where}); each is saved once, by its first holder",
+                                 path=path)
+            seen[key] = part
+
+
 def check_tree(reader) -> None:
     """Refuse (ImageError) an image whose records do not make one process tree — no
     process, a zombie first, a process listed twice, a parent missing, a process
@@ -81,6 +109,7 @@ def check_tree(reader) -> None:
     from . import task
 
     path = reader.path
+    check_scopes(reader)
     views = task.process_views(reader)
     if not views:
         raise ImageError(f"image at {path} holds no process", path=path)

@@ -83,6 +83,17 @@ class RestoreOptions:
 
 
 @dataclass
+class Step:
+    """A step of a kind's restore, queued with RestoreContext.defer."""
+
+    name: str
+    run: Callable[[], None]
+    before: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    provides: tuple[str, ...] = ()
+
+
+@dataclass
 class RestoreContext:
     image: ImageReader
     pid: int  # the new process as pyckpt sees it (ptrace, /proc); set once it exists
@@ -102,7 +113,7 @@ class RestoreContext:
     # be opened from inside it.  key -> fd number (in pyckpt and the task).
     passed: dict[object, int] = field(default_factory=dict)
     lowest_passed: int = 0  # every passed fd is >= this; every image fd is below
-    deferred: list[Callable[[], None]] = field(default_factory=list)
+    deferred: list["Step"] = field(default_factory=list)  # see defer()
     # Validation: every check before the first process is made notes what it
     # refuses here instead of stopping at it, so that all of it is known (and
     # `check_restore` lists all); restore then raises the first.  Shared by the
@@ -166,7 +177,20 @@ class RestoreContext:
                 return
         self.problems.append(RestoreProblem(error, fixes))
 
+    def defer(self, name: str, run: Callable[[], None], *, before: tuple[str, ...] = (),
+              after: tuple[str, ...] = (), provides: tuple[str, ...] = ()) -> None:
+        """Queue `run` for the DEFERRED stage of this task: every process of the image
+        exists, this task's fds are placed (late ones too) and its memory, signals and
+        threads are restored; its credentials are not dropped yet and its registers
+        not set.  Steps run in the declared order (kinds/order.py): `before`/`after`
+        name other steps or points that steps `provide`; ties go by name, so the
+        order does not depend on which kind prepared first."""
+        self.deferred.append(Step(name, run, tuple(before), tuple(after), tuple(provides)))
+
     def close_passed(self) -> None:
+        from .files import close_late
+
+        close_late(self.shared)
         for fd in self.passed.values():
             try:
                 os.close(fd)

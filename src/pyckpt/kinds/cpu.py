@@ -25,10 +25,9 @@ EINTR = 4
 U64 = (1 << 64) - 1
 
 
-@record(20)
+@record(20, scope="process")
 @dataclass
 class CpuRecord:
-    PER_PROCESS = True  # one per process of the image
     tid: int
     regs: bytes  # struct user_regs_struct (NT_PRSTATUS), 216 bytes
     xstate: bytes  # NT_X86_XSTATE as the kernel gave it

@@ -28,10 +28,9 @@ SYS_setgroups, SYS_setresuid, SYS_setresgid = 116, 117, 119
 SYS_setfsuid, SYS_setfsgid = 122, 123
 
 
-@record(2)
+@record(2, scope="process")
 @dataclass
 class CredsRecord:
-    PER_PROCESS = True  # one per process of the image
     uids: list[int]  # real, effective, saved, fs
     gids: list[int]
     groups: list[int]

@@ -70,7 +70,7 @@ class ContentRun:
     xxh3: int
 
 
-@record(95)
+@record(95, scope="image")
 @dataclass
 class DeletedContentRecord:
     """A deleted-but-open file itself, saved once however many fds hold it."""
@@ -91,7 +91,7 @@ class DeletedContentRecord:
         return [(r.offset, r.stored, r.xxh3) for r in self.runs]
 
 
-@record(96)
+@record(96, scope="image")
 @dataclass
 class DeletedFileRecord:
     """One open file description of a deleted file."""
@@ -204,7 +204,6 @@ def is_memfd_link(link: str) -> bool:
 class DeletedFile(FileKind):
     name = "deleted"
     records = (DeletedFileRecord,)
-    priority = 90
 
     def claims(self, f: DumpedFd) -> bool:
         return (stat.S_ISREG(f.st.st_mode) and f.st.st_nlink == 0 and f.link.startswith("/")

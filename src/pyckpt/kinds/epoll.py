@@ -76,7 +76,7 @@ class _KcmpEpollSlot(ctypes.Structure):
     _fields_ = [("efd", ctypes.c_uint32), ("tfd", ctypes.c_uint32), ("toff", ctypes.c_uint32)]
 
 
-@record(83)
+@record(83, scope="image")
 @dataclass
 class EpollRecord:
     id: int
@@ -91,7 +91,7 @@ class EpollItem:
     data: int
 
 
-@record(84)
+@record(84, scope="image")
 @dataclass
 class EpollItemsRecord:
     epoll_id: int
@@ -102,7 +102,6 @@ class EpollItemsRecord:
 class Epoll(FileKind):
     name = "epoll"
     records = (EpollRecord,)
-    priority = 50
 
     def claims(self, f: DumpedFd) -> bool:
         return f.link == "anon_inode:[eventpoll]"
@@ -169,6 +168,8 @@ def _one_fd_each(id_of: dict[int, int]) -> dict[int, int]:
 
 @table_hook
 class EpollTable(TableHook):
+    name = "epoll items"
+
     def dump(self, ctx: DumpContext, table: list) -> list:
         id_of = {r.fd: r.file_id for r in table if isinstance(r, FdRecord)}
         one_fd = _one_fd_each(id_of)
@@ -264,6 +265,11 @@ class _TaskFds:
             self.key_at[n] = key
             self.cloexec[n] = True  # pass_fd makes them close-on-exec
         self.checked: set[int] = set()
+        self.late: dict[tuple, int] = {}  # late files taken from pyckpt -> the task's fd
+
+    def close_late(self) -> None:
+        for fd in self.late.values():
+            self.rctx.inj.check(SYS_close, fd, what=f"closing temporary fd {fd}")
 
     def fd_of(self, key: tuple, number: int) -> int:
         """An fd of the task holding `key`: `number` if it does, else one of its own,
@@ -272,7 +278,14 @@ class _TaskFds:
             return number
         if key in self.own_of:
             return self.own_of[key]
+        if key in self.late:
+            return self.late[key]
         fd = self.rctx.passed.get(key)
+        if fd is None and key[0] == "file" and files.opens_late(self.rctx, key[1]):
+            # made once every process existed (a pidfd), held by another process of the
+            # tree only: the task takes the same file from pyckpt for as long as it needs
+            self.late[key] = files.late_fd_in_task(self.rctx, key[1])
+            return self.late[key]
         if fd is None:
             raise RestoreError(f"epoll items: nothing was opened for {key} (internal error)")
         if fd not in self.checked:  # the task must hold it still, as pyckpt does
@@ -312,6 +325,7 @@ def restore_items(rctx: RestoreContext) -> None:
         for it, k in srcs:
             if not any(it is d for d, _ in disarmed):
                 _add(rctx, task, epfd, it, k, it.events)
+    task.close_late()
 
 
 def _ctl(rctx: RestoreContext, epfd: int, op: int, it: EpollItem, events: int) -> None:

@@ -91,7 +91,7 @@ def _status_flags(f: DumpedFd) -> int:
 
 # --- eventfd -----------------------------------------------------------------
 
-@record(80)
+@record(80, scope="image")
 @dataclass
 class EventfdRecord:
     id: int
@@ -104,7 +104,6 @@ class EventfdRecord:
 class Eventfd(FileKind):
     name = "eventfd"
     records = (EventfdRecord,)
-    priority = 50
 
     def claims(self, f: DumpedFd) -> bool:
         return f.link == "anon_inode:[eventfd]"
@@ -131,7 +130,7 @@ class Eventfd(FileKind):
 
 # --- signalfd ----------------------------------------------------------------
 
-@record(81)
+@record(81, scope="image")
 @dataclass
 class SignalfdRecord:
     id: int
@@ -154,7 +153,6 @@ def signal_names(mask: int) -> str:
 class Signalfd(FileKind):
     name = "signalfd"
     records = (SignalfdRecord,)
-    priority = 50
 
     def claims(self, f: DumpedFd) -> bool:
         return f.link == "anon_inode:[signalfd]"
@@ -177,7 +175,7 @@ class Signalfd(FileKind):
 
 # --- timerfd -----------------------------------------------------------------
 
-@record(82)
+@record(82, scope="image")
 @dataclass
 class TimerfdRecord:
     id: int
@@ -194,7 +192,6 @@ class TimerfdRecord:
 class Timerfd(FileKind):
     name = "timerfd"
     records = (TimerfdRecord,)
-    priority = 50
 
     def claims(self, f: DumpedFd) -> bool:
         return f.link == "anon_inode:[timerfd]"

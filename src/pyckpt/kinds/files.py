@@ -43,6 +43,7 @@ from ..inject import nr
 from ..problems import Fix, needs
 from ..proc import FdInfo, read_fdinfo
 from .context import DumpContext, RestoreContext, RestoreOptions
+from .order import ordered
 
 SYS_kcmp, KCMP_FILE = 312, 0
 O_CLOEXEC = os.O_CLOEXEC
@@ -51,16 +52,15 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 
-@record(61)
+@record(61, scope="process")
 @dataclass
 class FdRecord:
-    PER_PROCESS = True  # one per process of the image
     fd: int
     file_id: int
     cloexec: bool
 
 
-@record(62)
+@record(62, scope="image")
 @dataclass
 class ExternalFileRecord:
     """A description that belongs to something outside the image."""
@@ -86,11 +86,27 @@ class DumpedFd:
 
 
 class FileKind:
-    """One kind of open file.  Subclass, set `records`, register with @file_kind."""
+    """One kind of open file.  Subclass, set `records`, register with @file_kind.
+
+    Kinds are asked in turn whether they claim an fd, in the declared order
+    (kinds/order.py): a kind whose `claims` may also be true of another kind's
+    fds names that kind in `before` (a socket kind: `before = ("unix",)`, which
+    takes every other socket to refuse it by name).  Names are unique.
+
+    Most kinds open their description in pyckpt before any process exists
+    (`open`; the tasks inherit it).  A kind whose description needs the
+    processes to exist (a pidfd names one) sets `opens_late` and implements
+    `open_late` instead: it is called once per description when every process
+    of the image exists, and each holder gets that very description (the same
+    open file, shared across fork as before) through pidfd_getfd, right after
+    its other fds are placed — before the table hooks (epoll items may watch it).
+    """
 
     name = "file"
     records: tuple[type, ...] = ()  # description record types this kind restores
-    priority = 100  # lower claims first
+    before: tuple[str, ...] = ()  # kinds asked after this one (see above)
+    after: tuple[str, ...] = ()
+    opens_late = False
 
     def claims(self, f: DumpedFd) -> bool:
         raise NotImplementedError
@@ -101,6 +117,11 @@ class FileKind:
 
     def open(self, rctx: RestoreContext, rec) -> int:
         """A new fd in pyckpt holding an equivalent description."""
+        raise NotImplementedError
+
+    def open_late(self, rctx: RestoreContext, rec) -> int:
+        """With `opens_late`: a new fd in pyckpt holding an equivalent description,
+        once every process of the image exists (`rctx.pids`)."""
         raise NotImplementedError
 
     def describe(self, rec) -> str:
@@ -114,7 +135,12 @@ FILE_KINDS: list[FileKind] = []
 class TableHook:
     """State that hangs off the whole fd table (file locks, epoll items...): dumped
     after every description is known, restored from `prepare` (usually by queueing
-    deferred steps that run in the task once all its fds exist) or `restore`."""
+    deferred steps that run in the task once all its fds exist) or `restore`.
+    Hooks run in the declared order (`name`, `before`, `after`: kinds/order.py)."""
+
+    name = "table hook"
+    before: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
 
     def dump(self, ctx: DumpContext, table: list) -> list:
         """Extra records, given the table's records (descriptions and FdRecords)."""
@@ -133,14 +159,22 @@ class TableHook:
 TABLE_HOOKS: list[TableHook] = []
 
 
+def _register(registry: list, obj) -> None:
+    """Add `obj` and put the registry in its declared order (the same whichever
+    module registered first)."""
+    if any(o.name == obj.name for o in registry):
+        raise RuntimeError(f"{type(obj).__name__}: the name {obj.name!r} is taken by "
+                           f"{next(type(o).__name__ for o in registry if o.name == obj.name)}")
+    registry[:] = ordered(registry + [obj])
+
+
 def table_hook(cls):
-    TABLE_HOOKS.append(cls())
+    _register(TABLE_HOOKS, cls())
     return cls
 
 
 def file_kind(cls):
-    FILE_KINDS.append(cls())
-    FILE_KINDS.sort(key=lambda k: k.priority)
+    _register(FILE_KINDS, cls())
     return cls
 
 
@@ -504,25 +538,72 @@ def prepare(rctx: RestoreContext) -> None:
             needed.add(r.file_id)
         else:
             others.setdefault(key, r)
+    late = False
     for rec in description_records(rctx.image):  # in image order (kinds may rely on it)
         if rec.id in needed:
             kind = kind_of_record(rec)
+            if kind.opens_late:
+                late = True
+                continue
             rctx.pass_fd(("file", rec.id), lambda kind=kind, rec=rec: kind.open(rctx, rec),
                          fixes=_replacement_fixes(rctx, rec.id))
+    if late:  # the task takes late descriptions from pyckpt through this pidfd
+        rctx.pass_fd(PYCKPT_PIDFD, lambda: os.pidfd_open(os.getpid()))
     for key, r in others.items():
         rctx.pass_fd(key, lambda key=key, r=r: _open_source(rctx, key, r, descs[r.file_id]))
     for hook in TABLE_HOOKS:
         rctx.collect(lambda hook=hook: hook.prepare(rctx))
 
 
+PYCKPT_PIDFD = ("pyckpt's pidfd",)  # rctx.passed key: a pidfd of pyckpt, for pidfd_getfd
+LATE = "files: late descriptions"  # RestoreContext.shared: file id -> its fd in pyckpt
+
+
 def restore(rctx: RestoreContext) -> None:
     descs = {d.id: d for d in description_records(rctx.image)}
+    late = []
     for r in rctx.image.of_type(FdRecord):
-        src = rctx.passed[_source(rctx, r, descs[r.file_id])]
-        rctx.inj.check(nr.dup3, src, r.fd, O_CLOEXEC if r.cloexec else 0,
+        key = _source(rctx, r, descs[r.file_id])
+        if key[0] == "file" and kind_of_record(descs[r.file_id]).opens_late:
+            late.append(r)
+            continue
+        rctx.inj.check(nr.dup3, rctx.passed[key], r.fd, O_CLOEXEC if r.cloexec else 0,
                        what=f"dup3 to fd {r.fd}")
+    for r in late:
+        fd = late_fd_in_task(rctx, r.file_id)  # close-on-exec, at the lowest free number
+        if fd == r.fd:  # which may be this one's
+            if not r.cloexec:
+                rctx.inj.check(nr.fcntl, fd, fcntl.F_SETFD, 0, what=f"clearing FD_CLOEXEC of fd {fd}")
+            continue
+        rctx.inj.check(nr.dup3, fd, r.fd, O_CLOEXEC if r.cloexec else 0, what=f"dup3 to fd {r.fd}")
+        rctx.inj.check(nr.close, fd, what="close")
     for hook in TABLE_HOOKS:
         hook.restore(rctx)
+
+
+def opens_late(rctx: RestoreContext, file_id: int) -> bool:
+    """Whether description `file_id` is made once every process exists (FileKind.opens_late)."""
+    rec = next((d for d in description_records(rctx.image) if d.id == file_id), None)
+    kind = None if rec is None else kind_of_record(rec)
+    return kind is not None and kind.opens_late
+
+
+def late_fd_in_task(rctx: RestoreContext, file_id: int) -> int:
+    """A new fd of the task (not at any number of the image's) holding the late
+    description `file_id` (FileKind.opens_late), opened in pyckpt once for the tree;
+    the caller closes it."""
+    opened = rctx.shared.setdefault(LATE, {})
+    if file_id not in opened:
+        rec = next(d for d in description_records(rctx.image) if d.id == file_id)
+        opened[file_id] = kind_of_record(rec).open_late(rctx, rec)
+    return rctx.inj.check(nr.pidfd_getfd, rctx.passed[PYCKPT_PIDFD], opened[file_id], 0,
+                          what=f"pidfd_getfd of file #{file_id} from pyckpt")
+
+
+def close_late(shared: dict) -> None:
+    """Close pyckpt's fds of late descriptions (the tasks hold their own)."""
+    for fd in shared.pop(LATE, {}).values():
+        os.close(fd)
 
 
 def summary(image) -> list[dict]:

@@ -64,7 +64,7 @@ class InotifyWatch:
     handle: bytes  # number is still told apart
 
 
-@record(99)
+@record(99, scope="image")
 @dataclass
 class InotifyRecord:
     id: int
@@ -169,7 +169,6 @@ def _queued_bytes(pid: int, fd: int) -> int:
 class Inotify(FileKind):
     name = "inotify"
     records = (InotifyRecord,)
-    priority = 80
 
     def claims(self, f: DumpedFd) -> bool:
         return f.link == "anon_inode:inotify"

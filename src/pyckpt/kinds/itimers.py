@@ -36,10 +36,9 @@ class Itimer:
     value_usec: int
 
 
-@record(45)
+@record(45, scope="process")
 @dataclass
 class ItimersRecord:
-    PER_PROCESS = True  # one per process of the image
     timers: list[Itimer]  # only the armed ones
 
 
@@ -57,10 +56,9 @@ class PosixTimer:
     value_nsec: int
 
 
-@record(46)
+@record(46, scope="process")
 @dataclass
 class PosixTimersRecord:
-    PER_PROCESS = True  # one per process of the image
     timers: list[PosixTimer]
 
 
@@ -128,9 +126,9 @@ def dump(ctx: DumpContext) -> list:
 def prepare(rctx: RestoreContext) -> None:
     rec = rctx.image.one(ItimersRecord)
     if rec.timers:
-        rctx.deferred.append(lambda: _arm(rctx, rec))
+        rctx.defer("interval timers", lambda: _arm(rctx, rec))
     for posix in rctx.image.of_type(PosixTimersRecord):
-        rctx.deferred.append(lambda posix=posix: _create_posix(rctx, posix))
+        rctx.defer("posix timers", lambda posix=posix: _create_posix(rctx, posix))
 
 
 def _create_posix(rctx: RestoreContext, rec: PosixTimersRecord) -> None:

@@ -60,12 +60,11 @@ KINDS = {"POSIX": "posix", "OFDLCK": "ofd", "FLOCK": "flock"}
 TYPES = {"READ": "read", "WRITE": "write"}
 
 
-@record(90)
+@record(90, scope="process")
 @dataclass
 class FileLockRecord:
     """One granted lock, set again through fd `fd` (which holds description `file_id`)."""
 
-    PER_PROCESS = True  # one per process of the image
 
     file_id: int
     fd: int
@@ -124,6 +123,11 @@ def _locks_of_description(pid: int, fd: int, file_id: int) -> list[tuple[FileLoc
 
 @table_hook
 class FileLocks(TableHook):
+    name = "file locks"
+    # set from inside the task once its fds are placed; epoll's moves of fd numbers
+    # (closing one for a moment drops its POSIX locks) must be over by then
+    after = ("epoll items",)
+
     def dump(self, ctx: DumpContext, table: list) -> list:
         pid = ctx.pid
         first_fd: dict[int, int] = {}
@@ -157,7 +161,7 @@ class FileLocks(TableHook):
             key = source_of(rctx, rec.fd)
             if key is not None and key[0] == "file" and rctx.passed.get(key) is not None:
                 rctx.collect(lambda rec=rec, fd=rctx.passed[key]: check_free(rctx, rec, fd))
-        rctx.deferred.append(lambda: restore_locks(rctx, recs))
+        rctx.defer("file locks", lambda: restore_locks(rctx, recs))
 
 
 def _validate(rec: FileLockRecord, fds: dict[int, int]) -> None:

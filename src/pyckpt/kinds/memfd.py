@@ -45,7 +45,7 @@ HUGETLBFS_MAGIC = 0x958458F6
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-@record(97)
+@record(97, scope="image")
 @dataclass
 class MemfdRecord:
     """One memfd (the inode), saved once however many descriptions it has."""
@@ -66,7 +66,7 @@ class MemfdRecord:
         return [(r.offset, r.stored, r.xxh3) for r in self.runs]
 
 
-@record(98)
+@record(98, scope="image")
 @dataclass
 class MemfdFileRecord:
     """One open file description of a memfd."""
@@ -90,7 +90,6 @@ def _fs_magic(fd: int) -> int:
 class Memfd(FileKind):
     name = "memfd"
     records = (MemfdFileRecord,)
-    priority = 80
 
     def claims(self, f: DumpedFd) -> bool:
         return stat.S_ISREG(f.st.st_mode) and is_memfd_link(f.link) and f.info.mnt_id == 0

@@ -68,10 +68,9 @@ class PageRun:
     xxh3: int
 
 
-@record(10)
+@record(10, scope="process")
 @dataclass
 class VmaRecord:
-    PER_PROCESS = True  # one per process of the image
     start: int
     end: int
     prot: int
@@ -94,10 +93,9 @@ class VdsoBlock:
     end: int
 
 
-@record(11)
+@record(11, scope="process")
 @dataclass
 class VdsoRecord:
-    PER_PROCESS = True  # one per process of the image
     blocks: list[VdsoBlock]
     vdso_xxh3: int  # digest of the [vdso] text: restore needs the same kernel's vDSO
 

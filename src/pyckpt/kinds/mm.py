@@ -25,10 +25,9 @@ PR_SET_MM, PR_SET_MM_MAP = 35, 14
 PRCTL_MM_MAP = struct.Struct("<11QQII")  # struct prctl_mm_map, 104 bytes
 
 
-@record(50)
+@record(50, scope="process")
 @dataclass
 class MmRecord:
-    PER_PROCESS = True  # one per process of the image
     start_code: int
     end_code: int
     start_data: int

@@ -73,7 +73,7 @@ _libc.tee.restype = ctypes.c_ssize_t
 _libc.syscall.restype = ctypes.c_long
 
 
-@record(70)
+@record(70, scope="image")
 @dataclass
 class PipeRecord:
     """The pipe object, saved once however many descriptions refer to it."""
@@ -95,7 +95,7 @@ class PipeRecord:
         return [(self.offset, padded(self.length), self.xxh3)]
 
 
-@record(71)
+@record(71, scope="image")
 @dataclass
 class PipeEndRecord:
     """One open file description of an anonymous pipe."""
@@ -107,7 +107,7 @@ class PipeEndRecord:
     unread: int
 
 
-@record(72)
+@record(72, scope="image")
 @dataclass
 class FifoRecord:
     """One open file description of a named FIFO, reopened by path."""
@@ -276,7 +276,6 @@ class Pipe(FileKind):
 
     name = "pipe"
     records = (PipeEndRecord,)
-    priority = 50
 
     def claims(self, f: DumpedFd) -> bool:
         return (stat.S_ISFIFO(f.st.st_mode) and f.link.startswith("pipe:")
@@ -312,7 +311,6 @@ class Fifo(FileKind):
 
     name = "fifo"
     records = (FifoRecord,)
-    priority = 50
 
     def claims(self, f: DumpedFd) -> bool:
         return (stat.S_ISFIFO(f.st.st_mode) and f.link.startswith("/")

@@ -51,7 +51,7 @@ SIMPLE_DEVICES = {(1, 3): "/dev/null", (1, 5): "/dev/zero", (1, 7): "/dev/full",
 TTY_MAJORS = {4, 5, 136}  # virtual consoles and serial, /dev/tty and ptmx, pseudo-terminals
 
 
-@record(60)
+@record(60, scope="image")
 @dataclass
 class FileRecord:
     id: int

@@ -40,7 +40,7 @@ PROT_RW, MAP_SHARED, MAP_NORESERVE = 3, 0x01, 0x4000
 MAP_FAILED = ctypes.c_void_p(-1).value
 
 
-@record(12)
+@record(12, scope="image")
 @dataclass
 class ShmemRecord:
     """One shared anonymous memory object, saved once for all its windows."""

@@ -37,17 +37,15 @@ class SigAction:
     mask: int
 
 
-@record(30)
+@record(30, scope="process")
 @dataclass
 class SignalsRecord:
-    PER_PROCESS = True  # one per process of the image
     actions: list[SigAction]
 
 
-@record(31)
+@record(31, scope="process")
 @dataclass
 class PendingSignalsRecord:
-    PER_PROCESS = True  # one per process of the image
     tid: int  # 0: the process's shared queue
     siginfos: list[bytes]  # 128-byte siginfo_t each, in queue order
 

@@ -17,23 +17,23 @@ from .context import DumpContext, RestoreContext
 SYS_chroot = 161
 
 
-@record(3)
+@record(3, scope="process")
 @dataclass
 class ProcessRecord:
     """Starts the records of one process of the image (a tree lists them parent first)."""
 
-    PER_PROCESS = True  # one per process of the image
+    STARTS_PROCESS = True  # the records of scope "process" after it are this process's
+
 
     pid: int
     ppid: int  # as dumped; the image's root keeps no parent
 
 
-@record(4)
+@record(4, scope="process")
 @dataclass
 class ZombieRecord:
     """A process of the tree that had exited and waited to be reaped by its parent."""
 
-    PER_PROCESS = True  # one per process of the image
 
     pid: int
     ppid: int
@@ -62,10 +62,9 @@ def process_views(image) -> list:
     return views
 
 
-@record(1)
+@record(1, scope="process")
 @dataclass
 class TaskRecord:
-    PER_PROCESS = True  # one per process of the image
     pid: int
     ppid: int
     pgid: int

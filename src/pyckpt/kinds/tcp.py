@@ -43,7 +43,7 @@ TCP_LISTEN = 10
 SETTABLE_FLAGS = os.O_NONBLOCK | getattr(os, "O_ASYNC", 0o20000)
 
 
-@record(101)
+@record(101, scope="image")
 @dataclass
 class TcpListenerRecord:
     id: int
@@ -132,7 +132,7 @@ def listener_queues(family: int) -> dict[int, tuple[int, int]]:
 class TcpListener(FileKind):
     name = "tcp-listen"
     records = (TcpListenerRecord,)
-    priority = 55  # before unix.py, which refuses every other socket
+    before = ("unix",)  # unix.py takes every other socket, to refuse it by name
 
     def claims(self, f: DumpedFd) -> bool:
         return tcp_state(f) == TCP_LISTEN

@@ -144,7 +144,7 @@ SIOCOUTQ = termios.TIOCOUTQ
 SETTABLE_FLAGS = os.O_NONBLOCK | getattr(os, "O_ASYNC", 0o20000)
 
 
-@record(102)
+@record(102, scope="image")
 @dataclass
 class TcpConnectionRecord:
     id: int
@@ -248,7 +248,7 @@ def _peek_stream(sock: socket.socket) -> bytes:
 class TcpConnection(FileKind):
     name = "tcp"
     records = (TcpConnectionRecord,)
-    priority = 56  # before unix.py, which refuses every other socket
+    before = ("unix",)  # unix.py takes every other socket, to refuse it by name
 
     def claims(self, f: DumpedFd) -> bool:
         return tcp_state(f) == TCP_ESTABLISHED
@@ -456,7 +456,7 @@ HOLD_SECONDS = 600  # dump --kill: how long the outside connections are held for
 HELD_DIR = "/run/pyckpt/tcp-held"  # one file per held socket (its inode): "holder-pid fd start-time"
 
 
-@record(103)
+@record(103, scope="image")
 @dataclass
 class TcpOutsideRecord:
     """A TCP connection whose peer is not in the image (another process, another host)."""
@@ -652,7 +652,7 @@ class TcpOutside(FileKind):
 
     name = "tcp-outside"
     records = (TcpOutsideRecord,)
-    priority = 57
+    before = ("unix",)  # unix.py takes every other socket, to refuse it by name
 
     def claims(self, f: DumpedFd) -> bool:
         state = tcp_state(f)

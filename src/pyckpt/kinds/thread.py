@@ -47,10 +47,9 @@ class AltStack:
     size: int
 
 
-@record(40)
+@record(40, scope="process")
 @dataclass
 class ThreadRecord:
-    PER_PROCESS = True  # one per process of the image
     tid: int
     comm: str
     clear_child_tid: int

@@ -77,7 +77,7 @@ class Message:
     length: int  # bytes of this message (stream: one chunk holding the whole queue)
 
 
-@record(100)
+@record(100, scope="image")
 @dataclass
 class UnixSocketRecord:
     """One unnamed unix socket (a socket has one open file description)."""
@@ -284,7 +284,6 @@ class UnixSocket(FileKind):
 
     name = "unix"
     records = (UnixSocketRecord,)
-    priority = 60
 
     def claims(self, f: DumpedFd) -> bool:
         return stat.S_ISSOCK(f.st.st_mode)

@@ -98,7 +98,7 @@ SIOCOUTQ = termios.TIOCOUTQ
 ROLES = ("listen", "bound", "stream", "dgram")
 
 
-@record(110)
+@record(110, scope="image")
 @dataclass
 class UnixNamedRecord:
     """One unix socket with a name, or connected to one that has a name."""
@@ -195,9 +195,9 @@ def _socket_file(f: DumpedFd, path: bytes) -> tuple[int, int, int, bool]:
 class UnixNamedSocket(FileKind):
     """Unix sockets with a name or connected to one (see the module's docstring)."""
 
-    name = "unix"
+    name = "unix-named"
     records = (UnixNamedRecord,)
-    priority = 59  # before unix.py
+    before = ("unix",)  # unix.py takes every other socket, to refuse it by name
 
     def claims(self, f: DumpedFd) -> bool:
         return False  # unix.py claims every socket and hands these to dump() (see `handles`)

@@ -120,3 +120,10 @@ def parse_epoll_items(text: str) -> list[EpollItemInfo]:
 def read_fdinfo_text(pid: int, fd: int) -> str:
     with open(f"/proc/{pid}/fdinfo/{fd}") as f:
         return f.read()
+
+
+def parse_pidfd(text: str) -> int:
+    """The process a pidfd refers to, as the reader of /proc sees it ('Pid:'); -1 once
+    that process has exited and been reaped, 0 when it is in no namespace the reader
+    sees."""
+    return int(_need(_fields(text), "Pid", "pidfd"))

@@ -30,12 +30,14 @@ random.Random(int(sys.argv[1])).shuffle(names)
 for n in names:
     importlib.import_module("pyckpt.kinds." + n)
 from pyckpt.kinds.files import FILE_KINDS, TABLE_HOOKS
+from pyckpt.kinds.memory import MAPPED_OBJECTS
 """
 
 
 def _orders(seed: int) -> dict:
     code = SHUFFLED_IMPORT + "print(json.dumps({'kinds': [k.name for k in FILE_KINDS], " \
-                             "'hooks': [h.name for h in TABLE_HOOKS], 'imported': names}))"
+                             "'hooks': [h.name for h in TABLE_HOOKS], " \
+                             "'mapped': list(MAPPED_OBJECTS), 'imported': names}))"
     r = subprocess.run([sys.executable, "-c", code, str(seed)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
@@ -44,7 +46,8 @@ def _orders(seed: int) -> dict:
 def test_shuffled_imports_give_one_order():
     runs = [_orders(seed) for seed in range(6)]
     assert len({tuple(r["imported"]) for r in runs}) > 1  # the shuffles differ
-    assert all(r["kinds"] == runs[0]["kinds"] and r["hooks"] == runs[0]["hooks"] for r in runs)
+    for key in ("kinds", "hooks", "mapped"):
+        assert all(r[key] == runs[0][key] for r in runs), key
     kinds = runs[0]["kinds"]
     # what the kinds declare: every socket kind is asked before unix.py's catch-all
     assert kinds[-1] == "unix"

@@ -233,7 +233,8 @@ class LinkedElsewhere(FileKind):
 
     name = "linked elsewhere"
     records = ()  # restored by regfile.PathFile
-    priority = 85  # before DeletedFile
+    before = ("deleted",)  # a deleted name whose file lives on elsewhere is not deleted
+    after = ("memfd",)  # a memfd's name ends in " (deleted)" too
 
     def claims(self, f: DumpedFd) -> bool:
         return (stat.S_ISREG(f.st.st_mode) and f.st.st_nlink > 0 and f.link.startswith("/")

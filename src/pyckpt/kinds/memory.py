@@ -41,6 +41,7 @@ from ..problems import Fix, needs
 from ..proc import read_maps
 from .context import DumpContext, RestoreContext
 from .fileid import FileIdentity, identify, open_checked
+from .order import ordered
 
 PAGE = 4096
 CHUNK = 4 << 20  # pages are read, stored and checksummed in runs of at most this
@@ -112,9 +113,17 @@ class MappedObject:
     """A file that exists only in the image (a memfd, a deleted file) and can be
     mapped: the kind that saves it registers one of these with
     @mapped_object, and memory maps the copy that kind re-creates at restore.
-    VMAs of it get `kind = self.kind` and their `file` names the object."""
+    VMAs of it get `kind = self.kind` and their `file` names the object.  Kinds are
+    asked whether they claim a mapping in the declared order (kinds/order.py, by
+    `kind`, `before`, `after`), as file kinds are."""
 
     kind = "object"
+    before: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.kind
 
     def claims_mapping(self, name: str) -> bool:
         """Whether the /proc/PID/maps name is one of this kind's objects."""
@@ -140,7 +149,11 @@ MAPPED_OBJECTS: dict[str, MappedObject] = {}
 
 
 def mapped_object(cls):
-    MAPPED_OBJECTS[cls.kind] = cls()
+    if cls.kind in MAPPED_OBJECTS:
+        raise RuntimeError(f"{cls.__name__}: mapped object kind {cls.kind!r} is taken")
+    objs = ordered([*MAPPED_OBJECTS.values(), cls()])
+    MAPPED_OBJECTS.clear()
+    MAPPED_OBJECTS.update((o.kind, o) for o in objs)
     return cls
 
 

@@ -122,7 +122,7 @@ class _ShmidDs(ctypes.Structure):
 _libc.shmctl.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_ShmidDs)]
 
 
-@record(120)
+@record(120, scope="image")
 @dataclass
 class SysvShmRecord:
     """One SysV shared memory segment, saved once for all its attachments."""
@@ -531,7 +531,7 @@ _libc.msgrcv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.
 _libc.msgsnd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 
 
-@record(121)
+@record(121, scope="image")
 @dataclass
 class SysvSemRecord:
     """A SysV semaphore set of the tree's own IPC namespace: its values (not the
@@ -555,7 +555,7 @@ class SysvMessage:
     data: str  # hex
 
 
-@record(122)
+@record(122, scope="image")
 @dataclass
 class SysvMsgRecord:
     """A SysV message queue of the tree's own IPC namespace with its messages, in order

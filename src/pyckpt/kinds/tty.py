@@ -90,7 +90,7 @@ O_CLOEXEC = os.O_CLOEXEC
 SETTABLE = os.O_APPEND | os.O_NONBLOCK | os.O_ASYNC | getattr(os, "O_DIRECT", 0) | os.O_NOATIME
 
 
-@record(130)
+@record(130, scope="image")
 @dataclass
 class PtyMasterRecord:
     """A pty master and the state of its pair."""
@@ -114,7 +114,7 @@ class PtyMasterRecord:
     mode: int = 0o620
 
 
-@record(131)
+@record(131, scope="image")
 @dataclass
 class PtySlaveRecord:
     """A slave description of a pair whose master is in the image."""
@@ -124,12 +124,11 @@ class PtySlaveRecord:
     index: int  # N of /dev/pts/N at the dump: the pair of the image's master of that number
 
 
-@record(132)
+@record(132, scope="process")
 @dataclass
 class CttyRecord:
     """A process's controlling terminal (only for processes that have one)."""
 
-    PER_PROCESS = True
     index: int  # N of the pair of the image (/dev/pts/N at the dump), -1: outside the image
     name: str  # the terminal at the dump ("/dev/pts/3")
     leader: bool  # the process led the terminal's session
@@ -200,7 +199,7 @@ def _ioctl_int(fd: int, request: int) -> int:
 class PtyMaster(FileKind):
     name = "pty master"
     records = (PtyMasterRecord,)
-    priority = 70  # before regfile.Terminal, which takes every other terminal as external
+    before = ("terminal",)  # regfile.Terminal takes every other terminal as external
 
     def claims(self, f: DumpedFd) -> bool:
         return (stat.S_ISCHR(f.st.st_mode) and (os.major(f.st.st_rdev), os.minor(f.st.st_rdev)) == PTMX
@@ -240,7 +239,7 @@ class PtyMaster(FileKind):
 class PtySlave(FileKind):
     name = "pty slave"
     records = (PtySlaveRecord,)
-    priority = 70
+    before = ("terminal",)
 
     def claims(self, f: DumpedFd) -> bool:
         if not stat.S_ISCHR(f.st.st_mode) or f.st.st_dev != _devpts_dev():
@@ -266,6 +265,8 @@ class PtySlave(FileKind):
 @table_hook
 class Ctty(TableHook):
     """The controlling terminal of a session leader (see the module's docstring)."""
+
+    name = "controlling terminal"
 
     def dump(self, ctx: DumpContext, table: list) -> list:
         sid, tty_nr, tpgid, _ = read_tty_stat(ctx.pid)

@@ -107,7 +107,7 @@ class UdpMembership:
     sources: list[str]
 
 
-@record(140)
+@record(140, scope="image")
 @dataclass
 class UdpSocketRecord:
     id: int
@@ -312,7 +312,7 @@ def _where(family: int, address: str, port: int) -> str:
 class UdpSocket(FileKind):
     name = "udp"
     records = (UdpSocketRecord,)
-    priority = 58  # before unix.py, which refuses every other socket
+    before = ("unix",)  # unix.py takes every other socket, to refuse it by name
 
     def claims(self, f: DumpedFd) -> bool:
         return stat.S_ISSOCK(f.st.st_mode) and _proto(f) in (b"UDP", b"UDPv6")

@@ -72,6 +72,7 @@ Layout of the package, for developers:
   seize.py      freeze/thaw: the only module that stops or resumes tasks
   inject/       run syscalls inside a stopped task (with a guaranteed cure)
   kinds/        one module per kind of state: record, dump and restore together
+                (docs/adding-a-kind.md: how to add one)
   image/        the on-disk format: header, typed records, page store, checks
   dumper.py     orchestration of a dump (not dump.py: that name is the API function)
   restorer.py   orchestration of a restore, stage by stage

@@ -1,10 +1,13 @@
 """One module per kind of process state: its record, its dump and its restore.
 
 Each kind module defines its record dataclasses (registered with
-`image.record`), a `dump(ctx)` that returns records, and restore functions
+`image.record(id, scope=...)`: one process's own, or one object shared by
+the image), a `dump(ctx)` that returns records, and restore functions
 that restorer.py calls in its stage order.  A kind never reaches into
 another kind's internals; what two kinds share goes through the contexts
-(`DumpContext`, `RestoreContext` in kinds/context.py).
+(`DumpContext`, `RestoreContext` in kinds/context.py).  Where kinds must
+come in an order, they declare it (kinds/order.py), never by position.
+docs/adding-a-kind.md walks through adding one (the pidfd kind).
 """
 
 

@@ -31,9 +31,8 @@ from .errors import (ImageError, PidInUseError, PtraceError, RemoteCallError, Re
                      boundary)
 from .image import ImageReader
 from .inject import Injector, find_syscall_insn, nr
-from .kinds import (cpu, creds, files, itimers, load_all, memory, mm, signals,
-                    stored_runs, sysvipc, task, thread, unixname)
-from .kinds.context import RestoreContext, RestoreOptions
+from .kinds import cpu, creds, files, load_all, memory, mm, signals, stored_runs, task, thread
+from .kinds.context import AFTER_RELEASE, WARNINGS, RestoreContext, RestoreOptions, hooks_at, run_undo
 from .kinds.order import ordered
 from .problems import Fix, RestoreProblem, needs
 from .progress import Progress
@@ -108,14 +107,14 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
                 raise problems[0].error
             with pinned_to_cpu(min(os.sched_getaffinity(0))), _fd_room():
                 _create_and_fill(rctxs, stats)
-            for step in rctxs[0].shared.get("after release", ()):  # kinds' work once it runs
+            for step in ordered(rctxs[0].shared.get(AFTER_RELEASE, ())):  # kinds' work once it runs
                 try:
-                    step()
+                    step.run()
                 except Exception as e:  # the processes run: a failure here undoes nothing
-                    stats.warnings.append(f"after the release: {type(e).__name__}: {e}")
-            stats.warnings += rctxs[0].shared.get("warnings", [])
+                    stats.warnings.append(f"after the release ({step.name}): {type(e).__name__}: {e}")
+            stats.warnings += rctxs[0].shared.get(WARNINGS, [])
         except BaseException:
-            unixname.undo(rctxs[0])  # the socket files this restore bound
+            run_undo(rctxs[0].shared)  # what kinds made outside the processes (socket files...)
             raise
         finally:
             rctxs[0].close_passed()
@@ -155,7 +154,8 @@ def _prepare(rctxs: list[RestoreContext], stats: RestoreStats) -> list[RestorePr
     for rctx in rctxs:
         if rctx.zombie:
             continue
-        for step in (memory.prepare, mm.prepare, task.prepare, files.prepare, itimers.prepare, sysvipc.prepare):
+        for step in (memory.prepare, mm.prepare, task.prepare, files.prepare,
+                     *(h.run for h in hooks_at("prepare"))):  # then the kinds' own, declared
             rctx.collect(lambda step=step: step(rctx))
     root = rctxs[0]
     if TRUST in root.shared:  # an image of an ordinary user: may it open what pyckpt opened?
@@ -304,7 +304,8 @@ def _create_and_fill(rctxs: list[RestoreContext], stats: RestoreStats) -> None:
         for rctx in live:
             _fill(rctx, stats)
             threads += list(rctx.threads)
-        sysvipc.finish(root)  # SysV segments marked for removal: removed once all attached them
+        for hook in hooks_at("before release"):  # kinds' work once every process is complete
+            hook.run(root)
         t = time.perf_counter()
         # The last checkpoint: a signal until now undoes the restore; from here on it
         # lets the released process run (a late signal, see signals.commit).
@@ -322,7 +323,7 @@ def _create_and_fill(rctxs: list[RestoreContext], stats: RestoreStats) -> None:
         # Only what this restore made is killed and reaped (never a PID before
         # it was made: that is the image's PID, maybe a live process).
         kill_and_reap(made, threads + [t for r in rctxs for t in r.threads])
-        sysvipc.undo(root)  # the SysV segments this restore created
+        run_undo(root.shared)  # what kinds made outside the processes (SysV segments...)
         # What went wrong in a task (a ptrace request, an injected call, an OS call) is
         # said with "undone"; a bug is left to the boundary (an InternalError).
         if not isinstance(e, (PtraceError, RemoteCallError, OSError)):

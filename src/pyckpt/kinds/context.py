@@ -83,6 +83,66 @@ class RestoreOptions:
 
 
 @dataclass
+class RestoreHook:
+    """A kind's function restorer.py calls at a point of every restore (see restore_hook)."""
+
+    name: str
+    point: str
+    run: Callable[["RestoreContext"], None]
+    before: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+
+
+POINTS = ("prepare", "before release")
+RESTORE_HOOKS: list[RestoreHook] = []
+
+
+def restore_hook(point: str, name: str, *, before: tuple[str, ...] = (), after: tuple[str, ...] = ()):
+    """Register a kind's function `f(rctx)` for a point of every restore, so that the
+    orchestration need not know the kind:
+
+    - "prepare": for each process of the image, before any exists, after its memory,
+      task and files were prepared (open what the task will inherit, check what
+      must be free, queue deferred steps with `rctx.defer`);
+    - "before release": once, with the first process's context, when every process
+      is complete and none runs yet.
+
+    Hooks of one point run in the declared order (kinds/order.py)."""
+    if point not in POINTS:
+        raise RuntimeError(f"restore_hook: point must be one of {POINTS}, not {point!r}")
+
+    def register(f):
+        if any(h.point == point and h.name == name for h in RESTORE_HOOKS):
+            raise RuntimeError(f"restore_hook: {name!r} is registered at {point!r} already")
+        RESTORE_HOOKS.append(RestoreHook(name, point, f, tuple(before), tuple(after)))
+        return f
+
+    return register
+
+
+def hooks_at(point: str) -> list[RestoreHook]:
+    from .order import ordered
+
+    return ordered([h for h in RESTORE_HOOKS if h.point == point])
+
+
+AFTER_RELEASE = "context: steps after the release"  # RestoreContext.shared keys
+UNDO = "context: undo steps"
+WARNINGS = "context: warnings"
+
+
+def run_undo(shared: dict) -> None:
+    """Run (once) the undo steps kinds registered with RestoreContext.on_undo."""
+    from .order import ordered
+
+    for step in ordered(shared.pop(UNDO, [])):
+        try:
+            step.run()
+        except Exception:
+            pass  # the restore is failing already: its error is the one to report
+
+
+@dataclass
 class Step:
     """A step of a kind's restore, queued with RestoreContext.defer."""
 
@@ -186,6 +246,24 @@ class RestoreContext:
         name other steps or points that steps `provide`; ties go by name, so the
         order does not depend on which kind prepared first."""
         self.deferred.append(Step(name, run, tuple(before), tuple(after), tuple(provides)))
+
+    def after_release(self, name: str, run: Callable[[], None], *, before: tuple[str, ...] = (),
+                      after: tuple[str, ...] = ()) -> None:
+        """Queue `run` for once every process of the image runs (the restore is done; a
+        failure then is a warning of the restore, it undoes nothing).  Declared order,
+        as for `defer`; shared by the tree."""
+        self.shared.setdefault(AFTER_RELEASE, []).append(Step(name, run, tuple(before), tuple(after)))
+
+    def on_undo(self, name: str, run: Callable[[], None]) -> None:
+        """Register how to remove what this kind made outside the processes (a socket
+        file, a SysV segment) should the restore fail before the release; run once,
+        after the processes made are killed, each step's own failure ignored."""
+        self.shared.setdefault(UNDO, []).append(Step(name, run))
+
+    def warn(self, text: str) -> None:
+        """Say that the restore did something otherwise than asked (in words); the
+        caller gets it (`restore_warnings`, a warning line of `pyckpt restore`)."""
+        self.shared.setdefault(WARNINGS, []).append(text)
 
     def close_passed(self) -> None:
         from .files import close_late

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ..errors import RestoreError
 from ..inject import nr
 from ..image import record
-from .context import DumpContext, RestoreContext
+from .context import DumpContext, RestoreContext, restore_hook
 
 SYS_getitimer, SYS_setitimer = 36, 38
 ITIMERVAL = struct.Struct("<qqqq")  # it_interval (sec, usec), it_value (sec, usec)
@@ -123,6 +123,7 @@ def dump(ctx: DumpContext) -> list:
     return [ItimersRecord(timers)] + ([PosixTimersRecord(posix)] if posix else [])
 
 
+@restore_hook("prepare", "timers")
 def prepare(rctx: RestoreContext) -> None:
     rec = rctx.image.one(ItimersRecord)
     if rec.timers:

@@ -80,7 +80,7 @@ from ..errors import ImageError, IpcInUseError, RestoreError, UnsupportedError
 from ..image import record
 from ..inject import nr
 from ..problems import Fix, needs
-from .context import DumpContext, RestoreContext
+from .context import DumpContext, RestoreContext, restore_hook
 from .deleted import ContentRun, check_size, store_content
 from .fileid import FileIdentity
 from .memory import PAGE, PROT_EXEC, PROT_READ, PROT_WRITE, MappedObject, VmaRecord, mapped_object
@@ -328,6 +328,8 @@ class _State:
 
 
 def _state(rctx: RestoreContext) -> _State:
+    if "sysv shm" not in rctx.shared:
+        rctx.on_undo("sysv ipc objects", lambda: undo(rctx))  # the segments it created go
     return rctx.shared.setdefault("sysv shm", _State())
 
 
@@ -449,6 +451,7 @@ def _fill(rctx: RestoreContext, rec: SysvShmRecord, shmid: int, *, zero: bool) -
         _libc.shmdt(addr)
 
 
+@restore_hook("before release", "sysv ipc: removals and namespace objects")
 def finish(rctx: RestoreContext) -> None:
     """Every process attached its segments: remove those that were marked for removal;
     then re-create the semaphore sets and message queues of an image whose tree had
@@ -680,6 +683,7 @@ def _namespace_records(image) -> list:
     return list(reader.of_type(SysvSemRecord)) + list(reader.of_type(SysvMsgRecord))
 
 
+@restore_hook("prepare", "sysv ipc: ids and keys free")
 def prepare(rctx: RestoreContext) -> None:
     """In place: the ids (their slots) and keys of the image's semaphore sets and message
     queues must be free in pyckpt's IPC namespace (once per tree)."""

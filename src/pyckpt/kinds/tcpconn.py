@@ -715,16 +715,12 @@ def outside_summary(image) -> dict:
 
 # --- restore of outside connections --------------------------------------------------------
 
-AFTER_RELEASE = "after release"  # RestoreContext.shared: callables run once the processes run
-WARNINGS = "warnings"  # RestoreContext.shared: what the restore did otherwise than asked, in words
-
-
 def _warn(rctx: RestoreContext, text: str) -> None:
-    rctx.shared.setdefault(WARNINGS, []).append(text)
+    rctx.warn(text)
 
 
 def _after_release(rctx: RestoreContext, step) -> None:
-    rctx.shared.setdefault(AFTER_RELEASE, []).append(step)
+    rctx.after_release("tcp: let the held connections go", step)
 
 
 def _tcp_state(sock: socket.socket) -> int:

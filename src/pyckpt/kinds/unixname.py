@@ -436,9 +436,10 @@ def _build(rctx: RestoreContext) -> None:
                 rctx.collect(lambda r=r: _check_name(rctx, r, r.address))
         return
     made: dict[int, socket.socket] = {}
-    # once the processes run, the socket files are theirs (undo must not touch them): first
-    # of the steps restorer.py runs after the release
-    rctx.shared.setdefault("after release", []).insert(0, lambda: rctx.shared.pop(BOUND, None))
+    # should the restore fail, the socket files it bound go; once the processes run,
+    # they are theirs and nothing touches them
+    rctx.on_undo("unix socket files", lambda: undo(rctx))
+    rctx.after_release("unix socket files are the processes'", lambda: rctx.shared.pop(BOUND, None))
     try:
         _make_all(rctx, recs, made)
         for ino, s in made.items():

@@ -301,3 +301,32 @@ def test_copy(server, n):
     logs = list(pytester.path.glob("runpytest-0/pyckpt-snapshots/*/original.log"))
     assert len(logs) == 1, logs
     assert sum(line.startswith("READY") for line in logs[0].read_text().splitlines()) == 1
+
+
+def test_cache_across_runs(pytester):
+    """cache=DIR: the second run restores the first run's image (no new start); a file the
+    target holds changed between runs makes the restore refuse the cached image
+    (FileChangedError), which is then made again, once, and the tests pass."""
+    data = pytester.path / "data.txt"
+    data.write_text("abc\n")
+    cache = pytester.path / "cache"
+    starts = pytester.path / "starts"
+    pytester.makeconftest(f"""
+import sys
+import pyckpt.pytest
+server = pyckpt.pytest.snapshot([sys.executable, "-c",
+        "import time; open({str(starts)!r}, 'a').write('start\\\\n'); f = open({str(data)!r}); "
+        "print('READY', flush=True); time.sleep(600)"], cache={str(cache)!r})
+""")
+    pytester.makepyfile(test_inner="""
+def test_a(server): assert server.process.is_running()
+def test_b(server): assert server.process.is_running()
+""")
+    _run(pytester, "-q").assert_outcomes(passed=2)
+    assert starts.read_text() == "start\n"
+    _run(pytester, "-q").assert_outcomes(passed=2)
+    assert starts.read_text() == "start\n"  # the cached image: not started again
+    data.write_text("changed, longer\n")
+    _run(pytester, "-q").assert_outcomes(passed=2)
+    assert starts.read_text() == "start\nstart\n"  # made again, once
+    assert len([d for d in cache.iterdir() if d.is_dir()]) == 1

@@ -54,6 +54,16 @@ with a reason naming it (one error, not one per test).
 
 Extra keywords of `snapshot()` are passed to every `pyckpt.restore()` (e.g.
 `allow_changed_files=True`).
+
+`cache=True` (or a directory) keeps the image across runs, in
+$XDG_CACHE_HOME/pyckpt/snapshots (~/.cache/...) or that directory, keyed on
+the argv, cwd, environment and `ready`, the kernel release, pyckpt's version,
+and the size and mtime of each argv item that is a file (the script): a
+change of any of them makes another image.  A cached image that a restore
+refuses with `FileChangedError` (a file it holds was changed since),
+`ImageError` or `KernelMismatchError` is made again, once, and the copy
+restored from the new one.  Without it the image lives in the run's
+temporary directory.
 """
 
 from __future__ import annotations
@@ -63,6 +73,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -72,7 +83,7 @@ from pathlib import Path
 
 import pytest
 
-from .errors import NotReadyError, PyckptError
+from .errors import FileChangedError, ImageError, KernelMismatchError, NotReadyError, PyckptError
 
 __all__ = ["snapshot", "Copy", "NotReadyError"]
 
@@ -122,7 +133,7 @@ class Copy:
 
 
 class _Spec:
-    def __init__(self, argv, ready, cwd, env, timeout, hooks_timeout, restore_options):
+    def __init__(self, argv, ready, cwd, env, timeout, hooks_timeout, restore_options, cache=False):
         self.argv = [os.fspath(a) for a in argv]
         if not self.argv:
             raise ValueError("pyckpt.pytest.snapshot: argv is empty")
@@ -138,6 +149,10 @@ class _Spec:
         self.env = env
         self.timeout = timeout
         self.hooks_timeout = hooks_timeout
+        if cache is True:
+            base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+            cache = Path(base) / "pyckpt" / "snapshots"
+        self.cache = Path(cache) if cache else None
         self.restore_options = restore_options
         # the program's name, or the script's for an interpreter ("python server.py")
         name = Path(self.argv[0]).name
@@ -145,15 +160,28 @@ class _Spec:
                 and not self.argv[1].startswith("-"):
             name = Path(self.argv[1]).name
         self.name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "target"
-        key = json.dumps([self.argv, self.cwd, sorted(self.env.items()), ready], sort_keys=True)
+        versions = []
+        if self.cache is not None:  # an image kept across runs: also the files it was made from
+            from . import __version__
+
+            versions = [os.uname().release, __version__]
+            for a in self.argv:
+                path = Path(self.cwd or ".") / a
+                try:
+                    st = path.stat()
+                except (OSError, ValueError):
+                    continue
+                if path.is_file():
+                    versions.append([str(path.resolve()), st.st_size, st.st_mtime_ns])
+        key = json.dumps([self.argv, self.cwd, sorted(self.env.items()), ready, versions], sort_keys=True)
         self.key = hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def snapshot(argv, ready=r"^READY", cwd=None, env=None, *, timeout: float = 60.0,
-             hooks_timeout: float = 10.0, **restore_options):
+             hooks_timeout: float = 10.0, cache=False, **restore_options):
     """Define a fixture: a fresh copy (`Copy`) of the process `argv` once it is ready,
     for each test.  See the module docstring."""
-    spec = _Spec(argv, ready, cwd, env, timeout, hooks_timeout, restore_options)
+    spec = _Spec(argv, ready, cwd, env, timeout, hooks_timeout, restore_options, cache)
 
     def copy_fixture(request, _pyckpt_session):
         copy = _pyckpt_session.copy(spec, request)
@@ -252,33 +280,50 @@ class _Session:
 
     # -- building the image (once per run, shared by the workers) --
 
-    def image(self, spec: _Spec) -> tuple:
-        if spec.key in self.images:
+    def image(self, spec: _Spec, stale: str | None = None) -> tuple:
+        """(image path, the fds of its log, its build token), built if needed; `stale`: the
+        token of a cached image a restore refused: built again unless another worker did."""
+        import pyckpt
+        from .errors import ImageError
+
+        if spec.key in self.images and stale is None:
             return self.images[spec.key]
-        d = self.shared / f"{spec.name}-{spec.key}"
-        with open(self.shared / f"{spec.name}-{spec.key}.lock", "w") as lock:
+        home = self.shared if spec.cache is None else spec.cache
+        home.mkdir(parents=True, exist_ok=True)
+        d = home / f"{spec.name}-{spec.key}"
+        error = self.shared / f"{spec.name}-{spec.key}.error"  # for this run's workers only
+        with open(home / f"{spec.name}-{spec.key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            error = d.with_suffix(".error")
             if error.exists():
                 raise PyckptError(f"snapshot of {spec.argv!r} failed in another worker: {error.read_text()}")
-            if not (d / "DONE").exists():
+            token = _read(d / "DONE")
+            if token is not None and stale is not None and token == stale:
+                token = None  # refused by this kernel or these files: made again
+            for attempt in (1, 2):
                 try:
-                    self._build(spec, d)
+                    if token is None:
+                        token = self._build(spec, d)
+                    log = os.path.realpath(d / "original.log")
+                    fds = sorted(f["fd"] for f in pyckpt.open_image(d / "img").summary()["fds"]
+                                 if f["path"] == log)
+                    break
+                except ImageError:  # a cached image damaged since: made again, once
+                    if spec.cache is None or attempt == 2:
+                        raise
+                    token = None
                 except PyckptError as e:
                     error.write_text(f"{type(e).__name__}: {e}")
                     raise
-        import pyckpt
-
-        log = os.path.realpath(d / "original.log")
-        fds = sorted(f["fd"] for f in pyckpt.open_image(d / "img").summary()["fds"] if f["path"] == log)
-        self.images[spec.key] = (d / "img", fds)
+        self.images[spec.key] = (d / "img", fds, token)
         return self.images[spec.key]
 
     def _build(self, spec: _Spec, d: Path) -> None:
         import pyckpt
         from . import hooks
 
-        d.mkdir(exist_ok=True)
+        if d.exists():  # what a failed or stale build left (under the lock: nobody uses it)
+            shutil.rmtree(d)
+        d.mkdir()
         log = d / "original.log"
         with open(log, "ab") as out:
             proc = subprocess.Popen(spec.argv, cwd=spec.cwd, env=spec.env, stdin=subprocess.DEVNULL,
@@ -300,7 +345,9 @@ class _Session:
                 proc.kill()
                 proc.wait()
             raise
-        (d / "DONE").write_text("")
+        token = os.urandom(8).hex()
+        (d / "DONE").write_text(token)
+        return token
 
     def _guard(self, pid: int) -> None:
         if self.watchdog is None:
@@ -310,28 +357,29 @@ class _Session:
     # -- one copy per test --
 
     def copy(self, spec: _Spec, request) -> Copy:
-        import pyckpt
         from . import hooks
 
         if spec.key in self.failed:
             pytest.skip(f"pyckpt snapshot of {spec.argv!r} is not usable: {self.failed[spec.key]} "
                         "(the error is reported at the first test that used it)")
         try:
-            img, log_fds = self.image(spec)
-            self.count += 1
-            safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:80]
-            log_path = self.logs / f"{self.count:04d}-{safe}.log"
-            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            proc, t, log_path = self._restore(spec, request)
+        except (FileChangedError, ImageError, KernelMismatchError) as e:
+            if spec.cache is None:
+                self._failed(spec, e)
+                raise
+            try:  # a cached image made with other files or another kernel: made again, once
+                self.templates.pop(spec.key).close()
+            except KeyError:
+                pass
             try:
-                t = self.templates.get(spec.key)
-                if t is None:
-                    t = self.templates[spec.key] = pyckpt.template(
-                        img, new_netns=True, progress=False, **spec.restore_options)
-                proc = t.copy(fds={**{n: fd for n in log_fds}, **spec.restore_options.get("fds", {})})
-            finally:
-                os.close(fd)
+                self.image(spec, stale=self.images[spec.key][2])
+                proc, t, log_path = self._restore(spec, request)
+            except PyckptError as e:
+                self._failed(spec, e)
+                raise
         except PyckptError as e:
-            self.failed[spec.key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            self._failed(spec, e)
             raise
         copy = Copy(spec.name, proc, t, log_path)
         try:
@@ -347,6 +395,34 @@ class _Session:
             copy.close()
             raise
         return copy
+
+    def _failed(self, spec: _Spec, e: PyckptError) -> None:
+        self.failed[spec.key] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+    def _restore(self, spec: _Spec, request) -> tuple:
+        import pyckpt
+
+        img, log_fds, _ = self.image(spec)
+        self.count += 1
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:80]
+        log_path = self.logs / f"{self.count:04d}-{safe}.log"
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            t = self.templates.get(spec.key)
+            if t is None:
+                t = self.templates[spec.key] = pyckpt.template(
+                    img, new_netns=True, progress=False, **spec.restore_options)
+            proc = t.copy(fds={**{n: fd for n in log_fds}, **spec.restore_options.get("fds", {})})
+        finally:
+            os.close(fd)
+        return proc, t, log_path
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
 
 
 def _tail(log: Path, n: int = 10) -> list[str]:

@@ -330,3 +330,40 @@ def test_b(server): assert server.process.is_running()
     _run(pytester, "-q").assert_outcomes(passed=2)
     assert starts.read_text() == "start\nstart\n"  # made again, once
     assert len([d for d in cache.iterdir() if d.is_dir()]) == 1
+
+
+def test_failing_before_dump_hook_is_a_warning(pytester):
+    """A before_dump hook that raises: the dump goes on, and a warning says what failed;
+    an after_restore hook that raises fails the test's setup naming it."""
+    pytester.makeconftest("""
+import sys
+import pyckpt.pytest
+TARGET = '''
+import sys, time, pyckpt.hooks
+@pyckpt.hooks.before_dump
+def flush_all():
+    raise RuntimeError("disk full 42")
+@pyckpt.hooks.after_restore
+def reconnect():
+    if len(sys.argv) > 1:
+        raise ConnectionError("peer gone 43")
+print("READY", flush=True)
+while True:
+    time.sleep(1)
+'''
+server = pyckpt.pytest.snapshot([sys.executable, "-c", TARGET])
+broken = pyckpt.pytest.snapshot([sys.executable, "-c", TARGET, "fail-after-restore"])
+""")
+    pytester.makepyfile(test_inner="""
+def test_dumped_anyway(server):
+    assert server.process.is_running()
+
+def test_after_restore_fails(broken):
+    pass
+""")
+    result = _run(pytester, "-q", "-rs")
+    result.assert_outcomes(passed=1, errors=1)
+    out = result.stdout.str()
+    assert "before_dump hooks" in out and "flush_all: RuntimeError: disk full 42" in out
+    assert "dumping all the same" in out
+    assert "reconnect: ConnectionError: peer gone 43" in out

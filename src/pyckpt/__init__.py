@@ -70,7 +70,9 @@ Layout of the package, for developers:
   proc/         read-only parsers of /proc text
   ptrace_ops.py the one place ptrace requests are made
   seize.py      freeze/thaw: the only module that stops or resumes tasks
-  inject/       run syscalls inside a stopped task (with a guaranteed cure)
+  inject/       run syscalls inside a stopped task (with a guaranteed cure);
+                inject/nr.py: every syscall number pyckpt uses
+  arch.py       the machine's facts (the page size)
   kinds/        one module per kind of state: record, dump and restore together
                 (docs/adding-a-kind.md: how to add one)
   image/        the on-disk format: header, typed records, page store, checks

@@ -27,6 +27,7 @@ import psutil
 from . import limits, netns, privileges, proc, trust
 from . import ptrace_ops as pt
 from ._native._ck import ffi, lib
+from .arch import PAGE
 from .errors import (ImageError, PidInUseError, PtraceError, RemoteCallError, ResourceError, RestoreError,
                      boundary)
 from .image import ImageReader
@@ -39,14 +40,12 @@ from .progress import Progress
 from .seize import kill_and_reap, pinned_to_cpu, release
 from .signals import checkpoint, commit, deferred_signals
 
-PAGE = 4096
 TASK_END = 0x7FFFFFFFF000  # top of user space with 4-level paging
 MAP_FIXED_NOREPLACE = 0x100000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWIPC = 0x08000000
 CLONE_PARENT = 0x8000
 SIGCHLD = 17
-SYS_unshare = 272
 SCRATCH_CODE = b"\x0f\x05\xcc"  # syscall; int3
 SCRATCH_DATA = 64  # injected calls' data lives after the code, in the same page
 
@@ -392,7 +391,7 @@ def _fork_with_pid(inj: Injector, page: int, pid: int) -> int:
     inj.write(page + 128, struct.pack("<Q", pid))
     inj.write(page, thread.CLONE_ARGS.pack(0, 0, 0, 0, SIGCHLD, 0, 0, 0, page + 128, 1))
     try:
-        return inj.call_clone(thread.SYS_clone3, page, thread.CLONE_ARGS.size)
+        return inj.call_clone(nr.clone3, page, thread.CLONE_ARGS.size)
     except RemoteCallError as e:
         if e.errno == 17:
             raise PidInUseError(pid, " (taken while restoring)") from None
@@ -430,7 +429,7 @@ def _new_pidns_init() -> tuple[int, int]:
         inj = Injector(launcher, own_vdso + site_off, pt.get_regs(launcher), cure_regs=False)
         with inj:
             # its own IPC namespace too: SysV ids and keys of copies side by side do not clash
-            r = inj.call(SYS_unshare, CLONE_NEWPID | CLONE_NEWIPC)
+            r = inj.call(nr.unshare, CLONE_NEWPID | CLONE_NEWIPC)
             if r == -1:  # EPERM
                 raise RestoreError("restoring into a new PID namespace needs CAP_SYS_ADMIN "
                                    "(unshare(CLONE_NEWPID) was refused: EPERM)")
@@ -442,7 +441,7 @@ def _new_pidns_init() -> tuple[int, int]:
                        "PTRACE_SETOPTIONS")
             page = inj.map_scratch()
             inj.write(page, thread.CLONE_ARGS.pack(CLONE_PARENT, 0, 0, 0, 0, 0, 0, 0, 0, 0))
-            init = inj.call_clone(thread.SYS_clone3, page, thread.CLONE_ARGS.size)
+            init = inj.call_clone(nr.clone3, page, thread.CLONE_ARGS.size)
     finally:
         kill_and_reap([launcher])
     return init, page

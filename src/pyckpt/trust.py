@@ -39,12 +39,12 @@ import threading
 from dataclasses import dataclass
 
 from .errors import UntrustedImageError
+from .inject import nr
 from .limits import RLIMIT_NAMES
 from .image import COMPLETE_FILE, PAGES_FILE, RECORDS_FILE
 from .problems import Fix, needs
 
 _libc = ctypes.CDLL(None, use_errno=True)
-SYS_setgroups, SYS_setfsuid, SYS_setfsgid, SYS_faccessat2 = 116, 122, 123, 439
 AT_FDCWD, AT_EACCESS = -100, 0x200
 SCHED_FIFO, SCHED_RR, SCHED_DEADLINE = 1, 2, 6
 
@@ -193,7 +193,7 @@ ACCESS_WORDS = {os.R_OK: "reading", os.W_OK: "writing", os.R_OK | os.W_OK: "read
 def _faccess(path: str, mode: int) -> int:
     """faccessat2(AT_EACCESS) with this thread's fs ids: 0 or the errno (the glibc
     wrapper may emulate AT_EACCESS with the effective uid; the syscall does not)."""
-    r = _libc.syscall(SYS_faccessat2, AT_FDCWD, os.fsencode(path), mode, AT_EACCESS)
+    r = _libc.syscall(nr.faccessat2, AT_FDCWD, os.fsencode(path), mode, AT_EACCESS)
     return 0 if r == 0 else ctypes.get_errno()
 
 
@@ -206,11 +206,11 @@ def as_user(uid: int, gid: int, groups: list[int], work):
     def run():
         try:
             arr = (ctypes.c_uint * max(len(groups), 1))(*groups)
-            if _libc.syscall(SYS_setgroups, len(groups), arr) != 0:
+            if _libc.syscall(nr.setgroups, len(groups), arr) != 0:
                 raise OSError(ctypes.get_errno(), "setgroups for the access check")
-            _libc.syscall(SYS_setfsgid, gid)
-            _libc.syscall(SYS_setfsuid, uid)
-            if _libc.syscall(SYS_setfsuid, -1) != uid or _libc.syscall(SYS_setfsgid, -1) != gid:
+            _libc.syscall(nr.setfsgid, gid)
+            _libc.syscall(nr.setfsuid, uid)
+            if _libc.syscall(nr.setfsuid, -1) != uid or _libc.syscall(nr.setfsgid, -1) != gid:
                 raise OSError(1, f"could not take uid {uid}'s filesystem ids for the access check")
             result["value"] = work()
         except BaseException as e:  # handed to the caller's thread

@@ -46,6 +46,7 @@ from typing import Iterator
 
 import xxhash
 
+from ..arch import PAGE
 from ..errors import ImageError, ImageWriteError
 from .codec import RECORD_TYPES, decode, encode, record
 
@@ -56,7 +57,6 @@ RECORDS_FILE = "records.img"
 PAGES_FILE = "pages.img"
 COMPLETE_FILE = "COMPLETE"
 INCOMPLETE_FILE = "INCOMPLETE"
-PAGE = 4096
 _REC_HEAD = struct.Struct("<HHI")
 _DIGEST = struct.Struct("<Q")
 MAX_RECORD = 256 << 20

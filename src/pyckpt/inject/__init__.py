@@ -27,13 +27,13 @@ import re
 from .. import proc
 from .. import ptrace_ops as pt
 from .._native._ck import ffi, lib
+from ..arch import PAGE
 from ..errors import PtraceError, PyckptError, RemoteCallError
 from ..signals import blocked, checkpoint
 from . import nr, trampoline
 
 ALL_SIGNALS = (1 << 64) - 1
 U64 = (1 << 64) - 1
-PAGE = 4096
 
 
 def find_syscall_insn(code: bytes) -> int:

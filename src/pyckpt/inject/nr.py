@@ -1,5 +1,6 @@
-"""x86-64 syscall numbers used by injection (names from python-ptrace for messages,
-imported only when a message needs one)."""
+"""x86-64 syscall numbers: every one pyckpt uses, injected into a task or called
+through libc's syscall() (the one home for them; names from python-ptrace for
+messages, imported only when a message needs one)."""
 
 read = 0
 close = 3
@@ -34,3 +35,26 @@ def name(number: int) -> str:
     from ptrace.syscall import SYSCALL_NAMES
 
     return SYSCALL_NAMES.get(number, f"syscall {number}")
+ioctl = 16
+getitimer = 36
+setitimer = 38
+flock = 73
+setgroups = 116
+setresuid = 117
+setresgid = 119
+setfsuid = 122
+setfsgid = 123
+rt_sigqueueinfo = 129
+chroot = 161
+restart_syscall = 219
+timer_create = 222
+timer_settime = 223
+timer_gettime = 224
+epoll_wait = 232
+epoll_ctl = 233
+unshare = 272
+get_robust_list = 274
+rt_tgsigqueueinfo = 297
+kcmp = 312
+clone3 = 435
+faccessat2 = 439

@@ -32,13 +32,13 @@ import struct
 
 from .. import ptrace_ops as pt
 from .._native._ck import ffi, lib
+from . import nr
 
 FRAME_SIZE = 320  # return slot and ucontext (312 bytes), rounded to the FPU state's 64-byte alignment
 RED_ZONE = 128
 UC_FP_XSTATE, UC_SIGCONTEXT_SS, UC_STRICT_RESTORE_SS = 1, 2, 4
 FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2 = 0x46505853, 0x46505845
 ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
-SYS_restart_syscall = 219
 U64 = (1 << 64) - 1
 # mov $0xf,%rax; syscall (glibc's __restore_rt, Go's sigreturn) or mov $15,%eax; syscall (musl)
 GADGET = re.compile(rb"\x48\xc7\xc0\x0f\x00\x00\x00\x0f\x05|\xb8\x0f\x00\x00\x00\x0f\x05")
@@ -105,7 +105,7 @@ def resume_regs(regs: pt.Regs, rseq_cs: tuple[int, int, int] | None) -> pt.Regs:
         if err in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND):
             out.rax, out.rip = out.orig_rax, out.rip - 2
         elif err == ERESTART_RESTARTBLOCK:
-            out.rax, out.rip = SYS_restart_syscall, out.rip - 2
+            out.rax, out.rip = nr.restart_syscall, out.rip - 2
     if rseq_cs is not None:
         start, post_commit, abort = rseq_cs
         if start <= out.rip < start + post_commit:

@@ -22,10 +22,8 @@ from dataclasses import dataclass
 from .. import proc
 from ..errors import UnsupportedError
 from ..image import record
+from ..inject import nr
 from .context import DumpContext, RestoreContext
-
-SYS_setgroups, SYS_setresuid, SYS_setresgid = 116, 117, 119
-SYS_setfsuid, SYS_setfsgid = 122, 123
 
 
 @record(2, scope="process")
@@ -40,7 +38,6 @@ class CredsRecord:
 
 PR_SET_DUMPABLE, PR_GET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 4, 3, 38
 CAP_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
-SYS_prctl = 157
 MAX_GROUPS = 900  # what fits in the scratch page
 
 def _ids(line: str) -> list[int]:
@@ -64,7 +61,7 @@ def dump(ctx: DumpContext) -> list:
     if len(groups) > MAX_GROUPS:
         raise UnsupportedError(f"process {pid} has {len(groups)} supplementary groups; "
                                f"pyckpt restores at most {MAX_GROUPS}", pid=pid)
-    dumpable = ctx.inj.check(SYS_prctl, PR_GET_DUMPABLE, what="prctl(PR_GET_DUMPABLE)")
+    dumpable = ctx.inj.check(nr.prctl, PR_GET_DUMPABLE, what="prctl(PR_GET_DUMPABLE)")
     return [CredsRecord(uids, _ids(s["Gid"]), groups, dumpable, s.get("NoNewPrivs", "0") == "1")]
 
 
@@ -97,10 +94,10 @@ def beyond(rec: CredsRecord, uid: int, gids: frozenset[int] | None) -> list[str]
 def restore(rctx: RestoreContext) -> None:
     rec = rctx.image.one(CredsRecord)
     _set_ids(rctx, rec)
-    rctx.inj.check(SYS_prctl, PR_SET_DUMPABLE, 1 if rec.dumpable else 0, what="prctl(PR_SET_DUMPABLE)")
+    rctx.inj.check(nr.prctl, PR_SET_DUMPABLE, 1 if rec.dumpable else 0, what="prctl(PR_SET_DUMPABLE)")
     if rec.no_new_privs:
         for inj in [rctx.inj, *rctx.threads.values()]:
-            inj.check(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, what="prctl(PR_SET_NO_NEW_PRIVS)")
+            inj.check(nr.prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, what="prctl(PR_SET_NO_NEW_PRIVS)")
 
 
 def _set_ids(rctx: RestoreContext, rec: CredsRecord) -> None:
@@ -110,8 +107,8 @@ def _set_ids(rctx: RestoreContext, rec: CredsRecord) -> None:
     # Credentials are per thread in the kernel (glibc's setuid() broadcasts
     # to every thread): each thread sets its own.
     for inj in [rctx.inj, *rctx.threads.values()]:
-        inj.check(SYS_setgroups, len(rec.groups), rctx.scratch, what="setgroups")
-        inj.check(SYS_setresgid, *rec.gids[:3], what="setresgid")
-        inj.call(SYS_setfsgid, rec.gids[3])
-        inj.check(SYS_setresuid, *rec.uids[:3], what="setresuid")
-        inj.call(SYS_setfsuid, rec.uids[3])
+        inj.check(nr.setgroups, len(rec.groups), rctx.scratch, what="setgroups")
+        inj.check(nr.setresgid, *rec.gids[:3], what="setresgid")
+        inj.call(nr.setfsgid, rec.gids[3])
+        inj.check(nr.setresuid, *rec.uids[:3], what="setresuid")
+        inj.call(nr.setfsuid, rec.uids[3])

@@ -45,6 +45,7 @@ import secrets
 import stat
 from dataclasses import dataclass
 
+from ..arch import PAGE
 from ..errors import FileChangedError, ImageError, UnsupportedError
 from ..image import PAGES_FILE, record
 from ..problems import Fix, needs
@@ -53,7 +54,6 @@ from .fileid import FileIdentity, identify, reopen_flags
 from .files import DumpedFd, FileKind, file_kind
 from .memory import MappedObject, mapped_object, other_name
 
-PAGE = 4096
 CHUNK = 4 << 20  # content is read, stored and checksummed in runs of at most this
 DELETED = " (deleted)"
 

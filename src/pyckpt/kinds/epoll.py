@@ -51,6 +51,7 @@ from dataclasses import dataclass
 
 from ..errors import ImageError, RestoreError, UnsupportedError, UnsupportedFdError
 from ..image import record
+from ..inject import nr
 from ..proc.anon_fdinfo import EpollItemInfo, parse_epoll_items, read_fdinfo_text
 from .context import DumpContext, RestoreContext
 from . import files
@@ -59,8 +60,7 @@ from .files import DumpedFd, FdRecord, FileKind, TableHook, file_kind, table_hoo
 O_CLOEXEC = os.O_CLOEXEC
 O_NONBLOCK = os.O_NONBLOCK
 O_ASYNC = 0o20000
-SYS_kcmp, KCMP_EPOLL_TFD = 312, 7
-SYS_epoll_wait, SYS_epoll_ctl, SYS_fcntl, SYS_dup3, SYS_close = 232, 233, 72, 292, 3
+KCMP_EPOLL_TFD = 7
 EPOLL_CTL_ADD, EPOLL_CTL_MOD = 1, 3
 F_DUPFD_CLOEXEC = 1030
 EPOLLIN, EPOLLPRI, EPOLLOUT, EPOLLRDHUP = 0x1, 0x2, 0x4, 0x2000
@@ -133,7 +133,7 @@ def item_file(pid: int, epfd: int, item: EpollItemInfo, candidates: list[int],
     holder = pid if holder is None else holder
     slot = _KcmpEpollSlot(epfd, item.tfd, item.toff)
     for fd in candidates:
-        r = _libc.syscall(SYS_kcmp, pid, holder, KCMP_EPOLL_TFD, fd, ctypes.byref(slot))
+        r = _libc.syscall(nr.kcmp, pid, holder, KCMP_EPOLL_TFD, fd, ctypes.byref(slot))
         if r == 0:
             return fd
         if r < 0:
@@ -269,7 +269,7 @@ class _TaskFds:
 
     def close_late(self) -> None:
         for fd in self.late.values():
-            self.rctx.inj.check(SYS_close, fd, what=f"closing temporary fd {fd}")
+            self.rctx.inj.check(nr.close, fd, what=f"closing temporary fd {fd}")
 
     def fd_of(self, key: tuple, number: int) -> int:
         """An fd of the task holding `key`: `number` if it does, else one of its own,
@@ -331,7 +331,7 @@ def restore_items(rctx: RestoreContext) -> None:
 def _ctl(rctx: RestoreContext, epfd: int, op: int, it: EpollItem, events: int) -> None:
     rctx.inj.write(rctx.scratch, struct.pack("<IQ", events & 0xFFFFFFFF, it.data))
     what = "EPOLL_CTL_ADD" if op == EPOLL_CTL_ADD else "EPOLL_CTL_MOD"
-    rctx.inj.check(SYS_epoll_ctl, epfd, op, it.tfd, rctx.scratch,
+    rctx.inj.check(nr.epoll_ctl, epfd, op, it.tfd, rctx.scratch,
                    what=f"{what} of fd {it.tfd} (events {events:#x}) to epoll fd {epfd}")
 
 
@@ -346,16 +346,16 @@ def _with_number(rctx: RestoreContext, task: _TaskFds, epfd: int, it: EpollItem,
     occupant = task.key_at.get(it.tfd)
     saved = None
     if occupant is not None:  # the number now holds another file: move it aside
-        saved = inj.check(SYS_fcntl, it.tfd, F_DUPFD_CLOEXEC, rctx.lowest_passed,
+        saved = inj.check(nr.fcntl, it.tfd, F_DUPFD_CLOEXEC, rctx.lowest_passed,
                           what=f"moving fd {it.tfd} aside")
-    inj.check(SYS_dup3, src, it.tfd, O_CLOEXEC, what=f"dup3 of fd {src} to fd {it.tfd} for an epoll item")
+    inj.check(nr.dup3, src, it.tfd, O_CLOEXEC, what=f"dup3 of fd {src} to fd {it.tfd} for an epoll item")
     action(saved if epfd == it.tfd else epfd)
     if saved is None:
-        inj.check(SYS_close, it.tfd, what=f"closing temporary fd {it.tfd}")
+        inj.check(nr.close, it.tfd, what=f"closing temporary fd {it.tfd}")
     else:
-        inj.check(SYS_dup3, saved, it.tfd, O_CLOEXEC if task.cloexec.get(it.tfd, True) else 0,
+        inj.check(nr.dup3, saved, it.tfd, O_CLOEXEC if task.cloexec.get(it.tfd, True) else 0,
                   what=f"putting fd {it.tfd} back")
-        inj.check(SYS_close, saved, what=f"closing temporary fd {saved}")
+        inj.check(nr.close, saved, what=f"closing temporary fd {saved}")
 
 
 def _add(rctx, task, epfd, it, key, events) -> None:
@@ -372,7 +372,7 @@ def _add_disarmed(rctx, task, epfd, it, key) -> None:
     """
     _add(rctx, task, epfd, it, key, it.events | EPOLLIN | EPOLLOUT | EPOLLPRI)
     buf = rctx.scratch + 16
-    n = rctx.inj.check(SYS_epoll_wait, epfd, buf, WAIT_BATCH, 0,
+    n = rctx.inj.check(nr.epoll_wait, epfd, buf, WAIT_BATCH, 0,
                        what=f"epoll_wait on epoll fd {epfd} (disarming one-shot fd {it.tfd})")
     data = rctx.inj.read(buf, n * EVENT_SIZE) if n else b""
     if any(struct.unpack_from("<IQ", data, i * EVENT_SIZE)[1] == it.data for i in range(n)):

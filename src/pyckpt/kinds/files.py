@@ -45,7 +45,7 @@ from ..proc import FdInfo, read_fdinfo
 from .context import DumpContext, RestoreContext, RestoreOptions
 from .order import ordered
 
-SYS_kcmp, KCMP_FILE = 312, 0
+KCMP_FILE = 0
 O_CLOEXEC = os.O_CLOEXEC
 O_ACCMODE = 3
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -194,14 +194,11 @@ def description_records(image) -> list:
 
 def same_description(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
     """Whether fd1 of pid1 and fd2 of pid2 are one open file description (kcmp)."""
-    r = _libc.syscall(SYS_kcmp, pid1, pid2, KCMP_FILE, fd1, fd2)
+    r = _libc.syscall(nr.kcmp, pid1, pid2, KCMP_FILE, fd1, fd2)
     if r < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"kcmp({pid1} fd {fd1}, {pid2} fd {fd2}): {os.strerror(err)}")
     return r == 0
-
-
-SYS_pidfd_getfd = 438
 
 
 def take_fd(pid: int, fd: int) -> int:
@@ -210,7 +207,7 @@ def take_fd(pid: int, fd: int) -> int:
     done to the description (flags, offsets) is done to the target's."""
     pidfd = os.pidfd_open(pid)
     try:
-        copy = _libc.syscall(SYS_pidfd_getfd, pidfd, fd, 0)
+        copy = _libc.syscall(nr.pidfd_getfd, pidfd, fd, 0)
         if copy < 0:
             err = ctypes.get_errno()
             raise OSError(err, f"pidfd_getfd of fd {fd} of process {pid}: {os.strerror(err)}")

@@ -18,11 +18,10 @@ import struct
 from dataclasses import dataclass
 
 from ..errors import RestoreError
-from ..inject import nr
 from ..image import record
+from ..inject import nr
 from .context import DumpContext, RestoreContext, restore_hook
 
-SYS_getitimer, SYS_setitimer = 36, 38
 ITIMERVAL = struct.Struct("<qqqq")  # it_interval (sec, usec), it_value (sec, usec)
 NAMES = ("real", "virtual", "prof")
 
@@ -62,7 +61,6 @@ class PosixTimersRecord:
     timers: list[PosixTimer]
 
 
-SYS_timer_create, SYS_timer_settime, SYS_timer_gettime = 222, 223, 224
 PR_TIMER_CREATE_RESTORE_IDS, RESTORE_IDS_OFF, RESTORE_IDS_ON = 77, 0, 1
 ITIMERSPEC = struct.Struct("<qqqq")  # it_interval (sec, nsec), it_value (sec, nsec)
 SIGEVENT = struct.Struct("<QiiI44x")  # sigev_value, signo, notify, _tid; 64 bytes
@@ -100,7 +98,7 @@ def _dump_posix(ctx: DumpContext) -> list[PosixTimer]:
         found = parse_timers(f.read())
     out = []
     for t in found:
-        ctx.inj.check(SYS_timer_gettime, t["id"], ctx.scratch, what=f"timer_gettime({t['id']})")
+        ctx.inj.check(nr.timer_gettime, t["id"], ctx.scratch, what=f"timer_gettime({t['id']})")
         isec, insec, vsec, vnsec = ITIMERSPEC.unpack(ctx.inj.read(ctx.scratch, ITIMERSPEC.size))
         out.append(PosixTimer(t["id"], t["clock"], t["notify"], t["signo"], t["value"], t["tid"],
                               isec, insec, vsec, vnsec))
@@ -111,7 +109,7 @@ def dump(ctx: DumpContext) -> list:
     posix = _dump_posix(ctx)
     timers = []
     for which in range(3):
-        ctx.inj.check(SYS_getitimer, which, ctx.scratch, what=f"getitimer({NAMES[which]})")
+        ctx.inj.check(nr.getitimer, which, ctx.scratch, what=f"getitimer({NAMES[which]})")
         isec, iusec, vsec, vusec = ITIMERVAL.unpack(ctx.inj.read(ctx.scratch, ITIMERVAL.size))
         if vsec or vusec or isec or iusec:
             if not (vsec or vusec):
@@ -141,14 +139,14 @@ def _create_posix(rctx: RestoreContext, rec: PosixTimersRecord) -> None:
         for t in sorted(rec.timers, key=lambda t: t.id):
             inj.write(scratch, SIGEVENT.pack(t.value, t.signo, t.notify, t.tid))
             inj.write(id_addr, struct.pack("<i", t.id))
-            inj.check(SYS_timer_create, t.clock, scratch, id_addr, what=f"timer_create of timer {t.id}")
+            inj.check(nr.timer_create, t.clock, scratch, id_addr, what=f"timer_create of timer {t.id}")
             (got,) = struct.unpack("<i", inj.read(id_addr, 4))
             if got != t.id:
                 raise RestoreError(f"POSIX timer {t.id} of process {rctx.image_pid} came back as {got}")
             if t.value_sec or t.value_nsec:
                 inj.write(spec_addr, ITIMERSPEC.pack(t.interval_sec, t.interval_nsec,
                                                      t.value_sec, t.value_nsec))
-                inj.check(SYS_timer_settime, t.id, 0, spec_addr, 0, what=f"timer_settime of timer {t.id}")
+                inj.check(nr.timer_settime, t.id, 0, spec_addr, 0, what=f"timer_settime of timer {t.id}")
     finally:
         inj.call(nr.prctl, PR_TIMER_CREATE_RESTORE_IDS, RESTORE_IDS_OFF, 0, 0, 0)
 
@@ -156,4 +154,4 @@ def _create_posix(rctx: RestoreContext, rec: PosixTimersRecord) -> None:
 def _arm(rctx: RestoreContext, rec: ItimersRecord) -> None:
     for t in rec.timers:
         rctx.inj.write(rctx.scratch, ITIMERVAL.pack(t.interval_sec, t.interval_usec, t.value_sec, t.value_usec))
-        rctx.inj.check(SYS_setitimer, t.which, rctx.scratch, 0, what=f"setitimer({NAMES[t.which]})")
+        rctx.inj.check(nr.setitimer, t.which, rctx.scratch, 0, what=f"setitimer({NAMES[t.which]})")

@@ -41,12 +41,12 @@ from dataclasses import dataclass
 
 from ..errors import DumpError, ImageError, LockConflictError, RestoreError, UnsupportedError, describe
 from ..image import record
+from ..inject import nr
 from ..proc import read_fdinfo
 from ..proc.locks import LockLine, read_fdinfo_locks, read_locks
 from .context import DumpContext, RestoreContext
 from .files import FdRecord, TableHook, source_of, table_hook
 
-SYS_fcntl, SYS_flock = 72, 73
 F_SETLK, F_OFD_SETLK = 6, 37
 F_RDLCK, F_WRLCK = 0, 1
 LOCK_SH, LOCK_EX, LOCK_NB = 1, 2, 4
@@ -185,13 +185,13 @@ def restore_locks(rctx: RestoreContext, recs: list[FileLockRecord]) -> None:
     inj = rctx.inj
     for rec in recs:
         if rec.kind == "flock":
-            r = inj.call(SYS_flock, rec.fd, (LOCK_EX if rec.type == "write" else LOCK_SH) | LOCK_NB)
+            r = inj.call(nr.flock, rec.fd, (LOCK_EX if rec.type == "write" else LOCK_SH) | LOCK_NB)
         else:
             length = 0 if rec.end is None else rec.end - rec.start + 1
             inj.write(rctx.scratch, FLOCK_STRUCT.pack(F_WRLCK if rec.type == "write" else F_RDLCK,
                                                       SEEK_SET, rec.start, length, 0))
             cmd = F_SETLK if rec.kind == "posix" else F_OFD_SETLK
-            r = inj.call(SYS_fcntl, rec.fd, cmd, rctx.scratch)
+            r = inj.call(nr.fcntl, rec.fd, cmd, rctx.scratch)
         if r >= 0 or r <= -4096:
             continue
         err = -r

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import xxhash
 
 from .._native._ck import ffi, lib
+from ..arch import PAGE
 from ..errors import FileChangedError, KernelMismatchError, PyckptError, RemoteCallError, UnsupportedError
 from ..image import record
 from ..inject import nr
@@ -43,7 +44,6 @@ from .context import DumpContext, RestoreContext
 from .fileid import FileIdentity, identify, open_checked
 from .order import ordered
 
-PAGE = 4096
 CHUNK = 4 << 20  # pages are read, stored and checksummed in runs of at most this
 # Restore reads a run of pages into the task in pieces of at most this, so the
 # progress bar moves (and an interrupt is seen) while a large run is read; at

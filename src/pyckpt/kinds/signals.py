@@ -50,9 +50,6 @@ class PendingSignalsRecord:
     siginfos: list[bytes]  # 128-byte siginfo_t each, in queue order
 
 
-SYS_rt_sigqueueinfo, SYS_rt_tgsigqueueinfo = 129, 297
-
-
 def dump(ctx: DumpContext) -> list:
     inj, scratch = ctx.inj, ctx.scratch
     # Only caught and ignored signals (and SIGCHLD, whose SA_NOCLDWAIT and
@@ -100,8 +97,8 @@ def restore_pending(rctx: RestoreContext) -> None:
             inj.write(rctx.scratch, info)
             if rec.tid == 0:
                 # PIDs as the task sees them: the image's
-                inj.check(SYS_rt_sigqueueinfo, rctx.image_pid, signo, rctx.scratch,
+                inj.check(nr.rt_sigqueueinfo, rctx.image_pid, signo, rctx.scratch,
                           what=f"queueing pending signal {signo}")
             else:
-                inj.check(SYS_rt_tgsigqueueinfo, rctx.image_pid, rec.tid, signo, rctx.scratch,
+                inj.check(nr.rt_tgsigqueueinfo, rctx.image_pid, rec.tid, signo, rctx.scratch,
                           what=f"queueing pending signal {signo} of thread {rec.tid}")

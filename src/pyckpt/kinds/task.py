@@ -13,10 +13,6 @@ from ..inject import nr
 from .context import DumpContext, RestoreContext
 
 
-
-SYS_chroot = 161
-
-
 @record(3, scope="process")
 @dataclass
 class ProcessRecord:
@@ -117,7 +113,7 @@ def restore(rctx: RestoreContext) -> None:
     inj.check(nr.fchdir, rctx.passed[("cwd", rec.cwd)], what=f"chdir to {rec.cwd}")
     if rec.root != "/":
         inj.write(rctx.scratch, os.fsencode(rec.root) + b"\0")
-        inj.check(SYS_chroot, rctx.scratch, what=f"chroot to {rec.root}")
+        inj.check(nr.chroot, rctx.scratch, what=f"chroot to {rec.root}")
     inj.call(nr.umask, rec.umask)
     inj.check(nr.personality, rec.personality, what="personality")
     # Leading a session or group was set up when the process was made (before

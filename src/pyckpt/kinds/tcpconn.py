@@ -128,6 +128,7 @@ from dataclasses import dataclass
 
 from ..errors import PortInUseError, RestoreError, UnsupportedFdError
 from ..image import PAGES_FILE, padded, record
+from ..inject import nr
 from ..problems import Fix, needs
 from .context import DumpContext, RestoreContext
 from .files import DumpedFd, FileKind, file_kind, set_status_flags
@@ -1049,10 +1050,9 @@ def _start_time(pid: int) -> int:
 
 
 def _pidfd_getfd(pidfd: int, fd: int) -> int:
-    from .files import SYS_pidfd_getfd, _libc
     import ctypes
 
-    copy = _libc.syscall(SYS_pidfd_getfd, pidfd, fd, 0)
+    copy = ctypes.CDLL(None, use_errno=True).syscall(nr.pidfd_getfd, pidfd, fd, 0)
     if copy < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"pidfd_getfd of fd {fd}: {os.strerror(err)}")

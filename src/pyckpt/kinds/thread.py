@@ -30,13 +30,11 @@ from .context import DumpContext, RestoreContext
 PR_SET_NAME, PR_GET_TID_ADDRESS = 15, 40
 PR_SET_PDEATHSIG, PR_GET_PDEATHSIG = 1, 2
 RSEQ_FLAG_UNREGISTER = 1
-SYS_get_robust_list = 274
 STACK_T = struct.Struct("<QiiQ")  # ss_sp, ss_flags, pad, ss_size
 SS_ONSTACK = 1
 # clone3 for a thread of the restored process
 CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000  # VM FS FILES SIGHAND THREAD SYSVSEM
 CLONE_ARGS = struct.Struct("<10Q")  # struct clone_args up to set_tid_size (CLONE_ARGS_SIZE_VER1)
-SYS_clone3 = 435
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -72,7 +70,7 @@ class ThreadRecord:
 def get_robust_list(tid: int) -> tuple[int, int]:
     head = ctypes.c_void_p()
     length = ctypes.c_size_t()
-    if _libc.syscall(SYS_get_robust_list, tid, ctypes.byref(head), ctypes.byref(length)) != 0:
+    if _libc.syscall(nr.get_robust_list, tid, ctypes.byref(head), ctypes.byref(length)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"get_robust_list({tid}): {os.strerror(err)}")
     return head.value or 0, length.value
@@ -128,7 +126,7 @@ def create_threads(rctx: RestoreContext) -> None:
         set_tid = rctx.scratch + 128
         leader.write(set_tid, struct.pack("<Q", rec.tid))
         leader.write(rctx.scratch, CLONE_ARGS.pack(CLONE_THREAD_FLAGS, 0, 0, 0, 0, 0, 0, 0, set_tid, 1))
-        tid = leader.call_clone(SYS_clone3, rctx.scratch, CLONE_ARGS.size)
+        tid = leader.call_clone(nr.clone3, rctx.scratch, CLONE_ARGS.size)
         rctx.tid_map[rec.tid] = tid
         rctx.threads[tid] = Injector(tid, leader.site, pt.get_regs(tid), cure_regs=False)
         rctx.threads[tid].__enter__()

@@ -71,11 +71,11 @@ from dataclasses import dataclass
 
 from ..errors import ImageError, RestoreError, UnsupportedError
 from ..image import record
+from ..inject import nr
 from .context import DumpContext, RestoreContext
 from .files import (DumpedFd, ExternalFileRecord, FileKind, TableHook, description_records, file_kind,
                     set_status_flags, table_hook, take_fd)
 
-SYS_ioctl = 16
 TIOCSCTTY, TIOCSPGRP = 0x540E, 0x5410
 TIOCGWINSZ, TIOCSWINSZ = 0x5413, 0x5414
 TIOCPKT, TIOCGPKT = 0x5420, 0x80045438
@@ -304,10 +304,10 @@ class Ctty(TableHook):
             return
         rec, inj = recs[0], rctx.inj
         fd = rctx.passed[("pty ctty", rec.index)]
-        inj.check(SYS_ioctl, fd, TIOCSCTTY, 0, what=f"TIOCSCTTY (controlling terminal, was {rec.name})")
+        inj.check(nr.ioctl, fd, TIOCSCTTY, 0, what=f"TIOCSCTTY (controlling terminal, was {rec.name})")
         if rec.foreground and rec.foreground != rctx.image_pid and rec.foreground in _group_leaders(rctx):
             inj.write(rctx.scratch, struct.pack("<i", rec.foreground))
-            inj.check(SYS_ioctl, fd, TIOCSPGRP, rctx.scratch,
+            inj.check(nr.ioctl, fd, TIOCSPGRP, rctx.scratch,
                       what=f"TIOCSPGRP (foreground group {rec.foreground})")
 
 

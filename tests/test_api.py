@@ -26,7 +26,7 @@ def test_public_names_exist_and_are_documented():
         obj = getattr(pyckpt, name)
         assert obj.__doc__, f"pyckpt.{name} has no docstring"
     public = {n for n in dir(pyckpt) if not n.startswith("_")}
-    modules = {"errors", "proc", "seize", "inject", "kinds", "image", "ptrace_ops", "progress",
+    modules = {"arch", "errors", "proc", "seize", "inject", "kinds", "image", "ptrace_ops", "progress",
                "signals", "dumper", "restorer", "cli", "netns", "precopy", "problems", "limits",
                "privileges", "trust", "pytest", "hooks"}
     # (pytest rewrites the asserts of a plugin's distribution: pyckpt's, for the pytest11

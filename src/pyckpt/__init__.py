@@ -200,20 +200,37 @@ class Image:
     """
 
     def __init__(self, path):
-        from .image import ImageReader
-        from .kinds import load_all
-        from .limits import fd_room, translated
-
-        from .errors import ImageError, boundary
-
-        load_all()
         self.path = Path(path)
-        with boundary(f"reading the image at {self.path}", ImageError), fd_room(), \
-                translated(f"reading the image at {self.path}"):
-            self._reader = ImageReader(self.path)
-        self.header = self._reader.header
-        self.records = self._reader.records
         self.dump_stats = None
+        self._read = None
+        self.header = self._reader.header  # opened and checked now
+
+    @classmethod
+    def _written(cls, path, header) -> "Image":
+        """The image dump() has just written: its records are read and checked when
+        first asked for (a dump does not pay for reading back what it wrote)."""
+        self = cls.__new__(cls)
+        self.path, self.header, self.dump_stats, self._read = Path(path), header, None, None
+        return self
+
+    @property
+    def _reader(self):
+        if self._read is None:
+            from .errors import ImageError, boundary
+            from .image import ImageReader
+            from .kinds import load_all
+            from .limits import fd_room, translated
+
+            load_all()
+            with boundary(f"reading the image at {self.path}", ImageError), fd_room(), \
+                    translated(f"reading the image at {self.path}"):
+                self._read = ImageReader(self.path)
+        return self._read
+
+    @property
+    def records(self) -> list:
+        """Every record of the image, in order."""
+        return self._reader.records
 
     @property
     def pid(self) -> int:

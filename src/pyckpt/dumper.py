@@ -119,7 +119,7 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
                                                 stop=lambda: bool(deferral.pending))
             stats.phases["wait for the reaper"] = time.perf_counter() - t
     stats.total = time.perf_counter() - t0
-    image = Image(path)
+    image = Image._written(path, writer.header)  # read back only when asked
     image.dump_stats = stats
     return image
 

@@ -469,6 +469,7 @@ class ImageWriter:
         self._hash.update(data)
 
     def write_header(self, header: Header) -> None:
+        self.header = header
         body = json.dumps(encode(header), sort_keys=True).encode()
         self._write(MAGIC + struct.pack("<II", FORMAT_VERSION, len(body)) + body
                     + _DIGEST.pack(_digest(body)))

@@ -41,3 +41,7 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c cons
 # for an isolated build environment and cannot pick up a new setuptools.
 "${pip[@]}" setuptools wheel cffi
 "${pip[@]}" --no-build-isolation -e '.[test]'
+# An editable install leaves out data files: enable the Jupyter server extension
+# pyckpt.jupyter in the venv as a wheel install of pyckpt does (PREFIX/etc/jupyter/...).
+install -D -m 644 etc/jupyter/jupyter_server_config.d/pyckpt.json \
+    .venv/etc/jupyter/jupyter_server_config.d/pyckpt.json

@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
         # The same options after the command (`pyckpt dump --debug PID DIR`); there they
         # default to SUPPRESS, so leaving them out does not undo one given before it.
         _common_options(command, argparse.SUPPRESS)
+    # Everything after `jupyter` (options too) is pyckpt/jupyter/cli.py's to parse.
+    j = sub.add_parser("jupyter", help="save or restore a kernel of a running Jupyter server "
+                                       "(pyckpt jupyter --help)", add_help=False, prefix_chars="+")
+    j.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return p
 
 
@@ -414,7 +418,14 @@ def _one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text.replace("\n", " | "))
 
 
-COMMANDS = {"dump": _cmd_dump, "restore": _cmd_restore, "show": _cmd_show, "check": _cmd_check}
+def _cmd_jupyter(args, progress) -> int:
+    from .jupyter.cli import run  # only when used: the other commands start without it
+
+    return run(args.rest, args)
+
+
+COMMANDS = {"dump": _cmd_dump, "restore": _cmd_restore, "show": _cmd_show, "check": _cmd_check,
+            "jupyter": _cmd_jupyter}
 
 # The commands that stop, kill or make processes.  Each runs inside one
 # deferred_signals() block: a SIGINT/SIGTERM/SIGHUP/SIGQUIT is noted, never acted on

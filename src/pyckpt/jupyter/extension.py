@@ -1,0 +1,454 @@
+"""The server side of `pyckpt.jupyter`: REST endpoints of a running Jupyter server
+that save the kernels it manages and bring them back (loaded by
+`_load_jupyter_server_extension` in `pyckpt/jupyter/__init__.py`).
+
+    GET  /api/pyckpt                           {"version", "image_dir", "pid"}
+    GET  /api/pyckpt/images                    [saved kernel, ...] (newest first): those
+                                               in image_dir and those saved elsewhere
+    POST /api/pyckpt/kernels/KERNEL_ID/save    {"path", "stop": false, "timeout": 30}
+    POST /api/pyckpt/restore                   {"path", "replace": false,
+                                                "allow_changed_files": false}
+
+Requests need the server's token, as its own /api/kernels does.  Errors are
+JSON {"message", "error" (the pyckpt error class), "exit_code"}: 404 for an
+unknown kernel id, 409 for a refusal (busy kernel, PID or port taken, ...),
+400 for a bad image.
+
+Save (the kernel keeps its tabs: nothing is asked of the server's channels):
+1. the kernel is waited for until idle (`timeout` s; a cell that runs longer
+   is a refusal), then, through a silent execute request of the server's
+   own (no history, no execution count), ipykernel's parent poller is told
+   to stop watching for a change of parent PID (`parent_pid = 0`: it then
+   only ends the kernel when it is orphaned to init).  A kernel the server
+   started has JPY_PARENT_PID, the server's PID; a restored kernel's parent
+   is the server that restores it, which may be another one (another day),
+   and the poller would shut it down within a second ("Parent appears to
+   have exited").  For a save that lets the kernel run on, the poller gets
+   its value back once the image is written.
+2. the server's restarter (auto-restart) of that kernel is paused;
+3. `pyckpt.dump(pid, DIR/image, precopy=True, kill=stop)`: the memory is
+   copied while the kernel runs, the freeze copies what changed.  Its TCP
+   connections to the server (the ZMQ channels of the server and of each
+   open tab) are saved with it and come back reset: ZMQ reconnects to the
+   same ports.  DIR/kernel.json gets the kernel id, kernel name and the
+   connection (ports, key, signature scheme): the secret key, so mode 0600.
+4. with `stop`, the kernel has ended: the server keeps the kernel id (its
+   tabs stay open, the restarter stays paused so no new empty kernel is
+   started) until it is restored; else the restarter runs again.
+
+Restore goes through `PyckptProvisioner` (provisioner.py): the kernel manager
+of the saved kernel id (a new one when the server has no such kernel, e.g.
+after a server restart) is given the saved ports and key and the restored
+process, the server's child.  A kernel that runs under that id is refused
+unless `replace` (it is ended first: its state is lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import json
+import os
+import time
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+from traitlets import Float, Unicode
+from traitlets.config import LoggingConfigurable
+
+from .. import errors
+from .provisioner import IMAGE, META, PyckptProvisioner, read_meta
+
+PREFIX = "api/pyckpt"
+INDEX = "saved-elsewhere.json"  # in image_dir: the directories saved outside it
+
+# Run silently in the kernel (store_history=False, silent=True): ipykernel's parent poller.
+POLLER = "__import__('ipykernel.kernelapp', fromlist=['IPKernelApp']).IPKernelApp.instance().poller"
+READ_POLLER = f"getattr({POLLER}, 'parent_pid', None)"
+SET_POLLER = ("(lambda p, v: setattr(p, 'parent_pid', v) if hasattr(p, 'parent_pid') else None)"
+              "({poller}, {value})")
+
+
+class SaveRefused(errors.PyckptError):
+    """A save or restore the server refused before touching the kernel (busy, not
+    running, not a local kernel, taken id).
+
+    Attributes:
+        kernel_id: the kernel.
+    """
+
+    def __init__(self, message: str, *, kernel_id: str | None = None, status: int = 409):
+        self.kernel_id = kernel_id
+        self.status = status
+        super().__init__(message)
+
+
+class PyckptJupyter(LoggingConfigurable):
+    """Configuration of the extension (`c.PyckptJupyter.image_dir = ...`)."""
+
+    image_dir = Unicode(help="where saved kernels named without a '/' go, and what "
+                             "GET /api/pyckpt/images lists (default: JUPYTER_DATA_DIR/pyckpt)"
+                        ).tag(config=True)
+    busy_timeout = Float(30.0, help="how long a save waits for a busy kernel to be idle "
+                                    "(seconds) unless the request says").tag(config=True)
+
+    def _image_dir_default(self):
+        from jupyter_core.paths import jupyter_data_dir
+
+        return os.path.join(jupyter_data_dir(), "pyckpt")
+
+    def resolve(self, path: str) -> str:
+        if not isinstance(path, str) or not path or "\0" in path:
+            raise SaveRefused("a save or restore needs a path: a directory, or a name for one "
+                              f"under {self.image_dir}", status=400)
+        return os.path.abspath(os.path.join(os.path.expanduser(self.image_dir), path))
+
+
+class Saver:
+    def __init__(self, serverapp, config: PyckptJupyter):
+        self.app = serverapp
+        self.mkm = serverapp.kernel_manager
+        self.config = config
+        self.log = serverapp.log
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, kernel_id: str) -> asyncio.Lock:
+        return self.locks.setdefault(kernel_id, asyncio.Lock())
+
+    def _km(self, kernel_id: str):
+        if kernel_id not in self.mkm:
+            known = ", ".join(self.mkm.list_kernel_ids()) or "none"
+            raise SaveRefused(f"no kernel {kernel_id} on this server (its kernels: {known}); "
+                              "GET /api/kernels or `jupyter server list` shows them",
+                              kernel_id=kernel_id, status=404)
+        return self.mkm.get_kernel(kernel_id)
+
+    # -- save ---------------------------------------------------------------------------
+
+    async def save(self, kernel_id: str, path: str, *, stop: bool = False,
+                   timeout: float | None = None) -> dict:
+        timeout = self.config.busy_timeout if timeout is None else float(timeout)
+        async with self._lock(kernel_id):
+            km = self._km(kernel_id)
+            path = self.config.resolve(path)
+            pid = getattr(km.provisioner, "pid", None) if km.provisioner is not None else None
+            if not await ensure_async(km.is_alive()) or not pid:
+                raise SaveRefused(f"kernel {kernel_id} is not running (saved and stopped, dead or "
+                                  "starting): nothing to save; restore it or restart it first",
+                                  kernel_id=kernel_id)
+            if not isinstance(pid, int) or not os.path.exists(f"/proc/{pid}"):
+                raise SaveRefused(f"kernel {kernel_id} is not a local process of this server "
+                                  f"(its provisioner is {type(km.provisioner).__name__}): pyckpt "
+                                  "saves only kernels running on this host", kernel_id=kernel_id)
+            if os.path.exists(path) and os.listdir(path):
+                raise SaveRefused(f"{path} exists and is not empty: save kernel {kernel_id} into a "
+                                  "new or empty directory", kernel_id=kernel_id)
+            await self._wait_idle(km, kernel_id, timeout)
+            old = await self._execute(km, kernel_id, "pass", timeout, {"old": READ_POLLER})
+            old = old.get("old", {}).get("data", {}).get("text/plain", "None")
+            old = int(old) if old.isdigit() else None
+            if old:
+                await self._execute(km, kernel_id, SET_POLLER.format(poller=POLLER, value=0), timeout)
+            km.stop_restarter()
+            import pyckpt
+
+            dump = functools.partial(pyckpt.dump, pid, os.path.join(path, IMAGE), kill=stop,
+                                     precopy=True, progress=False)
+            try:
+                os.makedirs(path, exist_ok=True)
+                image = await asyncio.get_running_loop().run_in_executor(None, dump)
+            except BaseException:
+                if old:  # the kernel runs on as before
+                    await self._execute(km, kernel_id, SET_POLLER.format(poller=POLLER, value=old),
+                                        timeout)
+                km.start_restarter()
+                raise
+            meta = self._meta(km, kernel_id, pid, image, stop, old)
+            fd = os.open(os.path.join(path, META), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(meta, f, indent=1)
+            self._remember(path)
+            if stop:  # ended by the dump: reap it; the id stays, the restarter paused
+                await km.provisioner.wait()
+                km.execution_state = "saved"
+                km.pyckpt_saved = path
+            else:
+                if old:
+                    await self._execute(km, kernel_id, SET_POLLER.format(poller=POLLER, value=old),
+                                        timeout)
+                km.start_restarter()
+            self.log.info("pyckpt: saved kernel %s (PID %d) to %s in %.2f s (frozen %.3f s)%s",
+                          kernel_id, pid, path, image.dump_stats.total, image.dump_stats.freeze,
+                          ", stopped" if stop else "")
+            return self.describe(path, meta)
+
+    async def _wait_idle(self, km, kernel_id: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while getattr(km, "execution_state", "idle") == "busy":
+            if time.monotonic() > deadline:
+                raise SaveRefused(f"kernel {kernel_id} has been busy running a cell for over "
+                                  f"{timeout:g} s: save it once the cell ends (interrupt it, or "
+                                  "give a longer timeout)", kernel_id=kernel_id)
+            await asyncio.sleep(0.1)
+
+    async def _execute(self, km, kernel_id: str, code: str, timeout: float,
+                       expressions: dict | None = None) -> dict:
+        """Run `code` silently in the kernel; the evaluated `expressions`."""
+        client = km.client()
+        client.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
+        try:
+            msg_id = client.execute(code, silent=True, store_history=False, allow_stdin=False,
+                                    user_expressions=expressions or {})
+            deadline = time.monotonic() + timeout
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    if left <= 0:
+                        raise TimeoutError
+                    reply = await ensure_async(client.get_shell_msg(timeout=left))
+                except (TimeoutError, asyncio.TimeoutError, Exception) as e:
+                    if isinstance(e, (TimeoutError, asyncio.TimeoutError)) or type(e).__name__ == "Empty":
+                        raise SaveRefused(f"kernel {kernel_id} did not answer within {timeout:g} s "
+                                          "(busy running a cell, or hung): save it once it is idle "
+                                          "(interrupt it, or give a longer timeout)",
+                                          kernel_id=kernel_id) from None
+                    raise
+                if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                    return reply["content"].get("user_expressions", {})
+        finally:
+            client.stop_channels()
+
+    def _meta(self, km, kernel_id, pid, image, stop, old_parent) -> dict:
+        conn = km.get_connection_info()
+        conn = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in conn.items()}
+        import pyckpt
+
+        stats = image.dump_stats
+        return {"kernel_id": kernel_id, "kernel_name": km.kernel_name, "pid": pid,
+                "connection": conn, "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "stopped": bool(stop), "server_pid": os.getpid(), "parent_poller_was": old_parent,
+                "pyckpt_version": pyckpt.__version__, "freeze": stats.freeze, "total": stats.total}
+
+    # -- list ---------------------------------------------------------------------------
+
+    def describe(self, path: str, meta: dict | None = None) -> dict:
+        meta = read_meta(path) if meta is None else meta
+        size = 0
+        for root, _, files in os.walk(path):
+            for name in files:
+                try:
+                    size += os.lstat(os.path.join(root, name)).st_size
+                except OSError:
+                    pass
+        return {"path": path, "name": os.path.basename(path), "kernel_id": meta["kernel_id"],
+                "kernel_name": meta.get("kernel_name"), "pid": meta.get("pid"),
+                "saved": meta.get("saved"), "stopped": meta.get("stopped"),
+                "freeze": meta.get("freeze"), "size": size,
+                "ports": [meta["connection"][p] for p in ("shell_port", "iopub_port", "stdin_port",
+                                                          "control_port", "hb_port")]}
+
+    def _index(self) -> tuple[str, list[str]]:
+        """The file listing the directories saved outside image_dir, and its paths."""
+        index = os.path.join(os.path.expanduser(self.config.image_dir), INDEX)
+        try:
+            with open(index) as f:
+                paths = json.load(f)
+        except (OSError, ValueError):
+            paths = []
+        return index, [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
+
+    def _remember(self, path: str) -> None:
+        top = os.path.expanduser(self.config.image_dir)
+        if os.path.dirname(path) == os.path.abspath(top):
+            return
+        index, paths = self._index()
+        paths = [p for p in paths if p != path and os.path.isfile(os.path.join(p, META))] + [path]
+        try:
+            os.makedirs(top, exist_ok=True)
+            with open(index + ".new", "w") as f:
+                json.dump(paths, f, indent=1)
+            os.replace(index + ".new", index)
+        except OSError as e:  # the save stands; only the list misses it
+            self.log.warning("pyckpt: cannot list %s in %s: %s", path, index, e)
+
+    def images(self) -> list[dict]:
+        top = os.path.expanduser(self.config.image_dir)
+        found = []
+        try:
+            names = [os.path.join(top, n) for n in os.listdir(top)]
+        except FileNotFoundError:
+            names = []
+        for path in dict.fromkeys(names + self._index()[1]):
+            name = os.path.basename(path)
+            if os.path.isfile(os.path.join(path, META)):
+                try:
+                    found.append(self.describe(path))
+                except errors.PyckptError as e:
+                    found.append({"path": path, "name": name, "error": str(e)})
+        return sorted(found, key=lambda d: d.get("saved") or "", reverse=True)
+
+    # -- restore ------------------------------------------------------------------------
+
+    async def restore(self, path: str, *, replace: bool = False,
+                      allow_changed_files: bool = False) -> dict:
+        path = self.config.resolve(path)
+        meta = read_meta(path)
+        import pyckpt
+
+        pyckpt.open_image(os.path.join(path, IMAGE))  # a bad image is refused before anything ends
+        kernel_id = meta["kernel_id"]
+        async with self._lock(kernel_id):
+            if kernel_id in self.mkm:
+                proc = await self._restore_into(self.mkm.get_kernel(kernel_id), kernel_id, path,
+                                                replace, allow_changed_files)
+            else:
+                proc = await self._restore_new(kernel_id, meta, path, allow_changed_files)
+            km = self.mkm.get_kernel(kernel_id)
+            km.execution_state = "idle"  # it was saved idle
+            km.pyckpt_saved = None
+            self.log.info("pyckpt: restored kernel %s from %s as PID %s", kernel_id, path, proc.pid)
+            model = self.mkm.kernel_model(kernel_id)
+            model["pid"] = proc.pid
+            model["restore_warnings"] = getattr(proc, "restore_warnings", [])
+            return model
+
+    async def _restore_into(self, km, kernel_id: str, path: str, replace: bool, allow: bool):
+        """Restore over the kernel manager of a kernel id the server has."""
+        if await ensure_async(km.is_alive()):
+            if not replace:
+                pid = getattr(km.provisioner, "pid", None)
+                raise SaveRefused(f"kernel {kernel_id} runs on this server (PID {pid}): restoring "
+                                  "the image over it ends it and loses its state; ask for that "
+                                  "with --replace (REST: \"replace\": true), or shut it down first",
+                                  kernel_id=kernel_id)
+            km.stop_restarter()
+            await km.provisioner.kill()
+            await km.provisioner.wait()
+        else:
+            km.stop_restarter()
+            if km.provisioner is not None and km.provisioner.has_process:
+                await km.provisioner.wait()  # reap what the dump ended
+        old = km.provisioner
+        km.provisioner = PyckptProvisioner(kernel_id=kernel_id, kernel_spec=km.kernel_spec,
+                                           parent=km, image=path, allow_changed_files=allow)
+        ports = list(km.ports)
+        try:
+            await km.start_kernel(**getattr(km, "_launch_args", {}))
+        except BaseException:
+            km.provisioner = old
+            raise
+        if list(km.ports) != ports:  # restarted meanwhile on other ports: watch the saved ones
+            self.mkm.stop_watching_activity(kernel_id)
+            self.mkm.start_watching_activity(kernel_id)
+        return km.provisioner
+
+    async def _restore_new(self, kernel_id: str, meta: dict, path: str, allow: bool):
+        """A kernel id the server does not have: a new kernel manager for it whose
+        provisioner is ours (the server's factory, wrapped for this id only)."""
+        factory = self.mkm.kernel_manager_factory
+        made = []
+
+        def make(*args, **kwargs):
+            km = factory(*args, **kwargs)
+            if os.path.basename(kwargs.get("connection_file", "")) == f"kernel-{kernel_id}.json":
+                km.provisioner = PyckptProvisioner(kernel_id=kernel_id, kernel_spec=km.kernel_spec,
+                                                   parent=km, image=path, allow_changed_files=allow)
+                made.append(km.provisioner)
+            return km
+
+        self.mkm.kernel_manager_factory = make
+        try:
+            await self.mkm.start_kernel(kernel_id=kernel_id, kernel_name=meta.get("kernel_name"))
+        finally:
+            self.mkm.kernel_manager_factory = factory
+        return made[0]
+
+
+# -- handlers ---------------------------------------------------------------------------
+
+
+class _Handler(APIHandler):
+    auth_resource = "kernels"
+
+    @property
+    def saver(self) -> Saver:
+        return self.settings["pyckpt_saver"]
+
+    def body(self) -> dict:
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise web.HTTPError(400, "the request body must be a JSON object")
+        return data
+
+    def fail(self, e: BaseException) -> None:
+        status = getattr(e, "status", None) or (400 if isinstance(e, errors.ImageError) else
+                                                500 if isinstance(e, errors.InternalError) else 409)
+        self.set_status(status)
+        self.finish(json.dumps({"message": str(e), "error": type(e).__name__,
+                                "exit_code": getattr(e, "exit_code", 1)}))
+
+
+class InfoHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self):
+        import pyckpt
+
+        self.finish(json.dumps({"version": pyckpt.__version__, "pid": os.getpid(),
+                                "image_dir": os.path.expanduser(self.saver.config.image_dir)}))
+
+
+class ImagesHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self):
+        self.finish(json.dumps(self.saver.images()))
+
+
+class SaveHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id):
+        body = self.body()
+        try:
+            result = await self.saver.save(kernel_id, body.get("path"), stop=bool(body.get("stop")),
+                                           timeout=body.get("timeout"))
+        except errors.PyckptError as e:
+            return self.fail(e)
+        self.finish(json.dumps(result))
+
+
+class RestoreHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def post(self):
+        body = self.body()
+        try:
+            model = await self.saver.restore(body.get("path"), replace=bool(body.get("replace")),
+                                             allow_changed_files=bool(body.get("allow_changed_files")))
+        except errors.PyckptError as e:
+            return self.fail(e)
+        self.finish(json.dumps(model, default=str))
+
+
+def load(serverapp) -> None:
+    from jupyter_server.utils import url_path_join
+
+    config = PyckptJupyter(parent=serverapp)
+    web_app = serverapp.web_app
+    web_app.settings["pyckpt_saver"] = Saver(serverapp, config)
+    base = web_app.settings["base_url"]
+    web_app.add_handlers(".*$", [
+        (url_path_join(base, PREFIX), InfoHandler),
+        (url_path_join(base, PREFIX, "images"), ImagesHandler),
+        (url_path_join(base, PREFIX, "kernels", r"([^/]+)", "save"), SaveHandler),
+        (url_path_join(base, PREFIX, "restore"), RestoreHandler),
+    ])
+    serverapp.log.info("pyckpt: kernels can be saved and restored at %s (images in %s)",
+                       url_path_join(base, PREFIX), config.image_dir)

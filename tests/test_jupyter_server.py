@@ -1,0 +1,295 @@
+"""A kernel of a real `jupyter server` is saved with its tab open and comes back
+under the same kernel id (issue 13): the server extension pyckpt.jupyter
+(enabled by the install's jupyter_server_config.d file, not by this test), the
+`pyckpt jupyter` command, cells run over a websocket that stays open."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import psutil
+import pytest
+
+websocket = pytest.importorskip("websocket")  # websocket-client (the test extra)
+pytest.importorskip("jupyter_server")
+
+PYCKPT = [sys.executable, "-m", "pyckpt"]
+HISTORY_NOTE = "ERROR! Session/line number was not unique in database. History logging moved"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class JupyterServer:
+    def __init__(self, tmp):
+        self.token = secrets.token_hex(16)
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+                        JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_DATA_DIR=str(tmp / "data"),
+                        IPYTHONDIR=str(tmp / "ipython"))
+        (tmp / "root").mkdir()
+        self.log = tmp / "server.log"
+        with open(self.log, "wb") as out:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
+                 "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
+                 "--ServerApp.port_retries=0", f"--ServerApp.token={self.token}",
+                 f"--ServerApp.root_dir={tmp / 'root'}"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, env=self.env)
+        self.kernel_pids: set[int] = set()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.api("GET", "api/pyckpt")
+                break
+            except Exception:
+                if self.popen.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("the server did not start with the pyckpt endpoint: "
+                                         + self.log.read_text()[-3000:]) from None
+                time.sleep(0.2)
+
+    def api(self, method, path, body=None, token=None):
+        req = urllib.request.Request(self.url + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+        req.add_header("Authorization", f"token {self.token if token is None else token}")
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read() or b"null")
+
+    def kernel_pid(self) -> int | None:
+        """The server's kernel process (a child of it running ipykernel), if one runs."""
+        for c in psutil.Process(self.popen.pid).children():
+            try:
+                if c.status() != psutil.STATUS_ZOMBIE and "ipykernel_launcher" in " ".join(c.cmdline()):
+                    self.kernel_pids.add(c.pid)
+                    return c.pid
+            except psutil.NoSuchProcess:
+                pass
+        return None
+
+    def cli(self, *args, server=True, token=None):
+        more = ["--server", self.url, "--token", self.token if token is None else token] if server else []
+        return subprocess.run([*PYCKPT, "jupyter", *args, *more], capture_output=True, text=True,
+                              timeout=300, env=self.env)
+
+    def stop(self):
+        try:
+            for k in self.api("GET", "api/kernels"):
+                self.api("DELETE", f"api/kernels/{k['id']}")
+        except Exception:
+            pass
+        self.kernel_pid()
+        pids = [self.popen.pid, *self.kernel_pids]
+        for pid in pids:  # the server, then kernels it left (now children of this subreaper)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if pid == self.popen.pid:
+                self.popen.wait()
+        for pid in pids[1:]:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+class Tab:
+    """A notebook tab: one websocket on the kernel's channels."""
+
+    def __init__(self, server: JupyterServer, kernel_id: str):
+        self.session = uuid.uuid4().hex
+        self.ws = websocket.create_connection(
+            f"ws://127.0.0.1:{server.port}/api/kernels/{kernel_id}/channels?session_id={self.session}",
+            header=[f"Authorization: token {server.token}"], timeout=1)
+
+    def run(self, code: str, timeout: float = 60, retry_every: float = 5) -> list[str]:
+        """Run a cell; its printed lines.  A request sent while ZMQ reconnects to a restored
+        kernel may be lost (as for any kernel restart): sent again after `retry_every`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg_id = uuid.uuid4().hex
+            self.ws.send(json.dumps({
+                "header": {"msg_id": msg_id, "username": "test", "session": self.session,
+                           "msg_type": "execute_request", "version": "5.3", "date": ""},
+                "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+                "content": {"code": code, "silent": False, "store_history": True,
+                            "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}}))
+            out, status, idle = [], None, False
+            again = time.monotonic() + retry_every
+            while time.monotonic() < min(again, deadline) or (status and not idle):
+                try:
+                    msg = json.loads(self.ws.recv())
+                except websocket.WebSocketTimeoutException:
+                    if time.monotonic() > deadline:
+                        break
+                    continue
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind, content = msg["msg_type"], msg["content"]
+                if kind == "stream":
+                    out.append(content["text"])
+                elif kind == "error":
+                    out.append(f"ERROR {content['ename']}: {content['evalue']}")
+                elif kind == "execute_reply":
+                    status = content["status"]
+                elif kind == "status" and content["execution_state"] == "idle":
+                    idle = True
+                if status and idle:
+                    # IPython's note when a kernel started meanwhile took the saved kernel's
+                    # history session (history.sqlite is shared): it logs to a new one
+                    return [line for line in "".join(out).splitlines()
+                            if not line.startswith(HISTORY_NOTE)]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no answer to {code!r} within {timeout} s")
+
+    def close(self):
+        self.ws.close()
+
+
+STATE = """
+import collections
+table = {i: i * i for i in range(50_000)}
+def greet(name, punct='!'):
+    return f'hello {name}{punct}'
+class Counter:
+    def __init__(self):
+        self.n = 0
+    def bump(self):
+        self.n += 1
+        return self.n
+counter = Counter()
+for _ in range(41):
+    counter.bump()
+notes = collections.deque(['a', 'b'])
+print('built', len(table), counter.n)
+"""
+CHECK = ("print(len(table), table[49_999], greet('again'), counter.bump(), list(notes), "
+         "'later' in globals())")
+WANT = [f"50000 {49_999 ** 2} hello again! 42 ['a', 'b'] False"]
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = JupyterServer(tmp_path)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def _wait(what, cond, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not (v := cond()):
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        time.sleep(0.1)
+    return v
+
+
+def test_kernel_saved_with_its_tab_open_comes_back_under_its_id(server, tmp_path):
+    kid = server.api("POST", "api/kernels", {"name": "python3"})["id"]
+    tab = Tab(server, kid)
+    assert tab.run(STATE) == ["built 50000 41"]
+    pid = _wait("the kernel process", server.kernel_pid)
+
+    # 1. saved while it runs, the tab open; it runs on, on the same channels
+    first = tmp_path / "first"
+    r = server.cli("save", kid, str(first))
+    assert r.returncode == 0, r.stderr
+    assert f"saved kernel {kid} (PID {pid})" in r.stdout and "it runs on" in r.stdout, r.stdout
+    assert tab.run("later = 1\nprint(counter.bump())") == ["42"]
+    assert server.kernel_pid() == pid
+
+    # 2. it dies (as by the OOM killer); the server's restarter starts an empty one
+    os.kill(pid, signal.SIGKILL)
+    _wait("a new kernel", lambda: server.kernel_pid() not in (None, pid))
+    fresh = server.kernel_pid()
+    assert tab.run("print('table' in globals())", timeout=90) == ["False"]
+
+    # restoring over a running kernel must be asked for
+    r = server.cli("restore", str(first))
+    assert r.returncode != 0 and f"kernel {kid} runs on this server (PID {fresh})" in r.stderr, r.stderr
+    assert "--replace" in r.stderr
+    r = server.cli("restore", str(first), "--replace")
+    assert r.returncode == 0, r.stderr
+    assert f"restored kernel {kid} (python3) as PID {pid}" in r.stdout, r.stdout
+    assert server.kernel_pid() == pid
+    assert tab.run(CHECK) == WANT  # the same tab: the state of the save, not of later
+    assert [k["id"] for k in server.api("GET", "api/kernels")] == [kid]
+
+    # 3. saved and stopped: the id stays, no new kernel is started meanwhile
+    second = tmp_path / "second"
+    r = server.cli("save", kid, str(second), "--stop")
+    assert r.returncode == 0, r.stderr
+    assert "it has ended" in r.stdout
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    time.sleep(4)  # longer than the restarter's 3 s poll
+    assert server.kernel_pid() is None, "the server restarted a saved, stopped kernel"
+    assert [k["id"] for k in server.api("GET", "api/kernels")] == [kid]
+
+    r = server.cli("list", server=False)  # the server found as `jupyter server list` does
+    assert r.returncode == 0, r.stderr
+    listed = r.stdout.splitlines()
+    assert any(line.startswith(f"{second}: kernel {kid} (python3)") and "stopped" in line
+               for line in listed), r.stdout
+    assert any(line.startswith(f"{first}: kernel {kid} (python3)") for line in listed), r.stdout
+
+    r = server.cli("restore", str(second))
+    assert r.returncode == 0, r.stderr
+    assert f"restored kernel {kid} (python3) as PID {pid}" in r.stdout
+    assert tab.run(CHECK) == [WANT[0].replace(" 42 ", " 43 ")]  # counter.bump() ran once more
+    other = Tab(server, kid)  # a tab opened now
+    assert other.run("print(greet('tab', '?'))") == ["hello tab?"]
+    tab.close()
+    other.close()
+
+
+def test_bad_input_is_one_clear_error(server, tmp_path):
+    kid = server.api("POST", "api/kernels", {"name": "python3"})["id"]
+    tab = Tab(server, kid)
+    assert tab.run("print(6 * 7)") == ["42"]
+
+    unknown = str(uuid.uuid4())
+    r = server.cli("save", unknown, str(tmp_path / "x"))
+    assert r.returncode == 1 and f"no kernel {unknown} on this server (its kernels: {kid})" in r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+
+    r = server.cli("save", kid, str(tmp_path / "x"), token="wrong")
+    assert r.returncode == 1 and "refused the token given (HTTP 403)" in r.stderr, r.stderr
+
+    closed = _free_port()
+    r = subprocess.run([*PYCKPT, "jupyter", "list", "--server", f"http://127.0.0.1:{closed}/"],
+                       capture_output=True, text=True, timeout=60, env=server.env)
+    assert r.returncode == 1, r.stderr
+    assert f"no Jupyter server answers at http://127.0.0.1:{closed}/" in r.stderr
+
+    r = server.cli("restore", str(tmp_path))
+    assert r.returncode == 6 and "is not a saved Jupyter kernel" in r.stderr, r.stderr
+
+    # a cell that runs longer than the save waits: refused, the kernel untouched
+    tab.ws.send(json.dumps({
+        "header": {"msg_id": "sleeper", "username": "test", "session": tab.session,
+                   "msg_type": "execute_request", "version": "5.3", "date": ""},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": "import time; time.sleep(4)", "silent": False, "store_history": True,
+                    "user_expressions": {}, "allow_stdin": False}}))
+    time.sleep(0.5)
+    r = server.cli("save", kid, str(tmp_path / "busy"), "--timeout", "1")
+    assert r.returncode == 1 and f"kernel {kid} has been busy running a cell for over 1 s" in r.stderr, \
+        r.stderr
+    assert not (tmp_path / "busy").exists()
+    assert tab.run("print(6 * 7)", timeout=30) == ["42"]
+    tab.close()

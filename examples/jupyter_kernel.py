@@ -1,132 +1,145 @@
-"""Save a running Jupyter kernel with its variables, kill it, bring it back.
+"""Save a notebook kernel with its tab open, bring it back under the same id.
 
-    pip install ipykernel jupyter_client
-    python3 examples/jupyter_kernel.py
+    pip install 'pyckpt[jupyter]' websocket-client     # (scripts/setup.sh has them)
+    python3 examples/jupyter_kernel.py                  # as root
 
-Starts an IPython kernel (ipykernel) as a client would, runs a cell in it
-that builds some state, disconnects the client, dumps the kernel with
-pyckpt and kills it, restores it from the image, and connects a new client
-with the same connection file: the variables are still there and the
-kernel carries on counting its executions.
+Starts `jupyter server` (the pyckpt.jupyter extension is enabled by pyckpt's
+install), creates a kernel over REST and opens a websocket on it as a
+notebook tab does, runs a cell that builds some state, then, with the tab
+still open:
 
-A kernel talks TCP: it listens on five ports (shell, iopub, stdin, control,
-heartbeat) and holds a connection to itself; pyckpt saves the listeners and
-rebuilds that connection.  Clients must be disconnected while the kernel is
-dumped: a connection to a process outside the image is refused.
+    pyckpt jupyter save KERNEL_ID DIR --stop   # saved, and ended
+    pyckpt jupyter restore DIR                 # same kernel id, ports and key
+
+and runs the next cell on the same tab: the variables are there and the
+execution count carries on.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-
-import psutil
-
-import pyckpt
+import urllib.request
+import uuid
 
 try:
-    from jupyter_client import BlockingKernelClient
-    from jupyter_client.connect import write_connection_file
+    import websocket  # websocket-client
+    import jupyter_server  # noqa: F401
 except ImportError:
-    sys.exit("this example needs ipykernel and jupyter_client: pip install ipykernel jupyter_client")
+    sys.exit("this example needs jupyter_server and websocket-client: "
+             "pip install 'pyckpt[jupyter]' websocket-client")
 
 
-def run_cell(connection_file: str, code: str) -> tuple[str, list[str]]:
-    """Connect, run `code`, disconnect; (status, printed lines)."""
-    client = BlockingKernelClient(connection_file=connection_file)
-    client.load_connection_file()
-    client.start_channels()
-    out: list[str] = []
-    try:
-        client.wait_for_ready(timeout=60)
-        reply = client.execute_interactive(
-            code, timeout=60,
-            output_hook=lambda m: out.extend(m["content"]["text"].splitlines())
-            if m["msg_type"] == "stream" else None)
-    finally:
-        client.stop_channels()
-    return reply["content"]["status"], out
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-def wait_for_clients_to_leave(pid: int, timeout: float = 30.0) -> None:
-    """A dump refuses TCP connections to processes outside the image: wait until
-    the kernel has closed its side of the client's connections (it holds
-    connections to itself, which are saved)."""
-    kernel = psutil.Process(pid)
+def run_cell(ws, session: str, code: str, timeout: float = 60) -> list[str]:
+    """Run `code` on the tab's websocket; its printed lines.  A request sent while
+    ZMQ reconnects may be lost, as across any kernel restart: sent again."""
     deadline = time.monotonic() + timeout
-    while True:
-        conns = kernel.net_connections(kind="tcp")
-        own = {c.laddr.port for c in conns}
-        outside = [c for c in conns if c.raddr and c.raddr.port not in own]
-        if not outside:
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the kernel still has clients after {timeout:.0f} s: {outside}")
-        time.sleep(0.05)
+    while time.monotonic() < deadline:
+        msg_id = uuid.uuid4().hex
+        ws.send(json.dumps({"header": {"msg_id": msg_id, "username": "example", "session": session,
+                                       "msg_type": "execute_request", "version": "5.3", "date": ""},
+                            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+                            "content": {"code": code, "silent": False, "store_history": True,
+                                        "user_expressions": {}, "allow_stdin": False}}))
+        out, replied, idle = [], False, False
+        again = time.monotonic() + 5
+        while time.monotonic() < again or (replied and not idle):
+            try:
+                msg = json.loads(ws.recv())
+            except websocket.WebSocketTimeoutException:
+                continue
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            replied |= msg["msg_type"] == "execute_reply"
+            idle |= msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
+            if replied and idle:
+                return "".join(out).splitlines()
+    raise SystemExit(f"no answer to {code!r} within {timeout:.0f} s")
 
 
 def main(workdir: str) -> bool:
-    connection_file, _ = write_connection_file(os.path.join(workdir, "kernel.json"), ip="127.0.0.1")
-    log = open(os.path.join(workdir, "kernel.log"), "wb")
-    kernel = subprocess.Popen([sys.executable, "-m", "ipykernel_launcher", "-f", connection_file],
+    token, port = secrets.token_hex(16), free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=os.path.join(workdir, "runtime"),
+               IPYTHONDIR=os.path.join(workdir, "ipython"))
+    log = open(os.path.join(workdir, "server.log"), "wb")
+    server = subprocess.Popen([sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
+                               "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+                               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={workdir}"],
                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    restored = None
+                              start_new_session=True, env=env)
+
+    def api(method, path, body=None):
+        req = urllib.request.Request(url + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+        req.add_header("Authorization", f"token {token}")
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read() or b"null")
+
+    def pyckpt_jupyter(*args):
+        r = subprocess.run([sys.executable, "-m", "pyckpt", "jupyter", *args, "--server", url,
+                            "--token", token], capture_output=True, text=True, env=env)
+        if r.returncode:
+            raise SystemExit(f"pyckpt jupyter {args[0]} failed: {r.stderr.strip()}")
+        return r.stdout.strip()
+
     try:
-        # The kernel's own random generator (not the global one: IPython draws
-        # from that itself), a table, a number and the execution count so far.
-        status, out = run_cell(connection_file, "import random\nrng = random.Random(7)\nrng.random()\n"
-                               "table = {i: i * i for i in range(100_000)}\nanswer = 41 + 1\n"
-                               "count_before = get_ipython().execution_count\nprint(count_before)")
-        count_before = int(out[-1])
-        print(f"1. kernel {kernel.pid} ran a cell ({status}): table of 100000 squares, answer = 42, "
-              f"execution count {count_before}")
-        wait_for_clients_to_leave(kernel.pid)
+        for _ in range(300):
+            try:
+                api("GET", "api/pyckpt")
+                break
+            except OSError:
+                if server.poll() is not None:
+                    raise SystemExit("the server did not start; see server.log") from None
+                time.sleep(0.2)
+        kernel_id = api("POST", "api/kernels", {"name": "python3"})["id"]
+        session = uuid.uuid4().hex
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{port}/api/kernels/{kernel_id}/channels?session_id={session}",
+            header=[f"Authorization: token {token}"], timeout=1)
+        out = run_cell(ws, session, "table = {i: i * i for i in range(100_000)}\nanswer = 41 + 1\n"
+                                    "def twice(x):\n    return 2 * x\n"
+                                    "print(get_ipython().execution_count)")
+        print(f"1. kernel {kernel_id} ran a cell on its tab: a table of 100000 squares, "
+              f"answer = 42, a function; execution count {out[-1]}")
 
-        image = os.path.join(workdir, "image")
+        image = os.path.join(workdir, "saved")
         t = time.perf_counter()
-        pyckpt.dump(kernel.pid, image, kill=True)
-        kernel.wait()
-        print(f"2. dumped it in {time.perf_counter() - t:.2f} s and killed it")
-
+        print("2. " + pyckpt_jupyter("save", kernel_id, image, "--stop")
+              + f" ({time.perf_counter() - t:.2f} s)")
         t = time.perf_counter()
-        restored = pyckpt.restore(image, fds={0: os.open(os.devnull, os.O_RDONLY),
-                                              1: log.fileno(), 2: log.fileno()})
-        print(f"3. restored it in {time.perf_counter() - t:.2f} s as PID {restored.pid}")
+        print("3. " + pyckpt_jupyter("restore", image) + f" ({time.perf_counter() - t:.2f} s)")
 
-        status, out = run_cell(connection_file, "print(answer, len(table), table[99_999], rng.random())\n"
-                               "print(get_ipython().execution_count - count_before)")
-        print(f"4. a new client runs a cell ({status}): {' | '.join(out)}")
-        # What the restore is responsible for: the variables, the generator's
-        # state (its next number follows the one drawn before the dump), and a
-        # counter that carries on (a new kernel would start again at 1). How
-        # many executions a client's own requests add depends on the versions
-        # of IPython and ipykernel, so only "more than before" is checked.
-        import random
-        rng = random.Random(7)
-        rng.random()  # drawn in the first cell, before the dump
-        want = f"42 100000 {99_999 ** 2} {rng.random()}"
-        ok = (status == "ok" and out[:1] == [want] and len(out) == 2
-              and out[1].isdigit() and int(out[1]) > 0)
-        print("kernel example " + ("succeeded: the kernel came back with its variables"
-                                   if ok else f"FAILED (expected {want!r}, then a positive count)"))
+        out = run_cell(ws, session, "print(answer, len(table), table[99_999], twice(21))\n"
+                                    "print(get_ipython().execution_count)")
+        print(f"4. the same tab runs a cell: {' | '.join(out)}")
+        ws.close()
+        ok = out[:1] == [f"42 100000 {99_999 ** 2} 42"] and len(out) == 2 and int(out[1]) > 1
+        print("kernel example " + ("succeeded: the kernel came back with its variables under "
+                                   "its id" if ok else "FAILED"))
         return ok
     finally:
-        for p in (kernel, restored):
-            if p is not None and p.pid is not None:
-                try:
-                    os.kill(p.pid, 9)
-                except ProcessLookupError:
-                    pass
-        if restored is not None:
-            try:
-                os.waitpid(restored.pid, 0)
-            except ChildProcessError:
-                pass
-        kernel.wait()
+        try:
+            for k in api("GET", "api/kernels"):
+                api("DELETE", f"api/kernels/{k['id']}")
+        except OSError:
+            pass
+        server.kill()
+        server.wait()
 
 
 if __name__ == "__main__":

@@ -29,8 +29,14 @@ Save (the kernel keeps its tabs: nothing is asked of the server's channels):
 3. `pyckpt.dump(pid, DIR/image, precopy=True, kill=stop)`: the memory is
    copied while the kernel runs, the freeze copies what changed.  Its TCP
    connections to the server (the ZMQ channels of the server and of each
-   open tab) are saved with it and come back reset: ZMQ reconnects to the
-   same ports.  DIR/kernel.json gets the kernel id, kernel name and the
+   open tab) are saved with it.  The restore asks for them as they were
+   (`tcp_established`): after a `stop` save, within the 600 s pyckpt holds
+   them, the tabs go on on the same connections; otherwise they come back
+   reset and ZMQ reconnects to the same ports (measured: with reset only,
+   an open tab's channels stayed stuck after 1 of 4 stop/restore cycles —
+   a reconnection that came while the kernel still held the reset one with
+   the same ZMQ identity is ignored by its ROUTER socket, it seems; none in
+   10 with tcp_established).  DIR/kernel.json gets the kernel id, kernel name and the
    connection (ports, key, signature scheme): the secret key, so mode 0600.
 4. with `stop`, the kernel has ended: the server keeps the kernel id (its
    tabs stay open, the restarter stays paused so no new empty kernel is

@@ -1,6 +1,7 @@
-"""One home for the machine's numbers (issue 10, item 7): syscall numbers only in
-inject/nr.py, the page size only in arch.py.  A module that writes one again (a
-`SYS_x = N` or `PAGE = 4096` line) fails this test, which names it."""
+"""One home for the machine's numbers and its C library (issue 10, item 7): syscall
+numbers only in inject/nr.py, the page size and the libc handle (with every
+prototype) only in arch.py.  A module that writes one again (a `SYS_x = N` or
+`PAGE = 4096` line, a `ctypes.CDLL(None...)`) fails this test, which names it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ SRC = Path(__file__).parent.parent / "src" / "pyckpt"
 INSIDE_THE_TARGET = {"hooks.py"}
 
 
-def test_syscall_numbers_and_page_size_have_one_home():
+def test_syscall_numbers_page_size_and_libc_have_one_home():
     offenders = []
     for p in sorted(SRC.rglob("*.py")):
         rel = p.relative_to(SRC).as_posix()
@@ -24,4 +25,6 @@ def test_syscall_numbers_and_page_size_have_one_home():
                 offenders.append(f"{rel}:{n}: {line.strip()} (use inject/nr.py)")
             if re.match(r"^PAGE(_SIZE)? = ", line) and rel != "arch.py":
                 offenders.append(f"{rel}:{n}: {line.strip()} (use arch.PAGE)")
+            if "CDLL(None" in line and rel != "arch.py":
+                offenders.append(f"{rel}:{n}: {line.strip()} (use arch.libc)")
     assert not offenders, "\n".join(offenders)

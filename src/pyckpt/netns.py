@@ -22,12 +22,11 @@ import os
 import socket
 import struct
 
+from .arch import libc as _libc
 from .errors import RestoreError
 
 CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _check(result: int, what: str) -> None:

@@ -38,13 +38,13 @@ import stat
 import threading
 from dataclasses import dataclass
 
+from .arch import libc as _libc
 from .errors import UntrustedImageError
 from .inject import nr
 from .limits import RLIMIT_NAMES
 from .image import COMPLETE_FILE, PAGES_FILE, RECORDS_FILE
 from .problems import Fix, needs
 
-_libc = ctypes.CDLL(None, use_errno=True)
 AT_FDCWD, AT_EACCESS = -100, 0x200
 SCHED_FIFO, SCHED_RR, SCHED_DEADLINE = 1, 2, 6
 

@@ -49,6 +49,7 @@ import os
 import struct
 from dataclasses import dataclass
 
+from ..arch import libc as _libc
 from ..errors import ImageError, RestoreError, UnsupportedError, UnsupportedFdError
 from ..image import record
 from ..inject import nr
@@ -68,8 +69,6 @@ EPOLLEXCLUSIVE, EPOLLWAKEUP, EPOLLONESHOT, EPOLLET = 1 << 28, 1 << 29, 1 << 30, 
 PRIVATE_BITS = EPOLLEXCLUSIVE | EPOLLWAKEUP | EPOLLONESHOT | EPOLLET  # the kernel's EP_PRIVATE_BITS
 EVENT_SIZE = 12  # struct epoll_event is packed on x86-64: u32 events, u64 data
 WAIT_BATCH = 64
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class _KcmpEpollSlot(ctypes.Structure):

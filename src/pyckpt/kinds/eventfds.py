@@ -37,6 +37,7 @@ import struct
 import time
 from dataclasses import dataclass
 
+from ..arch import libc as _libc
 from ..errors import RestoreError, UnsupportedFdError
 from ..image import record
 from ..proc.anon_fdinfo import (
@@ -59,8 +60,6 @@ CLOCK_REALTIME, CLOCK_REALTIME_ALARM = 0, 8
 CLOCK_NAMES = {0: "CLOCK_REALTIME", 1: "CLOCK_MONOTONIC", 7: "CLOCK_BOOTTIME",
                8: "CLOCK_REALTIME_ALARM", 9: "CLOCK_BOOTTIME_ALARM"}
 NS = 1_000_000_000
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class _Timespec(ctypes.Structure):

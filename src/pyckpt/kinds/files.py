@@ -37,6 +37,7 @@ import os
 import stat
 from dataclasses import dataclass
 
+from ..arch import libc as _libc
 from ..errors import RestoreError, UnsupportedFdError
 from ..image import record
 from ..inject import nr
@@ -48,8 +49,6 @@ from .order import ordered
 KCMP_FILE = 0
 O_CLOEXEC = os.O_CLOEXEC
 O_ACCMODE = 3
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 
 
 @record(61, scope="process")

@@ -29,6 +29,7 @@ import struct
 import termios
 from dataclasses import dataclass
 
+from ..arch import libc as _libc
 from ..errors import FileChangedError, RestoreError, UnsupportedError, UnsupportedFdError
 from ..image import record
 from ..problems import Fix, needs
@@ -46,11 +47,6 @@ _WATCH_RE = re.compile(
     r"(?: fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]*))?",
     re.M,
 )
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
-_libc.name_to_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p,
-                                   ctypes.c_int]
-_libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
 
 
 @dataclass

@@ -29,6 +29,7 @@ import os
 import stat
 from dataclasses import dataclass
 
+from ..arch import libc as _libc
 from ..errors import ImageError, UnsupportedError
 from ..image import record
 from .context import DumpContext, RestoreContext
@@ -42,7 +43,6 @@ PREFIX = "/memfd:"
 MFD_CLOEXEC, MFD_ALLOW_SEALING, MFD_HUGETLB, MFD_NOEXEC_SEAL, MFD_EXEC = 1, 2, 4, 8, 0x10
 F_SEAL_SEAL = fcntl.F_SEAL_SEAL
 HUGETLBFS_MAGIC = 0x958458F6
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @record(97, scope="image")

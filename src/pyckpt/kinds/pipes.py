@@ -49,6 +49,7 @@ import stat
 import termios
 from dataclasses import dataclass, field
 
+from ..arch import libc as _libc
 from ..errors import DumpError, FileChangedError, RestoreError
 from ..image import padded, record
 from ..problems import Fix, needs
@@ -66,11 +67,6 @@ O_PATH = getattr(os, "O_PATH", 0o10000000)  # a handle, not an open pipe end
 # Status flags F_SETFL can change on a pipe description.
 SETTABLE_FLAGS = os.O_NONBLOCK | os.O_APPEND | O_DIRECT | getattr(os, "O_ASYNC", 0o20000) | os.O_NOATIME
 END_OF_MODE = {os.O_RDONLY: "read end", os.O_WRONLY: "write end", os.O_RDWR: "read-write"}
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.tee.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
-_libc.tee.restype = ctypes.c_ssize_t
-_libc.syscall.restype = ctypes.c_long
 
 
 @record(70, scope="image")

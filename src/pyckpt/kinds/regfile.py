@@ -31,6 +31,7 @@ import stat
 import struct
 from dataclasses import dataclass
 
+from ..arch import libc as _libc
 from ..errors import FileChangedError
 from ..image import record
 from ..problems import Fix, needs
@@ -42,9 +43,6 @@ O_CLOEXEC = os.O_CLOEXEC
 O_ACCMODE = 3
 AT_FDCWD, AT_SYMLINK_FOLLOW, AT_EMPTY_PATH = -100, 0x400, 0x1000
 MAX_HANDLE_SZ = 128
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.name_to_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p,
-                                   ctypes.c_int]
 # Character devices with no state of their own: (major, minor) -> path
 SIMPLE_DEVICES = {(1, 3): "/dev/null", (1, 5): "/dev/zero", (1, 7): "/dev/full",
                   (1, 8): "/dev/random", (1, 9): "/dev/urandom"}

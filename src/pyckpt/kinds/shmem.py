@@ -24,6 +24,7 @@ import os
 import weakref
 from dataclasses import dataclass
 
+from ..arch import libc as _libc
 from ..errors import ImageError
 from ..image import record
 from .context import DumpContext, RestoreContext
@@ -31,11 +32,6 @@ from .deleted import ContentRun, store_content, write_content
 from .fileid import FileIdentity
 from .memory import PAGE, MappedObject, VmaRecord, mapped_object
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                       ctypes.c_long]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 PROT_RW, MAP_SHARED, MAP_NORESERVE = 3, 0x01, 0x4000
 MAP_FAILED = ctypes.c_void_p(-1).value
 

@@ -120,7 +120,6 @@ import os
 import secrets
 import signal
 import socket
-import stat
 import struct
 import termios
 import time

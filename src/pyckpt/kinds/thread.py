@@ -23,6 +23,7 @@ import struct
 from dataclasses import dataclass
 
 from .. import ptrace_ops as pt
+from ..arch import libc as _libc
 from ..image import record
 from ..inject import Injector, nr
 from .context import DumpContext, RestoreContext
@@ -35,7 +36,6 @@ SS_ONSTACK = 1
 # clone3 for a thread of the restored process
 CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000  # VM FS FILES SIGHAND THREAD SYSVSEM
 CLONE_ARGS = struct.Struct("<10Q")  # struct clone_args up to set_tid_size (CLONE_ARGS_SIZE_VER1)
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass

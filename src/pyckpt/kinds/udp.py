@@ -55,6 +55,7 @@ import stat
 import struct
 from dataclasses import dataclass, field
 
+from ..arch import libc as _libc
 from ..errors import ImageError, PortInUseError, RestoreError, UnsupportedFdError
 from ..image import record
 from ..problems import Fix, needs
@@ -66,8 +67,6 @@ SETTABLE_FLAGS = os.O_NONBLOCK | getattr(os, "O_ASYNC", 0o20000)
 SO_PEEK_OFF = 42
 MCAST_JOIN_GROUP, MCAST_MSFILTER, MCAST_EXCLUDE, MCAST_INCLUDE = 42, 48, 0, 1
 LEVEL = {socket.AF_INET: socket.IPPROTO_IP, socket.AF_INET6: socket.IPPROTO_IPV6}
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.getsockopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 IPV6_TCLASS = getattr(socket, "IPV6_TCLASS", 67)
 MAX_COUNTED = 1 << 16  # datagrams counted (for show) at most
 # (level, option) of each integer option saved, by family; set at restore where it

@@ -50,6 +50,7 @@ import stat
 import struct
 from dataclasses import dataclass, field
 
+from ..arch import libc as _libc
 from ..errors import DumpError, RestoreError, UnsupportedFdError
 from ..image import PAGES_FILE, padded, record
 from .context import DumpContext, RestoreContext
@@ -62,14 +63,12 @@ UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_ICONS, UNIX_DIAG_RQLEN, UNIX_DIAG_SHUT
 TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN = 1, 7, 10
 SO_PEEK_OFF, SO_DOMAIN, SO_PROTOCOL, SO_SNDBUFFORCE = 42, 39, 38, 32
 RCV_SHUTDOWN, SEND_SHUTDOWN = 1, 2
-_libc = ctypes.CDLL(None, use_errno=True)
 TYPE_NAMES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "datagram",
               socket.SOCK_SEQPACKET: "seqpacket"}
 FAMILY_NAMES = {socket.AF_INET: "TCP/IP (AF_INET)", socket.AF_INET6: "TCP/IP (AF_INET6)",
                 socket.AF_NETLINK: "netlink", getattr(socket, "AF_PACKET", 17): "packet"}
 MAX_MESSAGES = 1 << 16  # a queue with more messages than this is refused (a sanity bound)
 SETTABLE_FLAGS = os.O_NONBLOCK | getattr(os, "O_ASYNC", 0o20000)
-
 
 
 @dataclass

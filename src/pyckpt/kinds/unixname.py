@@ -523,8 +523,7 @@ def _make_all(rctx: RestoreContext, recs: dict[int, UnixNamedRecord], made: dict
 
 
 def _make_dgram(rctx: RestoreContext, r: UnixNamedRecord, made: dict[int, socket.socket]) -> None:
-    if r.address:  # bound: its queue is sent to its name
-        s = made[r.ino]
+    if r.address:  # bound (made[r.ino], by _make_all): its queue is sent to its name
         if r.messages:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sender:
                 sender.connect(r.address)

@@ -1051,7 +1051,9 @@ def _start_time(pid: int) -> int:
 def _pidfd_getfd(pidfd: int, fd: int) -> int:
     import ctypes
 
-    copy = ctypes.CDLL(None, use_errno=True).syscall(nr.pidfd_getfd, pidfd, fd, 0)
+    from ..arch import libc
+
+    copy = libc.syscall(nr.pidfd_getfd, pidfd, fd, 0)
     if copy < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"pidfd_getfd of fd {fd}: {os.strerror(err)}")

@@ -141,3 +141,21 @@ def test_an_unknown_field_or_record_type_names_the_writer(tmp_path):
     _seal(img, version, header, [(t, {k: v for k, v in payload.items() if k != "pid"})] + records[1:])
     with pytest.raises(pyckpt.ImageError, match=r"missing \['pid'\]"):
         pyckpt.open_image(img)
+
+
+def test_every_record_id_is_in_the_one_table_and_the_table_is_all_used():
+    from pyckpt.image.codec import RECORD_TYPES
+    from pyckpt.image.ids import RECORD_IDS, RETIRED
+    from pyckpt.kinds import load_all
+
+    load_all()
+    registered = {i: f"{c.__module__.removeprefix('pyckpt.')}.{c.__qualname__}" for i, c in RECORD_TYPES.items()}
+    assert registered == RECORD_IDS  # every listed id is a record class, and only those
+    assert not set(RETIRED) & set(RECORD_IDS)
+    with pytest.raises(RuntimeError, match=r"record id 99999 of .*Stray is not in image/ids.py \(free there\)"):
+        from dataclasses import dataclass
+
+        @pyckpt.image.record(99999, scope="image")
+        @dataclass
+        class Stray:
+            id: int

@@ -47,6 +47,14 @@ def record(type_id: int, *, scope: str):
         raise RuntimeError(f"record type {type_id}: scope must be one of {SCOPES}, not {scope!r}")
 
     def register(cls):
+        from .ids import RECORD_IDS, RETIRED
+
+        name = f"{cls.__module__.removeprefix('pyckpt.')}.{cls.__qualname__}"
+        if RECORD_IDS.get(type_id) != name:
+            free = max([*RECORD_IDS, *RETIRED]) + 1
+            raise RuntimeError(f"record id {type_id} of {name} is not in image/ids.py "
+                               f"({RECORD_IDS.get(type_id) or RETIRED.get(type_id) or 'free'} there): "
+                               f"take a free id there (e.g. {free}) and list it")
         if type_id in RECORD_TYPES and RECORD_TYPES[type_id] is not cls:
             raise RuntimeError(f"record type {type_id} used twice")
         cls.RECORD_TYPE = type_id

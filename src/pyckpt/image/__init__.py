@@ -645,6 +645,18 @@ class ImageReader:
             )
         return data
 
+    def read_blob(self, offset: int, length: int, what: str) -> bytes:
+        """The `length` bytes a record keeps at `offset` of pages.img (a queue, a
+        buffer: `what` it is, for the message); ImageError when the file is short."""
+        if not length:
+            return b""
+        with open(self.open_pages(), "rb", buffering=0) as f:
+            data = os.pread(f.fileno(), length, offset)
+        if len(data) != length:
+            raise ImageError(f"image at {self.path}: {PAGES_FILE} is short: the data of {what} is "
+                             "cut (damaged image)", path=self.path)
+        return data
+
     def open_pages(self) -> int:
         """A new read-only fd (close-on-exec) of pages.img: the regular file checked when
         the image was opened, of the size the image says (else ImageError)."""
@@ -805,3 +817,6 @@ class ImageView:
 
     def open_pages(self) -> int:
         return self.reader.open_pages()
+
+    def read_blob(self, offset: int, length: int, what: str) -> bytes:
+        return self.reader.read_blob(offset, length, what)

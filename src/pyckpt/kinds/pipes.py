@@ -422,10 +422,7 @@ def _fill(rctx: RestoreContext, pipe: PipeRecord, w: int, what: str) -> None:
                            f"({e.strerror}; see /proc/sys/fs/pipe-max-size)") from None
     if not pipe.length:
         return
-    with open(rctx.image.open_pages(), "rb", buffering=0) as f:
-        data = os.pread(f.fileno(), pipe.length, pipe.offset)
-    if len(data) != pipe.length:
-        raise RestoreError(f"image at {rctx.image.path}: the data of {what} is cut short")
+    data = rctx.image.read_blob(pipe.offset, pipe.length, what)
     flags = fcntl.fcntl(w, fcntl.F_GETFL)
     if pipe.packets:
         if sum(pipe.packets) != pipe.length:

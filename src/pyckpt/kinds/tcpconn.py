@@ -126,7 +126,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import PortInUseError, RestoreError, UnsupportedFdError
-from ..image import PAGES_FILE, padded, record
+from ..image import padded, record
 from ..inject import nr
 from ..problems import Fix, needs
 from .context import DumpContext, RestoreContext
@@ -345,13 +345,7 @@ def before_kill(objects: dict) -> None:
 
 
 def _queue(rctx: RestoreContext, rec: TcpConnectionRecord) -> bytes:
-    if not rec.length:
-        return b""
-    with open(rctx.image.open_pages(), "rb", buffering=0) as f:
-        data = os.pread(f.fileno(), rec.length, rec.offset)
-    if len(data) != rec.length:
-        raise RestoreError(f"image at {rctx.image.path}: {PAGES_FILE} is short (damaged image)")
-    return data
+    return rctx.image.read_blob(rec.offset, rec.length, f"the receive queue of TCP socket {rec.ino}")
 
 
 def _reconnect(rctx: RestoreContext, a_rec: TcpConnectionRecord,
@@ -840,13 +834,7 @@ def _set_options(s: socket.socket, rec) -> None:
 
 
 def _sent_queue(rctx: RestoreContext, rec: TcpOutsideRecord) -> bytes:
-    if not rec.sent_length:
-        return b""
-    with open(rctx.image.open_pages(), "rb", buffering=0) as f:
-        data = os.pread(f.fileno(), rec.sent_length, rec.sent_offset)
-    if len(data) != rec.sent_length:
-        raise RestoreError(f"image at {rctx.image.path}: {PAGES_FILE} is short (damaged image)")
-    return data
+    return rctx.image.read_blob(rec.sent_offset, rec.sent_length, f"the send queue of TCP socket {rec.ino}")
 
 
 def _open_outside(rctx: RestoreContext, rec: TcpOutsideRecord) -> int:

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 
 from ..arch import libc as _libc
 from ..errors import DumpError, RestoreError, UnsupportedFdError
-from ..image import PAGES_FILE, padded, record
+from ..image import padded, record
 from .context import DumpContext, RestoreContext
 from .files import DumpedFd, ExternalFileRecord, FileKind, file_kind, set_status_flags, take_fd
 
@@ -470,10 +470,7 @@ def _set_peek_off(s: socket.socket, rec: UnixSocketRecord) -> None:
 def _fill(rctx: RestoreContext, rec: UnixSocketRecord, sender: socket.socket) -> None:
     """Send `rec`'s saved queue from the other end, so that `rec`'s end receives it."""
     if rec.messages:
-        with open(rctx.image.open_pages(), "rb", buffering=0) as f:
-            data = os.pread(f.fileno(), rec.length, rec.offset) if rec.length else b""
-        if len(data) != rec.length:
-            raise RestoreError(f"image at {rctx.image.path}: {PAGES_FILE} is short (damaged image)")
+        data = rctx.image.read_blob(rec.offset, rec.length, f"the queue of unix socket {rec.ino}")
         sender.setblocking(False)
         try:
             pos = 0

@@ -455,3 +455,45 @@ def test_semaphores_and_queues_a_tree_uses_in_a_shared_namespace(spawn, python_e
         kill_own(t.pid)
         libc.semctl(semid, 0, 0)  # IPC_RMID: the sets and queues outlive their processes
         libc.msgctl(msqid, 0, None)
+
+
+SPLIT_TARGET = r"""
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+child = os.fork()
+if child == 0:
+    assert libc.unshare(0x08000000) == 0  # CLONE_NEWIPC: a namespace of its own
+    shmid = libc.shmget(0, 4096, 0o1600)
+    assert libc.shmat(shmid, None, 0) not in (None, ctypes.c_void_p(-1).value)
+    print(f"READY child {os.getpid()} shmid={shmid}", flush=True)
+    while True:
+        time.sleep(1)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_tree_across_ipc_namespaces_is_refused(spawn, python_exe, tmp_path):
+    """A restore puts a tree into one IPC namespace: a child with SysV objects in
+    another namespace than the tree's first process is refused at dump, naming both;
+    the tree runs on."""
+    t = spawn([python_exe, "-c", SPLIT_TARGET], name="split")
+    m = t.wait_for(r"^READY child (\d+) shmid=(\d+)")
+    child = int(m.group(1))
+    try:
+        with pytest.raises(pyckpt.UnsupportedError) as e:
+            pyckpt.dump(t.pid, tmp_path / "img")
+        assert f"process {child}: memory at " in str(e.value)
+        assert f"in another IPC namespace than process {t.pid}" in str(e.value), str(e.value)
+        assert t.alive() and psutil_state(child) in "SR"
+    finally:
+        kill_own(t.pid)
+        kill_own(child)  # orphaned: ours now (its namespace and segment go with it)
+
+
+def psutil_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    return text[text.rindex(")") + 2]

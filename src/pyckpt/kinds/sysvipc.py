@@ -227,6 +227,7 @@ class SysvSharedMemory(MappedObject):
         if key not in ctx.objects:
             what = (f"process {ctx.pid}: memory at {map_path.rsplit('/', 1)[1]} is SysV shared memory "
                     f"segment key {int(SHM_NAME.fullmatch(name).group(1), 16):#010x} id {shmid}")
+            _same_namespace_as_root(ctx, what)
             start = int(map_path.rsplit("/", 1)[1].split("-")[0], 16)
             if "ht" in ctx.smaps_flags.get(start, []):
                 raise UnsupportedError(f"{what}, of huge pages (SHM_HUGETLB); pyckpt cannot save it yet — "
@@ -588,6 +589,17 @@ def _table(path: str) -> list[list[int]]:
         return rows
 
 
+def _same_namespace_as_root(ctx: DumpContext, what: str) -> None:
+    """A restore puts the whole tree in one IPC namespace: SysV objects of a process in
+    another namespace than the tree's first process are refused (ids could clash)."""
+    root = ctx.tree[0] if ctx.tree else ctx.pid
+    mine, theirs = os.stat(f"/proc/{ctx.pid}/ns/ipc"), os.stat(f"/proc/{root}/ns/ipc")
+    if (mine.st_dev, mine.st_ino) != (theirs.st_dev, theirs.st_ino):
+        raise UnsupportedError(f"{what}, in another IPC namespace than process {root} of the same "
+                               "tree; pyckpt restores a tree into one IPC namespace and cannot save it "
+                               "— dump that process on its own", pid=ctx.pid)
+
+
 def _own_namespace(pid: int) -> bool:
     there, here = os.stat(f"/proc/{pid}/ns/ipc"), os.stat("/proc/thread-self/ns/ipc")
     return (there.st_dev, there.st_ino) != (here.st_dev, here.st_ino)
@@ -648,6 +660,8 @@ def dump(ctx: DumpContext) -> list:
                 messages.append(SysvMessage(mtype, buf.raw[8:8 + n].hex()))
             ctx.objects[("sysv msg", st.st_ino, msqid)] = oid = len(ctx.objects) + 1
             recs.append(SysvMsgRecord(oid, msqid, key_, mode, uid, gid, ds.qbytes, messages))
+    if recs:
+        _same_namespace_as_root(ctx, f"process {ctx.pid}: {recs[0].describe()}")
     return recs
 
 

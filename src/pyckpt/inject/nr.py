@@ -58,3 +58,5 @@ rt_tgsigqueueinfo = 297
 kcmp = 312
 clone3 = 435
 faccessat2 = 439
+shmat = 30
+shmdt = 67

@@ -76,6 +76,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 
+from ..arch import libc as _libc
 from ..errors import ImageError, IpcInUseError, RestoreError, UnsupportedError
 from ..image import record
 from ..inject import nr
@@ -93,16 +94,8 @@ SHM_RDONLY, SHM_EXEC = 0o10000, 0o100000
 SHM_DEST, SHM_LOCKED = 0o1000, 0o2000
 CLONE_NEWIPC = 0x08000000
 IPCMNI = 32768  # ids are seq * IPCMNI + slot
-SYS_shmat, SYS_shmdt = 30, 67
 SHM_TABLE = "/proc/sysvipc/shm"
 NEXT_ID = "/proc/sys/kernel/shm_next_id"
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.shmat.restype = ctypes.c_void_p
-_libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
-_libc.shmdt.argtypes = [ctypes.c_void_p]
-_libc.shmget.argtypes = [ctypes.c_int, ctypes.c_size_t, ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 
 
 class _IpcPerm(ctypes.Structure):
@@ -118,8 +111,6 @@ class _ShmidDs(ctypes.Structure):
                 ("lpid", ctypes.c_int), ("nattch", ctypes.c_ulong), ("unused4", ctypes.c_ulong),
                 ("unused5", ctypes.c_ulong)]
 
-
-_libc.shmctl.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_ShmidDs)]
 
 
 @record(120, scope="image")
@@ -281,7 +272,7 @@ class SysvSharedMemory(MappedObject):
         inj = rctx.inj
         if (rctx.pid, base) not in state.attached:
             flags = (0 if writable else SHM_RDONLY) | (SHM_EXEC if executable else 0)
-            got = inj.check(SYS_shmat, made.shmid, base, flags,
+            got = inj.check(nr.shmat, made.shmid, base, flags,
                             what=f"shmat of {rec.describe()} at {base:#x}")
             if got != base:
                 raise RestoreError(f"process {rctx.image_pid}: {rec.describe()} was attached at "
@@ -528,11 +519,6 @@ class _MsqidDs(ctypes.Structure):
                 ("unused4", ctypes.c_ulong), ("unused5", ctypes.c_ulong)]
 
 
-_libc.semget.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-_libc.msgget.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.msgrcv.restype = ctypes.c_ssize_t
-_libc.msgrcv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long, ctypes.c_int]
-_libc.msgsnd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 
 
 @record(121, scope="image")

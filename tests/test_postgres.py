@@ -17,6 +17,7 @@ import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 
@@ -64,12 +65,13 @@ def postgres(spawn, request):
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=home)
     port = _free_port()
     sockets = ""
-    if request.param == "unix":
+    if request.param in ("unix", "unix only"):
         sockets = os.path.join(home, "sockets")
         os.mkdir(sockets)
         os.chown(sockets, user.pw_uid, user.pw_gid)
     t = spawn([os.path.join(os.path.dirname(INITDB), "postgres"), "-D", data,
-               "-c", f"unix_socket_directories={sockets}", "-c", "listen_addresses=127.0.0.1", "-p", str(port),
+               "-c", f"unix_socket_directories={sockets}", "-p", str(port),
+               "-c", f"listen_addresses={'' if request.param == 'unix only' else '127.0.0.1'}",
                "-c", "dynamic_shared_memory_type=posix", "-c", "fsync=off"],
               name="postgres", preexec_fn=as_user, cwd=home)
     t.wait_for(r"database system is ready to accept connections", timeout=30)
@@ -111,6 +113,7 @@ def _tree(pid: int) -> list[psutil.Process]:
 
 
 def psql(port: int, sql: str, netns_of: int | None = None, host: str = "127.0.0.1") -> str:
+    """Run `sql` with psql over TCP, or through the socket directory `host`."""
     argv = [PSQL, "-h", host, "-p", str(port), "-U", "postgres", "-At", "-c", sql, "postgres"]
     if netns_of is not None:  # a copy in its own network namespace: psql goes in there
         argv = ["nsenter", f"--net=/proc/{netns_of}/ns/net", *argv]
@@ -134,26 +137,41 @@ def _dump_kill_reap(t: Target, img) -> list[int]:
     return pids
 
 
-@pytest.mark.parametrize("postgres", ["tcp", "unix"], indirect=True)
+@pytest.mark.parametrize("postgres", ["tcp", "unix", "unix only"], indirect=True)
 def test_postgres_in_place(postgres, tmp_path):
+    """Dumped with kill, restored in place: over TCP, over TCP and its unix socket, and
+    listening on its unix socket only (.s.PGSQL.PORT: the dead server's stale socket file
+    is replaced, with its mode and owner)."""
     t, port, sockets = postgres
+    host = sockets if not _listens_on_tcp(t.pid, port) else "127.0.0.1"
+    sock = os.path.join(sockets, f".s.PGSQL.{port}") if sockets else None
+    mode = stat.S_IMODE(os.lstat(sock).st_mode) if sock else None
     psql(port, "CREATE TABLE saved (n int, s text); INSERT INTO saved SELECT g, md5(g::text) "
-               "FROM generate_series(1, 1000) g")
+               "FROM generate_series(1, 1000) g", host=host)
     if sockets:
         assert psql(port, "SELECT count(*) FROM saved", host=sockets) == "1000"
     pids = _dump_kill_reap(t, tmp_path / "img")
+    if sock:
+        assert stat.S_ISSOCK(os.lstat(sock).st_mode)  # the dead server's socket file is left
     p = pyckpt.restore(tmp_path / "img")
     assert p.pid == t.pid
     t.popen = None
     # its helpers are back under their PIDs (a backend that was just exiting may not be)
     back = {x.pid for x in _tree(p.pid)}
     assert back <= set(pids) and len(back) >= 5, (back, pids)
-    assert psql(port, "SELECT count(*), sum(n) FROM saved") == "1000|500500"
-    psql(port, "INSERT INTO saved VALUES (1001, 'after')")
-    assert psql(port, "SELECT s FROM saved WHERE n = 1001") == "after"
-    assert psql(port, "SELECT count(*) FROM saved") == "1001"
-    if sockets:  # and over its unix socket, listening again on its path
+    assert psql(port, "SELECT count(*), sum(n) FROM saved", host=host) == "1000|500500"
+    psql(port, "INSERT INTO saved VALUES (1001, 'after')", host=host)
+    assert psql(port, "SELECT s FROM saved WHERE n = 1001", host=host) == "after"
+    assert psql(port, "SELECT count(*) FROM saved", host=host) == "1001"
+    if sock:  # and over its unix socket, listening again on its path, as it was
         assert psql(port, "SELECT count(*) FROM saved", host=sockets) == "1001"
+        assert stat.S_IMODE(os.lstat(sock).st_mode) == mode
+        assert os.lstat(sock).st_uid == _user().pw_uid
+
+
+def _listens_on_tcp(pid: int, port: int) -> bool:
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+               for p in _tree(pid) for c in p.net_connections("tcp"))
 
 
 def test_postgres_in_its_own_namespaces(postgres, tmp_path, spawn):

@@ -344,6 +344,19 @@ def before_kill(objects: dict) -> None:
             sock.close()
 
 
+def _repair_options(s: socket.socket, rec, mss: int) -> None:
+    """The options the handshake had negotiated (MSS, window scaling, SACK, timestamps),
+    set on a socket in repair mode (its peer's MSS `mss`)."""
+    opts = [(TCPOPT_MSS, mss)]
+    if rec.options & TCPI_OPT_WSCALE:
+        opts.append((TCPOPT_WINDOW, rec.snd_wscale | rec.rcv_wscale << 16))
+    if rec.options & TCPI_OPT_SACK:
+        opts.append((TCPOPT_SACK_PERM, 0))
+    if rec.options & TCPI_OPT_TIMESTAMPS:
+        opts.append((TCPOPT_TIMESTAMP, 0))
+    s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_OPTIONS, b"".join(struct.pack("II", *o) for o in opts))
+
+
 def _queue(rctx: RestoreContext, rec: TcpConnectionRecord) -> bytes:
     return rctx.image.read_blob(rec.offset, rec.length, f"the receive queue of TCP socket {rec.ino}")
 
@@ -380,14 +393,7 @@ def _reconnect(rctx: RestoreContext, a_rec: TcpConnectionRecord,
                 in_use = e.errno == errno.EADDRINUSE and on_loopback(rec.local_address)
                 raise (needs(error, Fix("new_netns")) if in_use else error) from None
             other = b_rec if rec is a_rec else a_rec
-            opts = [(TCPOPT_MSS, other.advmss)]
-            if rec.options & TCPI_OPT_WSCALE:
-                opts.append((TCPOPT_WINDOW, rec.snd_wscale | rec.rcv_wscale << 16))
-            if rec.options & TCPI_OPT_SACK:
-                opts.append((TCPOPT_SACK_PERM, 0))
-            if rec.options & TCPI_OPT_TIMESTAMPS:
-                opts.append((TCPOPT_TIMESTAMP, 0))
-            s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_OPTIONS, b"".join(struct.pack("II", *o) for o in opts))
+            _repair_options(s, rec, other.advmss)
             if data:
                 s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
                 view = memoryview(data)
@@ -893,14 +899,7 @@ def _recreate(rctx: RestoreContext, rec: TcpOutsideRecord, data: bytes) -> int:
         s.setsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ, struct.pack("I", (rec.rcv_seq - len(data)) & 0xFFFFFFFF))
         s.bind(_local(rec))  # repair mode forces the reuse of the port (SO_REUSEADDR would undo it)
         s.connect(_remote(rec))
-        opts = [(TCPOPT_MSS, rec.mss)]
-        if rec.options & TCPI_OPT_WSCALE:
-            opts.append((TCPOPT_WINDOW, rec.snd_wscale | rec.rcv_wscale << 16))
-        if rec.options & TCPI_OPT_SACK:
-            opts.append((TCPOPT_SACK_PERM, 0))
-        if rec.options & TCPI_OPT_TIMESTAMPS:
-            opts.append((TCPOPT_TIMESTAMP, 0))
-        s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_OPTIONS, b"".join(struct.pack("II", *o) for o in opts))
+        _repair_options(s, rec, rec.mss)
         if rec.options & TCPI_OPT_TIMESTAMPS:
             s.setsockopt(socket.IPPROTO_TCP, TCP_TIMESTAMP, struct.pack("I", rec.timestamp))
         if data:

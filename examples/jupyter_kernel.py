@@ -110,7 +110,8 @@ def main(workdir: str) -> bool:
         session = uuid.uuid4().hex
         ws = websocket.create_connection(
             f"ws://127.0.0.1:{port}/api/kernels/{kernel_id}/channels?session_id={session}",
-            header=[f"Authorization: token {token}"], timeout=1)
+            header=[f"Authorization: token {token}"], timeout=60)
+        ws.settimeout(1)
         out = run_cell(ws, session, "table = {i: i * i for i in range(100_000)}\nanswer = 41 + 1\n"
                                     "def twice(x):\n    return 2 * x\n"
                                     "print(get_ipython().execution_count)")

@@ -92,6 +92,49 @@ class SaveRefused(errors.PyckptError):
         super().__init__(message)
 
 
+def server_stdio_fds(pid: int) -> dict[str, int]:
+    """The kernel's fds that are this server's stdout (1) or stderr (2): ipykernel keeps
+    copies of the fds 1 and 2 it was started with (the server's log, a terminal, a
+    pipe) for output written below Python.  Saved in kernel.json, so that a restore
+    gives them the restoring server's stdout and stderr (not the saving server's log,
+    which grew since, or is gone)."""
+    mine = {}
+    for k in (1, 2):
+        try:
+            st = os.fstat(k)
+        except OSError:
+            continue
+        mine.setdefault((st.st_dev, st.st_ino), k)
+    found = {}
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return found
+    for name in names:
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in mine:
+            found[name] = mine[st.st_dev, st.st_ino]
+    return found
+
+
+def _no_shutdown_request(km) -> None:
+    """A kernel saved and stopped: the server must not send it a shutdown request
+    (DELETE /api/kernels/ID, the server's own shutdown, a restart).  Nobody would
+    read it now, but pyckpt holds the kernel's connections until the restore (see
+    kinds/tcpconn.py, tcp_established): what the server sends meanwhile is queued
+    there and read by the restored kernel, which would then shut down at once.
+    Skipped once (a restart then starts a new kernel the usual way); a restore
+    takes it back."""
+
+    async def skip(*args, **kwargs):
+        km.__dict__.pop("_async_request_shutdown", None)
+
+    km._async_request_shutdown = skip
+
+
 class PyckptJupyter(LoggingConfigurable):
     """Configuration of the extension (`c.PyckptJupyter.image_dir = ...`)."""
 
@@ -158,6 +201,7 @@ class Saver:
             old = int(old) if old.isdigit() else None
             if old:
                 await self._execute(km, kernel_id, SET_POLLER.format(poller=POLLER, value=0), timeout)
+            stdio = server_stdio_fds(pid)
             km.stop_restarter()
             import pyckpt
 
@@ -173,6 +217,7 @@ class Saver:
                 km.start_restarter()
                 raise
             meta = self._meta(km, kernel_id, pid, image, stop, old)
+            meta["server_stdio"] = stdio
             fd = os.open(os.path.join(path, META), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 json.dump(meta, f, indent=1)
@@ -181,6 +226,7 @@ class Saver:
                 await km.provisioner.wait()
                 km.execution_state = "saved"
                 km.pyckpt_saved = path
+                _no_shutdown_request(km)
             else:
                 if old:
                     await self._execute(km, kernel_id, SET_POLLER.format(poller=POLLER, value=old),
@@ -337,6 +383,7 @@ class Saver:
             km.stop_restarter()
             if km.provisioner is not None and km.provisioner.has_process:
                 await km.provisioner.wait()  # reap what the dump ended
+        km.__dict__.pop("_async_request_shutdown", None)
         old = km.provisioner
         km.provisioner = PyckptProvisioner(kernel_id=kernel_id, kernel_spec=km.kernel_spec,
                                            parent=km, image=path, allow_changed_files=allow)

@@ -18,8 +18,8 @@ transaction, so it is not refused; any other file the kernel had open that
 changed is (a FileChangedError naming it), unless `allow_changed_files`.
 
 The kernel's fds that were the saving server's stdout and stderr (ipykernel
-keeps copies of them; its fds 1 and 2 are its own capture pipes) get this
-server's stdout and stderr when they are the same file (`server_stdio`).
+keeps copies of them; its fds 1 and 2 are its own capture pipes; kernel.json's
+`server_stdio` names them) get this server's stdout and stderr.
 """
 
 from __future__ import annotations
@@ -107,17 +107,24 @@ def read_meta(path: str) -> dict:
             or conn.get("transport") != "tcp"):
         raise ImageError(f"{where} is damaged: it lacks the kernel id, the tcp address, a port "
                          "or the key", path=path)
+    stdio = meta.get("server_stdio", {})
+    if not isinstance(stdio, dict) or not all(
+            isinstance(n, str) and n.isdigit() and int(n) < 1 << 20 and k in (1, 2)
+            for n, k in stdio.items()):
+        raise ImageError(f"{where} is damaged: server_stdio must map fd numbers to 1 or 2",
+                         path=path)
     return meta
 
 
 def server_stdio(image: str) -> dict[int, int]:
-    """fds={n: 1 or 2} for the image's fds that were the saving server's stdout or
-    stderr, if this server's are the same file (its log file: same path; or the
-    same pipe): ipykernel keeps copies of its original fds 1 and 2 (at other
-    numbers: 0-2 are its own capture pipes, in the image) for output written
-    below Python.  The log grew since: the restored kernel writes where this
-    server writes, not over what was added.  Others are left to the restore's
-    own checks (a FileChangedError or an fd outside the image names them)."""
+    """fds={n: 1 or 2} for the image's fds that are the same file as this server's
+    stdout or stderr (its log file: same path; or the same pipe).  ipykernel keeps
+    copies of its original fds 1 and 2 (at other numbers: 0-2 are its own capture
+    pipes, in the image) for output written below Python; the saving server noted
+    which were its own (kernel.json's server_stdio, which the caller adds).  The log
+    grew since: the restored kernel writes where this server writes, not over what
+    was added.  Others are left to the restore's own checks (a FileChangedError or
+    an fd outside the image names them)."""
     import re
 
     import pyckpt
@@ -168,7 +175,9 @@ class PyckptProvisioner(LocalProvisioner):
         import pyckpt
 
         image = os.path.join(self.image, IMAGE)
-        restore = functools.partial(pyckpt.restore, image, fds=server_stdio(image), progress=False,
+        fds = server_stdio(image)
+        fds.update({int(n): k for n, k in read_meta(self.image).get("server_stdio", {}).items()})
+        restore = functools.partial(pyckpt.restore, image, fds=fds, progress=False,
                                     tcp_established=True,
                                     allow_changed_files=True if self.allow_changed_files
                                     else SHARED_FILES)

@@ -297,6 +297,26 @@ def test_bad_input_is_one_clear_error(server, tmp_path):
         r.stderr
     assert not (tmp_path / "busy").exists()
     assert tab.run("print(6 * 7)", timeout=30) == ["42"]
+
+    # a port of the saved kernel taken meanwhile: named; the id stays, stopped
+    saved = tmp_path / "saved"
+    r = server.cli("save", kid, str(saved), "--stop")
+    assert r.returncode == 0, r.stderr
+    port = json.loads((saved / "kernel.json").read_text())["connection"]["shell_port"]
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", port))
+    squatter.listen()
+    try:
+        r = server.cli("restore", str(saved))
+    finally:
+        squatter.close()
+    assert r.returncode != 0 and str(port) in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert [k["id"] for k in server.api("GET", "api/kernels")] == [kid]
+    r = server.cli("restore", str(saved))  # once it is free
+    assert r.returncode == 0, r.stderr
+    assert tab.run("print(6 * 7)", timeout=30) == ["42"]
     tab.close()
 
 

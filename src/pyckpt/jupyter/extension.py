@@ -383,15 +383,17 @@ class Saver:
             km.stop_restarter()
             if km.provisioner is not None and km.provisioner.has_process:
                 await km.provisioner.wait()  # reap what the dump ended
-        km.__dict__.pop("_async_request_shutdown", None)
-        old = km.provisioner
+        held = km.__dict__.pop("_async_request_shutdown", None)
+        old, ready = km.provisioner, km._ready
         km.provisioner = PyckptProvisioner(kernel_id=kernel_id, kernel_spec=km.kernel_spec,
                                            parent=km, image=path, allow_changed_files=allow)
         ports = list(km.ports)
         try:
             await km.start_kernel(**getattr(km, "_launch_args", {}))
-        except BaseException:
-            km.provisioner = old
+        except BaseException:  # nothing was made: the kernel id stays as it was (stopped)
+            km.provisioner, km._ready = old, ready
+            if held is not None:
+                km._async_request_shutdown = held
             raise
         if list(km.ports) != ports:  # restarted meanwhile on other ports: watch the saved ones
             self.mkm.stop_watching_activity(kernel_id)

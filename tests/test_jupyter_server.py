@@ -359,3 +359,28 @@ def test_restored_by_another_server_tomorrow(tmp_path):
         tab.close()
     finally:
         second.stop()
+
+
+def test_magics_save_and_restore_from_a_cell(server):
+    """%load_ext pyckpt; %pyckpt save NAME in a cell: the server saves the kernel once the
+    cell has run; %pyckpt restore NAME brings that state back in place of this kernel."""
+    kid = server.api("POST", "api/kernels", {"name": "python3"})["id"]
+    tab = Tab(server, kid)
+    assert tab.run("%load_ext pyckpt\nsecret = [1, 2, 3]\n%pyckpt save point") == [
+        "pyckpt: saving this kernel as point once this cell has run"]
+    names = lambda: [i["name"] for i in server.api("GET", "api/pyckpt/images")]  # noqa: E731
+    _wait("the image", lambda: "point" in names())
+    pid = server.kernel_pid()
+    out = tab.run("secret.append(4)\nprint(secret)")
+    # the magic's thread prints the server's answer under whichever cell runs then
+    assert [line for line in out if not line.startswith("pyckpt: saved this kernel to ")] == [
+        "[1, 2, 3, 4]"], out
+    out = tab.run("%pyckpt list")
+    assert out[0].startswith(f"point: kernel {kid}, saved ") and out[0].endswith(", this kernel"), out
+    assert tab.run("%pyckpt restore point") == ["pyckpt: replacing this kernel by the one saved as point"]
+    time.sleep(1)
+    _wait("the restored kernel", lambda: server.kernel_pid() == pid)
+    tab.close()
+    tab = Tab(server, kid)
+    assert tab.run("print(secret)") == ["[1, 2, 3]"]
+    tab.close()

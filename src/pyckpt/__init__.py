@@ -605,3 +605,11 @@ def template(path: str | os.PathLike, **restore_options) -> Template:
     full `restore(path, new_pidns=True, ...)`: see `pyckpt.template`'s module
     docstring (`Template`) for what a copy costs."""
     return Template(path, **restore_options)
+
+
+def load_ipython_extension(ipython):
+    """`%load_ext pyckpt` in a notebook kernel: the `%pyckpt save NAME` / `restore NAME` /
+    `list` magic, which asks the Jupyter server running the kernel (pyckpt/jupyter/magics.py)."""
+    from .jupyter.magics import load
+
+    load(ipython)

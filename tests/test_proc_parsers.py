@@ -1,5 +1,6 @@
 """Unit tests of the /proc parsers on captured text (no process is touched)."""
 
+import socket
 import struct
 
 from pyckpt import proc
@@ -157,10 +158,152 @@ ClockID: 7
 
 
 def test_posix_timers_text():
-    from pyckpt.kinds.itimers import parse_timers
+    from pyckpt.proc import parse_timers
 
     t = parse_timers(TIMERS)
     assert [x["id"] for x in t] == [0, 2, 3]
     assert t[0] == {"id": 0, "signo": 12, "value": 0x1111, "notify": 0, "tid": 0, "clock": 1}
     assert t[1]["notify"] == 4 and t[1]["tid"] == 4243  # SIGEV_SIGNAL | SIGEV_THREAD_ID
     assert t[2]["notify"] == 1 and t[2]["clock"] == 7  # SIGEV_NONE
+
+
+def test_stat_terminal_and_start_time():
+    s = proc.parse_stat(STAT)
+    assert (s.tty_nr, s.tpgid, s.start_time) == (0, -1, 1234)
+
+
+# A mount point with a space (escaped \040) and a bind mount of a subdirectory.
+MOUNTINFO = """\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+95 27 254:0 /srv/data /mnt/my\\040data rw,relatime shared:1 master:3 - ext4 /dev/vda rw
+"""
+
+
+def test_mountinfo_ids_devices_and_escaped_paths():
+    m = proc.parse_mountinfo(MOUNTINFO)
+    assert [(x.mnt_id, x.parent_id, x.major, x.minor) for x in m] == [
+        (22, 27, 0, 21), (27, 1, 254, 0), (95, 27, 254, 0)]
+    assert m[2].mount_point == "/mnt/my data" and m[2].root == "/srv/data"
+    assert [x.fstype for x in m] == ["proc", "ext4", "ext4"]
+
+
+# A listener, an established connection with 5 bytes queued to send and 7 to read, and
+# a socket without an inode (a TIME_WAIT one: not anyone's).
+NET_TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2053948 1 0 100 0 0 10 0
+   1: 0100007F:1F90 0100007F:D431 01 00000005:00000007 00:00000000 00000000     0        0 2053951 1 0 20 4 30 10 -1
+   2: 0100007F:1F90 0100007F:D432 06 00000000:00000000 03:00001234 00000000     0        0 0 3 0
+"""
+# ::ffff:127.0.0.1 port 8080, and ::1 port 22 connected to ::1 port 40000
+NET_TCP6 = """\
+  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0000000000000000FFFF00000100007F:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 77 1 0 100 0 0 10 0
+   1: 00000000000000000000000001000000:0016 00000000000000000000000001000000:9C40 01 00000000:00000000 00:00000000 00000000     0        0 78 1 0 20 4 30 10 -1
+"""
+
+
+def test_net_tcp_states_addresses_queues_and_inodes():
+    from pyckpt.proc.net import TCP_ESTABLISHED, TCP_LISTEN, parse_listening
+
+    s = proc.parse_net_sockets(NET_TCP)
+    assert [x.inode for x in s] == [2053948, 2053951]  # the one without an inode is left out
+    assert s[0].state == TCP_LISTEN and s[0].local == ("127.0.0.1", 8080)
+    assert s[1].state == TCP_ESTABLISHED and s[1].remote == ("127.0.0.1", 0xD431)
+    assert (s[1].tx_queue, s[1].rx_queue) == (5, 7)
+    s6 = proc.parse_net_sockets(NET_TCP6)
+    assert s6[0].local == ("127.0.0.1", 8080)  # IPv4-mapped: named as IPv4
+    assert s6[1].local == ("::1", 22) and s6[1].remote == ("::1", 40000)
+    assert parse_listening(NET_TCP, socket.AF_INET) == {2053948: socket.AF_INET}
+
+
+NET_UDP = """\
+   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  123: 0100007F:A5B1 00000000:0000 07 00000000:00000300 00:00000000 00000000     0        0 555 2 0 0
+"""
+
+IGMP = """\
+Idx	Device    : Count Querier	Group    Users Timer	Reporter
+1	lo        :     2      V3
+				FB0000E0     1 0:00000000		0
+				010000E0     1 0:00000000		0
+4	eth0      :     1      V3
+				010000E0     1 0:00000000		0
+"""
+
+IGMP6 = """\
+1    lo              ff020000000000000000000000000001     1 0000000C 0
+2    eth0            ff0200000000000000000001ff000001     1 00000004 0
+"""
+
+
+def test_net_udp_queues_and_multicast_groups():
+    from pyckpt.proc.net import parse_igmp, parse_igmp6
+
+    (u,) = proc.parse_net_sockets(NET_UDP)
+    assert (u.inode, u.rx_queue, u.tx_queue, u.local) == (555, 0x300, 0, ("127.0.0.1", 0xA5B1))
+    assert parse_igmp(IGMP) == [("224.0.0.251", 1, "lo"), ("224.0.0.1", 1, "lo"), ("224.0.0.1", 4, "eth0")]
+    assert parse_igmp6(IGMP6) == [("ff02::1", 1, "lo"), ("ff02::1:ff00:1", 2, "eth0")]
+
+
+SYSVIPC_SEM = """\
+       key      semid perms      nsems   uid   gid  cuid  cgid      otime      ctime
+        -1          0   600          3     0     0     0     0          0 1700000000
+"""
+SYSVIPC_SHM = """\
+       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap
+      1234      32769  1600                  4096   100   101      2  1000  1000  1000  1000          0          0 1700000000                  4096                     0
+"""
+
+
+def test_sysvipc_tables():
+    from pyckpt.proc.misc import parse_shm_table
+
+    assert proc.parse_sysvipc(SYSVIPC_SEM) == [[0xFFFFFFFF, 0, 0o600, 3, 0, 0, 0, 0, 0, 1700000000]]
+    (e,) = parse_shm_table(SYSVIPC_SHM)
+    assert (e.key, e.shmid, e.mode, e.size, e.cpid, e.nattch, e.uid) == (1234, 32769, 0o1600, 4096, 100, 2, 1000)
+
+
+def test_small_files():
+    from pyckpt.proc.misc import parse_children, parse_personality
+
+    assert parse_children("812 813 \n") == [812, 813] and parse_children("") == []
+    assert parse_personality("00400000\n") == 0x400000
+
+
+def test_proc_locks_not_strict_skips_a_strange_line():
+    from pyckpt.proc.locks import parse_locks
+
+    text = "1: LEASE  ACTIVE    READ 24026 fe:00:2146482 0 EOF\n2: SOMETHING NEW\n"
+    (line,) = parse_locks(text, strict=False)
+    assert (line.kind, line.ino, line.waiter) == ("LEASE", 2146482, False)
+    try:
+        parse_locks(text)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a strange line must raise when strict")
+
+
+def test_tables_read_once_per_dump_and_fresh_for_the_next(tmp_path, monkeypatch):
+    """proc.Tables (one per dump) reads a table once however often it is asked for;
+    a new Tables (the next dump) reads it again and sees what changed."""
+    from pyckpt.proc import tables as tables_mod
+
+    texts = {"mountinfo": MOUNTINFO}
+    reads = []
+
+    def fake_mountinfo(pid):
+        reads.append(pid)
+        return proc.parse_mountinfo(texts["mountinfo"])
+
+    monkeypatch.setattr(tables_mod, "read_mountinfo", fake_mountinfo)
+    t = proc.Tables()
+    assert len(t.mountinfo(7)) == 3 and len(t.mountinfo(7)) == 3 and reads == [7]
+    t.mountinfo(8)
+    assert reads == [7, 8]
+    texts["mountinfo"] = MOUNTINFO.splitlines(keepends=True)[0]
+    assert len(t.mountinfo(7)) == 3  # the same dump: its tables do not change under it
+    assert len(proc.Tables().mountinfo(7)) == 1  # the next dump reads afresh
+    assert t.memo("k", lambda: [1]) is t.memo("k", lambda: [2])

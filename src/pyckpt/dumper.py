@@ -223,16 +223,15 @@ LEASE_SCAN_FDS = 1024  # above this many fds, one read of /proc/locks is the che
 
 
 def _refuse_leases_from_proc_locks(fds: list[tuple[int, int]]) -> None:
+    from .proc.locks import read_locks
+
     try:
-        with open("/proc/locks") as f:
-            text = f.read()
+        lines = read_locks(strict=False)
     except OSError:
         return
-    leased = set()
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) >= 6 and words[1] in ("LEASE", "DELEG"):  # not "->": waiters hold nothing
-            leased.add(int(words[5].rsplit(":", 1)[-1]) if words[5][-1:].isdigit() else -1)
+    # (not the "->" lines: waiters hold nothing); -1: a lease without an inode
+    leased = {line.ino if line.dev is not None else -1 for line in lines
+              if line.kind in ("LEASE", "DELEG") and not line.waiter}
     if not leased:
         return
     from .kinds.locks import _locks_of_description  # raises the dump's own refusal of a lease
@@ -259,13 +258,12 @@ def _wait_until_reaped(pids: list[int], timeout: float = 2.0, stop=lambda: False
         left: dict[int, int] = {}
         for pid in pids:
             try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
+                st = proc.read_stat(pid)
+            except (OSError, IndexError, ValueError):
                 continue  # reaped: the PID is free
-            if born.setdefault(pid, fields[19]) != fields[19]:
+            if born.setdefault(pid, st.start_time) != st.start_time:
                 continue  # reaped, and the PID taken by another process since
-            left[pid] = int(fields[1])
+            left[pid] = st.ppid
         if all(parent == me for parent in left.values()) or time.monotonic() >= deadline or stop():
             return left
         time.sleep(delay)
@@ -292,11 +290,13 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
                 seized, zombies = _seize_tree(pid, frozen, [] if members is None else members)
                 tree = list(seized)
                 shared: dict = {}  # objref across the processes of the tree
+                tables = proc.Tables()  # /proc tables read once for this dump
                 records: list = []
                 for member in tree:
                     records.append(ProcessRecord(member, proc.read_stat(member).ppid))
                     records += _collect(member, seized[member].tids, writer, progress, stats,
-                                        smaps_flags if member == pid else {}, options, tree, shared, pre)
+                                        smaps_flags if member == pid else {}, options, tree, shared, pre,
+                                        tables)
                 for zombie, (ppid, status) in zombies.items():
                     records += [ProcessRecord(zombie, ppid), ZombieRecord(zombie, ppid, status)]
                 t = time.perf_counter()
@@ -335,8 +335,7 @@ def _children(pid: int) -> list[int]:
         return out
     for tid in tids:
         try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out += [int(c) for c in f.read().split()]
+            out += proc.read_children(pid, int(tid))
         except OSError:
             pass
     return sorted(set(out))
@@ -391,7 +390,7 @@ def _seize_tree(root: int, frozen: contextlib.ExitStack,
 
 def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress, stats: DumpStats,
              smaps_flags: dict[int, list[str]], options: DumpOptions, tree: list[int],
-             shared: dict, pre=None) -> list:
+             shared: dict, pre=None, tables=None) -> list:
     t = time.perf_counter()
     status = proc.read_status(pid)
     stat = proc.read_stat(pid)
@@ -414,7 +413,8 @@ def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress,
             if other is not inj:
                 other.share(inj)
         ctx = DumpContext(pid, stat, status, maps, smaps_flags, inj, scratch, writer.pages, progress,
-                          options, threads, tree=tree, objects=shared, precopy=pre)
+                          options, threads, tree=tree, objects=shared, precopy=pre,
+                          tables=tables or proc.Tables())
         for kind_dump in DUMP_KINDS:
             checkpoint()
             t = time.perf_counter()

@@ -427,9 +427,10 @@ class boundary:
 
 def describe(pid: int) -> str:
     """`pid=N, name=comm` for messages; tolerant of a vanished process."""
+    from .proc import read_comm
+
     try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f"pid={pid}, name={f.read().strip()}"
+        return f"pid={pid}, name={read_comm(pid).decode(errors='replace').strip()}"
     except OSError:
         return f"pid={pid}"
 

@@ -21,6 +21,7 @@ import errno
 import resource
 import threading
 
+from . import proc
 from .errors import PyckptError, ResourceError
 
 _lock = threading.Lock()
@@ -31,8 +32,7 @@ _caller_soft: int | None = None  # the soft limit to put back
 
 def _nr_open() -> int:
     try:
-        with open("/proc/sys/fs/nr_open") as f:
-            return int(f.read())
+        return proc.read_sys_int("fs/nr_open")
     except (OSError, ValueError):
         return 1 << 20
 
@@ -84,8 +84,7 @@ def _nofile_words() -> tuple[str, int | None]:
 
 def _file_max() -> str:
     try:
-        with open("/proc/sys/fs/file-max") as f:
-            return f.read().strip()
+        return proc.read_sys("fs/file-max")
     except OSError:
         return "?"
 
@@ -170,11 +169,7 @@ CAP_SYS_RESOURCE = 24
 
 
 def _has_cap(cap: int) -> bool:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return bool(int(line.split()[1], 16) >> cap & 1)
-    return False
+    return bool(int(proc.read_status("self").get("CapEff", "0"), 16) >> cap & 1)
 
 
 def unraisable(rlimits: list[tuple[int, int, int]], where: str) -> list[ResourceError]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+from . import proc
 from .errors import PrivilegeError
 
 CAP_SETGID, CAP_SETUID, CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_CHECKPOINT_RESTORE = 6, 7, 19, 21, 40
@@ -24,18 +25,13 @@ YAMA = "/proc/sys/kernel/yama/ptrace_scope"
 
 
 def effective_caps() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    return 0
+    return int(proc.read_status("self").get("CapEff", "0"), 16)
 
 
 def ptrace_scope() -> int:
     """Yama's kernel.yama.ptrace_scope (0 without Yama)."""
     try:
-        with open(YAMA) as f:
-            return int(f.read())
+        return proc.read_sys_int(YAMA.removeprefix("/proc/sys/"))
     except (OSError, ValueError):
         return 0
 

@@ -433,18 +433,13 @@ def _tail(log: Path, n: int = 10) -> list[str]:
 
 
 def _listening_inodes(pid: int, port: int) -> set[int]:
-    found = set()
-    for name in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/{pid}/net/{name}") as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                        found.add(int(fields[9]))
-        except (OSError, StopIteration, IndexError, ValueError):
-            pass
-    return found
+    from .proc.net import TCP_LISTEN, read_net_sockets
+
+    try:
+        return {s.inode for s in read_net_sockets(pid, "tcp", "tcp6")
+                if s.state == TCP_LISTEN and s.local[1] == port}
+    except (OSError, IndexError, ValueError):
+        return set()
 
 
 def _socket_inodes(pid: int) -> set[int]:

@@ -38,6 +38,7 @@ import stat
 import threading
 from dataclasses import dataclass
 
+from . import proc
 from .arch import libc as _libc
 from .errors import UntrustedImageError
 from .inject import nr
@@ -171,8 +172,7 @@ def _ports(view) -> list[str]:
     from .kinds.tcpconn import TcpConnectionRecord
 
     try:
-        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
-            start = int(f.read())
+        start = proc.read_sys_int("net/ipv4/ip_unprivileged_port_start")
     except (OSError, ValueError):
         start = 1024
     from .kinds.udp import UdpSocketRecord

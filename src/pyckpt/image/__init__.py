@@ -219,19 +219,20 @@ _FAILED = re.compile(r"dump failed: (.+)\n", re.DOTALL)
 
 def _proc_start(pid: int | str) -> tuple[str, int] | None:
     """(state, start time in clock ticks after boot) of a process, None if there is none."""
+    from ..proc import read_stat
+
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read()
-        fields = text[text.rindex(b")") + 2:].split()
-        return fields[0].decode(), int(fields[19])
-    except (OSError, ValueError, IndexError):
+        st = read_stat(pid)
+        return st.state, st.start_time
+    except (OSError, ValueError, IndexError, UnicodeDecodeError):
         return None
 
 
 def _boot_id() -> str:
+    from ..proc import read_boot_id
+
     try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
+        return read_boot_id()
     except OSError:
         return ""
 

@@ -33,6 +33,8 @@ class DumpContext:
     # deleted file's content...): kernel identity -> the id it was saved under
     objects: dict[object, int] = field(default_factory=dict)
     precopy: object = None  # precopy.PreCopy when the root's memory was copied while it ran
+    # /proc tables read once per dump (mountinfo, net/tcp...), shared by every process of it
+    tables: proc.Tables = field(default_factory=proc.Tables)
 
 
 @dataclass

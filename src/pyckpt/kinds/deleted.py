@@ -275,13 +275,8 @@ def save_deleted(ctx: DumpContext, proc_path: str, link: str, what: str) -> tupl
         st.st_uid, st.st_gid, st.st_size, st.st_atime_ns, st.st_mtime_ns, runs)]
 
 
-def _visible_devices(pid: int) -> set[int]:
-    devs = set()
-    with open(f"/proc/{pid}/mountinfo") as f:
-        for line in f:
-            major, _, minor = line.split()[2].partition(":")
-            devs.add(os.makedev(int(major), int(minor)))
-    return devs
+def _visible_devices(ctx: DumpContext) -> set[int]:
+    return {os.makedev(m.major, m.minor) for m in ctx.tables.mountinfo(ctx.pid)}
 
 
 @mapped_object
@@ -304,7 +299,7 @@ class DeletedMapping(MappedObject):
                                    f"name, not in {os.path.dirname(name[: -len(DELETED)]) or '/'}; pyckpt "
                                    "cannot find that name to map it by — map the file by its name, or "
                                    "remove its other names", pid=ctx.pid)
-        if not stat.S_ISREG(st.st_mode) or st.st_dev not in _visible_devices(ctx.pid):
+        if not stat.S_ISREG(st.st_mode) or st.st_dev not in _visible_devices(ctx):
             kind = (f"not a regular file (mode {st.st_mode:o})" if not stat.S_ISREG(st.st_mode) else
                     "a file of a file system the process has not mounted (a kernel-internal one)")
             raise UnsupportedError(f"{what}, {kind}; pyckpt cannot save it — unmap it in the target",

@@ -42,7 +42,7 @@ from ..errors import RestoreError, UnsupportedFdError
 from ..image import record
 from ..inject import nr
 from ..problems import Fix, needs
-from ..proc import FdInfo, read_fdinfo
+from ..proc import FdInfo, parse_fdinfo
 from .context import DumpContext, RestoreContext, RestoreOptions
 from .order import ordered
 
@@ -253,7 +253,7 @@ def dump(ctx: DumpContext) -> list:
     owners = table["owners"]  # (dev, ino) -> [(pid, fd, file id)]
     for fd in sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd")):
         link = f"/proc/{pid}/fd/{fd}"
-        f = DumpedFd(pid, fd, os.readlink(link), os.stat(link), read_fdinfo(pid, fd))
+        f = DumpedFd(pid, fd, os.readlink(link), os.stat(link), parse_fdinfo(ctx.tables.fdinfo_text(pid, fd)))
         file_id = None
         for other_pid, other_fd, other_id in owners.get((f.st.st_dev, f.st.st_ino), []):
             if same_description(pid, fd, other_pid, other_fd):

@@ -24,7 +24,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import re
 import struct
 import termios
 from dataclasses import dataclass
@@ -33,6 +32,8 @@ from ..arch import libc as _libc
 from ..errors import FileChangedError, RestoreError, UnsupportedError, UnsupportedFdError
 from ..image import record
 from ..problems import Fix, needs
+from ..proc import read_fdinfo_text
+from ..proc.anon_fdinfo import FdinfoWatch, parse_watches  # noqa: F401 (parse_watches: tests)
 from .context import DumpContext, RestoreContext
 from .files import DumpedFd, FileKind, file_kind, take_fd
 
@@ -42,13 +43,6 @@ IN_DONT_FOLLOW, IN_MASK_CREATE = 0x02000000, 0x10000000
 IN_DELETE_SELF = 0x400
 AT_FDCWD, AT_HANDLE_FID = -100, 0x200
 MAX_SKIPPED_WDS = 1 << 20  # a gap wider than this is refused rather than walked
-_WATCH_RE = re.compile(
-    r"^inotify wd:(\d+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:[0-9a-f]+"
-    r"(?: fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]*))?",
-    re.M,
-)
-
-
 @dataclass
 class InotifyWatch:
     wd: int
@@ -68,53 +62,15 @@ class InotifyRecord:
     watches: list[InotifyWatch]
 
 
-@dataclass
-class FdinfoWatch:
-    """One `inotify` line of /proc/PID/fdinfo/N."""
-
-    wd: int
-    ino: int
-    sdev: int  # kernel encoding: major << 20 | minor
-    mask: int
-    handle_type: int | None
-    handle: bytes | None
-
-    @property
-    def dev(self) -> int:
-        return os.makedev(self.sdev >> 20, self.sdev & 0xFFFFF)
-
-
-def parse_watches(text: str) -> list[FdinfoWatch]:
-    """The watches of an inotify fdinfo text (unit-tested on captured text)."""
-    out = []
-    for m in _WATCH_RE.finditer(text):
-        wd, ino, sdev, mask, nbytes, htype, handle = m.groups()
-        raw = bytes.fromhex(handle) if handle is not None else None
-        if raw is not None and len(raw) != int(nbytes, 16):
-            raise ValueError(f"inotify wd {wd}: f_handle has {len(raw)} bytes, fdinfo says {nbytes}")
-        out.append(FdinfoWatch(int(wd), int(ino, 16), int(sdev, 16), int(mask, 16),
-                               None if htype is None else int(htype, 16), raw))
-    return out
-
-
-def _unescape(s: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
-
-
-def _mount_dirs(pid: int, dev: int) -> list[str]:
+def _mount_dirs(ctx: DumpContext, pid: int, dev: int) -> list[str]:
     """Directories (reachable from pyckpt) where a file system of `dev` is mounted,
-    whole-file-system mounts first."""
-    want = f"{os.major(dev)}:{os.minor(dev)}"
-    found = []
-    with open(f"/proc/{pid}/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 4 and fields[2] == want:
-                found.append((fields[3] != "/", f"/proc/{pid}/root" + _unescape(fields[4])))
+    whole-file-system mounts first (mountinfo, read once per dump)."""
+    found = [(m.root != "/", f"/proc/{pid}/root" + m.mount_point) for m in ctx.tables.mountinfo(pid)
+             if (m.major, m.minor) == (os.major(dev), os.minor(dev))]
     return [d for _, d in sorted(found)]
 
 
-def _path_by_handle(pid: int, fd: int, w: FdinfoWatch) -> str:
+def _path_by_handle(ctx: DumpContext, pid: int, fd: int, w: FdinfoWatch) -> str:
     what = f"process {pid}: fd {fd} (inotify) watches inode {w.ino} on device " \
            f"{os.major(w.dev)}:{os.minor(w.dev)} (wd {w.wd})"
     if w.handle is None:
@@ -122,7 +78,7 @@ def _path_by_handle(pid: int, fd: int, w: FdinfoWatch) -> str:
                                "cannot find its path — remove that watch in the target", pid=pid)
     buf = ctypes.create_string_buffer(struct.pack("<Ii", len(w.handle), w.handle_type) + w.handle)
     last = "no mount of that file system is visible"
-    for d in _mount_dirs(pid, w.dev):
+    for d in _mount_dirs(ctx, pid, w.dev):
         try:
             mfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:
@@ -178,9 +134,8 @@ class Inotify(FileKind):
                 f"process {f.pid}: fd {f.fd} (inotify) has {queued} bytes of events queued that "
                 "it has not read yet; pyckpt cannot save them without taking them from the "
                 "process — let it read its events and dump again", pid=f.pid)
-        with open(f"/proc/{f.pid}/fdinfo/{f.fd}") as fi:
-            text = fi.read()
-        watches = [InotifyWatch(w.wd, _path_by_handle(f.pid, f.fd, w), w.mask, w.dev, w.ino,
+        text = read_fdinfo_text(f.pid, f.fd)
+        watches = [InotifyWatch(w.wd, _path_by_handle(ctx, f.pid, f.fd, w), w.mask, w.dev, w.ino,
                                 w.handle_type, w.handle)
                    for w in sorted(parse_watches(text), key=lambda w: w.wd)]
         return [InotifyRecord(file_id, f.info.flags & ~os.O_CLOEXEC, watches)]

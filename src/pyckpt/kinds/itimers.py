@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ..errors import RestoreError
 from ..image import record
 from ..inject import nr
+from ..proc import read_timers
 from .context import DumpContext, RestoreContext, restore_hook
 
 ITIMERVAL = struct.Struct("<qqqq")  # it_interval (sec, usec), it_value (sec, usec)
@@ -64,38 +65,10 @@ class PosixTimersRecord:
 PR_TIMER_CREATE_RESTORE_IDS, RESTORE_IDS_OFF, RESTORE_IDS_ON = 77, 0, 1
 ITIMERSPEC = struct.Struct("<qqqq")  # it_interval (sec, nsec), it_value (sec, nsec)
 SIGEVENT = struct.Struct("<QiiI44x")  # sigev_value, signo, notify, _tid; 64 bytes
-NOTIFY = {"signal": 0, "none": 1, "thread": 2}
-SIGEV_THREAD_ID = 4
-
-
-def parse_timers(text: str) -> list[dict]:
-    """Parse /proc/PID/timers: blocks of `ID:`, `signal: N/VALUE`, `notify: KIND/pid.N`
-    (or `tid.N`), `ClockID:` lines."""
-    timers, cur = [], None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        value = value.strip()
-        if key == "ID":
-            cur = {"id": int(value)}
-            timers.append(cur)
-        elif cur is None:
-            continue
-        elif key == "signal":
-            signo, _, sival = value.partition("/")
-            cur["signo"], cur["value"] = int(signo), int(sival, 16)
-        elif key == "notify":
-            kind, _, target = value.partition("/")
-            who, _, num = target.partition(".")
-            cur["notify"] = NOTIFY[kind] | (SIGEV_THREAD_ID if who == "tid" else 0)
-            cur["tid"] = int(num) if who == "tid" else 0
-        elif key == "ClockID":
-            cur["clock"] = int(value)
-    return timers
 
 
 def _dump_posix(ctx: DumpContext) -> list[PosixTimer]:
-    with open(f"/proc/{ctx.pid}/timers") as f:
-        found = parse_timers(f.read())
+    found = read_timers(ctx.pid)
     out = []
     for t in found:
         ctx.inj.check(nr.timer_gettime, t["id"], ctx.scratch, what=f"timer_gettime({t['id']})")

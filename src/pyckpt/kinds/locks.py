@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from ..errors import DumpError, ImageError, LockConflictError, RestoreError, UnsupportedError, describe
 from ..image import record
 from ..inject import nr
-from ..proc import read_fdinfo
-from ..proc.locks import LockLine, read_fdinfo_locks, read_locks
+from ..proc import read_fdinfo, read_mountinfo
+from ..proc.locks import LockLine, parse_fdinfo_locks, read_fdinfo_locks, read_locks
 from .context import DumpContext, RestoreContext
 from .files import FdRecord, TableHook, source_of, table_hook
 
@@ -94,10 +94,12 @@ def _line_words(line: LockLine) -> str:
 
 # -- dump ---------------------------------------------------------------------
 
-def _locks_of_description(pid: int, fd: int, file_id: int) -> list[tuple[FileLockRecord, LockLine]]:
+def _locks_of_description(pid: int, fd: int, file_id: int,
+                          fdinfo: str | None = None) -> list[tuple[FileLockRecord, LockLine]]:
+    """The locks on fd's description, from its fdinfo (`fdinfo`: its text, already read)."""
     path = os.readlink(f"/proc/{pid}/fd/{fd}")
     out = []
-    for line in read_fdinfo_locks(pid, fd):
+    for line in read_fdinfo_locks(pid, fd) if fdinfo is None else parse_fdinfo_locks(fdinfo):
         if line.waiter:  # fdinfo lists granted locks only; be safe
             continue
         if line.kind in ("LEASE", "DELEG"):
@@ -137,7 +139,7 @@ class FileLocks(TableHook):
         saved: list[FileLockRecord] = []
         for file_id, fd in sorted(first_fd.items()):
             try:
-                found = _locks_of_description(pid, fd, file_id)
+                found = _locks_of_description(pid, fd, file_id, ctx.tables.fdinfo_text(pid, fd))
             except OSError as e:
                 raise DumpError(f"reading the locks of fd {fd} of process {pid} failed: {e}") from e
             saved += [rec for rec, _ in found]
@@ -266,12 +268,9 @@ def _lock_file_key(pid: int, fd: int) -> tuple[tuple[int, int], int]:
     block's device (mountinfo, by the fd's mnt_id) and fdinfo's inode — stat's
     st_dev may differ from it (btrfs subvolumes, overlayfs)."""
     info = read_fdinfo(pid, fd)
-    with open(f"/proc/{pid}/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if int(fields[0]) == info.mnt_id:
-                major, minor = fields[2].split(":")
-                return (int(major), int(minor)), info.ino
+    for m in read_mountinfo(pid):  # (at restore, for one lock: not worth a cache)
+        if m.mnt_id == info.mnt_id:
+            return (m.major, m.minor), info.ino
     st = os.stat(f"/proc/{pid}/fd/{fd}")
     return (os.major(st.st_dev), os.minor(st.st_dev)), st.st_ino
 

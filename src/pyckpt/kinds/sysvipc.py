@@ -76,7 +76,9 @@ import re
 import stat
 from dataclasses import dataclass, field
 
+from .. import proc
 from ..arch import libc as _libc
+from ..proc.misc import ShmEntry, parse_shm_table
 from ..errors import ImageError, IpcInUseError, RestoreError, UnsupportedError
 from ..image import record
 from ..inject import nr
@@ -94,8 +96,7 @@ SHM_RDONLY, SHM_EXEC = 0o10000, 0o100000
 SHM_DEST, SHM_LOCKED = 0o1000, 0o2000
 CLONE_NEWIPC = 0x08000000
 IPCMNI = 32768  # ids are seq * IPCMNI + slot
-SHM_TABLE = "/proc/sysvipc/shm"
-NEXT_ID = "/proc/sys/kernel/shm_next_id"
+NEXT_ID = "kernel/shm_next_id"  # under /proc/sys (proc.write_sys), of this thread's IPC namespace
 
 
 class _IpcPerm(ctypes.Structure):
@@ -139,39 +140,8 @@ class SysvShmRecord:
         return f"SysV shared memory segment key {self.key:#010x} id {self.shmid}"
 
 
-@dataclass
-class ShmEntry:
-    """One line of /proc/sysvipc/shm."""
-
-    key: int
-    shmid: int
-    mode: int
-    size: int
-    cpid: int
-    nattch: int
-    uid: int
-    gid: int
-    cuid: int
-    cgid: int
-
-
-def parse_shm_table(text: str) -> list[ShmEntry]:
-    """The segments /proc/sysvipc/shm lists (the reader's IPC namespace); the key is
-    printed as a signed int, kept here as the unsigned 32-bit key_t."""
-    out = []
-    for line in text.splitlines()[1:]:
-        f = line.split()
-        if len(f) < 11:
-            continue
-        out.append(ShmEntry(key=int(f[0]) & 0xFFFFFFFF, shmid=int(f[1]), mode=int(f[2], 8), size=int(f[3]),
-                            cpid=int(f[4]), nattch=int(f[6]), uid=int(f[7]), gid=int(f[8]),
-                            cuid=int(f[9]), cgid=int(f[10])))
-    return out
-
-
 def _shm_table() -> list[ShmEntry]:
-    with open(SHM_TABLE) as f:
-        return parse_shm_table(f.read())
+    return parse_shm_table(proc.read_sysvipc_text("shm"))
 
 
 @contextlib.contextmanager
@@ -396,8 +366,7 @@ def _create(rec: SysvShmRecord) -> int:
         # /proc/PID/maps) when that is free, and removed (made private) in finish()
         keys.insert(0, rec.name_key)
     for key in keys:
-        with open(NEXT_ID, "w") as f:
-            f.write(str(rec.shmid))
+        proc.write_sys(NEXT_ID, str(rec.shmid))
         shmid = _libc.shmget(key, rec.size, IPC_CREAT | IPC_EXCL | 0o600)
         if shmid >= 0 or ctypes.get_errno() != errno.EEXIST:
             break
@@ -500,8 +469,8 @@ def _close(state: _State) -> None:
 
 # --- semaphore sets and message queues of a tree's own IPC namespace -----------
 
-SEM_TABLE, MSG_TABLE = "/proc/sysvipc/sem", "/proc/sysvipc/msg"
-SEM_NEXT_ID, MSG_NEXT_ID = "/proc/sys/kernel/sem_next_id", "/proc/sys/kernel/msg_next_id"
+SEM_TABLE, MSG_TABLE = "sem", "msg"  # /proc/sysvipc/*, of this thread's IPC namespace
+SEM_NEXT_ID, MSG_NEXT_ID = "kernel/sem_next_id", "kernel/msg_next_id"  # under /proc/sys
 GETPID, GETALL, SETALL = 11, 13, 17
 MSG_COPY, IPC_NOWAIT, MSG_NOERROR = 0o40000, 0o4000, 0o10000
 MSGMAX = 1 << 20  # the largest message a queue may be asked to copy (msgmax is 8192 by default)
@@ -564,15 +533,9 @@ class SysvMsgRecord:
         return f"SysV message queue key {self.key:#010x} id {self.msqid}"
 
 
-def _table(path: str) -> list[list[int]]:
+def _table(kind: str) -> list[list[int]]:
     """The rows of /proc/sysvipc/sem or msg: key (unsigned), id, perms (octal), the rest."""
-    with open(path) as f:
-        rows = []
-        for line in f.read().splitlines()[1:]:
-            f_ = line.split()
-            if len(f_) >= 8:
-                rows.append([int(f_[0]) & 0xFFFFFFFF, int(f_[1]), int(f_[2], 8)] + [int(x) for x in f_[3:]])
-        return rows
+    return proc.parse_sysvipc(proc.read_sysvipc_text(kind))
 
 
 def _same_namespace_as_root(ctx: DumpContext, what: str) -> None:
@@ -785,8 +748,7 @@ def _drain(msqid: int, rec) -> None:
 
 def _get(next_id_file: str, want: int, rec, create) -> int:
     """Create an object under id `want` (via the namespace's *_next_id)."""
-    with open(next_id_file, "w") as f:
-        f.write(str(want))
+    proc.write_sys(next_id_file, str(want))
     got = create()
     if got < 0:
         err = ctypes.get_errno()

@@ -82,8 +82,7 @@ def dump(ctx: DumpContext) -> list:
         raise UnsupportedError(f"process {pid}: its root directory {root} was removed", pid=pid)
     if len(os.fsencode(root)) > 3000:  # restore passes it through the scratch page
         raise UnsupportedError(f"process {pid}: its root directory path is too long for pyckpt", pid=pid)
-    with open(f"/proc/{pid}/personality") as f:
-        personality = int(f.read(), 16)
+    personality = proc.read_personality(pid)
     # From /proc: prlimit() on another user's process needs CAP_SYS_RESOURCE.
     rlimits = [(r, soft, hard) for r, (soft, hard) in enumerate(proc.read_limits(pid))]
     return [TaskRecord(

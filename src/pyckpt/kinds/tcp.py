@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from ..errors import RestoreError
 from ..image import record
 from ..problems import Fix, needs
+from ..proc.net import parse_listening as parse_proc_net_tcp  # noqa: F401 (its parser lives in proc/)
 from .context import DumpContext, RestoreContext
 from .files import DumpedFd, FileKind, file_kind, set_status_flags
 from .unix import NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, SOCK_DIAG_BY_FAMILY, take
@@ -58,19 +59,6 @@ class TcpListenerRecord:
     v6only: bool
 
 
-def listening_inodes(pid: int) -> dict[int, int]:
-    """Inode -> family of every listening TCP socket in `pid`'s network namespace."""
-    out = {}
-    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
-        try:
-            with open(f"/proc/{pid}/net/{name}") as f:
-                text = f.read()
-        except FileNotFoundError:
-            continue
-        out.update(parse_proc_net_tcp(text, family))
-    return out
-
-
 def tcp_state(f) -> int | None:
     """The TCP state (tcpi_state) of fd `f` (a DumpedFd) when it is a TCP socket, else
     None: a few syscalls on a pidfd_getfd copy, where /proc/PID/net/tcp{,6} costs a walk
@@ -89,16 +77,6 @@ def tcp_state(f) -> int | None:
         return None
     finally:
         sock.close()
-
-
-def parse_proc_net_tcp(text: str, family: int) -> dict[int, int]:
-    """Inode -> family of the listening sockets in /proc/net/tcp{,6} text."""
-    out = {}
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) > 9 and fields[3] == "0A":
-            out[int(fields[9])] = family
-    return out
 
 
 def listener_queues(family: int) -> dict[int, tuple[int, int]]:

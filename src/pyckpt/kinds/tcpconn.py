@@ -115,7 +115,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import ipaddress
 import os
 import secrets
 import signal
@@ -126,6 +125,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import PortInUseError, RestoreError, UnsupportedFdError
+from .. import proc
 from ..image import padded, record
 from ..inject import nr
 from ..problems import Fix, needs
@@ -134,7 +134,6 @@ from .files import DumpedFd, FileKind, file_kind, set_status_flags
 from .tcp import on_loopback, open_all_listeners, tcp_state
 from .unix import SO_PEEK_OFF, sockets_in_image, take
 
-TCP_ESTABLISHED_HEX = "01"
 TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 19, 20, 21, 22
 TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2
 TCPOPT_MSS, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
@@ -172,41 +171,15 @@ class TcpConnectionRecord:
         return [(self.offset, padded(self.length), self.xxh3)] if self.length else []
 
 
-def proc_address(text: str) -> tuple[str, int]:
-    """(address, port) from /proc/net/tcp{,6} hex ("0100007F:1F90"); an IPv4-mapped
-    IPv6 address as plain IPv4, so both files name one connection alike."""
-    host, port = text.split(":")
-    raw = bytes.fromhex(host)
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # host-order words
-    ip = ipaddress.ip_address(words)
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return str(ip), int(port, 16)
-
-
-def parse_established(text: str) -> dict[int, tuple[tuple[str, int], tuple[str, int]]]:
-    """Inode -> (local, remote) addresses of the established sockets in /proc/net/tcp{,6} text."""
-    out = {}
-    for line in text.splitlines()[1:]:
-        f = line.split()
-        if len(f) > 9 and f[3] == TCP_ESTABLISHED_HEX and f[9] != "0":
-            out[int(f[9])] = (proc_address(f[1]), proc_address(f[2]))
-    return out
-
-
 def _connections(ctx: DumpContext, pid: int) -> tuple[dict, dict]:
-    """(inode -> (local, remote) of established sockets, (local, remote) -> inode), once per dump."""
-    cached = ctx.objects.get("tcp connections")
-    if cached is None:
-        by_ino: dict[int, tuple[str, str]] = {}
-        for name in ("tcp", "tcp6"):
-            try:
-                with open(f"/proc/{pid}/net/{name}") as f:
-                    by_ino.update(parse_established(f.read()))
-            except FileNotFoundError:
-                pass
-        cached = ctx.objects["tcp connections"] = (by_ino, {v: k for k, v in by_ino.items()})
-    return cached
+    """(inode -> (local, remote) of established sockets, (local, remote) -> inode) of
+    `pid`'s network namespace, from /proc/PID/net/tcp{,6} read once per dump."""
+    table = ctx.tables.net(pid, "tcp", "tcp6")
+
+    def index():
+        by_ino = {s.inode: (s.local, s.remote) for s in table.values() if s.state == TCP_ESTABLISHED}
+        return by_ino, {v: k for k, v in by_ino.items()}
+    return ctx.tables.memo(("tcp connections", id(table)), index)
 
 
 def _unacknowledged(sock: socket.socket) -> int:
@@ -503,25 +476,9 @@ class TcpOutsideRecord:
         return runs
 
 
-def parse_states(text: str) -> dict[int, tuple[int, tuple[str, int], tuple[str, int]]]:
-    """Inode -> (state, local, remote) of every socket with an inode in /proc/net/tcp{,6} text."""
-    out = {}
-    for line in text.splitlines()[1:]:
-        f = line.split()
-        if len(f) > 9 and f[9] != "0":
-            out[int(f[9])] = (int(f[3], 16), proc_address(f[1]), proc_address(f[2]))
-    return out
-
-
 def socket_states(pid: int) -> dict[int, tuple[int, tuple[str, int], tuple[str, int]]]:
-    out = {}
-    for name in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/{pid}/net/{name}") as f:
-                out.update(parse_states(f.read()))
-        except FileNotFoundError:
-            pass
-    return out
+    """Inode -> (state, local, remote) of every TCP socket of `pid`'s network namespace."""
+    return {s.inode: (s.state, s.local, s.remote) for s in proc.read_net_sockets(pid, "tcp", "tcp6")}
 
 
 def _int(sock: socket.socket, level: int, name: int) -> int:
@@ -662,7 +619,8 @@ class TcpOutside(FileKind):
         state = tcp_state(f)
         remote = None
         if state == TCP_SYN_SENT:  # getpeername() fails while connecting: /proc/net/tcp has it
-            remote = socket_states(f.pid).get(f.st.st_ino, (0, None, None))[2]
+            found = ctx.tables.net(f.pid, "tcp", "tcp6").get(f.st.st_ino)
+            remote = found.remote if found else None
         elif state == TCP_CLOSE:
             state = _unhashed_state(f)
         sock = take(f.pid, f.fd)
@@ -1030,9 +988,7 @@ def _hold(objects: dict) -> None:
 
 
 def _start_time(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        text = f.read()
-    return int(text[text.rindex(")") + 2:].split()[19])
+    return proc.read_stat(pid).start_time
 
 
 def _pidfd_getfd(pidfd: int, fd: int) -> int:

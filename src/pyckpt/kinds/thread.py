@@ -26,6 +26,7 @@ from .. import ptrace_ops as pt
 from ..arch import libc as _libc
 from ..image import record
 from ..inject import Injector, nr
+from ..proc import read_comm
 from .context import DumpContext, RestoreContext
 
 PR_SET_NAME, PR_GET_TID_ADDRESS = 15, 40
@@ -87,8 +88,7 @@ def dump(ctx: DumpContext) -> list:
         (pdeathsig,) = struct.unpack("<i", inj.read(ctx.scratch, 4))
         head, length = get_robust_list(tid)
         rseq = pt.get_rseq(tid)
-        with open(f"/proc/{ctx.pid}/task/{tid}/comm", "rb") as f:
-            comm = f.read().rstrip(b"\n").decode("utf-8", "surrogateescape")
+        comm = read_comm(ctx.pid, tid).decode("utf-8", "surrogateescape")
         records.append(ThreadRecord(
             tid, comm, tid_addr, head, length, rseq.pointer, rseq.size, rseq.signature,
             inj.saved_sigmask, AltStack(sp, flags, size),

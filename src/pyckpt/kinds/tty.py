@@ -69,6 +69,7 @@ import struct
 import termios
 from dataclasses import dataclass
 
+from .. import proc
 from ..errors import ImageError, RestoreError, UnsupportedError
 from ..image import record
 from ..inject import nr
@@ -139,9 +140,8 @@ class CttyRecord:
 
 def read_tty_stat(pid: int) -> tuple[int, int, int, int]:
     """(session, tty_nr, tpgid, pgrp) from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return int(rest[3]), int(rest[4]), int(rest[5]), int(rest[2])
+    s = proc.read_stat(pid)
+    return s.session, s.tty_nr, s.tpgid, s.pgrp
 
 
 def _devpts_dev() -> int:
@@ -164,10 +164,9 @@ def masters_in(pids: list[int]) -> dict[int, tuple[int, int]]:
                 st = os.stat(f"/proc/{pid}/fd/{n}")
                 if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != PTMX:
                     continue
-                with open(f"/proc/{pid}/fdinfo/{n}") as f:
-                    for line in f:
-                        if line.startswith("tty-index:"):
-                            found.setdefault(int(line.split()[1]), (pid, int(n)))
+                index = proc.read_fdinfo(pid, int(n)).extra.get("tty-index")
+                if index is not None:
+                    found.setdefault(int(index), (pid, int(n)))
             except (OSError, ValueError):
                 continue
     return found

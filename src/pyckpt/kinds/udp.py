@@ -137,30 +137,9 @@ def _proto(f: DumpedFd) -> bytes:
 def _queues(ctx: DumpContext, pid: int) -> dict[int, tuple[int, int]]:
     """Inode -> (receive queue, send queue) in bytes of every UDP socket in `pid`'s
     network namespace, from /proc/PID/net/udp{,6}: read once per dump and namespace."""
-    netns = os.stat(f"/proc/{pid}/ns/net").st_ino
-    cache = ctx.objects.setdefault("udp queues", {})
-    if netns not in cache:
-        table: dict[int, tuple[int, int]] = {}
-        for name in ("udp", "udp6"):
-            try:
-                with open(f"/proc/{pid}/net/{name}") as f:
-                    text = f.read()
-            except FileNotFoundError:
-                continue
-            table.update(parse_proc_net_udp(text))
-        cache[netns] = table
-    return cache[netns]
-
-
-def parse_proc_net_udp(text: str) -> dict[int, tuple[int, int]]:
-    """Inode -> (rx_queue, tx_queue) of /proc/net/udp{,6} text."""
-    out = {}
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) > 9:
-            tx, _, rx = fields[4].partition(":")
-            out[int(fields[9])] = (int(rx, 16), int(tx, 16))
-    return out
+    table = ctx.tables.net(pid, "udp", "udp6")
+    return ctx.tables.memo(("udp queues", id(table)),
+                           lambda: {s.inode: (s.rx_queue, s.tx_queue) for s in table.values()})
 
 
 def _error_pending(sock: socket.socket) -> bool:
@@ -198,43 +177,7 @@ def _groups(ctx: DumpContext, pid: int, family: int) -> list[tuple[str, int, str
     """(group, interface index, device) of every multicast group joined on an interface
     of `pid`'s network namespace (/proc/PID/net/igmp or igmp6, read once per dump and
     namespace): the candidates a socket may have joined."""
-    netns = os.stat(f"/proc/{pid}/ns/net").st_ino
-    cache = ctx.objects.setdefault("multicast groups", {})
-    if (netns, family) not in cache:
-        out = []
-        try:
-            with open(f"/proc/{pid}/net/{'igmp6' if family == socket.AF_INET6 else 'igmp'}") as f:
-                text = f.read()
-        except FileNotFoundError:
-            text = ""
-        out = parse_igmp6(text) if family == socket.AF_INET6 else parse_igmp(text)
-        cache[netns, family] = out
-    return cache[netns, family]
-
-
-def parse_igmp(text: str) -> list[tuple[str, int, str]]:
-    """(group, ifindex, device) of /proc/net/igmp text (groups in the host's byte order)."""
-    out, dev = [], None
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if not fields:
-            continue
-        if not line[0].isspace():  # "1	lo        :     2      V3"
-            dev = (int(fields[0]), fields[1].rstrip(":"))
-        elif dev is not None and len(fields[0]) == 8:
-            group = str(ipaddress.IPv4Address(int(fields[0], 16).to_bytes(4, "little")))
-            out.append((group, dev[0], dev[1]))
-    return out
-
-
-def parse_igmp6(text: str) -> list[tuple[str, int, str]]:
-    """(group, ifindex, device) of /proc/net/igmp6 text."""
-    out = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 3 and len(fields[2]) == 32:
-            out.append((str(ipaddress.IPv6Address(bytes.fromhex(fields[2]))), int(fields[0]), fields[1]))
-    return out
+    return ctx.tables.groups(pid, family)
 
 
 def _sockaddr(family: int, address: str) -> bytes:
@@ -253,19 +196,19 @@ def _group_filter(family: int, ifindex: int, group: str, mode: int, sources: lis
             + b"".join(_sockaddr(family, s) for s in sources) + bytes(128 * room))
 
 
-def _max_sources(family: int) -> int:
+def _max_sources(ctx: DumpContext, family: int) -> int:
     name = "ipv6/mld_max_msf" if family == socket.AF_INET6 else "ipv4/igmp_max_msf"
     try:
-        with open(f"/proc/sys/net/{name}") as f:
-            return max(1, int(f.read()))
+        return max(1, int(ctx.tables.sys(f"net/{name}")))
     except (OSError, ValueError):
         return 10
 
 
-def _membership(f: DumpedFd, sock: socket.socket, group: str, ifindex: int, dev: str) -> UdpMembership | None:
+def _membership(ctx: DumpContext, f: DumpedFd, sock: socket.socket, group: str, ifindex: int,
+                dev: str) -> UdpMembership | None:
     """The socket's membership of `group` on interface `ifindex` with its source filter
     (getsockopt MCAST_MSFILTER, which reads without changing anything), or None."""
-    family, room = sock.family, _max_sources(sock.family)
+    family, room = sock.family, _max_sources(ctx, sock.family)
     buf = ctypes.create_string_buffer(_group_filter(family, ifindex, group, 0, [], room))
     size = ctypes.c_uint(len(buf))
     if _libc.getsockopt(sock.fileno(), LEVEL[family], MCAST_MSFILTER, buf, ctypes.byref(size)) != 0:
@@ -334,7 +277,7 @@ class UdpSocket(FileKind):
             queued, queued_bytes = (0, 0) if not rx else (-1, 0) if _error_pending(sock) else \
                 _count_queued(sock)
             memberships = [m for group, ifindex, dev in _groups(ctx, f.pid, family)
-                           if (m := _membership(f, sock, group, ifindex, dev)) is not None]
+                           if (m := _membership(ctx, f, sock, group, ifindex, dev)) is not None]
         finally:
             sock.close()
         return [UdpSocketRecord(

@@ -17,7 +17,23 @@ from .status import (
     read_stat,
     read_status,
 )
-from .fdinfo import FdInfo, parse_fdinfo, read_fdinfo
+from .fdinfo import FdInfo, parse_fdinfo, read_fdinfo, read_fdinfo_text
+from .mountinfo import Mount, parse_mountinfo, read_mountinfo
+from .net import NetSocket, parse_net_sockets, read_net_sockets
+from .misc import (
+    parse_timers,
+    read_timers,
+    read_personality,
+    read_comm,
+    read_children,
+    read_sys,
+    read_sys_int,
+    write_sys,
+    read_boot_id,
+    parse_sysvipc,
+    read_sysvipc_text,
+)
+from .tables import Tables
 
 __all__ = [
     "MapEntry",
@@ -37,4 +53,23 @@ __all__ = [
     "FdInfo",
     "parse_fdinfo",
     "read_fdinfo",
+    "read_fdinfo_text",
+    "Mount",
+    "parse_mountinfo",
+    "read_mountinfo",
+    "NetSocket",
+    "parse_net_sockets",
+    "read_net_sockets",
+    "parse_timers",
+    "read_timers",
+    "read_personality",
+    "read_comm",
+    "read_children",
+    "read_sys",
+    "read_sys_int",
+    "write_sys",
+    "read_boot_id",
+    "parse_sysvipc",
+    "read_sysvipc_text",
+    "Tables",
 ]

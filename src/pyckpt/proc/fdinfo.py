@@ -38,3 +38,9 @@ def parse_fdinfo(text: str) -> FdInfo:
 def read_fdinfo(pid: int, fd: int) -> FdInfo:
     with open(f"/proc/{pid}/fdinfo/{fd}") as f:
         return parse_fdinfo(f.read())
+
+
+def read_fdinfo_text(pid: int, fd: int) -> str:
+    """The raw text of /proc/PID/fdinfo/FD, for a kind's own parser of its lines."""
+    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+        return f.read()

@@ -80,9 +80,19 @@ def parse_lock_line(line: str) -> LockLine:
     )
 
 
-def parse_locks(text: str) -> list[LockLine]:
-    """Every line of /proc/locks (held locks and `->` waiters)."""
-    return [parse_lock_line(line) for line in text.splitlines() if line.strip()]
+def parse_locks(text: str, strict: bool = True) -> list[LockLine]:
+    """Every line of /proc/locks (held locks and `->` waiters); not strict: a line
+    of an unexpected shape is skipped instead of raising ValueError."""
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            out.append(parse_lock_line(line))
+        except ValueError:
+            if strict:
+                raise
+    return out
 
 
 def parse_fdinfo_locks(text: str) -> list[LockLine]:
@@ -95,9 +105,9 @@ def parse_fdinfo_locks(text: str) -> list[LockLine]:
     return out
 
 
-def read_locks() -> list[LockLine]:
+def read_locks(strict: bool = True) -> list[LockLine]:
     with open("/proc/locks") as f:
-        return parse_locks(f.read())
+        return parse_locks(f.read(), strict)
 
 
 def read_fdinfo_locks(pid: int, fd: int) -> list[LockLine]:

@@ -30,6 +30,9 @@ class ProcStat:
     env_start: int
     env_end: int
     exit_code: int = 0  # wait status, for a zombie (field 52)
+    tty_nr: int = 0  # the controlling terminal's device number (field 7)
+    tpgid: int = -1  # its foreground process group (field 8)
+    start_time: int = 0  # clock ticks after boot (field 22): with the pid, names one process
 
     @property
     def is_kernel_thread(self) -> bool:
@@ -72,6 +75,9 @@ def parse_stat(text: str) -> ProcStat:
         env_start=f(50),
         env_end=f(51),
         exit_code=f(52) if len(rest) >= 50 else 0,
+        tty_nr=f(7),
+        tpgid=f(8),
+        start_time=f(22),
     )
 
 
@@ -96,8 +102,9 @@ def parse_auxv(data: bytes) -> list[tuple[int, int]]:
     return pairs
 
 
-def read_stat(pid: int) -> ProcStat:
-    with open(f"/proc/{pid}/stat") as f:
+def read_stat(pid: int | str) -> ProcStat:
+    # (comm is any bytes the process chose: undecodable ones are kept as surrogates)
+    with open(f"/proc/{pid}/stat", errors="surrogateescape") as f:
         return parse_stat(f.read())
 
 

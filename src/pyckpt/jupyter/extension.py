@@ -476,6 +476,8 @@ class SaveHandler(_Handler):
                                            timeout=body.get("timeout"))
         except errors.PyckptError as e:
             return self.fail(e)
+        except (TypeError, ValueError) as e:  # a "timeout" that is no number, ...
+            return self.fail(SaveRefused(f"bad save request: {e}", status=400))
         self.finish(json.dumps(result))
 
 
@@ -489,6 +491,9 @@ class RestoreHandler(_Handler):
                                              allow_changed_files=bool(body.get("allow_changed_files")))
         except errors.PyckptError as e:
             return self.fail(e)
+        except Exception as e:  # jupyter_client's own refusals (no such kernel spec, ...)
+            self.log.exception("pyckpt: restore failed")
+            return self.fail(SaveRefused(f"restore failed: {type(e).__name__}: {e}", status=500))
         self.finish(json.dumps(model, default=str))
 
 

@@ -53,7 +53,7 @@ from ..arch import libc as _libc
 from ..errors import DumpError, FileChangedError, RestoreError
 from ..image import padded, record
 from ..problems import Fix, needs
-from ..proc import read_fdinfo
+from ..proc import parse_fdinfo
 from .context import DumpContext, RestoreContext
 from .fileid import FileIdentity, check_same, identify
 from .files import DumpedFd, ExternalFileRecord, FileKind, file_kind, set_status_flags, take_fd
@@ -139,7 +139,7 @@ def ends_in_image(ctx: DumpContext) -> dict[tuple[int, int], set[int]]:
                 st = os.stat(f"{base}/{name}")
                 if not stat.S_ISFIFO(st.st_mode):
                     continue
-                flags = read_fdinfo(pid, int(name)).flags
+                flags = parse_fdinfo(ctx.tables.fdinfo_text(pid, int(name))).flags
             except FileNotFoundError:
                 continue
             if flags & O_PATH:
@@ -186,7 +186,7 @@ def _readable_copy(ctx: DumpContext, f: DumpedFd) -> int:
             st = os.stat(f"/proc/{ctx.pid}/fd/{fd}")
             if (st.st_dev, st.st_ino) != key:
                 continue
-            flags = read_fdinfo(ctx.pid, fd).flags
+            flags = parse_fdinfo(ctx.tables.fdinfo_text(ctx.pid, fd)).flags
             if flags & O_PATH or flags & O_ACCMODE == os.O_WRONLY:
                 continue
         except FileNotFoundError:

@@ -192,7 +192,7 @@ class Saver:
                 raise SaveRefused(f"kernel {kernel_id} is not a local process of this server "
                                   f"(its provisioner is {type(km.provisioner).__name__}): pyckpt "
                                   "saves only kernels running on this host", kernel_id=kernel_id)
-            if os.path.exists(path) and os.listdir(path):
+            if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
                 raise SaveRefused(f"{path} exists and is not empty: save kernel {kernel_id} into a "
                                   "new or empty directory", kernel_id=kernel_id)
             await self._wait_idle(km, kernel_id, timeout)
@@ -212,8 +212,7 @@ class Saver:
                 image = await asyncio.get_running_loop().run_in_executor(None, dump)
             except BaseException:
                 if old:  # the kernel runs on as before
-                    await self._execute(km, kernel_id, SET_POLLER.format(poller=POLLER, value=old),
-                                        timeout)
+                    await self._put_back_poller(km, kernel_id, old, timeout)
                 km.start_restarter()
                 raise
             meta = self._meta(km, kernel_id, pid, image, stop, old)
@@ -229,13 +228,23 @@ class Saver:
                 _no_shutdown_request(km)
             else:
                 if old:
-                    await self._execute(km, kernel_id, SET_POLLER.format(poller=POLLER, value=old),
-                                        timeout)
+                    await self._put_back_poller(km, kernel_id, old, timeout)
                 km.start_restarter()
             self.log.info("pyckpt: saved kernel %s (PID %d) to %s in %.2f s (frozen %.3f s)%s",
                           kernel_id, pid, path, image.dump_stats.total, image.dump_stats.freeze,
                           ", stopped" if stop else "")
             return self.describe(path, meta)
+
+    async def _put_back_poller(self, km, kernel_id: str, value: int, timeout: float) -> None:
+        """The running kernel's parent poller watches its parent again.  Never an error of
+        the save: a cell sent meanwhile may keep the kernel busy past the timeout (the
+        request then runs after it)."""
+        try:
+            await self._execute(km, kernel_id, SET_POLLER.format(poller=POLLER, value=value),
+                                timeout)
+        except Exception as e:
+            self.log.warning("pyckpt: kernel %s: its parent poller was not given back its parent "
+                             "PID %s (%s); it ends only once orphaned to init", kernel_id, value, e)
 
     async def _wait_idle(self, km, kernel_id: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -60,3 +60,11 @@ clone3 = 435
 faccessat2 = 439
 shmat = 30
 shmdt = 67
+# calls a restore resumes by running them again (kinds/cpu.py fixup_restart)
+poll = 7
+nanosleep = 35
+rt_sigtimedwait = 128
+futex = 202
+clock_nanosleep = 230
+epoll_pwait = 281
+epoll_pwait2 = 441

@@ -6,9 +6,31 @@ ERESTARTSYS/NOINTR/NOHAND both are restored as they were: the task is
 released from a ptrace stop inside the kernel's signal path, so the kernel
 itself decides, exactly as it would have without the dump — re-enter the
 call, or return EINTR if a pending signal's handler runs first (pause() and
-sigsuspend() depend on that).  ERESTART_RESTARTBLOCK becomes EINTR: its
-kernel-side restart block cannot be carried over (restarting would run the
-block the new task inherited from pyckpt).
+sigsuspend() depend on that).
+
+Two other results of the dump's stop are not the program's to see:
+
+- ERESTART_RESTARTBLOCK (poll with a timeout, futex waits with a timeout,
+  nanosleep, clock_nanosleep): the kernel would resume through
+  restart_syscall and the task's restart block, which lives in the kernel
+  and cannot be carried over (restarting would run the block the new task
+  inherited from pyckpt).  poll and futex are run again with their own
+  arguments instead, as if the task had not entered them yet: the wait
+  starts over, so it may end later than asked (a late wake-up, which both
+  allow; futex re-checks the word).  nanosleep and clock_nanosleep return
+  EINTR: the kernel has already written the time left to the `rem` argument
+  (when one is given), and sleeping the whole time again could double a long
+  sleep.  CRIU returns EINTR for all of them; poll's EINTR ended script(1).
+- EINTR from a call the kernel never restarts (signal(7): rt_sigtimedwait,
+  epoll_wait/epoll_pwait/epoll_pwait2 fail with EINTR after any stop, a
+  ptrace interrupt too, even with no handler).  After a restore those are
+  run again too: a live program gets that EINTR from a SIGSTOP/SIGCONT as
+  well, but a restore always comes after its deadline, and CPython's
+  signal.sigtimedwait (3.11) then returns an uninitialised siginfo — a
+  signal that never came — instead of None.  Running the call again is a
+  state the program can be in anyway (about to enter the call); only those
+  calls are rewound, which do nothing before they fail with EINTR (close()
+  for one has closed the fd and must not be run again).
 """
 
 from __future__ import annotations
@@ -18,6 +40,7 @@ from dataclasses import dataclass
 from .. import ptrace_ops as pt
 from ..errors import KernelMismatchError
 from ..image import record
+from ..inject import nr
 from .context import DumpContext, RestoreContext
 
 ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
@@ -37,6 +60,12 @@ def dump(ctx: DumpContext) -> list:
     return [CpuRecord(tid, inj.regs, pt.get_xstate(tid)) for tid, inj in ctx.threads.items()]
 
 
+# ERESTART_RESTARTBLOCK calls run again with their own arguments (see the docstring)
+RERUN_RESTARTBLOCK = frozenset({nr.poll, nr.futex})
+# calls that fail with EINTR after a mere stop, and had no effect then
+RERUN_EINTR = frozenset({nr.rt_sigtimedwait, nr.epoll_wait, nr.epoll_pwait, nr.epoll_pwait2})
+
+
 def fixup_restart(raw: bytes) -> bytes:
     """Registers for a fresh task from those of a task stopped in a syscall."""
     regs = pt.decode_regs(raw)
@@ -44,7 +73,12 @@ def fixup_restart(raw: bytes) -> bytes:
         err = (-regs.rax) & U64 if regs.rax & (1 << 63) else 0
         if err in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND):
             return pt.encode_regs(regs)  # the kernel restarts it, or not, on release
-        if err == ERESTART_RESTARTBLOCK:
+        if (err == ERESTART_RESTARTBLOCK and regs.orig_rax in RERUN_RESTARTBLOCK) or (
+                err == EINTR and regs.orig_rax in RERUN_EINTR):
+            # back onto the 2-byte `syscall` instruction, its number in rax, its
+            # arguments still in rdi/rsi/rdx/r10/r8/r9 (the kernel keeps them)
+            regs.rax, regs.rip = regs.orig_rax, regs.rip - 2
+        elif err == ERESTART_RESTARTBLOCK:
             regs.rax = (-EINTR) & U64
     regs.orig_rax = U64
     return pt.encode_regs(regs)

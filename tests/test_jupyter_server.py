@@ -298,6 +298,20 @@ def test_bad_input_is_one_clear_error(server, tmp_path):
     assert not (tmp_path / "busy").exists()
     assert tab.run("print(6 * 7)", timeout=30) == ["42"]
 
+    # --replace: a restore that would fail anyway (a file the kernel writes changed since
+    # the save) is refused before the running kernel is ended
+    notes = tmp_path / "notes.txt"
+    assert tab.run(f"notes = open({str(notes)!r}, 'w')\nnotes.write('saved\\n'); notes.flush()") == []
+    r = server.cli("save", kid, str(tmp_path / "with-file"))
+    assert r.returncode == 0, r.stderr
+    pid = server.kernel_pid()
+    with open(notes, "a") as f:
+        f.write("written by someone else\n")
+    r = server.cli("restore", str(tmp_path / "with-file"), "--replace")
+    assert r.returncode == 9 and f"file '{notes}' changed since the dump" in r.stderr, r.stderr
+    assert server.kernel_pid() == pid and tab.run("print(6 * 7)") == ["42"]
+    assert tab.run("notes.close()") == []
+
     # a port of the saved kernel taken meanwhile: named; the id stays, stopped
     saved = tmp_path / "saved"
     r = server.cli("save", kid, str(saved), "--stop")

@@ -46,7 +46,8 @@ Restore goes through `PyckptProvisioner` (provisioner.py): the kernel manager
 of the saved kernel id (a new one when the server has no such kernel, e.g.
 after a server restart) is given the saved ports and key and the restored
 process, the server's child.  A kernel that runs under that id is refused
-unless `replace` (it is ended first: its state is lost).
+unless `replace` (it is ended first: its state is lost), and only once
+restore's own checks found nothing else that would stop the restore.
 """
 
 from __future__ import annotations
@@ -118,6 +119,40 @@ def server_stdio_fds(pid: int) -> dict[str, int]:
         if (st.st_dev, st.st_ino) in mine:
             found[name] = mine[st.st_dev, st.st_ino]
     return found
+
+
+def _problems(path: str, allow: bool, pid, ports: set) -> list:
+    """What would stop the restore of `path` once the kernel running under its id
+    (PID `pid`, on `ports` and those it binds besides) is ended: restore's own checks
+    (pyckpt's check_restore, page checksums too), less the PIDs, thread ids and
+    ports that kernel (and its children) hold."""
+    ports = set(ports)
+    import pyckpt
+
+    from .provisioner import SHARED_FILES, restore_fds
+
+    problems = pyckpt.open_image(os.path.join(path, IMAGE)).check_restore(
+        fds=restore_fds(path), tcp_established=True, progress=False,
+        allow_changed_files=True if allow else SHARED_FILES)
+
+    held = set()  # the running kernel's PIDs and thread ids, and its children's
+    try:
+        import psutil
+
+        for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+            held.add(p.pid)
+            held.update(t.id for t in p.threads())
+            ports |= {c.laddr.port for c in p.net_connections(kind="inet") if c.laddr}
+    except Exception:  # gone meanwhile: nothing of it is in the way
+        pass
+
+    def its_own(e) -> bool:
+        if isinstance(e, errors.PidInUseError):
+            return e.pid in held
+        port = getattr(e, "port", None)
+        return port in ports if port is not None else any(f":{p}," in str(e) for p in ports)
+
+    return [p for p in problems if not its_own(p.error)]
 
 
 def _no_shutdown_request(km) -> None:
@@ -385,6 +420,11 @@ class Saver:
                                   "the image over it ends it and loses its state; ask for that "
                                   "with --replace (REST: \"replace\": true), or shut it down first",
                                   kernel_id=kernel_id)
+            pid = getattr(km.provisioner, "pid", None)
+            check = functools.partial(_problems, path, allow, pid, set(km.ports))
+            problems = await asyncio.get_running_loop().run_in_executor(None, check)
+            if problems:  # the running kernel is not ended for a restore that cannot be made
+                raise problems[0].error
             km.stop_restarter()
             await km.provisioner.kill()
             await km.provisioner.wait()
@@ -453,6 +493,7 @@ class _Handler(APIHandler):
     def fail(self, e: BaseException) -> None:
         status = getattr(e, "status", None) or (400 if isinstance(e, errors.ImageError) else
                                                 500 if isinstance(e, errors.InternalError) else 409)
+        self.log.warning("pyckpt: %s refused: %s", self.request.path, e)
         self.set_status(status)
         self.finish(json.dumps({"message": str(e), "error": type(e).__name__,
                                 "exit_code": getattr(e, "exit_code", 1)}))

@@ -144,6 +144,14 @@ def server_stdio(image: str) -> dict[int, int]:
     return fds
 
 
+def restore_fds(path: str) -> dict[int, int]:
+    """restore()'s fds= for the saved kernel at `path`: the kernel's fds that were
+    the saving server's stdout/stderr (kernel.json) or are this server's."""
+    fds = server_stdio(os.path.join(path, IMAGE))
+    fds.update({int(n): k for n, k in read_meta(path).get("server_stdio", {}).items()})
+    return fds
+
+
 class PyckptProvisioner(LocalProvisioner):
     """Restores the kernel saved at `image` (a directory `pyckpt jupyter save`
     wrote) on its first launch; later launches start a new kernel as
@@ -175,9 +183,7 @@ class PyckptProvisioner(LocalProvisioner):
         import pyckpt
 
         image = os.path.join(self.image, IMAGE)
-        fds = server_stdio(image)
-        fds.update({int(n): k for n, k in read_meta(self.image).get("server_stdio", {}).items()})
-        restore = functools.partial(pyckpt.restore, image, fds=fds, progress=False,
+        restore = functools.partial(pyckpt.restore, image, fds=restore_fds(self.image), progress=False,
                                     tcp_established=True,
                                     allow_changed_files=True if self.allow_changed_files
                                     else SHARED_FILES)

@@ -265,10 +265,11 @@ class Saver:
                 if old:
                     await self._put_back_poller(km, kernel_id, old, timeout)
                 km.start_restarter()
-            self.log.info("pyckpt: saved kernel %s (PID %d) to %s in %.2f s (frozen %.3f s)%s",
-                          kernel_id, pid, path, image.dump_stats.total, image.dump_stats.freeze,
-                          ", stopped" if stop else "")
-            return self.describe(path, meta)
+            phases = {k: round(v, 3) for k, v in (image.dump_stats.phases or {}).items()}
+            self.log.info("pyckpt: saved kernel %s (PID %d) to %s in %.2f s (frozen %.3f s)%s; "
+                          "phases: %s", kernel_id, pid, path, image.dump_stats.total,
+                          image.dump_stats.freeze, ", stopped" if stop else "", phases)
+            return dict(self.describe(path, meta), phases=phases)
 
     async def _put_back_poller(self, km, kernel_id: str, value: int, timeout: float) -> None:
         """The running kernel's parent poller watches its parent again.  Never an error of

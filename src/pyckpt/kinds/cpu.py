@@ -73,8 +73,9 @@ def fixup_restart(raw: bytes) -> bytes:
         err = (-regs.rax) & U64 if regs.rax & (1 << 63) else 0
         if err in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND):
             return pt.encode_regs(regs)  # the kernel restarts it, or not, on release
-        if (err == ERESTART_RESTARTBLOCK and regs.orig_rax in RERUN_RESTARTBLOCK) or (
-                err == EINTR and regs.orig_rax in RERUN_EINTR):
+        rerun = (err == ERESTART_RESTARTBLOCK and regs.orig_rax in RERUN_RESTARTBLOCK) or (
+            err == EINTR and regs.orig_rax in RERUN_EINTR)
+        if rerun and regs.rip >= 2:  # (a forged image's rip may not be after an instruction)
             # back onto the 2-byte `syscall` instruction, its number in rax, its
             # arguments still in rdi/rsi/rdx/r10/r8/r9 (the kernel keeps them)
             regs.rax, regs.rip = regs.orig_rax, regs.rip - 2

@@ -105,8 +105,8 @@ class Injector:
             steps.append(self._disarm)
         if self._sigmask is not None:
             steps.append(lambda: pt.set_sigmask(self.pid, self._sigmask))
-        if self.cure_regs:
-            steps.append(lambda: pt.set_regs(self.pid, self.regs))
+        if self.cure_regs:  # a call failed with the stop's own EINTR runs again (trampoline.rewind_eintr)
+            steps.append(lambda: pt.set_regs(self.pid, trampoline.rewind_eintr(self.regs)))
         for step in steps:
             try:
                 step()

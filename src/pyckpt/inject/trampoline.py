@@ -19,7 +19,8 @@ A task whose tracer dies at any moment therefore finishes the call and runs
 rt_sigreturn, which puts back its registers, mask and FPU state.  A syscall it
 was interrupted in is restarted (the frame holds the registers as the kernel's
 restart logic would leave them; one that uses the kernel's restart block —
-nanosleep and friends — returns EINTR instead, as after a signal handler), and
+nanosleep and friends — returns EINTR instead, as after a signal handler; one
+that failed with the stop's own EINTR runs again, see rewind_eintr), and
 a restartable sequence (rseq) it was stopped in resumes at its abort handler,
 as after a signal.  Normally the frame is never used: pyckpt gives the task
 its own state back directly (`ck_park`).
@@ -96,6 +97,37 @@ def _signed(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
+# Calls that fail with EINTR after any stop, a ptrace interrupt too, even when no
+# handler runs (signal(7), "Interruption of system calls and library functions by
+# stop signals"; rt_sigtimedwait: do_sigtimedwait returns -EINTR whenever its sleep
+# ends early, epoll: ep_poll returns -EINTR when a signal is pending), and have done
+# nothing then.  The dump's stop is not the program's to see: CPython 3.11's
+# signal.sigtimedwait, for one, turns an EINTR past its deadline into a garbage
+# siginfo.  Such a call is given back rewound, to run again.
+RERUN_EINTR = frozenset({nr.rt_sigtimedwait, nr.epoll_wait, nr.epoll_pwait, nr.epoll_pwait2})
+EINTR = 4
+
+
+def rewind(regs: pt.Regs) -> None:
+    """Put a task stopped right after its syscall back onto the 2-byte `syscall`
+    instruction, to run the same call again: its number in rax, its arguments
+    still in rdi/rsi/rdx/r10/r8/r9 (the kernel keeps them), orig_rax -1 so that
+    the kernel's own restart logic leaves it alone.  A state the program can be
+    in anyway (about to enter the call; a signal that comes runs its handler
+    first).  Only for calls that did nothing (close() with EINTR has closed its fd)."""
+    regs.rax, regs.rip, regs.orig_rax = regs.orig_rax, regs.rip - 2, U64
+
+
+def rewind_eintr(raw: bytes) -> bytes:
+    """Registers `raw` of a task stopped in the kernel, with a call of RERUN_EINTR
+    that failed with EINTR rewound (see rewind); others as they are."""
+    regs = pt.decode_regs(raw)
+    if regs.orig_rax in RERUN_EINTR and regs.rax == (-EINTR) & U64 and regs.rip >= 2:
+        rewind(regs)
+        return pt.encode_regs(regs)
+    return raw
+
+
 def resume_regs(regs: pt.Regs, rseq_cs: tuple[int, int, int] | None) -> pt.Regs:
     """The registers a task stopped with `regs` resumes with when no handler runs:
     an interrupted syscall restarted, a restartable sequence aborted."""
@@ -106,6 +138,8 @@ def resume_regs(regs: pt.Regs, rseq_cs: tuple[int, int, int] | None) -> pt.Regs:
             out.rax, out.rip = out.orig_rax, out.rip - 2
         elif err == ERESTART_RESTARTBLOCK:
             out.rax, out.rip = nr.restart_syscall, out.rip - 2
+        elif err == EINTR and out.orig_rax in RERUN_EINTR:  # the stop's own EINTR, as at a normal release
+            out.rax, out.rip = out.orig_rax, out.rip - 2
     if rseq_cs is not None:
         start, post_commit, abort = rseq_cs
         if start <= out.rip < start + post_commit:

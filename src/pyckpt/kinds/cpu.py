@@ -23,14 +23,15 @@ Two other results of the dump's stop are not the program's to see:
   sleep.  CRIU returns EINTR for all of them; poll's EINTR ended script(1).
 - EINTR from a call the kernel never restarts (signal(7): rt_sigtimedwait,
   epoll_wait/epoll_pwait/epoll_pwait2 fail with EINTR after any stop, a
-  ptrace interrupt too, even with no handler).  After a restore those are
-  run again too: a live program gets that EINTR from a SIGSTOP/SIGCONT as
-  well, but a restore always comes after its deadline, and CPython's
-  signal.sigtimedwait (3.11) then returns an uninitialised siginfo — a
-  signal that never came — instead of None.  Running the call again is a
-  state the program can be in anyway (about to enter the call); only those
-  calls are rewound, which do nothing before they fail with EINTR (close()
-  for one has closed the fd and must not be run again).
+  ptrace interrupt too, even with no handler).  Those are run again too,
+  after a restore as after a live dump (inject/trampoline.py rewind_eintr):
+  a program gets that EINTR from a SIGSTOP/SIGCONT as well, but a restore
+  always comes after its deadline, and CPython's signal.sigtimedwait (3.11)
+  then returns an uninitialised siginfo — a signal that never came —
+  instead of None.  Running the call again is a state the program can be in
+  anyway (about to enter the call); only those calls are rewound, which do
+  nothing before they fail with EINTR (close() for one has closed the fd and
+  must not be run again).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 from .. import ptrace_ops as pt
 from ..errors import KernelMismatchError
 from ..image import record
-from ..inject import nr
+from ..inject import nr, trampoline
 from .context import DumpContext, RestoreContext
 
 ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
@@ -62,8 +63,6 @@ def dump(ctx: DumpContext) -> list:
 
 # ERESTART_RESTARTBLOCK calls run again with their own arguments (see the docstring)
 RERUN_RESTARTBLOCK = frozenset({nr.poll, nr.futex})
-# calls that fail with EINTR after a mere stop, and had no effect then
-RERUN_EINTR = frozenset({nr.rt_sigtimedwait, nr.epoll_wait, nr.epoll_pwait, nr.epoll_pwait2})
 
 
 def fixup_restart(raw: bytes) -> bytes:
@@ -74,11 +73,9 @@ def fixup_restart(raw: bytes) -> bytes:
         if err in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND):
             return pt.encode_regs(regs)  # the kernel restarts it, or not, on release
         rerun = (err == ERESTART_RESTARTBLOCK and regs.orig_rax in RERUN_RESTARTBLOCK) or (
-            err == EINTR and regs.orig_rax in RERUN_EINTR)
+            err == EINTR and regs.orig_rax in trampoline.RERUN_EINTR)
         if rerun and regs.rip >= 2:  # (a forged image's rip may not be after an instruction)
-            # back onto the 2-byte `syscall` instruction, its number in rax, its
-            # arguments still in rdi/rsi/rdx/r10/r8/r9 (the kernel keeps them)
-            regs.rax, regs.rip = regs.orig_rax, regs.rip - 2
+            trampoline.rewind(regs)
         elif err == ERESTART_RESTARTBLOCK:
             regs.rax = (-EINTR) & U64
     regs.orig_rax = U64

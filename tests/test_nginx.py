@@ -94,7 +94,8 @@ def _has_epoll(pid: int) -> bool:
     return False
 
 
-def test_nginx_master_and_two_workers(trees, spawn, tmp_path):
+def _start_nginx(trees, spawn, tmp_path):
+    """nginx with a master and two workers, serving: (Target of the master, port, workers)."""
     port = _free_port()
     conf = tmp_path / "nginx.conf"
     conf.write_text(CONF.format(dir=tmp_path, port=port))
@@ -103,6 +104,11 @@ def test_nginx_master_and_two_workers(trees, spawn, tmp_path):
     workers = _wait_until("two workers", lambda: len(_children(t.pid)) == 2 and _children(t.pid))
     trees.adopt(t.pid, *workers)
     assert _wait_until("a first answer", lambda: _get(port)) in workers
+    return t, port, workers
+
+
+def test_nginx_master_and_two_workers(trees, spawn, tmp_path):
+    t, port, workers = _start_nginx(trees, spawn, tmp_path)
     # the shape of the bug: the master has no epoll set, each worker its own
     _wait_until("the workers' epoll sets", lambda: all(_has_epoll(w) for w in workers))
     assert not _has_epoll(t.pid)
@@ -144,14 +150,7 @@ def test_nginx_copies_side_by_side_with_no_option(trees, spawn, tmp_path):
     """Copies of a running nginx, each in its own PID and network namespace, while the
     original runs on: its logs (O_APPEND) grew since the dump, which needs no option;
     every copy serves on the same port in its own network and appends to the same logs."""
-    port = _free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(CONF.format(dir=tmp_path, port=port))
-    t = spawn([NGINX, "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"], name="nginx")
-    trees.adopt(t.pid)
-    workers = _wait_until("two workers", lambda: len(_children(t.pid)) == 2 and _children(t.pid))
-    trees.adopt(t.pid, *workers)
-    assert _wait_until("a first answer", lambda: _get(port)) in workers
+    t, port, workers = _start_nginx(trees, spawn, tmp_path)
     _wait_until("the workers' epoll sets", lambda: all(_has_epoll(w) for w in workers))
 
     img = tmp_path / "img"

@@ -19,15 +19,7 @@ import pytest
 
 import pyckpt
 from conftest import TARGETS, Target, kill_own, reap_dumped
-
-
-def mailbox(t: Target, pid: int, who: str) -> int:
-    after = len(t.lines())
-    os.kill(pid, signal.SIGUSR1)
-    box = int(t.wait_for(rf"^MAILBOX {who} (\d+)$", after=after).group(1))
-    m = t.wait_for(r"^CHECK (ok counter=\d+|FAIL.*)$", after=after)
-    assert m.group(1).startswith("ok"), f"{who} {pid} failed its self-check: {m.group(0)}"
-    return box
+from test_sysvipc import mailbox  # the same self-check protocol
 
 
 def tree_of(pid: int) -> list[int]:

@@ -28,17 +28,18 @@ from .errors import (DumpError, NoSuchProcessError, PyckptError, UnsuitableProce
                      boundary)
 from .image import FORMAT_VERSION, Header, ImageWriter
 from .inject import Injector, injection_site_from
-from .kinds import before_kill, cpu, creds, files, itimers, load_all, memory, mm, signals, sysvipc, task, thread
-from .kinds.context import DumpContext, DumpOptions
+from .kinds import before_kill, cpu, creds, files, itimers, load_all, memory, mm, signals, task, thread
+from .kinds.context import DumpContext, DumpOptions, dump_hooks
 from .kinds.task import ProcessRecord, ZombieRecord
 from .precopy import PreCopy
 from .progress import Progress
 from .seize import Seized, check_dumpable, pinned_to_cpu, refusal
 from .signals import checkpoint, commit, deferred_signals
 
-# Kinds in the order their records are written; each returns its records.
-DUMP_KINDS = (task.dump, creds.dump, mm.dump, thread.dump, signals.dump, itimers.dump, files.dump, memory.dump, cpu.dump,
-              sysvipc.dump)
+# The core kinds in the order their records are written; each returns its records.
+# Other kinds register theirs with kinds.context.dump_hook (called after these).
+DUMP_KINDS = (task.dump, creds.dump, mm.dump, thread.dump, signals.dump, itimers.dump, files.dump, memory.dump,
+              cpu.dump)
 
 
 @dataclass
@@ -415,7 +416,7 @@ def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress,
         ctx = DumpContext(pid, stat, status, maps, smaps_flags, inj, scratch, writer.pages, progress,
                           options, threads, tree=tree, objects=shared, precopy=pre,
                           tables=tables or proc.Tables())
-        for kind_dump in DUMP_KINDS:
+        for kind_dump in (*DUMP_KINDS, *(h.run for h in dump_hooks())):
             checkpoint()
             t = time.perf_counter()
             records += kind_dump(ctx)

@@ -122,6 +122,40 @@ def restore_hook(point: str, name: str, *, before: tuple[str, ...] = (), after: 
     return register
 
 
+@dataclass
+class DumpHook:
+    """A kind's function `f(ctx) -> records` the dumper calls for every process (see dump_hook)."""
+
+    name: str
+    run: Callable[["DumpContext"], list]
+    before: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+
+
+DUMP_HOOKS: list[DumpHook] = []
+
+
+def dump_hook(name: str, *, before: tuple[str, ...] = (), after: tuple[str, ...] = ()):
+    """Register a kind's `f(ctx) -> records`, called for every process of a dump after
+    the core kinds (task, memory, files...: dumper.DUMP_KINDS) have saved theirs, in
+    the declared order (kinds/order.py): a kind with state of its own beside the
+    fd table and memory (SysV IPC objects) needs no line in the dumper."""
+
+    def register(f):
+        if any(h.name == name for h in DUMP_HOOKS):
+            raise RuntimeError(f"dump_hook: {name!r} is registered already")
+        DUMP_HOOKS.append(DumpHook(name, f, tuple(before), tuple(after)))
+        return f
+
+    return register
+
+
+def dump_hooks() -> list[DumpHook]:
+    from .order import ordered
+
+    return ordered(DUMP_HOOKS)
+
+
 def hooks_at(point: str) -> list[RestoreHook]:
     from .order import ordered
 

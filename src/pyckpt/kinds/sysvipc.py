@@ -83,7 +83,7 @@ from ..errors import ImageError, IpcInUseError, RestoreError, UnsupportedError
 from ..image import record
 from ..inject import nr
 from ..problems import Fix, needs
-from .context import DumpContext, RestoreContext, restore_hook
+from .context import DumpContext, RestoreContext, dump_hook, restore_hook
 from .deleted import ContentRun, check_size, store_content
 from .fileid import FileIdentity
 from .memory import PAGE, PROT_EXEC, PROT_READ, PROT_WRITE, MappedObject, VmaRecord, mapped_object
@@ -554,6 +554,7 @@ def _own_namespace(pid: int) -> bool:
     return (there.st_dev, there.st_ino) != (here.st_dev, here.st_ino)
 
 
+@dump_hook("sysv ipc")
 def dump(ctx: DumpContext) -> list:
     """Once per tree: the semaphore sets and message queues the tree uses.  When it
     has an IPC namespace of its own (not pyckpt's: a container, a copy restored with

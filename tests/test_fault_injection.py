@@ -16,6 +16,8 @@ import pytest
 
 import pyckpt
 from pyckpt import dumper, restorer
+from pyckpt.kinds import load_all
+from pyckpt.kinds.context import dump_hooks
 from pyckpt.restorer import Stage
 from conftest import TARGETS, Target, check, kill_own
 from test_trees import _wait_gone
@@ -180,6 +182,28 @@ def test_dump_failing_after_a_kind_leaves_the_tree_running(spawn, python_exe, tm
     kinds = list(dumper.DUMP_KINDS)
     kinds[kind] = failing
     monkeypatch.setattr(dumper, "DUMP_KINDS", tuple(kinds))
+    _fault_leaves_the_tree_running(t, child, spawn, tmp_path)
+
+
+load_all()  # the kinds' dump hooks, to parametrize over
+
+
+@pytest.mark.parametrize("hook", [h.name for h in dump_hooks()])
+def test_dump_failing_after_a_dump_hook_leaves_the_tree_running(spawn, python_exe, tmp_path, hook, monkeypatch):
+    t, child = _start(spawn, python_exe)
+    check(t)
+    h = next(h for h in dump_hooks() if h.name == hook)
+    real = h.run
+
+    def failing(ctx):
+        real(ctx)
+        raise pyckpt.DumpError(f"injected fault after {hook}")
+
+    monkeypatch.setattr(h, "run", failing)
+    _fault_leaves_the_tree_running(t, child, spawn, tmp_path)
+
+
+def _fault_leaves_the_tree_running(t, child, spawn, tmp_path) -> None:
     with pytest.raises(pyckpt.DumpError, match="injected fault"):
         pyckpt.dump(t.pid, tmp_path / "img", kill=True)
     assert (tmp_path / "img" / "INCOMPLETE").exists()

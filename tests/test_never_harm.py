@@ -153,3 +153,49 @@ def test_nothing_is_written_below_a_stack_pointer_off_any_stack(spawn, tmp_path)
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     check(t)
+
+
+SELECT_ECHO = """
+import select, socket
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(); print("READY", l.getsockname()[1], flush=True)
+c, _ = l.accept()
+while True:
+    select.select([c], [], [])
+    d = c.recv(4096)
+    if not d:
+        break
+    c.sendall(d)
+"""
+
+
+def test_sigkill_while_a_connection_is_in_repair_mode_leaves_it_working(spawn, python_exe, tmp_path):
+    """The dump reads an outside TCP connection in repair mode; pyckpt killed right then
+    (SIGKILL at the first peek of a queue) must not leave the target's socket in it (its
+    reads would fail with EPERM): the repair guard (kinds/tcpconn.py) takes it out."""
+    import socket
+
+    t = spawn([python_exe, "-c", SELECT_ECHO], name="echo")
+    port = int(t.wait_for(r"^READY (\d+)$").group(1))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"before\n")
+        assert c.recv(100) == b"before\n"
+        child = os.fork()
+        if child == 0:
+            try:
+                import pyckpt
+                from pyckpt.kinds import tcpconn
+
+                def die(sock, size):
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+                tcpconn._peek_all = die
+                pyckpt.dump(t.pid, tmp_path / "img")
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(child, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL  # it died in repair mode
+        time.sleep(0.2)
+        with open(f"/proc/{t.pid}/status") as f:
+            assert "TracerPid:\t0\n" in f.read()
+        c.sendall(b"after\n")
+        assert c.recv(100) == b"after\n"

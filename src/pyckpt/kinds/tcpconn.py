@@ -514,7 +514,93 @@ def _peek_offset_off(sock: socket.socket):
         sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, saved)
 
 
+class _RepairGuard:
+    """Never harm the target: a socket of the target that pyckpt puts in repair mode
+    stays in it (its reads then fail with EPERM) if pyckpt is killed before it leaves
+    it.  So before each one, pyckpt hands a copy of the socket to this guard, a
+    process of its own (forked twice: nobody's child to reap); should pyckpt die
+    while the guard holds a socket, the guard sees its end of the pair close and
+    takes the socket out of repair mode (no window probe), then exits.  It exits
+    as well once pyckpt lets go of it, holding nothing.  One per process (made at
+    the first outside connection read in repair mode)."""
+
+    _current: "_RepairGuard | None" = None
+
+    @classmethod
+    def get(cls) -> "_RepairGuard":
+        if cls._current is None or cls._current.pid != os.getpid():
+            cls._current = cls()
+        return cls._current
+
+    def __init__(self):
+        self.pid = os.getpid()
+        self.ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.ours.set_inheritable(False)
+        middle = os.fork()
+        if middle == 0:  # pragma: no cover -- runs in the guard
+            try:
+                if os.fork() == 0:
+                    self.ours.close()
+                    _guard(theirs)
+            finally:
+                os._exit(0)
+        os.waitpid(middle, 0)
+        theirs.close()
+
+    def hold(self, sock: socket.socket) -> None:
+        socket.send_fds(self.ours, [b"h"], [sock.fileno()])
+
+    def let_go(self) -> None:
+        """The socket is out of repair mode: the guard closes its copy, and answers
+        once it has (a copy left open would keep the target's socket from closing
+        when the target is killed: its peer would see no reset)."""
+        self.ours.send(b"l")
+        self.ours.recv(1)
+
+
+def _guard(conn: socket.socket) -> None:  # pragma: no cover -- runs in the guard
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
+    # Nothing of pyckpt's: a copy of a target's socket (or of pyckpt's stdout) held
+    # here would keep it open after its owners closed it.
+    keep = conn.fileno()
+    null = os.open(os.devnull, os.O_RDWR)
+    for n in (0, 1, 2):
+        os.dup2(null, n)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 20)
+    held: list[int] = []
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(conn, 16, 4)
+        except OSError:
+            msg, fds = b"", []
+        held += fds
+        if msg == b"l":
+            for fd in held:
+                os.close(fd)
+            held = []
+            conn.send(b"k")
+        elif not msg:  # pyckpt is gone (or done with the guard)
+            for fd in held:
+                s = socket.socket(fileno=fd)
+                try:
+                    s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
+                except OSError:
+                    pass
+            return
+
+
 def _read_queues_in_repair(sock: socket.socket, reuse: int) -> tuple[int, int, list[int], int, bytes, bytes]:
+    guard = _RepairGuard.get()
+    guard.hold(sock)  # before repair mode: should pyckpt die in it, the guard leaves it
+    try:
+        return _read_queues_held(sock, reuse)
+    finally:
+        guard.let_go()
+
+
+def _read_queues_held(sock: socket.socket, reuse: int) -> tuple[int, int, list[int], int, bytes, bytes]:
     try:
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
     except PermissionError:

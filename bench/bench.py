@@ -69,6 +69,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -197,6 +198,7 @@ class Log:
 class Target:
     def __init__(self, exe: Path, mib: int, workdir: Path, nfork: int):
         self.log = Log(workdir / f"target-{mib}.log")
+        since = self.log.size()  # a later target of the same size appends to the same log
         with open(os.devnull, "rb") as devnull, open(self.log.path, "ab") as out:
             self.popen = subprocess.Popen(
                 [str(exe), str(mib), str(nfork)], stdin=devnull, stdout=out,
@@ -205,7 +207,7 @@ class Target:
         self.pid = self.popen.pid
         _owned.add(self.pid)
         m = self.log.wait_for(r"READY pid=(\d+) addr=(0x[0-9a-f]+) len=(\d+) sum=([0-9a-f]+)",
-                              timeout=120)[0]
+                              since, timeout=120)[0]
         assert int(m.group(1)) == self.pid
         self.addr, self.len, self.sum = int(m.group(2), 16), int(m.group(3)), m.group(4)
 
@@ -930,6 +932,228 @@ def fmt_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# --- CRIU beside pyckpt (--criu PATH) ------------------------------------------------
+
+PR_SET_CHILD_SUBREAPER = 36
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.prctl.restype = ctypes.c_int
+CONTESTANTS = ("cli", "api", "criu")  # pyckpt's command, pyckpt's API, CRIU's command
+
+
+def set_subreaper(on: bool) -> None:
+    """`criu restore -d` and the `pyckpt restore` command exit and leave the restored process
+    behind; as a child subreaper this script becomes its parent (instead of PID 1), so it
+    checks, kills and reaps it like its other children."""
+    if _libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def pyckpt_command() -> list[str]:
+    """The `pyckpt` command of this Python (its console script, else `python -m pyckpt`)."""
+    exe = Path(sys.executable).parent / "pyckpt"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "pyckpt"]
+
+
+def criu_version(criu: str) -> str:
+    p = subprocess.run([criu, "--version"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=30)
+    m = re.search(r"Version:\s*(\S+)", p.stdout)
+    if p.returncode != 0 or not m:
+        raise RuntimeError(f"{criu} --version failed (exit {p.returncode}): {p.stdout}{p.stderr}")
+    return m.group(1)
+
+
+def cli_env(workdir: Path) -> dict[str, str]:
+    """The environment of the `pyckpt` command: with a bytecode cache, as an installed
+    command has one.  Without it (PYTHONDONTWRITEBYTECODE=1, as in some shells) every
+    start compiles pyckpt's sources again (~60 modules, 150-350 ms here); the cache goes
+    into the work directory (PYTHONPYCACHEPREFIX) and is filled by an untimed first run."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+    return env
+
+
+def run_timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    """Run a whole command (start-up included) until it exits; (seconds, its stdout)."""
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=env)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited with {p.returncode}: "
+                           f"{p.stderr.decode(errors='replace')[-2000:]}")
+    return dt, p.stdout.decode(errors="replace")
+
+
+def dir_bytes(d: Path) -> int:
+    return sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+
+
+def check_restored(t: Target, pid: int) -> None:
+    """The restored process `pid` answers with the dumped checksum; then killed and reaped.
+
+    It was restored by a command that has exited, so it is this script's child only
+    through the subreaper flag: anything else is not touched and is an error."""
+    if pid != t.pid:
+        raise RuntimeError(f"restored PID {pid}, dumped {t.pid}")
+    if _parent_of(pid) != os.getpid():
+        raise RuntimeError(f"restored process {pid} is not this script's child (parent "
+                           f"{_parent_of(pid)}); it was left alone")
+    _owned.add(pid)
+    try:
+        ok = t.checksum_ok(pid)
+    finally:
+        kill_own(pid)
+    if not ok:
+        raise RuntimeError(f"restored process {pid} has different memory (checksum mismatch)")
+
+
+def criu_size(exe: Path, criu: str, mib: int, reps: int, workdir: Path, warmup: bool = True,
+              log=print) -> dict:
+    """pyckpt (command and API) and CRIU on one MIB-MiB target, in alternating order.
+
+    dump: the target left running (`pyckpt dump`, `pyckpt.dump()`, `criu dump
+    --leave-running`); restore: the target killed and reaped first, then `pyckpt
+    restore`, `restore()`, `criu restore -d`, each restored process checked, killed and
+    reaped before the next; dump + kill: a fresh target per run, `pyckpt dump --kill`,
+    `dump(kill=True)` (both sync the image before the kill) and `criu dump` (kills by
+    default, syncs nothing).
+    """
+    cli = pyckpt_command()
+    env = cli_env(workdir)
+    dirs = {w: workdir / f"cmp-{mib}-{w}" for w in CONTESTANTS}
+
+    def fresh(d: Path) -> Path:
+        if d.exists():
+            shutil.rmtree(d)
+        return d
+
+    def dump(t: Target, what: str, kill: bool = False) -> float:
+        d = fresh(dirs[what])
+        if what == "cli":
+            argv = cli + ["--no-progress", "dump", str(t.pid), str(d)] + (["--kill"] if kill else [])
+            if not kill:
+                return run_timed(argv, env)[0]
+            # `dump --kill` waits (up to 2 s) for the parent to reap the killed target, so that
+            # its PID is free when it returns: reap it as soon as it dies, as a shell would.
+            # (Not for the API: there this process is the tracer, and a second waitpid()
+            # on the target would take its ptrace stops.)
+            reaper = threading.Thread(target=t.popen.wait, daemon=True)
+            reaper.start()
+            try:
+                return run_timed(argv, env)[0]
+            finally:
+                reaper.join(10)
+        if what == "api":
+            t0 = time.perf_counter()
+            pyckpt.dump(t.pid, d, kill=kill, progress=Progress(enabled=False))
+            return time.perf_counter() - t0
+        d.mkdir()  # the target has no terminal: no --shell-job
+        return run_timed([criu, "dump", "-t", str(t.pid), "-D", str(d)]
+                         + ([] if kill else ["--leave-running"]))[0]
+
+    def restore(t: Target, what: str) -> float:
+        if what == "api":
+            return do_restore(t, dirs["api"])["time"]
+        if what == "cli":
+            dt, out = run_timed(cli + ["--no-progress", "restore", "--allow-changed-files",
+                                       str(dirs["cli"])], env)
+            pid = int(out.split()[0])
+        else:
+            dt, _ = run_timed([criu, "restore", "-D", str(dirs["criu"]), "-d"])
+            pid = t.pid
+        check_restored(t, pid)
+        return dt
+
+    res: dict = {"size_mib": mib}
+    log(f"[criu {mib} MiB] starting target")
+    t = Target(exe, mib, workdir, 1)
+    set_subreaper(True)
+    try:
+        for w in (CONTESTANTS if warmup else ("cli",)):  # the command's bytecode cache at least
+            dump(t, w)
+        dumps: dict[str, list[float]] = {w: [] for w in CONTESTANTS}
+        for i in range(reps):
+            for w in (CONTESTANTS if i % 2 == 0 else CONTESTANTS[::-1]):
+                dumps[w].append(dump(t, w))
+            log(f"[criu {mib} MiB] dump {i + 1}/{reps}: " +
+                ", ".join(f"{w} {dumps[w][-1] * 1e3:.1f} ms" for w in CONTESTANTS))
+        if not t.checksum_ok():
+            raise RuntimeError("target memory changed across dumps")
+        res["image_bytes"] = {w: dir_bytes(dirs[w]) for w in CONTESTANTS}
+        t.kill()
+        for w in (CONTESTANTS if warmup else ("cli",)):
+            restore(t, w)
+        restores: dict[str, list[float]] = {w: [] for w in CONTESTANTS}
+        for i in range(reps):
+            for w in (CONTESTANTS if i % 2 == 0 else CONTESTANTS[::-1]):
+                restores[w].append(restore(t, w))
+            log(f"[criu {mib} MiB] restore {i + 1}/{reps}: " +
+                ", ".join(f"{w} {restores[w][-1] * 1e3:.1f} ms" for w in CONTESTANTS))
+        kills: dict[str, list[float]] = {w: [] for w in CONTESTANTS}
+        last: dict[str, Target] = {}
+        for i in range(-1 if warmup else 0, reps):
+            for w in (CONTESTANTS if i % 2 == 0 else CONTESTANTS[::-1]):
+                tk = last[w] = Target(exe, mib, workdir, 1)
+                try:
+                    dt = dump(tk, w, kill=True)
+                finally:
+                    tk.kill()  # reaps it (the dump killed it)
+                if i >= 0:
+                    kills[w].append(dt)
+            if i >= 0:
+                log(f"[criu {mib} MiB] dump+kill {i + 1}/{reps}: " +
+                    ", ".join(f"{w} {kills[w][-1] * 1e3:.1f} ms" for w in CONTESTANTS))
+        for w in CONTESTANTS:  # the last images of killed targets restore too (checked, untimed)
+            restore(last[w], w)
+    finally:
+        t.kill()
+        set_subreaper(False)
+        for d in dirs.values():
+            shutil.rmtree(d, ignore_errors=True)
+    for key, runs in (("dump", dumps), ("restore", restores), ("dump_kill", kills)):
+        res[key] = {w: summary(v) for w, v in runs.items()}
+        crit = statistics.median(runs["criu"])
+        res[key]["ratio"] = {w: crit / statistics.median(v) for w, v in runs.items() if w != "criu"}
+    return res
+
+
+def fmt_criu(cmp: list[dict], version: str) -> str:
+    """The side-by-side table: ms, median [best]; ratio = CRIU median / pyckpt median."""
+    def cell(s):
+        return f"{s['median'] * 1e3:,.1f} [{s['best'] * 1e3:,.1f}]"
+
+    names = {"cli": "pyckpt command", "api": "pyckpt API, in-process", "criu": f"CRIU {version} command"}
+    rows: list[tuple[str, list[str]]] = []
+    for key, title in (("dump", "dump, target left running (ms)"),
+                       ("restore", "restore, until the process runs (ms)"),
+                       ("dump_kill", "dump, then kill (ms)")):
+        rows.append((title, [""] * len(cmp)))
+        for w in CONTESTANTS:
+            rows.append((f"  {names[w]}", [cell(r[key][w]) for r in cmp]))
+        for w in ("cli", "api"):
+            rows.append((f"  CRIU / {names[w]}", [f"{r[key]['ratio'][w]:.2f}x" for r in cmp]))
+    rows.append(("image size, pyckpt / CRIU (MiB)",
+                 [f"{r['image_bytes']['api'] / MiB:,.1f} / {r['image_bytes']['criu'] / MiB:,.1f}" for r in cmp]))
+    head = ["pyckpt beside CRIU: median [best]"] + [f"{r['size_mib']} MiB" for r in cmp]
+    w0 = max(len(head[0]), *(len(l) for l, _ in rows))
+    ws = [max(len(head[i + 1]), *(len(c[i]) for _, c in rows)) for i in range(len(cmp))]
+    lines = [head[0].ljust(w0) + "".join("  " + h.rjust(w) for h, w in zip(head[1:], ws))]
+    lines.append("-" * len(lines[0]))
+    for label, cells in rows:
+        lines.append(label.ljust(w0) + "".join("  " + c.rjust(w) for c, w in zip(cells, ws)))
+    lines += [
+        "ratio above 1: pyckpt faster. Commands are timed whole (start-up included); the API "
+        "without imports.",
+        "Durability: pyckpt dump --kill / dump(kill=True) sync the image before the kill; CRIU "
+        "dump kills without syncing anything (the image may still be only in the page cache).",
+        "N copies of one image at once: not measured for CRIU (criu restore re-creates the "
+        "image's PIDs in its own PID namespace; pyckpt's rows above use new_pidns).",
+    ]
+    return "\n".join(lines)
+
+
 def build_target(workdir: Path) -> Path:
     exe = workdir / "target"
     subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(HERE / "target.c")], check=True)
@@ -950,15 +1174,32 @@ def main(argv=None) -> int:
     ap.add_argument("--copies", default="1,8",
                     help="comma-separated numbers of copies of one image restored at once (default 1,8; "
                          "empty: skip)")
+    ap.add_argument("--criu", metavar="PATH",
+                    help="also time CRIU (the criu binary at PATH) beside pyckpt's command and API, "
+                         "alternating, every restored process checked; skipped without it")
+    ap.add_argument("--criu-sizes", metavar="MIBS",
+                    help="target sizes in MiB for the CRIU comparison (default: 4 and --sizes)")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    criu_sizes: list[int] = []
+    criu_ver = None
+    if args.criu:
+        criu_sizes = ([int(s) for s in args.criu_sizes.split(",") if s] if args.criu_sizes is not None
+                      else sorted({4, *sizes}))
+        try:
+            criu_ver = criu_version(args.criu)
+        except (OSError, RuntimeError) as e:
+            ap.error(f"--criu {args.criu}: not a working criu binary ({e})")
+    if not sizes and not criu_sizes:
+        ap.error("nothing to measure: --sizes is empty and there is no --criu")
     copies = tuple(int(s) for s in args.copies.split(",") if s)
     if any(n < 1 or n > 256 for n in copies):
         ap.error("--copies: each N must be 1..256 (the target forks at most 256 children)")
     if os.geteuid() != 0:
         print("warning: restore with the dumped PID needs root (clone3 set_tid)", file=sys.stderr)
 
-    need = 2 * max(sizes) * MiB + 256 * MiB  # an image and a floor file at once
+    # an image and a floor file at once; for CRIU, three images (pyckpt's two and CRIU's)
+    need = max([2 * s for s in sizes] + [3 * s for s in criu_sizes]) * MiB + 256 * MiB
     free = shutil.disk_usage(args.tmp).free
     if free < need:
         print(f"not enough space in {args.tmp}: {free / MiB:.0f} MiB free, need {need / MiB:.0f}",
@@ -974,6 +1215,9 @@ def main(argv=None) -> int:
                                       warmup=not args.no_warmup, profile=not args.no_profile,
                                       copies=copies,
                                       log=lambda s: print(s, file=sys.stderr, flush=True)))
+        criu_results = [criu_size(exe, args.criu, mib, args.repeat, workdir, warmup=not args.no_warmup,
+                                  log=lambda s: print(s, file=sys.stderr, flush=True))
+                        for mib in criu_sizes]
     finally:
         for pid in list(_copies):
             end_copy(pid)
@@ -990,10 +1234,18 @@ def main(argv=None) -> int:
     }
     print(f"pyckpt {meta['pyckpt']}, Linux {meta['kernel']} {meta['machine']}, {meta['cpus']} CPUs, "
           f"repeat {args.repeat}; cells: median [best of {args.repeat}]")
-    print(fmt_table(results))
+    if results:
+        print(fmt_table(results))
+    out = {"meta": meta, "results": results}
+    if args.criu:
+        out["criu"] = {"path": args.criu, "version": criu_ver, "results": criu_results}
+        print()
+        print(fmt_criu(criu_results, criu_ver))
+    else:
+        print("\nCRIU: not measured (no --criu PATH)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"meta": meta, "results": results}, f, indent=1)
+            json.dump(out, f, indent=1)
     return 0
 
 

@@ -2,6 +2,7 @@
 """pyckpt dump/restore benchmark against simple floors, fork() and injection.
 
     python3 bench/bench.py [--sizes 64,1024] [--repeat 3] [--json out.json]
+                           [--criu PATH [--criu-sizes 4,64,1024]]
 
 For each size N (MiB) a target (bench/target.c, compiled here) maps N MiB of
 private anonymous memory, dirties every page and sleeps.  In the same run,
@@ -39,6 +40,13 @@ R times each (min and median reported):
   profile        one extra dump and restore with pyckpt's process_vm_readv,
                  write, preadv and xxh3 calls timed (module attributes wrapped
                  for that run only); not part of the timed samples
+
+With --criu PATH, a second table puts CRIU (the criu binary at PATH) beside
+pyckpt's command (`pyckpt dump`, `pyckpt restore`, timed whole) and API, on
+targets of --criu-sizes MiB (default 4 and --sizes), in alternating order:
+dump with the target left running, restore until the process runs (each
+restored process checked, killed and reaped before the next), dump then kill
+(a fresh target per run); ratio = CRIU's median / pyckpt's.  See README.md.
 
 Dump and its floor alternate (so do restore and its floors), each starts
 right after the previous output was deleted, and one untimed round comes
@@ -1009,14 +1017,128 @@ def check_restored(t: Target, pid: int) -> None:
         raise RuntimeError(f"restored process {pid} has different memory (checksum mismatch)")
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def checksum_each(t: Target, pids: list[int], inner: int, timeout: float = 120.0) -> bool:
+    """Like Target.checksums_ok, one process at a time: a copy restored by CRIU under
+    `unshare --mount-proc` reads its NSpid from its own /proc (the inner PID only), so
+    copies are told apart by asking them one after the other."""
+    rx = re.compile(r"^SUM ([0-9a-f]+) getpid=(\d+) nspid=([\d,]+)$")
+    for pid in pids:
+        since = t.log.size()
+        os.kill(pid, signal.SIGUSR1)
+        m = t.log.wait_for(rx.pattern, since, timeout=timeout)[0]
+        if m.group(1) != t.sum or int(m.group(2)) != inner:
+            return False
+    return True
+
+
+def criu_copies(t: Target, criu: str, imgdir: Path, n: int, workdir: Path) -> dict:
+    """n copies of a CRIU image at once, one after the other, each by `unshare --pid --fork
+    --mount-proc criu restore --pidfile F` (criu is its namespace's init and stays, as the
+    copy's parent: `-d` would end the namespace).  A copy counts as running when criu has
+    written its pidfile: after the memory and files, before the last resume steps.  Then
+    each copy is checksummed, its criu (the namespace's init, our grandchild) SIGKILLed,
+    which ends the namespace, and unshare reaped."""
+    runs: list[tuple[subprocess.Popen, int]] = []  # (unshare, criu) per copy
+    lat: list[float] = []
+    try:
+        t0 = time.perf_counter()
+        for i in range(n):
+            pidfile = workdir / f"criu-copy-{i}.pid"
+            logf = workdir / f"criu-copy-{i}.log"
+            for f in (pidfile, logf):
+                if f.exists():
+                    f.unlink()
+            c0 = time.perf_counter()
+            u = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", criu, "restore", "-D",
+                                  str(imgdir), "--pidfile", str(pidfile), "-o", str(logf)],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+            _owned.add(u.pid)
+            runs.append((u, 0))
+            while not (pidfile.exists() and pidfile.stat().st_size):
+                if u.poll() is not None:
+                    _owned.discard(u.pid)
+                    tail = logf.read_text(errors="replace")[-1500:] if logf.exists() else ""
+                    raise RuntimeError(f"unshare ... criu restore exited with {u.returncode}: {tail}")
+                time.sleep(0.0005)
+            end = time.perf_counter()
+            lat.append(end - c0)
+            kids = _children(u.pid)
+            if len(kids) != 1:
+                raise RuntimeError(f"unshare {u.pid}: children {kids}, expected criu alone")
+            runs[-1] = (u, kids[0])
+        total = end - t0
+        copies = []
+        for u, c in runs:
+            kids = _children(c)
+            if len(kids) != 1:
+                raise RuntimeError(f"criu {c} (init of a copy's namespace): children {kids}")
+            copies.append(kids[0])
+        if not checksum_each(t, copies, inner=t.pid):
+            raise RuntimeError("a copy restored by CRIU has different memory or PID (checksum mismatch)")
+    finally:
+        for u, c in runs:
+            if c and _parent_of(c) == u.pid and u.poll() is None:
+                try:
+                    os.kill(c, signal.SIGKILL)  # the namespace's init: everything in it ends
+                except ProcessLookupError:
+                    pass
+            if u.pid in _owned:
+                _owned.discard(u.pid)
+                try:
+                    u.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    u.kill()
+                    u.wait()
+    return {"n": n, "time": total, "per_copy": lat}
+
+
+def pyckpt_cli_copies(t: Target, cli: list[str], env: dict[str, str], imgdir: Path, n: int) -> dict:
+    """n copies by the `pyckpt restore --new-pidns` command, one after the other; each copy's
+    namespace init is left to this script (the subreaper) when the command exits."""
+    pids: list[int] = []
+    lat: list[float] = []
+    try:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            dt, out = run_timed(cli + ["--no-progress", "restore", "--allow-changed-files", "--new-pidns",
+                                       str(imgdir)], env)
+            end = time.perf_counter()
+            lat.append(dt)
+            pid = int(out.split()[0])
+            init = _parent_of(pid)
+            if init is None or _parent_of(init) != os.getpid():
+                raise RuntimeError(f"copy {pid}: its namespace's init {init} is not this script's child")
+            _owned.add(init)
+            _copies[pid] = init
+            pids.append(pid)
+        total = end - t0
+        if not t.checksums_ok(pids, inner=t.pid):
+            raise RuntimeError("a copy restored by pyckpt restore --new-pidns has different memory or PIDs")
+    finally:
+        for pid in pids:
+            end_copy(pid)
+    return {"n": n, "time": total, "per_copy": lat}
+
+
 def criu_size(exe: Path, criu: str, mib: int, reps: int, workdir: Path, warmup: bool = True,
-              log=print) -> dict:
+              copies: int = 0, log=print) -> dict:
     """pyckpt (command and API) and CRIU on one MIB-MiB target, in alternating order.
 
     dump: the target left running (`pyckpt dump`, `pyckpt.dump()`, `criu dump
     --leave-running`); restore: the target killed and reaped first, then `pyckpt
     restore`, `restore()`, `criu restore -d`, each restored process checked, killed and
-    reaped before the next; dump + kill: a fresh target per run, `pyckpt dump --kill`,
+    reaped before the next; `copies` copies of one image at once (pyckpt: --new-pidns /
+    new_pidns=True; CRIU: each under `unshare --pid --fork --mount-proc`, see criu_copies),
+    if they fit in RAM; dump + kill: a fresh target per run, `pyckpt dump --kill`,
     `dump(kill=True)` (both sync the image before the kill) and `criu dump` (kills by
     default, syncs nothing).
     """
@@ -1091,6 +1213,21 @@ def criu_size(exe: Path, criu: str, mib: int, reps: int, workdir: Path, warmup: 
                 restores[w].append(restore(t, w))
             log(f"[criu {mib} MiB] restore {i + 1}/{reps}: " +
                 ", ".join(f"{w} {restores[w][-1] * 1e3:.1f} ms" for w in CONTESTANTS))
+        copy_runs: dict[str, list[dict]] = {w: [] for w in CONTESTANTS}
+        note = ram_note(copies, t.len) if copies else None
+        if note:
+            res["copies_skipped"] = note
+            log(f"[criu {mib} MiB] note: {note}")
+        for i in range(reps if copies and not note else 0):
+            for w in (CONTESTANTS if i % 2 == 0 else CONTESTANTS[::-1]):
+                if w == "api":
+                    copy_runs[w].append(restore_copies(t, dirs["api"], copies))
+                elif w == "cli":
+                    copy_runs[w].append(pyckpt_cli_copies(t, cli, env, dirs["cli"], copies))
+                else:
+                    copy_runs[w].append(criu_copies(t, criu, dirs["criu"], copies, workdir))
+            log(f"[criu {mib} MiB] {copies} copies {i + 1}/{reps}: " +
+                ", ".join(f"{w} {copy_runs[w][-1]['time'] * 1e3:.1f} ms" for w in CONTESTANTS))
         kills: dict[str, list[float]] = {w: [] for w in CONTESTANTS}
         last: dict[str, Target] = {}
         for i in range(-1 if warmup else 0, reps):
@@ -1112,7 +1249,14 @@ def criu_size(exe: Path, criu: str, mib: int, reps: int, workdir: Path, warmup: 
         set_subreaper(False)
         for d in dirs.values():
             shutil.rmtree(d, ignore_errors=True)
-    for key, runs in (("dump", dumps), ("restore", restores), ("dump_kill", kills)):
+    series = [("dump", dumps), ("restore", restores), ("dump_kill", kills)]
+    if copy_runs["criu"]:
+        res["copies_n"] = copies
+        res["copies_runs"] = copy_runs
+        series.append(("copies", {w: [r["time"] for r in v] for w, v in copy_runs.items()}))
+        series.append(("copies_per_copy", {w: [x for r in v for x in r["per_copy"]]
+                                           for w, v in copy_runs.items()}))
+    for key, runs in series:
         res[key] = {w: summary(v) for w, v in runs.items()}
         crit = statistics.median(runs["criu"])
         res[key]["ratio"] = {w: crit / statistics.median(v) for w, v in runs.items() if w != "criu"}
@@ -1128,12 +1272,21 @@ def fmt_criu(cmp: list[dict], version: str) -> str:
     rows: list[tuple[str, list[str]]] = []
     for key, title in (("dump", "dump, target left running (ms)"),
                        ("restore", "restore, until the process runs (ms)"),
-                       ("dump_kill", "dump, then kill (ms)")):
+                       ("dump_kill", "dump, then kill (ms)"),
+                       ("copies", "N copies of one image, all running (ms)"),
+                       ("copies_per_copy", "the same copies: each one's restore (ms)")):
+        if not any(key in r for r in cmp):
+            continue
+        if key.startswith("copies"):
+            ns = sorted({r["copies_n"] for r in cmp if "copies_n" in r})
+            title = title.replace("N copies", f"{'/'.join(map(str, ns))} copies")
         rows.append((title, [""] * len(cmp)))
         for w in CONTESTANTS:
-            rows.append((f"  {names[w]}", [cell(r[key][w]) for r in cmp]))
+            rows.append((f"  {names[w]}", [cell(r[key][w]) if key in r else r.get("copies_skipped", "-")[:20]
+                                           for r in cmp]))
         for w in ("cli", "api"):
-            rows.append((f"  CRIU / {names[w]}", [f"{r[key]['ratio'][w]:.2f}x" for r in cmp]))
+            rows.append((f"  CRIU / {names[w]}", [f"{r[key]['ratio'][w]:.2f}x" if key in r else "-"
+                                                  for r in cmp]))
     rows.append(("image size, pyckpt / CRIU (MiB)",
                  [f"{r['image_bytes']['api'] / MiB:,.1f} / {r['image_bytes']['criu'] / MiB:,.1f}" for r in cmp]))
     head = ["pyckpt beside CRIU: median [best]"] + [f"{r['size_mib']} MiB" for r in cmp]
@@ -1148,9 +1301,12 @@ def fmt_criu(cmp: list[dict], version: str) -> str:
         "without imports.",
         "Durability: pyckpt dump --kill / dump(kill=True) sync the image before the kill; CRIU "
         "dump kills without syncing anything (the image may still be only in the page cache).",
-        "N copies of one image at once: not measured for CRIU (criu restore re-creates the "
-        "image's PIDs in its own PID namespace; pyckpt's rows above use new_pidns).",
+        "Copies: pyckpt restore --new-pidns / new_pidns=True against unshare --pid --fork "
+        "--mount-proc criu restore --pidfile F, each copy in a new PID namespace with the "
+        "image's PID; a CRIU copy counts once F is written (memory and files restored, a few "
+        "resume steps left).",
     ]
+    lines += [f"note: {r['copies_skipped']}" for r in cmp if "copies_skipped" in r]
     return "\n".join(lines)
 
 
@@ -1216,6 +1372,7 @@ def main(argv=None) -> int:
                                       copies=copies,
                                       log=lambda s: print(s, file=sys.stderr, flush=True)))
         criu_results = [criu_size(exe, args.criu, mib, args.repeat, workdir, warmup=not args.no_warmup,
+                                  copies=max(copies, default=0),
                                   log=lambda s: print(s, file=sys.stderr, flush=True))
                         for mib in criu_sizes]
     finally:

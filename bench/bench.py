@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""pyckpt dump/restore benchmark against simple floors, fork() and injection.
+"""pyckpt dump/restore benchmark against simple floors, fork(), injection and (--criu) CRIU.
 
     python3 bench/bench.py [--sizes 64,1024] [--repeat 3] [--json out.json]
                            [--criu PATH [--criu-sizes 4,64,1024]]

@@ -385,6 +385,8 @@ class _Session:
         try:
             self._guard(copy.init_pid)
             request.node.stash.setdefault(_COPIES, []).append(copy)
+            if hooks.registered(copy.pid, "after_restore"):
+                _settled(copy.pid)
             try:
                 said = hooks.trigger(copy.pid, "after_restore", spec.hooks_timeout)
             except (TimeoutError, ProcessLookupError) as e:
@@ -416,6 +418,24 @@ class _Session:
         finally:
             os.close(fd)
         return proc, t, log_path
+
+
+def _settled(pid: int, timeout: float = 1.0) -> None:
+    """Wait (at most `timeout`) until the just released copy sleeps.  A copy made
+    while its main thread waited in a call (epoll_wait...) is released rewound to
+    make that call again: a signal that comes before it re-entered the call runs
+    the C handler and the call then waits on (CPython runs the hooks only once
+    the call returns).  Sleeping, it is interrupted by the signal (EINTR)."""
+    from .proc import read_stat
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if read_stat(pid).state in "SD":
+                return
+        except OSError:
+            return
+        time.sleep(0.0005)
 
 
 def _read(path: Path) -> str | None:

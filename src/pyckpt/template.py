@@ -5,20 +5,26 @@
         b = t.copy()          # another one beside it
         ...
         t.kill(a)             # end one copy (its namespace's init is killed and reaped)
-    # close(): every copy still running is ended
+    # close(): every copy still running is ended, and the template
 
-What a copy costs now: `copy()` is a full `restore(path, new_pidns=True,
-**options)` each time (the image is opened, validated and its pages read
-again, into memory of the copy's own: nothing is shared between copies).
-The API is the one fast copies will have (the template restored once and
-each copy made from it copy-on-write, see issue 12); the figures are in
-bench/harness.py's output and the README ("Testing with pyckpt").
+What a copy costs: the image is restored once, when the template is made,
+into a stopped process that never runs (fastcopy.py); each copy is forked
+from it, pages shared copy-on-write until written, and given what a fork
+does not carry over (its own file descriptions, threads, timers, pending
+signals, registers) by the restore's own steps.  Where the image has what
+that path does not handle yet (a process tree, SysV IPC, shared anonymous
+memory...), `t.fast` is False, `t.reason` says why, and each copy is a full
+`restore(path, new_pidns=True, **options)` instead.  `t.last_copy` holds
+the last copy's step times.  The figures are in bench/harness.py's output
+and the README ("Testing with pyckpt").
 
 A copy's parent is its namespace's init, a child of the process that called
 `copy()`: killing that init ends every process of the copy.  `kill(p)` and
-`close()` do that and reap it.  Copies do not outlive the caller when it is
-killed only if something kills their inits then (the pytest plugin's
-watchdog does); `close()` is the normal way.
+`close()` do that and reap it.  A fast copy's init dies when the caller
+dies (parent-death SIGKILL), and so does the template; a full restore's
+init does not (the pytest plugin's watchdog kills those).  Fast copies are
+made by ptrace from the thread that made the template: call `copy()` from
+that thread (another thread gets full restores).
 """
 
 from __future__ import annotations
@@ -43,6 +49,26 @@ class Template:
         self.image = open_image(self.path)  # a damaged image: ImageError now, not at the first copy
         self._inits: dict[int, int] = {}  # copy's root PID -> its namespace's init
         self.closed = False
+        self.last_copy = None  # fastcopy.CopyStats of the last fast copy
+        self.copy_reason: str | None = None  # why the last copy was a full restore, if it was
+        self._fast = None
+        self.reason: str | None = None  # why copies are full restores (None: they are fast)
+        from .fastcopy import FastTemplate, NotFast
+
+        try:
+            self._fast = FastTemplate(self.path, _options(restore_options),
+                                      _progress(restore_options.get("progress")))
+        except NotFast as e:
+            self.reason = str(e)
+        except PyckptError as e:  # e.g. a file of the image changed: full restores say it per copy
+            if type(e).__name__ == "InternalError":  # a bug: not hidden behind slow copies
+                raise
+            self.reason = f"the template could not be made ({type(e).__name__}: {str(e).splitlines()[0]})"
+
+    @property
+    def fast(self) -> bool:
+        """Whether copies are forked from the restored template (else full restores, see `reason`)."""
+        return self._fast is not None
 
     def copy(self, **restore_options):
         """A new running copy: a `psutil.Process` (its parent is its namespace's init).
@@ -52,6 +78,22 @@ class Template:
 
         if self.closed:
             raise PyckptError(f"the template of {self.path} is closed")
+        if self._fast is not None:
+            import psutil
+
+            from .fastcopy import CopyStats, NotFast
+
+            stats = CopyStats()
+            try:
+                root, init = self._fast.copy(_options({**self.options, **restore_options}), stats)
+            except NotFast as e:
+                self.copy_reason = str(e)  # this copy only: a full restore below
+            else:
+                self.last_copy = stats
+                self._inits[root] = init
+                proc = psutil.Process(root)
+                proc.restore_warnings = list(stats.warnings)
+                return proc
         proc = restore(self.path, new_pidns=True, **{**self.options, **restore_options})
         self._inits[proc.pid] = proc.ppid()
         return proc
@@ -79,6 +121,8 @@ class Template:
         """End every copy still running."""
         for pid in list(self._inits):
             self.kill(pid)
+        if self._fast is not None:
+            self._fast.close()
         self.closed = True
 
     def __enter__(self) -> "Template":
@@ -88,5 +132,27 @@ class Template:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<pyckpt.Template {self.path} copies={len(self._inits)}>"
+        how = "fast" if self.fast else f"full restores: {self.reason}"
+        return f"<pyckpt.Template {self.path} copies={len(self._inits)} {how}>"
+
+
+def _options(kw: dict):
+    """restore()'s keywords as RestoreOptions (new_pidns is the template's own)."""
+    from . import _restore_options
+
+    kw = {k: v for k, v in kw.items() if k != "progress"}
+    known = ("fds", "inherit_stdio", "allow_changed_files", "deleted_dir", "new_netns", "trust_image",
+             "shell_job", "tcp_established")
+    unknown = sorted(set(kw) - set(known))
+    if unknown:
+        raise TypeError(f"template(): unexpected keyword {unknown[0]!r}")
+    return _restore_options(kw.get("fds"), kw.get("inherit_stdio", False), kw.get("allow_changed_files", False),
+                            kw.get("deleted_dir"), False, kw.get("new_netns", False), kw.get("trust_image", False),
+                            kw.get("shell_job", False), kw.get("tcp_established", False))
+
+
+def _progress(progress):
+    from . import _progress as as_progress
+
+    return as_progress(False if progress is None else progress)
 

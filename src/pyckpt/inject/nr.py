@@ -68,3 +68,4 @@ futex = 202
 clock_nanosleep = 230
 epoll_pwait = 281
 epoll_pwait2 = 441
+setns = 308

@@ -1,0 +1,410 @@
+"""Fast copies of one image: restored once into a stopped template, each copy forked from it.
+
+`Template` (template.py) uses this when the image allows it.  The template is
+the image's process restored without being released: its memory, layout,
+mm fields, working directory and signal dispositions are in place, it holds
+no fd of the image (only a pidfd of pyckpt, at a high number) and its single
+thread stays stopped under pyckpt's ptrace forever: it never runs code of its
+own.  It was made by ck_clone_stopped, so it dies with pyckpt (parent-death
+SIGKILL, PTRACE_O_EXITKILL).
+
+A copy, made from the template by injected calls:
+
+1. `clone3(CLONE_VM | CLONE_PARENT | CLONE_NEWPID | CLONE_NEWIPC)` in the
+   template: the copy's init, PID 1 of a new PID namespace, a child of pyckpt
+   (CLONE_PARENT), sharing the template's memory (CLONE_VM: no page table is
+   copied for it);
+2. `clone3(set_tid = the image's PID)` in that init: the copy's root, a fork
+   of the template's memory (pages shared copy-on-write until written: the
+   one page-table copy a fork() of the process would make too);
+3. the init closes every fd, asks for SIGKILL when pyckpt dies, blocks every
+   signal and is pointed at a small reaping loop (INIT_BLOB, on a page of the
+   template's mapped MADV_DONTFORK, so copies do not get it): it exits when
+   the copy's root has exited, which ends the namespace;
+4. the root gets what fork does not give it, by the restore's own functions
+   (restorer.py, kinds/): its network namespace (new_netns: made by pyckpt
+   per copy, sockets bound in it), its own file descriptions (opened by
+   `files.prepare` in pyckpt for this copy — a file's offset, a pipe, a
+   socket are each copy's own — and taken from pyckpt with pidfd_getfd),
+   its session, threads (re-created from the image's thread records), the
+   kinds' deferred work (timers, locks, epoll items), resource limits,
+   credentials, pending signals, and the image's registers; then it runs.
+
+What the fast path does not do yet (Template.copy() then makes full
+restores, and `Template.reason` says why): process trees, SysV IPC objects,
+shared anonymous memory / memfd / deleted-file / SysV mappings (a template's
+shared memory would be shared by every copy), a root whose PID is 1,
+shell_job, tcp_established.
+
+The template, its copies' inits and the roots are traced by the thread that
+made the template until released: copy() must be called from that thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import resource
+import struct
+import time
+
+from . import limits, netns, privileges
+from . import ptrace_ops as pt
+from .arch import PAGE
+from .errors import PtraceError, PyckptError, RemoteCallError, RestoreError, boundary
+from .inject import ALL_SIGNALS, Injector, nr
+from .kinds import cpu, creds, files, load_all, memory, mm, signals, task, thread
+from .kinds.context import AFTER_RELEASE, WARNINGS, RestoreContext, RestoreOptions, hooks_at, run_undo
+from .kinds.order import ordered
+from .progress import Progress
+from .seize import kill_and_reap, pinned_to_cpu, release
+from .signals import checkpoint, commit, deferred_signals
+
+CLONE_VM, CLONE_PARENT, CLONE_NEWIPC, CLONE_NEWPID = 0x100, 0x8000, 0x08000000, 0x20000000
+SIGCHLD, SIGKILL = 17, 9
+MADV_DONTFORK = 10
+PR_SET_PDEATHSIG = 1
+MAP_FIXED_NOREPLACE = 0x100000
+U32 = 0xFFFFFFFF
+NETNS = ("copy's network namespace",)  # rctx.passed key
+
+# The copy's init: wait4(-1, NULL, __WALL, NULL) until the copy's root (r12, its PID
+# inside the namespace) is reaped or no child is left, then exit_group(0).  Uses no
+# memory (no stack): it runs on the template's memory (CLONE_VM).
+#   0: mov rdi,-1; xor esi,esi; mov edx,0x40000000; xor r10d,r10d; mov eax,61; syscall
+#  18: cmp rax,r12; je 25; cmp rax,-10; je 25; jmp 0
+#  25: xor edi,edi; mov eax,231; syscall; jmp 25
+INIT_BLOB = bytes.fromhex("48c7c7ffffffff31f6ba000000404531d2b83d0000000f054c39e074084883f8f67402ebdb"
+                          "31ffb8e70000000f05ebf5")
+BLOB_DATA = 256  # clone_args and set_tid after the code, on the same page
+
+
+class NotFast(PyckptError):
+    """This copy cannot be made from the template (the caller makes a full restore)."""
+
+
+def refusal(image, options: RestoreOptions) -> str | None:
+    """Why the image (with these options) gets no fast copies, in words; None if it does."""
+    reader = getattr(image, "reader", image)
+    views = task.process_views(reader)
+    if len(views) > 1:
+        return f"the image holds a process tree ({len(views)} processes)"
+    view = views[0]
+    if task.is_zombie(view):
+        return "the image's process had exited"
+    rec = view.one(task.TaskRecord)
+    if rec.pid == 1:
+        return "the image's process is PID 1 (it would be the copy's init)"
+    if options.shell_job:
+        return "shell_job=True"
+    if options.tcp_established:
+        return "tcp_established=True"
+    if options.new_pidns:
+        return "new_pidns is the template's own"
+    if any(type(r).__module__.endswith(".sysvipc") for r in reader.records):
+        return "the image holds SysV IPC objects"
+    for v in view.of_type(memory.VmaRecord):
+        if v.kind not in ("anon", "file") or (v.shared and v.kind != "file"):
+            return (f"memory at {v.start:#x}-{v.end:#x} is {v.kind}{' shared' if v.shared else ''} "
+                    "(every copy would share it)")
+    return None
+
+
+@dataclasses.dataclass
+class CopyStats:
+    """Where a copy's time went (seconds by step) and how many calls were injected."""
+
+    total: float = 0.0
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)
+    injected_calls: int = 0
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+class _Phases:
+    def __init__(self, stats: CopyStats):
+        self.stats, self.t = stats, time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.stats.phases[name] = self.stats.phases.get(name, 0.0) + now - self.t
+        self.t = now
+
+
+class FastTemplate:
+    """The image restored once into a stopped process that copies are forked from."""
+
+    def __init__(self, path, options: RestoreOptions, progress: Progress | None = None):
+        from . import restorer
+
+        load_all()
+        privileges.require("restore", path=path, new_namespaces=True)
+        self.path = os.fspath(path)
+        self.options = options
+        self.progress = progress or Progress(False)
+        self.pid = 0
+        self.build_time = 0.0
+        self.tracer = 0
+        t0 = time.perf_counter()
+        stats = restorer.RestoreStats()
+        with boundary(f"making a template of {path}", RestoreError, "no process was left behind"), \
+                limits.fd_room(), limits.translated(f"making a template of {path}"), deferred_signals():
+            rctxs = restorer._validate(path, self.progress, stats, dataclasses.replace(options, fds={}))
+            root = rctxs[0]
+            self.image = root.image
+            why = refusal(root.image, options)
+            if why:
+                root.close_passed()
+                raise NotFast(why)
+            try:
+                for step in (memory.prepare, mm.prepare, task.prepare):
+                    root.collect(lambda step=step: step(root))
+                root.pass_fd(files.PYCKPT_PIDFD, lambda: os.pidfd_open(os.getpid()))
+                if root.problems:
+                    raise root.problems[0].error
+                self.lowest_passed = root.lowest_passed
+                self.pidfd_slot = max(1023, root.lowest_passed + 512)
+                if self.pidfd_slot >= resource.getrlimit(resource.RLIMIT_NOFILE)[0]:
+                    raise NotFast(f"fd {self.pidfd_slot} is above pyckpt's limit of open files")
+                self.cpu = min(os.sched_getaffinity(0))
+                with pinned_to_cpu(self.cpu):
+                    self.pid = restorer._clone_stopped(0, 0)
+                    self.tracer = _thread_id()
+                    try:
+                        self._fill_template(root, stats)
+                    except BaseException:
+                        kill_and_reap([self.pid])
+                        self.pid = 0
+                        raise
+            finally:
+                run_undo(root.shared)
+                root.close_passed()
+        self.image_pid = root.image_pid
+        self.build_time = time.perf_counter() - t0
+        self.build_phases = dict(stats.phases)
+
+    # -- the template ----------------------------------------------------------
+    def _fill_template(self, rctx: RestoreContext, stats) -> None:
+        """The restore's steps that a fork carries over, into the template (restorer._fill's
+        CLEAR to MM and SIGNALS, then the init blob's page); nothing per copy."""
+        from . import restorer
+        from .restorer import Stage, _timed
+
+        pid = rctx.pid = self.pid
+        rctx.tid_map[rctx.image_pid] = pid
+        own_vdso, site_off = restorer._own_vdso_site()
+        inj = Injector(pid, own_vdso + site_off, pt.get_regs(pid), cure_regs=False)
+        rctx.inj = inj
+        with inj:
+            with _timed(stats, Stage.CLEAR):
+                thread.drop_inherited_rseq(rctx)
+                taken = memory.target_ranges(rctx.image) + [(m.start, m.end) for m in _maps(pid)]
+                scratch = restorer._free_page(taken)
+                inj.check(nr.mmap, scratch, PAGE, 7, 0x22 | MAP_FIXED_NOREPLACE, -1, 0,
+                          what="mmap of the scratch page")
+                inj.write(scratch, restorer.SCRATCH_CODE)
+                inj.site = scratch
+                rctx.scratch = scratch + restorer.SCRATCH_DATA
+                inj.check(nr.munmap, 0, scratch, what="munmap below the scratch page")
+                inj.check(nr.munmap, scratch + PAGE, restorer.TASK_END - scratch - PAGE,
+                          what="munmap above the scratch page")
+                restorer._close_unpassed(rctx)
+            with _timed(stats, Stage.LAYOUT):
+                memory.restore_layout(rctx)
+            with _timed(stats, Stage.PAGES):
+                memory.restore_pages(rctx)
+            with _timed(stats, Stage.TASK):
+                task.restore(rctx)
+            with _timed(stats, Stage.MM):
+                mm.restore(rctx)
+            # what the template keeps: a pidfd of pyckpt at a high number, nothing else
+            inj.check(nr.dup3, rctx.passed[files.PYCKPT_PIDFD], self.pidfd_slot, os.O_CLOEXEC,
+                      what="dup3 of pyckpt's pidfd")
+            inj.check(nr.close_range, 0, self.pidfd_slot - 1, 0, what="close_range")
+            inj.check(nr.close_range, self.pidfd_slot + 1, U32, 0, what="close_range")
+            with _timed(stats, Stage.SIGNALS):
+                signals.restore(rctx)
+            taken.append((scratch, scratch + PAGE))
+            self.blob = restorer._free_page(taken + [(m.start, m.end) for m in _maps(pid)])
+            inj.check(nr.mmap, self.blob, PAGE, 5, 0x22 | MAP_FIXED_NOREPLACE, -1, 0,
+                      what="mmap of the init's page")
+            inj.write(self.blob, INIT_BLOB)
+            inj.check(nr.madvise, self.blob, PAGE, MADV_DONTFORK, what="madvise(MADV_DONTFORK)")
+            self.site = memory.vdso_start(rctx) + (own_vdso - restorer._own_vdso_block_start()) + site_off
+            inj.site = self.site
+            inj.check(nr.munmap, scratch, PAGE, what="munmap of the scratch page")
+            inj.forget_sigmask()  # it keeps every signal blocked: so do the clones it makes
+        pt.set_sigmask(pid, ALL_SIGNALS)
+        pt.request(pt.PTRACE_SETOPTIONS, pid, 0,
+                   pt.PTRACE_O_TRACECLONE | pt.PTRACE_O_TRACEFORK | pt.PTRACE_O_EXITKILL, "PTRACE_SETOPTIONS")
+        self.regs = pt.get_regs(pid)
+
+    # -- copies ------------------------------------------------------------------
+    def copy(self, options: RestoreOptions, stats: CopyStats | None = None) -> tuple[int, int]:
+        """Make a copy; returns (its root's PID, its init's PID), both as the caller
+        sees them.  The init is the caller's child.  A failure kills and reaps what
+        this copy made (the template is left as it was)."""
+        from .kinds.files import pinned_caller_fds
+
+        if _thread_id() != self.tracer:
+            raise NotFast("copy() was called from another thread than the template's maker "
+                          "(ptrace serves one thread)")
+        stats = stats if stats is not None else CopyStats()
+        t0 = time.perf_counter()
+        with boundary(f"copying the template of {self.path}", RestoreError, "no process was left behind"), \
+                limits.fd_room(), pinned_caller_fds(options) as options, \
+                limits.translated(f"copying the template of {self.path}"), deferred_signals(), \
+                (netns.fresh() if options.new_netns else contextlib.nullcontext()):
+            phases = _Phases(stats)
+            rctx = self._prepare(options)
+            phases.mark("prepare")
+            try:
+                with pinned_to_cpu(self.cpu):
+                    root, init = self._make(rctx, stats, phases)
+                for step in ordered(rctx.shared.get(AFTER_RELEASE, ())):
+                    try:
+                        step.run()
+                    except Exception as e:
+                        stats.warnings.append(f"after the release ({step.name}): {type(e).__name__}: {e}")
+                stats.warnings += rctx.shared.get(WARNINGS, [])
+            except BaseException:
+                run_undo(rctx.shared)
+                raise
+            finally:
+                rctx.close_passed()
+        stats.total = time.perf_counter() - t0
+        return root, init
+
+    def _prepare(self, options: RestoreOptions) -> RestoreContext:
+        """The copy's own files, opened in pyckpt (as the restore's PREPARE does for fds)."""
+        view = self.image
+        rctx = RestoreContext(image=view, pid=0, progress=self.progress, options=options,
+                              image_pid=self.image_pid, tid_map={self.image_pid: self.image_pid})
+        rctx.passed, rctx.pids, rctx.lowest_passed = {}, {}, self.lowest_passed
+        rctx.problems, rctx.shared = [], {}
+        try:
+            files.plan_replacements(rctx, [(self.image_pid, view)])
+            for step in (files.prepare, *(h.run for h in hooks_at("prepare"))):
+                rctx.collect(lambda step=step: step(rctx))
+            if options.new_netns:
+                rctx.pass_fd(NETNS, lambda: os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC))
+            if rctx.problems:
+                raise rctx.problems[0].error
+            if any(n >= self.pidfd_slot for n in rctx.passed.values()):
+                raise NotFast(f"pyckpt's fds for the copy reach fd {self.pidfd_slot}, the template's pidfd")
+        except BaseException:
+            run_undo(rctx.shared)
+            rctx.close_passed()
+            raise
+        return rctx
+
+    def _make(self, rctx: RestoreContext, stats: CopyStats, phases: _Phases) -> tuple[int, int]:
+        made: list[int] = []
+        try:
+            tmpl = Injector(self.pid, self.site, self.regs, cure_regs=False)
+            data = self.blob + BLOB_DATA
+            flags = CLONE_VM | CLONE_PARENT | CLONE_NEWPID | CLONE_NEWIPC
+            tmpl.write(data, thread.CLONE_ARGS.pack(flags, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+            init = tmpl.call_clone(nr.clone3, data, thread.CLONE_ARGS.size)
+            made.append(init)
+            init_inj = Injector(init, self.site, pt.get_regs(init), cure_regs=False)
+            init_inj.write(data + 128, struct.pack("<Q", self.image_pid))
+            init_inj.write(data, thread.CLONE_ARGS.pack(0, 0, 0, 0, SIGCHLD, 0, 0, 0, data + 128, 1))
+            try:
+                root = init_inj.call_clone(nr.clone3, data, thread.CLONE_ARGS.size)
+            except RemoteCallError as e:
+                raise RestoreError(f"clone3 with PID {self.image_pid} in the copy's namespace failed: "
+                                   f"{os.strerror(e.errno)}") from None
+            made.append(root)
+            init_inj.check(nr.close_range, 0, U32, 0, what="close_range in the copy's init")
+            init_inj.check(nr.prctl, PR_SET_PDEATHSIG, SIGKILL, what="prctl(PR_SET_PDEATHSIG) in the copy's init")
+            regs = pt.decode_regs(init_inj.regs)
+            regs.rip, regs.r12, regs.orig_rax = self.blob, self.image_pid, (1 << 64) - 1
+            pt.set_regs(init, pt.encode_regs(regs))
+            rctx.init_pid = init
+            rctx.pid = root
+            rctx.tid_map[self.image_pid] = root
+            rctx.pids[self.image_pid] = root
+            phases.mark("clone")
+            self._fill(rctx, stats, phases)
+            for hook in hooks_at("before release"):
+                hook.run(rctx)
+            checkpoint()
+            commit()
+            release(root, list(rctx.threads))
+            release(init)
+            phases.mark("release")
+            stats.injected_calls += tmpl.calls + init_inj.calls
+            return root, init
+        except BaseException as e:
+            kill_and_reap(made, list(rctx.threads))
+            if not isinstance(e, (PtraceError, RemoteCallError, OSError)):
+                raise
+            raise RestoreError(f"copy of the template of {self.path} failed and was undone: {e}") from e
+
+    def _fill(self, rctx: RestoreContext, stats: CopyStats, phases: _Phases) -> None:
+        """What fork does not give the copy's root, in the restore's order (restorer._fill)."""
+        inj = Injector(rctx.pid, self.site, pt.get_regs(rctx.pid), cure_regs=False)
+        rctx.inj = inj
+        with inj:
+            rctx.scratch = inj.map_scratch()
+            if NETNS in rctx.passed:
+                self._take(inj, rctx.passed[NETNS])
+                inj.check(nr.setns, rctx.passed[NETNS], netns.CLONE_NEWNET,
+                          what="setns into the copy's network namespace")
+            for n in sorted(set(rctx.passed.values()) - {rctx.passed.get(NETNS)}):
+                self._take(inj, n)
+            own_pidfd = rctx.passed.get(files.PYCKPT_PIDFD)
+            rctx.passed[files.PYCKPT_PIDFD] = self.pidfd_slot  # late descriptions come this way
+            phases.mark("take fds")
+            files.restore(rctx)
+            task.make_leader(inj, rctx.image.one(task.TaskRecord))
+            inj.check(nr.close_range, rctx.lowest_passed, U32, 0, what="closing passed fds")
+            del rctx.passed[files.PYCKPT_PIDFD]  # the template's number: not one of pyckpt's fds
+            if own_pidfd is not None:
+                rctx.passed[files.PYCKPT_PIDFD] = own_pidfd
+            phases.mark("files")
+            thread.create_threads(rctx)
+            thread.restore(rctx)
+            signals.restore_pending(rctx)
+            phases.mark("threads")
+            for step in ordered(rctx.deferred):
+                step.run()
+            phases.mark("deferred")
+            task.restore_from_outside(rctx)
+            thread.restore_from_outside(rctx)
+            creds.restore(rctx)
+            thread.restore_pdeathsig(rctx)
+            for t in [inj, *rctx.threads.values()]:
+                t.forget_sigmask()
+            for t in rctx.threads.values():
+                t.cure()
+            stats.injected_calls += inj.calls + sum(t.calls for t in rctx.threads.values())
+        cpu.restore(rctx)
+        thread.restore_masks(rctx)
+        phases.mark("registers")
+
+    def _take(self, inj: Injector, n: int) -> None:
+        """pyckpt's fd `n` into the copy's root at number `n` (pidfd_getfd gives the lowest free)."""
+        got = inj.check(nr.pidfd_getfd, self.pidfd_slot, n, 0, what=f"pidfd_getfd of pyckpt's fd {n}")
+        if got != n:
+            inj.check(nr.dup3, got, n, os.O_CLOEXEC, what=f"dup3 to fd {n}")
+            inj.check(nr.close, got, what="close")
+
+    def close(self) -> None:
+        """Kill and reap the template (copies made from it live on until killed)."""
+        if self.pid:
+            kill_and_reap([self.pid])
+            self.pid = 0
+
+
+def _maps(pid: int):
+    from . import proc
+
+    return proc.read_maps(pid)
+
+
+def _thread_id() -> int:
+    import threading
+
+    return threading.get_native_id()

@@ -66,6 +66,12 @@ class Template:
             self.reason = f"the template could not be made ({type(e).__name__}: {str(e).splitlines()[0]})"
 
     @property
+    def pid(self) -> int | None:
+        """The template process copies are forked from (stopped, traced by pyckpt); None
+        when copies are full restores."""
+        return self._fast.pid if self._fast is not None else None
+
+    @property
     def fast(self) -> bool:
         """Whether copies are forked from the restored template (else full restores, see `reason`)."""
         return self._fast is not None

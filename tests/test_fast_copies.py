@@ -1,0 +1,231 @@
+"""Fast copies of a template (fastcopy.py): each copy checks its own state, copies are
+independent of each other, share their memory, and never outlive the template's owner."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import pyckpt
+from pyckpt.kinds import cpu
+
+TARGET = Path(__file__).parent / "targets" / "fastcopy_target.py"
+
+
+def make_image(spawn, tmp_path: Path, *extra: str, name: str = "img") -> tuple[Path, int]:
+    datafile = tmp_path / "data.bin"
+    datafile.write_bytes(bytes(range(256)) * 16)
+    t = spawn([sys.executable, str(TARGET), str(datafile), *extra])
+    t.wait_for(r"^READY")
+    pyckpt.dump(t.pid, tmp_path / name, kill=True, progress=False)
+    t.reap()
+    return tmp_path / name, t.pid
+
+
+class Copy:
+    """A copy whose stdout and stderr are a pipe of the test's own."""
+
+    def __init__(self, template: pyckpt.Template, **options):
+        r, w = os.pipe()
+        try:
+            self.proc = template.copy(fds={1: w, 2: w}, **options)
+        except BaseException:
+            os.close(r)
+            raise
+        finally:
+            os.close(w)
+        self.pid = self.proc.pid
+        self.out = r
+        self.buffer = b""
+        self.template = template
+
+    def line(self, prefix: bytes, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.buffer.split(b"\n")
+            for i, line in enumerate(lines[:-1]):
+                if line.startswith(prefix):
+                    self.buffer = b"\n".join(lines[i + 1:])
+                    return line.decode()
+            left = deadline - time.monotonic()
+            assert left > 0, f"copy {self.pid} printed no {prefix!r} line: {self.buffer[-300:]!r}"
+            if select.select([self.out], [], [], left)[0]:
+                chunk = os.read(self.out, 4096)
+                assert chunk, f"copy {self.pid} closed its output: {self.buffer[-300:]!r}"
+                self.buffer += chunk
+
+    def state(self) -> dict[str, str]:
+        os.kill(self.pid, signal.SIGUSR1)
+        line = self.line(b"STATE ")
+        assert line.startswith("STATE ok "), f"copy {self.pid}: {line}"
+        return dict(kv.split("=", 1) for kv in line.split()[2:])
+
+    def change(self) -> None:
+        os.kill(self.pid, signal.SIGUSR2)
+        self.line(b"CHANGED")
+
+    def close(self) -> None:
+        self.template.kill(self.proc)
+        os.close(self.out)
+
+
+PRISTINE = {"marker": "0", "offset": "16", "pipe": "4", "eventfd": "5", "memory": "pristine"}
+
+
+def pristine(state: dict, image_pid: int) -> bool:
+    return state["pid"] == str(image_pid) and all(state[k] == v for k, v in PRISTINE.items())
+
+
+def test_copies_are_their_own(spawn, tmp_path):
+    """Fast copies of a single-threaded target (a regular file, its own pipe, an eventfd in
+    an epoll set): each sees the image's state with the image's PID; a change in one (memory,
+    file offset, pipe content) is not seen by another, nor by a copy made after it."""
+    img, pid = make_image(spawn, tmp_path)
+    with pyckpt.template(img) as t:
+        assert t.fast, t.reason
+        assert "fast" in repr(t)
+        a, b = Copy(t), Copy(t)
+        assert a.pid != b.pid and t.init_of(a.proc) != t.init_of(b.proc)
+        assert psutil.Process(t.init_of(a.proc)).ppid() == os.getpid()
+        assert pristine(a.state(), pid) and pristine(b.state(), pid)
+        a.change()
+        changed = a.state()
+        assert (changed["marker"], changed["offset"], changed["pipe"], changed["memory"]) == \
+            ("1", "116", "3", "changed"), changed
+        assert pristine(b.state(), pid)
+        c = Copy(t)
+        assert pristine(c.state(), pid)
+        assert set(t.last_copy.phases) >= {"prepare", "clone", "files", "registers", "release"}
+        for x in (a, b, c):
+            x.close()
+
+
+def test_threaded_copies(spawn, tmp_path):
+    """A target with 3 worker threads: every copy has them all, running."""
+    img, pid = make_image(spawn, tmp_path, "--threads", "3")
+    with pyckpt.template(img) as t:
+        assert t.fast, t.reason
+        copies = [Copy(t) for _ in range(3)]
+        for c in copies:
+            assert pristine(c.state(), pid)
+            assert len(psutil.Process(c.pid).threads()) == 4
+        copies[0].change()
+        assert all(pristine(c.state(), pid) for c in copies[1:])
+
+
+def test_listening_socket_in_each_copys_netns(spawn, tmp_path):
+    """new_netns=True: each copy listens on the image's port in a network namespace of its
+    own and answers from its own state."""
+    img, pid = make_image(spawn, tmp_path, "--listen", "47331")
+
+    def ask(c: Copy) -> str:
+        with pyckpt.network_namespace(c.pid):
+            s = socket.create_connection(("127.0.0.1", 47331), timeout=10)
+        with s:
+            return s.makefile().readline().strip()
+
+    with pyckpt.template(img, new_netns=True) as t:
+        assert t.fast, t.reason
+        copies = [Copy(t) for _ in range(3)]
+        nets = {os.readlink(f"/proc/{c.pid}/ns/net") for c in copies}
+        assert len(nets) == 3 and os.readlink("/proc/self/ns/net") not in nets
+        for c in copies:
+            assert pristine(c.state(), pid)
+            assert ask(c) == f"{pid} 0"
+        copies[1].change()
+        assert [ask(c) for c in copies] == [f"{pid} 0", f"{pid} 1", f"{pid} 0"]
+
+
+def test_many_side_by_side_share_memory(spawn, tmp_path):
+    """8 copies at once, each its own; their memory is shared with the template until
+    written (summed Pss of 8 copies far below 8 times one copy's Rss); copies made after
+    two were killed are as the others."""
+    img, pid = make_image(spawn, tmp_path, "--mib", "64")
+    with pyckpt.template(img) as t:
+        assert t.fast, t.reason
+        copies = [Copy(t) for _ in range(8)]
+        for c in copies:
+            assert pristine(c.state(), pid)
+        rss = psutil.Process(copies[0].pid).memory_info().rss
+        pss = sum(psutil.Process(c.pid).memory_full_info().pss for c in copies)
+        assert rss > 64 << 20
+        assert pss < 2 * rss, f"8 copies: Pss {pss >> 20} MiB in all, one copy's Rss {rss >> 20} MiB"
+        inits = [t.init_of(c.proc) for c in copies[:2]]
+        for c in copies[:2]:
+            c.close()
+        assert not any(psutil.pid_exists(p) for p in inits + [copies[0].pid, copies[1].pid])
+        more = [Copy(t) for _ in range(2)]
+        for c in copies[2:] + more:
+            assert pristine(c.state(), pid)
+
+
+def test_failed_copy_leaves_nothing_and_the_template_works(spawn, tmp_path, monkeypatch):
+    """A copy that fails once its processes exist (registers refused) is killed and reaped
+    whole; the template makes good copies afterwards."""
+    img, pid = make_image(spawn, tmp_path)
+    with pyckpt.template(img) as t:
+        assert t.fast, t.reason
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+
+        def refuse(rctx):
+            raise OSError(5, "injected failure")
+
+        monkeypatch.setattr(cpu, "restore", refuse)
+        with pytest.raises(pyckpt.RestoreError, match="undone"):
+            Copy(t)
+        monkeypatch.undo()
+        assert {p.pid for p in psutil.Process().children(recursive=True)} == before
+        assert psutil.Process(t.pid).status() == psutil.STATUS_TRACING_STOP
+        c = Copy(t)
+        assert pristine(c.state(), pid)
+
+
+def test_tree_gets_full_restores_and_says_why(spawn, tmp_path):
+    """An image of a process tree: the template says why copies are full restores, and they work."""
+    t0 = spawn([sys.executable, "-c", "import os, time\nif os.fork() == 0:\n    time.sleep(600)\n"
+                "print('READY', flush=True)\ntime.sleep(600)"])
+    t0.wait_for(r"^READY")
+    pyckpt.dump(t0.pid, tmp_path / "img", kill=True, progress=False)
+    t0.reap()
+    with pyckpt.template(tmp_path / "img", fds={1: os.devnull}) as t:
+        assert not t.fast and "tree" in t.reason and "tree" in repr(t)
+        p = t.copy()
+        assert len(p.children()) == 1 and p.status() != psutil.STATUS_ZOMBIE
+
+
+def test_template_and_copies_die_with_their_owner(spawn, tmp_path):
+    """SIGKILL of the process that made the template: the template, the copies and their
+    inits die too."""
+    img, _ = make_image(spawn, tmp_path)
+    owner = spawn([sys.executable, "-c", f"""
+import os, time, pyckpt
+t = pyckpt.template({str(img)!r}, fds={{1: os.devnull, 2: os.devnull}})
+assert t.fast, t.reason
+copies = [t.copy() for _ in range(2)]
+print("PIDS", t.pid, *[p.pid for p in copies], *[t.init_of(p) for p in copies], flush=True)
+time.sleep(600)
+"""], name="owner", env=dict(os.environ))
+    pids = [int(p) for p in owner.wait_for(r"^PIDS (.*)", timeout=60).group(1).split()]
+    assert len(pids) == 5 and all(psutil.pid_exists(p) for p in pids)
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.reap()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not [p for p in pids if _alive(p)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -92,6 +93,10 @@ class JupyterServer:
         except Exception:
             pass
         self.kernel_pid()
+        try:  # and what else it started: the PID-namespace init of a copy (--new-id)
+            self.kernel_pids.update(c.pid for c in psutil.Process(self.popen.pid).children())
+        except psutil.NoSuchProcess:
+            pass
         pids = [self.popen.pid, *self.kernel_pids]
         for pid in pids:  # the server, then kernels it left (now children of this subreaper)
             try:
@@ -326,11 +331,65 @@ def test_bad_input_is_one_clear_error(server, tmp_path):
     finally:
         squatter.close()
     assert r.returncode != 0 and str(port) in r.stderr, r.stderr
+    assert f"pyckpt jupyter restore {saved} --new-id" in r.stderr, r.stderr  # the way out
     assert r.stderr.count("\n") == 1, r.stderr
     assert [k["id"] for k in server.api("GET", "api/kernels")] == [kid]
     r = server.cli("restore", str(saved))  # once it is free
     assert r.returncode == 0, r.stderr
     assert tab.run("print(6 * 7)", timeout=30) == ["42"]
+    tab.close()
+
+
+def test_a_copy_under_a_new_id_beside_the_original(server, tmp_path):
+    """restore --new-id: the saved kernel comes back as a new kernel (new id, free ports,
+    the saved key) while the original runs on: both answer cells, each with its own state."""
+    kid = server.api("POST", "api/kernels", {"name": "python3"})["id"]
+    tab = Tab(server, kid)
+    assert tab.run(STATE) == ["built 50000 41"]
+    pid = _wait("the kernel process", server.kernel_pid)
+    point = tmp_path / "point"
+    r = server.cli("save", kid, str(point))
+    assert r.returncode == 0, r.stderr
+    assert tab.run("later = 1\nprint(counter.bump())") == ["42"]
+
+    r = server.cli("restore", str(point), "--new-id")
+    assert r.returncode == 0, r.stderr
+    m = re.match(rf"restored kernel {kid} as a new kernel ([0-9a-f-]+) \(python3\), PID (\d+), "
+                 r"ports (\d+) (\d+) (\d+) (\d+) (\d+)$", r.stdout.strip())
+    assert m, r.stdout
+    new, copy_pid = m.group(1), int(m.group(2))
+    server.kernel_pids.add(psutil.Process(copy_pid).ppid())  # its PID namespace's init
+    assert new != kid and sorted(k["id"] for k in server.api("GET", "api/kernels")) == sorted([kid, new])
+    saved = json.loads((point / "kernel.json").read_text())["connection"]
+    ports = [int(p) for p in m.groups()[2:]]
+    assert not set(ports) & {saved[p] for p in ("shell_port", "iopub_port", "stdin_port",
+                                                 "control_port", "hb_port")}
+    assert server.kernel_pid() == pid  # the original runs on, on its own ports
+
+    copy = Tab(server, new)
+    assert copy.run(CHECK) == WANT  # the state of the save
+    assert tab.run(CHECK) == [WANT[0].replace(" 42 ", " 43 ").replace("False", "True")]
+    assert copy.run("who = 'copy'") == [] and tab.run("who = 'original'") == []
+    assert copy.run("print(who, counter.bump())") == ["copy 43"]
+    assert tab.run("print(who, counter.bump())") == ["original 44"]
+    # it knows its new connection file (%connect_info, the %pyckpt magic's kernel id)
+    assert copy.run("from ipykernel import get_connection_file as f; import os; "
+                    "print(os.path.basename(f()))") == [f"kernel-{new}.json"]
+    # a forked subprocess's output reaches the copy's own tab (through IOPub's pipe, whose
+    # port moved too), not the original's
+    fork = ("import os, sys, time\nif os.fork() == 0:\n    print('from the child of', who)\n"
+            "    sys.stdout.flush(); time.sleep(0.5); os._exit(0)\nos.wait()\ntime.sleep(0.5)")
+    assert copy.run(fork) == ["from the child of copy"]
+    assert tab.run(fork) == ["from the child of original"]
+    time.sleep(2.5)  # its parent poller (every second) took pyckpt's init for its parent
+    assert copy.run("print(os.getppid())") == ["1"]
+    # the server owns it: shutting it down ends it, the original runs on
+    copy.close()
+    server.api("DELETE", f"api/kernels/{new}")
+    _wait("the copy's end", lambda: not psutil.pid_exists(copy_pid)
+          or psutil.Process(copy_pid).status() == psutil.STATUS_ZOMBIE)
+    assert tab.run("print(who)") == ["original"]
+    assert [k["id"] for k in server.api("GET", "api/kernels")] == [kid]
     tab.close()
 
 
@@ -397,4 +456,13 @@ def test_magics_save_and_restore_from_a_cell(server):
     tab.close()
     tab = Tab(server, kid)
     assert tab.run("print(secret)") == ["[1, 2, 3]"]
+    # the same point again, as a new kernel beside this one
+    out = tab.run("%pyckpt restore point --new-id")
+    assert out == ["pyckpt: restoring point as a new kernel beside this one"], out
+    new = _wait("the new kernel", lambda: [k["id"] for k in server.api("GET", "api/kernels")
+                                           if k["id"] != kid])[0]
+    copy = Tab(server, new)
+    assert copy.run("secret.append('copy'); print(secret)") == ["[1, 2, 3, 'copy']"]
+    assert tab.run("print(secret)") == ["[1, 2, 3]"]
+    copy.close()
     tab.close()

@@ -29,7 +29,7 @@ Example (as root; `pid` is a running process)::
 `dump(pid, path, kill=True)` ends the process once the image is complete on
 disk; `restore()` takes replacements for files outside the image (`fds=`,
 `inherit_stdio=`), `allow_changed_files=`, `new_netns=` (reach such a copy
-with `network_namespace(pid)`); `dump(..., precopy=True)` copies memory while
+with `network_namespace(pid)`), `port_map=` (its listeners on other ports); `dump(..., precopy=True)` copies memory while
 the process runs, for a short freeze.  `open_image(path).check_restore()`
 lists what would stop a restore here and now, with the options that avoid
 it.  `progress=True`/`False` draws a progress bar or not (default: on a
@@ -262,7 +262,7 @@ class Image:
                       allow_changed_files: bool | list[str] = False, deleted_dir: str | os.PathLike | None = None,
                       new_pidns: bool = False, new_netns: bool = False, trust_image: bool = False,
                       shell_job: bool = False, tcp_established: bool = False,
-                      progress=None) -> list[RestoreProblem]:
+                      port_map: dict | None = None, progress=None) -> list[RestoreProblem]:
         """Could `restore(self.path, **options)` be done here and now?  Runs every check
         restore makes before it creates a process — restore's own validation, run to
         the end instead of stopping at the first problem, and then undone (nothing is
@@ -288,7 +288,7 @@ class Image:
         from .restorer import check
 
         opts = _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,
-                                trust_image, shell_job, tcp_established)
+                                trust_image, shell_job, tcp_established, port_map)
         with fd_room(), pinned_caller_fds(opts) as opts:  # before any file is opened: see restore()
             return check(self.path, progress=_progress(progress), options=opts)
 
@@ -434,7 +434,8 @@ def dump(pid: int, path: str | os.PathLike, *, kill: bool = False,
 def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: bool = False,
             allow_changed_files: bool | list[str] = False, deleted_dir: str | os.PathLike | None = None,
             new_pidns: bool = False, new_netns: bool = False, trust_image: bool = False,
-            shell_job: bool = False, tcp_established: bool = False, progress=None):
+            shell_job: bool = False, tcp_established: bool = False, port_map: dict | None = None,
+            progress=None):
     """Re-create the process saved at `path`, with its PID; returns a `psutil.Process`.
 
     The restored process is a child of the caller (reap it when it ends).
@@ -501,6 +502,16 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     side, and its connections within the image come back inside it.  Reach a
     copy with `pyckpt.network_namespace(pid)`.
 
+    `port_map={old: new}` makes the image's TCP listeners on port `old` listen
+    on `new` instead (on the same address), and its connections within the
+    image follow (both ends' ports): a copy beside the original without a
+    network namespace (with `new_pidns=True` for its PIDs).  A program that
+    reads its listener's port again (getsockname) sees the new one; one that
+    kept the old in a variable still says it.  Connections to peers outside
+    the image keep their addresses (so, reset by default: their peers knew
+    the old port).  A port the image does not
+    listen on is a `RestoreError`; UDP ports are not mapped.
+
     Restore runs as root (else `PrivilegeError`, before anything is read) and
     does what the image says.  An image directory owned by another user than
     root (the directory or a file in it) restores only with what that user has:
@@ -514,7 +525,7 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     from .restorer import restore as _restore
 
     opts = _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,
-                            trust_image, shell_job, tcp_established)
+                            trust_image, shell_job, tcp_established, port_map)
     # The caller's fds (fds={n: fd}, inherit_stdio) are copied now, before pyckpt opens any
     # file: a number left closed could otherwise be reused by one of pyckpt's own files.
     with fd_room(), pinned_caller_fds(opts) as opts:
@@ -522,7 +533,7 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
 
 
 def _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,
-                     trust_image=False, shell_job=False, tcp_established=False):
+                     trust_image=False, shell_job=False, tcp_established=False, port_map=None):
     """restore()'s keywords as RestoreOptions; `fds` checked for types (TypeError)."""
     from .kinds.context import RestoreOptions
 
@@ -543,7 +554,30 @@ def _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_p
         trust_image=bool(trust_image),
         shell_job=bool(shell_job),
         tcp_established=bool(tcp_established),
+        port_map=_port_map(port_map),
     )
+
+
+def _port_map(port_map) -> dict[int, int]:
+    """port_map= checked: {old port: new port}, ints in 1..65535, no new port twice
+    (TypeError, ValueError)."""
+    if port_map is None:
+        return {}
+    if not isinstance(port_map, dict):
+        raise TypeError(f"port_map must be a dict {{port of the image: new port}}, not "
+                        f"{type(port_map).__name__}")
+    for old, new in port_map.items():
+        for p in (old, new):
+            if not isinstance(p, int) or isinstance(p, bool):
+                raise TypeError(f"port_map: ports are ints, not {p!r}")
+            if not 0 < p < 65536:
+                raise ValueError(f"port_map: {p} is no TCP port (1-65535)")
+    seen: dict[int, int] = {}
+    for old, new in port_map.items():
+        if new in seen:
+            raise ValueError(f"port_map: ports {seen[new]} and {old} both map to {new}")
+        seen[new] = old
+    return dict(port_map)
 
 
 def _changed_files(allow):

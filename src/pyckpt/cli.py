@@ -152,6 +152,10 @@ def _restore_options(r: argparse.ArgumentParser) -> None:
                         "were) after an in-place dump --kill on this host, while the peers hold "
                         "their ends; by default they come back reset by the peer, and one that "
                         "cannot be kept does, with a warning")
+    r.add_argument("--port-map", action="append", default=[], metavar="OLD:NEW",
+                   help="listen on TCP port NEW where the image listened on OLD (repeatable); "
+                        "the image's own connections to it follow: a copy beside the original "
+                        "without --new-netns (with --new-pidns for its PIDs)")
     r.add_argument("--deleted-dir", metavar="DIR",
                    help="re-create deleted-but-open files in DIR instead of where they were")
     r.add_argument("--trust-image", action="store_true",
@@ -172,11 +176,24 @@ def _restore_kwargs(args) -> dict:
                   f"(see pyckpt {args.command} --help)", file=sys.stderr)
             raise SystemExit(2)
         fds[int(num)] = path
+    port_map = {}
+    for spec in args.port_map:
+        old, sep, new = spec.partition(":")
+        if not sep or not old.isdigit() or not new.isdigit() or not 0 < int(old) < 65536 \
+                or not 0 < int(new) < 65536:
+            print(f"pyckpt {args.command}: error: --port-map wants OLD:NEW (two TCP ports), not "
+                  f"{spec!r} (see pyckpt {args.command} --help)", file=sys.stderr)
+            raise SystemExit(2)
+        if int(new) in port_map.values() and port_map.get(int(old)) != int(new):
+            print(f"pyckpt {args.command}: error: --port-map {spec}: port {new} is given twice",
+                  file=sys.stderr)
+            raise SystemExit(2)
+        port_map[int(old)] = int(new)
     allow = True if args.allow_changed_files else list(args.allow_changed_glob) or False
     return dict(fds=fds, inherit_stdio=args.inherit_stdio, allow_changed_files=allow,
                 deleted_dir=args.deleted_dir, new_pidns=args.new_pidns, new_netns=args.new_netns,
                 trust_image=args.trust_image, shell_job=args.shell_job,
-                tcp_established=args.tcp_established)
+                tcp_established=args.tcp_established, port_map=port_map)
 
 
 def _restore_flags(args) -> list[str]:
@@ -187,6 +204,7 @@ def _restore_flags(args) -> list[str]:
                                                          "shell_job", "tcp_established")
               if getattr(args, name)]
     flags += [f"--allow-changed-files={glob}" for glob in args.allow_changed_glob]
+    flags += [f"--port-map {spec}" for spec in args.port_map]
     return flags + ([f"--deleted-dir {args.deleted_dir}"] if args.deleted_dir is not None else [])
 
 

@@ -37,10 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("restore", help="restore the kernel saved in DIR under its kernel id",
                        description="Restore the kernel saved in DIR under its kernel id, ports and "
                                    "key: open tabs reconnect to it. A kernel that runs under that "
-                                   "id is refused unless --replace.")
+                                   "id is refused unless --replace; --new-id restores a copy "
+                                   "beside it instead.")
     r.add_argument("dir", metavar="DIR")
     r.add_argument("--replace", action="store_true",
                    help="end the kernel running under the saved id first (its state is lost)")
+    r.add_argument("--new-id", action="store_true",
+                   help="restore it as a new kernel (a new kernel id, free ports) beside the one "
+                        "of the saved id, which may still run: open it as a new notebook's kernel")
     r.add_argument("--allow-changed-files", action="store_true",
                    help="restore even if files the kernel had open changed since the save "
                         "(IPython's history database may change without it)")
@@ -76,8 +80,12 @@ def run(argv: list[str], outer=None) -> int:
                  else "; it runs on"), flush=True)
     elif args.action == "restore":
         r = server.restore(_path(args.dir), replace=args.replace,
-                           allow_changed_files=args.allow_changed_files)
-        print(f"restored kernel {r['id']} ({r['name']}) as PID {r['pid']}", flush=True)
+                           allow_changed_files=args.allow_changed_files, new_id=args.new_id)
+        if r.get("copy_of"):
+            print(f"restored kernel {r['copy_of']} as a new kernel {r['id']} ({r['name']}), PID "
+                  f"{r['pid']}, ports {' '.join(map(str, r['ports']))}", flush=True)
+        else:
+            print(f"restored kernel {r['id']} ({r['name']}) as PID {r['pid']}", flush=True)
         for w in r.get("restore_warnings") or ():
             print(f"pyckpt jupyter restore: warning: {w}", file=sys.stderr)
     else:

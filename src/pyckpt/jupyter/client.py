@@ -139,9 +139,11 @@ class Server:
         return self.call("POST", f"api/pyckpt/kernels/{urllib.parse.quote(kernel_id, safe='')}/save",
                          body)
 
-    def restore(self, path: str, *, replace: bool = False, allow_changed_files: bool = False):
+    def restore(self, path: str, *, replace: bool = False, allow_changed_files: bool = False,
+                new_id: bool = False):
         return self.call("POST", "api/pyckpt/restore", {"path": path, "replace": replace,
-                                                         "allow_changed_files": allow_changed_files})
+                                                         "allow_changed_files": allow_changed_files,
+                                                         "new_id": new_id})
 
     def images(self):
         return self.call("GET", "api/pyckpt/images")

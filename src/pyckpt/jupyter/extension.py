@@ -7,7 +7,8 @@ that save the kernels it manages and bring them back (loaded by
                                                in image_dir and those saved elsewhere
     POST /api/pyckpt/kernels/KERNEL_ID/save    {"path", "stop": false, "timeout": 30}
     POST /api/pyckpt/restore                   {"path", "replace": false,
-                                                "allow_changed_files": false}
+                                                "allow_changed_files": false,
+                                                "new_id": false}
 
 Requests need the server's token, as its own /api/kernels does.  Errors are
 JSON {"message", "error" (the pyckpt error class), "exit_code"}: 404 for an
@@ -18,13 +19,13 @@ Save (the kernel keeps its tabs: nothing is asked of the server's channels):
 1. the kernel is waited for until idle (`timeout` s; a cell that runs longer
    is a refusal), then, through a silent execute request of the server's
    own (no history, no execution count), ipykernel's parent poller is told
-   to stop watching for a change of parent PID (`parent_pid = 0`: it then
-   only ends the kernel when it is orphaned to init).  A kernel the server
-   started has JPY_PARENT_PID, the server's PID; a restored kernel's parent
-   is the server that restores it, which may be another one (another day),
-   and the poller would shut it down within a second ("Parent appears to
-   have exited").  For a save that lets the kernel run on, the poller gets
-   its value back once the image is written.
+   to watch the parent the kernel will have after a restore (a
+   `ParentWatch`, see below) rather than the server's PID.  A kernel the
+   server started has JPY_PARENT_PID, the server's PID; a restored kernel's
+   parent is the server that restores it, which may be another one (another
+   day), and the poller would shut it down within a second ("Parent appears
+   to have exited").  For a save that lets the kernel run on, the poller
+   gets its value back once the image is written.
 2. the server's restarter (auto-restart) of that kernel is paused;
 3. `pyckpt.dump(pid, DIR/image, precopy=True, kill=stop)`: the memory is
    copied while the kernel runs, the freeze copies what changed.  Its TCP
@@ -47,7 +48,19 @@ of the saved kernel id (a new one when the server has no such kernel, e.g.
 after a server restart) is given the saved ports and key and the restored
 process, the server's child.  A kernel that runs under that id is refused
 unless `replace` (it is ended first: its state is lost), and only once
-restore's own checks found nothing else that would stop the restore.
+restore's own checks found nothing else that would stop the restore.  With
+`new_id` the saved kernel comes back as a new kernel instead (a new kernel id,
+free ports, the saved key), beside the one of its id, which may still run:
+restored in a new PID namespace with the restore's port map (its ZMQ
+listeners move to the new ports), its connections to the server reset (they
+were the original's); the server connects to it as to a new kernel, and the
+kernel is told its new connection file and ports.  A same-id restore refused
+because a saved port is taken says so and offers `new_id`.
+
+While saved, ipykernel's parent poller watches a `ParentWatch` (WATCHER):
+the restored kernel watches the parent it has after the restore (the server,
+or in a new PID namespace pyckpt's init, PID 1 there: the kernel does not
+take it for an orphan's init; it then ends only with the namespace).
 """
 
 from __future__ import annotations
@@ -77,6 +90,54 @@ POLLER = "__import__('ipykernel.kernelapp', fromlist=['IPKernelApp']).IPKernelAp
 READ_POLLER = f"getattr({POLLER}, 'parent_pid', None)"
 SET_POLLER = ("(lambda p, v: setattr(p, 'parent_pid', v) if hasattr(p, 'parent_pid') else None)"
               "({poller}, {value})")
+# The poller's parent_pid while a kernel is saved: an int that ipykernel's loop (`not
+# parent_pid and ppid == 1` or `parent_pid and ppid != parent_pid`: then it exits) sees as a
+# parent that changes only when this process's parent does, where "this process" starts
+# again at a restore (a new start time in /proc/self/stat): the restored kernel watches the
+# parent it has then, the restoring server or, restored beside the original, pyckpt's
+# PID-namespace init (PID 1 inside, which a plain 0 would take for init: "orphaned").
+WATCH = "pyckpt.ParentWatch()"  # its repr
+WATCHER = '''
+def make():
+    import os
+    def started():
+        with open("/proc/self/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    class ParentWatch(int):
+        def __bool__(self):
+            return True
+        def __ne__(self, ppid):
+            now = started()
+            if now != self.at[0]:  # restored since: watch the parent it has now
+                self.at[:] = [now, ppid]
+            return ppid != self.at[1]
+        def __eq__(self, ppid):
+            return not self.__ne__(ppid)
+        __hash__ = int.__hash__
+        def __repr__(self):
+            return %r
+    watch = ParentWatch(0)
+    watch.at = [started(), os.getppid()]
+    return watch
+''' % WATCH
+SET_WATCHER = ("(lambda g: None if not hasattr({poller}, 'parent_pid') else exec({src!r}, g) or "
+               "setattr({poller}, 'parent_pid', g['make']()))({{}})").format(poller=POLLER, src=WATCHER)
+# A copy restored under a new kernel id: its connection file and ports, as the server has them
+# (what %connect_info shows, and the kernel id the %pyckpt magic asks about)
+# and the port of IOPub's pipe for forked subprocesses' output (a listener of its own, which
+# the restore's port map moved too: a subprocess forked now must reach the copy's)
+RETARGET = '''
+def retarget(conn, port_map):
+    from ipykernel.kernelapp import IPKernelApp
+    app = IPKernelApp.instance()
+    for k, v in conn.items():
+        setattr(app, k, v)
+    pipe = getattr(app, "iopub_thread", None)
+    if pipe is not None and getattr(pipe, "_pipe_port", None) in port_map:
+        pipe._pipe_port = port_map[pipe._pipe_port]
+'''
+RUN_RETARGET = "(lambda g: exec({src!r}, g) or g['retarget']({conn!r}, {port_map!r}))({{}})"
+PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
 
 class SaveRefused(errors.PyckptError):
@@ -233,9 +294,10 @@ class Saver:
             await self._wait_idle(km, kernel_id, timeout)
             old = await self._execute(km, kernel_id, "pass", timeout, {"old": READ_POLLER})
             old = old.get("old", {}).get("data", {}).get("text/plain", "None")
+            watched = old == WATCH  # saved before: its poller watches as a saved one does
             old = int(old) if old.isdigit() else None
-            if old:
-                await self._execute(km, kernel_id, SET_POLLER.format(poller=POLLER, value=0), timeout)
+            if not watched and old is not None:
+                await self._execute(km, kernel_id, SET_WATCHER, timeout)
             stdio = server_stdio_fds(pid)
             km.stop_restarter()
             import pyckpt
@@ -246,7 +308,7 @@ class Saver:
                 os.makedirs(path, exist_ok=True)
                 image = await asyncio.get_running_loop().run_in_executor(None, dump)
             except BaseException:
-                if old:  # the kernel runs on as before
+                if old is not None and not watched:  # the kernel runs on as before
                     await self._put_back_poller(km, kernel_id, old, timeout)
                 km.start_restarter()
                 raise
@@ -262,7 +324,7 @@ class Saver:
                 km.pyckpt_saved = path
                 _no_shutdown_request(km)
             else:
-                if old:
+                if old is not None and not watched:
                     await self._put_back_poller(km, kernel_id, old, timeout)
                 km.start_restarter()
             phases = {k: round(v, 3) for k, v in (image.dump_stats.phases or {}).items()}
@@ -390,19 +452,27 @@ class Saver:
     # -- restore ------------------------------------------------------------------------
 
     async def restore(self, path: str, *, replace: bool = False,
-                      allow_changed_files: bool = False) -> dict:
+                      allow_changed_files: bool = False, new_id: bool = False) -> dict:
         path = self.config.resolve(path)
         meta = read_meta(path)
         import pyckpt
 
         pyckpt.open_image(os.path.join(path, IMAGE))  # a bad image is refused before anything ends
+        if new_id:
+            if replace:
+                raise SaveRefused("--new-id restores a copy beside the kernel of the saved id, "
+                                  "--replace restores over it: ask for one of them", status=400)
+            return await self._restore_copy(meta, path, allow_changed_files)
         kernel_id = meta["kernel_id"]
         async with self._lock(kernel_id):
-            if kernel_id in self.mkm:
-                proc = await self._restore_into(self.mkm.get_kernel(kernel_id), kernel_id, path,
-                                                replace, allow_changed_files)
-            else:
-                proc = await self._restore_new(kernel_id, meta, path, allow_changed_files)
+            try:
+                if kernel_id in self.mkm:
+                    proc = await self._restore_into(self.mkm.get_kernel(kernel_id), kernel_id, path,
+                                                    replace, allow_changed_files)
+                else:
+                    proc = await self._restore_new(kernel_id, meta, path, allow_changed_files)
+            except errors.RestoreError as e:
+                raise _offer_new_id(e, meta, path) from None
             km = self.mkm.get_kernel(kernel_id)
             km.execution_state = "idle"  # it was saved idle
             km.pyckpt_saved = None
@@ -411,6 +481,34 @@ class Saver:
             model["pid"] = proc.pid
             model["restore_warnings"] = getattr(proc, "restore_warnings", [])
             return model
+
+    async def _restore_copy(self, meta: dict, path: str, allow: bool) -> dict:
+        """The saved kernel as a new kernel (a new id, free ports, the saved key) beside
+        whatever runs under its id: see provisioner.py."""
+        import uuid
+
+        kernel_id = str(uuid.uuid4())
+        # every port it listens on moves: the five of the connection and its own (IOPub's pipe)
+        listening = _listening(os.path.join(path, IMAGE))
+        port_map = dict(zip(listening, _free_ports([ip for ip, _ in listening.values()])))
+        await self._restore_new(kernel_id, meta, path, allow, port_map=port_map)
+        km = self.mkm.get_kernel(kernel_id)
+        km.execution_state = "idle"
+        proc = km.provisioner
+        new = {p: getattr(km, p) for p in PORTS}
+        try:  # what the kernel knows of itself: its connection file and ports
+            await self._execute(km, kernel_id, RUN_RETARGET.format(
+                src=RETARGET, conn=dict(new, connection_file=km.connection_file),
+                port_map=port_map), self.config.busy_timeout)
+        except Exception as e:
+            self.log.warning("pyckpt: kernel %s (a copy of %s) still names its original's connection "
+                             "file (%s)", kernel_id, meta["kernel_id"], e)
+        self.log.info("pyckpt: restored kernel %s from %s as a new kernel %s, PID %s, ports %s",
+                      meta["kernel_id"], path, kernel_id, proc.pid, new)
+        model = self.mkm.kernel_model(kernel_id)
+        model.update(pid=proc.pid, copy_of=meta["kernel_id"], ports=[new[p] for p in PORTS],
+                     restore_warnings=getattr(proc, "restore_warnings", []))
+        return model
 
     async def _restore_into(self, km, kernel_id: str, path: str, replace: bool, allow: bool):
         """Restore over the kernel manager of a kernel id the server has."""
@@ -450,7 +548,8 @@ class Saver:
             self.mkm.start_watching_activity(kernel_id)
         return km.provisioner
 
-    async def _restore_new(self, kernel_id: str, meta: dict, path: str, allow: bool):
+    async def _restore_new(self, kernel_id: str, meta: dict, path: str, allow: bool,
+                           port_map: dict | None = None):
         """A kernel id the server does not have: a new kernel manager for it whose
         provisioner is ours (the server's factory, wrapped for this id only)."""
         factory = self.mkm.kernel_manager_factory
@@ -460,7 +559,8 @@ class Saver:
             km = factory(*args, **kwargs)
             if os.path.basename(kwargs.get("connection_file", "")) == f"kernel-{kernel_id}.json":
                 km.provisioner = PyckptProvisioner(kernel_id=kernel_id, kernel_spec=km.kernel_spec,
-                                                   parent=km, image=path, allow_changed_files=allow)
+                                                   parent=km, image=path, allow_changed_files=allow,
+                                                   port_map=port_map or {})
                 made.append(km.provisioner)
             return km
 
@@ -470,6 +570,47 @@ class Saver:
         finally:
             self.mkm.kernel_manager_factory = factory
         return made[0]
+
+
+def _listening(image: str) -> dict[int, tuple[str, int]]:
+    """Port -> (address, family) of every listening TCP socket of the saved kernel."""
+    import pyckpt
+    from ..kinds.tcp import TcpListenerRecord
+
+    return {r.port: (r.address, r.family)
+            for r in pyckpt.open_image(image)._reader.of_type(TcpListenerRecord)}
+
+
+def _free_ports(ips: list[str]) -> list[int]:
+    """A free TCP port on each address of `ips`, all distinct (picked as jupyter_client
+    picks a new kernel's: bound to port 0, then let go)."""
+    import socket
+
+    socks = []
+    try:
+        for ip in ips:
+            s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+            socks.append(s)
+            s.bind((ip, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _offer_new_id(e: errors.RestoreError, meta: dict, path: str) -> errors.PyckptError:
+    """A restore refused because a port of the saved kernel is taken: said with the way
+    out a notebook user has (a copy under a new id, on free ports), not pyckpt's own."""
+    text = str(e)
+    ports = [meta["connection"][p] for p in PORTS]
+    taken = next((p for p in ports if f":{p}," in text or f":{p} " in text), None)
+    if taken is None or "in use" not in text:
+        return e
+    text = text.split("; or listen on another port:")[0]
+    return SaveRefused(f"{text}; port {taken} is one of kernel {meta['kernel_id']}'s: restore it "
+                       f"as a new kernel on free ports with `pyckpt jupyter restore {path} --new-id` "
+                       "(REST: \"new_id\": true; in a notebook: %pyckpt restore NAME --new-id)",
+                       kernel_id=meta["kernel_id"])
 
 
 # -- handlers ---------------------------------------------------------------------------
@@ -539,7 +680,8 @@ class RestoreHandler(_Handler):
         body = self.body()
         try:
             model = await self.saver.restore(body.get("path"), replace=bool(body.get("replace")),
-                                             allow_changed_files=bool(body.get("allow_changed_files")))
+                                             allow_changed_files=bool(body.get("allow_changed_files")),
+                                             new_id=bool(body.get("new_id")))
         except errors.PyckptError as e:
             return self.fail(e)
         except Exception as e:  # jupyter_client's own refusals (no such kernel spec, ...)

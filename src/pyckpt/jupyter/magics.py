@@ -2,6 +2,10 @@
 
     %pyckpt save NAME [--stop]   save this kernel (once the cell has run)
     %pyckpt restore NAME         replace this kernel by the one saved as NAME
+    %pyckpt restore NAME --new-id
+                                 bring the one saved as NAME back as a new kernel
+                                 beside this one (its id is printed: open it from
+                                 another notebook, Kernel > Change kernel)
     %pyckpt list                 what the server saved
 
 A kernel cannot dump itself (pyckpt stops every thread of the process it
@@ -50,9 +54,9 @@ def _in_thread(what: str, call) -> None:
 
 
 def pyckpt_magic(line: str) -> None:
-    """%pyckpt save NAME [--stop] | restore NAME | list"""
+    """%pyckpt save NAME [--stop] | restore NAME [--new-id] | list"""
     args = shlex.split(line)
-    usage = "usage: %pyckpt save NAME [--stop] | %pyckpt restore NAME | %pyckpt list"
+    usage = "usage: %pyckpt save NAME [--stop] | %pyckpt restore NAME [--new-id] | %pyckpt list"
     if not args or args[0] not in ("save", "restore", "list"):
         print(usage)
         return
@@ -80,6 +84,15 @@ def pyckpt_magic(line: str) -> None:
 
         print(f"pyckpt: saving this kernel as {name} once this cell has run")
         _in_thread(f"save as {name}", save)
+    elif args[0] == "restore" and len(args) == 3 and args[2] == "--new-id":
+        name = args[1]
+
+        def copy():
+            r = server.restore(name, new_id=True)
+            return f"restored {name} as a new kernel {r['id']} (PID {r['pid']})"
+
+        print(f"pyckpt: restoring {name} as a new kernel beside this one")
+        _in_thread(f"restore of {name}", copy)
     elif args[0] == "restore" and len(args) == 2:
         name = args[1]
 

@@ -20,6 +20,15 @@ changed is (a FileChangedError naming it), unless `allow_changed_files`.
 The kernel's fds that were the saving server's stdout and stderr (ipykernel
 keeps copies of them; its fds 1 and 2 are its own capture pipes; kernel.json's
 `server_stdio` names them) get this server's stdout and stderr.
+
+A copy under a new kernel id (`port_map` given: the saved ports -> free ones)
+is restored beside the original, which may still run: in a new PID namespace
+(its PIDs are the original's), its ZMQ listeners on the new ports (the
+restore's port map, kinds/tcp.py), with the saved key; its connections to the
+saving server come back reset (they were the original's), and the server
+connects to the new ports.  Its parent is then pyckpt's namespace init (the
+server's child, which ends when the kernel has ended): the server waits for
+that one and signals the kernel and its process group.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import signal
 from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
-from traitlets import Bool, Unicode
+from traitlets import Bool, Dict, Unicode
 
 # Files every kernel of the user writes: IPython's history database (SQLite, which reads
 # the file again for each transaction, so it may change under a restored kernel).
@@ -47,14 +56,15 @@ class RestoredProcess:
 
     stdin = stdout = stderr = None
 
-    def __init__(self, pid: int):
+    def __init__(self, pid: int, child: int | None = None):
         self.pid = pid
+        self.child = pid if child is None else child  # what the server waits for (its child)
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
         if self.returncode is None:
             try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                pid, status = os.waitpid(self.child, os.WNOHANG)
             except ChildProcessError:  # reaped elsewhere: it is gone
                 self.returncode = -signal.SIGKILL
                 return self.returncode
@@ -160,6 +170,9 @@ class PyckptProvisioner(LocalProvisioner):
     image = Unicode("", config=True, help="directory of the saved kernel to restore")
     allow_changed_files = Bool(False, config=True, help="restore even if files the kernel had "
                                                         "open changed since the save")
+    port_map = Dict(config=True, help="saved port -> the port the restored kernel listens on "
+                                      "(a copy under a new kernel id, restored in a new PID "
+                                      "namespace beside the original)")
     restored_pid = None  # set once restored
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
@@ -168,7 +181,7 @@ class PyckptProvisioner(LocalProvisioner):
             km = self.parent
             km.transport, km.ip = conn["transport"], conn["ip"]
             for p in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
-                setattr(km, p, conn[p])
+                setattr(km, p, self.port_map.get(conn[p], conn[p]))
             km.session.signature_scheme = conn.get("signature_scheme", km.session.signature_scheme)
             km.session.key = conn["key"].encode()
             if conn.get("curve_publickey") and conn.get("curve_secretkey"):
@@ -183,13 +196,15 @@ class PyckptProvisioner(LocalProvisioner):
         import pyckpt
 
         image = os.path.join(self.image, IMAGE)
+        copy = bool(self.port_map)  # beside the original: its PIDs, its connections are not ours
         restore = functools.partial(pyckpt.restore, image, fds=restore_fds(self.image), progress=False,
-                                    tcp_established=True,
+                                    tcp_established=not copy, new_pidns=copy,
+                                    port_map={int(k): int(v) for k, v in self.port_map.items()},
                                     allow_changed_files=True if self.allow_changed_files
                                     else SHARED_FILES)
         proc = await asyncio.get_running_loop().run_in_executor(None, restore)
         self.restore_warnings = list(getattr(proc, "restore_warnings", ()))
-        self.process = RestoredProcess(proc.pid)
+        self.process = RestoredProcess(proc.pid, proc.ppid() if copy else None)
         self.pid = self.restored_pid = proc.pid
         try:
             self.pgid = os.getpgid(proc.pid)

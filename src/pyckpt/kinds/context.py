@@ -67,6 +67,9 @@ class RestoreOptions:
     # TCP connections to peers outside the image: re-established (an in-place dump --kill
     # + restore, the peer holding its end) instead of coming back reset (kinds/tcpconn.py)
     tcp_established: bool = False
+    # listening TCP port of the image -> the port it listens on instead (kinds/tcp.py): a copy
+    # beside the original without a network namespace; the image's connections follow
+    port_map: dict[int, int] = field(default_factory=dict)
     # The caller's fds the restore uses (the ints of `fds`; 0-2 with inherit_stdio), pinned
     # when it began (files.pinned_caller_fds): caller's number -> pyckpt's close-on-exec
     # copy, or -errno when it was not open then.  None: not pinned (used as they are).

@@ -20,6 +20,16 @@ of the dumped process that linger in TIME_WAIT on that port do not stop the
 bind when the listener had SO_REUSEADDR (as for the program itself, they do
 when it had not).  The port must be free: when the original still runs, or
 another copy holds it, restore fails with a RestoreError naming the address.
+
+`RestoreOptions.port_map` ({old: new}, `pyckpt restore --port-map OLD:NEW`)
+makes a listener of port `old` listen on `new` instead, on the same address:
+a copy beside the original, or one restored where its port is taken, without
+a network namespace.  Every socket of the image bound to `old` moves with it
+(`mapped`): the connections within the image (both ends, tcpconn.py), a bound
+socket that never connected.  A connection to a peer outside the image keeps
+its addresses: its peer knows only the old port.  A key of the map that no
+listener of the image has is refused (RestoreError, naming the ports it
+listens on); UDP sockets are not mapped.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ from ..errors import RestoreError
 from ..image import record
 from ..problems import Fix, needs
 from ..proc.net import parse_listening as parse_proc_net_tcp  # noqa: F401 (its parser lives in proc/)
-from .context import DumpContext, RestoreContext
+from .context import DumpContext, RestoreContext, restore_hook
 from .files import DumpedFd, FileKind, file_kind, set_status_flags
 from .unix import NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, SOCK_DIAG_BY_FAMILY, take
 
@@ -136,6 +146,7 @@ class TcpListener(FileKind):
         from .tcpconn import make_held_reusable
 
         make_held_reusable(rctx)  # its killed predecessor's connections, held on this port
+        check_port_map(rctx)  # a port map naming another port: that problem first
         s = socket.socket(rec.family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             if rec.family == socket.AF_INET6:
@@ -143,15 +154,19 @@ class TcpListener(FileKind):
             if rec.reuseport:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT leftovers
+            port = mapped(rctx, rec.port)
             try:
-                s.bind((rec.address, rec.port, 0, rec.scope) if rec.family == socket.AF_INET6
-                       else (rec.address, rec.port))
+                s.bind((rec.address, port, 0, rec.scope) if rec.family == socket.AF_INET6
+                       else (rec.address, port))
             except OSError as e:
                 hint = (" (another process listens there, such as the original or another copy "
                         "of it; or connections of the dumped process linger in TIME_WAIT and the "
-                        "listener did not set SO_REUSEADDR: then wait a minute)"
+                        "listener did not set SO_REUSEADDR: then wait a minute); or listen on "
+                        f"another port: --port-map {rec.port}:NEW (API: port_map={{{rec.port}: new}})"
                         if e.errno == errno.EADDRINUSE else "")
-                error = RestoreError(f"cannot listen on {self.describe(rec)} again: {e.strerror}{hint}")
+                moved = f" (moved from port {rec.port} by the port map)" if port != rec.port else ""
+                error = RestoreError(f"cannot listen on {self.describe(rec, port)}{moved} again: "
+                                     f"{e.strerror}{hint}")
                 in_use = e.errno == errno.EADDRINUSE and on_loopback(rec.address)
                 raise (needs(error, Fix("new_netns")) if in_use else error) from None
             if not rctx.checking:  # a check binds (which finds a port in use) but takes no connection
@@ -162,9 +177,31 @@ class TcpListener(FileKind):
             s.close()
         return set_status_flags(fd, rec.flags, SETTABLE_FLAGS)
 
-    def describe(self, rec: TcpListenerRecord) -> str:
+    def describe(self, rec: TcpListenerRecord, port: int | None = None) -> str:
         host = f"[{rec.address}]" if rec.family == socket.AF_INET6 else rec.address
-        return f"TCP {host}:{rec.port}, listening (backlog {rec.backlog})"
+        return f"TCP {host}:{rec.port if port is None else port}, listening (backlog {rec.backlog})"
+
+
+def mapped(rctx: RestoreContext, port: int) -> int:
+    """The port a socket of the image bound to `port` gets (RestoreOptions.port_map)."""
+    return rctx.options.port_map.get(port, port) if port else port
+
+
+@restore_hook("prepare", "tcp: port map")
+def check_port_map(rctx: RestoreContext) -> None:
+    """Every port of the port map is one a listener of the image has (once per tree)."""
+    port_map = rctx.options.port_map
+    if not port_map or rctx.shared.get("tcp port map checked"):
+        return
+    rctx.shared["tcp port map checked"] = True
+    ports = sorted({r.port for r in getattr(rctx.image, "reader", rctx.image).of_type(TcpListenerRecord)})
+    unknown = sorted(set(port_map) - set(ports))
+    if unknown:
+        has = (f"it listens on {', '.join(map(str, ports))}" if ports else "it has no listening TCP socket")
+        rctx.note(RestoreError(
+            f"--port-map {unknown[0]}:{port_map[unknown[0]]}: no TCP socket of the image at "
+            f"{getattr(rctx.image, 'path', '')} listens on port {unknown[0]} ({has}): map only "
+            "those ports"))
 
 
 def on_loopback(address: str) -> bool:

@@ -5,7 +5,8 @@ client in one process tree, or one process connected to its own listener
 (an ipykernel does).  When the image holds both ends, the connection is
 rebuilt exactly without the network being involved: the two sockets are
 re-created with TCP_REPAIR (connect() in repair mode makes a socket
-ESTABLISHED without a handshake), bound to the same addresses and ports,
+ESTABLISHED without a handshake), bound to the same addresses and ports
+(those the restore's port map moves, both ends' alike: see tcp.py),
 with sequence numbers that fit each other, the negotiated options (MSS,
 window scaling, SACK, timestamps), and each end's unread data put straight
 back into its receive queue; repair mode is then left.  The state comes from
@@ -131,7 +132,7 @@ from ..inject import nr
 from ..problems import Fix, needs
 from .context import DumpContext, RestoreContext
 from .files import DumpedFd, FileKind, file_kind, set_status_flags
-from .tcp import on_loopback, open_all_listeners, tcp_state
+from .tcp import mapped, on_loopback, open_all_listeners, tcp_state
 from .unix import SO_PEEK_OFF, sockets_in_image, take
 
 TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 19, 20, 21, 22
@@ -356,13 +357,17 @@ def _reconnect(rctx: RestoreContext, a_rec: TcpConnectionRecord,
             s.setsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ, struct.pack("I", snd & 0xFFFFFFFF))
             s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
             s.setsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ, struct.pack("I", rcv & 0xFFFFFFFF))
+            # both ends' ports through the port map (a listener moved: its connections too)
+            local = _sockaddr(rec.family, rec.local_address, mapped(rctx, rec.local_port), rec.local_scope)
+            remote = _sockaddr(rec.family, rec.remote_address, mapped(rctx, rec.remote_port),
+                               rec.remote_scope)
             try:
-                s.bind(_local(rec))
-                s.connect(_remote(rec))
+                s.bind(local)
+                s.connect(remote)
             except OSError as e:
                 error = RestoreError(
-                    f"cannot re-create TCP connection {_where(rec.family, _local(rec))} -> "
-                    f"{_where(rec.family, _remote(rec))}: {e.strerror} (does the original still run?)")
+                    f"cannot re-create TCP connection {_where(rec.family, local)} -> "
+                    f"{_where(rec.family, remote)}: {e.strerror} (does the original still run?)")
                 in_use = e.errno == errno.EADDRINUSE and on_loopback(rec.local_address)
                 raise (needs(error, Fix("new_netns")) if in_use else error) from None
             other = b_rec if rec is a_rec else a_rec
@@ -785,7 +790,7 @@ def _emulated(rctx: RestoreContext, rec: TcpOutsideRecord, data: bytes) -> int:
     file (CLOSE-WAIT, LAST-ACK, CLOSING) or its reset (the others); a socket that had
     shut down writing has again.  The socket's own addresses are loopback ones."""
     if rec.state == TCP_NOT_CONNECTED:
-        return _unconnected(rec)
+        return _unconnected(rec, mapped(rctx, rec.local_port))
     if rctx.checking:
         return socket.socket(rec.family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC).detach()
     if rec.state == TCP_SYN_SENT:
@@ -831,19 +836,21 @@ def _emulated_on(rec: TcpOutsideRecord, data: bytes, host: str) -> int:
         return mine.detach()
 
 
-def _unconnected(rec: TcpOutsideRecord) -> int:
-    """A TCP socket that was never connected: new, with its options, bound where it was."""
+def _unconnected(rec: TcpOutsideRecord, port: int) -> int:
+    """A TCP socket that was never connected: new, with its options, bound where it was
+    (to `port`: its own, or where the port map moved it)."""
     s = socket.socket(rec.family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         _set_options(s, rec)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(rec.reuseaddr))
         if rec.local_port:
+            local = _sockaddr(rec.family, rec.local_address, port, rec.local_scope)
             try:
-                s.bind(_local(rec))
+                s.bind(local)
             except OSError as e:
                 error = PortInUseError(
-                    "TCP", rec.local_address, rec.local_port,
-                    f"cannot bind a TCP socket to {_where(rec.family, _local(rec))} again: {e.strerror}")
+                    "TCP", rec.local_address, port,
+                    f"cannot bind a TCP socket to {_where(rec.family, local)} again: {e.strerror}")
                 in_use = e.errno == errno.EADDRINUSE and on_loopback(rec.local_address)
                 raise (needs(error, Fix("new_netns")) if in_use else error) from None
         return s.detach()

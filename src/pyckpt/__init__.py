@@ -299,14 +299,19 @@ class Image:
         memory stored, shared memory included); `processes`, one dict per
         process, the first process first: `pid`, `ppid`, `pgid`, `sid`,
         `threads` (TIDs), `zombie_status` (a zombie's exit status, else None),
-        `pages_bytes`, `vmas`, `fds`, `locks`; `shared_memory`: shared
+        `pages_bytes` (memory stored in this image), `inherited_bytes` (kept in
+        its parent images), `zero_bytes` (all-zero memory, not stored),
+        `vmas`, `fds`, `locks`; `parent`: the parent of an incremental
+        image (`path` as written, `resolved`, `depth`) or None;
+        `inherited_bytes`: the processes' together; `shared_memory`: shared
         anonymous memory, each object saved once (`id`, `size`,
         `stored_bytes`, `mapped_by`: [pid, start, offset] of each window);
         `vmas`, `fds`, `locks`: the first process's again; `records`: the type
         name of every record.
 
         A vma: `start`, `end`, `prot`, `shared`, `kind`, `name`, `offset`,
-        `shared_memory` (its object's id, or None), `stored_bytes`.  An fd:
+        `shared_memory` (its object's id, or None), `stored_bytes`,
+        `inherited_bytes`, `zero_bytes`.  An fd:
         `fd`, `kind`, `what`, `path`, `flags`, `pos`, `cloexec`, `file_id`,
         `shared_with` (the other fds of the process sharing its file).  A lock:
         `fd`, `path`, `lock` (in words).
@@ -324,7 +329,8 @@ class Image:
             if task.is_zombie(view):
                 z = view.one(task.ZombieRecord)
                 return {"pid": z.pid, "ppid": z.ppid, "zombie_status": z.status, "pgid": None,
-                        "sid": None, "threads": [], "pages_bytes": 0, "vmas": [], "fds": [],
+                        "sid": None, "threads": [], "pages_bytes": 0, "inherited_bytes": 0, "zero_bytes": 0,
+                        "vmas": [], "fds": [],
                         "locks": []}
             rec = view.one(task.TaskRecord)
             vmas = view.of_type(memory.VmaRecord)
@@ -336,12 +342,16 @@ class Image:
             return {
                 "pid": rec.pid, "ppid": rec.ppid, "pgid": rec.pgid, "sid": rec.sid, "zombie_status": None,
                 "threads": [t.tid for t in thread.thread_records(view)],
-                "pages_bytes": sum(p.npages for v in vmas for p in v.pages) * 4096,
+                "pages_bytes": sum(p.npages for v in vmas for p in v.pages if not (p.zero or p.image)) * 4096,
+                "inherited_bytes": sum(p.npages for v in vmas for p in v.pages if p.image and not p.zero) * 4096,
+                "zero_bytes": sum(p.npages for v in vmas for p in v.pages if p.zero) * 4096,
                 "vmas": [
                     {"start": v.start, "end": v.end, "prot": v.prot, "shared": v.shared,
                      "kind": v.kind, "name": v.name, "offset": v.offset,
                      "shared_memory": shm.get(v.start),
-                     "stored_bytes": sum(p.npages for p in v.pages) * 4096}
+                     "stored_bytes": sum(p.npages for p in v.pages if not (p.zero or p.image)) * 4096,
+                     "inherited_bytes": sum(p.npages for p in v.pages if p.image and not p.zero) * 4096,
+                     "zero_bytes": sum(p.npages for p in v.pages if p.zero) * 4096}
                     for v in vmas
                 ],
                 "fds": files.summary(view),
@@ -354,9 +364,19 @@ class Image:
 
         processes = [one_process(v) for v in task.process_views(self._reader)]
         root = processes[0]
+        from .image.chain import parent_record
+
+        above = parent_record(self._reader)
         return {
             "path": str(self.path),
             "header": encode(self.header),
+            # an incremental image: its parent image (`path` as written, relative to the
+            # image; `resolved`; `depth`: images up the chain), else None; and the bytes
+            # of memory kept in the images up the chain (`inherited_bytes`)
+            "parent": None if above is None else {
+                "path": above.path, "resolved": os.path.normpath(os.path.join(self.path, above.path)),
+                "depth": above.depth},
+            "inherited_bytes": sum(p["inherited_bytes"] for p in processes),
             "pages_bytes": sum(p["pages_bytes"] for p in processes)
             + sum(r.stored for o in objects.values() for r in o.runs) + sum(o["stored_bytes"] for o in ipc),
             "processes": processes,
@@ -392,7 +412,8 @@ def _progress(progress):
 
 
 def dump(pid: int, path: str | os.PathLike, *, kill: bool = False,
-         max_deleted_size: int = 64 << 20, precopy: bool = False, progress=None) -> Image:
+         max_deleted_size: int = 64 << 20, precopy: bool = False, parent: str | os.PathLike | None = None,
+         progress=None) -> Image:
     """Dump the running process `pid` into the new or empty directory `path`.
 
     The process is stopped only while pyckpt reads it and then carries on as
@@ -410,6 +431,14 @@ def dump(pid: int, path: str | os.PathLike, *, kill: bool = False,
     freeze copies only what it wrote meanwhile: a much shorter stop for a
     large process that changes little (`Image.dump_stats.freeze`).
 
+    With `parent=DIR` (an image of the same process, dumped earlier) the image is
+    incremental: memory is compared with the parent's in 256 KiB pieces and only
+    the pieces that changed are stored; the image names its parent (by a path
+    relative to itself, and its identity) and a restore reads the rest from
+    there, so the parent (and its own parents) must stay where they are.  With
+    `precopy=True` too, the comparison is made while the process runs.  A bad
+    parent raises `ImageError` before the process is touched.
+
     `progress=None` (the default) draws a progress bar on stderr when it is a
     terminal and the work lasts over a second; `True` always, `False` never
     (`restore()` and `Image.verify()` take the same).
@@ -425,7 +454,8 @@ def dump(pid: int, path: str | os.PathLike, *, kill: bool = False,
     from .kinds.context import DumpOptions
     from .limits import fd_room, translated
 
-    options = DumpOptions(max_deleted_size=max_deleted_size, precopy=precopy)
+    options = DumpOptions(max_deleted_size=max_deleted_size, precopy=precopy,
+                          parent=None if parent is None else os.fspath(parent))
     progress = _progress(progress)
     with fd_room(), translated(f"dumping process {pid} (it was left running as before)"):
         return _dump(pid, path, kill=kill, progress=progress, options=options)

@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--precopy", action="store_true",
                    help="copy memory while the process runs, then stop it only to copy what it "
                         "wrote meanwhile (shorter freeze for large processes)")
+    d.add_argument("--parent", metavar="PARENT_DIR",
+                   help="an earlier image of the process: store only the memory that changed "
+                        "since (256 KiB pieces); a restore reads the rest from PARENT_DIR, which "
+                        "must stay where it is")
     d.add_argument("--max-deleted-size", type=int, default=64 << 20, metavar="BYTES",
                    help="largest deleted-but-open file (or memfd) whose content is kept in "
                         "the image (default %(default)s); a larger one is refused")
@@ -238,7 +242,7 @@ def _cmd_dump(args, progress) -> int:
     from .signals import commit
 
     image = dump(args.pid, args.dir, kill=args.kill, max_deleted_size=args.max_deleted_size,
-                 precopy=args.precopy, progress=progress)
+                 precopy=args.precopy, parent=args.parent, progress=progress)
     commit(interrupt=False)  # the image stands: a signal from now on is late (see main)
     if image.dump_stats.late_error:  # the image stands; what went wrong after it was complete
         print(f"pyckpt dump: the image at {args.dir} is complete and kept, but "
@@ -341,6 +345,12 @@ def _cmd_show(args, progress) -> int:
     _out(f"image {info['path']}: process {h['root_pid']} ({h['comm']}), "
           f"{len(info['processes'])} process(es), pyckpt {h['pyckpt_version']}, "
           f"kernel {h['kernel_release']} {h['machine']}")
+    if info.get("parent"):
+        par = info["parent"]
+        stored = sum(p["pages_bytes"] for p in info["processes"])
+        _out(f"incremental: parent image {par['resolved']} (written as {par['path']}; "
+             f"{par['depth']} image(s) up the chain); memory {stored / 2**20:.1f} MiB stored here, "
+             f"{info['inherited_bytes'] / 2**20:.1f} MiB kept in the parent images")
     for p in info["processes"]:
         _show_process(p)
     tcp = info.get("tcp_outside", {})
@@ -369,7 +379,9 @@ def _show_process(p: dict) -> None:
         return
     _out(f"process {p['pid']} (parent {p['ppid']}, group {p['pgid']}, session {p['sid']}), "
           f"threads {', '.join(map(str, p['threads']))}")
-    _out(f"  memory: {len(p['vmas'])} areas, {p['pages_bytes'] / 2**20:.1f} MiB stored")
+    inherited = f", {p['inherited_bytes'] / 2**20:.1f} MiB in the parent images" if p["inherited_bytes"] else ""
+    zero = f", {p['zero_bytes'] / 2**20:.1f} MiB all zero (not stored)" if p["zero_bytes"] else ""
+    _out(f"  memory: {len(p['vmas'])} areas, {p['pages_bytes'] / 2**20:.1f} MiB stored{inherited}{zero}")
     for v in p["vmas"]:
         prot = "".join(c if v["prot"] & b else "-" for c, b in (("r", 1), ("w", 2), ("x", 4)))
         prot += "s" if v["shared"] else "p"

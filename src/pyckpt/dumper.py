@@ -81,7 +81,10 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
             from .kinds.tty import refuse_kill
 
             refuse_kill(pid)
+        if options.parent is not None:  # opened (and checked) before anything is touched
+            options.parent_pages = memory.ParentPages(options.parent)
         writer = ImageWriter(path)
+        writer.pages.writeback = kill  # pages.img is synced before the kill: write it back meanwhile
         pre = None
         members: list[int] = []  # the tree's processes (and zombies) frozen so far
         running: list[int] = []  # kill=True, a late error: members it left alive
@@ -89,7 +92,7 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
             try:
                 if options.precopy:
                     t = time.perf_counter()
-                    pre = PreCopy(pid, writer.pages, progress)
+                    pre = PreCopy(pid, writer.pages, progress, options.parent_pages)
                     members.append(pid)  # pre-copy works on the running target
                     pre.start()
                     pre.copy_pass()

@@ -50,11 +50,11 @@ from ._native._ck import ffi, lib
 from .errors import DumpError
 from .inject import Injector, injection_site_from, nr
 from .kinds.files import take_fd
-from .kinds.memory import PAGE, PageRun, SCAN_ANON, _classify, _scan
+from .kinds.memory import PAGE, PIECE, PageCopier, PageRun, SCAN_ANON, _classify, _scan
 from .seize import Seized
 
-CHUNK_PAGES = 64
-CHUNK = CHUNK_PAGES * PAGE
+CHUNK = PIECE  # the grid pass 1 is judged on at the freeze (256 KiB)
+CHUNK_PAGES = CHUNK // PAGE
 UFFD_USER_MODE_ONLY = 1
 UFFD_API = 0xAA
 UFFD_FEATURE_WP_ASYNC = 1 << 15
@@ -83,10 +83,11 @@ class Copied:
 class PreCopy:
     """Pass 1 of a dump of process `pid`; see the module docstring."""
 
-    def __init__(self, pid: int, pages, progress):
+    def __init__(self, pid: int, pages, progress, parent=None):
         self.pid = pid
         self.pages = pages
         self.progress = progress
+        self.parent = parent  # memory.ParentPages of an incremental dump
         self.uffd = -1
         self.ranges: list[tuple[int, int]] = []  # registered
         self.chunks: dict[int, list[Copied]] = {}  # grid address -> what pass 1 copied there
@@ -147,29 +148,31 @@ class PreCopy:
 
     def copy_pass(self) -> None:
         """Copy the present pages of every tracked VMA while the target runs."""
-        identities = {m.start: m.offset for m in proc.read_maps(self.pid)}
-        buf = ffi.new("char[]", CHUNK)
-        view = ffi.buffer(buf, CHUNK)
+        maps = {m.start: m for m in proc.read_maps(self.pid)}
         pm = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
         try:
             plans = [(start, end, _scan(pm, start, (end - start) // PAGE, SCAN_ANON))
                      for start, end in self.ranges]
         finally:
             os.close(pm)
-        total = sum(n for _, _, runs in plans for _, n in runs) * PAGE
+        jobs, where = [], []
+        for start, end, runs in plans:
+            m = maps.get(start)
+            if m is None or m.end != end:
+                continue  # changed meanwhile: left to the freeze
+            for first, count in runs:
+                jobs.append((start + first * PAGE, count, True, True))
+                where.append(m.offset - start)  # + address: the VMA's page offset there
+        total = sum(n for _, n, _, _ in jobs) * PAGE
+        copier = PageCopier(self.pid, self.pages,
+                            self.parent.index.get(self.pid) if self.parent is not None else None)
         with self.progress.bar(total, "pre-copy memory") as bar:
-            for start, end, runs in plans:
-                if start not in identities:
-                    continue  # changed meanwhile: left to the freeze
-                for addr, n in _split(start, runs):
-                    size = n * PAGE
-                    if lib.ck_vm_read(self.pid, addr, buf, size) != size:
-                        continue  # unmapped meanwhile
-                    off, digest = self.pages.append(memoryview(view)[:size])
-                    self.chunks.setdefault(addr & ~(CHUNK - 1), []).append(
-                        Copied(PageRun(addr, n, off, digest), identities[start] + (addr - start)))
-                    self.copied += size
-                    bar.update(size)
+            # what cannot be read (unmapped meanwhile) is left to the freeze
+            results = copier.copy(jobs, bar.update, lenient=True)
+        for base, runs in zip(where, results):
+            for run in runs:  # one piece each: inside one chunk of the grid
+                self.chunks.setdefault(run.addr & ~(CHUNK - 1), []).append(Copied(run, base + run.addr))
+                self.copied += run.npages * PAGE
 
     # -- at the freeze -------------------------------------------------------
 

@@ -25,6 +25,9 @@ ffibuilder.cdef(
     long ck_pagemap_runs(int pagemap_fd, unsigned long start, unsigned long npages,
                          int mode, unsigned long *out, long max_runs, unsigned long *stored);
     long ck_vm_read(int pid, unsigned long addr, void *buf, size_t len);
+    long ck_zero_pieces(const void *buf, unsigned long addr, size_t len, size_t piece,
+                        unsigned char *flags);
+    int ck_sync_range(int fd, long offset, long len, unsigned flags);
     long ck_vm_read_to_file(int pid, unsigned long addr, size_t len, int fd,
                             void *buf, size_t buflen);
     """

@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -315,6 +316,48 @@ long ck_vm_read_to_file(int pid, unsigned long addr, size_t len, int fd, void *b
         done += n;
     }
     return (long)done;
+}
+
+/* Which pieces of buf (the memory at [addr, addr+len)) hold only zero bytes: the
+ * pieces are cut on a grid of `piece` bytes (a power of two) in addresses, so a
+ * run that does not start on the grid has a short first piece.  flags[i] = 1 for
+ * an all-zero piece, else 0.  Returns the number of pieces. */
+long ck_zero_pieces(const void *buf, unsigned long addr, size_t len, size_t piece, unsigned char *flags)
+{
+    const unsigned char *p = buf;
+    long n = 0;
+    size_t done = 0;
+    while (done < len) {
+        size_t stop = ((addr + done) & ~(piece - 1)) + piece - addr;
+        if (stop > len)
+            stop = len;
+        const uint64_t *w = (const uint64_t *)(p + done), *end = (const uint64_t *)(p + stop);
+        int zero = 1;
+        /* memory is page-aligned here: whole 64-byte blocks, stop at the first non-zero one */
+        for (; w + 8 <= end; w += 8)
+            if (w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) {
+                zero = 0;
+                break;
+            }
+        for (; zero && w < end; w++)
+            if (*w)
+                zero = 0;
+        flags[n++] = (unsigned char)zero;
+        done = stop;
+    }
+    return n;
+}
+
+/* sync_file_range(2): start (and with the WAIT flags wait for) writeback of a
+ * range of a file.  0 or -errno. */
+int ck_sync_range(int fd, long offset, long len, unsigned flags)
+{
+    for (;;) {
+        if (sync_file_range(fd, offset, len, flags) == 0)
+            return 0;
+        if (errno != EINTR)
+            return -errno;
+    }
 }
 
 #ifndef PTRACE_EVENT_STOP

@@ -49,6 +49,7 @@ import xxhash
 from ..arch import PAGE
 from ..errors import ImageError, ImageWriteError
 from .codec import RECORD_TYPES, decode, encode, record
+from . import chain as _chain  # noqa: F401,E402  (registers ParentRecord)
 
 MAGIC = b"PYCKPT\0\n"
 FORMAT_VERSION = 2
@@ -293,16 +294,37 @@ def incomplete_reason(path: str | os.PathLike) -> str | None:
 
 # --- writing ---------------------------------------------------------------------------------------
 
+# Writeback behind the writer (`PageStoreWriter.writeback`): every WRITEBACK_STEP bytes
+# written are handed to the disk (sync_file_range WRITE, which does not wait), and
+# what lies more than WRITEBACK_LAG behind the end is waited for; the fsync at the
+# end then finds little left to write.
+WRITEBACK_STEP = 8 << 20
+WRITEBACK_LAG = 64 << 20
+SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE, SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4
+
+
 class PageStoreWriter:
-    """Appends page runs to pages.img; returns where each run went and its digest."""
+    """Appends page runs to pages.img; returns where each run went and its digest.
+
+    With `writeback` set (a dump that kills its target syncs pages.img before
+    the kill) the disk writes while the copy goes on, instead of all at once in
+    the final fsync."""
 
     def __init__(self, path: Path, dir_fd: int | None = None):
         self.path = Path(path)
         self.fd = (os.open(self.path, _O_NEW, 0o600) if dir_fd is None
                    else _create(dir_fd, self.path.name))
         self.offset = 0
+        self.writeback = False
+        self._started = 0  # writeback asked for up to here
+        self._waited = 0  # ... and done up to here
 
     def append(self, data) -> tuple[int, int]:
+        view = memoryview(data)
+        return self.write(view), xxhash.xxh3_64_intdigest(view)
+
+    def write(self, data) -> int:
+        """Append `data` (no digest); returns its offset."""
         off = self.offset
         view = memoryview(data)
         done = 0
@@ -315,7 +337,21 @@ class PageStoreWriter:
                 path=self.path.parent
             ) from None
         self.offset += len(view)
-        return off, xxhash.xxh3_64_intdigest(view)
+        if self.writeback and self.offset - self._started >= WRITEBACK_STEP:
+            self._push()
+        return off
+
+    def _push(self) -> None:
+        from .._native._ck import lib
+
+        lib.ck_sync_range(self.fd, self._started, self.offset - self._started, SYNC_FILE_RANGE_WRITE)
+        self._started = self.offset
+        if self._started - self._waited > WRITEBACK_LAG:
+            upto = self._started - WRITEBACK_LAG // 2
+            # an error here shows again in the fsync that finishes the image
+            lib.ck_sync_range(self.fd, self._waited, upto - self._waited, SYNC_FILE_RANGE_WAIT_BEFORE
+                              | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)
+            self._waited = upto
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -593,10 +629,14 @@ class ImageReader:
     opened and checked at first, nothing else).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, dir_fd: int | None = None):
         self.path = Path(path)
         self._nprocesses: int | None = None
-        dfd = _open_dir(self.path)
+        self._chain: list | None = None
+        # A parent of an incremental image is reached through its child's directory
+        # (image/chain.py): it is read through that fd, never by its path again.
+        self._dfd = -1 if dir_fd is None else os.dup(dir_fd)
+        dfd = _open_dir(self.path) if dir_fd is None else os.dup(dir_fd)
         try:
             data = self._load(dfd)
         finally:
@@ -658,10 +698,32 @@ class ImageReader:
                              "cut (damaged image)", path=self.path)
         return data
 
-    def open_pages(self) -> int:
+    def __del__(self):
+        if getattr(self, "_dfd", -1) >= 0:
+            os.close(self._dfd)
+            self._dfd = -1
+
+    def chain(self, level: int = 0) -> "ImageReader":
+        """The image `level` steps up this one's chain of parents (0: this one), opened
+        and checked on first use (image/chain.py); ImageError if it is not there."""
+        if level == 0:
+            return self
+        if self._chain is None:
+            from .chain import open_chain
+
+            self._chain = open_chain(self)
+        if not 0 <= level < len(self._chain):
+            raise ImageError(f"image at {self.path}: a memory run is kept {level} images up its "
+                             f"chain, which holds {len(self._chain) - 1} (damaged image)", path=self.path)
+        return self._chain[level]
+
+    def open_pages(self, level: int = 0) -> int:
         """A new read-only fd (close-on-exec) of pages.img: the regular file checked when
-        the image was opened, of the size the image says (else ImageError)."""
-        dfd = _open_dir(self.path)
+        the image was opened, of the size the image says (else ImageError).  `level`:
+        of that image of the chain (0: this one, 1: its parent...)."""
+        if level:
+            return self.chain(level).open_pages()
+        dfd = _open_dir(self.path) if self._dfd < 0 else os.dup(self._dfd)
         try:
             fd, st = _open_regular(dfd, PAGES_FILE, self.path)
         finally:
@@ -760,11 +822,30 @@ class ImageReader:
         return found[0]
 
     def verify_pages(self, runs: Iterator[tuple[int, int, int]], progress=None) -> None:
-        """Check each (offset, length, digest) run of pages.img.
+        """Check each (offset, length, digest) run of pages.img; then, for an incremental
+        image, the runs it keeps in the images up its chain (a record's
+        `inherited_runs()`: (level, offset, length, digest)), each in its image's
+        pages.img — the chain is opened and checked for that (image/chain.py).
 
         The file is mapped rather than read: hashing page-cache pages in place
         costs about half as much as copying them out first.
         """
+        self._verify_runs(runs, progress)
+        by_level: dict[int, list] = {}
+        for rec in self.records:
+            method = getattr(rec, "inherited_runs", None)
+            if method is not None:
+                for level, offset, length, digest in method():
+                    by_level.setdefault(level, []).append((offset, length, digest))
+        for level, found in sorted(by_level.items()):
+            parent = self.chain(level)
+            try:
+                parent._verify_runs(found)
+            except ImageError as e:
+                raise ImageError(f"image at {self.path}: in its parent image {parent.path}: {e}",
+                                 path=self.path) from None
+
+    def _verify_runs(self, runs: Iterator[tuple[int, int, int]], progress=None) -> None:
         runs = list(runs)
         for offset, length, _ in runs:
             if offset < 0 or length <= 0 or offset % PAGE or length % PAGE or offset + length > self.pages_size:
@@ -816,8 +897,8 @@ class ImageView:
 
     one = ImageReader.one
 
-    def open_pages(self) -> int:
-        return self.reader.open_pages()
+    def open_pages(self, level: int = 0) -> int:
+        return self.reader.open_pages(level)
 
     def read_blob(self, offset: int, length: int, what: str) -> bytes:
         return self.reader.read_blob(offset, length, what)

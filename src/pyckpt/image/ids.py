@@ -16,6 +16,7 @@ RECORD_IDS: dict[int, str] = {
     10: "kinds.memory.VmaRecord",
     11: "kinds.memory.VdsoRecord",
     12: "kinds.shmem.ShmemRecord",
+    13: "image.chain.ParentRecord",
     20: "kinds.cpu.CpuRecord",
     30: "kinds.signals.SignalsRecord",
     31: "kinds.signals.PendingSignalsRecord",

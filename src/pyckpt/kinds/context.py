@@ -43,6 +43,10 @@ class DumpOptions:
 
     max_deleted_size: int = 64 << 20  # content of a deleted-but-open file kept in the image
     precopy: bool = False  # copy memory while the target runs; at the freeze only what changed
+    # an incremental dump: the parent image's directory (memory unchanged since it is not
+    # stored again), and that image as the dump opened it (kinds/memory.ParentPages)
+    parent: str | None = None
+    parent_pages: object = None
 
 
 @dataclass

@@ -28,14 +28,18 @@ run); a file mapped privately must have kept its size and mtime, unless
 from __future__ import annotations
 
 import os
+import queue
 import stat
-from dataclasses import dataclass
+import struct
+import threading
+from dataclasses import dataclass, field
 
 import xxhash
 
 from .._native._ck import ffi, lib
 from ..arch import PAGE
-from ..errors import FileChangedError, KernelMismatchError, PyckptError, RemoteCallError, UnsupportedError
+from ..errors import (FileChangedError, ImageError, KernelMismatchError, PyckptError, RemoteCallError,
+                      UnsupportedError)
 from ..image import record
 from ..inject import nr
 from ..problems import Fix, needs
@@ -61,12 +65,37 @@ MADV_POPULATE_WRITE = 23
 SCAN_ANON, SCAN_PRIVATE_FILE = 0, 1
 
 
+PIECE = 256 << 10  # the grid of zero detection and of incremental images (PageRun.chunks)
+PIECE_PAGES = PIECE // PAGE
+
+
 @dataclass
 class PageRun:
+    """Pages of memory from `addr`: stored at `offset` of pages.img of the image
+    `image` steps up the chain (0: this image; see image/chain.py), or all zero
+    (`zero`: nothing stored; fresh anonymous memory is zero).  `chunks`, when
+    present, are the xxh3 digests of the run's pieces on the PIECE grid of
+    addresses (the first piece ends at the next grid line): the run is checked
+    piece by piece, `xxh3` is then the digest of those digests (little-endian
+    u64s), and a child image keeps a piece whose digest is unchanged."""
+
     addr: int
     npages: int
     offset: int  # in pages.img
     xxh3: int
+    image: int = 0
+    zero: bool = False
+    chunks: list[int] = field(default_factory=list)
+
+    def pieces(self) -> list[tuple[int, int, int]]:
+        """(offset, length, digest) of each stored piece."""
+        if not self.chunks:
+            return [(self.offset, self.npages * PAGE, self.xxh3)]
+        out, off = [], self.offset
+        for (_, n), digest in zip(_grid(self.addr, self.npages), self.chunks):
+            out.append((off, n * PAGE, digest))
+            off += n * PAGE
+        return out
 
 
 @record(10, scope="process")
@@ -84,7 +113,11 @@ class VmaRecord:
     pages: list[PageRun]
 
     def stored_runs(self) -> list[tuple[int, int, int]]:
-        return [(p.offset, p.npages * PAGE, p.xxh3) for p in self.pages]
+        return [piece for p in self.pages if not p.zero and not p.image for piece in p.pieces()]
+
+    def inherited_runs(self) -> list[tuple[int, int, int, int]]:
+        """(image, offset, length, digest) of the pieces kept in images up the chain."""
+        return [(p.image, *piece) for p in self.pages if not p.zero and p.image for piece in p.pieces()]
 
 
 @dataclass
@@ -272,6 +305,10 @@ def dump(ctx: DumpContext) -> list:
         raise UnsupportedError(f"process {pid} has no single [vdso] mapping; cannot dump it", pid=pid)
     vdso_rec = VdsoRecord(blocks, xxhash.xxh3_64_intdigest(_vdso_text(pid, vdso[0].start, vdso[0].end)))
 
+    parent = ctx.options.parent_pages if ctx.options is not None else None
+    if parent is not None and pid == (ctx.tree or [pid])[0]:
+        objects.append(parent.record(ctx.pages.path.parent))
+
     # Decide what to store from pagemap before reading anything.
     pm = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
     plans: list = []
@@ -290,39 +327,222 @@ def dump(ctx: DumpContext) -> list:
     finally:
         os.close(pm)
 
-    buf = ffi.new("char[]", CHUNK)
-    view = ffi.buffer(buf, CHUNK)
-    mem_fd = -1
-    try:
-        with ctx.progress.bar(total, "dump memory") as bar:
-            for rec, runs in plans:
-                readable = bool(rec.prot & PROT_READ)
-                for first, count in runs:
-                    addr = rec.start + first * PAGE
-                    end = addr + count * PAGE
-                    while addr < end:
-                        n = min(CHUNK, end - addr)
-                        if readable:
-                            got = lib.ck_vm_read(pid, addr, buf, n)
-                        else:
-                            # process_vm_readv honours protections; /proc/PID/mem does not.
-                            if mem_fd < 0:
-                                mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-                            got = os.preadv(mem_fd, [memoryview(view)[:n]], addr)
-                        if got != n:
-                            raise PyckptError(
-                                f"process {pid}: cannot read memory at {addr:#x} ({n} bytes)"
-                            )
-                        off, digest = ctx.pages.append(memoryview(view)[:n])
-                        rec.pages.append(PageRun(addr, n // PAGE, off, digest))
-                        bar.update(n)
-                        addr += n
-    finally:
-        if mem_fd >= 0:
-            os.close(mem_fd)
+    jobs, owners = [], []
+    for rec, runs in plans:
+        readable, zero_ok = bool(rec.prot & PROT_READ), rec.kind == "anon"
+        for first, count in runs:
+            jobs.append((rec.start + first * PAGE, count, readable, zero_ok))
+            owners.append(rec)
+    copier = PageCopier(pid, ctx.pages, parent.index.get(pid) if parent is not None else None)
+    with ctx.progress.bar(total, "dump memory") as bar:
+        for rec, got in zip(owners, copier.copy(jobs, bar.update)):
+            rec.pages += got
     for rec, _ in vmas:
-        rec.pages.sort(key=lambda p: p.addr)
+        rec.pages = merged(sorted(rec.pages, key=lambda p: p.addr))
     return [vdso_rec] + objects + [rec for rec, _ in vmas]
+
+
+# --- copying pages into the page store ----------------------------------------
+
+
+def _grid(addr: int, npages: int) -> list[tuple[int, int]]:
+    """(address, pages) of the pieces of [addr, addr + npages pages) cut on the PIECE grid."""
+    out, end = [], addr + npages * PAGE
+    while addr < end:
+        stop = min(end, (addr & ~(PIECE - 1)) + PIECE)
+        out.append((addr, (stop - addr) // PAGE))
+        addr = stop
+    return out
+
+
+def chunks_digest(chunks: list[int]) -> int:
+    """PageRun.xxh3 of a run with piece digests: the digest of those digests."""
+    return xxhash.xxh3_64_intdigest(struct.pack(f"<{len(chunks)}Q", *chunks))
+
+
+def merged(runs: list[PageRun]) -> list[PageRun]:
+    """Runs sorted by address, those that follow each other in memory (and in the same
+    image's file, or both zero) made one; each run with piece digests gets its
+    `xxh3` from them."""
+    out: list[PageRun] = []
+    for p in runs:
+        q = out[-1] if out else None
+        if (q is not None and q.addr + q.npages * PAGE == p.addr and q.image == p.image
+                and q.zero == p.zero and bool(q.chunks) == bool(p.chunks)
+                and (p.zero or (p.chunks and q.offset + q.npages * PAGE == p.offset))):
+            q.npages += p.npages
+            q.chunks = q.chunks + p.chunks
+        else:
+            out.append(PageRun(p.addr, p.npages, p.offset, p.xxh3, p.image, p.zero, list(p.chunks)))
+    for p in out:
+        if p.zero:
+            p.offset = p.xxh3 = 0
+        elif p.chunks:
+            p.xxh3 = chunks_digest(p.chunks)
+    return out
+
+
+class PageCopier:
+    """Copies runs of a process's memory into the page store, cut into pieces on the
+    PIECE grid.  A piece of anonymous memory that holds only zeros is not stored (a
+    zero run); a piece whose digest is the one the parent image has at that address
+    (an incremental dump: `parent`, {address: (image, offset, pages, digest)}) is
+    not stored either (a run kept in the parent).  The rest is written as it comes,
+    one write per stretch of stored pieces.
+
+    Two threads: this one reads the target's memory (process_vm_readv, which lets
+    the GIL go) into one of two buffers while a writer thread hashes and writes the
+    other one; zero detection is done in C (ck_zero_pieces)."""
+
+    def __init__(self, pid: int, pages, parent: dict | None = None):
+        self.pid, self.pages, self.parent = pid, pages, parent or {}
+        self.stored = self.zero = self.inherited = 0  # bytes
+
+    def copy(self, jobs: list[tuple[int, int, bool, bool]], progress=None,
+             lenient: bool = False) -> list[list[PageRun]]:
+        """For each (address, pages, readable, zero_ok): its PageRuns, one per piece.
+        `zero_ok`: zero pieces need not be stored (anonymous memory).  Memory that
+        cannot be read is an error, or with `lenient` left out of the result."""
+        results: list[list[PageRun]] = [[] for _ in jobs]
+        if not jobs:
+            return results
+        free: queue.Queue = queue.Queue()
+        for _ in range(2):
+            buf = ffi.new("char[]", CHUNK)
+            free.put((buf, ffi.buffer(buf, CHUNK), ffi.new("unsigned char[]", CHUNK // PAGE + 1)))
+        work: queue.Queue = queue.Queue()
+        errors: list[BaseException] = []
+
+        def writer():
+            while True:
+                item = work.get()
+                if item is None:
+                    return
+                index, slot, addr, n, zero_ok = item
+                try:
+                    if not errors:
+                        results[index] += self._store(slot, addr, n, zero_ok)
+                except BaseException as e:  # noqa: BLE001 -- raised again in the reading thread
+                    errors.append(e)
+                finally:
+                    free.put(slot)
+
+        thread = threading.Thread(target=writer, name="pyckpt page writer", daemon=True)
+        thread.start()
+        mem_fd = -1
+        try:
+            for index, (addr, npages, readable, zero_ok) in enumerate(jobs):
+                end = addr + npages * PAGE
+                while addr < end and not errors:
+                    n = min(end, (addr & ~(CHUNK - 1)) + CHUNK) - addr  # pieces stay whole
+                    slot = free.get()
+                    if errors:
+                        break
+                    buf, view = slot[0], slot[1]
+                    if readable:
+                        got = lib.ck_vm_read(self.pid, addr, buf, n)
+                    else:
+                        # process_vm_readv honours protections; /proc/PID/mem does not.
+                        if mem_fd < 0:
+                            mem_fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+                        got = os.preadv(mem_fd, [memoryview(view)[:n]], addr)
+                    if got != n:
+                        free.put(slot)
+                        if not lenient:
+                            raise PyckptError(f"process {self.pid}: cannot read memory at {addr:#x} "
+                                              f"({n} bytes)")
+                        addr += n
+                        continue
+                    work.put((index, slot, addr, n, zero_ok))
+                    if progress is not None:
+                        progress(n)
+                    addr += n
+        finally:
+            work.put(None)
+            thread.join()
+            if mem_fd >= 0:
+                os.close(mem_fd)
+        if errors:
+            raise errors[0]
+        return results
+
+    def _store(self, slot, addr: int, n: int, zero_ok: bool) -> list[PageRun]:
+        buf, view, flags = slot
+        mv = memoryview(view)
+        pieces = _grid(addr, n // PAGE)
+        if zero_ok:
+            lib.ck_zero_pieces(buf, addr, n, PIECE, flags)
+        runs: list[PageRun] = []
+        todo: list[tuple[int, int, PageRun]] = []  # (start in buf, length, run) to write
+        pos = 0
+        for i, (a, np_) in enumerate(pieces):
+            length = np_ * PAGE
+            if zero_ok and flags[i]:
+                runs.append(PageRun(a, np_, 0, 0, zero=True))
+                self.zero += length
+            else:
+                digest = xxhash.xxh3_64_intdigest(mv[pos : pos + length])
+                hit = self.parent.get(a)
+                if hit is not None and hit[2] == np_ and hit[3] == digest:
+                    runs.append(PageRun(a, np_, hit[1], digest, image=hit[0], chunks=[digest]))
+                    self.inherited += length
+                else:
+                    run = PageRun(a, np_, 0, digest, chunks=[digest])
+                    runs.append(run)
+                    todo.append((pos, length, run))
+            pos += length
+        i = 0
+        while i < len(todo):  # one write per stretch of stored pieces
+            j = i + 1
+            while j < len(todo) and todo[j][0] == todo[j - 1][0] + todo[j - 1][1]:
+                j += 1
+            start, stop = todo[i][0], todo[j - 1][0] + todo[j - 1][1]
+            off = self.pages.write(mv[start:stop])
+            for p, _, run in todo[i:j]:
+                run.offset = off + p - start
+            self.stored += stop - start
+            i = j
+        return runs
+
+
+class ParentPages:
+    """The parent image of an incremental dump, opened (with its chain) before the
+    target is touched: what memory the child need not store (see PageCopier)."""
+
+    def __init__(self, path):
+        from ..image import ImageReader
+        from ..image.chain import MAX_CHAIN, identity, parent_record
+        from .task import TaskRecord, process_views
+
+        self.path = os.path.abspath(path)
+        reader = ImageReader(path)
+        above = parent_record(reader)
+        self.depth = (above.depth if above else 0) + 1
+        if self.depth > MAX_CHAIN:
+            raise ImageError(f"image at {path} is the end of a chain of {self.depth} images, the most "
+                             f"pyckpt keeps is {MAX_CHAIN}: dump without a parent to start a new chain",
+                             path=path)
+        if above is not None:
+            reader.chain(1)  # every image up the chain is there and is the one it names
+        self.identity = identity(reader)
+        # {pid: {piece address: (image, offset, pages, digest)}}, as the child counts images
+        self.index: dict[int, dict[int, tuple[int, int, int, int]]] = {}
+        for view in process_views(reader):
+            where: dict[int, tuple[int, int, int, int]] = {}
+            for v in view.of_type(VmaRecord):
+                for p in v.pages:
+                    if p.zero or not p.chunks:
+                        continue
+                    for (a, np_), (off, _, digest) in zip(_grid(p.addr, p.npages), p.pieces()):
+                        where[a] = (p.image + 1, off, np_, digest)
+            found = view.of_type(TaskRecord)
+            if found:
+                self.index[found[0].pid] = where
+
+    def record(self, image_dir) -> "object":
+        from ..image.chain import ParentRecord, relative_path
+
+        return ParentRecord(relative_path(self.path, image_dir), *self.identity, self.depth)
 
 
 def _scan(pm_fd: int, start: int, npages: int, mode: int) -> list[tuple[int, int]]:
@@ -366,6 +586,8 @@ def prepare(rctx: RestoreContext) -> None:
             "kernel is not supported yet"
         )
     rctx.pass_fd("pages", lambda: rctx.image.open_pages())
+    for level in sorted({p.image for v in rctx.image.of_type(VmaRecord) for p in v.pages if p.image}):
+        rctx.pass_fd(("pages", level), lambda level=level: rctx.image.open_pages(level))
     # A shared mapping shows the file as it is, by definition (others may write it: a
     # JVM's hsperfdata file): only its inode is checked, and that it still covers the
     # mapping.  A private one must hold what it held (its pages not in the image are
@@ -450,15 +672,29 @@ def restore_layout(rctx: RestoreContext) -> None:
                 inj.call(nr.madvise, v.start, v.end - v.start, advice)
 
 
-def _coalesced(pages: list[PageRun]) -> list[tuple[int, int, int]]:
-    """(addr, length, offset) with runs that touch in memory and in the file merged."""
+def run_source(rctx: RestoreContext, run: PageRun) -> tuple[int, int] | None:
+    """The file and offset that hold `run`: (fd in the restored task — pages.img of
+    the image of the chain that keeps it, passed in PREPARE —, offset in it); None
+    for a zero run (nothing to read: fresh anonymous memory is zero).  In pyckpt
+    itself the same file is `rctx.image.open_pages(run.image)`."""
+    if run.zero:
+        return None
+    return rctx.passed["pages" if not run.image else ("pages", run.image)], run.offset
+
+
+def _coalesced(pages: list[PageRun]) -> list[tuple[int, int, int, int]]:
+    """(addr, length, offset, image) of the runs to read, with runs that touch in memory
+    and in the same file merged; zero runs left out."""
     out: list[list[int]] = []
     for p in pages:
+        if p.zero:
+            continue
         length = p.npages * PAGE
-        if out and out[-1][0] + out[-1][1] == p.addr and out[-1][2] + out[-1][1] == p.offset:
+        if (out and out[-1][0] + out[-1][1] == p.addr and out[-1][2] + out[-1][1] == p.offset
+                and out[-1][3] == p.image):
             out[-1][1] += length
         else:
-            out.append([p.addr, length, p.offset])
+            out.append([p.addr, length, p.offset, p.image])
     return [tuple(x) for x in out]
 
 
@@ -469,15 +705,16 @@ def restore_pages(rctx: RestoreContext) -> None:
     the kernel allocates the pages in one pass instead of taking a page fault
     for each 4 KiB the pread touches — in this VM that roughly halves the cost
     of filling fresh memory.  Only stored pages are populated, so sparse areas
-    stay sparse.
+    stay sparse, and zero runs are not touched at all.  A run an incremental
+    image keeps in its parent is read from the parent's pages.img (`run_source`).
     """
     inj = rctx.inj
-    pages_fd = rctx.passed["pages"]
     vmas = rctx.image.of_type(VmaRecord)
-    total = sum(p.npages for v in vmas for p in v.pages) * PAGE
+    total = sum(p.npages for v in vmas for p in v.pages if not p.zero) * PAGE
     with rctx.progress.bar(total, "restore memory") as bar:
         for v in vmas:
-            for addr, length, offset in _coalesced(v.pages):
+            for addr, length, offset, image in _coalesced(v.pages):
+                pages_fd = rctx.passed["pages" if not image else ("pages", image)]
                 for start in range(0, length, READ_CHUNK):
                     end = min(start + READ_CHUNK, length)
                     # a hint: errors are harmless
@@ -508,6 +745,10 @@ def validate(image) -> None:
         raise ImageError(f"image at {image.path}: {what}")
 
     image.one(VdsoRecord)
+    from ..image.chain import ParentRecord
+
+    parents = image.of_type(ParentRecord)
+    depth = parents[0].depth if len(parents) == 1 else 0
     areas = [(v.start, v.end, v.name) for v in image.of_type(VmaRecord)]
     areas += [(b.start, b.end, b.name) for b in image.one(VdsoRecord).blocks]
     prev_end, prev_name = 0, ""
@@ -525,3 +766,11 @@ def validate(image) -> None:
             if (p.npages <= 0 or p.offset < 0 or p.offset % PAGE or p.addr % PAGE
                     or p.addr < v.start or p.addr + p.npages * PAGE > v.end):
                 bad(f"a page run at {p.addr:#x} lies outside its memory area {v.start:#x}-{v.end:#x}")
+            if p.zero and (p.image or p.chunks or v.kind != "anon"):
+                bad(f"a zero run at {p.addr:#x} of memory area {v.start:#x} ({v.kind}) is not one "
+                    "pyckpt writes")
+            if p.chunks and len(p.chunks) != len(_grid(p.addr, p.npages)):
+                bad(f"a page run at {p.addr:#x} has {len(p.chunks)} piece digests for "
+                    f"{len(_grid(p.addr, p.npages))} pieces")
+            if p.image and (depth == 0 or not 0 < p.image <= depth):
+                bad(f"a page run at {p.addr:#x} is kept {p.image} images up a chain of {depth}")

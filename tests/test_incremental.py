@@ -1,0 +1,161 @@
+"""Incremental images: `dump(..., parent=DIR)` stores only the 256 KiB pieces that
+changed since the parent; any point of a chain restores (the target checks its
+own memory and says which generation it holds); a parent that is missing,
+swapped, changed or reached through a symbolic link is refused before any
+process is made."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+import pyckpt
+from conftest import TARGETS, check, kill_own, reap_dumped
+from pyckpt.errors import ImageError
+
+TARGET = str(TARGETS / "chain_target.py")
+
+
+def _advance(t) -> None:
+    after = len(t.lines())
+    os.kill(t.pid, signal.SIGUSR2)
+    t.wait_for(r"^GEN \d+$", after=after)
+
+
+def _restore_and_check(spawn, t, image, gen: int) -> None:
+    log = image.with_name(f"{image.name}-restored.log")  # the log went on after the dump
+    log.unlink(missing_ok=True)
+    p = pyckpt.restore(image, fds={1: str(log)})
+    spawn.track(p.pid)
+    assert p.pid == t.pid
+    t.popen, t.log = None, log
+    after = len(t.lines())
+    check(t)
+    assert t.wait_for(r"^STATE gen=(\d+)$", after=after).group(1) == str(gen)
+    kill_own(p.pid)  # the PID is free for the next point of the chain
+
+
+def _pages(image) -> int:
+    return (image / "pages.img").stat().st_size
+
+
+@pytest.fixture
+def chain(spawn, python_exe, tmp_path):
+    """A target dumped three times with changes between: full, then two children (the
+    last with kill).  Returns (target, [image dirs])."""
+    t = spawn([python_exe, TARGET], name="chain")
+    t.wait_for("^READY")
+    imgs = [tmp_path / "gen0", tmp_path / "gen1", tmp_path / "gen2"]
+    pyckpt.dump(t.pid, imgs[0])
+    _advance(t)
+    pyckpt.dump(t.pid, imgs[1], parent=imgs[0])
+    _advance(t)
+    pyckpt.dump(t.pid, imgs[2], parent=imgs[1], kill=True)
+    reap_dumped(t)
+    return t, imgs
+
+
+def test_each_point_of_a_chain_restores_as_it_was(spawn, chain):
+    t, imgs = chain
+    full = _pages(imgs[0])
+    for child in imgs[1:]:  # a few pieces changed of ~70 MiB: stored by a wide margin less
+        assert _pages(child) * 5 < full, (_pages(child), full)
+    info = pyckpt.open_image(imgs[2]).summary()
+    assert info["parent"]["path"] == "../gen1" and info["parent"]["depth"] == 2
+    assert info["inherited_bytes"] > 10 * sum(p["pages_bytes"] for p in info["processes"])
+    for gen in (2, 1, 0):  # newest first: the grandchild reads from all three images
+        _restore_and_check(spawn, t, imgs[gen], gen)
+
+
+def test_precopy_incremental_dump(spawn, python_exe, tmp_path):
+    t = spawn([python_exe, TARGET], name="chain")
+    t.wait_for("^READY")
+    pyckpt.dump(t.pid, tmp_path / "a", precopy=True)
+    _advance(t)
+    image = pyckpt.dump(t.pid, tmp_path / "b", parent=tmp_path / "a", precopy=True, kill=True)
+    assert image.dump_stats.precopy_reused > 0
+    assert _pages(tmp_path / "b") * 5 < _pages(tmp_path / "a")
+    reap_dumped(t)
+    _restore_and_check(spawn, t, tmp_path / "b", 1)
+
+
+def test_cli_parent_and_show(spawn, python_exe, tmp_path):
+    t = spawn([python_exe, TARGET], name="chain")
+    t.wait_for("^READY")
+    pyckpt.dump(t.pid, tmp_path / "a")
+    _advance(t)
+    r = subprocess.run([sys.executable, "-m", "pyckpt", "dump", "--parent", str(tmp_path / "a"), "--kill",
+                        str(t.pid), str(tmp_path / "b")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    reap_dumped(t)
+    r = subprocess.run([sys.executable, "-m", "pyckpt", "show", str(tmp_path / "b")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert f"parent image {tmp_path / 'a'} (written as ../a" in r.stdout
+    assert "MiB kept in the parent images" in r.stdout
+    _restore_and_check(spawn, t, tmp_path / "b", 1)
+
+
+def _refused(spawn, t, image, *words) -> None:
+    """Restore (and check) of `image` raise ImageError naming `words`; no process made."""
+    with pytest.raises(ImageError) as e:
+        pyckpt.restore(image)
+    for w in words:
+        assert str(w) in str(e.value), str(e.value)
+    assert not psutil.pid_exists(t.pid)
+    with pytest.raises(ImageError):
+        pyckpt.open_image(image).verify()
+
+
+def test_missing_parent(spawn, chain):
+    t, imgs = chain
+    os.rename(imgs[0], imgs[0].with_name("moved"))
+    _refused(spawn, t, imgs[2], imgs[0], "is missing", "put the parent image back")
+    os.rename(imgs[0].with_name("moved"), imgs[0])
+    _restore_and_check(spawn, t, imgs[2], 2)
+
+
+def test_swapped_parent(spawn, python_exe, chain, tmp_path):
+    t, imgs = chain
+    other = spawn([python_exe, TARGET], name="other")
+    other.wait_for("^READY")
+    pyckpt.dump(other.pid, tmp_path / "other")
+    shutil.rmtree(imgs[1])
+    os.rename(tmp_path / "other", imgs[1])
+    _refused(spawn, t, imgs[2], imgs[2], imgs[1], "not the parent it was dumped against")
+
+
+def test_changed_parent_pages(spawn, chain):
+    t, imgs = chain
+    from pyckpt.kinds.memory import VmaRecord
+
+    runs = [p for r in pyckpt.open_image(imgs[2]).records if isinstance(r, VmaRecord)
+            for p in r.pages if p.image == 2]  # kept two images up: in gen0
+    assert runs
+    with open(imgs[0] / "pages.img", "r+b") as f:
+        f.seek(runs[-1].offset + 100)
+        b = f.read(1)
+        f.seek(runs[-1].offset + 100)
+        f.write(bytes([b[0] ^ 0xFF]))
+    _refused(spawn, t, imgs[2], imgs[0], "checksum")
+
+
+def test_parent_through_a_symlink_is_not_followed(spawn, chain, tmp_path):
+    t, imgs = chain
+    os.rename(imgs[1], tmp_path / "real")
+    os.symlink(tmp_path / "real", imgs[1])
+    _refused(spawn, t, imgs[2], "symbolic link")
+
+
+def test_a_bad_parent_is_refused_before_the_dump_touches_anything(spawn, python_exe, tmp_path):
+    t = spawn([python_exe, TARGET], name="chain")
+    t.wait_for("^READY")
+    with pytest.raises(ImageError) as e:
+        pyckpt.dump(t.pid, tmp_path / "b", parent=tmp_path / "nothing")
+    assert str(tmp_path / "nothing") in str(e.value)
+    assert not (tmp_path / "b").exists()
+    check(t)

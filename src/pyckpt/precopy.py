@@ -32,7 +32,10 @@ re-protects pages itself through PAGEMAP_SCAN (PM_SCAN_WP_MATCHING) can hide
 its writes; both are for programs that track their own memory.
 
 The image holds only the final runs, so restore is unchanged; pass-1 copies
-that were replaced stay unused in pages.img.  Pre-copy covers private
+that were replaced stay unused in pages.img.  Pass 1 copies as the freeze does
+(memory.PageCopier): zero pieces are not stored, and in an incremental dump a
+piece the parent image holds unchanged is not stored either — so the
+comparison with the parent happens while the target runs.  Pre-copy covers private
 anonymous memory of the dumped process (not of its children, not shared
 memory, which are copied at the freeze as usual).
 """

@@ -19,7 +19,10 @@ records.img, byte by byte (little-endian):
   last record:    type END with {"records": count}
 
 Every read checks magic, version, lengths, types and checksums; the page
-store is checked against per-run xxh3-64 digests before a restore starts.
+store is checked against per-run (or per-piece) xxh3-64 digests before a
+restore starts.  An incremental image (a ParentRecord, image/chain.py) keeps
+some of its runs in the pages.img of images up its chain: those are checked
+there, each image of the chain opened as this one is.
 
 The directory is pyckpt's alone: a dump refuses an existing directory the
 caller does not own or that others can write to.  Inside it nothing is
@@ -344,6 +347,8 @@ class PageStoreWriter:
     def _push(self) -> None:
         from .._native._ck import lib
 
+        if not hasattr(lib, "ck_sync_range"):  # a helper built before it: the final fsync does all
+            return
         lib.ck_sync_range(self.fd, self._started, self.offset - self._started, SYNC_FILE_RANGE_WRITE)
         self._started = self.offset
         if self._started - self._waited > WRITEBACK_LAG:

@@ -14,9 +14,18 @@ temporary name, links the file under the semaphore's name, unlinks the
 temporary one) is a file mapping of that other name.  What no kind claims is
 refused naming what it is.
 
+Pages are copied in pieces on a 256 KiB grid of addresses (PageCopier: one
+thread reads, another hashes and writes).  A piece of anonymous memory that
+holds only zeros is recorded as a zero run and not stored.  An incremental
+dump (`parent=`) does not store a piece whose xxh3 is the one the parent
+image has at that address: the run says which image of the chain holds it
+(PageRun.image; the chain is image/chain.py), and `run_source` answers where
+a run's bytes are.
+
 Restore maps every VMA at its address with its protection and flags, then
-the new task itself `pread`s each stored run from pages.img — one copy, no
-bounce through pyckpt.  Read-only VMAs are written first and mprotect'ed
+the new task itself `pread`s each stored run from pages.img (or from the
+pages.img of the parent image that keeps it) — one copy, no bounce through
+pyckpt; zero runs are left as the fresh mapping has them.  Read-only VMAs are written first and mprotect'ed
 after.  The vDSO block is put back with arch_prctl(ARCH_MAP_VDSO_64).
 A file mapped shared need only be the same inode, still as long as the part
 it maps: such a mapping shows the file as it is now, whoever wrote it since (a
@@ -382,6 +391,11 @@ def merged(runs: list[PageRun]) -> list[PageRun]:
     return out
 
 
+# A helper built before ck_zero_pieces (an old build in a clone: scripts/setup.sh makes it
+# again) stores zero pieces as any others.
+_HAVE_ZERO_PIECES = hasattr(lib, "ck_zero_pieces")
+
+
 class PageCopier:
     """Copies runs of a process's memory into the page store, cut into pieces on the
     PIECE grid.  A piece of anonymous memory that holds only zeros is not stored (a
@@ -470,8 +484,10 @@ class PageCopier:
         buf, view, flags = slot
         mv = memoryview(view)
         pieces = _grid(addr, n // PAGE)
-        if zero_ok:
+        if zero_ok and _HAVE_ZERO_PIECES:
             lib.ck_zero_pieces(buf, addr, n, PIECE, flags)
+        else:
+            zero_ok = False
         runs: list[PageRun] = []
         todo: list[tuple[int, int, PageRun]] = []  # (start in buf, length, run) to write
         pos = 0

@@ -2,7 +2,8 @@
 """Per-test cost of a prepared server: a fresh start, a pyckpt copy, a fork().
 
     python3 bench/harness.py [--repeat 10] [--start-seconds 2] [--json out.json]
-                             [--alive 8] [--suite]
+                             [--alive 8] [--suite] [--sizes 64,1024] [--size-repeat 10]
+                             [--idle 16] [--skip-server]
 
 The server is examples/pytest_harness/server.py (it sleeps --start-seconds,
 builds a 200 000-entry table, then listens).  "One test" is: get a server
@@ -16,7 +17,7 @@ counter 0), then end it.  Rows (median [best] of --repeat, milliseconds):
                 its own (fds=, as the pytest plugin does), connect inside its
                 network namespace, GET, Template.kill() (SIGKILL of the
                 namespace's init, reaped)
-  fork()        the same server started with FORK_TEMPLATE=1 stops before
+  fork()        (alternating with the copies) the same server started with FORK_TEMPLATE=1 stops before
                 listening and forks a child per request byte; the child
                 unshares a network namespace, brings lo up and listens: from
                 the request until its READY line, connect, GET, SIGKILL and

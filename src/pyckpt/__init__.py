@@ -78,6 +78,8 @@ Layout of the package, for developers:
   image/        the on-disk format: header, typed records, page store, checks
   dumper.py     orchestration of a dump (not dump.py: that name is the API function)
   restorer.py   orchestration of a restore, stage by stage
+  template.py   many copies of one image (pyckpt.template); fastcopy.py forks
+                them from the image restored once into a stopped template
   precopy.py    pre-copy: memory copied while the target runs (precopy=True)
   netns.py      network namespaces of restored copies (new_netns=True)
   limits.py     pyckpt's own RLIMIT_NOFILE during the work; out of fds/memory
@@ -665,9 +667,12 @@ def template(path: str | os.PathLike, **restore_options) -> Template:
     """Fresh copies of one image, each in its own PID namespace: `t.copy()` returns a
     `psutil.Process` (the image's PIDs inside its namespace), `t.kill(p)` ends one,
     `t.close()` (or leaving the `with` block) ends them all.  Takes `restore()`'s
-    keywords (`new_netns=True`, `fds=`, ...) for every copy.  For now each copy is a
-    full `restore(path, new_pidns=True, ...)`: see `pyckpt.template`'s module
-    docstring (`Template`) for what a copy costs."""
+    keywords (`new_netns=True`, `fds=`, ...) for every copy.  The image is restored
+    once into a stopped template and each copy forked from it (pages shared
+    copy-on-write); an image that path does not handle yet (`t.fast` False,
+    `t.reason` says why) gets a full `restore(path, new_pidns=True, ...)` per copy:
+    see `pyckpt.template`'s module docstring (`Template`).  Call `copy()` from the
+    thread that made the template."""
     return Template(path, **restore_options)
 
 

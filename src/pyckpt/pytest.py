@@ -28,7 +28,9 @@ connecting to it.  It is not ready within `timeout` seconds, or exits first: a
 `NotReadyError` naming the argv and the last lines it printed.
 
 Each test gets a fresh `Copy`, made by a `pyckpt.template(image, new_netns=True)`
-(a restore with `new_pidns=True, new_netns=True` for now)
+(forked from the image restored once, pages shared copy-on-write; where the
+image has what that does not handle yet, a full restore with `new_pidns=True,
+new_netns=True`, and a warning says why once)
 (its own PID namespace, where it has the image's PIDs, and its own network
 namespace: copies side by side listen on the same ports), and stdout/stderr
 (whatever fds held the original's log) going to a log file of its own:
@@ -414,6 +416,9 @@ class _Session:
             if t is None:
                 t = self.templates[spec.key] = pyckpt.template(
                     img, new_netns=True, progress=False, **spec.restore_options)
+                if not t.fast:  # said once per snapshot: every copy is a full restore
+                    warnings.warn(f"pyckpt: copies of {spec.argv!r} are full restores, not forked from a "
+                                  f"template: {t.reason}", stacklevel=1)
             proc = t.copy(fds={**{n: fd for n in log_fds}, **spec.restore_options.get("fds", {})})
         finally:
             os.close(fd)

@@ -96,6 +96,8 @@ def test_copies_are_their_own(spawn, tmp_path):
         a, b = Copy(t), Copy(t)
         assert a.pid != b.pid and t.init_of(a.proc) != t.init_of(b.proc)
         assert psutil.Process(t.init_of(a.proc)).ppid() == os.getpid()
+        assert os.readlink(f"/proc/{t.init_of(a.proc)}/cwd") == "/"
+        assert os.readlink(f"/proc/{a.pid}/cwd") == os.getcwd()  # the image's (spawn's)
         assert pristine(a.state(), pid) and pristine(b.state(), pid)
         a.change()
         changed = a.state()
@@ -187,6 +189,24 @@ def test_failed_copy_leaves_nothing_and_the_template_works(spawn, tmp_path, monk
         assert psutil.Process(t.pid).status() == psutil.STATUS_TRACING_STOP
         c = Copy(t)
         assert pristine(c.state(), pid)
+
+
+def test_copy_from_another_thread_is_a_full_restore(spawn, tmp_path):
+    """ptrace serves the thread that made the template: copy() from another thread makes
+    a full restore, says why, and the copy is as good."""
+    import threading
+
+    img, pid = make_image(spawn, tmp_path)
+    with pyckpt.template(img) as t:
+        assert t.fast, t.reason
+        made = []
+        th = threading.Thread(target=lambda: made.append(Copy(t)))
+        th.start()
+        th.join()
+        assert made and "thread" in t.copy_reason
+        assert pristine(made[0].state(), pid)
+        c = Copy(t)
+        assert t.copy_reason is None and pristine(c.state(), pid)
 
 
 def test_tree_gets_full_restores_and_says_why(spawn, tmp_path):

@@ -17,7 +17,7 @@ A copy, made from the template by injected calls:
 2. `clone3(set_tid = the image's PID)` in that init: the copy's root, a fork
    of the template's memory (pages shared copy-on-write until written: the
    one page-table copy a fork() of the process would make too);
-3. the init closes every fd, asks for SIGKILL when pyckpt dies, blocks every
+3. the init closes every fd, goes to /, asks for SIGKILL when pyckpt dies, blocks every
    signal and is pointed at a small reaping loop (INIT_BLOB, on a page of the
    template's mapped MADV_DONTFORK, so copies do not get it): it exits when
    the copy's root has exited, which ends the namespace;
@@ -33,8 +33,12 @@ A copy, made from the template by injected calls:
 What the fast path does not do yet (Template.copy() then makes full
 restores, and `Template.reason` says why): process trees, SysV IPC objects,
 shared anonymous memory / memfd / deleted-file / SysV mappings (a template's
-shared memory would be shared by every copy), a root whose PID is 1,
-shell_job, tcp_established.
+shared memory would be shared by every copy), memory marked MADV_DONTFORK or
+MADV_WIPEONFORK (a fork does not copy it), a root whose PID is 1, shell_job,
+tcp_established.  A process tree cannot be forked into a tree: a fork's
+memory is its maker's and its parent its maker (or the maker's parent), so a
+child of the copy's root with the memory of the image's child cannot be made
+from a template's process.
 
 The template, its copies' inits and the roots are traced by the thread that
 made the template until released: copy() must be called from that thread.
@@ -108,6 +112,8 @@ def refusal(image, options: RestoreOptions) -> str | None:
         if v.kind not in ("anon", "file") or (v.shared and v.kind != "file"):
             return (f"memory at {v.start:#x}-{v.end:#x} is {v.kind}{' shared' if v.shared else ''} "
                     "(every copy would share it)")
+        if {"dc", "wf"} & set(v.vmflags):  # MADV_DONTFORK / MADV_WIPEONFORK: a fork would lose it
+            return f"memory at {v.start:#x}-{v.end:#x} is not copied by fork (VmFlags {' '.join(v.vmflags)})"
     return None
 
 
@@ -317,6 +323,8 @@ class FastTemplate:
                                    f"{os.strerror(e.errno)}") from None
             made.append(root)
             init_inj.check(nr.close_range, 0, U32, 0, what="close_range in the copy's init")
+            init_inj.write(data + 192, b"/\0")  # no directory of the image held busy by it
+            init_inj.check(nr.chdir, data + 192, what="chdir to / in the copy's init")
             init_inj.check(nr.prctl, PR_SET_PDEATHSIG, SIGKILL, what="prctl(PR_SET_PDEATHSIG) in the copy's init")
             regs = pt.decode_regs(init_inj.regs)
             regs.rip, regs.r12, regs.orig_rax = self.blob, self.image_pid, (1 << 64) - 1

@@ -90,6 +90,7 @@ class Template:
             from .fastcopy import CopyStats, NotFast
 
             stats = CopyStats()
+            self.copy_reason = None
             try:
                 root, init = self._fast.copy(_options({**self.options, **restore_options}), stats)
             except NotFast as e:

@@ -69,3 +69,4 @@ clock_nanosleep = 230
 epoll_pwait = 281
 epoll_pwait2 = 441
 setns = 308
+chdir = 80

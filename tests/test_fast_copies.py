@@ -209,17 +209,40 @@ def test_copy_from_another_thread_is_a_full_restore(spawn, tmp_path):
         assert t.copy_reason is None and pristine(c.state(), pid)
 
 
-def test_tree_gets_full_restores_and_says_why(spawn, tmp_path):
-    """An image of a process tree: the template says why copies are full restores, and they work."""
-    t0 = spawn([sys.executable, "-c", "import os, time\nif os.fork() == 0:\n    time.sleep(600)\n"
+def test_tree_copies(spawn, tmp_path):
+    """A root with two children: the root is forked from the template, the children are
+    restored below it in each copy (their image PIDs, the root their parent, running);
+    the copies are independent."""
+    img, pid = make_image(spawn, tmp_path, "--children", "2")
+    with pyckpt.template(img) as t:
+        assert t.fast, t.reason
+        copies = [Copy(t) for _ in range(2)]
+        for c in copies:
+            state = c.state()
+            assert pristine(state, pid)
+            kids = [int(k) for k in state["children"].split(",")]
+            assert len(set(kids)) == 2 and pid not in kids
+            assert len(psutil.Process(c.pid).children()) == 2
+        copies[0].change()
+        assert pristine(copies[1].state(), pid)
+        init = t.init_of(copies[0].proc)
+        below = [p.pid for p in psutil.Process(copies[0].pid).children()]
+        copies[0].close()
+        assert not any(psutil.pid_exists(p) for p in [init, copies[0].pid, *below])
+
+
+def test_full_restores_say_why(spawn, tmp_path):
+    """An image the fast path does not take (shared anonymous memory): the template says
+    why, copies are full restores, and they work."""
+    t0 = spawn([sys.executable, "-c", "import mmap, time\nm = mmap.mmap(-1, 4096)\nm[:5] = b'hello'\n"
                 "print('READY', flush=True)\ntime.sleep(600)"])
     t0.wait_for(r"^READY")
     pyckpt.dump(t0.pid, tmp_path / "img", kill=True, progress=False)
     t0.reap()
     with pyckpt.template(tmp_path / "img", fds={1: os.devnull}) as t:
-        assert not t.fast and "tree" in t.reason and "tree" in repr(t)
+        assert not t.fast and "shared_anon shared" in t.reason and "full restores" in repr(t)
         p = t.copy()
-        assert len(p.children()) == 1 and p.status() != psutil.STATUS_ZOMBIE
+        assert p.status() != psutil.STATUS_ZOMBIE and t.last_copy is None
 
 
 def test_template_and_copies_die_with_their_owner(spawn, tmp_path):

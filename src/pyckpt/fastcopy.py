@@ -31,14 +31,19 @@ A copy, made from the template by injected calls:
    credentials, pending signals, and the image's registers; then it runs.
 
 What the fast path does not do yet (Template.copy() then makes full
-restores, and `Template.reason` says why): process trees, SysV IPC objects,
-shared anonymous memory / memfd / deleted-file / SysV mappings (a template's
-shared memory would be shared by every copy), memory marked MADV_DONTFORK or
+restores, and `Template.reason` says why): SysV IPC objects, shared
+anonymous memory / memfd / deleted-file / SysV mappings (a template's shared
+memory would be shared by every copy), memory marked MADV_DONTFORK or
 MADV_WIPEONFORK (a fork does not copy it), a root whose PID is 1, shell_job,
-tcp_established.  A process tree cannot be forked into a tree: a fork's
-memory is its maker's and its parent its maker (or the maker's parent), so a
-child of the copy's root with the memory of the image's child cannot be made
-from a template's process.
+tcp_established.
+
+Process trees: only the root is forked from the template.  A fork's memory
+is its maker's and its parent is its maker (or the maker's parent), so a
+child of the copy's root with the memory of the image's child cannot be
+forked from a template's process: the processes below the root are forked
+by their parents in the copy (with their image PIDs, sessions and groups, as
+the restore makes them) and then restored whole by the restore's stages
+(restorer._fill): their memory is read from the image per copy, not shared.
 
 The template, its copies' inits and the roots are traced by the thread that
 made the template until released: copy() must be called from that thread.
@@ -92,12 +97,9 @@ def refusal(image, options: RestoreOptions) -> str | None:
     """Why the image (with these options) gets no fast copies, in words; None if it does."""
     reader = getattr(image, "reader", image)
     views = task.process_views(reader)
-    if len(views) > 1:
-        return f"the image holds a process tree ({len(views)} processes)"
-    view = views[0]
-    if task.is_zombie(view):
+    if task.is_zombie(views[0]):
         return "the image's process had exited"
-    rec = view.one(task.TaskRecord)
+    rec = views[0].one(task.TaskRecord)
     if rec.pid == 1:
         return "the image's process is PID 1 (it would be the copy's init)"
     if options.shell_job:
@@ -108,12 +110,17 @@ def refusal(image, options: RestoreOptions) -> str | None:
         return "new_pidns is the template's own"
     if any(type(r).__module__.endswith(".sysvipc") for r in reader.records):
         return "the image holds SysV IPC objects"
-    for v in view.of_type(memory.VmaRecord):
-        if v.kind not in ("anon", "file") or (v.shared and v.kind != "file"):
-            return (f"memory at {v.start:#x}-{v.end:#x} is {v.kind}{' shared' if v.shared else ''} "
-                    "(every copy would share it)")
-        if {"dc", "wf"} & set(v.vmflags):  # MADV_DONTFORK / MADV_WIPEONFORK: a fork would lose it
-            return f"memory at {v.start:#x}-{v.end:#x} is not copied by fork (VmFlags {' '.join(v.vmflags)})"
+    for view in views:
+        if task.is_zombie(view):
+            continue
+        pid = view.one(task.TaskRecord).pid
+        for v in view.of_type(memory.VmaRecord):
+            if v.kind not in ("anon", "file") or (v.shared and v.kind != "file"):
+                return (f"memory of process {pid} at {v.start:#x}-{v.end:#x} is {v.kind}"
+                        f"{' shared' if v.shared else ''} (every copy would share it)")
+            if {"dc", "wf"} & set(v.vmflags):  # MADV_DONTFORK / MADV_WIPEONFORK: a fork would lose it
+                return (f"memory of process {pid} at {v.start:#x}-{v.end:#x} is not copied by fork "
+                        f"(VmFlags {' '.join(v.vmflags)})")
     return None
 
 
@@ -155,7 +162,9 @@ class FastTemplate:
         stats = restorer.RestoreStats()
         with boundary(f"making a template of {path}", RestoreError, "no process was left behind"), \
                 limits.fd_room(), limits.translated(f"making a template of {path}"), deferred_signals():
-            rctxs = restorer._validate(path, self.progress, stats, dataclasses.replace(options, fds={}))
+            # (as with new_pidns: the image's PIDs are the copies', each in its own namespace)
+            rctxs = restorer._validate(path, self.progress, stats,
+                                       dataclasses.replace(options, fds={}, new_pidns=True))
             root = rctxs[0]
             self.image = root.image
             why = refusal(root.image, options)
@@ -186,6 +195,7 @@ class FastTemplate:
                 run_undo(root.shared)
                 root.close_passed()
         self.image_pid = root.image_pid
+        self.processes = [(r.image, r.image_pid, r.zombie) for r in rctxs]  # the root first
         self.build_time = time.perf_counter() - t0
         self.build_phases = dict(stats.phases)
 
@@ -262,49 +272,66 @@ class FastTemplate:
                 limits.translated(f"copying the template of {self.path}"), deferred_signals(), \
                 (netns.fresh() if options.new_netns else contextlib.nullcontext()):
             phases = _Phases(stats)
-            rctx = self._prepare(options)
+            rctxs = self._prepare(options)
+            root_ctx = rctxs[0]
             phases.mark("prepare")
             try:
                 with pinned_to_cpu(self.cpu):
-                    root, init = self._make(rctx, stats, phases)
-                for step in ordered(rctx.shared.get(AFTER_RELEASE, ())):
+                    root, init = self._make(rctxs, stats, phases)
+                for step in ordered(root_ctx.shared.get(AFTER_RELEASE, ())):
                     try:
                         step.run()
                     except Exception as e:
                         stats.warnings.append(f"after the release ({step.name}): {type(e).__name__}: {e}")
-                stats.warnings += rctx.shared.get(WARNINGS, [])
+                stats.warnings += root_ctx.shared.get(WARNINGS, [])
             except BaseException:
-                run_undo(rctx.shared)
+                run_undo(root_ctx.shared)
                 raise
             finally:
-                rctx.close_passed()
+                root_ctx.close_passed()
         stats.total = time.perf_counter() - t0
         return root, init
 
-    def _prepare(self, options: RestoreOptions) -> RestoreContext:
-        """The copy's own files, opened in pyckpt (as the restore's PREPARE does for fds)."""
-        view = self.image
-        rctx = RestoreContext(image=view, pid=0, progress=self.progress, options=options,
-                              image_pid=self.image_pid, tid_map={self.image_pid: self.image_pid})
-        rctx.passed, rctx.pids, rctx.lowest_passed = {}, {}, self.lowest_passed
-        rctx.problems, rctx.shared = [], {}
+    def _prepare(self, options: RestoreOptions) -> list[RestoreContext]:
+        """One context per process of the copy, the root first: their own files, opened
+        in pyckpt as the restore's PREPARE does (for processes below the root, their
+        memory's files, exe and cwd too: they are restored whole, see _make)."""
+        passed: dict = {}
+        pids: dict[int, int] = {}
+        problems: list = []
+        shared: dict = {}
+        rctxs = []
+        for view, image_pid, zombie in self.processes:
+            rctx = RestoreContext(image=view, pid=0, progress=self.progress, options=options,
+                                  image_pid=image_pid, tid_map={image_pid: image_pid})
+            rctx.passed, rctx.pids, rctx.lowest_passed = passed, pids, self.lowest_passed
+            rctx.problems, rctx.shared, rctx.zombie = problems, shared, zombie
+            rctxs.append(rctx)
+        root = rctxs[0]
         try:
-            files.plan_replacements(rctx, [(self.image_pid, view)])
-            for step in (files.prepare, *(h.run for h in hooks_at("prepare"))):
-                rctx.collect(lambda step=step: step(rctx))
+            files.plan_replacements(root, [(r.image_pid, r.image) for r in rctxs])
+            for rctx in rctxs:
+                if rctx.zombie:
+                    continue
+                whole = (memory.prepare, mm.prepare, task.prepare) if rctx is not root else ()
+                for step in (*whole, files.prepare, *(h.run for h in hooks_at("prepare"))):
+                    rctx.collect(lambda step=step, rctx=rctx: step(rctx))
             if options.new_netns:
-                rctx.pass_fd(NETNS, lambda: os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC))
-            if rctx.problems:
-                raise rctx.problems[0].error
-            if any(n >= self.pidfd_slot for n in rctx.passed.values()):
+                root.pass_fd(NETNS, lambda: os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC))
+            if problems:
+                raise problems[0].error
+            if any(n >= self.pidfd_slot for n in passed.values()):
                 raise NotFast(f"pyckpt's fds for the copy reach fd {self.pidfd_slot}, the template's pidfd")
         except BaseException:
-            run_undo(rctx.shared)
-            rctx.close_passed()
+            run_undo(shared)
+            root.close_passed()
             raise
-        return rctx
+        return rctxs
 
-    def _make(self, rctx: RestoreContext, stats: CopyStats, phases: _Phases) -> tuple[int, int]:
+    def _make(self, rctxs: list[RestoreContext], stats: CopyStats, phases: _Phases) -> tuple[int, int]:
+        from . import restorer
+
+        rctx = rctxs[0]
         made: list[int] = []
         try:
             tmpl = Injector(self.pid, self.site, self.regs, cure_regs=False)
@@ -330,67 +357,114 @@ class FastTemplate:
             regs.rip, regs.r12, regs.orig_rax = self.blob, self.image_pid, (1 << 64) - 1
             pt.set_regs(init, pt.encode_regs(regs))
             rctx.init_pid = init
-            rctx.pid = root
-            rctx.tid_map[self.image_pid] = root
-            rctx.pids[self.image_pid] = root
+            restorer._made(rctx, root)
             phases.mark("clone")
-            self._fill(rctx, stats, phases)
+            inj = rctx.inj = Injector(root, self.site, pt.get_regs(root), cure_regs=False)
+            with inj:
+                rctx.scratch = inj.map_scratch()
+                self._take_fds(rctx)
+                phases.mark("take fds")
+                if len(rctxs) > 1:
+                    self._tree(rctxs, made, stats)
+                    phases.mark("processes below the root")
+                self._fill_root(rctx, stats, phases, lead=len(rctxs) == 1)
+            cpu.restore(rctx)
+            thread.restore_masks(rctx)
+            phases.mark("registers")
             for hook in hooks_at("before release"):
                 hook.run(rctx)
             checkpoint()
             commit()
-            release(root, list(rctx.threads))
+            for r in reversed([r for r in rctxs if not r.zombie]):
+                release(r.pid, list(r.threads))
             release(init)
             phases.mark("release")
             stats.injected_calls += tmpl.calls + init_inj.calls
             return root, init
         except BaseException as e:
-            kill_and_reap(made, list(rctx.threads))
+            kill_and_reap(made, [t for r in rctxs for t in r.threads])
             if not isinstance(e, (PtraceError, RemoteCallError, OSError)):
                 raise
             raise RestoreError(f"copy of the template of {self.path} failed and was undone: {e}") from e
 
-    def _fill(self, rctx: RestoreContext, stats: CopyStats, phases: _Phases) -> None:
-        """What fork does not give the copy's root, in the restore's order (restorer._fill)."""
-        inj = Injector(rctx.pid, self.site, pt.get_regs(rctx.pid), cure_regs=False)
-        rctx.inj = inj
-        with inj:
-            rctx.scratch = inj.map_scratch()
-            if NETNS in rctx.passed:
-                self._take(inj, rctx.passed[NETNS])
-                inj.check(nr.setns, rctx.passed[NETNS], netns.CLONE_NEWNET,
-                          what="setns into the copy's network namespace")
-            for n in sorted(set(rctx.passed.values()) - {rctx.passed.get(NETNS)}):
-                self._take(inj, n)
-            own_pidfd = rctx.passed.get(files.PYCKPT_PIDFD)
-            rctx.passed[files.PYCKPT_PIDFD] = self.pidfd_slot  # late descriptions come this way
-            phases.mark("take fds")
-            files.restore(rctx)
+    def _take_fds(self, rctx: RestoreContext) -> None:
+        """The copy's network namespace, then every fd pyckpt opened for the copy, into
+        the root at pyckpt's numbers (processes forked from it inherit them)."""
+        inj = rctx.inj
+        if NETNS in rctx.passed:
+            self._take(inj, rctx.passed[NETNS])
+            inj.check(nr.setns, rctx.passed[NETNS], netns.CLONE_NEWNET,
+                      what="setns into the copy's network namespace")
+        for n in sorted(set(rctx.passed.values()) - {rctx.passed.get(NETNS)}):
+            self._take(inj, n)
+
+    def _tree(self, rctxs: list[RestoreContext], made: list[int], stats: CopyStats) -> None:
+        """The processes below the root: forked with their image PIDs by their parents
+        (the root: a copy of the template; the others while still a copy of their parent),
+        each leading its session or group first as the restore does, then each restored
+        whole by the restore's own stages (restorer._fill): their memory is not shared."""
+        from . import restorer
+
+        root = rctxs[0]
+        pt.request(pt.PTRACE_SETOPTIONS, root.pid, 0, pt.PTRACE_O_TRACEFORK | pt.PTRACE_O_EXITKILL,
+                   "PTRACE_SETOPTIONS")
+        task.make_leader(root.inj, root.image.one(task.TaskRecord))
+        for rctx in rctxs:
+            if rctx.zombie:
+                continue
+            children = [c for c in rctxs[1:] if restorer._ppid(c) == rctx.image_pid]
+            if rctx is root:
+                self._fork_children(root.inj, root.scratch, children, made)
+                continue
+            inj = Injector(rctx.pid, self.site, pt.get_regs(rctx.pid), cure_regs=False)
+            with inj:
+                task.make_leader(inj, rctx.image.one(task.TaskRecord))
+                if children:
+                    pt.request(pt.PTRACE_SETOPTIONS, rctx.pid, 0, pt.PTRACE_O_TRACEFORK | pt.PTRACE_O_EXITKILL,
+                               "PTRACE_SETOPTIONS")
+                    self._fork_children(inj, inj.map_scratch(), children, made)
+        below = restorer.RestoreStats()
+        for rctx in rctxs[1:]:
+            if not rctx.zombie:
+                restorer._fill(rctx, below, site=self.site)
+        stats.injected_calls += below.injected_calls
+
+    @staticmethod
+    def _fork_children(inj: Injector, page: int, children: list[RestoreContext], made: list[int]) -> None:
+        from . import restorer
+
+        for child in children:
+            real = restorer._fork_with_pid(inj, page, child.image_pid)
+            made.append(real)
+            restorer._made(child, real)
+            if child.zombie:
+                restorer._exit_as_zombie(inj, page, real, child.zombie.status)
+
+    def _fill_root(self, rctx: RestoreContext, stats: CopyStats, phases: _Phases, lead: bool) -> None:
+        """What fork does not give the copy's root, in the restore's order (restorer._fill);
+        its injector (entered) holds the fds pyckpt opened for the copy."""
+        inj = rctx.inj
+        files.restore(rctx)
+        if lead:  # (a tree's root leads before it forks: _tree)
             task.make_leader(inj, rctx.image.one(task.TaskRecord))
-            inj.check(nr.close_range, rctx.lowest_passed, U32, 0, what="closing passed fds")
-            del rctx.passed[files.PYCKPT_PIDFD]  # the template's number: not one of pyckpt's fds
-            if own_pidfd is not None:
-                rctx.passed[files.PYCKPT_PIDFD] = own_pidfd
-            phases.mark("files")
-            thread.create_threads(rctx)
-            thread.restore(rctx)
-            signals.restore_pending(rctx)
-            phases.mark("threads")
-            for step in ordered(rctx.deferred):
-                step.run()
-            phases.mark("deferred")
-            task.restore_from_outside(rctx)
-            thread.restore_from_outside(rctx)
-            creds.restore(rctx)
-            thread.restore_pdeathsig(rctx)
-            for t in [inj, *rctx.threads.values()]:
-                t.forget_sigmask()
-            for t in rctx.threads.values():
-                t.cure()
-            stats.injected_calls += inj.calls + sum(t.calls for t in rctx.threads.values())
-        cpu.restore(rctx)
-        thread.restore_masks(rctx)
-        phases.mark("registers")
+        inj.check(nr.close_range, rctx.lowest_passed, U32, 0, what="closing passed fds")
+        phases.mark("files")
+        thread.create_threads(rctx)
+        thread.restore(rctx)
+        signals.restore_pending(rctx)
+        phases.mark("threads")
+        for step in ordered(rctx.deferred):
+            step.run()
+        phases.mark("deferred")
+        task.restore_from_outside(rctx)
+        thread.restore_from_outside(rctx)
+        creds.restore(rctx)
+        thread.restore_pdeathsig(rctx)
+        for t in [inj, *rctx.threads.values()]:
+            t.forget_sigmask()
+        for t in rctx.threads.values():
+            t.cure()
+        stats.injected_calls += inj.calls + sum(t.calls for t in rctx.threads.values())
 
     def _take(self, inj: Injector, n: int) -> None:
         """pyckpt's fd `n` into the copy's root at number `n` (pidfd_getfd gives the lowest free)."""

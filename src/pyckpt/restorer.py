@@ -506,10 +506,13 @@ def _timed(stats: RestoreStats, stage: Stage):
     return _T()
 
 
-def _fill(rctx: RestoreContext, stats: RestoreStats) -> None:
+def _fill(rctx: RestoreContext, stats: RestoreStats, site: int | None = None) -> None:
+    """Every stage from CLEAR to REGISTERS in the made task; `site`: a syscall
+    instruction it can run until it has a scratch page (default: in pyckpt's own
+    vDSO, for a task cloned from pyckpt; fastcopy.py forks from a restored one)."""
     pid = rctx.pid
     own_vdso, site_off = _own_vdso_site()
-    inj = Injector(pid, own_vdso + site_off, pt.get_regs(pid), cure_regs=False)
+    inj = Injector(pid, own_vdso + site_off if site is None else site, pt.get_regs(pid), cure_regs=False)
     rctx.inj = inj
     with inj:
         with _timed(stats, Stage.CLEAR):

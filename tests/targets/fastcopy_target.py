@@ -1,11 +1,14 @@
 """Target of test_fast_copies: state each copy must have of its own, checked by itself.
 
-    python fastcopy_target.py DATAFILE [--threads N] [--listen PORT] [--mib M]
+    python fastcopy_target.py DATAFILE [--threads N] [--listen PORT] [--mib M] [--children N]
 
 Holds M MiB of patterned memory, DATAFILE open for reading (16 bytes read:
 offset 16), a pipe of its own with 4 bytes in it, an eventfd (count 5) in an
 epoll set, optionally N worker threads counting and a TCP socket listening
-on PORT (a thread answers each connection with "<pid> <marker>").
+on PORT (a thread answers each connection with "<pid> <marker>"), and N
+child processes (forked first: they hold all of that too) that each write
+"<ppid> <pid>" into a pipe to the root every 20 ms, and exit when their
+parent changes.
 
 SIGUSR1: prints `STATE ...` (what it sees: its PID, the marker, the file
 offset, bytes in its pipe, the eventfd count, the threads' progress, the
@@ -30,6 +33,7 @@ p.add_argument("datafile")
 p.add_argument("--threads", type=int, default=0)
 p.add_argument("--listen", type=int, default=0)
 p.add_argument("--mib", type=int, default=8)
+p.add_argument("--children", type=int, default=0)
 args = p.parse_args()
 
 MIB = 1 << 20
@@ -46,6 +50,20 @@ efd = os.eventfd(5, os.EFD_NONBLOCK)
 ep = select.epoll()
 ep.register(efd, select.EPOLLIN)
 counters = [0] * args.threads
+children = {}  # pid -> read end of its pipe
+for _ in range(args.children):
+    r, w = os.pipe()
+    parent = os.getpid()
+    child = os.fork()
+    if child == 0:
+        os.close(r)
+        while os.getppid() == parent:
+            os.write(w, f"{os.getppid()} {os.getpid()}\n".encode())
+            time.sleep(0.02)
+        os._exit(0)
+    os.close(w)
+    os.set_blocking(r, False)
+    children[child] = r
 
 
 def work(i: int) -> None:
@@ -94,12 +112,33 @@ def state() -> str:
     import fcntl
     import termios
 
+    for child, r in children.items():
+        if os.waitpid(child, os.WNOHANG) != (0, 0):
+            bad.append(f"child {child} ended")
+            continue
+        try:
+            while os.read(r, 65536):  # what it wrote so far
+                pass
+        except BlockingIOError:
+            pass
+        line = b""
+        deadline = time.monotonic() + 2
+        while not line.endswith(b"\n") and time.monotonic() < deadline:
+            try:
+                line += os.read(r, 64)
+            except BlockingIOError:
+                time.sleep(0.005)
+        said = line.decode().split("\n")[-2].split() if line.endswith(b"\n") else []
+        if said != [str(os.getpid()), str(child)]:
+            bad.append(f"child {child} says {line!r}")
+
     in_pipe = struct.unpack("i", fcntl.ioctl(rfd, termios.FIONREAD, b"\0\0\0\0"))[0]
     crc = zlib.crc32(memory)
     offset = os.lseek(data, 0, os.SEEK_CUR)
     verdict = f"FAIL {'; '.join(bad)}" if bad else "ok"
     return (f"STATE {verdict} pid={os.getpid()} marker={marker} offset={offset} pipe={in_pipe} "
-            f"eventfd={count} memory={'pristine' if crc == pristine_crc else 'changed'}")
+            f"eventfd={count} memory={'pristine' if crc == pristine_crc else 'changed'} "
+            f"children={','.join(map(str, sorted(children)))}")
 
 
 def change() -> None:

@@ -125,8 +125,23 @@ from .errors import (
     UnsuitableProcessError,
     UntrustedImageError,
 )
-from .problems import Fix, RestoreProblem
-from .template import Template
+
+# Loaded when first asked for (a command that does not use them starts without them).
+_LAZY = {"Fix": "problems", "RestoreProblem": "problems", "Template": "template"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "dump",
@@ -219,11 +234,9 @@ class Image:
     def _reader(self):
         if self._read is None:
             from .errors import ImageError, boundary
-            from .image import ImageReader
-            from .kinds import load_all
+            from .image import ImageReader  # (loads the kinds the image uses, no other)
             from .limits import fd_room, translated
 
-            load_all()
             with boundary(f"reading the image at {self.path}", ImageError), fd_room(), \
                     translated(f"reading the image at {self.path}"):
                 self._read = ImageReader(self.path)
@@ -319,12 +332,12 @@ class Image:
         `fd`, `path`, `lock` (in words).
         """
         from .image import encode
-        from .kinds import files, locks, memory, shmem, task, tcpconn, thread
+        from .kinds import files, loaded, memory, task, thread
 
-        objects = {(o.dev, o.ino): o for o in self._reader.of_type(shmem.ShmemRecord)}
-        from .kinds import sysvipc
-
-        ipc = sysvipc.summary(self._reader)
+        reader = self._reader  # (loads the kinds the image uses: the others have no records here)
+        shmem, locks, tcpconn, sysvipc = map(loaded, ("shmem", "locks", "tcpconn", "sysvipc"))
+        objects = {(o.dev, o.ino): o for o in reader.of_type(shmem.ShmemRecord)} if shmem else {}
+        ipc = sysvipc.summary(reader) if sysvipc else []
         mapped_by: dict[int, list] = {o.id: [] for o in objects.values()}
 
         def one_process(view) -> dict:
@@ -337,7 +350,7 @@ class Image:
             rec = view.one(task.TaskRecord)
             vmas = view.of_type(memory.VmaRecord)
             shm = {v.start: objects[(v.file.dev, v.file.ino)].id
-                   for v in vmas if v.kind == shmem.SharedAnonymous.kind}
+                   for v in vmas if shmem and v.kind == shmem.SharedAnonymous.kind}
             for v in vmas:
                 if v.start in shm:
                     mapped_by[shm[v.start]].append([rec.pid, v.start, v.offset])
@@ -360,7 +373,7 @@ class Image:
                 "locks": [
                     {"fd": lk.fd, "path": lk.path,
                      "lock": locks.lock_in_words(lk.kind, lk.type, lk.start, lk.end)}
-                    for lk in view.of_type(locks.FileLockRecord)
+                    for lk in (view.of_type(locks.FileLockRecord) if locks else [])
                 ],
             }
 
@@ -397,7 +410,8 @@ class Image:
             "records": [type(r).__name__ for r in self.records],
             # TCP connections to peers outside the image: count, established, half_closed,
             # restore (what a restore does with them, in words)
-            "tcp_outside": tcpconn.outside_summary(self._reader),
+            "tcp_outside": (tcpconn.outside_summary(reader) if tcpconn else
+                            dict(count=0, established=0, half_closed=0, closed=0, restore="")),
         }
 
 
@@ -467,7 +481,7 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
             allow_changed_files: bool | list[str] = False, deleted_dir: str | os.PathLike | None = None,
             new_pidns: bool = False, new_netns: bool = False, trust_image: bool = False,
             shell_job: bool = False, tcp_established: bool = False, port_map: dict | None = None,
-            progress=None):
+            progress=None, _process=True):
     """Re-create the process saved at `path`, with its PID; returns a `psutil.Process`.
 
     The restored process is a child of the caller (reap it when it ends).
@@ -552,6 +566,8 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     `trust_image=True`: pass it only for images whose writer you trust.  Running
     out of fds or memory is a `ResourceError`, never a damaged image.
     """
+    # (`_process=False`: the `pyckpt` command, which prints the PID, gets an object with
+    # `pid` and `restore_warnings` instead, and does not load psutil.)
     from .kinds.files import pinned_caller_fds
     from .limits import fd_room
     from .restorer import restore as _restore
@@ -561,7 +577,7 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     # The caller's fds (fds={n: fd}, inherit_stdio) are copied now, before pyckpt opens any
     # file: a number left closed could otherwise be reused by one of pyckpt's own files.
     with fd_room(), pinned_caller_fds(opts) as opts:
-        return _restore(path, progress=_progress(progress), options=opts)
+        return _restore(path, progress=_progress(progress), options=opts, process=_process)
 
 
 def _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,
@@ -673,6 +689,8 @@ def template(path: str | os.PathLike, **restore_options) -> Template:
     `t.reason` says why) gets a full `restore(path, new_pidns=True, ...)` per copy:
     see `pyckpt.template`'s module docstring (`Template`).  Call `copy()` from the
     thread that made the template."""
+    from .template import Template
+
     return Template(path, **restore_options)
 
 

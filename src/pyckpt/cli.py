@@ -9,8 +9,6 @@ work is complete a signal undoes it (exit 130), after it changes nothing (exit 0
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 
@@ -48,14 +46,17 @@ def _exit_codes_help() -> str:
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad command line is one line on stderr too."""
+def build_parser():
+    """The whole command line's argparse parser (`--help`, and every command line the
+    fast path below leaves to it)."""
+    import argparse
 
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+    class _Parser(argparse.ArgumentParser):
+        """argparse, but a bad command line is one line on stderr too."""
 
+        def error(self, message: str):
+            self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
-def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="pyckpt",
         description="Checkpoint a running Linux process into an image directory and restore it later.",
@@ -122,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _restore_options(r: argparse.ArgumentParser) -> None:
+def _restore_options(r) -> None:
     """Options of a restore (`restore`, and `check --restore`)."""
+    import argparse
     r.add_argument("--inherit-stdio", action="store_true",
                    help="give fds 0-2 that were a terminal or a pipe outside the image "
                         "this command's own stdin/stdout/stderr")
@@ -230,11 +232,59 @@ def _spelled(argv: list[str]) -> list[str]:
     return out
 
 
-def _common_options(p: argparse.ArgumentParser, default) -> None:
+def _common_options(p, default) -> None:
     p.add_argument("--debug", action="store_true", default=default,
                    help="show the traceback of an error (the exit code stays the error's)")
     p.add_argument("--no-progress", action="store_true", default=default,
                    help="never draw a progress bar")
+
+
+# The fast path: `dump` and `restore` command lines made only of the positional
+# arguments and of options that are flags, spelled out in full, are parsed here
+# without argparse (whose import and parser cost a command ~5-10 ms of start-up);
+# any other command line (a value option, an abbreviation, --help, `--`, an
+# argument that starts with "-", a PID that is not plain digits) is argparse's.
+# tests/test_startup.py holds the two to the same result.
+_GLOBAL_FLAGS = ("--debug", "--no-progress")
+_FAST = {  # command -> (positional names, flags, defaults of the other options)
+    "dump": (("pid", "dir"), ("--kill", "--precopy"), {"max_deleted_size": 64 << 20}),
+    "restore": (("dir",), ("--inherit-stdio", "--shell-job", "--allow-changed-files", "--new-pidns",
+                           "--new-netns", "--tcp-established", "--trust-image"),
+                {"fd": [], "allow_changed_glob": [], "deleted_dir": None, "port_map": []}),
+}
+
+
+def _fast_parse(argv: list[str]):
+    """The namespace argparse would make of `argv`, for a plain dump or restore
+    command line (see above); None for any other."""
+    from types import SimpleNamespace
+
+    i = 0
+    while i < len(argv) and argv[i] in _GLOBAL_FLAGS:
+        i += 1
+    if i == len(argv) or argv[i] not in _FAST:
+        return None
+    command = argv[i]
+    names, flags, defaults = _FAST[command]
+    given, positional = set(), []
+    for a in argv[:i] + argv[i + 1:]:
+        if a in flags or a in _GLOBAL_FLAGS:
+            given.add(a)
+        elif a.startswith("-") or not a:
+            return None
+        else:
+            positional.append(a)
+    if len(positional) != len(names):
+        return None
+    values = dict(zip(names, positional))
+    if "pid" in values:
+        if not (values["pid"].isascii() and values["pid"].isdigit()):
+            return None
+        values["pid"] = int(values["pid"])
+    values.update({f[2:].replace("-", "_"): f in given for f in flags + _GLOBAL_FLAGS})
+    for name, default in defaults.items():
+        values[name] = list(default) if isinstance(default, list) else default
+    return SimpleNamespace(command=command, **values)
 
 
 def _cmd_dump(args, progress) -> int:
@@ -320,7 +370,7 @@ def _cmd_restore(args, progress) -> int:
     from . import restore
     from .signals import commit
 
-    proc = restore(args.dir, **_restore_kwargs(args), progress=progress)
+    proc = restore(args.dir, **_restore_kwargs(args), progress=progress, _process=False)
     args.restored = proc.pid
     commit(interrupt=False)  # the process was released and runs: a signal from now on is late
     print(proc.pid, flush=True)
@@ -338,6 +388,8 @@ def _cmd_show(args, progress) -> int:
 
     info = open_image(args.dir).summary()
     if args.json:
+        import json
+
         json.dump(info, sys.stdout, indent=2)
         print()
         return 0
@@ -475,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     code is the outcome it reported.  (Before main() runs — Python's imports — they
     act as ever: SIGTERM kills pyckpt, which has touched nothing yet.)
     """
-    args = build_parser().parse_args(_spelled(sys.argv[1:] if argv is None else list(argv)))
+    words = _spelled(sys.argv[1:] if argv is None else list(argv))
+    args = _fast_parse(words) or build_parser().parse_args(words)
     if args.command not in HOLDING:
         return _run(args)
     from .signals import blocked, deferred_signals

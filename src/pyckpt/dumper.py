@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 
@@ -306,7 +305,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
                 t = time.perf_counter()
                 writer.write_header(Header(
                     format_version=FORMAT_VERSION, pyckpt_version=__version__,
-                    kernel_release=platform.release(), machine=platform.machine(),
+                    kernel_release=os.uname().release, machine=os.uname().machine,
                     created=time.time(), root_pid=pid, comm=stat.comm,
                 ))
                 for rec in records:

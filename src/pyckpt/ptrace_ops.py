@@ -1,8 +1,9 @@
 """The one place ptrace requests are made.
 
-python-ptrace supplies the classic constants and the x86-64 register struct;
-what it lacks (SEIZE, INTERRUPT, GET/SETSIGMASK, rseq configuration, regsets
-with xstate) is added here.  Every request goes through the C helper and a
+The constants and the x86-64 register struct are written here (the values of
+<linux/ptrace.h> and <sys/user.h>; tests/test_startup.py holds them against
+python-ptrace's), so neither dump nor restore loads python-ptrace, which costs
+a command ~20 ms of start-up.  Every request goes through the C helper and a
 failure becomes `errors.PtraceError` naming the request and the PID.
 """
 
@@ -12,24 +13,21 @@ import ctypes
 import struct
 from dataclasses import dataclass
 
-from ptrace.binding import func as _pt
-from ptrace.binding.linux_struct import user_regs_struct
-
 from ._native._ck import ffi, lib
 from .errors import PtraceError
 
-PTRACE_TRACEME = _pt.PTRACE_TRACEME
-PTRACE_CONT = _pt.PTRACE_CONT
-PTRACE_DETACH = _pt.PTRACE_DETACH
-PTRACE_SINGLESTEP = _pt.PTRACE_SINGLESTEP
-PTRACE_GETSIGINFO = _pt.PTRACE_GETSIGINFO
-PTRACE_SETOPTIONS = _pt.PTRACE_SETOPTIONS
-PTRACE_GETEVENTMSG = _pt.PTRACE_GETEVENTMSG
-PTRACE_O_TRACECLONE = _pt.PTRACE_O_TRACECLONE
-PTRACE_O_TRACEFORK = _pt.PTRACE_O_TRACEFORK
-PTRACE_EVENT_FORK = _pt.PTRACE_EVENT_FORK
-PTRACE_EVENT_CLONE = _pt.PTRACE_EVENT_CLONE
-# Missing from python-ptrace 0.9.9:
+PTRACE_TRACEME = 0
+PTRACE_CONT = 7
+PTRACE_DETACH = 17
+PTRACE_SINGLESTEP = 9
+PTRACE_GETSIGINFO = 0x4202
+PTRACE_SETOPTIONS = 0x4200
+PTRACE_GETEVENTMSG = 0x4201
+PTRACE_O_TRACECLONE = 0x8
+PTRACE_O_TRACEFORK = 0x2
+PTRACE_EVENT_FORK = 1
+PTRACE_EVENT_CLONE = 3
+# (python-ptrace 0.9.9 lacks these:)
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
 PTRACE_PEEKSIGINFO = 0x4209
@@ -39,6 +37,19 @@ PTRACE_SETSIGMASK = 0x420B
 PTRACE_GET_RSEQ_CONFIGURATION = 0x420F
 PTRACE_EVENT_STOP = 128
 PTRACE_O_EXITKILL = 0x100000  # SIGKILL the tracee when its tracer exits
+
+
+class user_regs_struct(ctypes.Structure):
+    """struct user_regs_struct of x86-64 (<sys/user.h>), what NT_PRSTATUS holds."""
+
+    _fields_ = [(name, ctypes.c_ulong) for name in (
+        "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
+        "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds",
+        "es", "fs", "gs")]
+
+    def __str__(self):
+        return str({name: getattr(self, name) for name, _ in self._fields_})
+
 
 NT_PRSTATUS = 1
 NT_X86_XSTATE = 0x202

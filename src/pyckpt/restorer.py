@@ -17,12 +17,9 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-import platform
 import struct
 import time
 from dataclasses import dataclass, field
-
-import psutil
 
 from . import limits, netns, privileges, proc, trust
 from . import ptrace_ops as pt
@@ -32,7 +29,7 @@ from .errors import (ImageError, PidInUseError, PtraceError, RemoteCallError, Re
                      boundary)
 from .image import ImageReader
 from .inject import Injector, find_syscall_insn, nr
-from .kinds import cpu, creds, files, load_all, memory, mm, signals, stored_runs, task, thread
+from .kinds import cpu, creds, files, load_for, memory, mm, signals, stored_runs, task, thread
 from .kinds.context import AFTER_RELEASE, WARNINGS, RestoreContext, RestoreOptions, hooks_at, run_undo
 from .kinds.order import ordered
 from .problems import Fix, RestoreProblem, needs
@@ -87,11 +84,13 @@ class RestoreStats:
 
 
 def restore(path, *, progress: Progress | None = None, stats: RestoreStats | None = None,
-            options: RestoreOptions | None = None) -> psutil.Process:
-    """Re-create the process (tree) of the image at `path` (see pyckpt.restore)."""
-    load_all()
+            options: RestoreOptions | None = None, process: bool = True) -> psutil.Process:
+    """Re-create the process (tree) of the image at `path` (see pyckpt.restore).
+    With `process=False` (the command, which prints only the PID) it returns an
+    object with `pid` and `restore_warnings`, and psutil is not loaded."""
     progress = progress or Progress()
     options = options or RestoreOptions()
+    load_for(options)  # (reading the image loads the kinds it uses)
     stats = stats if stats is not None else RestoreStats()
     # refused up front: nothing read, nothing created
     privileges.require("restore", path=path, new_namespaces=options.new_pidns or options.new_netns)
@@ -118,9 +117,22 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
         finally:
             rctxs[0].close_passed()
     stats.total = time.perf_counter() - t0
+    if not process:
+        return Restored(rctxs[0].pid, list(stats.warnings))
+    import psutil  # (only here: ~15 ms of a command's start-up)
+
     restored = psutil.Process(rctxs[0].pid)
     restored.restore_warnings = list(stats.warnings)
     return restored
+
+
+@dataclass
+class Restored:
+    """What restore(..., process=False) returns: the PID, and what was done otherwise
+    than asked, in words (a psutil.Process carries the same as `restore_warnings`)."""
+
+    pid: int
+    restore_warnings: list[str]
 
 
 def check(path, *, progress: Progress | None = None,
@@ -129,9 +141,9 @@ def check(path, *, progress: Progress | None = None,
     creates a process: restore's own validation (VALIDATE and PREPARE), run to the
     end instead of to the first problem, then undone.  A damaged image is an
     ImageError, raised."""
-    load_all()
     progress = progress or Progress()
     options = options or RestoreOptions()
+    load_for(options)
     stats = RestoreStats()
     # as restore: refused up front (a check without the privileges could not open what
     # restore opens, nor make the namespaces it makes)
@@ -222,8 +234,8 @@ def _validate(path, progress: Progress, stats: RestoreStats,
     t = time.perf_counter()
     problems: list[RestoreProblem] = []
     image = ImageReader(path)
-    if image.header.machine != platform.machine():
-        raise ImageError(f"image at {path} is for {image.header.machine}, this is {platform.machine()}",
+    if image.header.machine != os.uname().machine:
+        raise ImageError(f"image at {path} is for {image.header.machine}, this is {os.uname().machine}",
                          path=path)
     # The reader checked the tree when it opened the image (kinds.check_tree): a live
     # first process, no PID twice, every parent present, each process consistent.

@@ -51,7 +51,7 @@ import xxhash
 
 from ..arch import PAGE
 from ..errors import ImageError, ImageWriteError
-from .codec import RECORD_TYPES, decode, encode, record
+from .codec import decode, encode, record, record_type
 from . import chain as _chain  # noqa: F401,E402  (registers ParentRecord)
 
 MAGIC = b"PYCKPT\0\n"
@@ -783,7 +783,7 @@ class ImageReader:
                     raise ImageError(f"{where}: {len(data) - pos} stray bytes after the end record",
                                      path=self.path)
                 return header, records
-            cls = RECORD_TYPES.get(type_id)
+            cls = record_type(type_id)  # its kind loaded when first met
             if cls is None:
                 raise ImageError(f"{where}: record #{len(records)} has unknown type {type_id}"
                                  f"{_writer(header)}", path=self.path)

@@ -65,6 +65,24 @@ def record(type_id: int, *, scope: str):
     return register
 
 
+def record_type(type_id: int) -> type | None:
+    """The record class of `type_id`, its kind module imported the first time it is
+    met (image/ids.py names the module): reading an image loads only the kinds
+    it uses.  None for an id no record class has."""
+    cls = RECORD_TYPES.get(type_id)
+    if cls is None:
+        from .ids import RECORD_IDS
+
+        name = RECORD_IDS.get(type_id)
+        if name is None:
+            return None
+        import importlib
+
+        importlib.import_module(f"{__package__.rpartition('.')[0]}.{name.rpartition('.')[0]}")
+        cls = RECORD_TYPES.get(type_id)
+    return cls
+
+
 def encode(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         return {f.name: encode(getattr(obj, f.name)) for f in dataclasses.fields(obj)}

@@ -8,7 +8,27 @@ another kind's internals; what two kinds share goes through the contexts
 (`DumpContext`, `RestoreContext` in kinds/context.py).  Where kinds must
 come in an order, they declare it (kinds/order.py), never by position.
 docs/adding-a-kind.md walks through adding one (the pidfd kind).
+
+Which kinds are loaded: a dump loads them all (`load_all`: any of them may
+claim an fd).  Reading an image loads only the kinds it uses (`load_used`):
+the module of each record type met, found by id in image/ids.py (image/codec.py
+`record_type`), the CORE kinds every process has, and the kinds of its memory
+areas' mapped objects (MAPPED_KINDS).  A kind the image does not use is not
+needed: its records, file kinds, table hooks, restore hooks and `validate` all
+act on its own records, of which there are none (a restore option that needs a
+kind whatever the image holds loads it: `load_for`).  Declared order
+(kinds/order.py) ignores the names of kinds not loaded, so the kinds loaded keep
+the order they have when all are (tests/test_startup.py).
 """
+
+# The kinds whose records every process of an image has (and restorer.py's stages use).
+CORE = ("cpu", "creds", "files", "itimers", "memory", "mm", "signals", "task", "thread")
+# VmaRecord.kind of each memory.MappedObject -> its kind module: an area of that kind
+# needs the module (its validate, its mapping) even if the image lacks its records.
+MAPPED_KINDS = {"deleted": "deleted", "memfd": "memfd", "shared_anon": "shmem", "sysv_shm": "sysvipc"}
+# restore options -> the kind each needs whatever the image holds (shell_job: tty's checks
+# of the caller's terminal; port_map: tcp's refusal of a port no listener of the image has)
+OPTION_KINDS = {"shell_job": "tty", "port_map": "tcp"}
 
 
 def load_all() -> None:
@@ -18,6 +38,48 @@ def load_all() -> None:
 
     for mod in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{mod.name}")
+
+
+def load_used(reader) -> None:
+    """Import the kinds the records of `reader` use beyond those their decoding
+    imported: CORE, and the kinds of mapped objects its memory areas name."""
+    import importlib
+
+    for name in CORE:
+        importlib.import_module(f"{__name__}.{name}")
+    from .memory import VmaRecord
+
+    for kind in {r.kind for r in reader.records if isinstance(r, VmaRecord)}:
+        if kind in MAPPED_KINDS:
+            importlib.import_module(f"{__name__}.{MAPPED_KINDS[kind]}")
+
+
+def load_for(options) -> None:
+    """Import the kinds a restore with `options` (RestoreOptions) needs whatever the
+    image holds (OPTION_KINDS)."""
+    import importlib
+
+    for option, name in OPTION_KINDS.items():
+        if getattr(options, option, False):
+            importlib.import_module(f"{__name__}.{name}")
+
+
+def loaded(name: str):
+    """Kind module `name` if it is loaded, else None: an image read since has no
+    record of it (reading loads the kind of every record), so a caller asking for
+    its records may take none."""
+    import sys
+
+    return sys.modules.get(f"{__name__}.{name}")
+
+
+def _loaded_modules() -> list:
+    """The kind modules loaded now, by name (the order all of them had, pkgutil's)."""
+    import sys
+
+    prefix = f"{__name__}."
+    return [m for n, m in sorted(sys.modules.items())
+            if n.startswith(prefix) and "." not in n[len(prefix):] and m is not None]
 
 
 def before_kill(objects: dict) -> None:
@@ -51,14 +113,12 @@ def check_consistency(image) -> None:
     """Refuse an image whose records do not fit together (ImageError), before anything
     is created: each kind module may define `validate(image)`; checksums only prove
     the bytes are what was written, this proves they make one process."""
-    import importlib
     import os
-    import pkgutil
 
     from ..errors import ImageError
 
-    for mod in pkgutil.iter_modules(__path__):
-        validate = getattr(importlib.import_module(f"{__name__}.{mod.name}"), "validate", None)
+    for module in _loaded_modules():  # (reading loaded every kind the image uses)
+        validate = getattr(module, "validate", None)
         if validate is not None:
             try:
                 validate(image)
@@ -70,7 +130,8 @@ def check_consistency(image) -> None:
                 # A reference to a record that is not there, a value out of its range:
                 # damage.  Anything else a validator raises is a bug (the boundary's
                 # InternalError), never reported as a damaged image.
-                raise ImageError(f"image at {image.path}: inconsistent {mod.name} records ({e})",
+                name = module.__name__.rpartition(".")[2]
+                raise ImageError(f"image at {image.path}: inconsistent {name} records ({e})",
                                  path=image.path) from None
 
 
@@ -112,6 +173,7 @@ def check_tree(reader) -> None:
     from . import task
 
     path = reader.path
+    load_used(reader)
     check_scopes(reader)
     views = task.process_views(reader)
     if not views:

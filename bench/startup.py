@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Start-up of the `pyckpt` command: a tiny process dumped and restored from the
+command line, as whole commands, beside the floors of Python itself (and CRIU).
+
+    python3 bench/startup.py [--repeat 11] [--size 4] [--criu PATH] [--json out.json]
+                             [--pyckpt CMD] [--tmp DIR] [--profile]
+
+Run as root, with gcc on the PATH (bench/target.c is compiled into the work
+directory).  One round: start the target (`target SIZE`, a session of its own,
+stdout appended to a log), time `pyckpt dump PID DIR` until it exits, SIGKILL
+and reap the target, time `pyckpt restore DIR` until it exits (it prints the
+PID once the process runs on its own), then check the restored copy answers:
+SIGUSR1 makes it print the checksum of its memory, which must be the one it
+printed when it started.  The copy is then SIGKILLed and reaped (this script is
+a child subreaper: a restored process whose restoring command has exited is
+its child).  With `--criu PATH` the same round runs with `criu dump -t PID -D
+DIR --shell-job` (which kills the target once dumped: pyckpt's dump leaves it
+running) and `criu restore -D DIR --shell-job -d` (restored detached).
+
+Floors, each a whole process too: `python -c pass`, `python -S -c pass`,
+`python -c "import pyckpt.cli"` (the interpreter this script runs with).  Every
+command is timed in every round, the order rotated from round to round, so the
+floors and the commands see the same machine.  Cells: median [best] in
+milliseconds, and the ratio of medians to the reference (the median of CRIU's
+command when given, else `python -c pass`).  `--profile` runs one more dump and
+restore under `python -X importtime` and prints the slowest imports.
+
+Only processes this script starts (targets) or restores are signalled, by PID.
+Everything goes into one temporary directory, removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def pyckpt_command(given: str | None) -> list[str]:
+    """The `pyckpt` command: the one given, else the console script installed next
+    to this interpreter, else `python -m pyckpt`."""
+    if given:
+        return given.split()
+    script = Path(sys.executable).with_name("pyckpt")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "pyckpt"]
+
+
+class Bench:
+    def __init__(self, args, work: Path):
+        self.args = args
+        self.work = work
+        self.target = work / "target"
+        subprocess.run(["gcc", "-O2", "-o", str(self.target), str(HERE / "target.c")], check=True)
+        self.log = work / "target.log"
+        self.pyckpt = pyckpt_command(args.pyckpt)
+        self.samples: dict[str, list[float]] = {}
+        self.n = 0
+
+    def timed(self, name: str, argv: list[str], **kw) -> subprocess.CompletedProcess:
+        t0 = time.perf_counter()
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+        took = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise SystemExit(f"{name}: {' '.join(argv)} exited {done.returncode}: "
+                             f"{done.stderr.decode(errors='replace').strip()}")
+        self.samples.setdefault(name, []).append(took)
+        return done
+
+    def start_target(self) -> tuple[int, str]:
+        with open(self.log, "ab") as log:
+            before = self.log.stat().st_size
+            proc = subprocess.Popen([str(self.target), str(self.args.size)], stdout=log,
+                                    stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        line = self.wait_line(before, "READY")
+        return proc.pid, line.split("sum=")[1].split()[0]
+
+    def wait_line(self, offset: int, prefix: str, pid: int | None = None) -> str:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            text = self.log.read_bytes()[offset:].decode(errors="replace")
+            for line in text.splitlines():
+                if line.startswith(prefix) and (pid is None or f"nspid={pid}" in line):
+                    return line
+            time.sleep(0.002)
+        raise SystemExit(f"no {prefix} line from the target in 10 s (log {self.log})")
+
+    def check_copy(self, pid: int, want: str, who: str) -> None:
+        """The restored copy answers SIGUSR1 with the checksum it started with."""
+        offset = self.log.stat().st_size
+        os.kill(pid, signal.SIGUSR1)
+        line = self.wait_line(offset, "SUM", pid)
+        if line.split()[1] != want:
+            raise SystemExit(f"{who}: the restored process {pid} has sum {line.split()[1]}, not {want}")
+
+    def end(self, pid: int) -> None:
+        """SIGKILL and reap a process of ours (a target, or a restored copy whose
+        restoring command has exited: our child, as we are a subreaper)."""
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+    def round_pyckpt(self) -> None:
+        img = self.work / "img"
+        shutil.rmtree(img, ignore_errors=True)
+        pid, want = self.start_target()
+        try:
+            self.timed("pyckpt dump", [*self.pyckpt, "dump", str(pid), str(img)])
+        finally:
+            self.end(pid)
+        done = self.timed("pyckpt restore", [*self.pyckpt, "restore", str(img)])
+        copy = int(done.stdout.split()[0])
+        try:
+            self.check_copy(copy, want, "pyckpt")
+        finally:
+            self.end(copy)
+
+    def round_criu(self) -> None:
+        img = self.work / "criu-img"
+        shutil.rmtree(img, ignore_errors=True)
+        img.mkdir()
+        pid, want = self.start_target()
+        try:
+            self.timed("criu dump", [self.args.criu, "dump", "-t", str(pid), "-D", str(img),
+                                     "--shell-job"])
+        finally:
+            self.end(pid)
+        self.timed("criu restore", [self.args.criu, "restore", "-D", str(img), "--shell-job", "-d"])
+        try:
+            self.check_copy(pid, want, "criu")
+        finally:
+            self.end(pid)
+
+    def floors(self) -> list[tuple[str, list[str]]]:
+        py = sys.executable
+        return [("python -c pass", [py, "-c", "pass"]),
+                ("python -S -c pass", [py, "-S", "-c", "pass"]),
+                ("python -c 'import pyckpt.cli'", [py, "-c", "import pyckpt.cli"])]
+
+    def run(self) -> None:
+        steps = [(name, lambda argv=argv, name=name: self.timed(name, argv))
+                 for name, argv in self.floors()]
+        steps.append(("pyckpt", self.round_pyckpt))
+        if self.args.criu:
+            steps.append(("criu", self.round_criu))
+        if not self.args.no_warmup:
+            for _, step in steps:
+                step()
+            self.samples.clear()
+        for i in range(self.args.repeat):
+            k = i % len(steps)
+            order = steps[k:] + steps[:k]
+            if i % 2:
+                order.reverse()
+            for _, step in order:
+                step()
+
+    def profile(self) -> dict[str, list[tuple[str, float]]]:
+        """The slowest imports (cumulative ms) of one dump and one restore."""
+        out = {}
+        img = self.work / "img"
+        shutil.rmtree(img, ignore_errors=True)
+        pid, want = self.start_target()
+        cmd = [sys.executable, "-X", "importtime", "-m", "pyckpt"]
+        try:
+            d = subprocess.run([*cmd, "dump", str(pid), str(img)], capture_output=True)
+        finally:
+            self.end(pid)
+        r = subprocess.run([*cmd, "restore", str(img)], capture_output=True)
+        copy = int(r.stdout.split()[0])
+        try:
+            self.check_copy(copy, want, "pyckpt (profile)")
+        finally:
+            self.end(copy)
+        for name, done in (("dump", d), ("restore", r)):
+            rows = []
+            for line in done.stderr.decode(errors="replace").splitlines():
+                if line.startswith("import time:") and "|" in line:
+                    _, cum, mod = (x.strip() for x in line[len("import time:"):].split("|"))
+                    if cum.isdigit():
+                        rows.append((mod, int(cum) / 1000))
+            out[name] = rows
+        return out
+
+
+def table(samples: dict[str, list[float]], reference: str) -> list[dict]:
+    ref = statistics.median(samples[reference])
+    rows = []
+    for name, xs in samples.items():
+        med = statistics.median(xs)
+        rows.append({"command": name, "median_ms": med * 1e3, "best_ms": min(xs) * 1e3,
+                     "runs": len(xs), f"ratio_to_{reference}": med / ref})
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=11, help="rounds (default 11)")
+    ap.add_argument("--size", type=int, default=4, help="MiB of the target's memory (default 4)")
+    ap.add_argument("--criu", metavar="PATH", help="a criu binary to compare with")
+    ap.add_argument("--pyckpt", metavar="CMD",
+                    help="the pyckpt command (default: the console script beside this python)")
+    ap.add_argument("--json", metavar="FILE", help="write every sample and the table as JSON")
+    ap.add_argument("--tmp", default=None, help="where the work directory goes (default /tmp)")
+    ap.add_argument("--no-warmup", action="store_true", help="no untimed first round")
+    ap.add_argument("--profile", action="store_true",
+                    help="also one dump and one restore under -X importtime: slowest imports")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (restore gives the process its PID back)")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise SystemExit(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
+    work = Path(tempfile.mkdtemp(prefix="pyckpt-startup-", dir=args.tmp))
+    try:
+        bench = Bench(args, work)
+        bench.run()
+        prof = bench.profile() if args.profile else None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    reference = "criu restore" if args.criu else "python -c pass"
+    rows = table(bench.samples, reference)
+    load = os.getloadavg()
+    print(f"pyckpt command: {' '.join(bench.pyckpt)}; target {args.size} MiB; {args.repeat} rounds; "
+          f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+          f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '(unset)')}")
+    print(f"{'command':<32} {'median ms':>10} {'best ms':>9} {'/ ' + reference:>20}")
+    for r in rows:
+        print(f"{r['command']:<32} {r['median_ms']:>10.1f} {r['best_ms']:>9.1f} "
+              f"{r['ratio_to_' + reference]:>19.2f}x")
+    if prof:
+        for name, imports in prof.items():
+            top = sorted(imports, key=lambda x: -x[1])[:15]
+            print(f"slowest imports of `pyckpt {name}` (cumulative ms): "
+                  + ", ".join(f"{m} {ms:.1f}" for m, ms in top))
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "command": bench.pyckpt, "size_mib": args.size, "repeat": args.repeat,
+            "load": load, "machine": platform.platform(), "reference": reference,
+            "python": sys.version, "samples_s": bench.samples, "rows": rows,
+            "imports_ms": prof,
+        }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

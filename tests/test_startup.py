@@ -1,0 +1,264 @@
+"""Start-up of the `pyckpt` command (issue 14, item 1): what a command loads.
+
+- Reading an image loads only the kinds it uses (kinds/__init__.py): a restore
+  by the command of the C target's image, whose kinds are few, loads exactly
+  what importing those kinds loads, and neither psutil nor python-ptrace; the
+  restored process then passes its self-check.  A dump by the command loads
+  neither psutil nor python-ptrace either.
+- The kinds loaded keep the declared order they have when all are loaded
+  (file kinds, table hooks, mapped objects, restore hooks), whichever subset.
+- What replaced python-ptrace at start-up (ptrace_ops' constants and register
+  struct) is python-ptrace's, value for value.
+- The command's fast path for `dump` and `restore` (cli.py) parses every
+  command line it takes as argparse does, and leaves any other to argparse.
+
+The timings themselves are bench/startup.py's (whole commands, beside Python's
+own start-up and CRIU), never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from conftest import check, write_mapfile
+
+import pyckpt
+from pyckpt.image.ids import RECORD_IDS
+from pyckpt.kinds import CORE, MAPPED_KINDS
+
+# Run in a fresh interpreter: the command's main(), then what it loaded, as JSON on the
+# fd given first.
+RUN_COMMAND = """
+import json, os, sys
+from pyckpt.cli import main
+fd = int(sys.argv.pop(1))
+code = main(sys.argv[1:])
+sys.stdout.flush()
+mods = sorted(m for m in sys.modules)
+with os.fdopen(fd, "w") as out:
+    json.dump({"code": code, "modules": mods}, out)
+"""
+
+# Import exactly the given kind modules: what they load by themselves.
+IMPORT_KINDS = """
+import importlib, json, sys
+for name in sys.argv[1:]:
+    importlib.import_module("pyckpt.kinds." + name)
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("pyckpt.kinds."))))
+"""
+
+
+def run_command(*args) -> tuple[subprocess.CompletedProcess, dict]:
+    r, w = os.pipe()
+    try:
+        p = subprocess.run([sys.executable, "-c", RUN_COMMAND, str(w), "--no-progress", *map(str, args)],
+                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                           pass_fds=(w,))
+    finally:
+        os.close(w)
+    with os.fdopen(r) as f:
+        loaded = json.loads(f.read() or "{}")
+    return p, loaded
+
+
+def kinds_of(modules) -> set[str]:
+    return {m for m in modules if m.startswith("pyckpt.kinds.") and m.count(".") == 2}
+
+
+def test_restore_loads_only_the_kinds_of_the_image(spawn, ctarget, tmp_path):
+    t = spawn([str(ctarget), str(write_mapfile(tmp_path / "mapped.bin"))], name="ctarget")
+    t.wait_for(r"^READY")
+    before = check(t)
+    image = tmp_path / "img"
+    r, dumped = run_command("dump", t.pid, image, "--kill")
+    assert r.returncode == 0 and dumped["code"] == 0, r.stderr
+    assert t.reap() == -signal.SIGKILL
+    # the dump: every kind (any may claim an fd), but neither psutil nor python-ptrace
+    assert not {"psutil", "ptrace", "argparse"} & set(dumped["modules"])
+    every = kinds_of(dumped["modules"])
+
+    # what the image uses: the kinds of its records (image/ids.py), the core ones, and
+    # the kinds of its mapped objects; and what importing just those loads
+    records = pyckpt.open_image(image).records
+    used = {RECORD_IDS[type(rec).RECORD_TYPE].split(".")[1] for rec in records}
+    used |= set(CORE) | {MAPPED_KINDS[r.kind] for r in records
+                         if type(r).__name__ == "VmaRecord" and r.kind in MAPPED_KINDS}
+    assert "shmem" in used  # ctarget's MAP_SHARED|MAP_ANONYMOUS area
+    out = subprocess.run([sys.executable, "-c", IMPORT_KINDS, *sorted(used)], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    expected = set(json.loads(out))
+
+    r, restored = run_command("restore", image)
+    assert r.returncode == 0 and restored["code"] == 0, r.stderr
+    pid = int(r.stdout)
+    spawn.track(pid)
+    t.popen = None
+    assert pid == t.pid and psutil.Process(pid).ppid() == os.getpid()
+    assert check(t) > before  # the restored process checks its own state
+
+    assert kinds_of(restored["modules"]) == expected
+    assert len(every - expected) >= 10, sorted(every - expected)  # pipes, sockets, tty, epoll...
+    assert not {"psutil", "ptrace", "argparse"} & set(restored["modules"])
+
+
+def test_show_and_check_load_only_the_kinds_of_the_image(spawn, ctarget, tmp_path):
+    t = spawn([str(ctarget), str(write_mapfile(tmp_path / "mapped.bin"))], name="ctarget")
+    t.wait_for(r"^READY")
+    image = tmp_path / "img"
+    pyckpt.dump(t.pid, image)
+    for command in (["show", image], ["show", image, "--json"], ["check", image]):
+        r, loaded = run_command(*command)
+        assert r.returncode == 0 and loaded["code"] == 0, r.stderr
+        kinds = kinds_of(loaded["modules"])
+        assert {f"pyckpt.kinds.{k}" for k in CORE} <= kinds
+        assert not kinds & {"pyckpt.kinds.pipes", "pyckpt.kinds.tcp", "pyckpt.kinds.unix",
+                            "pyckpt.kinds.tty", "pyckpt.kinds.sysvipc", "pyckpt.kinds.epoll"}, kinds
+        assert not {"psutil", "ptrace"} & set(loaded["modules"])
+    info = json.loads(run_command("show", image, "--json")[0].stdout)
+    assert info["tcp_outside"] == {"count": 0, "established": 0, "half_closed": 0, "closed": 0,
+                                   "restore": ""}
+    assert info["shared_memory"] and info["locks"] == [] and info["sysv_ipc"] == []
+
+
+ORDERS = """
+import importlib, json, sys
+for name in sys.argv[1:]:
+    importlib.import_module("pyckpt.kinds." + name)
+from pyckpt.kinds.files import FILE_KINDS, TABLE_HOOKS
+from pyckpt.kinds.memory import MAPPED_OBJECTS
+from pyckpt.kinds.context import POINTS, hooks_at
+print(json.dumps({"kinds": [k.name for k in FILE_KINDS], "hooks": [h.name for h in TABLE_HOOKS],
+                  "mapped": list(MAPPED_OBJECTS),
+                  "restore hooks": {p: [h.name for h in hooks_at(p)] for p in POINTS}}))
+"""
+
+
+def _orders(names) -> dict:
+    r = subprocess.run([sys.executable, "-c", ORDERS, *names], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_kinds_loaded_keep_the_order_they_have_when_all_are():
+    import pkgutil
+    import random
+
+    import pyckpt.kinds as kinds
+
+    names = sorted(m.name for m in pkgutil.iter_modules(kinds.__path__))
+    full = _orders(names)
+    assert len(full["kinds"]) > 15 and len(full["hooks"]) >= 3
+    rng = random.Random(14)
+    subsets = [list(CORE), *(list(CORE) + rng.sample([n for n in names if n not in CORE], k)
+                             for k in (2, 5, 9))]
+    for subset in subsets:
+        rng.shuffle(subset)
+        part = _orders(subset)
+        for key in ("kinds", "hooks", "mapped"):
+            assert part[key] == [x for x in full[key] if x in part[key]], (key, subset)
+        for point, hooks in part["restore hooks"].items():
+            assert hooks == [h for h in full["restore hooks"][point] if h in hooks], (point, subset)
+
+
+def test_mapped_kinds_name_the_modules_of_the_mapped_objects():
+    from pyckpt.kinds import load_all
+    from pyckpt.kinds.memory import MAPPED_OBJECTS
+
+    load_all()
+    assert {kind: type(obj).__module__.rpartition(".")[2] for kind, obj in MAPPED_OBJECTS.items()} \
+        == MAPPED_KINDS
+
+
+def test_ptrace_constants_and_registers_are_python_ptraces():
+    from ptrace.binding import func
+    from ptrace.binding.linux_struct import user_regs_struct
+
+    from pyckpt import ptrace_ops as pt
+
+    for name in ("PTRACE_TRACEME", "PTRACE_CONT", "PTRACE_DETACH", "PTRACE_SINGLESTEP",
+                 "PTRACE_GETSIGINFO", "PTRACE_SETOPTIONS", "PTRACE_GETEVENTMSG",
+                 "PTRACE_O_TRACECLONE", "PTRACE_O_TRACEFORK", "PTRACE_EVENT_FORK",
+                 "PTRACE_EVENT_CLONE"):
+        assert getattr(pt, name) == getattr(func, name), name
+    assert pt.Regs._fields_ == list(user_regs_struct._fields_)
+    assert pt.REGS_SIZE == 216
+    raw = bytes(range(216))
+    assert str(pt.decode_regs(raw)) == str(user_regs_struct.from_buffer_copy(raw))
+
+
+FAST = [
+    ["dump", "123", "img"], ["dump", "123", "img", "--kill"], ["--debug", "dump", "--kill", "1", "d"],
+    ["dump", "1", "--precopy", "d", "--no-progress", "--debug"], ["--no-progress", "--debug", "dump", "7", "x y"],
+    ["dump", "0", "img", "--kill", "--kill"],
+    ["restore", "img"], ["restore", "--shell-job", "img", "--debug"], ["--no-progress", "restore", "img"],
+    ["restore", "img", "--inherit-stdio", "--allow-changed-files", "--new-pidns", "--new-netns",
+     "--tcp-established", "--trust-image", "--shell-job", "--no-progress"],
+]
+ARGPARSE = [  # left to argparse (values, abbreviations, help, odd PIDs, errors)
+    ["dump", "+1", "img"], ["dump", "1_0", "img"], ["dump", "١", "img"], ["dump", "1", "img", "--kil"],
+    ["dump", "1", "img", "--max-deleted-size", "5"], ["restore", "img", "--fd", "1=/dev/null"],
+    ["restore", "img", "--allow-changed-files=*.log"], ["restore", "--", "img"], ["restore", "-img"],
+    ["restore", "img", "-h"], ["restore"], ["dump", "1"], ["dump", "1", "a", "b"], ["show", "img"],
+    ["check", "img"], ["--kill", "dump", "1", "img"], ["restore", "img", "--kill"], ["--version"], [],
+    ["restore", ""], ["restore", "img", "--deleted-dir", "/tmp"],
+]
+
+
+@pytest.mark.parametrize("argv", FAST, ids=" ".join)
+def test_fast_path_parses_as_argparse(argv):
+    from pyckpt.cli import _fast_parse, _spelled, build_parser
+
+    fast = _fast_parse(_spelled(argv))
+    assert fast is not None
+    assert vars(fast) == vars(build_parser().parse_args(_spelled(argv)))
+
+
+@pytest.mark.parametrize("argv", ARGPARSE, ids=lambda a: " ".join(a) or "(none)")
+def test_fast_path_leaves_the_rest_to_argparse(argv):
+    from pyckpt.cli import _fast_parse, _spelled
+
+    assert _fast_parse(_spelled(argv)) is None
+
+
+def test_help_and_errors_stay_argparses():
+    for argv, code, text in ((["dump", "--help"], 0, "--max-deleted-size"), (["--help"], 0, "exit codes:"),
+                             (["dump", "x", "img"], 2, "invalid int value"),
+                             (["restore", "img", "--kil"], 2, "unrecognized arguments")):
+        r = subprocess.run([sys.executable, "-m", "pyckpt", *argv], capture_output=True, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
+        assert r.returncode == code and text in (r.stdout + r.stderr), (argv, r.stdout, r.stderr)
+
+
+def test_import_of_the_command_loads_little():
+    """`import pyckpt.cli` (what the console script does first) loads no argparse,
+    dataclasses, psutil, python-ptrace, cffi module or kind."""
+    code = "import sys, pyckpt.cli; print(' '.join(sorted(sys.modules)))"
+    mods = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=60, check=True).stdout.split())
+    assert "pyckpt.cli" in mods
+    heavy = {"argparse", "dataclasses", "psutil", "ptrace", "_cffi_backend", "pyckpt.kinds",
+             "pyckpt.image", "pyckpt.problems", "pyckpt.template"}
+    assert not heavy & mods, heavy & mods
+
+
+def test_options_load_the_kinds_they_need():
+    """A restore option whose check lives in a kind loads that kind, whatever the image
+    holds (kinds.OPTION_KINDS): each names a kind module, and a RestoreOptions field."""
+    import dataclasses
+    import pkgutil
+
+    import pyckpt.kinds as kinds
+    from pyckpt.kinds import OPTION_KINDS
+    from pyckpt.kinds.context import RestoreOptions
+
+    names = {m.name for m in pkgutil.iter_modules(kinds.__path__)}
+    fields = {f.name for f in dataclasses.fields(RestoreOptions)}
+    assert set(OPTION_KINDS) <= fields and set(OPTION_KINDS.values()) <= names

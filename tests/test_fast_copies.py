@@ -209,6 +209,39 @@ def test_copy_from_another_thread_is_a_full_restore(spawn, tmp_path):
         assert t.copy_reason is None and pristine(c.state(), pid)
 
 
+def test_failed_tree_copy_leaves_none_of_its_processes(spawn, tmp_path, monkeypatch):
+    """A tree's copy failing in a process below the root (its mm refused): the root, the
+    children made and the init are all killed and reaped; the next copy is whole."""
+    from pyckpt.kinds import mm
+
+    img, pid = make_image(spawn, tmp_path, "--children", "2")
+    with pyckpt.template(img) as t:
+        assert t.fast, t.reason
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+
+        def refuse(rctx):
+            raise OSError(5, "injected failure")
+
+        monkeypatch.setattr(mm, "restore", refuse)
+        with pytest.raises(pyckpt.RestoreError, match="undone"):
+            Copy(t)
+        monkeypatch.undo()
+        assert {p.pid for p in psutil.Process().children(recursive=True)} == before
+        c = Copy(t)
+        assert pristine(c.state(), pid) and len(psutil.Process(c.pid).children()) == 2
+
+
+def test_template_killed_from_outside(spawn, tmp_path):
+    """The template process SIGKILLed by someone: the next copies are full restores, saying why."""
+    img, pid = make_image(spawn, tmp_path)
+    with pyckpt.template(img) as t:
+        assert t.fast, t.reason
+        os.kill(t.pid, signal.SIGKILL)  # the template: a child of this test process
+        c = Copy(t)
+        assert not t.fast and "ended" in t.reason and t.pid is None
+        assert pristine(c.state(), pid)
+
+
 def test_tree_copies(spawn, tmp_path):
     """A root with two children: the root is forked from the template, the children are
     restored below it in each copy (their image PIDs, the root their parent, running);

@@ -90,7 +90,12 @@ BLOB_DATA = 256  # clone_args and set_tid after the code, on the same page
 
 
 class NotFast(PyckptError):
-    """This copy cannot be made from the template (the caller makes a full restore)."""
+    """This copy cannot be made from the template (the caller makes a full restore);
+    `for_good`: nor can any later one."""
+
+    def __init__(self, message: str, for_good: bool = False):
+        super().__init__(message)
+        self.for_good = for_good
 
 
 def refusal(image, options: RestoreOptions) -> str | None:
@@ -262,6 +267,9 @@ class FastTemplate:
         this copy made (the template is left as it was)."""
         from .kinds.files import pinned_caller_fds
 
+        if not self._stopped():
+            self.close()
+            raise NotFast(f"the template process {self.pid} ended (killed from outside?)", for_good=True)
         if _thread_id() != self.tracer:
             raise NotFast("copy() was called from another thread than the template's maker "
                           "(ptrace serves one thread)")
@@ -472,6 +480,15 @@ class FastTemplate:
         if got != n:
             inj.check(nr.dup3, got, n, os.O_CLOEXEC, what=f"dup3 to fd {n}")
             inj.check(nr.close, got, what="close")
+
+    def _stopped(self) -> bool:
+        """Whether the template is still there, stopped under pyckpt's ptrace."""
+        from . import proc
+
+        try:
+            return self.pid != 0 and proc.read_stat(self.pid).state == "t"
+        except OSError:
+            return False
 
     def close(self) -> None:
         """Kill and reap the template (copies made from it live on until killed)."""

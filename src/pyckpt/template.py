@@ -95,7 +95,9 @@ class Template:
             try:
                 root, init = self._fast.copy(_options({**self.options, **restore_options}), stats)
             except NotFast as e:
-                self.copy_reason = str(e)  # this copy only: a full restore below
+                self.copy_reason = str(e)  # a full restore below
+                if e.for_good:
+                    self._fast, self.reason = None, str(e)
             else:
                 self.last_copy = stats
                 self._inits[root] = init

@@ -258,7 +258,7 @@ def test_import_of_the_command_loads_little():
                               timeout=60, check=True).stdout.split())
     assert "pyckpt.cli" in mods
     heavy = {"argparse", "dataclasses", "psutil", "ptrace", "_cffi_backend", "pyckpt.kinds",
-             "pyckpt.image", "pyckpt.problems", "pyckpt.template"}
+             "pyckpt.image", "pyckpt.problems", "pyckpt.templates"}
     assert not heavy & mods, heavy & mods
 
 

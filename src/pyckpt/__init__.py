@@ -78,7 +78,7 @@ Layout of the package, for developers:
   image/        the on-disk format: header, typed records, page store, checks
   dumper.py     orchestration of a dump (not dump.py: that name is the API function)
   restorer.py   orchestration of a restore, stage by stage
-  template.py   many copies of one image (pyckpt.template); fastcopy.py forks
+  templates.py  many copies of one image (pyckpt.template); fastcopy.py forks
                 them from the image restored once into a stopped template
   precopy.py    pre-copy: memory copied while the target runs (precopy=True)
   netns.py      network namespaces of restored copies (new_netns=True)
@@ -127,7 +127,7 @@ from .errors import (
 )
 
 # Loaded when first asked for (a command that does not use them starts without them).
-_LAZY = {"Fix": "problems", "RestoreProblem": "problems", "Template": "template"}
+_LAZY = {"Fix": "problems", "RestoreProblem": "problems", "Template": "templates"}
 
 
 def __getattr__(name: str):
@@ -687,9 +687,9 @@ def template(path: str | os.PathLike, **restore_options) -> Template:
     once into a stopped template and each copy forked from it (pages shared
     copy-on-write); an image that path does not handle yet (`t.fast` False,
     `t.reason` says why) gets a full `restore(path, new_pidns=True, ...)` per copy:
-    see `pyckpt.template`'s module docstring (`Template`).  Call `copy()` from the
+    see the module docstring of `pyckpt.templates` (`Template`).  Call `copy()` from the
     thread that made the template."""
-    from .template import Template
+    from .templates import Template
 
     return Template(path, **restore_options)
 

@@ -1,6 +1,6 @@
 """Fast copies of one image: restored once into a stopped template, each copy forked from it.
 
-`Template` (template.py) uses this when the image allows it.  The template is
+`Template` (templates.py) uses this when the image allows it.  The template is
 the image's process restored without being released: its memory, layout,
 mm fields, working directory and signal dispositions are in place, it holds
 no fd of the image (only a pidfd of pyckpt, at a high number) and its single

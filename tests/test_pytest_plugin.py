@@ -65,6 +65,7 @@ def test_example_suite_20_pristine_copies(pytester):
     result = _run(pytester, "-q")
     took = time.monotonic() - started
     result.assert_outcomes(passed=20)
+    assert "are full restores" not in result.stdout.str()  # the plugin's warning: copies are forked
     print(f"20 tests with a server taking 2 s to start: {took:.1f} s in all")
 
 
@@ -245,6 +246,7 @@ def test_template_copies(spawn, tmp_path):
             return s.makefile().readline().strip()
 
     with pyckpt.template(tmp_path / "img", new_netns=True, allow_changed_files=True) as t:
+        assert t.fast, t.reason  # copies forked from the restored template (fastcopy.py)
         copies = [t.copy() for _ in range(3)]
         inits = [t.init_of(p) for p in copies]
         assert len({p.pid for p in copies}) == 3

@@ -306,3 +306,28 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_copy_dumps_and_restores_like_the_original(spawn, tmp_path):
+    """A fast copy is an ordinary process: dumped (changed state) and restored in a
+    namespace of its own, it has its state, as it had it."""
+    img, pid = make_image(spawn, tmp_path)
+    with pyckpt.template(img) as t:
+        assert t.fast, t.reason
+        c = Copy(t)
+        c.change()
+        r, w = os.pipe()
+        pyckpt.dump(c.pid, tmp_path / "of-copy", progress=False)
+        try:
+            again = pyckpt.restore(tmp_path / "of-copy", new_pidns=True, fds={1: w, 2: w}, progress=False)
+        finally:
+            os.close(w)
+        spawn.track(again.ppid())
+        back = Copy.__new__(Copy)
+        back.pid, back.out, back.buffer = again.pid, r, b""
+        state = back.state()
+        # (not its PID: a dump records the PIDs pyckpt sees, here the copy's outer one)
+        assert (state["marker"], state["offset"], state["pipe"], state["memory"]) == \
+            ("1", "116", "3", "changed"), state
+        assert c.state()["marker"] == "1"  # the copy runs on as it was
+        os.close(r)

@@ -45,6 +45,7 @@ CLONE_PARENT = 0x8000
 SIGCHLD = 17
 SCRATCH_CODE = b"\x0f\x05\xcc"  # syscall; int3
 SCRATCH_DATA = 64  # injected calls' data lives after the code, in the same page
+SCRATCH_SIZE = 16 * PAGE  # the first page as above; the rest for batches of calls (inject.Batch)
 
 
 class Stage(enum.IntEnum):
@@ -495,12 +496,12 @@ def _own_vdso_site() -> tuple[int, int]:
     raise RestoreError("pyckpt itself has no [vdso]")
 
 
-def _free_page(ranges: list[tuple[int, int]]) -> int:
+def _free_page(ranges: list[tuple[int, int]], size: int = PAGE) -> int:
     addr = 0x100000
     for start, end in sorted(ranges):
         if end <= addr:
             continue
-        if start >= addr + PAGE:
+        if start >= addr + size:
             break
         addr = (end + PAGE - 1) & ~(PAGE - 1)
     return addr
@@ -529,17 +530,25 @@ def _fill(rctx: RestoreContext, stats: RestoreStats, site: int | None = None) ->
     with inj:
         with _timed(stats, Stage.CLEAR):
             thread.drop_inherited_rseq(rctx)
-            scratch = _free_page(memory.target_ranges(rctx.image)
-                                 + [(m.start, m.end) for m in proc.read_maps(pid)])
-            inj.check(nr.mmap, scratch, PAGE, 7, 0x22 | MAP_FIXED_NOREPLACE, -1, 0,
-                      what="mmap of the scratch page")
+            # Where the image has nothing; the task (a copy of pyckpt) is asked first, and
+            # its maps read only if it has something there.
+            image_ranges = memory.target_ranges(rctx.image)
+            scratch = _free_page(image_ranges, SCRATCH_SIZE)
+            if inj.call(nr.mmap, scratch, SCRATCH_SIZE, 7, 0x22 | MAP_FIXED_NOREPLACE, -1, 0) != scratch:
+                scratch = _free_page(image_ranges + [(m.start, m.end) for m in proc.read_maps(pid)],
+                                     SCRATCH_SIZE)
+                inj.check(nr.mmap, scratch, SCRATCH_SIZE, 7, 0x22 | MAP_FIXED_NOREPLACE, -1, 0,
+                          what="mmap of the scratch page")
             inj.write(scratch, SCRATCH_CODE)
             inj.site = scratch
             rctx.scratch = scratch + SCRATCH_DATA
-            inj.check(nr.munmap, 0, scratch, what="munmap below the scratch page")
-            inj.check(nr.munmap, scratch + PAGE, TASK_END - scratch - PAGE,
+            inj.use_batches(scratch + PAGE, SCRATCH_SIZE - PAGE)
+            batch = inj.batch()
+            batch.add(nr.munmap, 0, scratch, what="munmap below the scratch page")
+            batch.add(nr.munmap, scratch + SCRATCH_SIZE, TASK_END - scratch - SCRATCH_SIZE,
                       what="munmap above the scratch page")
-            _close_unpassed(rctx)
+            _close_unpassed(rctx, batch)
+            batch.run()
         with _timed(stats, Stage.LAYOUT):
             memory.restore_layout(rctx)
         with _timed(stats, Stage.PAGES):
@@ -569,7 +578,7 @@ def _fill(rctx: RestoreContext, stats: RestoreStats, site: int | None = None) ->
             thread.restore_pdeathsig(rctx)
         # Leave the scratch page: inject from the task's own vDSO from now on.
         inj.site = memory.vdso_start(rctx) + (own_vdso - _own_vdso_block_start()) + site_off
-        inj.check(nr.munmap, scratch, PAGE, what="munmap of the scratch page")
+        inj.check(nr.munmap, scratch, SCRATCH_SIZE, what="munmap of the scratch page")
         for t in [inj, *rctx.threads.values()]:
             t.forget_sigmask()
         for t in rctx.threads.values():
@@ -584,12 +593,13 @@ def _own_vdso_block_start() -> int:
     return min(m.start for m in proc.read_maps(os.getpid()) if m.path in memory.VDSO_NAMES)
 
 
-def _close_unpassed(rctx: RestoreContext) -> None:
-    """Close every fd the new task inherited from pyckpt except the passed ones."""
+def _close_unpassed(rctx: RestoreContext, batch) -> None:
+    """Close every fd the new task inherited from pyckpt except the passed ones (queued
+    in `batch`)."""
     keep = sorted(rctx.passed.values())
     lo = 0
     for fd in keep:
         if fd > lo:
-            rctx.inj.check(nr.close_range, lo, fd - 1, 0, what="close_range")
+            batch.add(nr.close_range, lo, fd - 1, 0, what="close_range")
         lo = fd + 1
-    rctx.inj.check(nr.close_range, lo, 0xFFFFFFFF, 0, what="close_range")
+    batch.add(nr.close_range, lo, 0xFFFFFFFF, 0, what="close_range")

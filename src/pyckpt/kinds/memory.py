@@ -50,7 +50,7 @@ from ..arch import PAGE
 from ..errors import (FileChangedError, ImageError, KernelMismatchError, PyckptError, RemoteCallError,
                       UnsupportedError)
 from ..image import record
-from ..inject import nr
+from ..inject import WANT_ANY, nr
 from ..problems import Fix, needs
 from ..proc import read_maps
 from .context import DumpContext, RestoreContext
@@ -659,6 +659,7 @@ def restore_layout(rctx: RestoreContext) -> None:
             f"arch_prctl(ARCH_MAP_VDSO_64, {start:#x}) returned {size}; "
             f"expected the vDSO size {text.end - text.start}"
         )
+    batch = inj.batch()  # every mmap and madvise in one go (an attach runs on its own)
     for v in rctx.image.of_type(VmaRecord):
         prot = v.prot | (PROT_READ | PROT_WRITE if v.pages else 0)
         flags = MAP_FIXED | (MAP_SHARED if v.shared else MAP_PRIVATE)
@@ -667,6 +668,7 @@ def restore_layout(rctx: RestoreContext) -> None:
         if "nr" in v.vmflags:
             flags |= MAP_NORESERVE
         if v.kind in MAPPED_OBJECTS and MAPPED_OBJECTS[v.kind].attaches:
+            batch.run()
             MAPPED_OBJECTS[v.kind].attach(rctx, v)
             fd = None
         elif v.kind == "file":
@@ -678,14 +680,16 @@ def restore_layout(rctx: RestoreContext) -> None:
             flags |= MAP_ANONYMOUS
             fd, off = -1, 0
         if fd is not None:
-            got = inj.check(nr.mmap, v.start, v.end - v.start, prot, flags, fd, off,
-                            what=f"mmap of {v.name or 'anonymous memory'} at {v.start:#x}")
-            if got != v.start:
-                raise PyckptError(f"mmap at {v.start:#x} landed at {got:#x}")
+            what = f"mmap of {v.name or 'anonymous memory'} at {v.start:#x}"
+            batch.add(nr.mmap, v.start, v.end - v.start, prot, flags, fd, off, want=v.start, what=what,
+                      fail=lambda got, what=what, start=v.start: (
+                          RemoteCallError(what, rctx.pid, -got) if -4096 < got < 0
+                          else PyckptError(f"mmap at {start:#x} landed at {got:#x}")))
         for flag in v.vmflags:
             advice = MADVISE_FOR_FLAG.get(flag)
             if advice is not None:
-                inj.call(nr.madvise, v.start, v.end - v.start, advice)
+                batch.add(nr.madvise, v.start, v.end - v.start, advice, want=WANT_ANY)
+    batch.run()
 
 
 def run_source(rctx: RestoreContext, run: PageRun) -> tuple[int, int] | None:
@@ -723,10 +727,13 @@ def restore_pages(rctx: RestoreContext) -> None:
     of filling fresh memory.  Only stored pages are populated, so sparse areas
     stay sparse, and zero runs are not touched at all.  A run an incremental
     image keeps in its parent is read from the parent's pages.img (`run_source`).
+    The calls run in batches (inject.Batch) of up to READ_CHUNK bytes: a small
+    process's many small runs cost one stop of the task, not two per run.
     """
     inj = rctx.inj
     vmas = rctx.image.of_type(VmaRecord)
     total = sum(p.npages for v in vmas for p in v.pages if not p.zero) * PAGE
+    batch, queued = inj.batch(), 0
     with rctx.progress.bar(total, "restore memory") as bar:
         for v in vmas:
             for addr, length, offset, image in _coalesced(v.pages):
@@ -734,20 +741,21 @@ def restore_pages(rctx: RestoreContext) -> None:
                 for start in range(0, length, READ_CHUNK):
                     end = min(start + READ_CHUNK, length)
                     # a hint: errors are harmless
-                    inj.call(nr.madvise, addr + start, end - start, MADV_POPULATE_WRITE)
-                    done = start
-                    while done < end:
-                        n = inj.call(nr.pread64, pages_fd, addr + done, end - done, offset + done)
-                        if n <= 0:
-                            raise RemoteCallError(
-                                f"pread of {end - done} bytes of pages into {addr + done:#x}", rctx.pid,
-                                -n if n < 0 else 5,  # 0: EIO, the image file is short
-                            )
-                        done += n
-                        bar.update(n)
+                    batch.add(nr.madvise, addr + start, end - start, MADV_POPULATE_WRITE, want=WANT_ANY)
+                    batch.add(nr.pread64, pages_fd, addr + start, end - start, offset + start,
+                              want=end - start, fail=lambda n, at=addr + start, size=end - start: RemoteCallError(
+                                  f"pread of {size} bytes of pages into {at:#x}"
+                                  + (f" (read {n}: the image file is short)" if n >= 0 else ""),
+                                  rctx.pid, -n if n < 0 else 5))  # EIO
+                    queued += end - start
+                    if queued >= READ_CHUNK:
+                        batch.run()
+                        bar.update(queued)
+                        queued = 0
             if v.pages and v.prot != v.prot | PROT_READ | PROT_WRITE:
-                inj.check(nr.mprotect, v.start, v.end - v.start, v.prot,
-                          what=f"mprotect of {v.start:#x}")
+                batch.add(nr.mprotect, v.start, v.end - v.start, v.prot, what=f"mprotect of {v.start:#x}")
+        batch.run()
+        bar.update(queued)
 
 
 TASK_END_4LEVEL = 0x7FFFFFFFF000

@@ -3,7 +3,7 @@
 Dispositions are read with injected rt_sigaction calls: /proc shows only
 which signals are caught or ignored, not handlers, flags, masks or
 restorers.  A restored task starts as a copy of pyckpt, so every signal's
-disposition is set, defaults included.  The per-thread parts (blocked
+disposition is set, defaults included (in one batch of injected calls).  The per-thread parts (blocked
 mask, sigaltstack) live with the thread (kinds/thread.py).
 
 Pending signals — the process's shared queue and each thread's private one
@@ -80,10 +80,13 @@ def dump(ctx: DumpContext) -> list:
 
 
 def restore(rctx: RestoreContext) -> None:
-    inj, scratch = rctx.inj, rctx.scratch
+    """Every action set, in one batch of injected calls (the task is a copy of
+    pyckpt, whose own handlers must not stay)."""
+    batch = rctx.inj.batch()
     for a in rctx.image.one(SignalsRecord).actions:
-        inj.write(scratch, SIGACTION.pack(a.handler, a.flags, a.restorer, a.mask))
-        inj.check(nr.rt_sigaction, a.signo, scratch, 0, 8, what=f"setting the action of signal {a.signo}")
+        at = batch.data(SIGACTION.pack(a.handler, a.flags, a.restorer, a.mask))
+        batch.add(nr.rt_sigaction, a.signo, at, 0, 8, what=f"setting the action of signal {a.signo}")
+    batch.run()
 
 
 def restore_pending(rctx: RestoreContext) -> None:

@@ -409,7 +409,7 @@ def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress,
     with contextlib.ExitStack() as injectors:
         # One injector per thread, the leader's first (so it is cured last,
         # unmapping the scratch page when every thread is done with it).
-        threads = {tid: injectors.enter_context(Injector(tid, site, held=True)) for tid in tids}
+        threads = {tid: injectors.enter_context(Injector(tid, site, held=True, maps=maps)) for tid in tids}
         inj = threads[pid]
         scratch = inj.map_scratch()
         for other in threads.values():

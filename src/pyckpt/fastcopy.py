@@ -220,16 +220,20 @@ class FastTemplate:
             with _timed(stats, Stage.CLEAR):
                 thread.drop_inherited_rseq(rctx)
                 taken = memory.target_ranges(rctx.image) + [(m.start, m.end) for m in _maps(pid)]
-                scratch = restorer._free_page(taken)
-                inj.check(nr.mmap, scratch, PAGE, 7, 0x22 | MAP_FIXED_NOREPLACE, -1, 0,
+                size = restorer.SCRATCH_SIZE
+                scratch = restorer._free_page(taken, size)
+                inj.check(nr.mmap, scratch, size, 7, 0x22 | MAP_FIXED_NOREPLACE, -1, 0,
                           what="mmap of the scratch page")
                 inj.write(scratch, restorer.SCRATCH_CODE)
                 inj.site = scratch
                 rctx.scratch = scratch + restorer.SCRATCH_DATA
-                inj.check(nr.munmap, 0, scratch, what="munmap below the scratch page")
-                inj.check(nr.munmap, scratch + PAGE, restorer.TASK_END - scratch - PAGE,
+                inj.use_batches(scratch + PAGE, size - PAGE)  # as restorer._fill
+                batch = inj.batch()
+                batch.add(nr.munmap, 0, scratch, what="munmap below the scratch page")
+                batch.add(nr.munmap, scratch + size, restorer.TASK_END - scratch - size,
                           what="munmap above the scratch page")
-                restorer._close_unpassed(rctx)
+                restorer._close_unpassed(rctx, batch)
+                batch.run()
             with _timed(stats, Stage.LAYOUT):
                 memory.restore_layout(rctx)
             with _timed(stats, Stage.PAGES):
@@ -245,7 +249,7 @@ class FastTemplate:
             inj.check(nr.close_range, self.pidfd_slot + 1, U32, 0, what="close_range")
             with _timed(stats, Stage.SIGNALS):
                 signals.restore(rctx)
-            taken.append((scratch, scratch + PAGE))
+            taken.append((scratch, scratch + size))
             self.blob = restorer._free_page(taken + [(m.start, m.end) for m in _maps(pid)])
             inj.check(nr.mmap, self.blob, PAGE, 5, 0x22 | MAP_FIXED_NOREPLACE, -1, 0,
                       what="mmap of the init's page")
@@ -253,7 +257,7 @@ class FastTemplate:
             inj.check(nr.madvise, self.blob, PAGE, MADV_DONTFORK, what="madvise(MADV_DONTFORK)")
             self.site = memory.vdso_start(rctx) + (own_vdso - restorer._own_vdso_block_start()) + site_off
             inj.site = self.site
-            inj.check(nr.munmap, scratch, PAGE, what="munmap of the scratch page")
+            inj.check(nr.munmap, scratch, size, what="munmap of the scratch page")
             inj.forget_sigmask()  # it keeps every signal blocked: so do the clones it makes
         pt.set_sigmask(pid, ALL_SIGNALS)
         pt.request(pt.PTRACE_SETOPTIONS, pid, 0,

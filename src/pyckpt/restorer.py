@@ -486,14 +486,22 @@ def _fork_in(init: int, pid: int, launcher_page: int, *, reaper: bool) -> int:
     return child
 
 
+_OWN_SITE: dict[int, tuple[int, int]] = {}
+
+
 def _own_vdso_site() -> tuple[int, int]:
-    """(vdso start, offset of a syscall instruction) in pyckpt's own vDSO."""
-    for m in proc.read_maps(os.getpid()):
-        if m.path == "[vdso]":
-            with open("/proc/self/mem", "rb") as f:
-                f.seek(m.start)
-                return m.start, find_syscall_insn(f.read(m.size))
-    raise RestoreError("pyckpt itself has no [vdso]")
+    """(vdso start, offset of a syscall instruction) in pyckpt's own vDSO (found once)."""
+    pid = os.getpid()
+    if pid not in _OWN_SITE:
+        for m in proc.own_vdso_blocks():
+            if m.path == "[vdso]":
+                with open("/proc/self/mem", "rb") as f:
+                    f.seek(m.start)
+                    _OWN_SITE[pid] = m.start, find_syscall_insn(f.read(m.size))
+                break
+        else:
+            raise RestoreError("pyckpt itself has no [vdso]")
+    return _OWN_SITE[pid]
 
 
 def _free_page(ranges: list[tuple[int, int]], size: int = PAGE) -> int:
@@ -590,7 +598,7 @@ def _fill(rctx: RestoreContext, stats: RestoreStats, site: int | None = None) ->
 
 
 def _own_vdso_block_start() -> int:
-    return min(m.start for m in proc.read_maps(os.getpid()) if m.path in memory.VDSO_NAMES)
+    return min(m.start for m in proc.own_vdso_blocks())
 
 
 def _close_unpassed(rctx: RestoreContext, batch) -> None:

@@ -87,7 +87,7 @@ class Injector:
     """Inject syscalls into stopped task `pid`, starting from registers `regs`."""
 
     def __init__(self, pid: int, site: int, regs: bytes | None = None, *, cure_regs: bool = True,
-                 held: bool = False):
+                 held: bool = False, maps=None):
         self.held = held
         self.pid = pid
         self.site = site
@@ -104,7 +104,7 @@ class Injector:
         self._curing = False
         self.gadget: int | None = None  # held injectors: the process's rt_sigreturn gadget
         self._frame_sp = 0  # armed: the stack pointer that makes the gadget return home
-        self.maps = None  # the process's maps as the caller read them (else read when needed)
+        self.maps = maps  # the process's maps as the caller read them (else read when needed)
         self.syscalls = 0  # syscalls run, batched ones included (`calls` counts stops)
         self._batch_area: tuple[int, int] | None = None  # (address, size): see use_batches
 
@@ -320,7 +320,15 @@ class Injector:
         """Find the process's rt_sigreturn gadget: from the next call on, calls are
         self-curing (inject/trampoline.py).  The task must be seized with
         PTRACE_O_TRACESYSGOOD (seize.Seized does that)."""
-        self.gadget = trampoline.find_gadget(self.pid, proc.read_maps(self.pid))
+        self.gadget = trampoline.find_gadget(self.pid, self._maps())
+
+    def _maps(self):
+        """The process's maps: as the caller read them while it was stopped (a frozen
+        process's stacks and code do not move; the scratch page pyckpt maps is
+        neither), else read now."""
+        if self.maps is None:
+            self.maps = proc.read_maps(self.pid)
+        return self.maps
 
     def share(self, leader: "Injector") -> None:
         """Use the gadget `leader` (an injector of the same process) found."""
@@ -337,7 +345,7 @@ class Injector:
         resume = trampoline.resume_regs(own, trampoline.rseq_cs(self.read, self.pid))
         fp = trampoline.fpstate(pt.get_xstate(self.pid))
         at = trampoline.frame_address(own.rsp, len(fp))
-        if not trampoline.on_a_stack(proc.read_maps(self.pid), at, own.rsp):
+        if not trampoline.on_a_stack(self._maps(), at, own.rsp):
             self.gadget = None
             return
         try:
@@ -389,6 +397,8 @@ class Batch:
 
     def data(self, blob: bytes) -> int:
         """Address in the task where `blob` will be when the calls run (8-byte aligned)."""
+        if self.inj._batch_area is None:
+            raise PyckptError(f"process {self.inj.pid}: no batch area for the data of injected calls")
         addr, size = self.inj._batch_area
         at = len(self._data)
         self._data += blob
@@ -403,6 +413,8 @@ class Batch:
         if not rows:
             return []
         inj = self.inj
+        if inj._batch_area is None:  # one call at a time, with the same checks
+            return [self._one(row) for row in rows]
         addr, size = inj._batch_area
         table = addr + BATCH_CODE_ROOM
         if data:
@@ -417,15 +429,23 @@ class Batch:
             results += [BATCH_ENTRY.unpack_from(raw, i * BATCH_ENTRY.size)[0]
                         for i in range(min(done + 1, len(part)))]
             if done < len(part):
-                number, *_, want, what, fail = part[done]
-                r = results[-1]
-                if fail is not None:
-                    raise fail(r)
-                if -4096 < r < 0:
-                    raise RemoteCallError(what or nr.name(number), inj.pid, -r)
-                raise PyckptError(f"{what or nr.name(number)} in process {inj.pid} returned {r:#x}, "
-                                  f"not {want:#x}")
+                self._failed(part[done], results[-1])
         return results
+
+    def _one(self, row: tuple) -> int:
+        number, *args, want, what, fail = row
+        r = self.inj.call(number, *args)
+        if want != WANT_ANY and (r != want if want != WANT_OK else -4096 < r < 0):
+            self._failed(row, r)
+        return r
+
+    def _failed(self, row: tuple, r: int):
+        number, *_, want, what, fail = row
+        if fail is not None:
+            raise fail(r)
+        if -4096 < r < 0:
+            raise RemoteCallError(what or nr.name(number), self.inj.pid, -r)
+        raise PyckptError(f"{what or nr.name(number)} in process {self.inj.pid} returned {r:#x}, not {want:#x}")
 
 
 def injection_site_from(pid: int, vdso_start: int, vdso_size: int) -> int:

@@ -44,6 +44,10 @@ U64 = (1 << 64) - 1
 # mov $0xf,%rax; syscall (glibc's __restore_rt, Go's sigreturn) or mov $15,%eax; syscall (musl)
 GADGET = re.compile(rb"\x48\xc7\xc0\x0f\x00\x00\x00\x0f\x05|\xb8\x0f\x00\x00\x00\x0f\x05")
 SCAN_LIMIT = 64 << 20  # bytes of executable mappings searched at most
+# Where a gadget was found before, by the mapping (device, inode, file offset, size):
+# the same library mapped again has it at the same place.  Only a hint: the bytes
+# there are read and matched again before use.
+_FOUND: dict[tuple, int] = {}
 
 
 def find_gadget(pid: int, maps) -> int | None:
@@ -51,6 +55,12 @@ def find_gadget(pid: int, maps) -> int | None:
     (libc's first), or None."""
     code = [m for m in maps if m.perms.startswith("r-x") and m.path.startswith("/")]
     code.sort(key=lambda m: not re.search(r"/libc[.-]", m.path))
+    for m in code:
+        at = _FOUND.get((m.dev, m.inode, m.offset, m.end - m.start))
+        if at is not None:
+            buf = ffi.new("char[]", 9)
+            if lib.ck_vm_read(pid, m.start + at, buf, 9) == 9 and GADGET.match(ffi.buffer(buf, 9)):
+                return m.start + at
     budget = SCAN_LIMIT
     for m in code:
         size = min(m.end - m.start, budget)
@@ -62,6 +72,7 @@ def find_gadget(pid: int, maps) -> int | None:
             continue
         found = GADGET.search(ffi.buffer(buf, size))
         if found:
+            _FOUND[(m.dev, m.inode, m.offset, m.end - m.start)] = found.start()
             return m.start + found.start()
     return None
 

@@ -52,7 +52,7 @@ from ..errors import (FileChangedError, ImageError, KernelMismatchError, PyckptE
 from ..image import record
 from ..inject import WANT_ANY, nr
 from ..problems import Fix, needs
-from ..proc import read_maps
+from ..proc import own_vdso_blocks
 from .context import DumpContext, RestoreContext
 from .fileid import FileIdentity, identify, open_checked
 from .order import ordered
@@ -581,7 +581,7 @@ def _scan(pm_fd: int, start: int, npages: int, mode: int) -> list[tuple[int, int
 def own_vdso() -> tuple[dict[str, int], int, int]:
     """This process's vDSO block sizes, [vdso] text digest, and [vdso] start."""
     sizes, digest, start = {}, 0, 0
-    for m in read_maps(os.getpid()):
+    for m in own_vdso_blocks():
         if m.path in VDSO_NAMES:
             sizes[m.path] = m.size
             if m.path == "[vdso]":

@@ -5,7 +5,7 @@ returns plain data, so it can be tested on captured text; each `read_*`
 function reads the live file for a PID.  Nothing here changes a process.
 """
 
-from .maps import MapEntry, parse_maps, parse_smaps_flags, read_maps, read_smaps_flags
+from .maps import MapEntry, own_vdso_blocks, parse_maps, parse_smaps_flags, read_maps, read_smaps_flags
 from .status import (
     ProcStat,
     parse_auxv,
@@ -40,6 +40,7 @@ __all__ = [
     "parse_maps",
     "parse_smaps_flags",
     "read_maps",
+    "own_vdso_blocks",
     "read_smaps_flags",
     "ProcStat",
     "parse_stat",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -71,6 +72,20 @@ def parse_smaps_flags(text: str) -> dict[int, list[str]]:
 def read_maps(pid: int) -> list[MapEntry]:
     with open(f"/proc/{pid}/maps") as f:
         return parse_maps(f.read())
+
+
+_OWN_VDSO: dict[int, list[MapEntry]] = {}
+VDSO_NAMES = ("[vvar]", "[vvar_vclock]", "[vdso]")
+
+
+def own_vdso_blocks() -> list[MapEntry]:
+    """pyckpt's own vDSO block ([vvar], [vvar_vclock], [vdso]), from its maps read
+    once per process: the kernel places it at exec and never moves it (a fork's
+    child has it where its parent had it; the cache is kept per PID all the same)."""
+    pid = os.getpid()
+    if pid not in _OWN_VDSO:
+        _OWN_VDSO[pid] = [m for m in read_maps(pid) if m.path in VDSO_NAMES]
+    return _OWN_VDSO[pid]
 
 
 def read_smaps_flags(pid: int) -> dict[int, list[str]]:

@@ -59,7 +59,7 @@ STATS: list[RestoreStats] = []
 
 def _restore_with_stats(*a, **kw):
     """pyckpt.restore() takes no stats=: its restorer.restore is given one here."""
-    return _real_restore(*a, stats=STATS[-1], **kw)
+    return _real_restore(*a, stats=STATS[-1] if STATS else None, **kw)
 
 
 restorer.restore = _restore_with_stats
@@ -175,7 +175,7 @@ def bench_target(name: str, argv: list[str], floor_argv: list[str], work: Path, 
                  profile: str | None) -> dict:
     t = Target(argv, work / f"{name}.log")
     want = t.checksum()
-    dumps, dump_calls, dump_opens = [], [], []
+    dumps, dump_calls, dump_opens, dump_phases = [], [], [], []
     restores, restore_calls, restore_opens, phases = [], [], [], []
     floors, per_call = [], []
     img = work / f"{name}-img"
@@ -207,6 +207,7 @@ def bench_target(name: str, argv: list[str], floor_argv: list[str], work: Path, 
                     dumps.append(dt)
                     dump_calls.append(image.dump_stats.injected_calls)
                     dump_opens.append(opens)
+                    dump_phases.append(dict(image.dump_stats.phases, freeze=image.dump_stats.freeze))
         assert t.checksum() == want, f"{name}: the dumped target's state changed"
         # restore: one image dumped with kill, restored again and again
         pyckpt.dump(t.pid, img, kill=True, progress=False)
@@ -240,13 +241,14 @@ def bench_target(name: str, argv: list[str], floor_argv: list[str], work: Path, 
         st.sort_stats("tottime").print_stats(30)
     call = statistics.median(per_call)
     stage_med = {k: statistics.median(ph.get(k, 0) for ph in phases) for k in phases[0]}
+    dump_med = {k: statistics.median(ph.get(k, 0) for ph in dump_phases) for k in dump_phases[0]}
     return {
         "target": name,
         "dump": summary(dumps), "dump_calls": statistics.median(dump_calls),
         "dump_proc_opens": statistics.median(dump_opens),
         "restore": summary(restores), "restore_calls": statistics.median(restore_calls),
         "restore_proc_opens": statistics.median(restore_opens),
-        "restore_stages": stage_med,
+        "restore_stages": stage_med, "dump_phases": dump_med,
         "spawn_floor": summary(floors), "inject_call": call,
     }
 
@@ -267,6 +269,8 @@ def fmt(results: list[dict]) -> str:
     for r in results:
         st = ", ".join(f"{k} {v * 1e3:.2f}" for k, v in r["restore_stages"].items() if v >= 0.0002)
         out.append(f"\n{r['target']} restore stages (median ms): {st}")
+        ph = ", ".join(f"{k} {v * 1e3:.2f}" for k, v in r["dump_phases"].items() if v >= 0.0002)
+        out.append(f"{r['target']} dump phases (median ms): {ph}")
     return "\n".join(out)
 
 

@@ -302,16 +302,8 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
                                         tables)
                 for zombie, (ppid, status) in zombies.items():
                     records += [ProcessRecord(zombie, ppid), ZombieRecord(zombie, ppid, status)]
-                t = time.perf_counter()
-                writer.write_header(Header(
-                    format_version=FORMAT_VERSION, pyckpt_version=__version__,
-                    kernel_release=os.uname().release, machine=os.uname().machine,
-                    created=time.time(), root_pid=pid, comm=stat.comm,
-                ))
-                for rec in records:
-                    writer.write_record(rec)
-                stats.phases["write records"] = time.perf_counter() - t
                 if kill:
+                    _write_records(writer, records, pid, stat, stats)
                     # The image is the only copy of the processes from now on.
                     t = time.perf_counter()
                     writer.finish(sync_pages=True)
@@ -323,10 +315,23 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
             finally:
                 stats.freeze = time.perf_counter() - t_seize
     if not kill:
+        _write_records(writer, records, pid, stat, stats)  # the tree runs again meanwhile
         t = time.perf_counter()
         writer.finish(sync_pages=False)
         _commit(deferral)  # a signal until now: abandon() demotes the image
         stats.phases["finish"] = time.perf_counter() - t
+
+
+def _write_records(writer: ImageWriter, records: list, pid: int, stat, stats: DumpStats) -> None:
+    t = time.perf_counter()
+    writer.write_header(Header(
+        format_version=FORMAT_VERSION, pyckpt_version=__version__,
+        kernel_release=os.uname().release, machine=os.uname().machine,
+        created=time.time(), root_pid=pid, comm=stat.comm,
+    ))
+    for rec in records:
+        writer.write_record(rec)
+    stats.phases["write records"] = time.perf_counter() - t
 
 
 def _children(pid: int) -> list[int]:

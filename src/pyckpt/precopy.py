@@ -42,6 +42,7 @@ memory, which are copied at the freeze as usual).
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import fcntl
 import os
@@ -94,6 +95,9 @@ class PreCopy:
         self.uffd = -1
         self.ranges: list[tuple[int, int]] = []  # registered
         self.chunks: dict[int, list[Copied]] = {}  # grid address -> what pass 1 copied there
+        # VMA start -> (end, page offset, runs, piece runs, their addresses) of a VMA
+        # pass 1 copied whole
+        self.whole: dict[int, tuple] = {}
         self.copied = 0  # bytes in pass 1
         self.reused = 0  # bytes of pass 1 kept at the freeze
         self.off = ""  # why pass 1 is not used, when it is not
@@ -158,11 +162,12 @@ class PreCopy:
                      for start, end in self.ranges]
         finally:
             os.close(pm)
-        jobs, where = [], []
+        jobs, where, vmas = [], [], []
         for start, end, runs in plans:
             m = maps.get(start)
             if m is None or m.end != end:
                 continue  # changed meanwhile: left to the freeze
+            vmas.append((start, end, m.offset, runs, len(jobs)))
             for first, count in runs:
                 jobs.append((start + first * PAGE, count, True, True))
                 where.append(m.offset - start)  # + address: the VMA's page offset there
@@ -176,6 +181,12 @@ class PreCopy:
             for run in runs:  # one piece each: inside one chunk of the grid
                 self.chunks.setdefault(run.addr & ~(CHUNK - 1), []).append(Copied(run, base + run.addr))
                 self.copied += run.npages * PAGE
+        for start, end, offset, runs, first_job in vmas:
+            got = results[first_job : first_job + len(runs)]
+            if all(sum(r.npages for r in g) == count for g, (_, count) in zip(got, runs)):
+                # all of it copied: at the freeze, the same runs need only the written chunks
+                pieces = [r for g in got for r in g]
+                self.whole[start] = (end, offset, runs, pieces, [r.addr for r in pieces])
 
     # -- at the freeze -------------------------------------------------------
 
@@ -189,6 +200,9 @@ class PreCopy:
             self.off = "memory was pinned during pre-copy"
             return [], runs
         categories = self._categories(vma_start, vma_end)
+        whole = self.whole.get(vma_start)
+        if whole is not None and whole[:3] == (vma_end, vma_offset, runs):
+            return self._reusable_whole(vma_start, vma_end, categories, whole[3], whole[4])
         kept: list[PageRun] = []
         left: list[tuple[int, int]] = []
         by_chunk: dict[int, list[tuple[int, int]]] = {}
@@ -205,6 +219,38 @@ class PreCopy:
                 self.reused += sum(n for _, n in now) * PAGE
             else:
                 left += [((a - vma_start) // PAGE, n) for a, n in now]
+        return kept, left
+
+    def _reusable_whole(self, vma_start: int, vma_end: int, categories, pieces: list[PageRun],
+                        starts: list[int]) -> tuple[list[PageRun], list[tuple[int, int]]]:
+        """reusable() for a VMA with the same anonymous pages and the same present runs
+        as in pass 1 (so each chunk holds the pieces pass 1 copied): the decision of
+        the general case, made only where the scan reports pages not clean (see
+        _clean) instead of chunk by chunk."""
+        dirty: set[int] = set()  # chunk grid addresses
+
+        def spoil(s: int, e: int) -> None:
+            i = max(bisect.bisect_right(starts, s) - 1, 0)
+            while i < len(pieces) and pieces[i].addr < e:
+                p = pieces[i]
+                if p.addr + p.npages * PAGE > s:
+                    dirty.add(p.addr & ~(CHUNK - 1))
+                i += 1
+
+        covered = vma_start
+        for s, e, cat in categories:
+            if e <= covered:
+                continue
+            if s > covered:
+                spoil(covered, s)  # a gap in the report: not sure
+            if not cat & PAGE_IS_WPALLOWED or cat & (PAGE_IS_WRITTEN | PAGE_IS_PFNZERO):
+                spoil(max(s, covered), e)
+            covered = max(covered, e)
+        if covered < vma_end:
+            spoil(covered, vma_end)
+        kept = [p for p in pieces if p.addr & ~(CHUNK - 1) not in dirty]
+        left = [((p.addr - vma_start) // PAGE, p.npages) for p in pieces if p.addr & ~(CHUNK - 1) in dirty]
+        self.reused += sum(p.npages for p in kept) * PAGE
         return kept, left
 
     def _categories(self, start: int, end: int) -> list[tuple[int, int, int]]:

@@ -276,6 +276,7 @@ class Saver:
     async def save(self, kernel_id: str, path: str, *, stop: bool = False,
                    timeout: float | None = None) -> dict:
         timeout = self.config.busy_timeout if timeout is None else float(timeout)
+        began = time.perf_counter()
         async with self._lock(kernel_id):
             km = self._km(kernel_id)
             path = self.config.resolve(path)
@@ -331,7 +332,8 @@ class Saver:
             self.log.info("pyckpt: saved kernel %s (PID %d) to %s in %.2f s (frozen %.3f s)%s; "
                           "phases: %s", kernel_id, pid, path, image.dump_stats.total,
                           image.dump_stats.freeze, ", stopped" if stop else "", phases)
-            return dict(self.describe(path, meta), phases=phases)
+            return dict(self.describe(path, meta), phases=phases, total=round(image.dump_stats.total, 3),
+                        took=round(time.perf_counter() - began, 3))
 
     async def _put_back_poller(self, km, kernel_id: str, value: int, timeout: float) -> None:
         """The running kernel's parent poller watches its parent again.  Never an error of
@@ -480,6 +482,7 @@ class Saver:
             model = self.mkm.kernel_model(kernel_id)
             model["pid"] = proc.pid
             model["restore_warnings"] = getattr(proc, "restore_warnings", [])
+            model["restore_seconds"] = getattr(proc, "restore_seconds", None)
             return model
 
     async def _restore_copy(self, meta: dict, path: str, allow: bool) -> dict:
@@ -507,7 +510,8 @@ class Saver:
                       meta["kernel_id"], path, kernel_id, proc.pid, new)
         model = self.mkm.kernel_model(kernel_id)
         model.update(pid=proc.pid, copy_of=meta["kernel_id"], ports=[new[p] for p in PORTS],
-                     restore_warnings=getattr(proc, "restore_warnings", []))
+                     restore_warnings=getattr(proc, "restore_warnings", []),
+                     restore_seconds=getattr(proc, "restore_seconds", None))
         return model
 
     async def _restore_into(self, km, kernel_id: str, path: str, replace: bool, allow: bool):

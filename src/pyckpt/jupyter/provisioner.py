@@ -202,7 +202,11 @@ class PyckptProvisioner(LocalProvisioner):
                                     port_map={int(k): int(v) for k, v in self.port_map.items()},
                                     allow_changed_files=True if self.allow_changed_files
                                     else SHARED_FILES)
+        import time
+
+        t = time.perf_counter()
         proc = await asyncio.get_running_loop().run_in_executor(None, restore)
+        self.restore_seconds = time.perf_counter() - t  # pyckpt.restore's own time
         self.restore_warnings = list(getattr(proc, "restore_warnings", ()))
         self.process = RestoredProcess(proc.pid, proc.ppid() if copy else None)
         self.pid = self.restored_pid = proc.pid

@@ -15,7 +15,7 @@ else a bytearray of random bytes (what was used is in the output).
 
 Then, --repeat times, in this order (one round, untimed, comes first):
 
-  cell           a cell that writes 1 % of the state (one byte every 100),
+  cell           a cell that rewrites 1 % of the state (one contiguous piece),
                  timed on the tab from the request until the kernel is idle:
                  the reference latency of an ordinary cell
   copy in kernel the time the kernel takes to copy its state (`bytes(view)`),
@@ -24,7 +24,10 @@ Then, --repeat times, in this order (one round, untimed, comes first):
   save           `POST /api/pyckpt/kernels/ID/save` (pre-copy on, the kernel
                  runs on): the freeze (`dump_stats.freeze`: the kernel stopped),
                  the dump's total, the request's wall time, the dump's phases
-  save --stop    the same with "stop": the kernel ends once saved
+  incremental    after another cell rewriting 1 % of the state, a save with
+                 "parent": the image above (only the 256 KiB pieces that changed
+                 are stored): its freeze, and its size / the full image's
+  save --stop    the same as save with "stop": the kernel ends once saved
   restore        `POST /api/pyckpt/restore` of that image under the same id:
                  the request's wall time and pyckpt.restore's own time in it
   first cell     right after the restore returns: a cell on the tab that was
@@ -147,8 +150,11 @@ class Tab:
             header=[f"Authorization: token {server.token}"], timeout=120)
         self.ws.settimeout(0.05)
 
-    def run(self, code: str, timeout: float = 600, retry_every: float = 5) -> tuple[list[str], float]:
-        """Run a cell: (its printed lines, seconds from the first request until idle)."""
+    def run(self, code: str, timeout: float = 600,
+            retry_every: float | None = None) -> tuple[list[str], float]:
+        """Run a cell: (its printed lines, seconds from the first request until idle).  With
+        `retry_every`, the request is sent again after that many seconds without an answer
+        (a request sent while ZMQ reconnects to a restored kernel may be lost)."""
         start = time.perf_counter()
         deadline = time.monotonic() + timeout
         while True:
@@ -160,7 +166,7 @@ class Tab:
                 "content": {"code": code, "silent": False, "store_history": False,
                             "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}}))
             out, status, idle = [], None, False
-            again = time.monotonic() + retry_every
+            again = time.monotonic() + (retry_every or timeout)
             while time.monotonic() < min(again, deadline) or (status and not idle):
                 try:
                     msg = json.loads(self.ws.recv())
@@ -199,12 +205,15 @@ try:
         kind = "numpy array"
         view = memoryview(state).cast("B")
 except ImportError:
-    state = bytearray(os.urandom(n))
+    state = bytearray(n)
+    for i in range(0, n, 1 << 24):
+        state[i:i + (1 << 24)] = os.urandom(min(1 << 24, n - i))
     kind = "bytearray"
     view = memoryview(state)
 print(kind, view.nbytes)
 """
-TOUCH = "view[{offset}::100] = bytes([{value}]) * len(range({offset}, view.nbytes, 100))"
+# rewrite 1 % of the state, one contiguous piece at a different place each time
+TOUCH = ("p = view.nbytes // 100; o = ({i} * 37 % 99) * p; view[o:o + p] = os.urandom(p)")
 COPY = "t = time.perf_counter(); _ = bytes(view); print(time.perf_counter() - t); del _"
 
 
@@ -238,7 +247,7 @@ def main() -> int:
         for i in range(args.repeat + 1):
             timed = i > 0
             sample = {}
-            _, sample["cell"] = tab.run(TOUCH.format(offset=i % 100, value=i % 256))
+            _, sample["cell"] = tab.run(TOUCH.format(i=2 * i))
             (copy,), _ = tab.run(COPY)
             sample["copy in kernel"] = float(copy)
             img = f"{work}/img"
@@ -248,6 +257,12 @@ def main() -> int:
             image_mib = r["size"] / 2**20
             for name, v in r.get("phases", {}).items():
                 phases.setdefault(name, []).append(v) if timed else None
+            tab.run(TOUCH.format(i=2 * i + 1))
+            r = server.api("POST", f"api/pyckpt/kernels/{kid}/save", {"path": img + "-inc",
+                                                                     "parent": img})
+            sample["incremental save: freeze"] = r["freeze"]
+            sample["incremental size / full"] = r["size"] / (image_mib * 2**20)
+            shutil.rmtree(img + "-inc")
             shutil.rmtree(img)
             r = server.api("POST", f"api/pyckpt/kernels/{kid}/save", {"path": img, "stop": True})
             sample["save --stop: freeze"] = r["freeze"]
@@ -255,7 +270,7 @@ def main() -> int:
             r = server.api("POST", "api/pyckpt/restore", {"path": img})
             sample["restore: request"] = time.perf_counter() - t
             sample["restore: pyckpt.restore"] = r["restore_seconds"]
-            _, sample["first cell"] = tab.run("pass")
+            _, sample["first cell"] = tab.run("pass", retry_every=5)
             shutil.rmtree(img)
             sample["freeze / copy in kernel"] = sample["save: freeze"] / sample["copy in kernel"]
             sample["restore / copy in kernel"] = sample["restore: pyckpt.restore"] / sample["copy in kernel"]

@@ -20,6 +20,8 @@ import uuid
 import psutil
 import pytest
 
+import pyckpt
+
 websocket = pytest.importorskip("websocket")  # websocket-client (the test extra)
 pytest.importorskip("jupyter_server")
 
@@ -390,6 +392,57 @@ def test_a_copy_under_a_new_id_beside_the_original(server, tmp_path):
           or psutil.Process(copy_pid).status() == psutil.STATUS_ZOMBIE)
     assert tab.run("print(who)") == ["original"]
     assert [k["id"] for k in server.api("GET", "api/kernels")] == [kid]
+    tab.close()
+
+
+def _size(path) -> int:
+    return sum(os.lstat(os.path.join(d, f)).st_size for d, _, files in os.walk(path) for f in files)
+
+
+def test_incremental_save_after_a_small_change(server, tmp_path):
+    """save --parent PREV stores what changed since PREV: after a cell that rewrote 1 % of
+    a 128 MiB state, the image is a small part of the full one, and restores the state of
+    its own save; the magic's save after a restore builds on the image restored."""
+    kid = server.api("POST", "api/kernels", {"name": "python3"})["id"]
+    tab = Tab(server, kid)
+    digest = "print(hashlib.sha256(state).hexdigest()[:16], mark)"
+    (before,) = tab.run(f"import os, hashlib\nstate = bytearray(os.urandom(128 << 20))\n"
+                        f"mark = 'full'\n{digest}", timeout=120)
+    full = tmp_path / "full"
+    r = server.cli("save", kid, str(full))
+    assert r.returncode == 0, r.stderr
+    (after,) = tab.run(f"state[:len(state) // 100] = os.urandom(len(state) // 100)\n"
+                       f"mark = 'incremental'\n{digest}")
+    assert after.split()[0] != before.split()[0]
+    inc = tmp_path / "inc"
+    r = server.cli("save", kid, str(inc), "--parent", str(full), "--stop")
+    assert r.returncode == 0, r.stderr
+    assert f"(incremental on {full})" in r.stdout, r.stdout
+    # 1.3 MiB of the state changed: the rest of it is read from the parent.  The kernel's
+    # own memory (heap, arenas: a cell and the garbage collector write much of it) is
+    # stored again, ~30 MiB here: a larger state makes it a smaller part
+    kept = pyckpt.open_image(inc / "image").summary()["inherited_bytes"]
+    print(f"incremental image {_size(inc) / 2**20:.1f} MiB, {_size(inc) / _size(full):.1%} of the "
+          f"full {_size(full) / 2**20:.1f} MiB; {kept / 2**20:.1f} MiB kept in the parent")
+    assert kept > 0.97 * (128 << 20) and _size(inc) < _size(full) - (120 << 20)
+
+    r = server.cli("list")  # the chain
+    line = next(line for line in r.stdout.splitlines() if line.startswith(f"{inc}: "))
+    assert line.endswith(f", stopped, incremental on {full}"), r.stdout
+
+    r = server.cli("restore", str(inc))
+    assert r.returncode == 0, r.stderr
+    assert tab.run(digest) == [after]
+    # the magic's save after that restore is incremental on the image restored
+    assert tab.run("%load_ext pyckpt\n%pyckpt save again") == [
+        "pyckpt: saving this kernel as again once this cell has run"]
+    image_dir = server.api("GET", "api/pyckpt")["image_dir"]
+    again = _wait("the magic's save", lambda: next(
+        (i for i in server.api("GET", "api/pyckpt/images") if i["name"] == "again"), None))
+    assert again["parent"] == str(inc) and again["path"] == os.path.join(image_dir, "again")
+    assert again["size"] < _size(full) - (120 << 20), again
+    r = server.cli("save", kid, str(tmp_path / "x"), "--parent", str(tmp_path))
+    assert r.returncode == 6 and "is not a saved Jupyter kernel" in r.stderr, r.stderr
     tab.close()
 
 

@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stop", action="store_true",
                    help="end the kernel once saved (the server keeps its id and tabs, and does "
                         "not restart it)")
+    s.add_argument("--parent", metavar="PREV",
+                   help="an incremental save: only what changed since the kernel saved in PREV "
+                        "(a directory `pyckpt jupyter save` wrote, or a name under the server's "
+                        "image directory) is stored; PREV must stay where it is for a restore")
     s.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="how long to wait for a busy kernel to finish its cell (server default 30)")
     r = sub.add_parser("restore", help="restore the kernel saved in DIR under its kernel id",
@@ -73,9 +77,15 @@ def run(argv: list[str], outer=None) -> int:
 
     server = Server(args.server, args.token)
     if args.action == "save":
-        r = server.save(args.kernel_id, _path(args.dir), stop=args.stop, timeout=args.timeout)
+        parent = None if args.parent is None else (args.parent if "/" not in args.parent
+                                                   and not os.path.isdir(args.parent)
+                                                   else _path(args.parent))
+        r = server.save(args.kernel_id, _path(args.dir), stop=args.stop, timeout=args.timeout,
+                        parent=parent)
         print(f"saved kernel {r['kernel_id']} (PID {r['pid']}) to {r['path']}: "
-              f"{binary_size(r['size'])}, frozen for {r['freeze']:.3f} s"
+              f"{binary_size(r['size'])}"
+              + (f" (incremental on {r['parent']})" if r.get("parent") else "")
+              + f", frozen for {r['freeze']:.3f} s"
               + ("; it has ended, `pyckpt jupyter restore` brings it back" if r["stopped"]
                  else "; it runs on"), flush=True)
     elif args.action == "restore":
@@ -98,5 +108,6 @@ def run(argv: list[str], outer=None) -> int:
                 print(f"{i['path']}: {i['error']}")
                 continue
             print(f"{i['path']}: kernel {i['kernel_id']} ({i['kernel_name']}), saved {i['saved']}, "
-                  f"{binary_size(i['size'])}{', stopped' if i['stopped'] else ''}")
+                  f"{binary_size(i['size'])}{', stopped' if i['stopped'] else ''}"
+                  + (f", incremental on {i['parent']}" if i.get("parent") else ""))
     return 0

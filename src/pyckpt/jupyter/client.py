@@ -132,10 +132,13 @@ class Server:
         return JupyterError(f"the Jupyter server at {self.url} answered HTTP {code} to {path}: "
                             f"{message or 'no reason given'}", url=self.url, status=code)
 
-    def save(self, kernel_id: str, path: str, *, stop: bool = False, timeout: float | None = None):
+    def save(self, kernel_id: str, path: str, *, stop: bool = False, timeout: float | None = None,
+             parent: str | bool | None = None):
         body = {"path": path, "stop": stop}
         if timeout is not None:
             body["timeout"] = timeout
+        if parent is not None:
+            body["parent"] = parent
         return self.call("POST", f"api/pyckpt/kernels/{urllib.parse.quote(kernel_id, safe='')}/save",
                          body)
 

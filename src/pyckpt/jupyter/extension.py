@@ -5,7 +5,8 @@ that save the kernels it manages and bring them back (loaded by
     GET  /api/pyckpt                           {"version", "image_dir", "pid"}
     GET  /api/pyckpt/images                    [saved kernel, ...] (newest first): those
                                                in image_dir and those saved elsewhere
-    POST /api/pyckpt/kernels/KERNEL_ID/save    {"path", "stop": false, "timeout": 30}
+    POST /api/pyckpt/kernels/KERNEL_ID/save    {"path", "stop": false, "timeout": 30,
+                                                "parent": null}
     POST /api/pyckpt/restore                   {"path", "replace": false,
                                                 "allow_changed_files": false,
                                                 "new_id": false}
@@ -39,6 +40,13 @@ Save (the kernel keeps its tabs: nothing is asked of the server's channels):
    the same ZMQ identity is ignored by its ROUTER socket, it seems; none in
    10 with tcp_established).  DIR/kernel.json gets the kernel id, kernel name and the
    connection (ports, key, signature scheme): the secret key, so mode 0600.
+   With `parent` (a saved kernel's directory, or true: the last save of this
+   kernel process, or the image it was restored from, if still there) the
+   image is incremental (`dump(..., parent=)`): only the 256 KiB pieces of
+   memory that changed since are stored, the rest is read from the parent's
+   image (which must stay where it is) at restore; kernel.json names the
+   parent, and the list shows it.  A chain already MAX_CHAIN deep is refused
+   (for true: a full image is made).
 4. with `stop`, the kernel has ended: the server keeps the kernel id (its
    tabs stay open, the restarter stays paused so no new empty kernel is
    started) until it is restored; else the restarter runs again.
@@ -274,7 +282,7 @@ class Saver:
     # -- save ---------------------------------------------------------------------------
 
     async def save(self, kernel_id: str, path: str, *, stop: bool = False,
-                   timeout: float | None = None) -> dict:
+                   timeout: float | None = None, parent: str | bool | None = None) -> dict:
         timeout = self.config.busy_timeout if timeout is None else float(timeout)
         began = time.perf_counter()
         async with self._lock(kernel_id):
@@ -292,6 +300,7 @@ class Saver:
             if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
                 raise SaveRefused(f"{path} exists and is not empty: save kernel {kernel_id} into a "
                                   "new or empty directory", kernel_id=kernel_id)
+            parent = self._parent(km, kernel_id, pid, parent)  # checked before the kernel is touched
             await self._wait_idle(km, kernel_id, timeout)
             old = await self._execute(km, kernel_id, "pass", timeout, {"old": READ_POLLER})
             old = old.get("old", {}).get("data", {}).get("text/plain", "None")
@@ -304,7 +313,8 @@ class Saver:
             import pyckpt
 
             dump = functools.partial(pyckpt.dump, pid, os.path.join(path, IMAGE), kill=stop,
-                                     precopy=True, progress=False)
+                                     precopy=True, progress=False,
+                                     parent=None if parent is None else os.path.join(parent, IMAGE))
             try:
                 os.makedirs(path, exist_ok=True)
                 image = await asyncio.get_running_loop().run_in_executor(None, dump)
@@ -315,10 +325,12 @@ class Saver:
                 raise
             meta = self._meta(km, kernel_id, pid, image, stop, old)
             meta["server_stdio"] = stdio
+            meta["parent"] = parent
             fd = os.open(os.path.join(path, META), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 json.dump(meta, f, indent=1)
             self._remember(path)
+            km.pyckpt_last = (path, pid)  # a later save's parent (what the kernel's memory was)
             if stop:  # ended by the dump: reap it; the id stays, the restarter paused
                 await km.provisioner.wait()
                 km.execution_state = "saved"
@@ -334,6 +346,39 @@ class Saver:
                           image.dump_stats.freeze, ", stopped" if stop else "", phases)
             return dict(self.describe(path, meta), phases=phases, total=round(image.dump_stats.total, 3),
                         took=round(time.perf_counter() - began, 3))
+
+    def _parent(self, km, kernel_id: str, pid: int, parent) -> str | None:
+        """The saved kernel directory an incremental save builds on: `parent` (a path or
+        name) checked, or for True the last save of this kernel process (or the image it
+        was restored from) when it is still there and its chain has room; else None
+        (a full image)."""
+        from ..image.chain import MAX_CHAIN
+
+        if parent is True:
+            path, of = getattr(km, "pyckpt_last", None) or (None, None)
+            if path is None or of != pid or not os.path.isfile(os.path.join(path, META)):
+                return None
+            try:
+                return path if self._depth(path) < MAX_CHAIN else None
+            except errors.PyckptError:
+                return None  # damaged or gone meanwhile: a full image
+        if not parent:
+            return None
+        path = self.config.resolve(parent)
+        read_meta(path)  # a saved kernel's directory (an ImageError naming it otherwise)
+        if self._depth(path) >= MAX_CHAIN:
+            raise SaveRefused(f"{path} is the end of a chain of {MAX_CHAIN + 1} images already: save "
+                              f"kernel {kernel_id} without a parent (a full image)",
+                              kernel_id=kernel_id, status=409)
+        return path
+
+    @staticmethod
+    def _depth(path: str) -> int:
+        """Images above the saved kernel at `path` (0: a full image); a bad image raises."""
+        import pyckpt
+
+        above = pyckpt.open_image(os.path.join(path, IMAGE)).summary()["parent"]
+        return 0 if above is None else above["depth"]
 
     async def _put_back_poller(self, km, kernel_id: str, value: int, timeout: float) -> None:
         """The running kernel's parent poller watches its parent again.  Never an error of
@@ -407,7 +452,7 @@ class Saver:
         return {"path": path, "name": os.path.basename(path), "kernel_id": meta["kernel_id"],
                 "kernel_name": meta.get("kernel_name"), "pid": meta.get("pid"),
                 "saved": meta.get("saved"), "stopped": meta.get("stopped"),
-                "freeze": meta.get("freeze"), "size": size,
+                "freeze": meta.get("freeze"), "size": size, "parent": meta.get("parent"),
                 "ports": [meta["connection"][p] for p in ("shell_port", "iopub_port", "stdin_port",
                                                           "control_port", "hb_port")]}
 
@@ -478,6 +523,7 @@ class Saver:
             km = self.mkm.get_kernel(kernel_id)
             km.execution_state = "idle"  # it was saved idle
             km.pyckpt_saved = None
+            km.pyckpt_last = (path, proc.pid)  # its memory is that image's: a save's parent
             self.log.info("pyckpt: restored kernel %s from %s as PID %s", kernel_id, path, proc.pid)
             model = self.mkm.kernel_model(kernel_id)
             model["pid"] = proc.pid
@@ -498,6 +544,7 @@ class Saver:
         km = self.mkm.get_kernel(kernel_id)
         km.execution_state = "idle"
         proc = km.provisioner
+        km.pyckpt_last = (path, proc.pid)
         new = {p: getattr(km, p) for p in PORTS}
         try:  # what the kernel knows of itself: its connection file and ports
             await self._execute(km, kernel_id, RUN_RETARGET.format(
@@ -668,8 +715,12 @@ class SaveHandler(_Handler):
     async def post(self, kernel_id):
         body = self.body()
         try:
+            parent = body.get("parent")
+            if parent is not None and not isinstance(parent, (bool, str)):
+                raise TypeError("\"parent\" is a saved kernel's directory or name, or true for "
+                                "the last save of this kernel")
             result = await self.saver.save(kernel_id, body.get("path"), stop=bool(body.get("stop")),
-                                           timeout=body.get("timeout"))
+                                           timeout=body.get("timeout"), parent=parent)
         except errors.PyckptError as e:
             return self.fail(e)
         except (TypeError, ValueError) as e:  # a "timeout" that is no number, ...

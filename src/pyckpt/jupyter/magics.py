@@ -1,6 +1,10 @@
 """`%load_ext pyckpt` in a notebook kernel: the `%pyckpt` line magic.
 
-    %pyckpt save NAME [--stop]   save this kernel (once the cell has run)
+    %pyckpt save NAME [--stop] [--full]
+                                 save this kernel (once the cell has run); after an
+                                 earlier save (or a restore) of this kernel only
+                                 what changed since is stored (incremental), unless
+                                 --full
     %pyckpt restore NAME         replace this kernel by the one saved as NAME
     %pyckpt restore NAME --new-id
                                  bring the one saved as NAME back as a new kernel
@@ -54,9 +58,10 @@ def _in_thread(what: str, call) -> None:
 
 
 def pyckpt_magic(line: str) -> None:
-    """%pyckpt save NAME [--stop] | restore NAME [--new-id] | list"""
+    """%pyckpt save NAME [--stop] [--full] | restore NAME [--new-id] | list"""
     args = shlex.split(line)
-    usage = "usage: %pyckpt save NAME [--stop] | %pyckpt restore NAME [--new-id] | %pyckpt list"
+    usage = ("usage: %pyckpt save NAME [--stop] [--full] | %pyckpt restore NAME [--new-id] | "
+             "%pyckpt list")
     if not args or args[0] not in ("save", "restore", "list"):
         print(usage)
         return
@@ -70,16 +75,20 @@ def pyckpt_magic(line: str) -> None:
         try:
             for i in server.images():
                 print(f"{i.get('name')}: kernel {i.get('kernel_id')}, saved {i.get('saved')}"
-                      f"{', this kernel' if i.get('kernel_id') == kernel_id else ''}")
+                      f"{', this kernel' if i.get('kernel_id') == kernel_id else ''}"
+                      + (f", incremental on {os.path.basename(i['parent'])}" if i.get("parent")
+                         else ""))
         except JupyterError as e:
             print(f"pyckpt: {e}")
         return
-    if args[0] == "save" and len(args) in (2, 3) and args[2:] in ([], ["--stop"]):
-        name, stop = args[1], args[2:] == ["--stop"]
+    if args[0] == "save" and len(args) >= 2 and set(args[2:]) <= {"--stop", "--full"} \
+            and len(set(args[2:])) == len(args[2:]):
+        name, stop, full = args[1], "--stop" in args, "--full" in args
 
         def save():
-            r = server.save(kernel_id, name, stop=stop)
-            return (f"saved this kernel to {r['path']} ({r['size'] / 2**20:.1f} MiB, frozen "
+            r = server.save(kernel_id, name, stop=stop, parent=not full)
+            on = f", incremental on {os.path.basename(r['parent'])}" if r.get("parent") else ""
+            return (f"saved this kernel to {r['path']} ({r['size'] / 2**20:.1f} MiB{on}, frozen "
                     f"{r['freeze']:.3f} s)")
 
         print(f"pyckpt: saving this kernel as {name} once this cell has run")

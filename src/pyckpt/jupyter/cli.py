@@ -12,9 +12,14 @@ import sys
 from .client import Server
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from ..cli import _Parser
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr (as `pyckpt`'s own)."""
 
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pyckpt jupyter",
                 description="Save a kernel of a running Jupyter server (its tabs stay open) and "
                             "bring it back under the same kernel id. The server must run the "

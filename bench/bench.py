@@ -16,6 +16,9 @@ R times each (min and median reported):
                  until it returns (the process runs); page bytes / wall time;
                  stage timings from RestoreStats; the restored copy is checked
                  (checksum of its memory) and then killed and reaped
+  lazy restore   restore(lazy=True) until it returns (the process runs, its
+                 pages still coming) and until its page handler exits (every
+                 page in); alternating with the copying restore and floors
   restore floor  pages.img read (preadv, 4 MiB chunks) into a fresh anonymous
                  mmap of its size, in this process; also a variant that
                  populates the mapping first (MADV_POPULATE_WRITE), as
@@ -632,6 +635,39 @@ def phase_medians(runs: list[dict]) -> dict[str, float]:
     return {k: statistics.median(r["phases"].get(k, 0.0) for r in runs) for k in keys}
 
 
+def do_lazy_restore(t: Target, imgdir: Path) -> dict:
+    """restore(lazy=True): time until it returns (the process runs), and until its page
+    handler exits (every page is in; polled on a pidfd of the handler).  The handler is
+    reparented to this script (a subreaper meanwhile) and reaped (it reaps its guard); the
+    restored process is checked (checksum), killed and reaped."""
+    import dataclasses
+    import select
+
+    set_subreaper(True)
+    try:
+        st = RestoreStats()
+        t0 = time.perf_counter()
+        p = pyckpt_restore(imgdir, progress=Progress(enabled=False), stats=st,
+                           options=dataclasses.replace(RESTORE_OPTIONS, lazy=True))
+        running = time.perf_counter() - t0
+        _owned.add(p.pid)
+        handlers = p.lazy_handlers
+        for h in handlers:
+            fd = os.pidfd_open(h.handler)
+            select.select([fd], [], [])
+            os.close(fd)
+        all_in = time.perf_counter() - t0
+        for h in handlers:
+            os.waitpid(h.handler, 0)  # it reaps its guard
+    finally:
+        set_subreaper(False)
+    ok = t.checksum_ok(p.pid)
+    kill_own(p.pid)
+    if not ok:
+        raise RuntimeError("lazily restored process has different memory (checksum mismatch)")
+    return {"running": running, "all_pages": all_in, "validate": st.phases.get("VALIDATE", 0.0)}
+
+
 def bench_size(exe: Path, mib: int, reps: int, workdir: Path, floor_buf: int, warmup: bool = True,
                profile: bool = True, copies: tuple[int, ...] = (1, 8),
                log=print) -> dict:
@@ -702,18 +738,25 @@ def bench_size(exe: Path, mib: int, reps: int, workdir: Path, floor_buf: int, wa
             r, acc = profiled(do_restore, t, imgdir)
             res["restore_profile"] = {"VALIDATE": r["phases"].get("VALIDATE"),
                                       "PAGES": r["phases"].get("PAGES"), "time": r["time"], **acc}
-        restores, rfloors, rfloors_pop = [], [], []
+        restores, rfloors, rfloors_pop, lazies = [], [], [], []
         for i in range(reps):
-            order = ("floor", "floor_pop", "restore") if i % 2 == 0 else ("restore", "floor_pop", "floor")
+            order = ("floor", "floor_pop", "restore", "lazy") if i % 2 == 0 else \
+                ("lazy", "restore", "floor_pop", "floor")
             for what in order:
-                if what == "floor":
+                if what == "lazy":
+                    lazies.append(do_lazy_restore(t, imgdir))
+                elif what == "floor":
                     rfloors.append(restore_floor(pages))
                 elif what == "floor_pop":
                     rfloors_pop.append(restore_floor(pages, populate=True))
                 else:
                     restores.append(do_restore(t, imgdir))
             log(f"[{mib} MiB] restore {i + 1}/{reps}: {restores[-1]['time']:.3f} s, "
-                f"floor {rfloors[-1][0]:.3f} s, floor+populate {rfloors_pop[-1][0]:.3f} s")
+                f"floor {rfloors[-1][0]:.3f} s, floor+populate {rfloors_pop[-1][0]:.3f} s, "
+                f"lazy: running {lazies[-1]['running']:.3f} s, all pages {lazies[-1]['all_pages']:.3f} s")
+        res["lazy_restore"] = {"running": summary([x["running"] for x in lazies]),
+                               "all_pages": summary([x["all_pages"] for x in lazies]),
+                               "validate": summary([x["validate"] for x in lazies]), "runs": lazies}
 
         copy_runs: dict[int, list[dict]] = {n: [] for n in copies}
         notes: dict[int, str] = {}
@@ -863,6 +906,11 @@ def fmt_table(results: list[dict]) -> str:
     row("restore floor throughput (MiB/s)", lambda r: r["restore_floor"]["throughput"], mibs)
     row("restore / floor", lambda r: r["restore_vs_floor"], lambda x: f"{x:.2f}")
     row("  floor w/ MADV_POPULATE_WRITE (MiB/s)", lambda r: r["restore_floor_populate"]["throughput"], mibs)
+    row("lazy restore: running (ms)", lambda r: r["lazy_restore"]["running"], ms)
+    row("  of which image verification (ms)", lambda r: r["lazy_restore"]["validate"], ms)
+    row("lazy restore: all pages in (ms)", lambda r: r["lazy_restore"]["all_pages"], ms)
+    row("  all pages in / copying restore", lambda r: r["lazy_restore"]["all_pages"]["median"]
+        / r["restore"]["time"]["median"], lambda x: f"{x:.2f}")
     row("injected call, pinned (us)", lambda r: r["inject"]["pinned"]["per_call"], us)
     row("injected call, other CPU (us)", lambda r: r["inject"]["unpinned"]["per_call"], us)
     row("seize+interrupt, pinned (us)", lambda r: r["inject"]["pinned"]["seize"], us)

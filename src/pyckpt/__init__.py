@@ -81,6 +81,7 @@ Layout of the package, for developers:
   templates.py  many copies of one image (pyckpt.template); fastcopy.py forks
                 them from the image restored once into a stopped template
   precopy.py    pre-copy: memory copied while the target runs (precopy=True)
+  lazy.py       lazy restore (lazy=True): pages on first touch from a handler process
   netns.py      network namespaces of restored copies (new_netns=True)
   limits.py     pyckpt's own RLIMIT_NOFILE during the work; out of fds/memory
   privileges.py root and the capabilities a dump or restore needs, checked first
@@ -481,7 +482,7 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
             allow_changed_files: bool | list[str] = False, deleted_dir: str | os.PathLike | None = None,
             new_pidns: bool = False, new_netns: bool = False, trust_image: bool = False,
             shell_job: bool = False, tcp_established: bool = False, port_map: dict | None = None,
-            progress=None, _process=True):
+            progress=None, _process=True, lazy: bool | str = False):
     """Re-create the process saved at `path`, with its PID; returns a `psutil.Process`.
 
     The restored process is a child of the caller (reap it when it ends).
@@ -565,6 +566,14 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     on — anything more is an `UntrustedImageError` (`.owner`, `.wants`) unless
     `trust_image=True`: pass it only for images whose writer you trust.  Running
     out of fds or memory is a `ResourceError`, never a damaged image.
+
+    With `lazy=True` the process runs before its private anonymous memory is
+    filled: each page comes from the image when first touched, served by a
+    handler process that pushes the rest in the background and exits once all
+    are in (`lazy="touch"`: only touched pages, the handler stays until then).
+    If the handler dies first, its guard kills the process: never left with
+    missing memory.  The returned process's `lazy_handlers` lists them
+    (`pyckpt.lazy.Handler`: pid, handler, guard); see pyckpt/lazy.py.
     """
     # (`_process=False`: the `pyckpt` command, which prints the PID, gets an object with
     # `pid` and `restore_warnings` instead, and does not load psutil.)
@@ -574,6 +583,9 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
 
     opts = _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,
                             trust_image, shell_job, tcp_established, port_map)
+    if lazy not in (False, True, "touch"):
+        raise ValueError(f"lazy must be False, True or \"touch\", not {lazy!r}")
+    opts.lazy = lazy
     # The caller's fds (fds={n: fd}, inherit_stdio) are copied now, before pyckpt opens any
     # file: a number left closed could otherwise be reused by one of pyckpt's own files.
     with fd_room(), pinned_caller_fds(opts) as opts:

@@ -90,6 +90,11 @@ def build_parser():
                                    "PID as the only line on stdout once the process runs on its own.")
     r.add_argument("dir", metavar="DIR")
     _restore_options(r)
+    r.add_argument("--lazy", action="store_true",
+                   help="let the process run before its memory is filled: private anonymous pages "
+                        "come from the image when first touched (userfaultfd), the rest in the "
+                        "background, from a handler process that exits once all are in (its PID on "
+                        "stderr); if it dies first, the process is killed. DIR may be removed meanwhile")
 
     s = sub.add_parser("show", help="describe an image",
                        description="Print what an image holds: header, memory areas, fds.")
@@ -387,10 +392,14 @@ def _cmd_restore(args, progress) -> int:
     from . import restore
     from .signals import commit
 
-    proc = restore(args.dir, **_restore_kwargs(args), progress=progress, _process=False)
+    proc = restore(args.dir, **_restore_kwargs(args), progress=progress, _process=False,
+                   lazy=args.lazy)
     args.restored = proc.pid
     commit(interrupt=False)  # the process was released and runs: a signal from now on is late
     print(proc.pid, flush=True)
+    for h in getattr(proc, "lazy_handlers", ()):
+        print(f"pyckpt restore: lazy: the pages of process {h.pid} come from handler {h.handler} "
+              f"(guard {h.guard}), which exits once all are in", file=sys.stderr)
     for warning in getattr(proc, "restore_warnings", ()):
         print(f"pyckpt restore: warning: {_one_line(warning)}", file=sys.stderr)
     if args.shell_job:  # wait for it as a shell waits for a job; its exit status is ours

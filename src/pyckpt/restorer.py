@@ -119,11 +119,12 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
             rctxs[0].close_passed()
     stats.total = time.perf_counter() - t0
     if not process:
-        return Restored(rctxs[0].pid, list(stats.warnings))
+        return Restored(rctxs[0].pid, list(stats.warnings), list(rctxs[0].shared.get("lazy handlers", [])))
     import psutil  # (only here: ~15 ms of a command's start-up)
 
     restored = psutil.Process(rctxs[0].pid)
     restored.restore_warnings = list(stats.warnings)
+    restored.lazy_handlers = list(rctxs[0].shared.get("lazy handlers", []))  # lazy.Handler each
     return restored
 
 
@@ -134,6 +135,7 @@ class Restored:
 
     pid: int
     restore_warnings: list[str]
+    lazy_handlers: list = field(default_factory=list)  # lazy.Handler each (restore(lazy=True))
 
 
 def check(path, *, progress: Progress | None = None,

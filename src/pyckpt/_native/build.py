@@ -30,6 +30,10 @@ ffibuilder.cdef(
     int ck_sync_range(int fd, long offset, long len, unsigned flags);
     long ck_vm_read_to_file(int pid, unsigned long addr, size_t len, int fd,
                             void *buf, size_t buflen);
+    long ck_lazy_register(int uffd, const unsigned long *ranges, long n);
+    long ck_lazy_start(int uffd, int pages_fd, int pidfd, int pid, const unsigned long *runs,
+                       long nruns, int prefetch, unsigned long window, unsigned long chunk,
+                       long *guard);
     """
 )
 

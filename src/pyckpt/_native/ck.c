@@ -550,3 +550,711 @@ unsigned ck_xsave_size(unsigned long mask)
     }
     return end;
 }
+
+/* ---- lazy restore (pyckpt/lazy.py) ------------------------------------------
+ *
+ * A lazily restored process has its private anonymous memory registered with a
+ * userfaultfd (MISSING mode) instead of filled.  ck_lazy_register sets the uffd
+ * up; ck_lazy_start forks the handler that fills it: a process detached from
+ * pyckpt (forked twice, its own session, holding only the uffd, pages.img, a
+ * pidfd of the process and its guard's socket) that answers each fault with
+ * UFFDIO_COPY of the window around it straight from a mapping of pages.img (the
+ * page cache), pushes the rest in order in between, follows fork, MADV_DONTNEED,
+ * munmap and mremap (events), and exits once every page is in.  Its guard (its
+ * child, own session) holds a copy of every uffd and a pidfd of every process it
+ * serves: when the handler ends without saying it is done (killed, a read error),
+ * the guard SIGKILLs them all, waits until they are gone, and exits.
+ * Raw system calls and mmap-backed arrays only after the fork: no malloc. */
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdio.h>
+#include <time.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <linux/userfaultfd.h>
+
+#define LZ_PAGE 4096UL
+#define LZ_FEATURES (UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | \
+                     UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP)
+#define LZ_MAX_UF 1024
+#define LZ_MAX_PIDS 4096
+
+/* UFFDIO_API with the events lazy restore follows, then UFFDIO_REGISTER
+ * (MISSING) over each of the `n` (start, length) ranges.  0 or -errno. */
+long ck_lazy_register(int uffd, const unsigned long *ranges, long n)
+{
+    struct uffdio_api api;
+    memset(&api, 0, sizeof(api));
+    api.api = UFFD_API;
+    api.features = LZ_FEATURES;
+    if (ioctl(uffd, UFFDIO_API, &api) < 0)
+        return -errno;
+    for (long i = 0; i < n; i++) {
+        struct uffdio_register reg;
+        memset(&reg, 0, sizeof(reg));
+        reg.range.start = ranges[2 * i];
+        reg.range.len = ranges[2 * i + 1];
+        reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+        if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
+            return -errno;
+        if (!(reg.ioctls & (1ULL << _UFFDIO_COPY)))
+            return -EOPNOTSUPP;
+    }
+    return 0;
+}
+
+struct lz_ext { unsigned long addr, len, off; };  /* pages still to come: memory, pages.img */
+struct lz_vec { struct lz_ext *v; long n, cap; };
+struct lz_uf {
+    int fd, pidfd, pid, gone;
+    int ppid;  /* a child forked while lazy whose PID is not known yet: its parent's */
+    struct lz_vec ext;
+};
+struct lz_fault { int uf; unsigned long addr; };
+
+static char *lz_map;  /* pages.img, mapped read-only */
+static int lz_sock = -1;  /* to the guard */
+static int lz_tty;  /* stderr kept (a terminal): where a fatal reason is told */
+static struct lz_uf *lz_ufs;
+static long lz_nuf;
+static int *lz_seen;  /* every PID already known or sent to the guard */
+static long lz_nseen;
+static struct lz_fault *lz_deferred;  /* faults to answer once pending events are read */
+static long lz_ndeferred;
+static long lz_guard_pid;
+static long lz_last_look;  /* ms (CLOCK_MONOTONIC) of the last look for forked children */
+
+static void *lz_alloc(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* A fatal error: the guard (seeing the socket close without 'D') kills every process. */
+static void lz_die(const char *what, long err)
+{
+    if (lz_tty) {
+        char buf[256];
+        int n = snprintf(buf, sizeof(buf), "pyckpt lazy-restore handler %ld: %s: %s; the restored "
+                         "processes are killed (their memory could not be completed)\n",
+                         (long)syscall(SYS_getpid), what, strerror((int)err));
+        if (n > 0 && write(2, buf, (size_t)n) < 0) { /* nowhere else to say it */ }
+    }
+    syscall(SYS_exit_group, 3);
+}
+
+static int lz_reserve(struct lz_vec *x, long need)
+{
+    if (need <= x->cap)
+        return 0;
+    long cap = x->cap ? x->cap : 64;
+    while (cap < need)
+        cap *= 2;
+    struct lz_ext *p = lz_alloc((size_t)cap * sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    if (x->n)
+        memcpy(p, x->v, (size_t)x->n * sizeof(*p));
+    if (x->cap)
+        munmap(x->v, (size_t)x->cap * sizeof(*p));
+    x->v = p;
+    x->cap = cap;
+    return 0;
+}
+
+/* Index of the first extent that ends after `a`. */
+static long lz_first_after(const struct lz_vec *x, unsigned long a)
+{
+    long lo = 0, hi = x->n;
+    while (lo < hi) {
+        long mid = (lo + hi) / 2;
+        if (x->v[mid].addr + x->v[mid].len <= a)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Remove [s, e) from the extents; what was removed is appended to `out` if given. */
+static int lz_cut(struct lz_vec *x, unsigned long s, unsigned long e, struct lz_vec *out)
+{
+    long i = lz_first_after(x, s), j = i;
+    struct lz_ext left = { 0, 0, 0 }, right = { 0, 0, 0 };
+    int hasl = 0, hasr = 0;
+    while (j < x->n && x->v[j].addr < e) {
+        struct lz_ext c = x->v[j];
+        unsigned long cs = c.addr > s ? c.addr : s;
+        unsigned long ce = c.addr + c.len < e ? c.addr + c.len : e;
+        if (c.addr < s) {
+            left = (struct lz_ext){ c.addr, s - c.addr, c.off };
+            hasl = 1;
+        }
+        if (c.addr + c.len > e) {
+            right = (struct lz_ext){ e, c.addr + c.len - e, c.off + (e - c.addr) };
+            hasr = 1;
+        }
+        if (out) {
+            if (lz_reserve(out, out->n + 1))
+                return -ENOMEM;
+            out->v[out->n++] = (struct lz_ext){ cs, ce - cs, c.off + (cs - c.addr) };
+        }
+        j++;
+    }
+    long keep = hasl + hasr;
+    if (j == i)
+        return 0;
+    if (lz_reserve(x, x->n - (j - i) + keep))
+        return -ENOMEM;
+    memmove(&x->v[i + keep], &x->v[j], (size_t)(x->n - j) * sizeof(struct lz_ext));
+    x->n += keep - (j - i);
+    if (hasl)
+        x->v[i++] = left;
+    if (hasr)
+        x->v[i] = right;
+    return 0;
+}
+
+static int lz_insert(struct lz_vec *x, struct lz_ext e)
+{
+    if (lz_reserve(x, x->n + 1))
+        return -ENOMEM;
+    long i = lz_first_after(x, e.addr);
+    memmove(&x->v[i + 1], &x->v[i], (size_t)(x->n - i) * sizeof(e));
+    x->v[i] = e;
+    x->n++;
+    return 0;
+}
+
+static int lz_send(char tag, int fd)
+{
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec io = { &tag, 1 };
+    struct msghdr m;
+    memset(&m, 0, sizeof(m));
+    memset(cbuf, 0, sizeof(cbuf));
+    m.msg_iov = &io;
+    m.msg_iovlen = 1;
+    if (fd >= 0) {
+        m.msg_control = cbuf;
+        m.msg_controllen = sizeof(cbuf);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(fd));
+    }
+    while (sendmsg(lz_sock, &m, MSG_NOSIGNAL) < 0)
+        if (errno != EINTR)
+            return -errno;
+    return 0;
+}
+
+/* The guard: keeps what it is sent (uffds: so that none is closed while a
+ * process still waits on it; pidfds) until the handler says 'D' (done: exit)
+ * or ends without saying it (SIGKILL every process, wait until gone, exit). */
+static void lz_guard(int sock)
+{
+    static int pidfds[LZ_MAX_PIDS];
+    int np = 0;
+    for (;;) {
+        char tag = 0, cbuf[CMSG_SPACE(sizeof(int))];
+        struct iovec io = { &tag, 1 };
+        struct msghdr m;
+        memset(&m, 0, sizeof(m));
+        m.msg_iov = &io;
+        m.msg_iovlen = 1;
+        m.msg_control = cbuf;
+        m.msg_controllen = sizeof(cbuf);
+        ssize_t r = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        int fd = -1;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+            memcpy(&fd, CMSG_DATA(c), sizeof(fd));
+        if (tag == 'D')
+            syscall(SYS_exit_group, 0);
+        if (tag == 'P' && fd >= 0 && np < LZ_MAX_PIDS)
+            pidfds[np++] = fd;
+    }
+    for (int i = 0; i < np; i++)
+        syscall(SYS_pidfd_send_signal, pidfds[i], SIGKILL, NULL, 0);
+    for (int i = 0; i < np; i++) {
+        struct pollfd p = { pidfds[i], POLLIN, 0 };
+        while (poll(&p, 1, -1) < 0 && errno == EINTR)
+            ;
+    }
+    syscall(SYS_exit_group, 1);
+}
+
+static int lz_is_seen(int pid)
+{
+    for (long i = 0; i < lz_nseen; i++)
+        if (lz_seen[i] == pid)
+            return 1;
+    return 0;
+}
+
+/* Children of process `pid` not seen before, now seen: with `send`, a pidfd of
+ * each to the guard, the first's in *pidfd_out; the first is returned (0: none). */
+static int lz_new_children(int pid, int *pidfd_out, int send)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof(path), "/proc/%d/task", pid);
+    int dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return 0;
+    int first = 0;
+    for (;;) {
+        long n = syscall(SYS_getdents64, dir, buf, sizeof(buf));
+        if (n <= 0)
+            break;
+        for (long off = 0; off < n;) {
+            unsigned short reclen = *(unsigned short *)(buf + off + 16);
+            const char *name = buf + off + 19;
+            off += reclen;
+            if (name[0] < '0' || name[0] > '9')
+                continue;
+            char cpath[96], list[4096];
+            snprintf(cpath, sizeof(cpath), "/proc/%d/task/%s/children", pid, name);
+            int cf = open(cpath, O_RDONLY | O_CLOEXEC);
+            if (cf < 0)
+                continue;
+            ssize_t got = read(cf, list, sizeof(list) - 1);
+            close(cf);
+            if (got <= 0)
+                continue;
+            list[got] = 0;
+            for (char *p = list; *p;) {
+                while (*p == ' ' || *p == '\n')
+                    p++;
+                if (!*p)
+                    break;
+                int child = 0;
+                while (*p >= '0' && *p <= '9')
+                    child = child * 10 + (*p++ - '0');
+                if (child <= 0 || lz_is_seen(child) || lz_nseen >= LZ_MAX_PIDS)
+                    continue;
+                lz_seen[lz_nseen++] = child;
+                if (!send)
+                    continue;
+                int pfd = (int)syscall(SYS_pidfd_open, child, 0);
+                if (pfd < 0)
+                    continue;
+                if (lz_send('P', pfd))
+                    lz_die("cannot reach the guard", errno);
+                if (!first) {
+                    first = child;
+                    *pidfd_out = pfd;
+                } else {
+                    close(pfd);
+                }
+            }
+        }
+    }
+    close(dir);
+    return first;
+}
+
+static void lz_gone(struct lz_uf *u)
+{
+    u->gone = 1;
+    u->ext.n = 0;
+    close(u->fd);
+    if (u->pidfd >= 0)
+        close(u->pidfd);
+    u->pidfd = -1;
+}
+
+/* Copy every page still to come in [s, e) into u's process.  0, or -EAGAIN (an
+ * event is pending: read it first), -ESRCH (its memory is gone); dies on others. */
+static long lz_fill(struct lz_uf *u, unsigned long s, unsigned long e)
+{
+    unsigned long limit = ~0UL;  /* halved when a copy spans two VMAs (ENOENT) */
+    while (s < e) {
+        long i = lz_first_after(&u->ext, s);
+        if (i >= u->ext.n || u->ext.v[i].addr >= e)
+            return 0;
+        struct lz_ext c = u->ext.v[i];
+        unsigned long cs = c.addr > s ? c.addr : s;
+        unsigned long ce = c.addr + c.len < e ? c.addr + c.len : e;
+        if (ce - cs > limit)
+            ce = cs + limit;
+        struct uffdio_copy cp;
+        memset(&cp, 0, sizeof(cp));
+        cp.dst = cs;
+        cp.src = (unsigned long)(lz_map + c.off + (cs - c.addr));
+        cp.len = ce - cs;
+        int r = ioctl(u->fd, UFFDIO_COPY, &cp);
+        int err = r < 0 ? errno : 0;
+        unsigned long done = r == 0 ? ce - cs : (cp.copy > 0 ? (unsigned long)cp.copy : 0);
+        if (err == EEXIST || (err == EAGAIN && cp.copy == -EEXIST)) {
+            err = EEXIST;
+            done += LZ_PAGE;  /* that page is there already (never from the image twice) */
+        }
+        if (done && lz_cut(&u->ext, cs, cs + done, NULL))
+            lz_die("out of memory", ENOMEM);
+        if (err == 0 || err == EEXIST || (err == EAGAIN && done))
+            s = cs + done;
+        else if (err == ENOENT && !done && ce - cs > LZ_PAGE)
+            limit = ((ce - cs) / 2 + LZ_PAGE - 1) & ~(LZ_PAGE - 1);  /* the VMA was split */
+        else if (err == EAGAIN || err == ESRCH)
+            return -err;
+        else
+            lz_die("UFFDIO_COPY from pages.img failed", err);
+    }
+    return 0;
+}
+
+static void lz_wake(struct lz_uf *u, unsigned long a)
+{
+    struct uffdio_range rg = { a, LZ_PAGE };
+    ioctl(u->fd, UFFDIO_WAKE, &rg);
+}
+
+/* Answer a fault: the image's pages around it (the faulting one first), or a zero
+ * page where the image has none.  0, or -EAGAIN: try again once events are read. */
+static long lz_fault(long ui, unsigned long a, unsigned long window)
+{
+    struct lz_uf *u = &lz_ufs[ui];
+    a &= ~(LZ_PAGE - 1);
+    long i = lz_first_after(&u->ext, a);
+    long r;
+    if (i < u->ext.n && u->ext.v[i].addr <= a) {
+        unsigned long ws = a & ~(window - 1);
+        r = lz_fill(u, a, ws + window);
+        if (r == 0)
+            r = lz_fill(u, ws, a);
+    } else {
+        struct uffdio_zeropage z;
+        memset(&z, 0, sizeof(z));
+        z.range.start = a;
+        z.range.len = LZ_PAGE;
+        r = ioctl(u->fd, UFFDIO_ZEROPAGE, &z) < 0 ? -errno : 0;
+        if (r == -EEXIST || r == -ENOENT)
+            r = 0;  /* there already, or no longer registered: the kernel decides */
+    }
+    if (r == -EAGAIN)
+        return r;
+    if (r == -ESRCH) {
+        lz_gone(u);
+        return 0;
+    }
+    if (r < 0)
+        lz_die("UFFDIO_ZEROPAGE failed", -r);
+    lz_wake(u, a);
+    return 0;
+}
+
+static void lz_defer(long ui, unsigned long a)
+{
+    if (lz_ndeferred >= 4096)
+        lz_die("too many faults waiting", EAGAIN);
+    lz_deferred[lz_ndeferred++] = (struct lz_fault){ (int)ui, a };
+}
+
+static void lz_event(long ui, const struct uffd_msg *m, unsigned long window)
+{
+    struct lz_uf *u = &lz_ufs[ui];
+    switch (m->event) {
+    case UFFD_EVENT_PAGEFAULT:
+        if (lz_fault(ui, m->arg.pagefault.address, window) == -EAGAIN)
+            lz_defer(ui, m->arg.pagefault.address);
+        break;
+    case UFFD_EVENT_REMOVE:  /* MADV_DONTNEED/REMOVE: zero from now on */
+    case UFFD_EVENT_UNMAP:   /* gone */
+        if (lz_cut(&u->ext, m->arg.remove.start, m->arg.remove.end, NULL))
+            lz_die("out of memory", ENOMEM);
+        break;
+    case UFFD_EVENT_REMAP: {  /* moved: what was to come at `from` comes at `to` */
+        struct lz_vec moved = { NULL, 0, 0 };
+        unsigned long from = m->arg.remap.from, to = m->arg.remap.to, len = m->arg.remap.len;
+        if (lz_cut(&u->ext, from, from + len, &moved) || lz_cut(&u->ext, to, to + len, NULL))
+            lz_die("out of memory", ENOMEM);
+        for (long k = 0; k < moved.n; k++) {
+            struct lz_ext e = moved.v[k];
+            e.addr = e.addr - from + to;
+            if (lz_insert(&u->ext, e))
+                lz_die("out of memory", ENOMEM);
+        }
+        if (moved.cap)
+            munmap(moved.v, (size_t)moved.cap * sizeof(struct lz_ext));
+        break;
+    }
+    case UFFD_EVENT_FORK: {  /* the child's missing pages are the parent's */
+        int fd = (int)m->arg.fork.ufd;
+        if (lz_nuf >= LZ_MAX_UF)
+            lz_die("too many processes forked while lazy", EMFILE);
+        struct lz_uf *c = &lz_ufs[lz_nuf];
+        memset(c, 0, sizeof(*c));
+        c->fd = fd;
+        c->pidfd = -1;
+        if (lz_reserve(&c->ext, u->ext.n))
+            lz_die("out of memory", ENOMEM);
+        memcpy(c->ext.v, u->ext.v, (size_t)u->ext.n * sizeof(struct lz_ext));
+        c->ext.n = u->ext.n;
+        lz_nuf++;
+        if (lz_send('U', fd))
+            lz_die("cannot reach the guard", errno);
+        /* The fork goes on once its event is read: its child shows up among the
+         * parent's children within moments (else looked for again, see lz_handler). */
+        c->ppid = u->pid;
+        if (u->pid > 0) {
+            struct timespec t0, t;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            for (;;) {
+                int pfd = -1;
+                int child = lz_new_children(u->pid, &pfd, 1);
+                if (child) {
+                    c->pid = child;
+                    c->pidfd = pfd;
+                    c->ppid = 0;
+                    break;
+                }
+                clock_gettime(CLOCK_MONOTONIC, &t);
+                if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > 200000000L)
+                    break;
+                sched_yield();
+            }
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static void lz_handler(int uffd, int pidfd, int pid, const unsigned long *runs, long nruns,
+                       int prefetch, unsigned long window, unsigned long chunk)
+{
+    lz_ufs = lz_alloc(LZ_MAX_UF * sizeof(struct lz_uf));
+    lz_seen = lz_alloc(LZ_MAX_PIDS * sizeof(int));
+    lz_deferred = lz_alloc(4096 * sizeof(struct lz_fault));
+    static struct pollfd pfds[2 * LZ_MAX_UF];
+    static long owner[2 * LZ_MAX_UF];
+    if (!lz_ufs || !lz_seen || !lz_deferred)
+        lz_die("out of memory", ENOMEM);
+    struct lz_uf *u = &lz_ufs[0];
+    u->fd = uffd;
+    u->pidfd = pidfd;
+    u->pid = pid;
+    lz_nuf = 1;
+    if (lz_reserve(&u->ext, nruns))
+        lz_die("out of memory", ENOMEM);
+    for (long i = 0; i < nruns; i++)
+        u->ext.v[i] = (struct lz_ext){ runs[3 * i], runs[3 * i + 1], runs[3 * i + 2] };
+    u->ext.n = nruns;
+    lz_seen[lz_nseen++] = pid;
+    int ignored = -1;
+    lz_new_children(pid, &ignored, 0);  /* its children made by the restore: not forks */
+    long rr = 0;  /* round robin of the background push */
+    for (;;) {
+        long live = 0, np = 0;
+        for (long i = 0; i < lz_nuf; i++) {
+            struct lz_uf *x = &lz_ufs[i];
+            if (x->gone)
+                continue;
+            live += x->ext.n > 0;
+            pfds[np] = (struct pollfd){ x->fd, POLLIN, 0 };
+            owner[np++] = i;
+            if (x->pidfd >= 0) {
+                pfds[np] = (struct pollfd){ x->pidfd, POLLIN, 0 };
+                owner[np++] = -1 - i;
+            }
+        }
+        if (!live)
+            break;
+        int unknown = 0;  /* a forked child not found yet: look again every 10 ms */
+        for (long i = 0; i < lz_nuf; i++) {
+            struct lz_uf *x = &lz_ufs[i];
+            if (x->gone || !x->ppid)
+                continue;
+            unknown = 1;
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            long ms = now.tv_sec * 1000L + now.tv_nsec / 1000000L;
+            if (ms - lz_last_look < 10)
+                continue;
+            lz_last_look = ms;
+            int pfd = -1;
+            int child = lz_new_children(x->ppid, &pfd, 1);
+            if (child) {
+                x->pid = child;
+                x->pidfd = pfd;
+                x->ppid = 0;
+            }
+        }
+        int busy = prefetch || lz_ndeferred;
+        if (unknown && !busy)
+            busy = -1;
+        if (poll(pfds, (nfds_t)np, busy > 0 ? 0 : busy < 0 ? 10 : -1) < 0 && errno != EINTR)
+            lz_die("poll failed", errno);
+        for (long k = 0; k < np; k++) {
+            if (!pfds[k].revents)
+                continue;
+            long i = owner[k];
+            if (i < 0) {  /* its process ended */
+                if (!lz_ufs[-1 - i].gone)
+                    lz_gone(&lz_ufs[-1 - i]);
+                continue;
+            }
+            for (int round = 0; round < 16 && !lz_ufs[i].gone; round++) {
+                struct uffd_msg msgs[16];
+                ssize_t got = read(lz_ufs[i].fd, msgs, sizeof(msgs));
+                if (got < 0) {
+                    if (errno == EAGAIN || errno == EINTR)
+                        break;
+                    lz_die("reading the userfaultfd failed", errno);
+                }
+                if (got == 0)
+                    break;
+                for (long j = 0; j < got / (ssize_t)sizeof(struct uffd_msg); j++)
+                    lz_event(i, &msgs[j], window);
+            }
+        }
+        /* faults that met a pending event, again now that events are read */
+        long nd = lz_ndeferred;
+        lz_ndeferred = 0;
+        for (long d = 0; d < nd; d++) {
+            struct lz_fault f = lz_deferred[d];
+            if (!lz_ufs[f.uf].gone && lz_fault(f.uf, f.addr, window) == -EAGAIN)
+                lz_defer(f.uf, f.addr);
+        }
+        if (prefetch) {
+            for (long tries = 0; tries < lz_nuf; tries++) {
+                struct lz_uf *x = &lz_ufs[rr++ % lz_nuf];
+                if (x->gone || !x->ext.n)
+                    continue;
+                unsigned long s = x->ext.v[0].addr;
+                long r = lz_fill(x, s, s + chunk);
+                if (r == -ESRCH)
+                    lz_gone(x);
+                break;  /* -EAGAIN: an event first */
+            }
+        }
+    }
+    lz_send('D', -1);
+    /* gone only once the guard is: then no copy of any uffd is left (smaps loses "um") */
+    int gst;
+    while (lz_guard_pid > 0 && waitpid(lz_guard_pid, &gst, __WALL) < 0 && errno == EINTR)
+        ;
+    syscall(SYS_exit_group, 0);
+}
+
+/* Start the handler of `uffd` (registered by ck_lazy_register): `runs` holds
+ * `nruns` (address, length, offset in pages.img) triples sorted by address,
+ * `pages_fd` is pages.img, `pidfd` the process's.  `prefetch`: push every page in
+ * the background (else only on touch).  Returns the handler's PID (and the
+ * guard's in *guard) once both run, or -errno; pyckpt's copies of the fds may
+ * then be closed. */
+long ck_lazy_start(int uffd, int pages_fd, int pidfd, int pid, const unsigned long *runs, long nruns,
+                   int prefetch, unsigned long window, unsigned long chunk, long *guard)
+{
+    int st[2];
+    struct stat sb;
+    if (fstat(pages_fd, &sb) < 0)
+        return -errno;
+    if (pipe2(st, O_CLOEXEC) < 0)
+        return -errno;
+    long mid = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);  /* fork, without libc's atfork handlers */
+    if (mid < 0) {
+        int e = errno;
+        close(st[0]);
+        close(st[1]);
+        return -e;
+    }
+    if (mid == 0) {
+        long h = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+        if (h != 0) {
+            if (h < 0) {
+                long res[2] = { -errno, 0 };
+                if (write(st[1], res, sizeof(res)) < 0) { /* the caller sees EOF */ }
+            }
+            syscall(SYS_exit_group, 0);  /* the handler is reparented: not pyckpt's child */
+        }
+        /* the handler: hold nothing of pyckpt's but what it needs, at fixed numbers */
+        long res[2] = { 0, 0 };
+        int keep[4] = { uffd, pages_fd, pidfd, st[1] };
+        for (int k = 0; k < 4; k++) {
+            int fd = (int)syscall(SYS_fcntl, keep[k], F_DUPFD_CLOEXEC, 100 + k);
+            if (fd < 0)
+                syscall(SYS_exit_group, 4);
+            keep[k] = fd;
+        }
+        for (int k = 0; k < 4; k++)
+            if (dup3(keep[k], 3 + k, O_CLOEXEC) < 0)
+                syscall(SYS_exit_group, 4);
+        lz_tty = isatty(2);
+        syscall(SYS_close_range, 7, ~0U, 0);
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        for (int k = 0; k < 3; k++)
+            if (null >= 0 && !(k == 2 && lz_tty))
+                dup2(null, k);
+        if (null > 2)
+            close(null);
+        uffd = 3, pages_fd = 4, pidfd = 5;
+        int status_fd = 6;
+        unsigned long act[4] = { 0, 0, 0, 0 };
+        for (int sig = 1; sig <= 64; sig++)
+            if (sig != SIGKILL && sig != SIGSTOP)
+                syscall(SYS_rt_sigaction, sig, act, NULL, 8);
+        unsigned long none = 0;
+        syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
+        cpu_set_t all;
+        memset(&all, 0xff, sizeof(all));
+        sched_setaffinity(0, sizeof(all), &all);  /* pyckpt pinned itself while restoring */
+        syscall(SYS_setsid);
+        syscall(SYS_prctl, 15 /* PR_SET_NAME */, "pyckpt-lazy", 0, 0, 0);
+        if (chdir("/") < 0) { /* nothing held either way */ }
+        lz_map = mmap(NULL, sb.st_size ? (size_t)sb.st_size : LZ_PAGE, PROT_READ, MAP_SHARED, pages_fd, 0);
+        int sv[2];
+        long g = -1;
+        if (lz_map == MAP_FAILED)
+            res[0] = -errno;
+        else if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+            res[0] = -errno;
+        else if ((g = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0)) == 0) {
+            close(sv[0]);
+            close(status_fd);
+            close(pages_fd);
+            syscall(SYS_setsid);
+            syscall(SYS_prctl, 15 /* PR_SET_NAME */, "pyckpt-guard", 0, 0, 0);
+            lz_guard(sv[1]);
+        } else if (g < 0) {
+            res[0] = -errno;
+        } else {
+            close(sv[1]);
+            lz_sock = sv[0];
+            madvise(lz_map, (size_t)sb.st_size, MADV_SEQUENTIAL);
+            if (lz_send('U', uffd) || lz_send('P', pidfd))
+                res[0] = -EPIPE;
+            res[1] = g;
+            lz_guard_pid = g;
+        }
+        if (res[0] == 0)
+            res[0] = syscall(SYS_getpid);
+        if (write(status_fd, res, sizeof(res)) != sizeof(res) || res[0] < 0)
+            syscall(SYS_exit_group, 5);  /* the guard (if any) kills the process: safe */
+        close(status_fd);
+        lz_handler(uffd, pidfd, pid, runs, nruns, prefetch, window, chunk);
+    }
+    close(st[1]);
+    long res[2] = { -EIO, 0 };
+    ssize_t got;
+    while ((got = read(st[0], res, sizeof(res))) < 0 && errno == EINTR)
+        ;
+    close(st[0]);
+    int status;
+    while (waitpid((pid_t)mid, &status, __WALL) < 0 && errno == EINTR)
+        ;
+    if (got != sizeof(res))
+        return -ECHILD;
+    *guard = res[1];
+    return res[0];
+}

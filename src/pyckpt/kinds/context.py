@@ -74,6 +74,10 @@ class RestoreOptions:
     # listening TCP port of the image -> the port it listens on instead (kinds/tcp.py): a copy
     # beside the original without a network namespace; the image's connections follow
     port_map: dict[int, int] = field(default_factory=dict)
+    # the process runs before its private anonymous memory is filled: pages come on first
+    # touch from a handler process (pyckpt/lazy.py); True also pushes the rest in the
+    # background, "touch" only what is touched
+    lazy: bool | str = False
     # The caller's fds the restore uses (the ints of `fds`; 0-2 with inherit_stdio), pinned
     # when it began (files.pinned_caller_fds): caller's number -> pyckpt's close-on-exec
     # copy, or -errno when it was not open then.  None: not pinned (used as they are).

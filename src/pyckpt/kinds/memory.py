@@ -307,6 +307,12 @@ def dump(ctx: DumpContext) -> list:
             name=m.path, offset=m.offset, file=ident,
             vmflags=ctx.smaps_flags.get(m.start, []), pages=[],
         )
+        if "um" in rec.vmflags:  # pages still missing are not in pagemap: they would be lost
+            raise UnsupportedError(
+                f"process {pid}: memory at {m.start:#x}-{m.end:#x} is filled on demand through a "
+                "userfaultfd (a lazy restore still in progress, or the process's own); dump it once "
+                "its pages are in (after a lazy restore: when its pyckpt-lazy handler has exited)",
+                pid=pid)
         vmas.append((rec, mode))
 
     vdso = [b for b in blocks if b.name == "[vdso]"]
@@ -719,7 +725,8 @@ def _coalesced(pages: list[PageRun]) -> list[tuple[int, int, int, int]]:
 
 
 def restore_pages(rctx: RestoreContext) -> None:
-    """The task preads its own pages from pages.img, then protections are set.
+    """The task preads its own pages from pages.img, then protections are set
+    (with `lazy`, its private anonymous pages come on first touch instead: lazy.py).
 
     Each piece of a run (READ_CHUNK) is populated first (MADV_POPULATE_WRITE):
     the kernel allocates the pages in one pass instead of taking a page fault
@@ -732,11 +739,16 @@ def restore_pages(rctx: RestoreContext) -> None:
     """
     inj = rctx.inj
     vmas = rctx.image.of_type(VmaRecord)
-    total = sum(p.npages for v in vmas for p in v.pages if not p.zero) * PAGE
+    lazily: set[int] = set()
+    if rctx.options.lazy:  # private anonymous pages come when touched (pyckpt/lazy.py)
+        from .. import lazy
+
+        lazily = lazy.restore_pages(rctx, vmas)
+    total = sum(p.npages for v in vmas if id(v) not in lazily for p in v.pages if not p.zero) * PAGE
     batch, queued = inj.batch(), 0
     with rctx.progress.bar(total, "restore memory") as bar:
         for v in vmas:
-            for addr, length, offset, image in _coalesced(v.pages):
+            for addr, length, offset, image in _coalesced([] if id(v) in lazily else v.pages):
                 pages_fd = rctx.passed["pages" if not image else ("pages", image)]
                 for start in range(0, length, READ_CHUNK):
                     end = min(start + READ_CHUNK, length)

@@ -1,0 +1,135 @@
+"""Lazy restore: the process runs before its memory is filled (userfaultfd).
+
+`restore(path, lazy=True)` / `pyckpt restore --lazy`.  In the PAGES stage,
+instead of reading its private anonymous pages, each restored process (by
+injected calls) creates a userfaultfd; pyckpt takes a copy (pidfd_getfd), the
+process closes its own, and pyckpt registers every private anonymous VMA that
+has stored pages (MISSING mode, with the fork, remove, unmap and remap events)
+and starts the handler.  Other pages (private file mappings' copy-on-write
+pages) are read as in a copying restore, and so are VMAs with runs kept in a
+parent image (an incremental dump: the handler maps this pages.img only).
+The restore then goes on as usual;
+anything that touches a missing page meanwhile (pyckpt's writes, the kernel's)
+waits for the handler like the process will.
+
+The handler (C, ck_lazy_start in _native/ck.c) is a process forked twice from
+pyckpt — not its child, in a session of its own, holding only the uffd,
+pages.img, a pidfd of the process and its guard's socket, so it outlives the
+caller (`pyckpt restore --lazy` exits at once).  It answers each fault with
+UFFDIO_COPY of the window around it (WINDOW, the faulting page first) straight
+from a read-only mapping of pages.img, i.e. from the page cache; in between it
+copies the rest in order (CHUNK at a time) unless `lazy="touch"`; a page where
+the image has none is given a zero page.  It follows:
+  - fork: the child gets its own uffd, whose missing pages are the image's too
+    (pushed to it as to its parent: the child ends up with its own copy of
+    what it had not touched, not a copy-on-write share);
+  - MADV_DONTNEED / munmap: those pages are never filled from the image (they
+    read zeros / are gone); mremap: what was to come at the old place comes at
+    the new one;
+  - a process that exits (or execs) before all its pages are in: dropped.
+When every page of every process it serves is in, it exits; later faults are
+the kernel's (zero pages where the image had none, as in any process).
+
+Failure story.  The image was verified in full (every page's checksum) before
+any process was made, as for a copying restore, and pages.img is held open: its
+removal changes nothing.  The handler has a guard, its child in a session of its
+own, holding a copy of every uffd (so none is closed while a process waits on
+it: the last close of a uffd would let later faults fill zeros silently) and a
+pidfd of every process it serves.  If the handler ends before it is done —
+killed, or a copy failed (pages.img cut shorter: a read error) — the guard
+SIGKILLs every one of those processes, waits until they are gone, and exits: a
+process is never left running with missing memory.  With a terminal on stderr,
+the handler says why.  Still possible: both the handler and its guard
+SIGKILLed at once (a whole-session kill, OOM) — then a later fault reads zeros;
+and a child forked while lazy whose parent exited before the handler saw it among
+the parent's children (looked for right after the fork event, then every 10 ms):
+the guard does not know it and does not kill it.  Other processes forked while
+lazy get a pidfd sent to the guard, so they are killed with the rest.
+
+Each restored process has its own handler and guard; `restore()` returns them
+in the process's `lazy_handlers` (a list of `Handler`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+from ._native._ck import ffi, lib
+from .arch import PAGE
+from .errors import RestoreError
+from .inject import nr
+
+WINDOW = 1 << 20  # copied around a fault (aligned), the faulting page first
+CHUNK = 2 << 20  # copied at a time in the background, between faults
+O_CLOEXEC, O_NONBLOCK = 0o2000000, 0o4000
+HANDLERS = "lazy handlers"  # RestoreContext.shared: [Handler] of this restore
+
+
+class Handler(NamedTuple):
+    pid: int  # the restored process it serves (and the children that process forks)
+    handler: int  # PID of the handler process
+    guard: int  # PID of its guard
+
+
+def restore_pages(rctx, vmas) -> set[int]:
+    """Register the private anonymous VMAs of `vmas` that have stored pages with a
+    userfaultfd of the task and start their handler; returns the id()s of the VMAs
+    it serves (restore_pages reads the others)."""
+    from .kinds.files import take_fd
+
+    # A VMA with runs kept in a parent image (an incremental dump) is read as in a
+    # copying restore: the handler maps this image's pages.img only.
+    lazy = [v for v in vmas if v.kind == "anon" and not v.shared
+            and any(not p.zero for p in v.pages) and all(p.zero or not p.image for p in v.pages)]
+    if not lazy:
+        return set()
+    inj = rctx.inj
+    fd = inj.call(nr.userfaultfd, O_CLOEXEC | O_NONBLOCK)
+    if fd < 0:
+        raise RestoreError(f"lazy restore of process {rctx.image_pid}: userfaultfd() failed: "
+                           f"{os.strerror(-fd)} (it needs CAP_SYS_PTRACE, or "
+                           "vm.unprivileged_userfaultfd=1); restore without lazy instead")
+    try:
+        uffd = take_fd(rctx.pid, fd)
+    finally:
+        inj.check(nr.close, fd, what="close of the task's userfaultfd")
+    pidfd = -1
+    try:
+        ranges = ffi.new("unsigned long[]", [x for v in lazy for x in (v.start, v.end - v.start)])
+        r = lib.ck_lazy_register(uffd, ranges, len(lazy))
+        if r < 0:
+            raise RestoreError(f"lazy restore of process {rctx.image_pid}: registering its memory "
+                               f"with userfaultfd failed: {os.strerror(-r)}; restore without lazy instead")
+        runs = sorted(_runs(lazy))
+        flat = ffi.new("unsigned long[]", [x for run in runs for x in run])
+        pidfd = os.pidfd_open(rctx.pid)
+        guard = ffi.new("long *")
+        prefetch = rctx.options.lazy != "touch"
+        h = lib.ck_lazy_start(uffd, rctx.passed["pages"], pidfd, rctx.pid, flat, len(runs), int(prefetch),
+                              WINDOW, CHUNK, guard)
+        if h < 0:
+            raise RestoreError(f"lazy restore of process {rctx.image_pid}: the page handler did not "
+                               f"start: {os.strerror(-h)}")
+    finally:
+        os.close(uffd)
+        if pidfd >= 0:
+            os.close(pidfd)
+    rctx.shared.setdefault(HANDLERS, []).append(Handler(rctx.pid, int(h), int(guard[0])))
+    return {id(v) for v in lazy}
+
+
+def _runs(vmas):
+    """(address, length, offset in pages.img) of every stored run, touching ones merged."""
+    out: list[list[int]] = []
+    for v in vmas:
+        first = len(out)  # never merged across VMAs: one UFFDIO_COPY fills one VMA
+        for p in v.pages:
+            if p.zero:  # nothing stored: a touch gets a zero page
+                continue
+            length = p.npages * PAGE
+            if len(out) > first and out[-1][0] + out[-1][1] == p.addr and out[-1][2] + out[-1][1] == p.offset:
+                out[-1][1] += length
+            else:
+                out.append([p.addr, length, p.offset])
+    return [tuple(x) for x in out]

@@ -1,0 +1,255 @@
+"""Lazy restore (pyckpt/lazy.py): the process runs before its memory is filled.
+
+The target (targets/lazy_target.c) holds a buffer whose every word it can
+recompute; after a lazy restore it reads its pages in random order and checks
+each (a zero page or another page's data where the image had its data fails),
+after a fork (child and parent each), after MADV_DONTNEED (zeros there) and an
+mremap (the moved part intact), with threads, and as a tree.  `lazy="touch"`
+(no background push) keeps pages missing until touched, so the events happen
+while the handler still has pages to give.  The handler killed while pages are
+missing, or pages.img cut short under it, must leave no process running: the
+restored process dies of SIGKILL.  The handler and guard PIDs come from what
+restore returns (`lazy_handlers`, or the CLI's line on stderr): they are
+processes this test caused to exist (reparented to pytest, a subreaper), and
+are killed/reaped by PID only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import pyckpt
+from conftest import TARGETS, Target, reap_dumped
+from test_trees import _wait_gone
+
+MIB = 64
+
+
+@pytest.fixture(scope="session")
+def lazy_bin(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bin") / "lazy_target"
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(out), str(TARGETS / "lazy_target.c")], check=True)
+    return out
+
+
+def _start(spawn, lazy_bin, mode: str = "", mib: int = MIB) -> Target:
+    t = spawn([str(lazy_bin), str(mib), *([mode] if mode else [])], name="lazy")
+    t.wait_for(r"^READY")
+    if mode == "tree":
+        t.wait_for(r"^CHILD-READY")
+    return t
+
+
+def _restore(spawn, t: Target, image, lazy=True, members=()):
+    """Dump t (and its children `members`) with kill, restore lazily; returns
+    (restored Target, handlers)."""
+    pyckpt.dump(t.pid, image, kill=True)
+    reap_dumped(t)
+    _wait_gone(*members)
+    proc = pyckpt.restore(image, lazy=lazy)
+    handlers = proc.lazy_handlers
+    for h in handlers:  # killed after the processes (the finalizer goes backwards)
+        spawn.track(h.handler)
+        spawn.track(h.guard)
+    spawn.track(proc.pid)
+    assert proc.pid == t.pid
+    return Target(proc.pid, t.log), handlers
+
+
+def _ask(t: Target, sig: int, pattern: str, pid: int | None = None) -> re.Match:
+    after = len(t.lines())
+    os.kill(pid or t.pid, sig)
+    return t.wait_for(pattern, timeout=120, after=after)
+
+
+def _wait_exit(pid: int, timeout: float = 120) -> int:
+    """Reap `pid` (a child of this test process, or a process reparented to it) once it ends."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not reparented to us yet (its parent is still exiting)
+            got, status = 0, 0
+        if got == pid:
+            return status
+        assert time.monotonic() < deadline, f"process {pid} did not end"
+        time.sleep(0.02)
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return int(re.search(r"^Rss:\s+(\d+) kB", f.read(), re.M).group(1))
+
+
+@pytest.mark.parametrize("lazy", [True, "touch"])
+def test_pages_come_on_touch_in_random_order(spawn, lazy_bin, tmp_path, lazy):
+    t = _start(spawn, lazy_bin)
+    r, handlers = _restore(spawn, t, tmp_path / "img", lazy)
+    assert len(handlers) == 1 and handlers[0].pid == r.pid
+    if lazy == "touch":  # nothing touched yet: the buffer is not there
+        assert _rss_kib(r.pid) < MIB * 1024 // 2, _rss_kib(r.pid)
+    assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
+    # every page is in (pushed, or touched): the handler goes, once its guard went (it
+    # reaps it), and no userfaultfd is left on the process's memory
+    h = handlers[0]
+    status = _wait_exit(h.handler)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert not os.path.exists(f"/proc/{h.guard}")
+    with open(f"/proc/{r.pid}/smaps") as f:
+        assert not re.search(r"^VmFlags:.* um\b", f.read(), re.M)
+    assert _rss_kib(r.pid) >= MIB * 1024
+    assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
+
+
+@pytest.mark.parametrize("lazy", [True, "touch"])
+def test_fork_after_lazy_restore(spawn, lazy_bin, tmp_path, lazy):
+    t = _start(spawn, lazy_bin)
+    r, _ = _restore(spawn, t, tmp_path / "img", lazy)
+    after = len(r.lines())
+    os.kill(r.pid, signal.SIGUSR2)  # fork: the child checks its copy, the parent its own
+    assert r.wait_for(r"^CHILD (ok|FAIL.*)$", timeout=120, after=after).group(1) == "ok"
+    assert r.wait_for(r"^PARENT (ok|FAIL.*)$", timeout=120, after=after).group(1) == "ok"
+    assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
+
+
+def test_dontneed_after_lazy_restore_reads_zeros(spawn, lazy_bin, tmp_path):
+    t = _start(spawn, lazy_bin)
+    r, _ = _restore(spawn, t, tmp_path / "img", "touch")
+    assert _ask(r, signal.SIGHUP, r"^DONTNEED (ok|FAIL.*)$").group(1) == "ok"
+
+
+def test_mremap_after_lazy_restore_moves_what_was_to_come(spawn, lazy_bin, tmp_path):
+    t = _start(spawn, lazy_bin)
+    r, _ = _restore(spawn, t, tmp_path / "img", "touch")
+    assert _ask(r, signal.SIGURG, r"^REMAP (ok|FAIL.*)$").group(1) == "ok"
+
+
+def test_threads_restored_lazily(spawn, lazy_bin, tmp_path):
+    t = _start(spawn, lazy_bin, "threads")
+    r, _ = _restore(spawn, t, tmp_path / "img", "touch")
+    assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
+
+
+def test_tree_restored_lazily(spawn, lazy_bin, tmp_path):
+    t = _start(spawn, lazy_bin, "tree")
+    child = int(t.wait_for(r"^CHILD-READY (\d+)").group(1))
+    r, handlers = _restore(spawn, t, tmp_path / "img", "touch", members=[child])
+    spawn.track(child)  # reparented to this test (a subreaper) if its parent goes first
+    assert sorted(h.pid for h in handlers) == sorted([r.pid, child])
+    assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
+    assert _ask(r, signal.SIGUSR1, r"^TREE-CHILD CHECK (ok|FAIL.*)$", pid=child).group(1) == "ok"
+
+
+def test_handler_killed_kills_the_process(spawn, lazy_bin, tmp_path):
+    t = _start(spawn, lazy_bin)
+    r, handlers = _restore(spawn, t, tmp_path / "img", "touch")
+    assert _rss_kib(r.pid) < MIB * 1024 // 2  # its pages are still to come
+    h = handlers[0]
+    os.kill(h.handler, signal.SIGKILL)  # a process this restore made (lazy_handlers)
+    status = _wait_exit(r.pid)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    assert not any(line.startswith("CHECK") for line in r.lines())
+    status = _wait_exit(h.guard)  # it killed the process, saw it gone, and went
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1, status
+    _wait_exit(h.handler)
+
+
+def test_handler_killed_kills_what_was_forked_while_lazy(spawn, lazy_bin, tmp_path):
+    t = _start(spawn, lazy_bin)
+    r, handlers = _restore(spawn, t, tmp_path / "img", "touch")
+    child = int(_ask(r, signal.SIGWINCH, r"^FORKED (\d+)$").group(1))
+    spawn.track(child)
+    os.kill(handlers[0].handler, signal.SIGKILL)
+    for pid in (r.pid, child):  # the child is ours once its parent is gone (a subreaper)
+        status = _wait_exit(pid)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (pid, status)
+    _wait_exit(handlers[0].guard)
+    _wait_exit(handlers[0].handler)
+
+
+def test_child_forked_while_lazy_keeps_its_pages(spawn, lazy_bin, tmp_path):
+    t = _start(spawn, lazy_bin)
+    r, handlers = _restore(spawn, t, tmp_path / "img", "touch")
+    child = int(_ask(r, signal.SIGWINCH, r"^FORKED (\d+)$").group(1))
+    spawn.track(child)
+    assert _ask(r, signal.SIGUSR1, r"^FORKED CHECK (ok|FAIL.*)$", pid=child).group(1) == "ok"
+    assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
+    status = _wait_exit(handlers[0].handler)  # both touched every page: it is done
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def test_dump_while_lazy_is_refused_and_harms_nothing(spawn, lazy_bin, tmp_path):
+    t = _start(spawn, lazy_bin)
+    r, handlers = _restore(spawn, t, tmp_path / "img", "touch")
+    with pytest.raises(pyckpt.UnsupportedError, match="userfaultfd"):  # missing pages would be lost
+        pyckpt.dump(r.pid, tmp_path / "img2", kill=True)
+    assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
+    _wait_exit(handlers[0].handler)  # every page touched: the handler went, and so did the
+    pyckpt.dump(r.pid, tmp_path / "img3", kill=True)  # userfaultfd: a dump is whole again
+    _wait_exit(r.pid)
+    proc = pyckpt.restore(tmp_path / "img3")
+    spawn.track(proc.pid)
+    assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
+
+
+def test_image_removed_while_lazy_changes_nothing(spawn, lazy_bin, tmp_path):
+    import shutil
+
+    t = _start(spawn, lazy_bin)
+    r, _ = _restore(spawn, t, tmp_path / "img", "touch")
+    shutil.rmtree(tmp_path / "img")  # the handler holds pages.img open
+    assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
+
+
+def test_pages_img_cut_short_while_lazy_kills_the_process(spawn, lazy_bin, tmp_path):
+    t = _start(spawn, lazy_bin)
+    r, handlers = _restore(spawn, t, tmp_path / "img", "touch")
+    os.truncate(tmp_path / "img" / "pages.img", 0)  # a read error for the handler
+    os.kill(r.pid, signal.SIGUSR1)
+    status = _wait_exit(r.pid)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    assert not any(line.startswith("CHECK") for line in r.lines())
+    status = _wait_exit(handlers[0].handler)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3, status  # it gave up: a read error
+
+
+def test_damaged_image_is_refused_before_any_process(spawn, lazy_bin, tmp_path):
+    t = _start(spawn, lazy_bin, mib=8)
+    pid = t.pid
+    pyckpt.dump(pid, tmp_path / "img", kill=True)
+    reap_dumped(t)
+    with open(tmp_path / "img" / "pages.img", "r+b") as f:
+        f.seek(4096 * 100)
+        byte = f.read(1)
+        f.seek(4096 * 100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(pyckpt.ImageError):
+        pyckpt.restore(tmp_path / "img", lazy=True)
+    assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_cli_restore_lazy(spawn, lazy_bin, tmp_path):
+    t = _start(spawn, lazy_bin)
+    pid = t.pid
+    pyckpt.dump(pid, tmp_path / "img", kill=True)
+    reap_dumped(t)
+    out = subprocess.run([sys.executable, "-m", "pyckpt", "restore", "--lazy", str(tmp_path / "img")],
+                         capture_output=True, text=True, timeout=120)  # returns: the handler is detached
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(pid)
+    m = re.search(r"lazy: the pages of process (\d+) come from handler (\d+) \(guard (\d+)\)", out.stderr)
+    assert m and int(m.group(1)) == pid, out.stderr
+    handler, guard = int(m.group(2)), int(m.group(3))
+    spawn.track(handler)
+    spawn.track(guard)
+    spawn.track(pid)  # reparented to this test (a subreaper) when the command exited
+    r = Target(pid, t.log)
+    assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
+    assert os.WIFEXITED(_wait_exit(handler))

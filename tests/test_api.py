@@ -28,7 +28,7 @@ def test_public_names_exist_and_are_documented():
     public = {n for n in dir(pyckpt) if not n.startswith("_")}
     modules = {"arch", "errors", "proc", "seize", "inject", "kinds", "image", "ptrace_ops", "progress",
                "signals", "dumper", "restorer", "cli", "netns", "precopy", "problems", "limits",
-               "privileges", "trust", "pytest", "hooks", "jupyter", "templates", "fastcopy"}
+               "privileges", "trust", "pytest", "hooks", "jupyter", "templates", "fastcopy", "lazy"}
     # (pytest rewrites the asserts of a plugin's distribution: pyckpt's, for the pytest11
     # entry point of pyckpt.pytest; that adds its '@py_builtins' and '@pytest_ar' names)
     public = {n for n in public if n.isidentifier()}

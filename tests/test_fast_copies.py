@@ -105,7 +105,7 @@ def test_copies_are_their_own(spawn, tmp_path):
         assert pristine(b.state(), pid)
         c = Copy(t)
         assert pristine(c.state(), pid)
-        assert set(t.last_copy.phases) >= {"prepare", "clone", "files", "registers", "release"}
+        assert set(t.last_copy.phases) >= {"prepare", "clone init", "clone root", "files", "registers", "release"}
         assert callable(pyckpt.template)  # the module (templates.py) does not shadow the function
         for x in (a, b, c):
             x.close()

@@ -279,17 +279,18 @@ class FastTemplate:
                           "(ptrace serves one thread)")
         stats = stats if stats is not None else CopyStats()
         t0 = time.perf_counter()
+        phases = _Phases(stats)
         with boundary(f"copying the template of {self.path}", RestoreError, "no process was left behind"), \
                 limits.fd_room(), pinned_caller_fds(options) as options, \
                 limits.translated(f"copying the template of {self.path}"), deferred_signals(), \
                 (netns.fresh() if options.new_netns else contextlib.nullcontext()):
-            phases = _Phases(stats)
+            phases.mark("netns" if options.new_netns else "setup")
             rctxs = self._prepare(options)
             root_ctx = rctxs[0]
             phases.mark("prepare")
             try:
-                with pinned_to_cpu(self.cpu):
-                    root, init = self._make(rctxs, stats, phases)
+                with pinned_to_cpu(self.cpu):  # the template's (pinning pyckpt where it runs and
+                    root, init = self._make(rctxs, stats, phases)  # moving the template there: no faster)
                 for step in ordered(root_ctx.shared.get(AFTER_RELEASE, ())):
                     try:
                         step.run()
@@ -301,6 +302,7 @@ class FastTemplate:
                 raise
             finally:
                 root_ctx.close_passed()
+        phases.mark("finish")  # after the release: pyckpt's own affinity, fds and namespace back
         stats.total = time.perf_counter() - t0
         return root, init
 
@@ -352,6 +354,7 @@ class FastTemplate:
             tmpl.write(data, thread.CLONE_ARGS.pack(flags, 0, 0, 0, 0, 0, 0, 0, 0, 0))
             init = tmpl.call_clone(nr.clone3, data, thread.CLONE_ARGS.size)
             made.append(init)
+            phases.mark("clone init")
             init_inj = Injector(init, self.site, pt.get_regs(init), cure_regs=False)
             init_inj.write(data + 128, struct.pack("<Q", self.image_pid))
             init_inj.write(data, thread.CLONE_ARGS.pack(0, 0, 0, 0, SIGCHLD, 0, 0, 0, data + 128, 1))
@@ -361,6 +364,7 @@ class FastTemplate:
                 raise RestoreError(f"clone3 with PID {self.image_pid} in the copy's namespace failed: "
                                    f"{os.strerror(e.errno)}") from None
             made.append(root)
+            phases.mark("clone root")
             init_inj.check(nr.close_range, 0, U32, 0, what="close_range in the copy's init")
             init_inj.write(data + 192, b"/\0")  # no directory of the image held busy by it
             init_inj.check(nr.chdir, data + 192, what="chdir to / in the copy's init")
@@ -370,16 +374,20 @@ class FastTemplate:
             pt.set_regs(init, pt.encode_regs(regs))
             rctx.init_pid = init
             restorer._made(rctx, root)
-            phases.mark("clone")
+            phases.mark("init")
             inj = rctx.inj = Injector(root, self.site, pt.get_regs(root), cure_regs=False)
             with inj:
-                rctx.scratch = inj.map_scratch()
+                # a scratch page for the kinds' data, then room for batches of calls (inject.Batch)
+                area = inj.check(nr.mmap, 0, restorer.SCRATCH_SIZE, 7, 0x22, -1, 0, what="mmap of a scratch area")
+                rctx.scratch = area
+                inj.use_batches(area + PAGE, restorer.SCRATCH_SIZE - PAGE)
                 self._take_fds(rctx)
                 phases.mark("take fds")
                 if len(rctxs) > 1:
                     self._tree(rctxs, made, stats)
                     phases.mark("processes below the root")
                 self._fill_root(rctx, stats, phases, lead=len(rctxs) == 1)
+                inj.check(nr.munmap, area, restorer.SCRATCH_SIZE, what="munmap of the scratch area")
             cpu.restore(rctx)
             thread.restore_masks(rctx)
             phases.mark("registers")
@@ -401,14 +409,24 @@ class FastTemplate:
 
     def _take_fds(self, rctx: RestoreContext) -> None:
         """The copy's network namespace, then every fd pyckpt opened for the copy, into
-        the root at pyckpt's numbers (processes forked from it inherit them)."""
-        inj = rctx.inj
-        if NETNS in rctx.passed:
-            self._take(inj, rctx.passed[NETNS])
-            inj.check(nr.setns, rctx.passed[NETNS], netns.CLONE_NEWNET,
+        the root at pyckpt's numbers (processes forked from it inherit them), in one batch.
+        The root holds only the template's pidfd of pyckpt (pidfd_slot): pidfd_getfd gives
+        it fd 0 each time, moved to its number and closed."""
+        batch = rctx.inj.batch()
+
+        def take(n: int) -> None:
+            batch.add(nr.pidfd_getfd, self.pidfd_slot, n, 0, want=0, what=f"pidfd_getfd of pyckpt's fd {n}")
+            batch.add(nr.dup3, 0, n, os.O_CLOEXEC, want=n, what=f"dup3 to fd {n}")
+            batch.add(nr.close, 0, want=0, what="close")
+
+        netns_fd = rctx.passed.get(NETNS)
+        if netns_fd is not None:
+            take(netns_fd)
+            batch.add(nr.setns, netns_fd, netns.CLONE_NEWNET, want=0,
                       what="setns into the copy's network namespace")
-        for n in sorted(set(rctx.passed.values()) - {rctx.passed.get(NETNS)}):
-            self._take(inj, n)
+        for n in sorted(set(rctx.passed.values()) - {netns_fd}):
+            take(n)
+        batch.run()
 
     def _tree(self, rctxs: list[RestoreContext], made: list[int], stats: CopyStats) -> None:
         """The processes below the root: forked with their image PIDs by their parents
@@ -477,13 +495,6 @@ class FastTemplate:
         for t in rctx.threads.values():
             t.cure()
         stats.injected_calls += inj.calls + sum(t.calls for t in rctx.threads.values())
-
-    def _take(self, inj: Injector, n: int) -> None:
-        """pyckpt's fd `n` into the copy's root at number `n` (pidfd_getfd gives the lowest free)."""
-        got = inj.check(nr.pidfd_getfd, self.pidfd_slot, n, 0, what=f"pidfd_getfd of pyckpt's fd {n}")
-        if got != n:
-            inj.check(nr.dup3, got, n, os.O_CLOEXEC, what=f"dup3 to fd {n}")
-            inj.check(nr.close, got, what="close")
 
     def _stopped(self) -> bool:
         """Whether the template is still there, stopped under pyckpt's ptrace."""

@@ -17,6 +17,7 @@ before the first run, and one untimed warm-up of each comes first):
 | row | what |
 | --- | --- |
 | dump | `pyckpt.dump(pid, dir)` without kill, into a directory removed just before |
+| pyckpt CPU | the CPU time (user + system) pyckpt's own process spent in the call, median: less moved by other load on the machine than the wall time |
 | restore | `pyckpt.restore(dir)` of an image dumped with kill=True, until it returns; the copy is then checked (SIGUSR1, its answer compared with the original's) and killed and reaped, by PID |
 | floor: spawn | fork + exec of the same binary until it has run (`python3 -S -c pass`, `target` with no argument: both exit at once), and waitpid |
 | floor: injected calls | the operation's count of injected syscalls × the cost of one injected getpid() measured in the same run (pinned to the target's CPU, as dump and restore are) |
@@ -132,13 +133,19 @@ def kill_own(pid: int) -> None:
         pass
 
 
+CPU: list[float] = []  # pyckpt's own CPU time (user + system) of each counted() call
+
+
 def counted(fn):
     OPENS["proc"] = 0
     OPENS["on"] = True
     try:
+        c = time.process_time()
         t = time.perf_counter()
         out = fn()
-        return time.perf_counter() - t, out, OPENS["proc"]
+        dt = time.perf_counter() - t
+        CPU.append(time.process_time() - c)
+        return dt, out, OPENS["proc"]
     finally:
         OPENS["on"] = False
 
@@ -175,7 +182,7 @@ def bench_target(name: str, argv: list[str], floor_argv: list[str], work: Path, 
                  profile: str | None) -> dict:
     t = Target(argv, work / f"{name}.log")
     want = t.checksum()
-    dumps, dump_calls, dump_opens, dump_phases = [], [], [], []
+    dumps, dump_calls, dump_opens, dump_phases, dump_cpu, restore_cpu = [], [], [], [], [], []
     restores, restore_calls, restore_opens, phases = [], [], [], []
     floors, per_call = [], []
     img = work / f"{name}-img"
@@ -205,6 +212,7 @@ def bench_target(name: str, argv: list[str], floor_argv: list[str], work: Path, 
                 if step is one_dump and r:
                     dt, image, opens = out
                     dumps.append(dt)
+                    dump_cpu.append(CPU[-1])
                     dump_calls.append(image.dump_stats.injected_calls)
                     dump_opens.append(opens)
                     dump_phases.append(dict(image.dump_stats.phases, freeze=image.dump_stats.freeze))
@@ -230,6 +238,7 @@ def bench_target(name: str, argv: list[str], floor_argv: list[str], work: Path, 
                 kill_own(p.pid)
             if r:
                 restores.append(dt)
+                restore_cpu.append(CPU[-1])
                 restore_calls.append(stats.injected_calls)
                 restore_opens.append(opens)
                 phases.append(stats.phases)
@@ -250,6 +259,7 @@ def bench_target(name: str, argv: list[str], floor_argv: list[str], work: Path, 
         "restore_proc_opens": statistics.median(restore_opens),
         "restore_stages": stage_med, "dump_phases": dump_med,
         "spawn_floor": summary(floors), "inject_call": call,
+        "dump_cpu": summary(dump_cpu), "restore_cpu": summary(restore_cpu),
     }
 
 
@@ -257,12 +267,14 @@ def fmt(results: list[dict]) -> str:
     def ms(s):
         return f"{s['median'] * 1e3:.1f} [{s['best'] * 1e3:.1f}] ms"
 
-    out = ["| target | dump | restore | injected calls dump / restore | /proc opens dump / restore "
-           "| floor: spawn | floor: injected calls dump / restore (µs per call) |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| target | dump | restore | pyckpt CPU dump / restore | injected stops dump / restore "
+           "| /proc opens dump / restore | floor: spawn | floor: injected calls dump / restore (µs per call) |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in results:
         c = r["inject_call"]
-        out.append(f"| {r['target']} | {ms(r['dump'])} | {ms(r['restore'])} | {r['dump_calls']:.0f} / "
+        out.append(f"| {r['target']} | {ms(r['dump'])} | {ms(r['restore'])} | "
+                   f"{r['dump_cpu']['median'] * 1e3:.1f} / {r['restore_cpu']['median'] * 1e3:.1f} ms | "
+                   f"{r['dump_calls']:.0f} / "
                    f"{r['restore_calls']:.0f} | {r['dump_proc_opens']:.0f} / {r['restore_proc_opens']:.0f} | "
                    f"{ms(r['spawn_floor'])} | {r['dump_calls'] * c * 1e3:.1f} / "
                    f"{r['restore_calls'] * c * 1e3:.1f} ms ({c * 1e6:.1f}) |")

@@ -170,6 +170,34 @@ def test_many_side_by_side_share_memory(spawn, tmp_path):
             assert pristine(c.state(), pid)
 
 
+def _kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def test_template_memory_in_huge_pages_where_whole(spawn, tmp_path):
+    """The template's memory is collapsed into huge pages where the image had every page
+    of a 2 MiB block (the copies' page tables are then small), never where it had holes
+    (that would make the template bigger than the original): 64 MiB written, 256 MiB with
+    one page in 512 written."""
+    datafile = tmp_path / "data.bin"
+    datafile.write_bytes(bytes(4096))
+    t0 = spawn([sys.executable, str(TARGET), str(datafile), "--mib", "64", "--sparse", "256"])
+    t0.wait_for(r"^READY")
+    rss = _kib(t0.pid, "Rss")
+    pyckpt.dump(t0.pid, tmp_path / "img", kill=True, progress=False)
+    t0.reap()
+    with pyckpt.template(tmp_path / "img") as t:
+        assert t.fast, t.reason
+        assert _kib(t.pid, "AnonHugePages") >= 48 << 10
+        assert _kib(t.pid, "Rss") < rss + (16 << 10), (rss, _kib(t.pid, "Rss"))
+        c = Copy(t)
+        assert pristine(c.state(), t0.pid)
+        assert _kib(c.pid, "AnonHugePages") >= 48 << 10  # mapped whole, shared with the template
+        c.change()  # a byte in each MiB: the copy's own 4 KiB pages, the others still shared
+        assert c.state()["memory"] == "changed" and pristine(Copy(t).state(), t0.pid)
+
+
 def test_failed_copy_leaves_nothing_and_the_template_works(spawn, tmp_path, monkeypatch):
     """A copy that fails once its processes exist (registers refused) is killed and reaped
     whole; the template makes good copies afterwards."""

@@ -1,6 +1,7 @@
 """Target of test_fast_copies: state each copy must have of its own, checked by itself.
 
     python fastcopy_target.py DATAFILE [--threads N] [--listen PORT] [--mib M] [--children N]
+                              [--sparse S]
 
 Holds M MiB of patterned memory, DATAFILE open for reading (16 bytes read:
 offset 16), a pipe of its own with 4 bytes in it, an eventfd (count 5) in an
@@ -8,7 +9,8 @@ epoll set, optionally N worker threads counting and a TCP socket listening
 on PORT (a thread answers each connection with "<pid> <marker>"), and N
 child processes (forked first: they hold all of that too) that each write
 "<ppid> <pid>" into a pipe to the root every 20 ms, and exit when their
-parent changes.
+parent changes; S MiB more of private memory of which only one page per 2 MiB
+is written.
 
 SIGUSR1: prints `STATE ...` (what it sees: its PID, the marker, the file
 offset, bytes in its pipe, the eventfd count, the threads' progress, the
@@ -34,6 +36,7 @@ p.add_argument("--threads", type=int, default=0)
 p.add_argument("--listen", type=int, default=0)
 p.add_argument("--mib", type=int, default=8)
 p.add_argument("--children", type=int, default=0)
+p.add_argument("--sparse", type=int, default=0, help="MiB of private memory with one page in 512 written")
 args = p.parse_args()
 
 MIB = 1 << 20
@@ -41,6 +44,12 @@ memory = bytearray(args.mib * MIB)
 for i in range(0, len(memory), 4096):
     memory[i:i + 8] = struct.pack("<Q", i * 2654435761 & 0xFFFFFFFFFFFFFFFF)
 pristine_crc = zlib.crc32(memory)
+if args.sparse:
+    import mmap
+
+    sparse = mmap.mmap(-1, args.sparse * MIB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for i in range(0, len(sparse), 2 * MIB):
+        sparse[i] = 1
 marker = 0
 data = os.open(args.datafile, os.O_RDONLY)
 os.read(data, 16)

@@ -402,6 +402,9 @@ def merged(runs: list[PageRun]) -> list[PageRun]:
 _HAVE_ZERO_PIECES = hasattr(lib, "ck_zero_pieces")
 
 
+THREAD_MIN = 16 << 20  # bytes to copy from which PageCopier hashes and writes in a thread
+
+
 class PageCopier:
     """Copies runs of a process's memory into the page store, cut into pieces on the
     PIECE grid.  A piece of anonymous memory that holds only zeros is not stored (a
@@ -410,9 +413,12 @@ class PageCopier:
     not stored either (a run kept in the parent).  The rest is written as it comes,
     one write per stretch of stored pieces.
 
-    Two threads: this one reads the target's memory (process_vm_readv, which lets
-    the GIL go) into one of two buffers while a writer thread hashes and writes the
-    other one; zero detection is done in C (ck_zero_pieces)."""
+    Two threads (from THREAD_MIN bytes on): this one reads the target's memory
+    (process_vm_readv, which lets the GIL go) into one of two buffers while a
+    writer thread hashes and writes the other one; zero detection is done in C
+    (ck_zero_pieces)."""
+
+    threaded: bool | None = None  # None: a writer thread when there is enough to copy
 
     def __init__(self, pid: int, pages, parent: dict | None = None):
         self.pid, self.pages, self.parent = pid, pages, parent or {}
@@ -433,22 +439,29 @@ class PageCopier:
         work: queue.Queue = queue.Queue()
         errors: list[BaseException] = []
 
+        def handle(item) -> None:
+            index, slot, addr, n, zero_ok = item
+            try:
+                if not errors:
+                    results[index] += self._store(slot, addr, n, zero_ok)
+            except BaseException as e:  # noqa: BLE001 -- raised again in the reading thread
+                errors.append(e)
+            finally:
+                free.put(slot)
+
         def writer():
             while True:
                 item = work.get()
                 if item is None:
                     return
-                index, slot, addr, n, zero_ok = item
-                try:
-                    if not errors:
-                        results[index] += self._store(slot, addr, n, zero_ok)
-                except BaseException as e:  # noqa: BLE001 -- raised again in the reading thread
-                    errors.append(e)
-                finally:
-                    free.put(slot)
+                handle(item)
 
+        threaded = self.threaded
+        if threaded is None:  # a thread is worth its start for more than a few MiB
+            threaded = sum(n for _, n, _, _ in jobs) * PAGE >= THREAD_MIN
         thread = threading.Thread(target=writer, name="pyckpt page writer", daemon=True)
-        thread.start()
+        if threaded:
+            thread.start()
         mem_fd = -1
         try:
             for index, (addr, npages, readable, zero_ok) in enumerate(jobs):
@@ -473,13 +486,17 @@ class PageCopier:
                                               f"({n} bytes)")
                         addr += n
                         continue
-                    work.put((index, slot, addr, n, zero_ok))
+                    if threaded:
+                        work.put((index, slot, addr, n, zero_ok))
+                    else:
+                        handle((index, slot, addr, n, zero_ok))
                     if progress is not None:
                         progress(n)
                     addr += n
         finally:
-            work.put(None)
-            thread.join()
+            if threaded:
+                work.put(None)
+                thread.join()
             if mem_fd >= 0:
                 os.close(mem_fd)
         if errors:

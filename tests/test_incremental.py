@@ -159,3 +159,46 @@ def test_a_bad_parent_is_refused_before_the_dump_touches_anything(spawn, python_
     assert str(tmp_path / "nothing") in str(e.value)
     assert not (tmp_path / "b").exists()
     check(t)
+
+
+def test_parent_of_another_owner_is_refused(spawn, chain):
+    """A restore reads a parent's pages into the process: an image may not name another
+    user's image as its parent (a user's image restores as that user, see trust.py)."""
+    t, imgs = chain
+    os.chown(imgs[1], 65534, 65534)
+    _refused(spawn, t, imgs[2], imgs[1], "belongs to uid 65534")
+    os.chown(imgs[1], 0, 0)
+    os.chown(imgs[1] / "pages.img", 65534, 65534)
+    _refused(spawn, t, imgs[2], "pages.img of its parent image", "belongs to uid 65534")
+
+
+def _forge(src, dst, edit):
+    """A copy of the image at `src` with each record replaced by `edit(record)`, re-signed
+    as pyckpt writes images (anyone who can write the directory can do this)."""
+    from pyckpt.image import ImageWriter
+
+    image = pyckpt.open_image(src)
+    writer = ImageWriter(dst)
+    writer.write_header(image.header)
+    for rec in image.records:
+        writer.write_record(edit(rec))
+    writer.pages.append((src / "pages.img").read_bytes())
+    writer.finish(sync_pages=False)
+    return dst
+
+
+def test_cycle_and_bad_chain_records_are_refused(spawn, chain, tmp_path):
+    import dataclasses
+
+    from pyckpt.image.chain import ParentRecord
+
+    t, imgs = chain
+    cases = {  # ParentRecord edit -> what the refusal says
+        "cycle": (lambda r: dataclasses.replace(r, path="../cycle"), "a cycle"),
+        "absolute": (lambda r: dataclasses.replace(r, path=str(imgs[1])), "not a path relative"),
+        "deep": (lambda r: dataclasses.replace(r, depth=1000), "longer than"),
+        "depth": (lambda r: dataclasses.replace(r, depth=1), "images up a chain of 1"),
+    }
+    for name, (edit, words) in cases.items():
+        forged = _forge(imgs[2], tmp_path / name, lambda r: edit(r) if isinstance(r, ParentRecord) else r)
+        _refused(spawn, t, forged, words)

@@ -12,7 +12,8 @@ A parent is opened as the image's own files are: from the image directory,
 one path component at a time, never through a symbolic link (O_NOFOLLOW on
 every component), its files regular and checked as pages.img is
 (image/__init__.py).  It must be a complete image of the same owner as the
-child's directory, with the identity the child wrote (else another image was
+child's directory (the parent's directory and files: a restore of an image
+that is not trusted runs as its owner, and must not read another's memory), with the identity the child wrote (else another image was
 put at that path, or the parent changed: an ImageError naming both paths);
 the chain is at most MAX_CHAIN images long, and an image met twice (a cycle)
 is refused.
@@ -93,7 +94,18 @@ def _walk(dfd: int, rel: str, child: Path, target: Path) -> int:
 def open_chain(reader) -> list:
     """[reader, its parent's reader, ...]: every image of `reader`'s chain, each
     opened and checked (see the module docstring)."""
-    from . import ImageReader, _open_dir
+    try:
+        return _open_chain(reader)
+    except ImageError as e:
+        if e.path is not None and os.fspath(e.path) != os.fspath(reader.path):
+            # a link further up: say which image's chain it broke
+            raise ImageError(f"image at {reader.path} (incremental) cannot be read: {e}",
+                             path=reader.path) from None
+        raise
+
+
+def _open_chain(reader) -> list:
+    from . import COMPLETE_FILE, PAGES_FILE, RECORDS_FILE, ImageReader, _open_dir
 
     chain = [reader]
     seen = set()
@@ -125,6 +137,16 @@ def open_chain(reader) -> list:
                     f"image at {child.path}: its parent image {target} belongs to uid {pst.st_uid}, "
                     f"the image to uid {owner}; the images of a chain must have one owner",
                     path=child.path)
+            for name in (RECORDS_FILE, PAGES_FILE, COMPLETE_FILE):
+                try:
+                    fst = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                except OSError:
+                    continue  # the reader below says what is missing
+                if fst.st_uid != owner:
+                    raise ImageError(
+                        f"image at {child.path}: {name} of its parent image {target} belongs to uid "
+                        f"{fst.st_uid}, the image to uid {owner}; the images of a chain must have one "
+                        "owner", path=child.path)
             try:
                 parent = ImageReader(target, dir_fd=dfd)
             except ImageError as e:

@@ -1073,12 +1073,15 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def checksum_each(t: Target, pids: list[int], inner: int, timeout: float = 120.0) -> bool:
+def checksum_each(t: Target, copies: list[tuple[int, int]], inner: int, timeout: float = 120.0) -> bool:
     """Like Target.checksums_ok, one process at a time: a copy restored by CRIU under
     `unshare --mount-proc` reads its NSpid from its own /proc (the inner PID only), so
-    copies are told apart by asking them one after the other."""
+    copies are told apart by asking them one after the other.  `copies`: (PID, the
+    criu that is its parent); a PID whose parent is not that criu is not signalled."""
     rx = re.compile(r"^SUM ([0-9a-f]+) getpid=(\d+) nspid=([\d,]+)$")
-    for pid in pids:
+    for pid, parent in copies:
+        if _parent_of(pid) != parent:
+            raise RuntimeError(f"copy {pid} is no longer the child of its criu {parent}")
         since = t.log.size()
         os.kill(pid, signal.SIGUSR1)
         m = t.log.wait_for(rx.pattern, since, timeout=timeout)[0]
@@ -1129,7 +1132,7 @@ def criu_copies(t: Target, criu: str, imgdir: Path, n: int, workdir: Path) -> di
             kids = _children(c)
             if len(kids) != 1:
                 raise RuntimeError(f"criu {c} (init of a copy's namespace): children {kids}")
-            copies.append(kids[0])
+            copies.append((kids[0], c))
         if not checksum_each(t, copies, inner=t.pid):
             raise RuntimeError("a copy restored by CRIU has different memory or PID (checksum mismatch)")
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 
@@ -56,17 +57,14 @@ def parse_maps(text: str) -> list[MapEntry]:
     return entries
 
 
+# A VMA's first line ("START-END perms ...": lower-case hex) and its VmFlags line; the
+# lines between ("Rss:   4 kB"...) start with an upper-case letter.
+_SMAPS_FLAGS = re.compile(r"^([0-9a-f]+)-[0-9a-f]+ [^\n]*\n(?:[A-Z][^\n]*\n)*?VmFlags:([^\n]*)", re.M)
+
+
 def parse_smaps_flags(text: str) -> dict[int, list[str]]:
     """Map each VMA start address in /proc/PID/smaps to its VmFlags list."""
-    flags: dict[int, list[str]] = {}
-    current = None
-    for line in text.splitlines():
-        head = line.split(None, 1)[0] if line.strip() else ""
-        if "-" in head and not head.endswith(":"):
-            current = int(head.split("-")[0], 16)
-        elif head == "VmFlags:" and current is not None:
-            flags[current] = line.split()[1:]
-    return flags
+    return {int(start, 16): flags.split() for start, flags in _SMAPS_FLAGS.findall(text)}
 
 
 def read_maps(pid: int) -> list[MapEntry]:

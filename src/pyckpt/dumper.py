@@ -165,7 +165,9 @@ def refuse_early(pid: int) -> proc.ProcStat:
     are now, and leases.  The freeze checks again whatever changed meanwhile."""
     stat = check_dumpable(pid)
     me, seen = os.getpid(), set()
-    ancestor = os.getppid()
+    # Every ancestor of pyckpt started before it: a process started later is none (the
+    # walk up its parents is a /proc read each).
+    ancestor = os.getppid() if stat.start_time <= _own_start_time() else 0
     while ancestor > 0 and ancestor not in seen:
         if ancestor == pid:
             raise UnsuitableProcessError(
@@ -193,6 +195,17 @@ def refuse_early(pid: int) -> proc.ProcStat:
         todo += _children(child)
     _refuse_leases(tree)
     return stat
+
+
+_OWN_START: dict[int, int] = {}
+
+
+def _own_start_time() -> int:
+    """pyckpt's own start time (clock ticks after boot, /proc/PID/stat), read once."""
+    me = os.getpid()
+    if me not in _OWN_START:
+        _OWN_START[me] = proc.read_stat(me).start_time
+    return _OWN_START[me]
 
 
 def _refuse_leases(pids: list[int]) -> None:

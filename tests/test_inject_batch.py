@@ -5,6 +5,7 @@ table in the new task's scratch area, with one stop of the task per table.
   one batch area holds (split into several), in a few stops, and checks every page.
 - A call that fails in the middle of a batch stops it there: the restore fails
   naming that call, leaves no process behind, and the image restores afterwards.
+- The scratch area goes elsewhere when the new task has memory where the image has none.
 """
 
 from __future__ import annotations
@@ -105,3 +106,44 @@ def test_dump_kill_restore_of_the_same_process_twice(spawn, python_exe, tmp_path
     check(t)
     dump_kill_restore(spawn, t, tmp_path / "two")
     check(t)
+
+
+def test_scratch_area_where_the_new_task_has_memory(spawn, python_exe, tmp_path, monkeypatch):
+    """The scratch area goes where the image has nothing; when the new task (a copy of
+    pyckpt) has memory there, its maps are read and the area goes elsewhere."""
+    import ctypes
+
+    from pyckpt import proc
+
+    t = start(spawn, python_exe)
+    image = tmp_path / "img"
+    img = pyckpt.dump(t.pid, image, kill=True)
+    reap_dumped(t)
+    first = restorer._free_page(memory_ranges(img), restorer.SCRATCH_SIZE)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_long]
+    # this process's memory there (MAP_FIXED_NOREPLACE: nothing of its own is replaced)
+    got = libc.mmap(first, restorer.SCRATCH_SIZE, 3, 0x22 | 0x100000, -1, 0)
+    assert got == first, f"could not map {first:#x} here (errno {ctypes.get_errno()})"
+    read = []
+    real = proc.read_maps
+    monkeypatch.setattr(proc, "read_maps", lambda pid: read.append(pid) or real(pid))
+    try:
+        p = pyckpt.restore(image)
+    finally:
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        libc.munmap(first, restorer.SCRATCH_SIZE)
+    spawn.track(p.pid)
+    t.popen = None
+    check(t)
+    assert p.pid in read  # the new task's maps were read for another place
+
+
+def memory_ranges(img) -> list[tuple[int, int]]:
+    """Every address range of the image's process (as restorer places its scratch area)."""
+    from pyckpt.kinds.memory import VdsoRecord, VmaRecord
+
+    rs = [(r.start, r.end) for r in img.records if isinstance(r, VmaRecord)]
+    return rs + [(b.start, b.end) for r in img.records if isinstance(r, VdsoRecord) for b in r.blocks]

@@ -3,7 +3,7 @@
 command line, as whole commands, beside the floors of Python itself (and CRIU).
 
     python3 bench/startup.py [--repeat 11] [--size 4] [--criu PATH] [--json out.json]
-                             [--pyckpt CMD] [--tmp DIR] [--profile]
+                             [--pyckpt CMD] [--ref CMD] [--tmp DIR] [--profile]
 
 Run as root, with gcc on the PATH (bench/target.c is compiled into the work
 directory).  One round: start the target (`target SIZE`, a session of its own,
@@ -15,14 +15,21 @@ printed when it started.  The copy is then SIGKILLed and reaped (this script is
 a child subreaper: a restored process whose restoring command has exited is
 its child).  With `--criu PATH` the same round runs with `criu dump -t PID -D
 DIR --shell-job` (which kills the target once dumped: pyckpt's dump leaves it
-running) and `criu restore -D DIR --shell-job -d` (restored detached).
+running) and `criu restore -D DIR --shell-job -d` (restored detached).  With
+`--ref CMD` another pyckpt command (an older checkout, say `env PYTHONPATH=OLD/src
+python -m pyckpt`) runs the same round too: rows "ref dump", "ref restore".
+
+Every command runs with a bytecode cache, as an installed command has one:
+without PYTHONDONTWRITEBYTECODE, the cache under PYTHONPYCACHEPREFIX in the
+work directory, filled by the first, untimed round (without `--no-warmup`).
 
 Floors, each a whole process too: `python -c pass`, `python -S -c pass`,
 `python -c "import pyckpt.cli"` (the interpreter this script runs with).  Every
 command is timed in every round, the order rotated from round to round, so the
 floors and the commands see the same machine.  Cells: median [best] in
 milliseconds, and the ratio of medians to the reference (the median of CRIU's
-command when given, else `python -c pass`).  `--profile` runs one more dump and
+command when given, else `python -c pass`); beside the wall time, the CPU time
+(user + system) of each command, which a busy machine disturbs less.  `--profile` runs one more dump and
 restore under `python -X importtime` and prints the slowest imports.
 
 Only processes this script starts (targets) or restores are signalled, by PID.
@@ -66,17 +73,34 @@ class Bench:
         subprocess.run(["gcc", "-O2", "-o", str(self.target), str(HERE / "target.c")], check=True)
         self.log = work / "target.log"
         self.pyckpt = pyckpt_command(args.pyckpt)
-        self.samples: dict[str, list[float]] = {}
+        # Every command runs with a bytecode cache, as an installed one has: not
+        # PYTHONDONTWRITEBYTECODE, and the cache in the work directory (filled by the
+        # first round).
+        self.env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        self.env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+        self.samples: dict[str, list[float]] = {}  # wall seconds
+        self.cpu: dict[str, list[float]] = {}  # CPU seconds (user + system)
         self.n = 0
 
-    def timed(self, name: str, argv: list[str], **kw) -> subprocess.CompletedProcess:
-        t0 = time.perf_counter()
-        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
-        took = time.perf_counter() - t0
+    def timed(self, name: str, argv: list[str]) -> subprocess.CompletedProcess:
+        """Run `argv` to its end: wall time (start to reaped), and CPU time (user + system,
+        of it and the children it waited for: wait4's rusage), which a busy machine
+        disturbs less."""
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                    env=self.env)
+            _, status, usage = os.wait4(proc.pid, 0)
+            took = time.perf_counter() - t0
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            done = subprocess.CompletedProcess(argv, proc.returncode, out.read(), err.read())
         if done.returncode != 0:
             raise SystemExit(f"{name}: {' '.join(argv)} exited {done.returncode}: "
                              f"{done.stderr.decode(errors='replace').strip()}")
         self.samples.setdefault(name, []).append(took)
+        self.cpu.setdefault(name, []).append(usage.ru_utime + usage.ru_stime)
         return done
 
     def start_target(self) -> tuple[int, str]:
@@ -118,15 +142,16 @@ class Bench:
         except ChildProcessError:
             pass
 
-    def round_pyckpt(self) -> None:
+    def round_pyckpt(self, command: list[str] | None = None, name: str = "pyckpt") -> None:
+        command = command or self.pyckpt
         img = self.work / "img"
         shutil.rmtree(img, ignore_errors=True)
         pid, want = self.start_target()
         try:
-            self.timed("pyckpt dump", [*self.pyckpt, "dump", str(pid), str(img)])
+            self.timed(f"{name} dump", [*command, "dump", str(pid), str(img)])
         finally:
             self.end(pid)
-        done = self.timed("pyckpt restore", [*self.pyckpt, "restore", str(img)])
+        done = self.timed(f"{name} restore", [*command, "restore", str(img)])
         copy = int(done.stdout.split()[0])
         try:
             self.check_copy(copy, want, "pyckpt")
@@ -159,12 +184,15 @@ class Bench:
         steps = [(name, lambda argv=argv, name=name: self.timed(name, argv))
                  for name, argv in self.floors()]
         steps.append(("pyckpt", self.round_pyckpt))
+        if self.args.ref:
+            steps.append(("ref", lambda: self.round_pyckpt(self.args.ref.split(), "ref")))
         if self.args.criu:
             steps.append(("criu", self.round_criu))
         if not self.args.no_warmup:
             for _, step in steps:
                 step()
             self.samples.clear()
+            self.cpu.clear()
         for i in range(self.args.repeat):
             k = i % len(steps)
             order = steps[k:] + steps[:k]
@@ -181,10 +209,10 @@ class Bench:
         pid, want = self.start_target()
         cmd = [sys.executable, "-X", "importtime", "-m", "pyckpt"]
         try:
-            d = subprocess.run([*cmd, "dump", str(pid), str(img)], capture_output=True)
+            d = subprocess.run([*cmd, "dump", str(pid), str(img)], capture_output=True, env=self.env)
         finally:
             self.end(pid)
-        r = subprocess.run([*cmd, "restore", str(img)], capture_output=True)
+        r = subprocess.run([*cmd, "restore", str(img)], capture_output=True, env=self.env)
         copy = int(r.stdout.split()[0])
         try:
             self.check_copy(copy, want, "pyckpt (profile)")
@@ -201,13 +229,15 @@ class Bench:
         return out
 
 
-def table(samples: dict[str, list[float]], reference: str) -> list[dict]:
+def table(samples: dict[str, list[float]], cpu: dict[str, list[float]], reference: str) -> list[dict]:
     ref = statistics.median(samples[reference])
+    ref_cpu = statistics.median(cpu[reference])
     rows = []
     for name, xs in samples.items():
-        med = statistics.median(xs)
+        med, med_cpu = statistics.median(xs), statistics.median(cpu[name])
         rows.append({"command": name, "median_ms": med * 1e3, "best_ms": min(xs) * 1e3,
-                     "runs": len(xs), f"ratio_to_{reference}": med / ref})
+                     "cpu_median_ms": med_cpu * 1e3, "runs": len(xs), "ratio": med / ref,
+                     "cpu_ratio": med_cpu / ref_cpu if ref_cpu else None})
     return rows
 
 
@@ -218,6 +248,8 @@ def main() -> int:
     ap.add_argument("--criu", metavar="PATH", help="a criu binary to compare with")
     ap.add_argument("--pyckpt", metavar="CMD",
                     help="the pyckpt command (default: the console script beside this python)")
+    ap.add_argument("--ref", metavar="CMD",
+                    help="another pyckpt command timed in the same rounds (rows 'ref ...')")
     ap.add_argument("--json", metavar="FILE", help="write every sample and the table as JSON")
     ap.add_argument("--tmp", default=None, help="where the work directory goes (default /tmp)")
     ap.add_argument("--no-warmup", action="store_true", help="no untimed first round")
@@ -237,15 +269,17 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     reference = "criu restore" if args.criu else "python -c pass"
-    rows = table(bench.samples, reference)
+    rows = table(bench.samples, bench.cpu, reference)
     load = os.getloadavg()
     print(f"pyckpt command: {' '.join(bench.pyckpt)}; target {args.size} MiB; {args.repeat} rounds; "
-          f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
-          f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '(unset)')}")
-    print(f"{'command':<32} {'median ms':>10} {'best ms':>9} {'/ ' + reference:>20}")
+          f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (after); bytecode cached")
+    print(f"wall: start to reaped; cpu: user + system time of the command; ratios of medians "
+          f"to {reference}'s")
+    print(f"{'command':<32} {'wall median':>11} {'best':>7} {'ratio':>7} {'cpu median':>11} {'ratio':>7}")
     for r in rows:
-        print(f"{r['command']:<32} {r['median_ms']:>10.1f} {r['best_ms']:>9.1f} "
-              f"{r['ratio_to_' + reference]:>19.2f}x")
+        cpu_ratio = f"{r['cpu_ratio']:>6.2f}x" if r["cpu_ratio"] is not None else f"{'-':>7}"
+        print(f"{r['command']:<32} {r['median_ms']:>8.1f} ms {r['best_ms']:>7.1f} {r['ratio']:>6.2f}x "
+              f"{r['cpu_median_ms']:>8.1f} ms {cpu_ratio}")
     if prof:
         for name, imports in prof.items():
             top = sorted(imports, key=lambda x: -x[1])[:15]
@@ -255,7 +289,7 @@ def main() -> int:
         Path(args.json).write_text(json.dumps({
             "command": bench.pyckpt, "size_mib": args.size, "repeat": args.repeat,
             "load": load, "machine": platform.platform(), "reference": reference,
-            "python": sys.version, "samples_s": bench.samples, "rows": rows,
+            "python": sys.version, "samples_s": bench.samples, "cpu_s": bench.cpu, "rows": rows,
             "imports_ms": prof,
         }, indent=2))
     return 0

@@ -200,7 +200,7 @@ FAST = [
     ["dump", "0", "img", "--kill", "--kill"],
     ["restore", "img"], ["restore", "--shell-job", "img", "--debug"], ["--no-progress", "restore", "img"],
     ["restore", "img", "--inherit-stdio", "--allow-changed-files", "--new-pidns", "--new-netns",
-     "--tcp-established", "--trust-image", "--shell-job", "--no-progress"],
+     "--tcp-established", "--trust-image", "--shell-job", "--no-progress", "--lazy"],
 ]
 ARGPARSE = [  # left to argparse (values, abbreviations, help, odd PIDs, errors)
     ["dump", "+1", "img"], ["dump", "1_0", "img"], ["dump", "١", "img"], ["dump", "1", "img", "--kil"],
@@ -275,3 +275,103 @@ def test_options_load_the_kinds_they_need():
     names = {m.name for m in pkgutil.iter_modules(kinds.__path__)}
     fields = {f.name for f in dataclasses.fields(RestoreOptions)}
     assert set(OPTION_KINDS) <= fields and set(OPTION_KINDS.values()) <= names
+
+
+# --- pyckpt._dataclass: the classes it builds behave as dataclasses.dataclass's --------
+
+SHAPES = [
+    "    a: int\n    b: str\n    c: int = 3\n    d: list = field(default_factory=list)\n",
+    "    x: int\n",
+    "    pass\n",
+    "    a: int = 1\n    b: list = field(default_factory=lambda: [1])\n"
+    "    c: int = field(default=7, init=False)\n    e: list = field(default_factory=list, init=False)\n",
+    "    a: int\n    b: int = field(default=0, compare=False, repr=False)\n",
+    "    a: int\n    def __repr__(self):\n        return 'own'\n",
+    '    """documented"""\n    a: tuple\n    b: str = "s"\n',
+]
+CALLS = [((), {}), ((1,), {}), ((1, "x"), {}), ((1, "x", 5, [1]), {}), ((), {"a": 2}),
+         ((), {"a": (1, 2), "b": "t"}), ((1,), {"b": "y"}), ((), {"zz": 1}), ((1, 2, 3, 4, 5, 6), {}),
+         ((), {"x": 4}), ((2, [5]), {}), ((), {"b": [9]})]
+
+
+def _pair(body: str, frozen: bool):
+    import dataclasses
+
+    from pyckpt._dataclass import dataclass
+
+    out = []
+    for deco in (dataclasses.dataclass(frozen=frozen), dataclass(frozen=frozen)):
+        ns = {"field": dataclasses.field}
+        exec("class C:\n" + body, ns)
+        out.append(deco(ns["C"]))
+    return out
+
+
+def _outcome(fn):
+    try:
+        return ("ok", fn())
+    except (TypeError, AttributeError) as e:
+        return (type(e).__name__, None)
+    except Exception as e:
+        return (type(e).__name__, None)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+@pytest.mark.parametrize("shape", range(len(SHAPES)))
+def test_fast_dataclass_behaves_as_the_standard(shape, frozen):
+    import dataclasses
+    import inspect
+
+    std, fast = _pair(SHAPES[shape], frozen)
+    assert dataclasses.is_dataclass(fast)
+    assert [(f.name, f.type, f.init, f.compare) for f in dataclasses.fields(std)] == \
+        [(f.name, f.type, f.init, f.compare) for f in dataclasses.fields(fast)]
+    assert str(inspect.signature(std.__init__)) == str(inspect.signature(fast.__init__))
+    assert std.__match_args__ == fast.__match_args__
+    assert (std.__hash__ is None) == (fast.__hash__ is None)
+    assert repr(fast.__dataclass_params__) == repr(std.__dataclass_params__)
+    if "documented" in SHAPES[shape]:
+        assert fast.__doc__ == std.__doc__
+    for args, kw in CALLS:
+        s, f = _outcome(lambda: std(*args, **kw)), _outcome(lambda: fast(*args, **kw))
+        assert s[0] == f[0], (args, kw, s, f)
+        if s[0] != "ok":
+            continue
+        s, f = s[1], f[1]
+        assert repr(s) == repr(f) and vars(s) == vars(f)
+        assert dataclasses.asdict(s) == dataclasses.asdict(f)
+        again = dataclasses.replace(f)
+        assert again == f and again is not f and not (again != f) and (f == 1) is False
+        assert _outcome(lambda: hash(s) == hash(dataclasses.replace(s)))[0] == \
+            _outcome(lambda: hash(f) == hash(dataclasses.replace(f)))[0]
+        if frozen and vars(f):
+            name = next(iter(vars(f)))
+            for op in (lambda x: setattr(x, name, 1), lambda x: delattr(x, name)):
+                with pytest.raises(dataclasses.FrozenInstanceError):
+                    op(f)
+    if "default_factory=list" in SHAPES[shape]:
+        a, b = fast(*([1, "x"] if shape == 0 else [])), fast(*([1, "x"] if shape == 0 else []))
+        a.d.append(1) if shape == 0 else a.e.append(1)
+        assert (b.d if shape == 0 else b.e) == []  # a new list per instance
+
+
+def test_fast_dataclass_builds_pyckpts_classes():
+    """Every dataclass of pyckpt's modules (those a command loads) is built by it (in a
+    fresh interpreter: importing every module here would change what others see)."""
+    code = """
+import importlib, pkgutil, pyckpt
+built = []
+for mod in pkgutil.walk_packages(pyckpt.__path__, "pyckpt."):
+    if mod.name.startswith(("pyckpt.jupyter", "pyckpt._native", "pyckpt.pytest", "pyckpt.__main__",
+                            "pyckpt.fastcopy")):
+        continue
+    module = importlib.import_module(mod.name)
+    for obj in vars(module).values():
+        if isinstance(obj, type) and obj.__module__ == mod.name and "__dataclass_fields__" in obj.__dict__:
+            assert obj.__repr__.__code__.co_filename.endswith("_dataclass.py"), obj
+            built.append(obj)
+print(len(built))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) > 80

@@ -89,7 +89,8 @@ Layout of the package, for developers:
   _native/      the C helpers (cffi), built at install
   progress.py   the progress bar (tqdm, on a terminal only)
   signals.py    SIGINT/SIGTERM noted during the work, acted on at safe points
-  cli.py        the `pyckpt` command
+  cli.py        the `pyckpt` command (loads only what its command needs: start-up)
+  _dataclass.py the @dataclass of pyckpt's classes: the standard's classes, built faster
 
 The public API is what `__all__` lists; tests/test_api.py keeps it honest.
 """

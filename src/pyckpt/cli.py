@@ -254,7 +254,7 @@ _GLOBAL_FLAGS = ("--debug", "--no-progress")
 _FAST = {  # command -> (positional names, flags, defaults of the other options)
     "dump": (("pid", "dir"), ("--kill", "--precopy"), {"max_deleted_size": 64 << 20, "parent": None}),
     "restore": (("dir",), ("--inherit-stdio", "--shell-job", "--allow-changed-files", "--new-pidns",
-                           "--new-netns", "--tcp-established", "--trust-image"),
+                           "--new-netns", "--tcp-established", "--trust-image", "--lazy"),
                 {"fd": [], "allow_changed_glob": [], "deleted_dir": None, "port_map": []}),
 }
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from ._dataclass import dataclass
 
 from . import __version__, privileges, proc
 from .errors import (DumpError, NoSuchProcessError, PyckptError, UnsuitableProcessError, UnsupportedError,

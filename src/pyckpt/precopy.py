@@ -47,7 +47,7 @@ import ctypes
 import fcntl
 import os
 import struct
-from dataclasses import dataclass
+from ._dataclass import dataclass
 
 from . import proc
 from ._native._ck import ffi, lib

@@ -11,7 +11,7 @@ error.  A raise site that knows which option avoids its refusal says so with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ._dataclass import dataclass
 
 from .errors import ImageError, PyckptError
 

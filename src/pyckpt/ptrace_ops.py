@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
-from dataclasses import dataclass
+from ._dataclass import dataclass
 
 from ._native._ck import ffi, lib
 from .errors import PtraceError

@@ -19,7 +19,9 @@ import enum
 import os
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from ._dataclass import dataclass
 
 from . import limits, netns, privileges, proc, trust
 from . import ptrace_ops as pt

@@ -36,7 +36,7 @@ import pwd
 import resource
 import stat
 import threading
-from dataclasses import dataclass
+from ._dataclass import dataclass
 
 from . import proc
 from .arch import libc as _libc

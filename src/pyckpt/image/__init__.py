@@ -43,12 +43,12 @@ import os
 import re
 import stat
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import xxhash
 
+from .._dataclass import dataclass
 from ..arch import PAGE
 from ..errors import ImageError, ImageWriteError
 from .codec import decode, encode, record, record_type

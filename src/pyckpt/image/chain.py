@@ -22,9 +22,9 @@ is refused.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from .._dataclass import dataclass
 from ..errors import ImageError
 from .codec import record
 

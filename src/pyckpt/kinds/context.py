@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import fcntl
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Callable
 
+from .._dataclass import dataclass
 from .. import proc
 from ..errors import PyckptError
 from ..image import ImageReader, PageStoreWriter

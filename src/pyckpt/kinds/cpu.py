@@ -36,7 +36,7 @@ Two other results of the dump's stop are not the program's to see:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from .. import ptrace_ops as pt
 from ..errors import KernelMismatchError

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from .. import proc
 from ..errors import UnsupportedError

@@ -43,7 +43,7 @@ import errno
 import os
 import secrets
 import stat
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from ..arch import PAGE
 from ..errors import FileChangedError, ImageError, UnsupportedError

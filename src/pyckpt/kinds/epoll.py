@@ -47,7 +47,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from ..arch import libc as _libc
 from ..errors import ImageError, RestoreError, UnsupportedError, UnsupportedFdError

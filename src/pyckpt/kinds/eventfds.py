@@ -35,7 +35,7 @@ import os
 import signal
 import struct
 import time
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from ..arch import libc as _libc
 from ..errors import RestoreError, UnsupportedFdError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from ..errors import FileChangedError
 from ..problems import Fix, needs

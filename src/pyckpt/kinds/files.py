@@ -35,7 +35,7 @@ import errno
 import fcntl
 import os
 import stat
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from ..arch import libc as _libc
 from ..errors import RestoreError, UnsupportedFdError

@@ -26,7 +26,7 @@ import fcntl
 import os
 import struct
 import termios
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from ..arch import libc as _libc
 from ..errors import FileChangedError, RestoreError, UnsupportedError, UnsupportedFdError

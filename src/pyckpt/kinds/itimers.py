@@ -15,7 +15,7 @@ is given.  Overrun counts are not kept.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from ..errors import RestoreError
 from ..image import record

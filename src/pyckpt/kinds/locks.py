@@ -37,7 +37,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from ..errors import DumpError, ImageError, LockConflictError, RestoreError, UnsupportedError, describe
 from ..image import record

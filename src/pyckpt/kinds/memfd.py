@@ -27,7 +27,7 @@ import ctypes
 import fcntl
 import os
 import stat
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from ..arch import libc as _libc
 from ..errors import ImageError, UnsupportedError

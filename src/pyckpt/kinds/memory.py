@@ -41,7 +41,9 @@ import queue
 import stat
 import struct
 import threading
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from .._dataclass import dataclass
 
 import xxhash
 

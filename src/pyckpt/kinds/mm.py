@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from .. import proc
 from ..image import record

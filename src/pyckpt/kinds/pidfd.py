@@ -23,7 +23,7 @@ pidfd_getfd — shared across fork as it was, and in the same epoll sets
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from ..errors import ImageError, UnsupportedFdError
 from ..image import record

@@ -47,7 +47,9 @@ import os
 import select
 import stat
 import termios
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from .._dataclass import dataclass
 
 from ..arch import libc as _libc
 from ..errors import DumpError, FileChangedError, RestoreError

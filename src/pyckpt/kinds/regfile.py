@@ -29,7 +29,7 @@ import ctypes
 import os
 import stat
 import struct
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from ..arch import libc as _libc
 from ..errors import FileChangedError

@@ -22,7 +22,7 @@ from __future__ import annotations
 import ctypes
 import os
 import weakref
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from ..arch import libc as _libc
 from ..errors import ImageError

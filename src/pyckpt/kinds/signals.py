@@ -17,7 +17,7 @@ task runs with its own mask, as they would have been.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from .. import ptrace_ops as pt
 from ..image import record

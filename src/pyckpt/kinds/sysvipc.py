@@ -74,7 +74,9 @@ import errno
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from .._dataclass import dataclass
 
 from .. import proc
 from ..arch import libc as _libc

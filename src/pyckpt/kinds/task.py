@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from .. import proc
 from ..errors import RestoreError, UnsupportedError

@@ -40,7 +40,7 @@ import os
 import socket
 import stat
 import struct
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from ..errors import RestoreError
 from ..image import record

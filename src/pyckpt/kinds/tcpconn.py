@@ -123,7 +123,7 @@ import socket
 import struct
 import termios
 import time
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from ..errors import PortInUseError, RestoreError, UnsupportedFdError
 from .. import proc

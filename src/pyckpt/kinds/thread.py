@@ -20,7 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from .. import ptrace_ops as pt
 from ..arch import libc as _libc

@@ -67,7 +67,7 @@ import signal
 import stat
 import struct
 import termios
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from .. import proc
 from ..errors import ImageError, RestoreError, UnsupportedError

@@ -53,7 +53,9 @@ import select
 import socket
 import stat
 import struct
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from .._dataclass import dataclass
 
 from ..arch import libc as _libc
 from ..errors import ImageError, PortInUseError, RestoreError, UnsupportedFdError

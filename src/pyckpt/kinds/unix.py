@@ -48,7 +48,9 @@ import os
 import socket
 import stat
 import struct
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from .._dataclass import dataclass
 
 from ..arch import libc as _libc
 from ..errors import DumpError, RestoreError, UnsupportedFdError

@@ -81,7 +81,9 @@ import socket
 import stat
 import struct
 import termios
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from .._dataclass import dataclass
 
 from ..errors import RestoreError, SocketPathInUseError, UnsupportedFdError
 from ..image import padded, record

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 from .fdinfo import read_fdinfo_text  # noqa: F401 (its reader; the epoll and pidfd kinds import it here)
 

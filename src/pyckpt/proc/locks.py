@@ -27,7 +27,7 @@ which /proc/locks cannot.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 _LINE = re.compile(
     r"^(?P<id>\d+):\s*(?P<waiter>->\s*)?(?P<kind>\S+)\s+(?P<state>\S+)\s+(?P<type>\S+)\s+"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+
+from .._dataclass import dataclass
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ optional fields up to `-`, file system type, source, super options.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 TCP_ESTABLISHED, TCP_LISTEN = 1, 10
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from .._dataclass import dataclass
 
 PF_KTHREAD = 0x00200000
 

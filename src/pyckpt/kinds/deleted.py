@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import stat
 from .._dataclass import dataclass
 
@@ -331,6 +330,8 @@ def _content(rctx: RestoreContext, content_id: int) -> DeletedContentRecord:
 
 def _create_unlinked(directory: str, name: str) -> tuple[int, str]:
     """Create a new file in `directory` (as `name` if free) and unlink it at once."""
+    import secrets  # (here: hashlib and hmac are no part of a command's start-up)
+
     candidates = [name] + [f".{name}.pyckpt-{secrets.token_hex(6)}" for _ in range(8)]
     for cand in candidates:
         path = os.path.join(directory, cand)

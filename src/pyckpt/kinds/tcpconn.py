@@ -117,7 +117,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import signal
 import socket
 import struct
@@ -339,6 +338,8 @@ def _reconnect(rctx: RestoreContext, a_rec: TcpConnectionRecord,
                b_rec: TcpConnectionRecord) -> tuple[int, int]:
     """Both ends again, connected to each other in repair mode; fds in pyckpt."""
     qa, qb = _queue(rctx, a_rec), _queue(rctx, b_rec)
+    import secrets  # (here: hashlib and hmac are no part of a command's start-up)
+
     x, y = secrets.randbits(32), secrets.randbits(32)
     # a sends from x (and b has received up to x); b sends from y. Each end's unread
     # data counts as received: its peer's send sequence starts after it.

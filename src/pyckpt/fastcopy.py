@@ -8,12 +8,11 @@ thread stays stopped under pyckpt's ptrace forever: it never runs code of its
 own.  It was made by ck_clone_stopped, so it dies with pyckpt (parent-death
 SIGKILL, PTRACE_O_EXITKILL).
 
-Its private anonymous memory is collapsed into huge pages where the image
-had every page of a 2 MiB block (MADV_COLLAPSE, VMA flags unchanged): a
-fork of it copies one page-table entry per 2 MiB, so a copy of a 1 GiB
-process is forked in about a millisecond, where fork() of the original
-copies 262144 entries.  Making the template costs that collapse (a few
-seconds per GiB here).
+Its private anonymous memory is in huge pages where the image had every
+page of a 2 MiB block (MADV_COLLAPSE before the pages are read, VMA flags
+unchanged): a fork of it copies one page-table entry per 2 MiB, so the
+root of a copy of a 1 GiB process is forked in about a millisecond, where
+fork() of the original copies 262144 entries (and the template fills faster).
 
 A copy, made from the template by injected calls:
 
@@ -244,9 +243,9 @@ class FastTemplate:
                 batch.run()
             with _timed(stats, Stage.LAYOUT):
                 memory.restore_layout(rctx)
+            self._collapse(inj, rctx)  # before the pages: they are read into huge pages
             with _timed(stats, Stage.PAGES):
                 memory.restore_pages(rctx)
-            self._collapse(inj, rctx)
             with _timed(stats, Stage.TASK):
                 task.restore(rctx)
             with _timed(stats, Stage.MM):
@@ -274,16 +273,21 @@ class FastTemplate:
         self.regs = pt.get_regs(pid)
 
     def _collapse(self, inj: Injector, rctx: RestoreContext) -> None:
-        """The template's private anonymous memory into huge pages where the image had
-        every page of a 2 MiB block (MADV_COLLAPSE: whatever the THP setting, the VMAs'
-        flags unchanged; a block with a page missing is left alone, it would grow): a
-        fork then copies one page-table entry per 2 MiB instead of 512, and a copy that
-        writes a page still copies 4 KiB (the kernel splits the mapping in that copy)."""
+        """Huge pages for the template's private anonymous memory where the image has
+        every page of a 2 MiB block (a block with a page missing is left alone: it would
+        grow), before the pages are read: one byte of each block written (MADV_COLLAPSE
+        wants a page table there), then MADV_COLLAPSE, which works whatever the THP
+        setting and leaves the VMA's flags as they are.  A fork then copies one
+        page-table entry per 2 MiB instead of 512, and a copy that writes a page still
+        copies 4 KiB (the kernel splits the mapping in that copy).  A block the kernel
+        cannot make huge stays in small pages."""
         self.collapsed = 0
         for v in rctx.image.of_type(memory.VmaRecord):
             if v.kind != "anon" or v.shared or not v.pages or "nh" in v.vmflags:
                 continue
             for start, end in _full_blocks(v.pages):
+                for block in range(start, end, HUGE):
+                    inj.write(block, b"\0")  # every page of it is read from the image (or zero)
                 if inj.call(nr.madvise, start, end - start, MADV_COLLAPSE) == 0:
                     self.collapsed += end - start
 

@@ -203,16 +203,17 @@ class ForkTemplate:
     def fork(self) -> int:
         self.proc.stdin.write(b"x")
         self.proc.stdin.flush()
-        child, ready = None, False
-        while child is None or not ready:
+        # parent and child write to one pipe, print()'s text and newline in two writes:
+        # "CHILD 123" and "READY ..." may come interleaved ("CHILD 123READY ...\n\n")
+        import re
+
+        seen = ""
+        while not (re.search(r"CHILD (\d+)", seen) and "READY" in seen):
             line = self.lines.readline().decode()
             if not line:
                 raise RuntimeError("the fork template ended")
-            if line.startswith("CHILD "):
-                child = int(line.split()[1])
-            elif line.startswith("READY"):
-                ready = True
-        return child
+            seen += line
+        return int(re.search(r"CHILD (\d+)", seen).group(1))
 
     def close(self) -> None:
         self.proc.stdin.close()

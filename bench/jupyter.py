@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Saving a notebook kernel that holds a lot of memory: freeze, restore, first cell.
 
-    python3 bench/jupyter.py [--size-mib 1024] [--repeat 5] [--json out.json] [--tmp DIR]
+    python3 bench/jupyter.py [--size-mib 1024] [--repeat 5] [--lazy] [--json out.json] [--tmp DIR]
 
 Run as root from the project's virtual environment (`.venv/bin/python
 bench/jupyter.py`: it needs jupyter_server, ipykernel and websocket-client,
@@ -35,6 +35,9 @@ Then, --repeat times, in this order (one round, untimed, comes first):
                  --tcp-established), timed from the request until idle; a
                  request lost while ZMQ reconnects is sent again after 5 s,
                  which then shows in this figure
+  lazy (--lazy)  another save --stop, restored with "lazy": true (memory read
+                 from the image on first touch): the request, its first cell,
+                 then a cell reading a byte of every page of the state
 
 Every image directory is deleted right after its use.  The table gives
 median [min, max] of each; ratios are taken against the references measured
@@ -214,6 +217,7 @@ print(kind, view.nbytes)
 """
 # rewrite 1 % of the state, one contiguous piece at a different place each time
 TOUCH = ("p = view.nbytes // 100; o = ({i} * 37 % 99) * p; view[o:o + p] = os.urandom(p)")
+READ_ALL = "sum(view[::4096])"  # a byte of every page
 COPY = "t = time.perf_counter(); _ = bytes(view); print(time.perf_counter() - t); del _"
 
 
@@ -226,6 +230,9 @@ def main() -> int:
     ap.add_argument("--size-mib", type=int, default=1024, help="the kernel's state (MiB)")
     ap.add_argument("--repeat", type=int, default=5, help="timed rounds (>= 5 for a median)")
     ap.add_argument("--json", metavar="FILE", help="write every sample there too")
+    ap.add_argument("--lazy", action="store_true", help="also restore lazily (\"lazy\": true) "
+                                                       "each round: its first cell, and a cell "
+                                                       "reading a byte of every page")
     ap.add_argument("--tmp", default=tempfile.gettempdir(), help="where the work directory goes")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -272,6 +279,15 @@ def main() -> int:
             sample["restore: pyckpt.restore"] = r["restore_seconds"]
             _, sample["first cell"] = tab.run("pass", retry_every=5)
             shutil.rmtree(img)
+            if args.lazy:
+                server.api("POST", f"api/pyckpt/kernels/{kid}/save", {"path": img, "stop": True})
+                t = time.perf_counter()
+                r = server.api("POST", "api/pyckpt/restore", {"path": img, "lazy": True})
+                sample["lazy restore: request"] = time.perf_counter() - t
+                sample["lazy restore: pyckpt.restore"] = r["restore_seconds"]
+                _, sample["lazy: first cell"] = tab.run("pass", retry_every=5)
+                _, sample["lazy: cell reading it all"] = tab.run(READ_ALL)
+                shutil.rmtree(img)
             sample["freeze / copy in kernel"] = sample["save: freeze"] / sample["copy in kernel"]
             sample["restore / copy in kernel"] = sample["restore: pyckpt.restore"] / sample["copy in kernel"]
             sample["first cell / cell"] = sample["first cell"] / sample["cell"]

@@ -269,6 +269,27 @@ def test_kernel_saved_with_its_tab_open_comes_back_under_its_id(server, tmp_path
     other.close()
 
 
+def test_lazy_restore(server, tmp_path):
+    """restore --lazy: the kernel runs before its memory is in (pages on first touch)."""
+    kid = server.api("POST", "api/kernels", {"name": "python3"})["id"]
+    tab = Tab(server, kid)
+    assert tab.run(STATE) == ["built 50000 41"]
+    assert tab.run("blob = bytes(range(256)) * (1 << 18)\nprint(len(blob))") == [str(64 << 20)]
+    r = server.cli("save", kid, str(tmp_path / "saved"), "--stop")
+    assert r.returncode == 0, r.stderr
+    r = server.cli("restore", str(tmp_path / "saved"), "--lazy")
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"\(lazily: its memory comes in as it is touched, served by PID (\d+)\)$",
+                  r.stdout.strip())
+    assert m, r.stdout
+    handler = int(m.group(1))  # pyckpt's page handler, which exits once every page is in
+    assert tab.run(CHECK) == WANT
+    assert tab.run("print(blob == bytes(range(256)) * (1 << 18))") == ["True"]
+    _wait("the handler's end", lambda: not psutil.pid_exists(handler)
+          or psutil.Process(handler).status() == psutil.STATUS_ZOMBIE)
+    tab.close()
+
+
 def test_bad_input_is_one_clear_error(server, tmp_path):
     kid = server.api("POST", "api/kernels", {"name": "python3"})["id"]
     tab = Tab(server, kid)

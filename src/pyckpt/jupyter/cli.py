@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--new-id", action="store_true",
                    help="restore it as a new kernel (a new kernel id, free ports) beside the one "
                         "of the saved id, which may still run: open it as a new notebook's kernel")
+    r.add_argument("--lazy", action="store_true", default=None,
+                   help="run the kernel before its memory is in: each page comes from the image "
+                        "when first touched, the rest in the background (keep DIR until then); "
+                        "default: the server's c.PyckptJupyter.lazy_restore")
     r.add_argument("--allow-changed-files", action="store_true",
                    help="restore even if files the kernel had open changed since the save "
                         "(IPython's history database may change without it)")
@@ -95,12 +99,16 @@ def run(argv: list[str], outer=None) -> int:
                  else "; it runs on"), flush=True)
     elif args.action == "restore":
         r = server.restore(_path(args.dir), replace=args.replace,
-                           allow_changed_files=args.allow_changed_files, new_id=args.new_id)
+                           allow_changed_files=args.allow_changed_files, new_id=args.new_id,
+                           lazy=args.lazy)
         if r.get("copy_of"):
             print(f"restored kernel {r['copy_of']} as a new kernel {r['id']} ({r['name']}), PID "
                   f"{r['pid']}, ports {' '.join(map(str, r['ports']))}", flush=True)
         else:
-            print(f"restored kernel {r['id']} ({r['name']}) as PID {r['pid']}", flush=True)
+            print(f"restored kernel {r['id']} ({r['name']}) as PID {r['pid']}"
+                  + (f" (lazily: its memory comes in as it is touched, served by PID "
+                     f"{', '.join(map(str, r['lazy_handlers']))})" if r.get("lazy_handlers") else ""),
+                  flush=True)
         for w in r.get("restore_warnings") or ():
             print(f"pyckpt jupyter restore: warning: {w}", file=sys.stderr)
     else:

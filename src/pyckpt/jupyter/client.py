@@ -143,10 +143,12 @@ class Server:
                          body)
 
     def restore(self, path: str, *, replace: bool = False, allow_changed_files: bool = False,
-                new_id: bool = False):
-        return self.call("POST", "api/pyckpt/restore", {"path": path, "replace": replace,
-                                                         "allow_changed_files": allow_changed_files,
-                                                         "new_id": new_id})
+                new_id: bool = False, lazy: bool | None = None):
+        body = {"path": path, "replace": replace, "allow_changed_files": allow_changed_files,
+                "new_id": new_id}
+        if lazy is not None:
+            body["lazy"] = lazy
+        return self.call("POST", "api/pyckpt/restore", body)
 
     def images(self):
         return self.call("GET", "api/pyckpt/images")

@@ -9,7 +9,7 @@ that save the kernels it manages and bring them back (loaded by
                                                 "parent": null}
     POST /api/pyckpt/restore                   {"path", "replace": false,
                                                 "allow_changed_files": false,
-                                                "new_id": false}
+                                                "new_id": false, "lazy": null}
 
 Requests need the server's token, as its own /api/kernels does.  Errors are
 JSON {"message", "error" (the pyckpt error class), "exit_code"}: 404 for an
@@ -84,7 +84,7 @@ from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
-from traitlets import Float, Unicode
+from traitlets import Bool, Float, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .. import errors
@@ -247,6 +247,10 @@ class PyckptJupyter(LoggingConfigurable):
                         ).tag(config=True)
     busy_timeout = Float(30.0, help="how long a save waits for a busy kernel to be idle "
                                     "(seconds) unless the request says").tag(config=True)
+    lazy_restore = Bool(False, help="restore kernels lazily unless the request says: the kernel "
+                                    "runs before its memory is in, each page read from the image "
+                                    "when first touched (pyckpt.restore(lazy=True)); the image "
+                                    "must stay until all is in").tag(config=True)
 
     def _image_dir_default(self):
         from jupyter_core.paths import jupyter_data_dir
@@ -498,9 +502,12 @@ class Saver:
 
     # -- restore ------------------------------------------------------------------------
 
-    async def restore(self, path: str, *, replace: bool = False,
-                      allow_changed_files: bool = False, new_id: bool = False) -> dict:
+    async def restore(self, path: str, *, replace: bool = False, allow_changed_files: bool = False,
+                      new_id: bool = False, lazy: bool | None = None) -> dict:
         path = self.config.resolve(path)
+        # the provisioner's options: files that may have changed; memory on first touch
+        opts = {"allow_changed_files": bool(allow_changed_files),
+                "lazy": self.config.lazy_restore if lazy is None else bool(lazy)}
         meta = read_meta(path)
         import pyckpt
 
@@ -509,15 +516,15 @@ class Saver:
             if replace:
                 raise SaveRefused("--new-id restores a copy beside the kernel of the saved id, "
                                   "--replace restores over it: ask for one of them", status=400)
-            return await self._restore_copy(meta, path, allow_changed_files)
+            return await self._restore_copy(meta, path, opts)
         kernel_id = meta["kernel_id"]
         async with self._lock(kernel_id):
             try:
                 if kernel_id in self.mkm:
                     proc = await self._restore_into(self.mkm.get_kernel(kernel_id), kernel_id, path,
-                                                    replace, allow_changed_files)
+                                                    replace, opts)
                 else:
-                    proc = await self._restore_new(kernel_id, meta, path, allow_changed_files)
+                    proc = await self._restore_new(kernel_id, meta, path, opts)
             except errors.RestoreError as e:
                 raise _offer_new_id(e, meta, path) from None
             km = self.mkm.get_kernel(kernel_id)
@@ -529,9 +536,11 @@ class Saver:
             model["pid"] = proc.pid
             model["restore_warnings"] = getattr(proc, "restore_warnings", [])
             model["restore_seconds"] = getattr(proc, "restore_seconds", None)
+            model["lazy"] = opts["lazy"]
+            model["lazy_handlers"] = getattr(proc, "lazy_handlers", [])
             return model
 
-    async def _restore_copy(self, meta: dict, path: str, allow: bool) -> dict:
+    async def _restore_copy(self, meta: dict, path: str, opts: dict) -> dict:
         """The saved kernel as a new kernel (a new id, free ports, the saved key) beside
         whatever runs under its id: see provisioner.py."""
         import uuid
@@ -540,7 +549,7 @@ class Saver:
         # every port it listens on moves: the five of the connection and its own (IOPub's pipe)
         listening = _listening(os.path.join(path, IMAGE))
         port_map = dict(zip(listening, _free_ports([ip for ip, _ in listening.values()])))
-        await self._restore_new(kernel_id, meta, path, allow, port_map=port_map)
+        await self._restore_new(kernel_id, meta, path, opts, port_map=port_map)
         km = self.mkm.get_kernel(kernel_id)
         km.execution_state = "idle"
         proc = km.provisioner
@@ -558,10 +567,11 @@ class Saver:
         model = self.mkm.kernel_model(kernel_id)
         model.update(pid=proc.pid, copy_of=meta["kernel_id"], ports=[new[p] for p in PORTS],
                      restore_warnings=getattr(proc, "restore_warnings", []),
-                     restore_seconds=getattr(proc, "restore_seconds", None))
+                     restore_seconds=getattr(proc, "restore_seconds", None), lazy=opts["lazy"],
+                     lazy_handlers=getattr(proc, "lazy_handlers", []))
         return model
 
-    async def _restore_into(self, km, kernel_id: str, path: str, replace: bool, allow: bool):
+    async def _restore_into(self, km, kernel_id: str, path: str, replace: bool, opts: dict):
         """Restore over the kernel manager of a kernel id the server has."""
         if await ensure_async(km.is_alive()):
             if not replace:
@@ -571,7 +581,7 @@ class Saver:
                                   "with --replace (REST: \"replace\": true), or shut it down first",
                                   kernel_id=kernel_id)
             pid = getattr(km.provisioner, "pid", None)
-            check = functools.partial(_problems, path, allow, pid, set(km.ports))
+            check = functools.partial(_problems, path, opts["allow_changed_files"], pid, set(km.ports))
             problems = await asyncio.get_running_loop().run_in_executor(None, check)
             if problems:  # the running kernel is not ended for a restore that cannot be made
                 raise problems[0].error
@@ -585,7 +595,7 @@ class Saver:
         held = km.__dict__.pop("_async_request_shutdown", None)
         old, ready = km.provisioner, km._ready
         km.provisioner = PyckptProvisioner(kernel_id=kernel_id, kernel_spec=km.kernel_spec,
-                                           parent=km, image=path, allow_changed_files=allow)
+                                           parent=km, image=path, **opts)
         ports = list(km.ports)
         try:
             await km.start_kernel(**getattr(km, "_launch_args", {}))
@@ -599,7 +609,7 @@ class Saver:
             self.mkm.start_watching_activity(kernel_id)
         return km.provisioner
 
-    async def _restore_new(self, kernel_id: str, meta: dict, path: str, allow: bool,
+    async def _restore_new(self, kernel_id: str, meta: dict, path: str, opts: dict,
                            port_map: dict | None = None):
         """A kernel id the server does not have: a new kernel manager for it whose
         provisioner is ours (the server's factory, wrapped for this id only)."""
@@ -610,8 +620,8 @@ class Saver:
             km = factory(*args, **kwargs)
             if os.path.basename(kwargs.get("connection_file", "")) == f"kernel-{kernel_id}.json":
                 km.provisioner = PyckptProvisioner(kernel_id=kernel_id, kernel_spec=km.kernel_spec,
-                                                   parent=km, image=path, allow_changed_files=allow,
-                                                   port_map=port_map or {})
+                                                   parent=km, image=path, port_map=port_map or {},
+                                                   **opts)
                 made.append(km.provisioner)
             return km
 
@@ -736,7 +746,9 @@ class RestoreHandler(_Handler):
         try:
             model = await self.saver.restore(body.get("path"), replace=bool(body.get("replace")),
                                              allow_changed_files=bool(body.get("allow_changed_files")),
-                                             new_id=bool(body.get("new_id")))
+                                             new_id=bool(body.get("new_id")),
+                                             lazy=None if body.get("lazy") is None
+                                             else bool(body.get("lazy")))
         except errors.PyckptError as e:
             return self.fail(e)
         except Exception as e:  # jupyter_client's own refusals (no such kernel spec, ...)

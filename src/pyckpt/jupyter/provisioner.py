@@ -12,6 +12,10 @@ process group), restart, shutdown and kill work as for a kernel the server
 started.  A later restart of the kernel (the user's "Restart kernel") starts
 a new empty one the ordinary way, on the same ports.
 
+With `lazy` the kernel runs before its memory is in: pyckpt's handler
+process reads each page from the image when first touched and pushes the
+rest in the background (pyckpt/lazy.py); the image must stay until then.
+
 IPython's history database (history.sqlite), which every kernel of the user
 writes, may have changed since the save: SQLite reads it again at each
 transaction, so it is not refused; any other file the kernel had open that
@@ -170,6 +174,8 @@ class PyckptProvisioner(LocalProvisioner):
     image = Unicode("", config=True, help="directory of the saved kernel to restore")
     allow_changed_files = Bool(False, config=True, help="restore even if files the kernel had "
                                                         "open changed since the save")
+    lazy = Bool(False, config=True, help="restore lazily: memory read from the image on first "
+                                        "touch (pyckpt.restore(lazy=True))")
     port_map = Dict(config=True, help="saved port -> the port the restored kernel listens on "
                                       "(a copy under a new kernel id, restored in a new PID "
                                       "namespace beside the original)")
@@ -200,6 +206,7 @@ class PyckptProvisioner(LocalProvisioner):
         restore = functools.partial(pyckpt.restore, image, fds=restore_fds(self.image), progress=False,
                                     tcp_established=not copy, new_pidns=copy,
                                     port_map={int(k): int(v) for k, v in self.port_map.items()},
+                                    lazy=bool(self.lazy),
                                     allow_changed_files=True if self.allow_changed_files
                                     else SHARED_FILES)
         import time
@@ -208,6 +215,8 @@ class PyckptProvisioner(LocalProvisioner):
         proc = await asyncio.get_running_loop().run_in_executor(None, restore)
         self.restore_seconds = time.perf_counter() - t  # pyckpt.restore's own time
         self.restore_warnings = list(getattr(proc, "restore_warnings", ()))
+        # lazy: pyckpt's page handler processes (each a lazy.Handler: pid, handler, guard)
+        self.lazy_handlers = [h.handler for h in getattr(proc, "lazy_handlers", ())]
         self.process = RestoredProcess(proc.pid, proc.ppid() if copy else None)
         self.pid = self.restored_pid = proc.pid
         try:

@@ -292,16 +292,40 @@ def test_tree_copies(spawn, tmp_path):
         assert not any(psutil.pid_exists(p) for p in [init, copies[0].pid, *below])
 
 
+def test_tree_sharing_anonymous_memory(spawn, tmp_path):
+    """tests/targets/tree.py (root -> A -> B sharing a MAP_SHARED|MAP_ANONYMOUS page, a pipe
+    from B to the root, A's own process group, B's parent-death signal): each copy checks
+    itself — its three processes share a page of their own, not the template's nor
+    another copy's."""
+    t0 = spawn([sys.executable, str(Path(__file__).parent / "targets" / "tree.py")], name="tree")
+    m = t0.wait_for(r"^READY root=(\d+) a=(\d+) b=(\d+)$", timeout=30)
+    pyckpt.dump(t0.pid, tmp_path / "img", kill=True, progress=False)
+    t0.reap()
+    with pyckpt.template(tmp_path / "img") as t:
+        assert t.fast, t.reason
+        copies = [Copy(t) for _ in range(2)]
+        for _ in range(2):
+            for c in copies:
+                os.kill(c.pid, signal.SIGUSR1)
+                line = c.line(b"CHECK ")
+                assert line.startswith("CHECK ok"), f"copy {c.pid}: {line}"
+        for c in copies:
+            a = psutil.Process(c.pid).children()
+            assert len(a) == 1 and len(a[0].children()) == 1
+        assert int(m.group(1)) == t0.pid
+
+
 def test_full_restores_say_why(spawn, tmp_path):
-    """An image the fast path does not take (shared anonymous memory): the template says
+    """An image the fast path does not take (a memfd mapped shared): the template says
     why, copies are full restores, and they work."""
-    t0 = spawn([sys.executable, "-c", "import mmap, time\nm = mmap.mmap(-1, 4096)\nm[:5] = b'hello'\n"
+    t0 = spawn([sys.executable, "-c", "import mmap, os, time\nfd = os.memfd_create('m')\n"
+                "os.ftruncate(fd, 4096)\nm = mmap.mmap(fd, 4096)\nm[:5] = b'hello'\n"
                 "print('READY', flush=True)\ntime.sleep(600)"])
     t0.wait_for(r"^READY")
     pyckpt.dump(t0.pid, tmp_path / "img", kill=True, progress=False)
     t0.reap()
     with pyckpt.template(tmp_path / "img", fds={1: os.devnull}) as t:
-        assert not t.fast and "shared_anon shared" in t.reason and "full restores" in repr(t)
+        assert not t.fast and "memfd shared" in t.reason and "full restores" in repr(t)
         p = t.copy()
         assert p.status() != psutil.STATUS_ZOMBIE and t.last_copy is None
 

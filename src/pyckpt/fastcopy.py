@@ -36,10 +36,13 @@ A copy, made from the template by injected calls:
    kinds' deferred work (timers, locks, epoll items), resource limits,
    credentials, pending signals, and the image's registers; then it runs.
 
+Shared anonymous memory: the fork leaves a copy's windows on the template's
+object; each copy gets objects of its own (made in pyckpt with the image's
+data, as the restore makes them) mapped over them in place.
+
 What the fast path does not do yet (Template.copy() then makes full
-restores, and `Template.reason` says why): SysV IPC objects, shared
-anonymous memory / memfd / deleted-file / SysV mappings (a template's shared
-memory would be shared by every copy), memory marked MADV_DONTFORK or
+restores, and `Template.reason` says why): SysV IPC objects, memfd /
+deleted-file / SysV mappings (the template's object would be every copy's), memory marked MADV_DONTFORK or
 MADV_WIPEONFORK (a fork does not copy it), a root whose PID is 1, shell_job,
 tcp_established.
 
@@ -79,6 +82,7 @@ from .signals import checkpoint, commit, deferred_signals
 CLONE_VM, CLONE_PARENT, CLONE_NEWIPC, CLONE_NEWPID = 0x100, 0x8000, 0x08000000, 0x20000000
 SIGCHLD, SIGKILL = 17, 9
 MADV_DONTFORK, MADV_COLLAPSE = 10, 25
+MAP_NORESERVE = 0x4000
 HUGE = 2 << 20
 PR_SET_PDEATHSIG = 1
 MAP_FIXED_NOREPLACE = 0x100000
@@ -127,7 +131,9 @@ def refusal(image, options: RestoreOptions) -> str | None:
             continue
         pid = view.one(task.TaskRecord).pid
         for v in view.of_type(memory.VmaRecord):
-            if v.kind not in ("anon", "file") or (v.shared and v.kind != "file"):
+            if v.kind == "shared_anon" and v.shared:
+                pass  # each copy gets its own object (FastTemplate._own_shared)
+            elif v.kind not in ("anon", "file") or (v.shared and v.kind != "file"):
                 return (f"memory of process {pid} at {v.start:#x}-{v.end:#x} is {v.kind}"
                         f"{' shared' if v.shared else ''} (every copy would share it)")
             if {"dc", "wf"} & set(v.vmflags):  # MADV_DONTFORK / MADV_WIPEONFORK: a fork would lose it
@@ -354,7 +360,7 @@ class FastTemplate:
             for rctx in rctxs:
                 if rctx.zombie:
                     continue
-                whole = (memory.prepare, mm.prepare, task.prepare) if rctx is not root else ()
+                whole = (memory.prepare, mm.prepare, task.prepare) if rctx is not root else (_own_objects,)
                 for step in (*whole, files.prepare, *(h.run for h in hooks_at("prepare"))):
                     rctx.collect(lambda step=step, rctx=rctx: step(rctx))
             if options.new_netns:
@@ -409,6 +415,7 @@ class FastTemplate:
                 rctx.scratch = area
                 inj.use_batches(area + PAGE, restorer.SCRATCH_SIZE - PAGE)
                 self._take_fds(rctx)
+                _own_shared(rctx)
                 phases.mark("take fds")
                 if len(rctxs) > 1:
                     self._tree(rctxs, made, stats)
@@ -537,6 +544,39 @@ class FastTemplate:
         if self.pid:
             kill_and_reap([self.pid])
             self.pid = 0
+
+
+def _shared_objects(rctx: RestoreContext) -> list:
+    """The root's windows on shared anonymous memory (each copy maps objects of its own)."""
+    return [v for v in rctx.image.of_type(memory.VmaRecord) if v.kind == "shared_anon" and v.shared]
+
+
+def _own_objects(rctx: RestoreContext) -> None:
+    """PREPARE of a copy's root: a new object for each shared anonymous memory it maps,
+    holding the image's data (made as the restore makes them: kinds/shmem.py), handed to
+    the root like its files; processes below the root map the same ones."""
+    for v in _shared_objects(rctx):
+        rctx.pass_fd(*memory.MAPPED_OBJECTS[v.kind].mapping_opener(rctx, v))
+
+
+def _own_shared(rctx: RestoreContext) -> None:
+    """In a copy's root (its fds taken): each window on shared anonymous memory, which
+    the fork left on the template's object, mapped again on the copy's own, in place."""
+    windows = _shared_objects(rctx)
+    if not windows:
+        return
+    batch = rctx.inj.batch()
+    for v in windows:
+        fd = rctx.passed[memory.MAPPED_OBJECTS[v.kind].mapping_opener(rctx, v)[0]]
+        flags = memory.MAP_FIXED | memory.MAP_SHARED | (MAP_NORESERVE if "nr" in v.vmflags else 0)
+        batch.add(nr.mmap, v.start, v.end - v.start, v.prot, flags, fd, v.offset, want=v.start,
+                  what=f"mmap of the copy's own shared memory at {v.start:#x}")
+        for flag in v.vmflags:
+            advice = memory.MADVISE_FOR_FLAG.get(flag)
+            if advice is not None:
+                batch.add(nr.madvise, v.start, v.end - v.start, advice, want=0,
+                          what=f"madvise({advice}) of the shared memory at {v.start:#x}")
+    batch.run()
 
 
 def _full_blocks(runs) -> list[tuple[int, int]]:

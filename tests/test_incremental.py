@@ -202,3 +202,12 @@ def test_cycle_and_bad_chain_records_are_refused(spawn, chain, tmp_path):
     for name, (edit, words) in cases.items():
         forged = _forge(imgs[2], tmp_path / name, lambda r: edit(r) if isinstance(r, ParentRecord) else r)
         _refused(spawn, t, forged, words)
+
+
+def test_a_chain_moved_as_a_whole_restores(spawn, chain, tmp_path):
+    t, imgs = chain
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    moved = [tmp_path / "elsewhere" / i.name for i in imgs]
+    for a, b in zip(imgs, moved):
+        os.rename(a, b)
+    _restore_and_check(spawn, t, moved[2], 2)

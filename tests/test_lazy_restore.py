@@ -26,7 +26,7 @@ import time
 import pytest
 
 import pyckpt
-from conftest import TARGETS, Target, reap_dumped
+from conftest import TARGETS, Target, check, reap_dumped, start_ctarget
 from test_trees import _wait_gone
 
 MIB = 64
@@ -253,3 +253,19 @@ def test_cli_restore_lazy(spawn, lazy_bin, tmp_path):
     r = Target(pid, t.log)
     assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
     assert os.WIFEXITED(_wait_exit(handler))
+
+
+@pytest.mark.parametrize("lazy", [True, "touch"])
+def test_cpython_and_c_targets_restored_lazily(spawn, ctarget, python_exe, tmp_path, lazy):
+    """Real programs: CPython (a dict and a bytearray; its heap, arenas, stacks lazy) and
+    the C target (private file mapping pages read as in a copying restore, AVX state,
+    signal handlers): each checks itself after a lazy restore, and again later."""
+    py = spawn([python_exe, str(TARGETS / "pytarget.py")], name="pytarget")
+    py.wait_for(r"^READY", timeout=30)
+    c = start_ctarget(spawn, ctarget, tmp_path)
+    for t, name in ((py, "py"), (c, "c")):
+        before = check(t)
+        r, handlers = _restore(spawn, t, tmp_path / f"img-{name}", lazy)
+        assert len(handlers) == 1
+        assert check(r) > before
+        assert check(r) > before

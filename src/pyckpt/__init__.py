@@ -571,7 +571,8 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     With `lazy=True` the process runs before its private anonymous memory is
     filled: each page comes from the image when first touched, served by a
     handler process that pushes the rest in the background and exits once all
-    are in (`lazy="touch"`: only touched pages, the handler stays until then).
+    are in (`lazy="touch"`: touched pages, and one a second; the handler stays
+    until all are in or the process ends).
     If the handler dies first, its guard kills the process: never left with
     missing memory.  The returned process's `lazy_handlers` lists them
     (`pyckpt.lazy.Handler`: pid, handler, guard); see pyckpt/lazy.py.

@@ -18,7 +18,8 @@ pages.img, a pidfd of the process and its guard's socket, so it outlives the
 caller (`pyckpt restore --lazy` exits at once).  It answers each fault with
 UFFDIO_COPY of the window around it (WINDOW, the faulting page first) straight
 from a read-only mapping of pages.img, i.e. from the page cache; in between it
-copies the rest in order (CHUNK at a time) unless `lazy="touch"`; a page where
+copies the rest in order (CHUNK at a time) unless `lazy="touch"` (then one
+page a second, which also tells it when the memory is gone: an exec); a page where
 the image has none is given a zero page.  It follows:
   - fork: the child gets its own uffd, whose missing pages are the image's too
     (pushed to it as to its parent: the child ends up with its own copy of

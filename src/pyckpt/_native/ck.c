@@ -1093,8 +1093,18 @@ static void lz_handler(int uffd, int pidfd, int pid, const unsigned long *runs, 
         int busy = prefetch || lz_ndeferred;
         if (unknown && !busy)
             busy = -1;
-        if (poll(pfds, (nfds_t)np, busy > 0 ? 0 : busy < 0 ? 10 : -1) < 0 && errno != EINTR)
+        int ready = poll(pfds, (nfds_t)np, busy > 0 ? 0 : busy < 0 ? 10 : 1000);
+        if (ready < 0 && errno != EINTR)
             lz_die("poll failed", errno);
+        if (ready == 0 && !busy) {
+            /* a second without a fault (lazy="touch"): push one page to each process, which
+             * also tells one whose memory is gone (exec: its pidfd says nothing) */
+            for (long i = 0; i < lz_nuf; i++) {
+                struct lz_uf *x = &lz_ufs[i];
+                if (!x->gone && x->ext.n && lz_fill(x, x->ext.v[0].addr, x->ext.v[0].addr + LZ_PAGE) == -ESRCH)
+                    lz_gone(x);
+            }
+        }
         for (long k = 0; k < np; k++) {
             if (!pfds[k].revents)
                 continue;

@@ -27,6 +27,9 @@ import pytest
 
 import pyckpt
 from conftest import TARGETS, Target, check, reap_dumped, start_ctarget
+from pyckpt import restorer
+from pyckpt.restorer import Stage
+from test_fault_injection import _failing_at_end
 from test_trees import _wait_gone
 
 MIB = 64
@@ -81,6 +84,14 @@ def _wait_exit(pid: int, timeout: float = 120) -> int:
             return status
         assert time.monotonic() < deadline, f"process {pid} did not end"
         time.sleep(0.02)
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def _rss_kib(pid: int) -> int:
@@ -269,3 +280,50 @@ def test_cpython_and_c_targets_restored_lazily(spawn, ctarget, python_exe, tmp_p
         assert len(handlers) == 1
         assert check(r) > before
         assert check(r) > before
+
+
+@pytest.mark.parametrize("stage", [Stage.PAGES, Stage.THREAD, Stage.REGISTERS], ids=lambda s: s.name)
+@pytest.mark.parametrize("lazy", [True, "touch"])
+def test_lazy_restore_failing_after_its_handler_started_leaves_nothing(spawn, lazy_bin, tmp_path, stage,
+                                                                       lazy, monkeypatch):
+    """A restore that fails once the handler runs: the process is killed and reaped as in
+    any failed restore, its handler sees it gone and exits (0) by itself, its guard too,
+    and pyckpt keeps no fd."""
+    import psutil
+
+    t = _start(spawn, lazy_bin, mib=16)
+    pid = t.pid
+    pyckpt.dump(pid, tmp_path / "img", kill=True)
+    reap_dumped(t)
+    ours = {c.pid for c in psutil.Process().children()}
+    fds = set(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(restorer, "_timed", _failing_at_end(restorer._timed, stage, 1, pyckpt.RestoreError))
+    with pytest.raises(pyckpt.RestoreError, match=f"injected fault at the end of {stage.name}"):
+        pyckpt.restore(tmp_path / "img", lazy=lazy)
+    monkeypatch.undo()
+    assert not os.path.exists(f"/proc/{pid}")
+    assert set(os.listdir("/proc/self/fd")) == fds, "pyckpt left fds open"
+    # the handler was reparented to this test (a subreaper): it ends by itself
+    deadline, handlers = time.monotonic() + 60, 0
+    while True:
+        new = [c for c in psutil.Process().children() if c.pid not in ours]
+        left = []
+        for c in new:
+            spawn.track(c.pid)
+            try:
+                name = c.name()
+                if name not in ("pyckpt-lazy", "pyckpt-guard"):
+                    continue
+                if c.status() == psutil.STATUS_ZOMBIE:
+                    _, status = os.waitpid(c.pid, 0)
+                    handlers += name == "pyckpt-lazy"
+                    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (name, status)
+                else:
+                    left.append(c.name())
+            except psutil.NoSuchProcess:
+                pass
+        if not left and handlers:
+            break
+        assert time.monotonic() < deadline, (f"{left or 'no handler'} after the failed restore",
+                                             [(c.pid, _comm(c.pid)) for c in new])
+        time.sleep(0.02)

@@ -48,7 +48,11 @@ the guard does not know it and does not kill it.  Other processes forked while
 lazy get a pidfd sent to the guard, so they are killed with the rest.
 
 Each restored process has its own handler and guard; `restore()` returns them
-in the process's `lazy_handlers` (a list of `Handler`).
+in the process's `lazy_handlers` (a list of `Handler`).  A handler serves at most
+1024 processes (its own and those forked while lazy) and 4096 faults waiting at
+once on pending events; beyond that it gives up, and the guard kills them.  A dump
+of a process whose pages are still coming is refused (kinds/memory.py: a VMA
+with the "um" flag; its missing pages are not in pagemap).
 """
 
 from __future__ import annotations

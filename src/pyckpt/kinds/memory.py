@@ -677,14 +677,12 @@ def restore_layout(rctx: RestoreContext) -> None:
     inj = rctx.inj
     vd = rctx.image.one(VdsoRecord)
     start = vdso_start(rctx)
-    size = inj.call(nr.arch_prctl, ARCH_MAP_VDSO_64, start)
     text = next(b for b in vd.blocks if b.name == "[vdso]")
-    if size != text.end - text.start:
-        raise KernelMismatchError(
-            f"arch_prctl(ARCH_MAP_VDSO_64, {start:#x}) returned {size}; "
-            f"expected the vDSO size {text.end - text.start}"
-        )
-    batch = inj.batch()  # every mmap and madvise in one go (an attach runs on its own)
+    batch = inj.batch()  # the vDSO, every mmap and madvise in one go (an attach runs on its own)
+    batch.add(nr.arch_prctl, ARCH_MAP_VDSO_64, start, want=text.end - text.start,
+              fail=lambda size: KernelMismatchError(
+                  f"arch_prctl(ARCH_MAP_VDSO_64, {start:#x}) returned {size}; "
+                  f"expected the vDSO size {text.end - text.start}"))
     for v in rctx.image.of_type(VmaRecord):
         prot = v.prot | (PROT_READ | PROT_WRITE if v.pages else 0)
         flags = MAP_FIXED | (MAP_SHARED if v.shared else MAP_PRIVATE)

@@ -315,17 +315,56 @@ def test_tree_sharing_anonymous_memory(spawn, tmp_path):
         assert int(m.group(1)) == t0.pid
 
 
+MEMFD = """
+import mmap, os, signal, time
+fd = os.memfd_create("state")
+os.ftruncate(fd, 4096)
+shared = mmap.mmap(fd, 4096)
+shared[:6] = b"image!"
+os.lseek(fd, 0, os.SEEK_SET)
+def report(*_):
+    print("SEEN", shared[:6].decode(), os.pread(fd, 6, 0).decode(), flush=True)
+def change(*_):
+    shared[:6] = b"copy's"
+    print("CHANGED", flush=True)
+signal.signal(signal.SIGUSR1, report)
+signal.signal(signal.SIGUSR2, change)
+print("READY", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_memfd_mapped_shared_is_each_copys_own(spawn, tmp_path):
+    """A memfd held as an fd and mapped shared: in each copy the fd and the mapping are
+    one object of its own — a write through the mapping is seen through its fd, never
+    in another copy."""
+    t0 = spawn([sys.executable, "-c", MEMFD])
+    t0.wait_for(r"^READY")
+    pyckpt.dump(t0.pid, tmp_path / "img", kill=True, progress=False)
+    t0.reap()
+    with pyckpt.template(tmp_path / "img") as t:
+        assert t.fast, t.reason
+        a, b = Copy(t), Copy(t)
+        a.change()
+        seen = []
+        for c in (a, b):
+            os.kill(c.pid, signal.SIGUSR1)
+            seen.append(c.line(b"SEEN "))
+        assert seen == ["SEEN copy's copy's", "SEEN image! image!"], seen
+
+
 def test_full_restores_say_why(spawn, tmp_path):
-    """An image the fast path does not take (a memfd mapped shared): the template says
+    """An image the fast path does not take (a memfd mapped private): the template says
     why, copies are full restores, and they work."""
     t0 = spawn([sys.executable, "-c", "import mmap, os, time\nfd = os.memfd_create('m')\n"
-                "os.ftruncate(fd, 4096)\nm = mmap.mmap(fd, 4096)\nm[:5] = b'hello'\n"
+                "os.ftruncate(fd, 4096)\nm = mmap.mmap(fd, 4096, flags=mmap.MAP_PRIVATE)\nm[:5] = b'hello'\n"
                 "print('READY', flush=True)\ntime.sleep(600)"])
     t0.wait_for(r"^READY")
     pyckpt.dump(t0.pid, tmp_path / "img", kill=True, progress=False)
     t0.reap()
     with pyckpt.template(tmp_path / "img", fds={1: os.devnull}) as t:
-        assert not t.fast and "memfd shared" in t.reason and "full restores" in repr(t)
+        assert not t.fast and "is memfd" in t.reason and "full restores" in repr(t)
         p = t.copy()
         assert p.status() != psutil.STATUS_ZOMBIE and t.last_copy is None
 

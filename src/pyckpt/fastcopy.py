@@ -36,13 +36,15 @@ A copy, made from the template by injected calls:
    kinds' deferred work (timers, locks, epoll items), resource limits,
    credentials, pending signals, and the image's registers; then it runs.
 
-Shared anonymous memory: the fork leaves a copy's windows on the template's
-object; each copy gets objects of its own (made in pyckpt with the image's
-data, as the restore makes them) mapped over them in place.
+Shared memory objects (shared anonymous memory, a memfd or deleted file
+mapped shared): the fork leaves a copy's windows on the template's object;
+each copy gets objects of its own (made in pyckpt with the image's data, as
+the restore makes them) mapped over them in place.
 
 What the fast path does not do yet (Template.copy() then makes full
-restores, and `Template.reason` says why): SysV IPC objects, memfd /
-deleted-file / SysV mappings (the template's object would be every copy's), memory marked MADV_DONTFORK or
+restores, and `Template.reason` says why): SysV IPC objects, a memfd or
+deleted file mapped private (its unwritten pages would stay the template's
+object's), memory marked MADV_DONTFORK or
 MADV_WIPEONFORK (a fork does not copy it), a root whose PID is 1, shell_job,
 tcp_established.
 
@@ -131,8 +133,8 @@ def refusal(image, options: RestoreOptions) -> str | None:
             continue
         pid = view.one(task.TaskRecord).pid
         for v in view.of_type(memory.VmaRecord):
-            if v.kind == "shared_anon" and v.shared:
-                pass  # each copy gets its own object (FastTemplate._own_shared)
+            if _own_per_copy(v):
+                pass  # each copy gets its own object (_own_shared)
             elif v.kind not in ("anon", "file") or (v.shared and v.kind != "file"):
                 return (f"memory of process {pid} at {v.start:#x}-{v.end:#x} is {v.kind}"
                         f"{' shared' if v.shared else ''} (every copy would share it)")
@@ -546,22 +548,32 @@ class FastTemplate:
             self.pid = 0
 
 
+def _own_per_copy(v) -> bool:
+    """A shared window on an object the restore makes (shared anonymous memory, a memfd,
+    a deleted file): each copy maps one of its own there.  (A private window on one of
+    those is not: its unwritten pages would stay the template's object's.)"""
+    obj = memory.MAPPED_OBJECTS.get(v.kind)
+    return v.shared and obj is not None and not obj.attaches
+
+
 def _shared_objects(rctx: RestoreContext) -> list:
-    """The root's windows on shared anonymous memory (each copy maps objects of its own)."""
-    return [v for v in rctx.image.of_type(memory.VmaRecord) if v.kind == "shared_anon" and v.shared]
+    """The root's shared windows on objects each copy has its own of (_own_per_copy)."""
+    return [v for v in rctx.image.of_type(memory.VmaRecord) if _own_per_copy(v)]
 
 
 def _own_objects(rctx: RestoreContext) -> None:
-    """PREPARE of a copy's root: a new object for each shared anonymous memory it maps,
-    holding the image's data (made as the restore makes them: kinds/shmem.py), handed to
-    the root like its files; processes below the root map the same ones."""
+    """PREPARE of a copy's root: a new object for each it maps shared (shared anonymous
+    memory, a memfd, a deleted file), holding the image's data (made as the restore makes
+    them: kinds/shmem.py, memfd.py, deleted.py; an fd of the image on the same object
+    gets the same one), handed to the root like its files; processes below the root map
+    the same ones."""
     for v in _shared_objects(rctx):
         rctx.pass_fd(*memory.MAPPED_OBJECTS[v.kind].mapping_opener(rctx, v))
 
 
 def _own_shared(rctx: RestoreContext) -> None:
-    """In a copy's root (its fds taken): each window on shared anonymous memory, which
-    the fork left on the template's object, mapped again on the copy's own, in place."""
+    """In a copy's root (its fds taken): each shared window on such an object, which the
+    fork left on the template's object, mapped again on the copy's own, in place."""
     windows = _shared_objects(rctx)
     if not windows:
         return

@@ -13,7 +13,7 @@ from it, pages shared copy-on-write until written, and given what a fork
 does not carry over (its own file descriptions, threads, timers, pending
 signals, registers) by the restore's own steps; in a process tree, the
 processes below the root are restored whole below it.  Where the image has
-what that path does not handle yet (SysV IPC, a memfd mapped...),
+what that path does not handle yet (SysV IPC, a memfd mapped private...),
 `t.fast` is False, `t.reason` says why, and each copy is a full
 `restore(path, new_pidns=True, **options)` instead.  `t.last_copy` holds
 the last copy's step times.  The figures are in bench/harness.py's output

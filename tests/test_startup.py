@@ -31,7 +31,7 @@ from conftest import check, write_mapfile
 
 import pyckpt
 from pyckpt.image.ids import RECORD_IDS
-from pyckpt.kinds import CORE, MAPPED_KINDS
+from pyckpt.kinds import CORE, DUMP_KINDS, FD_KINDS, MAPPED_KINDS, fd_type
 
 # Run in a fresh interpreter: the command's main(), then what it loaded, as JSON on the
 # fd given first.
@@ -80,9 +80,17 @@ def test_restore_loads_only_the_kinds_of_the_image(spawn, ctarget, tmp_path):
     r, dumped = run_command("dump", t.pid, image, "--kill")
     assert r.returncode == 0 and dumped["code"] == 0, r.stderr
     assert t.reap() == -signal.SIGKILL
-    # the dump: every kind (any may claim an fd), but neither psutil nor python-ptrace
+    # the dump: DUMP_KINDS (ctarget's fds are files and /dev/null: no other type), and
+    # neither psutil nor python-ptrace
     assert not {"psutil", "ptrace", "argparse"} & set(dumped["modules"])
-    every = kinds_of(dumped["modules"])
+    out = subprocess.run([sys.executable, "-c", IMPORT_KINDS, *DUMP_KINDS], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert kinds_of(dumped["modules"]) == set(json.loads(out))
+    import pkgutil
+
+    import pyckpt.kinds as kinds
+
+    every = {f"pyckpt.kinds.{m.name}" for m in pkgutil.iter_modules(kinds.__path__)}
 
     # what the image uses: the kinds of its records (image/ids.py), the core ones, and
     # the kinds of its mapped objects; and what importing just those loads
@@ -375,3 +383,81 @@ print(len(built))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert int(r.stdout) > 80
+
+
+def test_kinds_claim_only_fds_of_their_types(tmp_path):
+    """Every file kind claims only fds of the types kinds.FD_KINDS gives it (or is one of
+    DUMP_KINDS): a dump that loads the kinds of the fds it meets asks every kind that
+    could claim one.  Fds of every type, made here, in this process."""
+    import ctypes
+    import select
+    import socket
+
+    from pyckpt.kinds import load_all
+    from pyckpt.kinds.files import FILE_KINDS, DumpedFd
+    from pyckpt.proc import parse_fdinfo
+
+    load_all()
+    libc = ctypes.CDLL(None, use_errno=True)
+    made, keep = [], []
+    a, b = socket.socketpair()
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    keep += [a, b, listener, client, server, udp]
+    made += [s.fileno() for s in keep]
+    made += list(os.pipe())
+    os.mkfifo(tmp_path / "fifo")
+    made.append(os.open(tmp_path / "fifo", os.O_RDWR))
+    made.append(os.eventfd(0))
+    ep = select.epoll()
+    keep.append(ep)
+    made.append(ep.fileno())
+    made += [libc.inotify_init1(os.O_CLOEXEC), libc.timerfd_create(1, 0), os.pidfd_open(os.getpid())]
+    made.append(os.memfd_create("startup-test"))
+    made.append(os.open(tmp_path / "plain", os.O_RDWR | os.O_CREAT))
+    made.append(os.open(tmp_path / "gone", os.O_RDWR | os.O_CREAT))
+    os.unlink(tmp_path / "gone")
+    made += [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY), os.open("/dev/null", os.O_RDONLY)]
+    made += list(os.openpty())
+    try:
+        seen = set()
+        for fd in made:
+            assert fd >= 0
+            link = os.readlink(f"/proc/self/fd/{fd}")
+            f = DumpedFd(os.getpid(), fd, link, os.stat(f"/proc/self/fd/{fd}"),
+                         parse_fdinfo(open(f"/proc/self/fdinfo/{fd}").read()))
+            t = fd_type(f.link, f.st.st_mode)
+            allowed = set(DUMP_KINDS) | set(FD_KINDS.get(t, ()))
+            for k in FILE_KINDS:
+                if k.claims(f):
+                    module = type(k).__module__.rpartition(".")[2]
+                    assert module in allowed, (link, k.name, t)
+                    seen.add(module)
+        assert {"unix", "tcp", "tcpconn", "udp", "pipes", "eventfds", "epoll", "inotify", "pidfd",
+                "memfd", "deleted", "regfile", "tty"} <= seen
+    finally:
+        for fd in made:
+            if fd >= 0 and not any(s.fileno() == fd for s in keep):
+                os.close(fd)
+        for s in keep:
+            s.close()
+
+
+def test_every_kind_a_dump_needs_is_loaded_by_it():
+    """A kind with a hook every process meets (table hook, dump hook, mapped object) is
+    one of DUMP_KINDS; a file kind is one of them or listed under an fd type: else a
+    dump would never load it."""
+    from pyckpt.kinds import load_all
+    from pyckpt.kinds.context import DUMP_HOOKS
+    from pyckpt.kinds.files import FILE_KINDS, TABLE_HOOKS
+    from pyckpt.kinds.memory import MAPPED_OBJECTS
+
+    load_all()
+    name = lambda obj: (obj if isinstance(obj, type) else type(obj)).__module__.rpartition(".")[2]  # noqa: E731
+    always = {name(h) for h in TABLE_HOOKS} | {name(o) for o in MAPPED_OBJECTS.values()} | \
+        {h.run.__module__.rpartition(".")[2] for h in DUMP_HOOKS}
+    assert always <= set(DUMP_KINDS), always - set(DUMP_KINDS)
+    by_type = {m for group in FD_KINDS.values() for m in group}
+    assert {name(k) for k in FILE_KINDS} <= set(DUMP_KINDS) | by_type

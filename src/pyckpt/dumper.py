@@ -29,7 +29,7 @@ from .errors import (DumpError, NoSuchProcessError, PyckptError, UnsuitableProce
                      boundary)
 from .image import FORMAT_VERSION, Header, ImageWriter
 from .inject import Injector, injection_site_from
-from .kinds import before_kill, cpu, creds, files, itimers, load_all, memory, mm, signals, task, thread
+from .kinds import before_kill, cpu, creds, files, itimers, load_for_dump, memory, mm, signals, task, thread
 from .kinds.context import DumpContext, DumpOptions, dump_hooks
 from .kinds.task import ProcessRecord, ZombieRecord
 from .precopy import PreCopy
@@ -70,7 +70,7 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
     """Write an image of process `pid` into directory `path` (see pyckpt.dump)."""
     from . import Image
 
-    load_all()
+    load_for_dump(pid)  # (the kinds of its fds now; one of another type loads its own)
     progress = progress or Progress()
     options = options or DumpOptions()
     stats = DumpStats()

@@ -9,8 +9,11 @@ another kind's internals; what two kinds share goes through the contexts
 come in an order, they declare it (kinds/order.py), never by position.
 docs/adding-a-kind.md walks through adding one (the pidfd kind).
 
-Which kinds are loaded: a dump loads them all (`load_all`: any of them may
-claim an fd).  Reading an image loads only the kinds it uses (`load_used`):
+Which kinds are loaded: a dump loads DUMP_KINDS (the core ones, and those
+with hooks every process meets: memory mappings, the fd table's hooks, dump
+hooks) and, for each fd it meets, the kinds that may claim an fd of its type
+(FD_KINDS, `load_for_fd`; the target's fds are looked at before the freeze,
+so that this is done then).  Reading an image loads only the kinds it uses (`load_used`):
 the module of each record type met, found by id in image/ids.py (image/codec.py
 `record_type`), the CORE kinds every process has, and the kinds of its memory
 areas' mapped objects (MAPPED_KINDS).  A kind the image does not use is not
@@ -29,6 +32,69 @@ MAPPED_KINDS = {"deleted": "deleted", "memfd": "memfd", "shared_anon": "shmem", 
 # restore options -> the kind each needs whatever the image holds (shell_job: tty's checks
 # of the caller's terminal; port_map: tcp's refusal of a port no listener of the image has)
 OPTION_KINDS = {"shell_job": "tty", "port_map": "tcp"}
+
+
+# A dump's kinds beside those of its fds: the core ones, and those with a hook every
+# process meets (mapped objects, table hooks — epoll's notes every process's fds for
+# the sets of others —, dump hooks).
+DUMP_KINDS = CORE + ("deleted", "epoll", "locks", "memfd", "regfile", "shmem", "sysvipc", "tty")
+# type of an fd -> the kinds whose `claims` may take such an fd (each claims only fds of
+# its types, or is one of DUMP_KINDS: tests/test_startup.py holds every kind to this)
+FD_KINDS = {"socket": ("tcp", "tcpconn", "udp", "unix", "unixname"), "fifo": ("pipes",),
+            "anon inode": ("eventfds", "inotify", "pidfd")}
+
+
+def fd_type(link: str, mode: int) -> str | None:
+    """The FD_KINDS type of an fd (its /proc/PID/fd link and st_mode); None for a type
+    the DUMP_KINDS alone may claim (files, directories, devices)."""
+    import stat
+
+    if stat.S_ISSOCK(mode) or link.startswith("socket:"):
+        return "socket"
+    if stat.S_ISFIFO(mode) or link.startswith("pipe:"):
+        return "fifo"
+    if link.startswith("anon_inode:"):
+        return "anon inode"
+    return None
+
+
+def load_for_dump(pid: int) -> None:
+    """Import DUMP_KINDS and the kinds of the fds process `pid` has now (read before
+    the freeze, so that no import lengthens it; an fd of another type met during the
+    dump loads its kinds then: `load_for_fd`)."""
+    import importlib
+    import os
+
+    for name in DUMP_KINDS:
+        importlib.import_module(f"{__name__}.{name}")
+    types = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            types.add(fd_type(link, 0))
+    except OSError:
+        pass  # (the dump says what is wrong with the process)
+    for t in types - {None}:
+        _load_types(t)
+
+
+def load_for_fd(link: str, mode: int) -> None:
+    """Import the kinds that may claim an fd of this link and st_mode (FD_KINDS)."""
+    t = fd_type(link, mode)
+    if t is not None:
+        _load_types(t)
+
+
+def _load_types(t: str) -> None:
+    import importlib
+    import sys
+
+    for name in FD_KINDS[t]:
+        if f"{__name__}.{name}" not in sys.modules:
+            importlib.import_module(f"{__name__}.{name}")
 
 
 def load_all() -> None:
@@ -84,12 +150,10 @@ def _loaded_modules() -> list:
 
 def before_kill(objects: dict) -> None:
     """The image is complete and its processes are about to be killed: each kind
-    module may define `before_kill(objects)` (objects: the dump's objref table)."""
-    import importlib
-    import pkgutil
-
-    for mod in pkgutil.iter_modules(__path__):
-        hook = getattr(importlib.import_module(f"{__name__}.{mod.name}"), "before_kill", None)
+    module may define `before_kill(objects)` (objects: the dump's objref table); those
+    of the kinds the dump loaded run (a kind it did not load saved nothing)."""
+    for module in _loaded_modules():
+        hook = getattr(module, "before_kill", None)
         if hook is not None:
             hook(objects)
 

@@ -43,6 +43,7 @@ from ..image import record
 from ..inject import nr
 from ..problems import Fix, needs
 from ..proc import FdInfo, parse_fdinfo
+from . import load_for_fd
 from .context import DumpContext, RestoreContext, RestoreOptions
 from .order import ordered
 
@@ -260,6 +261,7 @@ def dump(ctx: DumpContext) -> list:
                 file_id = other_id
                 break
         if file_id is None:
+            load_for_fd(f.link, f.st.st_mode)  # (every kind that may claim it: kinds/__init__.py)
             kind = next((k for k in FILE_KINDS if k.claims(f)), None)
             if kind is None:
                 raise UnsupportedFdError(pid, fd, kind_in_words(f), f.link)

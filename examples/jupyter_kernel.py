@@ -1,4 +1,5 @@
-"""Save a notebook kernel with its tab open, bring it back under the same id.
+"""Save a notebook kernel with its tab open, bring it back under the same id, save
+what changed since, and bring that back as a second kernel beside the first.
 
     pip install 'pyckpt[jupyter]' websocket-client     # (scripts/setup.sh has them)
     python3 examples/jupyter_kernel.py                  # as root
@@ -12,7 +13,13 @@ still open:
     pyckpt jupyter restore DIR                 # same kernel id, ports and key
 
 and runs the next cell on the same tab: the variables are there and the
-execution count carries on.
+execution count carries on.  Then, after a cell that changes one variable:
+
+    pyckpt jupyter save KERNEL_ID DIR2 --parent DIR   # only what changed since DIR
+    pyckpt jupyter restore DIR2 --new-id              # a new kernel, free ports
+
+and a tab on the new kernel sees the state of that save, while the first kernel
+runs on with its own.
 """
 
 from __future__ import annotations
@@ -128,8 +135,26 @@ def main(workdir: str) -> bool:
         out = run_cell(ws, session, "print(answer, len(table), table[99_999], twice(21))\n"
                                     "print(get_ipython().execution_count)")
         print(f"4. the same tab runs a cell: {' | '.join(out)}")
-        ws.close()
         ok = out[:1] == [f"42 100000 {99_999 ** 2} 42"] and len(out) == 2 and int(out[1]) > 1
+
+        run_cell(ws, session, "answer = 'changed'")
+        later = os.path.join(workdir, "later")
+        print("5. " + pyckpt_jupyter("save", kernel_id, later, "--parent", image))
+        said = pyckpt_jupyter("restore", later, "--new-id")
+        print("6. " + said)
+        copy_id = said.split(" as a new kernel ")[1].split()[0]
+        copy_session = uuid.uuid4().hex
+        copy = websocket.create_connection(
+            f"ws://127.0.0.1:{port}/api/kernels/{copy_id}/channels?session_id={copy_session}",
+            header=[f"Authorization: token {token}"], timeout=60)
+        copy.settimeout(1)
+        run_cell(ws, session, "answer = 'first kernel'")
+        mine = run_cell(copy, copy_session, "print(answer, len(table))")
+        first = run_cell(ws, session, "print(answer, len(table))")
+        print(f"7. the new kernel's tab: {' | '.join(mine)}; the first kernel's: {' | '.join(first)}")
+        copy.close()
+        ws.close()
+        ok = ok and mine == ["changed 100000"] and first == ["first kernel 100000"]
         print("kernel example " + ("succeeded: the kernel came back with its variables under "
                                    "its id" if ok else "FAILED"))
         return ok

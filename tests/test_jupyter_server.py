@@ -398,6 +398,9 @@ def test_a_copy_under_a_new_id_beside_the_original(server, tmp_path):
     assert copy.run("who = 'copy'") == [] and tab.run("who = 'original'") == []
     assert copy.run("print(who, counter.bump())") == ["copy 43"]
     assert tab.run("print(who, counter.bump())") == ["original 44"]
+    # a history session of its own (the original writes the saved one's)
+    session = "print(get_ipython().history_manager.session_number)"
+    assert copy.run(session) != tab.run(session)
     # it knows its new connection file (%connect_info, the %pyckpt magic's kernel id)
     assert copy.run("from ipykernel import get_connection_file as f; import os; "
                     "print(os.path.basename(f()))") == [f"kernel-{new}.json"]

@@ -133,7 +133,10 @@ SET_WATCHER = ("(lambda g: None if not hasattr({poller}, 'parent_pid') else exec
 # A copy restored under a new kernel id: its connection file and ports, as the server has them
 # (what %connect_info shows, and the kernel id the %pyckpt magic asks about)
 # and the port of IOPub's pipe for forked subprocesses' output (a listener of its own, which
-# the restore's port map moved too: a subprocess forked now must reach the copy's)
+# the restore's port map moved too: a subprocess forked now must reach the copy's); and a
+# history session of its own in IPython's history.sqlite (the original, which may run on,
+# writes the saved one's: the copy's next lines would collide, "Session/line number was not
+# unique")
 RETARGET = '''
 def retarget(conn, port_map):
     from ipykernel.kernelapp import IPKernelApp
@@ -143,6 +146,11 @@ def retarget(conn, port_map):
     pipe = getattr(app, "iopub_thread", None)
     if pipe is not None and getattr(pipe, "_pipe_port", None) in port_map:
         pipe._pipe_port = port_map[pipe._pipe_port]
+    from IPython import get_ipython
+    history = getattr(get_ipython(), "history_manager", None)
+    if history is not None and hasattr(history, "db_input_cache_lock"):
+        with history.db_input_cache_lock, history.db_output_cache_lock:
+            history.new_session()
 '''
 RUN_RETARGET = "(lambda g: exec({src!r}, g) or g['retarget']({conn!r}, {port_map!r}))({{}})"
 PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")

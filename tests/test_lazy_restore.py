@@ -142,6 +142,17 @@ def test_mremap_after_lazy_restore_moves_what_was_to_come(spawn, lazy_bin, tmp_p
     assert _ask(r, signal.SIGURG, r"^REMAP (ok|FAIL.*)$").group(1) == "ok"
 
 
+@pytest.mark.parametrize("lazy", [True, "touch"])
+def test_sparse_memory_restored_lazily(spawn, lazy_bin, tmp_path, lazy):
+    """Every other page written: thousands of runs, and holes that read zeros."""
+    t = _start(spawn, lazy_bin, "sparse", mib=32)
+    r, handlers = _restore(spawn, t, tmp_path / "img", lazy)
+    assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
+    status = _wait_exit(handlers[0].handler)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
+
+
 def test_threads_restored_lazily(spawn, lazy_bin, tmp_path):
     t = _start(spawn, lazy_bin, "threads")
     r, _ = _restore(spawn, t, tmp_path / "img", "touch")

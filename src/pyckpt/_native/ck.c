@@ -607,7 +607,8 @@ long ck_lazy_register(int uffd, const unsigned long *ranges, long n)
 }
 
 struct lz_ext { unsigned long addr, len, off; };  /* pages still to come: memory, pages.img */
-struct lz_vec { struct lz_ext *v; long n, cap; };
+/* sorted extents; `v` may run ahead of its mapping `mem` (extents taken from the front) */
+struct lz_vec { struct lz_ext *v; long n, cap; struct lz_ext *mem; long memcap; };
 struct lz_uf {
     int fd, pidfd, pid, gone;
     int ppid;  /* a child forked while lazy whose PID is not known yet: its parent's */
@@ -658,10 +659,10 @@ static int lz_reserve(struct lz_vec *x, long need)
         return -ENOMEM;
     if (x->n)
         memcpy(p, x->v, (size_t)x->n * sizeof(*p));
-    if (x->cap)
-        munmap(x->v, (size_t)x->cap * sizeof(*p));
-    x->v = p;
-    x->cap = cap;
+    if (x->mem)
+        munmap(x->mem, (size_t)x->memcap * sizeof(*p));
+    x->v = x->mem = p;
+    x->cap = x->memcap = cap;
     return 0;
 }
 
@@ -707,9 +708,16 @@ static int lz_cut(struct lz_vec *x, unsigned long s, unsigned long e, struct lz_
     long keep = hasl + hasr;
     if (j == i)
         return 0;
+    if (i == 0 && keep == 0) {  /* whole extents off the front (the background push): O(1) */
+        x->v += j;
+        x->n -= j;
+        x->cap -= j;
+        return 0;
+    }
     if (lz_reserve(x, x->n - (j - i) + keep))
         return -ENOMEM;
-    memmove(&x->v[i + keep], &x->v[j], (size_t)(x->n - j) * sizeof(struct lz_ext));
+    if (i + keep != j)
+        memmove(&x->v[i + keep], &x->v[j], (size_t)(x->n - j) * sizeof(struct lz_ext));
     x->n += keep - (j - i);
     if (hasl)
         x->v[i++] = left;
@@ -973,7 +981,7 @@ static void lz_event(long ui, const struct uffd_msg *m, unsigned long window)
             lz_die("out of memory", ENOMEM);
         break;
     case UFFD_EVENT_REMAP: {  /* moved: what was to come at `from` comes at `to` */
-        struct lz_vec moved = { NULL, 0, 0 };
+        struct lz_vec moved = { NULL, 0, 0, NULL, 0 };
         unsigned long from = m->arg.remap.from, to = m->arg.remap.to, len = m->arg.remap.len;
         if (lz_cut(&u->ext, from, from + len, &moved) || lz_cut(&u->ext, to, to + len, NULL))
             lz_die("out of memory", ENOMEM);
@@ -983,8 +991,8 @@ static void lz_event(long ui, const struct uffd_msg *m, unsigned long window)
             if (lz_insert(&u->ext, e))
                 lz_die("out of memory", ENOMEM);
         }
-        if (moved.cap)
-            munmap(moved.v, (size_t)moved.cap * sizeof(struct lz_ext));
+        if (moved.mem)
+            munmap(moved.mem, (size_t)moved.memcap * sizeof(struct lz_ext));
         break;
     }
     case UFFD_EVENT_FORK: {  /* the child's missing pages are the parent's */

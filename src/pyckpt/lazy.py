@@ -57,6 +57,8 @@ with the "um" flag; its missing pages are not in pagemap).
 
 from __future__ import annotations
 
+import array
+import itertools
 import os
 from typing import NamedTuple
 
@@ -83,10 +85,7 @@ def restore_pages(rctx, vmas) -> set[int]:
     it serves (restore_pages reads the others)."""
     from .kinds.files import take_fd
 
-    # A VMA with runs kept in a parent image (an incremental dump) is read as in a
-    # copying restore: the handler maps this image's pages.img only.
-    lazy = [v for v in vmas if v.kind == "anon" and not v.shared
-            and any(not p.zero for p in v.pages) and all(p.zero or not p.image for p in v.pages)]
+    lazy, runs = _lazy_runs(vmas)
     if not lazy:
         return set()
     inj = rctx.inj
@@ -106,8 +105,8 @@ def restore_pages(rctx, vmas) -> set[int]:
         if r < 0:
             raise RestoreError(f"lazy restore of process {rctx.image_pid}: registering its memory "
                                f"with userfaultfd failed: {os.strerror(-r)}; restore without lazy instead")
-        runs = sorted(_runs(lazy))
-        flat = ffi.new("unsigned long[]", [x for run in runs for x in run])
+        runs.sort()
+        flat = ffi.from_buffer("unsigned long[]", array.array("Q", itertools.chain.from_iterable(runs)))
         pidfd = os.pidfd_open(rctx.pid)
         guard = ffi.new("long *")
         prefetch = rctx.options.lazy != "touch"
@@ -124,17 +123,28 @@ def restore_pages(rctx, vmas) -> set[int]:
     return {id(v) for v in lazy}
 
 
-def _runs(vmas):
-    """(address, length, offset in pages.img) of every stored run, touching ones merged."""
-    out: list[list[int]] = []
+def _lazy_runs(vmas):
+    """The VMAs served lazily — private anonymous with stored pages, none of them kept in a
+    parent image (an incremental dump: the handler maps this image's pages.img only) — and
+    their runs (address, length, offset in pages.img), touching ones merged within a VMA
+    (one UFFDIO_COPY fills one VMA); zero runs left out (a touch gets a zero page)."""
+    lazy, runs = [], []
     for v in vmas:
-        first = len(out)  # never merged across VMAs: one UFFDIO_COPY fills one VMA
+        if v.kind != "anon" or v.shared or not v.pages:
+            continue
+        mine: list[list[int]] = []
         for p in v.pages:
-            if p.zero:  # nothing stored: a touch gets a zero page
+            if p.zero:
                 continue
-            length = p.npages * PAGE
-            if len(out) > first and out[-1][0] + out[-1][1] == p.addr and out[-1][2] + out[-1][1] == p.offset:
-                out[-1][1] += length
+            if p.image:
+                break
+            addr, length, offset = p.addr, p.npages * PAGE, p.offset
+            if mine and mine[-1][0] + mine[-1][1] == addr and mine[-1][2] + mine[-1][1] == offset:
+                mine[-1][1] += length
             else:
-                out.append([p.addr, length, p.offset])
-    return [tuple(x) for x in out]
+                mine.append([addr, length, offset])
+        else:
+            if mine:
+                lazy.append(v)
+                runs += mine
+    return lazy, runs

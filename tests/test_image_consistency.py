@@ -42,7 +42,7 @@ def rewrite(good: str, dest, mutate) -> None:
     with open(os.path.join(good, "pages.img"), "rb") as src:
         shutil.copyfileobj(src, open(w.pages.fd, "wb", closefd=False))
     w.pages.offset = os.path.getsize(os.path.join(good, "pages.img"))
-    w.finish(sync_pages=False)
+    w.finish(sync=False)
 
 
 def _vmas(recs):

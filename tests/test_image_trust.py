@@ -150,7 +150,7 @@ def test_markers_never_written_through_a_symlink(tmp_path, secret):
     w = ImageWriter(d)
     for name in ("COMPLETE", ".COMPLETE.tmp"):
         (d / name).symlink_to(secret)
-    w.finish(sync_pages=False)
+    w.finish(sync=False)
     assert secret.read_bytes() == before
     assert not (d / "COMPLETE").is_symlink() and json.loads((d / "COMPLETE").read_text())["pages_size"] == 0
     # and a demotion after finish() (a signal before commit) too

@@ -183,7 +183,7 @@ def _forge(src, dst, edit):
     for rec in image.records:
         writer.write_record(edit(rec))
     writer.pages.append((src / "pages.img").read_bytes())
-    writer.finish(sync_pages=False)
+    writer.finish(sync=False)
     return dst
 
 

@@ -83,7 +83,7 @@ def forge(src: Path, dst: Path, edit) -> Path:
     for rec in image.records:
         writer.write_record(edit(rec))
     writer.pages.append((src / "pages.img").read_bytes())
-    writer.finish(sync_pages=False)
+    writer.finish(sync=False)
     give(dst, NOBODY)
     return dst
 

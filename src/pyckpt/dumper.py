@@ -321,7 +321,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
                     _write_records(writer, records, pid, stat, stats)
                     # The image is the only copy of the processes from now on.
                     t = time.perf_counter()
-                    writer.finish(sync_pages=True)
+                    writer.finish(sync=True)
                     stats.phases["finish"] = time.perf_counter() - t
                     _commit(deferral)  # a signal until now: abandon() demotes the image, the tree is detached
                     before_kill(shared)
@@ -332,7 +332,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
     if not kill:
         _write_records(writer, records, pid, stat, stats)  # the tree runs again meanwhile
         t = time.perf_counter()
-        writer.finish(sync_pages=False)
+        writer.finish(sync=False)
         _commit(deferral)  # a signal until now: abandon() demotes the image
         stats.phases["finish"] = time.perf_counter() - t
 

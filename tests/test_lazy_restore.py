@@ -257,6 +257,11 @@ def test_damaged_image_is_refused_before_any_process(spawn, lazy_bin, tmp_path):
     assert not os.path.exists(f"/proc/{pid}")
 
 
+def test_lazy_takes_true_false_or_touch(tmp_path):
+    with pytest.raises(ValueError, match="lazy must be"):
+        pyckpt.restore(tmp_path / "no-image", lazy="yes")
+
+
 def test_cli_restore_lazy(spawn, lazy_bin, tmp_path):
     t = _start(spawn, lazy_bin)
     pid = t.pid

@@ -221,6 +221,27 @@ def test_dump_while_lazy_is_refused_and_harms_nothing(spawn, lazy_bin, tmp_path)
     assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
 
 
+@pytest.mark.parametrize("lazy", [True, "touch"])
+def test_handler_ends_when_the_process_exits_before_its_pages_are_in(spawn, lazy_bin, tmp_path, lazy):
+    t = _start(spawn, lazy_bin, mib=256)
+    r, handlers = _restore(spawn, t, tmp_path / "img", lazy)
+    os.kill(r.pid, signal.SIGKILL)  # ours (restored by this test)
+    _wait_exit(r.pid)
+    status = _wait_exit(handlers[0].handler)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def test_handler_ends_when_the_process_execs(spawn, lazy_bin, tmp_path):
+    t = _start(spawn, lazy_bin)
+    r, handlers = _restore(spawn, t, tmp_path / "img", "touch")
+    _ask(r, signal.SIGTTIN, r"^EXEC")
+    status = _wait_exit(handlers[0].handler)  # its next push finds the memory gone (ESRCH)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert r.alive()  # the new program runs on: nothing was killed
+    with open(f"/proc/{r.pid}/comm") as f:
+        assert f.read().strip() == "sleep"
+
+
 def test_image_removed_while_lazy_changes_nothing(spawn, lazy_bin, tmp_path):
     import shutil
 

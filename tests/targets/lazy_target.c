@@ -13,6 +13,7 @@
  *   SIGHUP   MADV_DONTNEED of the second quarter: it reads zeros, the rest
  *            the buffer                                          DONTNEED ok|FAIL
  *   SIGURG   mremap of the third quarter elsewhere: it moved intact  REMAP ok|FAIL
+ *   SIGTTIN  exec sleep 1000                                          EXEC
  *   SIGWINCH fork a child that stays; it checks its copy on SIGUSR1  FORKED PID,
  *                                                              FORKED CHECK ok|FAIL
  * tree: a child forked at start (before the dump) checks its copy on SIGUSR1.
@@ -155,6 +156,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGURG);
     sigaddset(&set, SIGWINCH);
+    sigaddset(&set, SIGTTIN);
     sigprocmask(SIG_BLOCK, &set, NULL);
     if (!strcmp(mode, "threads")) {
         nthreads = 4;
@@ -218,6 +220,12 @@ int main(int argc, char **argv)
                         report("FORKED CHECK", check_range(buf, 0, npages, 0, &rnd, 0));
                 }
             }
+        } else if (sig == SIGTTIN) {  /* another program: this memory is gone */
+            printf("EXEC\n");
+            fflush(stdout);
+            execl("/bin/sleep", "sleep", "1000", (char *)NULL);
+            printf("EXEC FAIL\n");
+            fflush(stdout);
         } else if (sig == SIGURG) {
             size_t q = npages / 4;
             char *old = (char *)buf + 2 * q * PG;

@@ -8,9 +8,9 @@ has stored pages (MISSING mode, with the fork, remove, unmap and remap events)
 and starts the handler.  Other pages (private file mappings' copy-on-write
 pages) are read as in a copying restore, and so are VMAs with runs kept in a
 parent image (an incremental dump: the handler maps this pages.img only).
-The restore then goes on as usual;
-anything that touches a missing page meanwhile (pyckpt's writes, the kernel's)
-waits for the handler like the process will.
+The restore then goes on as usual; anything that touches a missing page
+meanwhile (pyckpt's writes, the kernel's) waits for the handler as the process
+will.
 
 The handler (C, ck_lazy_start in _native/ck.c) is a process forked twice from
 pyckpt — not its child, in a session of its own, holding only the uffd,
@@ -19,8 +19,8 @@ caller (`pyckpt restore --lazy` exits at once).  It answers each fault with
 UFFDIO_COPY of the window around it (WINDOW, the faulting page first) straight
 from a read-only mapping of pages.img, i.e. from the page cache; in between it
 copies the rest in order (CHUNK at a time) unless `lazy="touch"` (then one
-page a second, which also tells it when the memory is gone: an exec); a page where
-the image has none is given a zero page.  It follows:
+page a second, which also tells it when the memory is gone: an exec); a page
+where the image has none is given a zero page.  It follows:
   - fork: the child gets its own uffd, whose missing pages are the image's too
     (pushed to it as to its parent: the child ends up with its own copy of
     what it had not touched, not a copy-on-write share);
@@ -39,9 +39,10 @@ it: the last close of a uffd would let later faults fill zeros silently) and a
 pidfd of every process it serves.  If the handler ends before it is done —
 killed, or a copy failed (pages.img cut shorter: a read error) — the guard
 SIGKILLs every one of those processes, waits until they are gone, and exits: a
-process is never left running with missing memory.  With a terminal on stderr,
-the handler says why.  Still possible: both the handler and its guard
-SIGKILLed at once (a whole-session kill, OOM) — then a later fault reads zeros;
+process is never left running with missing memory.  The handler then exits
+with status 3, and says why if its stderr is a terminal.  Still possible: the
+handler and its guard both SIGKILLed at once (by a kill of both, the OOM
+killer) — then a later fault reads zeros;
 and a child forked while lazy whose parent exited before the handler saw it among
 the parent's children (looked for right after the fork event, then every 10 ms):
 the guard does not know it and does not kill it.  Other processes forked while

@@ -461,3 +461,84 @@ def test_every_kind_a_dump_needs_is_loaded_by_it():
     assert always <= set(DUMP_KINDS), always - set(DUMP_KINDS)
     by_type = {m for group in FD_KINDS.values() for m in group}
     assert {name(k) for k in FILE_KINDS} <= set(DUMP_KINDS) | by_type
+
+
+# --- image/codec.py: the fast converters take exactly what the checked decoder takes ----
+
+def _mutations(value, rng):
+    """Values near `value` (a record's JSON), each one change away, some of them damage."""
+    import copy
+
+    odd = [None, True, False, 0, -1, 1 << 64, -(1 << 63) - 1, 1.5, float("inf"), "", "a\0b",
+           "\udcff", "\ud800", "x", [], [1], {}, {"a": 1}, "!!", "AAAA", 2 ** 63]
+    paths = []
+
+    def walk(v, path):
+        paths.append(path)
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, path + (k,))
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, path + (i,))
+
+    walk(value, ())
+    for _ in range(40):
+        out = copy.deepcopy(value)
+        path = rng.choice(paths)
+        parent = out
+        for p in path[:-1]:
+            parent = parent[p]
+        what = rng.random()
+        if not path:
+            yield rng.choice(odd)
+            continue
+        if what < 0.7:
+            parent[path[-1]] = rng.choice(odd)
+        elif isinstance(parent, dict) and what < 0.85:
+            del parent[path[-1]]
+        elif isinstance(parent, dict):
+            parent["unknown_field"] = 1
+        else:
+            parent.append(rng.choice(odd))
+        yield out
+
+
+def test_fast_decoding_takes_exactly_what_the_checked_one_takes(spawn, ctarget, tmp_path):
+    import random
+
+    from pyckpt.errors import ImageError
+    from pyckpt.image import codec
+
+    t = spawn([str(ctarget), str(write_mapfile(tmp_path / "mapped.bin"))], name="ctarget")
+    t.wait_for(r"^READY")
+    pyckpt.dump(t.pid, tmp_path / "img")
+    records = pyckpt.open_image(tmp_path / "img").records
+    rng = random.Random(14)
+    compared = refused = 0
+    for rec in records:
+        cls = type(rec)
+        payload = codec.encode(rec)
+        assert codec._fast_decode(cls, payload) == codec._checked_decode(cls, payload) == rec
+        for bad in _mutations(payload, rng):
+            try:
+                want = codec._checked_decode(cls, bad)
+            except (ImageError, TypeError, ValueError) as e:
+                want = type(e)
+            try:
+                got = codec._fast_decode(cls, bad)
+            except codec._Bad:
+                got = "refused"
+            if got == "refused":
+                assert want is not None and isinstance(want, type), (cls.__name__, bad, want)
+                refused += 1
+            else:
+                assert got == want, (cls.__name__, bad)
+                compared += 1
+            # and decode() as a whole: the checked decoder's answer, whichever took it
+            try:
+                whole = codec.decode(cls, bad)
+            except (ImageError, TypeError, ValueError) as e:
+                whole = type(e)
+            assert whole == want
+    assert compared > 100 and refused > 100

@@ -98,6 +98,19 @@ def test_without_the_map_the_taken_port_is_named_with_the_way_out(spawn, python_
     check(t)
 
 
+def test_a_map_for_an_image_without_listeners_is_refused(spawn, python_exe, tmp_path):
+    """(the kind that checks the map is not loaded for such an image otherwise)"""
+    t = spawn([python_exe, "-c", "import selfcheck\nprint('READY', flush=True)\n"
+                                 "selfcheck.serve(lambda: [])"], name="plain")
+    t.wait_for("^READY$")
+    pyckpt.dump(t.pid, tmp_path / "img")
+    problems = pyckpt.open_image(tmp_path / "img").check_restore(new_pidns=True, port_map={1234: 5678})
+    assert [str(p) for p in problems] == [
+        f"--port-map 1234:5678: no TCP socket of the image at {tmp_path / 'img'} listens on port "
+        "1234 (it has no listening TCP socket): map only those ports"]
+    check(t)
+
+
 def test_cli_port_map(spawn, python_exe, tmp_path):
     t = spawn([python_exe, TARGET], name="server")
     port = int(t.wait_for(r"^READY (\d+)$").group(1))

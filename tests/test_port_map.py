@@ -125,4 +125,14 @@ def test_cli_port_map(spawn, python_exe, tmp_path):
     assert r.returncode == 0 and "restore with --new-pidns --port-map" in r.stdout, r.stdout + r.stderr
     r = run("check", "--restore", img, "--new-pidns")
     assert r.returncode != 0 and f"--port-map {port}:NEW" in r.stdout + r.stderr, r.stdout + r.stderr
+    log = tmp_path / "copy.log"
+    r = run("restore", img, "--new-pidns", "--port-map", f"{port}:{new}", "--fd", f"1={log}",
+            "--fd", f"2={log}")
+    assert r.returncode == 0, r.stderr
+    copy = int(r.stdout.strip())
+    spawn.track(psutil.Process(copy).ppid())  # its namespace's init, orphaned to this subreaper
+    assert _ask(new, "hello").startswith("original ")  # the copy: its state is the image's
+    n = len(Target(copy, log).lines())
+    check(Target(copy, log))
+    assert _port_line(Target(copy, log), n) == new
     check(t)

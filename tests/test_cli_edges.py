@@ -191,7 +191,7 @@ def test_restore_bar_moves_while_pages_are_read(spawn, ctarget, tmp_path):
     reap_dumped(t)
     # the 64 MiB buffer is one run of pages, larger than a piece
     runs = [length for v in pyckpt.open_image(img).records if isinstance(v, memory.VmaRecord)
-            for _, length, _ in memory._coalesced(v.pages)]
+            for _, length, _, _ in memory._coalesced(v.pages)]
     assert max(runs) > memory.READ_CHUNK, runs
 
     progress = RecordingProgress()
@@ -200,9 +200,10 @@ def test_restore_bar_moves_while_pages_are_read(spawn, ctarget, tmp_path):
     t.popen = None
     updates = progress.updates["restore memory"]
     assert sum(updates) == progress.totals["restore memory"] == sum(runs)
-    # one update per piece: the bar moves in steps of at most READ_CHUNK
+    # small runs are read together (one batch), big ones in pieces: the bar moves in
+    # steps of at most READ_CHUNK
     assert max(updates) <= memory.READ_CHUNK, sorted(updates)[-5:]
-    assert len(updates) >= sum(-(-r // memory.READ_CHUNK) for r in runs)
+    assert len(updates) >= -(-sum(runs) // memory.READ_CHUNK)
     assert check(t) > before  # the pieces landed where they belong
 
 

@@ -769,6 +769,10 @@ def restore_pages(rctx: RestoreContext) -> None:
                 pages_fd = rctx.passed["pages" if not image else ("pages", image)]
                 for start in range(0, length, READ_CHUNK):
                     end = min(start + READ_CHUNK, length)
+                    if queued and queued + end - start > READ_CHUNK:  # a batch reads at most READ_CHUNK
+                        batch.run()
+                        bar.update(queued)
+                        queued = 0
                     # a hint: errors are harmless
                     batch.add(nr.madvise, addr + start, end - start, MADV_POPULATE_WRITE, want=WANT_ANY)
                     batch.add(nr.pread64, pages_fd, addr + start, end - start, offset + start,

@@ -1413,6 +1413,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
 
+    load_start = os.getloadavg()  # other work on the machine: the numbers are only as steady as it
     workdir = Path(tempfile.mkdtemp(prefix="pyckpt-bench-", dir=args.tmp))
     results = []
     try:
@@ -1438,10 +1439,12 @@ def main(argv=None) -> int:
         "cpus": os.cpu_count(), "python": platform.python_version(), "repeat": args.repeat,
         "thp": Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
         if Path("/sys/kernel/mm/transparent_hugepage/enabled").exists() else None,
-        "tmp": args.tmp,
+        "tmp": args.tmp, "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
     }
     print(f"pyckpt {meta['pyckpt']}, Linux {meta['kernel']} {meta['machine']}, {meta['cpus']} CPUs, "
-          f"repeat {args.repeat}; cells: median [best of {args.repeat}]")
+          f"repeat {args.repeat}; cells: median [best of {args.repeat}]; load average "
+          f"{' '.join(f'{x:.2f}' for x in load_start)} at the start, "
+          f"{' '.join(f'{x:.2f}' for x in meta['loadavg_end'])} at the end")
     if results:
         print(fmt_table(results))
     out = {"meta": meta, "results": results}

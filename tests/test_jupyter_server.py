@@ -410,6 +410,10 @@ def test_a_copy_under_a_new_id_beside_the_original(server, tmp_path):
             "    sys.stdout.flush(); time.sleep(0.5); os._exit(0)\nos.wait()\ntime.sleep(0.5)")
     assert copy.run(fork) == ["from the child of copy"]
     assert tab.run(fork) == ["from the child of original"]
+    # it cannot be saved yet (pyckpt would save it under its PID here, which is not its own)
+    r = server.cli("save", new, str(tmp_path / "of-the-copy"))
+    assert r.returncode == 1 and f"kernel {new} runs in a PID namespace of its own" in r.stderr, \
+        r.stderr
     time.sleep(2.5)  # its parent poller (every second) took pyckpt's init for its parent
     assert copy.run("print(os.getppid())") == ["1"]
     # the server owns it: shutting it down ends it, the original runs on

@@ -309,6 +309,13 @@ class Saver:
                 raise SaveRefused(f"kernel {kernel_id} is not a local process of this server "
                                   f"(its provisioner is {type(km.provisioner).__name__}): pyckpt "
                                   "saves only kernels running on this host", kernel_id=kernel_id)
+            inner = _pid_inside(pid)
+            if inner != pid:
+                raise SaveRefused(f"kernel {kernel_id} runs in a PID namespace of its own (a copy "
+                                  f"restored with --new-id: PID {inner} there, {pid} here); pyckpt "
+                                  "saves a process under the PID it has here, and a kernel whose "
+                                  "PID changes does not work restored: save the kernel it was "
+                                  "copied from, or restore its image again", kernel_id=kernel_id)
             if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
                 raise SaveRefused(f"{path} exists and is not empty: save kernel {kernel_id} into a "
                                   "new or empty directory", kernel_id=kernel_id)
@@ -639,6 +646,18 @@ class Saver:
         finally:
             self.mkm.kernel_manager_factory = factory
         return made[0]
+
+
+def _pid_inside(pid: int) -> int:
+    """`pid` as its own (innermost) PID namespace numbers it (NSpid's last entry)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        pass
+    return pid
 
 
 def _listening(image: str) -> dict[int, tuple[str, int]]:

@@ -26,7 +26,7 @@ import time
 import pytest
 
 import pyckpt
-from conftest import TARGETS, Target, check, reap_dumped, start_ctarget
+from conftest import TARGETS, Target, check, kill_own, reap_dumped, start_ctarget
 from pyckpt import restorer
 from pyckpt.restorer import Stage
 from test_fault_injection import _failing_at_end
@@ -40,6 +40,17 @@ def lazy_bin(tmp_path_factory):
     out = tmp_path_factory.mktemp("bin") / "lazy_target"
     subprocess.run(["gcc", "-O2", "-pthread", "-o", str(out), str(TARGETS / "lazy_target.c")], check=True)
     return out
+
+
+@pytest.fixture
+def later():
+    """Children of restored processes, killed after `spawn` killed and reaped their
+    parents: only then are they this test's children (a subreaper), which kill_own
+    asks.  Name it before `spawn` in a test's arguments (torn down after it)."""
+    pids: list[int] = []
+    yield pids.append
+    for pid in pids:
+        kill_own(pid)
 
 
 def _start(spawn, lazy_bin, mode: str = "", mib: int = MIB) -> Target:
@@ -58,9 +69,9 @@ def _restore(spawn, t: Target, image, lazy=True, members=()):
     _wait_gone(*members)
     proc = pyckpt.restore(image, lazy=lazy)
     handlers = proc.lazy_handlers
-    for h in handlers:  # killed after the processes (the finalizer goes backwards)
+    for h in handlers:  # the finalizer goes backwards: processes, handlers, then guards
+        spawn.track(h.guard)  # (a guard is ours once its handler is gone)
         spawn.track(h.handler)
-        spawn.track(h.guard)
     spawn.track(proc.pid)
     assert proc.pid == t.pid
     return Target(proc.pid, t.log), handlers
@@ -159,11 +170,11 @@ def test_threads_restored_lazily(spawn, lazy_bin, tmp_path):
     assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
 
 
-def test_tree_restored_lazily(spawn, lazy_bin, tmp_path):
+def test_tree_restored_lazily(later, spawn, lazy_bin, tmp_path):
     t = _start(spawn, lazy_bin, "tree")
     child = int(t.wait_for(r"^CHILD-READY (\d+)").group(1))
     r, handlers = _restore(spawn, t, tmp_path / "img", "touch", members=[child])
-    spawn.track(child)  # reparented to this test (a subreaper) if its parent goes first
+    later(child)
     assert sorted(h.pid for h in handlers) == sorted([r.pid, child])
     assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
     assert _ask(r, signal.SIGUSR1, r"^TREE-CHILD CHECK (ok|FAIL.*)$", pid=child).group(1) == "ok"
@@ -183,11 +194,11 @@ def test_handler_killed_kills_the_process(spawn, lazy_bin, tmp_path):
     _wait_exit(h.handler)
 
 
-def test_handler_killed_kills_what_was_forked_while_lazy(spawn, lazy_bin, tmp_path):
+def test_handler_killed_kills_what_was_forked_while_lazy(later, spawn, lazy_bin, tmp_path):
     t = _start(spawn, lazy_bin)
     r, handlers = _restore(spawn, t, tmp_path / "img", "touch")
     child = int(_ask(r, signal.SIGWINCH, r"^FORKED (\d+)$").group(1))
-    spawn.track(child)
+    later(child)
     os.kill(handlers[0].handler, signal.SIGKILL)
     for pid in (r.pid, child):  # the child is ours once its parent is gone (a subreaper)
         status = _wait_exit(pid)
@@ -196,11 +207,11 @@ def test_handler_killed_kills_what_was_forked_while_lazy(spawn, lazy_bin, tmp_pa
     _wait_exit(handlers[0].handler)
 
 
-def test_child_forked_while_lazy_keeps_its_pages(spawn, lazy_bin, tmp_path):
+def test_child_forked_while_lazy_keeps_its_pages(later, spawn, lazy_bin, tmp_path):
     t = _start(spawn, lazy_bin)
     r, handlers = _restore(spawn, t, tmp_path / "img", "touch")
     child = int(_ask(r, signal.SIGWINCH, r"^FORKED (\d+)$").group(1))
-    spawn.track(child)
+    later(child)
     assert _ask(r, signal.SIGUSR1, r"^FORKED CHECK (ok|FAIL.*)$", pid=child).group(1) == "ok"
     assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
     status = _wait_exit(handlers[0].handler)  # both touched every page: it is done
@@ -295,8 +306,8 @@ def test_cli_restore_lazy(spawn, lazy_bin, tmp_path):
     m = re.search(r"lazy: the pages of process (\d+) come from handler (\d+) \(guard (\d+)\)", out.stderr)
     assert m and int(m.group(1)) == pid, out.stderr
     handler, guard = int(m.group(2)), int(m.group(3))
-    spawn.track(handler)
     spawn.track(guard)
+    spawn.track(handler)
     spawn.track(pid)  # reparented to this test (a subreaper) when the command exited
     r = Target(pid, t.log)
     assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"

@@ -15,7 +15,8 @@ will.
 The handler (C, ck_lazy_start in _native/ck.c) is a process forked twice from
 pyckpt — not its child, in a session of its own, holding only the uffd,
 pages.img, a pidfd of the process and its guard's socket, so it outlives the
-caller (`pyckpt restore --lazy` exits at once).  It answers each fault with
+caller (`pyckpt restore --lazy` exits at once); it is reparented to init, or to
+the caller's child subreaper (pytest's, bench's), which then reaps it.  It answers each fault with
 UFFDIO_COPY of the window around it (WINDOW, the faulting page first) straight
 from a read-only mapping of pages.img, i.e. from the page cache; in between it
 copies the rest in order (CHUNK at a time) unless `lazy="touch"` (then one

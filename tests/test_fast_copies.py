@@ -3,6 +3,7 @@ independent of each other, share their memory, and never outlive the template's 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -421,3 +422,94 @@ def test_a_copy_dumps_and_restores_like_the_original(spawn, tmp_path):
             ("1", "116", "3", "changed"), state
         assert c.state()["marker"] == "1"  # the copy runs on as it was
         os.close(r)
+
+
+# the steps of a copy (fastcopy.FastTemplate.copy and _make mark the end of each); "finish"
+# comes after the copy is complete and released
+COPY_STEPS = ["setup", "prepare", "clone init", "clone root", "init", "take fds", "files", "threads",
+              "deferred", "registers", "release"]
+TREE_STEPS = COPY_STEPS[:6] + ["processes below the root"] + COPY_STEPS[6:]
+
+
+def _descendants() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def _own_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("tree", [False, True], ids=["one", "tree"])
+def test_a_fault_at_each_step_of_a_copy_leaves_nothing(spawn, tmp_path, monkeypatch, tree):
+    """A copy failing at the end of each of its steps (threads, a timer, a file, a pipe, an
+    epoll set; with children for a tree) raises the restore's typed error, leaves no
+    process of it (init, root, children) and no fd in pyckpt, and the template stopped
+    as it was: the next copy is pristine."""
+    from pyckpt import fastcopy
+
+    img, pid = make_image(spawn, tmp_path, "--threads", "2", *(["--children", "2"] if tree else []))
+    real_mark = fastcopy._Phases.mark
+    with pyckpt.template(img) as t:
+        assert t.fast, t.reason
+        before, fds = _descendants(), _own_fds()
+        for step in TREE_STEPS if tree else COPY_STEPS:
+            def mark(self, name, step=step):
+                real_mark(self, name)
+                if name == step:
+                    raise OSError(5, f"injected failure after {name}")
+
+            monkeypatch.setattr(fastcopy._Phases, "mark", mark)
+            with pytest.raises((pyckpt.RestoreError, OSError), match="injected failure") as info:
+                Copy(t)
+            monkeypatch.undo()
+            assert isinstance(info.value, pyckpt.PyckptError) or step in ("setup", "prepare"), (step, info.value)
+            assert _descendants() == before, step
+            assert _own_fds() == fds, step
+            assert psutil.Process(t.pid).status() == psutil.STATUS_TRACING_STOP, step
+        c = Copy(t)
+        state = c.state()
+        assert pristine(state, pid)
+        if tree:
+            assert len(psutil.Process(c.pid).children()) == 2
+        c.close()
+        assert _own_fds() == fds  # (each good copy left two /proc/PID/mem fds open in pyckpt)
+
+
+OWNER = """
+import os, signal, sys, psutil, pyckpt
+from pyckpt import fastcopy
+img, step = sys.argv[1], sys.argv[2]
+t = pyckpt.template(img, fds={1: os.devnull, 2: os.devnull})
+assert t.fast, t.reason
+real = fastcopy._Phases.mark
+
+def mark(self, name):
+    real(self, name)
+    if name == step:  # everything made so far, then the owner dies
+        pids = {p.pid for p in psutil.Process().children(recursive=True)}
+        tids = {int(x) for p in pids for x in os.listdir(f"/proc/{p}/task")}
+        print("PIDS", *sorted(pids | tids), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+fastcopy._Phases.mark = mark
+t.copy()
+print("NOT KILLED", flush=True)
+"""
+
+
+@pytest.mark.parametrize("step", TREE_STEPS)
+def test_owner_killed_at_each_step_of_a_copy_leaves_nothing_running(spawn, tmp_path, step):
+    """The process making a copy SIGKILLed at the end of each step (a tree with threads):
+    the template, the copy's init, root, children and threads all end."""
+    img, _ = make_image(spawn, tmp_path, "--threads", "2", "--children", "2")
+    owner = spawn([sys.executable, "-c", OWNER, str(img), step], name="owner", env=dict(os.environ))
+    pids = [int(p) for p in owner.wait_for(r"^PIDS (.*)", timeout=60).group(1).split()]
+    owner.reap()
+    assert len(pids) >= {"setup": 1, "prepare": 1, "clone init": 2}.get(step, 3), pids  # (the template first)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not [p for p in pids if _alive(p)]
+    for p in pids:  # orphans come to this test process (a subreaper): reap them
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(p, os.WNOHANG)

@@ -322,8 +322,8 @@ class FastTemplate:
             phases.mark("netns" if options.new_netns else "setup")
             rctxs = self._prepare(options)
             root_ctx = rctxs[0]
-            phases.mark("prepare")
             try:
+                phases.mark("prepare")
                 with pinned_to_cpu(self.cpu):  # the template's (pinning pyckpt where it runs and
                     root, init = self._make(rctxs, stats, phases)  # moving the template there: no faster)
                 for step in ordered(root_ctx.shared.get(AFTER_RELEASE, ())):
@@ -382,6 +382,7 @@ class FastTemplate:
 
         rctx = rctxs[0]
         made: list[int] = []
+        tmpl = init_inj = None
         try:
             tmpl = Injector(self.pid, self.site, self.regs, cure_regs=False)
             data = self.blob + BLOB_DATA
@@ -439,9 +440,17 @@ class FastTemplate:
             return root, init
         except BaseException as e:
             kill_and_reap(made, [t for r in rctxs for t in r.threads])
+            for r in rctxs:  # the threads' injectors (the processes' are cured on the way out)
+                for t in r.threads.values():
+                    with contextlib.suppress(PyckptError):
+                        t.cure()  # its thread is gone: this closes its /proc/TID/mem fd
             if not isinstance(e, (PtraceError, RemoteCallError, OSError)):
                 raise
             raise RestoreError(f"copy of the template of {self.path} failed and was undone: {e}") from e
+        finally:
+            for held in (tmpl, init_inj):  # never entered: cure() only closes its /proc/PID/mem fd
+                if held is not None:
+                    held.cure()
 
     def _take_fds(self, rctx: RestoreContext) -> None:
         """The copy's network namespace, then every fd pyckpt opened for the copy, into

@@ -18,6 +18,7 @@ own start-up and CRIU), never asserted here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -32,6 +33,10 @@ from conftest import check, write_mapfile
 import pyckpt
 from pyckpt.image.ids import RECORD_IDS
 from pyckpt.kinds import CORE, DUMP_KINDS, FD_KINDS, MAPPED_KINDS, fd_type
+
+# Standard modules the dump, restore and show commands do without (each costs a
+# command 1-8 ms to import): none of them may come back on those paths unnoticed.
+AVOIDED = {"dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "copy"}
 
 # Run in a fresh interpreter: the command's main(), then what it loaded, as JSON on the
 # fd given first.
@@ -83,6 +88,7 @@ def test_restore_loads_only_the_kinds_of_the_image(spawn, ctarget, tmp_path):
     # the dump: DUMP_KINDS (ctarget's fds are files and /dev/null: no other type), and
     # neither psutil nor python-ptrace
     assert not {"psutil", "ptrace", "argparse"} & set(dumped["modules"])
+    assert not AVOIDED & set(dumped["modules"]), AVOIDED & set(dumped["modules"])
     out = subprocess.run([sys.executable, "-c", IMPORT_KINDS, *DUMP_KINDS], capture_output=True,
                          text=True, timeout=60, check=True).stdout
     assert kinds_of(dumped["modules"]) == set(json.loads(out))
@@ -114,6 +120,7 @@ def test_restore_loads_only_the_kinds_of_the_image(spawn, ctarget, tmp_path):
     assert kinds_of(restored["modules"]) == expected
     assert len(every - expected) >= 10, sorted(every - expected)  # pipes, sockets, tty, epoll...
     assert not {"psutil", "ptrace", "argparse"} & set(restored["modules"])
+    assert not AVOIDED & set(restored["modules"]), AVOIDED & set(restored["modules"])
 
 
 def test_show_and_check_load_only_the_kinds_of_the_image(spawn, ctarget, tmp_path):
@@ -129,6 +136,8 @@ def test_show_and_check_load_only_the_kinds_of_the_image(spawn, ctarget, tmp_pat
         assert not kinds & {"pyckpt.kinds.pipes", "pyckpt.kinds.tcp", "pyckpt.kinds.unix",
                             "pyckpt.kinds.tty", "pyckpt.kinds.sysvipc", "pyckpt.kinds.epoll"}, kinds
         assert not {"psutil", "ptrace"} & set(loaded["modules"])
+        if command[0] == "show":  # (check verifies: it may load more)
+            assert not AVOIDED & set(loaded["modules"]), (command, AVOIDED & set(loaded["modules"]))
     info = json.loads(run_command("show", image, "--json")[0].stdout)
     assert info["tcp_outside"] == {"count": 0, "established": 0, "half_closed": 0, "closed": 0,
                                    "restore": ""}
@@ -383,6 +392,53 @@ print(len(built))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert int(r.stdout) > 80
+
+
+def test_record_field_types_are_typings():
+    """image/codec.py resolves the field types of records without typing: as
+    typing.get_type_hints does, for every record class."""
+    import typing
+
+    from pyckpt.image.codec import RECORD_TYPES, type_hints
+    from pyckpt.kinds import load_all
+
+    load_all()
+    assert len(RECORD_TYPES) > 40
+    for cls in RECORD_TYPES.values():
+        assert type_hints(cls) == typing.get_type_hints(cls), cls
+        for f in dataclasses.fields(cls):  # and the classes nested in records
+            for tp in (type_hints(cls)[f.name], *getattr(type_hints(cls)[f.name], "__args__", ())):
+                if dataclasses.is_dataclass(tp):
+                    assert type_hints(tp) == typing.get_type_hints(tp), tp
+
+
+def test_fast_dataclass_fields_are_the_standards():
+    """Field options and errors as dataclasses gives them: defaults left on the class,
+    a factory's field not, mutable defaults and misplaced defaults refused."""
+    from pyckpt._dataclass import dataclass, field, fields, replace
+
+    @dataclass
+    class A:
+        a: int
+        b: int = 2
+        c: list = field(default_factory=list)
+
+    assert A.b == 2 and "c" not in A.__dict__ and [f.name for f in fields(A)] == ["a", "b", "c"]
+    assert fields(A) == tuple(dataclasses.fields(A))
+    assert replace(A(1), b=5) == A(1, 5, []) == dataclasses.replace(A(1), b=5)
+    assert dataclasses.asdict(A(1, 3, [4])) == {"a": 1, "b": 3, "c": [4]}
+    for body, error in (("x: list = []", ValueError), ("x: int = 1\n    y: int", TypeError),
+                        ("x = field(default=1)", TypeError)):
+        ns = {"field": field}
+        exec(f"class C:\n    {body}\n", ns)
+        with pytest.raises(error):
+            dataclass(ns["C"])
+
+    @dataclass
+    class B(A):  # fields of a dataclass base come first
+        d: int = 4
+
+    assert [f.name for f in fields(B)] == ["a", "b", "c", "d"] and B(1).d == 4
 
 
 def test_kinds_claim_only_fds_of_their_types(tmp_path):

@@ -5,9 +5,11 @@ class from source (`__init__`, `__repr__`, `__eq__`; `__hash__`,
 `__setattr__`, `__delattr__` when frozen) and, for a class without a
 docstring, computes its signature with `inspect` for one: ~0.3-0.5 ms a
 class here, and `pyckpt dump` loads some 90 classes (issue 14: a third of the
-command's start-up).  This one lets `dataclasses` process the fields (so
-`fields()`, `replace()`, `asdict()`, `is_dataclass()` and
-`__dataclass_params__` are as ever) without generating anything, then:
+command's start-up).  Importing `dataclasses` itself costs more still (it
+loads `inspect`, hence `ast`, `dis`, `tokenize`, and `copy`: ~8 ms of every
+command), so this module does not import it: it reads the fields itself
+(annotations, defaults, `field()`s, fields of dataclass bases), as
+`dataclasses` does, and makes
 
 - `__init__`: compiled once per *shape* (how many parameters, which have a
   default or a default factory, which fields are not parameters, frozen or
@@ -15,22 +17,166 @@ command's start-up).  This one lets `dataclasses` process the fields (so
   `code.replace` — no compiler run for a shape met before;
 - `__eq__`, `__hash__`: the field values as one tuple (`operator.attrgetter`,
   in C), compared or hashed as the standard methods do;
-- `__repr__`, `__setattr__`, `__delattr__` (frozen): closures.
+- `__repr__`, `__setattr__`, `__delattr__` (frozen): closures;
+- `__dataclass_fields__`, `__dataclass_params__`, `__match_args__`, as the
+  standard ones, so `dataclasses.fields()`, `replace()`, `asdict()` and
+  `is_dataclass()` take its classes (a Field's `_field_type`, which they
+  look at, is `dataclasses._FIELD`, that module imported only when asked).
 
-It takes the option pyckpt uses (`frozen`); methods a class writes itself
-are kept, as `dataclasses` keeps them.  tests/test_startup.py holds its
-classes' behaviour to the standard ones'.
+`field`, `fields`, `replace` and `is_dataclass` here are the standard ones for
+these classes, without the import.  A class this module does not read as
+`dataclasses` would (a `ClassVar`, `InitVar` or `KW_ONLY` annotation) is left
+to `dataclasses.dataclass`.  It takes the option pyckpt uses (`frozen`);
+methods a class writes itself are kept, as `dataclasses` keeps them.
+tests/test_startup.py holds its classes' behaviour to the standard ones'.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import operator
 import types
 
-_MISSING = dataclasses.MISSING
-_FACTORY = dataclasses._HAS_DEFAULT_FACTORY  # the standard __init__'s marker: "call the factory"
+
+class _Missing:
+    def __repr__(self):
+        return "<MISSING>"
+
+
+MISSING = _Missing()  # "no default" (dataclasses.MISSING's part)
+
+
+def is_missing(value) -> bool:
+    """Whether a Field's default (or default_factory) is "none": this MISSING, or
+    dataclasses' (a field of a class the standard dataclass made)."""
+    return value is MISSING or type(value).__name__ == "_MISSING_TYPE"
+
+
+class _Factory:
+    def __repr__(self):
+        return "<factory>"
+
+
+_FACTORY = _Factory()  # the __init__'s marker for "call the factory"
 _TEMPLATES: dict[tuple, object] = {}  # shape -> the code of its __init__, placeholder names
+
+
+class Field:
+    """A field, as `dataclasses.Field` (same attributes); `_field_type` is
+    dataclasses' marker of a plain field, that module imported when it asks."""
+
+    __slots__ = ("name", "type", "default", "default_factory", "init", "repr", "hash",
+                 "compare", "metadata", "kw_only")
+
+    def __init__(self, default=MISSING, default_factory=MISSING, init=True, repr=True,
+                 hash=None, compare=True, metadata=None, kw_only=MISSING):
+        self.name = self.type = None
+        self.default, self.default_factory = default, default_factory
+        self.init, self.repr, self.hash, self.compare = init, repr, hash, compare
+        self.metadata = types.MappingProxyType(metadata or {})
+        self.kw_only = kw_only
+
+    @property
+    def _field_type(self):
+        import dataclasses
+
+        return dataclasses._FIELD
+
+    def __repr__(self):
+        return (f"Field(name={self.name!r},type={self.type!r},default={self.default!r},"
+                f"default_factory={self.default_factory!r},init={self.init!r},repr={self.repr!r},"
+                f"hash={self.hash!r},compare={self.compare!r},metadata={self.metadata!r},"
+                f"kw_only={self.kw_only!r},_field_type=_FIELD)")
+
+
+def field(*, default=MISSING, default_factory=MISSING, init=True, repr=True, hash=None,
+          compare=True, metadata=None, kw_only=MISSING):
+    """As `dataclasses.field`."""
+    if default is not MISSING and default_factory is not MISSING:
+        raise ValueError("cannot specify both default and default_factory")
+    return Field(default, default_factory, init, repr, hash, compare, metadata, kw_only)
+
+
+def is_dataclass(obj) -> bool:
+    cls = obj if isinstance(obj, type) else type(obj)
+    return hasattr(cls, "__dataclass_fields__")
+
+
+def fields(obj) -> tuple:
+    """The fields of a dataclass or of one of its instances, in order."""
+    try:
+        all_fields = obj.__dataclass_fields__
+    except AttributeError:
+        raise TypeError("must be called with a dataclass type or instance") from None
+    return tuple(f for f in all_fields.values() if f.__class__ is Field or _plain(f))
+
+
+def _plain(f) -> bool:
+    """A field of the standard dataclasses that is a field (not a ClassVar or InitVar)."""
+    import dataclasses
+
+    return f._field_type is dataclasses._FIELD
+
+
+def replace(obj, /, **changes):
+    """As `dataclasses.replace`: a new instance, `changes` over `obj`'s fields."""
+    for f in fields(obj):
+        if not f.init:
+            if f.name in changes:
+                raise ValueError(f"field {f.name} is declared with init=False, it cannot be "
+                                 "specified with replace()")
+            continue
+        if f.name not in changes:
+            changes[f.name] = getattr(obj, f.name)
+    return obj.__class__(**changes)
+
+
+_UNREAD = ("ClassVar", "typing.ClassVar", "InitVar", "dataclasses.InitVar", "KW_ONLY",
+           "dataclasses.KW_ONLY")
+
+
+def _fields_of(cls) -> dict | None:
+    """The fields of `cls` as `dataclasses.dataclass` finds them (bases' first), its class
+    attributes set as it sets them; None when it has an annotation only dataclasses reads."""
+    own = cls.__dict__.get("__annotations__", {})
+    for tp in own.values():
+        if not isinstance(tp, str) or tp.startswith(_UNREAD):
+            return None
+    found = {}
+    for base in cls.__mro__[-1:0:-1]:
+        base_fields = base.__dict__.get("__dataclass_fields__")
+        if base_fields:
+            for f in base_fields.values():
+                if f.__class__ is not Field and not _plain(f):
+                    return None
+                found[f.name] = f
+    for name, tp in own.items():
+        default = getattr(cls, name, MISSING)
+        if isinstance(default, Field):
+            f = default
+        elif type(default).__name__ == "Field" and type(default).__module__ == "dataclasses":
+            std = [MISSING if type(v).__name__ == "_MISSING_TYPE" else v
+                   for v in (default.default, default.default_factory, default.kw_only)]
+            f = Field(std[0], std[1], default.init, default.repr, default.hash, default.compare,
+                      default.metadata, std[2])
+        else:
+            if isinstance(default, types.MemberDescriptorType):
+                default = MISSING  # a slot
+            f = Field(default)
+        f.name, f.type = name, tp
+        if f.default is not MISSING and f.default.__class__.__hash__ is None:
+            raise ValueError(f"mutable default {type(f.default)} for field {name} is not "
+                             "allowed: use default_factory")
+        found[name] = f
+        if isinstance(cls.__dict__.get(name), Field) or \
+                type(cls.__dict__.get(name)).__name__ == "Field":
+            if f.default is MISSING:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, f.default)
+    for name, value in cls.__dict__.items():
+        if isinstance(value, Field) and name not in own:
+            raise TypeError(f"{name!r} is a field but has no type annotation")
+    return found
 
 
 def dataclass(cls=None, /, *, frozen: bool = False):
@@ -44,14 +190,18 @@ def dataclass(cls=None, /, *, frozen: bool = False):
 
 def _build(cls, frozen: bool):
     own = cls.__dict__
+    found = _fields_of(cls)
+    if found is None:  # (an annotation only dataclasses reads)
+        import dataclasses
+
+        return dataclasses.dataclass(cls, frozen=frozen)
     documented = own.get("__doc__") is not None
-    own_hash = own.get("__hash__", _MISSING)
-    explicit_hash = not (own_hash is _MISSING or (own_hash is None and "__eq__" in own))
-    if not documented:
-        cls.__doc__ = "-"  # (else dataclasses computes one with inspect, then we drop it)
-    # fields, class attributes for defaults, __match_args__; no method generated
-    dataclasses.dataclass(cls, init=False, repr=False, eq=False)
-    fields = dataclasses.fields(cls)
+    own_hash = own.get("__hash__", MISSING)
+    explicit_hash = not (own_hash is MISSING or (own_hash is None and "__eq__" in own))
+    cls.__dataclass_fields__ = found
+    fields = list(found.values())
+    if "__match_args__" not in own:
+        cls.__match_args__ = tuple(f.name for f in fields if f.init)
     if "__init__" not in own:
         cls.__init__ = _init(cls, fields, frozen)
     if "__repr__" not in own:
@@ -72,12 +222,12 @@ def _build(cls, frozen: bool):
 
         def __setattr__(self, name, value):
             if type(self) is cls or name in names:
-                raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+                raise _frozen_error()(f"cannot assign to field {name!r}")
             super(cls, self).__setattr__(name, value)
 
         def __delattr__(self, name):
             if type(self) is cls or name in names:
-                raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+                raise _frozen_error()(f"cannot delete field {name!r}")
             super(cls, self).__delattr__(name)
 
         cls.__setattr__ = _named(cls, __setattr__)
@@ -118,11 +268,17 @@ def _repr(cls, names: list[str]):
 def _init(cls, fields, frozen: bool):
     """__init__ of the fields: the standard one's parameters, defaults and assignments."""
     params = [f for f in fields if f.init]
-    kinds = tuple("f" if f.default_factory is not _MISSING else "d" if f.default is not _MISSING
+    kinds = tuple("f" if f.default_factory is not MISSING else "d" if f.default is not MISSING
                   else "r" for f in params)
+    defaulted = False
+    for f, k in zip(params, kinds):
+        if k != "r":
+            defaulted = True
+        elif defaulted:
+            raise TypeError(f"non-default argument {f.name!r} follows default argument")
     # fields that are not parameters but get a value: a factory's (one with a plain
     # default is read from the class, as the standard __init__ leaves it)
-    extra = [f for f in fields if not f.init and f.default_factory is not _MISSING]
+    extra = [f for f in fields if not f.init and f.default_factory is not MISSING]
     extra_kinds = tuple("f" for f in extra)
     shape = (kinds, extra_kinds, frozen)
     code = _TEMPLATES.get(shape)
@@ -145,7 +301,7 @@ def _init(cls, fields, frozen: bool):
                         co_consts=consts, **qualname)
     env = {"_FACTORY": _FACTORY, "_object_setattr": object.__setattr__, "__builtins__": __builtins__}
     for f in params + extra:
-        env[f"_dflt_{f.name}"] = f.default_factory if f.default_factory is not _MISSING else f.default
+        env[f"_dflt_{f.name}"] = f.default_factory if f.default_factory is not MISSING else f.default
     fn = types.FunctionType(code, env, "__init__")
     fn.__defaults__ = tuple(_FACTORY if k == "f" else f.default
                             for f, k in zip(params, kinds) if k != "r") or None
@@ -184,8 +340,27 @@ _PARAMS: dict[bool, object] = {}
 
 def _params(frozen: bool):
     """The __dataclass_params__ of `dataclasses.dataclass(frozen=frozen)` (init, repr and
-    eq on), made once by dataclasses itself, on an empty class."""
+    eq on)."""
     if frozen not in _PARAMS:
-        _PARAMS[frozen] = dataclasses.dataclass(type("_P", (), {"__doc__": "-"}),
-                                                frozen=frozen).__dataclass_params__
+        _PARAMS[frozen] = _DataclassParams(True, True, True, False, False, frozen)
     return _PARAMS[frozen]
+
+
+class _DataclassParams:
+    """dataclasses' __dataclass_params__ (same attributes and repr)."""
+
+    __slots__ = ("init", "repr", "eq", "order", "unsafe_hash", "frozen")
+
+    def __init__(self, init, repr, eq, order, unsafe_hash, frozen):
+        self.init, self.repr, self.eq, self.order = init, repr, eq, order
+        self.unsafe_hash, self.frozen = unsafe_hash, frozen
+
+    def __repr__(self):
+        return (f"_DataclassParams(init={self.init!r},repr={self.repr!r},eq={self.eq!r},"
+                f"order={self.order!r},unsafe_hash={self.unsafe_hash!r},frozen={self.frozen!r})")
+
+
+def _frozen_error():
+    import dataclasses
+
+    return dataclasses.FrozenInstanceError

@@ -20,9 +20,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import field
 
-from ._dataclass import dataclass
+from ._dataclass import dataclass, field
 
 from . import __version__, privileges, proc
 from .errors import (DumpError, NoSuchProcessError, PyckptError, UnsuitableProcessError, UnsupportedError,

@@ -19,9 +19,8 @@ import enum
 import os
 import struct
 import time
-from dataclasses import field
 
-from ._dataclass import dataclass
+from ._dataclass import dataclass, field
 
 from . import limits, netns, privileges, proc, trust
 from . import ptrace_ops as pt

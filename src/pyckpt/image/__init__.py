@@ -44,7 +44,7 @@ import re
 import stat
 import struct
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import xxhash
 

@@ -11,13 +11,12 @@ payload is refused with a clear message instead of building a wrong process.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import functools
 import math
+import sys
 import types
-import typing
-from typing import Any
 
+from .. import _dataclass as dc
 from ..errors import ImageError
 
 RECORD_TYPES: dict[int, type] = {}
@@ -83,9 +82,9 @@ def record_type(type_id: int) -> type | None:
     return cls
 
 
-def encode(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: encode(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+def encode(obj: object) -> object:
+    if dc.is_dataclass(obj):
+        return {f.name: encode(getattr(obj, f.name)) for f in dc.fields(obj)}
     if isinstance(obj, bytes):
         return base64.b64encode(obj).decode("ascii")
     if isinstance(obj, (list, tuple)):
@@ -94,16 +93,43 @@ def encode(obj: Any) -> Any:
 
 
 @functools.cache
-def _fields_of(cls: type) -> tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]:
+def _fields_of(cls: type) -> tuple[dict[str, object], tuple[str, ...], tuple[str, ...]]:
     """Resolved field types, names, and the names without a default, of a record class
     (resolving is slow: do it once)."""
-    fields = dataclasses.fields(cls)
+    fields = dc.fields(cls)
     required = tuple(f.name for f in fields
-                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-    return typing.get_type_hints(cls), tuple(f.name for f in fields), required
+                     if dc.is_missing(f.default) and dc.is_missing(f.default_factory))
+    return type_hints(cls), tuple(f.name for f in fields), required
 
 
-def decode(cls: type, data: Any, where: str = "") -> Any:
+def type_hints(cls: type) -> dict[str, object]:
+    """`typing.get_type_hints(cls)` for a record class, without importing typing (~3 ms
+    of every command): its annotations (strings, `from __future__ import annotations`)
+    evaluated as get_type_hints evaluates them (the class's namespace, then its
+    module's), bases first.  Record fields are built-in types, `X | None`, `list[X]`,
+    `tuple[...]` and other record classes (tests/test_startup.py compares the two)."""
+    hints = {}
+    for base in reversed(cls.__mro__):
+        module = vars(sys.modules[base.__module__]) if base.__module__ in sys.modules else {}
+        for name, tp in base.__dict__.get("__annotations__", {}).items():
+            if isinstance(tp, str):
+                tp = eval(tp, dict(vars(base)), module)  # noqa: S307 (our own classes' source)
+            hints[name] = type(None) if tp is None else tp
+    return hints
+
+
+def _origin(tp: object) -> object:
+    """typing.get_origin, for the types of record fields."""
+    if isinstance(tp, types.UnionType):
+        return types.UnionType
+    return getattr(tp, "__origin__", None)
+
+
+def _is_union(origin: object) -> bool:
+    return origin is types.UnionType or (origin is not None and getattr(origin, "_name", None) == "Union")
+
+
+def decode(cls: type, data: object, where: str = "") -> object:
     """`data` (a record's JSON) as a `cls`, every field checked (module docstring).
     Decoded first by converters made once per field type (_fast, several times
     faster); anything they do not take is decoded again by the step-by-step
@@ -118,7 +144,7 @@ class _Bad(Exception):
     """A converter of _fast met a value it does not take (_checked_decode says why)."""
 
 
-def _fast_decode(cls: type, data: Any) -> Any:
+def _fast_decode(cls: type, data: object) -> object:
     if not isinstance(data, dict):
         raise _Bad
     nameset, required, convs = _plan(cls)
@@ -143,12 +169,12 @@ def _bad(value):
 
 
 @functools.cache
-def _fast(tp: Any, c_string: bool = False):
+def _fast(tp: object, c_string: bool = False):
     """A converter of JSON values to `tp`, taking only what _decode_value takes (else
     _Bad), giving what it gives."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
+    origin = _origin(tp)
+    if _is_union(origin):
+        args = tp.__args__
         inner = [a for a in args if a is not type(None)]
         if len(inner) != 1:
             return _bad
@@ -159,7 +185,7 @@ def _fast(tp: Any, c_string: bool = False):
 
         return union
     if origin is list:
-        (inner,) = typing.get_args(tp)
+        (inner,) = tp.__args__
         each = _fast(inner, c_string)
 
         def a_list(v):
@@ -169,7 +195,7 @@ def _fast(tp: Any, c_string: bool = False):
 
         return a_list
     if origin is tuple:
-        convs = tuple(_fast(a) for a in typing.get_args(tp))
+        convs = tuple(_fast(a) for a in tp.__args__)
         n = len(convs)
 
         def a_tuple(v):
@@ -178,7 +204,7 @@ def _fast(tp: Any, c_string: bool = False):
             return tuple(c(x) for c, x in zip(convs, v))
 
         return a_tuple
-    if dataclasses.is_dataclass(tp):
+    if dc.is_dataclass(tp):
         return lambda v: _fast_decode(tp, v)
     if tp is bytes:
         def a_bytes(v):
@@ -227,7 +253,7 @@ def _fast(tp: Any, c_string: bool = False):
     return _bad  # (_decode_value raises its TypeError)
 
 
-def _checked_decode(cls: type, data: Any, where: str = "") -> Any:
+def _checked_decode(cls: type, data: object, where: str = "") -> object:
     where = where or cls.__name__
     if not isinstance(data, dict):
         raise ImageError(f"{where}: expected an object, found {type(data).__name__}")
@@ -244,25 +270,25 @@ def _checked_decode(cls: type, data: Any, where: str = "") -> Any:
                   for n in names if n in data})
 
 
-def _decode_value(tp: Any, value: Any, where: str, c_string: bool = False) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
+def _decode_value(tp: object, value: object, where: str, c_string: bool = False) -> object:
+    origin = _origin(tp)
+    if _is_union(origin):
+        args = tp.__args__
         if value is None and type(None) in args:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _decode_value(inner, value, where, c_string)
     if origin is list:
-        (inner,) = typing.get_args(tp)
+        (inner,) = tp.__args__
         if not isinstance(value, list):
             raise ImageError(f"{where}: expected a list")
         return [_decode_value(inner, v, f"{where}[{i}]", c_string) for i, v in enumerate(value)]
     if origin is tuple:
-        args = typing.get_args(tp)
+        args = tp.__args__
         if not isinstance(value, list) or len(value) != len(args):
             raise ImageError(f"{where}: expected a list of {len(args)}")
         return tuple(_decode_value(a, v, where) for a, v in zip(args, value))
-    if dataclasses.is_dataclass(tp):
+    if dc.is_dataclass(tp):
         return decode(tp, value, where)
     if tp is bytes:
         if not isinstance(value, str):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import fcntl
 import os
-from dataclasses import field
-from typing import Callable
+from collections.abc import Callable
 
-from .._dataclass import dataclass
+from .._dataclass import dataclass, field
 from .. import proc
 from ..errors import PyckptError
 from ..image import ImageReader, PageStoreWriter

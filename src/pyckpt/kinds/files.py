@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import errno
 import fcntl
 import os
 import stat
-from .._dataclass import dataclass
+
+from .._dataclass import dataclass, replace
 
 from ..arch import libc as _libc
 from ..errors import RestoreError, UnsupportedFdError
@@ -415,7 +415,7 @@ def pinned_caller_fds(options: RestoreOptions):
                 pins[n] = fcntl.fcntl(n, fcntl.F_DUPFD_CLOEXEC, 3)
             except OSError as e:
                 pins[n] = -(e.errno or errno.EBADF)
-        yield dataclasses.replace(options, pinned=pins)
+        yield replace(options, pinned=pins)
     finally:
         for copy in pins.values():
             if copy >= 0:

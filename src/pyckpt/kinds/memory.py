@@ -41,9 +41,8 @@ import queue
 import stat
 import struct
 import threading
-from dataclasses import field
 
-from .._dataclass import dataclass
+from .._dataclass import dataclass, field
 
 import xxhash
 

@@ -16,9 +16,7 @@ cycle is a bug, reported with its members.
 from __future__ import annotations
 
 import heapq
-from typing import Iterable, TypeVar
-
-T = TypeVar("T")
+from collections.abc import Iterable
 
 
 def _names(x, attr: str) -> tuple[str, ...]:
@@ -26,7 +24,7 @@ def _names(x, attr: str) -> tuple[str, ...]:
     return (v,) if isinstance(v, str) else tuple(v)
 
 
-def ordered(things: Iterable[T]) -> list[T]:
+def ordered(things: Iterable) -> list:
     """`things` (each with `.name`, optional `.before`, `.after`, `.provides`) in an
     order that honours every declaration, ties broken by name (then by the order
     given, for things of one name: the steps one kind queued, in its order)."""

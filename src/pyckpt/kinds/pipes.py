@@ -47,9 +47,8 @@ import os
 import select
 import stat
 import termios
-from dataclasses import field
 
-from .._dataclass import dataclass
+from .._dataclass import dataclass, field
 
 from ..arch import libc as _libc
 from ..errors import DumpError, FileChangedError, RestoreError

@@ -74,9 +74,8 @@ import errno
 import os
 import re
 import stat
-from dataclasses import field
 
-from .._dataclass import dataclass
+from .._dataclass import dataclass, field
 
 from .. import proc
 from ..arch import libc as _libc

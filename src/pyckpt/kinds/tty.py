@@ -60,14 +60,13 @@ dump's summary says that a restore needs `--shell-job`.
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import os
 import signal
 import stat
 import struct
 import termios
-from .._dataclass import dataclass
+from .._dataclass import dataclass, replace
 
 from .. import proc
 from ..errors import ImageError, RestoreError, UnsupportedError
@@ -347,7 +346,7 @@ def _pair(rctx: RestoreContext, rec: PtyMasterRecord) -> int:
     trust = rctx.shared.get("trust: owner, paths")  # an image an ordinary user owns (restorer.py)
     owner = None if trust is None else trust[0]
     if owner is not None:  # the terminal is given to that user at most
-        rec = dataclasses.replace(rec, uid=-1 if owner.uid is None else owner.uid, gid=-1)
+        rec = replace(rec, uid=-1 if owner.uid is None else owner.uid, gid=-1)
     return rctx.pass_fd(("pty pair", rec.id), lambda: open_pair(rec))
 
 

@@ -53,9 +53,8 @@ import select
 import socket
 import stat
 import struct
-from dataclasses import field
 
-from .._dataclass import dataclass
+from .._dataclass import dataclass, field
 
 from ..arch import libc as _libc
 from ..errors import ImageError, PortInUseError, RestoreError, UnsupportedFdError

@@ -48,9 +48,8 @@ import os
 import socket
 import stat
 import struct
-from dataclasses import field
 
-from .._dataclass import dataclass
+from .._dataclass import dataclass, field
 
 from ..arch import libc as _libc
 from ..errors import DumpError, RestoreError, UnsupportedFdError

@@ -81,9 +81,8 @@ import socket
 import stat
 import struct
 import termios
-from dataclasses import field
 
-from .._dataclass import dataclass
+from .._dataclass import dataclass, field
 
 from ..errors import RestoreError, SocketPathInUseError, UnsupportedFdError
 from ..image import padded, record

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import field
-
-from .._dataclass import dataclass
+from .._dataclass import dataclass, field
 
 
 @dataclass(frozen=True)

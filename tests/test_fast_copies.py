@@ -513,3 +513,17 @@ def test_owner_killed_at_each_step_of_a_copy_leaves_nothing_running(spawn, tmp_p
     for p in pids:  # orphans come to this test process (a subreaper): reap them
         with contextlib.suppress(ChildProcessError):
             os.waitpid(p, os.WNOHANG)
+
+
+def test_an_option_the_fast_path_refuses_given_for_one_copy(spawn, tmp_path):
+    """copy(tcp_established=True) from a fast template: that copy is a full restore (the
+    fast path does not take the option, as for a template made with it), saying why; the
+    next copy without it is fast again."""
+    img, pid = make_image(spawn, tmp_path)
+    with pyckpt.template(img) as t:
+        assert t.fast, t.reason
+        c = Copy(t, tcp_established=True)
+        assert t.copy_reason and "tcp_established" in t.copy_reason, t.copy_reason
+        assert pristine(c.state(), pid)
+        d = Copy(t)
+        assert t.copy_reason is None and t.fast and pristine(d.state(), pid)

@@ -120,12 +120,9 @@ def refusal(image, options: RestoreOptions) -> str | None:
     rec = views[0].one(task.TaskRecord)
     if rec.pid == 1:
         return "the image's process is PID 1 (it would be the copy's init)"
-    if options.shell_job:
-        return "shell_job=True"
-    if options.tcp_established:
-        return "tcp_established=True"
-    if options.new_pidns:
-        return "new_pidns is the template's own"
+    why = _option_refusal(options)
+    if why:
+        return why
     if any(type(r).__module__.endswith(".sysvipc") for r in reader.records):
         return "the image holds SysV IPC objects"
     for view in views:
@@ -141,6 +138,18 @@ def refusal(image, options: RestoreOptions) -> str | None:
             if {"dc", "wf"} & set(v.vmflags):  # MADV_DONTFORK / MADV_WIPEONFORK: a fork would lose it
                 return (f"memory of process {pid} at {v.start:#x}-{v.end:#x} is not copied by fork "
                         f"(VmFlags {' '.join(v.vmflags)})")
+    return None
+
+
+def _option_refusal(options: RestoreOptions) -> str | None:
+    """Why these restore options get no fast copy (checked for the template's, and for
+    each copy's: copy() may add options); None if they do."""
+    if options.shell_job:
+        return "shell_job=True"
+    if options.tcp_established:
+        return "tcp_established=True"
+    if options.new_pidns:
+        return "new_pidns is the template's own"
     return None
 
 
@@ -312,6 +321,9 @@ class FastTemplate:
         if _thread_id() != self.tracer:
             raise NotFast("copy() was called from another thread than the template's maker "
                           "(ptrace serves one thread)")
+        why = _option_refusal(options)
+        if why:  # an option given to this copy only
+            raise NotFast(f"{why} (given for this copy)")
         stats = stats if stats is not None else CopyStats()
         t0 = time.perf_counter()
         phases = _Phases(stats)

@@ -15,7 +15,9 @@ signals, registers) by the restore's own steps; in a process tree, the
 processes below the root are restored whole below it.  Where the image has
 what that path does not handle yet (SysV IPC, a memfd mapped private...),
 `t.fast` is False, `t.reason` says why, and each copy is a full
-`restore(path, new_pidns=True, **options)` instead.  `t.last_copy` holds
+`restore(path, new_pidns=True, **options)` instead; an option given to one
+`copy()` that path does not take (tcp_established) makes that copy a full
+restore, and `t.copy_reason` says why.  `t.last_copy` holds
 the last copy's step times.  The figures are in bench/harness.py's output
 and the README ("Testing with pyckpt").
 

@@ -527,3 +527,62 @@ def test_an_option_the_fast_path_refuses_given_for_one_copy(spawn, tmp_path):
         assert pristine(c.state(), pid)
         d = Copy(t)
         assert t.copy_reason is None and t.fast and pristine(d.state(), pid)
+
+
+def _report(pid: int, r: int) -> dict:
+    import json
+
+    os.kill(pid, signal.SIGUSR1)
+    buf, deadline = b"", time.monotonic() + 15
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        assert left > 0 and select.select([r], [], [], left)[0], f"no report from {pid}: {buf[-300:]!r}"
+        chunk = os.read(r, 1 << 20)
+        assert chunk, f"{pid} closed its output: {buf[-300:]!r}"
+        buf += chunk
+    line = buf.split(b"\n")[0].decode()
+    assert line.startswith("REPORT "), line
+    report = json.loads(line[len("REPORT "):])
+    # each restore has namespaces of its own: whether each is the caller's is what must agree
+    report["ns"] = {n: v == os.readlink(f"/proc/self/ns/{n}") for n, v in report["ns"].items()}
+    report["timers"] = report["timers"].replace(f"pid.{pid}", "pid.ROOT")  # (PID as /proc shows it)
+    # the fd table's size: a fast copy's grew to 1024 slots in the template (pyckpt's pidfd
+    # at fd 1023); not something a process sees but in /proc
+    report["status"].pop("FDSize")
+    return report
+
+
+def _diff(a, b, path=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k), b.get(k), f"{path}.{k}")]
+    return [] if a == b else [f"{path}: full restore {a!r}, fast copy {b!r}"]
+
+
+def test_a_fast_copy_is_what_a_full_restore_makes(spawn, tmp_path):
+    """tests/targets/copy_report.py (dispositions, an alternate signal stack, interval and
+    POSIX timers, a pending signal, limits, umask, personality, nice, a worker thread)
+    restored twice from one image, by restore(new_pidns=True) and as a fast copy: what
+    each sees of itself (ids, sigaction of every signal, sigaltstack, robust list, rseq,
+    fs base of each thread, timers, prctl values, masks) and its /proc files (status, stat,
+    limits, maps with VmFlags, timers, fdinfo, namespaces) are the same."""
+    work = tmp_path / "work"
+    work.mkdir()
+    t0 = spawn([sys.executable, str(Path(__file__).parent / "targets" / "copy_report.py"), str(work)])
+    t0.wait_for(r"^READY")
+    pyckpt.dump(t0.pid, tmp_path / "img", kill=True, progress=False)
+    t0.reap()
+    r, w = os.pipe()
+    try:
+        full = pyckpt.restore(tmp_path / "img", new_pidns=True, fds={1: w, 2: w}, progress=False)
+    finally:
+        os.close(w)
+    spawn.track(full.ppid())
+    with pyckpt.template(tmp_path / "img") as t:
+        assert t.fast, t.reason
+        c = Copy(t)
+        a, b = _report(full.pid, r), _report(c.pid, c.out)
+        assert a["ids"][:2] == [t0.pid, 1] and a["main"]["rseq"] and a["worker"]["tid"] != a["ids"][0]
+        assert a["itimers"][0][0] > 0 and a["pending"] and a["main"]["sigaltstack"][3]
+        assert not _diff(a, b), "\n".join(_diff(a, b))
+        c.close()
+    os.close(r)

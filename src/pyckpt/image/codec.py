@@ -82,8 +82,31 @@ def record_type(type_id: int) -> type | None:
     return cls
 
 
+# Values encode() gives back as they are, by exact type (a subclass takes the long way).
+_PLAIN = frozenset({int, str, bool, float, type(None)})
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # a dataclass's field names, looked up once
+
+
 def encode(obj: object) -> object:
+    """`obj` as JSON values: a dataclass as a dict of its fields (in field order), bytes
+    as base64 text, a list or tuple as a list, anything else as it is.  The common
+    types are told by exact type first (the field names of each class looked up
+    once): a dump encodes thousands of values."""
+    t = type(obj)
+    names = _FIELD_NAMES.get(t)
+    if names is not None:
+        out = {}
+        for n in names:
+            v = getattr(obj, n)
+            out[n] = v if type(v) in _PLAIN else encode(v)
+        return out
+    if t is list or t is tuple:
+        return [x if type(x) in _PLAIN else encode(x) for x in obj]
+    if t in _PLAIN:
+        return obj
     if dc.is_dataclass(obj):
+        if not isinstance(obj, type):  # an instance (a class itself is not cached)
+            _FIELD_NAMES[t] = tuple(f.name for f in dc.fields(obj))
         return {f.name: encode(getattr(obj, f.name)) for f in dc.fields(obj)}
     if isinstance(obj, bytes):
         return base64.b64encode(obj).decode("ascii")

@@ -9,7 +9,7 @@
   (file kinds, table hooks, mapped objects, restore hooks), whichever subset.
 - What replaced python-ptrace at start-up (ptrace_ops' constants and register
   struct) is python-ptrace's, value for value.
-- The command's fast path for `dump` and `restore` (cli.py) parses every
+- The command's fast path for `dump`, `restore`, `show` and `check` (cli.py) parses every
   command line it takes as argparse does, and leaves any other to argparse.
 
 The timings themselves are bench/startup.py's (whole commands, beside Python's
@@ -36,7 +36,8 @@ from pyckpt.kinds import CORE, DUMP_KINDS, FD_KINDS, MAPPED_KINDS, fd_type
 
 # Standard modules the dump, restore and show commands do without (each costs a
 # command 1-8 ms to import): none of them may come back on those paths unnoticed.
-AVOIDED = {"dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "copy"}
+AVOIDED = {"dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "copy", "pathlib", "fnmatch",
+           "urllib.parse", "ipaddress", "socket", "selectors"}
 
 # Run in a fresh interpreter: the command's main(), then what it loaded, as JSON on the
 # fd given first.
@@ -218,13 +219,15 @@ FAST = [
     ["restore", "img"], ["restore", "--shell-job", "img", "--debug"], ["--no-progress", "restore", "img"],
     ["restore", "img", "--inherit-stdio", "--allow-changed-files", "--new-pidns", "--new-netns",
      "--tcp-established", "--trust-image", "--shell-job", "--no-progress", "--lazy"],
+    ["show", "img"], ["show", "img", "--json"], ["--debug", "show", "--json", "img"], ["check", "img"],
+    ["check", "img", "--restore", "--new-pidns", "--allow-changed-files"], ["check", "--restore", "img"],
 ]
 ARGPARSE = [  # left to argparse (values, abbreviations, help, odd PIDs, errors)
     ["dump", "+1", "img"], ["dump", "1_0", "img"], ["dump", "١", "img"], ["dump", "1", "img", "--kil"],
     ["dump", "1", "img", "--max-deleted-size", "5"], ["restore", "img", "--fd", "1=/dev/null"],
     ["restore", "img", "--allow-changed-files=*.log"], ["restore", "--", "img"], ["restore", "-img"],
-    ["restore", "img", "-h"], ["restore"], ["dump", "1"], ["dump", "1", "a", "b"], ["show", "img"],
-    ["check", "img"], ["--kill", "dump", "1", "img"], ["restore", "img", "--kill"], ["--version"], [],
+    ["restore", "img", "-h"], ["restore"], ["dump", "1"], ["dump", "1", "a", "b"], ["show"],
+    ["check", "img", "--port-map", "1:2"], ["show", "img", "--js"], ["show", "img", "--kill"], ["--kill", "dump", "1", "img"], ["restore", "img", "--kill"], ["--version"], [],
     ["restore", ""], ["restore", "img", "--deleted-dir", "/tmp"],
 ]
 
@@ -392,6 +395,19 @@ print(len(built))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert int(r.stdout) > 80
+
+
+def test_path_text_is_pathlibs():
+    """image._pathtext: the text of pathlib.Path(p), which messages print, without pathlib."""
+    from pathlib import Path
+
+    from pyckpt.image import _pathtext
+
+    for p in ("", ".", "./", "a", "a/", "a//b", "./a/./b/.", "/", "//", "///", "//a", "///a/b",
+              "/a/../b", "..", "a/..", " x ", "a/.b", ".a", "/./", Path("x/y"), "x\\y"):
+        assert _pathtext(p) == str(Path(p)), p
+    with pytest.raises(TypeError):
+        _pathtext(b"x")
 
 
 def test_record_field_types_are_typings():

@@ -100,7 +100,6 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 import os
-from pathlib import Path
 
 from .errors import (
     AlreadyTracedError,
@@ -181,6 +180,13 @@ __all__ = [
 ]
 
 
+def _pathtext(path) -> str:
+    """str(pathlib.Path(path)), without pathlib (image/__init__.py, not imported here)."""
+    from .image import _pathtext
+
+    return _pathtext(path)
+
+
 class Image:
     """A complete image on disk, validated when opened: what `dump()` returns
     and `open_image()` opens.  `verify()` checks the rest (every page);
@@ -219,7 +225,7 @@ class Image:
     """
 
     def __init__(self, path):
-        self.path = Path(path)
+        self._where = _pathtext(path)
         self.dump_stats = None
         self._read = None
         self.header = self._reader.header  # opened and checked now
@@ -229,8 +235,19 @@ class Image:
         """The image dump() has just written: its records are read and checked when
         first asked for (a dump does not pay for reading back what it wrote)."""
         self = cls.__new__(cls)
-        self.path, self.header, self.dump_stats, self._read = Path(path), header, None, None
+        self._where, self.header, self.dump_stats, self._read = _pathtext(path), header, None, None
         return self
+
+    @property
+    def path(self):
+        """The image directory, a pathlib.Path (made when first asked: pathlib is not in
+        a command's start-up)."""
+        path = self.__dict__.get("_path")
+        if path is None:
+            from pathlib import Path
+
+            path = self._path = Path(self._where)
+        return path
 
     @property
     def _reader(self):
@@ -239,9 +256,9 @@ class Image:
             from .image import ImageReader  # (loads the kinds the image uses, no other)
             from .limits import fd_room, translated
 
-            with boundary(f"reading the image at {self.path}", ImageError), fd_room(), \
-                    translated(f"reading the image at {self.path}"):
-                self._read = ImageReader(self.path)
+            with boundary(f"reading the image at {self._where}", ImageError), fd_room(), \
+                    translated(f"reading the image at {self._where}"):
+                self._read = ImageReader(self._where)
         return self._read
 
     @property
@@ -267,8 +284,8 @@ class Image:
         from .limits import translated
 
         runs = stored_runs(self._reader)
-        with boundary(f"verifying the image at {self.path}", ImageError), \
-                translated(f"verifying the image at {self.path}"):  # out of memory: not a damage
+        with boundary(f"verifying the image at {self._where}", ImageError), \
+                translated(f"verifying the image at {self._where}"):  # out of memory: not a damage
             if callable(progress):
                 self._reader.verify_pages(runs, progress)
                 return
@@ -307,7 +324,7 @@ class Image:
         opts = _restore_options(fds, inherit_stdio, allow_changed_files, deleted_dir, new_pidns, new_netns,
                                 trust_image, shell_job, tcp_established, port_map)
         with fd_room(), pinned_caller_fds(opts) as opts:  # before any file is opened: see restore()
-            return check(self.path, progress=_progress(progress), options=opts)
+            return check(self._where, progress=_progress(progress), options=opts)
 
     def summary(self) -> dict:
         """What the image holds, as plain data (what `pyckpt show --json` prints).
@@ -385,13 +402,13 @@ class Image:
 
         above = parent_record(self._reader)
         return {
-            "path": str(self.path),
+            "path": self._where,
             "header": encode(self.header),
             # an incremental image: its parent image (`path` as written, relative to the
             # image; `resolved`; `depth`: images up the chain), else None; and the bytes
             # of memory kept in the images up the chain (`inherited_bytes`)
             "parent": None if above is None else {
-                "path": above.path, "resolved": os.path.normpath(os.path.join(self.path, above.path)),
+                "path": above.path, "resolved": os.path.normpath(os.path.join(self._where, above.path)),
                 "depth": above.depth},
             "inherited_bytes": sum(p["inherited_bytes"] for p in processes),
             "pages_bytes": sum(p["pages_bytes"] for p in processes)

@@ -244,7 +244,7 @@ def _common_options(p, default) -> None:
                    help="never draw a progress bar")
 
 
-# The fast path: `dump` and `restore` command lines made only of the positional
+# The fast path: `dump`, `restore`, `show` and `check` command lines made only of the positional
 # arguments and of options that are flags, spelled out in full, are parsed here
 # without argparse (whose import and parser cost a command ~5-10 ms of start-up);
 # any other command line (a value option, an abbreviation, --help, `--`, an
@@ -256,6 +256,10 @@ _FAST = {  # command -> (positional names, flags, defaults of the other options)
     "restore": (("dir",), ("--inherit-stdio", "--shell-job", "--allow-changed-files", "--new-pidns",
                            "--new-netns", "--tcp-established", "--trust-image", "--lazy"),
                 {"fd": [], "allow_changed_glob": [], "deleted_dir": None, "port_map": []}),
+    "show": (("dir",), ("--json",), {}),
+    "check": (("dir",), ("--restore", "--inherit-stdio", "--shell-job", "--allow-changed-files",
+                         "--new-pidns", "--new-netns", "--tcp-established", "--trust-image"),
+              {"fd": [], "allow_changed_glob": [], "deleted_dir": None, "port_map": []}),
 }
 
 

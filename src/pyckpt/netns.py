@@ -19,7 +19,6 @@ import contextlib
 import ctypes
 import fcntl
 import os
-import socket
 import struct
 
 from .arch import libc as _libc
@@ -36,6 +35,8 @@ def _check(result: int, what: str) -> None:
 
 
 def _loopback_up() -> None:
+    import socket  # (only for --new-netns: not in every restore's start-up)
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         ifreq = struct.pack("16sh22x", b"lo", 0)
         flags = struct.unpack_from("16sh", fcntl.ioctl(s, SIOCGIFFLAGS, ifreq))[1]

@@ -43,7 +43,6 @@ import os
 import re
 import stat
 import struct
-from pathlib import Path
 from collections.abc import Iterator
 
 import xxhash
@@ -137,7 +136,41 @@ def _write_all(fd: int, data) -> None:
         view = view[os.write(fd, view):]
 
 
-def _open_dir(path: Path) -> int:
+def _pathtext(path: str | os.PathLike) -> str:
+    """`str(pathlib.Path(path))` without importing pathlib, which loads fnmatch, re,
+    urllib.parse and ipaddress (~4-8 ms of a command's start-up): the path as its
+    messages print it (tests/test_startup.py compares the two)."""
+    text = path if isinstance(path, str) else os.fspath(path)
+    if not isinstance(text, str):
+        from pathlib import Path
+
+        return str(Path(path))  # (bytes: the TypeError pathlib raises)
+    root = "//" if text.startswith("//") and not text.startswith("///") else "/" if text.startswith("/") else ""
+    parts = [x for x in text.split("/") if x and x != "."]
+    return root + "/".join(parts) if root or parts else "."
+
+
+class _Where:
+    """`where`: the path as text (for messages and opens); `path`: it as a
+    pathlib.Path, made when first asked (pathlib is not in a command's start-up)."""
+
+    where: str
+
+    @property
+    def path(self):
+        path = self.__dict__.get("_path")
+        if path is None:
+            from pathlib import Path
+
+            path = self.__dict__["_path"] = Path(self.where)
+        return path
+
+    @property
+    def parent_path(self) -> str:
+        return os.path.dirname(self.where) or "."
+
+
+def _open_dir(path: str) -> int:
     """The image directory (`path` itself may be a symbolic link: the caller's choice)."""
     try:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -156,7 +189,7 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _lstat(dfd: int, name: str, path: Path) -> os.stat_result | None:
+def _lstat(dfd: int, name: str, path: str) -> os.stat_result | None:
     """`name` in the directory as it is (a link not followed); None if absent."""
     try:
         return os.stat(name, dir_fd=dfd, follow_symlinks=False)
@@ -166,7 +199,7 @@ def _lstat(dfd: int, name: str, path: Path) -> os.stat_result | None:
         raise ImageError(f"image at {path}: cannot read {name}: {e.strerror}", path=path) from None
 
 
-def _open_regular(dfd: int, name: str, path: Path) -> tuple[int, os.stat_result]:
+def _open_regular(dfd: int, name: str, path: str) -> tuple[int, os.stat_result]:
     """A read-only fd of `name` in the directory, and its stat, if it is a regular file:
     it is looked at through an O_PATH fd first (which opens nothing: not a FIFO, not
     a device, not the target of a symbolic link), then that very file is opened."""
@@ -189,7 +222,7 @@ def _open_regular(dfd: int, name: str, path: Path) -> tuple[int, os.stat_result]
     return fd, st
 
 
-def _read_regular(dfd: int, name: str, limit: int, path: Path) -> tuple[bytearray, os.stat_result]:
+def _read_regular(dfd: int, name: str, limit: int, path: str) -> tuple[bytearray, os.stat_result]:
     """The content of the regular file `name`, at most `limit` bytes (else ImageError),
     read into one buffer of the size fstat gave (no more is read)."""
     fd, st = _open_regular(dfd, name, path)
@@ -258,7 +291,7 @@ def _failed_text(reason: str) -> bytes:
     return f"dump failed: {line}\n".encode("utf-8", "backslashreplace")
 
 
-def _describe_marker(dfd: int, path: Path) -> str | None:
+def _describe_marker(dfd: int, path: str) -> str | None:
     """What the INCOMPLETE marker says, in words fit to print; None if there is none.
     Read only as a regular file of pyckpt's form (the same owner as the directory,
     one link, short, UTF-8, one printable line): anything else is UNREADABLE."""
@@ -287,7 +320,7 @@ def _describe_marker(dfd: int, path: Path) -> str | None:
 def incomplete_reason(path: str | os.PathLike) -> str | None:
     """Why the image at `path` is incomplete, in words fit to print (its INCOMPLETE
     marker read as described above); None when it has no such marker."""
-    path = Path(path)
+    path = _pathtext(path)
     dfd = _open_dir(path)
     try:
         return _describe_marker(dfd, path)
@@ -306,17 +339,17 @@ WRITEBACK_LAG = 64 << 20
 SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE, SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4
 
 
-class PageStoreWriter:
+class PageStoreWriter(_Where):
     """Appends page runs to pages.img; returns where each run went and its digest.
 
     With `writeback` set (a dump that kills its target syncs pages.img before
     the kill) the disk writes while the copy goes on, instead of all at once in
     the final fsync."""
 
-    def __init__(self, path: Path, dir_fd: int | None = None):
-        self.path = Path(path)
-        self.fd = (os.open(self.path, _O_NEW, 0o600) if dir_fd is None
-                   else _create(dir_fd, self.path.name))
+    def __init__(self, path: str | os.PathLike, dir_fd: int | None = None):
+        self.where = _pathtext(path)  # str(Path(path)), without pathlib (see `path`)
+        self.fd = (os.open(self.where, _O_NEW, 0o600) if dir_fd is None
+                   else _create(dir_fd, os.path.basename(self.where)))
         self.offset = 0
         self.writeback = False
         self._started = 0  # writeback asked for up to here
@@ -336,8 +369,8 @@ class PageStoreWriter:
                 done += os.write(self.fd, view[done:])
         except OSError as e:
             raise ImageWriteError(
-                f"cannot write image pages to {self.path} after {off + done} bytes: {e.strerror}",
-                path=self.path.parent
+                f"cannot write image pages to {self.where} after {off + done} bytes: {e.strerror}",
+                path=self.parent_path
             ) from None
         self.offset += len(view)
         if self.writeback and self.offset - self._started >= WRITEBACK_STEP:
@@ -377,7 +410,7 @@ RECORDS_BUFFER = 1 << 20  # records.img is written in pieces of about this size
 _SORTED_JSON = json.JSONEncoder(sort_keys=True)  # what json.dumps(sort_keys=True) makes, made once
 
 
-class ImageWriter:
+class ImageWriter(_Where):
     """Creates an image directory; `finish()` makes it complete.
 
     An existing directory is taken only if it is empty, belongs to the caller
@@ -386,7 +419,7 @@ class ImageWriter:
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+        self.where = _pathtext(path)  # str(Path(path)), without pathlib (see `path`)
         self.created = False  # the directory is this writer's (else it was given, empty)
         self._given_mode: int | None = None
         self._fd = -1
@@ -396,12 +429,12 @@ class ImageWriter:
         try:
             self._put(INCOMPLETE_FILE, _in_progress_text())
             self._fd = _create(self._dfd, RECORDS_FILE)
-            self.pages = PageStoreWriter(self.path / PAGES_FILE, dir_fd=self._dfd)
+            self.pages = PageStoreWriter(os.path.join(self.where, PAGES_FILE), dir_fd=self._dfd)
         except OSError as e:
             self._close_files()
             self._remove(keep_marker=False)
-            raise ImageWriteError(f"cannot write image at {self.path}: {e.strerror}",
-                                  path=self.path) from None
+            raise ImageWriteError(f"cannot write image at {self.where}: {e.strerror}",
+                                  path=self.where) from None
         self._hash = xxhash.xxh3_64()
         self._count = 0
         self._size = 0
@@ -412,41 +445,41 @@ class ImageWriter:
         """Make the directory, or take the empty one given if it is fit; refusals
         change nothing."""
         try:
-            os.mkdir(self.path, 0o700)
+            os.mkdir(self.where, 0o700)
             self.created = True
         except FileExistsError:
             pass
         except OSError as e:
-            raise ImageWriteError(f"cannot write image at {self.path}: {e.strerror}",
-                                  path=self.path) from None
+            raise ImageWriteError(f"cannot write image at {self.where}: {e.strerror}",
+                                  path=self.where) from None
         try:
-            dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC)
+            dfd = os.open(self.where, os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC)
         except NotADirectoryError:
-            raise ImageWriteError(f"image path {self.path} exists and is not a directory",
-                                  path=self.path) from None
+            raise ImageWriteError(f"image path {self.where} exists and is not a directory",
+                                  path=self.where) from None
         except OSError as e:
-            raise ImageWriteError(f"cannot write image at {self.path}: {e.strerror}",
-                                  path=self.path) from None
+            raise ImageWriteError(f"cannot write image at {self.where}: {e.strerror}",
+                                  path=self.where) from None
         try:
             st = os.fstat(dfd)
             refusal = self._refusal(st)
             if refusal is None and not self.created and os.listdir(dfd):
-                refusal = f"image directory {self.path} is not empty; choose a new path or remove it"
+                refusal = f"image directory {self.where} is not empty; choose a new path or remove it"
             if refusal is not None:
                 if self.created:  # made here, yet not fit (a filesystem without owners or modes)
                     try:
-                        os.rmdir(self.path)
+                        os.rmdir(self.where)
                     except OSError:
                         pass
                     self.created = False
-                raise ImageWriteError(refusal, path=self.path)
+                raise ImageWriteError(refusal, path=self.where)
             if not self.created:
                 self._given_mode = st.st_mode & 0o7777
                 os.fchmod(dfd, 0o700)
         except OSError as e:
             os.close(dfd)
-            raise ImageWriteError(f"cannot write image at {self.path}: {e.strerror}",
-                                  path=self.path) from None
+            raise ImageWriteError(f"cannot write image at {self.where}: {e.strerror}",
+                                  path=self.where) from None
         except BaseException:
             os.close(dfd)
             raise
@@ -456,12 +489,12 @@ class ImageWriter:
     def _refusal(self, st: os.stat_result) -> str | None:
         me = os.geteuid()
         if st.st_uid != me:
-            return (f"image directory {self.path} belongs to {_user(st.st_uid)}, not to "
+            return (f"image directory {self.where} belongs to {_user(st.st_uid)}, not to "
                     f"{_user(me)} who runs pyckpt; an image directory must be pyckpt's alone: "
                     "choose a new path (pyckpt creates it)")
         if st.st_mode & 0o022:
             who = {0o022: "its group and others", 0o020: "its group", 0o002: "others"}[st.st_mode & 0o022]
-            return (f"image directory {self.path} can be written by {who} (mode "
+            return (f"image directory {self.where} can be written by {who} (mode "
                     f"{st.st_mode & 0o7777:04o}); an image directory must be pyckpt's alone: "
                     "choose a new path (pyckpt creates it)")
         return None
@@ -470,7 +503,7 @@ class ImageWriter:
         """The directory's fd: the one held, else the directory opened anew if it is
         still the same one (after finish(), for abandon()); OSError if not."""
         if self._dfd < 0:
-            dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC)
+            dfd = os.open(self.where, os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC)
             st = os.fstat(dfd)
             if (st.st_dev, st.st_ino) != self._dir_id:
                 os.close(dfd)
@@ -509,8 +542,8 @@ class ImageWriter:
         time (a small image's records in one write, at finish)."""
         self._size += len(data)
         if self._size > MAX_RECORDS_FILE:  # no reader would take it
-            raise ImageWriteError(f"cannot write image at {self.path}: its records exceed "
-                                  f"{MAX_RECORDS_FILE >> 20} MiB", path=self.path)
+            raise ImageWriteError(f"cannot write image at {self.where}: its records exceed "
+                                  f"{MAX_RECORDS_FILE >> 20} MiB", path=self.where)
         self._pending.append(data)
         self._pending_size += len(data)
         if self._pending_size >= RECORDS_BUFFER:
@@ -522,8 +555,8 @@ class ImageWriter:
         try:
             _write_all(self._fd, data)
         except OSError as e:
-            raise ImageWriteError(f"cannot write image at {self.path}: {e.strerror}",
-                                  path=self.path) from None
+            raise ImageWriteError(f"cannot write image at {self.where}: {e.strerror}",
+                                  path=self.where) from None
         self._hash.update(data)
 
     def write_header(self, header: Header) -> None:
@@ -574,8 +607,8 @@ class ImageWriter:
             if sync:
                 os.fsync(self._dfd)
         except OSError as e:
-            raise ImageWriteError(f"cannot finish image at {self.path}: {e.strerror}",
-                                  path=self.path) from None
+            raise ImageWriteError(f"cannot finish image at {self.where}: {e.strerror}",
+                                  path=self.where) from None
         finally:
             self._close_dir()
 
@@ -629,7 +662,7 @@ class ImageWriter:
         self._close_dir()
         try:
             if self.created:
-                os.rmdir(self.path)
+                os.rmdir(self.where)
         except OSError:
             pass
 
@@ -646,7 +679,7 @@ def _int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class ImageReader:
+class ImageReader(_Where):
     """Opens an image and validates everything but the page contents: the bytes
     (sizes, checksums, types) and that the records make one process tree
     (`kinds.check_tree`).
@@ -657,13 +690,13 @@ class ImageReader:
     """
 
     def __init__(self, path: str | os.PathLike, *, dir_fd: int | None = None):
-        self.path = Path(path)
+        self.where = _pathtext(path)  # str(Path(path)), without pathlib (see `path`)
         self._nprocesses: int | None = None
         self._chain: list | None = None
         # A parent of an incremental image is reached through its child's directory
         # (image/chain.py): it is read through that fd, never by its path again.
         self._dfd = -1 if dir_fd is None else os.dup(dir_fd)
-        dfd = _open_dir(self.path) if dir_fd is None else os.dup(dir_fd)
+        dfd = _open_dir(self.where) if dir_fd is None else os.dup(dir_fd)
         try:
             data = self._load(dfd)
         finally:
@@ -672,44 +705,44 @@ class ImageReader:
             self.header, self.records = self._parse(data)
         except ImageError as e:  # a record that does not decode: codec.py knows no path
             if e.path is None:
-                e.path = os.fspath(self.path)
+                e.path = self.where
             raise
         if _digest(data) != self._expect_digest:
-            raise ImageError(f"image at {self.path}: {RECORDS_FILE} does not match its COMPLETE digest",
-                             path=self.path)
+            raise ImageError(f"image at {self.where}: {RECORDS_FILE} does not match its COMPLETE digest",
+                             path=self.where)
         from ..kinds import check_tree
 
         check_tree(self)  # every reader sees one process tree, no dangling reference
 
     def _load(self, dfd: int) -> bytes:
         """Read the markers and records.img, look at pages.img; returns records.img."""
-        if _lstat(dfd, COMPLETE_FILE, self.path) is None:
-            why = _describe_marker(dfd, self.path)
+        if _lstat(dfd, COMPLETE_FILE, self.where) is None:
+            why = _describe_marker(dfd, self.where)
             if why is None:
-                if _lstat(dfd, RECORDS_FILE, self.path) is None:
-                    raise ImageError(f"no image at {self.path}: {RECORDS_FILE} is missing",
-                                     path=self.path)
-                raise ImageError(f"image at {self.path} is incomplete; it cannot be used", path=self.path)
-            raise ImageError(f"image at {self.path} is incomplete ({why}); it cannot be used",
-                             path=self.path)
-        marker, _ = _read_regular(dfd, COMPLETE_FILE, MAX_MARKER, self.path)
+                if _lstat(dfd, RECORDS_FILE, self.where) is None:
+                    raise ImageError(f"no image at {self.where}: {RECORDS_FILE} is missing",
+                                     path=self.where)
+                raise ImageError(f"image at {self.where} is incomplete; it cannot be used", path=self.where)
+            raise ImageError(f"image at {self.where} is incomplete ({why}); it cannot be used",
+                             path=self.where)
+        marker, _ = _read_regular(dfd, COMPLETE_FILE, MAX_MARKER, self.where)
         try:
             fields = json.loads(marker)
             digest, size = fields["records_xxh3"], fields["pages_size"]
             if not (_int(digest) and _int(size) and 0 <= digest < 1 << 64 and 0 <= size < 1 << 48):
                 raise ValueError("out of range")
         except (ValueError, KeyError, TypeError, IndexError, RecursionError):
-            raise ImageError(f"image at {self.path}: the COMPLETE marker is damaged",
-                             path=self.path) from None
+            raise ImageError(f"image at {self.where}: the COMPLETE marker is damaged",
+                             path=self.where) from None
         self._expect_digest, self.pages_size = digest, size
-        data, _ = _read_regular(dfd, RECORDS_FILE, MAX_RECORDS_FILE, self.path)
-        fd, st = _open_regular(dfd, PAGES_FILE, self.path)
+        data, _ = _read_regular(dfd, RECORDS_FILE, MAX_RECORDS_FILE, self.where)
+        fd, st = _open_regular(dfd, PAGES_FILE, self.where)
         os.close(fd)
         self._pages_id = (st.st_dev, st.st_ino)
         if st.st_size != self.pages_size:
             raise ImageError(
-                f"image at {self.path}: {PAGES_FILE} holds {st.st_size} bytes, "
-                f"the image says {self.pages_size} (truncated or damaged)", path=self.path
+                f"image at {self.where}: {PAGES_FILE} holds {st.st_size} bytes, "
+                f"the image says {self.pages_size} (truncated or damaged)", path=self.where
             )
         return data
 
@@ -721,8 +754,8 @@ class ImageReader:
         with open(self.open_pages(), "rb", buffering=0) as f:
             data = os.pread(f.fileno(), length, offset)
         if len(data) != length:
-            raise ImageError(f"image at {self.path}: {PAGES_FILE} is short: the data of {what} is "
-                             "cut (damaged image)", path=self.path)
+            raise ImageError(f"image at {self.where}: {PAGES_FILE} is short: the data of {what} is "
+                             "cut (damaged image)", path=self.where)
         return data
 
     def __del__(self):
@@ -740,8 +773,8 @@ class ImageReader:
 
             self._chain = open_chain(self)
         if not 0 <= level < len(self._chain):
-            raise ImageError(f"image at {self.path}: a memory run is kept {level} images up its "
-                             f"chain, which holds {len(self._chain) - 1} (damaged image)", path=self.path)
+            raise ImageError(f"image at {self.where}: a memory run is kept {level} images up its "
+                             f"chain, which holds {len(self._chain) - 1} (damaged image)", path=self.where)
         return self._chain[level]
 
     def open_pages(self, level: int = 0) -> int:
@@ -750,77 +783,77 @@ class ImageReader:
         of that image of the chain (0: this one, 1: its parent...)."""
         if level:
             return self.chain(level).open_pages()
-        dfd = _open_dir(self.path) if self._dfd < 0 else os.dup(self._dfd)
+        dfd = _open_dir(self.where) if self._dfd < 0 else os.dup(self._dfd)
         try:
-            fd, st = _open_regular(dfd, PAGES_FILE, self.path)
+            fd, st = _open_regular(dfd, PAGES_FILE, self.where)
         finally:
             os.close(dfd)
         if (st.st_dev, st.st_ino) != self._pages_id or st.st_size != self.pages_size:
             os.close(fd)
-            raise ImageError(f"image at {self.path}: {PAGES_FILE} was replaced or changed since "
-                             "the image was opened", path=self.path)
+            raise ImageError(f"image at {self.where}: {PAGES_FILE} was replaced or changed since "
+                             "the image was opened", path=self.where)
         return fd
 
     def _parse(self, data: bytes):
-        where = f"image at {self.path}"
+        where = f"image at {self.where}"
         if len(data) < len(MAGIC) + 8 or not data.startswith(MAGIC):
-            raise ImageError(f"{where} is not a pyckpt image (bad magic)", path=self.path)
+            raise ImageError(f"{where} is not a pyckpt image (bad magic)", path=self.where)
         version, hlen = struct.unpack_from("<II", data, len(MAGIC))
         if version != FORMAT_VERSION:
             raise ImageError(
                 f"{where} has format version {version}; this pyckpt reads version {FORMAT_VERSION}",
-                path=self.path
+                path=self.where
             )
         pos = len(MAGIC) + 8
         if pos + hlen + 8 > len(data):
             raise ImageError(f"{where}: header runs past the end of {RECORDS_FILE} (truncated)",
-                             path=self.path)
+                             path=self.where)
         body = data[pos : pos + hlen]
         (dig,) = _DIGEST.unpack_from(data, pos + hlen)
         if dig != _digest(body):
-            raise ImageError(f"{where}: header checksum mismatch (corrupted)", path=self.path)
+            raise ImageError(f"{where}: header checksum mismatch (corrupted)", path=self.where)
         header = decode(Header, self._json(body, "header"), "header")
         pos += hlen + 8
         records = []
         while True:
             if pos + _REC_HEAD.size > len(data):
                 raise ImageError(f"{where}: {RECORDS_FILE} ends without an end record (truncated)",
-                                 path=self.path)
+                                 path=self.where)
             type_id, zero, length = _REC_HEAD.unpack_from(data, pos)
             if zero != 0 or length > MAX_RECORD or pos + _REC_HEAD.size + length + 8 > len(data):
                 raise ImageError(f"{where}: record #{len(records)} at byte {pos} has a bad length or header",
-                                 path=self.path)
+                                 path=self.where)
             head = data[pos : pos + _REC_HEAD.size]
             body = data[pos + _REC_HEAD.size : pos + _REC_HEAD.size + length]
             (dig,) = _DIGEST.unpack_from(data, pos + _REC_HEAD.size + length)
             if dig != _digest(head, body):
                 raise ImageError(f"{where}: record #{len(records)} at byte {pos} fails its checksum (corrupted)",
-                                 path=self.path)
+                                 path=self.where)
             pos += _REC_HEAD.size + length + 8
             payload = self._json(body, f"record #{len(records)}")
             if type_id == END_RECORD:
                 if payload != {"records": len(records)}:
-                    raise ImageError(f"{where}: end record does not match the record count", path=self.path)
+                    raise ImageError(f"{where}: end record does not match the record count", path=self.where)
                 if pos != len(data):
                     raise ImageError(f"{where}: {len(data) - pos} stray bytes after the end record",
-                                     path=self.path)
+                                     path=self.where)
                 return header, records
             cls = record_type(type_id)  # its kind loaded when first met
             if cls is None:
                 raise ImageError(f"{where}: record #{len(records)} has unknown type {type_id}"
-                                 f"{_writer(header)}", path=self.path)
+                                 f"{_writer(header)}", path=self.where)
             try:
                 records.append(decode(cls, payload, f"{cls.__name__} (record #{len(records)})"))
             except ImageError as e:
-                raise ImageError(f"{where}: {e}{_writer(header)}", path=self.path) from None
+                raise ImageError(f"{where}: {e}{_writer(header)}", path=self.where) from None
 
     def _json(self, body: bytes, what: str):
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            raise ImageError(f"image at {self.path}: {what} is not valid JSON", path=self.path) from None
+            raise ImageError(f"image at {self.where}: {what} is not valid JSON", path=self.where) from None
         except RecursionError:
-            raise ImageError(f"image at {self.path}: {what} is JSON nested too deeply", path=self.path) from None
+            raise ImageError(f"image at {self.where}: {what} is JSON nested too deeply", path=self.where) from None
 
     def of_type(self, cls) -> list:
         """Records of `cls` in the image.  Asking the whole image of a tree for records
@@ -844,8 +877,8 @@ class ImageReader:
     def one(self, cls):
         found = self.of_type(cls)
         if len(found) != 1:
-            raise ImageError(f"image at {self.path}: expected one {cls.__name__}, found {len(found)}",
-                             path=self.path)
+            raise ImageError(f"image at {self.where}: expected one {cls.__name__}, found {len(found)}",
+                             path=self.where)
         return found[0]
 
     def verify_pages(self, runs: Iterator[tuple[int, int, int]], progress=None) -> None:
@@ -869,22 +902,22 @@ class ImageReader:
             try:
                 parent._verify_runs(found)
             except ImageError as e:
-                raise ImageError(f"image at {self.path}: in its parent image {parent.path}: {e}",
-                                 path=self.path) from None
+                raise ImageError(f"image at {self.where}: in its parent image {parent.path}: {e}",
+                                 path=self.where) from None
 
     def _verify_runs(self, runs: Iterator[tuple[int, int, int]], progress=None) -> None:
         runs = list(runs)
         for offset, length, _ in runs:
             if offset < 0 or length <= 0 or offset % PAGE or length % PAGE or offset + length > self.pages_size:
-                raise ImageError(f"image at {self.path}: a page run lies outside {PAGES_FILE}",
-                                 path=self.path)
+                raise ImageError(f"image at {self.where}: a page run lies outside {PAGES_FILE}",
+                                 path=self.where)
         if not runs or self.pages_size == 0:
             return
         fd = self.open_pages()
         try:
             mapping = mmap.mmap(fd, self.pages_size, mmap.MAP_SHARED, mmap.PROT_READ)
         except (OSError, ValueError) as e:
-            raise ImageError(f"image at {self.path}: cannot map {PAGES_FILE}: {e}", path=self.path) from None
+            raise ImageError(f"image at {self.where}: cannot map {PAGES_FILE}: {e}", path=self.where) from None
         finally:
             os.close(fd)
         try:
@@ -894,8 +927,8 @@ class ImageReader:
                 for offset, length, digest in runs:
                     if xxhash.xxh3_64_intdigest(view[offset : offset + length]) != digest:
                         raise ImageError(
-                            f"image at {self.path}: pages at offset {offset} of {PAGES_FILE} "
-                            "fail their checksum (corrupted)", path=self.path
+                            f"image at {self.where}: pages at offset {offset} of {PAGES_FILE} "
+                            "fail their checksum (corrupted)", path=self.where
                         )
                     if progress:
                         progress(length)
@@ -911,10 +944,15 @@ class ImageView:
 
     def __init__(self, reader: ImageReader, records: list):
         self.reader = reader
-        self.path = reader.path
+        self.where = reader.where
         self.header = reader.header
         self.pages_size = reader.pages_size
         self.records = records
+
+    @property
+    def path(self):
+        """The image directory, a pathlib.Path (the reader's)."""
+        return self.reader.path
 
     def of_type(self, cls) -> list:
         """Records of `cls`: this process's own for scope "process", the whole

@@ -22,7 +22,6 @@ is refused.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from .._dataclass import dataclass
 from ..errors import ImageError
@@ -58,7 +57,7 @@ def relative_path(parent, child) -> str:
     return os.path.relpath(os.path.realpath(parent), os.path.realpath(child))
 
 
-def _walk(dfd: int, rel: str, child: Path, target: Path) -> int:
+def _walk(dfd: int, rel: str, child: os.PathLike, target: os.PathLike) -> int:
     """An O_PATH fd of the directory `rel` (relative to the directory `dfd`), reached
     one component at a time with O_NOFOLLOW: no symbolic link is followed."""
     parts = [p for p in rel.split("/") if p not in ("", ".")]
@@ -110,7 +109,7 @@ def _open_chain(reader) -> list:
     chain = [reader]
     seen = set()
     child = reader
-    dfd = os.dup(child._dfd) if child._dfd >= 0 else _open_dir(child.path)
+    dfd = os.dup(child._dfd) if child._dfd >= 0 else _open_dir(child.where)
     try:
         st = os.fstat(dfd)
         owner = st.st_uid
@@ -123,6 +122,8 @@ def _open_chain(reader) -> list:
             if len(chain) > MAX_CHAIN or want_depth > MAX_CHAIN or want_depth < 1:
                 raise ImageError(f"image at {reader.path}: its chain of parents is longer than "
                                  f"{MAX_CHAIN} images (damaged, or a cycle)", path=reader.path)
+            from pathlib import Path  # (an incremental image's: not in every command's start-up)
+
             target = Path(os.path.normpath(os.path.join(child.path, rec.path)))
             pfd = _walk(dfd, rec.path, child.path, target)
             os.close(dfd)

@@ -205,7 +205,7 @@ def check_scopes(reader) -> None:
     (under one process or two: one id, two records)."""
     from ..errors import ImageError
 
-    path = reader.path
+    path = reader.where  # (str(reader.path), without pathlib)
     started = not any(getattr(r, "STARTS_PROCESS", False) for r in reader.records)
     seen: dict[tuple[type, int], int] = {}  # (record class, id) -> the process part it is in
     part = 0
@@ -236,7 +236,7 @@ def check_tree(reader) -> None:
     from ..errors import ImageError
     from . import task
 
-    path = reader.path
+    path = reader.where  # (str(reader.path), without pathlib)
     load_used(reader)
     check_scopes(reader)
     views = task.process_views(reader)

@@ -158,7 +158,7 @@ def validate(image) -> None:
     from ..errors import ImageError
 
     rec = image.one(TaskRecord)
-    where = f"image at {image.path}: process {rec.pid}"
+    where = f"image at {image.where}: process {rec.pid}"
     if not (0 < rec.pid <= PID_MAX_LIMIT and 0 <= rec.ppid <= PID_MAX_LIMIT
             and 0 <= rec.pgid <= PID_MAX_LIMIT and 0 <= rec.sid <= PID_MAX_LIMIT):  # 0: outside the namespace
         raise ImageError(f"{where}: a process, parent, group or session id out of range")

@@ -10,8 +10,6 @@ per dump (proc.tables), never per socket.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from .._dataclass import dataclass
 
 TCP_ESTABLISHED, TCP_LISTEN = 1, 10
@@ -30,6 +28,8 @@ class NetSocket:
 def address(text: str) -> tuple[str, int]:
     """(address, port) from /proc/net/tcp{,6} hex ("0100007F:1F90"); an IPv4-mapped
     IPv6 address as plain IPv4, so both files name one connection alike."""
+    import ipaddress  # (here: a command whose process has no socket never needs it)
+
     host, port = text.split(":")
     raw = bytes.fromhex(host)
     words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # host-order words
@@ -59,6 +59,8 @@ def parse_listening(text: str, family: int) -> dict[int, int]:
 
 def parse_igmp(text: str) -> list[tuple[str, int, str]]:
     """(group, ifindex, device) of /proc/net/igmp text (groups in the host's byte order)."""
+    import ipaddress
+
     out, dev = [], None
     for line in text.splitlines()[1:]:
         fields = line.split()
@@ -74,6 +76,8 @@ def parse_igmp(text: str) -> list[tuple[str, int, str]]:
 
 def parse_igmp6(text: str) -> list[tuple[str, int, str]]:
     """(group, ifindex, device) of /proc/net/igmp6 text."""
+    import ipaddress
+
     out = []
     for line in text.splitlines():
         fields = line.split()
@@ -100,6 +104,8 @@ def read_net_sockets(pid: int, *names: str) -> list[NetSocket]:
 
 
 def read_groups(pid: int, family: int) -> list[tuple[str, int, str]]:
+    import socket
+
     if family == socket.AF_INET6:
         return parse_igmp6(read_net_text(pid, "igmp6"))
     return parse_igmp(read_net_text(pid, "igmp"))

@@ -495,6 +495,27 @@ fastcopy._Phases.mark = mark
 t.copy()
 print("NOT KILLED", flush=True)
 """
+OWNER_OF_TEMPLATE = """
+import contextlib, os, signal, sys, psutil, pyckpt
+from pyckpt import restorer
+img, stage = sys.argv[1], sys.argv[2]
+real = restorer._timed
+
+@contextlib.contextmanager
+def timed(stats, s):
+    with real(stats, s):
+        yield
+    if s.name == stage:  # everything made so far, then the owner dies
+        pids = {p.pid for p in psutil.Process().children(recursive=True)}
+        print("PIDS", *sorted(pids), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+restorer._timed = timed
+pyckpt.template(img, fds={1: os.devnull, 2: os.devnull})
+print("NOT KILLED", flush=True)
+"""
+# the restore's stages a template runs (FastTemplate._fill_template)
+TEMPLATE_STAGES = ["CLEAR", "LAYOUT", "PAGES", "TASK", "MM", "SIGNALS"]
 
 
 @pytest.mark.parametrize("step", TREE_STEPS)
@@ -586,3 +607,49 @@ def test_a_fast_copy_is_what_a_full_restore_makes(spawn, tmp_path):
         assert not _diff(a, b), "\n".join(_diff(a, b))
         c.close()
     os.close(r)
+
+
+@pytest.mark.parametrize("stage", TEMPLATE_STAGES)
+def test_owner_killed_while_making_the_template_leaves_nothing_running(spawn, tmp_path, stage):
+    """The process making a template SIGKILLed at the end of each stage: the template ends."""
+    img, _ = make_image(spawn, tmp_path)
+    owner = spawn([sys.executable, "-c", OWNER_OF_TEMPLATE, str(img), stage], name="owner", env=dict(os.environ))
+    pids = [int(p) for p in owner.wait_for(r"^PIDS (.*)", timeout=60).group(1).split()]
+    owner.reap()
+    assert pids
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not [p for p in pids if _alive(p)]
+    for p in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(p, os.WNOHANG)
+
+
+@pytest.mark.parametrize("stage", TEMPLATE_STAGES)
+def test_a_fault_while_making_the_template_leaves_nothing(spawn, tmp_path, monkeypatch, stage):
+    """A template failing at the end of each stage leaves no process and no fd; the
+    Template says why and makes full restores, which work."""
+    from pyckpt import restorer
+
+    img, pid = make_image(spawn, tmp_path)
+    real = restorer._timed
+
+    @contextlib.contextmanager
+    def timed(stats, s):
+        with real(stats, s):
+            yield
+        if s.name == stage:
+            raise OSError(5, f"injected failure after {s.name}")
+
+    before, fds = _descendants(), _own_fds()
+    monkeypatch.setattr(restorer, "_timed", timed)
+    t = pyckpt.template(img)
+    monkeypatch.undo()
+    try:
+        assert not t.fast and "injected failure" in t.reason, t.reason
+        assert _descendants() == before and _own_fds() == fds
+        c = Copy(t)
+        assert pristine(c.state(), pid)
+    finally:
+        t.close()

@@ -653,3 +653,40 @@ def test_a_fault_while_making_the_template_leaves_nothing(spawn, tmp_path, monke
         assert pristine(c.state(), pid)
     finally:
         t.close()
+
+
+def _same_description(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    r = libc.syscall(312, pid1, pid2, 0, fd1, fd2)  # kcmp(KCMP_FILE)
+    assert r >= 0, (pid1, fd1, pid2, fd2, os.strerror(ctypes.get_errno()))
+    return r == 0
+
+
+def test_copies_share_no_file_description(spawn, tmp_path):
+    """tests/targets/many_fds.py (a file, a pipe, a socketpair, an eventfd, a signalfd, a
+    timerfd, inotify, epoll, a memfd, a pidfd, TCP, UDP and unix sockets, /dev/null):
+    two fast copies have no file description in common (kcmp), a copy none with pyckpt,
+    and the template holds no fd but pyckpt's pidfd."""
+    work = tmp_path / "work"
+    work.mkdir()
+    t0 = spawn([sys.executable, str(Path(__file__).parent / "targets" / "many_fds.py"), str(work)])
+    fds = [int(x) for x in t0.wait_for(r"^READY (.*)").group(1).split()]
+    pyckpt.dump(t0.pid, tmp_path / "img", kill=True, progress=False)
+    t0.reap()
+    with pyckpt.template(tmp_path / "img", new_netns=True) as t:
+        assert t.fast, t.reason
+        a, b = Copy(t), Copy(t)
+        held = sorted(int(n) for n in os.listdir(f"/proc/{a.pid}/fd"))
+        assert set(fds) | {1, 2} <= set(held), held
+        assert len(os.listdir(f"/proc/{t.pid}/fd")) == 1  # pyckpt's pidfd
+        assert _same_description(a.pid, 1, a.pid, 2)  # (one pipe end given as both: kcmp sees it)
+        for fa in held:
+            for fb in held:
+                assert not _same_description(a.pid, fa, b.pid, fb), (fa, fb)
+            for own in os.listdir("/proc/self/fd"):
+                if os.path.exists(f"/proc/self/fd/{own}"):
+                    assert not _same_description(a.pid, fa, os.getpid(), int(own)), (fa, own)
+        a.close()
+        b.close()

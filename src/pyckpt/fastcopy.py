@@ -6,7 +6,8 @@ mm fields, working directory and signal dispositions are in place, it holds
 no fd of the image (only a pidfd of pyckpt, at a high number) and its single
 thread stays stopped under pyckpt's ptrace forever: it never runs code of its
 own.  It was made by ck_clone_stopped, so it dies with pyckpt (parent-death
-SIGKILL, PTRACE_O_EXITKILL).
+SIGKILL, PTRACE_O_EXITKILL) — with the thread of pyckpt that made it, as
+the copies' inits (parent-death SIGKILL, their parent being that thread).
 
 Its private anonymous memory is in huge pages where the image had every
 page of a 2 MiB block (MADV_COLLAPSE before the pages are read, VMA flags

@@ -27,7 +27,11 @@ A copy's parent is its namespace's init, a child of the process that called
 dies (parent-death SIGKILL), and so does the template; a full restore's
 init does not (the pytest plugin's watchdog kills those).  Fast copies are
 made by ptrace from the thread that made the template: call `copy()` from
-that thread (another thread gets full restores).
+that thread (another thread gets full restores).  A parent-death signal and
+ptrace belong to that thread, not to the process: when it ends, the template
+and every fast copy still running end too (the process's main thread ends
+with the process; make a template in a worker thread only if its copies end
+before that thread does).
 """
 
 from __future__ import annotations

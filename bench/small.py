@@ -21,6 +21,10 @@ before the first run, and one untimed warm-up of each comes first):
 | restore | `pyckpt.restore(dir)` of an image dumped with kill=True, until it returns; the copy is then checked (SIGUSR1, its answer compared with the original's) and killed and reaped, by PID |
 | floor: spawn | fork + exec of the same binary until it has run (`python3 -S -c pass`, `target` with no argument: both exit at once), and waitpid |
 | floor: injected calls | the operation's count of injected syscalls × the cost of one injected getpid() measured in the same run (pinned to the target's CPU, as dump and restore are) |
+| task CPU | restore: the CPU time the restored task itself spent until restore() returned (/proc/PID/schedstat, read at once): unmapping its copy of pyckpt, mapping, reading its pages — part of the wall time that is not pyckpt's |
+
+pyckpt's own resident size is printed too: the restored task starts as a copy of
+pyckpt (clone3), so pyckpt's memory is what CREATE copies and CLEAR unmaps.
 
 Beside each: the injected calls per operation (DumpStats / RestoreStats
 .injected_calls) and the files pyckpt opens under /proc per operation (counted
@@ -174,6 +178,17 @@ def spawn_floor(argv: list[str]) -> float:
     return time.perf_counter() - t
 
 
+def task_cpu(pid: int) -> float:
+    """Seconds of CPU task `pid` has run so far (/proc/PID/schedstat, its first field)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e9
+
+
+def own_rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
 def summary(xs: list[float]) -> dict:
     return {"median": statistics.median(xs), "best": min(xs), "n": len(xs)}
 
@@ -183,7 +198,7 @@ def bench_target(name: str, argv: list[str], floor_argv: list[str], work: Path, 
     t = Target(argv, work / f"{name}.log")
     want = t.checksum()
     dumps, dump_calls, dump_opens, dump_phases, dump_cpu, restore_cpu = [], [], [], [], [], []
-    restores, restore_calls, restore_opens, phases = [], [], [], []
+    restores, restore_calls, restore_opens, phases, task_cpus = [], [], [], [], []
     floors, per_call = [], []
     img = work / f"{name}-img"
     live_img = work / f"{name}-live"
@@ -231,6 +246,7 @@ def bench_target(name: str, argv: list[str], floor_argv: list[str], work: Path, 
             finally:
                 if prof:
                     prof.disable()
+            child_cpu = task_cpu(p.pid)  # before it runs on its own (the checksum)
             try:
                 got = t.checksum(p.pid)
                 assert got == want, f"{name}: restored copy {p.pid} answered {got}, not {want}"
@@ -239,6 +255,7 @@ def bench_target(name: str, argv: list[str], floor_argv: list[str], work: Path, 
             if r:
                 restores.append(dt)
                 restore_cpu.append(CPU[-1])
+                task_cpus.append(child_cpu)
                 restore_calls.append(stats.injected_calls)
                 restore_opens.append(opens)
                 phases.append(stats.phases)
@@ -260,6 +277,7 @@ def bench_target(name: str, argv: list[str], floor_argv: list[str], work: Path, 
         "restore_stages": stage_med, "dump_phases": dump_med,
         "spawn_floor": summary(floors), "inject_call": call,
         "dump_cpu": summary(dump_cpu), "restore_cpu": summary(restore_cpu),
+        "restore_task_cpu": summary(task_cpus), "pyckpt_rss_kib": own_rss_kib(),
     }
 
 
@@ -267,13 +285,15 @@ def fmt(results: list[dict]) -> str:
     def ms(s):
         return f"{s['median'] * 1e3:.1f} [{s['best'] * 1e3:.1f}] ms"
 
-    out = ["| target | dump | restore | pyckpt CPU dump / restore | injected stops dump / restore "
+    out = ["| target | dump | restore | pyckpt CPU dump / restore | restored task's CPU "
+           "| injected stops dump / restore "
            "| /proc opens dump / restore | floor: spawn | floor: injected calls dump / restore (µs per call) |",
-           "|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         c = r["inject_call"]
         out.append(f"| {r['target']} | {ms(r['dump'])} | {ms(r['restore'])} | "
                    f"{r['dump_cpu']['median'] * 1e3:.1f} / {r['restore_cpu']['median'] * 1e3:.1f} ms | "
+                   f"{r['restore_task_cpu']['median'] * 1e3:.1f} ms | "
                    f"{r['dump_calls']:.0f} / "
                    f"{r['restore_calls']:.0f} | {r['dump_proc_opens']:.0f} / {r['restore_proc_opens']:.0f} | "
                    f"{ms(r['spawn_floor'])} | {r['dump_calls'] * c * 1e3:.1f} / "
@@ -283,6 +303,8 @@ def fmt(results: list[dict]) -> str:
         out.append(f"\n{r['target']} restore stages (median ms): {st}")
         ph = ", ".join(f"{k} {v * 1e3:.2f}" for k, v in r["dump_phases"].items() if v >= 0.0002)
         out.append(f"{r['target']} dump phases (median ms): {ph}")
+    if results:
+        out.append(f"\npyckpt's resident size: {results[-1]['pyckpt_rss_kib'] / 1024:.1f} MiB")
     return "\n".join(out)
 
 

@@ -867,7 +867,7 @@ class ImageReader(_Where):
 
     def all_of_type(self, cls) -> list:
         """Records of `cls` of every process of the image, in image order."""
-        return [r for r in self.records if isinstance(r, cls)]
+        return _of_type(self, cls)
 
     def _processes(self) -> int:
         if self._nprocesses is None:
@@ -938,6 +938,19 @@ class ImageReader(_Where):
             mapping.close()
 
 
+def _of_type(holder, cls) -> list:
+    """The records of `holder` (a reader or a view) that are `cls`, found once per class
+    (a restore asks ~80 times) while its list of records stays the one it was."""
+    records = holder.records
+    memo = holder.__dict__.get("_by_type")
+    if memo is None or memo[0] is not records or memo[1] != len(records):
+        memo = holder._by_type = (records, len(records), {})
+    found = memo[2].get(cls)
+    if found is None:
+        found = memo[2][cls] = [r for r in records if isinstance(r, cls)]
+    return list(found)
+
+
 class ImageView:
     """The records of one process of an image (a process tree holds several),
     with the reader's lookups; kinds restore a process from its view."""
@@ -957,8 +970,7 @@ class ImageView:
     def of_type(self, cls) -> list:
         """Records of `cls`: this process's own for scope "process", the whole
         image's for scope "image" (objects saved once and shared)."""
-        source = self.records if _process_scoped(cls) else self.reader.records
-        return [r for r in source if isinstance(r, cls)]
+        return _of_type(self if _process_scoped(cls) else self.reader, cls)
 
     one = ImageReader.one
 

@@ -210,6 +210,16 @@ def _fast(tp: object, c_string: bool = False):
     if origin is list:
         (inner,) = tp.__args__
         each = _fast(inner, c_string)
+        if inner is int:  # (page digests: thousands of them) checked in the loop, no call each
+            def int_list(v):
+                if not isinstance(v, list):
+                    raise _Bad
+                for x in v:
+                    if type(x) is not int or not INT_MIN <= x <= INT_MAX:
+                        raise _Bad
+                return list(v)
+
+            return int_list
 
         def a_list(v):
             if not isinstance(v, list):
@@ -240,8 +250,8 @@ def _fast(tp: object, c_string: bool = False):
 
         return a_bytes
     if tp is int:
-        def an_int(v):
-            if not isinstance(v, int) or isinstance(v, bool) or not INT_MIN <= v <= INT_MAX:
+        def an_int(v):  # (JSON's integers are ints: a subclass takes the checked way)
+            if type(v) is not int or not INT_MIN <= v <= INT_MAX:
                 raise _Bad
             return v
 

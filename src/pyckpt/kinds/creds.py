@@ -22,7 +22,7 @@ from .._dataclass import dataclass
 from .. import proc
 from ..errors import UnsupportedError
 from ..image import record
-from ..inject import nr
+from ..inject import WANT_ANY, nr
 from .context import DumpContext, RestoreContext
 
 
@@ -92,23 +92,31 @@ def beyond(rec: CredsRecord, uid: int, gids: frozenset[int] | None) -> list[str]
 
 
 def restore(rctx: RestoreContext) -> None:
+    """Ids, dumpable, no_new_privs of every thread: the leader's in one batch (one stop),
+    each other thread's in one of its own."""
     rec = rctx.image.one(CredsRecord)
-    _set_ids(rctx, rec)
-    rctx.inj.check(nr.prctl, PR_SET_DUMPABLE, 1 if rec.dumpable else 0, what="prctl(PR_SET_DUMPABLE)")
+    b = rctx.inj.batch()
+    _set_ids(rctx, rec, b)
+    b.add(nr.prctl, PR_SET_DUMPABLE, 1 if rec.dumpable else 0, what="prctl(PR_SET_DUMPABLE)")
     if rec.no_new_privs:
-        for inj in [rctx.inj, *rctx.threads.values()]:
+        for inj in rctx.threads.values():
             inj.check(nr.prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, what="prctl(PR_SET_NO_NEW_PRIVS)")
+        b.add(nr.prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, what="prctl(PR_SET_NO_NEW_PRIVS)")
+    b.run()
 
 
-def _set_ids(rctx: RestoreContext, rec: CredsRecord) -> None:
+def _set_ids(rctx: RestoreContext, rec: CredsRecord, leader) -> None:
+    """Each thread's ids: the other threads' now, the leader's queued in batch `leader`."""
     if rec.uids == [0] * 4 and rec.gids == [0] * 4 and sorted(rec.groups) == sorted(os.getgroups()):
         return  # same as pyckpt's (root): nothing to change
     rctx.inj.write(rctx.scratch, struct.pack(f"<{len(rec.groups)}I", *rec.groups))
     # Credentials are per thread in the kernel (glibc's setuid() broadcasts
     # to every thread): each thread sets its own.
-    for inj in [rctx.inj, *rctx.threads.values()]:
-        inj.check(nr.setgroups, len(rec.groups), rctx.scratch, what="setgroups")
-        inj.check(nr.setresgid, *rec.gids[:3], what="setresgid")
-        inj.call(nr.setfsgid, rec.gids[3])
-        inj.check(nr.setresuid, *rec.uids[:3], what="setresuid")
-        inj.call(nr.setfsuid, rec.uids[3])
+    for b in [*(inj.batch() for inj in rctx.threads.values()), leader]:
+        b.add(nr.setgroups, len(rec.groups), rctx.scratch, what="setgroups")
+        b.add(nr.setresgid, *rec.gids[:3], what="setresgid")
+        b.add(nr.setfsgid, rec.gids[3], want=WANT_ANY)
+        b.add(nr.setresuid, *rec.uids[:3], what="setresuid")
+        b.add(nr.setfsuid, rec.uids[3], want=WANT_ANY)
+        if b is not leader:
+            b.run()

@@ -560,13 +560,14 @@ LATE = "files: late descriptions"  # RestoreContext.shared: file id -> its fd in
 def restore(rctx: RestoreContext) -> None:
     descs = {d.id: d for d in description_records(rctx.image)}
     late = []
+    batch = rctx.inj.batch()  # every fd placed with one stop of the task
     for r in rctx.image.of_type(FdRecord):
         key = _source(rctx, r, descs[r.file_id])
         if key[0] == "file" and kind_of_record(descs[r.file_id]).opens_late:
             late.append(r)
             continue
-        rctx.inj.check(nr.dup3, rctx.passed[key], r.fd, O_CLOEXEC if r.cloexec else 0,
-                       what=f"dup3 to fd {r.fd}")
+        batch.add(nr.dup3, rctx.passed[key], r.fd, O_CLOEXEC if r.cloexec else 0, what=f"dup3 to fd {r.fd}")
+    batch.run()
     for r in late:
         fd = late_fd_in_task(rctx, r.file_id)  # close-on-exec, at the lowest free number
         if fd == r.fd:  # which may be this one's

@@ -9,7 +9,7 @@ from .._dataclass import dataclass
 from .. import proc
 from ..errors import RestoreError, UnsupportedError
 from ..image import record
-from ..inject import nr
+from ..inject import WANT_ANY, nr
 from .context import DumpContext, RestoreContext
 
 
@@ -107,19 +107,21 @@ def prepare(rctx: RestoreContext) -> None:
 
 
 def restore(rctx: RestoreContext) -> None:
+    """cwd, root, umask, personality, process group: one batch (one stop of the task)."""
     rec = rctx.image.one(TaskRecord)
-    inj = rctx.inj
-    inj.check(nr.fchdir, rctx.passed[("cwd", rec.cwd)], what=f"chdir to {rec.cwd}")
+    b = rctx.inj.batch()
+    b.add(nr.fchdir, rctx.passed[("cwd", rec.cwd)], what=f"chdir to {rec.cwd}")
     if rec.root != "/":
-        inj.write(rctx.scratch, os.fsencode(rec.root) + b"\0")
-        inj.check(nr.chroot, rctx.scratch, what=f"chroot to {rec.root}")
-    inj.call(nr.umask, rec.umask)
-    inj.check(nr.personality, rec.personality, what="personality")
+        rctx.inj.write(rctx.scratch, os.fsencode(rec.root) + b"\0")
+        b.add(nr.chroot, rctx.scratch, what=f"chroot to {rec.root}")
+    b.add(nr.umask, rec.umask, want=WANT_ANY)
+    b.add(nr.personality, rec.personality, what="personality")
     # Leading a session or group was set up when the process was made (before
     # its children); joining the group of another process of the image needs
     # that process, so it happens here.
     if rec.pgid != rec.pid and rec.sid != rec.pid and rec.pgid in rctx.pids:
-        inj.check(nr.setpgid, 0, rec.pgid, what=f"setpgid to group {rec.pgid}")
+        b.add(nr.setpgid, 0, rec.pgid, what=f"setpgid to group {rec.pgid}")
+    b.run()
 
 
 def make_leader(inj, rec: "TaskRecord", own_group: bool = False) -> None:

@@ -25,7 +25,7 @@ from .._dataclass import dataclass
 from .. import ptrace_ops as pt
 from ..arch import libc as _libc
 from ..image import record
-from ..inject import Injector, nr
+from ..inject import WANT_ANY, Injector, nr
 from ..proc import read_comm
 from .context import DumpContext, RestoreContext
 
@@ -139,18 +139,21 @@ def restore(rctx: RestoreContext) -> None:
         inj.site = rctx.inj.site
         scratch = rctx.scratch
         name = rec.comm.encode("utf-8", "surrogateescape")[:15] + b"\0"
-        inj.write(scratch, name)
-        inj.check(nr.prctl, PR_SET_NAME, scratch, what=f"prctl(PR_SET_NAME) in thread {rec.tid}")
-        if rec.robust_head:
-            inj.check(nr.set_robust_list, rec.robust_head, rec.robust_len,
-                      what=f"set_robust_list in thread {rec.tid}")
-        inj.call(nr.set_tid_address, rec.clear_child_tid)
-        if rec.rseq_pointer:
-            inj.check(nr.rseq, rec.rseq_pointer, rec.rseq_size, 0, rec.rseq_signature,
-                      what=f"registering the rseq area of thread {rec.tid}")
         st = rec.altstack
-        inj.write(scratch, STACK_T.pack(st.sp, st.flags & ~SS_ONSTACK, 0, st.size))
-        inj.check(nr.sigaltstack, scratch, 0, what=f"setting the sigaltstack of thread {rec.tid}")
+        # the name and the stack_t side by side in the scratch page; the calls in one batch
+        # (one stop of the thread: the leader's runs at the batch area, others one by one)
+        inj.write(scratch, name.ljust(32, b"\0") + STACK_T.pack(st.sp, st.flags & ~SS_ONSTACK, 0, st.size))
+        b = inj.batch()
+        b.add(nr.prctl, PR_SET_NAME, scratch, what=f"prctl(PR_SET_NAME) in thread {rec.tid}")
+        if rec.robust_head:
+            b.add(nr.set_robust_list, rec.robust_head, rec.robust_len,
+                  what=f"set_robust_list in thread {rec.tid}")
+        b.add(nr.set_tid_address, rec.clear_child_tid, want=WANT_ANY)
+        if rec.rseq_pointer:
+            b.add(nr.rseq, rec.rseq_pointer, rec.rseq_size, 0, rec.rseq_signature,
+                  what=f"registering the rseq area of thread {rec.tid}")
+        b.add(nr.sigaltstack, scratch + 32, 0, what=f"setting the sigaltstack of thread {rec.tid}")
+        b.run()
 
 
 def restore_pdeathsig(rctx: RestoreContext) -> None:

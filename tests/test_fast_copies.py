@@ -690,3 +690,51 @@ def test_copies_share_no_file_description(spawn, tmp_path):
                     assert not _same_description(a.pid, fa, os.getpid(), int(own)), (fa, own)
         a.close()
         b.close()
+
+
+def test_copies_outlive_the_thread_that_made_the_template(spawn, tmp_path):
+    """A template and a copy made in a worker thread: once that thread has ended (its
+    task gone), the copy runs on, pristine, and is ended by kill() (its init watched
+    pyckpt's process, not the thread: a parent-death signal killed it with the thread)."""
+    import threading
+
+    img, pid = make_image(spawn, tmp_path)
+    made = {}
+
+    def make():
+        made["tid"] = threading.get_native_id()
+        t = pyckpt.template(img)
+        made["t"], made["copy"] = t, Copy(t)
+
+    th = threading.Thread(target=make)
+    th.start()
+    th.join()
+    t, c = made["t"], made["copy"]
+    try:
+        assert t.fast, t.reason
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/self/task/{made['tid']}") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        init = t.init_of(c.proc)
+        assert _alive(init) and _alive(c.pid)
+        assert pristine(c.state(), pid)
+        c.close()
+        assert not psutil.pid_exists(init)
+    finally:
+        t.close()
+
+
+def test_init_ends_when_the_copys_root_exits(spawn, tmp_path):
+    """The copy's root killed by itself: its init (pyckpt's child) exits and waits to be
+    reaped; kill() reaps it."""
+    img, _ = make_image(spawn, tmp_path)
+    with pyckpt.template(img) as t:
+        c = Copy(t)
+        init = t.init_of(c.proc)
+        os.kill(c.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(init) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _alive(init)
+        c.close()
+        assert not psutil.pid_exists(init)

@@ -6,8 +6,9 @@ mm fields, working directory and signal dispositions are in place, it holds
 no fd of the image (only a pidfd of pyckpt, at a high number) and its single
 thread stays stopped under pyckpt's ptrace forever: it never runs code of its
 own.  It was made by ck_clone_stopped, so it dies with pyckpt (parent-death
-SIGKILL, PTRACE_O_EXITKILL) — with the thread of pyckpt that made it, as
-the copies' inits (parent-death SIGKILL, their parent being that thread).
+SIGKILL, PTRACE_O_EXITKILL) — with the thread of pyckpt that made it, in
+fact (both are that thread's); the copies' inits watch pyckpt's process
+instead (step 3), so running copies outlive that thread, not pyckpt.
 
 Its private anonymous memory is in huge pages where the image had every
 page of a 2 MiB block (MADV_COLLAPSE before the pages are read, VMA flags
@@ -24,10 +25,14 @@ A copy, made from the template by injected calls:
 2. `clone3(set_tid = the image's PID)` in that init: the copy's root, a fork
    of the template's memory (pages shared copy-on-write until written: the
    one page-table copy a fork() of the process would make too);
-3. the init closes every fd, goes to /, asks for SIGKILL when pyckpt dies, blocks every
-   signal and is pointed at a small reaping loop (INIT_BLOB, on a page of the
-   template's mapped MADV_DONTFORK, so copies do not get it): it exits when
-   the copy's root has exited, which ends the namespace;
+3. the init closes every fd but the template's pidfd of pyckpt, takes a pidfd
+   of the root, goes to /, blocks every signal and is pointed at a small loop
+   (INIT_BLOB, on pages of the template's mapped MADV_DONTFORK, so copies do
+   not get them) that polls both pidfds and reaps the namespace's orphans (at
+   least once a second): it exits when pyckpt's process or the copy's root
+   has exited, which ends the namespace.  (Not a parent-death signal: that
+   belongs to the thread that made the template, whose end would kill every
+   copy while pyckpt runs on.);
 4. the root gets what fork does not give it, by the restore's own functions
    (restorer.py, kinds/): its network namespace (new_netns: made by pyckpt
    per copy, sockets bound in it), its own file descriptions (opened by
@@ -83,24 +88,29 @@ from .seize import kill_and_reap, pinned_to_cpu, release
 from .signals import checkpoint, commit, deferred_signals
 
 CLONE_VM, CLONE_PARENT, CLONE_NEWIPC, CLONE_NEWPID = 0x100, 0x8000, 0x08000000, 0x20000000
-SIGCHLD, SIGKILL = 17, 9
+SIGCHLD = 17
 MADV_DONTFORK, MADV_COLLAPSE = 10, 25
 MAP_NORESERVE = 0x4000
 HUGE = 2 << 20
-PR_SET_PDEATHSIG = 1
 MAP_FIXED_NOREPLACE = 0x100000
 U32 = 0xFFFFFFFF
 NETNS = ("copy's network namespace",)  # rctx.passed key
 
-# The copy's init: wait4(-1, NULL, __WALL, NULL) until the copy's root (r12, its PID
-# inside the namespace) is reaped or no child is left, then exit_group(0).  Uses no
-# memory (no stack): it runs on the template's memory (CLONE_VM).
-#   0: mov rdi,-1; xor esi,esi; mov edx,0x40000000; xor r10d,r10d; mov eax,61; syscall
-#  18: cmp rax,r12; je 25; cmp rax,-10; je 25; jmp 0
-#  25: xor edi,edi; mov eax,231; syscall; jmp 25
-INIT_BLOB = bytes.fromhex("48c7c7ffffffff31f6ba000000404531d2b83d0000000f054c39e074084883f8f67402ebdb"
-                          "31ffb8e70000000f05ebf5")
+# The copy's init: poll(r13, 2, 1000) on two pollfds (POLLFDS: pyckpt's process, the
+# copy's root); when one is readable (its process has exited), exit_group(0); else
+# wait4(-1, NULL, __WALL | WNOHANG, NULL) while it reaps someone, exit_group(0) once it
+# reaped the root (r12, its PID inside the namespace) or no child is left, and poll
+# again.  Uses no stack: it runs on the template's memory (CLONE_VM); poll writes only
+# the pollfds' revents (on the page after the code, shared by every init: unread).
+#   0: mov rdi,r13; mov esi,2; mov edx,1000; mov eax,7; syscall; test rax,rax; jg 43
+#  19: mov rdi,-1; xor esi,esi; mov edx,0x40000001; xor r10d,r10d; mov eax,61; syscall
+#  31: cmp rax,r12; je 43; cmp rax,-10; je 43; test rax,rax; jg 19; jmp 0
+#  43: xor edi,edi; mov eax,231; syscall; jmp 43
+INIT_BLOB = bytes.fromhex("4c89efbe02000000bae8030000b8070000000f054885c07f2a48c7c7ffffffff31f6ba0100"
+                          "00404531d2b83d0000000f054c39e0740d4883f8f674074885c07fd8ebbd31ffb8e70000000f05ebf5")
 BLOB_DATA = 256  # clone_args and set_tid after the code, on the same page
+POLLFD = struct.Struct("<ihh")  # fd, events, revents
+POLLIN = 1
 
 
 class NotFast(PyckptError):
@@ -276,11 +286,15 @@ class FastTemplate:
             with _timed(stats, Stage.SIGNALS):
                 signals.restore(rctx)
             taken.append((scratch, scratch + size))
-            self.blob = restorer._free_page(taken + [(m.start, m.end) for m in _maps(pid)])
-            inj.check(nr.mmap, self.blob, PAGE, 5, 0x22 | MAP_FIXED_NOREPLACE, -1, 0,
-                      what="mmap of the init's page")
+            # the init's code (read-only) and its pollfds (written by poll): pyckpt's pidfd at
+            # pidfd_slot, the root's at fd 0 (the init's lowest free fd when it takes it)
+            self.blob = restorer._free_page(taken + [(m.start, m.end) for m in _maps(pid)], 2 * PAGE)
+            inj.check(nr.mmap, self.blob, 2 * PAGE, 3, 0x22 | MAP_FIXED_NOREPLACE, -1, 0,
+                      what="mmap of the init's pages")
             inj.write(self.blob, INIT_BLOB)
-            inj.check(nr.madvise, self.blob, PAGE, MADV_DONTFORK, what="madvise(MADV_DONTFORK)")
+            inj.write(self.blob + PAGE, POLLFD.pack(self.pidfd_slot, POLLIN, 0) + POLLFD.pack(0, POLLIN, 0))
+            inj.check(nr.mprotect, self.blob, PAGE, 5, what="mprotect of the init's code")
+            inj.check(nr.madvise, self.blob, 2 * PAGE, MADV_DONTFORK, what="madvise(MADV_DONTFORK)")
             self.site = memory.vdso_start(rctx) + (own_vdso - restorer._own_vdso_block_start()) + site_off
             inj.site = self.site
             inj.check(nr.munmap, scratch, size, what="munmap of the scratch page")
@@ -414,12 +428,15 @@ class FastTemplate:
                                    f"{os.strerror(e.errno)}") from None
             made.append(root)
             phases.mark("clone root")
-            init_inj.check(nr.close_range, 0, U32, 0, what="close_range in the copy's init")
+            init_inj.check(nr.close_range, 0, self.pidfd_slot - 1, 0, what="close_range in the copy's init")
+            init_inj.check(nr.close_range, self.pidfd_slot + 1, U32, 0, what="close_range in the copy's init")
+            fd = init_inj.check(nr.pidfd_open, self.image_pid, 0, what="pidfd_open of the root in the copy's init")
+            if fd != 0:
+                raise RestoreError(f"the copy's init got fd {fd} for its root's pidfd, not 0")
             init_inj.write(data + 192, b"/\0")  # no directory of the image held busy by it
             init_inj.check(nr.chdir, data + 192, what="chdir to / in the copy's init")
-            init_inj.check(nr.prctl, PR_SET_PDEATHSIG, SIGKILL, what="prctl(PR_SET_PDEATHSIG) in the copy's init")
             regs = pt.decode_regs(init_inj.regs)
-            regs.rip, regs.r12, regs.orig_rax = self.blob, self.image_pid, (1 << 64) - 1
+            regs.rip, regs.r12, regs.r13, regs.orig_rax = self.blob, self.image_pid, self.blob + PAGE, (1 << 64) - 1
             pt.set_regs(init, pt.encode_regs(regs))
             rctx.init_pid = init
             restorer._made(rctx, root)

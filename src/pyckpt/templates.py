@@ -23,15 +23,14 @@ and the README ("Testing with pyckpt").
 
 A copy's parent is its namespace's init, a child of the process that called
 `copy()`: killing that init ends every process of the copy.  `kill(p)` and
-`close()` do that and reap it.  A fast copy's init dies when the caller
-dies (parent-death SIGKILL), and so does the template; a full restore's
-init does not (the pytest plugin's watchdog kills those).  Fast copies are
-made by ptrace from the thread that made the template: call `copy()` from
-that thread (another thread gets full restores).  A parent-death signal and
-ptrace belong to that thread, not to the process: when it ends, the template
-and every fast copy still running end too (the process's main thread ends
-with the process; make a template in a worker thread only if its copies end
-before that thread does).
+`close()` do that and reap it.  A fast copy's init dies when the caller's
+process dies (it polls a pidfd of it), and so does the template; a full
+restore's init does not (the pytest plugin's watchdog kills those).  Fast
+copies are made by ptrace from the thread that made the template: call
+`copy()` from that thread (another thread gets full restores).  The
+template itself belongs to that thread (ptrace, parent-death signal): when
+the thread ends, so does the template — the copies still running go on, and
+later copies are full restores.
 """
 
 from __future__ import annotations

@@ -456,6 +456,17 @@ def test_fast_dataclass_fields_are_the_standards():
 
     assert [f.name for f in fields(B)] == ["a", "b", "c", "d"] and B(1).d == 4
 
+    @dataclass
+    class D:  # __init__ made when first looked up: through a subclass here
+        x: int
+
+    class E(D):
+        pass
+
+    assert E(1).x == 1 and D(x=2).x == 2 and type(D.__dict__["__init__"]).__name__ == "function"
+    with pytest.raises(TypeError):
+        D()
+
 
 def test_kinds_claim_only_fds_of_their_types(tmp_path):
     """Every file kind claims only fds of the types kinds.FD_KINDS gives it (or is one of

@@ -203,7 +203,14 @@ def _build(cls, frozen: bool):
     if "__match_args__" not in own:
         cls.__match_args__ = tuple(f.name for f in fields if f.init)
     if "__init__" not in own:
-        cls.__init__ = _init(cls, fields, frozen)
+        defaulted = False
+        for f in fields:
+            if f.init and is_missing(f.default) and is_missing(f.default_factory):
+                if defaulted:
+                    raise TypeError(f"non-default argument {f.name!r} follows default argument")
+            elif f.init:
+                defaulted = True
+        cls.__init__ = _LazyInit(cls, fields, frozen)
     if "__repr__" not in own:
         cls.__repr__ = _repr(cls, [f.name for f in fields if f.repr])
     compared = [f.name for f in fields if f.compare]
@@ -241,6 +248,29 @@ def _build(cls, frozen: bool):
     return cls
 
 
+class _LazyInit:
+    """A class's `__init__` until first looked up (an instance made, or
+    `cls.__init__` read): then it makes the real one (_init), puts it on the class
+    in its place, and hands it out.  A command loads many classes it never makes
+    an instance of (records of kinds an image lacks, options it is not given):
+    those cost no __init__ (~0.1 ms each, a compile for a new shape)."""
+
+    __slots__ = ("cls", "fields", "frozen")
+
+    def __init__(self, cls, fields, frozen: bool):
+        self.cls, self.fields, self.frozen = cls, fields, frozen
+
+    def __get__(self, instance, owner=None):
+        cls = self.cls
+        real = cls.__dict__.get("__init__")
+        if real is self:
+            real = _init(cls, self.fields, self.frozen)
+            type.__setattr__(cls, "__init__", real)
+        elif isinstance(real, _LazyInit):  # (another's, copied: make its own)
+            return real.__get__(instance, owner)
+        return real if instance is None else real.__get__(instance, owner)
+
+
 def _named(cls, fn, name: str | None = None):
     fn.__name__ = name or fn.__name__
     fn.__qualname__ = f"{cls.__qualname__}.{fn.__name__}"
@@ -270,12 +300,6 @@ def _init(cls, fields, frozen: bool):
     params = [f for f in fields if f.init]
     kinds = tuple("f" if f.default_factory is not MISSING else "d" if f.default is not MISSING
                   else "r" for f in params)
-    defaulted = False
-    for f, k in zip(params, kinds):
-        if k != "r":
-            defaulted = True
-        elif defaulted:
-            raise TypeError(f"non-default argument {f.name!r} follows default argument")
     # fields that are not parameters but get a value: a factory's (one with a plain
     # default is read from the class, as the standard __init__ leaves it)
     extra = [f for f in fields if not f.init and f.default_factory is not MISSING]

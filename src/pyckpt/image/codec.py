@@ -134,11 +134,19 @@ def type_hints(cls: type) -> dict[str, object]:
     hints = {}
     for base in reversed(cls.__mro__):
         module = vars(sys.modules[base.__module__]) if base.__module__ in sys.modules else {}
+        own = None
         for name, tp in base.__dict__.get("__annotations__", {}).items():
             if isinstance(tp, str):
-                tp = eval(tp, dict(vars(base)), module)  # noqa: S307 (our own classes' source)
+                code = _ANNOTATIONS.get(tp)
+                if code is None:  # (compiled once per text: "int", "list[int]", "str | None"...)
+                    code = _ANNOTATIONS[tp] = compile(tp, "<annotation>", "eval")
+                own = dict(vars(base)) if own is None else own
+                tp = eval(code, own, module)  # noqa: S307 (our own classes' source)
             hints[name] = type(None) if tp is None else tp
     return hints
+
+
+_ANNOTATIONS: dict[str, object] = {}  # annotation text -> its compiled expression
 
 
 def _origin(tp: object) -> object:

@@ -249,9 +249,10 @@ def _read_regular(dfd: int, name: str, limit: int, path: str) -> tuple[bytearray
 
 # --- the INCOMPLETE marker ---------------------------------------------------------------------
 
-_IN_PROGRESS = re.compile(r"dump in progress by pyckpt pid ([1-9][0-9]{0,9}) "
-                          r"\(started ([0-9]{1,20}) ticks after boot ([0-9a-f-]{36})\)\n")
-_FAILED = re.compile(r"dump failed: (.+)\n", re.DOTALL)
+# (patterns compiled when a marker is read, not at every command's start-up)
+_IN_PROGRESS = (r"dump in progress by pyckpt pid ([1-9][0-9]{0,9}) "
+                r"\(started ([0-9]{1,20}) ticks after boot ([0-9a-f-]{36})\)\n")
+_FAILED = r"dump failed: (.+)\n"
 
 
 def _proc_start(pid: int | str) -> tuple[str, int] | None:
@@ -304,14 +305,14 @@ def _describe_marker(dfd: int, path: str) -> str | None:
         return UNREADABLE
     if st.st_nlink != 1 or st.st_uid != os.fstat(dfd).st_uid:
         return UNREADABLE
-    m = _IN_PROGRESS.fullmatch(text)
+    m = re.fullmatch(_IN_PROGRESS, text)
     if m:
         pid, start, boot = int(m.group(1)), int(m.group(2)), m.group(3)
         now = _proc_start(pid)
         if boot == _boot_id() and now is not None and now[1] == start and now[0] not in "ZX":
             return f"a dump is in progress: pyckpt (pid {pid}) is writing it"
         return f"the dump was interrupted: pyckpt (pid {pid}) ended before it finished"
-    m = _FAILED.fullmatch(text)
+    m = re.fullmatch(_FAILED, text, re.DOTALL)
     if m and len(m.group(1)) <= MAX_REASON and m.group(1).isprintable():
         return f"dump failed: {m.group(1)}"
     return UNREADABLE

@@ -1,5 +1,6 @@
-"""The writer's encode path (image/codec.encode, ImageWriter): records.img comes out as
-the step-by-step encoder made it, byte for byte, whichever types the fields hold."""
+"""The dump's write path: records.img comes out as the step-by-step encoder made it
+(image/codec.encode, ImageWriter), byte for byte, whichever types the fields hold; the
+page copier's kept buffer is no part of the copy of pyckpt a restore starts from."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import base64
 import dataclasses
 import enum
 import json
+import re
 
 import pyckpt
 from pyckpt.image import ImageReader, ImageWriter, codec
@@ -66,3 +68,23 @@ def test_records_encode_as_the_step_by_step_encoder_did(spawn, ctarget, tmp_path
     out.finish(sync=False)
     assert (tmp_path / "again" / "records.img").read_bytes() == (tmp_path / "img" / "records.img").read_bytes()
     assert ImageReader(tmp_path / "again").records == reader.records
+
+
+def test_the_kept_copy_buffer_is_not_copied_into_a_restored_task(spawn, ctarget, tmp_path):
+    """PageCopier keeps one copy buffer between dumps; a restore's new task starts as a
+    copy of pyckpt, and the buffer must not be part of that copy (MADV_WIPEONFORK)."""
+    from pyckpt._native._ck import ffi
+    from pyckpt.kinds import memory
+
+    t = start_ctarget(spawn, ctarget, tmp_path)
+    pyckpt.dump(t.pid, tmp_path / "img")
+    assert memory._SPARE, "no copy buffer kept after a dump"
+    addr = int(ffi.cast("uintptr_t", memory._SPARE[0][0]))
+    with open("/proc/self/smaps") as f:
+        smaps = f.read()
+    for m in re.finditer(r"^([0-9a-f]+)-([0-9a-f]+) .*?^VmFlags:([^\n]*)$", smaps, re.M | re.S):
+        if int(m.group(1), 16) <= addr < int(m.group(2), 16):
+            assert " wf" in m.group(3), m.group(3)
+            break
+    else:
+        raise AssertionError(f"the copy buffer at {addr:#x} is in no mapping of pyckpt")

@@ -738,3 +738,32 @@ def test_init_ends_when_the_copys_root_exits(spawn, tmp_path):
         assert not _alive(init)
         c.close()
         assert not psutil.pid_exists(init)
+
+
+def test_kill_never_signals_a_pid_the_copy_gave_up(spawn, tmp_path, monkeypatch):
+    """SIGCHLD ignored by the owner (the kernel reaps its children): a copy whose root
+    exited has its init reaped at once, and that PID is free for any process to take;
+    kill() of that copy sends no signal by PID (it signals and waits through a pidfd of
+    the init, which names that process only).  A live copy is still ended by kill()."""
+    img, _ = make_image(spawn, tmp_path)
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        with pyckpt.template(img) as t:
+            assert t.fast, t.reason
+            a, b = Copy(t), Copy(t)
+            gone, live = t.init_of(a.proc), t.init_of(b.proc)
+            os.kill(a.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while psutil.pid_exists(gone) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert not psutil.pid_exists(gone)  # reaped by the kernel: its PID is anyone's now
+            sent = []
+            real_kill = os.kill
+            monkeypatch.setattr(os, "kill", lambda pid, sig: (sent.append(pid), real_kill(pid, sig))[1])
+            a.close()
+            b.close()
+            monkeypatch.undo()
+            assert gone not in sent, sent
+            assert not _alive(live) and not _alive(b.pid)
+    finally:
+        signal.signal(signal.SIGCHLD, old)

@@ -324,10 +324,12 @@ class FastTemplate:
                     self.collapsed += end - start
 
     # -- copies ------------------------------------------------------------------
-    def copy(self, options: RestoreOptions, stats: CopyStats | None = None) -> tuple[int, int]:
-        """Make a copy; returns (its root's PID, its init's PID), both as the caller
-        sees them.  The init is the caller's child.  A failure kills and reaps what
-        this copy made (the template is left as it was)."""
+    def copy(self, options: RestoreOptions, stats: CopyStats | None = None) -> tuple[int, int, int]:
+        """Make a copy; returns (its root's PID, its init's PID, a pidfd of the init), the
+        PIDs as the caller sees them.  The init is the caller's child (the pidfd, opened
+        while it was still traced, is the caller's to close: it names that init even once
+        its PID is reaped and reused).  A failure kills and reaps what this copy made (the
+        template is left as it was)."""
         from .kinds.files import pinned_caller_fds
 
         if not self._stopped():
@@ -352,7 +354,8 @@ class FastTemplate:
             try:
                 phases.mark("prepare")
                 with pinned_to_cpu(self.cpu):  # the template's (pinning pyckpt where it runs and
-                    root, init = self._make(rctxs, stats, phases)  # moving the template there: no faster)
+                    root, init, init_pidfd = self._make(rctxs, stats, phases)  # moving the template
+                    # there: no faster)
                 for step in ordered(root_ctx.shared.get(AFTER_RELEASE, ())):
                     try:
                         step.run()
@@ -366,7 +369,7 @@ class FastTemplate:
                 root_ctx.close_passed()
         phases.mark("finish")  # after the release: pyckpt's own affinity, fds and namespace back
         stats.total = time.perf_counter() - t0
-        return root, init
+        return root, init, init_pidfd
 
     def _prepare(self, options: RestoreOptions) -> list[RestoreContext]:
         """One context per process of the copy, the root first: their own files, opened
@@ -404,12 +407,13 @@ class FastTemplate:
             raise
         return rctxs
 
-    def _make(self, rctxs: list[RestoreContext], stats: CopyStats, phases: _Phases) -> tuple[int, int]:
+    def _make(self, rctxs: list[RestoreContext], stats: CopyStats, phases: _Phases) -> tuple[int, int, int]:
         from . import restorer
 
         rctx = rctxs[0]
         made: list[int] = []
         tmpl = init_inj = None
+        init_pidfd = -1
         try:
             tmpl = Injector(self.pid, self.site, self.regs, cure_regs=False)
             data = self.blob + BLOB_DATA
@@ -460,6 +464,7 @@ class FastTemplate:
             phases.mark("registers")
             for hook in hooks_at("before release"):
                 hook.run(rctx)
+            init_pidfd = os.pidfd_open(init)  # (traced and stopped: surely the copy's init)
             checkpoint()
             commit()
             for r in reversed([r for r in rctxs if not r.zombie]):
@@ -467,9 +472,11 @@ class FastTemplate:
             release(init)
             phases.mark("release")
             stats.injected_calls += tmpl.calls + init_inj.calls
-            return root, init
+            return root, init, init_pidfd
         except BaseException as e:
             kill_and_reap(made, [t for r in rctxs for t in r.threads])
+            if init_pidfd >= 0:
+                os.close(init_pidfd)
             for r in rctxs:  # the threads' injectors (the processes' are cured on the way out)
                 for t in r.threads.values():
                     with contextlib.suppress(PyckptError):

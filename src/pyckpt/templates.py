@@ -54,6 +54,7 @@ class Template:
         self.options = restore_options
         self.image = open_image(self.path)  # a damaged image: ImageError now, not at the first copy
         self._inits: dict[int, int] = {}  # copy's root PID -> its namespace's init
+        self._pidfds: dict[int, int] = {}  # copy's root PID -> a pidfd of that init (kill() signals it)
         self.closed = False
         self.last_copy = None  # fastcopy.CopyStats of the last fast copy
         self.copy_reason: str | None = None  # why the last copy was a full restore, if it was
@@ -98,7 +99,7 @@ class Template:
             stats = CopyStats()
             self.copy_reason = None
             try:
-                root, init = self._fast.copy(_options({**self.options, **restore_options}), stats)
+                root, init, pidfd = self._fast.copy(_options({**self.options, **restore_options}), stats)
             except NotFast as e:
                 self.copy_reason = str(e)  # a full restore below
                 if e.for_good:
@@ -106,11 +107,17 @@ class Template:
             else:
                 self.last_copy = stats
                 self._inits[root] = init
+                self._pidfds[root] = pidfd
                 proc = psutil.Process(root)
                 proc.restore_warnings = list(stats.warnings)
                 return proc
         proc = restore(self.path, new_pidns=True, **{**self.options, **restore_options})
-        self._inits[proc.pid] = proc.ppid()
+        init = self._inits[proc.pid] = proc.ppid()
+        pidfd = os.pidfd_open(init)
+        if proc.ppid() == init:  # (the root still there, a child of that init: the pidfd is its)
+            self._pidfds[proc.pid] = pidfd
+        else:
+            os.close(pidfd)
         return proc
 
     def init_of(self, proc) -> int:
@@ -119,18 +126,23 @@ class Template:
 
     def kill(self, proc) -> None:
         """End a copy: SIGKILL its namespace's init (every process of the copy dies with
-        it) and reap it."""
-        init = self._inits.pop(getattr(proc, "pid", proc), None)
-        if init is None:
+        it) and reap it.  Through a pidfd of the init: if it was reaped already (SIGCHLD
+        ignored, a wait() elsewhere), its PID may be another process's by now."""
+        key = getattr(proc, "pid", proc)
+        init = self._inits.pop(key, None)
+        pidfd = self._pidfds.pop(key, None)
+        if init is None or pidfd is None:
             return
         try:
-            os.kill(init, signal.SIGKILL)  # our child, not reaped yet
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         except ProcessLookupError:
             pass
         try:
-            os.waitpid(init, 0)
+            os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
         except ChildProcessError:
             pass
+        finally:
+            os.close(pidfd)
 
     def close(self) -> None:
         """End every copy still running."""

@@ -23,8 +23,10 @@ Every command runs with a bytecode cache, as an installed command has one:
 without PYTHONDONTWRITEBYTECODE, the cache under PYTHONPYCACHEPREFIX in the
 work directory, filled by the first, untimed round (without `--no-warmup`).
 
-Floors, each a whole process too: `python -c pass`, `python -S -c pass`,
-`python -c "import pyckpt.cli"` (the interpreter this script runs with).  Every
+Floors, each a whole process too: `python -c pass`, `python -S -c pass` (no
+site: no .pth files, no site-packages), `python -I -c pass` (isolated: no
+environment variables, no user site), `python -c "import pyckpt.cli"` (the
+interpreter this script runs with).  Every
 command is timed in every round, the order rotated from round to round, so the
 floors and the commands see the same machine.  Cells: median [best] in
 milliseconds, and the ratio of medians to the reference (the median of CRIU's
@@ -178,6 +180,7 @@ class Bench:
         py = sys.executable
         return [("python -c pass", [py, "-c", "pass"]),
                 ("python -S -c pass", [py, "-S", "-c", "pass"]),
+                ("python -I -c pass", [py, "-I", "-c", "pass"]),
                 ("python -c 'import pyckpt.cli'", [py, "-c", "import pyckpt.cli"])]
 
     def run(self) -> None:

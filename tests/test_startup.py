@@ -11,6 +11,10 @@
   struct) is python-ptrace's, value for value.
 - The command's fast path for `dump`, `restore`, `show` and `check` (cli.py) parses every
   command line it takes as argparse does, and leaves any other to argparse.
+- `dump`, `restore` and `show` load none of the standard modules in AVOIDED
+  (dataclasses and inspect, typing, pathlib and what it pulls in, socket,
+  ipaddress): what replaced them (_dataclass.py, codec.type_hints,
+  image._pathtext) behaves as they do.
 
 The timings themselves are bench/startup.py's (whole commands, beside Python's
 own start-up and CRIU), never asserted here.
@@ -122,6 +126,7 @@ def test_restore_loads_only_the_kinds_of_the_image(spawn, ctarget, tmp_path):
     assert len(every - expected) >= 10, sorted(every - expected)  # pipes, sockets, tty, epoll...
     assert not {"psutil", "ptrace", "argparse"} & set(restored["modules"])
     assert not AVOIDED & set(restored["modules"]), AVOIDED & set(restored["modules"])
+    assert "queue" not in restored["modules"]  # (a dump's page writer's)
 
 
 def test_show_and_check_load_only_the_kinds_of_the_image(spawn, ctarget, tmp_path):

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import queue
 import stat
 import struct
 import threading
@@ -455,6 +454,8 @@ class PageCopier:
         results: list[list[PageRun]] = [[] for _ in jobs]
         if not jobs:
             return results
+        import queue  # (a dump's: not in a restore's start-up)
+
         threaded = self.threaded
         if threaded is None:  # a thread is worth its start for more than a few MiB
             threaded = sum(n for _, n, _, _ in jobs) * PAGE >= THREAD_MIN

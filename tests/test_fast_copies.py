@@ -767,3 +767,20 @@ def test_kill_never_signals_a_pid_the_copy_gave_up(spawn, tmp_path, monkeypatch)
             assert not _alive(live) and not _alive(b.pid)
     finally:
         signal.signal(signal.SIGCHLD, old)
+
+
+def test_a_refused_clone_in_the_copys_init_leaves_nothing(spawn, tmp_path, monkeypatch):
+    """The init's clone3 with the image's PID refused by the kernel (a PID above pid_max):
+    one typed error naming the PID and why, the init killed and reaped, no fd left; the
+    template makes good copies afterwards."""
+    img, pid = make_image(spawn, tmp_path)
+    with pyckpt.template(img) as t:
+        assert t.fast, t.reason
+        before, fds = _descendants(), _own_fds()
+        monkeypatch.setattr(t._fast, "image_pid", 1 << 30)
+        with pytest.raises(pyckpt.RestoreError, match=f"clone3 with PID {1 << 30} .*Invalid argument"):
+            Copy(t)
+        monkeypatch.undo()
+        assert _descendants() == before and _own_fds() == fds
+        c = Copy(t)
+        assert pristine(c.state(), pid)

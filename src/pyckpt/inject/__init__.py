@@ -372,7 +372,8 @@ class Injector:
 
 class Batch:
     """Syscalls run in order by the task itself, from a table in its batch area
-    (Injector.use_batches), with one stop and resume for up to a few hundred.
+    (Injector.use_batches), with one stop and resume for up to a few hundred (a
+    batch of one call is injected as a single call: that costs less).
 
     `add()` queues a call and what its result must be; `data()` places bytes the
     calls point to (written with the table); `run()` runs them all and returns
@@ -419,6 +420,8 @@ class Batch:
         table = addr + BATCH_CODE_ROOM
         if data:
             inj.write(addr + size - size // 2, data)
+        if len(rows) == 1:  # a lone call costs less injected as such than as a table
+            return [self._one(rows[0])]
         room = (size - size // 2 - BATCH_CODE_ROOM) // BATCH_ENTRY.size
         results: list[int] = []
         for first in range(0, len(rows), room):

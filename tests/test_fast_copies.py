@@ -584,8 +584,8 @@ def test_a_fast_copy_is_what_a_full_restore_makes(spawn, tmp_path):
     POSIX timers, a pending signal, limits, umask, personality, nice, a worker thread)
     restored twice from one image, by restore(new_pidns=True) and as a fast copy: what
     each sees of itself (ids, sigaction of every signal, sigaltstack, robust list, rseq,
-    fs base of each thread, timers, prctl values, masks) and its /proc files (status, stat,
-    limits, maps with VmFlags, timers, fdinfo, namespaces) are the same."""
+    fs base of each thread, timers, prctl values, masks) and its /proc files (status, stat
+    with the mm's fields, limits, maps with VmFlags, timers, fdinfo, namespaces) are the same."""
     work = tmp_path / "work"
     work.mkdir()
     t0 = spawn([sys.executable, str(Path(__file__).parent / "targets" / "copy_report.py"), str(work)])
@@ -604,6 +604,7 @@ def test_a_fast_copy_is_what_a_full_restore_makes(spawn, tmp_path):
         a, b = _report(full.pid, r), _report(c.pid, c.out)
         assert a["ids"][:2] == [t0.pid, 1] and a["main"]["rseq"] and a["worker"]["tid"] != a["ids"][0]
         assert a["itimers"][0][0] > 0 and a["pending"] and a["main"]["sigaltstack"][3]
+        assert "0" not in a["stat_mm"], a["stat_mm"]
         assert not _diff(a, b), "\n".join(_diff(a, b))
         c.close()
     os.close(r)

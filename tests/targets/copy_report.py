@@ -213,6 +213,8 @@ def report() -> dict:
     r["stat"] = {n: fields[i - 3] for n, i in (("flags", 9), ("priority", 18), ("nice", 19),
                                                ("num_threads", 20), ("exit_signal", 38),
                                                ("rt_priority", 40), ("policy", 41))}
+    # the mm's fields (prctl PR_SET_MM): start/end of code, start of stack, data, brk, args, env
+    r["stat_mm"] = [fields[i - 3] for i in (26, 27, 28, 45, 46, 47, 48, 49, 50, 51)]
     r["limits"] = _read("/proc/self/limits")
     r["maps"] = _smaps()
     r["timers"] = _read("/proc/self/timers")

@@ -37,7 +37,6 @@ form pyckpt writes (short, printable, one line).
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import re
@@ -408,7 +407,48 @@ def _user(uid: int) -> str:
 
 
 RECORDS_BUFFER = 1 << 20  # records.img is written in pieces of about this size
-_SORTED_JSON = json.JSONEncoder(sort_keys=True)  # what json.dumps(sort_keys=True) makes, made once
+# json.JSONEncoder(sort_keys=True), what json.dumps(sort_keys=True) makes: made once, by the
+# first ImageWriter (a restore imports no json)
+_SORTED_JSON = None
+
+
+class _JsonContext:
+    """What json's C scanner reads of the decoder json.loads uses (json.JSONDecoder())."""
+
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float, parse_int = float, int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
+
+
+_SCAN = None  # json's C scanner (_json.make_scanner) with _JsonContext, made at the first read
+
+
+def _loads(body):
+    """json.loads(body), without importing json (json.decoder, json.scanner and
+    json.encoder: ~1.5 ms of a restore's start-up): json's own C scanner on the ASCII
+    text pyckpt writes, whitespace and "Extra data" handled as json.loads handles
+    them; any other bytes (a BOM, UTF-16/32, non-ASCII) are json.loads's.  Errors
+    are ValueError (json's JSONDecodeError is one) or RecursionError, as there
+    (tests/test_startup.py compares the two on damaged records)."""
+    global _SCAN
+    if not isinstance(body, (bytes, bytearray)) or not body.isascii() or b"\0" in body[:4]:
+        import json
+
+        return json.loads(body)
+    if _SCAN is None:
+        import _json
+
+        _SCAN = _json.make_scanner(_JsonContext())
+    text = body.decode("ascii")
+    start = len(text) - len(text.lstrip(" \t\n\r"))
+    try:
+        value, end = _SCAN(text, start)
+    except StopIteration:
+        raise ValueError("Expecting value") from None
+    if text[end:].strip(" \t\n\r"):
+        raise ValueError("Extra data")
+    return value
 
 
 class ImageWriter(_Where):
@@ -420,6 +460,11 @@ class ImageWriter(_Where):
     """
 
     def __init__(self, path: str | os.PathLike):
+        global _SORTED_JSON
+        if _SORTED_JSON is None:
+            import json
+
+            _SORTED_JSON = json.JSONEncoder(sort_keys=True)
         self.where = _pathtext(path)  # str(Path(path)), without pathlib (see `path`)
         self.created = False  # the directory is this writer's (else it was given, empty)
         self._given_mode: int | None = None
@@ -585,7 +630,7 @@ class ImageWriter(_Where):
         records digest catch: a damaged image is refused, never restored
         wrong.  Those fsyncs cost ~5 ms each here, most of a small dump.
         """
-        self._emit(END_RECORD, json.dumps({"records": self._count}).encode())
+        self._emit(END_RECORD, _SORTED_JSON.encode({"records": self._count}).encode())
         self._flush()
         try:
             if sync:
@@ -596,6 +641,8 @@ class ImageWriter(_Where):
                 os.fsync(self.pages.fd)
             pages_size = self.pages.offset
             self.pages.close()
+            import json
+
             marker = json.dumps({
                 "records_xxh3": self._hash.intdigest(),
                 "pages_size": pages_size,
@@ -728,7 +775,7 @@ class ImageReader(_Where):
                              path=self.where)
         marker, _ = _read_regular(dfd, COMPLETE_FILE, MAX_MARKER, self.where)
         try:
-            fields = json.loads(marker)
+            fields = _loads(marker)
             digest, size = fields["records_xxh3"], fields["pages_size"]
             if not (_int(digest) and _int(size) and 0 <= digest < 1 << 64 and 0 <= size < 1 << 48):
                 raise ValueError("out of range")
@@ -850,7 +897,7 @@ class ImageReader(_Where):
 
     def _json(self, body: bytes, what: str):
         try:
-            return json.loads(body)
+            return _loads(body)
         except (ValueError, UnicodeDecodeError):
             raise ImageError(f"image at {self.where}: {what} is not valid JSON", path=self.where) from None
         except RecursionError:

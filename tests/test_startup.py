@@ -41,7 +41,7 @@ from pyckpt.kinds import CORE, DUMP_KINDS, FD_KINDS, MAPPED_KINDS, fd_type
 # Standard modules the dump, restore and show commands do without (each costs a
 # command 1-8 ms to import): none of them may come back on those paths unnoticed.
 AVOIDED = {"dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "copy", "pathlib", "fnmatch",
-           "urllib.parse", "ipaddress", "socket", "selectors"}
+           "urllib.parse", "ipaddress", "socket", "selectors", "base64"}
 READ_AVOIDED = {"json", "queue"}  # restore and show: records read by json's C scanner (image._loads)
 
 # Run in a fresh interpreter: the command's main(), then what it loaded, as JSON on the

@@ -79,11 +79,11 @@ class TimerfdInfo:
     interval_ns: int
 
 
-_PAIR = re.compile(r"^\(\s*(-?\d+)\s*,\s*(-?\d+)\s*\)$")
+_PAIR = r"^\(\s*(-?\d+)\s*,\s*(-?\d+)\s*\)$"  # (patterns compiled when first used: re's cache)
 
 
 def _timespec_ns(value: str, key: str) -> int:
-    m = _PAIR.match(value)
+    m = re.match(_PAIR, value)
     if not m:
         raise ValueError(f"timerfd fdinfo: bad '{key}:' value {value!r}")
     return int(m.group(1)) * 1_000_000_000 + int(m.group(2))
@@ -108,7 +108,7 @@ class EpollItemInfo:
     toff: int  # how many earlier lines have the same tfd (kcmp's KCMP_EPOLL_TFD index)
 
 
-_TFD = re.compile(r"^tfd:\s*(\d+)\s+events:\s*([0-9a-fA-F]+)\s+data:\s*([0-9a-fA-F]+)")
+_TFD = r"^tfd:\s*(\d+)\s+events:\s*([0-9a-fA-F]+)\s+data:\s*([0-9a-fA-F]+)"
 
 
 def parse_epoll_items(text: str) -> list[EpollItemInfo]:
@@ -117,7 +117,7 @@ def parse_epoll_items(text: str) -> list[EpollItemInfo]:
     for line in text.splitlines():
         if not line.startswith("tfd:"):
             continue
-        m = _TFD.match(line)
+        m = re.match(_TFD, line)
         if not m:
             raise ValueError(f"epoll fdinfo: bad item line {line!r}")
         tfd = int(m.group(1))
@@ -135,10 +135,9 @@ def parse_pidfd(text: str) -> int:
 
 # --- inotify: `inotify wd:... ino:... sdev:... mask:...` lines ----------------------------
 
-_WATCH_RE = re.compile(
+_WATCH_RE = (
     r"^inotify wd:(\d+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:[0-9a-f]+"
-    r"(?: fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]*))?",
-    re.M,
+    r"(?: fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]*))?"
 )
 
 
@@ -161,7 +160,7 @@ class FdinfoWatch:
 def parse_watches(text: str) -> list[FdinfoWatch]:
     """The watches of an inotify fdinfo text (unit-tested on captured text)."""
     out = []
-    for m in _WATCH_RE.finditer(text):
+    for m in re.finditer(_WATCH_RE, text, re.M):
         wd, ino, sdev, mask, nbytes, htype, handle = m.groups()
         raw = bytes.fromhex(handle) if handle is not None else None
         if raw is not None and len(raw) != int(nbytes, 16):

@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import psutil
@@ -45,6 +46,7 @@ class Copy:
             os.close(w)
         self.pid = self.proc.pid
         self.out = r
+        self._close_out = weakref.finalize(self, os.close, r)  # run once: by close() or when dropped
         self.buffer = b""
         self.template = template
 
@@ -75,7 +77,7 @@ class Copy:
 
     def close(self) -> None:
         self.template.kill(self.proc)
-        os.close(self.out)
+        self._close_out()
 
 
 PRISTINE = {"marker": "0", "offset": "16", "pipe": "4", "eventfd": "5", "memory": "pristine"}

@@ -4,6 +4,7 @@ same is a ResourceError (exit 15) saying what ran out, never a damaged image (ex
 a bare errno; an image fd above the hard limit is named with the limit."""
 
 import errno
+import gc
 import os
 import resource
 import subprocess
@@ -57,11 +58,23 @@ def fd200_image(spawn, python_exe, tmp_path, *, nofile=None):
     return image, t.pid, data
 
 
+def _link(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "?"
+
+
 @pytest.fixture
 def low_soft_limit():
     """This process's soft RLIMIT_NOFILE set to 64 for the test (hard unchanged), then back."""
     old = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert old[1] > 300, "the test needs a hard limit above 300"
+    # Room under 64 for the test's own files: fds that earlier tests left open in this
+    # process (what only the garbage collector closes aside) are a leak, named here
+    gc.collect()
+    held = {fd: _link(fd) for fd in map(int, os.listdir("/proc/self/fd"))}
+    assert len(held) < 40, f"pytest holds {len(held)} fds before this test (a leak?): {held}"
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, old[1]))
     try:
         yield 64, old[1]

@@ -300,3 +300,33 @@ def test_a_fault_after_commit_without_kill_keeps_the_image(spawn, tmp_path, monk
                                            "OSError: [Errno 5] injected fault at the end of pre-copy")
     _complete(tmp_path / "img")
     assert psutil.Process(t.pid).status() in (psutil.STATUS_RUNNING, psutil.STATUS_SLEEPING)
+
+
+THREADED = """
+import threading, time
+for _ in range(2):
+    threading.Thread(target=lambda: time.sleep(3600), daemon=True).start()
+print("READY", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+@pytest.mark.parametrize("stage", [Stage.DEFERRED, Stage.REGISTERS], ids=lambda s: s.name)
+def test_threaded_restore_failing_leaves_no_fd(spawn, python_exe, tmp_path, stage, monkeypatch):
+    """A process with threads whose restore fails once its threads exist: they are killed,
+    and pyckpt keeps none of their /proc/TID/mem fds (two leaked per such failure before)."""
+    t = spawn([python_exe, "-c", THREADED], name="threaded")
+    t.wait_for("^READY")
+    assert len(os.listdir(f"/proc/{t.pid}/task")) == 3
+    pyckpt.dump(t.pid, tmp_path / "img", kill=True, progress=False)
+    t.reap()
+    fds_before = _fds()
+    out = os.open(os.devnull, os.O_WRONLY)
+    monkeypatch.setattr(restorer, "_timed", _failing_at_end(restorer._timed, stage, 1, pyckpt.RestoreError))
+    with pytest.raises(pyckpt.RestoreError, match=f"injected fault at the end of {stage.name}"):
+        pyckpt.restore(tmp_path / "img", fds={1: out}, progress=False)
+    os.close(out)
+    assert not psutil.pid_exists(t.pid) or psutil.Process(t.pid).status() == psutil.STATUS_ZOMBIE
+    left = [os.readlink(f"/proc/self/fd/{fd}") for fd in _fds() - fds_before]
+    assert not left, f"pyckpt left fds open: {left}"

@@ -26,8 +26,8 @@ from . import limits, netns, privileges, proc, trust
 from . import ptrace_ops as pt
 from ._native._ck import ffi, lib
 from .arch import PAGE
-from .errors import (ImageError, PidInUseError, PtraceError, RemoteCallError, ResourceError, RestoreError,
-                     boundary)
+from .errors import (ImageError, PidInUseError, PtraceError, PyckptError, RemoteCallError, ResourceError,
+                     RestoreError, boundary)
 from .image import ImageReader
 from .inject import Injector, find_syscall_insn, nr
 from .kinds import cpu, creds, files, load_for, memory, mm, signals, stored_runs, task, thread
@@ -338,6 +338,10 @@ def _create_and_fill(rctxs: list[RestoreContext], stats: RestoreStats) -> None:
         # Only what this restore made is killed and reaped (never a PID before
         # it was made: that is the image's PID, maybe a live process).
         kill_and_reap(made, threads + [t for r in rctxs for t in r.threads])
+        for r in rctxs:  # the threads' injectors (the processes' are cured on the way out)
+            for t in r.threads.values():
+                with contextlib.suppress(PyckptError):
+                    t.cure()  # its thread is gone: this closes its /proc/TID/mem fd
         run_undo(root.shared)  # what kinds made outside the processes (SysV segments...)
         # What went wrong in a task (a ptrace request, an injected call, an OS call) is
         # said with "undone"; a bug is left to the boundary (an InternalError).

@@ -787,3 +787,25 @@ def test_a_refused_clone_in_the_copys_init_leaves_nothing(spawn, tmp_path, monke
         assert _descendants() == before and _own_fds() == fds
         c = Copy(t)
         assert pristine(c.state(), pid)
+
+
+def test_a_file_mapped_private_and_changed_since_is_refused_per_copy(spawn, tmp_path):
+    """A copy's memory is forked from the template, and the pages of a privately mapped
+    file not read yet come from the file as it is then: each copy checks the file as a full
+    restore does (changed: FileChangedError naming it; allow_changed_files accepts it)."""
+    mapfile = tmp_path / "mapped.bin"
+    mapfile.write_bytes(b"m" * 3 * 4096)
+    img, pid = make_image(spawn, tmp_path, "--mapfile", str(mapfile))
+    with pyckpt.template(img) as t:
+        assert t.fast, t.reason
+        first = Copy(t)
+        assert pristine(first.state(), pid)
+        with open(mapfile, "ab") as f:
+            f.write(b"n" * 4096)
+        fds = set(os.listdir("/proc/self/fd"))
+        with pytest.raises(pyckpt.FileChangedError, match="mapped.bin"):
+            Copy(t)
+        assert set(os.listdir("/proc/self/fd")) == fds
+        assert pristine(first.state(), pid)  # the running copy is untouched
+        accepted = Copy(t, allow_changed_files=["mapped.bin"])
+        assert pristine(accepted.state(), pid)

@@ -37,6 +37,7 @@ p.add_argument("--listen", type=int, default=0)
 p.add_argument("--mib", type=int, default=8)
 p.add_argument("--children", type=int, default=0)
 p.add_argument("--sparse", type=int, default=0, help="MiB of private memory with one page in 512 written")
+p.add_argument("--mapfile", help="a file mapped private (copy-on-write), its fd closed")
 args = p.parse_args()
 
 MIB = 1 << 20
@@ -50,6 +51,11 @@ if args.sparse:
     sparse = mmap.mmap(-1, args.sparse * MIB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     for i in range(0, len(sparse), 2 * MIB):
         sparse[i] = 1
+if args.mapfile:
+    import mmap
+
+    with open(args.mapfile, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)  # its pages read when touched
 marker = 0
 data = os.open(args.datafile, os.O_RDONLY)
 os.read(data, 16)

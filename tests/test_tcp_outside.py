@@ -519,11 +519,18 @@ def test_dumps_without_kill_do_not_disturb_a_busy_connection(spawn, python_exe, 
     sender = threading.Thread(target=send)
     sender.start()
     try:
+        before = count[0]
         for n in range(5):
             pyckpt.dump(t.pid, tmp_path / f"img{n}")
+        during = count[0] - before
+        # at least 1001 lines in all, however fast the dumps were (their time is not
+        # what this test is about)
+        while count[0] <= 1000 and sender.is_alive():
+            time.sleep(0.005)
     finally:
         stop.set()
         sender.join(30)
+    assert during > 0  # lines were streamed while the dumps ran
     lines = count[0]
     want = b"".join(b"LINE %06d\n" % i for i in range(lines))
     got = b""

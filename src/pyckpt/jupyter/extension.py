@@ -650,14 +650,12 @@ class Saver:
 
 def _pid_inside(pid: int) -> int:
     """`pid` as its own (innermost) PID namespace numbers it (NSpid's last entry)."""
+    from ..proc.status import read_status
+
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("NSpid:"):
-                    return int(line.split()[-1])
-    except (OSError, ValueError):
-        pass
-    return pid
+        return int(read_status(pid)["NSpid"].split()[-1])
+    except (OSError, ValueError, KeyError, IndexError):
+        return pid
 
 
 def _listening(image: str) -> dict[int, tuple[str, int]]:

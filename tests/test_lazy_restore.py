@@ -194,6 +194,123 @@ def test_handler_killed_kills_the_process(spawn, lazy_bin, tmp_path):
     _wait_exit(h.handler)
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def _new_guard(h, timeout: float = 10.0) -> int | None:
+    """The guard the handler started when `h.guard` went (its child named pyckpt-guard;
+    only read from /proc), or None if none showed up within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in _children(h.handler):
+            if pid != h.guard and _comm(pid) == "pyckpt-guard":
+                return pid
+        time.sleep(0.01)
+    return None
+
+
+def test_guard_killed_then_handler_killed_kills_the_process(spawn, lazy_bin, tmp_path):
+    """The guard goes first, the handler later: the handler saw its guard go and
+    started another (its child, holding every uffd and pidfd from the fork on), which
+    kills the process when the handler goes; the process, asked to check its memory
+    once the handler is gone, never runs on with zero pages."""
+    t = _start(spawn, lazy_bin)
+    r, handlers = _restore(spawn, t, tmp_path / "img", "touch")
+    assert _rss_kib(r.pid) < MIB * 1024 // 2  # its pages are still to come
+    h = handlers[0]
+    os.kill(h.guard, signal.SIGKILL)  # processes this restore made (lazy_handlers)
+    guard = _new_guard(h)  # waits for it (a while in vain without one), asserted below
+    if guard:
+        spawn.track(guard)  # ours (a subreaper) once the handler is gone
+    os.kill(h.handler, signal.SIGKILL)
+    os.kill(r.pid, signal.SIGUSR1)  # touch every page now that the handler is gone
+    status = _wait_exit(r.pid)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    assert not any(line.startswith("CHECK") for line in r.lines())
+    _wait_exit(h.handler)
+    assert guard is not None
+    assert not os.path.exists(f"/proc/{h.guard}")  # the handler reaped the first guard
+    status = _wait_exit(guard)  # it killed the process, saw it gone, and went
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1, status
+
+
+def test_guard_killed_then_handler_killed_kills_what_was_forked_while_lazy(later, spawn, lazy_bin, tmp_path):
+    """A child forked while lazy (its pidfd sent to the first guard): the new guard has
+    it too, and kills it with its parent."""
+    t = _start(spawn, lazy_bin)
+    r, handlers = _restore(spawn, t, tmp_path / "img", "touch")
+    child = int(_ask(r, signal.SIGWINCH, r"^FORKED (\d+)$").group(1))
+    later(child)
+    h = handlers[0]
+    os.kill(h.guard, signal.SIGKILL)
+    guard = _new_guard(h)
+    if guard:
+        spawn.track(guard)
+    os.kill(h.handler, signal.SIGKILL)
+    for pid in (r.pid, child):  # the child is ours once its parent is gone (a subreaper)
+        os.kill(pid, signal.SIGUSR1)  # check (touch) every page
+        status = _wait_exit(pid)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (pid, status)
+    assert not any("CHECK" in line for line in r.lines())
+    _wait_exit(h.handler)
+    assert guard is not None
+    status = _wait_exit(guard)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1, status
+
+
+@pytest.mark.parametrize("lazy", [True, "touch"])
+def test_guard_killed_alone_changes_nothing(spawn, lazy_bin, tmp_path, lazy):
+    """The guard killed while pages are still to come: the handler starts another and
+    serves on; every page comes right, and handler and new guard exit 0 at the end."""
+    t = _start(spawn, lazy_bin)
+    r, handlers = _restore(spawn, t, tmp_path / "img", lazy)
+    h = handlers[0]
+    os.kill(h.guard, signal.SIGKILL)
+    guard = _new_guard(h, timeout=0.5 if lazy is True else 10.0)
+    if guard:
+        spawn.track(guard)
+    elif lazy == "touch":  # nothing is pushed: it must have started one
+        raise AssertionError(f"handler {h.handler} started no new guard")
+    # (lazy=True: it may be done, and gone, before a new guard is seen)
+    assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
+    status = _wait_exit(h.handler)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert not os.path.exists(f"/proc/{h.guard}")
+    if guard:
+        assert not os.path.exists(f"/proc/{guard}")  # told it was done, it went (reaped)
+    with open(f"/proc/{r.pid}/smaps") as f:
+        assert not re.search(r"^VmFlags:.* um\b", f.read(), re.M)
+    assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
+
+
+def test_guard_killed_and_no_new_one_pushes_every_page_then_exits(spawn, lazy_bin, tmp_path):
+    """The guard killed and the handler unable to start another (no two fds left for a
+    new socket pair: the handler's RLIMIT_NOFILE lowered to its lowest free fd number, so
+    only the old socket's number comes free): it pushes every remaining page at once
+    ("touch" pushes none otherwise) and only then exits."""
+    import resource
+
+    t = _start(spawn, lazy_bin)
+    r, handlers = _restore(spawn, t, tmp_path / "img", "touch")
+    assert _rss_kib(r.pid) < MIB * 1024 // 2
+    h = handlers[0]
+    held = {int(fd) for fd in os.listdir(f"/proc/{h.handler}/fd")}
+    low = min(set(range(len(held) + 1)) - held)
+    resource.prlimit(h.handler, resource.RLIMIT_NOFILE, (low, low))  # our handler (lazy_handlers)
+    os.kill(h.guard, signal.SIGKILL)
+    status = _wait_exit(h.handler)  # done: every page pushed
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert _rss_kib(r.pid) >= MIB * 1024
+    with open(f"/proc/{r.pid}/smaps") as f:
+        assert not re.search(r"^VmFlags:.* um\b", f.read(), re.M)
+    assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
+
+
 def test_handler_killed_kills_what_was_forked_while_lazy(later, spawn, lazy_bin, tmp_path):
     t = _start(spawn, lazy_bin)
     r, handlers = _restore(spawn, t, tmp_path / "img", "touch")

@@ -39,18 +39,34 @@ own, holding a copy of every uffd (so none is closed while a process waits on
 it: the last close of a uffd would let later faults fill zeros silently) and a
 pidfd of every process it serves.  If the handler ends before it is done —
 killed, or a copy failed (pages.img cut shorter: a read error) — the guard
-SIGKILLs every one of those processes, waits until they are gone, and exits: a
-process is never left running with missing memory.  The handler then exits
-with status 3, and says why if its stderr is a terminal.  Still possible: the
-handler and its guard both SIGKILLed at once (by a kill of both, the OOM
-killer) — then a later fault reads zeros;
-and a child forked while lazy whose parent exited before the handler saw it among
-the parent's children (looked for right after the fork event, then every 10 ms):
-the guard does not know it and does not kill it.  Other processes forked while
-lazy get a pidfd sent to the guard, so they are killed with the rest.
+SIGKILLs every one of those processes, waits until they are gone, and exits
+(status 1): a process is never left running with missing memory.  On a failed
+copy the handler itself also SIGKILLs them and waits until they are gone before
+it exits with status 3 (and says why if its stderr is a terminal).
+
+The handler watches its guard: it polls its socket to the guard with the uffds
+(the guard never writes: any event is its end), and when the guard ends first
+(killed) it reaps it and forks a new one at once, which holds every uffd and
+pidfd from the instant it exists (they are in the handler's fd table; nothing
+is sent again) and does the same from then on.  If no guard can be started (fork
+or socketpair fails) the handler pushes every remaining page at once (as with
+`lazy=True`, whatever the mode), tries again every 10 ms, and exits when all
+are in.  Still possible:
+  - the guard and then the handler SIGKILLed before the handler has forked the
+    new guard — the moment it takes to wake from poll (at once when idle; after
+    the step under way when busy: one copy of at most WINDOW, or CHUNK when
+    pushing) and to fork — or both at once (a kill of both, the OOM killer);
+  - the guard killed, no new one possible, and the handler killed before it has
+    pushed every page;
+then a later fault reads zeros; and a child forked while lazy whose parent
+exited before the handler saw it among the parent's children (looked for right
+after the fork event, then every 10 ms): no guard knows it, none kills it.
+Other processes forked while lazy get a pidfd sent to the guard, so they are
+killed with the rest.
 
 Each restored process has its own handler and guard; `restore()` returns them
-in the process's `lazy_handlers` (a list of `Handler`).  A handler serves at most
+in the process's `lazy_handlers` (a list of `Handler`: the guard it started
+first; one started in its place is the handler's child too).  A handler serves at most
 1024 processes (its own and those forked while lazy) and 4096 faults waiting at
 once on pending events; beyond that it gives up, and the guard kills them.  A dump
 of a process whose pages are still coming is refused (kinds/memory.py: a VMA
@@ -78,7 +94,7 @@ HANDLERS = "lazy handlers"  # RestoreContext.shared: [Handler] of this restore
 class Handler(NamedTuple):
     pid: int  # the restored process it serves (and the children that process forks)
     handler: int  # PID of the handler process
-    guard: int  # PID of its guard
+    guard: int  # PID of its first guard (a new one, if that one ends first, is the handler's child)
 
 
 def restore_pages(rctx, vmas) -> set[int]:

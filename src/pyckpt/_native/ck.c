@@ -563,9 +563,15 @@ unsigned ck_xsave_size(unsigned long mask)
  * munmap and mremap (events), and exits once every page is in.  Its guard (its
  * child, own session) holds a copy of every uffd and a pidfd of every process it
  * serves: when the handler ends without saying it is done (killed, a read error),
- * the guard SIGKILLs them all, waits until they are gone, and exits.
+ * the guard SIGKILLs them all, waits until they are gone, and exits.  The handler
+ * polls its socket to the guard with the uffds: when the guard ends first, it
+ * forks a new one at once (which has every uffd and pidfd from the fork on, in its
+ * fd table: nothing to send again); if that fails, it pushes every page still to
+ * come (trying again every 10 ms) and exits once all are in.  A fatal error kills
+ * the processes from the handler itself too, before it exits.
  * Raw system calls and mmap-backed arrays only after the fork: no malloc. */
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <sched.h>
 #include <stdio.h>
@@ -626,6 +632,11 @@ static long lz_nseen;
 static struct lz_fault *lz_deferred;  /* faults to answer once pending events are read */
 static long lz_ndeferred;
 static long lz_guard_pid;
+static int lz_kill[LZ_MAX_PIDS];  /* every pidfd the guard is to kill (held open here too) */
+static int lz_nkill;
+static int lz_pages_fd = -1, lz_status_fd = -1;  /* not for a guard */
+static long lz_guard_try;  /* ms of the last try to start a guard (when there is none) */
+static long lz_guard_gen;  /* guards started: an event polled on an older one's socket is stale */
 static long lz_last_look;  /* ms (CLOCK_MONOTONIC) of the last look for forked children */
 
 static void *lz_alloc(size_t size)
@@ -634,7 +645,27 @@ static void *lz_alloc(size_t size)
     return p == MAP_FAILED ? NULL : p;
 }
 
-/* A fatal error: the guard (seeing the socket close without 'D') kills every process. */
+static long lz_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec * 1000L + now.tv_nsec / 1000000L;
+}
+
+/* SIGKILL every process served and wait until each is gone (its pidfd readable). */
+static void lz_kill_all(const int *pidfds, int n)
+{
+    for (int i = 0; i < n; i++)
+        syscall(SYS_pidfd_send_signal, pidfds[i], SIGKILL, NULL, 0);
+    for (int i = 0; i < n; i++) {
+        struct pollfd p = { pidfds[i], POLLIN, 0 };
+        while (poll(&p, 1, -1) < 0 && errno == EINTR)
+            ;
+    }
+}
+
+/* A fatal error: every process is killed — by the handler itself, and by the guard
+ * (seeing the socket close without 'D') — before any uffd is closed. */
 static void lz_die(const char *what, long err)
 {
     if (lz_tty) {
@@ -644,6 +675,7 @@ static void lz_die(const char *what, long err)
                          (long)syscall(SYS_getpid), what, strerror((int)err));
         if (n > 0 && write(2, buf, (size_t)n) < 0) { /* nowhere else to say it */ }
     }
+    lz_kill_all(lz_kill, lz_nkill);
     syscall(SYS_exit_group, 3);
 }
 
@@ -761,13 +793,18 @@ static int lz_send(char tag, int fd)
     return 0;
 }
 
-/* The guard: keeps what it is sent (uffds: so that none is closed while a
- * process still waits on it; pidfds) until the handler says 'D' (done: exit)
- * or ends without saying it (SIGKILL every process, wait until gone, exit). */
+/* The guard, forked from the handler: keeps every fd it has from the fork (the
+ * uffds: so that none is closed while a process still waits on it; the pidfds of
+ * lz_kill) and what it is sent later, until the handler says 'D' (done: exit) or
+ * ends without saying it (SIGKILL every process, wait until gone, exit). */
 static void lz_guard(int sock)
 {
-    static int pidfds[LZ_MAX_PIDS];
-    int np = 0;
+    syscall(SYS_setsid);
+    syscall(SYS_prctl, 15 /* PR_SET_NAME */, "pyckpt-guard", 0, 0, 0);
+    if (lz_pages_fd >= 0)
+        close(lz_pages_fd);
+    if (lz_status_fd >= 0)
+        close(lz_status_fd);
     for (;;) {
         char tag = 0, cbuf[CMSG_SPACE(sizeof(int))];
         struct iovec io = { &tag, 1 };
@@ -788,17 +825,70 @@ static void lz_guard(int sock)
             memcpy(&fd, CMSG_DATA(c), sizeof(fd));
         if (tag == 'D')
             syscall(SYS_exit_group, 0);
-        if (tag == 'P' && fd >= 0 && np < LZ_MAX_PIDS)
-            pidfds[np++] = fd;
+        if (tag == 'P' && fd >= 0 && lz_nkill < LZ_MAX_PIDS)
+            lz_kill[lz_nkill++] = fd;
     }
-    for (int i = 0; i < np; i++)
-        syscall(SYS_pidfd_send_signal, pidfds[i], SIGKILL, NULL, 0);
-    for (int i = 0; i < np; i++) {
-        struct pollfd p = { pidfds[i], POLLIN, 0 };
-        while (poll(&p, 1, -1) < 0 && errno == EINTR)
+    lz_kill_all(lz_kill, lz_nkill);
+    syscall(SYS_exit_group, 1);
+}
+
+/* Start a guard (the first, or one in place of a guard that ended: reaped here).
+ * It is forked: it holds every uffd and pidfd the handler holds the moment it
+ * exists.  0, or -errno (then there is none: lz_sock is -1). */
+static int lz_new_guard(void)
+{
+    if (lz_sock >= 0)
+        close(lz_sock);
+    lz_sock = -1;
+    if (lz_guard_pid > 0) {
+        int st;  /* its socket closed: it is exiting */
+        while (waitpid((pid_t)lz_guard_pid, &st, __WALL) < 0 && errno == EINTR)
             ;
     }
-    syscall(SYS_exit_group, 1);
+    lz_guard_pid = -1;
+    lz_guard_try = lz_ms();
+    lz_guard_gen++;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return -errno;
+    long g = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    if (g == 0) {
+        close(sv[0]);
+        lz_guard(sv[1]);
+    }
+    int e = errno;
+    close(sv[1]);
+    if (g < 0) {
+        close(sv[0]);
+        return -e;
+    }
+    lz_sock = sv[0];
+    lz_guard_pid = g;
+    return 0;
+}
+
+/* Hand `fd` (tag 'U': a uffd, 'P': a pidfd, kept open here) to the guard; when it
+ * is gone, to a new one (which has it from the fork). */
+static void lz_give(char tag, int fd)
+{
+    if (tag == 'P' && lz_nkill < LZ_MAX_PIDS)
+        lz_kill[lz_nkill++] = fd;
+    int r = lz_sock >= 0 ? lz_send(tag, fd) : -EPIPE;
+    if (r == -EPIPE || r == -ECONNRESET)
+        lz_new_guard();  /* none: every page is pushed (lz_handler) */
+    else if (r < 0)  /* the guard lives on: it would not hold fd */
+        lz_die("cannot reach the guard", -r);
+}
+
+/* The guard ended (its socket polled readable or hung up: it never writes)? Then
+ * start a new one at once. */
+static void lz_watch_guard(void)
+{
+    if (lz_sock < 0)
+        return;
+    struct pollfd p = { lz_sock, POLLIN, 0 };
+    if (poll(&p, 1, 0) > 0)
+        lz_new_guard();
 }
 
 static int lz_is_seen(int pid)
@@ -855,13 +945,10 @@ static int lz_new_children(int pid, int *pidfd_out, int send)
                 int pfd = (int)syscall(SYS_pidfd_open, child, 0);
                 if (pfd < 0)
                     continue;
-                if (lz_send('P', pfd))
-                    lz_die("cannot reach the guard", errno);
+                lz_give('P', pfd);  /* held open here: in lz_kill */
                 if (!first) {
                     first = child;
                     *pidfd_out = pfd;
-                } else {
-                    close(pfd);
                 }
             }
         }
@@ -875,9 +962,7 @@ static void lz_gone(struct lz_uf *u)
     u->gone = 1;
     u->ext.n = 0;
     close(u->fd);
-    if (u->pidfd >= 0)
-        close(u->pidfd);
-    u->pidfd = -1;
+    u->pidfd = -1;  /* not closed: in lz_kill */
 }
 
 /* Copy every page still to come in [s, e) into u's process.  0, or -EAGAIN (an
@@ -1008,8 +1093,7 @@ static void lz_event(long ui, const struct uffd_msg *m, unsigned long window)
         memcpy(c->ext.v, u->ext.v, (size_t)u->ext.n * sizeof(struct lz_ext));
         c->ext.n = u->ext.n;
         lz_nuf++;
-        if (lz_send('U', fd))
-            lz_die("cannot reach the guard", errno);
+        lz_give('U', fd);
         /* The fork goes on once its event is read: its child shows up among the
          * parent's children within moments (else looked for again, see lz_handler). */
         c->ppid = u->pid;
@@ -1028,6 +1112,7 @@ static void lz_event(long ui, const struct uffd_msg *m, unsigned long window)
                 clock_gettime(CLOCK_MONOTONIC, &t);
                 if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > 200000000L)
                     break;
+                lz_watch_guard();
                 sched_yield();
             }
         }
@@ -1044,8 +1129,8 @@ static void lz_handler(int uffd, int pidfd, int pid, const unsigned long *runs, 
     lz_ufs = lz_alloc(LZ_MAX_UF * sizeof(struct lz_uf));
     lz_seen = lz_alloc(LZ_MAX_PIDS * sizeof(int));
     lz_deferred = lz_alloc(4096 * sizeof(struct lz_fault));
-    static struct pollfd pfds[2 * LZ_MAX_UF];
-    static long owner[2 * LZ_MAX_UF];
+    static struct pollfd pfds[2 * LZ_MAX_UF + 1];
+    static long owner[2 * LZ_MAX_UF + 1];
     if (!lz_ufs || !lz_seen || !lz_deferred)
         lz_die("out of memory", ENOMEM);
     struct lz_uf *u = &lz_ufs[0];
@@ -1078,6 +1163,14 @@ static void lz_handler(int uffd, int pidfd, int pid, const unsigned long *runs, 
         }
         if (!live)
             break;
+        long gen = lz_guard_gen;  /* the guard polled (another may start before its events are read) */
+        if (lz_sock >= 0) {  /* the guard: it never writes, so anything is its end */
+            pfds[np] = (struct pollfd){ lz_sock, POLLIN, 0 };
+            owner[np++] = LONG_MIN;
+        } else if (lz_ms() - lz_guard_try >= 10) {
+            lz_new_guard();  /* none (it could not be started): try again meanwhile */
+        }
+        int pushing = prefetch || lz_sock < 0;  /* no guard: every page, at once */
         int unknown = 0;  /* a forked child not found yet: look again every 10 ms */
         for (long i = 0; i < lz_nuf; i++) {
             struct lz_uf *x = &lz_ufs[i];
@@ -1098,7 +1191,7 @@ static void lz_handler(int uffd, int pidfd, int pid, const unsigned long *runs, 
                 x->ppid = 0;
             }
         }
-        int busy = prefetch || lz_ndeferred;
+        int busy = pushing || lz_ndeferred;
         if (unknown && !busy)
             busy = -1;
         int ready = poll(pfds, (nfds_t)np, busy > 0 ? 0 : busy < 0 ? 10 : 1000);
@@ -1117,6 +1210,11 @@ static void lz_handler(int uffd, int pidfd, int pid, const unsigned long *runs, 
             if (!pfds[k].revents)
                 continue;
             long i = owner[k];
+            if (i == LONG_MIN) {  /* the guard ended: another, at once (unless that was done) */
+                if (gen == lz_guard_gen)
+                    lz_new_guard();
+                continue;
+            }
             if (i < 0) {  /* its process ended */
                 if (!lz_ufs[-1 - i].gone)
                     lz_gone(&lz_ufs[-1 - i]);
@@ -1144,7 +1242,7 @@ static void lz_handler(int uffd, int pidfd, int pid, const unsigned long *runs, 
             if (!lz_ufs[f.uf].gone && lz_fault(f.uf, f.addr, window) == -EAGAIN)
                 lz_defer(f.uf, f.addr);
         }
-        if (prefetch) {
+        if (pushing) {
             for (long tries = 0; tries < lz_nuf; tries++) {
                 struct lz_uf *x = &lz_ufs[rr++ % lz_nuf];
                 if (x->gone || !x->ext.n)
@@ -1231,35 +1329,23 @@ long ck_lazy_start(int uffd, int pages_fd, int pidfd, int pid, const unsigned lo
         syscall(SYS_prctl, 15 /* PR_SET_NAME */, "pyckpt-lazy", 0, 0, 0);
         if (chdir("/") < 0) { /* nothing held either way */ }
         lz_map = mmap(NULL, sb.st_size ? (size_t)sb.st_size : LZ_PAGE, PROT_READ, MAP_SHARED, pages_fd, 0);
-        int sv[2];
-        long g = -1;
-        if (lz_map == MAP_FAILED)
-            res[0] = -errno;
-        else if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-            res[0] = -errno;
-        else if ((g = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0)) == 0) {
-            close(sv[0]);
-            close(status_fd);
-            close(pages_fd);
-            syscall(SYS_setsid);
-            syscall(SYS_prctl, 15 /* PR_SET_NAME */, "pyckpt-guard", 0, 0, 0);
-            lz_guard(sv[1]);
-        } else if (g < 0) {
+        lz_pages_fd = pages_fd;
+        lz_status_fd = status_fd;
+        lz_kill[0] = pidfd;  /* the guard has it, and the uffd, from its fork */
+        lz_nkill = 1;
+        if (lz_map == MAP_FAILED) {
             res[0] = -errno;
         } else {
-            close(sv[1]);
-            lz_sock = sv[0];
+            res[0] = lz_new_guard();
+            res[1] = lz_guard_pid;
             madvise(lz_map, (size_t)sb.st_size, MADV_SEQUENTIAL);
-            if (lz_send('U', uffd) || lz_send('P', pidfd))
-                res[0] = -EPIPE;
-            res[1] = g;
-            lz_guard_pid = g;
         }
         if (res[0] == 0)
             res[0] = syscall(SYS_getpid);
         if (write(status_fd, res, sizeof(res)) != sizeof(res) || res[0] < 0)
             syscall(SYS_exit_group, 5);  /* the guard (if any) kills the process: safe */
         close(status_fd);
+        lz_status_fd = -1;
         lz_handler(uffd, pidfd, pid, runs, nruns, prefetch, window, chunk);
     }
     close(st[1]);

@@ -180,20 +180,6 @@ def test_tree_restored_lazily(later, spawn, lazy_bin, tmp_path):
     assert _ask(r, signal.SIGUSR1, r"^TREE-CHILD CHECK (ok|FAIL.*)$", pid=child).group(1) == "ok"
 
 
-def test_handler_killed_kills_the_process(spawn, lazy_bin, tmp_path):
-    t = _start(spawn, lazy_bin)
-    r, handlers = _restore(spawn, t, tmp_path / "img", "touch")
-    assert _rss_kib(r.pid) < MIB * 1024 // 2  # its pages are still to come
-    h = handlers[0]
-    os.kill(h.handler, signal.SIGKILL)  # a process this restore made (lazy_handlers)
-    status = _wait_exit(r.pid)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
-    assert not any(line.startswith("CHECK") for line in r.lines())
-    status = _wait_exit(h.guard)  # it killed the process, saw it gone, and went
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1, status
-    _wait_exit(h.handler)
-
-
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -202,55 +188,114 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _new_guard(h, timeout: float = 10.0) -> int | None:
-    """The guard the handler started when `h.guard` went (its child named pyckpt-guard;
-    only read from /proc), or None if none showed up within `timeout`."""
+def _guards(h, n: int = 2, timeout: float = 10.0) -> set[int]:
+    """The guards of handler `h` (its children named pyckpt-guard; only read from
+    /proc), once there are `n` (the second is started once the restore returned)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = {pid for pid in _children(h.handler) if _comm(pid) == "pyckpt-guard"}
+        if len(got) >= n or time.monotonic() > deadline:
+            return got
+        time.sleep(0.01)
+
+
+def _new_guard(h, old: set[int], timeout: float = 10.0) -> int | None:
+    """A guard of `h` not in `old` (started in place of a killed one), or None."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for pid in _children(h.handler):
-            if pid != h.guard and _comm(pid) == "pyckpt-guard":
-                return pid
+        new = _guards(h, 1, 0) - old
+        if new:
+            return new.pop()
         time.sleep(0.01)
     return None
 
 
-def test_guard_killed_then_handler_killed_kills_the_process(spawn, lazy_bin, tmp_path):
-    """The guard goes first, the handler later: the handler saw its guard go and
-    started another (its child, holding every uffd and pidfd from the fork on), which
-    kills the process when the handler goes; the process, asked to check its memory
-    once the handler is gone, never runs on with zero pages."""
+def _orphan_guards() -> set[int]:
+    """This test process's children named pyckpt-guard: guards whose handler is gone
+    (reparented to this test process, a subreaper)."""
+    import psutil
+
+    got = set()
+    for c in psutil.Process().children():
+        try:
+            if c.name() == "pyckpt-guard":
+                got.add(c.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return got
+
+
+def _reap_guards(before: set[int], killed: set[int] = frozenset()) -> int:
+    """Reap the guards left to this test process since `before`; each must have
+    exited 1 (it killed the processes and saw them gone), but those of `killed` (this
+    test killed them: left unreaped by a handler killed soon after); how many did."""
+    guards = _orphan_guards() - before
+    for pid in guards:
+        st = _wait_exit(pid)
+        if pid in killed and os.WIFSIGNALED(st) and os.WTERMSIG(st) == signal.SIGKILL:
+            continue
+        assert os.WIFEXITED(st) and os.WEXITSTATUS(st) == 1, (pid, st)
+    return len(guards - killed)
+
+
+def test_handler_killed_kills_the_process(spawn, lazy_bin, tmp_path):
+    before = _orphan_guards()
     t = _start(spawn, lazy_bin)
     r, handlers = _restore(spawn, t, tmp_path / "img", "touch")
     assert _rss_kib(r.pid) < MIB * 1024 // 2  # its pages are still to come
     h = handlers[0]
+    assert len(_guards(h)) == 2
+    os.kill(h.handler, signal.SIGKILL)  # a process this restore made (lazy_handlers)
+    status = _wait_exit(r.pid)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    assert not any(line.startswith("CHECK") for line in r.lines())
+    _wait_exit(h.handler)
+    assert _reap_guards(before) == 2  # each killed the process, saw it gone, and went
+
+
+@pytest.mark.parametrize("wait", [False, True], ids=["at-once", "after-a-new-guard"])
+def test_guard_killed_then_handler_killed_kills_the_process(spawn, lazy_bin, tmp_path, wait):
+    """A guard goes first, the handler then (at once, or once it started a new guard):
+    the other guard — and the new one — kill the process when the handler goes; the
+    process, asked to check its memory once the handler is gone, never runs on with
+    zero pages."""
+    before = _orphan_guards()
+    t = _start(spawn, lazy_bin)
+    r, handlers = _restore(spawn, t, tmp_path / "img", "touch")
+    assert _rss_kib(r.pid) < MIB * 1024 // 2  # its pages are still to come
+    h = handlers[0]
+    guards = _guards(h)
+    assert h.guard in guards and len(guards) == 2
     os.kill(h.guard, signal.SIGKILL)  # processes this restore made (lazy_handlers)
-    guard = _new_guard(h)  # waits for it (a while in vain without one), asserted below
-    if guard:
-        spawn.track(guard)  # ours (a subreaper) once the handler is gone
+    new = _new_guard(h, guards) if wait else None
     os.kill(h.handler, signal.SIGKILL)
     os.kill(r.pid, signal.SIGUSR1)  # touch every page now that the handler is gone
     status = _wait_exit(r.pid)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
     assert not any(line.startswith("CHECK") for line in r.lines())
     _wait_exit(h.handler)
-    assert guard is not None
-    assert not os.path.exists(f"/proc/{h.guard}")  # the handler reaped the first guard
-    status = _wait_exit(guard)  # it killed the process, saw it gone, and went
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1, status
+    n = _reap_guards(before, killed={h.guard})  # the other, the new one (if it was started)
+    assert n == 2 if wait else n in (1, 2), n
+    if wait:
+        assert new is not None and not os.path.exists(f"/proc/{new}")  # it went, reaped
+        assert not os.path.exists(f"/proc/{h.guard}")  # the handler reaped the one killed
 
 
 def test_guard_killed_then_handler_killed_kills_what_was_forked_while_lazy(later, spawn, lazy_bin, tmp_path):
-    """A child forked while lazy (its pidfd sent to the first guard): the new guard has
-    it too, and kills it with its parent."""
+    """A child forked while lazy (its pidfd sent to the guards): the new guard has it
+    too, and kills it with its parent once the handler and the other guard are gone."""
+    before = _orphan_guards()
     t = _start(spawn, lazy_bin)
     r, handlers = _restore(spawn, t, tmp_path / "img", "touch")
     child = int(_ask(r, signal.SIGWINCH, r"^FORKED (\d+)$").group(1))
     later(child)
     h = handlers[0]
+    guards = _guards(h)
+    spare = (guards - {h.guard}).pop()
     os.kill(h.guard, signal.SIGKILL)
-    guard = _new_guard(h)
-    if guard:
-        spawn.track(guard)
+    new = _new_guard(h, guards)
+    assert new is not None
+    os.kill(spare, signal.SIGKILL)  # the handler's own (read from /proc above)
     os.kill(h.handler, signal.SIGKILL)
     for pid in (r.pid, child):  # the child is ours once its parent is gone (a subreaper)
         os.kill(pid, signal.SIGUSR1)  # check (touch) every page
@@ -258,31 +303,28 @@ def test_guard_killed_then_handler_killed_kills_what_was_forked_while_lazy(later
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (pid, status)
     assert not any("CHECK" in line for line in r.lines())
     _wait_exit(h.handler)
-    assert guard is not None
-    status = _wait_exit(guard)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1, status
+    assert _reap_guards(before, killed={h.guard, spare}) >= 1  # the new one (and another?)
+    assert not os.path.exists(f"/proc/{new}")
 
 
 @pytest.mark.parametrize("lazy", [True, "touch"])
 def test_guard_killed_alone_changes_nothing(spawn, lazy_bin, tmp_path, lazy):
-    """The guard killed while pages are still to come: the handler starts another and
-    serves on; every page comes right, and handler and new guard exit 0 at the end."""
+    """A guard killed while pages are still to come: the handler starts another and
+    serves on; every page comes right, and the handler and its guards exit 0 at the end."""
     t = _start(spawn, lazy_bin)
     r, handlers = _restore(spawn, t, tmp_path / "img", lazy)
     h = handlers[0]
+    guards = _guards(h, timeout=0.5 if lazy is True else 10.0)
     os.kill(h.guard, signal.SIGKILL)
-    guard = _new_guard(h, timeout=0.5 if lazy is True else 10.0)
-    if guard:
-        spawn.track(guard)
-    elif lazy == "touch":  # nothing is pushed: it must have started one
-        raise AssertionError(f"handler {h.handler} started no new guard")
+    new = _new_guard(h, guards, timeout=0.5 if lazy is True else 10.0)
+    if lazy == "touch":  # nothing is pushed: it must have started one
+        assert len(guards) == 2 and new is not None, (guards, new)
     # (lazy=True: it may be done, and gone, before a new guard is seen)
     assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
     status = _wait_exit(h.handler)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
-    assert not os.path.exists(f"/proc/{h.guard}")
-    if guard:
-        assert not os.path.exists(f"/proc/{guard}")  # told it was done, it went (reaped)
+    for pid in guards | {new} - {None}:  # told it was done, each went (reaped by the handler)
+        assert not os.path.exists(f"/proc/{pid}"), pid
     with open(f"/proc/{r.pid}/smaps") as f:
         assert not re.search(r"^VmFlags:.* um\b", f.read(), re.M)
     assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
@@ -312,16 +354,18 @@ def test_guard_killed_and_no_new_one_pushes_every_page_then_exits(spawn, lazy_bi
 
 
 def test_handler_killed_kills_what_was_forked_while_lazy(later, spawn, lazy_bin, tmp_path):
+    before = _orphan_guards()
     t = _start(spawn, lazy_bin)
     r, handlers = _restore(spawn, t, tmp_path / "img", "touch")
+    assert len(_guards(handlers[0])) == 2
     child = int(_ask(r, signal.SIGWINCH, r"^FORKED (\d+)$").group(1))
     later(child)
     os.kill(handlers[0].handler, signal.SIGKILL)
     for pid in (r.pid, child):  # the child is ours once its parent is gone (a subreaper)
         status = _wait_exit(pid)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (pid, status)
-    _wait_exit(handlers[0].guard)
     _wait_exit(handlers[0].handler)
+    assert _reap_guards(before) == 2
 
 
 def test_child_forked_while_lazy_keeps_its_pages(later, spawn, lazy_bin, tmp_path):
@@ -380,8 +424,10 @@ def test_image_removed_while_lazy_changes_nothing(spawn, lazy_bin, tmp_path):
 
 
 def test_pages_img_cut_short_while_lazy_kills_the_process(spawn, lazy_bin, tmp_path):
+    before = _orphan_guards()
     t = _start(spawn, lazy_bin)
     r, handlers = _restore(spawn, t, tmp_path / "img", "touch")
+    assert len(_guards(handlers[0])) == 2
     os.truncate(tmp_path / "img" / "pages.img", 0)  # a read error for the handler
     os.kill(r.pid, signal.SIGUSR1)
     status = _wait_exit(r.pid)
@@ -389,6 +435,7 @@ def test_pages_img_cut_short_while_lazy_kills_the_process(spawn, lazy_bin, tmp_p
     assert not any(line.startswith("CHECK") for line in r.lines())
     status = _wait_exit(handlers[0].handler)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3, status  # it gave up: a read error
+    assert _reap_guards(before) == 2
 
 
 def test_damaged_image_is_refused_before_any_process(spawn, lazy_bin, tmp_path):

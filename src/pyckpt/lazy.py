@@ -14,7 +14,7 @@ will.
 
 The handler (C, ck_lazy_start in _native/ck.c) is a process forked twice from
 pyckpt — not its child, in a session of its own, holding only the uffd,
-pages.img, a pidfd of the process and its guard's socket, so it outlives the
+pages.img, a pidfd of the process and its guards' sockets, so it outlives the
 caller (`pyckpt restore --lazy` exits at once); it is reparented to init, or to
 the caller's child subreaper (pytest's, bench's), which then reaps it.  It answers each fault with
 UFFDIO_COPY of the window around it (WINDOW, the faulting page first) straight
@@ -34,39 +34,43 @@ the kernel's (zero pages where the image had none, as in any process).
 
 Failure story.  The image was verified in full (every page's checksum) before
 any process was made, as for a copying restore, and pages.img is held open: its
-removal changes nothing.  The handler has a guard, its child in a session of its
-own, holding a copy of every uffd (so none is closed while a process waits on
-it: the last close of a uffd would let later faults fill zeros silently) and a
-pidfd of every process it serves.  If the handler ends before it is done —
-killed, or a copy failed (pages.img cut shorter: a read error) — the guard
-SIGKILLs every one of those processes, waits until they are gone, and exits
-(status 1): a process is never left running with missing memory.  On a failed
-copy the handler itself also SIGKILLs them and waits until they are gone before
-it exits with status 3 (and says why if its stderr is a terminal).
+removal changes nothing.  The handler has two guards, its children each in a
+session of its own, each holding a copy of every uffd (so none is closed while a
+process waits on it: the last close of a uffd would let later faults fill zeros
+silently) and a pidfd of every process it serves.  If the handler ends before it
+is done — killed, or a copy failed (pages.img cut shorter: a read error) — each
+guard SIGKILLs every one of those processes, waits until they are gone, and
+exits (status 1): a process is never left running with missing memory.  On a
+failed copy the handler itself also SIGKILLs them and waits until they are gone
+before it exits with status 3 (and says why if its stderr is a terminal).
 
-The handler watches its guard: it polls its socket to the guard with the uffds
-(the guard never writes: any event is its end), and when the guard ends first
-(killed) it reaps it and forks a new one at once, which holds every uffd and
-pidfd from the instant it exists (they are in the handler's fd table; nothing
-is sent again) and does the same from then on.  If no guard can be started (fork
-or socketpair fails) the handler pushes every remaining page at once (as with
-`lazy=True`, whatever the mode), tries again every 10 ms, and exits when all
-are in.  Still possible:
-  - the guard and then the handler SIGKILLed before the handler has forked the
-    new guard — the moment it takes to wake from poll (at once when idle; after
-    the step under way when busy: one copy of at most WINDOW, or CHUNK when
-    pushing) and to fork — or both at once (a kill of both, the OOM killer);
-  - the guard killed, no new one possible, and the handler killed before it has
-    pushed every page;
-then a later fault reads zeros; and a child forked while lazy whose parent
-exited before the handler saw it among the parent's children (looked for right
-after the fork event, then every 10 ms): no guard knows it, none kills it.
-Other processes forked while lazy get a pidfd sent to the guard, so they are
-killed with the rest.
+The handler watches its guards: it polls its sockets to them with the uffds (a
+guard never writes: any event is its end), and when a guard ends first (killed)
+it reaps it and forks a new one at once, which holds every uffd and pidfd from
+the instant it exists (they are in the handler's fd table; nothing is sent
+again).  Meanwhile the other guard still guards: a guard killed and then the
+handler, however soon after, leaves the processes killed, never running on.
+The first guard is forked before `restore()` returns (its PID is in `Handler`),
+the second right after.  While a guard is missing because it could not be
+started (fork or socketpair failed) the handler pushes every remaining page at
+once (as with `lazy=True`, whatever the mode), tries again every 10 ms, and
+exits when all are in.  Still possible, after which a later fault reads zeros:
+  - both guards and then the handler SIGKILLed before the handler has forked a
+    new guard (measured: ~4 ms from the kill of a guard to the new one's fork,
+    mostly the killed guard's own exit and the fork of the handler's address
+    space), or all three at once (a kill of all, the OOM killer), or the handler
+    and its first guard at once within the moment before the second exists;
+  - no new guard possible, and the guard left and the handler killed before
+    every page is pushed;
+and a child forked while lazy whose parent exited before the handler saw it
+among the parent's children (looked for right after the fork event, then every
+10 ms): no guard knows it, none kills it.  Other processes forked while lazy get
+a pidfd sent to the guards, so they are killed with the rest.
 
-Each restored process has its own handler and guard; `restore()` returns them
+Each restored process has its own handler and guards; `restore()` returns them
 in the process's `lazy_handlers` (a list of `Handler`: the guard it started
-first; one started in its place is the handler's child too).  A handler serves at most
+first; the second, and any started in place of one, are the handler's children
+too).  A handler serves at most
 1024 processes (its own and those forked while lazy) and 4096 faults waiting at
 once on pending events; beyond that it gives up, and the guard kills them.  A dump
 of a process whose pages are still coming is refused (kinds/memory.py: a VMA
@@ -94,7 +98,7 @@ HANDLERS = "lazy handlers"  # RestoreContext.shared: [Handler] of this restore
 class Handler(NamedTuple):
     pid: int  # the restored process it serves (and the children that process forks)
     handler: int  # PID of the handler process
-    guard: int  # PID of its first guard (a new one, if that one ends first, is the handler's child)
+    guard: int  # PID of its first guard (the others are the handler's children too)
 
 
 def restore_pages(rctx, vmas) -> set[int]:

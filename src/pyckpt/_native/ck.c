@@ -563,12 +563,14 @@ unsigned ck_xsave_size(unsigned long mask)
  * munmap and mremap (events), and exits once every page is in.  Its guard (its
  * child, own session) holds a copy of every uffd and a pidfd of every process it
  * serves: when the handler ends without saying it is done (killed, a read error),
- * the guard SIGKILLs them all, waits until they are gone, and exits.  The handler
- * polls its socket to the guard with the uffds: when the guard ends first, it
+ * the guard SIGKILLs them all, waits until they are gone, and exits.  It has two
+ * guards, each holding everything: one killed, the other still guards.  The
+ * handler polls its sockets to them with the uffds: when a guard ends first, it
  * forks a new one at once (which has every uffd and pidfd from the fork on, in its
- * fd table: nothing to send again); if that fails, it pushes every page still to
- * come (trying again every 10 ms) and exits once all are in.  A fatal error kills
- * the processes from the handler itself too, before it exits.
+ * fd table: nothing to send again); while one is missing (could not be started),
+ * it pushes every page still to come (trying again every 10 ms) and exits once all
+ * are in.  A fatal error kills the processes from the handler itself too, before
+ * it exits.
  * Raw system calls and mmap-backed arrays only after the fork: no malloc. */
 #include <fcntl.h>
 #include <limits.h>
@@ -623,7 +625,8 @@ struct lz_uf {
 struct lz_fault { int uf; unsigned long addr; };
 
 static char *lz_map;  /* pages.img, mapped read-only */
-static int lz_sock = -1;  /* to the guard */
+#define LZ_GUARDS 2  /* each holds everything: one killed, the other still guards */
+static int lz_socks[LZ_GUARDS] = { -1, -1 };  /* to the guards */
 static int lz_tty;  /* stderr kept (a terminal): where a fatal reason is told */
 static struct lz_uf *lz_ufs;
 static long lz_nuf;
@@ -631,12 +634,12 @@ static int *lz_seen;  /* every PID already known or sent to the guard */
 static long lz_nseen;
 static struct lz_fault *lz_deferred;  /* faults to answer once pending events are read */
 static long lz_ndeferred;
-static long lz_guard_pid;
+static long lz_guard_pids[LZ_GUARDS];
 static int lz_kill[LZ_MAX_PIDS];  /* every pidfd the guard is to kill (held open here too) */
 static int lz_nkill;
 static int lz_pages_fd = -1, lz_status_fd = -1;  /* not for a guard */
-static long lz_guard_try;  /* ms of the last try to start a guard (when there is none) */
-static long lz_guard_gen;  /* guards started: an event polled on an older one's socket is stale */
+static long lz_guard_try;  /* ms of the last try to start a guard (when one is missing) */
+static long lz_guard_gen[LZ_GUARDS];  /* started in a slot: an event polled on an older one is stale */
 static long lz_last_look;  /* ms (CLOCK_MONOTONIC) of the last look for forked children */
 
 static void *lz_alloc(size_t size)
@@ -769,7 +772,7 @@ static int lz_insert(struct lz_vec *x, struct lz_ext e)
     return 0;
 }
 
-static int lz_send(char tag, int fd)
+static int lz_send(int sock, char tag, int fd)
 {
     char cbuf[CMSG_SPACE(sizeof(int))];
     struct iovec io = { &tag, 1 };
@@ -787,7 +790,7 @@ static int lz_send(char tag, int fd)
         c->cmsg_len = CMSG_LEN(sizeof(int));
         memcpy(CMSG_DATA(c), &fd, sizeof(fd));
     }
-    while (sendmsg(lz_sock, &m, MSG_NOSIGNAL) < 0)
+    while (sendmsg(sock, &m, MSG_NOSIGNAL) < 0)
         if (errno != EINTR)
             return -errno;
     return 0;
@@ -832,28 +835,31 @@ static void lz_guard(int sock)
     syscall(SYS_exit_group, 1);
 }
 
-/* Start a guard (the first, or one in place of a guard that ended: reaped here).
- * It is forked: it holds every uffd and pidfd the handler holds the moment it
- * exists.  0, or -errno (then there is none: lz_sock is -1). */
-static int lz_new_guard(void)
+/* Start guard `k` (at first, or in place of one that ended: reaped here).  It
+ * is forked: it holds every uffd and pidfd the handler holds the moment it
+ * exists.  0, or -errno (then there is none in slot k: lz_socks[k] is -1). */
+static int lz_new_guard(int k)
 {
-    if (lz_sock >= 0)
-        close(lz_sock);
-    lz_sock = -1;
-    if (lz_guard_pid > 0) {
+    if (lz_socks[k] >= 0)
+        close(lz_socks[k]);
+    lz_socks[k] = -1;
+    if (lz_guard_pids[k] > 0) {
         int st;  /* its socket closed: it is exiting */
-        while (waitpid((pid_t)lz_guard_pid, &st, __WALL) < 0 && errno == EINTR)
+        while (waitpid((pid_t)lz_guard_pids[k], &st, __WALL) < 0 && errno == EINTR)
             ;
     }
-    lz_guard_pid = -1;
+    lz_guard_pids[k] = -1;
     lz_guard_try = lz_ms();
-    lz_guard_gen++;
+    lz_guard_gen[k]++;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return -errno;
     long g = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
     if (g == 0) {
         close(sv[0]);
+        for (int j = 0; j < LZ_GUARDS; j++)  /* the handler's end of the others' sockets: */
+            if (lz_socks[j] >= 0)            /* held here, they would not see it end */
+                close(lz_socks[j]);
         lz_guard(sv[1]);
     }
     int e = errno;
@@ -862,33 +868,35 @@ static int lz_new_guard(void)
         close(sv[0]);
         return -e;
     }
-    lz_sock = sv[0];
-    lz_guard_pid = g;
+    lz_socks[k] = sv[0];
+    lz_guard_pids[k] = g;
     return 0;
 }
 
-/* Hand `fd` (tag 'U': a uffd, 'P': a pidfd, kept open here) to the guard; when it
- * is gone, to a new one (which has it from the fork). */
+/* Hand `fd` (tag 'U': a uffd, 'P': a pidfd, kept open here) to each guard; to a
+ * new one in place of one gone (which has it from the fork). */
 static void lz_give(char tag, int fd)
 {
     if (tag == 'P' && lz_nkill < LZ_MAX_PIDS)
         lz_kill[lz_nkill++] = fd;
-    int r = lz_sock >= 0 ? lz_send(tag, fd) : -EPIPE;
-    if (r == -EPIPE || r == -ECONNRESET)
-        lz_new_guard();  /* none: every page is pushed (lz_handler) */
-    else if (r < 0)  /* the guard lives on: it would not hold fd */
-        lz_die("cannot reach the guard", -r);
+    for (int k = 0; k < LZ_GUARDS; k++) {
+        int r = lz_socks[k] >= 0 ? lz_send(lz_socks[k], tag, fd) : -EPIPE;
+        if (r == -EPIPE || r == -ECONNRESET)
+            lz_new_guard(k);  /* none: every page is pushed (lz_handler) */
+        else if (r < 0)  /* the guard lives on: it would not hold fd */
+            lz_die("cannot reach a guard", -r);
+    }
 }
 
-/* The guard ended (its socket polled readable or hung up: it never writes)? Then
+/* A guard ended (its socket polled readable or hung up: it never writes)? Then
  * start a new one at once. */
-static void lz_watch_guard(void)
+static void lz_watch_guards(void)
 {
-    if (lz_sock < 0)
-        return;
-    struct pollfd p = { lz_sock, POLLIN, 0 };
-    if (poll(&p, 1, 0) > 0)
-        lz_new_guard();
+    for (int k = 0; k < LZ_GUARDS; k++) {
+        struct pollfd p = { lz_socks[k], POLLIN, 0 };
+        if (lz_socks[k] >= 0 && poll(&p, 1, 0) > 0)
+            lz_new_guard(k);
+    }
 }
 
 static int lz_is_seen(int pid)
@@ -1112,7 +1120,7 @@ static void lz_event(long ui, const struct uffd_msg *m, unsigned long window)
                 clock_gettime(CLOCK_MONOTONIC, &t);
                 if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > 200000000L)
                     break;
-                lz_watch_guard();
+                lz_watch_guards();
                 sched_yield();
             }
         }
@@ -1129,8 +1137,8 @@ static void lz_handler(int uffd, int pidfd, int pid, const unsigned long *runs, 
     lz_ufs = lz_alloc(LZ_MAX_UF * sizeof(struct lz_uf));
     lz_seen = lz_alloc(LZ_MAX_PIDS * sizeof(int));
     lz_deferred = lz_alloc(4096 * sizeof(struct lz_fault));
-    static struct pollfd pfds[2 * LZ_MAX_UF + 1];
-    static long owner[2 * LZ_MAX_UF + 1];
+    static struct pollfd pfds[2 * LZ_MAX_UF + LZ_GUARDS];
+    static long owner[2 * LZ_MAX_UF + LZ_GUARDS];
     if (!lz_ufs || !lz_seen || !lz_deferred)
         lz_die("out of memory", ENOMEM);
     struct lz_uf *u = &lz_ufs[0];
@@ -1163,14 +1171,19 @@ static void lz_handler(int uffd, int pidfd, int pid, const unsigned long *runs, 
         }
         if (!live)
             break;
-        long gen = lz_guard_gen;  /* the guard polled (another may start before its events are read) */
-        if (lz_sock >= 0) {  /* the guard: it never writes, so anything is its end */
-            pfds[np] = (struct pollfd){ lz_sock, POLLIN, 0 };
-            owner[np++] = LONG_MIN;
-        } else if (lz_ms() - lz_guard_try >= 10) {
-            lz_new_guard();  /* none (it could not be started): try again meanwhile */
+        long gen[LZ_GUARDS];  /* the guards polled (another may start before their events are read) */
+        int pushing = prefetch;
+        for (int k = 0; k < LZ_GUARDS; k++) {
+            if (lz_socks[k] < 0 && lz_ms() - lz_guard_try >= 10)
+                lz_new_guard(k);  /* one could not be started: try again meanwhile */
+            gen[k] = lz_guard_gen[k];
+            if (lz_socks[k] >= 0) {  /* a guard never writes: anything is its end */
+                pfds[np] = (struct pollfd){ lz_socks[k], POLLIN, 0 };
+                owner[np++] = LONG_MIN + k;
+            } else {
+                pushing = 1;  /* a guard missing: every page, at once */
+            }
         }
-        int pushing = prefetch || lz_sock < 0;  /* no guard: every page, at once */
         int unknown = 0;  /* a forked child not found yet: look again every 10 ms */
         for (long i = 0; i < lz_nuf; i++) {
             struct lz_uf *x = &lz_ufs[i];
@@ -1210,9 +1223,9 @@ static void lz_handler(int uffd, int pidfd, int pid, const unsigned long *runs, 
             if (!pfds[k].revents)
                 continue;
             long i = owner[k];
-            if (i == LONG_MIN) {  /* the guard ended: another, at once (unless that was done) */
-                if (gen == lz_guard_gen)
-                    lz_new_guard();
+            if (i < LONG_MIN + LZ_GUARDS) {  /* a guard ended: another, at once (unless done) */
+                if (gen[i - LONG_MIN] == lz_guard_gen[i - LONG_MIN])
+                    lz_new_guard((int)(i - LONG_MIN));
                 continue;
             }
             if (i < 0) {  /* its process ended */
@@ -1255,11 +1268,15 @@ static void lz_handler(int uffd, int pidfd, int pid, const unsigned long *runs, 
             }
         }
     }
-    lz_send('D', -1);
-    /* gone only once the guard is: then no copy of any uffd is left (smaps loses "um") */
-    int gst;
-    while (lz_guard_pid > 0 && waitpid(lz_guard_pid, &gst, __WALL) < 0 && errno == EINTR)
-        ;
+    for (int k = 0; k < LZ_GUARDS; k++)
+        if (lz_socks[k] >= 0)
+            lz_send(lz_socks[k], 'D', -1);
+    /* gone only once the guards are: then no copy of any uffd is left (smaps loses "um") */
+    for (int k = 0; k < LZ_GUARDS; k++) {
+        int gst;
+        while (lz_guard_pids[k] > 0 && waitpid((pid_t)lz_guard_pids[k], &gst, __WALL) < 0 && errno == EINTR)
+            ;
+    }
     syscall(SYS_exit_group, 0);
 }
 
@@ -1336,8 +1353,8 @@ long ck_lazy_start(int uffd, int pages_fd, int pidfd, int pid, const unsigned lo
         if (lz_map == MAP_FAILED) {
             res[0] = -errno;
         } else {
-            res[0] = lz_new_guard();
-            res[1] = lz_guard_pid;
+            res[0] = lz_new_guard(0);
+            res[1] = lz_guard_pids[0];
             madvise(lz_map, (size_t)sb.st_size, MADV_SEQUENTIAL);
         }
         if (res[0] == 0)
@@ -1346,6 +1363,7 @@ long ck_lazy_start(int uffd, int pages_fd, int pidfd, int pid, const unsigned lo
             syscall(SYS_exit_group, 5);  /* the guard (if any) kills the process: safe */
         close(status_fd);
         lz_status_fd = -1;
+        lz_new_guard(1);  /* the second (failed: tried again while every page is pushed) */
         lz_handler(uffd, pidfd, pid, runs, nruns, prefetch, window, chunk);
     }
     close(st[1]);

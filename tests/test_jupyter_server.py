@@ -242,6 +242,10 @@ def test_kernel_saved_with_its_tab_open_comes_back_under_its_id(server, tmp_path
     assert r.returncode == 0, r.stderr
     assert f"restored kernel {kid} (python3) as PID {pid}" in r.stdout, r.stdout
     assert server.kernel_pid() == pid
+    # the restore answered once this tab's IOPub socket and the server's activity watcher
+    # were connected again (reset by the restore, ZMQ reconnects each socket on its own
+    # timer): the cell below, sent at once, ran before, its output lost (1 run in 2)
+    assert f"kernel {kid}: 2 IOPub subscriber(s) connected" in server.log.read_text()
     assert tab.run(CHECK) == WANT  # the same tab: the state of the save, not of later
     assert [k["id"] for k in server.api("GET", "api/kernels")] == [kid]
 

@@ -63,7 +63,11 @@ restored in a new PID namespace with the restore's port map (its ZMQ
 listeners move to the new ports), its connections to the server reset (they
 were the original's); the server connects to it as to a new kernel, and the
 kernel is told its new connection file and ports.  A same-id restore refused
-because a saved port is taken says so and offers `new_id`.
+because a saved port is taken says so and offers `new_id`.  The restore answers
+once every IOPub subscriber the server holds for that kernel (each open tab's,
+and the activity watcher) has connected to the restored kernel again (at most
+10 s, then a warning): a cell sent at once would otherwise run, and its reply
+come, while its output went to no subscriber yet.
 
 While saved, ipykernel's parent poller watches a `ParentWatch` (WATCHER):
 the restored kernel watches the parent it has after the restore (the server,
@@ -543,6 +547,7 @@ class Saver:
             except errors.RestoreError as e:
                 raise _offer_new_id(e, meta, path) from None
             km = self.mkm.get_kernel(kernel_id)
+            await self._wait_subscribers(km, kernel_id)
             km.execution_state = "idle"  # it was saved idle
             km.pyckpt_saved = None
             km.pyckpt_last = (path, proc.pid)  # its memory is that image's: a save's parent
@@ -554,6 +559,38 @@ class Saver:
             model["lazy"] = opts["lazy"]
             model["lazy_handlers"] = getattr(proc, "lazy_handlers", [])
             return model
+
+    async def _wait_subscribers(self, km, kernel_id: str, timeout: float = 10.0) -> int:
+        """Wait until each IOPub subscriber this server holds for the kernel (one per
+        open tab, and the activity watcher) is connected again to the restored kernel;
+        how many are.  The restored kernel's connections to them come back reset, and
+        ZMQ reconnects each socket on its own timer: a tab's shell socket (DEALER: it
+        queues the request until connected) may reach the kernel before its IOPub one
+        (SUB: the kernel's PUB drops what it publishes before the subscriber is there).
+        A cell sent as soon as the restore returned then ran, and its reply came, but its
+        output and its idle status were lost: the tab waited for ever (seen 1 restore in
+        4 on an idle machine).  Gives up after `timeout` s with a warning."""
+        import psutil
+
+        want = self.mkm._kernel_connections.get(kernel_id, 0)
+        if getattr(km, "_activity_stream", None) is not None:
+            want += 1
+        where = (km.ip, km.iopub_port)
+        me = psutil.Process()
+        began = time.monotonic()
+        while True:
+            have = sum(1 for c in me.net_connections(kind="tcp")
+                       if c.status == psutil.CONN_ESTABLISHED and c.raddr and tuple(c.raddr) == where)
+            if have >= want:
+                self.log.info("pyckpt: kernel %s: %d IOPub subscriber(s) connected after %.3f s",
+                              kernel_id, have, time.monotonic() - began)
+                return have
+            if time.monotonic() - began > timeout:
+                self.log.warning("pyckpt: kernel %s: %d of %d IOPub subscribers connected to the "
+                                 "restored kernel after %g s: a tab's output may be lost until "
+                                 "it is reloaded", kernel_id, have, want, timeout)
+                return have
+            await asyncio.sleep(0.01)
 
     async def _restore_copy(self, meta: dict, path: str, opts: dict) -> dict:
         """The saved kernel as a new kernel (a new id, free ports, the saved key) beside

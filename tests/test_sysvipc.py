@@ -497,3 +497,14 @@ def psutil_state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as f:
         text = f.read()
     return text[text.rindex(")") + 2]
+
+
+def test_ipc_stat_buffers_have_the_kernels_size():
+    """IPC_STAT writes the kernel's whole x86-64 *id64_ds: a smaller ctypes buffer is
+    overwritten past its end (the semaphore one was 88 bytes of 104: heap corruption in
+    pyckpt, seen as segfaults in the garbage collector, and as "bad trailing pad byte"
+    under PYTHONMALLOC=debug)."""
+    from pyckpt.kinds import sysvipc
+
+    sizes = {c.__name__: ctypes.sizeof(c) for c in (sysvipc._ShmidDs, sysvipc._SemidDs, sysvipc._MsqidDs)}
+    assert sizes == {"_ShmidDs": 112, "_SemidDs": 104, "_MsqidDs": 120}

@@ -478,7 +478,10 @@ MSGMAX = 1 << 20  # the largest message a queue may be asked to copy (msgmax is 
 
 
 class _SemidDs(ctypes.Structure):
-    _fields_ = [("perm", _IpcPerm), ("otime", ctypes.c_long), ("ctime", ctypes.c_long),
+    # x86-64's semid64_ds (104 bytes): a reserved word after each time.  Without them
+    # IPC_STAT wrote 16 bytes past this buffer, into pyckpt's heap.
+    _fields_ = [("perm", _IpcPerm), ("otime", ctypes.c_long), ("unused1", ctypes.c_ulong),
+                ("ctime", ctypes.c_long), ("unused2", ctypes.c_ulong),
                 ("nsems", ctypes.c_ulong), ("unused3", ctypes.c_ulong), ("unused4", ctypes.c_ulong)]
 
 

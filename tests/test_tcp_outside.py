@@ -446,11 +446,11 @@ def test_forged_outside_connection_records_are_an_image_error(spawn, python_exe,
 
 
 def _run_cell(client, code: str, timeout: float = 30) -> tuple[str, list[str]]:
-    out: list[str] = []
+    out: list[str] = []  # the stream's pieces: one print may come in two ("84", "\n")
     reply = client.execute_interactive(
         code, timeout=timeout,
-        output_hook=lambda m: out.extend(m["content"]["text"].splitlines()) if m["msg_type"] == "stream" else None)
-    return reply["content"]["status"], out
+        output_hook=lambda m: out.append(m["content"]["text"]) if m["msg_type"] == "stream" else None)
+    return reply["content"]["status"], "".join(out).splitlines()
 
 
 @pytest.mark.parametrize("established", [False, True])

@@ -110,6 +110,24 @@ def test_tcp_connections_within_the_tree_are_rebuilt(spawn, python_exe, tmp_path
     check(t)
 
 
+def test_tcp_connection_to_itself_restores_again_after_a_kill(spawn, python_exe, tmp_path):
+    """A process connected to its own SO_REUSEADDR listener (an ipykernel is one): the
+    rebuilt ends get their SO_REUSEADDR back (leaving repair mode clears it), so the
+    accepted end that a SIGKILL leaves in TIME_WAIT on the listener's port does not keep
+    the next restore of the same image from listening there."""
+    t, port = _start(spawn, python_exe, "tcp-self")
+    check(t)
+    dump_kill_restore(spawn, t, tmp_path / "img")
+    check(t)
+    os.kill(t.pid, 9)
+    os.waitpid(t.pid, 0)
+    again = tmp_path / "again.log"  # (the log grew, and is not written O_APPEND)
+    proc = pyckpt.restore(tmp_path / "img", fds={1: again})
+    spawn.track(proc.pid)
+    t.log = again
+    check(t)
+
+
 def test_tcp_connection_to_outside_is_saved_and_left_alone(spawn, python_exe, tmp_path):
     """Saved (see test_tcp_outside.py for its restore); the dump does not disturb it."""
     with socket.create_server(("127.0.0.1", 0)) as server:

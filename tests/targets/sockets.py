@@ -337,6 +337,38 @@ def tcp() -> None:
     selfcheck.serve(check)
 
 
+def tcp_self() -> None:
+    """A process connected to its own listener, which set SO_REUSEADDR (as ZMQ's do: an
+    ipykernel is one).  The accepted end has the higher fd: a SIGKILL then leaves that end
+    (not the client's) in TIME_WAIT, bound to the listener's port (seen on Linux 6.18)."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    client = socket.create_connection(server.getsockname())
+    conn, _ = server.accept()
+    os.dup2(conn.fileno(), 200)
+    conn.close()
+    conn = socket.socket(fileno=200)
+
+    def check():
+        bad = []
+        if not conn.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR):
+            bad.append("the accepted end lost SO_REUSEADDR (inherited from its listener)")
+        if client.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR):
+            bad.append("the client end has SO_REUSEADDR, which it never set")
+        for a, b in ((client, conn), (conn, client)):
+            a.sendall(b"ping")
+            b.settimeout(5)
+            if b.recv(4, socket.MSG_WAITALL) != b"ping":
+                bad.append(f"no ping through {a.getsockname()}")
+        return bad
+
+    selfcheck.listen()
+    print("READY", server.getsockname()[1], flush=True)
+    selfcheck.serve(check)
+
+
 def refuse(kind: str) -> None:
     keep = []
     if kind == "udplite":  # UDP itself is saved (kinds/udp.py); UDP-Lite is not
@@ -371,5 +403,7 @@ elif MODE == "listen":
     listen()
 elif MODE == "tcp":
     tcp()
+elif MODE == "tcp-self":
+    tcp_self()
 elif MODE.startswith("refuse-"):
     refuse(MODE[len("refuse-"):])

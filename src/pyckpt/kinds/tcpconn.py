@@ -15,7 +15,10 @@ per dump (the peer is the socket with the reversed tuple, found among the
 image's fds), unread data is peeked
 (MSG_PEEK through SO_PEEK_OFF, set back after) on the socket itself
 (pidfd_getfd), the options from TCP_INFO (each end's advertised MSS becomes
-its peer's clamp).  Data sent but not yet acknowledged (SIOCOUTQ > 0 once a
+its peer's clamp), and each end's SO_REUSEADDR (an accepted end has its
+listener's), set again once repair mode is left, which clears it: an end a
+later kill leaves in TIME_WAIT on a listener's port then does not keep the
+next restore of the image from listening there.  Data sent but not yet acknowledged (SIOCOUTQ > 0 once a
 delayed ACK had its time) is refused rather than guessed at: on loopback
 that only lasts while the receiver's window is full.  With kill=True these
 ends are closed with SO_LINGER 0 just before the kill (a reset, no FIN
@@ -166,6 +169,9 @@ class TcpConnectionRecord:
     length: int = 0  # unread bytes, at `offset` of pages.img (padded)
     offset: int = 0
     xxh3: int = 0
+    # SO_REUSEADDR (an accepted end inherits its listener's); images written before
+    # it was saved get none, as restores then gave
+    reuseaddr: bool = False
 
     def stored_runs(self) -> list[tuple[int, int, int]]:
         return [(self.offset, padded(self.length), self.xxh3)] if self.length else []
@@ -251,6 +257,7 @@ class TcpConnection(FileKind):
                 f.info.flags & ~os.O_CLOEXEC, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0,
                 ka, struct.unpack_from("I", info, TCPI_ADVMSS)[0], info[5], info[6] & 0xF,
                 info[6] >> 4)
+            rec.reuseaddr = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0
         finally:
             sock.close()
         if data:
@@ -383,8 +390,11 @@ def _reconnect(rctx: RestoreContext, a_rec: TcpConnectionRecord,
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, rec.keepalive[1])
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, rec.keepalive[2])
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, rec.keepalive[3])
-        for s in socks:
+        for s, rec in zip(socks, (a_rec, b_rec)):
             s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)
+            # leaving repair mode cleared it: without it, the end a kill leaves in TIME_WAIT
+            # on a listener's port keeps the next restore from listening there for a minute
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(rec.reuseaddr))
     except BaseException:
         for s in socks:
             s.close()

@@ -175,14 +175,24 @@ def table_hook(cls):
 
 def file_kind(cls):
     _register(FILE_KINDS, cls())
+    _KIND_OF_TYPE.clear()  # (a kind loaded later may take a type)
     return cls
 
 
+_KIND_OF_TYPE: dict[type, FileKind | None] = {}  # record type -> the first kind taking it
+
+
 def kind_of_record(rec) -> FileKind | None:
-    for k in FILE_KINDS:
-        if isinstance(rec, k.records):
-            return k
-    return None
+    """The file kind whose records `rec` is one of (the first in declared order), or
+    None; looked up once per record type (a restore asks for every record, often)."""
+    t = type(rec)
+    try:
+        return _KIND_OF_TYPE[t]
+    except KeyError:
+        pass
+    kind = next((k for k in FILE_KINDS if isinstance(rec, k.records)), None)
+    _KIND_OF_TYPE[t] = kind
+    return kind
 
 
 def description_records(image) -> list:

@@ -330,9 +330,8 @@ def _content(rctx: RestoreContext, content_id: int) -> DeletedContentRecord:
 
 def _create_unlinked(directory: str, name: str) -> tuple[int, str]:
     """Create a new file in `directory` (as `name` if free) and unlink it at once."""
-    import secrets  # (here: hashlib and hmac are no part of a command's start-up)
-
-    candidates = [name] + [f".{name}.pyckpt-{secrets.token_hex(6)}" for _ in range(8)]
+    # (os.urandom, as secrets.token_hex would, without its hmac/hashlib imports)
+    candidates = [name] + [f".{name}.pyckpt-{os.urandom(6).hex()}" for _ in range(8)]
     for cand in candidates:
         path = os.path.join(directory, cand)
         try:

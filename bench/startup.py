@@ -32,7 +32,9 @@ floors and the commands see the same machine.  Cells: median [best] in
 milliseconds, and the ratio of medians to the reference (the median of CRIU's
 command when given, else `python -c pass`); beside the wall time, the CPU time
 (user + system) of each command, which a busy machine disturbs less.  `--profile` runs one more dump and
-restore under `python -X importtime` and prints the slowest imports.
+restore, the same command with PYTHONPROFILEIMPORTTIME=1 (`python -X importtime`:
+the console script as a user runs it, not `python -m pyckpt`), and prints how many
+modules each loads, their total time, and the slowest.
 
 Only processes this script starts (targets) or restores are signalled, by PID.
 Everything goes into one temporary directory, removed at the end.
@@ -204,18 +206,25 @@ class Bench:
             for _, step in order:
                 step()
 
-    def profile(self) -> dict[str, list[tuple[str, float]]]:
-        """The slowest imports (cumulative ms) of one dump and one restore."""
+    def profile(self) -> dict[str, list[tuple[str, float, float]]]:
+        """The imports of one dump and one restore: (module, self ms, cumulative ms).
+        The command is the one timed (the console script, as a user runs it: pip's
+        wrapper imports `re` first, then pyckpt.cli), with PYTHONPROFILEIMPORTTIME=1
+        (= python -X importtime) in its environment."""
         out = {}
         img = self.work / "img"
         shutil.rmtree(img, ignore_errors=True)
         pid, want = self.start_target()
-        cmd = [sys.executable, "-X", "importtime", "-m", "pyckpt"]
+        env = {**self.env, "PYTHONPROFILEIMPORTTIME": "1"}
         try:
-            d = subprocess.run([*cmd, "dump", str(pid), str(img)], capture_output=True, env=self.env)
+            d = subprocess.run([*self.pyckpt, "dump", str(pid), str(img)], capture_output=True,
+                               env=env, stdin=subprocess.DEVNULL)
         finally:
             self.end(pid)
-        r = subprocess.run([*cmd, "restore", str(img)], capture_output=True, env=self.env)
+        r = subprocess.run([*self.pyckpt, "restore", str(img)], capture_output=True, env=env,
+                           stdin=subprocess.DEVNULL)
+        if d.returncode != 0 or r.returncode != 0:
+            raise SystemExit(f"profile: {(d if d.returncode else r).stderr.decode(errors='replace')[-2000:]}")
         copy = int(r.stdout.split()[0])
         try:
             self.check_copy(copy, want, "pyckpt (profile)")
@@ -225,12 +234,11 @@ class Bench:
             rows = []
             for line in done.stderr.decode(errors="replace").splitlines():
                 if line.startswith("import time:") and "|" in line:
-                    _, cum, mod = (x.strip() for x in line[len("import time:"):].split("|"))
+                    own, cum, mod = (x.strip() for x in line[len("import time:"):].split("|"))
                     if cum.isdigit():
-                        rows.append((mod, int(cum) / 1000))
+                        rows.append((mod, int(own) / 1000, int(cum) / 1000))
             out[name] = rows
         return out
-
 
 def table(samples: dict[str, list[float]], cpu: dict[str, list[float]], reference: str) -> list[dict]:
     ref = statistics.median(samples[reference])
@@ -285,9 +293,14 @@ def main() -> int:
               f"{r['cpu_median_ms']:>8.1f} ms {cpu_ratio}")
     if prof:
         for name, imports in prof.items():
+            own = sum(x[1] for x in imports)
+            mine = sum(x[1] for x in imports if x[0].startswith("pyckpt"))
+            print(f"`pyckpt {name}` imports {len(imports)} modules: {own:.1f} ms in all (their own "
+                  f"times), {mine:.1f} ms of it pyckpt's")
+            top = sorted(imports, key=lambda x: -x[2])[:15]
+            print(f"  slowest (cumulative ms): " + ", ".join(f"{m} {ms:.1f}" for m, _, ms in top))
             top = sorted(imports, key=lambda x: -x[1])[:15]
-            print(f"slowest imports of `pyckpt {name}` (cumulative ms): "
-                  + ", ".join(f"{m} {ms:.1f}" for m, ms in top))
+            print(f"  slowest (own ms): " + ", ".join(f"{m} {ms:.1f}" for m, ms, _ in top))
     if args.json:
         Path(args.json).write_text(json.dumps({
             "command": bench.pyckpt, "size_mib": args.size, "repeat": args.repeat,

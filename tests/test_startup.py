@@ -13,8 +13,11 @@
   command line it takes as argparse does, and leaves any other to argparse.
 - `dump`, `restore` and `show` load none of the standard modules in AVOIDED
   (dataclasses and inspect, typing, pathlib and what it pulls in, socket,
-  ipaddress): what replaced them (_dataclass.py, codec.type_hints,
-  image._pathtext) behaves as they do.
+  ipaddress, json, importlib): what replaced them (_dataclass.py, codec.type_hints,
+  image._pathtext, image._loads and _dumps) behaves as they do.
+- As the program, `dump`, `restore`, `show` and `check` exit without Python's
+  teardown (cli._exit_now) with all their output written and their exit code, and
+  leave it to Python when there is more to do (an atexit callback).
 
 The timings themselves are bench/startup.py's (whole commands, beside Python's
 own start-up and CRIU), never asserted here.
@@ -41,8 +44,11 @@ from pyckpt.kinds import CORE, DUMP_KINDS, FD_KINDS, MAPPED_KINDS, fd_type
 # Standard modules the dump, restore and show commands do without (each costs a
 # command 1-8 ms to import): none of them may come back on those paths unnoticed.
 AVOIDED = {"dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "copy", "pathlib", "fnmatch",
-           "urllib.parse", "ipaddress", "socket", "selectors", "base64"}
-READ_AVOIDED = {"json", "queue"}  # restore and show: records read by json's C scanner (image._loads)
+           "urllib.parse", "ipaddress", "socket", "selectors", "base64",
+           # records written by json's C encoder, read by its C scanner (image._dumps,
+           # image._loads); kinds imported with __import__ (kinds._import)
+           "json", "importlib", "warnings"}
+READ_AVOIDED = {"queue"}  # restore and show: (a dump's page writer's)
 
 # Run in a fresh interpreter: the command's main(), then what it loaded, as JSON on the
 # fd given first.
@@ -278,6 +284,44 @@ def test_help_and_errors_stay_argparses():
         assert r.returncode == code and text in (r.stdout + r.stderr), (argv, r.stdout, r.stderr)
 
 
+AS_PROGRAM = """
+import sys
+sys.argv = ["pyckpt", *sys.argv[1:]]
+from pyckpt.cli import main
+code = main()
+print("main returned", code)
+sys.exit(code)
+"""
+
+
+def test_the_program_exits_at_once_with_its_output_and_code(spawn, ctarget, tmp_path):
+    """As the program (main() without argv), a command exits without Python's teardown
+    (main does not return), its output all written to a pipe and its exit code kept;
+    with an atexit callback registered, main returns and Python exits as ever."""
+    t = spawn([str(ctarget), str(write_mapfile(tmp_path / "mapped.bin"))], name="ctarget")
+    t.wait_for(r"^READY")
+    image = tmp_path / "img"
+    pyckpt.dump(t.pid, image)
+    run = lambda code, *args: subprocess.run([sys.executable, "-c", code, *map(str, args)],  # noqa: E731
+                                             capture_output=True, text=True, timeout=120,
+                                             stdin=subprocess.DEVNULL)
+    for args in (["show", image], ["show", image, "--json"], ["check", image]):
+        whole = run("import sys; from pyckpt.cli import main; c = main(sys.argv[1:]); "
+                    "print('main returned', c)", *args)
+        assert whole.returncode == 0 and whole.stdout.endswith("main returned 0\n"), whole.stderr
+        program = run(AS_PROGRAM, *args)
+        assert program.returncode == 0, program.stderr
+        assert program.stdout == whole.stdout[:-len("main returned 0\n")]  # all of it, and no return
+        assert len(program.stdout) > 1000 or args[0] == "check"
+    # an error: its line on stderr, its exit code
+    bad = run(AS_PROGRAM, "show", tmp_path / "none")
+    assert bad.returncode == pyckpt.ImageError.exit_code and "main returned" not in bad.stdout
+    assert bad.stderr.startswith("pyckpt show: error: ") and bad.stderr.count("\n") == 1
+    # an atexit callback: left to Python's exit, which runs it
+    late = run("import atexit; atexit.register(print, 'atexit ran')\n" + AS_PROGRAM, "show", image)
+    assert late.returncode == 0 and late.stdout.endswith("main returned 0\natexit ran\n"), late.stderr
+
+
 def test_import_of_the_command_loads_little():
     """`import pyckpt.cli` (what the console script does first) loads no argparse,
     dataclasses, psutil, python-ptrace, cffi module or kind."""
@@ -460,6 +504,52 @@ def test_record_json_is_read_as_json_loads_reads_it():
     assert len(texts) > 2500
     for text in texts:
         assert outcome(_loads, text) == outcome(json.loads, text), text[:80]
+
+
+def test_record_json_is_written_as_json_dumps_writes_it():
+    """image._dumps (json's C encoder without the json package) gives json.dumps's
+    text, or its kind of error and message, sorted or not: records, odd floats,
+    non-ASCII, keys json turns into strings or refuses, circular values, objects it
+    cannot encode, deep nesting."""
+    import random
+
+    from pyckpt.image import _dumps
+
+    class Text(str):
+        pass
+
+    class Number(int):
+        pass
+
+    loop: list = []
+    loop.append(loop)
+    values = [{"id": 3, "path": "/tmp/a b\\c\u00e9\ud800\x00\x7f", "flags": 32770, "n": None,
+               "ok": True, "no": False, "runs": [[1, 2, 3, 4], (5, 6)], "f": 1.5e-3, "big": 1 << 70,
+               "neg": -(1 << 63), "z": -0.0, "nan": float("nan"), "inf": [float("inf"), -float("inf")],
+               "nested": {"b": {"d": 1, "c": [{}]}, "a": []}},
+              {}, [], "x", "\u2603", Text("t"), Number(5), {Text("k"): Number(2)}, 1.0, 10 ** 20 + 0.5,
+              {1: "int key", 2.5: "float key", True: "bool key", None: "none key"},
+              {"b": 1, 1: 2}, {(1, 2): 3}, {"a": object()}, [1, {1, 2}], b"bytes", loop,
+              {"d": loop}, [[[[[[[[[[[]]]]]]]]]]], [[]] * 3, {"k" * 100: "v" * 10000}]
+    rng = random.Random(14)
+    for _ in range(300):  # random records: dicts of the shapes records have
+        values.append({"".join(rng.choice("ab_\u00e9") for _ in range(rng.randrange(1, 4))):
+                       rng.choice([rng.randrange(-2 ** 70, 2 ** 70), rng.random() * 10 ** rng.randrange(-30, 30),
+                                   "".join(chr(rng.randrange(0, 0x11000)) for _ in range(rng.randrange(5))),
+                                   None, True, [rng.randrange(9)] * rng.randrange(4)])
+                       for _ in range(rng.randrange(6))})
+
+    def outcome(dumps, value, sort_keys):
+        try:
+            return ("ok", dumps(value, sort_keys=sort_keys))
+        except RecursionError:
+            return ("deep", None)
+        except (TypeError, ValueError) as e:
+            return (type(e).__name__, str(e))
+
+    for value in values:
+        for sort_keys in (False, True):
+            assert outcome(_dumps, value, sort_keys) == outcome(json.dumps, value, sort_keys), value
 
 
 def test_record_field_types_are_typings():

@@ -31,7 +31,6 @@ from .inject import Injector, injection_site_from
 from .kinds import before_kill, cpu, creds, files, itimers, load_for_dump, memory, mm, signals, task, thread
 from .kinds.context import DumpContext, DumpOptions, dump_hooks
 from .kinds.task import ProcessRecord, ZombieRecord
-from .precopy import PreCopy
 from .progress import Progress
 from .seize import Seized, check_dumpable, pinned_to_cpu, refusal
 from .signals import checkpoint, commit, deferred_signals
@@ -91,6 +90,8 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
         try:
             try:
                 if options.precopy:
+                    from .precopy import PreCopy  # (a pre-copy's alone: not in every dump's start-up)
+
                     t = time.perf_counter()
                     pre = PreCopy(pid, writer.pages, progress, options.parent_pages)
                     members.append(pid)  # pre-copy works on the running target

@@ -407,9 +407,43 @@ def _user(uid: int) -> str:
 
 
 RECORDS_BUFFER = 1 << 20  # records.img is written in pieces of about this size
-# json.JSONEncoder(sort_keys=True), what json.dumps(sort_keys=True) makes: made once, by the
-# first ImageWriter (a restore imports no json)
-_SORTED_JSON = None
+
+
+def _not_serializable(o):  # json.JSONEncoder.default's refusal
+    raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
+
+
+def _dumps(obj, sort_keys: bool = False) -> str:
+    """json.dumps(obj, sort_keys=sort_keys), without importing json (json.encoder,
+    json.decoder and json.scanner, which compile 9 regular expressions at import:
+    ~2-3 ms of a dump's start-up): json's own C encoder (_json.make_encoder) with the
+    arguments json.dumps gives it for these options (ASCII, circular references
+    refused, NaN allowed, ', ' and ': '), a new one per call as there.  A Python whose
+    _json takes other arguments gets json.dumps itself.  tests/test_startup.py holds
+    it to json.dumps."""
+    if isinstance(obj, str):
+        import _json
+
+        return _json.encode_basestring_ascii(obj)
+    global _MAKE_ENCODER
+    if _MAKE_ENCODER is None:
+        import _json
+
+        def make(sort_keys: bool):
+            return _json.make_encoder({}, _not_serializable, _json.encode_basestring_ascii, None,
+                                      ": ", ", ", sort_keys, False, True)
+
+        try:
+            make(True)
+        except TypeError:  # another Python's _json: json's own way
+            import json
+
+            make = lambda sort_keys: json.JSONEncoder(sort_keys=sort_keys).iterencode  # noqa: E731
+        _MAKE_ENCODER = make
+    return "".join(_MAKE_ENCODER(sort_keys)(obj, 0))
+
+
+_MAKE_ENCODER = None  # sort_keys -> a new C encoder, as json.dumps makes it (see _dumps)
 
 
 class _JsonContext:
@@ -460,11 +494,6 @@ class ImageWriter(_Where):
     """
 
     def __init__(self, path: str | os.PathLike):
-        global _SORTED_JSON
-        if _SORTED_JSON is None:
-            import json
-
-            _SORTED_JSON = json.JSONEncoder(sort_keys=True)
         self.where = _pathtext(path)  # str(Path(path)), without pathlib (see `path`)
         self.created = False  # the directory is this writer's (else it was given, empty)
         self._given_mode: int | None = None
@@ -607,12 +636,12 @@ class ImageWriter(_Where):
 
     def write_header(self, header: Header) -> None:
         self.header = header
-        body = _SORTED_JSON.encode(encode(header)).encode()
+        body = _dumps(encode(header), sort_keys=True).encode()
         self._write(MAGIC + struct.pack("<II", FORMAT_VERSION, len(body)) + body
                     + _DIGEST.pack(_digest(body)))
 
     def write_record(self, rec) -> None:
-        self._emit(rec.RECORD_TYPE, _SORTED_JSON.encode(encode(rec)).encode())
+        self._emit(rec.RECORD_TYPE, _dumps(encode(rec), sort_keys=True).encode())
 
     def _emit(self, type_id: int, body: bytes) -> None:
         rec = _REC_HEAD.pack(type_id, 0, len(body)) + body
@@ -630,7 +659,7 @@ class ImageWriter(_Where):
         records digest catch: a damaged image is refused, never restored
         wrong.  Those fsyncs cost ~5 ms each here, most of a small dump.
         """
-        self._emit(END_RECORD, _SORTED_JSON.encode({"records": self._count}).encode())
+        self._emit(END_RECORD, _dumps({"records": self._count}, sort_keys=True).encode())
         self._flush()
         try:
             if sync:
@@ -641,9 +670,7 @@ class ImageWriter(_Where):
                 os.fsync(self.pages.fd)
             pages_size = self.pages.offset
             self.pages.close()
-            import json
-
-            marker = json.dumps({
+            marker = _dumps({
                 "records_xxh3": self._hash.intdigest(),
                 "pages_size": pages_size,
             }).encode()

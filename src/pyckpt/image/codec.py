@@ -75,9 +75,9 @@ def record_type(type_id: int) -> type | None:
         name = RECORD_IDS.get(type_id)
         if name is None:
             return None
-        import importlib
-
-        importlib.import_module(f"{__package__.rpartition('.')[0]}.{name.rpartition('.')[0]}")
+        # (not importlib.import_module: its import brings `warnings`, and -X importtime
+        # does not time what it imports)
+        __import__(f"{__package__.rpartition('.')[0]}.{name.rpartition('.')[0]}")
         cls = RECORD_TYPES.get(type_id)
     return cls
 

@@ -58,15 +58,22 @@ def fd_type(link: str, mode: int) -> str | None:
     return None
 
 
+def _import(module: str) -> None:
+    """Import `module` (a kind): importlib.import_module without importlib (whose
+    import brings `warnings`: ~0.6 ms of a command), and an import `python -X
+    importtime` sees (it does not time importlib's, so bench/startup.py's profile
+    would leave the kinds out)."""
+    __import__(module)
+
+
 def load_for_dump(pid: int) -> None:
     """Import DUMP_KINDS and the kinds of the fds process `pid` has now (read before
     the freeze, so that no import lengthens it; an fd of another type met during the
     dump loads its kinds then: `load_for_fd`)."""
-    import importlib
     import os
 
     for name in DUMP_KINDS:
-        importlib.import_module(f"{__name__}.{name}")
+        _import(f"{__name__}.{name}")
     types = set()
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -89,12 +96,11 @@ def load_for_fd(link: str, mode: int) -> None:
 
 
 def _load_types(t: str) -> None:
-    import importlib
     import sys
 
     for name in FD_KINDS[t]:
         if f"{__name__}.{name}" not in sys.modules:
-            importlib.import_module(f"{__name__}.{name}")
+            _import(f"{__name__}.{name}")
 
 
 def load_all() -> None:
@@ -109,25 +115,21 @@ def load_all() -> None:
 def load_used(reader) -> None:
     """Import the kinds the records of `reader` use beyond those their decoding
     imported: CORE, and the kinds of mapped objects its memory areas name."""
-    import importlib
-
     for name in CORE:
-        importlib.import_module(f"{__name__}.{name}")
+        _import(f"{__name__}.{name}")
     from .memory import VmaRecord
 
     for kind in {r.kind for r in reader.records if isinstance(r, VmaRecord)}:
         if kind in MAPPED_KINDS:
-            importlib.import_module(f"{__name__}.{MAPPED_KINDS[kind]}")
+            _import(f"{__name__}.{MAPPED_KINDS[kind]}")
 
 
 def load_for(options) -> None:
     """Import the kinds a restore with `options` (RestoreOptions) needs whatever the
     image holds (OPTION_KINDS)."""
-    import importlib
-
     for option, name in OPTION_KINDS.items():
         if getattr(options, option, False):
-            importlib.import_module(f"{__name__}.{name}")
+            _import(f"{__name__}.{name}")
 
 
 def loaded(name: str):

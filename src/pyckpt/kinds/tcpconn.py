@@ -10,9 +10,10 @@ ESTABLISHED without a handshake), bound to the same addresses and ports
 with sequence numbers that fit each other, the negotiated options (MSS,
 window scaling, SACK, timestamps), and each end's unread data put straight
 back into its receive queue; repair mode is then left.  The state comes from
-TCP_INFO, the 4-tuples from the target's /proc/PID/net/tcp{,6}, read once
-per dump (the peer is the socket with the reversed tuple, found among the
-image's fds), unread data is peeked
+TCP_INFO, the 4-tuples from getsockname/getpeername on the sockets
+themselves, once per dump (the peer is the socket with the reversed tuple in
+the same network namespace, found among the image's fds; /proc/PID/net/tcp
+would cost a walk of the namespace's whole TCP table), unread data is peeked
 (MSG_PEEK through SO_PEEK_OFF, set back after) on the socket itself
 (pidfd_getfd), the options from TCP_INFO (each end's advertised MSS becomes
 its peer's clamp), and each end's SO_REUSEADDR (an accepted end has its
@@ -122,6 +123,7 @@ import fcntl
 import os
 import signal
 import socket
+import stat
 import struct
 import termios
 import time
@@ -178,14 +180,53 @@ class TcpConnectionRecord:
 
 
 def _connections(ctx: DumpContext, pid: int) -> tuple[dict, dict]:
-    """(inode -> (local, remote) of established sockets, (local, remote) -> inode) of
-    `pid`'s network namespace, from /proc/PID/net/tcp{,6} read once per dump."""
-    table = ctx.tables.net(pid, "tcp", "tcp6")
-
+    """(inode -> (local, remote), (local, remote) -> inode) of the ESTABLISHED TCP sockets
+    the image's processes hold, each end an (network namespace, address, port), once per
+    dump.  From the sockets themselves (a pidfd_getfd copy: TCP_INFO's state,
+    getsockname, getpeername), where /proc/PID/net/tcp{,6} would walk the namespace's
+    whole TCP table: 4.3 ms each on this VM (262,144 hash buckets), for two sockets or
+    two hundred.  A peer outside the image is not indexed: it is not looked for."""
     def index():
-        by_ino = {s.inode: (s.local, s.remote) for s in table.values() if s.state == TCP_ESTABLISHED}
+        by_ino: dict[int, tuple] = {}
+        for p in ctx.tree or [ctx.pid]:
+            try:
+                netns = os.stat(f"/proc/{p}/ns/net").st_ino
+                names = os.listdir(f"/proc/{p}/fd")
+            except FileNotFoundError:
+                continue
+            for name in names:
+                try:
+                    st = os.stat(f"/proc/{p}/fd/{name}")
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISSOCK(st.st_mode) or st.st_ino in by_ino:
+                    continue
+                try:
+                    sock = take(p, int(name))
+                except OSError:
+                    continue
+                try:
+                    if sock.family not in (socket.AF_INET, socket.AF_INET6) or \
+                            sock.proto != socket.IPPROTO_TCP or \
+                            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] != TCP_ESTABLISHED:
+                        continue
+                    by_ino[st.st_ino] = ((netns, *_plain(sock.getsockname())),
+                                         (netns, *_plain(sock.getpeername())))
+                except OSError:
+                    continue
+                finally:
+                    sock.close()
         return by_ino, {v: k for k, v in by_ino.items()}
-    return ctx.tables.memo(("tcp connections", id(table)), index)
+    return ctx.tables.memo("tcp connections", index)
+
+
+def _plain(addr: tuple) -> tuple[str, int]:
+    """(address, port) of a socket name, an IPv4-mapped IPv6 address as plain IPv4: the
+    two ends of a connection a dual-stack listener accepted name it alike."""
+    host = addr[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, addr[1]
 
 
 def _unacknowledged(sock: socket.socket) -> int:

@@ -3,10 +3,12 @@
 Nothing creates a process before the image has been read in full, every
 checksum (page store included) verified, the kernel's vDSO and the PID
 checked and every file the task needs opened and compared with the dump.
-The new task is a stopped clone3(set_tid) copy of pyckpt; it inherits the
-files pyckpt opened for it, so nothing is opened by path from inside it.
-Its address space is then cleared and rebuilt by injected syscalls, in the
-order of `Stage`.  If anything fails, or pyckpt is interrupted, the task is
+The new task is made by clone3(set_tid) and born small: it execs a tiny
+program of pyckpt's (a memfd; ck_clone_exec) and stops before running it
+(else, where that cannot be used, it is a stopped copy of pyckpt:
+ck_clone_stopped).  It inherits the files pyckpt opened for it, so nothing
+is opened by path from inside it.  Its address space is then cleared and
+rebuilt by injected syscalls, in the order of `Stage`.  If anything fails, or pyckpt is interrupted, the task is
 killed and reaped: no half-made process is left behind.  If pyckpt itself is
 killed (SIGKILL, OOM), the kernel kills every task made so far: each is traced
 with PTRACE_O_EXITKILL until its release (ck_clone_stopped).
@@ -54,8 +56,9 @@ class Stage(enum.IntEnum):
 
     VALIDATE = 1  # read and check the whole image: nothing exists yet
     PREPARE = 2  # open every file in pyckpt, compared with the dump
-    CREATE = 3  # clone3(set_tid): a stopped copy of pyckpt with the dumped PID, which pyckpt's
-    #             death kills (PTRACE_O_EXITKILL, inherited by every task made from it)
+    CREATE = 3  # clone3(set_tid): a stopped task with the dumped PID, born of pyckpt's stub (or a
+    #             copy of pyckpt), which pyckpt's death kills (PTRACE_O_EXITKILL, inherited by
+    #             every task made from it)
     CLEAR = 4  # drop inherited rseq first (else unmapping kills it), scratch page, unmap rest
     LAYOUT = 5  # vDSO block back, then every VMA at its address
     PAGES = 6  # the task preads its pages from the image, then final protections
@@ -303,12 +306,12 @@ def _create_and_fill(rctxs: list[RestoreContext], stats: RestoreStats) -> None:
             made.append(root.init_pid)
             first = _fork_in(root.init_pid, root.image_pid, launcher_page, reaper=True)
         else:
-            first = _clone_stopped(root.image_pid, 0)
+            first = _clone_small(root)
         made.append(first)
         _made(root, first)
-        # Every process is made while its parent is still a pristine copy of
-        # pyckpt, parents first, each leading its session or group before it
-        # makes the children that inherit them.
+        # Every process is made while its parent is still pristine (the stub or a
+        # copy of pyckpt), parents first, each leading its session or group before
+        # it makes the children that inherit them.
         for rctx in rctxs:
             if rctx.zombie:
                 continue
@@ -389,8 +392,7 @@ def _made(rctx: RestoreContext, real_pid: int) -> None:
 def _lead_and_fork(rctx: RestoreContext, children: list[RestoreContext], made: list[int]) -> None:
     """In the freshly made (still pristine) process: lead its session or group, then
     fork each child with its image PID."""
-    own_vdso, site_off = _own_vdso_site()
-    inj = Injector(rctx.pid, own_vdso + site_off, pt.get_regs(rctx.pid), cure_regs=False)
+    inj = Injector(rctx.pid, _birth_site(rctx), pt.get_regs(rctx.pid), cure_regs=False)
     with inj:
         # a shell job's first process leads a group of its own (kinds/tty.py)
         task.make_leader(inj, rctx.image.one(task.TaskRecord),
@@ -416,6 +418,44 @@ def _fork_with_pid(inj: Injector, page: int, pid: int) -> int:
         if e.errno == 17:
             raise PidInUseError(pid, " (taken while restoring)") from None
         raise
+
+
+BIRTH_SITE = "restorer: the syscall instruction of the stub the tasks were born of"  # rctx.shared
+STUB = {"usable": True}  # ck_clone_exec works in this process (False after it could not)
+
+
+def _clone_small(root: RestoreContext) -> int:
+    """CREATE's first task, stopped and traced, with the image's PID: born of
+    pyckpt's stub (ck_clone_exec: a clone3(CLONE_VM) that execs a memfd of one
+    page and stops at once), so that neither the clone nor CLEAR has to copy and
+    unmap pyckpt's address space.  It inherits the files passed to it (PREPARE).
+    Where the stub cannot be used (pyckpt not root with all of its bounding
+    set, memfds not executable), a copy of pyckpt as before (_clone_stopped)."""
+    pid = root.image_pid
+    if STUB["usable"]:
+        keep = sorted(root.passed.values())
+        child = lib.ck_clone_exec(pid, ffi.new("int[]", keep), len(keep))
+        if child == -17:  # EEXIST
+            raise PidInUseError(pid, " (taken while restoring)")
+        if child > 0:
+            status = pt.wait(child)
+            if not os.WIFSTOPPED(status):
+                raise RestoreError(f"the new task {child} did not stop (wait status {status:#x})")
+            root.shared[BIRTH_SITE] = pt.decode_regs(pt.get_regs(child)).rip  # the stub's entry
+            root.shared[mm.FRESH_EXE] = True
+            return child
+        if child == -95:  # ENOTSUP: not here (the child made, if any, is gone)
+            STUB["usable"] = False
+    return _clone_stopped(pid, 0)
+
+
+def _birth_site(rctx: RestoreContext) -> int:
+    """A syscall instruction a just-made task can run: its stub's, or pyckpt's vDSO's."""
+    site = rctx.shared.get(BIRTH_SITE)
+    if site is None:
+        own_vdso, site_off = _own_vdso_site()
+        site = own_vdso + site_off
+    return site
 
 
 def _clone_stopped(pid: int, flags: int) -> int:
@@ -536,11 +576,12 @@ def _timed(stats: RestoreStats, stage: Stage):
 
 def _fill(rctx: RestoreContext, stats: RestoreStats, site: int | None = None) -> None:
     """Every stage from CLEAR to REGISTERS in the made task; `site`: a syscall
-    instruction it can run until it has a scratch page (default: in pyckpt's own
-    vDSO, for a task cloned from pyckpt; fastcopy.py forks from a restored one)."""
+    instruction it can run until it has a scratch page (default: the stub's it was
+    born of, or pyckpt's own vDSO's for a copy of pyckpt; fastcopy.py forks from a
+    restored one)."""
     pid = rctx.pid
     own_vdso, site_off = _own_vdso_site()
-    inj = Injector(pid, own_vdso + site_off if site is None else site, pt.get_regs(pid), cure_regs=False)
+    inj = Injector(pid, _birth_site(rctx) if site is None else site, pt.get_regs(pid), cure_regs=False)
     rctx.inj = inj
     with inj:
         with _timed(stats, Stage.CLEAR):

@@ -22,6 +22,8 @@
 #include <sys/wait.h>
 #include <linux/elf.h>
 #include <linux/sched.h>
+#include <pthread.h>
+#include <sys/prctl.h>
 
 #ifndef PTRACE_GET_RSEQ_CONFIGURATION
 #define PTRACE_GET_RSEQ_CONFIGURATION 0x420f
@@ -175,6 +177,228 @@ long ck_clone_stopped(int pid, unsigned long flags)
     if (info.si_code == CLD_TRAPPED)
         syscall(SYS_ptrace, PTRACE_SETOPTIONS, r, 0, PTRACE_O_EXITKILL);
     return r;
+}
+
+/* ck_clone_exec: the task a restore fills in, born small.
+ *
+ * ck_clone_stopped's copy of pyckpt costs a copy of pyckpt's page tables
+ * (~25 MiB resident) and then their unmapping in the task.  Here the task is
+ * made with CLONE_VM (it shares pyckpt's memory for a few syscalls, on a
+ * stack of its own) and at once replaces that memory by execveat() of a tiny
+ * program held in a memfd (STUB): its address space is then the stub's one
+ * page, a stack and the vDSO.  Asking to be traced first, it stops at the
+ * exec's SIGTRAP before running any instruction of the stub, whose entry is
+ * a `syscall; int3` the injector uses (the stop's rip).
+ *
+ * The child runs raw syscalls only (no libc, no errno: it shares pyckpt's
+ * memory) with every signal blocked (a handler of pyckpt's must not run in
+ * it); it asks for SIGKILL when pyckpt dies, checks that its parent is still
+ * pyckpt, clears close-on-exec on the fds `keep` (what PREPARE opened for it:
+ * pyckpt's fds are close-on-exec), asks to be traced, unblocks SIGTRAP and
+ * execs.  Its parent-death signal survives the exec only when the exec
+ * changes no credentials: the stub is used only by a root pyckpt whose
+ * permitted and effective capabilities are its bounding set, without
+ * securebits (else the exec could change its capabilities too).
+ *
+ * Returns the child's pid, stopped at the exec (the stop left for the caller
+ * to wait for) and traced with PTRACE_O_EXITKILL; -EEXIST when `pid` is
+ * taken; -ENOTSUP when the stub cannot be used here (any child made is
+ * killed and reaped: the caller makes the task with ck_clone_stopped, as
+ * after another -errno of clone3). */
+#define CK_STUB_CODE 176 /* after the ELF header and two program headers */
+static const unsigned char CK_STUB_INSN[] = { 0x0f, 0x05, 0xcc }; /* syscall; int3 */
+
+struct ck_exec_args {
+    long parent;
+    int stub_fd;
+    int nkeep;
+    const int *keep;
+    unsigned long mask; /* while it execs: all but SIGTRAP blocked */
+};
+
+static inline long ck_raw(long n, long a, long b, long c, long d, long e)
+{
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    long ret;
+    __asm__ volatile("syscall" : "=a"(ret) : "0"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+
+static __attribute__((noreturn, used)) void ck_exec_child(struct ck_exec_args *a)
+{
+    static const char empty[] = "";
+    static const char name[] = "pyckpt-restore";
+    const char *argv[] = { name, 0 };
+    const char *envp[] = { 0 };
+    ck_raw(SYS_prctl, 1 /* PR_SET_PDEATHSIG */, SIGKILL, 0, 0, 0);
+    if (ck_raw(SYS_getppid, 0, 0, 0, 0, 0) != a->parent) { /* pyckpt died before the prctl */
+        ck_raw(SYS_kill, ck_raw(SYS_getpid, 0, 0, 0, 0, 0), SIGKILL, 0, 0, 0);
+        ck_raw(SYS_exit_group, 128 + SIGKILL, 0, 0, 0, 0);
+    }
+    for (int i = 0; i < a->nkeep; i++)
+        ck_raw(SYS_fcntl, a->keep[i], F_SETFD, 0, 0, 0);
+    if (ck_raw(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0, 0) != 0) /* traced already (strace -f) */
+        ck_raw(SYS_exit_group, 127, 0, 0, 0, 0);
+    ck_raw(SYS_rt_sigprocmask, SIG_SETMASK, (long)&a->mask, 0, 8, 0);
+    ck_raw(SYS_execveat, a->stub_fd, (long)empty, (long)argv, (long)envp, AT_EMPTY_PATH);
+    for (;;)
+        ck_raw(SYS_exit_group, 127, 0, 0, 0, 0);
+}
+
+static long ck_clone3_exec(struct clone_args *ca, struct ck_exec_args *a)
+{
+    long ret;
+    register long r12 __asm__("r12") = (long)a;
+    register long r13 __asm__("r13") = (long)ck_exec_child;
+    __asm__ volatile(
+        "syscall\n\t"
+        "test %%rax, %%rax\n\t"
+        "jnz 1f\n\t"
+        "mov %%r12, %%rdi\n\t" /* the child, on its own stack */
+        "and $-16, %%rsp\n\t"
+        "call *%%r13\n\t"
+        "ud2\n"
+        "1:\n"
+        : "=a"(ret)
+        : "0"((long)SYS_clone3), "D"(ca), "S"(sizeof(*ca)), "r"(r12), "r"(r13)
+        : "rcx", "r11", "memory");
+    return ret;
+}
+
+/* Would an exec keep this process's credentials, capabilities and parent-death
+ * signal?  Root in every uid, egid == gid, no securebits, and the permitted and
+ * effective sets equal to the bounding set (what root gets at an exec). */
+static int ck_exec_keeps_creds(void)
+{
+    uid_t r, e, s;
+    gid_t gr, ge, gs;
+    if (getresuid(&r, &e, &s) || r || e || s || getresgid(&gr, &ge, &gs) || gr != ge)
+        return 0;
+    if (syscall(SYS_prctl, PR_GET_SECUREBITS, 0, 0, 0, 0) != 0)
+        return 0;
+    struct { uint32_t version; int pid; } hdr = { 0x20080522 /* _LINUX_CAPABILITY_VERSION_3 */, 0 };
+    struct { uint32_t effective, permitted, inheritable; } data[2];
+    if (syscall(SYS_capget, &hdr, data))
+        return 0;
+    uint64_t eff = data[0].effective | (uint64_t)data[1].effective << 32;
+    uint64_t prm = data[0].permitted | (uint64_t)data[1].permitted << 32;
+    uint64_t bnd = 0;
+    for (int cap = 0; cap < 64; cap++) {
+        long in = syscall(SYS_prctl, PR_CAPBSET_READ, cap, 0, 0, 0);
+        if (in < 0)
+            break; /* EINVAL: past the last capability */
+        if (in)
+            bnd |= 1ULL << cap;
+    }
+    return eff == prm && prm == bnd;
+}
+
+static int ck_stub_fd(void)
+{
+    int fd = syscall(SYS_memfd_create, "pyckpt-stub", 1 /* MFD_CLOEXEC */ | 0x10 /* MFD_EXEC */);
+    if (fd < 0 && errno == EINVAL) /* before Linux 6.3 */
+        fd = syscall(SYS_memfd_create, "pyckpt-stub", 1);
+    if (fd < 0)
+        return -1;
+    unsigned char elf[CK_STUB_CODE + sizeof(CK_STUB_INSN)];
+    memset(elf, 0, sizeof(elf));
+    Elf64_Ehdr *eh = (Elf64_Ehdr *)elf;
+    Elf64_Phdr *ph = (Elf64_Phdr *)(elf + sizeof(*eh));
+    memcpy(eh->e_ident, ELFMAG, SELFMAG);
+    eh->e_ident[EI_CLASS] = ELFCLASS64;
+    eh->e_ident[EI_DATA] = ELFDATA2LSB;
+    eh->e_ident[EI_VERSION] = EV_CURRENT;
+    eh->e_type = ET_DYN; /* placed where the kernel likes: the stop's rip says where */
+    eh->e_machine = EM_X86_64;
+    eh->e_version = EV_CURRENT;
+    eh->e_entry = CK_STUB_CODE;
+    eh->e_phoff = sizeof(*eh);
+    eh->e_ehsize = sizeof(*eh);
+    eh->e_phentsize = sizeof(*ph);
+    eh->e_phnum = 2;
+    ph[0].p_type = PT_LOAD;
+    ph[0].p_flags = PF_R | PF_X;
+    ph[0].p_filesz = ph[0].p_memsz = sizeof(elf);
+    ph[0].p_align = 4096;
+    ph[1].p_type = PT_GNU_STACK; /* no executable stack (nor READ_IMPLIES_EXEC) */
+    ph[1].p_flags = PF_R | PF_W;
+    ph[1].p_align = 16;
+    memcpy(elf + CK_STUB_CODE, CK_STUB_INSN, sizeof(CK_STUB_INSN));
+    if (write(fd, elf, sizeof(elf)) != (ssize_t)sizeof(elf)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void ck_kill_reap(int child)
+{
+    int st;
+    syscall(SYS_kill, child, SIGKILL);
+    for (;;) {
+        int r = waitpid(child, &st, __WALL);
+        if (r < 0 && errno != EINTR)
+            return;
+        if (r == child && (WIFEXITED(st) || WIFSIGNALED(st)))
+            return;
+    }
+}
+
+long ck_clone_exec(int pid, const int *keep, int nkeep)
+{
+    pid_t tid = pid;
+    if (pid <= 0 || !ck_exec_keeps_creds())
+        return -ENOTSUP;
+    int fd = ck_stub_fd();
+    if (fd < 0)
+        return -ENOTSUP;
+    char stack[16384] __attribute__((aligned(64))); /* the child's until its exec */
+    struct ck_exec_args a = { syscall(SYS_getpid), fd, nkeep, keep, ~(1UL << (SIGTRAP - 1)) };
+    struct clone_args args;
+    memset(&args, 0, sizeof(args));
+    args.flags = CLONE_VM;
+    args.exit_signal = SIGCHLD;
+    args.stack = (uint64_t)(uintptr_t)stack;
+    args.stack_size = sizeof(stack);
+    args.set_tid = (uint64_t)(uintptr_t)&tid;
+    args.set_tid_size = 1;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* the child starts with every signal blocked */
+    long r = ck_clone3_exec(&args, &a);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r < 0) {
+        close(fd);
+        return r; /* -EEXIST, or the caller tries ck_clone_stopped */
+    }
+    /* Until its first stop or its end the child may run in pyckpt's memory, on
+     * `stack`: nothing returns before. */
+    siginfo_t info;
+    for (;;) {
+        memset(&info, 0, sizeof(info));
+        if (syscall(SYS_waitid, P_PID, r, &info, WSTOPPED | WEXITED | WNOWAIT | __WALL, NULL) == 0)
+            break;
+        if (errno != EINTR) {
+            ck_kill_reap(r);
+            close(fd);
+            return -ENOTSUP;
+        }
+    }
+    close(fd);
+    if (info.si_code == CLD_TRAPPED && info.si_status == SIGTRAP) {
+        /* The exec's own SIGTRAP (sent by the task to itself), not one from elsewhere
+         * before it: only then is the task in the stub's memory and not in pyckpt's. */
+        siginfo_t si;
+        if (syscall(SYS_ptrace, PTRACE_GETSIGINFO, r, 0, &si) == 0 && si.si_code == SI_USER
+                && si.si_pid == r) {
+            syscall(SYS_ptrace, PTRACE_SETOPTIONS, r, 0, PTRACE_O_EXITKILL);
+            return r;
+        }
+    }
+    ck_kill_reap(r);
+    return -ENOTSUP;
 }
 
 /* The init of a PID namespace made by `restore --new-pidns`: a stopped copy of

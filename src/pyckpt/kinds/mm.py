@@ -3,8 +3,11 @@
 brk is not shown in /proc: dump asks with an injected brk(0).  Restore sets
 everything at once with PR_SET_MM_MAP (the single-field PR_SET_MM_* calls
 need CAP_SYS_RESOURCE).  The exe link can change only once no mapping of
-the old exe is left; when the target runs the same binary as pyckpt (a
-CPython target) the link is already right and is left alone.
+the old exe is left.  A task born of pyckpt's stub (restorer: FRESH_EXE) has
+the stub's memfd as its exe, unmapped by CLEAR, and always gets the image's;
+a task that is a copy of pyckpt running the target's binary (a CPython target
+restored by a fork of pyckpt) has the right link already, left alone (setting
+it would fail: the binary is mapped again by then).
 mmap_base cannot be set back: later mmaps of the restored task may land
 elsewhere than they would have (harmless).
 """
@@ -53,13 +56,24 @@ def dump(ctx: DumpContext) -> list:
                      s.start_stack, s.arg_start, s.arg_end, s.env_start, s.env_end, auxv, exe)]
 
 
+FRESH_EXE = "mm: the tasks were born of pyckpt's stub"  # RestoreContext.shared (restorer)
+_OWN_EXE: dict[int, tuple[int, int]] = {}  # pid -> pyckpt's own exe (dev, inode)
+
+
+def _same_as_own(rec: MmRecord) -> bool:
+    pid = os.getpid()
+    if pid not in _OWN_EXE:
+        own = os.stat("/proc/self/exe")
+        _OWN_EXE[pid] = own.st_dev, own.st_ino
+    return _OWN_EXE[pid] == (rec.exe.dev, rec.exe.ino)
+
+
 def prepare(rctx: RestoreContext) -> None:
     rec = rctx.image.one(MmRecord)
-    own = os.stat("/proc/self/exe")
-    if (own.st_dev, own.st_ino) != (rec.exe.dev, rec.exe.ino):
-        # Only a label (/proc/PID/exe): its content may have changed with allow_changed_files.
-        rctx.pass_fd(("exe", rec.exe.path), lambda: open_checked(
-            rec.exe, os.O_RDONLY, content=not rctx.options.allows_changed(rec.exe.path)))
+    # Opened even when it is pyckpt's own binary: a task born of the stub needs it.
+    # Only a label (/proc/PID/exe): its content may have changed with allow_changed_files.
+    rctx.pass_fd(("exe", rec.exe.path), lambda: open_checked(
+        rec.exe, os.O_RDONLY, content=not rctx.options.allows_changed(rec.exe.path)))
 
 
 def restore(rctx: RestoreContext) -> None:
@@ -67,6 +81,8 @@ def restore(rctx: RestoreContext) -> None:
     auxv = struct.pack(f"<{len(rec.auxv)}Q", *rec.auxv)
     auxv_addr = rctx.scratch + 256
     exe_fd = rctx.passed.get(("exe", rec.exe.path), 0xFFFFFFFF)
+    if not rctx.shared.get(FRESH_EXE) and _same_as_own(rec):
+        exe_fd = 0xFFFFFFFF  # a copy of pyckpt: its link is right already
     mm_map = PRCTL_MM_MAP.pack(
         rec.start_code, rec.end_code, rec.start_data, rec.end_data, rec.start_brk, rec.brk,
         rec.start_stack, rec.arg_start, rec.arg_end, rec.env_start, rec.env_end,

@@ -1,0 +1,142 @@
+"""How a restore makes its task (restorer._clone_small): born of pyckpt's stub — a
+clone3(CLONE_VM) that execs a one-page program from a memfd and stops before
+running it — or, where the stub cannot be used, a copy of pyckpt (the older
+way).  Either way the restored process must be the dumped one: it checks its own
+state, and its exe link, name, fds and memory map are compared with the
+original's from outside (a task born of the stub starts with the memfd as its
+exe, a name of its own and pyckpt's fds).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyckpt
+from pyckpt import restorer
+from conftest import assert_running, check, reap_dumped
+
+PYTARGET = Path(__file__).parent / "targets" / "pytarget.py"
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+class Spy:
+    """restorer.lib, recording what ck_clone_exec and ck_clone_stopped returned."""
+
+    def __init__(self, lib):
+        self._lib = lib
+        self.exec_results: list[int] = []
+        self.stopped_results: list[int] = []
+
+    def ck_clone_exec(self, *a):
+        r = self._lib.ck_clone_exec(*a)
+        self.exec_results.append(r)
+        return r
+
+    def ck_clone_stopped(self, *a):
+        r = self._lib.ck_clone_stopped(*a)
+        self.stopped_results.append(r)
+        return r
+
+    def __getattr__(self, name):
+        return getattr(self._lib, name)
+
+
+def _outside_view(pid: int) -> dict:
+    fds = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            fds[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            pass
+    with open(f"/proc/{pid}/maps") as f:
+        paths = sorted({line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6})
+    with open(f"/proc/{pid}/comm") as f:
+        comm = f.read()
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmdline = f.read()
+    return {"exe": os.readlink(f"/proc/{pid}/exe"), "comm": comm, "cmdline": cmdline, "fds": fds,
+            "mapped files": paths}
+
+
+def _dump_kill(spawn, python_exe, tmp_path):
+    t = spawn([python_exe, str(PYTARGET)], name="pytarget")
+    t.wait_for(r"^READY", timeout=30)
+    before = check(t)
+    view = _outside_view(t.pid)
+    pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    reap_dumped(t)
+    t.popen = None
+    return t, before, view
+
+
+def _same_process(t, before, view, pid):
+    assert pid == t.pid
+    got = _outside_view(pid)
+    assert not any("pyckpt-stub" in p for p in got["mapped files"]), got["mapped files"]
+    assert got == view
+    assert check(t) > before
+
+
+def test_restored_task_is_born_of_the_stub(spawn, python_exe, tmp_path, monkeypatch):
+    spy = Spy(restorer.lib)
+    monkeypatch.setattr(restorer, "lib", spy)
+    monkeypatch.setitem(restorer.STUB, "usable", True)
+    t, before, view = _dump_kill(spawn, python_exe, tmp_path)
+    proc = pyckpt.restore(tmp_path / "img")
+    spawn.track(proc.pid)
+    assert spy.exec_results == [t.pid], spy.exec_results  # made by the stub, first time
+    assert spy.stopped_results == []
+    assert_running(proc.pid)
+    _same_process(t, before, view, proc.pid)
+
+
+def test_restored_task_as_a_copy_of_pyckpt(spawn, python_exe, tmp_path, monkeypatch):
+    """The fallback: the stub marked unusable, the task is a copy of pyckpt as before
+    (its exe link already the target's python: left alone)."""
+    spy = Spy(restorer.lib)
+    monkeypatch.setattr(restorer, "lib", spy)
+    monkeypatch.setitem(restorer.STUB, "usable", False)
+    t, before, view = _dump_kill(spawn, python_exe, tmp_path)
+    proc = pyckpt.restore(tmp_path / "img")
+    spawn.track(proc.pid)
+    assert spy.exec_results == []
+    assert spy.stopped_results == [t.pid]
+    assert_running(proc.pid)
+    _same_process(t, before, view, proc.pid)
+
+
+RESTORE_WITH_FEWER_CAPS = r"""
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable; twice (caps 0-31, 32-63)
+assert libc.capget(hdr, data) == 0
+CAP_SYS_BOOT = 22  # not needed by a restore; kept in the bounding set
+data[0] &= ~(1 << CAP_SYS_BOOT)
+data[1] &= ~(1 << CAP_SYS_BOOT)
+assert libc.capset(hdr, data) == 0, ctypes.get_errno()
+import pyckpt
+from pyckpt import restorer
+p = pyckpt.restore(sys.argv[1])
+print(p.pid, restorer.STUB["usable"], flush=True)
+"""
+
+
+def test_stub_not_used_where_an_exec_would_change_capabilities(spawn, python_exe, tmp_path):
+    """A pyckpt whose permitted set is smaller than its bounding set: root's exec would
+    give the stub more capabilities than pyckpt has (and clear its parent-death signal),
+    so ck_clone_exec refuses (ENOTSUP) before making anything and the task is a copy
+    of pyckpt.  The restore runs in a process of its own (capabilities cannot come
+    back); its restored child is reparented to this test process (a subreaper)."""
+    t, before, view = _dump_kill(spawn, python_exe, tmp_path)
+    out = subprocess.run([sys.executable, "-c", RESTORE_WITH_FEWER_CAPS, str(tmp_path / "img")],
+                         capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=str(SRC)))
+    assert out.returncode == 0, out.stderr
+    pid, usable = out.stdout.split()
+    spawn.track(int(pid))
+    assert usable == "False"  # the stub was refused
+    _same_process(t, before, view, int(pid))

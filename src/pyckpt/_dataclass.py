@@ -11,10 +11,13 @@ command), so this module does not import it: it reads the fields itself
 (annotations, defaults, `field()`s, fields of dataclass bases), as
 `dataclasses` does, and makes
 
-- `__init__`: compiled once per *shape* (how many parameters, which have a
+- `__init__`: one code per *shape* (how many parameters, which have a
   default or a default factory, which fields are not parameters, frozen or
-  not) with placeholder names, and given each class's own names by
-  `code.replace` — no compiler run for a shape met before;
+  not) with placeholder names, given each class's own names by `code.replace`.
+  The shapes of pyckpt's own classes are written out in _dataclass_inits.py
+  (made by scripts/dataclass_inits.py, held to them by tests/test_startup.py),
+  whose bytecode Python caches: no compiler run in a command (~0.15 ms a shape,
+  some 20 shapes a dump or restore); another shape is compiled when first met;
 - `__eq__`, `__hash__`: the field values as one tuple (`operator.attrgetter`,
   in C), compared or hashed as the standard methods do;
 - `__repr__`, `__setattr__`, `__delattr__` (frozen): closures;
@@ -298,13 +301,10 @@ def _repr(cls, names: list[str]):
 def _init(cls, fields, frozen: bool):
     """__init__ of the fields: the standard one's parameters, defaults and assignments."""
     params = [f for f in fields if f.init]
-    kinds = tuple("f" if f.default_factory is not MISSING else "d" if f.default is not MISSING
-                  else "r" for f in params)
     # fields that are not parameters but get a value: a factory's (one with a plain
     # default is read from the class, as the standard __init__ leaves it)
     extra = [f for f in fields if not f.init and f.default_factory is not MISSING]
-    extra_kinds = tuple("f" for f in extra)
-    shape = (kinds, extra_kinds, frozen)
+    shape = kinds, extra_kinds, _ = init_shape(fields, frozen)
     code = _TEMPLATES.get(shape)
     if code is None:
         code = _TEMPLATES[shape] = _template(kinds, extra_kinds, frozen)
@@ -335,9 +335,36 @@ def _init(cls, fields, frozen: bool):
     return fn
 
 
+def init_shape(fields, frozen: bool) -> tuple:
+    """The shape of the __init__ of these fields: ("r" a required parameter, "d" one with
+    a default, "f" one with a default factory ...), ("f" a field that is no parameter
+    but has a factory ...), frozen."""
+    kinds = tuple("f" if f.default_factory is not MISSING else "d" if f.default is not MISSING
+                  else "r" for f in fields if f.init)
+    return kinds, tuple("f" for f in fields if not f.init and f.default_factory is not MISSING), frozen
+
+
 def _template(kinds: tuple, extra_kinds: tuple, frozen: bool):
     """The code of an __init__ of this shape, with placeholder names (_p<i> parameters,
-    _a<i> fields, _g<i> globals holding a field's default or factory)."""
+    _a<i> fields, _g<i> globals holding a field's default or factory): written out in
+    _dataclass_inits.py, else compiled from template_source."""
+    from . import _dataclass_inits
+
+    made = getattr(_dataclass_inits, template_name(kinds, extra_kinds, frozen), None)
+    if made is not None:
+        return made.__code__.replace(co_name="__init__")
+    env: dict = {}
+    exec(template_source(kinds, extra_kinds, frozen), env)
+    return env["__init__"].__code__
+
+
+def template_name(kinds: tuple, extra_kinds: tuple, frozen: bool) -> str:
+    """The name of a shape's template in _dataclass_inits.py."""
+    return f"init_{''.join(kinds)}_{''.join(extra_kinds)}{'_frozen' if frozen else ''}"
+
+
+def template_source(kinds: tuple, extra_kinds: tuple, frozen: bool, name: str = "__init__") -> str:
+    """The source of _template's code (a function `name`)."""
     args = ["self"] + [f"_p{i}" if k == "r" else f"_p{i}=None" for i, k in enumerate(kinds)]
     lines = []
 
@@ -349,10 +376,7 @@ def _template(kinds: tuple, extra_kinds: tuple, frozen: bool):
     for j in range(len(extra_kinds)):
         i = len(kinds) + j
         lines.append(store(i, f"_g{i}()"))
-    src = f"def __init__({', '.join(args)}):\n" + "".join(f"    {x}\n" for x in lines or ["pass"])
-    env: dict = {}
-    exec(src, env)
-    return env["__init__"].__code__
+    return f"def {name}({', '.join(args)}):\n" + "".join(f"    {x}\n" for x in lines or ["pass"])
 
 
 def _type_name(tp) -> str:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import re
 import stat
 import struct
 from collections.abc import Iterator
@@ -304,6 +303,8 @@ def _describe_marker(dfd: int, path: str) -> str | None:
         return UNREADABLE
     if st.st_nlink != 1 or st.st_uid != os.fstat(dfd).st_uid:
         return UNREADABLE
+    import re  # (an incomplete image's: not in a restore's start-up)
+
     m = re.fullmatch(_IN_PROGRESS, text)
     if m:
         pid, start, boot = int(m.group(1)), int(m.group(2)), m.group(3)

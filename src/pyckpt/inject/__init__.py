@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import signal
 import struct
 
@@ -74,9 +73,12 @@ def find_syscall_insn(code: bytes) -> int:
     Prefer the `mov $nr, %eax; syscall` pattern of the vDSO's fallback paths:
     there 0f 05 is surely an instruction and not bytes of another one.
     """
-    m = re.search(rb"\xb8[\x00-\xff][\x00-\x01]\x00\x00\x0f\x05", code)
-    if m:
-        return m.start() + 5
+    # b8 ?? (00|01) 00 00 0f 05, found without `re` (not in a command's start-up)
+    i = code.find(b"\x00\x00\x0f\x05", 3)
+    while i >= 0:
+        if code[i - 3] == 0xB8 and code[i - 1] <= 1:
+            return i + 2
+        i = code.find(b"\x00\x00\x0f\x05", i + 1)
     i = code.find(b"\x0f\x05")
     if i < 0:
         raise PyckptError("no syscall instruction found in the vDSO")

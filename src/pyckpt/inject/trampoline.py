@@ -28,7 +28,6 @@ its own state back directly (`ck_park`).
 
 from __future__ import annotations
 
-import re
 import struct
 
 from .. import ptrace_ops as pt
@@ -42,7 +41,15 @@ FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2 = 0x46505853, 0x46505845
 ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
 U64 = (1 << 64) - 1
 # mov $0xf,%rax; syscall (glibc's __restore_rt, Go's sigreturn) or mov $15,%eax; syscall (musl)
-GADGET = re.compile(rb"\x48\xc7\xc0\x0f\x00\x00\x00\x0f\x05|\xb8\x0f\x00\x00\x00\x0f\x05")
+# The gadget: `mov $15, %rax; syscall` or `mov $15, %eax; syscall` (looked for with
+# bytes.find, not a regular expression: no `re` in a command's start-up)
+GADGETS = (b"\x48\xc7\xc0\x0f\x00\x00\x00\x0f\x05", b"\xb8\x0f\x00\x00\x00\x0f\x05")
+
+
+def gadget_in(buf) -> int:
+    """Offset of the first gadget in `buf` (bytes, or a buffer: copied), or -1."""
+    data = bytes(buf)
+    return min((i for i in (data.find(g) for g in GADGETS) if i >= 0), default=-1)
 SCAN_LIMIT = 64 << 20  # bytes of executable mappings searched at most
 # Where a gadget was found before, by the mapping (device, inode, file offset, size):
 # the same library mapped again has it at the same place.  Only a hint: the bytes
@@ -54,12 +61,12 @@ def find_gadget(pid: int, maps) -> int | None:
     """Address of an rt_sigreturn gadget in an executable mapping of `pid`
     (libc's first), or None."""
     code = [m for m in maps if m.perms.startswith("r-x") and m.path.startswith("/")]
-    code.sort(key=lambda m: not re.search(r"/libc[.-]", m.path))
+    code.sort(key=lambda m: not ("/libc." in m.path or "/libc-" in m.path))
     for m in code:
         at = _FOUND.get((m.dev, m.inode, m.offset, m.end - m.start))
         if at is not None:
             buf = ffi.new("char[]", 9)
-            if lib.ck_vm_read(pid, m.start + at, buf, 9) == 9 and GADGET.match(ffi.buffer(buf, 9)):
+            if lib.ck_vm_read(pid, m.start + at, buf, 9) == 9 and gadget_in(ffi.buffer(buf, 9)) == 0:
                 return m.start + at
     budget = SCAN_LIMIT
     for m in code:
@@ -70,10 +77,10 @@ def find_gadget(pid: int, maps) -> int | None:
         buf = ffi.new("char[]", size)
         if lib.ck_vm_read(pid, m.start, buf, size) != size:
             continue
-        found = GADGET.search(ffi.buffer(buf, size))
-        if found:
-            _FOUND[(m.dev, m.inode, m.offset, m.end - m.start)] = found.start()
-            return m.start + found.start()
+        found = gadget_in(ffi.buffer(buf, size))
+        if found >= 0:
+            _FOUND[(m.dev, m.inode, m.offset, m.end - m.start)] = found
+            return m.start + found
     return None
 
 

@@ -72,7 +72,6 @@ import contextlib
 import ctypes
 import errno
 import os
-import re
 import stat
 
 from .._dataclass import dataclass, field
@@ -89,7 +88,14 @@ from .deleted import ContentRun, check_size, store_content
 from .fileid import FileIdentity
 from .memory import PAGE, PROT_EXEC, PROT_READ, PROT_WRITE, MappedObject, VmaRecord, mapped_object
 
-SHM_NAME = re.compile(r"/SYSV([0-9a-f]{8}) \(deleted\)")
+def shm_key(name: str) -> int | None:
+    """The key of a SysV segment's mapping name ("/SYSV" + 8 lower-case hex digits +
+    " (deleted)": what re.fullmatch(r"/SYSV([0-9a-f]{8}) \\(deleted\\)", name) takes),
+    else None.  (No `re`: every dump asks it of every mapping.)"""
+    if len(name) == 23 and name.startswith("/SYSV") and name.endswith(" (deleted)") \
+            and all(c in "0123456789abcdef" for c in name[5:13]):
+        return int(name[5:13], 16)
+    return None
 IPC_CREAT, IPC_EXCL = 0o1000, 0o2000
 IPC_RMID, IPC_SET, IPC_STAT = 0, 1, 2
 SHM_LOCK = 11
@@ -179,7 +185,7 @@ class SysvSharedMemory(MappedObject):
     attaches = True  # memory.restore_layout calls attach() instead of mmap
 
     def claims_mapping(self, name: str) -> bool:
-        return SHM_NAME.fullmatch(name) is not None
+        return shm_key(name) is not None
 
     def dump_mapping(self, ctx: DumpContext, map_path: str, name: str) -> tuple[FileIdentity, list]:
         st = os.stat(map_path)
@@ -188,7 +194,7 @@ class SysvSharedMemory(MappedObject):
         recs = []
         if key not in ctx.objects:
             what = (f"process {ctx.pid}: memory at {map_path.rsplit('/', 1)[1]} is SysV shared memory "
-                    f"segment key {int(SHM_NAME.fullmatch(name).group(1), 16):#010x} id {shmid}")
+                    f"segment key {shm_key(name):#010x} id {shmid}")
             _same_namespace_as_root(ctx, what)
             start = int(map_path.rsplit("/", 1)[1].split("-")[0], 16)
             if "ht" in ctx.smaps_flags.get(start, []):
@@ -213,7 +219,7 @@ class SysvSharedMemory(MappedObject):
             ctx.objects[key] = len(ctx.objects) + 1
             recs.append(SysvShmRecord(ctx.objects[key], shmid, entry.key, entry.mode, entry.uid, entry.gid,
                                       entry.cuid, entry.cgid, entry.cpid, entry.size, st.st_dev,
-                                      int(SHM_NAME.fullmatch(name).group(1), 16), runs))
+                                      shm_key(name), runs))
         return FileIdentity(name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), recs
 
     # --- restore ---

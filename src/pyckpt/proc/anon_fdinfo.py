@@ -32,7 +32,6 @@ inode's file handle when the file system gives one.
 from __future__ import annotations
 
 import os
-import re
 from .._dataclass import dataclass
 
 from .fdinfo import read_fdinfo_text  # noqa: F401 (its reader; the epoll and pidfd kinds import it here)
@@ -83,6 +82,8 @@ _PAIR = r"^\(\s*(-?\d+)\s*,\s*(-?\d+)\s*\)$"  # (patterns compiled when first us
 
 
 def _timespec_ns(value: str, key: str) -> int:
+    import re  # (`re` when such an fd is met: not in a command's start-up)
+
     m = re.match(_PAIR, value)
     if not m:
         raise ValueError(f"timerfd fdinfo: bad '{key}:' value {value!r}")
@@ -117,6 +118,8 @@ def parse_epoll_items(text: str) -> list[EpollItemInfo]:
     for line in text.splitlines():
         if not line.startswith("tfd:"):
             continue
+        import re
+
         m = re.match(_TFD, line)
         if not m:
             raise ValueError(f"epoll fdinfo: bad item line {line!r}")
@@ -160,6 +163,8 @@ class FdinfoWatch:
 def parse_watches(text: str) -> list[FdinfoWatch]:
     """The watches of an inotify fdinfo text (unit-tested on captured text)."""
     out = []
+    import re
+
     for m in re.finditer(_WATCH_RE, text, re.M):
         wd, ino, sdev, mask, nbytes, htype, handle = m.groups()
         raw = bytes.fromhex(handle) if handle is not None else None

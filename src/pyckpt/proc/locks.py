@@ -26,14 +26,15 @@ which /proc/locks cannot.
 
 from __future__ import annotations
 
-import re
 from .._dataclass import dataclass
 
-_LINE = re.compile(
+# (compiled when first used, by re's cache, and `re` imported then: not at every
+# command's start-up)
+_LINE = (
     r"^(?P<id>\d+):\s*(?P<waiter>->\s*)?(?P<kind>\S+)\s+(?P<state>\S+)\s+(?P<type>\S+)\s+"
     r"(?P<pid>-?\d+)\s+(?P<file>\S+)\s+(?P<start>\d+)\s+(?P<end>\d+|EOF)\s*$"
 )
-_FILE = re.compile(r"^([0-9a-f]+):([0-9a-f]+):(\d+)$")
+_FILE = r"^([0-9a-f]+):([0-9a-f]+):(\d+)$"
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,12 @@ class LockLine:
 
 def parse_lock_line(line: str) -> LockLine:
     """One line of /proc/locks, or the text after `lock:` in fdinfo."""
-    m = _LINE.match(line.strip())
+    import re
+
+    m = re.match(_LINE, line.strip())
     if not m:
         raise ValueError(f"unexpected lock line: {line!r}")
-    f = _FILE.match(m["file"])
+    f = re.match(_FILE, m["file"])
     if f:
         dev, ino = (int(f[1], 16), int(f[2], 16)), int(f[3])
     else:  # "<none>:0": a lock without an inode

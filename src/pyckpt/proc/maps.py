@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 
 from .._dataclass import dataclass
 
@@ -60,12 +59,15 @@ def parse_maps(text: str) -> list[MapEntry]:
 
 # A VMA's first line ("START-END perms ...": lower-case hex) and its VmFlags line; the
 # lines between ("Rss:   4 kB"...) start with an upper-case letter.
-# (compiled by the first dump that reads smaps, not at every command's start-up: ~0.5 ms)
+# (compiled by the first dump that reads smaps, not at every command's start-up: ~0.5 ms;
+# `re` imported then too: a restore does without it)
 _SMAPS_FLAGS = r"^([0-9a-f]+)-[0-9a-f]+ [^\n]*\n(?:[A-Z][^\n]*\n)*?VmFlags:([^\n]*)"
 
 
 def parse_smaps_flags(text: str) -> dict[int, list[str]]:
     """Map each VMA start address in /proc/PID/smaps to its VmFlags list."""
+    import re
+
     return {int(start, 16): flags.split() for start, flags in re.findall(_SMAPS_FLAGS, text, re.M)}
 
 

@@ -10,7 +10,6 @@ optional fields up to `-`, file system type, source, super options.
 
 from __future__ import annotations
 
-import re
 from .._dataclass import dataclass
 
 
@@ -27,6 +26,10 @@ class Mount:
 
 def unescape(s: str) -> str:
     """A mountinfo path with its octal escapes (`\\040` for a space...) decoded."""
+    if "\\" not in s:
+        return s
+    import re  # (only for a path with an escape: not in a command's start-up)
+
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
 
 

@@ -251,6 +251,8 @@ def test_handler_killed_kills_the_process(spawn, lazy_bin, tmp_path):
     assert not any(line.startswith("CHECK") for line in r.lines())
     _wait_exit(h.handler)
     assert _reap_guards(before) == 2  # each killed the process, saw it gone, and went
+    assert h.wait(timeout=60) == (f"page handler {h.handler} of process {r.pid} ended before every "
+                                  "page was in (killed?): the processes it served were killed")  # (once)
 
 
 @pytest.mark.parametrize("wait", [False, True], ids=["at-once", "after-a-new-guard"])
@@ -436,21 +438,181 @@ def test_pages_img_cut_short_while_lazy_kills_the_process(spawn, lazy_bin, tmp_p
     status = _wait_exit(handlers[0].handler)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3, status  # it gave up: a read error
     assert _reap_guards(before) == 2
+    said = handlers[0].wait(timeout=60)
+    assert said.startswith(f"page handler {handlers[0].handler} of process {r.pid}: ") and "pages.img" in said, said
 
 
-def test_damaged_image_is_refused_before_any_process(spawn, lazy_bin, tmp_path):
+def _flip(path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_damaged_records_are_refused_before_any_process(spawn, lazy_bin, tmp_path):
+    """Everything but the contents of lazily served pages is checked before any process
+    exists, as in a copying restore."""
     t = _start(spawn, lazy_bin, mib=8)
     pid = t.pid
     pyckpt.dump(pid, tmp_path / "img", kill=True)
     reap_dumped(t)
-    with open(tmp_path / "img" / "pages.img", "r+b") as f:
-        f.seek(4096 * 100)
-        byte = f.read(1)
-        f.seek(4096 * 100)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    _flip(tmp_path / "img" / "records.img", os.path.getsize(tmp_path / "img" / "records.img") // 2)
     with pytest.raises(pyckpt.ImageError):
         pyckpt.restore(tmp_path / "img", lazy=True)
     assert not os.path.exists(f"/proc/{pid}")
+
+
+def _corrupt(image, addr: int) -> tuple[int, str]:
+    """Flip a byte in the middle of the page at `addr` in the image's pages.img; the
+    offset of the checksummed piece that holds it, and the file's path."""
+    from pyckpt.image import ImageReader
+    from pyckpt.kinds.memory import VmaRecord
+
+    for v in ImageReader(image).of_type(VmaRecord):
+        for p in v.pages:
+            if not p.zero and not p.image and p.addr <= addr < p.addr + p.npages * 4096:
+                at = p.offset + (addr & ~4095) - p.addr + 2048
+                piece = next(off for off, n, _ in p.pieces() if off <= at < off + n)
+                _flip(image / "pages.img", at)
+                return piece, str(image / "pages.img")
+    raise AssertionError(f"no stored page at {addr:#x}")
+
+
+def _dump_and_corrupt(t: Target, image, where: float = 0.75, mib: int = MIB) -> tuple[int, str]:
+    """Dump t (of `mib` MiB) with kill; corrupt the page `where` through its buffer (the
+    target checks it after the first half with SIGALRM, or with the rest on SIGUSR1)."""
+    buf = int(t.wait_for(r"^READY \d+ ([0-9a-f]+)").group(1), 16)
+    pyckpt.dump(t.pid, image, kill=True)
+    reap_dumped(t)
+    return _corrupt(image, buf + int(mib * 1024 * 1024 * where) // 4096 * 4096)
+
+
+def _assert_killed_for(pid: int, r: Target, h, piece: int, pages: str, before: set[int]) -> None:
+    """The process was SIGKILLed without ever reading the corrupted page (it would have
+    said CHECK FAIL), the handler exited 6, and what it said names the piece."""
+    status = _wait_exit(pid)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    assert not any("CHECK" in line for line in r.lines()), r.lines()
+    said = h.wait(timeout=60)
+    assert said is not None and said.startswith(f"pages at offset {piece} of {pages} fail their "
+                                                "checksum (the image is corrupted)"), said
+    assert f"process {r.pid}" in said and f"page handler {h.handler}" in said, said
+    status = _wait_exit(h.handler)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 6, status
+    assert _reap_guards(before) == 2  # each saw the handler go, killed (no one left), exited 1
+    assert h.wait() == said  # (kept)
+
+
+def test_corrupted_page_kills_the_process_when_it_touches_it(spawn, lazy_bin, tmp_path):
+    """A byte flipped in a page the target reads late: the restore returns (the page's
+    checksum is checked when it is first served, not before), the process runs on the
+    good pages (HALF ok), and when it touches the bad one it is killed before it can read
+    it; the handler says why (Handler.wait) and exits 6."""
+    before = _orphan_guards()
+    t = _start(spawn, lazy_bin)
+    piece, pages = _dump_and_corrupt(t, tmp_path / "img")
+    proc = pyckpt.restore(tmp_path / "img", lazy="touch")
+    h = proc.lazy_handlers[0]
+    for pid in (h.guard, h.handler, proc.pid):
+        spawn.track(pid)
+    r = Target(proc.pid, t.log)
+    assert _ask(r, signal.SIGALRM, r"^HALF (ok|FAIL.*)$").group(1) == "ok"
+    with pytest.raises(TimeoutError):  # still serving: nothing to say yet
+        h.wait(timeout=0.05)
+    os.kill(r.pid, signal.SIGUSR1)  # every page, in random order: the bad one among them
+    _assert_killed_for(r.pid, r, h, piece, pages, before)
+
+
+def test_corrupted_page_kills_what_was_forked_while_lazy(later, spawn, lazy_bin, tmp_path):
+    """The child forked while lazy touches the bad page: it and its parent are killed."""
+    before = _orphan_guards()
+    t = _start(spawn, lazy_bin)
+    piece, pages = _dump_and_corrupt(t, tmp_path / "img")
+    proc = pyckpt.restore(tmp_path / "img", lazy="touch")
+    h = proc.lazy_handlers[0]
+    for pid in (h.guard, h.handler, proc.pid):
+        spawn.track(pid)
+    r = Target(proc.pid, t.log)
+    child = int(_ask(r, signal.SIGWINCH, r"^FORKED (\d+)$").group(1))
+    later(child)
+    os.kill(child, signal.SIGUSR1)  # the child checks its copy: the bad page among them
+    _assert_killed_for(r.pid, r, h, piece, pages, before)
+    status = _wait_exit(child)  # ours once its parent is gone (a subreaper)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+
+
+def test_corrupted_page_pushed_in_the_background_kills_the_process(spawn, lazy_bin, tmp_path):
+    """lazy=True: the bad piece is found by the background push (or by a touch), the
+    process killed before it reads it.  (If the push got there before the restore
+    returned, the restore fails, undone, with the same reason as an ImageError.)"""
+    before = _orphan_guards()
+    t = _start(spawn, lazy_bin, mib=256)  # (the bad piece far from the first pushed)
+    piece, pages = _dump_and_corrupt(t, tmp_path / "img", 0.95, mib=256)
+    try:
+        proc = pyckpt.restore(tmp_path / "img", lazy=True)
+    except pyckpt.ImageError as e:
+        assert f"pages at offset {piece} of {pages} fail their checksum" in str(e), e
+        assert not os.path.exists(f"/proc/{t.pid}")
+        return
+    h = proc.lazy_handlers[0]
+    for pid in (h.guard, h.handler, proc.pid):
+        spawn.track(pid)
+    r = Target(proc.pid, t.log)
+    os.kill(r.pid, signal.SIGUSR1)
+    _assert_killed_for(r.pid, r, h, piece, pages, before)
+
+
+def test_corrupted_page_met_while_restoring_fails_the_restore(spawn, lazy_bin, tmp_path, monkeypatch):
+    """The handler kills the process while pyckpt is still restoring it (the bad piece is
+    among the first pushed; the restore is held until then): the restore fails with an
+    ImageError naming the piece, nothing is left, and pyckpt keeps no fd."""
+    t = _start(spawn, lazy_bin)
+    pid = t.pid
+    piece, pages = _dump_and_corrupt(t, tmp_path / "img", where=0)
+    fds = _own_fds()
+    real = restorer._timed
+
+    def held(stats, stage):
+        timer = real(stats, stage)
+        if stage != Stage.THREAD:
+            return timer
+
+        class Held:
+            def __enter__(self):
+                return timer.__enter__()
+
+            def __exit__(self, *exc):
+                deadline = time.monotonic() + 60
+                while _state(pid) not in ("Z", "X", ""):  # killed by the handler (pyckpt reaps it)
+                    assert time.monotonic() < deadline, "the handler did not kill the process"
+                    time.sleep(0.01)
+                return timer.__exit__(*exc)
+
+        return Held()
+
+    monkeypatch.setattr(restorer, "_timed", held)
+    with pytest.raises(pyckpt.ImageError, match=f"pages at offset {piece} of {re.escape(pages)} fail their checksum"):
+        pyckpt.restore(tmp_path / "img", lazy=True)
+    monkeypatch.undo()
+    assert not os.path.exists(f"/proc/{pid}")
+    assert _own_fds() == fds, "pyckpt left fds open"
+
+
+def _own_fds() -> set[str]:
+    """This process's fds but the report sockets of lazy handlers still running (earlier
+    tests'; pyckpt closes them once read, at any later lazy restore)."""
+    from pyckpt import lazy
+
+    return set(os.listdir("/proc/self/fd")) - {str(s.fileno()) for s in lazy._REPORTS.values()}
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
 
 
 def test_lazy_takes_true_false_or_touch(tmp_path):
@@ -476,6 +638,35 @@ def test_cli_restore_lazy(spawn, lazy_bin, tmp_path):
     r = Target(pid, t.log)
     assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
     assert os.WIFEXITED(_wait_exit(handler))
+
+
+def test_cli_restore_lazy_says_a_corrupted_page_on_its_stderr(spawn, lazy_bin, tmp_path):
+    """`pyckpt restore --lazy` returns at once; its stderr a file (or a terminal), the
+    handler keeps it and says there why it killed the process, later."""
+    t = _start(spawn, lazy_bin, mib=256)  # (the bad piece far from the first pushed)
+    pid = t.pid
+    piece, pages = _dump_and_corrupt(t, tmp_path / "img", 0.95, mib=256)
+    err = tmp_path / "stderr"
+    with open(err, "w") as f:
+        out = subprocess.run([sys.executable, "-m", "pyckpt", "restore", "--lazy", str(tmp_path / "img")],
+                             stdout=subprocess.PIPE, stderr=f, text=True, timeout=120)
+    assert out.returncode == 0, err.read_text()
+    m = re.search(r"lazy: the pages of process (\d+) come from handler (\d+) \(guard (\d+)\)", err.read_text())
+    assert m and int(m.group(1)) == pid, err.read_text()
+    handler = int(m.group(2))
+    spawn.track(int(m.group(3)))
+    spawn.track(handler)
+    spawn.track(pid)
+    os.kill(pid, signal.SIGUSR1)  # (the command set no "touch": the push may find it first)
+    status = _wait_exit(pid)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    status = _wait_exit(handler)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 6, status
+    lines = [x for x in err.read_text().splitlines() if "fail their checksum" in x]
+    assert lines == [f"pyckpt lazy restore: pages at offset {piece} of {pages} fail their checksum (the "
+                     f"image is corrupted): the lazily restored process {pid}, and what it forked, were "
+                     f"killed before reading them (page handler {handler})"], err.read_text()
+    assert not any("CHECK" in line for line in Target(pid, t.log).lines())
 
 
 @pytest.mark.parametrize("lazy", [True, "touch"])
@@ -508,13 +699,13 @@ def test_lazy_restore_failing_after_its_handler_started_leaves_nothing(spawn, la
     pyckpt.dump(pid, tmp_path / "img", kill=True)
     reap_dumped(t)
     ours = {c.pid for c in psutil.Process().children()}
-    fds = set(os.listdir("/proc/self/fd"))
+    fds = _own_fds()
     monkeypatch.setattr(restorer, "_timed", _failing_at_end(restorer._timed, stage, 1, pyckpt.RestoreError))
     with pytest.raises(pyckpt.RestoreError, match=f"injected fault at the end of {stage.name}"):
         pyckpt.restore(tmp_path / "img", lazy=lazy)
     monkeypatch.undo()
     assert not os.path.exists(f"/proc/{pid}")
-    assert set(os.listdir("/proc/self/fd")) == fds, "pyckpt left fds open"
+    assert _own_fds() == fds, "pyckpt left fds open"
     # the handler was reparented to this test (a subreaper): it ends by itself
     deadline, handlers = time.monotonic() + 60, 0
     while True:

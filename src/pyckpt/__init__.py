@@ -591,8 +591,12 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     are in (`lazy="touch"`: touched pages, and one a second; the handler stays
     until all are in or the process ends).
     If the handler dies first, its guard kills the process: never left with
-    missing memory.  The returned process's `lazy_handlers` lists them
-    (`pyckpt.lazy.Handler`: pid, handler, guard); see pyckpt/lazy.py.
+    missing memory.  The checksums of those pages are checked as they are served
+    (everything else before any process exists): a page of the image that fails
+    its checksum is never copied, but kills the process, maybe after it ran a
+    while (an `ImageError` if the restore has not returned yet).  The returned
+    process's `lazy_handlers` lists them (`pyckpt.lazy.Handler`: pid, handler,
+    guard; `.wait()` says why a handler killed them); see pyckpt/lazy.py.
     """
     # (`_process=False`: the `pyckpt` command, which prints the PID, gets an object with
     # `pid` and `restore_warnings` instead, and does not load psutil.)

@@ -94,7 +94,10 @@ def build_parser():
                    help="let the process run before its memory is filled: private anonymous pages "
                         "come from the image when first touched (userfaultfd), the rest in the "
                         "background, from a handler process that exits once all are in (its PID on "
-                        "stderr); if it dies first, the process is killed. DIR may be removed meanwhile")
+                        "stderr); if it dies first, the process is killed. Their checksums are checked "
+                        "as they are served: a corrupted page kills the process before it reads it, "
+                        "said later on stderr if it is a terminal or a file, and in the kernel log. "
+                        "DIR may be removed meanwhile")
 
     s = sub.add_parser("show", help="describe an image",
                        description="Print what an image holds: header, memory areas, fds.")

@@ -248,14 +248,19 @@ def _validate(path, progress: Progress, stats: RestoreStats,
     # first process, no PID twice, every parent present, each process consistent.
     views = task.process_views(image)
     recs = [view.one(task.ZombieRecord if task.is_zombie(view) else task.TaskRecord) for view in views]
-    runs = stored_runs(image)
+    shared: dict = {}
+    if options.lazy and not checking:  # lazily served pages: checked by the handler when served
+        from . import lazy
+
+        runs, later = lazy.checked_up_front(image, views, shared)
+    else:
+        runs, later = stored_runs(image), 0
     total = sum(length for _, length, _ in runs)
-    stats.pages_bytes = total
+    stats.pages_bytes = total + later
     with progress.bar(total, "verify image") as bar:
         image.verify_pages(runs, bar.update)
     stats.phases[Stage.VALIDATE.name] = time.perf_counter() - t
     passed: dict = {}
-    shared: dict = {}
     pids: dict[int, int] = {}
     lowest = max(max(files.highest_fd(v) for v in views if not task.is_zombie(v)) + 1, 3)
     rctxs = []
@@ -346,6 +351,10 @@ def _create_and_fill(rctxs: list[RestoreContext], stats: RestoreStats) -> None:
                 with contextlib.suppress(PyckptError):
                     t.cure()  # its thread is gone: this closes its /proc/TID/mem fd
         run_undo(root.shared)  # what kinds made outside the processes (SysV segments...)
+        said = root.shared.get("lazy: said by a handler")  # it killed them: a corrupted page (lazy.py)
+        if said:
+            raise ImageError(f"restore of process {root.image_pid} failed and was undone: {said}",
+                             path=root.image.where) from e
         # What went wrong in a task (a ptrace request, an injected call, an OS call) is
         # said with "undone"; a bug is left to the boundary (an InternalError).
         if not isinstance(e, (PtraceError, RemoteCallError, OSError)):

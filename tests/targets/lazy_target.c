@@ -16,10 +16,12 @@
  *   SIGTTIN  exec sleep 1000                                          EXEC
  *   SIGWINCH fork a child that stays; it checks its copy on SIGUSR1  FORKED PID,
  *                                                              FORKED CHECK ok|FAIL
+ *   SIGALRM  the first half of the buffer checked, in random order     HALF ok|FAIL
  * tree: a child forked at start (before the dump) checks its copy on SIGUSR1.
  * sparse: only even pages are written; odd ones must read zeros (an image with
  * a run per page: thousands of them).
- * Prints READY (and CHILD-READY for tree) once the buffer is filled. */
+ * Prints READY PID BUFFER-ADDRESS (and CHILD-READY for tree) once the buffer is
+ * filled. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
@@ -157,6 +159,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGURG);
     sigaddset(&set, SIGWINCH);
     sigaddset(&set, SIGTTIN);
+    sigaddset(&set, SIGALRM);
     sigprocmask(SIG_BLOCK, &set, NULL);
     if (!strcmp(mode, "threads")) {
         nthreads = 4;
@@ -181,13 +184,15 @@ int main(int argc, char **argv)
             }
         }
     }
-    printf("READY %d\n", getpid());
+    printf("READY %d %lx\n", getpid(), (unsigned long)buf);
     fflush(stdout);
     for (;;) {
         int sig;
         sigwait(&set, &sig);
         if (sig == SIGUSR1) {
             report("CHECK", check_all());
+        } else if (sig == SIGALRM) {
+            report("HALF", check_range(buf, 0, npages / 2, 0, &rnd, 0));
         } else if (sig == SIGUSR2) {
             pid_t c = fork();
             if (c == 0) {

@@ -33,8 +33,12 @@ ffibuilder.cdef(
                             void *buf, size_t buflen);
     long ck_lazy_register(int uffd, const unsigned long *ranges, long n);
     long ck_lazy_start(int uffd, int pages_fd, int pidfd, int pid, const unsigned long *runs,
-                       long nruns, int prefetch, unsigned long window, unsigned long chunk,
-                       long *guard);
+                       long nruns, const unsigned long *stored, long nstored,
+                       const unsigned long *digests, long ndigests, unsigned long piece,
+                       unsigned long hash_fn, long pages_size, int report_fd, int prefetch,
+                       unsigned long window, unsigned long chunk, long *guard);
+    unsigned long ck_lazy_hash_fn(const char *path);
+    unsigned long long ck_lazy_hash(unsigned long fn, const void *buf, size_t len);
     """
 )
 

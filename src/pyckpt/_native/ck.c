@@ -795,7 +795,15 @@ unsigned ck_xsave_size(unsigned long mask)
  * it pushes every page still to come (trying again every 10 ms) and exits once all
  * are in.  A fatal error kills the processes from the handler itself too, before
  * it exits.
+ * Each piece of pages.img it serves (a stored run's checksummed piece: offset,
+ * length, xxh3) is checked the first time any of it is to be copied, before the
+ * UFFDIO_COPY: a piece that fails its checksum is never copied; every process
+ * served is killed and the handler exits with status 6.  Why it gave up (or, from
+ * a guard, that the handler ended first) is said once, by the first to see it: on
+ * the report socket pyckpt holds (lazy.Handler.wait), on stderr if that is a
+ * terminal or a regular file, and in the kernel log (/dev/kmsg).
  * Raw system calls and mmap-backed arrays only after the fork: no malloc. */
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -851,7 +859,6 @@ struct lz_fault { int uf; unsigned long addr; };
 static char *lz_map;  /* pages.img, mapped read-only */
 #define LZ_GUARDS 2  /* each holds everything: one killed, the other still guards */
 static int lz_socks[LZ_GUARDS] = { -1, -1 };  /* to the guards */
-static int lz_tty;  /* stderr kept (a terminal): where a fatal reason is told */
 static struct lz_uf *lz_ufs;
 static long lz_nuf;
 static int *lz_seen;  /* every PID already known or sent to the guard */
@@ -865,6 +872,22 @@ static int lz_pages_fd = -1, lz_status_fd = -1;  /* not for a guard */
 static long lz_guard_try;  /* ms of the last try to start a guard (when one is missing) */
 static long lz_guard_gen[LZ_GUARDS];  /* started in a slot: an event polled on an older one is stale */
 static long lz_last_look;  /* ms (CLOCK_MONOTONIC) of the last look for forked children */
+typedef unsigned long long (*lz_hash_fn)(const void *, size_t);
+static lz_hash_fn lz_hash;  /* xxh3 (python-xxhash's, in this address space); NULL: checked up front */
+/* The stored runs served, sorted by offset in pages.img: (offset, length, address,
+ * digests, first digest's index in lz_digests).  One digest: the whole run is one
+ * piece; more: one a piece of the run cut on the lz_piece grid of addresses. */
+static const unsigned long *lz_runs;
+static long lz_nruns;
+static const unsigned long *lz_digests;
+static long lz_ndigests;
+static unsigned long lz_piece;
+static unsigned char *lz_ok;  /* piece (digest) i checked */
+static int lz_report_fd = -1;  /* the report socket (pyckpt holds the other end) */
+static int lz_stderr;  /* fd 2 kept (a terminal or a regular file) */
+static int *lz_reported;  /* in a page shared with the guards: the reason was said */
+static long lz_handler_pid;
+static int lz_main_pid;  /* the restored process */
 
 static void *lz_alloc(size_t size)
 {
@@ -891,19 +914,111 @@ static void lz_kill_all(const int *pidfds, int n)
     }
 }
 
-/* A fatal error: every process is killed — by the handler itself, and by the guard
- * (seeing the socket close without 'D') — before any uffd is closed. */
+/* Say `msg` (one line, no newline) where the user can see it: the report socket,
+ * stderr (if kept), the kernel log; only the first of the handler and its guards
+ * to give a reason says it (`lz_reported`, shared). */
+static void lz_say(const char *msg)
+{
+    if (lz_reported && __atomic_exchange_n(lz_reported, 1, __ATOMIC_SEQ_CST))
+        return;
+    char buf[640];
+    int n = snprintf(buf, sizeof(buf), "pyckpt lazy restore: %s\n", msg);
+    if (n <= 0)
+        return;
+    if (n >= (int)sizeof(buf))
+        n = (int)sizeof(buf) - 1;
+    size_t head = sizeof("pyckpt lazy restore: ") - 1;
+    if (lz_report_fd >= 0)
+        send(lz_report_fd, buf + head, (size_t)n - 1 - head, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (lz_stderr && write(2, buf, (size_t)n) < 0) { /* nowhere else to say it */ }
+    int k = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+    if (k >= 0) {
+        char line[700];
+        int m = snprintf(line, sizeof(line), "<3>pyckpt-lazy[%ld]: %s", (long)syscall(SYS_getpid),
+                         buf + head);
+        if (m > 0 && write(k, line, (size_t)(m < (int)sizeof(line) ? m : (int)sizeof(line) - 1)) < 0) { }
+        close(k);
+    }
+}
+
+/* Give up: every process served is killed — by the handler itself, and by the
+ * guards (seeing the socket close without 'D') — before any uffd is closed; then
+ * `msg` is said and the handler exits with `status`. */
+static void lz_fatal(int status, const char *msg)
+{
+    lz_kill_all(lz_kill, lz_nkill);
+    lz_say(msg);
+    syscall(SYS_exit_group, status);
+}
+
 static void lz_die(const char *what, long err)
 {
-    if (lz_tty) {
-        char buf[256];
-        int n = snprintf(buf, sizeof(buf), "pyckpt lazy-restore handler %ld: %s: %s; the restored "
-                         "processes are killed (their memory could not be completed)\n",
-                         (long)syscall(SYS_getpid), what, strerror((int)err));
-        if (n > 0 && write(2, buf, (size_t)n) < 0) { /* nowhere else to say it */ }
+    char buf[400];
+    snprintf(buf, sizeof(buf), "page handler %ld of process %d: %s: %s; the processes it served "
+             "were killed (their memory could not be completed)", lz_handler_pid, lz_main_pid, what,
+             strerror((int)err));
+    lz_fatal(3, buf);
+}
+
+/* pages.img cut shorter under the handler's mapping: a read error. */
+static void lz_sigbus(int sig)
+{
+    (void)sig;
+    lz_die("reading pages.img failed (the file was cut shorter?)", EIO);
+}
+
+/* The processes killed (status 6), and why: `what` at offset `at` of pages.img. */
+static void lz_bad(unsigned long at, const char *what)
+{
+    char path[256], msg[560];
+    ssize_t n = readlink("/proc/self/fd/4", path, sizeof(path) - 1);  /* pages.img */
+    path[n > 0 ? n : 0] = 0;
+    snprintf(msg, sizeof(msg), "pages at offset %lu of %s %s: the lazily restored process %d, and "
+             "what it forked, were killed before reading them (page handler %ld)", at,
+             n > 0 ? path : "pages.img", what, lz_main_pid, lz_handler_pid);
+    lz_fatal(6, msg);
+}
+
+/* Check every piece overlapping [off, off + len) of pages.img that is not checked
+ * yet.  A byte in no stored run, or a piece that fails its checksum: the processes
+ * are killed (status 6), nothing is copied. */
+static void lz_verify(unsigned long off, unsigned long len)
+{
+    if (!lz_hash)
+        return;
+    unsigned long at = off, end = off + len;
+    while (at < end) {
+        long lo = 0, hi = lz_nruns;  /* the last run starting at or before `at` */
+        while (lo < hi) {
+            long mid = (lo + hi) / 2;
+            if (lz_runs[5 * mid] <= at)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        const unsigned long *r = lo > 0 ? &lz_runs[5 * (lo - 1)] : NULL;
+        if (!r || r[0] + r[1] <= at)
+            lz_bad(at, "have no checksum (the image is damaged)");
+        unsigned long ro = r[0], rl = r[1], ra = r[2], nd = r[3], po = ro, pl = rl, k = r[4];
+        if (nd > 1) {  /* the piece of the grid that holds `at` */
+            unsigned long a = ra + (at - ro), line = a & ~(lz_piece - 1);
+            unsigned long ps = line > ra ? line : ra, pe = line + lz_piece < ra + rl ? line + lz_piece : ra + rl;
+            unsigned long idx = (line - (ra & ~(lz_piece - 1))) / lz_piece;
+            if (idx >= nd)
+                lz_bad(at, "have no checksum (the image is damaged)");
+            k += idx;
+            po = ro + (ps - ra);
+            pl = pe - ps;
+        }
+        if (k >= (unsigned long)lz_ndigests)
+            lz_bad(at, "have no checksum (the image is damaged)");
+        if (!lz_ok[k]) {
+            if (lz_hash(lz_map + po, pl) != lz_digests[k])
+                lz_bad(po, "fail their checksum (the image is corrupted)");
+            lz_ok[k] = 1;
+        }
+        at = po + pl;
     }
-    lz_kill_all(lz_kill, lz_nkill);
-    syscall(SYS_exit_group, 3);
 }
 
 static int lz_reserve(struct lz_vec *x, long need)
@@ -1056,6 +1171,10 @@ static void lz_guard(int sock)
             lz_kill[lz_nkill++] = fd;
     }
     lz_kill_all(lz_kill, lz_nkill);
+    char msg[300];  /* (not said if the handler said why) */
+    snprintf(msg, sizeof(msg), "page handler %ld of process %d ended before every page was in "
+             "(killed?): the processes it served were killed", lz_handler_pid, lz_main_pid);
+    lz_say(msg);
     syscall(SYS_exit_group, 1);
 }
 
@@ -1211,6 +1330,7 @@ static long lz_fill(struct lz_uf *u, unsigned long s, unsigned long e)
         unsigned long ce = c.addr + c.len < e ? c.addr + c.len : e;
         if (ce - cs > limit)
             ce = cs + limit;
+        lz_verify(c.off + (cs - c.addr), ce - cs);  /* never a byte that fails its checksum */
         struct uffdio_copy cp;
         memset(&cp, 0, sizeof(cp));
         cp.dst = cs;
@@ -1504,19 +1624,50 @@ static void lz_handler(int uffd, int pidfd, int pid, const unsigned long *runs, 
     syscall(SYS_exit_group, 0);
 }
 
+/* The address of python-xxhash's XXH3 64-bit function in the copy of `path` this
+ * process has loaded already (the one that computed the image's checksums; the
+ * runtime-dispatched one, AVX2 where there is, else the plain one), or 0. */
+unsigned long ck_lazy_hash_fn(const char *path)
+{
+    void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (!h)
+        return 0;
+    void *f = dlsym(h, "XXH3_64bits_dispatch");
+    if (!f)
+        f = dlsym(h, "XXH3_64bits");
+    dlclose(h);  /* (still loaded: Python holds it) */
+    return (unsigned long)f;
+}
+
+/* `fn` (from ck_lazy_hash_fn) over `len` bytes at `buf`: to compare with xxhash's. */
+unsigned long long ck_lazy_hash(unsigned long fn, const void *buf, size_t len)
+{
+    return ((lz_hash_fn)fn)(buf, len);
+}
+
 /* Start the handler of `uffd` (registered by ck_lazy_register): `runs` holds
  * `nruns` (address, length, offset in pages.img) triples sorted by address,
- * `pages_fd` is pages.img, `pidfd` the process's.  `prefetch`: push every page in
- * the background (else only on touch).  Returns the handler's PID (and the
- * guard's in *guard) once both run, or -errno; pyckpt's copies of the fds may
- * then be closed. */
+ * `pages_fd` is pages.img (of `pages_size` bytes, else -ESTALE), `pidfd` the
+ * process's.  `stored`: `nstored` (offset, length, address, digests, index of the
+ * first in `digests`) of the stored runs that make up `runs`, sorted by offset;
+ * each piece (the run, or with more than one digest its pieces on the `piece`
+ * grid of addresses) is checked with `hash_fn` when first served (hash_fn 0:
+ * every page was checked before, none is).  `report_fd`:
+ * the handler's end of the report socket (or -1).  `prefetch`: push every page in
+ * the background (else only on touch).  Returns the handler's PID (and the guard's
+ * in *guard) once both run, or -errno; pyckpt's copies of the fds may then be
+ * closed. */
 long ck_lazy_start(int uffd, int pages_fd, int pidfd, int pid, const unsigned long *runs, long nruns,
+                   const unsigned long *stored, long nstored, const unsigned long *digests, long ndigests,
+                   unsigned long piece, unsigned long hash_fn, long pages_size, int report_fd,
                    int prefetch, unsigned long window, unsigned long chunk, long *guard)
 {
     int st[2];
     struct stat sb;
     if (fstat(pages_fd, &sb) < 0)
         return -errno;
+    if (sb.st_size != pages_size)
+        return -ESTALE;  /* cut or grown since the image was opened */
     if (pipe2(st, O_CLOEXEC) < 0)
         return -errno;
     long mid = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);  /* fork, without libc's atfork handlers */
@@ -1537,30 +1688,37 @@ long ck_lazy_start(int uffd, int pages_fd, int pidfd, int pid, const unsigned lo
         }
         /* the handler: hold nothing of pyckpt's but what it needs, at fixed numbers */
         long res[2] = { 0, 0 };
-        int keep[4] = { uffd, pages_fd, pidfd, st[1] };
-        for (int k = 0; k < 4; k++) {
+        int nkeep = report_fd >= 0 ? 5 : 4;
+        int keep[5] = { uffd, pages_fd, pidfd, st[1], report_fd };
+        for (int k = 0; k < nkeep; k++) {
             int fd = (int)syscall(SYS_fcntl, keep[k], F_DUPFD_CLOEXEC, 100 + k);
             if (fd < 0)
                 syscall(SYS_exit_group, 4);
             keep[k] = fd;
         }
-        for (int k = 0; k < 4; k++)
+        for (int k = 0; k < nkeep; k++)
             if (dup3(keep[k], 3 + k, O_CLOEXEC) < 0)
                 syscall(SYS_exit_group, 4);
-        lz_tty = isatty(2);
-        syscall(SYS_close_range, 7, ~0U, 0);
+        struct stat es;  /* stderr kept where a line stays without holding a reader up */
+        lz_stderr = isatty(2) || (fstat(2, &es) == 0 && S_ISREG(es.st_mode));
+        syscall(SYS_close_range, 3 + nkeep, ~0U, 0);
         int null = open("/dev/null", O_RDWR | O_CLOEXEC);
         for (int k = 0; k < 3; k++)
-            if (null >= 0 && !(k == 2 && lz_tty))
+            if (null >= 0 && !(k == 2 && lz_stderr))
                 dup2(null, k);
         if (null > 2)
             close(null);
         uffd = 3, pages_fd = 4, pidfd = 5;
         int status_fd = 6;
+        lz_report_fd = report_fd >= 0 ? 7 : -1;
         unsigned long act[4] = { 0, 0, 0, 0 };
         for (int sig = 1; sig <= 64; sig++)
             if (sig != SIGKILL && sig != SIGSTOP)
                 syscall(SYS_rt_sigaction, sig, act, NULL, 8);
+        struct sigaction bus;
+        memset(&bus, 0, sizeof(bus));
+        bus.sa_handler = lz_sigbus;
+        sigaction(SIGBUS, &bus, NULL);
         unsigned long none = 0;
         syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
         cpu_set_t all;
@@ -1569,6 +1727,17 @@ long ck_lazy_start(int uffd, int pages_fd, int pidfd, int pid, const unsigned lo
         syscall(SYS_setsid);
         syscall(SYS_prctl, 15 /* PR_SET_NAME */, "pyckpt-lazy", 0, 0, 0);
         if (chdir("/") < 0) { /* nothing held either way */ }
+        lz_handler_pid = syscall(SYS_getpid);
+        lz_main_pid = pid;
+        lz_hash = (lz_hash_fn)hash_fn;
+        lz_runs = stored;  /* (in this copy of pyckpt's memory) */
+        lz_nruns = nstored;
+        lz_digests = digests;
+        lz_ndigests = ndigests;
+        lz_piece = piece;
+        lz_ok = lz_alloc((size_t)(ndigests > 0 ? ndigests : 1));
+        void *shared = mmap(NULL, LZ_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        lz_reported = shared == MAP_FAILED ? NULL : shared;
         lz_map = mmap(NULL, sb.st_size ? (size_t)sb.st_size : LZ_PAGE, PROT_READ, MAP_SHARED, pages_fd, 0);
         lz_pages_fd = pages_fd;
         lz_status_fd = status_fd;
@@ -1576,6 +1745,8 @@ long ck_lazy_start(int uffd, int pages_fd, int pidfd, int pid, const unsigned lo
         lz_nkill = 1;
         if (lz_map == MAP_FAILED) {
             res[0] = -errno;
+        } else if (!lz_ok || !lz_reported) {
+            res[0] = -ENOMEM;
         } else {
             res[0] = lz_new_guard(0);
             res[1] = lz_guard_pids[0];

@@ -363,11 +363,15 @@ def dump(ctx: DumpContext) -> list:
 
 def _grid(addr: int, npages: int) -> list[tuple[int, int]]:
     """(address, pages) of the pieces of [addr, addr + npages pages) cut on the PIECE grid."""
-    out, end = [], addr + npages * PAGE
-    while addr < end:
-        stop = min(end, (addr & ~(PIECE - 1)) + PIECE)
-        out.append((addr, (stop - addr) // PAGE))
-        addr = stop
+    end = addr + npages * PAGE
+    if end <= addr:
+        return []
+    first = min(end, (addr & ~(PIECE - 1)) + PIECE)
+    out = [(addr, (first - addr) // PAGE)]
+    if first < end:  # whole pieces, then the last (computed, not looped: 4096 pieces a GiB)
+        last = (end - 1) & ~(PIECE - 1)
+        out += [(a, PIECE_PAGES) for a in range(first, last, PIECE)]
+        out.append((last, (end - last) // PAGE))
     return out
 
 

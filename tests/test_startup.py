@@ -46,11 +46,13 @@ from pyckpt.kinds import CORE, DUMP_KINDS, FD_KINDS, MAPPED_KINDS, fd_type
 AVOIDED = {"dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "copy", "pathlib", "fnmatch",
            "urllib.parse", "ipaddress", "socket", "selectors", "base64",
            # records written by json's C encoder, read by its C scanner (image._dumps,
-           # image._loads); kinds imported with __import__ (kinds._import)
-           "json", "importlib", "warnings"}
-# restore and show: `queue` (a dump's page writer's) and `re` (a dump reads smaps and
-# /proc/locks with it; pip >= 25's console script no longer imports it first)
-READ_AVOIDED = {"queue", "re"}
+           # image._loads); kinds imported with __import__ (kinds._import); signals by
+           # _signal (signals.py, inject, seize, tty)
+           "json", "importlib", "warnings", "signal"}
+# restore and show: `queue` and `threading` (a dump's page writer's; signals.py and
+# limits.py take _thread) and `re` (a dump reads smaps and /proc/locks with it; pip >=
+# 25's console script no longer imports it first)
+READ_AVOIDED = {"queue", "re", "threading"}
 
 # Run in a fresh interpreter: the command's main(), then what it loaded, as JSON on the
 # fd given first.

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import _thread
 import resource
-import threading
 
 from . import proc
 from .errors import PyckptError, ResourceError
 
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()  # (threading.Lock, without importing threading)
 _users = 0  # dumps and restores running in this process (threads)
 _raised_to: int | None = None  # the soft limit fd_room set, when it raised it
 _caller_soft: int | None = None  # the soft limit to put back

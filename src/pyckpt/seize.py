@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import signal
+import _signal as signal  # (signal's constants without its enums' import)
 
 from . import proc
 from .signals import blocked

@@ -19,13 +19,22 @@ if there is one, so a caller that wraps the call can still tell.
 
 from __future__ import annotations
 
+import _signal
+import _thread
 import contextlib
-import signal
-import threading
+import sys
+
+# (_signal and _thread, not signal and threading: the same calls, with numbers where
+# signal gives enums, and not their imports — enum conversions, a thread registry:
+# ~1.5 ms of every command's start-up)
+signal = _signal
 
 # Signals whose default action would kill pyckpt in the middle of its work
 DEFERRED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-_MAIN = threading.main_thread().ident
+# The main thread (the only one that may set handlers): threading's, when it is loaded
+# (it knows it whichever thread imports this), else this one: no thread was started
+# through threading, and pyckpt starts none otherwise.
+_MAIN = sys.modules["threading"].main_thread().ident if "threading" in sys.modules else _thread.get_ident()
 
 
 class Deferral:
@@ -58,7 +67,7 @@ def deferred_signals():
     handed to the outer one, whose own checkpoints then act on them.
     """
     d = Deferral()
-    if threading.get_ident() != _MAIN:  # handlers can only be set (and run) in the main thread
+    if _thread.get_ident() != _MAIN:  # handlers can only be set (and run) in the main thread
         yield d
         return
 
@@ -71,7 +80,7 @@ def deferred_signals():
             for sig in DEFERRED:
                 current = signal.getsignal(sig)
                 # nohup'ed stays immune; a handler not set from Python cannot be put back
-                if current is not signal.SIG_IGN and current is not None:
+                if current != signal.SIG_IGN and current is not None:
                     old[sig] = signal.signal(sig, note)
                     d.handled.add(sig)
             _stack.append(d)
@@ -104,7 +113,7 @@ def checkpoint() -> None:
 
     Signals noted by enclosing blocks count too (up to the first complete one).
     """
-    if not _stack or threading.get_ident() != _MAIN:
+    if not _stack or _thread.get_ident() != _MAIN:
         return
     live = []
     for d in reversed(_stack):
@@ -129,7 +138,7 @@ def commit(*, interrupt: bool = True) -> None:
     committed it (the dump a command wraps) — so what arrived since is late too,
     and stays in `pending` (then `late`) for the caller to report.
     """
-    if not _stack or threading.get_ident() != _MAIN:
+    if not _stack or _thread.get_ident() != _MAIN:
         return
     d = _stack[-1]
     # Blocking runs the handlers of signals already delivered (pthread_sigmask
@@ -144,8 +153,10 @@ def commit(*, interrupt: bool = True) -> None:
 
 
 def _name(signum: int) -> str:
+    import signal as named  # (its enum of names: for a message, not at start-up)
+
     try:
-        return signal.Signals(signum).name
+        return named.Signals(signum).name
     except ValueError:
         return str(signum)
 

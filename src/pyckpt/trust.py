@@ -35,7 +35,6 @@ import os
 import pwd
 import resource
 import stat
-import threading
 from ._dataclass import dataclass
 
 from . import proc
@@ -215,6 +214,8 @@ def as_user(uid: int, gid: int, groups: list[int], work):
             result["value"] = work()
         except BaseException as e:  # handed to the caller's thread
             result["error"] = e
+
+    import threading  # (an untrusted image's check alone: not in a restore's start-up)
 
     t = threading.Thread(target=run, name="pyckpt access check", daemon=True)
     t.start()

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
+import _signal as signal  # (signal's constants without its enums' import)
 import struct
 
 from .. import proc

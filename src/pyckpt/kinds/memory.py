@@ -40,7 +40,6 @@ import mmap
 import os
 import stat
 import struct
-import threading
 
 from .._dataclass import dataclass, field
 
@@ -486,6 +485,8 @@ class PageCopier:
                 if item is None:
                     return
                 handle(item)
+
+        import threading  # (a dump's: not in a restore's start-up)
 
         thread = threading.Thread(target=writer, name="pyckpt page writer", daemon=True)
         if threaded:

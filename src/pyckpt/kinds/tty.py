@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
+import _signal as signal  # (signal's calls without its enums' import)
 import stat
 import struct
 import termios

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import weakref
 from .._dataclass import dataclass
 
 from ..arch import libc as _libc
@@ -78,12 +77,19 @@ class SharedAnonymous(MappedObject):
         return ("shmem", rec.id), lambda: create(rctx, rec)
 
 
-_by_identity: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# image reader -> its table (a weakref.WeakKeyDictionary, made when first needed: a dump
+# and an image without shared memory import no weakref)
+_by_identity = None
 
 
 def _object(image, v: VmaRecord) -> ShmemRecord:
     """The object VMA `v` is a window on (looked up in a table built once per image:
     a region split into thousands of VMAs must not cost a scan of the image each)."""
+    global _by_identity
+    if _by_identity is None:
+        import weakref
+
+        _by_identity = weakref.WeakKeyDictionary()
     reader = getattr(image, "reader", image)  # an ImageView's objects are its reader's
     table = _by_identity.get(reader)
     if table is None:

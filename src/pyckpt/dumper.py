@@ -301,7 +301,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
     # smaps is slow to produce for a large process: read it before the freeze
     # and again inside only if the list of VMAs changed meanwhile.
     smaps_flags = proc.read_smaps_flags(pid)
-    with pinned_to_cpu(stat.processor):
+    with pinned_to_cpu(stat.processor), _gc_paused():
         t_seize = time.perf_counter()
         with contextlib.ExitStack() as frozen:
             try:
@@ -335,6 +335,22 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
         writer.finish(sync=False)
         _commit(deferral)  # a signal until now: abandon() demotes the image
         stats.phases["finish"] = time.perf_counter() - t
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """No cyclic garbage collection while the tree is frozen: a full collection of the
+    process pyckpt runs in (a Jupyter server's, whose extension dumps in a thread)
+    would stop every thread, the dumping one too, for as long as it walks its objects."""
+    import gc
+
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _write_records(writer: ImageWriter, records: list, pid: int, stat, stats: DumpStats) -> None:

@@ -190,10 +190,12 @@ class PreCopy:
 
     # -- at the freeze -------------------------------------------------------
 
-    def reusable(self, vma_start: int, vma_end: int, vma_offset: int,
-                 runs: list[tuple[int, int]]) -> tuple[list[PageRun], list[tuple[int, int]]]:
+    def reusable(self, vma_start: int, vma_end: int, vma_offset: int, runs: list[tuple[int, int]],
+                 categories=None) -> tuple[list[PageRun], list[tuple[int, int]]]:
         """Split the freeze-time `runs` (first page, count) of a VMA into PageRuns kept
-        from pass 1 and runs still to copy."""
+        from pass 1 and runs still to copy.  `categories`: the (start, end, categories)
+        of the VMA's present and swapped pages when the caller's scan read them
+        (memory.scan_areas, the same walk as `runs`), else they are read here."""
         if self.off or not self.chunks:
             return [], runs
         # pinned memory appeared meanwhile?  Asked once per freeze, not for every VMA: the
@@ -204,7 +206,8 @@ class PreCopy:
             if _untrackable(self.pid):
                 self.off = "memory was pinned during pre-copy"
                 return [], runs
-        categories = self._categories(vma_start, vma_end)
+        if categories is None:
+            categories = self._categories(vma_start, vma_end)
         whole = self.whole.get(vma_start)
         if whole is not None and whole[:3] == (vma_end, vma_offset, runs):
             return self._reusable_whole(vma_start, vma_end, categories, whole[3], whole[4])

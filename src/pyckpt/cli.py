@@ -5,6 +5,9 @@ Errors print one line on stderr and exit with the error class's code
 traceback above that line, and the exit code stays the error's.  `dump` and
 `restore` note SIGINT/SIGTERM instead of dying of them (see HOLDING): until the
 work is complete a signal undoes it (exit 130), after it changes nothing (exit 0).
+As the program, `dump`, `restore`, `show` and `check` exit as soon as their output is
+flushed, without Python's teardown (`_exit_now`; not when an atexit callback or a
+thread is left).
 """
 
 from __future__ import annotations

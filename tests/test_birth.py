@@ -140,3 +140,66 @@ def test_stub_not_used_where_an_exec_would_change_capabilities(spawn, python_exe
     spawn.track(int(pid))
     assert usable == "False"  # the stub was refused
     _same_process(t, before, view, int(pid))
+
+
+class UffdSpy:
+    """kinds.memory's lib, recording what ck_uffd_fill returned."""
+
+    def __init__(self, lib):
+        self._lib = lib
+        self.results: list[int] = []
+
+    def ck_uffd_fill(self, *a):
+        r = self._lib.ck_uffd_fill(*a)
+        self.results.append(r)
+        return r
+
+    def __getattr__(self, name):
+        return getattr(self._lib, name)
+
+
+def _vmflags(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/smaps") as f:
+        return [line.split(":", 1)[1] for line in f if line.startswith("VmFlags:")]
+
+
+def test_pages_copied_in_then_the_copy_dumped_again(spawn, python_exe, tmp_path, monkeypatch):
+    """A small restore's private anonymous memory is copied in through a userfaultfd
+    (UFFDIO_COPY from pages.img) instead of read by the task: the process checks its
+    32 MiB and its dict, no VMA is left registered (a dump refuses those: "um"), and
+    the copy dumps and restores again."""
+    from pyckpt.kinds import memory
+
+    spy = UffdSpy(memory.lib)
+    monkeypatch.setattr(memory, "lib", spy)
+    monkeypatch.setitem(memory._UFFD, "usable", True)
+    t, before, view = _dump_kill(spawn, python_exe, tmp_path)
+    proc = pyckpt.restore(tmp_path / "img")
+    spawn.track(proc.pid)
+    assert spy.results == [0]
+    assert not any(" um" in flags for flags in _vmflags(proc.pid))
+    _same_process(t, before, view, proc.pid)
+    pyckpt.dump(proc.pid, tmp_path / "again", kill=True)
+    reap_dumped(t)
+    again = pyckpt.restore(tmp_path / "again")
+    spawn.track(again.pid)
+    assert spy.results == [0, 0]
+    assert check(t) > before
+
+
+def test_pages_read_when_the_task_cannot_make_a_userfaultfd(spawn, python_exe, tmp_path, monkeypatch):
+    """The task's userfaultfd() fails (here: an unknown syscall number, ENOSYS): the
+    task reads all its pages itself, and no later restore of this pyckpt asks again."""
+    from pyckpt.inject import nr
+    from pyckpt.kinds import memory
+
+    spy = UffdSpy(memory.lib)
+    monkeypatch.setattr(memory, "lib", spy)
+    monkeypatch.setitem(memory._UFFD, "usable", True)
+    monkeypatch.setattr(nr, "userfaultfd", 1023)  # no such syscall
+    t, before, view = _dump_kill(spawn, python_exe, tmp_path)
+    proc = pyckpt.restore(tmp_path / "img")
+    spawn.track(proc.pid)
+    assert spy.results == []
+    assert memory._UFFD["usable"] is False
+    _same_process(t, before, view, proc.pid)

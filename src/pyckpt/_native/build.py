@@ -22,6 +22,8 @@ ffibuilder.cdef(
     unsigned ck_xsave_size(unsigned long mask);
     long ck_clone_stopped(int pid, unsigned long flags);
     long ck_clone_exec(int pid, const int *keep, int nkeep);
+    long ck_uffd_fill(int uffd, const unsigned long *ranges, long nranges, const char *src,
+                      const unsigned long *runs, long nruns);
     void ck_init_loop(void);
     long ck_pagemap_runs(int pagemap_fd, unsigned long start, unsigned long npages,
                          int mode, unsigned long *out, long max_runs, unsigned long *stored);

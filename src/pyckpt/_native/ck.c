@@ -24,6 +24,7 @@
 #include <linux/sched.h>
 #include <pthread.h>
 #include <sys/prctl.h>
+#include <linux/userfaultfd.h>
 
 #ifndef PTRACE_GET_RSEQ_CONFIGURATION
 #define PTRACE_GET_RSEQ_CONFIGURATION 0x420f
@@ -399,6 +400,66 @@ long ck_clone_exec(int pid, const int *keep, int nkeep)
     }
     ck_kill_reap(r);
     return -ENOTSUP;
+}
+
+/* ck_uffd_fill: an eager restore's private anonymous pages, copied into the
+ * stopped task by UFFDIO_COPY from `src` (pyckpt's mapping of pages.img, the
+ * page cache) instead of read by the task into memory it populated first: the
+ * kernel allocates each page and copies into it, without zeroing it first
+ * (about 40 % less time here for a few MiB).  `uffd`: a userfaultfd of the
+ * task (made by an injected call); `ranges` (start, length) the VMAs, each
+ * registered for missing pages, filled, and unregistered again (also after an
+ * error: the task is then killed by the caller anyway); `runs` (address,
+ * length, offset in pages.img).  Returns 0 or -errno. */
+long ck_uffd_fill(int uffd, const unsigned long *ranges, long nranges, const char *src,
+                  const unsigned long *runs, long nruns)
+{
+    struct uffdio_api api;
+    memset(&api, 0, sizeof(api));
+    api.api = UFFD_API;
+    if (ioctl(uffd, UFFDIO_API, &api) < 0)
+        return -errno;
+    long err = 0, registered = 0;
+    for (; registered < nranges; registered++) {
+        struct uffdio_register reg;
+        memset(&reg, 0, sizeof(reg));
+        reg.range.start = ranges[2 * registered];
+        reg.range.len = ranges[2 * registered + 1];
+        reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+        if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) {
+            err = -errno;
+            break;
+        }
+    }
+    for (long i = 0; !err && i < nruns; i++) {
+        unsigned long addr = runs[3 * i], len = runs[3 * i + 1], off = runs[3 * i + 2], done = 0;
+        int tries = 0;
+        while (done < len) {
+            struct uffdio_copy c;
+            memset(&c, 0, sizeof(c));
+            c.dst = addr + done;
+            c.src = (unsigned long)(src + off + done);
+            c.len = len - done;
+            if (ioctl(uffd, UFFDIO_COPY, &c) == 0) {
+                done = len;
+                break;
+            }
+            if (c.copy > 0) {
+                done += c.copy;
+                continue;
+            }
+            if ((errno == EAGAIN || errno == EINTR) && ++tries < 1000)
+                continue;
+            err = -errno;
+            break;
+        }
+    }
+    for (long i = 0; i < registered; i++) {
+        struct uffdio_range r = { ranges[2 * i], ranges[2 * i + 1] };
+        if (ioctl(uffd, UFFDIO_UNREGISTER, &r) < 0 && !err)
+            err = -errno;
+    }
+    return err;
 }
 
 /* The init of a PID namespace made by `restore --new-pidns`: a stopped copy of

@@ -458,11 +458,13 @@ class PageCopier:
         results: list[list[PageRun]] = [[] for _ in jobs]
         if not jobs:
             return results
-        import queue  # (a dump's: not in a restore's start-up)
-
         threaded = self.threaded
         if threaded is None:  # a thread is worth its start for more than a few MiB
             threaded = sum(n for _, n, _, _ in jobs) * PAGE >= THREAD_MIN
+        if not threaded:
+            return self._copy_packed(jobs, results, progress, lenient)
+        import queue  # (a dump's: not in a restore's start-up)
+
         free: queue.Queue = queue.Queue()
         slots = [_slot() for _ in range(2 if threaded else 1)]
         for slot in slots:
@@ -535,17 +537,74 @@ class PageCopier:
             raise errors[0]
         return results
 
+    def _copy_packed(self, jobs, results, progress, lenient: bool) -> list[list[PageRun]]:
+        """copy() without a writer thread: runs are read one after another into the one
+        buffer, and what they store is written when it is full (or at the end), one write
+        per stretch of stored pieces — not one write per run: a small process has
+        dozens of runs of a few pages, and each write() into a new file costs ~40 us
+        here however little it writes."""
+        slot = _slot()
+        buf, view = slot[0], slot[1]
+        pending: list[tuple[int, int, int, bool, int]] = []  # (job, address, bytes, zero_ok, at in buf)
+        used = 0
+        mem_fd = -1
+        try:
+            for index, (addr, npages, readable, zero_ok) in enumerate(jobs):
+                end = addr + npages * PAGE
+                while addr < end:
+                    n = min(end, (addr & ~(CHUNK - 1)) + CHUNK) - addr  # pieces stay whole
+                    if used + n > CHUNK:
+                        self._store_packed(slot, pending, results)
+                        pending, used = [], 0
+                    if readable:
+                        got = lib.ck_vm_read(self.pid, addr, buf + used, n)
+                    else:
+                        # process_vm_readv honours protections; /proc/PID/mem does not.
+                        if mem_fd < 0:
+                            mem_fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+                        got = os.preadv(mem_fd, [memoryview(view)[used:used + n]], addr)
+                    if got != n:
+                        if not lenient:
+                            raise PyckptError(f"process {self.pid}: cannot read memory at {addr:#x} "
+                                              f"({n} bytes)")
+                        addr += n
+                        continue
+                    pending.append((index, addr, n, zero_ok, used))
+                    used += n
+                    if progress is not None:
+                        progress(n)
+                    addr += n
+            self._store_packed(slot, pending, results)
+        finally:
+            if mem_fd >= 0:
+                os.close(mem_fd)
+            if not _SPARE:
+                _SPARE.append(slot)
+        return results
+
+    def _store_packed(self, slot, pending, results) -> None:
+        todo: list[tuple[int, int, PageRun]] = []
+        for index, addr, n, zero_ok, at in pending:
+            results[index] += self._pieces(slot, at, addr, n, zero_ok, todo)
+        self._write(slot, todo)
+
     def _store(self, slot, addr: int, n: int, zero_ok: bool) -> list[PageRun]:
+        todo: list[tuple[int, int, PageRun]] = []  # (start in buf, length, run) to write
+        runs = self._pieces(slot, 0, addr, n, zero_ok, todo)
+        self._write(slot, todo)
+        return runs
+
+    def _pieces(self, slot, pos: int, addr: int, n: int, zero_ok: bool, todo: list) -> list[PageRun]:
+        """The PageRuns of the `n` bytes at `pos` in the buffer, read from `addr`: zero,
+        kept in the parent, or to be written (appended to `todo`)."""
         buf, view, flags = slot
         mv = memoryview(view)
         pieces = _grid(addr, n // PAGE)
         if zero_ok and _HAVE_ZERO_PIECES:
-            lib.ck_zero_pieces(buf, addr, n, PIECE, flags)
+            lib.ck_zero_pieces(buf + pos, addr, n, PIECE, flags)
         else:
             zero_ok = False
         runs: list[PageRun] = []
-        todo: list[tuple[int, int, PageRun]] = []  # (start in buf, length, run) to write
-        pos = 0
         for i, (a, np_) in enumerate(pieces):
             length = np_ * PAGE
             if zero_ok and flags[i]:
@@ -562,6 +621,12 @@ class PageCopier:
                     runs.append(run)
                     todo.append((pos, length, run))
             pos += length
+        return runs
+
+    def _write(self, slot, todo: list[tuple[int, int, PageRun]]) -> None:
+        """Write the pieces of `todo` (start in the buffer, length, run), one write per
+        stretch of them that touch in the buffer; each run gets its offset."""
+        mv = memoryview(slot[1])
         i = 0
         while i < len(todo):  # one write per stretch of stored pieces
             j = i + 1
@@ -573,7 +638,6 @@ class PageCopier:
                 run.offset = off + p - start
             self.stored += stop - start
             i = j
-        return runs
 
 
 class ParentPages:
@@ -855,16 +919,20 @@ def restore_pages(rctx: RestoreContext) -> None:
     image keeps in its parent is read from the parent's pages.img (`run_source`).
     The calls run in batches (inject.Batch) of up to READ_CHUNK bytes: a small
     process's many small runs cost one stop of the task, not two per run.
+    A small restore's private anonymous memory is copied in by pyckpt instead
+    (_copied_in: UFFDIO_COPY, no zeroing of each page before it is written).
     """
     inj = rctx.inj
     vmas = rctx.image.of_type(VmaRecord)
     lazily: set[int] = set()
+    batch, queued = inj.batch(), 0
     if rctx.options.lazy:  # private anonymous pages come when touched (pyckpt/lazy.py)
         from .. import lazy
 
         lazily = lazy.restore_pages(rctx, vmas)
+    elif _UFFD["usable"]:  # (the ones it copies in are left out below, as lazy ones are)
+        lazily = _copied_in(rctx, vmas, batch)
     total = sum(p.npages for v in vmas if id(v) not in lazily for p in v.pages if not p.zero) * PAGE
-    batch, queued = inj.batch(), 0
     with rctx.progress.bar(total, "restore memory") as bar:
         for v in vmas:
             for addr, length, offset, image in _coalesced([] if id(v) in lazily else v.pages):
@@ -891,6 +959,61 @@ def restore_pages(rctx: RestoreContext) -> None:
                 batch.add(nr.mprotect, v.start, v.end - v.start, v.prot, what=f"mprotect of {v.start:#x}")
         batch.run()
         bar.update(queued)
+
+
+UFFD_MAX = 64 << 20  # private anonymous memory copied in by UFFDIO_COPY, at most (see _copied_in)
+_UFFD = {"usable": True}  # False once the task could not make a userfaultfd (then not asked again)
+
+
+def _copied_in(rctx: RestoreContext, vmas: list[VmaRecord], batch) -> set[int]:
+    """The task's private anonymous memory filled from pyckpt (ck_uffd_fill: UFFDIO_COPY
+    from pyckpt's mapping of pages.img, through a userfaultfd the task makes, every VMA
+    registered only while it is filled), instead of preads by the task into memory it
+    populated first: the kernel then allocates and copies each page without zeroing it
+    first.  Returns the id()s of the VMAs filled so (restore_pages reads the others).
+
+    Only for a small restore (at most UFFD_MAX bytes so) and VMAs whose pages are all
+    in this image, and not for VMAs marked MADV_HUGEPAGE ("hg": populated memory gets
+    huge pages, UFFDIO_COPY 4 KiB ones).  Where the task cannot make a userfaultfd (a
+    kernel without it, a policy that refuses it), or the copy fails, the preads fill
+    everything, over whatever was copied."""
+    chosen, ranges, runs = [], [], []
+    total = 0
+    for v in vmas:
+        if v.kind != "anon" or v.shared or not v.pages or "hg" in v.vmflags or any(p.image for p in v.pages):
+            continue
+        mine = _coalesced(v.pages)
+        if mine:
+            chosen.append(v)
+            ranges += (v.start, v.end - v.start)
+            for addr, length, offset, _ in mine:
+                runs += (addr, length, offset)
+                total += length
+    if not chosen or total > UFFD_MAX:
+        return set()
+    fd = rctx.inj.call(nr.userfaultfd, os.O_CLOEXEC | os.O_NONBLOCK)
+    if fd < 0:
+        _UFFD["usable"] = False
+        return set()
+    batch.add(nr.close, fd, what="close of the task's userfaultfd")  # (with the reads' batch)
+    from .files import take_fd
+
+    uffd = take_fd(rctx.pid, fd)
+    try:
+        pages_fd = rctx.passed["pages"]
+        src = mmap.mmap(pages_fd, os.fstat(pages_fd).st_size, mmap.MAP_SHARED | mmap.MAP_POPULATE,
+                        mmap.PROT_READ)
+        try:
+            r = lib.ck_uffd_fill(uffd, ffi.new("unsigned long[]", ranges), len(chosen), ffi.from_buffer(src),
+                                 ffi.new("unsigned long[]", runs), len(runs) // 3)
+        finally:
+            src.close()
+    finally:
+        os.close(uffd)  # (the last reference: the kernel unregisters whatever is left)
+    if r < 0:
+        _UFFD["usable"] = False
+        return set()
+    return {id(v) for v in chosen}
 
 
 TASK_END_4LEVEL = 0x7FFFFFFFF000

@@ -907,7 +907,7 @@ def fmt_table(results: list[dict]) -> str:
     row("restore / floor", lambda r: r["restore_vs_floor"], lambda x: f"{x:.2f}")
     row("  floor w/ MADV_POPULATE_WRITE (MiB/s)", lambda r: r["restore_floor_populate"]["throughput"], mibs)
     row("lazy restore: running (ms)", lambda r: r["lazy_restore"]["running"], ms)
-    row("  of which image verification (ms)", lambda r: r["lazy_restore"]["validate"], ms)
+    row("  of which VALIDATE (ms)", lambda r: r["lazy_restore"]["validate"], ms)
     row("lazy restore: all pages in (ms)", lambda r: r["lazy_restore"]["all_pages"], ms)
     row("  all pages in / copying restore", lambda r: r["lazy_restore"]["all_pages"]["median"]
         / r["restore"]["time"]["median"], lambda x: f"{x:.2f}")

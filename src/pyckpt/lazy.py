@@ -45,7 +45,10 @@ lazily are checked by the handler instead, piece by piece (a stored run's
 checksummed pieces: PIECE of addresses, PageRun.chunks), the first time any byte
 of a piece is to be copied, before the UFFDIO_COPY — whether for a fault, the
 background push, a forked child or a moved range (one check per piece; the
-check is by offset in pages.img).  No process ever runs on a page that is not
+check is by offset in pages.img).  With `lazy=True`, once the processes run
+(pyckpt says so on the report socket after the release, or is gone), a thread of
+the handler checks the pieces ahead of the push on the other CPU; one it finds
+bad is not copied either: the handler acts when it is to be served.  No process ever runs on a page that is not
 the image's: a piece that fails its checksum is never copied.  But a lazily
 restored process may be killed later, after it has run a while, if the image
 turns out corrupted (where an eager restore refuses before any process exists):
@@ -161,11 +164,22 @@ class Handler(NamedTuple):
             raise LookupError(f"lazy page handler {self.handler} was not started by this process")
         sock.settimeout(timeout)
         try:
-            data = sock.recv(4096)
+            data = _recv(sock)
         except socket.timeout:
             raise TimeoutError(f"lazy page handler {self.handler} of process {self.pid} is still "
                                f"serving after {timeout} s") from None
         return _said(self.handler, data)
+
+
+def _recv(sock: socket.socket, flags: int = 0) -> bytes:
+    """What the handler said (b"": nothing, it is done).  A handler that ended with our
+    'R' unread resets the connection: said once, before what it sent, which is kept."""
+    for _ in range(2):
+        try:
+            return sock.recv(4096, flags)
+        except ConnectionResetError:
+            continue
+    return b""
 
 
 def _said(handler: int, data: bytes) -> str | None:
@@ -180,12 +194,23 @@ def _sweep() -> None:
     """Read (and close) the report sockets of handlers that are done."""
     for handler, sock in list(_REPORTS.items()):
         try:
-            data = sock.recv(4096, socket.MSG_DONTWAIT)
+            data = _recv(sock, socket.MSG_DONTWAIT)
         except BlockingIOError:
             continue
         except OSError:
             data = b""
         _said(handler, data)
+
+
+def _running(handler: int) -> None:
+    """Tell the handler its processes run: it checks pieces ahead of its push on the
+    other CPU from now on (lazy=True; not while the restore needs it)."""
+    sock = _REPORTS.get(handler)
+    if sock is not None:
+        try:
+            sock.send(b"R", socket.MSG_DONTWAIT)
+        except OSError:
+            pass  # it is done, or gone: nothing to check ahead
 
 
 def _undo(rctx, handler: int) -> None:
@@ -197,7 +222,7 @@ def _undo(rctx, handler: int) -> None:
         return
     try:
         sock.settimeout(2.0)
-        data = sock.recv(4096)
+        data = _recv(sock)
     except OSError:
         data = b""
     finally:
@@ -328,6 +353,7 @@ def restore_pages(rctx, vmas) -> set[int]:
             theirs.close()
     _REPORTS[int(h)] = ours
     rctx.on_undo(f"lazy report {h}", lambda h=int(h): _undo(rctx, h))
+    rctx.after_release(f"lazy: running {h}", lambda h=int(h): _running(h))
     rctx.shared.setdefault(HANDLERS, []).append(Handler(rctx.pid, int(h), int(guard[0])))
     return {id(v) for v in lazy}
 

@@ -859,7 +859,8 @@ unsigned ck_xsave_size(unsigned long mask)
  * Each piece of pages.img it serves (a stored run's checksummed piece: offset,
  * length, xxh3) is checked the first time any of it is to be copied, before the
  * UFFDIO_COPY: a piece that fails its checksum is never copied; every process
- * served is killed and the handler exits with status 6.  Why it gave up (or, from
+ * served is killed and the handler exits with status 6.  With the push on, a
+ * thread (lz_ahead) checks pieces ahead of it once pyckpt says the processes run.  Why it gave up (or, from
  * a guard, that the handler ended first) is said once, by the first to see it: on
  * the report socket pyckpt holds (lazy.Handler.wait), on stderr if that is a
  * terminal or a regular file, and in the kernel log (/dev/kmsg).
@@ -1073,13 +1074,62 @@ static void lz_verify(unsigned long off, unsigned long len)
         }
         if (k >= (unsigned long)lz_ndigests)
             lz_bad(at, "have no checksum (the image is damaged)");
-        if (!lz_ok[k]) {
-            if (lz_hash(lz_map + po, pl) != lz_digests[k])
-                lz_bad(po, "fail their checksum (the image is corrupted)");
-            lz_ok[k] = 1;
-        }
+        unsigned char ok = __atomic_load_n(&lz_ok[k], __ATOMIC_ACQUIRE);
+        if (ok == 0)
+            ok = lz_hash(lz_map + po, pl) == lz_digests[k] ? 1 : 2;
+        if (ok != 1)
+            lz_bad(po, "fail their checksum (the image is corrupted)");
+        __atomic_store_n(&lz_ok[k], 1, __ATOMIC_RELEASE);
         at = po + pl;
     }
+}
+
+/* The thread that checks the pieces ahead of the background push (lazy=True), on
+ * the other CPU: each piece in order of offset, marked 1 (good) or 2 (bad: the
+ * handler kills the processes when it is to be served, as if it had found it).
+ * Hashing only: no call that could set errno (shared with the handler's thread). */
+static void lz_ahead_one(unsigned long po, unsigned long pl, unsigned long k)
+{
+    if (k < (unsigned long)lz_ndigests && !__atomic_load_n(&lz_ok[k], __ATOMIC_ACQUIRE))
+        __atomic_store_n(&lz_ok[k], lz_hash(lz_map + po, pl) == lz_digests[k] ? 1 : 2, __ATOMIC_RELEASE);
+}
+
+static int lz_prefetch, lz_ahead_started, lz_report_quiet;
+static int lz_ahead(void *arg);
+
+/* Start lz_ahead (lazy=True) once pyckpt said the processes run ('R' on the report
+ * socket) or is gone: not earlier, where it would take a CPU from the restore. */
+static void lz_start_ahead(void)
+{
+    if (lz_ahead_started || !lz_prefetch || !lz_hash)
+        return;
+    lz_ahead_started = 1;
+    size_t stack = 256 << 10;
+    char *st = lz_alloc(stack);
+    if (st)  /* (else every piece is checked when served, as without it) */
+        clone(lz_ahead, st + stack, CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD |
+              CLONE_SYSVSEM, NULL);
+}
+
+static int lz_ahead(void *arg)
+{
+    (void)arg;
+    for (long i = 0; i < lz_nruns; i++) {
+        const unsigned long *r = &lz_runs[5 * i];
+        unsigned long ro = r[0], rl = r[1], ra = r[2], nd = r[3], k = r[4];
+        if (nd <= 1) {
+            lz_ahead_one(ro, rl, k);
+            continue;
+        }
+        unsigned long line = ra & ~(lz_piece - 1);  /* as lz_verify cuts them */
+        for (unsigned long j = 0; j < nd; j++, line += lz_piece) {
+            unsigned long ps = line > ra ? line : ra, pe = line + lz_piece < ra + rl ? line + lz_piece : ra + rl;
+            if (ps >= pe)
+                break;
+            lz_ahead_one(ro + (ps - ra), pe - ps, k + j);
+        }
+    }
+    return 0;
 }
 
 static int lz_reserve(struct lz_vec *x, long need)
@@ -1542,8 +1592,8 @@ static void lz_handler(int uffd, int pidfd, int pid, const unsigned long *runs, 
     lz_ufs = lz_alloc(LZ_MAX_UF * sizeof(struct lz_uf));
     lz_seen = lz_alloc(LZ_MAX_PIDS * sizeof(int));
     lz_deferred = lz_alloc(4096 * sizeof(struct lz_fault));
-    static struct pollfd pfds[2 * LZ_MAX_UF + LZ_GUARDS];
-    static long owner[2 * LZ_MAX_UF + LZ_GUARDS];
+    static struct pollfd pfds[2 * LZ_MAX_UF + LZ_GUARDS + 1];
+    static long owner[2 * LZ_MAX_UF + LZ_GUARDS + 1];
     if (!lz_ufs || !lz_seen || !lz_deferred)
         lz_die("out of memory", ENOMEM);
     struct lz_uf *u = &lz_ufs[0];
@@ -1559,6 +1609,7 @@ static void lz_handler(int uffd, int pidfd, int pid, const unsigned long *runs, 
     lz_seen[lz_nseen++] = pid;
     int ignored = -1;
     lz_new_children(pid, &ignored, 0);  /* its children made by the restore: not forks */
+    lz_prefetch = prefetch;
     long rr = 0;  /* round robin of the background push */
     for (;;) {
         long live = 0, np = 0;
@@ -1588,6 +1639,10 @@ static void lz_handler(int uffd, int pidfd, int pid, const unsigned long *runs, 
             } else {
                 pushing = 1;  /* a guard missing: every page, at once */
             }
+        }
+        if (lz_report_fd >= 0 && !lz_report_quiet) {  /* pyckpt: 'R' (they run), or gone */
+            pfds[np] = (struct pollfd){ lz_report_fd, POLLIN, 0 };
+            owner[np++] = LONG_MIN + LZ_GUARDS;
         }
         int unknown = 0;  /* a forked child not found yet: look again every 10 ms */
         for (long i = 0; i < lz_nuf; i++) {
@@ -1628,6 +1683,15 @@ static void lz_handler(int uffd, int pidfd, int pid, const unsigned long *runs, 
             if (!pfds[k].revents)
                 continue;
             long i = owner[k];
+            if (i == LONG_MIN + LZ_GUARDS) {
+                char b = 0;
+                ssize_t n = recv(lz_report_fd, &b, 1, MSG_DONTWAIT);
+                if (n <= 0 && !(n < 0 && (errno == EAGAIN || errno == EINTR)))
+                    lz_report_quiet = 1;  /* pyckpt is gone (what is said later is lost to it) */
+                if (lz_report_quiet || b == 'R')
+                    lz_start_ahead();
+                continue;
+            }
             if (i < LONG_MIN + LZ_GUARDS) {  /* a guard ended: another, at once (unless done) */
                 if (gen[i - LONG_MIN] == lz_guard_gen[i - LONG_MIN])
                     lz_new_guard((int)(i - LONG_MIN));

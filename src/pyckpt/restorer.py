@@ -108,7 +108,7 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
             problems = _prepare(rctxs, stats)
             if problems:  # the first; check() lists them all
                 raise problems[0].error
-            with pinned_to_cpu(min(os.sched_getaffinity(0))), _fd_room():
+            with pinned_to_cpu(_this_cpu()), _fd_room():
                 _create_and_fill(rctxs, stats)
             for step in ordered(rctxs[0].shared.get(AFTER_RELEASE, ())):  # kinds' work once it runs
                 try:
@@ -456,6 +456,13 @@ def _clone_small(root: RestoreContext) -> int:
         if child == -95:  # ENOTSUP: not here (the child made, if any, is gone)
             STUB["usable"] = False
     return _clone_stopped(pid, 0)
+
+
+def _this_cpu() -> int:
+    """The CPU pyckpt runs on (pinned there for the restore: no migration first), else
+    its lowest allowed one."""
+    cpu = lib.ck_getcpu()
+    return cpu if cpu >= 0 and cpu in os.sched_getaffinity(0) else min(os.sched_getaffinity(0))
 
 
 def _birth_site(rctx: RestoreContext) -> int:

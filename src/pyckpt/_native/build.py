@@ -22,6 +22,7 @@ ffibuilder.cdef(
     unsigned ck_xsave_size(unsigned long mask);
     long ck_clone_stopped(int pid, unsigned long flags);
     long ck_clone_exec(int pid, const int *keep, int nkeep);
+    int ck_getcpu(void);
     long ck_uffd_fill(int uffd, const unsigned long *ranges, long nranges, const char *src,
                       const unsigned long *runs, long nruns);
     void ck_init_loop(void);

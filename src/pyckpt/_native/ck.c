@@ -23,6 +23,7 @@
 #include <linux/elf.h>
 #include <linux/sched.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <linux/userfaultfd.h>
 
@@ -400,6 +401,13 @@ long ck_clone_exec(int pid, const int *keep, int nkeep)
     }
     ck_kill_reap(r);
     return -ENOTSUP;
+}
+
+/* The CPU this thread runs on now (sched_getcpu, through the vDSO): a restore pins
+ * itself there (no migration) and the task it makes inherits it. */
+int ck_getcpu(void)
+{
+    return sched_getcpu();
 }
 
 /* ck_uffd_fill: an eager restore's private anonymous pages, copied into the

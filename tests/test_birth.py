@@ -203,3 +203,33 @@ def test_pages_read_when_the_task_cannot_make_a_userfaultfd(spawn, python_exe, t
     assert spy.results == []
     assert memory._UFFD["usable"] is False
     _same_process(t, before, view, proc.pid)
+
+
+def test_the_stub_cannot_run_on_its_own():
+    """A task born of the stub and let go before it was filled (as a pyckpt that died
+    right after the exec, before PTRACE_O_EXITKILL, would leave it) runs the stub's
+    `syscall; int3` and dies of SIGTRAP: nothing of it runs on."""
+    import signal
+
+    from pyckpt import ptrace_ops as pt
+
+    with open("/proc/sys/kernel/pid_max") as f:
+        top = int(f.read())
+    free = next(p for p in range(top - 1, top - 2000, -1) if not os.path.exists(f"/proc/{p}"))
+    child = restorer.lib.ck_clone_exec(free, restorer.ffi.NULL, 0)
+    assert child == free, child
+    try:
+        status = pt.wait(child)
+        assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGTRAP
+        with open(f"/proc/{child}/maps") as f:
+            assert "pyckpt-stub" in f.read()  # born of the stub, not a copy of pyckpt
+        import resource
+
+        resource.prlimit(child, resource.RLIMIT_CORE, (0, 0))  # SIGTRAP dumps core: not here
+        pt.request(pt.PTRACE_DETACH, child, 0, 0, "PTRACE_DETACH")
+        _, status = os.waitpid(child, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTRAP, status
+    except BaseException:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        raise

@@ -200,7 +200,10 @@ long ck_clone_stopped(int pid, unsigned long flags)
  * execs.  Its parent-death signal survives the exec only when the exec
  * changes no credentials: the stub is used only by a root pyckpt whose
  * permitted and effective capabilities are its bounding set, without
- * securebits (else the exec could change its capabilities too).
+ * securebits (else the exec could change its capabilities too).  Were it
+ * left stopped by a pyckpt that died before PTRACE_O_EXITKILL, it could not
+ * live on anyway: resumed, the stub runs `syscall` (read of 0 bytes: its
+ * registers are zero after the exec) and then `int3`, and SIGTRAP kills it.
  *
  * Returns the child's pid, stopped at the exec (the stop left for the caller
  * to wait for) and traced with PTRACE_O_EXITKILL; -EEXIST when `pid` is
@@ -271,7 +274,8 @@ static long ck_clone3_exec(struct clone_args *ca, struct ck_exec_args *a)
 
 /* Would an exec keep this process's credentials, capabilities and parent-death
  * signal?  Root in every uid, egid == gid, no securebits, and the permitted and
- * effective sets equal to the bounding set (what root gets at an exec). */
+ * effective sets equal to the bounding set, the inheritable one inside it (root
+ * gets the bounding and inheritable sets at an exec). */
 static int ck_exec_keeps_creds(void)
 {
     uid_t r, e, s;
@@ -286,6 +290,7 @@ static int ck_exec_keeps_creds(void)
         return 0;
     uint64_t eff = data[0].effective | (uint64_t)data[1].effective << 32;
     uint64_t prm = data[0].permitted | (uint64_t)data[1].permitted << 32;
+    uint64_t inh = data[0].inheritable | (uint64_t)data[1].inheritable << 32;
     uint64_t bnd = 0;
     for (int cap = 0; cap < 64; cap++) {
         long in = syscall(SYS_prctl, PR_CAPBSET_READ, cap, 0, 0, 0);
@@ -294,7 +299,7 @@ static int ck_exec_keeps_creds(void)
         if (in)
             bnd |= 1ULL << cap;
     }
-    return eff == prm && prm == bnd;
+    return eff == prm && prm == bnd && (inh & ~bnd) == 0; /* root's exec: bounding | inheritable */
 }
 
 static int ck_stub_fd(void)

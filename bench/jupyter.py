@@ -25,7 +25,7 @@ Then, --repeat times, in this order (one round, untimed, comes first):
                  runs on): the freeze (`dump_stats.freeze`: the kernel stopped),
                  the dump's total, the request's wall time, the dump's phases
   incremental    after another cell rewriting 1 % of the state, a save with
-                 "parent": the image above (only the 256 KiB pieces that changed
+                 "parent": the image above (only the pages that changed
                  are stored): its freeze, and its size / the full image's
   save --stop    the same as save with "stop": the kernel ends once saved
   restore        `POST /api/pyckpt/restore` of that image under the same id:

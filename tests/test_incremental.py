@@ -1,5 +1,5 @@
-"""Incremental images: `dump(..., parent=DIR)` stores only the 256 KiB pieces that
-changed since the parent; any point of a chain restores (the target checks its
+"""Incremental images: `dump(..., parent=DIR)` stores only the pages of the 256 KiB
+pieces that changed since the parent; any point of a chain restores (the target checks its
 own memory and says which generation it holds); a parent that is missing,
 swapped, changed or reached through a symbolic link is refused before any
 process is made."""
@@ -68,6 +68,33 @@ def test_each_point_of_a_chain_restores_as_it_was(spawn, chain):
     assert info["parent"]["path"] == "../gen1" and info["parent"]["depth"] == 2
     assert info["inherited_bytes"] > 10 * sum(p["pages_bytes"] for p in info["processes"])
     for gen in (2, 1, 0):  # newest first: the grandchild reads from all three images
+        _restore_and_check(spawn, t, imgs[gen], gen)
+
+
+def test_a_piece_changed_in_a_few_pages_stores_only_those(spawn, chain):
+    """A piece of 256 KiB of which a page or two changed since the parent: only those
+    pages are stored, the rest of the piece is kept in the parent (or further up, where
+    the parent kept it) as runs of their own, and each point restores as it was."""
+    from pyckpt.kinds.memory import PIECE, VmaRecord
+
+    t, imgs = chain
+    data = int(next(line for line in t.lines() if line.startswith("READY")).split()[1][5:], 16)
+
+    def runs(image, piece):  # (page in the piece, pages, image up the chain) of its runs
+        start, end = data + piece * PIECE, data + (piece + 1) * PIECE
+        recs = pyckpt.open_image(image).records
+        return [((max(p.addr, start) - start) // 4096,
+                 (min(p.addr + p.npages * 4096, end) - max(p.addr, start)) // 4096, p.image)
+                for v in recs if isinstance(v, VmaRecord) and v.start <= start < v.end
+                for p in v.pages if p.addr < end and p.addr + p.npages * 4096 > start]
+
+    # gen1 rewrote pages 10-11 of piece 40 and page 0 of piece 41
+    assert runs(imgs[1], 40) == [(0, 10, 1), (10, 2, 0), (12, 52, 1)]
+    assert runs(imgs[1], 41) == [(0, 1, 0), (1, 63, 1)]
+    # gen2 rewrote page 30 of piece 40: the pages gen1 stored are kept there now
+    assert runs(imgs[2], 40) == [(0, 10, 2), (10, 2, 1), (12, 18, 2), (30, 1, 0), (31, 33, 2)]
+    assert runs(imgs[2], 41) == [(0, 1, 1), (1, 63, 2)]  # unchanged: where gen1 kept it
+    for gen in (2, 1):
         _restore_and_check(spawn, t, imgs[gen], gen)
 
 

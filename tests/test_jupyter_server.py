@@ -454,12 +454,13 @@ def test_incremental_save_after_a_small_change(server, tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"(incremental on {full})" in r.stdout, r.stdout
     # 1.3 MiB of the state changed: the rest of it is read from the parent.  The kernel's
-    # own memory (heap, arenas: a cell and the garbage collector write much of it) is
-    # stored again, ~30 MiB here: a larger state makes it a smaller part
+    # own memory (heap, arenas: a cell and the garbage collector write a few bytes of
+    # most of its pieces) is stored only in the pages that changed: seen 11.5 MiB in all
+    # of 171 MiB full (whole 256 KiB pieces: ~31 MiB)
     kept = pyckpt.open_image(inc / "image").summary()["inherited_bytes"]
     print(f"incremental image {_size(inc) / 2**20:.1f} MiB, {_size(inc) / _size(full):.1%} of the "
           f"full {_size(full) / 2**20:.1f} MiB; {kept / 2**20:.1f} MiB kept in the parent")
-    assert kept > 0.97 * (128 << 20) and _size(inc) < _size(full) - (120 << 20)
+    assert kept > 0.97 * (128 << 20) and _size(inc) < _size(full) - (150 << 20)
 
     r = server.cli("list")  # the chain
     line = next(line for line in r.stdout.splitlines() if line.startswith(f"{inc}: "))

@@ -5,6 +5,7 @@ import os
 import signal
 
 import psutil
+import pytest
 
 import pyckpt
 from conftest import TARGETS, check, reap_dumped
@@ -39,6 +40,28 @@ def test_memory_changed_during_precopy_comes_back_as_it_was_at_the_freeze(spawn,
     spawn.track(p.pid)
     t.popen = None
     check(t)  # rewritten, dropped, remapped, moved and zero pages all as at the freeze
+
+
+@pytest.mark.parametrize("incremental", [False, True], ids=["full", "incremental"])
+def test_memory_written_all_through_the_dump_comes_back_as_at_one_instant(spawn, python_exe, tmp_path,
+                                                                          incremental):
+    """A thread of the target writes its memory all the time: during pass 1, between pass 1
+    and the freeze, and (incremental) since the parent, whose pages the child compares
+    with its own.  Restored, every page holds what it held at the freeze, which the
+    target checks against its writer's position (part of the same instant)."""
+    t = spawn([python_exe, str(TARGETS / "writer_target.py")], name="writer")
+    t.wait_for("^READY")
+    parent = None
+    if incremental:
+        parent = tmp_path / "parent"
+        pyckpt.dump(t.pid, parent, precopy=True)
+    image = pyckpt.dump(t.pid, tmp_path / "img", precopy=True, kill=True, parent=parent)
+    assert image.dump_stats.precopy_reused > 0
+    reap_dumped(t)
+    p = pyckpt.restore(tmp_path / "img")
+    spawn.track(p.pid)
+    t.popen = None
+    check(t)
 
 
 def test_precopy_dump_leaves_the_target_as_it_was(spawn, python_exe, tmp_path, monkeypatch):

@@ -467,8 +467,9 @@ def dump(pid: int, path: str | os.PathLike, *, kill: bool = False,
     large process that changes little (`Image.dump_stats.freeze`).
 
     With `parent=DIR` (an image of the same process, dumped earlier) the image is
-    incremental: memory is compared with the parent's in 256 KiB pieces and only
-    the pieces that changed are stored; the image names its parent (by a path
+    incremental: memory is compared with the parent's in 256 KiB pieces, and of
+    a piece that changed only the pages (4 KiB) that differ are stored; the
+    image names its parent (by a path
     relative to itself, and its identity) and a restore reads the rest from
     there, so the parent (and its own parents) must stay where they are.  With
     `precopy=True` too, the comparison is made while the process runs.  A bad

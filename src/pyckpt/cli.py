@@ -82,7 +82,8 @@ def build_parser():
                         "wrote meanwhile (shorter freeze for large processes)")
     d.add_argument("--parent", metavar="PARENT_DIR",
                    help="an earlier image of the process: store only the memory that changed "
-                        "since (256 KiB pieces); a restore reads the rest from PARENT_DIR, which "
+                        "since (the 4 KiB pages of changed 256 KiB pieces); a restore reads the "
+                        "rest from PARENT_DIR, which "
                         "must stay where it is")
     d.add_argument("--max-deleted-size", type=int, default=64 << 20, metavar="BYTES",
                    help="largest deleted-but-open file (or memfd) whose content is kept in "

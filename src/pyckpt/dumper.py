@@ -104,6 +104,8 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
             finally:
                 if pre is not None:
                     pre.finish()
+                if options.parent_pages is not None:
+                    options.parent_pages.close()  # (its pages.img fds: PageCopier read the parent)
         except BaseException as e:
             if deferral.complete:
                 # Committed: the image stands.  With kill=True it may be the only copy of

@@ -173,7 +173,8 @@ class PreCopy:
                 where.append(m.offset - start)  # + address: the VMA's page offset there
         total = sum(n for _, n, _, _ in jobs) * PAGE
         copier = PageCopier(self.pid, self.pages,
-                            self.parent.index.get(self.pid) if self.parent is not None else None)
+                            self.parent.index.get(self.pid) if self.parent is not None else None,
+                            self.parent.read if self.parent is not None else None)
         with self.progress.bar(total, "pre-copy memory") as bar:
             # what cannot be read (unmapped meanwhile) is left to the freeze
             results = copier.copy(jobs, bar.update, lenient=True)
@@ -219,7 +220,7 @@ class PreCopy:
         for base, now in by_chunk.items():
             # what pass 1 copied of this chunk inside this VMA (a chunk may hold two VMAs)
             before = [c for c in self.chunks.get(base, []) if vma_start <= c.run.addr < vma_end]
-            ok = ([(c.run.addr, c.run.npages) for c in before] == now
+            ok = (_joined([(c.run.addr, c.run.npages) for c in before]) == now
                   and all(c.identity == vma_offset + (c.run.addr - vma_start) for c in before)
                   and all(_clean(categories, a, a + n * PAGE) for a, n in now))
             if ok:
@@ -305,6 +306,19 @@ def _split(start: int, runs: list[tuple[int, int]]):
             stop = min(end, (addr & ~(CHUNK - 1)) + CHUNK)
             yield addr, (stop - addr) // PAGE
             addr = stop
+
+
+def _joined(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(address, pages) runs with those that touch made one: what pass 1 copied of a chunk
+    (a piece an incremental dump cut into runs kept in the parent and runs stored, see
+    memory.PageCopier._against_parent) as the present runs the freeze sees."""
+    out: list[tuple[int, int]] = []
+    for addr, n in sorted(runs):
+        if out and out[-1][0] + out[-1][1] * PAGE == addr:
+            out[-1] = (out[-1][0], out[-1][1] + n)
+        else:
+            out.append((addr, n))
+    return out
 
 
 def _untrackable(pid: int) -> str:

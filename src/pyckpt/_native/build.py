@@ -31,6 +31,7 @@ ffibuilder.cdef(
     long ck_vm_read(int pid, unsigned long addr, void *buf, size_t len);
     long ck_zero_pieces(const void *buf, unsigned long addr, size_t len, size_t piece,
                         unsigned char *flags);
+    long ck_same_pages(const void *a, const void *b, size_t len, size_t page, unsigned char *flags);
     int ck_sync_range(int fd, long offset, long len, unsigned flags);
     long ck_vm_read_to_file(int pid, unsigned long addr, size_t len, int fd,
                             void *buf, size_t buflen);

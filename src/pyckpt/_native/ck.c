@@ -684,6 +684,18 @@ long ck_vm_read_to_file(int pid, unsigned long addr, size_t len, int fd, void *b
     return (long)done;
 }
 
+/* Which pages of `a` equal those of `b` (both `len` bytes, `len` a multiple of
+ * `page`): flags[i] = 1 for an equal page, else 0.  Returns the number of pages.
+ * (An incremental dump stores only the pages of a piece that changed since the
+ * parent image: memory.PageCopier._against_parent.) */
+long ck_same_pages(const void *a, const void *b, size_t len, size_t page, unsigned char *flags)
+{
+    long n = 0;
+    for (size_t at = 0; at + page <= len; at += page)
+        flags[n++] = memcmp((const char *)a + at, (const char *)b + at, page) == 0;
+    return n;
+}
+
 /* Which pieces of buf (the memory at [addr, addr+len)) hold only zero bytes: the
  * pieces are cut on a grid of `piece` bytes (a power of two) in addresses, so a
  * run that does not start on the grid has a short first piece.  flags[i] = 1 for

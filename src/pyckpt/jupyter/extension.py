@@ -42,8 +42,8 @@ Save (the kernel keeps its tabs: nothing is asked of the server's channels):
    connection (ports, key, signature scheme): the secret key, so mode 0600.
    With `parent` (a saved kernel's directory, or true: the last save of this
    kernel process, or the image it was restored from, if still there) the
-   image is incremental (`dump(..., parent=)`): only the 256 KiB pieces of
-   memory that changed since are stored, the rest is read from the parent's
+   image is incremental (`dump(..., parent=)`): only the pages of memory that
+   changed since are stored, the rest is read from the parent's
    image (which must stay where it is) at restore; kernel.json names the
    parent, and the list shows it.  A chain already MAX_CHAIN deep is refused
    (for true: a full image is made).

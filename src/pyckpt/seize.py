@@ -90,7 +90,9 @@ def pinned_to_cpu(cpu: int):
     """Run pyckpt on one CPU for a while.
 
     In this VM a ptrace stop/resume round trip costs ~10 us when tracer and
-    tracee share a CPU and ~700 us when they do not.
+    tracee share a CPU and ~700 us when they do not.  A thread started
+    meanwhile inherits the pin: one that makes no ptrace call (the page
+    writer of a dump) takes `unpinned_cpus()` back, so it runs on another CPU.
     """
     old = os.sched_getaffinity(0)
     try:
@@ -98,10 +100,21 @@ def pinned_to_cpu(cpu: int):
     except OSError:
         yield
         return
+    _UNPINNED.append(old)
     try:
         yield
     finally:
+        _UNPINNED.pop()
         os.sched_setaffinity(0, old)
+
+
+_UNPINNED: list = []  # the CPUs pyckpt had before each pinned_to_cpu now in force
+
+
+def unpinned_cpus() -> set[int] | None:
+    """The CPUs pyckpt may use when not pinned (its affinity before the outermost
+    pinned_to_cpu in force), or None when it is not pinned."""
+    return set(_UNPINNED[0]) if _UNPINNED else None
 
 
 PTRACE_O_TRACESYSGOOD = 1

@@ -332,9 +332,9 @@ def incomplete_reason(path: str | os.PathLike) -> str | None:
 # --- writing ---------------------------------------------------------------------------------------
 
 # Writeback behind the writer (`PageStoreWriter.writeback`): every WRITEBACK_STEP bytes
-# written are handed to the disk (sync_file_range WRITE, which does not wait), and
-# what lies more than WRITEBACK_LAG behind the end is waited for; the fsync at the
-# end then finds little left to write.
+# written through the page cache are handed to the disk (sync_file_range WRITE, which
+# does not wait), and what lies more than WRITEBACK_LAG behind the end is waited for;
+# the fsync at the end then finds little left to write.
 WRITEBACK_STEP = 8 << 20
 WRITEBACK_LAG = 64 << 20
 SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE, SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4
@@ -345,7 +345,16 @@ class PageStoreWriter(_Where):
 
     With `writeback` set (a dump that kills its target syncs pages.img before
     the kill) the disk writes while the copy goes on, instead of all at once in
-    the final fsync."""
+    the final fsync: page-aligned writes of whole pages (`write(..., aligned=True)`:
+    the memory copy's) go straight to the disk (O_DIRECT, through a second fd of the
+    file), the rest through the page cache with writeback started behind it.  Direct
+    writes skip the page cache, whose fresh pages cost most of a big dump's time on a
+    VM (first touch); the image is then not in the page cache either, so the first
+    restore of it reads the disk.  A filesystem that refuses O_DIRECT (EINVAL) gets
+    every write through the page cache.  `direct = False` (the class or one writer)
+    keeps direct writes off."""
+
+    direct = True  # with writeback: aligned writes go straight to the disk (O_DIRECT)
 
     def __init__(self, path: str | os.PathLike, dir_fd: int | None = None):
         self.where = _pathtext(path)  # str(Path(path)), without pathlib (see `path`)
@@ -355,19 +364,24 @@ class PageStoreWriter(_Where):
         self.writeback = False
         self._started = 0  # writeback asked for up to here
         self._waited = 0  # ... and done up to here
+        self._direct_fd = -1  # O_DIRECT fd of the same file (-2: refused, not tried again)
+        self.direct_bytes = 0  # written through it
 
     def append(self, data) -> tuple[int, int]:
         view = memoryview(data)
         return self.write(view), xxhash.xxh3_64_intdigest(view)
 
-    def write(self, data) -> int:
-        """Append `data` (no digest); returns its offset."""
+    def write(self, data, aligned: bool = False) -> int:
+        """Append `data` (no digest); returns its offset.  `aligned`: `data` is whole
+        pages at a page-aligned address (may go straight to the disk, see the class)."""
         off = self.offset
         view = memoryview(data)
         done = 0
         try:
+            if aligned and self.writeback and off % PAGE == 0 and len(view) % PAGE == 0:
+                done = self._write_direct(view, off)
             while done < len(view):
-                done += os.write(self.fd, view[done:])
+                done += os.pwrite(self.fd, view[done:], off + done)
         except OSError as e:
             raise ImageWriteError(
                 f"cannot write image pages to {self.where} after {off + done} bytes: {e.strerror}",
@@ -377,6 +391,40 @@ class PageStoreWriter(_Where):
         if self.writeback and self.offset - self._started >= WRITEBACK_STEP:
             self._push()
         return off
+
+    def _write_direct(self, view, off: int) -> int:
+        """Write `view` at `off` with O_DIRECT; returns how much was written (0 when
+        direct writes are off or refused: the caller writes the rest buffered)."""
+        if self._direct_fd == -1:
+            self._direct_fd = -2
+            if not self.direct:
+                return 0
+            try:
+                fd = os.open(f"/proc/self/fd/{self.fd}", os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+            except OSError:  # no O_DIRECT here (an old tmpfs, ...) or no /proc
+                return 0
+            a, b = os.fstat(fd), os.fstat(self.fd)
+            if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+                os.close(fd)
+                return 0
+            self._direct_fd = fd
+        if self._direct_fd < 0:
+            return 0
+        done = 0
+        while done < len(view):
+            try:
+                n = os.pwrite(self._direct_fd, view[done:], off + done)
+            except OSError as e:
+                if e.errno != 22 or done % PAGE:  # EINVAL: this filesystem's O_DIRECT refuses it
+                    raise
+                os.close(self._direct_fd)
+                self._direct_fd = -2
+                break
+            done += n
+            if n % PAGE:  # (a short direct write ends on a block, not always a page)
+                break
+        self.direct_bytes += done
+        return done
 
     def _push(self) -> None:
         from .._native._ck import lib
@@ -393,6 +441,9 @@ class PageStoreWriter(_Where):
             self._waited = upto
 
     def close(self) -> None:
+        if self._direct_fd >= 0:
+            os.close(self._direct_fd)
+            self._direct_fd = -1
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -707,7 +758,8 @@ class ImageWriter(_Where):
             self._close_dir()
 
     def _close_files(self) -> None:
-        for fd in (self._fd, self.pages.fd if self.pages is not None else -1):
+        for fd in (self._fd, self.pages.fd if self.pages is not None else -1,
+                   self.pages._direct_fd if self.pages is not None else -1):
             if fd >= 0:
                 try:
                     os.close(fd)
@@ -716,6 +768,7 @@ class ImageWriter(_Where):
         self._fd = -1
         if self.pages is not None:
             self.pages.fd = -1
+            self.pages._direct_fd = -2
 
     def _remove(self, *, keep_marker: bool) -> None:
         """Best effort: every file a dump writes (but the marker, if kept); without the

@@ -15,7 +15,7 @@ temporary one) is a file mapping of that other name.  What no kind claims is
 refused naming what it is.
 
 Pages are copied in pieces on a 256 KiB grid of addresses (PageCopier: one
-thread reads, another hashes and writes).  A piece of anonymous memory that
+thread reads and hashes, another writes; with `kill`, straight to the disk).  A piece of anonymous memory that
 holds only zeros is recorded as a zero run and not stored.  An incremental
 dump (`parent=`) does not store a piece whose xxh3 is the one the parent
 image has at that address: the run says which image of the chain holds it
@@ -446,9 +446,12 @@ class PageCopier:
     is written as it comes, one write per stretch of stored pieces.
 
     Two threads (from THREAD_MIN bytes on): this one reads the target's memory
-    (process_vm_readv, which lets the GIL go) into one of two buffers while a
-    writer thread hashes and writes the other one; zero detection is done in C
-    (ck_zero_pieces)."""
+    (process_vm_readv, which lets the GIL go) into one of two buffers, finds its
+    zero pieces (in C, ck_zero_pieces) and hashes the others, while a writer
+    thread writes the other buffer (the page cache's fresh pages, or the disk,
+    are the slow part).  A dump pins pyckpt to the target's CPU (cheap ptrace
+    stops), and a thread inherits that: the writer takes pyckpt's CPUs from
+    before the pin back, so the two run on two CPUs where there are two."""
 
     threaded: bool | None = None  # None: a writer thread when there is enough to copy
 
@@ -480,16 +483,25 @@ class PageCopier:
         errors: list[BaseException] = []
 
         def handle(item) -> None:
-            index, slot, addr, n, zero_ok = item
+            slot, todo = item
             try:
                 if not errors:
-                    results[index] += self._store(slot, addr, n, zero_ok)
+                    self._write(slot, todo)
             except BaseException as e:  # noqa: BLE001 -- raised again in the reading thread
                 errors.append(e)
             finally:
                 free.put(slot)
 
+        from ..seize import unpinned_cpus
+
+        cpus = unpinned_cpus()  # a dump runs pinned to the target's CPU (seize.pinned_to_cpu)
+
         def writer():
+            if cpus is not None:  # free to run on another CPU than the reading thread's
+                try:
+                    os.sched_setaffinity(0, cpus)
+                except OSError:
+                    pass
             while True:
                 item = work.get()
                 if item is None:
@@ -525,10 +537,13 @@ class PageCopier:
                                               f"({n} bytes)")
                         addr += n
                         continue
-                    if threaded:
-                        work.put((index, slot, addr, n, zero_ok))
-                    else:
-                        handle((index, slot, addr, n, zero_ok))
+                    todo: list[tuple[int, int, PageRun]] = []  # (start in buf, length, run) to write
+                    try:  # zero pieces and digests here, the writes in the writer thread
+                        results[index] += self._pieces(slot, 0, addr, n, zero_ok, todo)
+                    except BaseException:
+                        free.put(slot)
+                        raise
+                    work.put((slot, todo))
                     if progress is not None:
                         progress(n)
                     addr += n
@@ -595,12 +610,6 @@ class PageCopier:
             results[index] += self._pieces(slot, at, addr, n, zero_ok, todo)
         self._write(slot, todo)
 
-    def _store(self, slot, addr: int, n: int, zero_ok: bool) -> list[PageRun]:
-        todo: list[tuple[int, int, PageRun]] = []  # (start in buf, length, run) to write
-        runs = self._pieces(slot, 0, addr, n, zero_ok, todo)
-        self._write(slot, todo)
-        return runs
-
     def _pieces(self, slot, pos: int, addr: int, n: int, zero_ok: bool, todo: list) -> list[PageRun]:
         """The PageRuns of the `n` bytes at `pos` in the buffer, read from `addr`: zero,
         kept in the parent, or to be written (appended to `todo`)."""
@@ -642,7 +651,7 @@ class PageCopier:
             while j < len(todo) and todo[j][0] == todo[j - 1][0] + todo[j - 1][1]:
                 j += 1
             start, stop = todo[i][0], todo[j - 1][0] + todo[j - 1][1]
-            off = self.pages.write(mv[start:stop])
+            off = self.pages.write(mv[start:stop], aligned=True)  # (whole pages of the page-aligned buffer)
             for p, _, run in todo[i:j]:
                 run.offset = off + p - start
             self.stored += stop - start

@@ -1,0 +1,173 @@
+"""The page store's writer and the memory copy behind it (issue 14, item 4).
+
+A dump that kills its target (`writeback`) writes the memory copy's whole, page-aligned
+pieces straight to the disk (O_DIRECT through a second fd of pages.img), the rest through
+the page cache; a filesystem that refuses O_DIRECT gets every write through the page cache.
+The bytes read back are the bytes written either way.  The copy's writer thread does not
+stay pinned to the CPU the dump pins pyckpt to."""
+
+import errno
+import mmap
+import os
+
+import pyckpt
+from conftest import TARGETS, check, dump_kill_restore
+from pyckpt.arch import PAGE
+from pyckpt.image import PageStoreWriter
+from pyckpt.kinds import memory
+from pyckpt.seize import pinned_to_cpu, unpinned_cpus
+
+
+def _direct_supported(d) -> bool:
+    probe = os.path.join(d, "probe")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
+    except OSError as e:
+        assert e.errno == errno.EINVAL, e
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
+
+
+def _pages(n: int, seed: int) -> mmap.mmap:
+    """n pages at a page-aligned address, each a different pattern."""
+    m = mmap.mmap(-1, n * PAGE)
+    for i in range(n):
+        m[i * PAGE:(i + 1) * PAGE] = bytes([(seed + i) % 251 + 1]) * PAGE
+    return m
+
+
+def _mixed_writes(w: PageStoreWriter) -> bytes:
+    """Buffered appends, aligned page writes and an unaligned one between them; what
+    pages.img must then hold."""
+    want = b""
+    blob = b"record queue" * 100  # not a whole page: the next aligned write is not aligned
+    for data, aligned in [(b"a" * PAGE, False), (_pages(3, 1), True), (blob, False), (_pages(2, 7), True),
+                          (b"\0" * (PAGE - len(blob) % PAGE), False), (_pages(5, 30), True)]:
+        off = w.write(memoryview(data), aligned=aligned)
+        assert off == len(want)
+        want += bytes(data)
+    return want
+
+
+def test_durable_writes_go_straight_to_the_disk_and_read_back(tmp_path):
+    w = PageStoreWriter(tmp_path / "pages.img")
+    w.writeback = True
+    want = _mixed_writes(w)
+    os.fsync(w.fd)
+    w.close()
+    assert (tmp_path / "pages.img").read_bytes() == want
+    # 3 pages (at an aligned offset), 2 pages after the unaligned blob (buffered), 5 pages
+    assert w.direct_bytes == (8 * PAGE if _direct_supported(tmp_path) else 0)
+
+
+def test_without_writeback_nothing_goes_direct(tmp_path):
+    w = PageStoreWriter(tmp_path / "pages.img")
+    want = _mixed_writes(w)
+    w.close()
+    assert w.direct_bytes == 0
+    assert (tmp_path / "pages.img").read_bytes() == want
+
+
+def test_a_filesystem_that_refuses_o_direct_gets_buffered_writes(tmp_path, monkeypatch):
+    real_open = os.open
+
+    def no_direct(path, flags, *a, **k):
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(os, "open", no_direct)
+    w = PageStoreWriter(tmp_path / "pages.img")
+    w.writeback = True
+    want = _mixed_writes(w)
+    w.close()
+    monkeypatch.undo()
+    assert w.direct_bytes == 0
+    assert (tmp_path / "pages.img").read_bytes() == want
+
+
+def test_a_direct_write_refused_later_is_written_buffered(tmp_path, monkeypatch):
+    """EINVAL from a direct write (the filesystem opened O_DIRECT but refuses the write):
+    that write and the later ones go through the page cache."""
+    w = PageStoreWriter(tmp_path / "pages.img")
+    w.writeback = True
+    w.write(_pages(1, 3), aligned=True)  # opens the direct fd (when the filesystem allows it)
+    real_pwrite = os.pwrite
+    refused = []
+
+    def pwrite(fd, data, off):
+        if fd == w._direct_fd:
+            refused.append(off)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, off)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    second, third = _pages(4, 9), _pages(2, 50)
+    w.write(second, aligned=True)
+    w.write(third, aligned=True)
+    monkeypatch.undo()
+    w.close()
+    assert (tmp_path / "pages.img").read_bytes() == bytes(_pages(1, 3)) + bytes(second) + bytes(third)
+    assert len(refused) == (1 if _direct_supported(tmp_path) else 0)  # not tried again
+
+
+def test_a_killed_dump_writes_its_memory_direct_and_restores(spawn, python_exe, tmp_path, monkeypatch):
+    """dump(kill=True) of 32 MiB of data (and 32 MiB of zeros, not stored): the memory copy
+    goes to the disk directly; the restored target finds every byte as it was."""
+    seen = []
+    real_close = PageStoreWriter.close
+
+    def close(self):
+        seen.append(self.direct_bytes)
+        real_close(self)
+
+    monkeypatch.setattr(PageStoreWriter, "close", close)
+    t = spawn([python_exe, str(TARGETS / "chain_target.py")], name="data")
+    t.wait_for(r"^READY data=")
+    dump_kill_restore(spawn, t, tmp_path / "img")
+    check(t)
+    assert seen, "the page store was never closed"
+    if _direct_supported(tmp_path):
+        assert seen[-1] >= 32 << 20  # the data buffer, at least
+    else:
+        assert seen[-1] == 0
+    # a dump that leaves its target running writes through the page cache
+    seen.clear()
+    pyckpt.dump(t.pid, tmp_path / "again")
+    check(t)
+    assert seen == [0]
+
+
+def test_the_writer_thread_is_not_pinned_to_the_reading_cpu(spawn, python_exe, tmp_path):
+    """A dump pins pyckpt to the target's CPU; the copy's writer thread takes pyckpt's CPUs
+    from before that back (both CPUs of a 2-CPU machine), the reading thread keeps the pin."""
+    t = spawn([python_exe, str(TARGETS / "chain_target.py")], name="data")
+    m = t.wait_for(r"^READY data=(0x[0-9a-f]+)")
+    data = int(m.group(1), 16)
+    before = os.sched_getaffinity(0)
+
+    class Pages:  # where the writer thread runs, and nothing stored
+        offset = 0
+        cpus: list = []
+
+        def write(self, data, aligned=False):
+            self.cpus.append((os.sched_getaffinity(0), os.sched_getaffinity(0) == before))
+            off, self.offset = self.offset, self.offset + len(data)
+            return off
+
+    cpu = min(before)
+    pages = Pages()
+    copier = memory.PageCopier(t.pid, pages)
+    copier.threaded = True
+    assert unpinned_cpus() is None
+    with pinned_to_cpu(cpu):
+        assert unpinned_cpus() == before
+        assert os.sched_getaffinity(0) == {cpu}
+        runs = copier.copy([(data, (8 << 20) // PAGE, True, True)])
+        assert os.sched_getaffinity(0) == {cpu}  # the reading thread is still pinned
+    assert unpinned_cpus() is None
+    assert os.sched_getaffinity(0) == before
+    assert sum(r.npages for r in runs[0]) * PAGE == 8 << 20
+    assert pages.cpus and all(same for _, same in pages.cpus), pages.cpus

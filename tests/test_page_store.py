@@ -171,3 +171,62 @@ def test_the_writer_thread_is_not_pinned_to_the_reading_cpu(spawn, python_exe, t
     assert os.sched_getaffinity(0) == before
     assert sum(r.npages for r in runs[0]) * PAGE == 8 << 20
     assert pages.cpus and all(same for _, same in pages.cpus), pages.cpus
+
+
+def test_a_big_restore_checks_its_digests_beside_the_pages(spawn, python_exe, tmp_path):
+    """From CHECK_BESIDE_MIN bytes of pages on, restore checks the digests in a thread while
+    the new task reads its pages, and waits for it before the process runs."""
+    from pyckpt import restorer
+    from pyckpt.kinds.context import RestoreOptions
+
+    t = spawn([python_exe, str(TARGETS / "chain_target.py")], name="data")
+    t.wait_for(r"^READY data=")
+    image = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    assert image.dump_stats.pages_bytes >= restorer.CHECK_BESIDE_MIN
+    from conftest import reap_dumped
+
+    reap_dumped(t)
+    stats = restorer.RestoreStats()
+    proc = restorer.restore(tmp_path / "img", stats=stats, options=RestoreOptions())
+    spawn.track(proc.pid)
+    t.popen = None
+    assert "page check (wait)" in stats.phases
+    check(t)
+
+
+def test_a_bad_digest_found_beside_the_pages_kills_the_half_made_process(spawn, python_exe, tmp_path):
+    """A byte changed in pages.img of a big image: the digest check beside PAGES finds it,
+    the restore raises ImageError naming the offset, and no process is left (the image's
+    PID stays free)."""
+    import psutil
+    from pyckpt import restorer
+    from pyckpt.errors import ImageError
+    from pyckpt.kinds.memory import VmaRecord
+
+    t = spawn([python_exe, str(TARGETS / "chain_target.py")], name="data")
+    m = t.wait_for(r"^READY data=(0x[0-9a-f]+)")
+    data = int(m.group(1), 16)
+    pid = t.pid
+    image = pyckpt.dump(pid, tmp_path / "img", kill=True)
+    from conftest import reap_dumped
+
+    reap_dumped(t)
+    vma = next(r for r in image.records if isinstance(r, VmaRecord) and r.start <= data < r.end)
+    run = next(p for p in vma.pages if not p.zero and p.addr <= data + (20 << 20) < p.addr + p.npages * PAGE)
+    at = run.offset + (data + (20 << 20) - run.addr) + 123  # a byte of the data buffer, 20 MiB in
+    with open(tmp_path / "img" / "pages.img", "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0x40]))
+    before = {c.pid for c in psutil.Process().children()}
+    stats = restorer.RestoreStats()
+    try:
+        restorer.restore(tmp_path / "img", stats=stats)
+    except ImageError as e:
+        assert "fail their checksum" in str(e), e
+    else:
+        raise AssertionError("a restore of a corrupted image succeeded")
+    assert stats.phases.get("PAGES", 0) > 0  # the process was made and filled first...
+    assert not psutil.pid_exists(pid)  # ... and is gone
+    assert {c.pid for c in psutil.Process().children()} <= before

@@ -103,7 +103,7 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
     with boundary(f"restore from {path}", RestoreError, "no process was left behind"), limits.fd_room(), \
             limits.translated(f"restoring from {path} (no process was left behind)"), \
             deferred_signals(), (netns.fresh() if options.new_netns else contextlib.nullcontext()):
-        rctxs = _validate(path, progress, stats, options)
+        rctxs = _validate(path, progress, stats, options, beside=not options.lazy)
         try:
             problems = _prepare(rctxs, stats)
             if problems:  # the first; check() lists them all
@@ -121,6 +121,8 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
             raise
         finally:
             rctxs[0].close_passed()
+            if PAGE_CHECK in rctxs[0].shared:  # (a failure before the wait: stop the check)
+                rctxs[0].shared.pop(PAGE_CHECK).cancel()
     stats.total = time.perf_counter() - t0
     if not process:
         return Restored(rctxs[0].pid, list(stats.warnings), list(rctxs[0].shared.get("lazy handlers", [])))
@@ -233,11 +235,19 @@ def _fd_room():
     return limits.fd_room()
 
 
+# From this many bytes of pages, restore checks their digests in a thread beside the
+# stages after VALIDATE (on another CPU while the new task reads its pages) and waits
+# for it before the processes run: a bad digest then kills the half-made processes.
+CHECK_BESIDE_MIN = 16 << 20
+PAGE_CHECK = "page check"  # shared: the image.PageCheck running beside
+
+
 def _validate(path, progress: Progress, stats: RestoreStats,
-              options: RestoreOptions, checking: bool = False) -> list[RestoreContext]:
+              options: RestoreOptions, checking: bool = False, beside: bool = False) -> list[RestoreContext]:
     """Read and check the whole image; one context per process, the root first.
     A damaged image raises ImageError; what is wrong here and now (a PID in use)
-    is noted in the contexts' shared `problems`."""
+    is noted in the contexts' shared `problems`.  `beside`: the digests of a big
+    image's pages may be left to a thread (CHECK_BESIDE_MIN)."""
     t = time.perf_counter()
     problems: list[RestoreProblem] = []
     image = ImageReader(path)
@@ -257,8 +267,10 @@ def _validate(path, progress: Progress, stats: RestoreStats,
         runs, later = stored_runs(image), 0
     total = sum(length for _, length, _ in runs)
     stats.pages_bytes = total + later
-    with progress.bar(total, "verify image") as bar:
-        image.verify_pages(runs, bar.update)
+    beside = beside and total >= CHECK_BESIDE_MIN
+    if not beside:
+        with progress.bar(total, "verify image") as bar:
+            image.verify_pages(runs, bar.update)
     stats.phases[Stage.VALIDATE.name] = time.perf_counter() - t
     passed: dict = {}
     pids: dict[int, int] = {}
@@ -287,6 +299,10 @@ def _validate(path, progress: Progress, stats: RestoreStats,
             for tid in tids:
                 root.collect(lambda tid=tid: _check_pid_free(tid))
     files.plan_replacements(root, [(rec.pid, view) for view, rec in zip(views, recs)])
+    if beside:  # the last check here: started once nothing else can fail in VALIDATE
+        t = time.perf_counter()
+        shared[PAGE_CHECK] = image.verify_pages_beside(runs)
+        stats.phases[Stage.VALIDATE.name] += time.perf_counter() - t
     return rctxs
 
 
@@ -327,6 +343,10 @@ def _create_and_fill(rctxs: list[RestoreContext], stats: RestoreStats) -> None:
         for rctx in live:
             _fill(rctx, stats)
             threads += list(rctx.threads)
+        if PAGE_CHECK in root.shared:  # a bad digest: the processes are killed (below)
+            t = time.perf_counter()
+            root.shared.pop(PAGE_CHECK).wait()
+            stats.phases["page check (wait)"] = time.perf_counter() - t
         for hook in hooks_at("before release"):  # kinds' work once every process is complete
             hook.run(root)
         t = time.perf_counter()

@@ -1020,6 +1020,25 @@ class ImageReader(_Where):
         costs about half as much as copying them out first.
         """
         self._verify_runs(runs, progress)
+        self._verify_inherited()
+
+    def verify_pages_beside(self, runs: Iterator[tuple[int, int, int]]) -> "PageCheck":
+        """verify_pages, with the digests of this image's own runs checked in a thread (a
+        big restore: on another CPU while the new task reads its pages).  The runs'
+        bounds and the runs kept up the chain are checked before this returns;
+        `PageCheck.wait()` raises the ImageError of a bad digest (restore waits for it
+        before the process runs, and kills it), `cancel()` stops the thread."""
+        runs = list(runs)
+        self._check_bounds(runs)
+        check = PageCheck(self, runs)
+        try:
+            self._verify_inherited()
+        except BaseException:
+            check.cancel()
+            raise
+        return check
+
+    def _verify_inherited(self) -> None:
         by_level: dict[int, list] = {}
         for rec in self.records:
             method = getattr(rec, "inherited_runs", None)
@@ -1034,12 +1053,15 @@ class ImageReader(_Where):
                 raise ImageError(f"image at {self.where}: in its parent image {parent.path}: {e}",
                                  path=self.where) from None
 
-    def _verify_runs(self, runs: Iterator[tuple[int, int, int]], progress=None) -> None:
-        runs = list(runs)
+    def _check_bounds(self, runs: list[tuple[int, int, int]]) -> None:
         for offset, length, _ in runs:
             if offset < 0 or length <= 0 or offset % PAGE or length % PAGE or offset + length > self.pages_size:
                 raise ImageError(f"image at {self.where}: a page run lies outside {PAGES_FILE}",
                                  path=self.where)
+
+    def _verify_runs(self, runs: Iterator[tuple[int, int, int]], progress=None, stop=None) -> None:
+        runs = list(runs)
+        self._check_bounds(runs)
         if not runs or self.pages_size == 0:
             return
         fd = self.open_pages()
@@ -1054,6 +1076,8 @@ class ImageReader(_Where):
             view = memoryview(mapping)
             try:
                 for offset, length, digest in runs:
+                    if stop is not None and stop.is_set():
+                        return
                     if xxhash.xxh3_64_intdigest(view[offset : offset + length]) != digest:
                         raise ImageError(
                             f"image at {self.where}: pages at offset {offset} of {PAGES_FILE} "
@@ -1065,6 +1089,35 @@ class ImageReader(_Where):
                 view.release()
         finally:
             mapping.close()
+
+
+class PageCheck:
+    """The digests of page runs checked in a thread (ImageReader.verify_pages_beside)."""
+
+    def __init__(self, reader: ImageReader, runs: list[tuple[int, int, int]]):
+        import threading
+
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(reader, runs), name="pyckpt page check",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, reader: ImageReader, runs) -> None:
+        try:
+            reader._verify_runs(runs, stop=self._stop)
+        except BaseException as e:  # noqa: BLE001 -- raised by wait(), in the restoring thread
+            self._error = e
+
+    def wait(self) -> None:
+        """Until every digest is checked; raises what the check raised (an ImageError)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def cancel(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _of_type(holder, cls) -> list:

@@ -37,7 +37,8 @@ R times each (min and median reported):
   injection      µs per injected getpid() with pyckpt.inject.Injector on the
                  sleeping target, pinned to its CPU (as dump does) and not
   components     what the floors and pyckpt are made of: process_vm_readv only,
-                 write to a fresh file only, xxh3 of a cached buffer, pread
+                 write to a fresh file only, the same with O_DIRECT and
+                 fdatasync (a durable dump's), xxh3 of a cached buffer, pread
                  from page cache into a reused buffer, first touch of fresh
                  anonymous memory
   profile        one extra dump and restore with pyckpt's process_vm_readv,
@@ -572,7 +573,8 @@ def inject_bench(t: Target, pinned_calls: int = 2000, unpinned_calls: int = 50) 
 def components(t: Target, workdir: Path, pages: Path, buf, reps: int) -> dict:
     """Throughputs (bytes/s) of the pieces the floors and pyckpt are built of."""
     res: dict[str, list[float]] = {k: [] for k in
-                                   ("vm_read", "write_fresh_file", "xxh3", "pread_cached", "first_touch")}
+                                   ("vm_read", "write_fresh_file", "write_direct", "xxh3", "pread_cached",
+                                    "first_touch")}
     n = t.len
     view = ffi.buffer(buf, CHUNK)
     for _ in range(reps):
@@ -594,6 +596,27 @@ def components(t: Target, workdir: Path, pages: Path, buf, reps: int) -> dict:
         os.close(fd)
         res["write_fresh_file"].append(n / (time.perf_counter() - t0))
         path.unlink()
+        # the same to the disk, as a dump with kill writes its memory: O_DIRECT from a
+        # page-aligned buffer, then fdatasync (no page cache; the floor of a durable dump)
+        aligned = mmap.mmap(-1, CHUNK)
+        aligned[:] = bytes(view)
+        path = fresh_path(workdir, "direct.bin")
+        t0 = time.perf_counter()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o600)
+        except OSError:  # no O_DIRECT on this filesystem
+            fd = -1
+        if fd >= 0:
+            for off in range(0, n, CHUNK):
+                mv = memoryview(aligned)[: min(CHUNK, n - off)]
+                done = 0
+                while done < len(mv):
+                    done += os.pwrite(fd, mv[done:], off + done)
+            os.fdatasync(fd)
+            os.close(fd)
+            res["write_direct"].append(n / (time.perf_counter() - t0))
+            path.unlink()
+        aligned.close()
         # xxh3 of a 4 MiB buffer that was just written (as dump hashes it)
         t0 = time.perf_counter()
         for off in range(0, n, CHUNK):
@@ -615,7 +638,7 @@ def components(t: Target, workdir: Path, pages: Path, buf, reps: int) -> dict:
         res["first_touch"].append(n / (time.perf_counter() - t0))
         del addr
         mm.close()
-    return {k: summary(v, higher_is_better=True) for k, v in res.items()}
+    return {k: summary(v, higher_is_better=True) for k, v in res.items() if v}
 
 
 # --- statistics and output ---------------------------------------------------------
@@ -940,6 +963,7 @@ def fmt_table(results: list[dict]) -> str:
         row(f"  {what} / {n} fork{'s' if n > 1 else ''} (median)", lambda r: cp(r, "vs_fork"),
             lambda x: f"{x:,.0f}x")
     for k, label in (("vm_read", "process_vm_readv only"), ("write_fresh_file", "write to fresh file"),
+                     ("write_direct", "write to disk, O_DIRECT+fdatasync"),
                      ("xxh3", "xxh3_64 (cached buf)"), ("pread_cached", "pread cached, reused buf"),
                      ("first_touch", "first touch anon mem")):
         row(f"  {label} (MiB/s)", lambda r, k=k: r["components"][k], mibs)

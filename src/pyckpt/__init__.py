@@ -505,7 +505,9 @@ def restore(path: str | os.PathLike, *, fds: dict | None = None, inherit_stdio: 
     """Re-create the process saved at `path`, with its PID; returns a `psutil.Process`.
 
     The restored process is a child of the caller (reap it when it ends).
-    Everything is checked before any process is made: a bad image raises
+    Everything is checked before any process is made (but the page digests of
+    a big image, 16 MiB of pages or more, checked while its memory is read in and
+    before the process runs; a bad one kills what was made): a bad image raises
     `ImageError`; then whatever stops a restore here and now — a PID in use
     (`PidInUseError`), a file that differs from the dump (`FileChangedError`,
     unless `allow_changed_files`: True for any file, or a list of paths or

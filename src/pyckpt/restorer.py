@@ -1,8 +1,12 @@
 """Restore orchestration: validate -> prepare -> create -> stages -> registers -> release.
 
 Nothing creates a process before the image has been read in full, every
-checksum (page store included) verified, the kernel's vDSO and the PID
-checked and every file the task needs opened and compared with the dump.
+checksum verified, the kernel's vDSO and the PID checked and every file the
+task needs opened and compared with the dump.  The page store's checksums of
+an image of CHECK_BESIDE_MIN bytes of pages or more are the exception: every
+run's bounds are checked first, its digests in a thread while the new task
+reads its pages, and that check must pass before any process runs (a bad
+digest kills and reaps what was made, as any failure does).
 The new task is made by clone3(set_tid) and born small: it execs a tiny
 program of pyckpt's (a memfd; ck_clone_exec) and stops before running it
 (else, where that cannot be used, it is a stopped copy of pyckpt:

@@ -814,7 +814,8 @@ class ImageReader(_Where):
     (`kinds.check_tree`).
 
     `verify_pages(runs)` checks page digests; restore calls it before it
-    creates any process.  `open_pages()` gives an fd of pages.img (the file
+    creates any process, or for a big image `verify_pages_beside(runs)`,
+    whose digests are checked in a thread while the process is made.  `open_pages()` gives an fd of pages.img (the file
     opened and checked at first, nothing else).
     """
 

@@ -626,6 +626,52 @@ def test_without_a_checksum_function_for_the_handler_every_page_is_checked_up_fr
     assert lazy._hash_fn()  # (found here: the other tests check as served)
 
 
+def test_no_first_guard_fails_the_restore_before_the_process_runs(spawn, lazy_bin, tmp_path, monkeypatch):
+    """The first guard is forked while the restore goes on; if it does not start (here:
+    its PID read as an error), the restore fails before the release, undone: the
+    process never ran, pyckpt keeps no fd, and the handler sees it gone and exits 0."""
+    import errno
+
+    import psutil
+
+    from pyckpt import lazy
+
+    t = _start(spawn, lazy_bin, mib=8)
+    pid = t.pid
+    pyckpt.dump(pid, tmp_path / "img", kill=True)
+    reap_dumped(t)
+    ours = {c.pid for c in psutil.Process().children()}
+    fds = _own_fds()
+
+    class Lib:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        @staticmethod
+        def ck_lazy_guard(fd):
+            real.ck_lazy_guard(fd)  # (read and closed: the guard runs; said not to)
+            return -errno.EAGAIN
+
+    real = lazy.lib
+    monkeypatch.setattr(lazy, "lib", Lib())
+    with pytest.raises(pyckpt.RestoreError, match="did not start: Resource temporarily unavailable"):
+        pyckpt.restore(tmp_path / "img", lazy="touch")
+    monkeypatch.undo()
+    assert not os.path.exists(f"/proc/{pid}")
+    assert _own_fds() == fds, "pyckpt left fds open"
+    deadline = time.monotonic() + 60
+    while True:  # the handler (reparented to this test, a subreaper) ends by itself
+        new = [c for c in psutil.Process().children() if c.pid not in ours and _comm(c.pid) == "pyckpt-lazy"]
+        for c in new:
+            spawn.track(c.pid)
+        if new:
+            status = _wait_exit(new[0].pid)
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+            break
+        assert time.monotonic() < deadline, "no handler"
+        time.sleep(0.02)
+
+
 def _state(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -87,8 +87,10 @@ it reaps it and forks a new one at once, which holds every uffd and pidfd from
 the instant it exists (they are in the handler's fd table; nothing is sent
 again).  Meanwhile the other guard still guards: a guard killed and then the
 handler, however soon after, leaves the processes killed, never running on.
-The first guard is forked before `restore()` returns (its PID is in `Handler`),
-the second right after.  While a guard is missing because it could not be
+The first guard is forked as soon as the handler has said it runs, while the
+restore goes on (on the other CPU), and before the process is released: pyckpt
+waits for its PID (in `Handler`) in the DEFERRED stage, and fails the restore
+without it; the second is forked right after.  While a guard is missing because it could not be
 started (fork or socketpair failed) the handler pushes every remaining page at
 once (as with `lazy=True`, whatever the mode), tries again every 10 ms, and
 exits when all are in.  Still possible, after which a later fault reads zeros:
@@ -183,8 +185,12 @@ def _recv(sock: socket.socket, flags: int = 0) -> bytes:
 
 
 def _said(handler: int, data: bytes) -> str | None:
-    _REPORTS.pop(handler).close()
-    _SAID[handler] = data.decode(errors="replace").strip() or None
+    sock = _REPORTS.pop(handler, None)
+    if sock is not None:
+        sock.close()
+    said = data.decode(errors="replace").strip() or None
+    if said is not None or handler not in _SAID:  # (another thread's read may have had it)
+        _SAID[handler] = said
     while len(_SAID) > 1024:  # the oldest forgotten
         del _SAID[next(iter(_SAID))]
     return _SAID[handler]
@@ -328,13 +334,13 @@ def restore_pages(rctx, vmas) -> set[int]:
         stored, digests = _stored(lazy) if fn else ([], array.array("Q"))
         flat_stored = ffi.from_buffer("unsigned long[]", array.array("Q", itertools.chain.from_iterable(stored)))
         pidfd = os.pidfd_open(rctx.pid)
-        guard = ffi.new("long *")
+        status = ffi.new("int *")
         prefetch = rctx.options.lazy != "touch"
         _sweep()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         h = lib.ck_lazy_start(uffd, rctx.passed["pages"], pidfd, rctx.pid, flat, len(runs), flat_stored,
                               len(stored), ffi.from_buffer("unsigned long[]", digests), len(digests), PIECE,
-                              fn, rctx.image.pages_size, theirs.fileno(), int(prefetch), WINDOW, CHUNK, guard)
+                              fn, rctx.image.pages_size, theirs.fileno(), int(prefetch), WINDOW, CHUNK, status)
         if h == -ESTALE:
             raise ImageError(f"image at {rctx.image.where}: pages.img was changed since the image was "
                              "opened (its size differs)", path=rctx.image.where)
@@ -351,10 +357,25 @@ def restore_pages(rctx, vmas) -> set[int]:
             os.close(pidfd)
         if theirs is not None:
             theirs.close()
-    _REPORTS[int(h)] = ours
-    rctx.on_undo(f"lazy report {h}", lambda h=int(h): _undo(rctx, h))
-    rctx.after_release(f"lazy: running {h}", lambda h=int(h): _running(h))
-    rctx.shared.setdefault(HANDLERS, []).append(Handler(rctx.pid, int(h), int(guard[0])))
+    h = int(h)
+    _REPORTS[h] = ours
+    pending = [status[0]]  # its first guard's PID, to be read before the release
+
+    def first_guard():
+        g = lib.ck_lazy_guard(pending.pop())
+        if g < 0:
+            raise RestoreError(f"lazy restore of process {rctx.image_pid}: the guard of its page "
+                               f"handler {h} did not start: {os.strerror(-g)}")
+        rctx.shared.setdefault(HANDLERS, []).append(Handler(rctx.pid, h, int(g)))
+
+    def undo():
+        for fd in pending:
+            os.close(fd)
+        _undo(rctx, h)
+
+    rctx.on_undo(f"lazy report {h}", undo)
+    rctx.defer(f"lazy: the first guard of {h}", first_guard)  # (forked meanwhile)
+    rctx.after_release(f"lazy: running {h}", lambda: _running(h))
     return {id(v) for v in lazy}
 
 

@@ -40,7 +40,8 @@ ffibuilder.cdef(
                        long nruns, const unsigned long *stored, long nstored,
                        const unsigned long *digests, long ndigests, unsigned long piece,
                        unsigned long hash_fn, long pages_size, int report_fd, int prefetch,
-                       unsigned long window, unsigned long chunk, long *guard);
+                       unsigned long window, unsigned long chunk, int *status);
+    long ck_lazy_guard(int status_fd);
     unsigned long ck_lazy_hash_fn(const char *path);
     unsigned long long ck_lazy_hash(unsigned long fn, const void *buf, size_t len);
     """

@@ -1804,13 +1804,14 @@ unsigned long long ck_lazy_hash(unsigned long fn, const void *buf, size_t len)
  * grid of addresses) is checked with `hash_fn` when first served (hash_fn 0:
  * every page was checked before, none is).  `report_fd`:
  * the handler's end of the report socket (or -1).  `prefetch`: push every page in
- * the background (else only on touch).  Returns the handler's PID (and the guard's
- * in *guard) once both run, or -errno; pyckpt's copies of the fds may then be
- * closed. */
+ * the background (else only on touch).  Returns the handler's PID once it runs, or
+ * -errno; pyckpt's copies of the fds may then be closed.  Its first guard is forked
+ * meanwhile (on the other CPU, while the restore goes on): ck_lazy_guard(*status)
+ * says its PID, to be read before the process is released. */
 long ck_lazy_start(int uffd, int pages_fd, int pidfd, int pid, const unsigned long *runs, long nruns,
                    const unsigned long *stored, long nstored, const unsigned long *digests, long ndigests,
                    unsigned long piece, unsigned long hash_fn, long pages_size, int report_fd,
-                   int prefetch, unsigned long window, unsigned long chunk, long *guard)
+                   int prefetch, unsigned long window, unsigned long chunk, int *status)
 {
     int st[2];
     struct stat sb;
@@ -1831,13 +1832,13 @@ long ck_lazy_start(int uffd, int pages_fd, int pidfd, int pid, const unsigned lo
         long h = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
         if (h != 0) {
             if (h < 0) {
-                long res[2] = { -errno, 0 };
-                if (write(st[1], res, sizeof(res)) < 0) { /* the caller sees EOF */ }
+                long res = -errno;
+                if (write(st[1], &res, sizeof(res)) < 0) { /* the caller sees EOF */ }
             }
             syscall(SYS_exit_group, 0);  /* the handler is reparented: not pyckpt's child */
         }
         /* the handler: hold nothing of pyckpt's but what it needs, at fixed numbers */
-        long res[2] = { 0, 0 };
+        long res = 0;
         int nkeep = report_fd >= 0 ? 5 : 4;
         int keep[5] = { uffd, pages_fd, pidfd, st[1], report_fd };
         for (int k = 0; k < nkeep; k++) {
@@ -1865,6 +1866,8 @@ long ck_lazy_start(int uffd, int pages_fd, int pidfd, int pid, const unsigned lo
         for (int sig = 1; sig <= 64; sig++)
             if (sig != SIGKILL && sig != SIGSTOP)
                 syscall(SYS_rt_sigaction, sig, act, NULL, 8);
+        act[0] = (unsigned long)SIG_IGN;  /* a write to pyckpt gone (its status pipe): EPIPE */
+        syscall(SYS_rt_sigaction, SIGPIPE, act, NULL, 8);
         struct sigaction bus;
         memset(&bus, 0, sizeof(bus));
         bus.sa_handler = lz_sigbus;
@@ -1893,35 +1896,52 @@ long ck_lazy_start(int uffd, int pages_fd, int pidfd, int pid, const unsigned lo
         lz_status_fd = status_fd;
         lz_kill[0] = pidfd;  /* the guard has it, and the uffd, from its fork */
         lz_nkill = 1;
-        if (lz_map == MAP_FAILED) {
-            res[0] = -errno;
-        } else if (!lz_ok || !lz_reported) {
-            res[0] = -ENOMEM;
-        } else {
-            res[0] = lz_new_guard(0);
-            res[1] = lz_guard_pids[0];
-            madvise(lz_map, (size_t)sb.st_size, MADV_SEQUENTIAL);
-        }
-        if (res[0] == 0)
-            res[0] = syscall(SYS_getpid);
-        if (write(status_fd, res, sizeof(res)) != sizeof(res) || res[0] < 0)
-            syscall(SYS_exit_group, 5);  /* the guard (if any) kills the process: safe */
+        if (lz_map == MAP_FAILED)
+            res = -errno;
+        else if (!lz_ok || !lz_reported)
+            res = -ENOMEM;
+        else
+            res = syscall(SYS_getpid);
+        if (write(status_fd, &res, sizeof(res)) != sizeof(res) || res < 0)
+            syscall(SYS_exit_group, 5);  /* no guard yet; pyckpt fails the restore */
+        /* the first guard, while pyckpt goes on; it must exist before the process runs:
+         * pyckpt reads its PID (or why it failed) before the release, and fails the
+         * restore without it (then this handler exits: the process is gone) */
+        res = lz_new_guard(0);
+        if (res == 0)
+            res = lz_guard_pids[0];
+        if (write(status_fd, &res, sizeof(res)) != sizeof(res) || res < 0)
+            syscall(SYS_exit_group, 5);  /* (the guard, if any, kills the process: safe) */
+        madvise(lz_map, (size_t)sb.st_size, MADV_SEQUENTIAL);
         close(status_fd);
         lz_status_fd = -1;
         lz_new_guard(1);  /* the second (failed: tried again while every page is pushed) */
         lz_handler(uffd, pidfd, pid, runs, nruns, prefetch, window, chunk);
     }
     close(st[1]);
-    long res[2] = { -EIO, 0 };
+    long res = -EIO;
     ssize_t got;
-    while ((got = read(st[0], res, sizeof(res))) < 0 && errno == EINTR)
+    while ((got = read(st[0], &res, sizeof(res))) < 0 && errno == EINTR)
         ;
-    close(st[0]);
-    int status;
-    while (waitpid((pid_t)mid, &status, __WALL) < 0 && errno == EINTR)
+    int wst;
+    while (waitpid((pid_t)mid, &wst, __WALL) < 0 && errno == EINTR)
         ;
-    if (got != sizeof(res))
-        return -ECHILD;
-    *guard = res[1];
-    return res[0];
+    if (got != sizeof(res) || res < 0) {
+        close(st[0]);
+        return got != sizeof(res) ? -ECHILD : res;
+    }
+    *status = st[0];
+    return res;
+}
+
+/* The PID of the first guard of the handler whose status pipe is `status_fd` (from
+ * ck_lazy_start; closed here), once it runs, or -errno. */
+long ck_lazy_guard(int status_fd)
+{
+    long res = -EIO;
+    ssize_t got;
+    while ((got = read(status_fd, &res, sizeof(res))) < 0 && errno == EINTR)
+        ;
+    close(status_fd);
+    return got == sizeof(res) ? res : -ECHILD;
 }

@@ -21,10 +21,11 @@ before the first run, and one untimed warm-up of each comes first):
 | restore | `pyckpt.restore(dir)` of an image dumped with kill=True, until it returns; the copy is then checked (SIGUSR1, its answer compared with the original's) and killed and reaped, by PID |
 | floor: spawn | fork + exec of the same binary until it has run (`python3 -S -c pass`, `target` with no argument: both exit at once), and waitpid |
 | floor: injected calls | the operation's count of injected syscalls × the cost of one injected getpid() measured in the same run (pinned to the target's CPU, as dump and restore are) |
-| task CPU | restore: the CPU time the restored task itself spent until restore() returned (/proc/PID/schedstat, read at once): unmapping its copy of pyckpt, mapping, reading its pages — part of the wall time that is not pyckpt's |
+| task CPU | restore: the CPU time the restored task itself spent until restore() returned (/proc/PID/schedstat, read at once): its exec of pyckpt's stub, mapping, reading the pages pyckpt did not copy in — part of the wall time that is not pyckpt's |
 
-pyckpt's own resident size is printed too: the restored task starts as a copy of
-pyckpt (clone3), so pyckpt's memory is what CREATE copies and CLEAR unmaps.
+pyckpt's own resident size is printed too: where the stub cannot be used the
+restored task starts as a copy of pyckpt (clone3), and pyckpt's memory is then
+what CREATE copies and CLEAR unmaps.
 
 Beside each: the injected calls per operation (DumpStats / RestoreStats
 .injected_calls) and the files pyckpt opens under /proc per operation (counted

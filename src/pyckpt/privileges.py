@@ -6,7 +6,8 @@ ptrace_scope 1-2) and reads /proc/PID/map_files (CAP_CHECKPOINT_RESTORE or
 CAP_SYS_ADMIN); a restore creates processes with chosen PIDs (clone3 with
 set_tid, CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN), new namespaces
 (CAP_SYS_ADMIN) and gives them the image's user ids.  Its model of
-credentials assumes root besides: a restored task starts as a copy of pyckpt,
+credentials assumes root besides: a restored task starts with pyckpt's
+credentials (born of pyckpt's stub, or a copy of pyckpt: restorer._clone_small),
 and only a change of ids away from root drops the capabilities it inherited.
 So a non-root pyckpt is refused even with capabilities, and root without the
 capabilities it needs (a container's root) too, before anything is frozen,
@@ -47,7 +48,7 @@ def missing(operation: str, *, pid: int | None = None, new_namespaces: bool = Fa
     if euid != 0:
         some = any(_has(caps, c) for c in (CAP_SYS_PTRACE, CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN))
         out.append(f"root (pyckpt runs as uid {euid}" + ("; capabilities alone do not do: a restored "
-                   "task starts as a copy of pyckpt, and only leaving uid 0 drops what it inherited)"
+                   "task starts with pyckpt's credentials, and only leaving uid 0 drops what it inherited)"
                    if some else ")"))
     if scope >= 3:
         out.append(f"ptrace: {YAMA} is 3, which forbids tracing any process until a reboot")

@@ -626,8 +626,8 @@ def _fill(rctx: RestoreContext, stats: RestoreStats, site: int | None = None) ->
     with inj:
         with _timed(stats, Stage.CLEAR):
             thread.drop_inherited_rseq(rctx)
-            # Where the image has nothing; the task (a copy of pyckpt) is asked first, and
-            # its maps read only if it has something there.
+            # Where the image has nothing; the task (the stub, or a copy of pyckpt) is asked
+            # first, and its maps read only if it has something there.
             image_ranges = memory.target_ranges(rctx.image)
             scratch = _free_page(image_ranges, SCRATCH_SIZE)
             if inj.call(nr.mmap, scratch, SCRATCH_SIZE, 7, 0x22 | MAP_FIXED_NOREPLACE, -1, 0) != scratch:

@@ -1,6 +1,6 @@
 """Credentials: user and group ids (real, effective, saved, fs) and supplementary groups.
 
-A restored task starts as a copy of pyckpt (root).  Its ids are set back
+A restored task starts with pyckpt's credentials (root).  Its ids are set back
 after every step that needs privilege, so a process dumped as an ordinary
 user comes back as that user, with the capabilities the kernel leaves an
 ordinary user (setresuid away from 0 clears them).  The dumpable flag

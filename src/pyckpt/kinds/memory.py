@@ -422,9 +422,9 @@ def _slot():
     """A copy buffer of CHUNK bytes (with its view and zero-piece flags): the one kept from
     the last copy if there is one, else a new one.  Keeping one (4 MiB) spares a small
     dump the page faults of fresh memory, ~1 ms for every 4 MiB it copies.  It is
-    mapped MADV_WIPEONFORK (a fork gets it empty): a restore's new task starts as a
-    copy of pyckpt (clone3), and each MiB of pyckpt's memory costs ~0.3 ms to copy
-    there and unmap again."""
+    mapped MADV_WIPEONFORK (a fork gets it empty): where a restore's new task starts
+    as a copy of pyckpt (clone3; restorer._clone_small), each MiB of pyckpt's memory
+    costs ~0.3 ms to copy there and unmap again."""
     try:
         return _SPARE.pop()
     except IndexError:

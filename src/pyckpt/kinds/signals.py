@@ -2,8 +2,8 @@
 
 Dispositions are read with injected rt_sigaction calls: /proc shows only
 which signals are caught or ignored, not handlers, flags, masks or
-restorers.  A restored task starts as a copy of pyckpt, so every signal's
-disposition is set, defaults included (in one batch of injected calls).  The per-thread parts (blocked
+restorers.  A restored task starts with pyckpt's dispositions (ignored ones, and its
+handlers where it is a copy of pyckpt), so every signal's disposition is set, defaults included (in one batch of injected calls).  The per-thread parts (blocked
 mask, sigaltstack) live with the thread (kinds/thread.py).
 
 Pending signals — the process's shared queue and each thread's private one

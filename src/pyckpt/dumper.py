@@ -446,10 +446,11 @@ def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress,
     records: list = []
     with contextlib.ExitStack() as injectors:
         # One injector per thread, the leader's first (so it is cured last,
-        # unmapping the scratch page when every thread is done with it).
+        # unmapping the scratch page, if one had to be mapped, when every thread
+        # is done with it; else it is stack below the leader's frame).
         threads = {tid: injectors.enter_context(Injector(tid, site, held=True, maps=maps)) for tid in tids}
         inj = threads[pid]
-        scratch = inj.map_scratch()
+        scratch = inj.scratch_page()
         for other in threads.values():
             if other is not inj:
                 other.share(inj)

@@ -41,6 +41,7 @@ from . import nr, trampoline
 
 ALL_SIGNALS = (1 << 64) - 1
 U64 = (1 << 64) - 1
+SCRATCH_GAP = 64  # between a held thread's frame and the scratch page below it (scratch_page)
 
 # The batch loop: rbx points at a table of BATCH_ENTRY rows (nr, six arguments,
 # want), r12 holds their count.  Each row's syscall runs; its result replaces nr.
@@ -314,9 +315,31 @@ class Injector:
         """
         if self.held:
             self.use_gadget()
+        return self._map_page()
+
+    def _map_page(self) -> int:
         addr = self.check(nr.mmap, 0, PAGE, 0x3, 0x22, -1, 0, what="mmap of a scratch page")
         self._scratch = addr
         return addr
+
+    def scratch_page(self) -> int:
+        """A page of memory the task's calls can write their results into: for a held
+        injector whose frame is armed below the task's stack pointer (see _arm), the
+        page of stack below that frame — memory below a stack pointer holds nothing
+        the program may still read, and nothing has to be mapped into the target
+        or unmapped again (two injected calls fewer); else a page mapped for it
+        (map_scratch).  Every thread's injector may use it (the leader is stopped)."""
+        if self.held:
+            self.use_gadget()
+            if self.gadget and not self._frame_sp:
+                self._arm()
+            if self._frame_sp:
+                frame = self._frame_sp - 8
+                low = (frame - SCRATCH_GAP - PAGE) & ~63
+                if trampoline.on_a_stack(self._maps(), low, pt.decode_regs(self.regs).rsp):
+                    return low
+            return self._map_page()
+        return self.map_scratch()
 
     def use_gadget(self) -> None:
         """Find the process's rt_sigreturn gadget: from the next call on, calls are

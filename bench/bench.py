@@ -612,6 +612,7 @@ def components(t: Target, workdir: Path, pages: Path, buf, reps: int) -> dict:
                 done = 0
                 while done < len(mv):
                     done += os.pwrite(fd, mv[done:], off + done)
+            mv = None  # (a view of `aligned` left would keep it from closing: BufferError)
             os.fdatasync(fd)
             os.close(fd)
             res["write_direct"].append(n / (time.perf_counter() - t0))

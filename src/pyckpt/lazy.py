@@ -48,8 +48,9 @@ background push, a forked child or a moved range (one check per piece; the
 check is by offset in pages.img).  With `lazy=True`, once the processes run
 (pyckpt says so on the report socket after the release, or is gone), a thread of
 the handler checks the pieces ahead of the push on the other CPU; one it finds
-bad is not copied either: the handler acts when it is to be served.  No process ever runs on a page that is not
-the image's: a piece that fails its checksum is never copied.  But a lazily
+bad is not copied either: the handler acts when it is to be served.  No process
+ever runs on a page that is not the image's: a piece that fails its checksum is
+never copied.  But a lazily
 restored process may be killed later, after it has run a while, if the image
 turns out corrupted (where an eager restore refuses before any process exists):
 the handler SIGKILLs every process it serves, waits until they are gone, and
@@ -90,8 +91,8 @@ handler, however soon after, leaves the processes killed, never running on.
 The first guard is forked as soon as the handler has said it runs, while the
 restore goes on (on the other CPU), and before the process is released: pyckpt
 waits for its PID (in `Handler`) in the DEFERRED stage, and fails the restore
-without it; the second is forked right after.  While a guard is missing because it could not be
-started (fork or socketpair failed) the handler pushes every remaining page at
+without it; the second is forked right after.  While a guard is missing because
+it could not be started (fork or socketpair failed) the handler pushes every remaining page at
 once (as with `lazy=True`, whatever the mode), tries again every 10 ms, and
 exits when all are in.  Still possible, after which a later fault reads zeros:
   - both guards and then the handler SIGKILLed before the handler has forked a

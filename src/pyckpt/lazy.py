@@ -120,11 +120,11 @@ with the "um" flag; its missing pages are not in pagemap).
 
 from __future__ import annotations
 
+import _socket  # (not socket: selectors, enums; nor typing: re — a command's start-up)
 import array
+import collections
 import itertools
 import os
-import socket
-from typing import NamedTuple
 
 from ._native._ck import ffi, lib
 from .arch import PAGE
@@ -144,14 +144,16 @@ ESTALE = 116
 
 # The report socket of each handler this process started, by handler PID, until what
 # it said is read (Handler.wait; or swept at the next lazy restore), then what it said.
-_REPORTS: dict[int, socket.socket] = {}
+_REPORTS: dict[int, _socket.socket] = {}
 _SAID: dict[int, str | None] = {}
 
 
-class Handler(NamedTuple):
-    pid: int  # the restored process it serves (and the children that process forks)
-    handler: int  # PID of the handler process
-    guard: int  # PID of its first guard (the others are the handler's children too)
+class Handler(collections.namedtuple("Handler", "pid handler guard")):
+    """pid: the restored process it serves (and the children that process forks);
+    handler: PID of the handler process; guard: PID of its first guard (the others are
+    the handler's children too)."""
+
+    __slots__ = ()
 
     def wait(self, timeout: float | None = None) -> str | None:
         """Wait until the handler is done (at most `timeout` s, else TimeoutError): None
@@ -168,13 +170,13 @@ class Handler(NamedTuple):
         sock.settimeout(timeout)
         try:
             data = _recv(sock)
-        except socket.timeout:
+        except TimeoutError:
             raise TimeoutError(f"lazy page handler {self.handler} of process {self.pid} is still "
                                f"serving after {timeout} s") from None
         return _said(self.handler, data)
 
 
-def _recv(sock: socket.socket, flags: int = 0) -> bytes:
+def _recv(sock: _socket.socket, flags: int = 0) -> bytes:
     """What the handler said (b"": nothing, it is done).  A handler that ended with our
     'R' unread resets the connection: said once, before what it sent, which is kept."""
     for _ in range(2):
@@ -201,7 +203,7 @@ def _sweep() -> None:
     """Read (and close) the report sockets of handlers that are done."""
     for handler, sock in list(_REPORTS.items()):
         try:
-            data = _recv(sock, socket.MSG_DONTWAIT)
+            data = _recv(sock, _socket.MSG_DONTWAIT)
         except BlockingIOError:
             continue
         except OSError:
@@ -215,7 +217,7 @@ def _running(handler: int) -> None:
     sock = _REPORTS.get(handler)
     if sock is not None:
         try:
-            sock.send(b"R", socket.MSG_DONTWAIT)
+            sock.send(b"R", _socket.MSG_DONTWAIT)
         except OSError:
             pass  # it is done, or gone: nothing to check ahead
 
@@ -338,7 +340,7 @@ def restore_pages(rctx, vmas) -> set[int]:
         status = ffi.new("int *")
         prefetch = rctx.options.lazy != "touch"
         _sweep()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         h = lib.ck_lazy_start(uffd, rctx.passed["pages"], pidfd, rctx.pid, flat, len(runs), flat_stored,
                               len(stored), ffi.from_buffer("unsigned long[]", digests), len(digests), PIECE,
                               fn, rctx.image.pages_size, theirs.fileno(), int(prefetch), WINDOW, CHUNK, status)

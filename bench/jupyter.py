@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Saving a notebook kernel that holds a lot of memory: freeze, restore, first cell.
 
-    python3 bench/jupyter.py [--size-mib 1024] [--repeat 5] [--lazy] [--json out.json] [--tmp DIR]
+    python3 bench/jupyter.py [--size-mib 1024] [--repeat 5] [--lazy] [--state auto|pandas|numpy|bytearray]
+                             [--json out.json] [--tmp DIR]
 
 Run as root from the project's virtual environment (`.venv/bin/python
 bench/jupyter.py`: it needs jupyter_server, ipykernel and websocket-client,
@@ -11,7 +12,8 @@ random token, its own runtime/config/data directories under the work
 directory), creates a kernel through REST and opens one websocket on it, as a
 notebook tab does.  A cell then builds the state: a pandas DataFrame of
 --size-mib MiB of float64 when the kernel has pandas, else a numpy array,
-else a bytearray of random bytes (what was used is in the output).
+else a bytearray of random bytes (what was used is in the output; --state
+asks for one of them).
 
 Then, --repeat times, in this order (one round, untimed, comes first):
 
@@ -195,19 +197,31 @@ class Tab:
 
 BUILD = """
 import os, time
-n = {size}
+n, want = {size}, {state!r}
 try:
+    if want == "bytearray":
+        raise ImportError
     import numpy as np
     try:
+        if want == "numpy":
+            raise ImportError
         import pandas as pd
-        state = pd.DataFrame(np.random.default_rng(0).random((n // 8 // 16, 16)))
+        # the frame is a view of `data` (copy=False): pandas >= 3 hands out its values
+        # read-only (copy-on-write), the cells rewrite them through `data`
+        data = np.random.default_rng(0).random((n // 8 // 16, 16))
+        state = pd.DataFrame(data, copy=False)
+        assert np.shares_memory(state.values, data)
         kind = "pandas DataFrame"
-        view = memoryview(state.values).cast("B")
+        view = memoryview(data).cast("B")
     except ImportError:
+        if want == "pandas":
+            raise
         state = np.random.default_rng(0).random(n // 8)
         kind = "numpy array"
         view = memoryview(state).cast("B")
 except ImportError:
+    if want not in ("auto", "bytearray"):
+        raise
     state = bytearray(n)
     for i in range(0, n, 1 << 24):
         state[i:i + (1 << 24)] = os.urandom(min(1 << 24, n - i))
@@ -233,6 +247,9 @@ def main() -> int:
     ap.add_argument("--lazy", action="store_true", help="also restore lazily (\"lazy\": true) "
                                                        "each round: its first cell, and a cell "
                                                        "reading a byte of every page")
+    ap.add_argument("--state", choices=("auto", "pandas", "numpy", "bytearray"), default="auto",
+                    help="what holds the state: auto (the first of pandas, numpy, bytearray the "
+                         "kernel can import; default) or that one")
     ap.add_argument("--tmp", default=tempfile.gettempdir(), help="where the work directory goes")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -249,7 +266,7 @@ def main() -> int:
         server = Server(work)
         kid = server.api("POST", "api/kernels", {"name": "python3"})["id"]
         tab = Tab(server, kid)
-        (kind,), _ = tab.run(BUILD.format(size=args.size_mib << 20))
+        (kind,), _ = tab.run(BUILD.format(size=args.size_mib << 20, state=args.state))
         print(f"kernel {kid}: {kind}; load {load_before}", file=sys.stderr, flush=True)
         for i in range(args.repeat + 1):
             timed = i > 0

@@ -43,12 +43,28 @@ def test_memory_changed_during_precopy_comes_back_as_it_was_at_the_freeze(spawn,
 
 
 @pytest.mark.parametrize("incremental", [False, True], ids=["full", "incremental"])
+@pytest.mark.parametrize("second_pass", [False, True], ids=["one-pass", "two-passes"])
 def test_memory_written_all_through_the_dump_comes_back_as_at_one_instant(spawn, python_exe, tmp_path,
-                                                                          incremental):
+                                                                          monkeypatch, incremental,
+                                                                          second_pass):
     """A thread of the target writes its memory all the time: during pass 1, between pass 1
     and the freeze, and (incremental) since the parent, whose pages the child compares
-    with its own.  Restored, every page holds what it held at the freeze, which the
-    target checks against its writer's position (part of the same instant)."""
+    with its own; with a second pass, the chunks written during pass 1 are found,
+    protected again and copied again while it writes on.  Restored, every page holds
+    what it held at the freeze, which the target checks against its writer's position
+    (part of the same instant)."""
+    import pyckpt.precopy
+
+    monkeypatch.setattr(pyckpt.precopy, "SECOND_PASS_MIN", 0 if second_pass else 1 << 60)
+    monkeypatch.setattr(pyckpt.precopy, "SECOND_PASS_MAX_SHARE", 1.0)
+    passes = []
+    real = PreCopy._copy_again
+
+    def copy_again(self):
+        real(self)
+        passes.append(self.again)
+
+    monkeypatch.setattr(PreCopy, "_copy_again", copy_again)
     t = spawn([python_exe, str(TARGETS / "writer_target.py")], name="writer")
     t.wait_for("^READY")
     parent = None
@@ -57,6 +73,7 @@ def test_memory_written_all_through_the_dump_comes_back_as_at_one_instant(spawn,
         pyckpt.dump(t.pid, parent, precopy=True)
     image = pyckpt.dump(t.pid, tmp_path / "img", precopy=True, kill=True, parent=parent)
     assert image.dump_stats.precopy_reused > 0
+    assert (passes[-1] > 0) == second_pass, passes  # (the writer always wrote during pass 1)
     reap_dumped(t)
     p = pyckpt.restore(tmp_path / "img")
     spawn.track(p.pid)

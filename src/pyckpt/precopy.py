@@ -14,7 +14,10 @@ fault, and PAGEMAP_SCAN reports which pages were written (PAGE_IS_WRITTEN).
    those: protecting a large sparse VMA whole would allocate page tables
    for all of it); the target runs again.
 3. Pass 1 copies those pages into the page store while the target runs,
-   cut at a 256 KiB grid.
+   cut at a 256 KiB grid.  When it finds that the target wrote a fair
+   amount of what it copied meanwhile (1 MiB to a quarter), pass 2 finds
+   those pages and protects them again in one walk (PAGEMAP_SCAN,
+   PM_SCAN_WP_MATCHING), then copies their chunks again, still running.
 4. At the freeze, memory.dump asks `reusable()` for each chunk of the grid:
    pass 1's copies are kept only if the same pages are present, each still
    tracked, not written, not the zero page, and the VMA maps the same
@@ -76,6 +79,9 @@ UFFDIO_REGISTER = _iowr(0xAA, 0x00, 32)
 UFFDIO_UNREGISTER = (2 << 30) | (16 << 16) | (0xAA << 8) | 0x01  # _IOR, struct uffdio_range
 UFFDIO_WRITEPROTECT = _iowr(0xAA, 0x06, 24)
 PAGEMAP_SCAN = _iowr(ord("f"), 16, 96)
+PM_SCAN_WP_MATCHING = 1
+SECOND_PASS_MIN = 1 << 20  # bytes of pass 1's copies written meanwhile from which pass 2 runs
+SECOND_PASS_MAX_SHARE = 0.25  # ... and up to which share of pass 1 (more: most is being rewritten)
 
 
 @dataclass
@@ -98,8 +104,9 @@ class PreCopy:
         # VMA start -> (end, page offset, runs, piece runs, their addresses) of a VMA
         # pass 1 copied whole
         self.whole: dict[int, tuple] = {}
-        self.copied = 0  # bytes in pass 1
-        self.reused = 0  # bytes of pass 1 kept at the freeze
+        self.copied = 0  # bytes in pass 1 (and 2)
+        self.again = 0  # bytes copied again in pass 2 (written during pass 1)
+        self.reused = 0  # bytes of pass 1 (and 2) kept at the freeze
         self.off = ""  # why pass 1 is not used, when it is not
 
     # -- setup and pass 1 ---------------------------------------------------
@@ -188,6 +195,96 @@ class PreCopy:
                 # all of it copied: at the freeze, the same runs need only the written chunks
                 pieces = [r for g in got for r in g]
                 self.whole[start] = (end, offset, runs, pieces, [r.addr for r in pieces])
+        self._copy_again()
+
+    def _copy_again(self) -> None:
+        """Pass 2: the chunks written while pass 1 ran are copied again, still while the
+        target runs, so that the freeze copies only what was written since (a kernel's
+        threads write a few MiB of its heap during the ~0.5 s pass 1 of a GiB: that was
+        copied, hashed, compared with the parent and written at the freeze).  The pages
+        written are found and write-protected again in one walk (PAGEMAP_SCAN with
+        PM_SCAN_WP_MATCHING), then their chunks copied: a write after the walk is seen
+        at the freeze.  Skipped when little or most was written (a second copy of most
+        of the memory would double pass 1 and the image).  Any failure turns pre-copy
+        off (the walk may have cleared what it found: the freeze copies everything)."""
+        if self.off or not self.chunks:
+            return
+        written = self._written(protect=False)
+        dirty = {b for s, e in written for b in range(s & ~(CHUNK - 1), e, CHUNK) if b in self.chunks}
+        size = sum(c.run.npages for b in dirty for c in self.chunks[b]) * PAGE
+        if size < SECOND_PASS_MIN or size > self.copied * SECOND_PASS_MAX_SHARE:
+            return
+        try:
+            written = self._written(protect=True)
+        except OSError as e:
+            self.off = f"the second pre-copy pass could not protect the pages written ({e.strerror})"
+            return
+        dirty = sorted({b for s, e in written for b in range(s & ~(CHUNK - 1), e, CHUNK) if b in self.chunks})
+        jobs, owners = [], []
+        for base in dirty:
+            by_vma: dict[int, list[tuple[int, int]]] = {}  # the VMA's page offset - address -> runs
+            for c in self.chunks[base]:
+                by_vma.setdefault(c.identity - c.run.addr, []).append((c.run.addr, c.run.npages))
+            for delta, runs in by_vma.items():
+                for addr, n in _joined(runs):
+                    jobs.append((addr, n, True, True))
+                    owners.append((base, delta))
+        copier = PageCopier(self.pid, self.pages,
+                            self.parent.index.get(self.pid) if self.parent is not None else None,
+                            self.parent.read if self.parent is not None else None)
+        results = copier.copy(jobs, None, lenient=True)
+        again: dict[int, list[Copied]] = {base: [] for base in dirty}
+        for (base, delta), (addr, n, _, _), runs in zip(owners, jobs, results):
+            if sum(r.npages for r in runs) != n:
+                again[base] = None  # (unmapped meanwhile: the freeze copies the chunk)
+            elif again[base] is not None:
+                again[base] += [Copied(r, delta + r.addr) for r in runs]
+        for base, copies in again.items():
+            if copies is None:
+                del self.chunks[base]
+            else:
+                self.chunks[base] = copies
+                self.copied += sum(c.run.npages for c in copies) * PAGE
+        self.again = sum(n for _, n, _, _ in jobs) * PAGE
+        for start, (end, offset, runs, pieces, starts) in list(self.whole.items()):
+            if not any(b < end and b + CHUNK > start for b in dirty):
+                continue
+            pieces = sorted((c.run for b in self.chunks if start - CHUNK < b < end
+                             for c in self.chunks[b] if start <= c.run.addr < end), key=lambda p: p.addr)
+            if sum(p.npages for p in pieces) != sum(n for _, n in runs):
+                del self.whole[start]  # (a chunk left to the freeze)
+            else:
+                self.whole[start] = (end, offset, runs, pieces, [p.addr for p in pieces])
+
+    def _written(self, protect: bool) -> list[tuple[int, int]]:
+        """(start, end) of the present pages of the tracked ranges written since they
+        were protected; with `protect`, protected again in the same walk."""
+        out: list[tuple[int, int]] = []
+        vec = (ctypes.c_uint64 * (3 * SCAN_REGIONS))()
+        pm = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            for start, end in self.ranges:
+                pos = start
+                while pos < end:
+                    flags = PM_SCAN_WP_MATCHING if protect else 0
+                    # written and present: a page never touched (no page table entry) counts as
+                    # written in async mode, and protecting it would fill the page tables of a
+                    # sparse VMA (thread stacks: 8 MiB each) with markers read as swapped pages
+                    want = PAGE_IS_WRITTEN | PAGE_IS_PRESENT
+                    arg = bytearray(struct.pack("12Q", 96, flags, pos, end, 0, ctypes.addressof(vec),
+                                                SCAN_REGIONS, 0, 0, want, 0, want))
+                    try:
+                        n = fcntl.ioctl(pm, PAGEMAP_SCAN, arg)
+                    except InterruptedError:
+                        continue
+                    out += [(vec[3 * i], vec[3 * i + 1]) for i in range(n)]
+                    walk_end = struct.unpack_from("Q", arg, 32)[0]
+                    if walk_end <= pos:
+                        break
+                    pos = walk_end
+        finally:
+            os.close(pm)
+        return out
 
     # -- at the freeze -------------------------------------------------------
 

@@ -281,6 +281,7 @@ def dump(ctx: DumpContext) -> list:
     vmas: list[tuple[VmaRecord, int | None]] = []
     blocks = []
     objects: list = []  # records of mapped objects (memfds, deleted files) saved here
+    identities: dict[tuple, FileIdentity] = {}  # (path, device, inode) -> the mapped file's
     for m in ctx.maps:
         if m.path == "[vsyscall]":
             continue  # the kernel's fixed page, present in every process
@@ -295,16 +296,22 @@ def dump(ctx: DumpContext) -> list:
                 ctx, f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}", m.path)
             objects += recs
         if kind == "file":
-            ident = identify(linked or m.path, f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}")
-            try:
-                on_disk = os.stat(ident.path)
-            except OSError:
-                on_disk = None
-            if on_disk is None or (on_disk.st_dev, on_disk.st_ino) != (ident.dev, ident.ino):
-                raise UnsupportedError(
-                    f"process {pid}: {m.path} mapped at {m.start:#x} was replaced or removed "
-                    "on disk after it was mapped; pyckpt cannot reopen it", pid=pid
-                )
+            # the VMAs of one mapped file (maps names its device and inode: a library has
+            # four or five) share its identity: ~300 of a Python kernel's VMAs, ~70 files
+            key = (linked or m.path, m.dev, m.inode)
+            ident = identities.get(key)
+            if ident is None:
+                ident = identify(linked or m.path, f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}")
+                try:
+                    on_disk = os.stat(ident.path)
+                except OSError:
+                    on_disk = None
+                if on_disk is None or (on_disk.st_dev, on_disk.st_ino) != (ident.dev, ident.ino):
+                    raise UnsupportedError(
+                        f"process {pid}: {m.path} mapped at {m.start:#x} was replaced or removed "
+                        "on disk after it was mapped; pyckpt cannot reopen it", pid=pid
+                    )
+                identities[key] = ident
         rec = VmaRecord(
             start=m.start, end=m.end, prot=_prot(m.perms), shared=m.shared, kind=kind,
             name=m.path, offset=m.offset, file=ident,

@@ -664,7 +664,6 @@ class PageCopier:
             self.stored += stop - start
             i = j
 
-
     def _against_parent(self, mv, pos: int, a: int, parts: list, todo: list) -> list[PageRun]:
         """The runs of a piece at `a` (in the buffer at `pos`) that changed since the parent
         image, which keeps it as `parts` (see _parts): a part whose digest is unchanged is

@@ -191,7 +191,7 @@ def _said(handler: int, data: bytes) -> str | None:
     sock = _REPORTS.pop(handler, None)
     if sock is not None:
         sock.close()
-    said = data.decode(errors="replace").strip() or None
+    said = data[1:].decode(errors="replace").strip() or None  # (after its kind: I or E)
     if said is not None or handler not in _SAID:  # (another thread's read may have had it)
         _SAID[handler] = said
     while len(_SAID) > 1024:  # the oldest forgotten
@@ -224,8 +224,9 @@ def _running(handler: int) -> None:
 
 def _undo(rctx, handler: int) -> None:
     """The restore failed: its processes were killed, so the handler ends at once — or it
-    killed them itself (a piece of pages.img failed its checksum while restoring): what
-    it said is kept for the restore's error (SAID)."""
+    killed them itself because of the image (a piece of pages.img failed its checksum, or
+    could not be read, while restoring): what it said then is kept for the restore's
+    error (SAID: an ImageError)."""
     sock = _REPORTS.pop(handler, None)
     if sock is None:
         return
@@ -236,8 +237,8 @@ def _undo(rctx, handler: int) -> None:
         data = b""
     finally:
         sock.close()
-    if data:
-        rctx.shared.setdefault(SAID, data.decode(errors="replace").strip())
+    if data[:1] == b"I":
+        rctx.shared.setdefault(SAID, data[1:].decode(errors="replace").strip())
 
 
 SAID = "lazy: said by a handler"  # RestoreContext.shared: why a handler killed the processes

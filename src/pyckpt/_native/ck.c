@@ -1001,10 +1001,11 @@ static void lz_kill_all(const int *pidfds, int n)
     }
 }
 
-/* Say `msg` (one line, no newline) where the user can see it: the report socket,
+/* Say `msg` (one line, no newline) where the user can see it: the report socket
+ * (after a byte saying its `kind`: 'I' the image is bad, 'E' anything else),
  * stderr (if kept), the kernel log; only the first of the handler and its guards
  * to give a reason says it (`lz_reported`, shared). */
-static void lz_say(const char *msg)
+static void lz_say(char kind, const char *msg)
 {
     if (lz_reported && __atomic_exchange_n(lz_reported, 1, __ATOMIC_SEQ_CST))
         return;
@@ -1015,8 +1016,12 @@ static void lz_say(const char *msg)
     if (n >= (int)sizeof(buf))
         n = (int)sizeof(buf) - 1;
     size_t head = sizeof("pyckpt lazy restore: ") - 1;
-    if (lz_report_fd >= 0)
-        send(lz_report_fd, buf + head, (size_t)n - 1 - head, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (lz_report_fd >= 0) {
+        char said[640];
+        said[0] = kind;
+        memcpy(said + 1, buf + head, (size_t)n - 1 - head);
+        send(lz_report_fd, said, (size_t)n - head, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
     if (lz_stderr && write(2, buf, (size_t)n) < 0) { /* nowhere else to say it */ }
     int k = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
     if (k >= 0) {
@@ -1031,27 +1036,32 @@ static void lz_say(const char *msg)
 /* Give up: every process served is killed — by the handler itself, and by the
  * guards (seeing the socket close without 'D') — before any uffd is closed; then
  * `msg` is said and the handler exits with `status`. */
-static void lz_fatal(int status, const char *msg)
+static void lz_fatal(int status, char kind, const char *msg)
 {
     lz_kill_all(lz_kill, lz_nkill);
-    lz_say(msg);
+    lz_say(kind, msg);
     syscall(SYS_exit_group, status);
 }
 
-static void lz_die(const char *what, long err)
+static void lz_die_as(char kind, const char *what, long err)
 {
     char buf[400];
     snprintf(buf, sizeof(buf), "page handler %ld of process %d: %s: %s; the processes it served "
              "were killed (their memory could not be completed)", lz_handler_pid, lz_main_pid, what,
              strerror((int)err));
-    lz_fatal(3, buf);
+    lz_fatal(3, kind, buf);
+}
+
+static void lz_die(const char *what, long err)
+{
+    lz_die_as('E', what, err);
 }
 
 /* pages.img cut shorter under the handler's mapping: a read error. */
 static void lz_sigbus(int sig)
 {
     (void)sig;
-    lz_die("reading pages.img failed (the file was cut shorter?)", EIO);
+    lz_die_as('I', "reading pages.img failed (the file was cut shorter?)", EIO);
 }
 
 /* The processes killed (status 6), and why: `what` at offset `at` of pages.img. */
@@ -1063,7 +1073,7 @@ static void lz_bad(unsigned long at, const char *what)
     snprintf(msg, sizeof(msg), "pages at offset %lu of %s %s: the lazily restored process %d, and "
              "what it forked, were killed before reading them (page handler %ld)", at,
              n > 0 ? path : "pages.img", what, lz_main_pid, lz_handler_pid);
-    lz_fatal(6, msg);
+    lz_fatal(6, 'I', msg);
 }
 
 /* Check every piece overlapping [off, off + len) of pages.img that is not checked
@@ -1310,7 +1320,7 @@ static void lz_guard(int sock)
     char msg[300];  /* (not said if the handler said why) */
     snprintf(msg, sizeof(msg), "page handler %ld of process %d ended before every page was in "
              "(killed?): the processes it served were killed", lz_handler_pid, lz_main_pid);
-    lz_say(msg);
+    lz_say('E', msg);
     syscall(SYS_exit_group, 1);
 }
 
@@ -1487,8 +1497,8 @@ static long lz_fill(struct lz_uf *u, unsigned long s, unsigned long e)
             limit = ((ce - cs) / 2 + LZ_PAGE - 1) & ~(LZ_PAGE - 1);  /* the VMA was split */
         else if (err == EAGAIN || err == ESRCH)
             return -err;
-        else
-            lz_die("UFFDIO_COPY from pages.img failed", err);
+        else  /* (EFAULT: pages.img could not be read, cut shorter) */
+            lz_die_as(err == EFAULT ? 'I' : 'E', "UFFDIO_COPY from pages.img failed", err);
     }
     return 0;
 }
@@ -1910,8 +1920,12 @@ long ck_lazy_start(int uffd, int pages_fd, int pidfd, int pid, const unsigned lo
         res = lz_new_guard(0);
         if (res == 0)
             res = lz_guard_pids[0];
-        if (write(status_fd, &res, sizeof(res)) != sizeof(res) || res < 0)
-            syscall(SYS_exit_group, 5);  /* (the guard, if any, kills the process: safe) */
+        if (write(status_fd, &res, sizeof(res)) != sizeof(res) && res > 0) {
+            /* pyckpt failed meanwhile (its end closed): it kills the process, which
+             * the handler sees gone; until then it serves as usual */
+        }
+        if (res < 0)
+            syscall(SYS_exit_group, 5);  /* no guard: pyckpt fails the restore */
         madvise(lz_map, (size_t)sb.st_size, MADV_SEQUENTIAL);
         close(status_fd);
         lz_status_fd = -1;

@@ -1093,32 +1093,44 @@ class ImageReader(_Where):
 
 
 class PageCheck:
-    """The digests of page runs checked in a thread (ImageReader.verify_pages_beside)."""
+    """The digests of page runs checked in a thread (ImageReader.verify_pages_beside).
+    A bare `_thread` thread: a restore's start-up does without `threading`."""
 
     def __init__(self, reader: ImageReader, runs: list[tuple[int, int, int]]):
-        import threading
+        import _thread
 
-        self._stop = threading.Event()
+        self._stopped = False
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(reader, runs), name="pyckpt page check",
-                                        daemon=True)
-        self._thread.start()
+        self._done = _thread.allocate_lock()
+        self._done.acquire()  # released by the thread when it ends
+        try:
+            _thread.start_new_thread(self._run, (reader, runs))
+        except RuntimeError:  # no thread to be had: checked here and now
+            self._run(reader, runs)
+
+    def is_set(self) -> bool:
+        """Whether to stop (what _verify_runs asks its `stop`)."""
+        return self._stopped
 
     def _run(self, reader: ImageReader, runs) -> None:
         try:
-            reader._verify_runs(runs, stop=self._stop)
+            reader._verify_runs(runs, stop=self)
         except BaseException as e:  # noqa: BLE001 -- raised by wait(), in the restoring thread
             self._error = e
+        finally:
+            self._done.release()
 
     def wait(self) -> None:
         """Until every digest is checked; raises what the check raised (an ImageError)."""
-        self._thread.join()
+        with self._done:
+            pass
         if self._error is not None:
             raise self._error
 
     def cancel(self) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._stopped = True
+        with self._done:
+            pass
 
 
 def _of_type(holder, cls) -> list:

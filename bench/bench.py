@@ -617,7 +617,7 @@ def components(t: Target, workdir: Path, pages: Path, buf, reps: int) -> dict:
             os.close(fd)
             res["write_direct"].append(n / (time.perf_counter() - t0))
             path.unlink()
-        del mv, aligned
+        aligned.close()
         # xxh3 of a 4 MiB buffer that was just written (as dump hashes it)
         t0 = time.perf_counter()
         for off in range(0, n, CHUNK):

@@ -339,6 +339,33 @@ def _wait_quick(cond, p: subprocess.Popen) -> bool:
     return True
 
 
+# A dump whose scratch page is mapped into the target, as where the leader's frame cannot
+# be armed on its stack (Injector.scratch_page's fallback): the page's mapping and unmapping
+# show the test when the injected calls begin and when the injectors have cured the target,
+# which nothing else outside pyckpt shows (the stack below the frame leaves no trace in maps).
+_MAPPED_SCRATCH = """
+import sys
+from pyckpt.inject import Injector
+
+def scratch_page(self, _own=Injector.scratch_page):
+    if not self.held:
+        return _own(self)
+    self.use_gadget()
+    if self.gadget and not self._frame_sp:
+        self._arm()
+    return self._map_page()
+
+Injector.scratch_page = scratch_page
+sys.argv[0] = "pyckpt"
+from pyckpt.cli import main
+sys.exit(main())
+"""
+
+
+def pyckpt_mapped_scratch_argv(*args) -> list[str]:
+    return [sys.executable, "-c", _MAPPED_SCRATCH, *map(str, args)]
+
+
 # Where a signal used to be lost (issue 8): after the dump's last checkpoint (before the
 # last kind) nothing looked at a noted SIGINT/SIGTERM, the dump went on and exited 0 with
 # a complete image — with --kill, killing the target.
@@ -366,7 +393,7 @@ def test_cli_signal_after_last_checkpoint(window, kill, spawn, python_exe, tmp_p
         assert runs < 25, f"only {hits} of {runs} dumps were stopped in the window {window!r}"
         runs += 1
         img = tmp_path / f"img-{runs}"
-        p = subprocess.Popen(pyckpt_argv("dump", t.pid, img, *(["--kill"] if kill else [])),
+        p = subprocess.Popen(pyckpt_mapped_scratch_argv("dump", t.pid, img, *(["--kill"] if kill else [])),
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, start_new_session=True)
         try:

@@ -137,8 +137,13 @@ class Bench:
         done = subprocess.run(argv, capture_output=True, env=self.env, stdin=subprocess.DEVNULL)
         took = time.perf_counter() - t0
         if done.returncode != 0:
-            raise SystemExit(f"{name}: {' '.join(argv)} exited {done.returncode}: "
-                             f"{done.stderr.decode(errors='replace').strip()[-2000:]}")
+            said = done.stderr.decode(errors="replace").strip()
+            if "-o" in argv and "-D" in argv:  # CRIU says why in its log, in the image directory
+                log = Path(argv[argv.index("-D") + 1]) / argv[argv.index("-o") + 1]
+                errors = [line for line in log.read_text(errors="replace").splitlines()
+                          if "Error" in line] if log.is_file() else []
+                said += f"\n{log} (its errors):\n" + "\n".join(errors[-10:])
+            raise SystemExit(f"{name}: {' '.join(argv)} exited {done.returncode}: {said[-3000:]}")
         self.samples.setdefault(name, []).append(took)
         return done.stdout.decode()
 

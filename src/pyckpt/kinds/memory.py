@@ -443,6 +443,76 @@ def _slot():
         return ffi.from_buffer(area), area, ffi.new("unsigned char[]", CHUNK // PAGE + 1)
 
 
+class _WriterThread:
+    """PageCopier's writer thread: writes the buffers handed to it (hand) while the
+    reading thread fills the other one.  A dump pins pyckpt to the target's CPU
+    (cheap ptrace stops), and a thread inherits that: the writer takes pyckpt's CPUs
+    from before the pin back, so the two run on two CPUs where there are two."""
+
+    def __init__(self, copier: "PageCopier"):
+        import queue  # (a dump's: not in a restore's start-up)
+        import threading
+
+        from ..seize import unpinned_cpus
+
+        self.copier = copier
+        self.free: queue.Queue = queue.Queue()
+        self.work: queue.Queue = queue.Queue()
+        self.errors: list[BaseException] = []
+        self.slots = [_slot(), _slot()]
+        for slot in self.slots:
+            self.free.put(slot)
+        self._cpus = unpinned_cpus()  # a dump runs pinned to the target's CPU (seize.pinned_to_cpu)
+        self.thread = threading.Thread(target=self._run, name="pyckpt page writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        if self._cpus is not None:  # free to run on another CPU than the reading thread's
+            try:
+                os.sched_setaffinity(0, self._cpus)
+            except OSError:
+                pass
+        while True:
+            item = self.work.get()
+            if item is None:
+                return
+            slot, todo = item
+            try:
+                if not self.errors:
+                    self.copier._write(slot, todo)
+            except BaseException as e:  # noqa: BLE001 -- raised again in the reading thread
+                self.errors.append(e)
+            finally:
+                self.free.put(slot)
+
+    def hand(self, slot, todo: list, last: bool):
+        """Queue `slot`'s writes; the next buffer to read into (None if `last`).  An
+        error of an earlier write is raised here."""
+        if self.errors:
+            self.free.put(slot)
+            raise self.errors[0]
+        if todo:
+            self.work.put((slot, todo))
+        else:
+            self.free.put(slot)
+        if last:
+            return None
+        slot = self.free.get()
+        if self.errors:
+            self.free.put(slot)
+            raise self.errors[0]
+        return slot
+
+    def stop(self, raising: bool) -> None:
+        """Wait for the writes queued; with `raising`, raise the first that failed."""
+        self.work.put(None)
+        self.thread.join()
+        if not _SPARE:
+            _SPARE.append(self.slots[0])
+        if self.errors and raising:
+            raise self.errors[0]
+
+
 class PageCopier:
     """Copies runs of a process's memory into the page store, cut into pieces on the
     PIECE grid.  A piece of anonymous memory that holds only zeros is not stored (a
@@ -455,10 +525,8 @@ class PageCopier:
     Two threads (from THREAD_MIN bytes on): this one reads the target's memory
     (process_vm_readv, which lets the GIL go) into one of two buffers, finds its
     zero pieces (in C, ck_zero_pieces) and hashes the others, while a writer
-    thread writes the other buffer (the page cache's fresh pages, or the disk,
-    are the slow part).  A dump pins pyckpt to the target's CPU (cheap ptrace
-    stops), and a thread inherits that: the writer takes pyckpt's CPUs from
-    before the pin back, so the two run on two CPUs where there are two."""
+    thread (_WriterThread) writes the other buffer (the page cache's fresh pages,
+    or the disk, are the slow part)."""
 
     threaded: bool | None = None  # None: a writer thread when there is enough to copy
 
@@ -471,119 +539,34 @@ class PageCopier:
              lenient: bool = False) -> list[list[PageRun]]:
         """For each (address, pages, readable, zero_ok): its PageRuns, one per piece.
         `zero_ok`: zero pieces need not be stored (anonymous memory).  Memory that
-        cannot be read is an error, or with `lenient` left out of the result."""
+        cannot be read is an error, or with `lenient` left out of the result.
+
+        Runs are read one after another into a buffer, and what they store is written
+        once it is full (or at the end), one write per stretch of stored pieces — not
+        one write per run: a process has dozens to hundreds of runs of a few pages
+        (a Jupyter kernel ~300), and each write() into a new file costs ~40 us here
+        however little it writes; with a writer thread, one hand-over per buffer."""
         results: list[list[PageRun]] = [[] for _ in jobs]
         if not jobs:
             return results
         threaded = self.threaded
         if threaded is None:  # a thread is worth its start for more than a few MiB
             threaded = sum(n for _, n, _, _ in jobs) * PAGE >= THREAD_MIN
-        if not threaded:
-            return self._copy_packed(jobs, results, progress, lenient)
-        import queue  # (a dump's: not in a restore's start-up)
-
-        free: queue.Queue = queue.Queue()
-        slots = [_slot() for _ in range(2 if threaded else 1)]
-        for slot in slots:
-            free.put(slot)
-        work: queue.Queue = queue.Queue()
-        errors: list[BaseException] = []
-
-        def handle(item) -> None:
-            slot, todo = item
-            try:
-                if not errors:
-                    self._write(slot, todo)
-            except BaseException as e:  # noqa: BLE001 -- raised again in the reading thread
-                errors.append(e)
-            finally:
-                free.put(slot)
-
-        from ..seize import unpinned_cpus
-
-        cpus = unpinned_cpus()  # a dump runs pinned to the target's CPU (seize.pinned_to_cpu)
-
-        def writer():
-            if cpus is not None:  # free to run on another CPU than the reading thread's
-                try:
-                    os.sched_setaffinity(0, cpus)
-                except OSError:
-                    pass
-            while True:
-                item = work.get()
-                if item is None:
-                    return
-                handle(item)
-
-        import threading  # (a dump's: not in a restore's start-up)
-
-        thread = threading.Thread(target=writer, name="pyckpt page writer", daemon=True)
-        if threaded:
-            thread.start()
-        mem_fd = -1
-        try:
-            for index, (addr, npages, readable, zero_ok) in enumerate(jobs):
-                end = addr + npages * PAGE
-                while addr < end and not errors:
-                    n = min(end, (addr & ~(CHUNK - 1)) + CHUNK) - addr  # pieces stay whole
-                    slot = free.get()
-                    if errors:
-                        break
-                    buf, view = slot[0], slot[1]
-                    if readable:
-                        got = lib.ck_vm_read(self.pid, addr, buf, n)
-                    else:
-                        # process_vm_readv honours protections; /proc/PID/mem does not.
-                        if mem_fd < 0:
-                            mem_fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-                        got = os.preadv(mem_fd, [memoryview(view)[:n]], addr)
-                    if got != n:
-                        free.put(slot)
-                        if not lenient:
-                            raise PyckptError(f"process {self.pid}: cannot read memory at {addr:#x} "
-                                              f"({n} bytes)")
-                        addr += n
-                        continue
-                    todo: list[tuple[int, int, PageRun]] = []  # (start in buf, length, run) to write
-                    try:  # zero pieces and digests here, the writes in the writer thread
-                        results[index] += self._pieces(slot, 0, addr, n, zero_ok, todo)
-                    except BaseException:
-                        free.put(slot)
-                        raise
-                    work.put((slot, todo))
-                    if progress is not None:
-                        progress(n)
-                    addr += n
-        finally:
-            if threaded:
-                work.put(None)
-                thread.join()
-            if mem_fd >= 0:
-                os.close(mem_fd)
-            if not _SPARE and not thread.is_alive():  # (no writer thread holds it)
-                _SPARE.append(slots[0])
-        if errors:
-            raise errors[0]
-        return results
-
-    def _copy_packed(self, jobs, results, progress, lenient: bool) -> list[list[PageRun]]:
-        """copy() without a writer thread: runs are read one after another into the one
-        buffer, and what they store is written when it is full (or at the end), one write
-        per stretch of stored pieces — not one write per run: a small process has
-        dozens of runs of a few pages, and each write() into a new file costs ~40 us
-        here however little it writes."""
-        slot = _slot()
+        writer = _WriterThread(self) if threaded else None
+        slot = writer.free.get() if writer is not None else _slot()
         buf, view = slot[0], slot[1]
         pending: list[tuple[int, int, int, bool, int]] = []  # (job, address, bytes, zero_ok, at in buf)
         used = 0
         mem_fd = -1
+        done = False
         try:
             for index, (addr, npages, readable, zero_ok) in enumerate(jobs):
                 end = addr + npages * PAGE
                 while addr < end:
                     n = min(end, (addr & ~(CHUNK - 1)) + CHUNK) - addr  # pieces stay whole
                     if used + n > CHUNK:
-                        self._store_packed(slot, pending, results)
+                        slot = self._store(slot, pending, results, writer)
+                        buf, view = slot[0], slot[1]
                         pending, used = [], 0
                     if readable:
                         got = lib.ck_vm_read(self.pid, addr, buf + used, n)
@@ -603,19 +586,27 @@ class PageCopier:
                     if progress is not None:
                         progress(n)
                     addr += n
-            self._store_packed(slot, pending, results)
+            slot = self._store(slot, pending, results, writer, last=True)
+            done = True
         finally:
             if mem_fd >= 0:
                 os.close(mem_fd)
-            if not _SPARE:
+            if writer is not None:
+                writer.stop(raising=done)  # (raises what the writer raised, if nothing else is)
+            elif not _SPARE:
                 _SPARE.append(slot)
         return results
 
-    def _store_packed(self, slot, pending, results) -> None:
+    def _store(self, slot, pending, results, writer: "_WriterThread | None", last: bool = False):
+        """The pieces of the runs `pending` in the buffer `slot`: zero, kept in the parent
+        or written — here, or by the writer thread; the buffer to read into next."""
         todo: list[tuple[int, int, PageRun]] = []
         for index, addr, n, zero_ok, at in pending:
             results[index] += self._pieces(slot, at, addr, n, zero_ok, todo)
-        self._write(slot, todo)
+        if writer is None:
+            self._write(slot, todo)
+            return slot
+        return writer.hand(slot, todo, last)
 
     def _pieces(self, slot, pos: int, addr: int, n: int, zero_ok: bool, todo: list) -> list[PageRun]:
         """The PageRuns of the `n` bytes at `pos` in the buffer, read from `addr`: zero,

@@ -15,8 +15,10 @@ terminal, no server), given a little state by a cell (a marker string and
 - restore: the running kernel is SIGKILLed and reaped (untimed), then the last
   image of one contestant is restored: `pyckpt --no-progress restore
   --allow-changed-files DIR`, `pyckpt.restore(dir, allow_changed_files=True)`,
-  `criu restore -D DIR --tcp-established -d` (IPython's history database
-  changes with every cell run since the dump; CRIU checks only file sizes). The restored
+  `criu restore -D DIR --tcp-established -d`. The kernel keeps its history in
+  memory (`--HistoryManager.hist_file=:memory:`): IPython's history database
+  grows with the cells run since a dump, and CRIU refuses a file whose size
+  changed ("has bad size"), which failed some rounds. The restored
   kernel must answer a cell (over new client connections) with the state's
   digest and the marker; it is then the kernel the next restore kills. Also R
   rounds, alternating.
@@ -88,7 +90,8 @@ class Bench:
     # -- the kernel ---------------------------------------------------------
     def start_kernel(self) -> None:
         with open(self.work / "kernel.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "ipykernel_launcher", "-f", str(self.conn)],
+            proc = subprocess.Popen([sys.executable, "-m", "ipykernel_launcher", "-f", str(self.conn),
+                                     "--HistoryManager.hist_file=:memory:"],
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     start_new_session=True, env=self.kernel_env)
         self.pid = proc.pid

@@ -156,3 +156,49 @@ def test_pinned_memory_turns_tracking_off(spawn, python_exe, tmp_path, monkeypat
     spawn.track(p.pid)
     t.popen = None
     check(t)
+
+
+def test_written_chunks_are_cut_out_of_the_merged_runs_of_a_whole_vma():
+    """_reusable_whole on pass 1's pieces merged (_keep_whole): a run with no written chunk
+    is kept whole; one with written chunks is cut around them, each part with its own
+    offset and the digests of its own pieces, and the written chunks are to be copied."""
+    from pyckpt.kinds.memory import PAGE, PIECE, PageRun, merged
+    from pyckpt.precopy import PAGE_IS_WPALLOWED, PAGE_IS_WRITTEN
+
+    start = 0x7F0000000000 + 5 * PAGE  # not on the grid: the first piece is short
+    first = (start & ~(PIECE - 1)) + PIECE
+    pieces, off, addr = [], 0, start
+    for i in range(6):  # 6 pieces, stored one after another; then 2 zero pieces
+        n = (first - start if i == 0 else PIECE) // PAGE
+        pieces.append(PageRun(addr, n, off, 100 + i, chunks=[100 + i]))
+        addr, off = addr + n * PAGE, off + n * PAGE
+    for _ in range(2):
+        pieces.append(PageRun(addr, PIECE // PAGE, 0, 0, zero=True))
+        addr += PIECE
+    end = addr
+    pc = PreCopy.__new__(PreCopy)
+    pc.whole, pc.reused = {}, 0
+    pc._keep_whole(start, end, 0, [(0, (end - start) // PAGE)], pieces)
+    together = pc.whole[start][3]
+    assert len(together) == 2  # the stored pieces, then the zeros
+
+    clean = [(start, end, PAGE_IS_WPALLOWED)]
+    kept, left = pc._reusable_whole(start, end, clean, together, pc.whole[start][4])
+    assert kept == together and left == []
+
+    # pieces 2 and 3 written (one page of each), and the first zero piece
+    p2 = first + PIECE
+    written = [(start, p2, PAGE_IS_WPALLOWED), (p2, p2 + 2 * PIECE, PAGE_IS_WPALLOWED | PAGE_IS_WRITTEN),
+               (p2 + 2 * PIECE, first + 5 * PIECE, PAGE_IS_WPALLOWED),
+               (first + 5 * PIECE, first + 6 * PIECE, PAGE_IS_WPALLOWED | PAGE_IS_WRITTEN),
+               (first + 6 * PIECE, end, PAGE_IS_WPALLOWED)]
+    pc.reused = 0
+    kept, left = pc._reusable_whole(start, end, written, together, pc.whole[start][4])
+    assert left == [((p2 - start) // PAGE, PIECE // PAGE), ((p2 + PIECE - start) // PAGE, PIECE // PAGE),
+                    ((first + 5 * PIECE - start) // PAGE, PIECE // PAGE)]
+    want = merged([p for p in pieces if not p2 <= p.addr < p2 + 2 * PIECE and p.addr != first + 5 * PIECE])
+    assert merged(kept) == want
+    assert [(k.addr, k.npages, k.offset, k.chunks) for k in kept[:2]] == [
+        (start, (p2 - start) // PAGE, 0, [100, 101]),
+        (p2 + 2 * PIECE, 2 * PIECE // PAGE, pieces[4].offset, [104, 105])]
+    assert pc.reused == sum(k.npages for k in kept) * PAGE

@@ -57,7 +57,7 @@ from ._native._ck import ffi, lib
 from .errors import DumpError
 from .inject import Injector, injection_site_from, nr
 from .kinds.files import take_fd
-from .kinds.memory import PAGE, PIECE, PageCopier, PageRun, SCAN_ANON, _classify, _scan
+from .kinds.memory import PAGE, PIECE, PageCopier, PageRun, SCAN_ANON, _classify, _scan, merged
 from .seize import Seized
 
 CHUNK = PIECE  # the grid pass 1 is judged on at the freeze (256 KiB)
@@ -82,6 +82,19 @@ PAGEMAP_SCAN = _iowr(ord("f"), 16, 96)
 PM_SCAN_WP_MATCHING = 1
 SECOND_PASS_MIN = 1 << 20  # bytes of pass 1's copies written meanwhile from which pass 2 runs
 SECOND_PASS_MAX_SHARE = 0.25  # ... and up to which share of pass 1 (more: most is being rewritten)
+
+
+def _part(run: PageRun, start: int, end: int) -> PageRun:
+    """The part [start, end) of `run` (its ends on the grid of its pieces): its offset
+    moved along (not for zeros), its piece digests cut to match; `xxh3` is left to
+    memory.merged, which computes it from them."""
+    first = min(run.addr + run.npages * PAGE, (run.addr & ~(PIECE - 1)) + PIECE)  # end of the first piece
+
+    def index(a: int) -> int:
+        return 0 if a < first else (a - first) // PIECE + 1
+
+    return PageRun(start, (end - start) // PAGE, 0 if run.zero else run.offset + (start - run.addr), 0,
+                   run.image, run.zero, run.chunks[index(start) : index(end - 1) + 1] if run.chunks else [])
 
 
 @dataclass
@@ -193,8 +206,7 @@ class PreCopy:
             got = results[first_job : first_job + len(runs)]
             if all(sum(r.npages for r in g) == count for g, (_, count) in zip(got, runs)):
                 # all of it copied: at the freeze, the same runs need only the written chunks
-                pieces = [r for g in got for r in g]
-                self.whole[start] = (end, offset, runs, pieces, [r.addr for r in pieces])
+                self._keep_whole(start, end, offset, runs, [r for g in got for r in g])
         self._copy_again()
 
     def _copy_again(self) -> None:
@@ -254,7 +266,15 @@ class PreCopy:
             if sum(p.npages for p in pieces) != sum(n for _, n in runs):
                 del self.whole[start]  # (a chunk left to the freeze)
             else:
-                self.whole[start] = (end, offset, runs, pieces, [p.addr for p in pieces])
+                self._keep_whole(start, end, offset, runs, pieces)
+
+    def _keep_whole(self, start: int, end: int, offset: int, runs: list, pieces: list[PageRun]) -> None:
+        """Remember a VMA copied whole (see reusable), its pieces (sorted by address)
+        merged into runs while the target runs: a GiB is 4096 pieces, which the freeze
+        would otherwise sort, match and merge one by one (~8 ms); _reusable_whole cuts
+        the written chunks out of the merged runs."""
+        together = merged(pieces)
+        self.whole[start] = (end, offset, runs, together, [r.addr for r in together])
 
     def _written(self, protect: bool) -> list[tuple[int, int]]:
         """(start, end) of the present pages of the tracked ranges written since they
@@ -327,20 +347,23 @@ class PreCopy:
                 left += [((a - vma_start) // PAGE, n) for a, n in now]
         return kept, left
 
-    def _reusable_whole(self, vma_start: int, vma_end: int, categories, pieces: list[PageRun],
+    def _reusable_whole(self, vma_start: int, vma_end: int, categories, together: list[PageRun],
                         starts: list[int]) -> tuple[list[PageRun], list[tuple[int, int]]]:
         """reusable() for a VMA with the same anonymous pages and the same present runs
         as in pass 1 (so each chunk holds the pieces pass 1 copied): the decision of
         the general case, made only where the scan reports pages not clean (see
-        _clean) instead of chunk by chunk."""
+        _clean) instead of chunk by chunk.  `together`: pass 1's pieces merged
+        (_keep_whole); a run without a written chunk is kept whole, the others are
+        cut around their written chunks."""
         dirty: set[int] = set()  # chunk grid addresses
 
         def spoil(s: int, e: int) -> None:
             i = max(bisect.bisect_right(starts, s) - 1, 0)
-            while i < len(pieces) and pieces[i].addr < e:
-                p = pieces[i]
-                if p.addr + p.npages * PAGE > s:
-                    dirty.add(p.addr & ~(CHUNK - 1))
+            while i < len(together) and together[i].addr < e:
+                r = together[i]
+                r_end = r.addr + r.npages * PAGE
+                if r_end > s:
+                    dirty.update(range(max(s, r.addr) & ~(CHUNK - 1), min(e, r_end), CHUNK))
                 i += 1
 
         covered = vma_start
@@ -354,8 +377,28 @@ class PreCopy:
             covered = max(covered, e)
         if covered < vma_end:
             spoil(covered, vma_end)
-        kept = [p for p in pieces if p.addr & ~(CHUNK - 1) not in dirty]
-        left = [((p.addr - vma_start) // PAGE, p.npages) for p in pieces if p.addr & ~(CHUNK - 1) in dirty]
+        if not dirty:
+            self.reused += sum(r.npages for r in together) * PAGE
+            return list(together), []
+        written = sorted(dirty)
+        kept: list[PageRun] = []
+        left: list[tuple[int, int]] = []
+        for r in together:
+            r_end = r.addr + r.npages * PAGE
+            lo = bisect.bisect_left(written, r.addr & ~(CHUNK - 1))
+            hi = bisect.bisect_left(written, r_end)
+            if lo == hi:
+                kept.append(r)
+                continue
+            at = r.addr  # kept from here to the next written chunk
+            for base in written[lo:hi]:
+                cut, cut_end = max(base, r.addr), min(base + CHUNK, r_end)
+                if cut > at:
+                    kept.append(_part(r, at, cut))
+                left.append(((cut - vma_start) // PAGE, (cut_end - cut) // PAGE))
+                at = cut_end
+            if at < r_end:
+                kept.append(_part(r, at, r_end))
         self.reused += sum(p.npages for p in kept) * PAGE
         return kept, left
 

@@ -32,6 +32,24 @@ def test_maps_columns_and_paths_with_spaces():
     assert m[9].start == 0xFFFFFFFFFF600000
 
 
+
+def test_maps_lines_met_again_give_the_same_entries(monkeypatch):
+    """parse_maps keeps the entries of lines it met (_SEEN): the same text parses to the
+    same entries, a changed line to a new one, and the memo is forgotten when full."""
+    from pyckpt.proc import maps
+
+    monkeypatch.setattr(maps, "_SEEN", {})
+    first = proc.parse_maps(MAPS + "\n")
+    again = proc.parse_maps(MAPS)
+    assert again == first and all(a is b for a, b in zip(again, first))
+    moved = proc.parse_maps(MAPS.replace("55d0c6b3d000 rw-p", "55d0c6b5e000 rw-p"))
+    assert moved[1] is not first[1] and moved[1].end == 0x55D0C6B5E000
+    assert [m.end for m in moved[2:]] == [m.end for m in first[2:]]
+    monkeypatch.setattr(maps, "_SEEN_MAX", 5)
+    proc.parse_maps(MAPS)  # the memo holds 11 lines: forgotten first
+    assert len(maps._SEEN) == 10
+
+
 SMAPS = """\
 55d0c6b1c000-55d0c6b3d000 rw-p 00000000 00:00 0                          [heap]
 Size:                132 kB

@@ -288,7 +288,8 @@ def dump(ctx: DumpContext) -> list:
         if m.path in VDSO_NAMES:
             blocks.append(VdsoBlock(m.path, m.start, m.end))
             continue
-        linked = linked_name(pid, m)  # "PATH (deleted)" still linked under another name
+        # "PATH (deleted)" still linked under another name
+        linked = linked_name(pid, m) if m.path.endswith(" (deleted)") else None
         kind, mode = ("file", None if m.shared else SCAN_PRIVATE_FILE) if linked else _classify(pid, m)
         ident = None
         if kind in MAPPED_OBJECTS:

@@ -70,6 +70,25 @@ def test_without_writeback_nothing_goes_direct(tmp_path):
     assert (tmp_path / "pages.img").read_bytes() == want
 
 
+def test_warmed_ahead_the_writes_land_in_place_and_the_rest_is_cut(tmp_path):
+    """warm(): zeros written ahead of the end (pre-copy's, before its freeze); the writes
+    after it land at their offsets, and cut() leaves the file as long as what was written.
+    With writeback (a killed dump's direct writes) nothing is warmed."""
+    w = PageStoreWriter(tmp_path / "pages.img")
+    w.warm(32 * PAGE)
+    assert os.fstat(w.fd).st_size == 32 * PAGE
+    want = _mixed_writes(w)
+    assert w.offset == len(want) < 32 * PAGE
+    w.cut()
+    w.close()
+    assert (tmp_path / "pages.img").read_bytes() == want
+    d = PageStoreWriter(tmp_path / "direct.img")
+    d.writeback = True
+    d.warm(8 * PAGE)
+    assert os.fstat(d.fd).st_size == 0
+    d.close()
+
+
 def test_a_filesystem_that_refuses_o_direct_gets_buffered_writes(tmp_path, monkeypatch):
     real_open = os.open
 

@@ -61,6 +61,11 @@ from .kinds.memory import PAGE, PIECE, PageCopier, PageRun, SCAN_ANON, _classify
 from .seize import Seized
 
 CHUNK = PIECE  # the grid pass 1 is judged on at the freeze (256 KiB)
+# pages.img warmed ahead of the freeze's writes (PageStoreWriter.warm): twice what pass 2
+# copied again (the pages written during pass 1), within these bounds.  A Jupyter kernel's
+# freeze writes 3-10 MiB (copy-on-write pages of its libraries' data, which pre-copy does
+# not track, and what it wrote since pass 2).
+WARM_MIN, WARM_MAX = 16 << 20, 64 << 20
 CHUNK_PAGES = CHUNK // PAGE
 UFFD_USER_MODE_ONLY = 1
 UFFD_API = 0xAA
@@ -208,6 +213,8 @@ class PreCopy:
                 # all of it copied: at the freeze, the same runs need only the written chunks
                 self._keep_whole(start, end, offset, runs, [r for g in got for r in g])
         self._copy_again()
+        # what the freeze will write, in page cache already there (see warm)
+        self.pages.warm(min(WARM_MAX, max(WARM_MIN, 2 * self.again)))
 
     def _copy_again(self) -> None:
         """Pass 2: the chunks written while pass 1 ran are copied again, still while the

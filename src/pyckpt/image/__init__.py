@@ -366,6 +366,7 @@ class PageStoreWriter(_Where):
         self._waited = 0  # ... and done up to here
         self._direct_fd = -1  # O_DIRECT fd of the same file (-2: refused, not tried again)
         self.direct_bytes = 0  # written through it
+        self._warm_end = 0  # zeros written up to here, ahead of `offset` (warm)
 
     def append(self, data) -> tuple[int, int]:
         view = memoryview(data)
@@ -391,6 +392,33 @@ class PageStoreWriter(_Where):
         if self.writeback and self.offset - self._started >= WRITEBACK_STEP:
             self._push()
         return off
+
+    def warm(self, nbytes: int) -> None:
+        """Have the page cache hold the `nbytes` after the end before they are written:
+        zeros are written there now (cut off again by finish), so that the writes to
+        come land on pages already in the cache.  A pre-copy dump asks it before its
+        freeze: on this VM a write that takes a fresh page-cache page costs ~3 ms a
+        MiB, one over a page already there ~0.1 ms.  Not with writeback (direct
+        writes skip the cache)."""
+        if self.writeback or nbytes <= 0:
+            return
+        start, end = max(self.offset, self._warm_end), self.offset + nbytes
+        if start >= end:
+            return
+        zeros = memoryview(bytes(min(1 << 20, end - start)))
+        pos = start
+        try:
+            while pos < end:
+                pos += os.pwrite(self.fd, zeros[: min(len(zeros), end - pos)], pos)
+        except OSError:  # (no room: the writes to come say so for themselves)
+            pass
+        self._warm_end = max(self._warm_end, pos)
+
+    def cut(self) -> None:
+        """Cut off what warm() wrote beyond the end."""
+        if self._warm_end > self.offset:
+            os.ftruncate(self.fd, self.offset)
+            self._warm_end = self.offset
 
     def _write_direct(self, view, off: int) -> int:
         """Write `view` at `off` with O_DIRECT; returns how much was written (0 when
@@ -718,6 +746,7 @@ class ImageWriter(_Where):
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
+            self.pages.cut()
             if sync:
                 os.fsync(self.pages.fd)
             pages_size = self.pages.offset

@@ -262,9 +262,8 @@ def dump(ctx: DumpContext) -> list:
     # of a tree (inherited across fork) is saved once, by its first holder.
     table = ctx.objects.setdefault("fd table", {"next_id": 1, "owners": {}})
     owners = table["owners"]  # (dev, ino) -> [(pid, fd, file id)]
-    for fd in sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd")):
-        link = f"/proc/{pid}/fd/{fd}"
-        f = DumpedFd(pid, fd, os.readlink(link), os.stat(link), parse_fdinfo(ctx.tables.fdinfo_text(pid, fd)))
+    for fd, st in ctx.tables.fd_stats(pid).items():
+        f = DumpedFd(pid, fd, os.readlink(f"/proc/{pid}/fd/{fd}"), st, parse_fdinfo(ctx.tables.fdinfo_text(pid, fd)))
         file_id = None
         for other_pid, other_fd, other_id in owners.get((f.st.st_dev, f.st.st_ino), []):
             if same_description(pid, fd, other_pid, other_fd):

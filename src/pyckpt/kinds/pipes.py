@@ -134,13 +134,11 @@ def ends_in_image(ctx: DumpContext) -> dict[tuple[int, int], set[int]]:
         return cached
     held: dict[tuple[int, int], set[int]] = {}
     for pid in ctx.tree or [ctx.pid]:
-        base = f"/proc/{pid}/fd"
-        for name in os.listdir(base):
+        for fd, st in ctx.tables.fd_stats(pid).items():
+            if not stat.S_ISFIFO(st.st_mode):
+                continue
             try:
-                st = os.stat(f"{base}/{name}")
-                if not stat.S_ISFIFO(st.st_mode):
-                    continue
-                flags = parse_fdinfo(ctx.tables.fdinfo_text(pid, int(name))).flags
+                flags = parse_fdinfo(ctx.tables.fdinfo_text(pid, fd)).flags
             except FileNotFoundError:
                 continue
             if flags & O_PATH:
@@ -181,12 +179,10 @@ def _readable_copy(ctx: DumpContext, f: DumpedFd) -> int:
     link, non-blocking.
     """
     key = (f.st.st_dev, f.st.st_ino)
-    for name in sorted(os.listdir(f"/proc/{ctx.pid}/fd"), key=int):
-        fd = int(name)
+    for fd, st in ctx.tables.fd_stats(ctx.pid).items():
+        if (st.st_dev, st.st_ino) != key:
+            continue
         try:
-            st = os.stat(f"/proc/{ctx.pid}/fd/{fd}")
-            if (st.st_dev, st.st_ino) != key:
-                continue
             flags = parse_fdinfo(ctx.tables.fdinfo_text(ctx.pid, fd)).flags
             if flags & O_PATH or flags & O_ACCMODE == os.O_WRONLY:
                 continue

@@ -191,18 +191,14 @@ def _connections(ctx: DumpContext, pid: int) -> tuple[dict, dict]:
         for p in ctx.tree or [ctx.pid]:
             try:
                 netns = os.stat(f"/proc/{p}/ns/net").st_ino
-                names = os.listdir(f"/proc/{p}/fd")
+                fds = ctx.tables.fd_stats(p)
             except FileNotFoundError:
                 continue
-            for name in names:
-                try:
-                    st = os.stat(f"/proc/{p}/fd/{name}")
-                except FileNotFoundError:
-                    continue
+            for fd, st in fds.items():
                 if not stat.S_ISSOCK(st.st_mode) or st.st_ino in by_ino:
                     continue
                 try:
-                    sock = take(p, int(name))
+                    sock = take(p, fd)
                 except OSError:
                     continue
                 try:

@@ -192,13 +192,11 @@ def sockets_in_image(ctx: DumpContext) -> set[int]:
     if held is None:
         held = set()
         for pid in ctx.tree or [ctx.pid]:
-            for name in os.listdir(f"/proc/{pid}/fd"):
-                try:
-                    st = os.stat(f"/proc/{pid}/fd/{name}")
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISSOCK(st.st_mode):
-                    held.add(st.st_ino)
+            try:
+                fds = ctx.tables.fd_stats(pid)
+            except FileNotFoundError:  # (a process gone)
+                continue
+            held.update(st.st_ino for st in fds.values() if stat.S_ISSOCK(st.st_mode))
         ctx.objects["socket inodes in image"] = held
     return held
 

@@ -52,6 +52,24 @@ class Tables:
             self._fdinfo[key] = read_fdinfo_text(pid, fd)
         return self._fdinfo[key]
 
+    def fd_stats(self, pid: int) -> dict[int, os.stat_result]:
+        """fd -> stat through /proc/PID/fd/FD of every fd of `pid`, in fd order, once per
+        dump: the fd table of a frozen process does not change, and five kinds walked
+        it (files, unix, pipes twice, tcpconn: ~300 stats a dump of a Jupyter kernel).
+        An fd closed while it is read (a process not frozen) is left out."""
+        key = ("fd stats", pid)
+        if key not in self._memo:
+            self.reads += 1
+            base = f"/proc/{pid}/fd"
+            table: dict[int, os.stat_result] = {}
+            for fd in sorted(int(n) for n in os.listdir(base)):
+                try:
+                    table[fd] = os.stat(f"{base}/{fd}")
+                except FileNotFoundError:
+                    continue
+            self._memo[key] = table
+        return self._memo[key]
+
     def sys(self, name: str) -> str:
         """/proc/sys/NAME, once per dump (a limit such as net/ipv4/igmp_max_msf)."""
         key = ("sys", name)

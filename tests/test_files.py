@@ -71,3 +71,34 @@ def test_path_that_became_a_fifo_is_refused_not_waited_on(spawn, python_exe, tmp
     with pytest.raises(pyckpt.FileChangedError, match="it is a FIFO now, was a regular file"):
         pyckpt.restore(img)
     assert not os.path.exists(f"/proc/{t.pid}")
+
+
+def test_descriptions_of_one_inode_are_told_apart_in_kcmp_order():
+    """files._described: among many fds of one anonymous inode (eventfds, some dup'ed),
+    each fd is found to share the description it shares and no other, as kcmp says."""
+    import random
+
+    from pyckpt.kinds import files
+
+    pid = os.getpid()
+    made = [os.eventfd(0) for _ in range(12)]
+    dups = [os.dup(fd) for fd in made[::3]]
+    try:
+        fds = made + dups
+        random.Random(7).shuffle(fds)
+        entries: list = []
+        ids: dict[int, int] = {}
+        for i, fd in enumerate(fds):
+            at, found = files._described(entries, pid, fd)
+            if found is None:
+                entries.insert(at, (pid, fd, i))
+                ids[fd] = i
+            else:
+                ids[fd] = found
+        assert len(entries) == len(made)
+        for a in fds:
+            for b in fds:
+                assert (ids[a] == ids[b]) == files.same_description(pid, a, pid, b)
+    finally:
+        for fd in made + dups:
+            os.close(fd)

@@ -211,6 +211,29 @@ def same_description(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
     return r == 0
 
 
+def _described(entries: list, pid: int, fd: int) -> tuple[int, int | None]:
+    """Where fd `fd` of `pid` goes in `entries` ((pid, fd, file id) of one inode's
+    descriptions, in kcmp's order of descriptions), and the file id of the entry that
+    is its description (None: a new one).  A binary search: the anonymous inode that
+    every eventfd and epoll shares made the walk of each one's list quadratic (~470
+    kcmp calls a dump of a Jupyter kernel)."""
+    lo, hi = 0, len(entries)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        other_pid, other_fd, other_id = entries[mid]
+        r = _libc.syscall(nr.kcmp, pid, other_pid, KCMP_FILE, fd, other_fd)
+        if r < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"kcmp({pid} fd {fd}, {other_pid} fd {other_fd}): {os.strerror(err)}")
+        if r == 0:
+            return mid, other_id
+        if r == 1:  # (kcmp: 1 when the first is the lesser, 2 the greater)
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo, None
+
+
 def take_fd(pid: int, fd: int) -> int:
     """A copy in pyckpt of fd `fd` of process `pid` (pidfd_getfd): the same open
     file description, so reading its state needs no new open — and anything
@@ -264,11 +287,8 @@ def dump(ctx: DumpContext) -> list:
     owners = table["owners"]  # (dev, ino) -> [(pid, fd, file id)]
     for fd, st in ctx.tables.fd_stats(pid).items():
         f = DumpedFd(pid, fd, os.readlink(f"/proc/{pid}/fd/{fd}"), st, parse_fdinfo(ctx.tables.fdinfo_text(pid, fd)))
-        file_id = None
-        for other_pid, other_fd, other_id in owners.get((f.st.st_dev, f.st.st_ino), []):
-            if same_description(pid, fd, other_pid, other_fd):
-                file_id = other_id
-                break
+        same_inode = owners.setdefault((f.st.st_dev, f.st.st_ino), [])
+        at, file_id = _described(same_inode, pid, fd)
         if file_id is None:
             load_for_fd(f.link, f.st.st_mode)  # (every kind that may claim it: kinds/__init__.py)
             kind = next((k for k in FILE_KINDS if k.claims(f)), None)
@@ -279,7 +299,7 @@ def dump(ctx: DumpContext) -> list:
             recs = kind.dump(ctx, f, file_id)
             assert recs and recs[0].id == file_id
             descriptions += recs
-            owners.setdefault((f.st.st_dev, f.st.st_ino), []).append((pid, fd, file_id))
+            same_inode.insert(at, (pid, fd, file_id))
         fds.append(FdRecord(fd, file_id, bool(f.info.flags & O_CLOEXEC)))
     table = descriptions + fds
     for hook in TABLE_HOOKS:

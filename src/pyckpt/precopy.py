@@ -89,6 +89,40 @@ SECOND_PASS_MIN = 1 << 20  # bytes of pass 1's copies written meanwhile from whi
 SECOND_PASS_MAX_SHARE = 0.25  # ... and up to which share of pass 1 (more: most is being rewritten)
 
 
+class _Pagemap:
+    """/proc/PID/pagemap open for PAGEMAP_SCAN walks (scan)."""
+
+    def __init__(self, pid: int):
+        self.fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        self.vec = (ctypes.c_uint64 * (3 * SCAN_REGIONS))()
+
+    def __enter__(self) -> "_Pagemap":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+    def scan(self, start: int, end: int, flags: int, required: int, returned: int):
+        """(start, end, categories) of the page ranges of [start, end) that have every
+        category of `required`, with those of `returned` reported (and, with `flags`
+        PM_SCAN_WP_MATCHING, write-protected as they are found)."""
+        vec = self.vec
+        pos = start
+        while pos < end:
+            arg = bytearray(struct.pack("12Q", 96, flags, pos, end, 0, ctypes.addressof(vec),
+                                        SCAN_REGIONS, 0, 0, required, 0, returned))
+            try:
+                n = fcntl.ioctl(self.fd, PAGEMAP_SCAN, arg)
+            except InterruptedError:
+                continue
+            for i in range(n):
+                yield vec[3 * i], vec[3 * i + 1], vec[3 * i + 2]
+            walk_end = struct.unpack_from("Q", arg, 32)[0]
+            if walk_end <= pos:
+                break
+            pos = walk_end
+
+
 def _part(run: PageRun, start: int, end: int) -> PageRun:
     """The part [start, end) of `run` (its ends on the grid of its pieces): its offset
     moved along (not for zeros), its piece digests cut to match; `xxh3` is left to
@@ -286,32 +320,13 @@ class PreCopy:
     def _written(self, protect: bool) -> list[tuple[int, int]]:
         """(start, end) of the present pages of the tracked ranges written since they
         were protected; with `protect`, protected again in the same walk."""
-        out: list[tuple[int, int]] = []
-        vec = (ctypes.c_uint64 * (3 * SCAN_REGIONS))()
-        pm = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            for start, end in self.ranges:
-                pos = start
-                while pos < end:
-                    flags = PM_SCAN_WP_MATCHING if protect else 0
-                    # written and present: a page never touched (no page table entry) counts as
-                    # written in async mode, and protecting it would fill the page tables of a
-                    # sparse VMA (thread stacks: 8 MiB each) with markers read as swapped pages
-                    want = PAGE_IS_WRITTEN | PAGE_IS_PRESENT
-                    arg = bytearray(struct.pack("12Q", 96, flags, pos, end, 0, ctypes.addressof(vec),
-                                                SCAN_REGIONS, 0, 0, want, 0, want))
-                    try:
-                        n = fcntl.ioctl(pm, PAGEMAP_SCAN, arg)
-                    except InterruptedError:
-                        continue
-                    out += [(vec[3 * i], vec[3 * i + 1]) for i in range(n)]
-                    walk_end = struct.unpack_from("Q", arg, 32)[0]
-                    if walk_end <= pos:
-                        break
-                    pos = walk_end
-        finally:
-            os.close(pm)
-        return out
+        # written and present: a page never touched (no page table entry) counts as
+        # written in async mode, and protecting it would fill the page tables of a
+        # sparse VMA (thread stacks: 8 MiB each) with markers read as swapped pages
+        want = PAGE_IS_WRITTEN | PAGE_IS_PRESENT
+        with _Pagemap(self.pid) as pm:
+            return [(s, e) for start, end in self.ranges
+                    for s, e, _ in pm.scan(start, end, PM_SCAN_WP_MATCHING if protect else 0, want, want)]
 
     # -- at the freeze -------------------------------------------------------
 
@@ -411,24 +426,9 @@ class PreCopy:
 
     def _categories(self, start: int, end: int) -> list[tuple[int, int, int]]:
         """(start, end, categories) of every page range of [start, end) (PAGEMAP_SCAN)."""
-        out: list[tuple[int, int, int]] = []
-        vec = (ctypes.c_uint64 * (3 * SCAN_REGIONS))()
-        pm = os.open(f"/proc/{self.pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            pos = start
-            while pos < end:
-                mask = PAGE_IS_WPALLOWED | PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO
-                arg = bytearray(struct.pack("12Q", 96, 0, pos, end, 0, ctypes.addressof(vec),
-                                            SCAN_REGIONS, 0, 0, 0, 0, mask))
-                n = fcntl.ioctl(pm, PAGEMAP_SCAN, arg)
-                out += [(vec[3 * i], vec[3 * i + 1], vec[3 * i + 2]) for i in range(n)]
-                walk_end = struct.unpack_from("Q", arg, 32)[0]
-                if walk_end <= pos:
-                    break
-                pos = walk_end
-        finally:
-            os.close(pm)
-        return out
+        mask = PAGE_IS_WPALLOWED | PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO
+        with _Pagemap(self.pid) as pm:
+            return list(pm.scan(start, end, 0, 0, mask))
 
     # -- end -----------------------------------------------------------------
 

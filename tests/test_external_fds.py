@@ -93,8 +93,11 @@ def test_inherit_stdio_through_cli(spawn, tmp_path, python_exe):
     # Files, not pipes: the restored process keeps the command's stdout and
     # stderr open, so a pipe would never reach end-of-file.
     with open(out, "wb") as f, open(err, "wb") as e:
+        # (unbuffered, print() writes a line's text and its newline apart: the command's
+        # line must still be one write)
         r = subprocess.run([sys.executable, "-m", "pyckpt", "restore", str(img), "--inherit-stdio"],
-                           stdout=f, stderr=e, stdin=subprocess.DEVNULL, timeout=60)
+                           stdout=f, stderr=e, stdin=subprocess.DEVNULL, timeout=60,
+                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert r.returncode == 0, err.read_text()
     spawn.track(t.pid)
     t.log = out

@@ -399,6 +399,13 @@ def _dump_left(args) -> str:
     return "" if names else f"{args.dir} is left empty"
 
 
+def _say_line(stream, text: str) -> None:
+    """`text` and a newline in one write() of `stream` (flushed)."""
+    stream.flush()
+    stream.write(text + "\n")
+    stream.flush()
+
+
 def _cmd_restore(args, progress) -> int:
     from . import restore
     from .signals import commit
@@ -407,12 +414,15 @@ def _cmd_restore(args, progress) -> int:
                    lazy=args.lazy)
     args.restored = proc.pid
     commit(interrupt=False)  # the process was released and runs: a signal from now on is late
-    print(proc.pid, flush=True)
+    # The restored process may write to the same stdout and stderr (--inherit-stdio, or
+    # files given with --fd): each line goes out in one write, which print() does not
+    # when Python runs unbuffered (PYTHONUNBUFFERED: the text and its newline apart).
+    _say_line(sys.stdout, str(proc.pid))
     for h in getattr(proc, "lazy_handlers", ()):
-        print(f"pyckpt restore: lazy: the pages of process {h.pid} come from handler {h.handler} "
-              f"(guard {h.guard}), which exits once all are in", file=sys.stderr)
+        _say_line(sys.stderr, f"pyckpt restore: lazy: the pages of process {h.pid} come from handler "
+                              f"{h.handler} (guard {h.guard}), which exits once all are in")
     for warning in getattr(proc, "restore_warnings", ()):
-        print(f"pyckpt restore: warning: {_one_line(warning)}", file=sys.stderr)
+        _say_line(sys.stderr, f"pyckpt restore: warning: {_one_line(warning)}")
     if args.shell_job:  # wait for it as a shell waits for a job; its exit status is ours
         from .kinds.tty import wait_job
 

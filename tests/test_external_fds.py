@@ -101,10 +101,10 @@ def test_inherit_stdio_through_cli(spawn, tmp_path, python_exe):
     assert r.returncode == 0, err.read_text()
     spawn.track(t.pid)
     t.log = out
-    # The command's own line and the restored process's ticks share one file offset. A
-    # tick can be split in two writes (a terminal's write cut short by the dump's stop
-    # returns what it wrote; the rest is written after the restore), so the command's
-    # line may land between the halves: looked for as text, not as a line of its own.
+    # The command's own line and the restored process's ticks share one file offset. An
+    # unbuffered ticker (PYTHONUNBUFFERED, as this machine sets it) writes a tick's text
+    # and its newline apart, so the command's line may land between the halves ('tick 4'
+    # pid '\n' '\n'): looked for as text, not as a line of its own.
     deadline = time.monotonic() + 10
     while f"{t.pid}\n" not in out.read_text() and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -199,3 +199,41 @@ def test_sigkill_while_a_connection_is_in_repair_mode_leaves_it_working(spawn, p
             assert "TracerPid:\t0\n" in f.read()
         c.sendall(b"after\n")
         assert c.recv(100) == b"after\n"
+
+
+_WARM_THEN_WAIT = """
+import sys, time
+from pyckpt.image import PageStoreWriter
+
+def warm(self, nbytes, _own=PageStoreWriter.warm):
+    _own(self, nbytes)
+    print("WARMED", flush=True)
+    time.sleep(60)  # killed here
+
+PageStoreWriter.warm = warm
+sys.argv[0] = "pyckpt"
+from pyckpt.cli import main
+sys.exit(main())
+"""
+
+
+def test_sigkill_while_precopy_warms_the_page_file_leaves_the_target_running(spawn, python_exe, tmp_path):
+    """pyckpt killed after pre-copy's passes, while it warms pages.img before the freeze
+    (PageStoreWriter.warm): the target, tracked by pyckpt's userfaultfd until then, runs on
+    and writes its memory as before, and no image is left claiming to be complete."""
+    t = spawn([python_exe, str(TARGETS / "harm_target.py"), str(MIB)], name="harm")
+    t.wait_for(r"^READY", timeout=60)
+    image = tmp_path / "img"
+    p = subprocess.Popen([sys.executable, "-c", _WARM_THEN_WAIT, "--no-progress", "dump", str(t.pid),
+                          str(image), "--precopy"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        assert p.stdout.readline().strip() == "WARMED"
+        assert (image / "pages.img").stat().st_size > 0
+        p.send_signal(signal.SIGKILL)  # our own child
+    finally:
+        p.kill()
+        p.wait()
+    assert not (image / "COMPLETE").exists()
+    assert _tracer(t.pid) == 0
+    check(t, timeout=30)  # (its memory, registers, mask and pipe as they were; its heap written since)

@@ -202,13 +202,19 @@ def description_records(image) -> list:
     return [r for r in everything if isinstance(r, ExternalFileRecord) or kind_of_record(r)]
 
 
-def same_description(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
-    """Whether fd1 of pid1 and fd2 of pid2 are one open file description (kcmp)."""
+def _kcmp_file(pid1: int, fd1: int, pid2: int, fd2: int) -> int:
+    """kcmp(KCMP_FILE): 0 when fd1 of pid1 and fd2 of pid2 are one open file description,
+    else 1 or 2 as the first is the lesser or the greater in the kernel's order of them."""
     r = _libc.syscall(nr.kcmp, pid1, pid2, KCMP_FILE, fd1, fd2)
     if r < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"kcmp({pid1} fd {fd1}, {pid2} fd {fd2}): {os.strerror(err)}")
-    return r == 0
+    return r
+
+
+def same_description(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
+    """Whether fd1 of pid1 and fd2 of pid2 are one open file description (kcmp)."""
+    return _kcmp_file(pid1, fd1, pid2, fd2) == 0
 
 
 def _described(entries: list, pid: int, fd: int) -> tuple[int, int | None]:
@@ -221,13 +227,10 @@ def _described(entries: list, pid: int, fd: int) -> tuple[int, int | None]:
     while lo < hi:
         mid = (lo + hi) // 2
         other_pid, other_fd, other_id = entries[mid]
-        r = _libc.syscall(nr.kcmp, pid, other_pid, KCMP_FILE, fd, other_fd)
-        if r < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"kcmp({pid} fd {fd}, {other_pid} fd {other_fd}): {os.strerror(err)}")
+        r = _kcmp_file(pid, fd, other_pid, other_fd)
         if r == 0:
             return mid, other_id
-        if r == 1:  # (kcmp: 1 when the first is the lesser, 2 the greater)
+        if r == 1:
             hi = mid
         else:
             lo = mid + 1

@@ -1,6 +1,8 @@
 """Multi-threaded processes: C pthreads and CPython threads carry on after restore,
 each checking itself (TLS, condvar ping-pong, a sleeping thread, a pending
-blocked signal, a counting SIGUSR1 handler; a worker pool with a queue)."""
+blocked signal, a counting SIGUSR1 handler; a worker pool with a queue); 70
+threads each with an altstack and a parent-death signal of its own, which the
+dump reads with calls run in all the threads at once."""
 
 import os
 import subprocess
@@ -8,13 +10,18 @@ import subprocess
 import pytest
 
 from conftest import TARGETS, check, dump_kill_restore
+from test_trees import _end_tree, dump_kill_restore_tree
+
+
+def build(tmp_path_factory, name: str) -> str:
+    out = tmp_path_factory.mktemp("bin") / name
+    subprocess.run(["gcc", "-O1", "-pthread", "-o", str(out), str(TARGETS / f"{name}.c")], check=True)
+    return str(out)
 
 
 @pytest.fixture(scope="session")
 def threads_bin(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bin") / "threads"
-    subprocess.run(["gcc", "-O1", "-pthread", "-o", str(out), str(TARGETS / "threads.c")], check=True)
-    return str(out)
+    return build(tmp_path_factory, "threads")
 
 
 def test_pthreads_carry_on(spawn, threads_bin, tmp_path):
@@ -75,3 +82,22 @@ def test_cpython_worker_pool_carries_on(spawn, python_exe, tmp_path):
     before = check(t)
     dump_kill_restore(spawn, t, tmp_path / "img")
     assert check(t) > before
+
+
+def test_each_thread_keeps_its_own_altstack_and_parent_death_signal(spawn, tmp_path_factory, tmp_path):
+    """The dump reads each thread's clear_child_tid, altstack and parent-death signal
+    with one call per thread run in every thread at once (inject.check_each), each
+    into a slot of its own in the scratch page; 70 threads need two pages' worth.
+    A mix-up of slots, or of the groups, gives some thread another's values."""
+    t = spawn([build(tmp_path_factory, "thread_state")])
+    t.wait_for("^READY")
+    (child,) = (int(c) for c in open(f"/proc/{t.pid}/task/{t.pid}/children").read().split())
+    try:
+        tids = sorted(os.listdir(f"/proc/{child}/task"))
+        assert len(tids) == 71
+        before = check(t)
+        dump_kill_restore_tree(spawn, t, [child], tmp_path / "img")
+        assert sorted(os.listdir(f"/proc/{child}/task")) == tids
+        assert check(t) > before
+    finally:
+        _end_tree([t.pid, child])

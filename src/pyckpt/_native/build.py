@@ -19,6 +19,9 @@ ffibuilder.cdef(
                        long nr, const long *args, long *result, int *status);
     int ck_tramp_call(int pid, const void *tmpl, unsigned long gadget, unsigned long sp, long nr,
                       const long *args, long *result, int *status);
+    int ck_tramp_call_many(int n, const int *pids, const void *const *tmpls, const unsigned long *gadgets,
+                           const unsigned long *sps, const long *nrs, const long *args,
+                           long *results, int *statuses, int *rcs);
     unsigned ck_xsave_size(unsigned long mask);
     long ck_clone_stopped(int pid, unsigned long flags);
     long ck_clone_exec(int pid, const int *keep, int nkeep);

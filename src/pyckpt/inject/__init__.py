@@ -181,9 +181,7 @@ class Injector:
         for i in range(6):
             v = args[i] if i < len(args) else 0
             a[i] = v - (1 << 64) if v >= (1 << 63) else v
-        if self.held and self.gadget and not self._curing and not self._frame_sp:
-            self._arm()
-        if self._frame_sp:
+        if self._armed():
             r = lib.ck_tramp_call(self.pid, self._tmpl, self.gadget, self._frame_sp, number, a,
                                   self._result, self._status)
         elif self.held:
@@ -206,6 +204,13 @@ class Injector:
         self.calls += 1
         self.syscalls += 1
         return int(self._result[0])
+
+    def _armed(self) -> bool:
+        """Arm a held injector's frame if it can be (as call() does first): whether its
+        calls are trampoline calls (ck_tramp_call)."""
+        if self.held and self.gadget and not self._curing and not self._frame_sp:
+            self._arm()
+        return bool(self._frame_sp)
 
     # -- batches ---------------------------------------------------------
     def use_batches(self, addr: int, size: int) -> None:
@@ -393,6 +398,63 @@ class Injector:
             raise PyckptError(f"process {self.pid} did not stop again after its last injected call "
                               f"(wait status {self._status[0]:#x})")
         self._frame_sp = 0
+
+
+_HAVE_MANY = hasattr(lib, "ck_tramp_call_many")  # (a helper built before it: one call at a time)
+
+
+def check_each(rows: list[tuple["Injector", str, int, tuple]]) -> list[int]:
+    """One call in each of several tasks (threads of a dump's frozen process), as
+    `inj.check(number, *args, what=what)` for each (inj, what, number, args) row, the
+    injectors distinct: the tasks armed on their trampolines run their calls at
+    once (ck_tramp_call_many: their stops overlap), any other one by one.  Every
+    call runs before the first failure, in row order, is raised."""
+    checkpoint()
+    results: list[int | BaseException] = [0] * len(rows)
+    together = [i for i, (inj, *_) in enumerate(rows) if _HAVE_MANY and inj._armed()]
+    if len(together) < 2:
+        together = []
+    alone = set(range(len(rows))) - set(together)
+    for i, (inj, what, number, args) in enumerate(rows):
+        if i in alone:
+            try:
+                results[i] = inj.check(number, *args, what=what)
+            except PyckptError as e:
+                results[i] = e
+    if together:
+        n = len(together)
+        injs = [rows[i][0] for i in together]
+        pids = ffi.new("int[]", [inj.pid for inj in injs])
+        keep = [inj._tmpl for inj in injs]
+        tmpls = ffi.new("void *[]", keep)
+        gadgets = ffi.new("unsigned long[]", [inj.gadget for inj in injs])
+        sps = ffi.new("unsigned long[]", [inj._frame_sp for inj in injs])
+        nrs = ffi.new("long[]", [rows[i][2] for i in together])
+        flat = []
+        for i in together:
+            args = [v - (1 << 64) if v >= (1 << 63) else v for v in rows[i][3]]
+            flat += args + [0] * (6 - len(args))
+        args_c = ffi.new("long[]", flat)
+        out = ffi.new("long[]", n)
+        statuses = ffi.new("int[]", n)
+        rcs = ffi.new("int[]", n)
+        lib.ck_tramp_call_many(n, pids, tmpls, gadgets, sps, nrs, args_c, out, statuses, rcs)
+        for k, i in enumerate(together):
+            inj, what, number, _ = rows[i]
+            rc, r = rcs[k], int(out[k])
+            if rc < 0:
+                results[i] = PtraceError(f"injected syscall {nr.name(number)}", inj.pid, -rc)
+            elif rc == 1:
+                results[i] = PyckptError(f"process {inj.pid} stopped unexpectedly during injected "
+                                         f"{nr.name(number)} (wait status {statuses[k]:#x})")
+            else:
+                inj.calls += 1
+                inj.syscalls += 1
+                results[i] = RemoteCallError(what or nr.name(number), inj.pid, -r) if -4096 < r < 0 else r
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results  # type: ignore[return-value]
 
 
 class Batch:

@@ -23,9 +23,10 @@ import struct
 from .._dataclass import dataclass
 
 from .. import ptrace_ops as pt
+from ..arch import PAGE
 from ..arch import libc as _libc
 from ..image import record
-from ..inject import WANT_ANY, Injector, nr
+from ..inject import WANT_ANY, Injector, check_each, nr
 from ..proc import read_comm
 from .context import DumpContext, RestoreContext
 
@@ -77,15 +78,32 @@ def get_robust_list(tid: int) -> tuple[int, int]:
     return head.value or 0, length.value
 
 
+# Where each thread's calls leave their results in the scratch page: a slot of
+# SLOT bytes a thread (clear_child_tid at 0, stack_t at 8, pdeathsig at 32), so
+# that all the threads of a group make each call at once (inject.check_each).
+SLOT = 64
+
+
 def dump(ctx: DumpContext) -> list:
+    tids = list(ctx.threads)
+    found: dict[int, tuple[int, tuple, int]] = {}
+    per_page = PAGE // SLOT
+    for first in range(0, len(tids), per_page):
+        group = tids[first:first + per_page]
+        at = {tid: ctx.scratch + i * SLOT for i, tid in enumerate(group)}
+        for number, arg, what in (
+                (nr.prctl, lambda a: (PR_GET_TID_ADDRESS, a), "prctl(PR_GET_TID_ADDRESS) in thread {}"),
+                (nr.sigaltstack, lambda a: (0, a + 8), "reading the sigaltstack of thread {}"),
+                (nr.prctl, lambda a: (PR_GET_PDEATHSIG, a + 32), "prctl(PR_GET_PDEATHSIG) in thread {}")):
+            check_each([(ctx.threads[tid], what.format(tid), number, arg(at[tid])) for tid in group])
+        raw = ctx.inj.read(ctx.scratch, len(group) * SLOT)
+        for i, tid in enumerate(group):
+            (tid_addr,) = struct.unpack_from("<Q", raw, i * SLOT)
+            (pdeathsig,) = struct.unpack_from("<i", raw, i * SLOT + 32)
+            found[tid] = tid_addr, STACK_T.unpack_from(raw, i * SLOT + 8), pdeathsig
     records = []
     for tid, inj in ctx.threads.items():
-        inj.check(nr.prctl, PR_GET_TID_ADDRESS, ctx.scratch, what=f"prctl(PR_GET_TID_ADDRESS) in thread {tid}")
-        (tid_addr,) = struct.unpack("<Q", inj.read(ctx.scratch, 8))
-        inj.check(nr.sigaltstack, 0, ctx.scratch, what=f"reading the sigaltstack of thread {tid}")
-        sp, flags, _, size = STACK_T.unpack(inj.read(ctx.scratch, STACK_T.size))
-        inj.check(nr.prctl, PR_GET_PDEATHSIG, ctx.scratch, what=f"prctl(PR_GET_PDEATHSIG) in thread {tid}")
-        (pdeathsig,) = struct.unpack("<i", inj.read(ctx.scratch, 4))
+        tid_addr, (sp, flags, _, size), pdeathsig = found[tid]
         head, length = get_robust_list(tid)
         rseq = pt.get_rseq(tid)
         comm = read_comm(ctx.pid, tid).decode("utf-8", "surrogateescape")

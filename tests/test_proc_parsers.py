@@ -290,6 +290,20 @@ def test_small_files():
     assert parse_personality("00400000\n") == 0x400000
 
 
+def test_whole_files_read_past_one_read(tmp_path):
+    """proc._read reads until the end: a file longer than one 64 KiB read, and a /proc
+    file (undecodable bytes kept as surrogates when asked)."""
+    from pyckpt.proc._read import read_bytes, read_text
+
+    big = bytes(range(256)) * 1000 + b"end"
+    (tmp_path / "big").write_bytes(big)
+    assert read_bytes(str(tmp_path / "big")) == big
+    (tmp_path / "odd").write_bytes(b"ok \xff\n")
+    assert read_text(str(tmp_path / "odd"), "surrogateescape") == "ok \udcff\n"
+    with open("/proc/self/status") as f:
+        assert read_text("/proc/self/status").split("\n")[0] == f.read().split("\n")[0]
+
+
 def test_proc_locks_not_strict_skips_a_strange_line():
     from pyckpt.proc.locks import parse_locks
 

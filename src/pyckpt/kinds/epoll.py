@@ -53,7 +53,7 @@ from ..arch import libc as _libc
 from ..errors import ImageError, RestoreError, UnsupportedError, UnsupportedFdError
 from ..image import record
 from ..inject import nr
-from ..proc.anon_fdinfo import EpollItemInfo, parse_epoll_items, read_fdinfo_text
+from ..proc.anon_fdinfo import EpollItemInfo, parse_epoll_items
 from .context import DumpContext, RestoreContext
 from . import files
 from .files import DumpedFd, FdRecord, FileKind, TableHook, file_kind, table_hook
@@ -187,7 +187,7 @@ class EpollTable(TableHook):
         for ep in (r for r in table if isinstance(r, EpollRecord)):  # sets this process saves
             epfd = one_fd[ep.id]
             items = []
-            for info in parse_epoll_items(read_fdinfo_text(ctx.pid, epfd)):
+            for info in parse_epoll_items(ctx.tables.fdinfo_text(ctx.pid, epfd)):
                 # The number it was added under first: usually it still holds the file.
                 first = [info.tfd] if info.tfd in id_of else []
                 fd = item_file(ctx.pid, epfd, info, first + [f for f in one_fd.values() if f != info.tfd])

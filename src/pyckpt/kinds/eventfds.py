@@ -109,7 +109,7 @@ class Eventfd(FileKind):
 
     def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
         _refuse_async(f, "eventfd")
-        info = parse_eventfd(read_fdinfo_text(f.pid, f.fd))
+        info = parse_eventfd(ctx.tables.fdinfo_text(f.pid, f.fd))
         return [EventfdRecord(file_id, _status_flags(f), info.count, info.semaphore)]
 
     def open(self, rctx: RestoreContext, rec: EventfdRecord) -> int:
@@ -158,7 +158,7 @@ class Signalfd(FileKind):
 
     def dump(self, ctx: DumpContext, f: DumpedFd, file_id: int) -> list:
         _refuse_async(f, "signalfd")
-        return [SignalfdRecord(file_id, _status_flags(f), parse_signalfd(read_fdinfo_text(f.pid, f.fd)))]
+        return [SignalfdRecord(file_id, _status_flags(f), parse_signalfd(ctx.tables.fdinfo_text(f.pid, f.fd)))]
 
     def open(self, rctx: RestoreContext, rec: SignalfdRecord) -> int:
         mask = (ctypes.c_uint64 * 16)(rec.sigmask)  # a full sigset_t; glibc passes 8 bytes of it

@@ -289,7 +289,7 @@ def dump(ctx: DumpContext) -> list:
     table = ctx.objects.setdefault("fd table", {"next_id": 1, "owners": {}})
     owners = table["owners"]  # (dev, ino) -> [(pid, fd, file id)]
     for fd, st in ctx.tables.fd_stats(pid).items():
-        f = DumpedFd(pid, fd, os.readlink(f"/proc/{pid}/fd/{fd}"), st, parse_fdinfo(ctx.tables.fdinfo_text(pid, fd)))
+        f = DumpedFd(pid, fd, ctx.tables.fd_link(pid, fd), st, parse_fdinfo(ctx.tables.fdinfo_text(pid, fd)))
         same_inode = owners.setdefault((f.st.st_dev, f.st.st_ino), [])
         at, file_id = _described(same_inode, pid, fd)
         if file_id is None:

@@ -94,10 +94,12 @@ def _line_words(line: LockLine) -> str:
 
 # -- dump ---------------------------------------------------------------------
 
-def _locks_of_description(pid: int, fd: int, file_id: int,
-                          fdinfo: str | None = None) -> list[tuple[FileLockRecord, LockLine]]:
-    """The locks on fd's description, from its fdinfo (`fdinfo`: its text, already read)."""
-    path = os.readlink(f"/proc/{pid}/fd/{fd}")
+def _locks_of_description(pid: int, fd: int, file_id: int, fdinfo: str | None = None,
+                          path: str | None = None) -> list[tuple[FileLockRecord, LockLine]]:
+    """The locks on fd's description, from its fdinfo (`fdinfo`: its text, already read;
+    `path`: the fd's link, already read)."""
+    if path is None:
+        path = os.readlink(f"/proc/{pid}/fd/{fd}")
     out = []
     for line in read_fdinfo_locks(pid, fd) if fdinfo is None else parse_fdinfo_locks(fdinfo):
         if line.waiter:  # fdinfo lists granted locks only; be safe
@@ -139,7 +141,8 @@ class FileLocks(TableHook):
         saved: list[FileLockRecord] = []
         for file_id, fd in sorted(first_fd.items()):
             try:
-                found = _locks_of_description(pid, fd, file_id, ctx.tables.fdinfo_text(pid, fd))
+                found = _locks_of_description(pid, fd, file_id, ctx.tables.fdinfo_text(pid, fd),
+                                              ctx.tables.fd_link(pid, fd))
             except OSError as e:
                 raise DumpError(f"reading the locks of fd {fd} of process {pid} failed: {e}") from e
             saved += [rec for rec, _ in found]

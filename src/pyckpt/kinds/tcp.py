@@ -69,10 +69,22 @@ class TcpListenerRecord:
     v6only: bool
 
 
+_UNREAD = object()
+
+
 def tcp_state(f) -> int | None:
     """The TCP state (tcpi_state) of fd `f` (a DumpedFd) when it is a TCP socket, else
     None: a few syscalls on a pidfd_getfd copy, where /proc/PID/net/tcp{,6} costs a walk
-    of the network namespace's whole TCP table for every socket asked about."""
+    of the network namespace's whole TCP table for every socket asked about.  Read once
+    for `f` (three kinds' claims ask, and the one that claims it asks again): every
+    kind sees the same state."""
+    state = f.__dict__.get("tcp_state", _UNREAD)
+    if state is _UNREAD:
+        state = f.__dict__["tcp_state"] = _read_tcp_state(f)
+    return state
+
+
+def _read_tcp_state(f) -> int | None:
     if not stat.S_ISSOCK(f.st.st_mode):
         return None
     try:

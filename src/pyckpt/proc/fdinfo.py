@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .._dataclass import dataclass, field
+from ._read import read_text
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,9 @@ def parse_fdinfo(text: str) -> FdInfo:
 
 
 def read_fdinfo(pid: int, fd: int) -> FdInfo:
-    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-        return parse_fdinfo(f.read())
+    return parse_fdinfo(read_text(f"/proc/{pid}/fdinfo/{fd}"))
 
 
 def read_fdinfo_text(pid: int, fd: int) -> str:
     """The raw text of /proc/PID/fdinfo/FD, for a kind's own parser of its lines."""
-    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-        return f.read()
+    return read_text(f"/proc/{pid}/fdinfo/{fd}")

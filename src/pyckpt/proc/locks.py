@@ -27,6 +27,7 @@ which /proc/locks cannot.
 from __future__ import annotations
 
 from .._dataclass import dataclass
+from ._read import read_text
 
 # (compiled when first used, by re's cache, and `re` imported then: not at every
 # command's start-up)
@@ -114,5 +115,4 @@ def read_locks(strict: bool = True) -> list[LockLine]:
 
 
 def read_fdinfo_locks(pid: int, fd: int) -> list[LockLine]:
-    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-        return parse_fdinfo_locks(f.read())
+    return parse_fdinfo_locks(read_text(f"/proc/{pid}/fdinfo/{fd}"))

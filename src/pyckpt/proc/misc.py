@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from .._dataclass import dataclass
+from ._read import read_bytes, read_text
 
 NOTIFY = {"signal": 0, "none": 1, "thread": 2}  # SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD
 SIGEV_THREAD_ID = 4
@@ -50,9 +51,7 @@ def read_personality(pid: int) -> int:
 
 def read_comm(pid: int, tid: int | None = None) -> bytes:
     """The name (comm) of a process, or of its thread `tid`, without the newline."""
-    path = f"/proc/{pid}/comm" if tid is None else f"/proc/{pid}/task/{tid}/comm"
-    with open(path, "rb") as f:
-        return f.read().rstrip(b"\n")
+    return read_bytes(f"/proc/{pid}/comm" if tid is None else f"/proc/{pid}/task/{tid}/comm").rstrip(b"\n")
 
 
 def parse_children(text: str) -> list[int]:
@@ -60,8 +59,7 @@ def parse_children(text: str) -> list[int]:
 
 
 def read_children(pid: int, tid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{tid}/children") as f:
-        return parse_children(f.read())
+    return parse_children(read_text(f"/proc/{pid}/task/{tid}/children"))
 
 
 def read_sys(name: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from .._dataclass import dataclass
+from ._read import read_text
 
 PF_KTHREAD = 0x00200000
 
@@ -104,13 +105,11 @@ def parse_auxv(data: bytes) -> list[tuple[int, int]]:
 
 def read_stat(pid: int | str) -> ProcStat:
     # (comm is any bytes the process chose: undecodable ones are kept as surrogates)
-    with open(f"/proc/{pid}/stat", errors="surrogateescape") as f:
-        return parse_stat(f.read())
+    return parse_stat(read_text(f"/proc/{pid}/stat", "surrogateescape"))
 
 
 def read_status(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/status") as f:
-        return parse_status(f.read())
+    return parse_status(read_text(f"/proc/{pid}/status"))
 
 
 def read_auxv(pid: int) -> list[tuple[int, int]]:

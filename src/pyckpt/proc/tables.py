@@ -52,6 +52,13 @@ class Tables:
             self._fdinfo[key] = read_fdinfo_text(pid, fd)
         return self._fdinfo[key]
 
+    def fd_link(self, pid: int, fd: int) -> str:
+        """readlink of /proc/PID/fd/FD, once per dump (files and locks both need it)."""
+        key = ("fd link", pid, fd)
+        if key not in self._memo:
+            self._memo[key] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        return self._memo[key]
+
     def fd_stats(self, pid: int) -> dict[int, os.stat_result]:
         """fd -> stat through /proc/PID/fd/FD of every fd of `pid`, in fd order, once per
         dump: the fd table of a frozen process does not change, and five kinds walked

@@ -9,6 +9,7 @@ stay pinned to the CPU the dump pins pyckpt to."""
 import errno
 import mmap
 import os
+import signal
 
 import pyckpt
 from conftest import TARGETS, check, dump_kill_restore
@@ -171,10 +172,15 @@ def test_the_writer_thread_is_not_pinned_to_the_reading_cpu(spawn, python_exe, t
         offset = 0
         cpus: list = []
 
-        def write(self, data, aligned=False):
-            self.cpus.append((os.sched_getaffinity(0), os.sched_getaffinity(0) == before))
-            off, self.offset = self.offset, self.offset + len(data)
+        def reserve(self, nbytes):
+            off, self.offset = self.offset, self.offset + nbytes
             return off
+
+        def write_at(self, data, off, aligned=False):
+            self.cpus.append((os.sched_getaffinity(0), os.sched_getaffinity(0) == before))
+
+        def drain(self, raising=True):
+            pass
 
     cpu = min(before)
     pages = Pages()
@@ -249,3 +255,73 @@ def test_a_bad_digest_found_beside_the_pages_kills_the_half_made_process(spawn, 
     assert stats.phases.get("PAGES", 0) > 0  # the process was made and filled first...
     assert not psutil.pid_exists(pid)  # ... and is gone
     assert {c.pid for c in psutil.Process().children()} <= before
+
+
+def test_a_running_targets_memory_is_written_after_it_runs_again(spawn, python_exe, tmp_path, monkeypatch):
+    """dump() without kill of 32 MiB of data: the copy reads it all into buffers while the
+    target is frozen and leaves the writes to pages.img to its writer thread, which may
+    make them once the target runs again (before the image is finished).  Here the
+    writer waits for the target's release: a copy that waited for its writes would
+    wait those 10 s out.  The image restores every byte."""
+    import threading
+
+    from pyckpt import seize
+
+    detached = threading.Event()
+    waited = []
+    real_exit, real_write_at = seize.Seized.__exit__, PageStoreWriter.write_at
+
+    def exit_(self, *a):
+        detached.set()
+        return real_exit(self, *a)
+
+    def write_at(self, data, off, aligned=False):
+        if threading.current_thread() is not threading.main_thread():
+            waited.append(detached.wait(10 if all(waited) else 0))
+        return real_write_at(self, data, off, aligned)
+
+    monkeypatch.setattr(seize.Seized, "__exit__", exit_)
+    monkeypatch.setattr(PageStoreWriter, "write_at", write_at)
+    t = spawn([python_exe, str(TARGETS / "chain_target.py")], name="data")
+    t.wait_for(r"^READY data=")
+    check(t)
+    img = pyckpt.dump(t.pid, tmp_path / "img")
+    assert len(waited) >= 8 and all(waited), waited  # the 32 MiB of data, in 4 MiB buffers
+    assert img.dump_stats.pages_bytes >= 32 << 20
+    assert t.state() in ("S", "R")  # it runs on (not checked here: its log would grow)
+    os.kill(t.pid, signal.SIGKILL)
+    t.reap()
+    p = pyckpt.restore(tmp_path / "img")
+    spawn.track(p.pid)
+    t.popen = None
+    check(t)
+
+
+def test_a_write_failing_after_the_freeze_fails_the_dump_and_harms_nothing(spawn, python_exe, tmp_path,
+                                                                          monkeypatch):
+    """A page write that fails once the target runs again (the disk full): dump() raises
+    ImageWriteError, the image is left incomplete, the writer thread is gone and the
+    target carries on."""
+    import threading
+
+    from pyckpt.errors import ImageWriteError
+
+    real_write_at = PageStoreWriter.write_at
+
+    def write_at(self, data, off, aligned=False):
+        if threading.current_thread() is not threading.main_thread():
+            raise ImageWriteError(f"cannot write image pages to {self.where}: No space left on device")
+        return real_write_at(self, data, off, aligned)
+
+    monkeypatch.setattr(PageStoreWriter, "write_at", write_at)
+    t = spawn([python_exe, str(TARGETS / "chain_target.py")], name="data")
+    t.wait_for(r"^READY data=")
+    try:
+        pyckpt.dump(t.pid, tmp_path / "img")
+    except ImageWriteError as e:
+        assert "No space left" in str(e)
+    else:
+        raise AssertionError("the dump did not fail")
+    assert sorted(os.listdir(tmp_path / "img")) == ["INCOMPLETE"]
+    assert not [th for th in threading.enumerate() if th.name == "pyckpt page writer"]
+    check(t)

@@ -367,6 +367,7 @@ class PageStoreWriter(_Where):
         self._direct_fd = -1  # O_DIRECT fd of the same file (-2: refused, not tried again)
         self.direct_bytes = 0  # written through it
         self._warm_end = 0  # zeros written up to here, ahead of `offset` (warm)
+        self.pending = None  # writes still going on in a thread: its stop(raising) (see drain)
 
     def append(self, data) -> tuple[int, int]:
         view = memoryview(data)
@@ -375,7 +376,20 @@ class PageStoreWriter(_Where):
     def write(self, data, aligned: bool = False) -> int:
         """Append `data` (no digest); returns its offset.  `aligned`: `data` is whole
         pages at a page-aligned address (may go straight to the disk, see the class)."""
+        view = memoryview(data)
+        off = self.reserve(len(view))
+        self.write_at(view, off, aligned)
+        return off
+
+    def reserve(self, nbytes: int) -> int:
+        """The offset of the next `nbytes` appended, written later with write_at (by the
+        thread that copies a dump's memory, in the order reserved)."""
         off = self.offset
+        self.offset += nbytes
+        return off
+
+    def write_at(self, data, off: int, aligned: bool = False) -> None:
+        """Write `data` where reserve() put it (see write)."""
         view = memoryview(data)
         done = 0
         try:
@@ -388,10 +402,15 @@ class PageStoreWriter(_Where):
                 f"cannot write image pages to {self.where} after {off + done} bytes: {e.strerror}",
                 path=self.parent_path
             ) from None
-        self.offset += len(view)
-        if self.writeback and self.offset - self._started >= WRITEBACK_STEP:
-            self._push()
-        return off
+        if self.writeback and off + len(view) - self._started >= WRITEBACK_STEP:
+            self._push(off + len(view))
+
+    def drain(self, raising: bool = True) -> None:
+        """Wait for the writes a thread still makes (pending); with `raising`, raise the
+        first that failed."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending(raising)
 
     def warm(self, nbytes: int) -> None:
         """Have the page cache hold the `nbytes` after the end before they are written:
@@ -454,13 +473,14 @@ class PageStoreWriter(_Where):
         self.direct_bytes += done
         return done
 
-    def _push(self) -> None:
+    def _push(self, upto: int) -> None:
+        """Start writeback of what is written up to `upto`."""
         from .._native._ck import lib
 
         if not hasattr(lib, "ck_sync_range"):  # a helper built before it: the final fsync does all
             return
-        lib.ck_sync_range(self.fd, self._started, self.offset - self._started, SYNC_FILE_RANGE_WRITE)
-        self._started = self.offset
+        lib.ck_sync_range(self.fd, self._started, upto - self._started, SYNC_FILE_RANGE_WRITE)
+        self._started = upto
         if self._started - self._waited > WRITEBACK_LAG:
             upto = self._started - WRITEBACK_LAG // 2
             # an error here shows again in the fsync that finishes the image
@@ -741,6 +761,7 @@ class ImageWriter(_Where):
         """
         self._emit(END_RECORD, _dumps({"records": self._count}, sort_keys=True).encode())
         self._flush()
+        self.pages.drain()
         try:
             if sync:
                 os.fsync(self._fd)
@@ -773,6 +794,8 @@ class ImageWriter(_Where):
         no use to anyone) and leave only the INCOMPLETE marker, with the reason.
         With `keep_marker=False` (nothing was touched: a refusal) leave nothing:
         the directory is removed if this writer made it, else left empty as given."""
+        if self.pages is not None:
+            self.pages.drain(raising=False)
         self._close_files()
         try:
             self._dir()

@@ -363,7 +363,7 @@ def dump(ctx: DumpContext) -> list:
     copier = PageCopier(pid, ctx.pages, parent.index.get(pid) if parent is not None else None,
                         parent.read if parent is not None else None)
     with ctx.progress.bar(total, "dump memory") as bar:
-        for rec, got in zip(owners, copier.copy(jobs, bar.update)):
+        for rec, got in zip(owners, copier.copy(jobs, bar.update, defer=True)):
             rec.pages += got
     for rec, _ in vmas:
         rec.pages = merged(sorted(rec.pages, key=lambda p: p.addr))
@@ -421,14 +421,17 @@ _HAVE_ZERO_PIECES = hasattr(lib, "ck_zero_pieces")
 
 
 THREAD_MIN = 16 << 20  # bytes to copy from which PageCopier hashes and writes in a thread
+# Buffers a frozen dump's copy may fill ahead of its writer thread (see PageCopier.copy's
+# `defer`): what they hold is written after the target runs again.
+DEFER_MAX = 64 << 20
 
 
-_SPARE: list = []  # one copy buffer kept from the last copy (see _slot)
+_SPARE: list = []  # copy buffers kept from the last copies (see _slot, _keep)
 
 
 def _slot():
-    """A copy buffer of CHUNK bytes (with its view and zero-piece flags): the one kept from
-    the last copy if there is one, else a new one.  Keeping one (4 MiB) spares a small
+    """A copy buffer of CHUNK bytes (with its view and zero-piece flags): one kept from
+    the last copies if there is one, else a new one.  Keeping one (4 MiB) spares a small
     dump the page faults of fresh memory, ~1 ms for every 4 MiB it copies.  It is
     mapped MADV_WIPEONFORK (a fork gets it empty): where a restore's new task starts
     as a copy of pyckpt (clone3; restorer._clone_small), each MiB of pyckpt's memory
@@ -444,13 +447,32 @@ def _slot():
         return ffi.from_buffer(area), area, ffi.new("unsigned char[]", CHUNK // PAGE + 1)
 
 
+def _keep(slots: list) -> None:
+    """Keep copy buffers for the next copies, up to DEFER_MAX bytes of them.  All but the
+    first are MADV_FREE: the kernel takes their pages back when it needs memory (one
+    it has not taken back costs no fault when written again), so a dump that once
+    filled many buffers does not hold pyckpt's memory for good."""
+    for slot in slots:
+        if (len(_SPARE) + 1) * CHUNK > DEFER_MAX:
+            return
+        if _SPARE:
+            try:
+                slot[1].madvise(mmap.MADV_FREE)
+            except (AttributeError, OSError):  # (a kernel before 4.5)
+                pass
+        _SPARE.append(slot)
+
+
 class _WriterThread:
     """PageCopier's writer thread: writes the buffers handed to it (hand) while the
-    reading thread fills the other one.  A dump pins pyckpt to the target's CPU
-    (cheap ptrace stops), and a thread inherits that: the writer takes pyckpt's CPUs
-    from before the pin back, so the two run on two CPUs where there are two."""
+    reading thread fills another one, at the offsets the reading thread reserved.
+    With `most` above two buffers' bytes, a buffer is added (up to `most` bytes of
+    them) rather than waited for: the reading thread, the one that keeps the target
+    frozen, need not wait for the page cache.  A dump pins pyckpt to the target's
+    CPU (cheap ptrace stops), and a thread inherits that: the writer takes pyckpt's
+    CPUs from before the pin back, so the two run on two CPUs where there are two."""
 
-    def __init__(self, copier: "PageCopier"):
+    def __init__(self, copier: "PageCopier", most: int = 0):
         import queue  # (a dump's: not in a restore's start-up)
         import threading
 
@@ -461,6 +483,8 @@ class _WriterThread:
         self.work: queue.Queue = queue.Queue()
         self.errors: list[BaseException] = []
         self.slots = [_slot(), _slot()]
+        self.most = max(most, 2 * CHUNK)
+        self.held: list = []  # buffers read and sorted out, not handed to the writer yet
         for slot in self.slots:
             self.free.put(slot)
         self._cpus = unpinned_cpus()  # a dump runs pinned to the target's CPU (seize.pinned_to_cpu)
@@ -480,7 +504,7 @@ class _WriterThread:
             slot, todo = item
             try:
                 if not self.errors:
-                    self.copier._write(slot, todo)
+                    self.copier._write_at(slot, todo)
             except BaseException as e:  # noqa: BLE001 -- raised again in the reading thread
                 self.errors.append(e)
             finally:
@@ -493,23 +517,36 @@ class _WriterThread:
             self.free.put(slot)
             raise self.errors[0]
         if todo:
-            self.work.put((slot, todo))
+            self.held.append((slot, todo))
         else:
             self.free.put(slot)
         if last:
+            self._release()
             return None
+        if self.free.empty() and (len(self.slots) + 1) * CHUNK <= self.most:
+            self.slots.append(_slot())
+            return self.slots[-1]
+        self._release()
         slot = self.free.get()
         if self.errors:
             self.free.put(slot)
             raise self.errors[0]
         return slot
 
+    def _release(self) -> None:
+        """Let the writer write what is held: while buffers can still be added, none is
+        written, as writing beside the reading slows it down (~7.6 -> ~11 ms to read a
+        Python kernel's 35 MiB: two CPUs of this VM share the memory's bandwidth)."""
+        for item in self.held:
+            self.work.put(item)
+        self.held = []
+
     def stop(self, raising: bool) -> None:
         """Wait for the writes queued; with `raising`, raise the first that failed."""
+        self._release()
         self.work.put(None)
         self.thread.join()
-        if not _SPARE:
-            _SPARE.append(self.slots[0])
+        _keep(self.slots)
         if self.errors and raising:
             raise self.errors[0]
 
@@ -527,7 +564,10 @@ class PageCopier:
     (process_vm_readv, which lets the GIL go) into one of two buffers, finds its
     zero pieces (in C, ck_zero_pieces) and hashes the others, while a writer
     thread (_WriterThread) writes the other buffer (the page cache's fresh pages,
-    or the disk, are the slow part)."""
+    or the disk, are the slow part).  A frozen target's copy (`defer`) fills up to
+    DEFER_MAX bytes of buffers before any is written, and leaves their writes to
+    the time the target runs again: a Python kernel's memory phase 22-24 -> 18-20
+    ms (35 MiB), its whole dump ~50 -> ~48 ms, the writes beside the records'."""
 
     threaded: bool | None = None  # None: a writer thread when there is enough to copy
 
@@ -537,10 +577,16 @@ class PageCopier:
         self.stored = self.zero = self.inherited = 0  # bytes
 
     def copy(self, jobs: list[tuple[int, int, bool, bool]], progress=None,
-             lenient: bool = False) -> list[list[PageRun]]:
+             lenient: bool = False, defer: bool = False) -> list[list[PageRun]]:
         """For each (address, pages, readable, zero_ok): its PageRuns, one per piece.
         `zero_ok`: zero pieces need not be stored (anonymous memory).  Memory that
         cannot be read is an error, or with `lenient` left out of the result.
+
+        `defer` (a frozen target's copy): with a writer thread, up to DEFER_MAX bytes
+        read may wait in buffers for it, and copy() returns once everything is read,
+        leaving the writes to finish while the target runs again (the page store's
+        drain() waits for them; the image is finished only after).  Each PageRun has
+        its offset already: they are reserved as the pieces are sorted out.
 
         Runs are read one after another into a buffer, and what they store is written
         once it is full (or at the end), one write per stretch of stored pieces — not
@@ -553,7 +599,9 @@ class PageCopier:
         threaded = self.threaded
         if threaded is None:  # a thread is worth its start for more than a few MiB
             threaded = sum(n for _, n, _, _ in jobs) * PAGE >= THREAD_MIN
-        writer = _WriterThread(self) if threaded else None
+        self.pages.drain()  # (an earlier copy's writes, of another process of the tree)
+        defer = defer and threaded
+        writer = _WriterThread(self, DEFER_MAX if defer else 0) if threaded else None
         slot = writer.free.get() if writer is not None else _slot()
         buf, view = slot[0], slot[1]
         pending: list[tuple[int, int, int, bool, int]] = []  # (job, address, bytes, zero_ok, at in buf)
@@ -592,10 +640,12 @@ class PageCopier:
         finally:
             if mem_fd >= 0:
                 os.close(mem_fd)
-            if writer is not None:
+            if writer is not None and done and defer:
+                self.pages.pending = writer.stop  # (the page store's drain() waits)
+            elif writer is not None:
                 writer.stop(raising=done)  # (raises what the writer raised, if nothing else is)
-            elif not _SPARE:
-                _SPARE.append(slot)
+            else:
+                _keep([slot])
         return results
 
     def _store(self, slot, pending, results, writer: "_WriterThread | None", last: bool = False):
@@ -607,7 +657,7 @@ class PageCopier:
         if writer is None:
             self._write(slot, todo)
             return slot
-        return writer.hand(slot, todo, last)
+        return writer.hand(slot, self._reserve(todo), last)
 
     def _pieces(self, slot, pos: int, addr: int, n: int, zero_ok: bool, todo: list) -> list[PageRun]:
         """The PageRuns of the `n` bytes at `pos` in the buffer, read from `addr`: zero,
@@ -643,18 +693,30 @@ class PageCopier:
     def _write(self, slot, todo: list[tuple[int, int, PageRun]]) -> None:
         """Write the pieces of `todo` (start in the buffer, length, run), one write per
         stretch of them that touch in the buffer; each run gets its offset."""
-        mv = memoryview(slot[1])
+        self._write_at(slot, self._reserve(todo))
+
+    def _reserve(self, todo: list[tuple[int, int, PageRun]]) -> list[tuple[int, int, int]]:
+        """The stretches of `todo`'s pieces that touch in the buffer, as (start, stop,
+        offset in the page store), each reserved there; each run gets its offset."""
+        out = []
         i = 0
         while i < len(todo):  # one write per stretch of stored pieces
             j = i + 1
             while j < len(todo) and todo[j][0] == todo[j - 1][0] + todo[j - 1][1]:
                 j += 1
             start, stop = todo[i][0], todo[j - 1][0] + todo[j - 1][1]
-            off = self.pages.write(mv[start:stop], aligned=True)  # (whole pages of the page-aligned buffer)
+            off = self.pages.reserve(stop - start)
             for p, _, run in todo[i:j]:
                 run.offset = off + p - start
             self.stored += stop - start
+            out.append((start, stop, off))
             i = j
+        return out
+
+    def _write_at(self, slot, stretches: list[tuple[int, int, int]]) -> None:
+        mv = memoryview(slot[1])
+        for start, stop, off in stretches:
+            self.pages.write_at(mv[start:stop], off, aligned=True)  # (whole pages of the page-aligned buffer)
 
     def _against_parent(self, mv, pos: int, a: int, parts: list, todo: list) -> list[PageRun]:
         """The runs of a piece at `a` (in the buffer at `pos`) that changed since the parent

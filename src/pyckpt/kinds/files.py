@@ -197,9 +197,15 @@ def kind_of_record(rec) -> FileKind | None:
 
 def description_records(image) -> list:
     """Every description record of the image (any kind, whichever process saved it),
-    in image order."""
-    everything = getattr(image, "reader", image).records
-    return [r for r in everything if isinstance(r, ExternalFileRecord) or kind_of_record(r)]
+    in image order: found once per reader (a restore asks ~10 times, and a Python
+    kernel's image has ~500 records) while its list of records stays the one it was."""
+    reader = getattr(image, "reader", image)
+    everything = reader.records
+    memo = reader.__dict__.get("_descriptions")
+    if memo is None or memo[0] is not everything or memo[1] != len(everything):
+        found = [r for r in everything if isinstance(r, ExternalFileRecord) or kind_of_record(r)]
+        memo = reader._descriptions = (everything, len(everything), found)
+    return list(memo[2])
 
 
 def _kcmp_file(pid1: int, fd1: int, pid2: int, fd2: int) -> int:

@@ -282,6 +282,7 @@ def test_a_running_targets_memory_is_written_after_it_runs_again(spawn, python_e
 
     monkeypatch.setattr(seize.Seized, "__exit__", exit_)
     monkeypatch.setattr(PageStoreWriter, "write_at", write_at)
+    monkeypatch.setattr(memory, "_COPIES", [1])  # (a process's first copy writes as it reads)
     t = spawn([python_exe, str(TARGETS / "chain_target.py")], name="data")
     t.wait_for(r"^READY data=")
     check(t)
@@ -314,6 +315,7 @@ def test_a_write_failing_after_the_freeze_fails_the_dump_and_harms_nothing(spawn
         return real_write_at(self, data, off, aligned)
 
     monkeypatch.setattr(PageStoreWriter, "write_at", write_at)
+    monkeypatch.setattr(memory, "_COPIES", [1])  # (a process's first copy writes as it reads)
     t = spawn([python_exe, str(TARGETS / "chain_target.py")], name="data")
     t.wait_for(r"^READY data=")
     try:

@@ -259,16 +259,17 @@ def test_a_bad_digest_found_beside_the_pages_kills_the_half_made_process(spawn, 
 
 def test_a_running_targets_memory_is_written_after_it_runs_again(spawn, python_exe, tmp_path, monkeypatch):
     """dump() without kill of 32 MiB of data: the copy reads it all into buffers while the
-    target is frozen and leaves the writes to pages.img to its writer thread, which may
-    make them once the target runs again (before the image is finished).  Here the
-    writer waits for the target's release: a copy that waited for its writes would
-    wait those 10 s out.  The image restores every byte."""
+    target is frozen without waiting for its writer thread, which may write them to
+    pages.img after the target runs again (before the image is finished).  Here the
+    writer waits for the target's release at its first write: a copy that waited for
+    a write would wait those 10 s out (then the writes find it still frozen).  The
+    image restores every byte."""
     import threading
 
     from pyckpt import seize
 
     detached = threading.Event()
-    waited = []
+    released = []  # at each write of the writer thread: was the target released (waited for)?
     real_exit, real_write_at = seize.Seized.__exit__, PageStoreWriter.write_at
 
     def exit_(self, *a):
@@ -277,7 +278,7 @@ def test_a_running_targets_memory_is_written_after_it_runs_again(spawn, python_e
 
     def write_at(self, data, off, aligned=False):
         if threading.current_thread() is not threading.main_thread():
-            waited.append(detached.wait(10 if all(waited) else 0))
+            released.append(detached.wait(10 if all(released) else 0))
         return real_write_at(self, data, off, aligned)
 
     monkeypatch.setattr(seize.Seized, "__exit__", exit_)
@@ -287,7 +288,7 @@ def test_a_running_targets_memory_is_written_after_it_runs_again(spawn, python_e
     t.wait_for(r"^READY data=")
     check(t)
     img = pyckpt.dump(t.pid, tmp_path / "img")
-    assert len(waited) >= 8 and all(waited), waited  # the 32 MiB of data, in 4 MiB buffers
+    assert len(released) >= 8 and all(released), released  # the 32 MiB of data, in 4 MiB buffers
     assert img.dump_stats.pages_bytes >= 32 << 20
     assert t.state() in ("S", "R")  # it runs on (not checked here: its log would grow)
     os.kill(t.pid, signal.SIGKILL)
@@ -305,15 +306,24 @@ def test_a_write_failing_after_the_freeze_fails_the_dump_and_harms_nothing(spawn
     target carries on."""
     import threading
 
+    from pyckpt import seize
     from pyckpt.errors import ImageWriteError
 
-    real_write_at = PageStoreWriter.write_at
+    detached = threading.Event()
+    released = []
+    real_exit, real_write_at = seize.Seized.__exit__, PageStoreWriter.write_at
+
+    def exit_(self, *a):
+        detached.set()
+        return real_exit(self, *a)
 
     def write_at(self, data, off, aligned=False):
         if threading.current_thread() is not threading.main_thread():
+            released.append(detached.wait(10))  # (so that it fails after the release)
             raise ImageWriteError(f"cannot write image pages to {self.where}: No space left on device")
         return real_write_at(self, data, off, aligned)
 
+    monkeypatch.setattr(seize.Seized, "__exit__", exit_)
     monkeypatch.setattr(PageStoreWriter, "write_at", write_at)
     monkeypatch.setattr(memory, "_COPIES", [1])  # (a process's first copy writes as it reads)
     t = spawn([python_exe, str(TARGETS / "chain_target.py")], name="data")
@@ -324,6 +334,7 @@ def test_a_write_failing_after_the_freeze_fails_the_dump_and_harms_nothing(spawn
         assert "No space left" in str(e)
     else:
         raise AssertionError("the dump did not fail")
+    assert released == [True]  # the first write of the writer failed, after the release
     assert sorted(os.listdir(tmp_path / "img")) == ["INCOMPLETE"]
     assert not [th for th in threading.enumerate() if th.name == "pyckpt page writer"]
     check(t)

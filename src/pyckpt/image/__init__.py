@@ -367,7 +367,7 @@ class PageStoreWriter(_Where):
         self._direct_fd = -1  # O_DIRECT fd of the same file (-2: refused, not tried again)
         self.direct_bytes = 0  # written through it
         self._warm_end = 0  # zeros written up to here, ahead of `offset` (warm)
-        self.pending = None  # writes still going on in a thread: its stop(raising) (see drain)
+        self.pending = None  # writes a thread still makes: its stop(raising) (see drain)
 
     def append(self, data) -> tuple[int, int]:
         view = memoryview(data)

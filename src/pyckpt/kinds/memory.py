@@ -422,7 +422,8 @@ _HAVE_ZERO_PIECES = hasattr(lib, "ck_zero_pieces")
 
 THREAD_MIN = 16 << 20  # bytes to copy from which PageCopier hashes and writes in a thread
 # Buffers a frozen dump's copy may fill ahead of its writer thread (see PageCopier.copy's
-# `defer`): what they hold is written after the target runs again.
+# `defer`): what the writer has not written when the copy ends, it writes after the
+# target runs again.
 DEFER_MAX = 64 << 20
 
 
@@ -461,7 +462,9 @@ def _keep(slots: list) -> None:
                 slot[1].madvise(mmap.MADV_FREE)
             except (AttributeError, OSError):  # (a kernel before 4.5)
                 pass
-        _SPARE.append(slot)
+            _SPARE.insert(0, slot)  # (the one not MADV_FREE stays last: _slot() takes it first)
+        else:
+            _SPARE.append(slot)
 
 
 class _WriterThread:
@@ -513,7 +516,12 @@ class _WriterThread:
 
     def hand(self, slot, todo: list, last: bool):
         """Queue `slot`'s writes; the next buffer to read into (None if `last`).  An
-        error of an earlier write is raised here."""
+        error of an earlier write is raised here.  The reading thread does not wait for
+        the writer while it may add buffers (`most` bytes of them): when none is free,
+        a new one is read into, and what was read is held back until the writer is
+        free again (writes beside the reads slow them down: ~7.6 -> ~11 ms to read a
+        Python kernel's 35 MiB, two CPUs of this VM sharing the memory's bandwidth).
+        Whatever is held when the copy ends is written after it (see PageCopier.copy)."""
         if self.errors:
             self.free.put(slot)
             raise self.errors[0]
@@ -522,29 +530,27 @@ class _WriterThread:
         else:
             self.free.put(slot)
         if last:
-            self._release()
+            self.release()
             return None
         if self.free.empty() and (len(self.slots) + 1) * CHUNK <= self.most:
             self.slots.append(_slot())
             return self.slots[-1]
-        self._release()
+        self.release()
         slot = self.free.get()
         if self.errors:
             self.free.put(slot)
             raise self.errors[0]
         return slot
 
-    def _release(self) -> None:
-        """Let the writer write what is held: while buffers can still be added, none is
-        written, as writing beside the reading slows it down (~7.6 -> ~11 ms to read a
-        Python kernel's 35 MiB: two CPUs of this VM share the memory's bandwidth)."""
+    def release(self) -> None:
+        """Let the writer write what is held (see hand)."""
         for item in self.held:
             self.work.put(item)
         self.held = []
 
     def stop(self, raising: bool) -> None:
         """Wait for the writes queued; with `raising`, raise the first that failed."""
-        self._release()
+        self.release()
         self.work.put(None)
         self.thread.join()
         _keep(self.slots)
@@ -565,10 +571,11 @@ class PageCopier:
     (process_vm_readv, which lets the GIL go) into one of two buffers, finds its
     zero pieces (in C, ck_zero_pieces) and hashes the others, while a writer
     thread (_WriterThread) writes the other buffer (the page cache's fresh pages,
-    or the disk, are the slow part).  A frozen target's copy (`defer`) fills up to
-    DEFER_MAX bytes of buffers before any is written, and leaves their writes to
-    the time the target runs again: a Python kernel's memory phase 22-24 -> 18-20
-    ms (35 MiB), its whole dump ~50 -> ~48 ms, the writes beside the records'."""
+    or the disk, are the slow part).  A frozen target's copy (`defer`) never waits
+    for the writer while it has less than DEFER_MAX bytes of buffers (it reads into a
+    new one instead), and leaves what is still to be written to the time the target
+    runs again: a Python kernel's memory phase 22-24 -> 18-20 ms (35 MiB), its whole
+    dump ~50 -> ~48 ms."""
 
     threaded: bool | None = None  # None: a writer thread when there is enough to copy
 
@@ -584,10 +591,11 @@ class PageCopier:
         cannot be read is an error, or with `lenient` left out of the result.
 
         `defer` (a frozen target's copy): with a writer thread, up to DEFER_MAX bytes
-        read may wait in buffers for it, and copy() returns once everything is read,
-        leaving the writes to finish while the target runs again (the page store's
-        drain() waits for them; the image is finished only after).  Each PageRun has
-        its offset already: they are reserved as the pieces are sorted out.
+        read may wait in buffers for it (_WriterThread.hand), and copy() returns once
+        everything is read, leaving the writes to finish while the target runs again
+        (the page store's drain() waits for them; the image is finished only after).
+        Each PageRun has its offset already: they are reserved as the pieces are
+        sorted out.
 
         Runs are read one after another into a buffer, and what they store is written
         once it is full (or at the end), one write per stretch of stored pieces — not
@@ -605,7 +613,10 @@ class PageCopier:
         # its buffers would all be fresh memory, whose first touch costs about what
         # the writes it puts off do (the command's dump of a Python kernel, 35 MiB:
         # 117 -> 122 ms); from the next copy on they are kept ones (_keep).
-        defer = defer and threaded and _COPIES[0] > 0
+        # Nor with writeback (a dump that kills its target syncs before the kill, so
+        # nothing is written after a release; and writeback's bookkeeping is the
+        # reading thread's alone).
+        defer = defer and threaded and _COPIES[0] > 0 and not getattr(self.pages, "writeback", False)
         if threaded:
             _COPIES[0] += 1
         writer = _WriterThread(self, DEFER_MAX if defer else 0) if threaded else None
@@ -648,7 +659,7 @@ class PageCopier:
             if mem_fd >= 0:
                 os.close(mem_fd)
             if writer is not None and done and defer:
-                self.pages.pending = writer.stop  # (the page store's drain() waits)
+                self.pages.pending = writer.stop  # (the page store's drain() waits for its writes)
             elif writer is not None:
                 writer.stop(raising=done)  # (raises what the writer raised, if nothing else is)
             else:

@@ -558,3 +558,31 @@ def test_dump_summary_on_a_terminal_counts_outside_connections(spawn, python_exe
                          "an in-place dump --kill, while the peers hold their ends)"), line
     assert _ask(c, b"y\n") == b"Y\n"
     c.close()
+
+
+def test_the_repair_guard_is_made_before_the_freeze(spawn, python_exe, tmp_path, monkeypatch):
+    """The repair guard (a fork of pyckpt) is made while the target still runs, when it
+    holds a TCP connection (kinds.tcpconn.before_freeze), not inside the freeze; a
+    target without one gets none.  The connection works on after the dump."""
+    from pyckpt import seize
+    from pyckpt.kinds import tcpconn
+
+    at_freeze = []
+    real_enter = seize.Seized.__enter__
+
+    def enter(self):
+        guard = tcpconn._RepairGuard._current
+        at_freeze.append(guard is not None and guard.pid == os.getpid())
+        return real_enter(self)
+
+    monkeypatch.setattr(seize.Seized, "__enter__", enter)
+    monkeypatch.setattr(tcpconn._RepairGuard, "_current", None)  # (a new one for this test)
+    t, port = _server(spawn, python_exe)
+    pyckpt.dump(t.pid, tmp_path / "alone")  # its listener only: no guard
+    assert at_freeze == [False]
+    c = _client(port)
+    assert _ask(c, b"one\n") == b"ONE\n"
+    pyckpt.dump(t.pid, tmp_path / "img")
+    assert at_freeze == [False, True]
+    assert _ask(c, b"two\n") == b"TWO\n"
+    c.close()

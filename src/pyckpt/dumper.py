@@ -28,7 +28,8 @@ from .errors import (DumpError, NoSuchProcessError, PyckptError, UnsuitableProce
                      boundary)
 from .image import FORMAT_VERSION, Header, ImageWriter
 from .inject import Injector, injection_site_from
-from .kinds import before_kill, cpu, creds, files, itimers, load_for_dump, memory, mm, signals, task, thread
+from .kinds import (before_freeze, before_kill, cpu, creds, files, itimers, load_for_dump, memory, mm, signals,
+                    task, thread)
 from .kinds.context import DumpContext, DumpOptions, dump_hooks
 from .kinds.task import ProcessRecord, ZombieRecord
 from .progress import Progress
@@ -89,6 +90,7 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
         running: list[int] = []  # kill=True, a late error: members it left alive
         try:
             try:
+                before_freeze(pid)
                 if options.precopy:
                     from .precopy import PreCopy  # (a pre-copy's alone: not in every dump's start-up)
 

@@ -150,6 +150,16 @@ def _loaded_modules() -> list:
             if n.startswith(prefix) and "." not in n[len(prefix):] and m is not None]
 
 
+def before_freeze(pid: int) -> None:
+    """Process `pid` is about to be frozen: each kind module may define
+    `before_freeze(pid)` to make ready, while it still runs, what its dump will need
+    (those of the kinds the dump loaded run)."""
+    for module in _loaded_modules():
+        hook = getattr(module, "before_freeze", None)
+        if hook is not None:
+            hook(pid)
+
+
 def before_kill(objects: dict) -> None:
     """The image is complete and its processes are about to be killed: each kind
     module may define `before_kill(objects)` (objects: the dump's objref table); those

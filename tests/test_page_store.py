@@ -257,6 +257,35 @@ def test_a_bad_digest_found_beside_the_pages_kills_the_half_made_process(spawn, 
     assert {c.pid for c in psutil.Process().children()} <= before
 
 
+def _writes_after_release(monkeypatch, spawn, python_exe, in_writer):
+    """tests/targets/chain_target.py running (32 MiB of data), with a dump's memory copy
+    deferring its writes (memory._COPIES: not its process's first copy) and
+    `in_writer(released, pages)` called at each write of the writer thread, before it
+    is made (released: an Event set once the target is released); returns the target."""
+    import threading
+
+    from pyckpt import seize
+
+    released = threading.Event()
+    real_exit, real_write_at = seize.Seized.__exit__, PageStoreWriter.write_at
+
+    def exit_(self, *a):
+        released.set()
+        return real_exit(self, *a)
+
+    def write_at(self, data, off, aligned=False):
+        if threading.current_thread() is not threading.main_thread():
+            in_writer(released, self)
+        return real_write_at(self, data, off, aligned)
+
+    monkeypatch.setattr(seize.Seized, "__exit__", exit_)
+    monkeypatch.setattr(PageStoreWriter, "write_at", write_at)
+    monkeypatch.setattr(memory, "_COPIES", [1])
+    t = spawn([python_exe, str(TARGETS / "chain_target.py")], name="data")
+    t.wait_for(r"^READY data=")
+    return t
+
+
 def test_a_running_targets_memory_is_written_after_it_runs_again(spawn, python_exe, tmp_path, monkeypatch):
     """dump() without kill of 32 MiB of data: the copy reads it all into buffers while the
     target is frozen without waiting for its writer thread, which may write them to
@@ -264,31 +293,12 @@ def test_a_running_targets_memory_is_written_after_it_runs_again(spawn, python_e
     writer waits for the target's release at its first write: a copy that waited for
     a write would wait those 10 s out (then the writes find it still frozen).  The
     image restores every byte."""
-    import threading
-
-    from pyckpt import seize
-
-    detached = threading.Event()
-    released = []  # at each write of the writer thread: was the target released (waited for)?
-    real_exit, real_write_at = seize.Seized.__exit__, PageStoreWriter.write_at
-
-    def exit_(self, *a):
-        detached.set()
-        return real_exit(self, *a)
-
-    def write_at(self, data, off, aligned=False):
-        if threading.current_thread() is not threading.main_thread():
-            released.append(detached.wait(10 if all(released) else 0))
-        return real_write_at(self, data, off, aligned)
-
-    monkeypatch.setattr(seize.Seized, "__exit__", exit_)
-    monkeypatch.setattr(PageStoreWriter, "write_at", write_at)
-    monkeypatch.setattr(memory, "_COPIES", [1])  # (a process's first copy writes as it reads)
-    t = spawn([python_exe, str(TARGETS / "chain_target.py")], name="data")
-    t.wait_for(r"^READY data=")
+    waited = []  # at each write of the writer thread: was the target released (waited for)?
+    t = _writes_after_release(monkeypatch, spawn, python_exe,
+                              lambda released, pages: waited.append(released.wait(10 if all(waited) else 0)))
     check(t)
     img = pyckpt.dump(t.pid, tmp_path / "img")
-    assert len(released) >= 8 and all(released), released  # the 32 MiB of data, in 4 MiB buffers
+    assert len(waited) >= 8 and all(waited), waited  # the 32 MiB of data, in 4 MiB buffers
     assert img.dump_stats.pages_bytes >= 32 << 20
     assert t.state() in ("S", "R")  # it runs on (not checked here: its log would grow)
     os.kill(t.pid, signal.SIGKILL)
@@ -306,35 +316,22 @@ def test_a_write_failing_after_the_freeze_fails_the_dump_and_harms_nothing(spawn
     target carries on."""
     import threading
 
-    from pyckpt import seize
     from pyckpt.errors import ImageWriteError
 
-    detached = threading.Event()
-    released = []
-    real_exit, real_write_at = seize.Seized.__exit__, PageStoreWriter.write_at
+    waited = []
 
-    def exit_(self, *a):
-        detached.set()
-        return real_exit(self, *a)
+    def fail(released, pages):
+        waited.append(released.wait(10))  # (so that it fails after the release)
+        raise ImageWriteError(f"cannot write image pages to {pages.where}: No space left on device")
 
-    def write_at(self, data, off, aligned=False):
-        if threading.current_thread() is not threading.main_thread():
-            released.append(detached.wait(10))  # (so that it fails after the release)
-            raise ImageWriteError(f"cannot write image pages to {self.where}: No space left on device")
-        return real_write_at(self, data, off, aligned)
-
-    monkeypatch.setattr(seize.Seized, "__exit__", exit_)
-    monkeypatch.setattr(PageStoreWriter, "write_at", write_at)
-    monkeypatch.setattr(memory, "_COPIES", [1])  # (a process's first copy writes as it reads)
-    t = spawn([python_exe, str(TARGETS / "chain_target.py")], name="data")
-    t.wait_for(r"^READY data=")
+    t = _writes_after_release(monkeypatch, spawn, python_exe, fail)
     try:
         pyckpt.dump(t.pid, tmp_path / "img")
     except ImageWriteError as e:
         assert "No space left" in str(e)
     else:
         raise AssertionError("the dump did not fail")
-    assert released == [True]  # the first write of the writer failed, after the release
+    assert waited == [True]  # the first write of the writer failed, after the release
     assert sorted(os.listdir(tmp_path / "img")) == ["INCOMPLETE"]
     assert not [th for th in threading.enumerate() if th.name == "pyckpt page writer"]
     check(t)

@@ -85,10 +85,14 @@ def tcp_state(f) -> int | None:
 
 
 def _read_tcp_state(f) -> int | None:
-    if not stat.S_ISSOCK(f.st.st_mode):
-        return None
+    return socket_tcp_state(f.pid, f.fd) if stat.S_ISSOCK(f.st.st_mode) else None
+
+
+def socket_tcp_state(pid: int, fd: int) -> int | None:
+    """The TCP state of socket `fd` of `pid` (a pidfd_getfd copy asked), None when it is
+    no TCP socket or cannot be asked."""
     try:
-        sock = take(f.pid, f.fd)
+        sock = take(pid, fd)
     except OSError:
         return None
     try:

@@ -136,7 +136,7 @@ from ..inject import nr
 from ..problems import Fix, needs
 from .context import DumpContext, RestoreContext
 from .files import DumpedFd, FileKind, file_kind, set_status_flags
-from .tcp import TCP_LISTEN, mapped, on_loopback, open_all_listeners, tcp_state
+from .tcp import TCP_LISTEN, mapped, on_loopback, open_all_listeners, socket_tcp_state, tcp_state
 from .unix import SO_PEEK_OFF, sockets_in_image, take
 
 TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 19, 20, 21, 22
@@ -359,18 +359,9 @@ def before_freeze(pid: int) -> None:
         try:
             if not stat.S_ISSOCK(os.stat(f"/proc/{pid}/fd/{name}").st_mode):
                 continue
-            sock = take(pid, int(name))
-        except (OSError, ValueError):
-            continue
-        try:
-            connected = (sock.family in (socket.AF_INET, socket.AF_INET6) and sock.proto == socket.IPPROTO_TCP
-                         and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] not in (TCP_LISTEN,
-                                                                                             TCP_CLOSE))
         except OSError:
-            connected = False
-        finally:
-            sock.close()
-        if connected:
+            continue
+        if socket_tcp_state(pid, int(name)) not in (None, TCP_LISTEN, TCP_CLOSE):
             _RepairGuard.get()
             return
 

@@ -110,6 +110,12 @@ int main(void)
             pause();
     }
     keep(NTHREADS, SIGKILL);
+    /* SIGUSR1 is the main thread's alone (the workers inherit it blocked): a signal to the
+     * process goes to any thread that does not block it, and only main checks */
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &usr1, NULL);
     for (long i = 0; i < NTHREADS; i++) {
         pthread_t t;
         if (pthread_create(&t, NULL, worker, (void *)i) != 0) {
@@ -117,14 +123,14 @@ int main(void)
             return 1;
         }
     }
+    pthread_sigmask(SIG_UNBLOCK, &usr1, NULL);
     while (started < NTHREADS + 1)
         usleep(1000);
     printf("READY\n");
     long counter = 0;
     for (;;) {
-        pause();
-        if (!asked)
-            continue;
+        while (!asked)  /* (not pause(): a request that came while checking would wait) */
+            usleep(1000);
         asked = 0;
         if (check())
             printf("CHECK ok counter=%ld\n", ++counter);

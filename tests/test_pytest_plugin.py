@@ -33,6 +33,9 @@ def ask(sock, request):
 '''
 
 
+# The servers' ports are below the kernel's ephemeral range (32768-60999): a port in it
+# may be the local end of any test's outgoing connection at that moment, and the bind
+# then fails (seen once in CI on 47303: "Address already in use").
 def _conftest(pytester, *, port: int, ready="r'^READY'", env: str = "", extra: str = "") -> None:
     pytester.makeconftest(f"""
 import os, sys
@@ -72,12 +75,12 @@ def test_example_suite_20_pristine_copies(pytester):
 def test_copies_are_separate_and_ready_by_port(pytester):
     """ready=PORT (a listener seen in /proc, no connection made); each copy has its own
     PID namespace (the image's PID inside), network namespace and log."""
-    _conftest(pytester, port=47302, ready="47302")
+    _conftest(pytester, port=31302, ready="31302")
     pytester.makepyfile(test_inner=f"""
 from conftest import ask
 
 def test_one(server):
-    with server.connect(47302) as s:
+    with server.connect(31302) as s:
         assert ask(s, "GET").startswith("counter 0 ")
         assert ask(s, "INCR") == "1"
         pid = ask(s, "PID")
@@ -86,7 +89,7 @@ def test_one(server):
     assert "request INCR" in server.log and "READY" not in server.log
 
 def test_two(server):
-    with server.connect(47302) as s:
+    with server.connect(31302) as s:
         assert ask(s, "GET").startswith("counter 0 ")
         pid = ask(s, "PID")
     open("pids", "a").write(f"{{server.pid}} {{server.init_pid}} {{pid}}\\n")
@@ -103,17 +106,17 @@ def test_two(server):
 
 
 def test_failed_test_shows_its_copy_log(pytester):
-    _conftest(pytester, port=47303)
+    _conftest(pytester, port=31303)
     pytester.makepyfile(test_inner="""
 from conftest import ask
 
 def test_fails(server):
-    with server.connect(47303) as s:
+    with server.connect(31303) as s:
         ask(s, "INCR")
     assert False, "on purpose"
 
 def test_passes(server):
-    with server.connect(47303) as s:
+    with server.connect(31303) as s:
         ask(s, "GET")
 """)
     result = _run(pytester, "-q")
@@ -171,14 +174,14 @@ def test_hooks_give_each_copy_its_identity(pytester):
     """With pyckpt.hooks: after_restore re-seeds random in each copy, before_dump ran
     before the image was taken.  Without: every copy draws the same number."""
     def draws(with_hooks: bool) -> list[str]:
-        _conftest(pytester, port=47304, env=', WITH_HOOKS="1"' if with_hooks else "")
+        _conftest(pytester, port=31304, env=', WITH_HOOKS="1"' if with_hooks else "")
         pytester.makepyfile(test_inner="""
 import pytest
 from conftest import ask
 
 @pytest.mark.parametrize("n", range(3))
 def test_draw(server, n):
-    with server.connect(47304) as s:
+    with server.connect(31304) as s:
         open("draws", "a").write(ask(s, "RAND") + " " + ask(s, "QUIESCED") + "\\n")
 """)
         pytester.path.joinpath("draws").unlink(missing_ok=True)
@@ -193,7 +196,7 @@ def test_draw(server, n):
 
 def test_copies_die_with_a_killed_pytest(pytester):
     """SIGKILL of the pytest process: the watchdog kills the copy's namespace init."""
-    _conftest(pytester, port=47305)
+    _conftest(pytester, port=31305)
     pytester.makepyfile(test_inner="""
 import time
 def test_hangs(server):
@@ -233,14 +236,14 @@ def test_template_copies(spawn, tmp_path):
 
     import pyckpt
 
-    t0 = spawn([sys.executable, str(SERVER), "47306"], env=dict(os.environ, START_SECONDS="0"))
+    t0 = spawn([sys.executable, str(SERVER), "31306"], env=dict(os.environ, START_SECONDS="0"))
     t0.wait_for(r"^READY")
     pyckpt.dump(t0.pid, tmp_path / "img", kill=True)
     t0.reap()
 
     def ask(pid: int, request: str) -> str:
         with pyckpt.network_namespace(pid):
-            s = socket.create_connection(("127.0.0.1", 47306), timeout=10)
+            s = socket.create_connection(("127.0.0.1", 31306), timeout=10)
         with s:
             s.sendall(request.encode() + b"\n")
             return s.makefile().readline().strip()

@@ -335,7 +335,7 @@ def test_restore_killed_at_random_moments(tree_image, spawn, tmp_path, new_pidns
 KILLER = r"""
 import os, signal, sys, time
 import pyckpt
-from pyckpt import ptrace_ops, restorer
+from pyckpt import ptrace_ops, restorer, seize
 from pyckpt.inject import Injector
 from pyckpt.kinds import creds
 
@@ -379,7 +379,7 @@ def release(*args):
     r = real_release(*args)
     released.append((t, time.perf_counter()))
     return r
-restorer.release = release
+restorer.release = seize.release = release  # (a tree's goes through seize.release_all)
 
 pyckpt.restore(img, new_pidns=new_pidns, allow_changed_files=True)
 print("OPS", ops, *marks, flush=True)
@@ -464,11 +464,10 @@ def test_restore_killed_before_each_kind_of_step(request, spawn, tmp_path, image
     """SIGKILL just before the k-th ptrace operation of the restore, for k spread over
     all of it: before the first clone (k=1 here is the first wait: the new task was
     just made), right after each child or thread is made, right after each process's
-    ids are set, through every stage of every process, to just before the release.
-    With a new PID namespace, to just before the last detach, the init's (the others
-    die with the namespace).  Without one, the release itself is left out: once the
-    first process is let go, a SIGKILL leaves it running (a detach per thread:
-    microseconds)."""
+    ids are set, through every stage of every process, to just before the last
+    detach, and before each detach of the release.  With a new PID namespace the
+    others die with the init, the last let go; without one, the release's guard
+    kills the processes already let go (seize.release_all)."""
     img, log, pids, tids = request.getfixturevalue(image)
     rc, text = _run_killer(img, 0, new_pidns, tmp_path)  # count the operations
     assert rc == 0, text
@@ -482,12 +481,13 @@ def test_restore_killed_before_each_kind_of_step(request, spawn, tmp_path, image
     _after_kill(rc, _tasks(text, pids, tids, new_pidns)[0], pids, log, new_pidns, None, out)
     assert out.trials == {"completed": 1}, out
 
-    last = total if new_pidns else release
+    last = total
     rng = random.Random(SEED)
     strata = 12
     spread = {rng.randrange(7 + (last - 7) * i // strata, 7 + (last - 7) * (i + 1) // strata)
               for i in range(strata)}
-    ks = sorted(set(range(1, 7)) | spread | {n + 1 for m, n in marks if m != "release"} | {last})
+    # every detach of the release (a few), and the operations before it
+    ks = sorted(set(range(1, 7)) | spread | {n + 1 for m, n in marks} | set(range(release, last + 1)))
     out = Outcomes()
     for k in ks:
         rc, text = _run_killer(img, k, new_pidns, tmp_path)

@@ -41,7 +41,7 @@ from .kinds.context import AFTER_RELEASE, WARNINGS, RestoreContext, RestoreOptio
 from .kinds.order import ordered
 from .problems import Fix, RestoreProblem, needs
 from .progress import Progress
-from .seize import kill_and_reap, pinned_to_cpu, release
+from .seize import kill_and_reap, pinned_to_cpu, release, release_all
 from .signals import checkpoint, commit, deferred_signals
 
 TASK_END = 0x7FFFFFFFF000  # top of user space with 4-level paging
@@ -361,10 +361,15 @@ def _create_and_fill(rctxs: list[RestoreContext], stats: RestoreStats) -> None:
             from .kinds import tty
 
             tty.take_foreground(root)
-        for rctx in reversed(live):  # every process is complete: all go now
-            release(rctx.pid, list(rctx.threads))
+        # every process is complete: all go now.  In a new PID namespace the init goes
+        # last (should pyckpt die before, the namespace dies with it): one release.
+        procs = [(rctx.pid, list(rctx.threads)) for rctx in reversed(live)]
         if root.init_pid:
+            for pid, threads in procs:
+                release(pid, threads)
             release(root.init_pid)
+        else:
+            release_all(procs)
         stats.phases[Stage.RELEASE.name] = time.perf_counter() - t
     except BaseException as e:
         # Only what this restore made is killed and reaped (never a PID before

@@ -266,6 +266,46 @@ def release(pid: int, threads: list[int] = ()) -> None:
         pt.request(pt.PTRACE_DETACH, tid, 0, 0, "PTRACE_DETACH")
 
 
+def release_all(procs: list[tuple[int, list[int]]]) -> None:
+    """Let the restored processes `procs` (pid, threads), complete, run: all of them
+    or, should pyckpt die on the way, none.
+
+    One process alone is let go whole or not at all: a thread left traced when
+    pyckpt dies is killed (PTRACE_O_EXITKILL), and with it its process.  For a tree,
+    a guard (ck_release_guard) that outlives pyckpt holds a pidfd of every process
+    while they are let go one after another; if pyckpt dies, or fails, before the
+    last one is, the guard SIGKILLs those already running (the others die of
+    EXITKILL).  Its files are closed before its tracees are killed, so the guard
+    acts before a process let go sees its parent die (microseconds against the
+    parent's exit).
+    """
+    if len(procs) < 2:
+        for pid, threads in procs:
+            release(pid, threads)
+        return
+    from ._native._ck import ffi, lib
+
+    pidfds: list[int] = []
+    rd = wr = -1
+    guard = 0
+    try:
+        pidfds = [os.pidfd_open(pid) for pid, _ in procs]  # (traced and stopped: surely ours)
+        rd, wr = os.pipe2(os.O_CLOEXEC)
+        area = ffi.new("char[]", 32768)
+        guard = lib.ck_release_guard(rd, wr, pidfds, len(pidfds), area, len(area))
+        if guard < 0:
+            raise OSError(-guard, f"the release's guard: {os.strerror(-guard)}")
+        for pid, threads in procs:
+            release(pid, threads)
+        os.write(wr, b"D")  # complete: the guard goes without a kill
+    finally:
+        for fd in [wr, rd] + pidfds:  # (a write end closed before the byte: the guard kills)
+            if fd >= 0:
+                os.close(fd)
+        if guard > 0:
+            os.waitpid(guard, 0)
+
+
 def kill_and_reap(pids: list[int], tids=()) -> None:
     """Remove what a failed restore made: processes `pids` (outermost first, e.g. a
     PID namespace's init, then the process in it) and every thread in them.

@@ -272,6 +272,58 @@ static long ck_clone3_exec(struct clone_args *ca, struct ck_exec_args *a)
     return ret;
 }
 
+/* ck_release_guard: while a restore lets the processes of a tree go one after
+ * another (a PTRACE_DETACH per thread), a process that outlives pyckpt and makes
+ * the release all or nothing.  It shares pyckpt's memory (CLONE_VM: a fork would
+ * copy pyckpt's page tables), is born with every signal blocked, closes its copy
+ * of the pipe's write end `wr` and reads `rd`.  A byte (the release is complete)
+ * ends it; the end of the pipe without one (pyckpt died, SIGKILL included: its
+ * files are closed before its tracees are killed, or it gave up) makes it SIGKILL
+ * every process of `pidfds` first.  Raw syscalls only: it shares pyckpt's errno.
+ * `area` (at least 16 KiB, pyckpt's, kept until the guard is reaped) holds its
+ * arguments and stack.  Returns the guard's PID (pyckpt's child, to reap) or
+ * -errno. */
+struct ck_rguard {
+    int rd, wr, n;
+    int pidfds[];
+};
+
+static int ck_rguard_main(void *arg)
+{
+    struct ck_rguard *g = arg;
+    char c;
+    long r;
+    ck_raw(SYS_close, g->wr, 0, 0, 0, 0);
+    do
+        r = ck_raw(SYS_read, g->rd, (long)&c, 1, 0, 0);
+    while (r == -EINTR);
+    if (r != 1)
+        for (int i = 0; i < g->n; i++)
+            ck_raw(SYS_pidfd_send_signal, g->pidfds[i], SIGKILL, 0, 0, 0);
+    for (;;)
+        ck_raw(SYS_exit, 0, 0, 0, 0, 0);
+}
+
+long ck_release_guard(int rd, int wr, const int *pidfds, int n, void *area, size_t size)
+{
+    size_t need = sizeof(struct ck_rguard) + (size_t)n * sizeof(int);
+    if (n < 0 || size < need + 8192)
+        return -EINVAL;
+    struct ck_rguard *g = area;
+    g->rd = rd;
+    g->wr = wr;
+    g->n = n;
+    memcpy(g->pidfds, pidfds, (size_t)n * sizeof(int));
+    char *top = (char *)(((uintptr_t)area + size) & ~(uintptr_t)15);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    long pid = clone(ck_rguard_main, top, CLONE_VM | SIGCHLD, g);
+    long err = pid < 0 ? -errno : 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return pid < 0 ? err : pid;
+}
+
 /* Would an exec keep this process's credentials, capabilities and parent-death
  * signal?  Root in every uid, egid == gid, no securebits, and the permitted and
  * effective sets equal to the bounding set, the inheritable one inside it (root

@@ -13,7 +13,7 @@ def ask(sock, request: str) -> str:
 
 @pytest.mark.parametrize("n", range(20))
 def test_starts_pristine(server, n):
-    with server.connect(47301) as s:
+    with server.connect(31301) as s:
         assert ask(s, "GET").startswith("counter 0 entries 200000 ")
         for i in range(1, n + 2):  # each test changes the state its own way
             assert ask(s, "INCR") == str(i)

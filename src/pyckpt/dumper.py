@@ -33,7 +33,7 @@ from .kinds import (before_freeze, before_kill, cpu, creds, files, itimers, load
 from .kinds.context import DumpContext, DumpOptions, dump_hooks
 from .kinds.task import ProcessRecord, ZombieRecord
 from .progress import Progress
-from .seize import Seized, check_dumpable, pinned_to_cpu, refusal
+from .seize import Seized, check_dumpable, pinned_to_cpu, refusal, unpinned_cpus
 from .signals import checkpoint, commit, deferred_signals
 
 # The core kinds in the order their records are written; each returns its records.
@@ -76,6 +76,7 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
     t0 = time.perf_counter()
     with boundary(f"dump of process {pid}", DumpError, "it was left running"), deferred_signals() as deferral:
         privileges.require("dump", pid=pid)  # before anything is frozen or written
+        smaps = proc.SmapsFlags(pid)  # read meanwhile (the check inside the freeze: _collect)
         stat = refuse_early(pid)
         if kill:  # a session leader on a terminal outside the image could not come back (kinds/tty.py)
             from .kinds.tty import refuse_kill
@@ -100,7 +101,7 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
                     pre.start()
                     pre.copy_pass()
                     stats.phases["pre-copy (running)"] = time.perf_counter() - t
-                _dump_frozen(pid, stat, writer, kill, progress, stats, options, pre, members, deferral)
+                _dump_frozen(pid, stat, writer, kill, progress, stats, options, pre, members, deferral, smaps)
                 if pre is not None:
                     stats.precopy_reused, stats.precopy_off = pre.reused, pre.off
             finally:
@@ -301,10 +302,8 @@ def _commit(deferral) -> None:
 
 
 def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStats,
-                 options: DumpOptions, pre, members: list[int], deferral) -> None:
-    # smaps is slow to produce for a large process: read it before the freeze
-    # and again inside only if the list of VMAs changed meanwhile.
-    smaps_flags = proc.read_smaps_flags(pid)
+                 options: DumpOptions, pre, members: list[int], deferral, smaps: proc.SmapsFlags) -> None:
+    smaps.wait()
     with pinned_to_cpu(stat.processor), _gc_paused():
         t_seize = time.perf_counter()
         with contextlib.ExitStack() as frozen:
@@ -317,7 +316,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
                 for member in tree:
                     records.append(ProcessRecord(member, proc.read_stat(member).ppid))
                     records += _collect(member, seized[member].tids, writer, progress, stats,
-                                        smaps_flags if member == pid else {}, options, tree, shared, pre,
+                                        smaps if member == pid else None, options, tree, shared, pre,
                                         tables)
                 for zombie, (ppid, status) in zombies.items():
                     records += [ProcessRecord(zombie, ppid), ZombieRecord(zombie, ppid, status)]
@@ -432,14 +431,16 @@ def _seize_tree(root: int, frozen: contextlib.ExitStack,
 
 
 def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress, stats: DumpStats,
-             smaps_flags: dict[int, list[str]], options: DumpOptions, tree: list[int],
+             smaps: proc.SmapsFlags | None, options: DumpOptions, tree: list[int],
              shared: dict, pre=None, tables=None) -> list:
     t = time.perf_counter()
     status = proc.read_status(pid)
     stat = proc.read_stat(pid)
     maps = proc.read_maps(pid)
-    if set(smaps_flags) != {m.start for m in maps}:  # the layout changed since it was read
-        smaps_flags = proc.read_smaps_flags(pid)
+    # smaps, slow to produce, is read in a thread (the root's from the dump's start) and
+    # waited for by the memory phase: read again then if the VMAs are not these
+    smaps_flags = smaps or proc.SmapsFlags(pid, unpinned_cpus())
+    smaps_flags.expect(maps)
     vdso = [m for m in maps if m.path == "[vdso]"]
     if not vdso:
         raise UnsupportedError(f"process {pid} has no [vdso]; cannot run code inside it", pid=pid)

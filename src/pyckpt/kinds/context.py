@@ -21,7 +21,7 @@ class DumpContext:
     stat: proc.ProcStat
     status: dict[str, str]
     maps: list[proc.MapEntry]
-    smaps_flags: dict[int, list[str]]
+    smaps_flags: proc.SmapsFlags  # (or a dict: .get(start, default) of each VMA's VmFlags)
     inj: Injector
     scratch: int  # one read-write page inside the target for injected calls
     pages: PageStoreWriter

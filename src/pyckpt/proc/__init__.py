@@ -5,7 +5,7 @@ returns plain data, so it can be tested on captured text; each `read_*`
 function reads the live file for a PID.  Nothing here changes a process.
 """
 
-from .maps import MapEntry, own_vdso_blocks, parse_maps, parse_smaps_flags, read_maps, read_smaps_flags
+from .maps import MapEntry, SmapsFlags, own_vdso_blocks, parse_maps, parse_smaps_flags, read_maps, read_smaps_flags
 from .status import (
     ProcStat,
     parse_auxv,
@@ -39,6 +39,7 @@ __all__ = [
     "MapEntry",
     "parse_maps",
     "parse_smaps_flags",
+    "SmapsFlags",
     "read_maps",
     "own_vdso_blocks",
     "read_smaps_flags",

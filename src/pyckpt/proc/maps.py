@@ -109,3 +109,50 @@ def own_vdso_blocks() -> list[MapEntry]:
 def read_smaps_flags(pid: int) -> dict[int, list[str]]:
     with open(f"/proc/{pid}/smaps") as f:
         return parse_smaps_flags(f.read())
+
+
+class SmapsFlags:
+    """The VmFlags of each VMA of `pid` (read_smaps_flags), read in a thread from the
+    moment this is made: smaps is slow to produce (~3 ms of the kernel's for a Jupyter
+    kernel's 375 VMAs, which it walks page by page), and its read lets pyckpt's other
+    work run meanwhile.  `expect(maps)` gives the layout the flags must be of;
+    `get(start, default)`, as a dict's, waits for the read and reads again (in the
+    caller, the process frozen) if the VMAs it found are not those, or it failed.
+    `cpus`: where the thread may run (a thread inherits pyckpt's pin to one CPU)."""
+
+    def __init__(self, pid: int, cpus: set[int] | None = None):
+        import threading
+
+        self.pid = pid
+        self._flags: dict[int, list[str]] | None = None
+        self._starts: set[int] | None = None
+        self._checked = False
+        self._cpus = cpus
+        self._thread = threading.Thread(target=self._read, name=f"pyckpt smaps {pid}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            if self._cpus:
+                os.sched_setaffinity(0, self._cpus)
+            self._flags = read_smaps_flags(self.pid)
+        except BaseException:  # (read again by get(), which says what fails)
+            self._flags = None
+
+    def expect(self, maps: list[MapEntry]) -> None:
+        self._starts = {m.start for m in maps}
+
+    def wait(self) -> None:
+        """Until the thread's read is done."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def get(self, start: int, default=None):
+        if not self._checked:
+            self.wait()
+            if self._flags is None or (self._starts is not None and set(self._flags) != self._starts):
+                self._flags = read_smaps_flags(self.pid)  # the layout changed since it was read
+            self._checked = True
+        return self._flags.get(start, default)
+

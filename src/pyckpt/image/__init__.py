@@ -1191,10 +1191,22 @@ def _of_type(holder, cls) -> list:
     records = holder.records
     memo = holder.__dict__.get("_by_type")
     if memo is None or memo[0] is not records or memo[1] != len(records):
-        memo = holder._by_type = (records, len(records), {})
+        groups: dict[type, list] = {}  # the records of each exact type, in image order
+        for r in records:
+            group = groups.get(type(r))
+            if group is None:
+                groups[type(r)] = [r]
+            else:
+                group.append(r)
+        memo = holder._by_type = (records, len(records), {}, groups)
     found = memo[2].get(cls)
     if found is None:
-        found = memo[2][cls] = [r for r in records if isinstance(r, cls)]
+        types = [t for t in memo[3] if issubclass(t, cls)]
+        if len(types) <= 1:  # (one type: its group is in image order)
+            found = memo[3][types[0]] if types else []
+        else:
+            found = [r for r in records if isinstance(r, cls)]
+        memo[2][cls] = found
     return list(found)
 
 

@@ -183,23 +183,75 @@ class _Bad(Exception):
 
 
 def _fast_decode(cls: type, data: object) -> object:
-    if not isinstance(data, dict):
+    if type(data) is not dict:  # (JSON's objects are dicts: a subclass takes the checked way)
         raise _Bad
-    nameset, required, convs = _plan(cls)
+    nameset, required, convs, ints, strs, cstrs, bools, others, direct = _plan(cls)
     keys = data.keys()
-    if keys == nameset:
-        return cls(**{n: conv(data[n]) for n, conv in convs})
-    if not (keys <= nameset and required <= keys):
-        raise _Bad
-    return cls(**{n: conv(data[n]) for n, conv in convs if n in data})
+    if keys != nameset:
+        if not (keys <= nameset and required <= keys):
+            raise _Bad
+        return cls(**{n: conv(data[n]) for n, conv in convs if n in data})
+    # Every field given (the common case): the plain types checked here in a loop each,
+    # as their converters check them, the others converted; no call per int or str.
+    for n in ints:
+        v = data[n]
+        if type(v) is not int or not INT_MIN <= v <= INT_MAX:
+            raise _Bad
+    for n in strs:
+        v = data[n]
+        if type(v) is not str:
+            raise _Bad
+        if not v.isascii():
+            _text(v)
+    for n in cstrs:
+        if "\0" in data[n]:
+            raise _Bad
+    for n in bools:
+        if type(data[n]) is not bool:
+            raise _Bad
+    kw = dict(data)
+    for n, conv in others:
+        kw[n] = conv(kw[n])
+    if not direct:
+        return cls(**kw)
+    obj = object.__new__(cls)  # what its __init__ would do: set each field (see _plan)
+    obj.__dict__.update(kw)
+    return obj
+
+
+def _text(v: str) -> None:
+    """A non-ASCII str field: text, or file-system bytes (surrogateescape), else _Bad."""
+    try:
+        v.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise _Bad from None
 
 
 @functools.cache
 def _plan(cls: type):
-    """(field names, names without a default, (name, converter) of each field)."""
+    """(field names, names without a default, (name, converter) of each field; the
+    int, str, C-string and bool fields, checked in place; (name, converter) of the
+    others; whether the instance may be made without calling __init__)."""
     hints, names, required = _fields_of(cls)
+    plain = {int, str, bool}
+    ints = tuple(n for n in names if hints[n] is int)
+    strs = tuple(n for n in names if hints[n] is str)
     return (frozenset(names), frozenset(required),
-            tuple((n, _fast(hints[n], n in C_STRINGS)) for n in names))
+            tuple((n, _fast(hints[n], n in C_STRINGS)) for n in names),
+            ints, strs, tuple(n for n in strs if n in C_STRINGS),
+            tuple(n for n in names if hints[n] is bool),
+            tuple((n, _fast(hints[n], n in C_STRINGS)) for n in names if hints[n] not in plain),
+            _init_sets_fields(cls, names))
+
+
+def _init_sets_fields(cls: type, names: tuple[str, ...]) -> bool:
+    """Whether `cls(**fields)`, every field given, only sets each field: its __init__ is
+    the one pyckpt's dataclass made (no other __init__ written), every field is a
+    parameter, and its instances keep their attributes in a __dict__."""
+    init = cls.__dict__.get("__init__")
+    return (init is not None and getattr(init, "__globals__", {}).get("_FACTORY") is dc._FACTORY
+            and all(f.init for f in dc.fields(cls)) and len(dc.fields(cls)) == len(names)
+            and not any("__slots__" in vars(k) for k in cls.__mro__[:-1]))
 
 
 def _bad(value):
@@ -225,6 +277,18 @@ def _fast(tp: object, c_string: bool = False):
     if origin is list:
         (inner,) = tp.__args__
         each = _fast(inner, c_string)
+        if inner is str:  # (a VMA's flags: ~5 each) checked in the loop, no call each
+            def str_list(v):
+                if type(v) is not list:
+                    raise _Bad
+                for x in v:
+                    if type(x) is not str or (c_string and "\0" in x):
+                        raise _Bad
+                    if not x.isascii():
+                        _text(x)
+                return list(v)
+
+            return str_list
         if inner is int:  # (page digests: thousands of them) checked in the loop, no call each
             def int_list(v):
                 if not isinstance(v, list):

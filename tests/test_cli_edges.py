@@ -730,12 +730,12 @@ def test_signal_after_the_restore_was_complete_lets_it_run(sig, where, ticker_im
         pyckpt.restore = restore_then_signal
     """ if where == "after restore() returned" else """
         import os, signal
-        from pyckpt import restorer
-        real = restorer.release
+        from pyckpt import restorer, seize
+        real = seize.release
         def signal_then_release(*args):
             os.kill(os.getpid(), signal.{sig})   # committed, not let go yet
             real(*args)
-        restorer.release = signal_then_release
+        restorer.release = seize.release = signal_then_release  # (seize.release_all's too)
     """).format(sig=sig)
     r = run_patched_cli(patch, "--no-progress", "restore", "--allow-changed-files", img)
     assert r.returncode == 0, r.stderr

@@ -242,7 +242,7 @@ def _fd_room():
 # From this many bytes of pages, restore checks their digests in a thread beside the
 # stages after VALIDATE (on another CPU while the new task reads its pages) and waits
 # for it before the processes run: a bad digest then kills the half-made processes.
-CHECK_BESIDE_MIN = 16 << 20
+CHECK_BESIDE_MIN = 1 << 20
 PAGE_CHECK = "page check"  # shared: the image.PageCheck running beside
 
 
@@ -607,16 +607,21 @@ def _free_page(ranges: list[tuple[int, int]], size: int = PAGE) -> int:
     return addr
 
 
-def _timed(stats: RestoreStats, stage: Stage):
-    class _T:
-        def __enter__(self):
-            checkpoint()
-            self.t = time.perf_counter()
+class _timed:
+    """A stage's block: a checkpoint first, then its time added to `stats`."""
 
-        def __exit__(self, *a):
-            stats.phases[stage.name] = stats.phases.get(stage.name, 0) + time.perf_counter() - self.t
+    __slots__ = ("stats", "stage", "t")
 
-    return _T()
+    def __init__(self, stats: RestoreStats, stage: Stage):
+        self.stats, self.stage = stats, stage
+
+    def __enter__(self):
+        checkpoint()
+        self.t = time.perf_counter()
+
+    def __exit__(self, *a):
+        phases = self.stats.phases
+        phases[self.stage.name] = phases.get(self.stage.name, 0) + time.perf_counter() - self.t
 
 
 def _fill(rctx: RestoreContext, stats: RestoreStats, site: int | None = None) -> None:

@@ -69,6 +69,8 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
     """Write an image of process `pid` into directory `path` (see pyckpt.dump)."""
     from . import Image
 
+    # smaps, slow to produce, read in a thread meanwhile (checked inside the freeze: _collect)
+    smaps = proc.SmapsFlags(pid) if type(pid) is int and pid > 0 else None
     load_for_dump(pid)  # (the kinds of its fds now; one of another type loads its own)
     progress = progress or Progress()
     options = options or DumpOptions()
@@ -76,7 +78,6 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
     t0 = time.perf_counter()
     with boundary(f"dump of process {pid}", DumpError, "it was left running"), deferred_signals() as deferral:
         privileges.require("dump", pid=pid)  # before anything is frozen or written
-        smaps = proc.SmapsFlags(pid)  # read meanwhile (the check inside the freeze: _collect)
         stat = refuse_early(pid)
         if kill:  # a session leader on a terminal outside the image could not come back (kinds/tty.py)
             from .kinds.tty import refuse_kill
@@ -302,8 +303,9 @@ def _commit(deferral) -> None:
 
 
 def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStats,
-                 options: DumpOptions, pre, members: list[int], deferral, smaps: proc.SmapsFlags) -> None:
-    smaps.wait()
+                 options: DumpOptions, pre, members: list[int], deferral, smaps: proc.SmapsFlags | None) -> None:
+    if smaps is not None:
+        smaps.wait()
     with pinned_to_cpu(stat.processor), _gc_paused():
         t_seize = time.perf_counter()
         with contextlib.ExitStack() as frozen:

@@ -120,12 +120,22 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
                 except Exception as e:  # the processes run: a failure here undoes nothing
                     stats.warnings.append(f"after the release ({step.name}): {type(e).__name__}: {e}")
             stats.warnings += rctxs[0].shared.get(WARNINGS, [])
-        except BaseException:
+        except BaseException as e:
             run_undo(rctxs[0].shared)  # what kinds made outside the processes (socket files...)
+            check = rctxs[0].shared.pop(PAGE_CHECK, None)  # (a failure before its wait)
+            if check is not None and isinstance(e, Exception) and not isinstance(e, ImageError):
+                # A damaged page is said before what failed after it was read (a file
+                # changed...), as when the pages are checked before anything is made.
+                try:
+                    check.wait()
+                except ImageError as bad:
+                    raise bad from e
+            elif check is not None:  # (interrupted: stop the check)
+                check.cancel()
             raise
         finally:
             rctxs[0].close_passed()
-            if PAGE_CHECK in rctxs[0].shared:  # (a failure before the wait: stop the check)
+            if PAGE_CHECK in rctxs[0].shared:  # (left by a path that did not wait for it)
                 rctxs[0].shared.pop(PAGE_CHECK).cancel()
     stats.total = time.perf_counter() - t0
     if not process:

@@ -25,6 +25,8 @@ ffibuilder.cdef(
     unsigned ck_xsave_size(unsigned long mask);
     long ck_clone_stopped(int pid, unsigned long flags);
     long ck_clone_exec(int pid, const int *keep, int nkeep);
+    long ck_map_populated(int fd, size_t len);
+    int ck_unmap(unsigned long addr, size_t len);
     long ck_release_guard(int rd, int wr, const int *pidfds, int n, void *area, size_t size);
     int ck_getcpu(void);
     long ck_uffd_fill(int uffd, const unsigned long *ranges, long nranges, const char *src,

@@ -2059,3 +2059,17 @@ long ck_lazy_guard(int status_fd)
     close(status_fd);
     return got == sizeof(res) ? res : -ECHILD;
 }
+
+/* A read-only shared mapping of `len` bytes of `fd`, populated (MAP_POPULATE), made
+ * without Python's lock held (Python's mmap holds it through the populate); returns
+ * its address or -errno.  ck_unmap undoes it. */
+long ck_map_populated(int fd, size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+    return p == MAP_FAILED ? -errno : (long)p;
+}
+
+int ck_unmap(unsigned long addr, size_t len)
+{
+    return munmap((void *)addr, len) < 0 ? -errno : 0;
+}

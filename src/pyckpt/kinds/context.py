@@ -176,6 +176,7 @@ def hooks_at(point: str) -> list[RestoreHook]:
 AFTER_RELEASE = "context: steps after the release"  # RestoreContext.shared keys
 UNDO = "context: undo steps"
 WARNINGS = "context: warnings"
+AT_CLOSE = "context: at the restore's end"
 
 
 def run_undo(shared: dict) -> None:
@@ -312,9 +313,16 @@ class RestoreContext:
         caller gets it (`restore_warnings`, a warning line of `pyckpt restore`)."""
         self.shared.setdefault(WARNINGS, []).append(text)
 
+    def at_close(self, run: Callable[[], None]) -> None:
+        """Run `run` when the restore ends, whichever way (close_passed), before pyckpt's
+        copies of the passed fds are closed."""
+        self.shared.setdefault(AT_CLOSE, []).append(run)
+
     def close_passed(self) -> None:
         from .files import close_late
 
+        for run in self.shared.pop(AT_CLOSE, []):
+            run()
         close_late(self.shared)
         for fd in self.passed.values():
             try:

@@ -1,6 +1,6 @@
 """A small restore copies its private anonymous memory in from pyckpt's own mapping of
 pages.img (kinds/memory.py: _copied_in), made in a thread while the process is made
-(_Source): the copy comes back whole, and the mapping is gone once the restore has
+(_Source; from SOURCE_BESIDE_MIN bytes of pages, 0 here): the copy comes back whole, and the mapping is gone once the restore has
 ended — whether it returned the process or failed after PREPARE (a PID in use)."""
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def sources(monkeypatch):
         made.append(got)
         return got
 
+    monkeypatch.setattr(memory, "SOURCE_BESIDE_MIN", 0)  # (a ticker's few MiB: mapped beside too)
     monkeypatch.setattr(memory._Source, "__init__", init)
     monkeypatch.setattr(memory._Source, "get", get)
     return made

@@ -82,3 +82,31 @@ def test_the_fast_decoder_takes_only_what_the_checked_one_takes(cls):
         assert type(fast) is type(checked) and fast == checked, (cls.__name__, data, fast, checked)
         assert vars(fast) == vars(checked), (cls.__name__, data)
     assert taken, f"{cls.__name__}: the fast decoder took no payload, not even a good one"
+
+
+def test_records_are_made_without_their_init_whether_it_was_made_yet_or_not():
+    """The fast path makes a record of pyckpt's dataclass without calling __init__ (it
+    only sets the fields): for a class whose __init__ is not made yet (_LazyInit,
+    until first used) as for one whose is; not for a class with an __init__ of its own."""
+
+    @dc.dataclass
+    class Fresh:
+        a: int
+        b: str = "x"
+
+    assert isinstance(Fresh.__dict__["__init__"], dc._LazyInit)
+    assert codec._init_sets_fields(Fresh, ("a", "b"))
+    made = codec._fast_decode(Fresh, {"a": 1, "b": "y"})
+    assert isinstance(Fresh.__dict__["__init__"], dc._LazyInit), "made through __init__"
+    assert made == Fresh(1, "y") and vars(made) == {"a": 1, "b": "y"}
+    assert codec._init_sets_fields(Fresh, ("a", "b"))  # (its __init__ made now)
+
+    @dc.dataclass
+    class Own:
+        a: int
+
+        def __init__(self, a):
+            self.a = a * 2
+
+    assert not codec._init_sets_fields(Own, ("a",))
+    assert [c.__name__ for c in CLASSES if not codec._init_sets_fields(c, codec._fields_of(c)[1])] == []

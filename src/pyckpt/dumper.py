@@ -69,8 +69,10 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
     """Write an image of process `pid` into directory `path` (see pyckpt.dump)."""
     from . import Image
 
-    # smaps, slow to produce, read in a thread meanwhile (checked inside the freeze: _collect)
-    smaps = proc.SmapsFlags(pid) if type(pid) is int and pid > 0 else None
+    # smaps, slow to produce, read in a thread meanwhile (checked inside the freeze:
+    # _collect); after a pre-copy pass (seconds, maybe), not before it
+    started = type(pid) is int and pid > 0 and not (options and options.precopy)
+    smaps = proc.SmapsFlags(pid) if started else None
     load_for_dump(pid)  # (the kinds of its fds now; one of another type loads its own)
     progress = progress or Progress()
     options = options or DumpOptions()
@@ -304,8 +306,9 @@ def _commit(deferral) -> None:
 
 def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStats,
                  options: DumpOptions, pre, members: list[int], deferral, smaps: proc.SmapsFlags | None) -> None:
-    if smaps is not None:
-        smaps.wait()
+    if smaps is None:
+        smaps = proc.SmapsFlags(pid)
+    smaps.wait()
     with pinned_to_cpu(stat.processor), _gc_paused():
         t_seize = time.perf_counter()
         with contextlib.ExitStack() as frozen:

@@ -123,13 +123,17 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
         except BaseException as e:
             run_undo(rctxs[0].shared)  # what kinds made outside the processes (socket files...)
             check = rctxs[0].shared.pop(PAGE_CHECK, None)  # (a failure before its wait)
-            if check is not None and isinstance(e, Exception) and not isinstance(e, ImageError):
+            if check is not None and isinstance(e, Exception) and not isinstance(e, ImageError) \
+                    and check.size <= WAIT_CHECK_MAX:
                 # A damaged page is said before what failed after it was read (a file
-                # changed...), as when the pages are checked before anything is made.
+                # changed...), as when the pages are checked before anything is made;
+                # not worth a long wait that no signal cuts short (a big image's check).
                 try:
                     check.wait()
                 except ImageError as bad:
                     raise bad from e
+                except Exception:  # noqa: BLE001 -- (the check could not read: e is the error)
+                    pass
             elif check is not None:  # (interrupted: stop the check)
                 check.cancel()
             raise
@@ -253,6 +257,9 @@ def _fd_room():
 # stages after VALIDATE (on another CPU while the new task reads its pages) and waits
 # for it before the processes run: a bad digest then kills the half-made processes.
 CHECK_BESIDE_MIN = 1 << 20
+# A restore failing meanwhile waits for that check (a damaged page said first) when it
+# has at most this many bytes to read (~50 ms here), else stops it.
+WAIT_CHECK_MAX = 256 << 20
 PAGE_CHECK = "page check"  # shared: the image.PageCheck running beside
 
 

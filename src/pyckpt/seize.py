@@ -289,9 +289,10 @@ def release_all(procs: list[tuple[int, list[int]]]) -> None:
     rd = wr = -1
     guard = 0
     try:
-        pidfds = [os.pidfd_open(pid) for pid, _ in procs]  # (traced and stopped: surely ours)
+        for pid, _ in procs:
+            pidfds.append(os.pidfd_open(pid))  # (traced and stopped: surely ours)
         rd, wr = os.pipe2(os.O_CLOEXEC)
-        area = ffi.new("char[]", 32768)
+        area = ffi.new("char[]", 16384 + 4 * len(pidfds))  # its arguments and stack
         guard = lib.ck_release_guard(rd, wr, pidfds, len(pidfds), area, len(area))
         if guard < 0:
             raise OSError(-guard, f"the release's guard: {os.strerror(-guard)}")

@@ -275,14 +275,16 @@ static long ck_clone3_exec(struct clone_args *ca, struct ck_exec_args *a)
 /* ck_release_guard: while a restore lets the processes of a tree go one after
  * another (a PTRACE_DETACH per thread), a process that outlives pyckpt and makes
  * the release all or nothing.  It shares pyckpt's memory (CLONE_VM: a fork would
- * copy pyckpt's page tables), is born with every signal blocked, closes its copy
+ * copy pyckpt's page tables), is born with every signal blocked, leaves pyckpt's
+ * session (a kill of pyckpt's process group does not reach it), closes its copy
  * of the pipe's write end `wr` and reads `rd`.  A byte (the release is complete)
  * ends it; the end of the pipe without one (pyckpt died, SIGKILL included: its
  * files are closed before its tracees are killed, or it gave up) makes it SIGKILL
  * every process of `pidfds` first.  Raw syscalls only: it shares pyckpt's errno.
- * `area` (at least 16 KiB, pyckpt's, kept until the guard is reaped) holds its
- * arguments and stack.  Returns the guard's PID (pyckpt's child, to reap) or
- * -errno. */
+ * `area` (pyckpt's, kept until the guard is reaped) holds its arguments (4 bytes
+ * a pidfd) and 8 KiB of stack.  Returns the guard's PID (pyckpt's child, to reap)
+ * or -errno.  (What kills every process sharing pyckpt's memory at once, the OOM
+ * killer choosing pyckpt, kills the guard too.) */
 struct ck_rguard {
     int rd, wr, n;
     int pidfds[];
@@ -293,6 +295,7 @@ static int ck_rguard_main(void *arg)
     struct ck_rguard *g = arg;
     char c;
     long r;
+    ck_raw(SYS_setsid, 0, 0, 0, 0, 0);
     ck_raw(SYS_close, g->wr, 0, 0, 0, 0);
     do
         r = ck_raw(SYS_read, g->rd, (long)&c, 1, 0, 0);

@@ -1153,6 +1153,7 @@ class PageCheck:
 
         self._stopped = False
         self._error: BaseException | None = None
+        self.size = sum(length for _, length, _ in runs)  # bytes it reads
         self._done = _thread.allocate_lock()
         self._done.acquire()  # released by the thread when it ends
         try:

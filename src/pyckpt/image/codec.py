@@ -248,9 +248,10 @@ def _init_sets_fields(cls: type, names: tuple[str, ...]) -> bool:
     """Whether `cls(**fields)`, every field given, only sets each field: its __init__ is
     the one pyckpt's dataclass made (no other __init__ written), every field is a
     parameter, and its instances keep their attributes in a __dict__."""
-    init = cls.__dict__.get("__init__")
-    return (init is not None and getattr(init, "__globals__", {}).get("_FACTORY") is dc._FACTORY
-            and all(f.init for f in dc.fields(cls)) and len(dc.fields(cls)) == len(names)
+    init = cls.__dict__.get("__init__")  # (until first used, a _LazyInit that will make it)
+    made = ((isinstance(init, dc._LazyInit) and init.cls is cls)
+            or getattr(init, "__globals__", {}).get("_FACTORY") is dc._FACTORY)
+    return (made and all(f.init for f in dc.fields(cls)) and len(dc.fields(cls)) == len(names)
             and not any("__slots__" in vars(k) for k in cls.__mro__[:-1]))
 
 

@@ -47,6 +47,7 @@ def sources(monkeypatch):
         return got
 
     monkeypatch.setattr(memory, "SOURCE_BESIDE_MIN", 0)  # (a ticker's few MiB: mapped beside too)
+    monkeypatch.setitem(memory._UFFD, "usable", True)  # (another test's restore may have found none)
     monkeypatch.setattr(memory._Source, "__init__", init)
     monkeypatch.setattr(memory._Source, "get", get)
     return made

@@ -14,7 +14,9 @@ is the user's terminal: external (files.py), restored with `fds=`,
 (/dev/ptmx) and hands the master and each slave description (TIOCGPTPEER,
 one per saved slave description, with its status flags) to the tasks.  The
 pair keeps its number when /dev/pts/N is free then (pyckpt opens /dev/ptmx
-until the kernel hands out N, at most PTY_TRIES times); otherwise it gets
+until the kernel hands out N, at most PTY_TRIES times; a number whose node is
+gone but which the kernel has not released yet, the pair of a process just
+killed, is waited for up to PTY_RELEASE_WAIT); otherwise it gets
 another, and ttyname() in the restored process shows the new /dev/pts/M (a
 name the program had cached — tmux's pane_tty, $SSH_TTY — keeps the old one).
 
@@ -64,6 +66,7 @@ import fcntl
 import os
 import _signal as signal  # (signal's calls without its enums' import)
 import stat
+import time
 import struct
 import termios
 from .._dataclass import dataclass, replace
@@ -85,6 +88,7 @@ FIONREAD = 0x541B
 PTMX = (5, 2)
 PTS_MAJORS = range(136, 144)
 PTY_TRIES = 64  # /dev/ptmx opens to get a pair its old number back
+PTY_RELEASE_WAIT = 0.1  # seconds to wait for a number whose node is gone to be free again
 NCCS = 32
 O_CLOEXEC = os.O_CLOEXEC
 SETTABLE = os.O_APPEND | os.O_NONBLOCK | os.O_ASYNC | getattr(os, "O_DIRECT", 0) | os.O_NOATIME
@@ -358,14 +362,23 @@ def open_pair(rec: PtyMasterRecord) -> int:
     master = -1
     try:
         free = not os.path.exists(f"/dev/pts/{rec.index}")
+        deadline = time.monotonic() + PTY_RELEASE_WAIT
         for _ in range(PTY_TRIES if free else 1):
             fd = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | O_CLOEXEC)
-            if _ioctl_int(fd, TIOCGPTN) >= rec.index or not free:
+            number = _ioctl_int(fd, TIOCGPTN)
+            if number > rec.index and free and time.monotonic() < deadline \
+                    and not os.path.exists(f"/dev/pts/{rec.index}"):
+                # Its node is gone but not its number: the pair of a process just
+                # killed (dump --kill) is released by the kernel a moment later.
+                os.close(fd)
+                time.sleep(0.001)
+                continue
+            if number >= rec.index or not free:
                 master = fd
                 break
             held.append(fd)  # a lower free number: hold it, the next open gets a higher one
         else:
-            master = held.pop(0)
+            master = held.pop(0) if held else os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | O_CLOEXEC)
     except OSError as e:
         raise RestoreError(f"cannot open a new pseudo-terminal pair (/dev/ptmx) for /dev/pts/{rec.index} "
                            f"of the image: {e.strerror}") from None

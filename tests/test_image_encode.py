@@ -11,6 +11,7 @@ import json
 import re
 
 import pyckpt
+from pyckpt import image as image_module
 from pyckpt.image import ImageReader, ImageWriter, codec
 
 from conftest import start_ctarget
@@ -57,6 +58,7 @@ def test_records_encode_as_the_step_by_step_encoder_did(spawn, ctarget, tmp_path
         for r in [rec, *_odd_values(rec)]:
             want = json.dumps(_reference(r), sort_keys=True)
             assert json.dumps(codec.encode(r), sort_keys=True) == want, type(r).__name__
+            assert image_module._record_json(r) == want, type(r).__name__  # the writer's way
             seen += 1
     assert seen > 100
     # ... and the writer makes the same records.img from the same records (one write
@@ -88,3 +90,21 @@ def test_the_kept_copy_buffer_is_not_copied_into_a_restored_task(spawn, ctarget,
             break
     else:
         raise AssertionError(f"the copy buffer at {addr:#x} is in no mapping of pyckpt")
+
+
+def test_a_value_json_cannot_take_is_refused_and_the_next_record_encodes():
+    """The writer's one encoder (image._record_json) refuses what json.dumps refuses, and
+    a refusal half-way through a record leaves nothing behind for the next one."""
+    from pyckpt.kinds.fileid import FileIdentity
+
+    good = FileIdentity("/a", 1, 2, 3, 4)
+    bad = dataclasses.replace(good, path=[good, object()])  # a dataclass met, then garbage
+    for _ in range(2):
+        try:
+            image_module._record_json(bad)
+        except TypeError as e:
+            assert "not JSON serializable" in str(e)
+        else:
+            raise AssertionError("an object() was encoded")
+        again = dataclasses.replace(good, path=[good])  # the same dataclass, in a list again
+        assert image_module._record_json(again) == json.dumps(_reference(again), sort_keys=True)

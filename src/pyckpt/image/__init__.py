@@ -546,6 +546,35 @@ def _dumps(obj, sort_keys: bool = False) -> str:
 _MAKE_ENCODER = None  # sort_keys -> a new C encoder, as json.dumps makes it (see _dumps)
 
 
+def _record_json(rec) -> str:
+    """_dumps(encode(rec), sort_keys=True), ~10 % sooner: json's C encoder given the
+    record itself, which hands it the dataclasses and bytes it meets to turn into JSON
+    values (codec.json_default); lists, numbers and text it walks itself.  One encoder
+    for every record (a new one after a failure: its record of the containers being
+    encoded may be left over)."""
+    global _RECORD_ENCODER
+    if _RECORD_ENCODER is None:
+        import _json
+
+        from .codec import json_default
+
+        try:
+            _RECORD_ENCODER = _json.make_encoder({}, json_default, _json.encode_basestring_ascii, None,
+                                                 ": ", ", ", True, False, True)
+        except TypeError:  # another Python's _json (see _dumps)
+            _RECORD_ENCODER = False
+    if _RECORD_ENCODER is False:
+        return _dumps(encode(rec), sort_keys=True)
+    try:
+        return "".join(_RECORD_ENCODER(rec, 0))
+    except BaseException:
+        _RECORD_ENCODER = None
+        raise
+
+
+_RECORD_ENCODER = None  # (or False: _dumps's way)
+
+
 class _JsonContext:
     """What json's C scanner reads of the decoder json.loads uses (json.JSONDecoder())."""
 
@@ -741,7 +770,7 @@ class ImageWriter(_Where):
                     + _DIGEST.pack(_digest(body)))
 
     def write_record(self, rec) -> None:
-        self._emit(rec.RECORD_TYPE, _dumps(encode(rec), sort_keys=True).encode())
+        self._emit(rec.RECORD_TYPE, _record_json(rec).encode())
 
     def _emit(self, type_id: int, body: bytes) -> None:
         rec = _REC_HEAD.pack(type_id, 0, len(body)) + body

@@ -115,6 +115,21 @@ def encode(obj: object) -> object:
     return obj
 
 
+def json_default(obj: object) -> object:
+    """What json's encoder, given a record itself, asks for each value it does not take
+    as it is: a dataclass's fields as a dict, bytes as base64 text; anything else is
+    refused as json.dumps refuses it.  Gives the text `encode()` then json.dumps gives
+    (image._record_json; tests/test_image_encode.py holds them to each other)."""
+    names = _FIELD_NAMES.get(type(obj))
+    if names is None and dc.is_dataclass(obj) and not isinstance(obj, type):
+        names = _FIELD_NAMES[type(obj)] = tuple(f.name for f in dc.fields(obj))
+    if names is not None:
+        return {n: getattr(obj, n) for n in names}
+    if isinstance(obj, bytes):
+        return binascii.b2a_base64(obj, newline=False).decode("ascii")
+    raise TypeError(f"Object of type {obj.__class__.__name__} is not JSON serializable")
+
+
 @functools.cache
 def _fields_of(cls: type) -> tuple[dict[str, object], tuple[str, ...], tuple[str, ...]]:
     """Resolved field types, names, and the names without a default, of a record class

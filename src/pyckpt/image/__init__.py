@@ -1026,21 +1026,22 @@ class ImageReader(_Where):
         header = decode(Header, self._json(body, "header"), "header")
         pos += hlen + 8
         records = []
+        view, size, head_size = memoryview(data), len(data), _REC_HEAD.size
         while True:
-            if pos + _REC_HEAD.size > len(data):
+            if pos + head_size > size:
                 raise ImageError(f"{where}: {RECORDS_FILE} ends without an end record (truncated)",
                                  path=self.where)
             type_id, zero, length = _REC_HEAD.unpack_from(data, pos)
-            if zero != 0 or length > MAX_RECORD or pos + _REC_HEAD.size + length + 8 > len(data):
+            end = pos + head_size + length
+            if zero != 0 or length > MAX_RECORD or end + 8 > size:
                 raise ImageError(f"{where}: record #{len(records)} at byte {pos} has a bad length or header",
                                  path=self.where)
-            head = data[pos : pos + _REC_HEAD.size]
-            body = data[pos + _REC_HEAD.size : pos + _REC_HEAD.size + length]
-            (dig,) = _DIGEST.unpack_from(data, pos + _REC_HEAD.size + length)
-            if dig != _digest(head, body):
+            body = data[pos + head_size : end]
+            (dig,) = _DIGEST.unpack_from(data, end)
+            if dig != xxhash.xxh3_64_intdigest(view[pos:end]):  # (= _digest(head, body))
                 raise ImageError(f"{where}: record #{len(records)} at byte {pos} fails its checksum (corrupted)",
                                  path=self.where)
-            pos += _REC_HEAD.size + length + 8
+            pos = end + 8
             payload = self._json(body, f"record #{len(records)}")
             if type_id == END_RECORD:
                 if payload != {"records": len(records)}:

@@ -49,10 +49,11 @@ AVOIDED = {"dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "copy",
            # image._loads); kinds imported with __import__ (kinds._import); signals by
            # _signal (signals.py, inject, seize, tty)
            "json", "importlib", "warnings", "signal"}
-DUMP_AVOIDED = {"weakref"}  # a dump: (shmem's table of a restore's image readers)
+# a dump: weakref (shmem's table of a restore's image readers); re (smaps and epoll
+# items are split without it; a lock line, a timerfd or inotify watches take it)
+DUMP_AVOIDED = {"weakref", "re"}
 # restore and show: `queue` and `threading` (a dump's page writer's; signals.py and
-# limits.py take _thread) and `re` (a dump reads smaps and /proc/locks with it; pip >=
-# 25's console script no longer imports it first)
+# limits.py take _thread) and `re` (pip >= 25's console script no longer imports it first)
 READ_AVOIDED = {"queue", "re", "threading"}
 
 # Run in a fresh interpreter: the command's main(), then what it loaded, as JSON on the

@@ -109,22 +109,24 @@ class EpollItemInfo:
     toff: int  # how many earlier lines have the same tfd (kcmp's KCMP_EPOLL_TFD index)
 
 
-_TFD = r"^tfd:\s*(\d+)\s+events:\s*([0-9a-fA-F]+)\s+data:\s*([0-9a-fA-F]+)"
+def _hex(s: str) -> bool:
+    return bool(s) and s.isascii() and not s.strip("0123456789abcdefABCDEF")
 
 
 def parse_epoll_items(text: str) -> list[EpollItemInfo]:
+    """The items of an epoll fdinfo text: its `tfd: N events: HEX data: HEX ...` lines
+    (split at the colons and blanks: no `re`, 3-9 ms of a dump command's start-up here)."""
     items: list[EpollItemInfo] = []
     seen: dict[int, int] = {}
     for line in text.splitlines():
         if not line.startswith("tfd:"):
             continue
-        import re
-
-        m = re.match(_TFD, line)
-        if not m:
+        t = line.replace(":", " ").split()
+        if (len(t) < 6 or t[2] != "events" or t[4] != "data" or not (t[1].isascii() and t[1].isdigit())
+                or not _hex(t[3]) or not _hex(t[5])):
             raise ValueError(f"epoll fdinfo: bad item line {line!r}")
-        tfd = int(m.group(1))
-        items.append(EpollItemInfo(tfd, int(m.group(2), 16), int(m.group(3), 16), seen.get(tfd, 0)))
+        tfd = int(t[1])
+        items.append(EpollItemInfo(tfd, int(t[3], 16), int(t[5], 16), seen.get(tfd, 0)))
         seen[tfd] = seen.get(tfd, 0) + 1
     return items
 

@@ -275,9 +275,10 @@ def release_all(procs: list[tuple[int, list[int]]]) -> None:
     a guard (ck_release_guard) that outlives pyckpt holds a pidfd of every process
     while they are let go one after another; if pyckpt dies, or fails, before the
     last one is, the guard SIGKILLs those already running (the others die of
-    EXITKILL).  Its files are closed before its tracees are killed, so the guard
-    acts before a process let go sees its parent die (microseconds against the
-    parent's exit).
+    EXITKILL).  A dying process closes its files before it lets its tracees go, so
+    where pyckpt's tracing thread is its last (the command) the guard is woken before
+    a process let go can see its parent die; where other threads outlive it by a few
+    microseconds (a host process's), the guard comes that much later.
     """
     if len(procs) < 2:
         for pid, threads in procs:

@@ -279,8 +279,8 @@ static long ck_clone3_exec(struct clone_args *ca, struct ck_exec_args *a)
  * session (a kill of pyckpt's process group does not reach it), closes its copy
  * of the pipe's write end `wr` and reads `rd`.  A byte (the release is complete)
  * ends it; the end of the pipe without one (pyckpt died, SIGKILL included: its
- * files are closed before its tracees are killed, or it gave up) makes it SIGKILL
- * every process of `pidfds` first.  Raw syscalls only: it shares pyckpt's errno.
+ * files are closed as it exits, or it gave up) makes it SIGKILL every process of
+ * `pidfds` first.  Raw syscalls only: it shares pyckpt's errno.
  * `area` (pyckpt's, kept until the guard is reaped) holds its arguments (4 bytes
  * a pidfd) and 8 KiB of stack.  Returns the guard's PID (pyckpt's child, to reap)
  * or -errno.  (What kills every process sharing pyckpt's memory at once, the OOM

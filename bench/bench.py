@@ -11,7 +11,8 @@ R times each (min and median reported):
   dump           pyckpt.dump(pid, dir) without kill; stored bytes / wall time;
                  freeze time and phases from image.dump_stats
   dump floor     lib.ck_vm_read_to_file over the target's memory into a fresh
-                 file beside the image (process_vm_readv + write, reused buffer)
+                 file beside the image (process_vm_readv + write, reused buffer),
+                 its disk blocks allocated first (fallocate, as a dump's copy does)
   restore        target killed and reaped, then pyckpt.restorer.restore(dir)
                  until it returns (the process runs); page bytes / wall time;
                  stage timings from RestoreStats; the restored copy is checked
@@ -302,6 +303,8 @@ def dump_floor(t: Target, workdir: Path, buf, buflen: int) -> float:
     t0 = time.perf_counter()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
+        if hasattr(lib, "ck_fallocate"):
+            lib.ck_fallocate(fd, 1, 0, t.len)  # FALLOC_FL_KEEP_SIZE (PageStoreWriter.allocate)
         r = lib.ck_vm_read_to_file(t.pid, t.addr, t.len, fd, buf, buflen)
     finally:
         os.close(fd)

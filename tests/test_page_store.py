@@ -71,6 +71,56 @@ def test_without_writeback_nothing_goes_direct(tmp_path):
     assert (tmp_path / "pages.img").read_bytes() == want
 
 
+def test_allocated_blocks_keep_the_size_and_are_written_in_place(tmp_path):
+    """allocate(): disk blocks for what is reserved and about to be written, the size left
+    to the writes; nothing for a small write, nor with writeback (direct writes)."""
+    w = PageStoreWriter(tmp_path / "pages.img")
+    off = w.reserve(64 * PAGE)
+    w.allocate(off, 64 * PAGE)
+    st = os.fstat(w.fd)
+    assert st.st_size == 0 and st.st_blocks * 512 >= 64 * PAGE  # (a filesystem without fallocate fails here)
+    data = _pages(64, 3)
+    w.write_at(memoryview(data), off, aligned=True)
+    w.allocate(w.reserve(PAGE), PAGE)  # below ALLOCATE_MIN: left to the filesystem
+    assert os.fstat(w.fd).st_blocks * 512 < 65 * PAGE
+    w.close()
+    assert (tmp_path / "pages.img").read_bytes() == bytes(data)
+    d = PageStoreWriter(tmp_path / "direct.img")
+    d.writeback = True
+    d.allocate(d.reserve(64 * PAGE), 64 * PAGE)
+    assert os.fstat(d.fd).st_blocks == 0
+    d.close()
+
+
+def test_a_dump_allocates_exactly_what_its_memory_copy_writes(spawn, python_exe, tmp_path, monkeypatch):
+    """Each buffer of the memory copy allocates the blocks of the stretches it writes, end
+    to end; pages.img holds no block past its end (nothing allocated is left unwritten),
+    and the image restores."""
+    calls = []
+    real = PageStoreWriter.allocate
+
+    def allocate(self, off, nbytes):
+        calls.append((off, nbytes))
+        real(self, off, nbytes)
+
+    monkeypatch.setattr(PageStoreWriter, "allocate", allocate)
+    t = spawn([python_exe, str(TARGETS / "chain_target.py")], name="data")
+    t.wait_for(r"^READY data=")
+    img = pyckpt.dump(t.pid, tmp_path / "img")
+    size = img.dump_stats.pages_bytes
+    assert sum(n for _, n in calls) >= 32 << 20  # the data buffer, at least
+    assert all(a + n <= b for (a, n), (b, _) in zip(calls, calls[1:])), calls
+    assert calls[-1][0] + calls[-1][1] <= size
+    st = os.stat(tmp_path / "img" / "pages.img")
+    assert st.st_size == size and st.st_blocks * 512 <= size + (1 << 20), (st.st_blocks, size)
+    os.kill(t.pid, signal.SIGKILL)
+    t.reap()
+    p = pyckpt.restore(tmp_path / "img")
+    spawn.track(p.pid)
+    t.popen = None
+    check(t)
+
+
 def test_warmed_ahead_the_writes_land_in_place_and_the_rest_is_cut(tmp_path):
     """warm(): zeros written ahead of the end (pre-copy's, before its freeze); the writes
     after it land at their offsets, and cut() leaves the file as long as what was written.
@@ -175,6 +225,9 @@ def test_the_writer_thread_is_not_pinned_to_the_reading_cpu(spawn, python_exe, t
         def reserve(self, nbytes):
             off, self.offset = self.offset, self.offset + nbytes
             return off
+
+        def allocate(self, off, nbytes):
+            pass
 
         def write_at(self, data, off, aligned=False):
             self.cpus.append((os.sched_getaffinity(0), os.sched_getaffinity(0) == before))

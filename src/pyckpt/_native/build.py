@@ -39,6 +39,7 @@ ffibuilder.cdef(
                         unsigned char *flags);
     long ck_same_pages(const void *a, const void *b, size_t len, size_t page, unsigned char *flags);
     int ck_sync_range(int fd, long offset, long len, unsigned flags);
+    int ck_fallocate(int fd, int mode, long offset, long len);
     long ck_vm_read_to_file(int pid, unsigned long addr, size_t len, int fd,
                             void *buf, size_t buflen);
     long ck_lazy_register(int uffd, const unsigned long *ranges, long n);

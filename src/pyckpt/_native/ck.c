@@ -793,6 +793,18 @@ int ck_sync_range(int fd, long offset, long len, unsigned flags)
     }
 }
 
+/* fallocate(2) with `mode` (FALLOC_FL_KEEP_SIZE: blocks reserved past the end, the
+ * size left to the writes).  0 or -errno. */
+int ck_fallocate(int fd, int mode, long offset, long len)
+{
+    for (;;) {
+        if (fallocate(fd, mode, offset, len) == 0)
+            return 0;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
 #ifndef PTRACE_EVENT_STOP
 #define PTRACE_EVENT_STOP 128
 #endif

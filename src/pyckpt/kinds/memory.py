@@ -729,6 +729,8 @@ class PageCopier:
             self.stored += stop - start
             out.append((start, stop, off))
             i = j
+        if out:  # (the stretches lie end to end in the page store)
+            self.pages.allocate(out[0][2], out[-1][2] + out[-1][1] - out[-1][0] - out[0][2])
         return out
 
     def _write_at(self, slot, stretches: list[tuple[int, int, int]]) -> None:

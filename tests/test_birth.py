@@ -143,15 +143,22 @@ def test_stub_not_used_where_an_exec_would_change_capabilities(spawn, python_exe
 
 
 class UffdSpy:
-    """kinds.memory's lib, recording what ck_uffd_fill returned."""
+    """kinds.memory's lib, recording what ck_uffd_fill (from a mapping of pages.img)
+    and ck_uffd_fill_read (through a buffer) returned."""
 
     def __init__(self, lib):
         self._lib = lib
         self.results: list[int] = []
+        self.reads: list[int] = []
 
     def ck_uffd_fill(self, *a):
         r = self._lib.ck_uffd_fill(*a)
         self.results.append(r)
+        return r
+
+    def ck_uffd_fill_read(self, *a):
+        r = self._lib.ck_uffd_fill_read(*a)
+        self.reads.append(r)
         return r
 
     def __getattr__(self, name):

@@ -31,6 +31,8 @@ ffibuilder.cdef(
     int ck_getcpu(void);
     long ck_uffd_fill(int uffd, const unsigned long *ranges, long nranges, const char *src,
                       const unsigned long *runs, long nruns);
+    long ck_uffd_fill_read(int uffd, const unsigned long *ranges, long nranges, int fd,
+                           const unsigned long *runs, long nruns, char *buf, unsigned long buflen);
     void ck_init_loop(void);
     long ck_pagemap_runs(int pagemap_fd, unsigned long start, unsigned long npages,
                          int mode, unsigned long *out, long max_runs, unsigned long *stored);

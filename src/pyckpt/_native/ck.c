@@ -479,55 +479,126 @@ int ck_getcpu(void)
  * registered for missing pages, filled, and unregistered again (also after an
  * error: the task is then killed by the caller anyway); `runs` (address,
  * length, offset in pages.img).  Returns 0 or -errno. */
-long ck_uffd_fill(int uffd, const unsigned long *ranges, long nranges, const char *src,
-                  const unsigned long *runs, long nruns)
+static long uffd_register(int uffd, const unsigned long *ranges, long nranges, long *registered)
 {
     struct uffdio_api api;
     memset(&api, 0, sizeof(api));
     api.api = UFFD_API;
     if (ioctl(uffd, UFFDIO_API, &api) < 0)
         return -errno;
-    long err = 0, registered = 0;
-    for (; registered < nranges; registered++) {
+    for (; *registered < nranges; (*registered)++) {
         struct uffdio_register reg;
         memset(&reg, 0, sizeof(reg));
-        reg.range.start = ranges[2 * registered];
-        reg.range.len = ranges[2 * registered + 1];
+        reg.range.start = ranges[2 * *registered];
+        reg.range.len = ranges[2 * *registered + 1];
         reg.mode = UFFDIO_REGISTER_MODE_MISSING;
-        if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) {
-            err = -errno;
-            break;
-        }
+        if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
+            return -errno;
     }
-    for (long i = 0; !err && i < nruns; i++) {
-        unsigned long addr = runs[3 * i], len = runs[3 * i + 1], off = runs[3 * i + 2], done = 0;
-        int tries = 0;
-        while (done < len) {
-            struct uffdio_copy c;
-            memset(&c, 0, sizeof(c));
-            c.dst = addr + done;
-            c.src = (unsigned long)(src + off + done);
-            c.len = len - done;
-            if (ioctl(uffd, UFFDIO_COPY, &c) == 0) {
-                done = len;
-                break;
-            }
-            if (c.copy > 0) {
-                done += c.copy;
-                continue;
-            }
-            if ((errno == EAGAIN || errno == EINTR) && ++tries < 1000)
-                continue;
-            err = -errno;
-            break;
-        }
-    }
+    return 0;
+}
+
+static long uffd_unregister(int uffd, const unsigned long *ranges, long registered, long err)
+{
     for (long i = 0; i < registered; i++) {
         struct uffdio_range r = { ranges[2 * i], ranges[2 * i + 1] };
         if (ioctl(uffd, UFFDIO_UNREGISTER, &r) < 0 && !err)
             err = -errno;
     }
     return err;
+}
+
+/* UFFDIO_COPY of `len` bytes at `src` (pyckpt's memory) to `addr` of the task. */
+static long uffd_copy(int uffd, unsigned long addr, const char *src, unsigned long len)
+{
+    unsigned long done = 0;
+    int tries = 0;
+    while (done < len) {
+        struct uffdio_copy c;
+        memset(&c, 0, sizeof(c));
+        c.dst = addr + done;
+        c.src = (unsigned long)(src + done);
+        c.len = len - done;
+        if (ioctl(uffd, UFFDIO_COPY, &c) == 0)
+            return 0;
+        if (c.copy > 0) {
+            done += c.copy;
+            continue;
+        }
+        if ((errno == EAGAIN || errno == EINTR) && ++tries < 1000)
+            continue;
+        return -errno;
+    }
+    return 0;
+}
+
+long ck_uffd_fill(int uffd, const unsigned long *ranges, long nranges, const char *src,
+                  const unsigned long *runs, long nruns)
+{
+    long registered = 0;
+    long err = uffd_register(uffd, ranges, nranges, &registered);
+    for (long i = 0; !err && i < nruns; i++)
+        err = uffd_copy(uffd, runs[3 * i], src + runs[3 * i + 2], runs[3 * i + 1]);
+    return uffd_unregister(uffd, ranges, registered, err);
+}
+
+/* ck_uffd_fill with pages.img read through `buf` (`buflen` bytes, a multiple of the
+ * page size) instead of mapped: runs that lie end to end in the file are read with
+ * one pread as far as the buffer holds, then copied in.  A small restore's mapping
+ * of pages.img cost about as much as the copy (its page tables made and torn down);
+ * the buffer stays in the CPU's cache.  -EIO when the file is short. */
+long ck_uffd_fill_read(int uffd, const unsigned long *ranges, long nranges, int fd,
+                       const unsigned long *runs, long nruns, char *buf, unsigned long buflen)
+{
+    long registered = 0;
+    long err = uffd_register(uffd, ranges, nranges, &registered);
+    long i = 0;
+    unsigned long part = 0; /* bytes of run i already copied */
+    while (!err && i < nruns) {
+        /* runs i.. (from `part` into run i) that follow each other in the file */
+        unsigned long off = runs[3 * i + 2] + part, want = 0;
+        long j = i;
+        unsigned long jpart = part;
+        while (j < nruns && want < buflen && runs[3 * j + 2] + jpart == off + want) {
+            unsigned long left = runs[3 * j + 1] - jpart, take = left < buflen - want ? left : buflen - want;
+            want += take;
+            if (take < left) {
+                jpart += take;
+                break;
+            }
+            j++;
+            jpart = 0;
+        }
+        if (want == 0) { /* (a run of no bytes) */
+            i++;
+            part = 0;
+            continue;
+        }
+        unsigned long got = 0;
+        while (got < want) {
+            ssize_t n = pread(fd, buf + got, want - got, (off_t)(off + got));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                err = n < 0 ? -errno : -EIO;
+                break;
+            }
+            got += (unsigned long)n;
+        }
+        /* copy what was read back into the runs it belongs to */
+        unsigned long at = 0;
+        while (!err && at < want) {
+            unsigned long left = runs[3 * i + 1] - part, take = left < want - at ? left : want - at;
+            err = uffd_copy(uffd, runs[3 * i] + part, buf + at, take);
+            at += take;
+            part += take;
+            if (part == runs[3 * i + 1]) {
+                i++;
+                part = 0;
+            }
+        }
+    }
+    return uffd_unregister(uffd, ranges, registered, err);
 }
 
 /* The init of a PID namespace made by `restore --new-pidns`: a stopped copy of

@@ -1189,24 +1189,29 @@ def _copied_in(rctx: RestoreContext, vmas: list[VmaRecord], batch) -> set[int]:
     uffd = take_fd(rctx.pid, fd)
     try:
         src = rctx.shared[SOURCE].get() if SOURCE in rctx.shared else None
-        own = src is None
-        if own:
-            pages_fd = rctx.passed["pages"]
-            src = mmap.mmap(pages_fd, os.fstat(pages_fd).st_size, mmap.MAP_SHARED | mmap.MAP_POPULATE,
-                            mmap.PROT_READ)
-        try:
-            r = lib.ck_uffd_fill(uffd, ffi.new("unsigned long[]", ranges), len(chosen),
-                                 ffi.from_buffer(src) if own else src,
+        if src is not None:
+            r = lib.ck_uffd_fill(uffd, ffi.new("unsigned long[]", ranges), len(chosen), src,
                                  ffi.new("unsigned long[]", runs), len(runs) // 3)
-        finally:
-            if own:
-                src.close()
+        else:  # read through a buffer (see ck_uffd_fill_read)
+            buf = _FILL_BUFFERS.pop() if _FILL_BUFFERS else ffi.new("char[]", FILL_BUFFER)
+            try:
+                r = lib.ck_uffd_fill_read(uffd, ffi.new("unsigned long[]", ranges), len(chosen),
+                                          rctx.passed["pages"], ffi.new("unsigned long[]", runs),
+                                          len(runs) // 3, buf, FILL_BUFFER)
+            finally:
+                _FILL_BUFFERS.append(buf)
     finally:
         os.close(uffd)  # (the last reference: the kernel unregisters whatever is left)
     if r < 0:
         _UFFD["usable"] = False
         return set()
     return {id(v) for v in chosen}
+
+
+# The buffer a small restore's copy-in reads pages.img through (ck_uffd_fill_read); kept
+# for the next restore (one per restore running at once).
+FILL_BUFFER = 256 << 10
+_FILL_BUFFERS: list = []
 
 
 SOURCE = "memory: pages.img mapped for the copy-in"  # RestoreContext.shared key: a _Source

@@ -1,0 +1,111 @@
+"""The helper's copy-in through a userfaultfd (kinds/memory.py: _copied_in), tried on
+pyckpt's own memory: ck_uffd_fill_read reads pages.img through a small buffer, runs that
+follow each other in the file in one pread, and copies each run where it belongs; it
+gives what ck_uffd_fill (the file mapped) gives; a short file is an error (-EIO) that
+leaves nothing registered.  And a restore whose copy-in goes through a buffer of a few
+pages gives the process back whole."""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+
+import pyckpt
+from pyckpt._native._ck import ffi, lib
+from pyckpt.arch import PAGE
+from pyckpt.kinds import memory
+
+from test_birth import UffdSpy, _dump_kill, _same_process
+
+SYS_USERFAULTFD = 323  # x86_64
+
+# (page in the region, pages, page in the file): end to end in the file, apart, longer
+# than the buffer, split across buffers, out of order
+RUNS = [(0, 1, 0), (2, 2, 1), (5, 1, 3), (7, 9, 4), (20, 2, 40), (23, 1, 42), (30, 4, 13), (40, 1, 17),
+        (50, 3, 20)]
+
+
+def _uffd() -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    fd = libc.syscall(SYS_USERFAULTFD, os.O_CLOEXEC | os.O_NONBLOCK)
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    return fd
+
+
+def _file(tmp_path, pages: int):
+    path = tmp_path / "pages.img"
+    path.write_bytes(b"".join(bytes([i % 250 + 1]) * PAGE for i in range(pages)))
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _registered(start: int) -> bool:
+    with open("/proc/self/smaps") as f:
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines):
+        if line.split("-", 1)[0] == f"{start:x}":
+            flags = next(x for x in lines[i + 1:] if x.startswith("VmFlags:"))
+            return " um" in flags
+    raise AssertionError(f"no mapping at {start:#x}")
+
+
+def _fill(fd: int, runs, *, read: bool, buflen: int = 3 * PAGE) -> tuple[int, bytes, int]:
+    region = mmap.mmap(-1, 64 * PAGE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    start = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    ranges = ffi.new("unsigned long[]", [start, 64 * PAGE])
+    flat = ffi.new("unsigned long[]", [v for a, n, o in runs for v in (start + a * PAGE, n * PAGE, o * PAGE)])
+    uffd = _uffd()
+    try:
+        if read:
+            buf = ffi.new("char[]", buflen)
+            r = lib.ck_uffd_fill_read(uffd, ranges, 1, fd, flat, len(runs), buf, buflen)
+        else:
+            src = mmap.mmap(fd, os.fstat(fd).st_size, mmap.MAP_SHARED, mmap.PROT_READ)
+            r = lib.ck_uffd_fill(uffd, ranges, 1, ffi.from_buffer(src), flat, len(runs))
+            src.close()
+    finally:
+        os.close(uffd)
+    still = _registered(start)
+    data = b"" if still else bytes(region)  # (touching a registered page would wait forever)
+    return r, data, still
+
+
+def test_read_through_a_small_buffer_gives_what_the_mapping_gives(tmp_path):
+    fd = _file(tmp_path, 48)
+    try:
+        want = bytearray(64 * PAGE)
+        for a, n, o in RUNS:
+            want[a * PAGE:(a + n) * PAGE] = b"".join(bytes([(o + k) % 250 + 1]) * PAGE for k in range(n))
+        for read, buflen in ((True, 3 * PAGE), (True, PAGE), (True, 64 * PAGE), (False, 0)):
+            r, data, still = _fill(fd, RUNS, read=read, buflen=buflen)
+            assert (r, still) == (0, False), (read, buflen)
+            assert data == bytes(want), (read, buflen)
+    finally:
+        os.close(fd)
+
+
+def test_a_short_file_is_an_error_and_leaves_nothing_registered(tmp_path):
+    fd = _file(tmp_path, 30)  # RUNS read up to page 44
+    try:
+        r, data, still = _fill(fd, RUNS, read=True)
+        assert r == -5 and not still  # -EIO
+        assert data[:PAGE] == bytes([1]) * PAGE  # the runs before it are in
+    finally:
+        os.close(fd)
+
+
+def test_a_restore_copied_in_through_a_buffer_of_three_pages(spawn, python_exe, tmp_path, monkeypatch):
+    """The 32 MiB target's restore copies in through the buffer (not the mapping made
+    beside, which starts at SOURCE_BESIDE_MIN): its runs are cut at every third page."""
+    spy = UffdSpy(memory.lib)
+    monkeypatch.setattr(memory, "lib", spy)
+    monkeypatch.setitem(memory._UFFD, "usable", True)
+    monkeypatch.setattr(memory, "SOURCE_BESIDE_MIN", 1 << 40)
+    monkeypatch.setattr(memory, "FILL_BUFFER", 3 * PAGE)
+    monkeypatch.setattr(memory, "_FILL_BUFFERS", [])
+    t, before, view = _dump_kill(spawn, python_exe, tmp_path)
+    proc = pyckpt.restore(tmp_path / "img")
+    spawn.track(proc.pid)
+    assert spy.reads == [0]
+    _same_process(t, before, view, proc.pid)

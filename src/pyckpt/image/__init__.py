@@ -1121,15 +1121,18 @@ class ImageReader(_Where):
         self._verify_runs(runs, progress)
         self._verify_inherited()
 
-    def verify_pages_beside(self, runs: Iterator[tuple[int, int, int]]) -> "PageCheck":
+    def verify_pages_beside(self, runs: Iterator[tuple[int, int, int]], mapping=None) -> "PageCheck":
         """verify_pages, with the digests of this image's own runs checked in a thread (a
         big restore: on another CPU while the new task reads its pages).  The runs'
         bounds and the runs kept up the chain are checked before this returns;
         `PageCheck.wait()` raises the ImageError of a bad digest (restore waits for it
-        before the process runs, and kills it), `cancel()` stops the thread."""
+        before the process runs, and kills it), `cancel()` stops the thread.
+        `mapping`: pyckpt's mapping of this pages.img made meanwhile (its `get()` waits
+        for it and gives a char * of the file's size, or None), read instead of one of
+        the check's own; it must stay mapped until the check has ended."""
         runs = list(runs)
         self._check_bounds(runs)
-        check = PageCheck(self, runs)
+        check = PageCheck(self, runs, mapping)
         try:
             self._verify_inherited()
         except BaseException:
@@ -1158,10 +1161,21 @@ class ImageReader(_Where):
                 raise ImageError(f"image at {self.where}: a page run lies outside {PAGES_FILE}",
                                  path=self.where)
 
-    def _verify_runs(self, runs: Iterator[tuple[int, int, int]], progress=None, stop=None) -> None:
+    def _verify_runs(self, runs: Iterator[tuple[int, int, int]], progress=None, stop=None,
+                     mapping=None) -> None:
         runs = list(runs)
         self._check_bounds(runs)
         if not runs or self.pages_size == 0:
+            return
+        src = mapping.get() if mapping is not None else None
+        if src is not None:
+            from .._native._ck import ffi
+
+            view = memoryview(ffi.buffer(src, self.pages_size))
+            try:
+                self._check_digests(view, runs, progress, stop)
+            finally:
+                view.release()
             return
         fd = self.open_pages()
         try:
@@ -1174,27 +1188,30 @@ class ImageReader(_Where):
             mapping.madvise(mmap.MADV_SEQUENTIAL)
             view = memoryview(mapping)
             try:
-                for offset, length, digest in runs:
-                    if stop is not None and stop.is_set():
-                        return
-                    if xxhash.xxh3_64_intdigest(view[offset : offset + length]) != digest:
-                        raise ImageError(
-                            f"image at {self.where}: pages at offset {offset} of {PAGES_FILE} "
-                            "fail their checksum (corrupted)", path=self.where
-                        )
-                    if progress:
-                        progress(length)
+                self._check_digests(view, runs, progress, stop)
             finally:
                 view.release()
         finally:
             mapping.close()
+
+    def _check_digests(self, view, runs: list[tuple[int, int, int]], progress, stop) -> None:
+        for offset, length, digest in runs:
+            if stop is not None and stop.is_set():
+                return
+            if xxhash.xxh3_64_intdigest(view[offset : offset + length]) != digest:
+                raise ImageError(
+                    f"image at {self.where}: pages at offset {offset} of {PAGES_FILE} "
+                    "fail their checksum (corrupted)", path=self.where
+                )
+            if progress:
+                progress(length)
 
 
 class PageCheck:
     """The digests of page runs checked in a thread (ImageReader.verify_pages_beside).
     A bare `_thread` thread: a restore's start-up does without `threading`."""
 
-    def __init__(self, reader: ImageReader, runs: list[tuple[int, int, int]]):
+    def __init__(self, reader: ImageReader, runs: list[tuple[int, int, int]], mapping=None):
         import _thread
 
         self._stopped = False
@@ -1203,17 +1220,17 @@ class PageCheck:
         self._done = _thread.allocate_lock()
         self._done.acquire()  # released by the thread when it ends
         try:
-            _thread.start_new_thread(self._run, (reader, runs))
+            _thread.start_new_thread(self._run, (reader, runs, mapping))
         except RuntimeError:  # no thread to be had: checked here and now
-            self._run(reader, runs)
+            self._run(reader, runs, mapping)
 
     def is_set(self) -> bool:
         """Whether to stop (what _verify_runs asks its `stop`)."""
         return self._stopped
 
-    def _run(self, reader: ImageReader, runs) -> None:
+    def _run(self, reader: ImageReader, runs, mapping) -> None:
         try:
-            reader._verify_runs(runs, stop=self)
+            reader._verify_runs(runs, stop=self, mapping=mapping)
         except BaseException as e:  # noqa: BLE001 -- raised by wait(), in the restoring thread
             self._error = e
         finally:

@@ -1229,6 +1229,26 @@ SOURCE = "memory: pages.img mapped for the copy-in"  # RestoreContext.shared key
 SOURCE_BESIDE_MIN = 16 << 20
 
 
+def source_beside(rctx: RestoreContext) -> "_Source | None":
+    """The copy-in's mapping of pages.img (_Source), started at the end of VALIDATE when
+    the restore will copy in from it, so that the page check beside (image.PageCheck)
+    hashes the same mapping instead of faulting in one of its own: the kernel image's
+    35 MiB, checked inline, 8 ms through faults, ~2 ms once mapped.  None otherwise
+    (prepare makes it, where it is made, for a restore without that check)."""
+    if SOURCE in rctx.shared:
+        return rctx.shared[SOURCE]
+    if rctx.check_only or rctx.options.lazy or not _UFFD["usable"] \
+            or not SOURCE_BESIDE_MIN <= rctx.image.pages_size <= UFFD_MAX:
+        return None
+    fd = rctx.image.open_pages()
+    try:
+        source = rctx.shared[SOURCE] = _Source(fd)
+    finally:
+        os.close(fd)
+    rctx.at_close(source.close)
+    return source
+
+
 class _Source:
     """pyckpt's mapping of pages.img that _copied_in copies from (MAP_POPULATE: ~2 ms for
     35 MiB here), made in a thread from PREPARE on, while the task is made and laid out

@@ -403,6 +403,27 @@ class Injector:
 _HAVE_MANY = hasattr(lib, "ck_tramp_call_many")  # (a helper built before it: one call at a time)
 
 
+def spread(threads: list["Injector"], scratch: int, calls: list[tuple[int, object, str]],
+           size: int) -> list[bytes]:
+    """Calls whose effect is the whole process's (a signal's action, an interval timer),
+    each run by one of the process's threads, several at once (check_each), instead of
+    one after another by the leader: a frozen Python kernel's 11 threads take its
+    signal actions and timers in two rounds instead of eight calls.  Each row of
+    `calls` is (number, args(at), what): `args` gives the call's arguments for `at`, the
+    address of a slot of `scratch` (a page of the leader's, that every thread may
+    write) where the call leaves `size` bytes; returns those bytes, row by row."""
+    slot = (size + 63) & ~63
+    per_round = max(1, min(len(threads), PAGE // slot))
+    out: list[bytes] = []
+    for first in range(0, len(calls), per_round):
+        part = calls[first:first + per_round]
+        check_each([(threads[i], what, number, args(scratch + i * slot))
+                    for i, (number, args, what) in enumerate(part)])
+        raw = threads[0].read(scratch, len(part) * slot)
+        out += [raw[i * slot:i * slot + size] for i in range(len(part))]
+    return out
+
+
 def check_each(rows: list[tuple["Injector", str, int, tuple]]) -> list[int]:
     """One call in each of several tasks (threads of a dump's frozen process), as
     `inj.check(number, *args, what=what)` for each (inj, what, number, args) row, the

@@ -19,7 +19,7 @@ from .._dataclass import dataclass
 
 from ..errors import RestoreError
 from ..image import record
-from ..inject import nr
+from ..inject import nr, spread
 from ..proc import read_timers
 from .context import DumpContext, RestoreContext, restore_hook
 
@@ -69,21 +69,31 @@ SIGEVENT = struct.Struct("<QiiI44x")  # sigev_value, signo, notify, _tid; 64 byt
 
 def _dump_posix(ctx: DumpContext) -> list[PosixTimer]:
     found = read_timers(ctx.pid)
+    got = spread(_threads(ctx), ctx.scratch,
+                 [(nr.timer_gettime, lambda at, t=t: (t["id"], at), f"timer_gettime({t['id']})") for t in found],
+                 ITIMERSPEC.size)
     out = []
-    for t in found:
-        ctx.inj.check(nr.timer_gettime, t["id"], ctx.scratch, what=f"timer_gettime({t['id']})")
-        isec, insec, vsec, vnsec = ITIMERSPEC.unpack(ctx.inj.read(ctx.scratch, ITIMERSPEC.size))
+    for t, raw in zip(found, got):
+        isec, insec, vsec, vnsec = ITIMERSPEC.unpack(raw)
         out.append(PosixTimer(t["id"], t["clock"], t["notify"], t["signo"], t["value"], t["tid"],
                               isec, insec, vsec, vnsec))
     return out
 
 
+def _threads(ctx: DumpContext) -> list:
+    """The injectors that may read the process's timers (they are the process's, not a
+    thread's: inject.spread runs the calls in several threads at once)."""
+    return list(ctx.threads.values()) or [ctx.inj]
+
+
 def dump(ctx: DumpContext) -> list:
     posix = _dump_posix(ctx)
     timers = []
+    got = spread(_threads(ctx), ctx.scratch,
+                 [(nr.getitimer, lambda at, which=which: (which, at), f"getitimer({NAMES[which]})")
+                  for which in range(3)], ITIMERVAL.size)
     for which in range(3):
-        ctx.inj.check(nr.getitimer, which, ctx.scratch, what=f"getitimer({NAMES[which]})")
-        isec, iusec, vsec, vusec = ITIMERVAL.unpack(ctx.inj.read(ctx.scratch, ITIMERVAL.size))
+        isec, iusec, vsec, vusec = ITIMERVAL.unpack(got[which])
         if vsec or vusec or isec or iusec:
             if not (vsec or vusec):
                 # Expired with its signal still pending (the kernel re-arms an

@@ -21,7 +21,7 @@ from .._dataclass import dataclass
 
 from .. import ptrace_ops as pt
 from ..image import record
-from ..inject import nr
+from ..inject import nr, spread
 from .context import DumpContext, RestoreContext
 
 SIGKILL, SIGSTOP, SIGCHLD = 9, 19, 17
@@ -58,15 +58,20 @@ def dump(ctx: DumpContext) -> list:
     # shorter freeze, and fewer moments at which the target holds foreign state.
     interesting = (int(ctx.status.get("SigCgt", "f" * 16), 16)
                    | int(ctx.status.get("SigIgn", "f" * 16), 16) | 1 << (SIGCHLD - 1))
+    asked = [sig for sig in range(1, 65) if sig not in (SIGKILL, SIGSTOP) and interesting >> (sig - 1) & 1]
+    # (the actions are the process's: read by its threads at once, inject.spread)
+    got = dict(zip(asked, spread(list(ctx.threads.values()) or [inj], scratch,
+                                 [(nr.rt_sigaction, lambda at, sig=sig: (sig, 0, at, 8),
+                                   f"reading the action of signal {sig}") for sig in asked],
+                                 SIGACTION.size)))
     actions = []
     for sig in range(1, 65):
         if sig in (SIGKILL, SIGSTOP):
             continue
-        if not interesting >> (sig - 1) & 1:
+        if sig not in got:
             actions.append(SigAction(sig, 0, 0, 0, 0))
             continue
-        inj.check(nr.rt_sigaction, sig, 0, scratch, 8, what=f"reading the action of signal {sig}")
-        handler, flags, restorer, mask = SIGACTION.unpack(inj.read(scratch, SIGACTION.size))
+        handler, flags, restorer, mask = SIGACTION.unpack(got[sig])
         actions.append(SigAction(sig, handler, flags, restorer, mask))
     records: list = [SignalsRecord(actions)]
     shared = pt.peek_siginfo(ctx.pid, shared=True)

@@ -150,3 +150,36 @@ def memory_ranges(img) -> list[tuple[int, int]]:
 
     rs = [(r.start, r.end) for r in img.records if isinstance(r, VmaRecord)]
     return rs + [(b.start, b.end) for r in img.records if isinstance(r, VdsoRecord) for b in r.blocks]
+
+
+def test_a_row_holds_its_arguments_as_signed_longs():
+    b = inject.Batch(None)
+    b.add(nr.mmap, 1 << 12, (1 << 64) - 1, 3)
+    b.add(nr.close, -1)
+    assert b.rows[0][:7] == (nr.mmap, 1 << 12, -1, 3, 0, 0, 0)
+    assert b.rows[1][:7] == (nr.close, -1, 0, 0, 0, 0, 0)
+
+
+def test_a_failing_mmap_of_the_layout_names_its_memory_area(spawn, python_exe, tmp_path, monkeypatch):
+    """The layout's batched mmap of a file that fails (here: its fd made bad) is named by
+    the file and address of the memory area (made only when it fails)."""
+    t = start(spawn, python_exe)
+    image = tmp_path / "img"
+    pyckpt.dump(t.pid, image, kill=True)
+    reap_dumped(t)
+    real_run = inject.Batch.run
+    spoiled = []
+
+    def run(self):
+        for i, row in enumerate(self.rows):
+            if row[0] == nr.mmap and row[5] >= 0 and not spoiled:  # a file's mapping
+                spoiled.append(row)
+                self.rows[i] = row[:5] + (1 << 30,) + row[6:]
+        return real_run(self)
+
+    monkeypatch.setattr(inject.Batch, "run", run)
+    with pytest.raises(RestoreError) as e:
+        pyckpt.restore(image)
+    assert spoiled, "no file was mapped: the test tests nothing"
+    assert f"at {spoiled[0][1]:#x}" in str(e.value) and "mmap of /" in str(e.value), str(e.value)
+    assert not _exists(t.pid)

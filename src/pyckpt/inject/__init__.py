@@ -478,6 +478,9 @@ def check_each(rows: list[tuple["Injector", str, int, tuple]]) -> list[int]:
     return results  # type: ignore[return-value]
 
 
+_NO_ARGS = (0,) * 6  # a batch row's unused arguments
+
+
 class Batch:
     """Syscalls run in order by the task itself, from a table in its batch area
     (Injector.use_batches), with one stop and resume for up to a few hundred (a
@@ -500,8 +503,9 @@ class Batch:
 
     def add(self, number: int, *args: int, want: int = WANT_OK, what: str = "", fail=None) -> int:
         """Queue syscall `number`; returns its index in run()'s results."""
-        args = [v - (1 << 64) if v >= (1 << 63) else v for v in args] + [0] * (6 - len(args))
-        self.rows.append((number, *args, want, what, fail))
+        if args and max(args) >= 1 << 63:  # (as the signed longs the table holds)
+            args = tuple(v - (1 << 64) if v >= (1 << 63) else v for v in args)
+        self.rows.append((number, *args, *_NO_ARGS[len(args):], want, what, fail))
         return len(self.rows) - 1
 
     def data(self, blob: bytes) -> int:

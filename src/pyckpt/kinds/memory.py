@@ -1066,16 +1066,20 @@ def restore_layout(rctx: RestoreContext) -> None:
             flags |= MAP_ANONYMOUS
             fd, off = -1, 0
         if fd is not None:
-            what = f"mmap of {v.name or 'anonymous memory'} at {v.start:#x}"
-            batch.add(nr.mmap, v.start, v.end - v.start, prot, flags, fd, off, want=v.start, what=what,
-                      fail=lambda got, what=what, start=v.start: (
-                          RemoteCallError(what, rctx.pid, -got) if -4096 < got < 0
-                          else PyckptError(f"mmap at {start:#x} landed at {got:#x}")))
+            batch.add(nr.mmap, v.start, v.end - v.start, prot, flags, fd, off, want=v.start,
+                      fail=lambda got, v=v: _mmap_failed(rctx, v, got))
         for flag in v.vmflags:
             advice = MADVISE_FOR_FLAG.get(flag)
             if advice is not None:
                 batch.add(nr.madvise, v.start, v.end - v.start, advice, want=WANT_ANY)
     batch.run()
+
+
+def _mmap_failed(rctx: RestoreContext, v: VmaRecord, got: int) -> Exception:
+    """The error of the batched mmap of `v` that returned `got` (restore_layout)."""
+    if -4096 < got < 0:
+        return RemoteCallError(f"mmap of {v.name or 'anonymous memory'} at {v.start:#x}", rctx.pid, -got)
+    return PyckptError(f"mmap at {v.start:#x} landed at {got:#x}")
 
 
 def run_source(rctx: RestoreContext, run: PageRun) -> tuple[int, int] | None:

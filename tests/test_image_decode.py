@@ -110,3 +110,16 @@ def test_records_are_made_without_their_init_whether_it_was_made_yet_or_not():
 
     assert not codec._init_sets_fields(Own, ("a",))
     assert [c.__name__ for c in CLASSES if not codec._init_sets_fields(c, codec._fields_of(c)[1])] == []
+
+
+@dc.dataclass
+class _Node:  # a dataclass inside itself (no record class is, yet)
+    kids: list[_Node]
+    x: int
+
+
+def test_a_dataclass_inside_itself_decodes():
+    got = codec.decode(_Node, {"kids": [{"kids": [], "x": 2}], "x": 1})
+    assert got == _Node([_Node([], 2)], 1)
+    with pytest.raises(ImageError):
+        codec.decode(_Node, {"kids": [{"kids": [], "x": "2"}], "x": 1})

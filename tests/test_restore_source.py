@@ -84,3 +84,27 @@ def test_a_restore_that_fails_after_prepare_leaves_no_mapping(spawn, python_exe,
     assert len(sources) == 2 and sources[1] is not None, "the page check did not read the mapping"
     _unmapped_soon(img / "pages.img")
     assert set(os.listdir("/proc/self/fd")) <= fds, "the failed restore left an fd open"
+
+
+def test_a_restore_refused_as_its_check_starts_leaves_no_mapping(spawn, python_exe, tmp_path, sources,
+                                                               monkeypatch):
+    """The mapping is made at the end of VALIDATE, just before the page check starts; a
+    refusal there (a run kept in a damaged parent image, here planted) unmaps it."""
+    from pyckpt.errors import ImageError
+    from pyckpt.image import ImageReader
+
+    t, _ = start_ticker(spawn, python_exe)
+    img = tmp_path / "img"
+    pyckpt.dump(t.pid, img, kill=True)
+    t.reap()
+
+    def damaged(self):
+        raise ImageError(f"image at {self.where}: planted damage in a parent", path=self.where)
+
+    monkeypatch.setattr(ImageReader, "_verify_inherited", damaged)
+    fds = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(ImageError, match="planted damage"):
+        pyckpt.restore(img, allow_changed_files=True)
+    assert sources[:1] == ["made"], "VALIDATE did not start the mapping: the test tests nothing"
+    _unmapped_soon(img / "pages.img")
+    assert set(os.listdir("/proc/self/fd")) <= fds, "the refused restore left an fd open"

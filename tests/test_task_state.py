@@ -144,6 +144,47 @@ def test_seccomp_process_is_refused(spawn, python_exe, tmp_path):
     assert t.state() == "R"  # still spinning, untouched
 
 
+THREAD_SECCOMP_TARGET = r"""
+import ctypes, mmap, os, threading, time
+# prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT) in this thread only, then spin without a syscall
+# (any call of pyckpt's injected into it but read/write/exit/sigreturn kills the process)
+code = bytes.fromhex("b89d000000" "bf16000000" "be01000000" "0f05" "ebfe")
+page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+page.write(code)
+spin = ctypes.CFUNCTYPE(None)(ctypes.addressof(ctypes.c_char.from_buffer(page)))
+threading.Thread(target=spin, daemon=True).start()
+print("READY", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_a_thread_with_a_seccomp_filter_of_its_own_is_refused(spawn, python_exe, tmp_path):
+    """The leader's status shows no seccomp; one thread's does (strict mode, its own): the
+    dump refuses before injecting a call into that thread (which would kill the process),
+    and the process runs on."""
+    t = spawn([python_exe, "-c", THREAD_SECCOMP_TARGET])
+    t.wait_for("^READY")
+    deadline = time.monotonic() + 10
+    strict = []
+    while not strict:
+        for tid in os.listdir(f"/proc/{t.pid}/task"):
+            if "Seccomp:\t1" in open(f"/proc/{t.pid}/task/{tid}/status").read():
+                strict.append(int(tid))
+        assert strict or time.monotonic() < deadline, "no thread of the target entered seccomp"
+        time.sleep(0.01)
+    assert "Seccomp:\t0" in open(f"/proc/{t.pid}/status").read()
+    try:
+        pyckpt.dump(t.pid, tmp_path / "img")
+    except pyckpt.UnsupportedError as e:
+        assert "seccomp" in str(e) and f"thread {strict[0]}" in str(e), str(e)
+    else:
+        raise AssertionError("a process with a thread under seccomp was dumped")
+    time.sleep(0.2)
+    assert t.state() in ("S", "R"), t.state()  # alive, not killed by an injected call
+    assert not (tmp_path / "img" / "COMPLETE").exists()
+
+
 SHMEM_TARGET = r"""
 import mmap, signal, time
 m = mmap.mmap(-1, 64 * 4096, mmap.MAP_SHARED)

@@ -85,6 +85,15 @@ def test_read_through_a_small_buffer_gives_what_the_mapping_gives(tmp_path):
         os.close(fd)
 
 
+def test_a_buffer_of_less_than_a_page_is_refused(tmp_path):
+    fd = _file(tmp_path, 48)
+    try:
+        r, data, still = _fill(fd, RUNS, read=True, buflen=100)
+        assert r == -22 and not still  # -EINVAL, before anything is registered
+    finally:
+        os.close(fd)
+
+
 def test_a_short_file_is_an_error_and_leaves_nothing_registered(tmp_path):
     fd = _file(tmp_path, 30)  # RUNS read up to page 44
     try:

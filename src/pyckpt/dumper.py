@@ -240,6 +240,11 @@ def _refuse_leases(pids: list[int]) -> None:
             # (most of a server's fds), whose link is no path; one readlink, not an fdinfo read
             if not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/"):
                 continue
+        except FileNotFoundError:
+            continue  # closed meanwhile
+        except OSError:
+            pass  # (a path too long to read back, say: its fdinfo tells)
+        try:
             leased = any(line.kind in ("LEASE", "DELEG") for line in read_fdinfo_locks(pid, fd))
         except OSError:
             continue  # closed meanwhile
@@ -439,12 +444,34 @@ def _seize_tree(root: int, frozen: contextlib.ExitStack,
     raise DumpError(f"the tree of process {root} kept forking; could not freeze it")
 
 
+def _refuse_thread_seccomp(pid: int, tids: list[int]) -> None:
+    """A thread's own seccomp filter (one installed without TSYNC; the leader's status
+    shows only the leader's, which seize.refusal checked) could kill the process at a
+    call injected into that thread (inject.spread, kinds/thread.py): refused before any."""
+    from .proc._read import read_bytes
+
+    for tid in tids:
+        if tid == pid:
+            continue
+        try:
+            text = read_bytes(f"/proc/{pid}/task/{tid}/status")
+        except OSError:
+            continue  # (exited meanwhile: the injector says so)
+        at = text.find(b"\nSeccomp:")
+        if at >= 0 and text[at + 9:text.index(b"\n", at + 1)].strip() != b"0":
+            raise UnsupportedError(
+                f"thread {tid} of process {pid} runs under a seccomp filter of its own, which "
+                "pyckpt cannot save yet (restoring it without its filter would widen what it may "
+                "do)", pid=pid)
+
+
 def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress, stats: DumpStats,
              smaps: proc.SmapsFlags | None, options: DumpOptions, tree: list[int],
              shared: dict, pre=None, tables=None) -> list:
     t = time.perf_counter()
     status = proc.read_status(pid)
     stat = proc.read_stat(pid)
+    _refuse_thread_seccomp(pid, tids)
     maps = proc.read_maps(pid)
     # smaps, slow to produce, is read in a thread (the root's from the dump's start) and
     # waited for by the memory phase: read again then if the VMAs are not these

@@ -323,7 +323,12 @@ def _validate(path, progress: Progress, stats: RestoreStats,
     if beside:  # the last check here: started once nothing else can fail in VALIDATE
         t = time.perf_counter()
         # (the copy-in's mapping of pages.img, made now: the check reads it too)
-        shared[PAGE_CHECK] = image.verify_pages_beside(runs, mapping=memory.source_beside(root))
+        source = memory.source_beside(root)
+        try:
+            shared[PAGE_CHECK] = image.verify_pages_beside(runs, mapping=source)
+        except BaseException:  # (a run out of bounds, a damaged parent): its mapping goes
+            root.close_passed()
+            raise
         stats.phases[Stage.VALIDATE.name] += time.perf_counter() - t
     return rctxs
 

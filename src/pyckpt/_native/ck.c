@@ -550,6 +550,8 @@ long ck_uffd_fill(int uffd, const unsigned long *ranges, long nranges, const cha
 long ck_uffd_fill_read(int uffd, const unsigned long *ranges, long nranges, int fd,
                        const unsigned long *runs, long nruns, char *buf, unsigned long buflen)
 {
+    if (buflen < 4096 || buflen % 4096)
+        return -EINVAL;
     long registered = 0;
     long err = uffd_register(uffd, ranges, nranges, &registered);
     long i = 0;

@@ -214,7 +214,11 @@ def _compiled(cls: type):
     field checked by a line of its own, the others converted (_fast), no loop over
     field names and no plan looked up per value (~40 % of the decoding of a Python
     kernel's 378 VMAs, each with a file identity and page runs, went to those)."""
-    nameset, required, convs, ints, strs, cstrs, bools, others, direct = _plan(cls)
+    _COMPILING.add(cls)
+    try:
+        nameset, required, convs, ints, strs, cstrs, bools, others, direct = _plan(cls)
+    finally:
+        _COMPILING.discard(cls)
     lines = ["def decode(data):",
              "    if type(data) is not dict:  # (JSON's objects are dicts: a subclass takes the checked way)",
              "        raise _Bad",
@@ -247,6 +251,9 @@ def _compiled(cls: type):
         lines.append("    return cls(**kw)")
     exec(compile("\n".join(lines), f"<decoder of {cls.__qualname__}>", "exec"), env)  # noqa: S102
     return env["decode"]
+
+
+_COMPILING: set = set()  # the classes whose decoder _compiled is making
 
 
 def _partial_decode(cls: type, data: dict) -> object:
@@ -357,6 +364,8 @@ def _fast(tp: object, c_string: bool = False):
 
         return a_tuple
     if dc.is_dataclass(tp):
+        if tp in _COMPILING:  # (a record class inside itself: bound when first used)
+            return lambda v: _compiled(tp)(v)
         return _compiled(tp)
     if tp is bytes:
         def a_bytes(v):

@@ -154,7 +154,8 @@ class TcpListener(FileKind):
         finally:
             sock.close()
         # connections waiting to be accepted are not saved (see the module's docstring)
-        _, backlog = listener_queues(family).get(f.st.st_ino, (0, socket.SOMAXCONN))
+        queues = ctx.tables.memo(("tcp listener queues", family), lambda: listener_queues(family))  # (one ask a dump)
+        _, backlog = queues.get(f.st.st_ino, (0, socket.SOMAXCONN))
         return [TcpListenerRecord(file_id, int(family), address, port, scope, backlog,
                                   f.info.flags & ~os.O_CLOEXEC, reuseaddr, reuseport, v6only)]
 

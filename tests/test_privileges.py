@@ -140,3 +140,16 @@ def test_root_has_what_it_needs_here():
     """The suite runs as root: nothing is missing (else every other test would be refused)."""
     assert privileges.missing("dump", pid=os.getpid()) == []
     assert privileges.missing("restore", new_namespaces=True) == []
+
+
+def test_map_files_are_tried_only_outside_the_initial_user_namespace(monkeypatch):
+    """With CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN in the initial user namespace a link
+    of map_files can be followed; elsewhere (a container's user namespace) one is tried."""
+    from pyckpt import privileges
+
+    tried = []
+    monkeypatch.setattr(privileges, "_map_files_denied", lambda pid: tried.append(pid) or "")
+    monkeypatch.setattr(privileges, "_initial_user_ns", lambda: True)
+    assert privileges.missing("dump", pid=os.getpid()) == [] and tried == []
+    monkeypatch.setattr(privileges, "_initial_user_ns", lambda: False)
+    assert privileges.missing("dump", pid=os.getpid()) == [] and tried == [os.getpid()]

@@ -73,14 +73,14 @@ def dump(pid: int, path, *, kill: bool = False, progress: Progress | None = None
     # _collect); after a pre-copy pass (seconds, maybe), not before it
     started = type(pid) is int and pid > 0 and not (options and options.precopy)
     smaps = proc.SmapsFlags(pid) if started else None
-    load_for_dump(pid)  # (the kinds of its fds now; one of another type loads its own)
+    links = load_for_dump(pid)  # (the kinds of its fds now; one of another type loads its own)
     progress = progress or Progress()
     options = options or DumpOptions()
     stats = DumpStats()
     t0 = time.perf_counter()
     with boundary(f"dump of process {pid}", DumpError, "it was left running"), deferred_signals() as deferral:
         privileges.require("dump", pid=pid)  # before anything is frozen or written
-        stat = refuse_early(pid)
+        stat = refuse_early(pid, links)
         if kill:  # a session leader on a terminal outside the image could not come back (kinds/tty.py)
             from .kinds.tty import refuse_kill
 
@@ -169,7 +169,7 @@ def _late_error(e: Exception, kill: bool, running: list[int]) -> str:
     return f"after the image was complete and its processes killed: {what}"
 
 
-def refuse_early(pid: int) -> proc.ProcStat:
+def refuse_early(pid: int, links: dict[int, str] | None = None) -> proc.ProcStat:
     """Every refusal /proc tells before any process is touched and the image directory
     made: the root (check_dumpable), pyckpt's own tree, the root's descendants as they
     are now, and leases.  The freeze checks again whatever changed meanwhile."""
@@ -203,7 +203,7 @@ def refuse_early(pid: int) -> proc.ProcStat:
             raise error
         tree.append(child)
         todo += _children(child)
-    _refuse_leases(tree)
+    _refuse_leases(tree, {pid: links} if links is not None else {})
     return stat
 
 
@@ -218,13 +218,16 @@ def _own_start_time() -> int:
     return _OWN_START[me]
 
 
-def _refuse_leases(pids: list[int]) -> None:
+def _refuse_leases(pids: list[int], links: dict[int, dict[int, str]]) -> None:
     """A lease (F_SETLEASE) cannot be saved: refuse it now, from /proc.  Each fd's
     fdinfo shows the locks and leases on its file; /proc/locks shows them all at
     once but costs an RCU grace period to read (~10 ms here), so it is read only
     for a tree with very many fds."""
     fds = []
     for pid in pids:
+        if pid in links:  # (read just before: load_for_dump)
+            fds += [(pid, fd) for fd in links[pid]]
+            continue
         try:
             fds += [(pid, int(n)) for n in os.listdir(f"/proc/{pid}/fd")]
         except OSError:
@@ -238,7 +241,8 @@ def _refuse_leases(pids: list[int]) -> None:
         try:
             # Only a regular file takes a lease: not a socket, pipe or anonymous inode
             # (most of a server's fds), whose link is no path; one readlink, not an fdinfo read
-            if not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/"):
+            link = links.get(pid, {}).get(fd)
+            if not (link if link is not None else os.readlink(f"/proc/{pid}/fd/{fd}")).startswith("/"):
                 continue
         except FileNotFoundError:
             continue  # closed meanwhile

@@ -66,19 +66,21 @@ def _import(module: str) -> None:
     __import__(module)
 
 
-def load_for_dump(pid: int) -> None:
+def load_for_dump(pid: int) -> dict[int, str]:
     """Import DUMP_KINDS and the kinds of the fds process `pid` has now (read before
     the freeze, so that no import lengthens it; an fd of another type met during the
-    dump loads its kinds then: `load_for_fd`)."""
+    dump loads its kinds then: `load_for_fd`).  Returns the links of those fds (fd ->
+    its /proc link), as they were (the dump's early refusals read them too)."""
     import os
 
     for name in DUMP_KINDS:
         _import(f"{__name__}.{name}")
     types = set()
+    links: dict[int, str] = {}
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
             try:
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                link = links[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
             types.add(fd_type(link, 0))
@@ -86,6 +88,7 @@ def load_for_dump(pid: int) -> None:
         pass  # (the dump says what is wrong with the process)
     for t in types - {None}:
         _load_types(t)
+    return links
 
 
 def load_for_fd(link: str, mode: int) -> None:

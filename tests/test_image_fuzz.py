@@ -35,7 +35,7 @@ import xxhash
 
 import pyckpt
 from pyckpt import cli
-from pyckpt.image import COMPLETE_FILE, MAGIC, PAGES_FILE, RECORDS_FILE
+from pyckpt.image import COMPLETE_FILE, FORMAT_VERSION, MAGIC, PAGES_FILE, RECORDS_FILE
 
 TICKER = Path(__file__).parent / "targets" / "ticker.py"
 SEED = int(os.environ.get("PYCKPT_FUZZ_SEED", "20250917"))
@@ -54,14 +54,15 @@ class Parts:
     """An image as the pieces a mutation edits; `write()` assembles and signs them."""
 
     def __init__(self, header: bytes, records: list[tuple[int, bytes]], pages: bytes,
-                 complete: dict):
+                 complete: dict, version: int = FORMAT_VERSION):
         self.header, self.records, self.pages, self.complete = header, records, pages, complete
+        self.version = version  # records.img's format version, as read
 
     @classmethod
     def read(cls, d: Path) -> "Parts":
         data = (d / RECORDS_FILE).read_bytes()
         assert data.startswith(MAGIC)
-        _, hlen = struct.unpack_from("<II", data, len(MAGIC))
+        version, hlen = struct.unpack_from("<II", data, len(MAGIC))
         pos = len(MAGIC) + 8
         header = data[pos: pos + hlen]
         pos += hlen + 8
@@ -72,10 +73,10 @@ class Parts:
             pos += 8 + n + 8
         assert records[-1][0] == END
         return cls(header, records[:-1], (d / PAGES_FILE).read_bytes(),
-                   json.loads((d / COMPLETE_FILE).read_bytes()))
+                   json.loads((d / COMPLETE_FILE).read_bytes()), version)
 
     def copy(self) -> "Parts":
-        new = Parts(self.header, list(self.records), self.pages, dict(self.complete))
+        new = Parts(self.header, list(self.records), self.pages, dict(self.complete), self.version)
         new._values = self.values
         return new
 
@@ -91,7 +92,7 @@ class Parts:
         return self._values
 
     def records_bytes(self, end: bytes | None = None) -> bytes:
-        out = [MAGIC, struct.pack("<II", 2, len(self.header)), self.header,
+        out = [MAGIC, struct.pack("<II", self.version, len(self.header)), self.header,
                struct.pack("<Q", xxhash.xxh3_64_intdigest(self.header))]
         end = json.dumps({"records": len(self.records)}).encode() if end is None else end
         for t, body in self.records + [(END, end)]:

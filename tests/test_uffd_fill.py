@@ -41,12 +41,17 @@ def _file(tmp_path, pages: int):
 
 
 def _registered(start: int) -> bool:
+    """Whether the memory area holding `start` is registered (it may be merged with a
+    neighbour of the same kind, so looked for by the range that holds it)."""
     with open("/proc/self/smaps") as f:
         lines = f.read().splitlines()
     for i, line in enumerate(lines):
-        if line.split("-", 1)[0] == f"{start:x}":
-            flags = next(x for x in lines[i + 1:] if x.startswith("VmFlags:"))
-            return " um" in flags
+        lo, sep, rest = line.partition("-")
+        if sep and " " in rest and all(c in "0123456789abcdef" for c in lo):
+            hi = rest.split(" ", 1)[0]
+            if int(lo, 16) <= start < int(hi, 16):
+                flags = next(x for x in lines[i + 1:] if x.startswith("VmFlags:"))
+                return " um" in flags
     raise AssertionError(f"no mapping at {start:#x}")
 
 

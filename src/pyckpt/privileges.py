@@ -77,12 +77,8 @@ def missing(operation: str, *, pid: int | None = None, new_namespaces: bool = Fa
 
 
 def _initial_user_ns() -> bool:
-    """Whether pyckpt runs in the initial user namespace (its uid map the whole range)."""
-    try:
-        with open("/proc/self/uid_map", "rb") as f:
-            return f.read().split() == [b"0", b"0", b"4294967295"]
-    except OSError:
-        return False
+    """Whether pyckpt runs in the initial user namespace."""
+    return proc.in_initial_user_ns("self")
 
 
 def _map_files_denied(pid: int) -> str:

@@ -52,7 +52,10 @@ from .codec import decode, encode, record, record_type
 from . import chain as _chain  # noqa: F401,E402  (registers ParentRecord)
 
 MAGIC = b"PYCKPT\0\n"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# Versions read: 2 differs only in writing every record as a JSON object, which the
+# decoder still takes for the classes 3 writes as arrays (codec.py: COMPACT).
+READ_VERSIONS = (2, 3)
 END_RECORD = 0xFFFF
 RECORDS_FILE = "records.img"
 PAGES_FILE = "pages.img"
@@ -75,6 +78,7 @@ __all__ = [
     "encode",
     "decode",
     "FORMAT_VERSION",
+    "READ_VERSIONS",
     "padded",
     "incomplete_reason",
 ]
@@ -1026,9 +1030,10 @@ class ImageReader(_Where):
         if len(data) < len(MAGIC) + 8 or not data.startswith(MAGIC):
             raise ImageError(f"{where} is not a pyckpt image (bad magic)", path=self.where)
         version, hlen = struct.unpack_from("<II", data, len(MAGIC))
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
             raise ImageError(
-                f"{where} has format version {version}; this pyckpt reads version {FORMAT_VERSION}",
+                f"{where} has format version {version}; this pyckpt reads versions "
+                f"{', '.join(map(str, READ_VERSIONS[:-1]))} and {READ_VERSIONS[-1]}",
                 path=self.where
             )
         pos = len(MAGIC) + 8

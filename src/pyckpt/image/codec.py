@@ -2,7 +2,11 @@
 
 A record class is a dataclass registered with `@record(type_id)`.  Its
 fields may be int, str, bool, bytes (stored as base64), float, lists of
-those, lists of other dataclasses, or `X | None`.  Decoding checks every
+those, lists of other dataclasses, or `X | None`.  A dataclass is a JSON
+object of its fields, or — one whose class says `COMPACT = True` (a memory
+area, a page run, a file's identity: hundreds of each in an image) — an
+array of its field values in field order, trailing defaulted ones left out
+by older writers; the object form is still read for it (format 2).  Decoding checks every
 field name and type (integers fit in 64 bits, numbers are finite, strings
 are text or file-system bytes, paths hold no NUL), so a damaged or foreign
 payload is refused with a clear message instead of building a wrong process.
@@ -95,6 +99,8 @@ def encode(obj: object) -> object:
     t = type(obj)
     names = _FIELD_NAMES.get(t)
     if names is not None:
+        if _is_compact(t):
+            return [v if type(v) in _PLAIN else encode(v) for v in map(obj.__getattribute__, names)]
         out = {}
         for n in names:
             v = getattr(obj, n)
@@ -107,6 +113,8 @@ def encode(obj: object) -> object:
     if dc.is_dataclass(obj):
         if not isinstance(obj, type):  # an instance (a class itself is not cached)
             _FIELD_NAMES[t] = tuple(f.name for f in dc.fields(obj))
+            if _is_compact(t):
+                return [encode(getattr(obj, f.name)) for f in dc.fields(obj)]
         return {f.name: encode(getattr(obj, f.name)) for f in dc.fields(obj)}
     if isinstance(obj, bytes):
         return binascii.b2a_base64(obj, newline=False).decode("ascii")  # (base64.b64encode)
@@ -129,12 +137,37 @@ def json_default(obj: object) -> object:
         # set beside them makes one more).  The encoder sorts the keys.  No dict built per
         # value: 526 records of a Python kernel 4.8 -> 3.3 ms.
         d = getattr(obj, "__dict__", None)
+        if _is_compact(type(obj)):  # its values in field order (a tuple: a JSON array)
+            if type(d) is dict and len(d) == len(names):
+                return _getter(type(obj), names)(d)
+            return [getattr(obj, n) for n in names]
         if type(d) is dict and len(d) == len(names):
             return d
         return {n: getattr(obj, n) for n in names}
     if isinstance(obj, bytes):
         return binascii.b2a_base64(obj, newline=False).decode("ascii")
     raise TypeError(f"Object of type {obj.__class__.__name__} is not JSON serializable")
+
+
+def _is_compact(cls: type) -> bool:
+    """Whether records of `cls` are written as arrays (a class attribute COMPACT = True)."""
+    compact = _COMPACT.get(cls)
+    if compact is None:
+        compact = _COMPACT[cls] = cls.__dict__.get("COMPACT") is True
+    return compact
+
+
+_COMPACT: dict[type, bool] = {}
+
+
+@functools.cache
+def _getter(cls: type, names: tuple[str, ...]):
+    """The values of `names` of a dict, as a tuple (operator.itemgetter, one name too)."""
+    if len(names) == 1:
+        return lambda d, n=names[0]: (d[n],)
+    import operator
+
+    return operator.itemgetter(*names)
 
 
 @functools.cache
@@ -219,41 +252,69 @@ def _compiled(cls: type):
         nameset, required, convs, ints, strs, cstrs, bools, others, direct = _plan(cls)
     finally:
         _COMPILING.discard(cls)
-    lines = ["def decode(data):",
-             "    if type(data) is not dict:  # (JSON's objects are dicts: a subclass takes the checked way)",
-             "        raise _Bad",
-             "    if data.keys() != NAMESET:",
-             "        return partial(data)"]
-    for n in ints:
-        lines += [f"    v = data[{n!r}]",
-                  f"    if type(v) is not int or not {INT_MIN} <= v <= {INT_MAX}:",
-                  "        raise _Bad"]
-    for n in strs:
-        lines += [f"    v = data[{n!r}]",
-                  "    if type(v) is not str:",
-                  "        raise _Bad",
-                  "    if not v.isascii():",
-                  "        _text(v)"]
-        if n in cstrs:
-            lines += ["    if '\\0' in v:", "        raise _Bad"]
-    for n in bools:
-        lines += [f"    if type(data[{n!r}]) is not bool:", "        raise _Bad"]
+    names = _fields_of(cls)[1]
     env = {"_Bad": _Bad, "_text": _text, "NAMESET": nameset, "cls": cls, "new": object.__new__,
-           "partial": functools.partial(_partial_decode, cls)}
+           "partial": functools.partial(_partial_decode, cls), "partial_list": functools.partial(_partial_list, cls)}
     for i, (n, conv) in enumerate(others):
         env[f"conv{i}"] = conv
-        lines.append(f"    c{i} = conv{i}(data[{n!r}])")
+
+    def checks(value) -> list[str]:  # `value(n)`: the expression of field n's value
+        out = []
+        for n in ints:
+            out += [f"    v = {value(n)}",
+                    f"    if type(v) is not int or not {INT_MIN} <= v <= {INT_MAX}:",
+                    "        raise _Bad"]
+        for n in strs:
+            out += [f"    v = {value(n)}",
+                    "    if type(v) is not str:",
+                    "        raise _Bad",
+                    "    if not v.isascii():",
+                    "        _text(v)"]
+            if n in cstrs:
+                out += ["    if '\\0' in v:", "        raise _Bad"]
+        for n in bools:
+            out += [f"    if type({value(n)}) is not bool:", "        raise _Bad"]
+        out += [f"    c{i} = conv{i}({value(n)})" for i, (n, _) in enumerate(others)]
+        return out
+
+    def made(kw: str) -> list[str]:
+        if direct:  # what its __init__ would do: set each field (see _plan)
+            return ["    obj = new(cls)", f"    obj.__dict__ = {kw}", "    return obj"]
+        return [f"    return cls(**{kw})"]
+
+    lines = ["def decode(data):"]
+    if _is_compact(cls):  # an array of the values, in field order
+        local = {n: f"f{i}" for i, n in enumerate(names)}
+        converted = {n: f"c{i}" for i, (n, _) in enumerate(others)}
+        lines += ["    if type(data) is list:",
+                  f"        if len(data) != {len(names)}:",
+                  "            return partial_list(data)",
+                  f"        {', '.join(local[n] for n in names)}{',' if len(names) == 1 else ''} = data"]
+        lines += ["    " + line for line in checks(lambda n: local[n])]
+        kw = "{" + ", ".join(f"{n!r}: {converted.get(n, local[n])}" for n in names) + "}"
+        lines += ["    " + line for line in made(kw)]
+    lines += ["    if type(data) is not dict:  # (JSON's objects are dicts: a subclass takes the checked way)",
+              "        raise _Bad",
+              "    if data.keys() != NAMESET:",
+              "        return partial(data)"]
+    lines += checks(lambda n: f"data[{n!r}]")
     lines.append("    kw = dict(data)")
     lines += [f"    kw[{n!r}] = c{i}" for i, (n, _) in enumerate(others)]
-    if direct:  # what its __init__ would do: set each field (see _plan)
-        lines += ["    obj = new(cls)", "    obj.__dict__ = kw", "    return obj"]
-    else:
-        lines.append("    return cls(**kw)")
+    lines += made("kw")
     exec(compile("\n".join(lines), f"<decoder of {cls.__qualname__}>", "exec"), env)  # noqa: S102
     return env["decode"]
 
 
 _COMPILING: set = set()  # the classes whose decoder _compiled is making
+
+
+def _partial_list(cls: type, data: list) -> object:
+    """A compact record's array without its trailing defaulted fields (an older writer's),
+    as the object of the fields it gives."""
+    names, required = _fields_of(cls)[1:]
+    if not len(required) <= len(data) <= len(names):
+        raise _Bad
+    return _partial_decode(cls, dict(zip(names, data)))
 
 
 def _partial_decode(cls: type, data: dict) -> object:
@@ -416,9 +477,15 @@ def _fast(tp: object, c_string: bool = False):
 
 def _checked_decode(cls: type, data: object, where: str = "") -> object:
     where = where or cls.__name__
+    hints, names, required = _fields_of(cls)
+    if isinstance(data, list) and _is_compact(cls):  # its values in field order
+        if not len(required) <= len(data) <= len(names):
+            raise ImageError(f"{where}: expected a list of {len(names)} values"
+                             f"{f' (at least {len(required)})' if len(required) < len(names) else ''}, "
+                             f"found {len(data)}")
+        data = dict(zip(names, data))
     if not isinstance(data, dict):
         raise ImageError(f"{where}: expected an object, found {type(data).__name__}")
-    hints, names, required = _fields_of(cls)
     if set(data) != set(names):
         # A field added to a record since an image was written has a default, which
         # stands in for it (docs/image-format.md); any other difference is refused.

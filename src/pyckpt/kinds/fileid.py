@@ -12,6 +12,7 @@ from ..problems import Fix, needs
 
 @dataclass
 class FileIdentity:
+    COMPACT = True  # written as an array of its values (image/codec.py): one per mapped area
     path: str
     dev: int
     ino: int

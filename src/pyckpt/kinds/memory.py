@@ -91,6 +91,7 @@ class PageRun:
     piece by piece, `xxh3` is then the digest of those digests (little-endian
     u64s), and a child image keeps a piece whose digest is unchanged."""
 
+    COMPACT = True  # (see VmaRecord)
     addr: int
     npages: int
     offset: int  # in pages.img
@@ -113,6 +114,7 @@ class PageRun:
 @record(10, scope="process")
 @dataclass
 class VmaRecord:
+    COMPACT = True  # written as an array of its values (image/codec.py): hundreds a process
     start: int
     end: int
     prot: int

@@ -21,6 +21,7 @@ from .fdinfo import FdInfo, parse_fdinfo, read_fdinfo, read_fdinfo_text
 from .mountinfo import Mount, parse_mountinfo, read_mountinfo
 from .net import NetSocket, parse_net_sockets, read_net_sockets
 from .misc import (
+    in_initial_user_ns,
     parse_timers,
     read_timers,
     read_personality,
@@ -71,6 +72,7 @@ __all__ = [
     "read_sys_int",
     "write_sys",
     "read_boot_id",
+    "in_initial_user_ns",
     "parse_sysvipc",
     "read_sysvipc_text",
     "Tables",

@@ -1,5 +1,5 @@
 """Small /proc files: /proc/PID/timers, personality, comm, task/TID/children,
-/proc/sys values, /proc/sysvipc tables and the boot id."""
+uid_map, /proc/sys values, /proc/sysvipc tables and the boot id."""
 
 from __future__ import annotations
 
@@ -33,6 +33,14 @@ def parse_timers(text: str) -> list[dict]:
         elif key == "ClockID":
             cur["clock"] = int(value)
     return timers
+
+
+def in_initial_user_ns(pid: int | str = "self") -> bool:
+    """Whether `pid` runs in the initial user namespace: its uid map the whole range."""
+    try:
+        return read_bytes(f"/proc/{pid}/uid_map").split() == [b"0", b"0", b"4294967295"]
+    except OSError:
+        return False
 
 
 def read_timers(pid: int) -> list[dict]:

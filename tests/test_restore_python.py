@@ -51,3 +51,31 @@ def test_python_dump_without_kill(spawn, python_exe, tmp_path):
     assert_running(t.pid)
     assert check(t) > before
     pyckpt.open_image(tmp_path / "img").verify()
+
+
+def test_mapped_files_are_identified_before_the_freeze(spawn, python_exe, tmp_path, monkeypatch):
+    """The identities of the files a process maps (python, libc, ...) are found before
+    it is frozen, while pyckpt waits for its smaps, and the frozen dump takes them for
+    the same mappings (no stat of them while it is frozen); the image restores."""
+    from pyckpt.kinds import memory
+
+    calls = []  # (path, traced: the target frozen)
+    real = memory.identify
+
+    def identify(path, stat_path=None):
+        with open(f"/proc/{t.pid}/status") as f:
+            traced = next(line for line in f if line.startswith("TracerPid:")).split()[1] != "0"
+        calls.append((path, traced))
+        return real(path, stat_path)
+
+    t = start_pytarget(spawn, python_exe)
+    monkeypatch.setattr(memory, "identify", identify)
+    img = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+    reap_dumped(t)
+    files = {v.file.path for v in img.records if isinstance(v, memory.VmaRecord) and v.kind == "file"}
+    assert files and {p for p, _ in calls} >= files
+    assert not [p for p, traced in calls if traced], "a mapped file was identified in the freeze"
+    proc = pyckpt.restore(tmp_path / "img")
+    spawn.track(proc.pid)
+    t.popen = None
+    check(t)

@@ -321,6 +321,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
                  options: DumpOptions, pre, members: list[int], deferral, smaps: proc.SmapsFlags | None) -> None:
     if smaps is None:
         smaps = proc.SmapsFlags(pid)
+    identities = memory.identities_before(pid)  # (while the smaps read goes on)
     smaps.wait()
     with pinned_to_cpu(stat.processor), _gc_paused():
         t_seize = time.perf_counter()
@@ -335,7 +336,7 @@ def _dump_frozen(pid, stat, writer: ImageWriter, kill, progress, stats: DumpStat
                     records.append(ProcessRecord(member, proc.read_stat(member).ppid))
                     records += _collect(member, seized[member].tids, writer, progress, stats,
                                         smaps if member == pid else None, options, tree, shared, pre,
-                                        tables)
+                                        tables, identities if member == pid else None)
                 for zombie, (ppid, status) in zombies.items():
                     records += [ProcessRecord(zombie, ppid), ZombieRecord(zombie, ppid, status)]
                 if kill:
@@ -471,7 +472,7 @@ def _refuse_thread_seccomp(pid: int, tids: list[int]) -> None:
 
 def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress, stats: DumpStats,
              smaps: proc.SmapsFlags | None, options: DumpOptions, tree: list[int],
-             shared: dict, pre=None, tables=None) -> list:
+             shared: dict, pre=None, tables=None, identities: dict | None = None) -> list:
     t = time.perf_counter()
     status = proc.read_status(pid)
     stat = proc.read_stat(pid)
@@ -499,7 +500,7 @@ def _collect(pid: int, tids: list[int], writer: ImageWriter, progress: Progress,
                 other.share(inj)
         ctx = DumpContext(pid, stat, status, maps, smaps_flags, inj, scratch, writer.pages, progress,
                           options, threads, tree=tree, objects=shared, precopy=pre,
-                          tables=tables or proc.Tables())
+                          tables=tables or proc.Tables(), identities=identities or {})
         for kind_dump in (*DUMP_KINDS, *(h.run for h in dump_hooks())):
             checkpoint()
             t = time.perf_counter()

@@ -35,6 +35,8 @@ class DumpContext:
     precopy: object = None  # precopy.PreCopy when the root's memory was copied while it ran
     # /proc tables read once per dump (mountinfo, net/tcp...), shared by every process of it
     tables: proc.Tables = field(default_factory=proc.Tables)
+    # the identities of the files it mapped, found before the freeze (memory.identities_before)
+    identities: dict = field(default_factory=dict)
 
 
 @dataclass

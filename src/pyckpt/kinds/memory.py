@@ -55,7 +55,7 @@ from ..errors import (FileChangedError, ImageError, KernelMismatchError, PyckptE
 from ..image import record
 from ..inject import WANT_ANY, nr
 from ..problems import Fix, needs
-from ..proc import own_vdso_blocks
+from ..proc import own_vdso_blocks, read_maps
 from .context import DumpContext, RestoreContext
 from .fileid import FileIdentity, identify, open_checked_stat
 from .order import ordered
@@ -204,6 +204,33 @@ def mapped_object(cls):
     return cls
 
 
+def identities_before(pid: int) -> dict[tuple, FileIdentity]:
+    """The identities of the files `pid` maps now, (path, device, inode) -> FileIdentity,
+    found before its freeze while pyckpt waits for its smaps (dumper): the dump takes
+    them for the mappings it finds again in the freeze (the same path, device and
+    inode), instead of two stats each there (a Python kernel's ~70 files).  Only reads
+    /proc and stats files; a file found replaced on disk is left to the freeze, which
+    says so."""
+    out: dict[tuple, FileIdentity] = {}
+    try:
+        maps = read_maps(pid)
+    except OSError:
+        return out
+    for m in maps:
+        key = (m.path, m.dev, m.inode)
+        if (not m.path.startswith("/") or m.path.endswith(" (deleted)") or key in out
+                or any(obj.claims_mapping(m.path) for obj in MAPPED_OBJECTS.values())):
+            continue
+        try:
+            ident = identify(m.path, f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}")
+            on_disk = os.stat(ident.path)
+        except OSError:
+            continue
+        if (on_disk.st_dev, on_disk.st_ino) == (ident.dev, ident.ino):
+            out[key] = ident
+    return out
+
+
 def _classify(pid: int, m) -> tuple[str, int | None]:
     """(kind, pagemap scan mode or None) for one VMA; refuses what is not supported."""
     name = m.path
@@ -283,7 +310,8 @@ def dump(ctx: DumpContext) -> list:
     vmas: list[tuple[VmaRecord, int | None]] = []
     blocks = []
     objects: list = []  # records of mapped objects (memfds, deleted files) saved here
-    identities: dict[tuple, FileIdentity] = {}  # (path, device, inode) -> the mapped file's
+    # (path, device, inode) -> the mapped file's, those found before the freeze included
+    identities: dict[tuple, FileIdentity] = dict(ctx.identities)
     for m in ctx.maps:
         if m.path == "[vsyscall]":
             continue  # the kernel's fixed page, present in every process

@@ -60,11 +60,17 @@ def test_many_small_runs_restore_in_a_few_stops(spawn, python_exe, tmp_path):
     assert stats.injected_calls < 60, stats.injected_calls
 
 
-def test_a_failing_call_stops_its_batch_and_undoes_the_restore(spawn, python_exe, tmp_path, monkeypatch):
+def _dumped_and_killed(spawn, python_exe, tmp_path):
+    """The target, dumped with kill and reaped; (it, its image)."""
     t = start(spawn, python_exe)
     image = tmp_path / "img"
     pyckpt.dump(t.pid, image, kill=True)
     reap_dumped(t)
+    return t, image
+
+
+def test_a_failing_call_stops_its_batch_and_undoes_the_restore(spawn, python_exe, tmp_path, monkeypatch):
+    t, image = _dumped_and_killed(spawn, python_exe, tmp_path)
     real_run = inject.Batch.run
     planted = []
 
@@ -163,10 +169,7 @@ def test_a_row_holds_its_arguments_as_signed_longs():
 def test_a_failing_mmap_of_the_layout_names_its_memory_area(spawn, python_exe, tmp_path, monkeypatch):
     """The layout's batched mmap of a file that fails (here: its fd made bad) is named by
     the file and address of the memory area (made only when it fails)."""
-    t = start(spawn, python_exe)
-    image = tmp_path / "img"
-    pyckpt.dump(t.pid, image, kill=True)
-    reap_dumped(t)
+    t, image = _dumped_and_killed(spawn, python_exe, tmp_path)
     real_run = inject.Batch.run
     spoiled = []
 

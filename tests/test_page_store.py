@@ -19,6 +19,16 @@ from pyckpt.kinds import memory
 from pyckpt.seize import pinned_to_cpu, unpinned_cpus
 
 
+def _killed_then_restored(t, spawn, img) -> None:
+    """Kill and reap the target (ours), restore `img` and let the copy check itself."""
+    os.kill(t.pid, signal.SIGKILL)
+    t.reap()
+    p = pyckpt.restore(img)
+    spawn.track(p.pid)
+    t.popen = None
+    check(t)
+
+
 def _direct_supported(d) -> bool:
     probe = os.path.join(d, "probe")
     try:
@@ -113,12 +123,7 @@ def test_a_dump_allocates_exactly_what_its_memory_copy_writes(spawn, python_exe,
     assert calls[-1][0] + calls[-1][1] <= size
     st = os.stat(tmp_path / "img" / "pages.img")
     assert st.st_size == size and st.st_blocks * 512 <= size + (1 << 20), (st.st_blocks, size)
-    os.kill(t.pid, signal.SIGKILL)
-    t.reap()
-    p = pyckpt.restore(tmp_path / "img")
-    spawn.track(p.pid)
-    t.popen = None
-    check(t)
+    _killed_then_restored(t, spawn, tmp_path / "img")
 
 
 def test_warmed_ahead_the_writes_land_in_place_and_the_rest_is_cut(tmp_path):
@@ -354,12 +359,7 @@ def test_a_running_targets_memory_is_written_after_it_runs_again(spawn, python_e
     assert len(waited) >= 8 and all(waited), waited  # the 32 MiB of data, in 4 MiB buffers
     assert img.dump_stats.pages_bytes >= 32 << 20
     assert t.state() in ("S", "R")  # it runs on (not checked here: its log would grow)
-    os.kill(t.pid, signal.SIGKILL)
-    t.reap()
-    p = pyckpt.restore(tmp_path / "img")
-    spawn.track(p.pid)
-    t.popen = None
-    check(t)
+    _killed_then_restored(t, spawn, tmp_path / "img")
 
 
 def test_a_write_failing_after_the_freeze_fails_the_dump_and_harms_nothing(spawn, python_exe, tmp_path,

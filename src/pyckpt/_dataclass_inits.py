@@ -292,7 +292,7 @@ def init_rrrrrrrrr_(self, _p0, _p1, _p2, _p3, _p4, _p5, _p6, _p7, _p8):
     self._a8 = _p8
 
 
-def init_rrrrrrrrrdfffdf_(self, _p0, _p1, _p2, _p3, _p4, _p5, _p6, _p7, _p8, _p9=None, _p10=None, _p11=None, _p12=None, _p13=None, _p14=None):
+def init_rrrrrrrrrdfffdff_(self, _p0, _p1, _p2, _p3, _p4, _p5, _p6, _p7, _p8, _p9=None, _p10=None, _p11=None, _p12=None, _p13=None, _p14=None, _p15=None):
     self._a0 = _p0
     self._a1 = _p1
     self._a2 = _p2
@@ -308,6 +308,7 @@ def init_rrrrrrrrrdfffdf_(self, _p0, _p1, _p2, _p3, _p4, _p5, _p6, _p7, _p8, _p9
     self._a12 = _g12() if _p12 is _FACTORY else _p12
     self._a13 = _p13
     self._a14 = _g14() if _p14 is _FACTORY else _p14
+    self._a15 = _g15() if _p15 is _FACTORY else _p15
 
 
 def init_rrrrrrrrrr_(self, _p0, _p1, _p2, _p3, _p4, _p5, _p6, _p7, _p8, _p9):

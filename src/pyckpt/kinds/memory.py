@@ -1353,19 +1353,21 @@ def validate(image) -> None:
         if start < prev_end:
             bad(f"memory areas overlap at {start:#x} ({prev_name} and {name})")
         prev_end, prev_name = end, name
+    kinds = {"anon", "shared_anon", "file", *MAPPED_OBJECTS}
     for v in image.of_type(VmaRecord):
-        if (v.kind not in ("anon", "shared_anon", "file", *MAPPED_OBJECTS)
-                or (v.kind == "file" and v.file is None)):
+        if v.kind not in kinds or (v.kind == "file" and v.file is None):
             bad(f"memory area {v.start:#x} has a bad kind or file ({v.kind})")
+        start, end = v.start, v.end
         for p in v.pages:
-            if (p.npages <= 0 or p.offset < 0 or p.offset % PAGE or p.addr % PAGE
-                    or p.addr < v.start or p.addr + p.npages * PAGE > v.end):
-                bad(f"a page run at {p.addr:#x} lies outside its memory area {v.start:#x}-{v.end:#x}")
+            addr, n, offset = p.addr, p.npages, p.offset
+            if n <= 0 or offset < 0 or offset % PAGE or addr % PAGE or addr < start or addr + n * PAGE > end:
+                bad(f"a page run at {addr:#x} lies outside its memory area {start:#x}-{end:#x}")
             if p.zero and (p.image or p.chunks or v.kind != "anon"):
-                bad(f"a zero run at {p.addr:#x} of memory area {v.start:#x} ({v.kind}) is not one "
+                bad(f"a zero run at {addr:#x} of memory area {start:#x} ({v.kind}) is not one "
                     "pyckpt writes")
-            if p.chunks and len(p.chunks) != len(_grid(p.addr, p.npages)):
-                bad(f"a page run at {p.addr:#x} has {len(p.chunks)} piece digests for "
-                    f"{len(_grid(p.addr, p.npages))} pieces")
+            # (the pieces of the PIECE grid it covers: _grid's count, without the list)
+            if p.chunks and len(p.chunks) != (addr + n * PAGE - 1) // PIECE - addr // PIECE + 1:
+                bad(f"a page run at {addr:#x} has {len(p.chunks)} piece digests for "
+                    f"{len(_grid(addr, n))} pieces")
             if p.image and (depth == 0 or not 0 < p.image <= depth):
-                bad(f"a page run at {p.addr:#x} is kept {p.image} images up a chain of {depth}")
+                bad(f"a page run at {addr:#x} is kept {p.image} images up a chain of {depth}")

@@ -6,8 +6,8 @@ those, lists of other dataclasses, or `X | None`.  A dataclass is a JSON
 object of its fields, or — one whose class says `COMPACT = True` (a memory
 area, a page run, a file's identity: hundreds of each in an image) — an
 array of its field values in field order, trailing defaulted ones left out
-by older writers; the object form is still read for it (format 2).  Decoding checks every
-field name and type (integers fit in 64 bits, numbers are finite, strings
+by older writers; the object form is still read for it (format 2).
+Decoding checks every field name and type (integers fit in 64 bits, numbers are finite, strings
 are text or file-system bytes, paths hold no NUL), so a damaged or foreign
 payload is refused with a clear message instead of building a wrong process.
 """
@@ -139,7 +139,10 @@ def json_default(obj: object) -> object:
         d = getattr(obj, "__dict__", None)
         if _is_compact(type(obj)):  # its values in field order (a tuple: a JSON array)
             if type(d) is dict and len(d) == len(names):
-                return _getter(type(obj), names)(d)
+                getter = _GETTERS.get(type(obj))
+                if getter is None:
+                    getter = _GETTERS[type(obj)] = _getter(names)
+                return getter(d)
             return [getattr(obj, n) for n in names]
         if type(d) is dict and len(d) == len(names):
             return d
@@ -158,10 +161,10 @@ def _is_compact(cls: type) -> bool:
 
 
 _COMPACT: dict[type, bool] = {}
+_GETTERS: dict[type, object] = {}  # a compact class's _getter of its field names (json_default)
 
 
-@functools.cache
-def _getter(cls: type, names: tuple[str, ...]):
+def _getter(names: tuple[str, ...]):
     """The values of `names` of a dict, as a tuple (operator.itemgetter, one name too)."""
     if len(names) == 1:
         return lambda d, n=names[0]: (d[n],)

@@ -42,7 +42,8 @@ R times each (min and median reported):
                  fdatasync (a durable dump's), xxh3 of a cached buffer, pread
                  from page cache into a reused buffer, first touch of fresh
                  anonymous memory
-  profile        one extra dump and restore with pyckpt's process_vm_readv,
+  profile        one extra dump and restore with pyckpt's process_vm_readv
+                 (with a dump's zero checks and xxh3 in C: ck_read_pieces),
                  write, preadv and xxh3 calls timed (module attributes wrapped
                  for that run only); not part of the timed samples
 
@@ -427,6 +428,9 @@ class _LibProxy:
 
     def ck_vm_read(self, *a):
         return self._acc.timed("process_vm_readv", lib.ck_vm_read, *a)
+
+    def ck_read_pieces(self, *a):  # (a dump's reads, with the zero checks and xxh3 of the pieces)
+        return self._acc.timed("process_vm_readv + xxh3", lib.ck_read_pieces, *a)
 
     def __getattr__(self, name):
         return getattr(lib, name)

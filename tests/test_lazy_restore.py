@@ -611,19 +611,19 @@ def test_without_a_checksum_function_for_the_handler_every_page_is_checked_up_fr
                                                                                       tmp_path, monkeypatch):
     """If python-xxhash's own function cannot be found for the handler, a lazy restore
     checks every page before any process exists, as a copying restore: refused."""
-    from pyckpt import lazy
+    from pyckpt.kinds import memory
 
     t = _start(spawn, lazy_bin, mib=8)
     pid = t.pid
     piece, pages = _dump_and_corrupt(t, tmp_path / "img", mib=8)
-    monkeypatch.setitem(lazy._HASH, "fn", 0)
+    monkeypatch.setitem(memory._HASH, "fn", 0)  # (the dump in _restore then hashes in Python)
     with pytest.raises(pyckpt.ImageError, match=f"pages at offset {piece} of pages.img fail their checksum"):
         pyckpt.restore(tmp_path / "img", lazy=True)
     assert not os.path.exists(f"/proc/{pid}")
     r, _ = _restore(spawn, _start(spawn, lazy_bin, mib=8), tmp_path / "good", True)  # (the handler checks none)
     assert _ask(r, signal.SIGUSR1, r"^CHECK (ok|FAIL.*)$").group(1) == "ok"
     monkeypatch.undo()
-    assert lazy._hash_fn()  # (found here: the other tests check as served)
+    assert memory.hash_fn()  # (found here: the other tests check as served)
 
 
 def test_no_first_guard_fails_the_restore_before_the_process_runs(spawn, lazy_bin, tmp_path, monkeypatch):

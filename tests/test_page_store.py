@@ -388,3 +388,119 @@ def test_a_write_failing_after_the_freeze_fails_the_dump_and_harms_nothing(spawn
     assert sorted(os.listdir(tmp_path / "img")) == ["INCOMPLETE"]
     assert not [th for th in threading.enumerate() if th.name == "pyckpt page writer"]
     check(t)
+
+
+_AREAS_TARGET = r"""
+import ctypes, mmap, time
+PAGE = mmap.PAGESIZE
+raw = mmap.mmap(-1, 192 * PAGE)
+base = (ctypes.addressof(ctypes.c_char.from_buffer(raw)) + (256 << 10) - 1) & ~((256 << 10) - 1)
+# pages from base (on the 256 KiB grid): 0-7 a pattern, 8-15 zero, 16-17 PROT_NONE,
+# 18-19 unmapped, 20-95 a pattern
+for i in list(range(8)) + list(range(20, 96)):
+    ctypes.memmove(base + i * PAGE, bytes([(i * 7 + k) % 251 + 1 for k in range(256)]) * (PAGE // 256), PAGE)
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.mprotect(ctypes.c_void_p(base + 16 * PAGE), ctypes.c_size_t(2 * PAGE), 0) == 0
+assert libc.munmap(ctypes.c_void_p(base + 18 * PAGE), ctypes.c_size_t(2 * PAGE)) == 0
+print(f"READY base={base:#x}", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+class _Store:
+    """A page store that keeps what is written, by offset (PageCopier's side of it)."""
+
+    def __init__(self):
+        self.offset, self.data = 0, {}
+
+    def reserve(self, nbytes):
+        off, self.offset = self.offset, self.offset + nbytes
+        return off
+
+    def allocate(self, off, nbytes):
+        pass
+
+    def write_at(self, data, off, aligned=False):
+        self.data[off] = bytes(data)
+
+    def drain(self, raising=True):
+        pass
+
+    def read(self, off, n):
+        for start, b in self.data.items():
+            if start <= off and off + n <= start + len(b):
+                return b[off - start : off - start + n]
+        raise AssertionError(f"nothing written at {off}")
+
+
+def _areas_target(spawn, python_exe):
+    t = spawn([python_exe, "-c", _AREAS_TARGET], name="areas")
+    return t, int(t.wait_for(r"^READY base=(0x[0-9a-f]+)").group(1), 16)
+
+
+def _memory(pid, addr, n) -> bytes:
+    with open(f"/proc/{pid}/mem", "rb", buffering=0) as f:
+        return os.pread(f.fileno(), n, addr)
+
+
+def _check_runs(pid, runs, store):
+    """Each stored run holds the target's bytes and their digest; a zero run is zero."""
+    import xxhash
+
+    for run in runs:
+        want = _memory(pid, run.addr, run.npages * PAGE)
+        if run.zero:
+            assert want == bytes(len(want)), hex(run.addr)
+        else:
+            assert store.read(run.offset, len(want)) == want, hex(run.addr)
+            assert run.chunks == [xxhash.xxh3_64_intdigest(want)] and run.xxh3 == run.chunks[0]
+
+
+def test_the_copy_reads_a_buffers_runs_at_once_and_sorts_out_their_pieces(spawn, python_exe, monkeypatch):
+    """Runs of a page or two, a zero stretch and memory that cannot be read (PROT_NONE,
+    read through /proc/PID/mem) land in one buffer: each stored piece holds the target's
+    bytes with their digest, the zero pieces of anonymous memory are not stored; and the
+    same with the digests taken in Python (no xxh3 function for C)."""
+    t, base = _areas_target(spawn, python_exe)
+    jobs = [(base, 1, True, True), (base + 2 * PAGE, 2, True, True), (base + 5 * PAGE, 11, True, True),
+            (base + 8 * PAGE, 8, True, True), (base + 16 * PAGE, 2, False, True),
+            (base + 20 * PAGE, 36, True, False), (base + 60 * PAGE, 8, True, True), (base + 76 * PAGE, 20, True, True)]
+    results = []
+    for fn in (None, 0):
+        if fn is not None:
+            monkeypatch.setitem(memory._HASH, "fn", fn)
+        store = _Store()
+        copier = memory.PageCopier(t.pid, store)
+        copier.threaded = False
+        got = copier.copy(jobs)
+        for (addr, npages, _, _), runs in zip(jobs, got):
+            assert runs[0].addr == addr and sum(r.npages for r in runs) == npages
+            _check_runs(t.pid, runs, store)
+        assert [r.zero for r in got[2]] == [False]  # pages 5-15: one piece, part zero
+        assert [r.zero for r in got[3]] == [True]  # pages 8-15
+        assert [r.zero for r in got[4]] == [True]  # pages 16-17, never written (read through /proc/PID/mem)
+        assert copier.zero == 10 * PAGE
+        assert [r.npages for r in got[6]] == [4, 4]  # pages 60-67: cut on the grid at 64
+        results.append([[(r.addr, r.npages, r.zero, r.xxh3) for r in runs] for runs in got])
+    assert results[0] == results[1]
+
+
+def test_a_run_that_cannot_be_read_is_an_error_or_with_lenient_left_out(spawn, python_exe):
+    """A run over unmapped memory between readable ones in the same buffer: an error naming
+    the address, or (lenient, a pre-copy of a running target) left out while the runs
+    before and after it are stored."""
+    t, base = _areas_target(spawn, python_exe)
+    jobs = [(base, 4, True, True), (base + 17 * PAGE, 3, True, True), (base + 20 * PAGE, 4, True, True)]
+    copier = memory.PageCopier(t.pid, _Store())
+    copier.threaded = False
+    import pytest
+
+    with pytest.raises(pyckpt.PyckptError, match=f"process {t.pid}: cannot read memory at {base + 17 * PAGE:#x}"):
+        copier.copy(jobs)
+    store = _Store()
+    copier = memory.PageCopier(t.pid, store)
+    copier.threaded = False
+    got = copier.copy(jobs, lenient=True)
+    assert got[1] == [] and got[0] and got[2]
+    _check_runs(t.pid, got[0] + got[2], store)

@@ -58,7 +58,7 @@ exits with status 6.  If that happens while pyckpt is still restoring, the
 restore fails, undone, with an ImageError saying it (as an eager restore would,
 only later).  The handler checks with python-xxhash's own XXH3 function (the one
 that made the checksums, found loaded in pyckpt and first compared with xxhash's
-digests: _hash_fn); if it cannot be found, a lazy restore checks every page
+digests: memory.hash_fn); if it cannot be found, a lazy restore checks every page
 before any process exists, as a copying restore does.  (As for a copying
 restore, a writer of pages.img between the check and the copy is not guarded
 against: the file is the image's, opened once.)
@@ -130,7 +130,7 @@ from ._native._ck import ffi, lib
 from .arch import PAGE
 from .errors import ImageError, RestoreError
 from .inject import nr
-from .kinds.memory import PIECE
+from .kinds.memory import PIECE, hash_fn
 
 WINDOW = 1 << 20  # copied around a fault (aligned), the faulting page first
 CHUNK = 2 << 20  # copied at a time in the background, between faults
@@ -244,39 +244,16 @@ def _undo(rctx, handler: int) -> None:
 SAID = "lazy: said by a handler"  # RestoreContext.shared: why a handler killed the processes
 
 
-def _hash_fn() -> int:
-    """The address of python-xxhash's own XXH3 64-bit function (the one the image's
-    checksums were made with, loaded in this process), once it gave xxhash's digests
-    for inputs of every size class; 0 if it cannot be found (then a lazy restore checks
-    every page before any process exists, as a copying restore)."""
-    if "fn" not in _HASH:
-        _HASH["fn"] = 0
-        try:
-            import xxhash
-            from xxhash import _xxhash
-        except ImportError:
-            return 0
-        fn = lib.ck_lazy_hash_fn(os.fsencode(_xxhash.__file__))
-        sample = bytes(range(256)) * 1200 + b"pyckpt"
-        if fn and all(lib.ck_lazy_hash(fn, ffi.from_buffer(sample[:n]), n) == xxhash.xxh3_64_intdigest(sample[:n])
-                      for n in (0, 1, 3, 5, 9, 17, 100, 129, 240, 241, 1024, 4096, 65537, len(sample))):
-            _HASH["fn"] = fn
-    return _HASH["fn"]
-
-
-_HASH: dict[str, int] = {}
-
-
 def checked_up_front(image, views, shared: dict) -> tuple[list[tuple[int, int, int]], int]:
     """Lazy restore's VALIDATE: the stored runs (offset, length, xxh3) of `image` to check
     before any process exists — those of every record but the lazily served VMAs of
     `views` (the processes), whose pieces their handler checks when it first serves
     them (their place in pages.img is checked here) — and how many bytes are left to
-    the handlers.  With no checksum function for the handlers (_hash_fn), every run."""
+    the handlers.  With no checksum function for the handlers (memory.hash_fn), every run."""
     from .kinds import stored_runs
     from .kinds.memory import VmaRecord
 
-    fn = _hash_fn()
+    fn = hash_fn()
     shared[CHECKED_WHEN_SERVED] = (fn, frozenset())
     if not fn:
         return stored_runs(image), 0

@@ -37,8 +37,9 @@ ffibuilder.cdef(
     long ck_pagemap_runs(int pagemap_fd, unsigned long start, unsigned long npages,
                          int mode, unsigned long *out, long max_runs, unsigned long *stored);
     long ck_vm_read(int pid, unsigned long addr, void *buf, size_t len);
-    long ck_zero_pieces(const void *buf, unsigned long addr, size_t len, size_t piece,
-                        unsigned char *flags);
+    long ck_read_pieces(int pid, const unsigned long *segs, long nsegs, char *buf,
+                        unsigned long piece, unsigned long hash_fn, unsigned char *zero,
+                        unsigned long long *digests, long max_pieces);
     long ck_same_pages(const void *a, const void *b, size_t len, size_t page, unsigned char *flags);
     int ck_sync_range(int fd, long offset, long len, unsigned flags);
     int ck_fallocate(int fd, int mode, long offset, long len);

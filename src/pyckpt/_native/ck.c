@@ -824,34 +824,96 @@ long ck_same_pages(const void *a, const void *b, size_t len, size_t page, unsign
     return n;
 }
 
-/* Which pieces of buf (the memory at [addr, addr+len)) hold only zero bytes: the
- * pieces are cut on a grid of `piece` bytes (a power of two) in addresses, so a
- * run that does not start on the grid has a short first piece.  flags[i] = 1 for
- * an all-zero piece, else 0.  Returns the number of pieces. */
-long ck_zero_pieces(const void *buf, unsigned long addr, size_t len, size_t piece, unsigned char *flags)
+/* A dump's copy of one buffer's worth of memory (memory.PageCopier): `nsegs`
+ * segments of process `pid`, each (address, length, place in `buf`, flags) in
+ * `segs`, read with process_vm_readv, up to 1024 a call (one call for the dozens
+ * of runs of a page or two a process has, where each call costs a few us), then
+ * cut into pieces on the `piece` grid of addresses: for the k-th piece (counted
+ * over the segments in order) zero[k] = 1 if the segment's flags have bit 0 (zero
+ * pieces need not be stored) and the piece holds only zeros, else 0 and
+ * digests[k] = hash_fn(piece) (python-xxhash's XXH3, memory.hash_fn; 0: none,
+ * the caller hashes).  Flags bit
+ * 1: the segment is in `buf` already (read another way), not to be read.  At most
+ * `max_pieces` pieces.  Returns the number of segments read whole and sorted out:
+ * nsegs, or less where a read came short (the segment it returns is the first
+ * not read; the caller reads it alone to learn why), or -E2BIG. */
+#define CK_SEG_ZERO_OK 1
+#define CK_SEG_READ 2
+typedef unsigned long long (*ck_hash_fn)(const void *, size_t);
+long ck_read_pieces(int pid, const unsigned long *segs, long nsegs, char *buf, unsigned long piece,
+                    unsigned long hash_fn, unsigned char *zero, unsigned long long *digests,
+                    long max_pieces)
 {
-    const unsigned char *p = buf;
-    long n = 0;
-    size_t done = 0;
-    while (done < len) {
-        size_t stop = ((addr + done) & ~(piece - 1)) + piece - addr;
-        if (stop > len)
-            stop = len;
-        const uint64_t *w = (const uint64_t *)(p + done), *end = (const uint64_t *)(p + stop);
-        int zero = 1;
-        /* memory is page-aligned here: whole 64-byte blocks, stop at the first non-zero one */
-        for (; w + 8 <= end; w += 8)
-            if (w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) {
-                zero = 0;
-                break;
+    struct iovec local[1024], remote[1024];
+    long ok = 0;  /* segments read whole */
+    while (ok < nsegs) {
+        long n = 0, first = ok;
+        size_t want = 0;
+        for (long i = ok; i < nsegs && n < 1024; i++) {
+            const unsigned long *g = segs + 4 * i;
+            if (g[3] & CK_SEG_READ) {
+                if (n)
+                    break;  /* (reads stay in order: it is counted once those before it are) */
+                first = ++ok;
+                continue;
             }
-        for (; zero && w < end; w++)
-            if (*w)
-                zero = 0;
-        flags[n++] = (unsigned char)zero;
-        done = stop;
+            local[n].iov_base = buf + g[2];
+            local[n].iov_len = g[1];
+            remote[n].iov_base = (void *)g[0];
+            remote[n].iov_len = g[1];
+            want += g[1];
+            n++;
+        }
+        if (!n)
+            continue;
+        ssize_t r;
+        do
+            r = process_vm_readv(pid, local, (unsigned long)n, remote, (unsigned long)n, 0);
+        while (r < 0 && errno == EINTR);
+        if (r == (ssize_t)want) {
+            ok = first + n;
+            continue;
+        }
+        /* short (or failed): count the segments that came whole; the next is the caller's */
+        size_t got = r > 0 ? (size_t)r : 0;
+        for (long i = 0; i < n && got >= local[i].iov_len; i++) {
+            got -= local[i].iov_len;
+            ok = first + i + 1;
+        }
+        break;
     }
-    return n;
+    long k = 0;
+    ck_hash_fn fn = (ck_hash_fn)hash_fn;
+    for (long i = 0; i < ok; i++) {
+        const unsigned long *g = segs + 4 * i;
+        unsigned long addr = g[0], len = g[1], done = 0;
+        const char *p = buf + g[2];
+        while (done < len) {
+            unsigned long stop = ((addr + done) & ~(piece - 1)) + piece - addr;
+            if (stop > len)
+                stop = len;
+            if (k >= max_pieces)
+                return -E2BIG;
+            int z = 0;
+            if (g[3] & CK_SEG_ZERO_OK) {
+                const uint64_t *w = (const uint64_t *)(p + done), *end = (const uint64_t *)(p + stop);
+                z = 1;
+                for (; w + 8 <= end; w += 8)
+                    if (w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) {
+                        z = 0;
+                        break;
+                    }
+                for (; z && w < end; w++)
+                    if (*w)
+                        z = 0;
+            }
+            zero[k] = (unsigned char)z;
+            digests[k] = z || !fn ? 0 : fn(p + done, stop - done);
+            k++;
+            done = stop;
+        }
+    }
+    return ok;
 }
 
 /* sync_file_range(2): start (and with the WAIT flags wait for) writeback of a

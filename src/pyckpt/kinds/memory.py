@@ -445,9 +445,27 @@ def merged(runs: list[PageRun]) -> list[PageRun]:
     return out
 
 
-# A helper built before ck_zero_pieces (an old build in a clone: scripts/setup.sh makes it
-# again) stores zero pieces as any others.
-_HAVE_ZERO_PIECES = hasattr(lib, "ck_zero_pieces")
+def hash_fn() -> int:
+    """The address of python-xxhash's XXH3 64-bit function (the one xxh3_64_intdigest
+    calls), for C to hash with (ck_read_pieces, a lazy restore's handler), once checked
+    against xxh3_64_intdigest on inputs of every size class; 0 if it cannot be found
+    (then digests are taken in Python)."""
+    if "fn" not in _HASH:
+        _HASH["fn"] = 0
+        try:
+            from xxhash import _xxhash
+        except ImportError:
+            return 0
+        fn = lib.ck_lazy_hash_fn(os.fsencode(_xxhash.__file__))
+        sample = bytes(range(256)) * 1200 + b"pyckpt"
+        if fn and all(lib.ck_lazy_hash(fn, ffi.from_buffer(sample[:n]), n) == xxhash.xxh3_64_intdigest(sample[:n])
+                      for n in (0, 1, 3, 5, 9, 17, 100, 129, 240, 241, 1024, 4096, 65537, len(sample))):
+            _HASH["fn"] = fn
+    return _HASH["fn"]
+
+
+_HASH: dict[str, int] = {}
+SEG_ZERO_OK, SEG_READ = 1, 2  # a segment's flags for ck_read_pieces
 
 
 THREAD_MIN = 16 << 20  # bytes to copy from which PageCopier hashes and writes in a thread
@@ -476,7 +494,9 @@ def _slot():
             area.madvise(getattr(mmap, "MADV_WIPEONFORK", 18))  # (Python 3.11 does not name it)
         except OSError:  # (a kernel before 4.14)
             pass
-        return ffi.from_buffer(area), area, ffi.new("unsigned char[]", CHUNK // PAGE + 1)
+        # (and the zero flags and digests of its pieces, at most one a page: ck_read_pieces)
+        return (ffi.from_buffer(area), area, ffi.new("unsigned char[]", CHUNK // PAGE),
+                ffi.new("unsigned long long[]", CHUNK // PAGE))
 
 
 def _keep(slots: list) -> None:
@@ -598,8 +618,9 @@ class PageCopier:
     is written as it comes, one write per stretch of stored pieces.
 
     Two threads (from THREAD_MIN bytes on): this one reads the target's memory
-    (process_vm_readv, which lets the GIL go) into one of two buffers, finds its
-    zero pieces (in C, ck_zero_pieces) and hashes the others, while a writer
+    into one of two buffers, finds its zero pieces and hashes the others (in C,
+    ck_read_pieces, which lets the GIL go: a buffer's runs read with one
+    process_vm_readv, where one per run cost ~5 us each), while a writer
     thread (_WriterThread) writes the other buffer (the page cache's fresh pages,
     or the disk, are the slow part).  A frozen target's copy (`defer`) never waits
     for the writer while it has less than DEFER_MAX bytes of buffers (it reads into a
@@ -651,43 +672,30 @@ class PageCopier:
             _COPIES[0] += 1
         writer = _WriterThread(self, DEFER_MAX if defer else 0) if threaded else None
         slot = writer.free.get() if writer is not None else _slot()
-        buf, view = slot[0], slot[1]
-        pending: list[tuple[int, int, int, bool, int]] = []  # (job, address, bytes, zero_ok, at in buf)
+        self.lenient, self.progress, self.hash = lenient, progress, hash_fn()
+        # (job, address, bytes, flags, at in buf): read into the buffer once it is full
+        pending: list[tuple[int, int, int, int, int]] = []
         used = 0
-        mem_fd = -1
+        self.mem_fd = -1
         done = False
         try:
             for index, (addr, npages, readable, zero_ok) in enumerate(jobs):
                 end = addr + npages * PAGE
+                flags = SEG_ZERO_OK if zero_ok else 0
                 while addr < end:
                     n = min(end, (addr & ~(CHUNK - 1)) + CHUNK) - addr  # pieces stay whole
                     if used + n > CHUNK:
                         slot = self._store(slot, pending, results, writer)
-                        buf, view = slot[0], slot[1]
                         pending, used = [], 0
-                    if readable:
-                        got = lib.ck_vm_read(self.pid, addr, buf + used, n)
-                    else:
-                        # process_vm_readv honours protections; /proc/PID/mem does not.
-                        if mem_fd < 0:
-                            mem_fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-                        got = os.preadv(mem_fd, [memoryview(view)[used:used + n]], addr)
-                    if got != n:
-                        if not lenient:
-                            raise PyckptError(f"process {self.pid}: cannot read memory at {addr:#x} "
-                                              f"({n} bytes)")
-                        addr += n
-                        continue
-                    pending.append((index, addr, n, zero_ok, used))
-                    used += n
-                    if progress is not None:
-                        progress(n)
+                    if readable or self._read_mem(slot, used, addr, n):
+                        pending.append((index, addr, n, flags if readable else flags | SEG_READ, used))
+                        used += n
                     addr += n
             slot = self._store(slot, pending, results, writer, last=True)
             done = True
         finally:
-            if mem_fd >= 0:
-                os.close(mem_fd)
+            if self.mem_fd >= 0:
+                os.close(self.mem_fd)
             if writer is not None and done and defer:
                 self.pages.pending = writer.stop  # (the page store's drain() waits for its writes)
             elif writer is not None:
@@ -696,36 +704,77 @@ class PageCopier:
                 _keep([slot])
         return results
 
+    def _read_mem(self, slot, at: int, addr: int, n: int) -> bool:
+        """Read `n` bytes at `addr` into the buffer at `at` through /proc/PID/mem (which,
+        unlike process_vm_readv, does not honour protections: memory that cannot be
+        read); whether they came (if not, an error unless `lenient`)."""
+        if self.mem_fd < 0:
+            self.mem_fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        return self._got(os.preadv(self.mem_fd, [memoryview(slot[1])[at:at + n]], addr), addr, n)
+
+    def _got(self, got: int, addr: int, n: int) -> bool:
+        if got == n:
+            return True
+        if not self.lenient:
+            raise PyckptError(f"process {self.pid}: cannot read memory at {addr:#x} ({n} bytes)")
+        return False
+
     def _store(self, slot, pending, results, writer: "_WriterThread | None", last: bool = False):
-        """The pieces of the runs `pending` in the buffer `slot`: zero, kept in the parent
-        or written — here, or by the writer thread; the buffer to read into next."""
+        """Read the runs `pending` into the buffer `slot` and sort their pieces out: zero,
+        kept in the parent or written — here, or by the writer thread; the buffer to
+        read into next."""
         todo: list[tuple[int, int, PageRun]] = []
-        for index, addr, n, zero_ok, at in pending:
-            results[index] += self._pieces(slot, at, addr, n, zero_ok, todo)
+        for (index, addr, n, _, at), k in self._read(slot, pending):
+            self._pieces(slot, at, addr, n, k, todo, results[index])
         if writer is None:
             self._write(slot, todo)
             return slot
         return writer.hand(slot, self._reserve(todo), last)
 
-    def _pieces(self, slot, pos: int, addr: int, n: int, zero_ok: bool, todo: list) -> list[PageRun]:
-        """The PageRuns of the `n` bytes at `pos` in the buffer, read from `addr`: zero,
-        kept in the parent, or to be written (appended to `todo`)."""
-        buf, view, flags = slot
+    def _read(self, slot, pending: list) -> list:
+        """Read the runs `pending` into the buffer (ck_read_pieces: one process_vm_readv
+        for up to 1024 runs, where a Python kernel has ~200 of a few pages), their
+        pieces' zero flags and digests into the slot's; the runs read, each with the
+        index of its first piece there.  A run that does not come whole is read again
+        alone: an error if it fails, unless `lenient` (then it is left out)."""
+        buf, _, zero, digests = slot
+        segs = ffi.new("unsigned long[]", 4 * len(pending))
+        first = [0] * (len(pending) + 1)  # each run's first piece in zero and digests
+        for i, (_, addr, n, flags, at) in enumerate(pending):
+            segs[4 * i : 4 * i + 4] = (addr, n, at, flags)
+            first[i + 1] = first[i] + (addr + n - 1) // PIECE - addr // PIECE + 1
+        read, i = [], 0
+        while i < len(pending):
+            n = lib.ck_read_pieces(self.pid, segs + 4 * i, len(pending) - i, buf, PIECE, self.hash,
+                                   zero + first[i], digests + first[i], len(zero) - first[i])
+            if n < 0:  # (cannot be: a buffer of CHUNK bytes has at most a piece a page)
+                raise PyckptError(f"process {self.pid}: ck_read_pieces failed ({os.strerror(-n)})")
+            read += [(pending[r], first[r]) for r in range(i, i + n)]
+            i += n
+            if i < len(pending):
+                _, addr, size, _, at = pending[i]
+                if self._got(lib.ck_vm_read(self.pid, addr, buf + at, size), addr, size):
+                    segs[4 * i + 3] |= SEG_READ  # (came alone: ck_read_pieces sorts it out)
+                else:
+                    i += 1
+        if self.progress is not None:
+            self.progress(sum(run[2] for run, _ in read))
+        return read
+
+    def _pieces(self, slot, pos: int, addr: int, n: int, k: int, todo: list, runs: list) -> None:
+        """The PageRuns (added to `runs`) of the `n` bytes at `pos` in the buffer, read
+        from `addr`, whose first piece is the `k`-th of the slot's zero flags and
+        digests: zero, kept in the parent, or to be written (appended to `todo`)."""
+        _, view, zero, digests = slot
         mv = memoryview(view)
-        pieces = _grid(addr, n // PAGE)
-        if zero_ok and _HAVE_ZERO_PIECES:
-            lib.ck_zero_pieces(buf + pos, addr, n, PIECE, flags)
-        else:
-            zero_ok = False
-        runs: list[PageRun] = []
-        for i, (a, np_) in enumerate(pieces):
+        for a, np_ in _grid(addr, n // PAGE):
             length = np_ * PAGE
-            if zero_ok and flags[i]:
+            if zero[k]:
                 runs.append(PageRun(a, np_, 0, 0, zero=True))
                 self.zero += length
             else:
-                digest = xxhash.xxh3_64_intdigest(mv[pos : pos + length])
-                parts = _parts(self.parent.get(a & ~(PIECE - 1)), a, length)
+                digest = digests[k] if self.hash else xxhash.xxh3_64_intdigest(mv[pos : pos + length])
+                parts = _parts(self.parent.get(a & ~(PIECE - 1)), a, length) if self.parent else None
                 if parts and len(parts) == 1 and parts[0][4] == digest:
                     runs.append(PageRun(a, np_, parts[0][2], digest, image=parts[0][1], chunks=[digest]))
                     self.inherited += length
@@ -736,7 +785,7 @@ class PageCopier:
                     runs.append(run)
                     todo.append((pos, length, run))
             pos += length
-        return runs
+            k += 1
 
     def _write(self, slot, todo: list[tuple[int, int, PageRun]]) -> None:
         """Write the pieces of `todo` (start in the buffer, length, run), one write per
@@ -759,11 +808,16 @@ class PageCopier:
             self.stored += stop - start
             out.append((start, stop, off))
             i = j
-        if out:  # (the stretches lie end to end in the page store)
-            self.pages.allocate(out[0][2], out[-1][2] + out[-1][1] - out[-1][0] - out[0][2])
         return out
 
     def _write_at(self, slot, stretches: list[tuple[int, int, int]]) -> None:
+        """Write the stretches (see _reserve) of the buffer, their disk blocks allocated
+        first: by the thread that writes, after a frozen target's copy (defer) once it
+        runs again (in the reading thread, the 11 fallocates of a Python kernel's 35 MiB
+        took ~1 ms of its freeze)."""
+        if stretches:  # (they lie end to end in the page store)
+            self.pages.allocate(stretches[0][2], stretches[-1][2] + stretches[-1][1] - stretches[-1][0]
+                                - stretches[0][2])
         mv = memoryview(slot[1])
         for start, stop, off in stretches:
             self.pages.write_at(mv[start:stop], off, aligned=True)  # (whole pages of the page-aligned buffer)

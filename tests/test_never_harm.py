@@ -237,3 +237,19 @@ def test_sigkill_while_precopy_warms_the_page_file_leaves_the_target_running(spa
     assert not (image / "COMPLETE").exists()
     assert _tracer(t.pid) == 0
     check(t, timeout=30)  # (its memory, registers, mask and pipe as they were; its heap written since)
+
+
+def test_memory_is_released_early_only_from_a_process_being_killed(spawn, ctarget, tmp_path):
+    """A dump with kill frees the killed target's memory beside its exit
+    (process_mrelease, seize.kill_and_reap_traced); the kernel refuses that for a
+    process that is not dying, which goes on intact."""
+    from pyckpt._native._ck import lib
+
+    t = start_ctarget(spawn, ctarget, tmp_path)
+    fd = os.pidfd_open(t.pid)
+    try:
+        assert lib.ck_process_mrelease(fd) == -22  # EINVAL: not being killed
+    finally:
+        os.close(fd)
+    assert lib.ck_process_mrelease(-1) == -9  # EBADF
+    check(t)

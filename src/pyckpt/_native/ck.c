@@ -470,6 +470,17 @@ int ck_getcpu(void)
     return sched_getcpu();
 }
 
+/* process_mrelease(2) (Linux 5.15): free the memory of a process being killed (its
+ * pidfd) in the caller, beside its own exit: 0 or -errno (ENOSYS before 5.15, EINVAL
+ * when it is not dying). */
+long ck_process_mrelease(int pidfd)
+{
+#ifndef SYS_process_mrelease
+#define SYS_process_mrelease 448
+#endif
+    return syscall(SYS_process_mrelease, pidfd, 0) < 0 ? -errno : 0;
+}
+
 /* ck_uffd_fill: an eager restore's private anonymous pages, copied into the
  * stopped task by UFFDIO_COPY from `src` (pyckpt's mapping of pages.img, the
  * page cache) instead of read by the task into memory it populated first: the

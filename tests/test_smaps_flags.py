@@ -50,3 +50,28 @@ def test_a_failed_read_is_said_by_get():
     flags.expect([])
     with pytest.raises(FileNotFoundError):
         flags.get(0)
+
+
+def test_the_native_read_gives_what_the_parser_gives(spawn, python_exe):
+    """read_smaps_flags (searched in C, ck_smaps_flags) and parse_smaps_flags (the
+    Python parser) agree on a process that sleeps: every VMA, the same words; a
+    buffer too small for the lines is grown; a process that does not exist is a
+    FileNotFoundError."""
+    from pyckpt._native._ck import ffi, lib
+
+    t = spawn([python_exe, "-c", "import mmap, time\n"
+               "m = mmap.mmap(-1, 3 * mmap.PAGESIZE); m.madvise(16, 0, len(m))\n"
+               "print('READY', flush=True)\nwhile True: time.sleep(1)"], name="smaps")
+    t.wait_for("^READY")
+    with open(f"/proc/{t.pid}/smaps") as f:
+        want = proc.parse_smaps_flags(f.read())
+    got = proc.read_smaps_flags(t.pid)
+    assert got == want and len(got) > 20
+    assert any("dd" in words for words in got.values())
+    path = os.fsencode(f"/proc/{t.pid}/smaps")
+    need = lib.ck_smaps_flags(path, ffi.NULL, 0)
+    small = ffi.new("char[]", 64)
+    assert lib.ck_smaps_flags(path, small, 64) == need > 64
+    assert ffi.unpack(small, 64).split(b"\n")[0] == b"%x %s" % (min(want), " ".join(want[min(want)]).encode())
+    with pytest.raises(FileNotFoundError):
+        proc.read_smaps_flags(2**22 + 1)

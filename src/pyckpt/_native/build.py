@@ -30,6 +30,7 @@ ffibuilder.cdef(
     long ck_release_guard(int rd, int wr, const int *pidfds, int n, void *area, size_t size);
     int ck_getcpu(void);
     long ck_process_mrelease(int pidfd);
+    long ck_smaps_flags(const char *path, char *out, long cap);
     long ck_uffd_fill(int uffd, const unsigned long *ranges, long nranges, const char *src,
                       const unsigned long *runs, long nruns);
     long ck_uffd_fill_read(int uffd, const unsigned long *ranges, long nranges, int fd,

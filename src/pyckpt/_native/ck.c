@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -468,6 +469,85 @@ long ck_clone_exec(int pid, const int *keep, int nkeep)
 int ck_getcpu(void)
 {
     return sched_getcpu();
+}
+
+/* The VmFlags of each VMA in /proc/PID/smaps (`path`), as "START FLAGS\n" lines
+ * (START in the file's lower-case hex, FLAGS its two-letter words as the file
+ * has them) into `out`: a dump reads them in a thread beside its other work, and
+ * here the whole read and search let the GIL go (in Python, the parse had to win
+ * it back from the main thread).  Returns the length of the lines, which is more
+ * than `cap` when they did not fit (then call again with that much), or -errno. */
+long ck_smaps_flags(const char *path, char *out, long cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    size_t size = 0, room = 1 << 18;
+    char *text = malloc(room);
+    long err = 0;
+    for (;;) {
+        if (!text) {
+            err = -ENOMEM;
+            break;
+        }
+        if (room - size < (1 << 16)) {
+            char *more = realloc(text, room * 2);
+            if (!more) {
+                err = -ENOMEM;
+                break;
+            }
+            text = more;
+            room *= 2;
+        }
+        ssize_t r = read(fd, text + size, room - size);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            err = -errno;
+            break;
+        }
+        if (r == 0)
+            break;
+        size += (size_t)r;
+    }
+    close(fd);
+    if (err) {
+        free(text);
+        return err;
+    }
+    long n = 0;
+    const char *start = NULL;
+    size_t start_len = 0;
+    for (size_t at = 0; at < size;) {
+        const char *line = text + at;
+        const char *nl = memchr(line, '\n', size - at);
+        size_t len = nl ? (size_t)(nl - line) : size - at;
+        at += len + 1;
+        size_t h = 0;
+        while (h < len && ((line[h] >= '0' && line[h] <= '9') || (line[h] >= 'a' && line[h] <= 'f')))
+            h++;
+        if (h && h < len && line[h] == '-') {  /* a VMA's first line: START-END ... */
+            start = line;
+            start_len = h;
+        } else if (start && len >= 8 && memcmp(line, "VmFlags:", 8) == 0) {
+            size_t f = 8, e = len;
+            while (f < e && line[f] == ' ')
+                f++;
+            while (e > f && line[e - 1] == ' ')
+                e--;
+            long need = (long)(start_len + 1 + (e - f) + 1);
+            if (n + need <= cap) {
+                memcpy(out + n, start, start_len);
+                out[n + start_len] = ' ';
+                memcpy(out + n + start_len + 1, line + f, e - f);
+                out[n + need - 1] = '\n';
+            }
+            n += need;
+            start = NULL;
+        }
+    }
+    free(text);
+    return n;
 }
 
 /* process_mrelease(2) (Linux 5.15): free the memory of a process being killed (its

@@ -248,7 +248,7 @@ def test_memory_is_released_early_only_from_a_process_being_killed(spawn, ctarge
     t = start_ctarget(spawn, ctarget, tmp_path)
     fd = os.pidfd_open(t.pid)
     try:
-        assert lib.ck_process_mrelease(fd) == -22  # EINVAL: not being killed
+        assert lib.ck_process_mrelease(fd) in (-22, -38)  # EINVAL: not being killed (ENOSYS before 5.15)
     finally:
         os.close(fd)
     assert lib.ck_process_mrelease(-1) == -9  # EBADF

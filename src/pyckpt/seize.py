@@ -249,11 +249,11 @@ def kill_and_reap_traced(pid: int, tids: list[int]) -> None:
         pidfd = -1
     try:
         os.kill(pid, signal.SIGKILL)
-        if pidfd >= 0:
+        from ._native._ck import lib
+
+        if pidfd >= 0 and hasattr(lib, "ck_process_mrelease"):  # (not in a helper built before it)
             # Its memory freed here, beside its own exit, which the waits below are
             # for: a killed 1 GiB process reaped after 74 -> 58 ms (medians of 8).
-            from ._native._ck import lib
-
             lib.ck_process_mrelease(pidfd)
     except ProcessLookupError:
         return

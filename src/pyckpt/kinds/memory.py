@@ -656,6 +656,9 @@ class PageCopier:
         results: list[list[PageRun]] = [[] for _ in jobs]
         if not jobs:
             return results
+        if not hasattr(lib, "ck_read_pieces"):
+            raise PyckptError("pyckpt's native helper was built before its Python code (it has no "
+                              "ck_read_pieces): build it again (scripts/setup.sh, or pip install .)")
         threaded = self.threaded
         if threaded is None:  # a thread is worth its start for more than a few MiB
             threaded = sum(n for _, n, _, _ in jobs) * PAGE >= THREAD_MIN

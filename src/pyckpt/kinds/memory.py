@@ -312,6 +312,7 @@ def dump(ctx: DumpContext) -> list:
     objects: list = []  # records of mapped objects (memfds, deleted files) saved here
     # (path, device, inode) -> the mapped file's, those found before the freeze included
     identities: dict[tuple, FileIdentity] = dict(ctx.identities)
+    kinds: dict[tuple, tuple] = {}  # (name, shared) -> _classify's answer (a library has 4-5 VMAs)
     for m in ctx.maps:
         if m.path == "[vsyscall]":
             continue  # the kernel's fixed page, present in every process
@@ -320,7 +321,10 @@ def dump(ctx: DumpContext) -> list:
             continue
         # "PATH (deleted)" still linked under another name
         linked = linked_name(pid, m) if m.path.endswith(" (deleted)") else None
-        kind, mode = ("file", None if m.shared else SCAN_PRIVATE_FILE) if linked else _classify(pid, m)
+        if linked:
+            kind, mode = "file", None if m.shared else SCAN_PRIVATE_FILE
+        else:
+            kind, mode = kinds.get((m.path, m.shared)) or kinds.setdefault((m.path, m.shared), _classify(pid, m))
         ident = None
         if kind in MAPPED_OBJECTS:
             ident, recs = MAPPED_OBJECTS[kind].dump_mapping(
@@ -396,11 +400,16 @@ def dump(ctx: DumpContext) -> list:
         for rec, got in zip(owners, copier.copy(jobs, bar.update, defer=True)):
             rec.pages += got
     for rec, _ in vmas:
-        rec.pages = merged(sorted(rec.pages, key=lambda p: p.addr))
+        if rec.pages:  # (most VMAs of files store none)
+            rec.pages = merged(sorted(rec.pages, key=_addr) if len(rec.pages) > 1 else rec.pages)
     return [vdso_rec] + objects + [rec for rec, _ in vmas]
 
 
 # --- copying pages into the page store ----------------------------------------
+
+
+def _addr(run: PageRun) -> int:
+    return run.addr
 
 
 def _grid(addr: int, npages: int) -> list[tuple[int, int]]:

@@ -215,6 +215,32 @@ def test_a_killed_dump_writes_its_memory_direct_and_restores(spawn, python_exe, 
     assert seen == [0]
 
 
+class _Store:
+    """A page store that keeps what is written, by offset (PageCopier's side of it)."""
+
+    def __init__(self):
+        self.offset, self.data = 0, {}
+
+    def reserve(self, nbytes):
+        off, self.offset = self.offset, self.offset + nbytes
+        return off
+
+    def allocate(self, off, nbytes):
+        pass
+
+    def write_at(self, data, off, aligned=False):
+        self.data[off] = bytes(data)
+
+    def drain(self, raising=True):
+        pass
+
+    def read(self, off, n):
+        for start, b in self.data.items():
+            if start <= off and off + n <= start + len(b):
+                return b[off - start : off - start + n]
+        raise AssertionError(f"nothing written at {off}")
+
+
 def test_the_writer_thread_is_not_pinned_to_the_reading_cpu(spawn, python_exe, tmp_path):
     """A dump pins pyckpt to the target's CPU; the copy's writer thread takes pyckpt's CPUs
     from before that back (both CPUs of a 2-CPU machine), the reading thread keeps the pin."""
@@ -223,22 +249,11 @@ def test_the_writer_thread_is_not_pinned_to_the_reading_cpu(spawn, python_exe, t
     data = int(m.group(1), 16)
     before = os.sched_getaffinity(0)
 
-    class Pages:  # where the writer thread runs, and nothing stored
-        offset = 0
+    class Pages(_Store):  # where the writer thread runs, and nothing stored
         cpus: list = []
-
-        def reserve(self, nbytes):
-            off, self.offset = self.offset, self.offset + nbytes
-            return off
-
-        def allocate(self, off, nbytes):
-            pass
 
         def write_at(self, data, off, aligned=False):
             self.cpus.append((os.sched_getaffinity(0), os.sched_getaffinity(0) == before))
-
-        def drain(self, raising=True):
-            pass
 
     cpu = min(before)
     pages = Pages()
@@ -406,32 +421,6 @@ print(f"READY base={base:#x}", flush=True)
 while True:
     time.sleep(1)
 """
-
-
-class _Store:
-    """A page store that keeps what is written, by offset (PageCopier's side of it)."""
-
-    def __init__(self):
-        self.offset, self.data = 0, {}
-
-    def reserve(self, nbytes):
-        off, self.offset = self.offset, self.offset + nbytes
-        return off
-
-    def allocate(self, off, nbytes):
-        pass
-
-    def write_at(self, data, off, aligned=False):
-        self.data[off] = bytes(data)
-
-    def drain(self, raising=True):
-        pass
-
-    def read(self, off, n):
-        for start, b in self.data.items():
-            if start <= off and off + n <= start + len(b):
-                return b[off - start : off - start + n]
-        raise AssertionError(f"nothing written at {off}")
 
 
 def _areas_target(spawn, python_exe):

@@ -13,7 +13,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -382,8 +384,25 @@ def test_a_copy_under_a_new_id_beside_the_original(server, tmp_path):
     assert r.returncode == 0, r.stderr
     assert tab.run("later = 1\nprint(counter.bump())") == ["42"]
 
-    r = server.cli("restore", str(point), "--new-id")
+    # the kernels listed all the while (a tab polls them): never an error
+    failed, done = [], threading.Event()
+
+    def poll():
+        while not done.is_set():
+            try:
+                server.api("GET", "api/kernels")
+            except urllib.error.HTTPError as e:
+                failed.append(e.code)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        r = server.cli("restore", str(point), "--new-id")
+    finally:
+        done.set()
+        poller.join(60)
     assert r.returncode == 0, r.stderr
+    assert not failed, failed
     m = re.match(rf"restored kernel {kid} as a new kernel ([0-9a-f-]+) \(python3\), PID (\d+), "
                  r"ports (\d+) (\d+) (\d+) (\d+) (\d+)$", r.stdout.strip())
     assert m, r.stdout

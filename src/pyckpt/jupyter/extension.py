@@ -675,6 +675,12 @@ class Saver:
                                                    parent=km, image=path, port_map=port_map or {},
                                                    **opts)
                 made.append(km.provisioner)
+                # What the server gives a kernel only once start_kernel has returned: between
+                # the kernel's entry in the list (jupyter_client adds it when the restore
+                # is done) and then, a GET /api/kernels of a tab or a script found it
+                # without last_activity, a 500 (TraitError; seen in CI).
+                km.execution_state = "starting"
+                km.last_activity = datetime.datetime.now(datetime.timezone.utc)
             return km
 
         self.mkm.kernel_manager_factory = make

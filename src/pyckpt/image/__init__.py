@@ -48,7 +48,7 @@ import xxhash
 from .._dataclass import dataclass
 from ..arch import PAGE
 from ..errors import ImageError, ImageWriteError
-from .codec import decode, encode, record, record_type
+from .codec import _Bad, _fast_decode, decode, encode, record, record_type
 from . import chain as _chain  # noqa: F401,E402  (registers ParentRecord)
 
 MAGIC = b"PYCKPT\0\n"
@@ -607,6 +607,16 @@ class _JsonContext:
 _SCAN = None  # json's C scanner (_json.make_scanner) with _JsonContext, made at the first read
 
 
+def _scanner():
+    """json's C scanner (_json.make_scanner) with _JsonContext, made at first use."""
+    global _SCAN
+    if _SCAN is None:
+        import _json
+
+        _SCAN = _json.make_scanner(_JsonContext())
+    return _SCAN
+
+
 def _loads(body):
     """json.loads(body), without importing json (json.decoder, json.scanner and
     json.encoder: ~1.5 ms of a restore's start-up): json's own C scanner on the ASCII
@@ -614,19 +624,14 @@ def _loads(body):
     them; any other bytes (a BOM, UTF-16/32, non-ASCII) are json.loads's.  Errors
     are ValueError (json's JSONDecodeError is one) or RecursionError, as there
     (tests/test_startup.py compares the two on damaged records)."""
-    global _SCAN
     if not isinstance(body, (bytes, bytearray)) or not body.isascii() or b"\0" in body[:4]:
         import json
 
         return json.loads(body)
-    if _SCAN is None:
-        import _json
-
-        _SCAN = _json.make_scanner(_JsonContext())
     text = body.decode("ascii")
     start = len(text) - len(text.lstrip(" \t\n\r"))
     try:
-        value, end = _SCAN(text, start)
+        value, end = _scanner()(text, start)
     except StopIteration:
         raise ValueError("Expecting value") from None
     if text[end:].strip(" \t\n\r"):
@@ -1048,22 +1053,30 @@ class ImageReader(_Where):
         pos += hlen + 8
         records = []
         view, size, head_size = memoryview(data), len(data), _REC_HEAD.size
+        head, digest, hash_of = _REC_HEAD.unpack_from, _DIGEST.unpack_from, xxhash.xxh3_64_intdigest
+        scan = _scanner()
         while True:
             if pos + head_size > size:
                 raise ImageError(f"{where}: {RECORDS_FILE} ends without an end record (truncated)",
                                  path=self.where)
-            type_id, zero, length = _REC_HEAD.unpack_from(data, pos)
+            type_id, zero, length = head(data, pos)
             end = pos + head_size + length
             if zero != 0 or length > MAX_RECORD or end + 8 > size:
                 raise ImageError(f"{where}: record #{len(records)} at byte {pos} has a bad length or header",
                                  path=self.where)
             body = data[pos + head_size : end]
-            (dig,) = _DIGEST.unpack_from(data, end)
-            if dig != xxhash.xxh3_64_intdigest(view[pos:end]):  # (= _digest(head, body))
+            if digest(data, end)[0] != hash_of(view[pos:end]):  # (= _digest(head, body))
                 raise ImageError(f"{where}: record #{len(records)} at byte {pos} fails its checksum (corrupted)",
                                  path=self.where)
             pos = end + 8
-            payload = self._json(body, f"record #{len(records)}")
+            try:  # what pyckpt writes: ASCII JSON, one value, nothing around it (else _loads)
+                text = body.decode("ascii")
+                payload, stop = scan(text, 0)
+                if stop != len(text):
+                    raise ValueError
+            except (ValueError, StopIteration, RecursionError):
+                # (the words of an error made only for one: ~1 us a record)
+                payload = self._json(body, f"record #{len(records)}")
             if type_id == END_RECORD:
                 if payload != {"records": len(records)}:
                     raise ImageError(f"{where}: end record does not match the record count", path=self.where)
@@ -1076,7 +1089,10 @@ class ImageReader(_Where):
                 raise ImageError(f"{where}: record #{len(records)} has unknown type {type_id}"
                                  f"{_writer(header)}", path=self.where)
             try:
-                records.append(decode(cls, payload, f"{cls.__name__} (record #{len(records)})"))
+                try:
+                    records.append(_fast_decode(cls, payload))
+                except _Bad:  # (decode's checked way, which says what is wrong)
+                    records.append(decode(cls, payload, f"{cls.__name__} (record #{len(records)})"))
             except ImageError as e:
                 raise ImageError(f"{where}: {e}{_writer(header)}", path=self.where) from None
 

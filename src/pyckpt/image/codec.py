@@ -128,28 +128,41 @@ def json_default(obj: object) -> object:
     as it is: a dataclass's fields as a dict, bytes as base64 text; anything else is
     refused as json.dumps refuses it.  Gives the text `encode()` then json.dumps gives
     (image._record_json; tests/test_image_encode.py holds them to each other)."""
-    names = _FIELD_NAMES.get(type(obj))
-    if names is None and dc.is_dataclass(obj) and not isinstance(obj, type):
-        names = _FIELD_NAMES[type(obj)] = tuple(f.name for f in dc.fields(obj))
-    if names is not None:
+    way = _WAYS.get(type(obj))
+    if way is None:
+        way = _way(obj)
+    if way:
         # Its own __dict__ when that holds as many entries as it has fields: its fields
         # alone (a record's fields are set by its __init__ and never deleted; an attribute
         # set beside them makes one more).  The encoder sorts the keys.  No dict built per
-        # value: 526 records of a Python kernel 4.8 -> 3.3 ms.
+        # value: 526 records of a Python kernel 4.8 -> 3.3 ms.  A compact class's values
+        # in field order (a tuple: a JSON array), by its getter.
+        names, getter = way
         d = getattr(obj, "__dict__", None)
-        if _is_compact(type(obj)):  # its values in field order (a tuple: a JSON array)
-            if type(d) is dict and len(d) == len(names):
-                getter = _GETTERS.get(type(obj))
-                if getter is None:
-                    getter = _GETTERS[type(obj)] = _getter(names)
-                return getter(d)
-            return [getattr(obj, n) for n in names]
         if type(d) is dict and len(d) == len(names):
-            return d
+            return d if getter is None else getter(d)
+        if getter is not None:
+            return [getattr(obj, n) for n in names]
         return {n: getattr(obj, n) for n in names}
     if isinstance(obj, bytes):
         return binascii.b2a_base64(obj, newline=False).decode("ascii")
     raise TypeError(f"Object of type {obj.__class__.__name__} is not JSON serializable")
+
+
+def _way(obj: object):
+    """json_default's plan for the type of `obj`, found once per type: (field names, the
+    getter of a compact class's values or None) for a dataclass instance, else ()."""
+    t = type(obj)
+    if not (dc.is_dataclass(obj) and not isinstance(obj, type)):
+        return ()  # (not kept: a class itself, bytes, what is refused)
+    names = _FIELD_NAMES.get(t)
+    if names is None:
+        names = _FIELD_NAMES[t] = tuple(f.name for f in dc.fields(obj))
+    way = _WAYS[t] = (names, _getter(names) if _is_compact(t) else None)
+    return way
+
+
+_WAYS: dict[type, tuple] = {}  # a dataclass's json_default plan (_way)
 
 
 def _is_compact(cls: type) -> bool:
@@ -161,9 +174,6 @@ def _is_compact(cls: type) -> bool:
 
 
 _COMPACT: dict[type, bool] = {}
-_GETTERS: dict[type, object] = {}  # a compact class's _getter of its field names (json_default)
-
-
 def _getter(names: tuple[str, ...]):
     """The values of `names` of a dict, as a tuple (operator.itemgetter, one name too)."""
     if len(names) == 1:

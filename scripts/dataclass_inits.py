@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Write src/pyckpt/_dataclass_inits.py: the __init__ template of every shape the
 dataclasses of pyckpt's modules have (pyckpt/_dataclass.py), as Python source, so
-that a command runs no compiler for them (Python caches the module's bytecode).
+that a command runs no compiler for them (Python caches the module's bytecode);
+and src/pyckpt/image/_decoders.py: the maker of the fast decoder of every record
+class and of the classes in their fields (image/codec.py _compiled), likewise.
 
     python3 scripts/dataclass_inits.py           # write it
     python3 scripts/dataclass_inits.py --check   # exit 1 if it is not up to date
 
 Run it after adding a dataclass or changing the fields of one (tests/test_startup.py
-fails until then; a shape it lacks still works, compiled when first met).  The modules
+fails until then; a shape or decoder it lacks still works, compiled when first met).  The modules
 read are those of tests/test_startup.py's test_fast_dataclass_builds_pyckpts_classes.
 """
 
@@ -21,8 +23,9 @@ import types
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 OUT = os.path.join(SRC, "pyckpt", "_dataclass_inits.py")
+DECODERS = os.path.join(SRC, "pyckpt", "image", "_decoders.py")
 SKIPPED = ("pyckpt.jupyter", "pyckpt._native", "pyckpt.pytest", "pyckpt.__main__", "pyckpt.fastcopy",
-           "pyckpt._dataclass_inits")
+           "pyckpt._dataclass_inits", "pyckpt.image._decoders")
 
 
 def shapes() -> list[tuple]:
@@ -68,22 +71,67 @@ def text(all_shapes: list[tuple]) -> str:
     return "\n".join(out)
 
 
+def decoder_classes() -> list[type]:
+    """The record classes, the image header, and every dataclass in their fields."""
+    from pyckpt import image, kinds
+    from pyckpt import _dataclass as dc
+    from pyckpt.image import codec
+
+    kinds.load_all()
+    todo, seen = [image.Header, *codec.RECORD_TYPES.values()], []
+    while todo:
+        cls = todo.pop(0)
+        if cls in seen:
+            continue
+        seen.append(cls)
+        for tp in codec.type_hints(cls).values():
+            for t in (tp, *getattr(tp, "__args__", ())):
+                for u in (t, *getattr(t, "__args__", ())):
+                    if isinstance(u, type) and dc.is_dataclass(u) and u not in seen:
+                        todo.append(u)
+    return sorted(seen, key=lambda c: (c.__module__, c.__qualname__))
+
+
+def decoders_text() -> str:
+    from pyckpt.image import codec
+
+    out = ['"""Makers of the fast decoders of pyckpt\'s record classes (image/codec.py _compiled).',
+           "",
+           "Written by scripts/dataclass_inits.py: do not edit.  A maker is named by the digest",
+           "of its source (codec.decoder_name): one written for other fields is never taken.",
+           '"""']
+    done = set()
+    for cls in decoder_classes():
+        source = codec.decoder_source(cls)[0]
+        name = codec.decoder_name(source)
+        if name in done:
+            continue
+        done.add(name)
+        out += ["", "", f"# {cls.__module__}.{cls.__qualname__}",
+                source.replace("def make(", f"def {name}(", 1).rstrip("\n")]
+    return "\n".join(out) + "\n"
+
+
 def main() -> int:
-    new = text(shapes())
-    try:
-        with open(OUT) as f:
-            old = f.read()
-    except FileNotFoundError:
-        old = None
+    stale = []
+    for path, new in ((OUT, text(shapes())), (DECODERS, decoders_text())):
+        try:
+            with open(path) as f:
+                old = f.read()
+        except FileNotFoundError:
+            old = None
+        if old == new:
+            continue
+        stale.append(path)
+        if "--check" not in sys.argv[1:]:
+            with open(path, "w") as f:
+                f.write(new)
     if "--check" in sys.argv[1:]:
-        if old != new:
-            print(f"{OUT} is not up to date: run python3 scripts/dataclass_inits.py", file=sys.stderr)
-            return 1
-        return 0
-    if old != new:
-        with open(OUT, "w") as f:
-            f.write(new)
-    print(f"{OUT}: {len(shapes())} shapes")
+        for path in stale:
+            print(f"{path} is not up to date: run python3 scripts/dataclass_inits.py", file=sys.stderr)
+        return 1 if stale else 0
+    print(f"{OUT}: {len(shapes())} shapes; {DECODERS}: written" if DECODERS in stale
+          else f"{OUT}: {len(shapes())} shapes")
     return 0
 
 

@@ -205,15 +205,95 @@ def type_hints(cls: type) -> dict[str, object]:
         own = None
         for name, tp in base.__dict__.get("__annotations__", {}).items():
             if isinstance(tp, str):
-                code = _ANNOTATIONS.get(tp)
-                if code is None:  # (compiled once per text: "int", "list[int]", "str | None"...)
-                    code = _ANNOTATIONS[tp] = compile(tp, "<annotation>", "eval")
                 own = dict(vars(base)) if own is None else own
-                tp = eval(code, own, module)  # noqa: S307 (our own classes' source)
+                tp = _annotation(tp, own, module)
             hints[name] = type(None) if tp is None else tp
     return hints
 
 
+def _annotation(text: str, own: dict, module: dict) -> object:
+    """The value of an annotation's text, as eval(text, own, module) gives it: read here
+    for names, `X[A, B]`, `A | B` and None (every record field's), without the compiler
+    (a process's first compile() costs ~1.3 ms here, each ~0.2 ms); anything else
+    compiled and evaluated."""
+    tokens = _TOKENS.get(text)
+    if tokens is None:
+        tokens = _TOKENS[text] = _tokens(text)
+    if tokens:
+        try:
+            value, at = _union(tokens, 0, own, module)
+            if at == len(tokens):
+                return value
+        except (KeyError, TypeError, IndexError, AttributeError):
+            pass  # (said again by eval, or evaluated otherwise)
+    code = _ANNOTATIONS.get(text)
+    if code is None:
+        code = _ANNOTATIONS[text] = compile(text, "<annotation>", "eval")
+    return eval(code, own, module)  # noqa: S307 (our own classes' source)
+
+
+def _tokens(text: str) -> list[str] | None:
+    """The names and `[ ] , |` of an annotation, or None for anything else."""
+    out, word = [], ""
+    for ch in text + " ":
+        if ch.isalnum() or ch in "_.":
+            word += ch
+            continue
+        if word:
+            if not (word[0].isalpha() or word[0] == "_") or ".." in word or word.endswith("."):
+                return None
+            out.append(word)
+            word = ""
+        if ch in "[],|":
+            out.append(ch)
+        elif ch != " ":
+            return None
+    return out
+
+
+def _union(tokens: list[str], at: int, own: dict, module: dict) -> tuple[object, int]:
+    value, at = _term(tokens, at, own, module)
+    while at < len(tokens) and tokens[at] == "|":
+        other, at = _term(tokens, at + 1, own, module)
+        value = value | other
+    return value, at
+
+
+def _term(tokens: list[str], at: int, own: dict, module: dict) -> tuple[object, int]:
+    word = tokens[at]
+    if word in "[],|":
+        raise TypeError(word)
+    first, *rest = word.split(".")
+    value = None if first == "None" else _lookup(first, own, module)
+    for part in rest:
+        value = getattr(value, part)
+    at += 1
+    if at < len(tokens) and tokens[at] == "[":
+        args = []
+        while True:
+            arg, at = _union(tokens, at + 1, own, module)
+            args.append(arg)
+            if tokens[at] == "]":
+                break
+            if tokens[at] != ",":
+                raise TypeError(tokens[at])
+        value = value[args[0] if len(args) == 1 else tuple(args)]
+        at += 1
+    return value, at
+
+
+def _lookup(name: str, own: dict, module: dict) -> object:
+    """A name as eval looks it up: the class's namespace, its module's, then builtins."""
+    if name in own:
+        return own[name]
+    if name in module:
+        return module[name]
+    import builtins
+
+    return getattr(builtins, name) if hasattr(builtins, name) else module[name]
+
+
+_TOKENS: dict[str, list[str] | None] = {}  # annotation text -> its tokens (_tokens)
 _ANNOTATIONS: dict[str, object] = {}  # annotation text -> its compiled expression
 
 
@@ -259,12 +339,38 @@ def _compiled(cls: type):
     """The fast decoder of `cls`: a function written for its fields (_plan), each plain
     field checked by a line of its own, the others converted (_fast), no loop over
     field names and no plan looked up per value (~40 % of the decoding of a Python
-    kernel's 378 VMAs, each with a file identity and page runs, went to those)."""
+    kernel's 378 VMAs, each with a file identity and page runs, went to those).
+    Its maker is taken from _decoders.py when that has it (written out for pyckpt's
+    record classes by scripts/dataclass_inits.py, its bytecode cached by Python),
+    else compiled: compiling the ~20 a restore meets took ~9 ms of a command, the
+    first compile() of a process ~1.3 ms more."""
     _COMPILING.add(cls)
     try:
-        nameset, required, convs, ints, strs, cstrs, bools, others, direct = _plan(cls)
+        source, env = decoder_source(cls)
     finally:
         _COMPILING.discard(cls)
+    from . import _decoders
+
+    make = getattr(_decoders, decoder_name(source), None)
+    if make is None:
+        ns: dict = {}
+        exec(compile(source, f"<decoder of {cls.__qualname__}>", "exec"), ns)  # noqa: S102
+        make = ns["make"]
+    return make(**env)
+
+
+def decoder_name(source: str) -> str:
+    """The name of the maker of `source` (decoder_source) in _decoders.py: its digest,
+    so that a maker written for other fields is never taken."""
+    import xxhash
+
+    return "make_" + xxhash.xxh3_128_hexdigest(source.encode())
+
+
+def decoder_source(cls: type) -> tuple[str, dict]:
+    """The source of a function `make` that returns `cls`'s fast decoder (_compiled),
+    and the keyword arguments to call it with."""
+    nameset, required, convs, ints, strs, cstrs, bools, others, direct = _plan(cls)
     names = _fields_of(cls)[1]
     env = {"_Bad": _Bad, "_text": _text, "NAMESET": nameset, "cls": cls, "new": object.__new__,
            "partial": functools.partial(_partial_decode, cls), "partial_list": functools.partial(_partial_list, cls)}
@@ -314,8 +420,9 @@ def _compiled(cls: type):
     lines.append("    kw = dict(data)")
     lines += [f"    kw[{n!r}] = c{i}" for i, (n, _) in enumerate(others)]
     lines += made("kw")
-    exec(compile("\n".join(lines), f"<decoder of {cls.__qualname__}>", "exec"), env)  # noqa: S102
-    return env["decode"]
+    source = (f"def make({', '.join(env)}):\n" + "".join(f"    {line}\n" for line in lines)
+              + "    return decode\n")
+    return source, env
 
 
 _COMPILING: set = set()  # the classes whose decoder _compiled is making

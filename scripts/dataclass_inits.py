@@ -84,11 +84,12 @@ def decoder_classes() -> list[type]:
         if cls in seen:
             continue
         seen.append(cls)
-        for tp in codec.type_hints(cls).values():
-            for t in (tp, *getattr(tp, "__args__", ())):
-                for u in (t, *getattr(t, "__args__", ())):
-                    if isinstance(u, type) and dc.is_dataclass(u) and u not in seen:
-                        todo.append(u)
+        types = list(codec.type_hints(cls).values())
+        while types:  # (every type inside a field's: list[tuple[X, int]] | None has X)
+            t = types.pop()
+            types += getattr(t, "__args__", ())
+            if isinstance(t, type) and dc.is_dataclass(t) and t not in seen:
+                todo.append(t)
     return sorted(seen, key=lambda c: (c.__module__, c.__qualname__))
 
 
@@ -130,8 +131,8 @@ def main() -> int:
         for path in stale:
             print(f"{path} is not up to date: run python3 scripts/dataclass_inits.py", file=sys.stderr)
         return 1 if stale else 0
-    print(f"{OUT}: {len(shapes())} shapes; {DECODERS}: written" if DECODERS in stale
-          else f"{OUT}: {len(shapes())} shapes")
+    print(f"{OUT}: {len(shapes())} shapes" + (", written" if OUT in stale else "")
+          + (f"; {DECODERS}: written" if DECODERS in stale else ""))
     return 0
 
 

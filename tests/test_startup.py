@@ -667,6 +667,15 @@ def test_annotations_are_read_as_eval_reads_them():
     for text in ("tuple[int, ...]", "list[(int)]"):  # evaluated
         assert _annotation(text, own, module) == eval(text, own, module), text  # noqa: S307
         assert text in _ANNOTATIONS
+    # a name in both the module and the class: the module's, as eval(text, own, module)
+    both_own, both_module = {"Mode": int, "X": bytes}, {"Mode": str}
+    for text in ("Mode", "list[Mode] | None", "X", "__class__"):
+        got, want = _outcome(lambda: _annotation(text, both_own, both_module)), \
+            _outcome(lambda: eval(text, both_own, both_module))  # noqa: S307
+        assert got == want, text
+    for text in ("x\u00b2", "\u210c", "list[" * 60 + "int" + "]" * 60):  # evaluated (names: NFKC)
+        assert _outcome(lambda: _annotation(text, {"\u210c": int}, {"H": str})) == \
+            _outcome(lambda: eval(text, {"\u210c": int}, {"H": str})), text[:20]  # noqa: S307
     for text in ("Missing", "list[Missing]", "int | ", "list[int"):
         with pytest.raises(Exception) as got:
             _annotation(text, own, module)

@@ -196,8 +196,8 @@ def _fields_of(cls: type) -> tuple[dict[str, object], tuple[str, ...], tuple[str
 def type_hints(cls: type) -> dict[str, object]:
     """`typing.get_type_hints(cls)` for a record class, without importing typing (~3 ms
     of every command): its annotations (strings, `from __future__ import annotations`)
-    evaluated as get_type_hints evaluates them (the class's namespace, then its
-    module's), bases first.  Record fields are built-in types, `X | None`, `list[X]`,
+    evaluated as get_type_hints evaluates them (the module's namespace, then the
+    class's, then builtins), bases first.  Record fields are built-in types, `X | None`, `list[X]`,
     `tuple[...]` and other record classes (tests/test_startup.py compares the two)."""
     hints = {}
     for base in reversed(cls.__mro__):
@@ -219,7 +219,7 @@ def _annotation(text: str, own: dict, module: dict) -> object:
     tokens = _TOKENS.get(text)
     if tokens is None:
         tokens = _TOKENS[text] = _tokens(text)
-    if tokens:
+    if tokens and tokens.count("[") <= 50:  # (deeper: eval's, which refuses past 200)
         try:
             value, at = _union(tokens, 0, own, module)
             if at == len(tokens):
@@ -239,8 +239,8 @@ def _tokens(text: str) -> list[str] | None:
         if ch.isalnum() or ch in "_.":
             word += ch
             continue
-        if word:
-            if not (word[0].isalpha() or word[0] == "_") or ".." in word or word.endswith("."):
+        if word:  # (ASCII identifiers only: eval normalises other names, NFKC)
+            if not all(part.isascii() and part.isidentifier() for part in word.split(".")):
                 return None
             out.append(word)
             word = ""
@@ -283,14 +283,16 @@ def _term(tokens: list[str], at: int, own: dict, module: dict) -> tuple[object, 
 
 
 def _lookup(name: str, own: dict, module: dict) -> object:
-    """A name as eval looks it up: the class's namespace, its module's, then builtins."""
-    if name in own:
-        return own[name]
+    """A name as eval(text, own, module) looks it up: its locals (the module's namespace,
+    as typing.get_type_hints has it), its globals (the class's), then the builtins'
+    dict (KeyError if none has it: eval then says NameError)."""
     if name in module:
         return module[name]
+    if name in own:
+        return own[name]
     import builtins
 
-    return getattr(builtins, name) if hasattr(builtins, name) else module[name]
+    return vars(builtins)[name]
 
 
 _TOKENS: dict[str, list[str] | None] = {}  # annotation text -> its tokens (_tokens)
@@ -349,8 +351,10 @@ def _compiled(cls: type):
         source, env = decoder_source(cls)
     finally:
         _COMPILING.discard(cls)
-    from . import _decoders
-
+    try:
+        from . import _decoders
+    except (ImportError, SyntaxError):  # (missing or damaged: scripts/dataclass_inits.py writes it again)
+        _decoders = None
     make = getattr(_decoders, decoder_name(source), None)
     if make is None:
         ns: dict = {}

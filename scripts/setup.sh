@@ -40,6 +40,10 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c cons
 # The build tools first, pinned, so the editable build below needs no network
 # for an isolated build environment and cannot pick up a new setuptools.
 "${pip[@]}" setuptools wheel cffi
+# pip itself, pinned too: the `pyckpt` command it writes is then the console script of
+# pip >= 25, which starts without `import re` (pip 23's, the one a Python 3.11 venv
+# comes with, imports re and enum: ~5 ms of every command, bench/startup.py).
+"${pip[@]}" pip==26.3
 "${pip[@]}" --no-build-isolation -e '.[test]'
 # An editable install leaves out data files: enable the Jupyter server extension
 # pyckpt.jupyter in the venv as a wheel install of pyckpt does (PREFIX/etc/jupyter/...).

@@ -14,7 +14,9 @@
 - `dump`, `restore` and `show` load none of the standard modules in AVOIDED
   (dataclasses and inspect, typing, pathlib and what it pulls in, socket,
   ipaddress, json, importlib): what replaced them (_dataclass.py, codec.type_hints,
-  image._pathtext, image._loads and _dumps) behaves as they do.
+  image._pathtext, image._loads and _dumps) behaves as they do.  Nor do a dump
+  and restore of a server with a listener, an epoll set and a client (the socket
+  kinds call _socket through _sock.py).
 - As the program, `dump`, `restore`, `show` and `check` exit without Python's
   teardown (cli._exit_now) with all their output written and their exit code, and
   leave it to Python when there is more to do (an atexit callback).
@@ -29,6 +31,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +39,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import check, write_mapfile
+from conftest import TARGETS, check, write_mapfile
 
 import pyckpt
 from pyckpt.image.ids import RECORD_IDS
@@ -143,6 +146,42 @@ def test_restore_loads_only_the_kinds_of_the_image(spawn, ctarget, tmp_path):
     assert not {"psutil", "ptrace", "argparse"} & set(restored["modules"])
     assert not AVOIDED & set(restored["modules"]), AVOIDED & set(restored["modules"])
     assert not READ_AVOIDED & set(restored["modules"]), READ_AVOIDED & set(restored["modules"])
+
+
+def test_sockets_load_no_socket_module(spawn, python_exe, tmp_path):
+    """A server with a listener, an epoll set and a connected client (outside the
+    image): its dump and restore by the commands load the socket kinds, but neither
+    socket nor ipaddress (nor enum, which socket and signal bring); the restored
+    server answers a new client.  (The dump leaves the server running and the test
+    kills it: a dump --kill hands such a client to a holder process, started with
+    subprocess.)"""
+    t = spawn([python_exe, str(TARGETS / "tcp_echo.py"), "echo"], name="tcp-echo")
+    port = int(t.wait_for(r"^READY (\d+)$").group(1))
+    client = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        t.wait_for(r"^ACCEPTED")
+        image = tmp_path / "img"
+        r, dumped = run_command("dump", t.pid, image)
+        assert r.returncode == 0 and dumped["code"] == 0, r.stderr
+        os.kill(t.pid, signal.SIGKILL)
+        assert t.reap() == -signal.SIGKILL
+        r, restored = run_command("restore", image)
+        assert r.returncode == 0 and restored["code"] == 0, r.stderr
+        spawn.track(int(r.stdout))
+        t.popen = None
+    finally:
+        client.close()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as again:
+        again.sendall(b"still here\n")
+        got = b""
+        while not got.endswith(b"\n"):
+            chunk = again.recv(100)
+            assert chunk, got
+            got += chunk
+        assert got == b"STILL HERE\n"
+    for loaded in (dumped, restored):
+        assert {"pyckpt.kinds.tcp", "pyckpt.kinds.tcpconn", "pyckpt.kinds.epoll"} <= kinds_of(loaded["modules"])
+        assert not (AVOIDED | {"enum"}) & set(loaded["modules"]), (AVOIDED | {"enum"}) & set(loaded["modules"])
 
 
 def test_show_and_check_load_only_the_kinds_of_the_image(spawn, ctarget, tmp_path):
@@ -909,3 +948,38 @@ def test_fast_decoding_takes_exactly_what_the_checked_one_takes(spawn, ctarget, 
                 whole = type(e)
             assert whole == want
     assert compared > 100 and refused > 100
+
+
+def test_sock_does_what_socket_does_for_the_kinds():
+    """_sock (the socket kinds' `socket`): the names of socket that they use, sockets
+    closed by `with`, accept() giving one, socketpair, and fds passed both ways."""
+    from pyckpt import _sock
+
+    for name in ("AF_INET", "AF_INET6", "AF_UNIX", "SOCK_STREAM", "SOL_SOCKET", "SO_REUSEADDR",
+                 "IPPROTO_TCP", "TCP_INFO", "inet_pton", "inet_ntop", "if_nametoindex", "CMSG_SPACE"):
+        assert getattr(_sock, name) == getattr(socket, name), name
+    with _sock.socket(_sock.AF_INET, _sock.SOCK_STREAM | _sock.SOCK_CLOEXEC) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        with socket.create_connection(listener.getsockname(), timeout=5) as client:
+            peer, _ = listener.accept()
+            with peer:
+                assert isinstance(peer, _sock.socket) and peer.type == socket.SOCK_STREAM
+                assert peer.family == socket.AF_INET and not peer.get_inheritable()
+                client.sendall(b"x")
+                assert peer.recv(1) == b"x"
+            assert peer.fileno() == -1
+    assert listener.fileno() == -1
+    a, b = _sock.socketpair(_sock.AF_UNIX, _sock.SOCK_SEQPACKET)
+    r, w = os.pipe()
+    try:
+        with a, b:
+            assert _sock.send_fds(a, [b"h"], [r, w]) == 1
+            msg, fds, _, _ = _sock.recv_fds(b, 16, 4)
+            assert msg == b"h" and len(fds) == 2
+            for fd, orig in zip(fds, (r, w)):
+                assert os.fstat(fd).st_ino == os.fstat(orig).st_ino
+                os.close(fd)
+    finally:
+        os.close(r)
+        os.close(w)

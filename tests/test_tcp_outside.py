@@ -10,7 +10,9 @@ reset, never refused."""
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import select
 import signal
 import socket
@@ -181,6 +183,40 @@ def test_half_closed_connections(spawn, python_exe, tmp_path, established):
     else:  # as it was, its peer gone: the write is reset
         assert "b'last words' then EOF; write EPIPE" in line or "write ECONNRESET" in line, line
     closing.close()
+
+
+def test_more_unread_data_than_a_receive_buffer_comes_back_before_the_reset(spawn, python_exe, tmp_path):
+    """A connection with more than 64 KiB unread comes back reset after all of it: the
+    stand-in connection that queues the data takes a receive buffer large enough
+    (SO_RCVBUFFORCE, which the socket module does not name: looking it up there
+    failed such a restore)."""
+    t, port = _server(spawn, python_exe, "lazy")
+    c = _client(port)
+    try:
+        t.wait_for(r"^ACCEPTED (\d+)$")
+        data = b"0123456789abcdef" * (1 << 15)  # 512 KiB, more than the server's buffer takes
+        c.setblocking(False)
+        sent = 0
+        for _ in range(10):  # until the server's receive queue is full
+            try:
+                sent += c.send(data[sent:])
+            except BlockingIOError:
+                time.sleep(0.05)
+        img = pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+        reap_dumped(t)
+        (what,) = [f["what"] for f in img.summary()["fds"] if f["kind"] == "tcp-outside"]
+        unread = int(re.search(r"(\d+) bytes unread", what).group(1))
+        assert 1 << 16 < unread <= sent, (what, sent)
+        p = pyckpt.restore(tmp_path / "img")
+        spawn.track(p.pid)
+        t.popen = None
+        os.kill(p.pid, signal.SIGUSR1)
+        line = t.wait_for(r"^READ \d+ .* then \w+; write \w+$", timeout=20).group(0)
+        got = ast.literal_eval(re.match(r"^READ \d+ (b'[^']*') then", line).group(1))
+        assert got == data[:unread], (len(got), unread)
+        assert " then ECONNRESET; " in line, line[-80:]  # all of it, then the reset
+    finally:
+        c.close()
 
 
 def test_show_and_the_dump_summary_count_outside_connections(spawn, python_exe, tmp_path):

@@ -32,7 +32,6 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
-import signal
 import struct
 import time
 from .._dataclass import dataclass
@@ -138,14 +137,9 @@ class SignalfdRecord:
 
 
 def signal_names(mask: int) -> str:
-    names = []
-    for n in range(1, 65):
-        if mask >> (n - 1) & 1:
-            try:
-                names.append(signal.Signals(n).name)
-            except ValueError:
-                names.append(str(n))
-    return ",".join(names) or "none"
+    from ..signals import _name  # (signal's names: for words, not at start-up)
+
+    return ",".join(_name(n) for n in range(1, 65) if mask >> (n - 1) & 1) or "none"
 
 
 @file_kind

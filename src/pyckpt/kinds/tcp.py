@@ -35,11 +35,10 @@ listens on); UDP sockets are not mapped.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
-import socket
 import stat
 import struct
+from .. import _sock as socket  # (socket's calls without its import: _sock.py)
 from .._dataclass import dataclass
 
 from ..errors import RestoreError
@@ -224,6 +223,8 @@ def check_port_map(rctx: RestoreContext) -> None:
 def on_loopback(address: str) -> bool:
     """Whether `address` exists in a new network namespace (loopback only): there a
     port in use here is free (new_netns)."""
+    import ipaddress  # (a refusal's question alone: not in a command's start-up)
+
     ip = ipaddress.ip_address(address)
     return ip.is_unspecified or ip.is_loopback or (
         isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None

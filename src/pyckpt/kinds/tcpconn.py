@@ -121,12 +121,12 @@ import contextlib
 import errno
 import fcntl
 import os
-import signal
-import socket
+import _signal as signal  # (signal's calls without its enums' import)
 import stat
 import struct
 import termios
 import time
+from .. import _sock as socket  # (socket's calls without its import: _sock.py)
 from .._dataclass import dataclass
 
 from ..errors import PortInUseError, RestoreError, UnsupportedFdError
@@ -503,7 +503,7 @@ WE_SENT_FIN = (TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_CLOSING)
 TCP_REPAIR_WINDOW, TCP_TIMESTAMP = 29, 24
 TCP_REPAIR_OFF_NO_WP = -1  # leave repair mode without sending a window probe
 SIOCOUTQNSD = 0x894B
-SO_SNDBUFFORCE = 32
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # (Linux; the socket module names neither)
 SO_LINGER_ZERO = struct.pack("ii", 1, 0)
 HOLD_SECONDS = 600  # dump --kill: how long the outside connections are held for a restore
 HELD_DIR = "/run/pyckpt/tcp-held"  # one file per held socket (its inode): "holder-pid fd start-time"
@@ -906,7 +906,7 @@ def _emulated_on(rec: TcpOutsideRecord, data: bytes, host: str) -> int:
         listener.bind((host, 0))
         listener.listen(1)
         if len(data) > 1 << 16:
-            mine.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, 2 * len(data) + (1 << 16))
+            mine.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 2 * len(data) + (1 << 16))
         mine.connect(listener.getsockname())
         peer, _ = listener.accept()
         with peer:

@@ -47,13 +47,12 @@ from __future__ import annotations
 
 import errno
 import ctypes
-import ipaddress
 import os
 import select
-import socket
 import stat
 import struct
 
+from .. import _sock as socket  # (socket's calls without its import: _sock.py)
 from .._dataclass import dataclass, field
 
 from ..arch import libc as _libc
@@ -318,6 +317,8 @@ class UdpSocket(FileKind):
     def _bind(self, rctx: RestoreContext, s: socket.socket, rec: UdpSocketRecord) -> None:
         address = rec.address
         if rec.family == socket.AF_INET6 and not dict(rec.options).get("v6only", 1):
+            import ipaddress  # (here and in validate: not in a dump's start-up)
+
             ip = ipaddress.IPv6Address(address.partition("%")[0])
             if not ip.is_unspecified and ip.ipv4_mapped is None:
                 # Binding to such an address sets IPV6_V6ONLY (and it cannot be unset
@@ -380,6 +381,8 @@ def validate(image) -> None:
                 or not all(-(1 << 31) <= v < 1 << 31 for v in options.values())
                 or not 0 <= r.rcvbuf < 1 << 31 or not 0 <= r.sndbuf < 1 << 31 or r.queued < -1):
             raise ImageError(f"image at {image.path}: UDP socket #{r.id} has a bad address or option")
+        import ipaddress
+
         try:
             for a in (r.address, *((r.peer_address,) if r.peer_port else ())):
                 ip = ipaddress.ip_address(a)

@@ -44,10 +44,10 @@ from __future__ import annotations
 
 import array
 import os
-import socket
 import stat
 import struct
 
+from .. import _sock as socket  # (socket's calls without its import: _sock.py)
 from .._dataclass import dataclass, field
 
 from ..errors import DumpError, RestoreError, UnsupportedFdError

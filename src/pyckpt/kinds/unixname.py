@@ -77,11 +77,11 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import socket
 import stat
 import struct
 import termios
 
+from .. import _sock as socket  # (socket's calls without its import: _sock.py)
 from .._dataclass import dataclass, field
 
 from ..errors import RestoreError, SocketPathInUseError, UnsupportedFdError

@@ -25,18 +25,22 @@ class NetSocket:
     inode: int
 
 
+_MAPPED = bytes(10) + b"\xff\xff"  # the first 12 bytes of an IPv4-mapped IPv6 address
+
+
 def address(text: str) -> tuple[str, int]:
     """(address, port) from /proc/net/tcp{,6} hex ("0100007F:1F90"); an IPv4-mapped
-    IPv6 address as plain IPv4, so both files name one connection alike."""
-    import ipaddress  # (here: a command whose process has no socket never needs it)
+    IPv6 address as plain IPv4, so both files name one connection alike.  Written
+    by inet_ntop, as Python's getsockname() writes an address (not the ipaddress
+    module, whose import is ~2 ms of a command's start-up)."""
+    from _socket import AF_INET, AF_INET6, inet_ntop
 
     host, port = text.split(":")
     raw = bytes.fromhex(host)
     words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # host-order words
-    ip = ipaddress.ip_address(words)
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return str(ip), int(port, 16)
+    if len(words) == 16 and words.startswith(_MAPPED):
+        words = words[12:]
+    return inet_ntop(AF_INET if len(words) == 4 else AF_INET6, words), int(port, 16)
 
 
 def parse_net_sockets(text: str) -> list[NetSocket]:
@@ -59,7 +63,7 @@ def parse_listening(text: str, family: int) -> dict[int, int]:
 
 def parse_igmp(text: str) -> list[tuple[str, int, str]]:
     """(group, ifindex, device) of /proc/net/igmp text (groups in the host's byte order)."""
-    import ipaddress
+    from _socket import AF_INET, inet_ntop
 
     out, dev = [], None
     for line in text.splitlines()[1:]:
@@ -69,20 +73,20 @@ def parse_igmp(text: str) -> list[tuple[str, int, str]]:
         if not line[0].isspace():  # "1	lo        :     2      V3"
             dev = (int(fields[0]), fields[1].rstrip(":"))
         elif dev is not None and len(fields[0]) == 8:
-            group = str(ipaddress.IPv4Address(int(fields[0], 16).to_bytes(4, "little")))
+            group = inet_ntop(AF_INET, int(fields[0], 16).to_bytes(4, "little"))
             out.append((group, dev[0], dev[1]))
     return out
 
 
 def parse_igmp6(text: str) -> list[tuple[str, int, str]]:
     """(group, ifindex, device) of /proc/net/igmp6 text."""
-    import ipaddress
+    from _socket import AF_INET6, inet_ntop
 
     out = []
     for line in text.splitlines():
         fields = line.split()
         if len(fields) >= 3 and len(fields[2]) == 32:
-            out.append((str(ipaddress.IPv6Address(bytes.fromhex(fields[2]))), int(fields[0]), fields[1]))
+            out.append((inet_ntop(AF_INET6, bytes.fromhex(fields[2])), int(fields[0]), fields[1]))
     return out
 
 
@@ -104,9 +108,9 @@ def read_net_sockets(pid: int, *names: str) -> list[NetSocket]:
 
 
 def read_groups(pid: int, family: int) -> list[tuple[str, int, str]]:
-    import socket
+    from _socket import AF_INET6
 
-    if family == socket.AF_INET6:
+    if family == AF_INET6:
         return parse_igmp6(read_net_text(pid, "igmp6"))
     return parse_igmp(read_net_text(pid, "igmp"))
 

@@ -235,14 +235,18 @@ def test_show_and_the_dump_summary_count_outside_connections(spawn, python_exe, 
     b.close()
 
 
-def test_tcp_established_recreates_with_tcp_repair_when_nothing_holds_it(spawn, python_exe, tmp_path):
+@pytest.mark.parametrize("listener", [(), ("--dual",)], ids=["ipv4", "dual-stack"])
+def test_tcp_established_recreates_with_tcp_repair_when_nothing_holds_it(spawn, python_exe, tmp_path,
+                                                                         listener):
     """No holder: the original was killed by the test after its socket was put in repair
     mode (so its close sent nothing; the client still holds an ESTABLISHED end).  The
     restore re-creates the connection from the image's sequence numbers, window and
-    queues with TCP_REPAIR, and it carries on both ways, unread data included."""
+    queues with TCP_REPAIR, and it carries on both ways, unread data included.  Also
+    when the server's socket is IPv6 and the client IPv4 (::ffff:127.0.0.1), which
+    /proc/net/tcp6 names as 127.0.0.1."""
     from pyckpt.kinds.tcpconn import TCP_REPAIR
 
-    t, port = _server(spawn, python_exe, "lazy")
+    t, port = _server(spawn, python_exe, "lazy", *listener)
     c = _client(port)
     accepted = int(t.wait_for(r"^ACCEPTED (\d+)$").group(1))
     c.sendall(b"unread by the server")

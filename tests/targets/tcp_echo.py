@@ -4,6 +4,7 @@ listener on 127.0.0.1, each client's lines echoed in upper case.
     tcp_echo.py echo   serves at once; prints ACCEPTED/DROPPED/EOF per client
     tcp_echo.py MODE --no-reuseaddr   the listener without SO_REUSEADDR
     tcp_echo.py MODE --ipv6           on ::1 instead of 127.0.0.1
+    tcp_echo.py MODE --dual           on :: for IPv4 and IPv6 (IPV6_V6ONLY off)
 
     tcp_echo.py lazy   accepts, but reads nothing until SIGUSR1; then reads each
                        client to its end and writes to it, printing what it saw
@@ -20,7 +21,9 @@ import time
 
 MODE = sys.argv[1]
 HOST, FAMILY = ("::1", socket.AF_INET6) if "--ipv6" in sys.argv else ("127.0.0.1", socket.AF_INET)
-if "--no-reuseaddr" in sys.argv:  # as a plain bind() + listen() leaves it
+if "--dual" in sys.argv:  # one listener on :: for both families: an IPv4 client is ::ffff:a.b.c.d
+    listener = socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True)
+elif "--no-reuseaddr" in sys.argv:  # as a plain bind() + listen() leaves it
     listener = socket.socket(FAMILY)
     listener.bind((HOST, 0))
     listener.listen()

@@ -1083,9 +1083,17 @@ def _local_peer_gone(rec: TcpOutsideRecord) -> bool:
             probe.bind(_sockaddr(rec.family, rec.remote_address, 0, rec.remote_scope))
     except OSError:
         return False  # another host's: nothing tells from here
-    local, remote = (rec.local_address, rec.local_port), (rec.remote_address, rec.remote_port)
+    # (/proc/net/tcp6 names an IPv4-mapped address as IPv4: proc/net.address)
+    local = (_unmapped(rec.local_address), rec.local_port)
+    remote = (_unmapped(rec.remote_address), rec.remote_port)
     return not any(l == remote and r == local and st in (TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2)
                    for st, l, r in socket_states(os.getpid()).values())
+
+
+def _unmapped(address: str) -> str:
+    """An IPv4-mapped IPv6 address ("::ffff:127.0.0.1", as getsockname() gives it) as
+    IPv4; any other as it is."""
+    return address[7:] if address.startswith("::ffff:") and "." in address else address
 
 
 # --- holding the connections of a killed process until its restore --------------------------

@@ -983,3 +983,35 @@ def test_sock_does_what_socket_does_for_the_kinds():
     finally:
         os.close(r)
         os.close(w)
+
+
+@pytest.mark.parametrize("at", [0, 4093, 4096 - 9, 4096 - 8, 4096, 8191, 3 * 4096 - 9])
+def test_find_gadget_reads_piece_by_piece(tmp_path, monkeypatch, at):
+    """trampoline.find_gadget searches a mapping a piece at a time (PIECE), stopping at
+    the first gadget: one that straddles two pieces is found, where it is."""
+    import mmap
+
+    from pyckpt.inject import trampoline
+    from pyckpt.proc.maps import read_maps
+
+    monkeypatch.setattr(trampoline, "PIECE", 4096)
+    monkeypatch.setattr(trampoline, "_FOUND", {})
+    code = bytearray(b"\x90" * (4 * 4096))
+    code[at:at + 9] = trampoline.GADGETS[0]
+    code[at + 100:at + 107] = trampoline.GADGETS[1]  # (a later one: not the first)
+    path = tmp_path / "code.bin"
+    path.write_bytes(bytes(code))
+    with open(path, "rb") as f:
+        area = mmap.mmap(f.fileno(), len(code), prot=mmap.PROT_READ | mmap.PROT_EXEC)
+    try:
+        mine = [m for m in read_maps(os.getpid()) if m.path == str(path)]
+        assert len(mine) == 1 and mine[0].perms.startswith("r-x")
+        start = mine[0].start
+        assert trampoline.find_gadget(os.getpid(), mine) == start + at
+        assert trampoline.find_gadget(os.getpid(), mine) == start + at  # (the remembered place)
+        code[at:at + 9] = b"\x90" * 9
+        path.write_bytes(bytes(code))  # (the same file: the mapping sees it)
+        trampoline._FOUND.clear()
+        assert trampoline.find_gadget(os.getpid(), mine) == start + at + 100
+    finally:
+        area.close()

@@ -156,18 +156,25 @@ class SmapsFlags:
     work run meanwhile.  `expect(maps)` gives the layout the flags must be of;
     `get(start, default)`, as a dict's, waits for the read and reads again (in the
     caller, the process frozen) if the VMAs it found are not those, or it failed.
-    `cpus`: where the thread may run (a thread inherits pyckpt's pin to one CPU)."""
+    `cpus`: where the thread may run (a thread inherits pyckpt's pin to one CPU).
+    The thread is `_thread`'s: a small dump's only one, and `threading`'s import was
+    ~1 ms of a `pyckpt dump` command."""
 
     def __init__(self, pid: int, cpus: set[int] | None = None):
-        import threading
+        import _thread
 
         self.pid = pid
         self._flags: dict[int, list[str]] | None = None
         self._starts: set[int] | None = None
         self._checked = False
         self._cpus = cpus
-        self._thread = threading.Thread(target=self._read, name=f"pyckpt smaps {pid}", daemon=True)
-        self._thread.start()
+        self._done = _thread.allocate_lock()  # held until the read is over
+        self._done.acquire()
+        try:
+            _thread.start_new_thread(self._read, ())
+        except BaseException:
+            self._done.release()  # (no thread: get() reads)
+            raise
 
     def _read(self) -> None:
         try:
@@ -176,15 +183,17 @@ class SmapsFlags:
             self._flags = read_smaps_flags(self.pid)
         except BaseException:  # (read again by get(), which says what fails)
             self._flags = None
+        finally:
+            self._done.release()
 
     def expect(self, maps: list[MapEntry]) -> None:
         self._starts = {m.start for m in maps}
 
     def wait(self) -> None:
         """Until the thread's read is done."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        if self._done is not None:
+            self._done.acquire()
+            self._done = None
 
     def get(self, start: int, default=None):
         if not self._checked:

@@ -463,6 +463,45 @@ def test_holder_lets_go_quietly_when_the_kill_failed(spawn, python_exe, tmp_path
     c.close()
 
 
+def test_the_holder_keeps_no_other_fd_of_the_dumping_process(spawn, python_exe, tmp_path):
+    """The holder (started with posix_spawn) closes every fd it inherits beside the
+    sockets it holds: an inheritable fd of the process that dumps (a caller's pipe) is
+    not kept open for the holder's minutes.  A restore then ends the holder."""
+    t, port = _server(spawn, python_exe)
+    c = _client(port)
+    t.wait_for(r"^ACCEPTED")
+    r, w = os.pipe()
+    os.set_inheritable(w, True)
+    try:
+        before = _held_files()
+        pyckpt.dump(t.pid, tmp_path / "img", kill=True)
+        reap_dumped(t)
+        (held,) = _held_files() - before
+        with open(os.path.join(HELD_DIR, held)) as f:
+            holder = int(f.read().split()[0])
+        pipe = os.fstat(w).st_ino
+        deadline = time.monotonic() + 10
+        while any(os.stat(f"/proc/{holder}/fd/{n}").st_ino == pipe for n in os.listdir(f"/proc/{holder}/fd")):
+            assert time.monotonic() < deadline, f"holder {holder} keeps the pipe"
+            time.sleep(0.02)
+        assert os.path.exists(f"/proc/{holder}") and held in _held_files()  # it holds on
+        os.close(w)
+        w = -1
+        assert select.select([r], [], [], 5)[0] and os.read(r, 1) == b""  # nobody else has it
+        p = pyckpt.restore(tmp_path / "img")
+        spawn.track(p.pid)
+        t.popen = None
+        deadline = time.monotonic() + 10
+        while held in _held_files():
+            assert time.monotonic() < deadline, "the restore left the holder"
+            time.sleep(0.02)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+        c.close()
+
+
 @pytest.mark.parametrize("field, value", [("state", 99), ("window", [1, 2, 3]), ("local_port", 70000),
                                           ("sent_length", -1), ("snd_seq", 1 << 32), ("linger", [1])])
 def test_forged_outside_connection_records_are_an_image_error(spawn, python_exe, tmp_path, field, value):

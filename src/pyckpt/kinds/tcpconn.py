@@ -1105,6 +1105,11 @@ for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
 deadline = time.monotonic() + float(sys.argv[1])
 originals = [tuple(int(x) for x in item.split(":")) for item in sys.argv[2].split(",")]
 fds = [int(x) for x in sys.argv[3].split(",")]
+low = 3  # nothing else of pyckpt's (its inheritable fds: a caller's pipe kept open for long)
+for fd in sorted(fds):
+    os.closerange(low, fd)
+    low = fd + 1
+os.closerange(low, 1 << 20)
 
 def running(pid, start):
     try:
@@ -1144,9 +1149,6 @@ def _hold(objects: dict) -> None:
     (SO_LINGER 0, set then), as a default restore does.  Should the kill fail (a dumped
     process still runs, same PID and start time, half a second later or any time
     after), the holder lets go at once without touching the sockets."""
-    import subprocess
-    import sys
-
     socks = []
     try:
         originals = set()
@@ -1162,22 +1164,56 @@ def _hold(objects: dict) -> None:
         os.makedirs(HELD_DIR, mode=0o700, exist_ok=True)
         paths = [os.path.join(HELD_DIR, str(ino)) for ino, _ in socks]
         fds = [s.fileno() for _, s in socks]
-        holder = subprocess.Popen([sys.executable, "-S", "-c", HOLDER, str(HOLD_SECONDS),
-                                   ",".join(f"{pid}:{start}" for pid, start in sorted(originals)),
-                                   ",".join(map(str, fds)), *paths],
-                                  pass_fds=fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, start_new_session=True)
-        start = _start_time(holder.pid)
+        holder = _spawn_holder([str(HOLD_SECONDS), ",".join(f"{pid}:{start}" for pid, start in sorted(originals)),
+                                ",".join(map(str, fds)), *paths], fds)
+        start = _start_time(holder)
         for path, fd in zip(paths, fds):
             tmp = f"{path}.{os.getpid()}"
             with open(tmp, "w") as f:
-                f.write(f"{holder.pid} {fd} {start}\n")
+                f.write(f"{holder} {fd} {start}\n")
             os.replace(tmp, path)
-    except (OSError, subprocess.SubprocessError):
+    except OSError:
         pass  # best effort: without a holder the kill closes them (the peers see it)
     finally:
         for _, s in socks:
             s.close()
+
+
+_HOLDERS: list[int] = []  # holders this process started, reaped once they have exited
+
+
+def _spawn_holder(args: list[str], fds: list[int]) -> int:
+    """Start HOLDER with `args`, holding `fds`, in a session of its own, its stdio
+    /dev/null; its PID.  By posix_spawn, not subprocess (whose import, with signal's
+    and enum's, took ~5 ms of the freeze of a dump --kill), and free to run on any
+    CPU: pyckpt is pinned to the target's, where the holder's start would hold up
+    the rest of the dump.  Every other inheritable fd of pyckpt's is closed by
+    HOLDER itself."""
+    import sys
+
+    for pid in list(_HOLDERS):  # (a long-lived caller's earlier holders that ended since)
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                _HOLDERS.remove(pid)
+        except ChildProcessError:
+            _HOLDERS.remove(pid)
+    for fd in fds:
+        os.set_inheritable(fd, True)  # (pyckpt's own copies: closed once it has started)
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+               (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0), (os.POSIX_SPAWN_DUP2, 1, 2)]
+    pinned = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))  # (what the holder inherits)
+    except OSError:
+        pinned = None
+    try:
+        pid = os.posix_spawn(sys.executable, [sys.executable, "-S", "-c", HOLDER, *args], os.environ,
+                             file_actions=actions, setsid=True)
+    finally:
+        if pinned is not None:
+            os.sched_setaffinity(0, pinned)
+    _HOLDERS.append(pid)
+    return pid
 
 
 def _start_time(pid: int) -> int:

@@ -104,10 +104,14 @@ VDSO_NAMES = ("[vvar]", "[vvar_vclock]", "[vdso]")
 def own_vdso_blocks() -> list[MapEntry]:
     """pyckpt's own vDSO block ([vvar], [vvar_vclock], [vdso]), from its maps read
     once per process: the kernel places it at exec and never moves it (a fork's
-    child has it where its parent had it; the cache is kept per PID all the same)."""
+    child has it where its parent had it; the cache is kept per PID all the same).
+    Only its lines are parsed (those that end in "]" first): all of a Python
+    process's ~170 took ~2 ms of a restore command."""
     pid = os.getpid()
     if pid not in _OWN_VDSO:
-        _OWN_VDSO[pid] = [m for m in read_maps(pid) if m.path in VDSO_NAMES]
+        with open(f"/proc/{pid}/maps") as f:
+            lines = [line for line in f.read().splitlines() if line.endswith("]")]
+        _OWN_VDSO[pid] = [m for m in parse_maps("\n".join(lines)) if m.path in VDSO_NAMES]
     return _OWN_VDSO[pid]
 
 

@@ -61,8 +61,9 @@ def _outside_view(pid: int) -> dict:
             "mapped files": paths}
 
 
-def _dump_kill(spawn, python_exe, tmp_path):
-    t = spawn([python_exe, str(PYTARGET)], name="pytarget")
+def _dump_kill(spawn, python_exe, tmp_path, env=None):
+    more = {"env": dict(os.environ, PYTHONPATH=str(PYTARGET.parent), **env)} if env else {}
+    t = spawn([python_exe, str(PYTARGET)], name="pytarget", **more)
     t.wait_for(r"^READY", timeout=30)
     before = check(t)
     view = _outside_view(t.pid)
@@ -193,6 +194,25 @@ def test_pages_copied_in_then_the_copy_dumped_again(spawn, python_exe, tmp_path,
     assert spy.results == [0, 0]
     assert check(t) > before
 
+
+def test_a_big_restore_is_copied_in_too(spawn, python_exe, tmp_path, monkeypatch):
+    """More private anonymous memory than the 64 MiB the copy-in once took (160 MiB of
+    the target's bytearray) is copied in as well, up to UFFD_MAX (a quarter of the
+    machine's memory): the process checks its memory and dict; the page check beside
+    read the same mapping of pages.img."""
+    from pyckpt.kinds import memory
+
+    assert memory.UFFD_MAX >= 256 << 20
+    spy = UffdSpy(memory.lib)
+    monkeypatch.setattr(memory, "lib", spy)
+    monkeypatch.setitem(memory._UFFD, "usable", True)
+    t, before, view = _dump_kill(spawn, python_exe, tmp_path, env={"PYTARGET_BUF_MIB": "160"})
+    assert os.path.getsize(tmp_path / "img" / "pages.img") > 160 << 20
+    proc = pyckpt.restore(tmp_path / "img")
+    spawn.track(proc.pid)
+    assert spy.results == [0] and spy.reads == []
+    assert not any(" um" in flags for flags in _vmflags(proc.pid))
+    _same_process(t, before, view, proc.pid)
 
 def test_pages_read_when_the_task_cannot_make_a_userfaultfd(spawn, python_exe, tmp_path, monkeypatch):
     """The task's userfaultfd() fails (here: an unknown syscall number, ENOSYS): the

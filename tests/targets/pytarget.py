@@ -1,5 +1,6 @@
 """CPython test target for pyckpt: holds a big dict and bytearray and verifies them itself.
 
+PYTARGET_BUF_MIB in the environment sets the bytearray's size (MiB, default 32).
 Prints READY once set up, then sleeps in a loop (0.05 s per iteration)
 counting iterations; prints "TICK n" every 50 iterations.  On SIGUSR1 it
 verifies its state and prints "CHECK ok counter=N" or "CHECK FAIL <what>".
@@ -13,7 +14,7 @@ import sys
 import time
 
 DICT_ITEMS = 100_000
-BUF_BYTES = 32 << 20
+BUF_BYTES = int(os.environ.get("PYTARGET_BUF_MIB", "32")) << 20  # (a test may want more)
 PAGE = 4096
 
 

@@ -201,6 +201,36 @@ def test_template_memory_in_huge_pages_where_whole(spawn, tmp_path):
         assert c.state()["memory"] == "changed" and pristine(Copy(t).state(), t0.pid)
 
 
+def test_the_template_is_read_not_copied_in_and_later_restores_copy_in(spawn, tmp_path, monkeypatch):
+    """The template's memory, collapsed into huge pages before its pages are read, is
+    read by the task: the copy-in (UFFDIO_COPY, which refuses memory in place: EEXIST)
+    is not tried, and stays on for the restores that follow in this process."""
+    from pyckpt.kinds import memory
+
+    calls: list[int] = []
+    real = memory.lib
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def ck_uffd_fill(self, *a):
+            calls.append(real.ck_uffd_fill(*a))
+            return calls[-1]
+
+    monkeypatch.setattr(memory, "lib", Spy())
+    monkeypatch.setitem(memory._UFFD, "usable", True)
+    img, image_pid = make_image(spawn, tmp_path, "--mib", "24")
+    with pyckpt.template(img) as t:
+        assert t.fast, t.reason
+        assert calls == [] and memory._UFFD["usable"]
+        c = Copy(t)
+        assert pristine(c.state(), image_pid)
+    proc = pyckpt.restore(img)  # (the template and its copies are gone)
+    spawn.track(proc.pid)
+    assert calls == [0]
+
+
 def test_failed_copy_leaves_nothing_and_the_template_works(spawn, tmp_path, monkeypatch):
     """A copy that fails once its processes exist (registers refused) is killed and reaped
     whole; the template makes good copies afterwards."""

@@ -272,6 +272,7 @@ class FastTemplate:
             with _timed(stats, Stage.LAYOUT):
                 memory.restore_layout(rctx)
             self._collapse(inj, rctx)  # before the pages: they are read into huge pages
+            rctx.shared[memory.PREFILLED] = True  # (so by the task: UFFDIO_COPY refuses them)
             with _timed(stats, Stage.PAGES):
                 memory.restore_pages(rctx)
             with _timed(stats, Stage.TASK):

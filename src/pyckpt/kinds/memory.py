@@ -39,6 +39,7 @@ run); a file mapped privately must have kept its size and mtime, unless
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import stat
@@ -1277,7 +1278,11 @@ def _copied_in(rctx: RestoreContext, vmas: list[VmaRecord], batch) -> set[int]:
     are all in this image, and not for VMAs marked MADV_HUGEPAGE ("hg": populated memory gets
     huge pages, UFFDIO_COPY 4 KiB ones).  Where the task cannot make a userfaultfd (a
     kernel without it, a policy that refuses it), or the copy fails, the preads fill
-    everything, over whatever was copied."""
+    everything, over whatever was copied.  Nor where memory is in place before PAGES
+    (PREFILLED: a fast-copy template's huge pages, fastcopy._collapse), which
+    UFFDIO_COPY refuses (EEXIST)."""
+    if rctx.shared.get(PREFILLED):
+        return set()
     chosen, ranges, runs = [], [], []
     total = 0
     for v in vmas:
@@ -1316,9 +1321,15 @@ def _copied_in(rctx: RestoreContext, vmas: list[VmaRecord], batch) -> set[int]:
     finally:
         os.close(uffd)  # (the last reference: the kernel unregisters whatever is left)
     if r < 0:
-        _UFFD["usable"] = False
+        if r != -errno.EEXIST:  # (a page in place already: this restore's, not the kernel's)
+            _UFFD["usable"] = False
         return set()
     return {id(v) for v in chosen}
+
+
+# RestoreContext.shared key: some private anonymous memory is in place before PAGES (a
+# fast-copy template's huge pages): no copy-in (_copied_in)
+PREFILLED = "memory: anonymous memory in place before its pages are read"
 
 
 # The buffer a small restore's copy-in reads pages.img through (ck_uffd_fill_read); kept

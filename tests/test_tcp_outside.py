@@ -463,27 +463,61 @@ def test_holder_lets_go_quietly_when_the_kill_failed(spawn, python_exe, tmp_path
     c.close()
 
 
+def _links(pid: int) -> set[str]:
+    """What the fds of process `pid` are (their /proc links), those closed meanwhile left out."""
+    out = set()
+    for n in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.add(os.readlink(f"/proc/{pid}/fd/{n}"))
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def test_the_holder_gets_the_sockets_and_pyckpt_keeps_them_close_on_exec(tmp_path):
+    """The holder is given its sockets by a dup2 onto themselves in its own start
+    (posix_spawn): in pyckpt they stay close-on-exec, so that a child another thread
+    starts meanwhile does not get them.  (The holder is ended at once: nothing to hold.)"""
+    from pyckpt.kinds import tcpconn
+
+    a, b = socket.socketpair()
+    try:
+        assert not os.get_inheritable(a.fileno())
+        holder = tcpconn._spawn_holder(["600", "1:1", str(a.fileno())], [a.fileno()])
+        try:
+            assert not os.get_inheritable(a.fileno())
+            deadline = time.monotonic() + 10
+            while f"socket:[{os.fstat(a.fileno()).st_ino}]" not in _links(holder):
+                assert time.monotonic() < deadline, _links(holder)
+                time.sleep(0.02)
+        finally:
+            os.kill(holder, signal.SIGKILL)  # (the holder this test started)
+            os.waitpid(holder, 0)
+    finally:
+        a.close()
+        b.close()
+
 def test_the_holder_keeps_no_other_fd_of_the_dumping_process(spawn, python_exe, tmp_path):
     """The holder (started with posix_spawn) closes every fd it inherits beside the
     sockets it holds: an inheritable fd of the process that dumps (a caller's pipe) is
     not kept open for the holder's minutes.  A restore then ends the holder."""
     t, port = _server(spawn, python_exe)
     c = _client(port)
-    t.wait_for(r"^ACCEPTED")
+    fd = int(t.wait_for(r"^ACCEPTED (\d+)$").group(1))
+    held = str(os.stat(f"/proc/{t.pid}/fd/{fd}").st_ino)  # (other tests' holders use that directory too)
     r, w = os.pipe()
     os.set_inheritable(w, True)
     try:
-        before = _held_files()
         pyckpt.dump(t.pid, tmp_path / "img", kill=True)
         reap_dumped(t)
-        (held,) = _held_files() - before
         with open(os.path.join(HELD_DIR, held)) as f:
             holder = int(f.read().split()[0])
-        pipe = os.fstat(w).st_ino
+        pipe = f"pipe:[{os.fstat(w).st_ino}]"
         deadline = time.monotonic() + 10
-        while any(os.stat(f"/proc/{holder}/fd/{n}").st_ino == pipe for n in os.listdir(f"/proc/{holder}/fd")):
+        while pipe in _links(holder):
             assert time.monotonic() < deadline, f"holder {holder} keeps the pipe"
             time.sleep(0.02)
+        assert f"socket:[{held}]" in _links(holder)
         assert os.path.exists(f"/proc/{holder}") and held in _held_files()  # it holds on
         os.close(w)
         w = -1

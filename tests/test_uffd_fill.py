@@ -11,6 +11,8 @@ import ctypes
 import mmap
 import os
 
+import pytest
+
 import pyckpt
 from pyckpt._native._ck import ffi, lib
 from pyckpt.arch import PAGE
@@ -123,3 +125,44 @@ def test_a_restore_copied_in_through_a_buffer_of_three_pages(spawn, python_exe, 
     spawn.track(proc.pid)
     assert spy.reads == [0]
     _same_process(t, before, view, proc.pid)
+
+
+def test_no_copy_in_where_every_vma_gets_huge_pages(spawn, python_exe, tmp_path, monkeypatch):
+    """With transparent huge pages on for every VMA ("always"), populated memory gets huge
+    pages and UFFDIO_COPY 4 KiB ones: the copy-in leaves out every VMA not marked "nh",
+    which the task reads; the process checks itself."""
+    spy = UffdSpy(memory.lib)
+    monkeypatch.setattr(memory, "lib", spy)
+    monkeypatch.setitem(memory._UFFD, "usable", True)
+    monkeypatch.setattr(memory, "_thp_always", lambda: True)
+    t, before, view = _dump_kill(spawn, python_exe, tmp_path)
+    proc = pyckpt.restore(tmp_path / "img")
+    spawn.track(proc.pid)
+    assert spy.results == [] and spy.reads == []
+    _same_process(t, before, view, proc.pid)
+
+
+@pytest.mark.parametrize("cgroup, files, want", [
+    ("0::/job\n", {"/sys/fs/cgroup/job/memory.max": "max\n"}, None),
+    ("0::/job\n", {"/sys/fs/cgroup/job/memory.max": "536870912\n"}, 512 << 20),
+    ("4:memory:/a/b\n0::/\n", {"/sys/fs/cgroup/memory/a/b/memory.limit_in_bytes": "1073741824\n"}, 1 << 30),
+    ("4:cpu,memory:/c\n", {"/sys/fs/cgroup/memory/c/memory.limit_in_bytes": "9223372036854771712\n"}, None),
+    ("4:memory:/gone\n", {}, None),
+])
+def test_memory_limit_is_the_cgroups(monkeypatch, cgroup, files, want):
+    """memory._memory_limit: the cgroup's limit (v2 memory.max, v1 memory.limit_in_bytes)
+    where it is below the machine's memory, else the machine's."""
+    import builtins
+    import io
+
+    files = {"/proc/self/cgroup": cgroup, **files}
+
+    def fake_open(path, *a, **kw):
+        if path in files:
+            return io.StringIO(files[path])
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    got = memory._memory_limit()
+    monkeypatch.undo()
+    assert got == (want if want is not None else memory.UFFD_MAX * 4)

@@ -1285,8 +1285,11 @@ def _copied_in(rctx: RestoreContext, vmas: list[VmaRecord], batch) -> set[int]:
         return set()
     chosen, ranges, runs = [], [], []
     total = 0
+    huge = _thp_always()  # (then every VMA not marked "nh" gets huge pages populated)
     for v in vmas:
         if v.kind != "anon" or v.shared or not v.pages or "hg" in v.vmflags or any(p.image for p in v.pages):
+            continue
+        if huge and "nh" not in v.vmflags:
             continue
         mine = _coalesced(v.pages)
         if mine:
@@ -1295,7 +1298,7 @@ def _copied_in(rctx: RestoreContext, vmas: list[VmaRecord], batch) -> set[int]:
             for addr, length, offset, _ in mine:
                 runs += (addr, length, offset)
                 total += length
-    if not chosen or total > UFFD_MAX:
+    if not chosen or total > UFFD_MAX or (total > 64 << 20 and total > _memory_limit() // 4):
         return set()
     fd = rctx.inj.call(nr.userfaultfd, os.O_CLOEXEC | os.O_NONBLOCK)
     if fd < 0:
@@ -1321,10 +1324,52 @@ def _copied_in(rctx: RestoreContext, vmas: list[VmaRecord], batch) -> set[int]:
     finally:
         os.close(uffd)  # (the last reference: the kernel unregisters whatever is left)
     if r < 0:
-        if r != -errno.EEXIST:  # (a page in place already: this restore's, not the kernel's)
+        if -r in _UFFD_MISSING:  # (not a page in place, a lack of memory...: this restore's)
             _UFFD["usable"] = False
         return set()
     return {id(v) for v in chosen}
+
+
+# ck_uffd_fill's errors that say the kernel or its policy does not give what the copy-in
+# needs (then not asked again in this process)
+_UFFD_MISSING = {errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.ENOTTY, errno.EOPNOTSUPP}
+
+
+def _thp_always() -> bool:
+    """Whether transparent huge pages are on for every VMA (not only MADV_HUGEPAGE ones):
+    populated memory then gets huge pages where UFFDIO_COPY puts 4 KiB ones, so the
+    copy-in would give the restored process less than a fresh one would have."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[always]" in f.read()
+    except OSError:
+        return False
+
+
+def _memory_limit() -> int:
+    """The memory pyckpt's cgroup may use (v2's memory.max, or v1's memory controller's
+    limit), or the machine's where it has none: the copy-in maps pages.img whole,
+    which that cgroup is charged for beside the restored memory."""
+    limit = UFFD_MAX * 4
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return limit
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            where = f"/sys/fs/cgroup{path}/memory.max"
+        elif "memory" in controllers.split(","):
+            where = f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"
+        else:
+            continue
+        try:
+            with open(where) as f:
+                limit = min(limit, int(f.read()))
+        except (OSError, ValueError):  # ("max": no limit; a file not there)
+            pass
+    return limit
 
 
 # RestoreContext.shared key: some private anonymous memory is in place before PAGES (a

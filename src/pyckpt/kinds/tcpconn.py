@@ -1105,11 +1105,13 @@ for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
 deadline = time.monotonic() + float(sys.argv[1])
 originals = [tuple(int(x) for x in item.split(":")) for item in sys.argv[2].split(",")]
 fds = [int(x) for x in sys.argv[3].split(",")]
-low = 3  # nothing else of pyckpt's (its inheritable fds: a caller's pipe kept open for long)
-for fd in sorted(fds):
-    os.closerange(low, fd)
-    low = fd + 1
-os.closerange(low, 1 << 20)
+keep = {0, 1, 2, *fds}  # nothing else of pyckpt's (its inheritable fds: a caller's pipe)
+for name in os.listdir("/proc/self/fd"):
+    if int(name) not in keep:
+        try:
+            os.close(int(name))
+        except OSError:
+            pass
 
 def running(pid, start):
     try:
@@ -1179,40 +1181,51 @@ def _hold(objects: dict) -> None:
             s.close()
 
 
-_HOLDERS: list[int] = []  # holders this process started, reaped once they have exited
+_HOLDERS: list[int] = []  # pidfds of the holders this process started, reaped once ended
 
 
 def _spawn_holder(args: list[str], fds: list[int]) -> int:
     """Start HOLDER with `args`, holding `fds`, in a session of its own, its stdio
     /dev/null; its PID.  By posix_spawn, not subprocess (whose import, with signal's
-    and enum's, took ~5 ms of the freeze of a dump --kill), and free to run on any
-    CPU: pyckpt is pinned to the target's, where the holder's start would hold up
-    the rest of the dump.  Every other inheritable fd of pyckpt's is closed by
-    HOLDER itself."""
+    and enum's, took ~5 ms of the freeze of a dump --kill), and free to run where
+    pyckpt ran before the dump pinned it to the target's CPU (there the holder's
+    start would hold up the rest of the dump).  `fds` stay close-on-exec in pyckpt
+    (another thread's child must not get them): a dup2 of each onto itself clears
+    that in the holder alone (glibc 2.29 on).  Every other inheritable fd of
+    pyckpt's is closed by HOLDER itself; `-I` keeps the caller's directory off its
+    sys.path (a socket.py there would run as the holder)."""
     import sys
 
-    for pid in list(_HOLDERS):  # (a long-lived caller's earlier holders that ended since)
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                _HOLDERS.remove(pid)
+    for pidfd in list(_HOLDERS):  # (a long-lived caller's earlier holders that ended since;
+        try:  # by pidfd: a restore may have reaped one, and its PID be another's now)
+            if os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG) is None:
+                continue
         except ChildProcessError:
-            _HOLDERS.remove(pid)
-    for fd in fds:
-        os.set_inheritable(fd, True)  # (pyckpt's own copies: closed once it has started)
+            pass
+        _HOLDERS.remove(pidfd)
+        os.close(pidfd)
     actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0), (os.POSIX_SPAWN_DUP2, 1, 2)]
-    pinned = os.sched_getaffinity(0)
+    actions += [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in fds]
+    from ..seize import unpinned_cpus
+
+    wide = unpinned_cpus()
+    pinned = os.sched_getaffinity(0) if wide else None
     try:
-        os.sched_setaffinity(0, range(os.cpu_count() or 1))  # (what the holder inherits)
+        if pinned is not None:
+            os.sched_setaffinity(0, wide)  # (what the holder inherits)
     except OSError:
         pinned = None
     try:
-        pid = os.posix_spawn(sys.executable, [sys.executable, "-S", "-c", HOLDER, *args], os.environ,
+        pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", HOLDER, *args], os.environ,
                              file_actions=actions, setsid=True)
     finally:
         if pinned is not None:
             os.sched_setaffinity(0, pinned)
-    _HOLDERS.append(pid)
+    try:
+        _HOLDERS.append(os.pidfd_open(pid))
+    except OSError:
+        pass
     return pid
 
 

@@ -206,29 +206,20 @@ def test_the_template_is_read_not_copied_in_and_later_restores_copy_in(spawn, tm
     read by the task: the copy-in (UFFDIO_COPY, which refuses memory in place: EEXIST)
     is not tried, and stays on for the restores that follow in this process."""
     from pyckpt.kinds import memory
+    from test_birth import UffdSpy
 
-    calls: list[int] = []
-    real = memory.lib
-
-    class Spy:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        def ck_uffd_fill(self, *a):
-            calls.append(real.ck_uffd_fill(*a))
-            return calls[-1]
-
-    monkeypatch.setattr(memory, "lib", Spy())
+    spy = UffdSpy(memory.lib)
+    monkeypatch.setattr(memory, "lib", spy)
     monkeypatch.setitem(memory._UFFD, "usable", True)
     img, image_pid = make_image(spawn, tmp_path, "--mib", "24")
     with pyckpt.template(img) as t:
         assert t.fast, t.reason
-        assert calls == [] and memory._UFFD["usable"]
+        assert spy.results == [] and spy.reads == [] and memory._UFFD["usable"]
         c = Copy(t)
         assert pristine(c.state(), image_pid)
     proc = pyckpt.restore(img)  # (the template and its copies are gone)
     spawn.track(proc.pid)
-    assert calls == [0]
+    assert spy.results + spy.reads == [0]
 
 
 def test_failed_copy_leaves_nothing_and_the_template_works(spawn, tmp_path, monkeypatch):

@@ -148,21 +148,51 @@ def test_no_copy_in_where_every_vma_gets_huge_pages(spawn, python_exe, tmp_path,
     ("4:memory:/a/b\n0::/\n", {"/sys/fs/cgroup/memory/a/b/memory.limit_in_bytes": "1073741824\n"}, 1 << 30),
     ("4:cpu,memory:/c\n", {"/sys/fs/cgroup/memory/c/memory.limit_in_bytes": "9223372036854771712\n"}, None),
     ("4:memory:/gone\n", {}, None),
+    ("9:name=systemd:/\n8:pids:/\n", {}, None),
 ])
 def test_memory_limit_is_the_cgroups(monkeypatch, cgroup, files, want):
-    """memory._memory_limit: the cgroup's limit (v2 memory.max, v1 memory.limit_in_bytes)
-    where it is below the machine's memory, else the machine's."""
+    """The copy-in's bound (memory._memory_limit): the cgroup's limit (v2 memory.max, v1
+    memory.limit_in_bytes; proc.misc.read_memory_limit) where it is below the machine's
+    memory, else the machine's."""
     import builtins
     import io
 
-    files = {"/proc/self/cgroup": cgroup, **files}
+    from pyckpt.proc import misc
 
     def fake_open(path, *a, **kw):
         if path in files:
             return io.StringIO(files[path])
         raise FileNotFoundError(path)
 
+    monkeypatch.setattr(misc, "read_text", lambda path: cgroup if path == "/proc/self/cgroup" else 1 / 0)
     monkeypatch.setattr(builtins, "open", fake_open)
     got = memory._memory_limit()
     monkeypatch.undo()
-    assert got == (want if want is not None else memory.UFFD_MAX * 4)
+    assert got == (min(want, memory.UFFD_MAX * 4) if want is not None else memory.UFFD_MAX * 4)
+
+
+def test_a_helper_without_the_parts_copies_in_at_once(spawn, python_exe, tmp_path, monkeypatch):
+    """A native helper built before ck_uffd_copy_runs (a stale build): the copy-in is
+    one ck_uffd_fill, the progress bar moving once; the process checks itself."""
+
+    class OldLib:
+        def __init__(self, lib):
+            self._lib, self.results = lib, []
+
+        def ck_uffd_fill(self, *a):
+            self.results.append(self._lib.ck_uffd_fill(*a))
+            return self.results[-1]
+
+        def __getattr__(self, name):
+            if name in ("ck_uffd_register", "ck_uffd_copy_runs", "ck_uffd_unregister"):
+                raise AttributeError(name)
+            return getattr(self._lib, name)
+
+    spy = OldLib(memory.lib)
+    monkeypatch.setattr(memory, "lib", spy)
+    monkeypatch.setitem(memory._UFFD, "usable", True)
+    t, before, view = _dump_kill(spawn, python_exe, tmp_path)
+    proc = pyckpt.restore(tmp_path / "img")
+    spawn.track(proc.pid)
+    assert spy.results == [0]
+    _same_process(t, before, view, proc.pid)

@@ -35,6 +35,9 @@ ffibuilder.cdef(
                       const unsigned long *runs, long nruns);
     long ck_uffd_fill_read(int uffd, const unsigned long *ranges, long nranges, int fd,
                            const unsigned long *runs, long nruns, char *buf, unsigned long buflen);
+    long ck_uffd_register(int uffd, const unsigned long *ranges, long nranges);
+    long ck_uffd_copy_runs(int uffd, const char *src, const unsigned long *runs, long nruns);
+    long ck_uffd_unregister(int uffd, const unsigned long *ranges, long nranges);
     void ck_init_loop(void);
     long ck_pagemap_runs(int pagemap_fd, unsigned long start, unsigned long npages,
                          int mode, unsigned long *out, long max_runs, unsigned long *stored);

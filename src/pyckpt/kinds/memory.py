@@ -1228,10 +1228,10 @@ def restore_pages(rctx: RestoreContext) -> None:
         from .. import lazy
 
         lazily = lazy.restore_pages(rctx, vmas)
-    elif _UFFD["usable"]:  # (the ones it copies in are left out below, as lazy ones are)
-        lazily = _copied_in(rctx, vmas, batch)
     total = sum(p.npages for v in vmas if id(v) not in lazily for p in v.pages if not p.zero) * PAGE
     with rctx.progress.bar(total, "restore memory") as bar:
+        if not rctx.options.lazy and _UFFD["usable"]:  # (those it copies in are left out below)
+            lazily = _copied_in(rctx, vmas, batch, bar.update)
         for v in vmas:
             for addr, length, offset, image in _coalesced([] if id(v) in lazily else v.pages):
                 pages_fd = rctx.passed["pages" if not image else ("pages", image)]
@@ -1267,7 +1267,7 @@ UFFD_MAX = max(64 << 20, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"
 _UFFD = {"usable": True}  # False once the task could not make a userfaultfd (then not asked again)
 
 
-def _copied_in(rctx: RestoreContext, vmas: list[VmaRecord], batch) -> set[int]:
+def _copied_in(rctx: RestoreContext, vmas: list[VmaRecord], batch, update=lambda n: None) -> set[int]:
     """The task's private anonymous memory filled from pyckpt (ck_uffd_fill: UFFDIO_COPY
     from pyckpt's mapping of pages.img, through a userfaultfd the task makes, every VMA
     registered only while it is filled), instead of preads by the task into memory it
@@ -1280,7 +1280,9 @@ def _copied_in(rctx: RestoreContext, vmas: list[VmaRecord], batch) -> set[int]:
     kernel without it, a policy that refuses it), or the copy fails, the preads fill
     everything, over whatever was copied.  Nor where memory is in place before PAGES
     (PREFILLED: a fast-copy template's huge pages, fastcopy._collapse), which
-    UFFDIO_COPY refuses (EEXIST)."""
+    UFFDIO_COPY refuses (EEXIST).  It copies up to READ_CHUNK bytes a call (the VMAs
+    registered for each), and `update(bytes)` moves the progress bar after each: the
+    bar moves, and a pending interrupt is taken, as the preads' batches do."""
     if rctx.shared.get(PREFILLED):
         return set()
     chosen, ranges, runs = [], [], []
@@ -1308,26 +1310,63 @@ def _copied_in(rctx: RestoreContext, vmas: list[VmaRecord], batch) -> set[int]:
     from .files import take_fd
 
     uffd = take_fd(rctx.pid, fd)
+    done = 0
     try:
         src = rctx.shared[SOURCE].get() if SOURCE in rctx.shared else None
-        if src is not None:
-            r = lib.ck_uffd_fill(uffd, ffi.new("unsigned long[]", ranges), len(chosen), src,
-                                 ffi.new("unsigned long[]", runs), len(runs) // 3)
-        else:  # read through a buffer (see ck_uffd_fill_read)
+        c_ranges, c_runs = ffi.new("unsigned long[]", ranges), ffi.new("unsigned long[]", runs)
+        if src is not None and hasattr(lib, "ck_uffd_copy_runs"):
+            r = lib.ck_uffd_register(uffd, c_ranges, len(chosen))  # (all, or none and -errno)
+            registered = r == 0
+            try:
+                for part in _cut_runs(runs, READ_CHUNK) if registered else ():
+                    r = lib.ck_uffd_copy_runs(uffd, src, ffi.new("unsigned long[]", part), len(part) // 3)
+                    if r < 0:
+                        break
+                    done += sum(part[1::3])
+                    update(sum(part[1::3]))
+            finally:
+                if registered:
+                    undone = lib.ck_uffd_unregister(uffd, c_ranges, len(chosen))
+                    r = r or undone
+        elif src is not None:  # (a helper built before ck_uffd_copy_runs: all in one call)
+            r = lib.ck_uffd_fill(uffd, c_ranges, len(chosen), src, c_runs, len(runs) // 3)
+        else:  # read through a buffer (see ck_uffd_fill_read): a small image's
             buf = _FILL_BUFFERS.pop() if _FILL_BUFFERS else ffi.new("char[]", FILL_BUFFER)
             try:
-                r = lib.ck_uffd_fill_read(uffd, ffi.new("unsigned long[]", ranges), len(chosen),
-                                          rctx.passed["pages"], ffi.new("unsigned long[]", runs),
+                r = lib.ck_uffd_fill_read(uffd, c_ranges, len(chosen), rctx.passed["pages"], c_runs,
                                           len(runs) // 3, buf, FILL_BUFFER)
             finally:
                 _FILL_BUFFERS.append(buf)
+        if r == 0 and not done:
+            done = total
+            update(total)
     finally:
         os.close(uffd)  # (the last reference: the kernel unregisters whatever is left)
     if r < 0:
+        update(-done)  # (the preads read it all again)
         if -r in _UFFD_MISSING:  # (not a page in place, a lack of memory...: this restore's)
             _UFFD["usable"] = False
         return set()
     return {id(v) for v in chosen}
+
+
+def _cut_runs(runs: list[int], most: int):
+    """The flat (address, length, offset) triples of `runs`, as lists of at most `most`
+    bytes each (a longer run cut)."""
+    part, size = [], 0
+    for i in range(0, len(runs), 3):
+        addr, length, offset = runs[i:i + 3]
+        at = 0
+        while at < length:
+            n = min(length - at, most - size)
+            part += (addr + at, n, offset + at)
+            size += n
+            at += n
+            if size == most:
+                yield part
+                part, size = [], 0
+    if part:
+        yield part
 
 
 # ck_uffd_fill's errors that say the kernel or its policy does not give what the copy-in
@@ -1347,29 +1386,13 @@ def _thp_always() -> bool:
 
 
 def _memory_limit() -> int:
-    """The memory pyckpt's cgroup may use (v2's memory.max, or v1's memory controller's
-    limit), or the machine's where it has none: the copy-in maps pages.img whole,
-    which that cgroup is charged for beside the restored memory."""
-    limit = UFFD_MAX * 4
-    try:
-        with open("/proc/self/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return limit
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":
-            where = f"/sys/fs/cgroup{path}/memory.max"
-        elif "memory" in controllers.split(","):
-            where = f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"
-        else:
-            continue
-        try:
-            with open(where) as f:
-                limit = min(limit, int(f.read()))
-        except (OSError, ValueError):  # ("max": no limit; a file not there)
-            pass
-    return limit
+    """The memory pyckpt's cgroup may use, or the machine's where it has no limit: the
+    copy-in maps pages.img whole, which that cgroup is charged for beside the restored
+    memory."""
+    from ..proc.misc import read_memory_limit
+
+    cgroup = read_memory_limit()
+    return UFFD_MAX * 4 if cgroup is None else min(UFFD_MAX * 4, cgroup)
 
 
 # RestoreContext.shared key: some private anonymous memory is in place before PAGES (a

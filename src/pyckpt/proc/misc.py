@@ -1,5 +1,6 @@
 """Small /proc files: /proc/PID/timers, personality, comm, task/TID/children,
-uid_map, /proc/sys values, /proc/sysvipc tables and the boot id."""
+uid_map, /proc/sys values, /proc/sysvipc tables, the boot id, and the memory limit
+of pyckpt's cgroup (/proc/self/cgroup)."""
 
 from __future__ import annotations
 
@@ -92,6 +93,35 @@ def write_sys(name: str, value: str) -> None:
 
 def read_boot_id() -> str:
     return read_sys("kernel/random/boot_id")
+
+
+def parse_cgroup_memory_files(text: str) -> list[str]:
+    """The files that hold the memory limit of the cgroups in /proc/PID/cgroup text: v2's
+    memory.max ("0::PATH"), v1's memory controller's memory.limit_in_bytes."""
+    out = []
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            out.append(f"/sys/fs/cgroup{path}/memory.max")
+        elif "memory" in controllers.split(","):
+            out.append(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+    return out
+
+
+def read_memory_limit() -> int | None:
+    """The lowest memory limit of pyckpt's cgroups (bytes), or None where none is set."""
+    try:
+        files = parse_cgroup_memory_files(read_text("/proc/self/cgroup"))
+    except (OSError, ValueError):
+        return None
+    limits = []
+    for where in files:
+        try:
+            with open(where) as f:
+                limits.append(int(f.read()))
+        except (OSError, ValueError):  # ("max": no limit; a file not there)
+            pass
+    return min(limits, default=None)
 
 
 def parse_sysvipc(text: str) -> list[list[int]]:

@@ -187,6 +187,21 @@ class UffdSpy:
         return getattr(self._lib, name)
 
 
+def _spied_restore(spawn, python_exe, tmp_path, monkeypatch, spy=None, env=None):
+    """The Python target dumped (with kill) and restored with kinds.memory's lib replaced
+    by `spy` (a UffdSpy if none is given) and the copy-in on: (spy, the target, its check
+    count before, its outside view, the restored process)."""
+    from pyckpt.kinds import memory
+
+    spy = spy if spy is not None else UffdSpy(memory.lib)
+    monkeypatch.setattr(memory, "lib", spy)
+    monkeypatch.setitem(memory._UFFD, "usable", True)
+    t, before, view = _dump_kill(spawn, python_exe, tmp_path, env=env)
+    proc = pyckpt.restore(tmp_path / "img")
+    spawn.track(proc.pid)
+    return spy, t, before, view, proc
+
+
 def _vmflags(pid: int) -> list[str]:
     with open(f"/proc/{pid}/smaps") as f:
         return [line.split(":", 1)[1] for line in f if line.startswith("VmFlags:")]
@@ -197,14 +212,7 @@ def test_pages_copied_in_then_the_copy_dumped_again(spawn, python_exe, tmp_path,
     (UFFDIO_COPY from pages.img) instead of read by the task: the process checks its
     32 MiB and its dict, no VMA is left registered (a dump refuses those: "um"), and
     the copy dumps and restores again."""
-    from pyckpt.kinds import memory
-
-    spy = UffdSpy(memory.lib)
-    monkeypatch.setattr(memory, "lib", spy)
-    monkeypatch.setitem(memory._UFFD, "usable", True)
-    t, before, view = _dump_kill(spawn, python_exe, tmp_path)
-    proc = pyckpt.restore(tmp_path / "img")
-    spawn.track(proc.pid)
+    spy, t, before, view, proc = _spied_restore(spawn, python_exe, tmp_path, monkeypatch)
     assert spy.results == [0]
     assert not any(" um" in flags for flags in _vmflags(proc.pid))
     _same_process(t, before, view, proc.pid)
@@ -224,13 +232,9 @@ def test_a_big_restore_is_copied_in_too(spawn, python_exe, tmp_path, monkeypatch
     from pyckpt.kinds import memory
 
     assert memory.UFFD_MAX >= 256 << 20
-    spy = UffdSpy(memory.lib)
-    monkeypatch.setattr(memory, "lib", spy)
-    monkeypatch.setitem(memory._UFFD, "usable", True)
-    t, before, view = _dump_kill(spawn, python_exe, tmp_path, env={"PYTARGET_BUF_MIB": "160"})
+    spy, t, before, view, proc = _spied_restore(spawn, python_exe, tmp_path, monkeypatch,
+                                                env={"PYTARGET_BUF_MIB": "160"})
     assert os.path.getsize(tmp_path / "img" / "pages.img") > 160 << 20
-    proc = pyckpt.restore(tmp_path / "img")
-    spawn.track(proc.pid)
     assert spy.results == [0] and spy.reads == [] and spy.parts >= 5  # (32 MiB at most a part)
     assert not any(" um" in flags for flags in _vmflags(proc.pid))
     _same_process(t, before, view, proc.pid)
@@ -241,13 +245,8 @@ def test_pages_read_when_the_task_cannot_make_a_userfaultfd(spawn, python_exe, t
     from pyckpt.inject import nr
     from pyckpt.kinds import memory
 
-    spy = UffdSpy(memory.lib)
-    monkeypatch.setattr(memory, "lib", spy)
-    monkeypatch.setitem(memory._UFFD, "usable", True)
     monkeypatch.setattr(nr, "userfaultfd", 1023)  # no such syscall
-    t, before, view = _dump_kill(spawn, python_exe, tmp_path)
-    proc = pyckpt.restore(tmp_path / "img")
-    spawn.track(proc.pid)
+    spy, t, before, view, proc = _spied_restore(spawn, python_exe, tmp_path, monkeypatch)
     assert spy.results == []
     assert memory._UFFD["usable"] is False
     _same_process(t, before, view, proc.pid)

@@ -18,7 +18,7 @@ from pyckpt._native._ck import ffi, lib
 from pyckpt.arch import PAGE
 from pyckpt.kinds import memory
 
-from test_birth import UffdSpy, _dump_kill, _same_process
+from test_birth import UffdSpy, _dump_kill, _same_process, _spied_restore
 
 SYS_USERFAULTFD = 323  # x86_64
 
@@ -131,13 +131,8 @@ def test_no_copy_in_where_every_vma_gets_huge_pages(spawn, python_exe, tmp_path,
     """With transparent huge pages on for every VMA ("always"), populated memory gets huge
     pages and UFFDIO_COPY 4 KiB ones: the copy-in leaves out every VMA not marked "nh",
     which the task reads; the process checks itself."""
-    spy = UffdSpy(memory.lib)
-    monkeypatch.setattr(memory, "lib", spy)
-    monkeypatch.setitem(memory._UFFD, "usable", True)
     monkeypatch.setattr(memory, "_thp_always", lambda: True)
-    t, before, view = _dump_kill(spawn, python_exe, tmp_path)
-    proc = pyckpt.restore(tmp_path / "img")
-    spawn.track(proc.pid)
+    spy, t, before, view, proc = _spied_restore(spawn, python_exe, tmp_path, monkeypatch)
     assert spy.results == [] and spy.reads == []
     _same_process(t, before, view, proc.pid)
 
@@ -188,11 +183,6 @@ def test_a_helper_without_the_parts_copies_in_at_once(spawn, python_exe, tmp_pat
                 raise AttributeError(name)
             return getattr(self._lib, name)
 
-    spy = OldLib(memory.lib)
-    monkeypatch.setattr(memory, "lib", spy)
-    monkeypatch.setitem(memory._UFFD, "usable", True)
-    t, before, view = _dump_kill(spawn, python_exe, tmp_path)
-    proc = pyckpt.restore(tmp_path / "img")
-    spawn.track(proc.pid)
+    spy, t, before, view, proc = _spied_restore(spawn, python_exe, tmp_path, monkeypatch, OldLib(memory.lib))
     assert spy.results == [0]
     _same_process(t, before, view, proc.pid)

@@ -1313,7 +1313,7 @@ def _copied_in(rctx: RestoreContext, vmas: list[VmaRecord], batch, update=lambda
     done = 0
     try:
         src = rctx.shared[SOURCE].get() if SOURCE in rctx.shared else None
-        c_ranges, c_runs = ffi.new("unsigned long[]", ranges), ffi.new("unsigned long[]", runs)
+        c_ranges = ffi.new("unsigned long[]", ranges)
         if src is not None and hasattr(lib, "ck_uffd_copy_runs"):
             r = lib.ck_uffd_register(uffd, c_ranges, len(chosen))  # (all, or none and -errno)
             registered = r == 0
@@ -1329,11 +1329,13 @@ def _copied_in(rctx: RestoreContext, vmas: list[VmaRecord], batch, update=lambda
                     undone = lib.ck_uffd_unregister(uffd, c_ranges, len(chosen))
                     r = r or undone
         elif src is not None:  # (a helper built before ck_uffd_copy_runs: all in one call)
-            r = lib.ck_uffd_fill(uffd, c_ranges, len(chosen), src, c_runs, len(runs) // 3)
+            r = lib.ck_uffd_fill(uffd, c_ranges, len(chosen), src, ffi.new("unsigned long[]", runs),
+                                 len(runs) // 3)
         else:  # read through a buffer (see ck_uffd_fill_read): a small image's
             buf = _FILL_BUFFERS.pop() if _FILL_BUFFERS else ffi.new("char[]", FILL_BUFFER)
             try:
-                r = lib.ck_uffd_fill_read(uffd, c_ranges, len(chosen), rctx.passed["pages"], c_runs,
+                r = lib.ck_uffd_fill_read(uffd, c_ranges, len(chosen), rctx.passed["pages"],
+                                          ffi.new("unsigned long[]", runs),
                                           len(runs) // 3, buf, FILL_BUFFER)
             finally:
                 _FILL_BUFFERS.append(buf)
